@@ -1,0 +1,303 @@
+//! Structured payloads (spec §6): the fixed-layout structures that open (or make up) a
+//! command's payload. Each is validated as strictly as the arguments are.
+
+use crate::abi_struct;
+use crate::cmd::{args_impl, Args};
+use crate::error::{read_pod, DecodeError};
+
+fn ensure(cond: bool, field: &'static str) -> Result<(), DecodeError> {
+    if cond { Ok(()) } else { Err(DecodeError::BadPayload(field)) }
+}
+
+/// Reads and validates a structured payload from the front of `bytes`.
+pub fn decode_payload<T: Args>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let v: T = read_pod(bytes)?;
+    v.check().map_err(|e| match e {
+        DecodeError::BadArgument(f) => DecodeError::BadPayload(f),
+        other => other,
+    })?;
+    Ok(v)
+}
+
+/// Reads `count` launch attributes from the front of `bytes`.
+pub fn decode_launch_attrs(bytes: &[u8], count: u16) -> Result<Vec<LaunchAttr>, DecodeError> {
+    let size = core::mem::size_of::<LaunchAttr>();
+    (0..usize::from(count))
+        .map(|i| decode_payload::<LaunchAttr>(bytes.get(i * size..).unwrap_or(&[])))
+        .collect()
+}
+
+/// Launch attribute ids (`CUlaunchAttributeID`) the ABI defines.
+pub mod launch_attr {
+    /// `CU_LAUNCH_ATTRIBUTE_COOPERATIVE`: v0 = 0 or 1.
+    pub const COOPERATIVE: u32 = 2;
+    /// `CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`: v0, v1, v2 = cluster x, y, z.
+    pub const CLUSTER_DIMENSION: u32 = 4;
+    /// `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`: v0 = 0 or 1.
+    pub const PROGRAMMATIC_STREAM_SERIALIZATION: u32 = 6;
+    /// `CU_LAUNCH_ATTRIBUTE_PRIORITY`: v0 = priority (i32 bits).
+    pub const PRIORITY: u32 = 8;
+    /// Largest id the ABI accepts; executors return NOT_SUPPORTED for ids they ignore.
+    pub const MAX_ID: u32 = 32;
+}
+
+abi_struct! {
+    /// One launch attribute: an id and up to three 32-bit values.
+    LaunchAttr [16] { id: u32, v0: u32, v1: u32, v2: u32 } reserved []
+}
+args_impl!(LaunchAttr, |s| { ensure(s.id != 0 && s.id <= launch_attr::MAX_ID, "attr.id") });
+
+/// Direction of a 2-D copy.
+pub mod copy_kind {
+    /// Window to device.
+    pub const HTOD: u32 = 1;
+    /// Device to window.
+    pub const DTOH: u32 = 2;
+    /// Device to device.
+    pub const DTOD: u32 = 3;
+}
+
+abi_struct! {
+    /// MEMCPY_2D: `height` rows of `width` bytes. A host side names a window and an offset
+    /// in it; a device side has window 0 and a device address.
+    Copy2D [64] {
+        kind: u32,
+        src_window: u32,
+        src: u64,
+        src_pitch: u64,
+        dst_window: u32,
+        rsv0: u32,
+        dst: u64,
+        dst_pitch: u64,
+        width: u64,
+        height: u64,
+    } reserved [rsv0]
+}
+args_impl!(Copy2D, |s| {
+    let (src_host, dst_host) = match s.kind {
+        copy_kind::HTOD => (true, false),
+        copy_kind::DTOH => (false, true),
+        copy_kind::DTOD => (false, false),
+        _ => return Err(DecodeError::BadPayload("kind")),
+    };
+    ensure((s.src_window != 0) == src_host, "src_window")?;
+    ensure((s.dst_window != 0) == dst_host, "dst_window")?;
+    ensure(s.width != 0 && s.height != 0, "width")?;
+    ensure(s.height == 1 || (s.src_pitch >= s.width && s.dst_pitch >= s.width), "pitch")?;
+    // The last byte touched on each side must be addressable.
+    let span = |pitch: u64| (s.height - 1).checked_mul(pitch).and_then(|v| v.checked_add(s.width));
+    ensure(span(s.src_pitch).and_then(|v| v.checked_add(s.src)).is_some(), "src")?;
+    ensure(span(s.dst_pitch).and_then(|v| v.checked_add(s.dst)).is_some(), "dst")
+});
+
+abi_struct! {
+    /// MEMSET_2D: `height` rows of `width` elements of `elem_size` bytes.
+    Memset2D [48] {
+        dst: u64,
+        pitch: u64,
+        width: u64,
+        height: u64,
+        value: u32,
+        elem_size: u32,
+        rsv: u64,
+    } reserved [rsv]
+}
+args_impl!(Memset2D, |s| {
+    ensure(matches!(s.elem_size, 1 | 2 | 4), "elem_size")?;
+    ensure(s.elem_size == 4 || s.value >> (8 * s.elem_size) == 0, "value")?;
+    ensure(s.width != 0 && s.height != 0, "width")?;
+    let row = s.width.checked_mul(u64::from(s.elem_size));
+    ensure(row.is_some_and(|r| s.height == 1 || s.pitch >= r), "pitch")?;
+    let span = row.and_then(|r| (s.height - 1).checked_mul(s.pitch).and_then(|v| v.checked_add(r)));
+    ensure(span.and_then(|v| v.checked_add(s.dst)).is_some(), "dst")
+});
+
+abi_struct! {
+    /// Opens a MODULE_LOAD payload; `image_len` bytes of image follow it (none with
+    /// BY_HASH). The image is a fatbin (one or more containers), an ELF cubin or PTX text.
+    ModuleImageHeader [48] {
+        /// SHA-256 of the image bytes.
+        sha256: [u8; 32],
+        image_len: u64,
+        rsv: u64,
+    } reserved [rsv]
+}
+args_impl!(ModuleImageHeader);
+
+/// `cublasOperation_t`.
+pub mod blas_op {
+    /// `CUBLAS_OP_N`.
+    pub const N: u32 = 0;
+    /// `CUBLAS_OP_T`.
+    pub const T: u32 = 1;
+    /// `CUBLAS_OP_C`.
+    pub const C: u32 = 2;
+}
+
+abi_struct! {
+    /// BLAS_GEMM and BLAS_GEMM_BATCHED (column-major, as cuBLAS):
+    /// `C[i] = alpha * op(A[i]) * op(B[i]) + beta * C[i]` for `i < batch_count`.
+    /// For BLAS_GEMM, `A[i] = a + i * stride_a` elements (likewise B, C); for
+    /// BLAS_GEMM_BATCHED, `a`, `b`, `c` are device arrays of `batch_count` pointers and the
+    /// strides must be 0. Types are `cudaDataType`; `compute_type` is a
+    /// `cublasComputeType_t` (or a legacy `cudaDataType`); `alpha`/`beta` hold one scalar of
+    /// the scale type implied by the compute type, little-endian, zero-padded.
+    GemmDesc [192] {
+        handle: u64,
+        transa: u32,
+        transb: u32,
+        m: i64,
+        n: i64,
+        k: i64,
+        a: u64,
+        lda: i64,
+        stride_a: i64,
+        b: u64,
+        ldb: i64,
+        stride_b: i64,
+        c: u64,
+        ldc: i64,
+        stride_c: i64,
+        batch_count: i64,
+        a_type: u32,
+        b_type: u32,
+        c_type: u32,
+        compute_type: u32,
+        algo: i32,
+        math_mode: u32,
+        alpha: [u8; 16],
+        beta: [u8; 16],
+        workspace: u64,
+        workspace_size: u64,
+    } reserved []
+}
+args_impl!(GemmDesc, |s| {
+    ensure(s.handle != 0, "handle")?;
+    ensure(s.transa <= blas_op::C, "transa")?;
+    ensure(s.transb <= blas_op::C, "transb")?;
+    ensure(s.m >= 0 && s.n >= 0 && s.k >= 0, "dims")?;
+    ensure(s.lda >= 1 && s.ldb >= 1 && s.ldc >= 1, "ld")?;
+    ensure(s.batch_count >= 1, "batch_count")
+});
+
+abi_struct! {
+    /// BLAS_TRSM_BATCHED: solves `op(A[i]) X = alpha B[i]` (side left) or
+    /// `X op(A[i]) = alpha B[i]` (side right) in place in `B[i]`; `a` and `b` are device
+    /// arrays of pointers. `data_type` is `CUDA_R_32F` or `CUDA_R_64F`.
+    TrsmBatchedDesc [104] {
+        handle: u64,
+        side: u32,
+        uplo: u32,
+        trans: u32,
+        diag: u32,
+        m: i64,
+        n: i64,
+        a: u64,
+        lda: i64,
+        b: u64,
+        ldb: i64,
+        batch_count: i64,
+        data_type: u32,
+        rsv0: u32,
+        alpha: [u8; 16],
+    } reserved [rsv0]
+}
+args_impl!(TrsmBatchedDesc, |s| {
+    ensure(s.handle != 0, "handle")?;
+    ensure(s.side <= 1 && s.uplo <= 1 && s.diag <= 1, "mode")?;
+    ensure(s.trans <= blas_op::C, "trans")?;
+    ensure(s.m >= 0 && s.n >= 0, "dims")?;
+    ensure(s.lda >= 1 && s.ldb >= 1, "ld")?;
+    ensure(s.batch_count >= 1, "batch_count")
+});
+
+abi_struct! {
+    /// A cuBLASLt matrix layout.
+    MatrixLayout [40] {
+        data_type: u32,
+        /// `cublasLtOrder_t` (0 = column-major).
+        order: u32,
+        rows: u64,
+        cols: u64,
+        ld: i64,
+        batch_count: i32,
+        rsv0: u32,
+    } reserved [rsv0]
+}
+args_impl!(MatrixLayout, |s| { ensure(s.ld >= 1 && s.batch_count >= 1, "layout") });
+
+abi_struct! {
+    /// BLASLT_MATMUL: `D = alpha * op(A) op(B) + beta * C` with an epilogue.
+    LtMatmulDesc [320] {
+        handle: u64,
+        compute_type: u32,
+        scale_type: u32,
+        transa: u32,
+        transb: u32,
+        /// `cublasLtEpilogue_t` (1 = default).
+        epilogue: u32,
+        rsv0: u32,
+        alpha: [u8; 16],
+        beta: [u8; 16],
+        a: u64,
+        b: u64,
+        c: u64,
+        d: u64,
+        bias: u64,
+        workspace: u64,
+        workspace_size: u64,
+        stride_a: i64,
+        stride_b: i64,
+        stride_c: i64,
+        stride_d: i64,
+        rsv1: u64,
+        a_layout: MatrixLayout,
+        b_layout: MatrixLayout,
+        c_layout: MatrixLayout,
+        d_layout: MatrixLayout,
+    } reserved [rsv0, rsv1]
+}
+args_impl!(LtMatmulDesc, |s| {
+    ensure(s.handle != 0, "handle")?;
+    ensure(s.transa <= blas_op::C && s.transb <= blas_op::C, "trans")?;
+    for l in [&s.a_layout, &s.b_layout, &s.c_layout, &s.d_layout] {
+        l.check().map_err(|_| DecodeError::BadPayload("layout"))?;
+    }
+    Ok(())
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy2d_checks_sides() {
+        let mut c = Copy2D {
+            kind: copy_kind::HTOD,
+            src_window: 1,
+            src: 0,
+            src_pitch: 64,
+            dst_window: 0,
+            rsv0: 0,
+            dst: 0x1000,
+            dst_pitch: 128,
+            width: 64,
+            height: 4,
+        };
+        assert_eq!(c.check(), Ok(()));
+        c.dst_window = 2;
+        assert_eq!(c.check(), Err(DecodeError::BadPayload("dst_window")));
+        c.dst_window = 0;
+        c.src_pitch = 32;
+        assert_eq!(c.check(), Err(DecodeError::BadPayload("pitch")));
+        c.src_pitch = 64;
+        c.kind = 9;
+        assert_eq!(c.check(), Err(DecodeError::BadPayload("kind")));
+    }
+
+    #[test]
+    fn short_payload_is_truncated() {
+        assert!(matches!(decode_payload::<GemmDesc>(&[0u8; 100]), Err(DecodeError::Truncated { need: 192, got: 100 })));
+        assert!(matches!(decode_launch_attrs(&[0u8; 20], 2), Err(DecodeError::Truncated { .. })));
+    }
+}
