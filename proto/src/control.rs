@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn hello_round_trip() {
         let mut h = HelloBody::zeroed();
-        h.version = VERSION;
+        h.version = VERSION.into();
         h.pid = 42;
         let bytes = Message::Hello(h).encode(7);
         assert_eq!(Message::decode(&bytes, 0), Ok((7, Message::Hello(h))));

@@ -19,6 +19,8 @@
 //! * [`status`]: completion status codes (CUDA-compatible where they reach applications).
 //! * [`control`]: the Unix-socket control plane between the shims and vgpu-driver.
 //! * [`error`]: decode errors, one variant per kind of malformed input.
+//! * [`examples`]: one valid request per opcode, for tests and fuzz seeds.
+//! * [`fuzzing`]: the entry point the fuzz target and the corpus test share.
 //!
 //! Decoding never panics and never trusts a length: every function that takes bytes from
 //! the other side returns `Result<_, DecodeError>`.
@@ -35,6 +37,8 @@ compile_error!("the VGPU-STUB ABI is little-endian; vgpu-proto only builds for l
 pub mod cmd;
 pub mod control;
 pub mod error;
+pub mod examples;
+pub mod fuzzing;
 pub mod info;
 pub mod opcode;
 pub mod payload;

@@ -298,6 +298,80 @@ mod tests {
     #[test]
     fn short_payload_is_truncated() {
         assert!(matches!(decode_payload::<GemmDesc>(&[0u8; 100]), Err(DecodeError::Truncated { need: 192, got: 100 })));
-        assert!(matches!(decode_launch_attrs(&[0u8; 20], 2), Err(DecodeError::Truncated { .. })));
+        let mut b = [0u8; 20];
+        b[0] = launch_attr::COOPERATIVE as u8;
+        assert_eq!(decode_launch_attrs(&b, 1).map(|v| v.len()), Ok(1));
+        assert!(matches!(decode_launch_attrs(&b, 2), Err(DecodeError::Truncated { need: 16, got: 4 })));
+        assert_eq!(decode_launch_attrs(&[0u8; 16], 1), Err(DecodeError::BadPayload("attr.id")));
     }
+}
+
+/// A command's payload, decoded according to its opcode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Structured<'a> {
+    /// The opcode takes no payload.
+    None,
+    /// Raw bytes (MEMCPY_HTOD inline data).
+    Data(&'a [u8]),
+    /// MEMCPY_2D.
+    Copy2D(Copy2D),
+    /// MEMSET_2D.
+    Memset2D(Memset2D),
+    /// MODULE_LOAD: the header and the image bytes (empty for BY_HASH).
+    Module(ModuleImageHeader, &'a [u8]),
+    /// MODULE_GET_GLOBAL: the symbol name.
+    Symbol(&'a str),
+    /// LAUNCH: attributes and the parameter blob.
+    Launch(Vec<LaunchAttr>, &'a [u8]),
+    /// BLAS_GEMM / BLAS_GEMM_BATCHED.
+    Gemm(GemmDesc),
+    /// BLAS_TRSM_BATCHED.
+    Trsm(TrsmBatchedDesc),
+    /// BLASLT_MATMUL.
+    LtMatmul(Box<LtMatmulDesc>),
+}
+
+/// Largest symbol name MODULE_GET_GLOBAL accepts.
+pub const MAX_SYMBOL_LEN: usize = 4096;
+
+/// Decodes the payload bytes of a validated command (spec §6). `bytes` must be exactly
+/// the payload (`payload_len` bytes).
+pub fn decode_structured<'a>(command: &crate::Command, bytes: &'a [u8]) -> Result<Structured<'a>, DecodeError> {
+    use crate::Command as C;
+    Ok(match command {
+        C::MEMCPY_HTOD(_) => Structured::Data(bytes),
+        C::MEMCPY_2D(_) => Structured::Copy2D(exact(bytes)?),
+        C::MEMSET_2D(_) => Structured::Memset2D(exact(bytes)?),
+        C::MODULE_LOAD(a) => {
+            let h: ModuleImageHeader = decode_payload(bytes)?;
+            let image = &bytes[core::mem::size_of::<ModuleImageHeader>()..];
+            let by_hash = a.flags & crate::cmd::module_flags::BY_HASH != 0;
+            ensure(h.image_len == image.len() as u64, "image_len")?;
+            ensure(by_hash == image.is_empty(), "image")?;
+            Structured::Module(h, image)
+        }
+        C::MODULE_GET_GLOBAL(_) => {
+            ensure(bytes.len() <= MAX_SYMBOL_LEN && !bytes.contains(&0), "symbol")?;
+            Structured::Symbol(core::str::from_utf8(bytes).map_err(|_| DecodeError::BadPayload("symbol"))?)
+        }
+        C::LAUNCH(a) => {
+            let attrs = decode_launch_attrs(bytes, a.attr_count)?;
+            Structured::Launch(attrs, &bytes[a.attr_bytes() as usize..])
+        }
+        C::BLAS_GEMM(_) => Structured::Gemm(exact(bytes)?),
+        C::BLAS_GEMM_BATCHED(_) => {
+            let g: GemmDesc = exact(bytes)?;
+            ensure(g.stride_a == 0 && g.stride_b == 0 && g.stride_c == 0, "stride")?;
+            Structured::Gemm(g)
+        }
+        C::BLAS_TRSM_BATCHED(_) => Structured::Trsm(exact(bytes)?),
+        C::BLASLT_MATMUL(_) => Structured::LtMatmul(Box::new(exact(bytes)?)),
+        _ if bytes.is_empty() => Structured::None,
+        _ => return Err(DecodeError::PayloadNotAllowed),
+    })
+}
+
+fn exact<T: Args>(bytes: &[u8]) -> Result<T, DecodeError> {
+    ensure(bytes.len() == core::mem::size_of::<T>(), "length")?;
+    decode_payload(bytes)
 }

@@ -218,6 +218,18 @@ pub const fn inline_slots(len: u32) -> u32 {
     len.div_ceil(SQE_SIZE as u32)
 }
 
+/// Checks that the client published every slot of an inline payload: the entry is at
+/// free-running index `entry`, the published tail is `tail`. Returns the number of payload
+/// slots to consume after the entry.
+pub fn inline_published(entry: u32, tail: u32, payload_len: u32) -> Result<u32, crate::DecodeError> {
+    let need = inline_slots(payload_len);
+    let avail = tail.wrapping_sub(entry).wrapping_sub(1);
+    if avail < need {
+        return Err(crate::DecodeError::InlineTruncated { need, avail });
+    }
+    Ok(need)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +255,15 @@ mod tests {
             assert_eq!(*off < 64, *client, "{name} is on the wrong cache line");
             assert!(off + 4 <= QCB_SIZE);
         }
+    }
+
+    #[test]
+    fn inline_publication() {
+        assert_eq!(inline_published(10, 12, 64), Ok(1));
+        assert_eq!(inline_published(u32::MAX, 2, 128), Ok(2));
+        let e = inline_published(10, 12, 65).unwrap_err();
+        assert_eq!(e, crate::DecodeError::InlineTruncated { need: 2, avail: 1 });
+        assert_eq!(e.status(), crate::Status::INLINE_TRUNCATED);
     }
 
     #[test]
