@@ -89,6 +89,11 @@ macro_rules! opcodes {
                 match v { $( $val => Some(Opcode::$variant), )* _ => None }
             }
 
+            /// Reserved fields of its arguments: (name, offset, length).
+            pub fn reserved_args(self) -> &'static [(&'static str, usize, usize)] {
+                match self { $( Opcode::$variant => <$args as crate::cmd::Args>::RESERVED, )* }
+            }
+
             /// Its metadata.
             pub const fn info(self) -> OpInfo {
                 match self { $( Opcode::$variant => OpInfo {

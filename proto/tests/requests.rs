@@ -193,7 +193,7 @@ fn reserved_argument_bytes() {
     let mut checked = 0;
     for &op in Opcode::ALL {
         let sqe = encoded(op);
-        for &(name, off, len) in reserved_fields(op) {
+        for &(name, off, len) in op.reserved_args() {
             for i in off..off + len {
                 let mut bad = sqe;
                 bad.args[i] = 0x5A;
@@ -203,42 +203,6 @@ fn reserved_argument_bytes() {
         }
     }
     assert!(checked > 500, "only {checked} reserved bytes checked");
-}
-
-fn reserved_fields(op: Opcode) -> &'static [(&'static str, usize, usize)] {
-    use vgpu_proto::cmd::*;
-    match request(op).command {
-        Command::IDENTIFY(_) => IdentifyArgs::RESERVED_FIELDS,
-        Command::PD_CREATE(_) => PdCreateArgs::RESERVED_FIELDS,
-        Command::PD_DESTROY(_) => PdArgs::RESERVED_FIELDS,
-        Command::PD_SET_QUOTA(_) => PdQuotaArgs::RESERVED_FIELDS,
-        Command::PD_STATS(_) => PdStatsArgs::RESERVED_FIELDS,
-        Command::WINDOW_REGISTER(_) => WindowRegisterArgs::RESERVED_FIELDS,
-        Command::WINDOW_UNREGISTER(_) => WindowArgs::RESERVED_FIELDS,
-        Command::QUEUE_CREATE(_) => QueueCreateArgs::RESERVED_FIELDS,
-        Command::QUEUE_DELETE(_) => QueueDeleteArgs::RESERVED_FIELDS,
-        Command::DEVICE_INFO(_) | Command::MGMT_QUERY(_) => OutArgs::RESERVED_FIELDS,
-        Command::CTX_GET_LIMIT(_) | Command::CTX_SET_LIMIT(_) => LimitArgs::RESERVED_FIELDS,
-        Command::MEM_ALLOC(_) => MemAllocArgs::RESERVED_FIELDS,
-        Command::MEMCPY_HTOD(_) => CopyHtoDArgs::RESERVED_FIELDS,
-        Command::MEMCPY_DTOH(_) => CopyDtoHArgs::RESERVED_FIELDS,
-        Command::MEMCPY_DTOD(_) => CopyDtoDArgs::RESERVED_FIELDS,
-        Command::MEMSET(_) => MemsetArgs::RESERVED_FIELDS,
-        Command::MODULE_LOAD(_) => ModuleLoadArgs::RESERVED_FIELDS,
-        Command::FUNC_GET_ATTRIBUTE(_) | Command::FUNC_SET_ATTRIBUTE(_) => FuncAttrArgs::RESERVED_FIELDS,
-        Command::LAUNCH(_) => LaunchArgs::RESERVED_FIELDS,
-        Command::STREAM_CREATE(_) => StreamCreateArgs::RESERVED_FIELDS,
-        Command::STREAM_WAIT_EVENT(_) => StreamWaitEventArgs::RESERVED_FIELDS,
-        Command::STREAM_BEGIN_CAPTURE(_) => CaptureArgs::RESERVED_FIELDS,
-        Command::EVENT_CREATE(_) => EventCreateArgs::RESERVED_FIELDS,
-        Command::EVENT_ELAPSED(_) => EventElapsedArgs::RESERVED_FIELDS,
-        Command::GRAPH_INSTANTIATE(_) => GraphInstantiateArgs::RESERVED_FIELDS,
-        Command::GRAPH_EXEC_UPDATE(_) => GraphExecUpdateArgs::RESERVED_FIELDS,
-        c => match c.args_bytes() {
-            b if b == bytemuck::cast::<NoArgs, [u8; 32]>(NoArgs::zeroed()) => NoArgs::RESERVED_FIELDS,
-            _ => HandleArgs::RESERVED_FIELDS,
-        },
-    }
 }
 
 #[test]
