@@ -13,7 +13,7 @@ use crate::error::{read_pod, DecodeError};
 use crate::opcode::{Opcode, PayloadRule, QueueKind, StreamRule};
 use crate::queue::{sqe_flags, Sqe, MAX_PARAM_BYTES};
 use crate::payload::LaunchAttr;
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 
 /// Arguments (and structured payloads): a fixed-layout structure whose reserved fields must
 /// be zero and whose values have ranges.
@@ -94,17 +94,18 @@ fn ensure(cond: bool, field: &'static str) -> Result<(), DecodeError> {
     if cond { Ok(()) } else { Err(DecodeError::BadArgument(field)) }
 }
 
-/// Where a command's output goes: `len` bytes at `offset` in window `window`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
-#[repr(C)]
-pub struct OutRef {
-    /// Offset in the window.
-    pub offset: u64,
-    /// Window id (nonzero).
-    pub window: u32,
-    /// Capacity in bytes (nonzero).
-    pub len: u32,
+abi_struct! {
+    /// Where a command's output goes: `len` bytes at `offset` in window `window`.
+    OutRef [16] {
+        /// Offset in the window.
+        offset: u64,
+        /// Window id (nonzero).
+        window: u32,
+        /// Capacity in bytes (nonzero).
+        len: u32,
+    } reserved []
 }
+
 crate::assert_layout!(OutRef, size = 16, offset = 0, window = 8, len = 12);
 
 impl OutRef {

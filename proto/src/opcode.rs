@@ -89,6 +89,11 @@ macro_rules! opcodes {
                 match v { $( $val => Some(Opcode::$variant), )* _ => None }
             }
 
+            /// Name of its argument structure.
+            pub const fn args_type(self) -> &'static str {
+                match self { $( Opcode::$variant => stringify!($args), )* }
+            }
+
             /// Reserved fields of its arguments: (name, offset, length).
             pub fn reserved_args(self) -> &'static [(&'static str, usize, usize)] {
                 match self { $( Opcode::$variant => <$args as crate::cmd::Args>::RESERVED, )* }

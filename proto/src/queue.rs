@@ -10,8 +10,6 @@
 //!
 //! Indices are free-running `u32` counters; the slot of index `i` is `i & (depth - 1)`.
 
-use crate::assert_layout;
-use bytemuck::{Pod, Zeroable};
 
 /// Size of a submission entry.
 pub const SQE_SIZE: usize = 64;
@@ -46,54 +44,55 @@ pub mod cqe_flags {
     pub const ASYNC_ERROR: u16 = 1 << 2;
 }
 
-/// A raw 64-byte submission queue entry (spec §5.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-#[repr(C)]
-pub struct Sqe {
-    /// Command opcode ([`crate::Opcode`]).
-    pub opcode: u16,
-    /// [`sqe_flags`].
-    pub flags: u16,
-    /// Command id chosen by the submitter, echoed in the completion.
-    pub cid: u32,
-    /// Stream handle (0 = the PD's NULL stream) for opcodes that take a stream; else 0.
-    pub stream: u64,
-    /// Payload length in bytes (0 = no payload).
-    pub payload_len: u32,
-    /// Window holding the payload; 0 when inline or absent.
-    pub payload_window: u32,
-    /// Offset of the payload in its window; 0 when inline or absent.
-    pub payload_offset: u64,
-    /// Opcode-specific arguments ([`crate::cmd`]).
-    pub args: [u8; 32],
+crate::abi_struct! {
+    /// A raw 64-byte submission queue entry (spec §5.3).
+    Sqe [64] {
+        /// Command opcode ([`crate::Opcode`]).
+        opcode: u16,
+        /// [`sqe_flags`].
+        flags: u16,
+        /// Command id chosen by the submitter, echoed in the completion.
+        cid: u32,
+        /// Stream handle (0 = the PD's NULL stream) for opcodes that take a stream; else 0.
+        stream: u64,
+        /// Payload length in bytes (0 = no payload).
+        payload_len: u32,
+        /// Window holding the payload; 0 when inline or absent.
+        payload_window: u32,
+        /// Offset of the payload in its window; 0 when inline or absent.
+        payload_offset: u64,
+        /// Opcode-specific arguments ([`crate::cmd`]).
+        args: [u8; 32],
+    } reserved []
 }
-assert_layout!(Sqe, size = 64, opcode = 0, flags = 2, cid = 4, stream = 8, payload_len = 16,
-    payload_window = 20, payload_offset = 24, args = 32);
 
-/// A raw 32-byte completion queue entry (spec §5.4).
-///
-/// The device writes bytes 0..28, then stores the 32-bit word at offset 28
-/// (`flags | opcode << 16`) with release ordering; the client loads that word with acquire
-/// ordering and checks the phase before reading the rest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-#[repr(C)]
-pub struct Cqe {
-    /// The `cid` of the entry this completes (for callbacks: of the HOST_FUNC entry).
-    pub cid: u32,
-    /// [`crate::Status`] value.
-    pub status: u32,
-    /// First result (opcode-specific).
-    pub result0: u64,
-    /// Second result (opcode-specific; for BUFFER_TOO_SMALL the size needed).
-    pub result1: u64,
-    /// The device's submission-ring head after consuming the entry.
-    pub sq_head: u32,
-    /// [`cqe_flags`].
-    pub flags: u16,
-    /// The opcode of the completed entry (diagnostics).
-    pub opcode: u16,
+crate::abi_struct! {
+    /// A raw 32-byte completion queue entry (spec §5.4).
+    ///
+    /// The device writes bytes 0..28, then stores the 32-bit word at offset 28
+    /// (`flags | opcode << 16`) with release ordering; the client loads that word with
+    /// acquire ordering and checks the phase before reading the rest.
+    Cqe [32] {
+        /// The `cid` of the entry this completes (for callbacks: of the HOST_FUNC entry).
+        cid: u32,
+        /// [`crate::Status`] value.
+        status: u32,
+        /// First result (opcode-specific).
+        result0: u64,
+        /// Second result (opcode-specific; for BUFFER_TOO_SMALL the size needed).
+        result1: u64,
+        /// The device's submission-ring head after consuming the entry.
+        sq_head: u32,
+        /// [`cqe_flags`].
+        flags: u16,
+        /// The opcode of the completed entry (diagnostics).
+        opcode: u16,
+    } reserved []
 }
-assert_layout!(Cqe, size = 32, cid = 0, status = 4, result0 = 8, result1 = 16, sq_head = 24,
+
+crate::assert_layout!(Sqe, size = 64, opcode = 0, flags = 2, cid = 4, stream = 8, payload_len = 16,
+    payload_window = 20, payload_offset = 24, args = 32);
+crate::assert_layout!(Cqe, size = 32, cid = 0, status = 4, result0 = 8, result1 = 16, sq_head = 24,
     flags = 28, opcode = 30);
 
 impl Cqe {

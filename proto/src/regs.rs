@@ -34,8 +34,6 @@ pub mod pci {
     pub const MSIX_VECTORS: u16 = 256;
     /// Offset of the MSI-X capability in configuration space.
     pub const MSIX_CAP_OFFSET: u8 = 0x40;
-    /// Offset of the PCI Express capability in configuration space (endpoint, v2).
-    pub const PCIE_CAP_OFFSET: u8 = 0x50;
 }
 
 /// The magic value read at [`MAGIC`]: the bytes "VGPU".

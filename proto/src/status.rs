@@ -41,6 +41,9 @@ statuses! {
     OUT_OF_MEMORY = 2,
     /// `CUDA_ERROR_NOT_INITIALIZED`.
     NOT_INITIALIZED = 3,
+    /// `CUDA_ERROR_DEVICE_UNAVAILABLE`: the device was lost (the driver went away or the
+    /// device entered the fatal state). Produced by the client core, not the device.
+    DEVICE_UNAVAILABLE = 46,
     /// `CUDA_ERROR_NO_DEVICE`.
     NO_DEVICE = 100,
     /// `CUDA_ERROR_INVALID_DEVICE`.
@@ -53,6 +56,9 @@ statuses! {
     NO_BINARY_FOR_GPU = 209,
     /// `CUDA_ERROR_INVALID_PTX`.
     INVALID_PTX = 218,
+    /// `CUDA_ERROR_UNSUPPORTED_LIMIT`: CTX_GET_LIMIT / CTX_SET_LIMIT on a limit the
+    /// executor does not have.
+    UNSUPPORTED_LIMIT = 215,
     /// `CUDA_ERROR_INVALID_HANDLE`: unknown, stale or wrong-kind handle.
     INVALID_HANDLE = 400,
     /// `CUDA_ERROR_ILLEGAL_STATE`.
