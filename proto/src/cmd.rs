@@ -2,17 +2,22 @@
 //! validation, and encoding one (spec §5.3, §7).
 //!
 //! Decoding checks, in this order (the first failure decides the status):
-//! 1. the opcode is defined; 2. no reserved flag bit is set; 3. the opcode belongs on this
-//! queue; 4. its feature was accepted; 5. the stream field obeys the opcode's stream rule;
-//! 6. the payload descriptor is consistent and obeys the opcode's payload rule; 7. reserved
-//! argument fields are zero; 8. argument values are in range; 9. opcode-specific checks
-//! that relate the arguments to the header.
+//!
+//! 1. the opcode is defined;
+//! 2. no reserved flag bit is set;
+//! 3. the opcode belongs on this queue;
+//! 4. its feature was accepted;
+//! 5. the stream field obeys the opcode's stream rule;
+//! 6. the payload descriptor is consistent and obeys the opcode's payload rule;
+//! 7. reserved argument fields are zero;
+//! 8. argument values are in range;
+//! 9. opcode-specific checks that relate the arguments to the header.
 
-pub use crate::opcode::Command;
 use crate::error::{read_pod, DecodeError};
+pub use crate::opcode::Command;
 use crate::opcode::{Opcode, PayloadRule, QueueKind, StreamRule};
-use crate::queue::{sqe_flags, Sqe, MAX_PARAM_BYTES};
 use crate::payload::LaunchAttr;
+use crate::queue::{sqe_flags, Sqe, MAX_PARAM_BYTES};
 use bytemuck::Pod;
 
 /// Arguments (and structured payloads): a fixed-layout structure whose reserved fields must
@@ -91,7 +96,11 @@ macro_rules! args_impl {
 pub(crate) use args_impl;
 
 fn ensure(cond: bool, field: &'static str) -> Result<(), DecodeError> {
-    if cond { Ok(()) } else { Err(DecodeError::BadArgument(field)) }
+    if cond {
+        Ok(())
+    } else {
+        Err(DecodeError::BadArgument(field))
+    }
 }
 
 abi_struct! {
@@ -112,7 +121,10 @@ impl OutRef {
     fn validate(&self) -> Result<(), DecodeError> {
         ensure(self.window != 0, "out.window")?;
         ensure(self.len != 0, "out.len")?;
-        ensure(self.offset.checked_add(u64::from(self.len)).is_some(), "out.offset")
+        ensure(
+            self.offset.checked_add(u64::from(self.len)).is_some(),
+            "out.offset",
+        )
     }
 }
 
@@ -139,7 +151,10 @@ abi_struct! {
     IdentifyArgs [32] { iova: u64, len: u32, rsv0: u32, rsv: [u64; 2] } reserved [rsv0, rsv]
 }
 args_impl!(IdentifyArgs, |s| {
-    ensure(s.len as usize >= core::mem::size_of::<crate::info::DeviceInfo>(), "len")?;
+    ensure(
+        s.len as usize >= core::mem::size_of::<crate::info::DeviceInfo>(),
+        "len",
+    )?;
     ensure(s.iova.checked_add(u64::from(s.len)).is_some(), "iova")
 });
 
@@ -174,7 +189,10 @@ abi_struct! {
     PdStatsArgs [32] { pd: u32, len: u32, iova: u64, rsv: [u64; 2] } reserved [rsv]
 }
 args_impl!(PdStatsArgs, |s| {
-    ensure(s.len as usize >= core::mem::size_of::<crate::info::ObjectCounts>(), "len")?;
+    ensure(
+        s.len as usize >= core::mem::size_of::<crate::info::ObjectCounts>(),
+        "len",
+    )?;
     ensure(s.iova.checked_add(u64::from(s.len)).is_some(), "iova")
 });
 
@@ -226,7 +244,10 @@ args_impl!(QueueCreateArgs, |s| {
     ensure(s.pd != 0, "pd")?;
     ensure(s.qid != 0 && u32::from(s.qid) <= caps::MAX_IO_QUEUES, "qid")?;
     ensure(s.vector < pci::MSIX_VECTORS, "vector")?;
-    ensure(s.depth_log2 >= 1 && u32::from(s.depth_log2) <= caps::MAX_IO_DEPTH_LOG2, "depth_log2")?;
+    ensure(
+        s.depth_log2 >= 1 && u32::from(s.depth_log2) <= caps::MAX_IO_DEPTH_LOG2,
+        "depth_log2",
+    )?;
     ensure(s.base % crate::queue::QUEUE_ALIGN == 0, "base")
 });
 
@@ -235,7 +256,10 @@ abi_struct! {
     QueueDeleteArgs [32] { qid: u16, rsv0: [u8; 6], rsv: [u64; 3] } reserved [rsv0, rsv]
 }
 args_impl!(QueueDeleteArgs, |s| {
-    ensure(s.qid != 0 && u32::from(s.qid) <= crate::regs::caps::MAX_IO_QUEUES, "qid")
+    ensure(
+        s.qid != 0 && u32::from(s.qid) <= crate::regs::caps::MAX_IO_QUEUES,
+        "qid",
+    )
 });
 
 abi_struct! {
@@ -289,7 +313,10 @@ abi_struct! {
 args_impl!(MemsetArgs, |s| {
     ensure(matches!(s.elem_size, 1 | 2 | 4), "elem_size")?;
     ensure(s.count != 0, "count")?;
-    ensure(s.elem_size == 4 || s.value >> (8 * u32::from(s.elem_size)) == 0, "value")
+    ensure(
+        s.elem_size == 4 || s.value >> (8 * u32::from(s.elem_size)) == 0,
+        "value",
+    )
 });
 
 /// Flags of [`ModuleLoadArgs::flags`].
@@ -364,7 +391,9 @@ abi_struct! {
     /// STREAM_CREATE.
     StreamCreateArgs [32] { flags: u32, priority: i32, rsv: [u64; 3] } reserved [rsv]
 }
-args_impl!(StreamCreateArgs, |s| { ensure(s.flags & !stream_flags::NON_BLOCKING == 0, "flags") });
+args_impl!(StreamCreateArgs, |s| {
+    ensure(s.flags & !stream_flags::NON_BLOCKING == 0, "flags")
+});
 
 abi_struct! {
     /// STREAM_WAIT_EVENT.
@@ -518,15 +547,22 @@ impl Request {
             return Err(DecodeError::FeatureNotAccepted(info.feature));
         }
         match info.stream {
-            StreamRule::None if sqe.stream != 0 => return Err(DecodeError::StreamNotAllowed(sqe.stream)),
-            StreamRule::Target if sqe.stream == 0 => return Err(DecodeError::BadArgument("stream")),
+            StreamRule::None if sqe.stream != 0 => {
+                return Err(DecodeError::StreamNotAllowed(sqe.stream))
+            }
+            StreamRule::Target if sqe.stream == 0 => {
+                return Err(DecodeError::BadArgument("stream"))
+            }
             _ => {}
         }
         let payload = decode_payload_descriptor(sqe, ctx)?;
         match info.payload {
             PayloadRule::None if !payload.is_empty() => return Err(DecodeError::PayloadNotAllowed),
             PayloadRule::Required(min) if payload.len() < min => {
-                return Err(DecodeError::PayloadTooShort { min, got: payload.len() })
+                return Err(DecodeError::PayloadTooShort {
+                    min,
+                    got: payload.len(),
+                })
             }
             _ => {}
         }
@@ -547,32 +583,51 @@ fn decode_payload_descriptor(sqe: &Sqe, ctx: &DecodeContext) -> Result<Payload, 
     let len = sqe.payload_len;
     if len == 0 {
         if inline {
-            return Err(DecodeError::BadPayloadDescriptor("FLAG_INLINE without a payload"));
+            return Err(DecodeError::BadPayloadDescriptor(
+                "FLAG_INLINE without a payload",
+            ));
         }
         if sqe.payload_window != 0 || sqe.payload_offset != 0 {
-            return Err(DecodeError::BadPayloadDescriptor("window or offset without a payload"));
+            return Err(DecodeError::BadPayloadDescriptor(
+                "window or offset without a payload",
+            ));
         }
         return Ok(Payload::None);
     }
     if inline {
         if sqe.payload_window != 0 || sqe.payload_offset != 0 {
-            return Err(DecodeError::BadPayloadDescriptor("inline payload names a window"));
+            return Err(DecodeError::BadPayloadDescriptor(
+                "inline payload names a window",
+            ));
         }
         if ctx.features & crate::regs::features::INLINE_PAYLOAD == 0 {
-            return Err(DecodeError::FeatureNotAccepted(crate::regs::features::INLINE_PAYLOAD));
+            return Err(DecodeError::FeatureNotAccepted(
+                crate::regs::features::INLINE_PAYLOAD,
+            ));
         }
         if len > ctx.max_inline {
-            return Err(DecodeError::InlineTooLong { len, max: ctx.max_inline });
+            return Err(DecodeError::InlineTooLong {
+                len,
+                max: ctx.max_inline,
+            });
         }
         return Ok(Payload::Inline { len });
     }
     if sqe.payload_window == 0 {
-        return Err(DecodeError::BadPayloadDescriptor("window payload in window 0"));
+        return Err(DecodeError::BadPayloadDescriptor(
+            "window payload in window 0",
+        ));
     }
     if sqe.payload_offset.checked_add(u64::from(len)).is_none() {
-        return Err(DecodeError::BadPayloadDescriptor("payload offset overflows"));
+        return Err(DecodeError::BadPayloadDescriptor(
+            "payload offset overflows",
+        ));
     }
-    Ok(Payload::Window { window: sqe.payload_window, offset: sqe.payload_offset, len })
+    Ok(Payload::Window {
+        window: sqe.payload_window,
+        offset: sqe.payload_offset,
+        len,
+    })
 }
 
 fn cross_check(command: &Command, payload: &Payload) -> Result<(), DecodeError> {
@@ -583,13 +638,18 @@ fn cross_check(command: &Command, payload: &Payload) -> Result<(), DecodeError> 
                 ensure(a.src_offset == 0, "src_offset")?;
                 ensure(a.len == u64::from(*len), "len")
             }
-            Payload::Window { .. } => Err(DecodeError::BadPayloadDescriptor("MEMCPY_HTOD data in a window goes in the arguments")),
+            Payload::Window { .. } => Err(DecodeError::BadPayloadDescriptor(
+                "MEMCPY_HTOD data in a window goes in the arguments",
+            )),
             Payload::None => ensure(a.src_window != 0, "src_window"),
         },
         Command::LAUNCH(a) => {
             let attrs = a.attr_bytes();
             if payload.len() < attrs {
-                return Err(DecodeError::PayloadTooShort { min: attrs, got: payload.len() });
+                return Err(DecodeError::PayloadTooShort {
+                    min: attrs,
+                    got: payload.len(),
+                });
             }
             ensure(payload.len() - attrs <= MAX_PARAM_BYTES, "params")
         }

@@ -144,7 +144,9 @@ args_impl!(WelcomeBody, |s| {
     if s.queue_depth_log2 == 0 || s.queue_depth_log2 > crate::regs::caps::MAX_IO_DEPTH_LOG2 {
         return Err(DecodeError::BadMessage("welcome.queue_depth_log2"));
     }
-    s.device.check().map_err(|_| DecodeError::BadMessage("welcome.device"))
+    s.device
+        .check()
+        .map_err(|_| DecodeError::BadMessage("welcome.device"))
 });
 
 abi_struct! {
@@ -253,12 +255,22 @@ impl Message {
             Message::Ok | Message::StatusQuery | Message::Goodbye => Vec::new(),
             Message::StatusReply(s) => truncated(s, MAX_MESSAGE - 16).as_bytes().to_vec(),
             Message::Error { code, message } => {
-                let mut v = bytemuck::bytes_of(&ErrorBody { code: *code, rsv: 0 }).to_vec();
+                let mut v = bytemuck::bytes_of(&ErrorBody {
+                    code: *code,
+                    rsv: 0,
+                })
+                .to_vec();
                 v.extend_from_slice(truncated(message, MAX_MESSAGE - 24).as_bytes());
                 v
             }
         };
-        let h = MsgHeader { magic: MAGIC, version: VERSION, kind: self.kind(), body_len: body.len() as u32, seq };
+        let h = MsgHeader {
+            magic: MAGIC,
+            version: VERSION,
+            kind: self.kind(),
+            body_len: body.len() as u32,
+            seq,
+        };
         let mut out = bytemuck::bytes_of(&h).to_vec();
         out.extend_from_slice(&body);
         out
@@ -297,7 +309,10 @@ impl Message {
             kind::ERROR => {
                 let e: ErrorBody = read_pod(body)?;
                 e.check()?;
-                Message::Error { code: e.code, message: utf8(&body[8..])? }
+                Message::Error {
+                    code: e.code,
+                    message: utf8(&body[8..])?,
+                }
             }
             _ => return Err(DecodeError::BadMessage("unknown kind")),
         };
@@ -315,7 +330,11 @@ fn exact<T: Args>(body: &[u8]) -> Result<T, DecodeError> {
 }
 
 fn empty(body: &[u8], m: Message) -> Result<Message, DecodeError> {
-    if body.is_empty() { Ok(m) } else { Err(DecodeError::BadMessage("body must be empty")) }
+    if body.is_empty() {
+        Ok(m)
+    } else {
+        Err(DecodeError::BadMessage("body must be empty"))
+    }
 }
 
 fn utf8(b: &[u8]) -> Result<String, DecodeError> {
@@ -342,13 +361,22 @@ mod tests {
         h.pid = 42;
         let bytes = Message::Hello(h).encode(7);
         assert_eq!(Message::decode(&bytes, 0), Ok((7, Message::Hello(h))));
-        assert_eq!(Message::decode(&bytes, 1), Err(DecodeError::BadMessage("file descriptor count")));
-        assert_eq!(Message::decode(&bytes[..bytes.len() - 1], 0), Err(DecodeError::BadMessage("body_len")));
+        assert_eq!(
+            Message::decode(&bytes, 1),
+            Err(DecodeError::BadMessage("file descriptor count"))
+        );
+        assert_eq!(
+            Message::decode(&bytes[..bytes.len() - 1], 0),
+            Err(DecodeError::BadMessage("body_len"))
+        );
     }
 
     #[test]
     fn error_carries_text() {
-        let m = Message::Error { code: error_code::NO_QUEUES, message: "all 255 queues in use".into() };
+        let m = Message::Error {
+            code: error_code::NO_QUEUES,
+            message: "all 255 queues in use".into(),
+        };
         assert_eq!(Message::decode(&m.encode(3), 0), Ok((3, m)));
     }
 }

@@ -102,6 +102,9 @@ pub(crate) fn read_pod<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> Result<T, De
     let need = core::mem::size_of::<T>();
     match bytes.get(..need) {
         Some(b) => Ok(bytemuck::pod_read_unaligned(b)),
-        None => Err(DecodeError::Truncated { need, got: bytes.len() }),
+        None => Err(DecodeError::Truncated {
+            need,
+            got: bytes.len(),
+        }),
     }
 }

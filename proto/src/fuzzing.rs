@@ -15,14 +15,22 @@ use crate::{cmd::Args, error::read_pod, info};
 pub fn decode_all(data: &[u8]) {
     for queue in [QueueKind::Admin, QueueKind::Io] {
         for (feat, max_inline) in [(features::ALL, 255 * 64), (0, 0), (features::ALL, 64)] {
-            let ctx = DecodeContext { queue, features: feat, max_inline };
+            let ctx = DecodeContext {
+                queue,
+                features: feat,
+                max_inline,
+            };
             sqe(data, &ctx);
         }
     }
     let _ = read_pod::<Cqe>(data);
     for fds in 0..=MAX_FDS {
         if let Ok((seq, msg)) = Message::decode(data, fds) {
-            assert_eq!(msg.encode(seq), data, "control message does not re-encode to its bytes");
+            assert_eq!(
+                msg.encode(seq),
+                data,
+                "control message does not re-encode to its bytes"
+            );
         }
     }
     let _ = info::decode_module_info(data);
@@ -36,9 +44,15 @@ pub fn decode_all(data: &[u8]) {
 }
 
 fn sqe(data: &[u8], ctx: &DecodeContext) {
-    let Ok(req) = crate::decode_sqe(data, ctx) else { return };
+    let Ok(req) = crate::decode_sqe(data, ctx) else {
+        return;
+    };
     let raw = req.encode();
-    assert_eq!(bytemuck::bytes_of(&raw), &data[..SQE_SIZE], "accepted entry does not re-encode to its bytes");
+    assert_eq!(
+        bytemuck::bytes_of(&raw),
+        &data[..SQE_SIZE],
+        "accepted entry does not re-encode to its bytes"
+    );
     assert_eq!(Request::decode(&raw, ctx), Ok(req));
     if let Payload::Inline { len } = req.payload {
         let rest = &data[SQE_SIZE..];

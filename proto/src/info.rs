@@ -148,11 +148,19 @@ args_impl!(ObjectCounts);
 impl ObjectCounts {
     /// Sum of the GPU object counts (everything a PD can leak).
     pub fn objects(&self) -> u64 {
-        [self.allocations, self.modules, self.functions, self.streams, self.events, self.graphs,
-            self.graph_execs, self.blas_handles]
-            .iter()
-            .map(|&v| u64::from(v))
-            .sum()
+        [
+            self.allocations,
+            self.modules,
+            self.functions,
+            self.streams,
+            self.events,
+            self.graphs,
+            self.graph_execs,
+            self.blas_handles,
+        ]
+        .iter()
+        .map(|&v| u64::from(v))
+        .sum()
     }
 }
 
@@ -295,31 +303,57 @@ pub fn decode_module_info(bytes: &[u8]) -> Result<(ModuleInfo, Vec<FunctionEntry
     let info: ModuleInfo = read_pod(bytes)?;
     info.check()?;
     let total = info.total_len as usize;
-    let buf = bytes.get(..total).ok_or(DecodeError::Truncated { need: total, got: bytes.len() })?;
+    let buf = bytes.get(..total).ok_or(DecodeError::Truncated {
+        need: total,
+        got: bytes.len(),
+    })?;
     let rec = core::mem::size_of::<FuncRecord>();
     let head = core::mem::size_of::<ModuleInfo>();
     let mut funcs = Vec::new();
     for i in 0..info.func_count as usize {
-        let at = i.checked_mul(rec).and_then(|v| v.checked_add(head)).ok_or(DecodeError::BadPayload("func_count"))?;
+        let at = i
+            .checked_mul(rec)
+            .and_then(|v| v.checked_add(head))
+            .ok_or(DecodeError::BadPayload("func_count"))?;
         let r: FuncRecord = read_pod(buf.get(at..).unwrap_or(&[]))?;
         r.check()?;
         let name = slice(buf, r.name_offset, r.name_len as u64, "name")?;
-        let name = core::str::from_utf8(name).map_err(|_| DecodeError::BadPayload("name"))?.to_owned();
+        let name = core::str::from_utf8(name)
+            .map_err(|_| DecodeError::BadPayload("name"))?
+            .to_owned();
         let plen = u64::from(r.param_count) * core::mem::size_of::<ParamInfo>() as u64;
         let praw = slice(buf, r.params_offset, plen, "params")?;
-        let params: Vec<ParamInfo> = praw.chunks_exact(8).map(bytemuck::pod_read_unaligned).collect();
-        if params.iter().any(|p| u64::from(p.offset) + u64::from(p.size) > u64::from(r.param_bytes)) {
+        let params: Vec<ParamInfo> = praw
+            .chunks_exact(8)
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
+        if params
+            .iter()
+            .any(|p| u64::from(p.offset) + u64::from(p.size) > u64::from(r.param_bytes))
+        {
             return Err(DecodeError::BadPayload("params"));
         }
-        funcs.push(FunctionEntry { record: r, name, params });
+        funcs.push(FunctionEntry {
+            record: r,
+            name,
+            params,
+        });
     }
     Ok((info, funcs))
 }
 
-fn slice<'a>(buf: &'a [u8], off: u32, len: u64, what: &'static str) -> Result<&'a [u8], DecodeError> {
+fn slice<'a>(
+    buf: &'a [u8],
+    off: u32,
+    len: u64,
+    what: &'static str,
+) -> Result<&'a [u8], DecodeError> {
     let start = off as usize;
-    let end = u64::from(off).checked_add(len).ok_or(DecodeError::BadPayload(what))?;
-    buf.get(start..end as usize).ok_or(DecodeError::BadPayload(what))
+    let end = u64::from(off)
+        .checked_add(len)
+        .ok_or(DecodeError::BadPayload(what))?;
+    buf.get(start..end as usize)
+        .ok_or(DecodeError::BadPayload(what))
 }
 
 #[cfg(test)]
@@ -353,14 +387,29 @@ mod tests {
             record: r,
             name: "_Z10odd_params6ParamsPKixsPi".into(),
             params: vec![
-                ParamInfo { offset: 0, size: 0x20 },
-                ParamInfo { offset: 0x20, size: 8 },
-                ParamInfo { offset: 0x28, size: 8 },
-                ParamInfo { offset: 0x30, size: 2 },
-                ParamInfo { offset: 0x38, size: 8 },
+                ParamInfo {
+                    offset: 0,
+                    size: 0x20,
+                },
+                ParamInfo {
+                    offset: 0x20,
+                    size: 8,
+                },
+                ParamInfo {
+                    offset: 0x28,
+                    size: 8,
+                },
+                ParamInfo {
+                    offset: 0x30,
+                    size: 2,
+                },
+                ParamInfo {
+                    offset: 0x38,
+                    size: 8,
+                },
             ],
         };
-        let bytes = encode_module_info(3, &[f.clone()]);
+        let bytes = encode_module_info(3, std::slice::from_ref(&f));
         let (info, funcs) = decode_module_info(&bytes).unwrap();
         assert_eq!(info.module, 3);
         assert_eq!(funcs[0].name, f.name);

@@ -32,7 +32,9 @@
 #![forbid(unsafe_code)]
 
 #[cfg(not(target_endian = "little"))]
-compile_error!("the VGPU-STUB ABI is little-endian; vgpu-proto only builds for little-endian targets");
+compile_error!(
+    "the VGPU-STUB ABI is little-endian; vgpu-proto only builds for little-endian targets"
+);
 
 pub mod cmd;
 pub mod control;

@@ -6,7 +6,11 @@ use crate::cmd::{args_impl, Args};
 use crate::error::{read_pod, DecodeError};
 
 fn ensure(cond: bool, field: &'static str) -> Result<(), DecodeError> {
-    if cond { Ok(()) } else { Err(DecodeError::BadPayload(field)) }
+    if cond {
+        Ok(())
+    } else {
+        Err(DecodeError::BadPayload(field))
+    }
 }
 
 /// Reads and validates a structured payload from the front of `bytes`.
@@ -45,7 +49,9 @@ abi_struct! {
     /// One launch attribute: an id and up to three 32-bit values.
     LaunchAttr [16] { id: u32, v0: u32, v1: u32, v2: u32 } reserved []
 }
-args_impl!(LaunchAttr, |s| { ensure(s.id != 0 && s.id <= launch_attr::MAX_ID, "attr.id") });
+args_impl!(LaunchAttr, |s| {
+    ensure(s.id != 0 && s.id <= launch_attr::MAX_ID, "attr.id")
+});
 
 /// Direction of a 2-D copy.
 pub mod copy_kind {
@@ -83,11 +89,28 @@ args_impl!(Copy2D, |s| {
     ensure((s.src_window != 0) == src_host, "src_window")?;
     ensure((s.dst_window != 0) == dst_host, "dst_window")?;
     ensure(s.width != 0 && s.height != 0, "width")?;
-    ensure(s.height == 1 || (s.src_pitch >= s.width && s.dst_pitch >= s.width), "pitch")?;
+    ensure(
+        s.height == 1 || (s.src_pitch >= s.width && s.dst_pitch >= s.width),
+        "pitch",
+    )?;
     // The last byte touched on each side must be addressable.
-    let span = |pitch: u64| (s.height - 1).checked_mul(pitch).and_then(|v| v.checked_add(s.width));
-    ensure(span(s.src_pitch).and_then(|v| v.checked_add(s.src)).is_some(), "src")?;
-    ensure(span(s.dst_pitch).and_then(|v| v.checked_add(s.dst)).is_some(), "dst")
+    let span = |pitch: u64| {
+        (s.height - 1)
+            .checked_mul(pitch)
+            .and_then(|v| v.checked_add(s.width))
+    };
+    ensure(
+        span(s.src_pitch)
+            .and_then(|v| v.checked_add(s.src))
+            .is_some(),
+        "src",
+    )?;
+    ensure(
+        span(s.dst_pitch)
+            .and_then(|v| v.checked_add(s.dst))
+            .is_some(),
+        "dst",
+    )
 });
 
 abi_struct! {
@@ -104,11 +127,18 @@ abi_struct! {
 }
 args_impl!(Memset2D, |s| {
     ensure(matches!(s.elem_size, 1 | 2 | 4), "elem_size")?;
-    ensure(s.elem_size == 4 || s.value >> (8 * s.elem_size) == 0, "value")?;
+    ensure(
+        s.elem_size == 4 || s.value >> (8 * s.elem_size) == 0,
+        "value",
+    )?;
     ensure(s.width != 0 && s.height != 0, "width")?;
     let row = s.width.checked_mul(u64::from(s.elem_size));
     ensure(row.is_some_and(|r| s.height == 1 || s.pitch >= r), "pitch")?;
-    let span = row.and_then(|r| (s.height - 1).checked_mul(s.pitch).and_then(|v| v.checked_add(r)));
+    let span = row.and_then(|r| {
+        (s.height - 1)
+            .checked_mul(s.pitch)
+            .and_then(|v| v.checked_add(r))
+    });
     ensure(span.and_then(|v| v.checked_add(s.dst)).is_some(), "dst")
 });
 
@@ -224,7 +254,9 @@ abi_struct! {
         rsv0: u32,
     } reserved [rsv0]
 }
-args_impl!(MatrixLayout, |s| { ensure(s.ld >= 1 && s.batch_count >= 1, "layout") });
+args_impl!(MatrixLayout, |s| {
+    ensure(s.ld >= 1 && s.batch_count >= 1, "layout")
+});
 
 abi_struct! {
     /// BLASLT_MATMUL: `D = alpha * op(A) op(B) + beta * C` with an epilogue.
@@ -297,12 +329,24 @@ mod tests {
 
     #[test]
     fn short_payload_is_truncated() {
-        assert!(matches!(decode_payload::<GemmDesc>(&[0u8; 100]), Err(DecodeError::Truncated { need: 192, got: 100 })));
+        assert!(matches!(
+            decode_payload::<GemmDesc>(&[0u8; 100]),
+            Err(DecodeError::Truncated {
+                need: 192,
+                got: 100
+            })
+        ));
         let mut b = [0u8; 20];
         b[0] = launch_attr::COOPERATIVE as u8;
         assert_eq!(decode_launch_attrs(&b, 1).map(|v| v.len()), Ok(1));
-        assert!(matches!(decode_launch_attrs(&b, 2), Err(DecodeError::Truncated { need: 16, got: 4 })));
-        assert_eq!(decode_launch_attrs(&[0u8; 16], 1), Err(DecodeError::BadPayload("attr.id")));
+        assert!(matches!(
+            decode_launch_attrs(&b, 2),
+            Err(DecodeError::Truncated { need: 16, got: 4 })
+        ));
+        assert_eq!(
+            decode_launch_attrs(&[0u8; 16], 1),
+            Err(DecodeError::BadPayload("attr.id"))
+        );
     }
 }
 
@@ -336,7 +380,10 @@ pub const MAX_SYMBOL_LEN: usize = 4096;
 
 /// Decodes the payload bytes of a validated command (spec §6). `bytes` must be exactly
 /// the payload (`payload_len` bytes).
-pub fn decode_structured<'a>(command: &crate::Command, bytes: &'a [u8]) -> Result<Structured<'a>, DecodeError> {
+pub fn decode_structured<'a>(
+    command: &crate::Command,
+    bytes: &'a [u8],
+) -> Result<Structured<'a>, DecodeError> {
     use crate::Command as C;
     Ok(match command {
         C::MEMCPY_HTOD(_) => Structured::Data(bytes),
@@ -351,8 +398,13 @@ pub fn decode_structured<'a>(command: &crate::Command, bytes: &'a [u8]) -> Resul
             Structured::Module(h, image)
         }
         C::MODULE_GET_GLOBAL(_) => {
-            ensure(bytes.len() <= MAX_SYMBOL_LEN && !bytes.contains(&0), "symbol")?;
-            Structured::Symbol(core::str::from_utf8(bytes).map_err(|_| DecodeError::BadPayload("symbol"))?)
+            ensure(
+                bytes.len() <= MAX_SYMBOL_LEN && !bytes.contains(&0),
+                "symbol",
+            )?;
+            Structured::Symbol(
+                core::str::from_utf8(bytes).map_err(|_| DecodeError::BadPayload("symbol"))?,
+            )
         }
         C::LAUNCH(a) => {
             let attrs = decode_launch_attrs(bytes, a.attr_count)?;
@@ -361,7 +413,10 @@ pub fn decode_structured<'a>(command: &crate::Command, bytes: &'a [u8]) -> Resul
         C::BLAS_GEMM(_) => Structured::Gemm(exact(bytes)?),
         C::BLAS_GEMM_BATCHED(_) => {
             let g: GemmDesc = exact(bytes)?;
-            ensure(g.stride_a == 0 && g.stride_b == 0 && g.stride_c == 0, "stride")?;
+            ensure(
+                g.stride_a == 0 && g.stride_b == 0 && g.stride_c == 0,
+                "stride",
+            )?;
             Structured::Gemm(g)
         }
         C::BLAS_TRSM_BATCHED(_) => Structured::Trsm(exact(bytes)?),

@@ -10,7 +10,6 @@
 //!
 //! Indices are free-running `u32` counters; the slot of index `i` is `i & (depth - 1)`.
 
-
 /// Size of a submission entry.
 pub const SQE_SIZE: usize = 64;
 /// Size of a completion entry.
@@ -90,10 +89,29 @@ crate::abi_struct! {
     } reserved []
 }
 
-crate::assert_layout!(Sqe, size = 64, opcode = 0, flags = 2, cid = 4, stream = 8, payload_len = 16,
-    payload_window = 20, payload_offset = 24, args = 32);
-crate::assert_layout!(Cqe, size = 32, cid = 0, status = 4, result0 = 8, result1 = 16, sq_head = 24,
-    flags = 28, opcode = 30);
+crate::assert_layout!(
+    Sqe,
+    size = 64,
+    opcode = 0,
+    flags = 2,
+    cid = 4,
+    stream = 8,
+    payload_len = 16,
+    payload_window = 20,
+    payload_offset = 24,
+    args = 32
+);
+crate::assert_layout!(
+    Cqe,
+    size = 32,
+    cid = 0,
+    status = 4,
+    result0 = 8,
+    result1 = 16,
+    sq_head = 24,
+    flags = 28,
+    opcode = 30
+);
 
 impl Cqe {
     /// Offset of the 32-bit word that publishes an entry (flags and opcode).
@@ -220,7 +238,11 @@ pub const fn inline_slots(len: u32) -> u32 {
 /// Checks that the client published every slot of an inline payload: the entry is at
 /// free-running index `entry`, the published tail is `tail`. Returns the number of payload
 /// slots to consume after the entry.
-pub fn inline_published(entry: u32, tail: u32, payload_len: u32) -> Result<u32, crate::DecodeError> {
+pub fn inline_published(
+    entry: u32,
+    tail: u32,
+    payload_len: u32,
+) -> Result<u32, crate::DecodeError> {
     let need = inline_slots(payload_len);
     let avail = tail.wrapping_sub(entry).wrapping_sub(1);
     if avail < need {

@@ -99,19 +99,97 @@ pub struct RegDesc {
 
 /// Every register below the doorbells, in offset order (spec §3.1).
 pub const REGISTERS: &[RegDesc] = &[
-    RegDesc { name: "MAGIC", offset: MAGIC, width: 4, writable: false, reset: MAGIC_VALUE as u64 },
-    RegDesc { name: "VERSION", offset: VERSION, width: 4, writable: false, reset: VERSION_VALUE as u64 },
-    RegDesc { name: "DEV_FEATURES", offset: DEV_FEATURES, width: 8, writable: false, reset: features::ALL },
-    RegDesc { name: "DRV_FEATURES", offset: DRV_FEATURES, width: 8, writable: true, reset: 0 },
-    RegDesc { name: "CAPS", offset: CAPS, width: 4, writable: false, reset: caps::VALUE as u64 },
-    RegDesc { name: "NUM_VECTORS", offset: NUM_VECTORS, width: 4, writable: false, reset: pci::MSIX_VECTORS as u64 },
-    RegDesc { name: "CONTROL", offset: CONTROL, width: 4, writable: true, reset: 0 },
-    RegDesc { name: "STATUS", offset: STATUS, width: 4, writable: false, reset: 0 },
-    RegDesc { name: "FATAL_CODE", offset: FATAL_CODE, width: 4, writable: false, reset: 0 },
-    RegDesc { name: "ADMIN_DEPTH", offset: ADMIN_DEPTH, width: 4, writable: true, reset: 0 },
-    RegDesc { name: "ADMIN_BASE", offset: ADMIN_BASE, width: 8, writable: true, reset: 0 },
-    RegDesc { name: "SCRATCH", offset: SCRATCH, width: 4, writable: true, reset: 0 },
-    RegDesc { name: "IO_QUEUES", offset: IO_QUEUES, width: 4, writable: false, reset: 0 },
+    RegDesc {
+        name: "MAGIC",
+        offset: MAGIC,
+        width: 4,
+        writable: false,
+        reset: MAGIC_VALUE as u64,
+    },
+    RegDesc {
+        name: "VERSION",
+        offset: VERSION,
+        width: 4,
+        writable: false,
+        reset: VERSION_VALUE as u64,
+    },
+    RegDesc {
+        name: "DEV_FEATURES",
+        offset: DEV_FEATURES,
+        width: 8,
+        writable: false,
+        reset: features::ALL,
+    },
+    RegDesc {
+        name: "DRV_FEATURES",
+        offset: DRV_FEATURES,
+        width: 8,
+        writable: true,
+        reset: 0,
+    },
+    RegDesc {
+        name: "CAPS",
+        offset: CAPS,
+        width: 4,
+        writable: false,
+        reset: caps::VALUE as u64,
+    },
+    RegDesc {
+        name: "NUM_VECTORS",
+        offset: NUM_VECTORS,
+        width: 4,
+        writable: false,
+        reset: pci::MSIX_VECTORS as u64,
+    },
+    RegDesc {
+        name: "CONTROL",
+        offset: CONTROL,
+        width: 4,
+        writable: true,
+        reset: 0,
+    },
+    RegDesc {
+        name: "STATUS",
+        offset: STATUS,
+        width: 4,
+        writable: false,
+        reset: 0,
+    },
+    RegDesc {
+        name: "FATAL_CODE",
+        offset: FATAL_CODE,
+        width: 4,
+        writable: false,
+        reset: 0,
+    },
+    RegDesc {
+        name: "ADMIN_DEPTH",
+        offset: ADMIN_DEPTH,
+        width: 4,
+        writable: true,
+        reset: 0,
+    },
+    RegDesc {
+        name: "ADMIN_BASE",
+        offset: ADMIN_BASE,
+        width: 8,
+        writable: true,
+        reset: 0,
+    },
+    RegDesc {
+        name: "SCRATCH",
+        offset: SCRATCH,
+        width: 4,
+        writable: true,
+        reset: 0,
+    },
+    RegDesc {
+        name: "IO_QUEUES",
+        offset: IO_QUEUES,
+        width: 4,
+        writable: false,
+        reset: 0,
+    },
 ];
 
 /// Looks up the register that starts at `offset`.
@@ -222,12 +300,18 @@ mod tests {
     fn msix_fits_bar2() {
         let table = pci::MSIX_VECTORS as u32 * 16;
         assert!(pci::MSIX_TABLE_OFFSET + table <= pci::MSIX_PBA_OFFSET);
-        assert!(pci::MSIX_PBA_OFFSET as u64 + (pci::MSIX_VECTORS as u64).div_ceil(64) * 8 <= pci::MSIX_BAR_SIZE);
+        assert!(
+            pci::MSIX_PBA_OFFSET as u64 + (pci::MSIX_VECTORS as u64).div_ceil(64) * 8
+                <= pci::MSIX_BAR_SIZE
+        );
         assert_eq!(pci::MSIX_VECTORS as u32, MAX_IO_QUEUES + 1);
     }
 
     #[test]
     fn caps_round_trip() {
-        assert_eq!(caps::decode(caps::VALUE), (MAX_IO_QUEUES, MAX_IO_DEPTH_LOG2, MAX_ADMIN_DEPTH_LOG2));
+        assert_eq!(
+            caps::decode(caps::VALUE),
+            (MAX_IO_QUEUES, MAX_IO_DEPTH_LOG2, MAX_ADMIN_DEPTH_LOG2)
+        );
     }
 }

@@ -210,7 +210,9 @@ impl Status {
     pub const fn to_cuda(self) -> u32 {
         match self.class() {
             StatusClass::Cuda => self.0,
-            StatusClass::Protocol if self.0 == Status::FEATURE_NOT_ACCEPTED.0 => Status::NOT_SUPPORTED.0,
+            StatusClass::Protocol if self.0 == Status::FEATURE_NOT_ACCEPTED.0 => {
+                Status::NOT_SUPPORTED.0
+            }
             StatusClass::Protocol => Status::INVALID_VALUE.0,
             StatusClass::Blas | StatusClass::Unknown => Status::UNKNOWN.0,
         }

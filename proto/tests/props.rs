@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use vgpu_proto::cmd::{DecodeContext, Request};
 use vgpu_proto::control::{HelloBody, Message, VERSION};
 use vgpu_proto::examples::{context, request};
-use vgpu_proto::info::{decode_module_info, encode_module_info, FuncRecord, FunctionEntry, ParamInfo};
+use vgpu_proto::info::{
+    decode_module_info, encode_module_info, FuncRecord, FunctionEntry, ParamInfo,
+};
 use vgpu_proto::opcode::QueueKind;
 use vgpu_proto::queue::sqe_flags;
 use vgpu_proto::{decode_sqe, DecodeError, Opcode, Sqe};

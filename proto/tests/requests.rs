@@ -36,7 +36,11 @@ fn every_example_round_trips_and_its_payload_decodes() {
 #[test]
 fn window_payloads_round_trip() {
     let mut req = request(Opcode::LAUNCH);
-    req.payload = Payload::Window { window: 3, offset: 4096, len: 32 };
+    req.payload = Payload::Window {
+        window: 3,
+        offset: 4096,
+        len: 32,
+    };
     req.notify = true;
     let ctx = ctx_for(Opcode::LAUNCH);
     assert_eq!(decode(&req.encode(), &ctx), Ok(req));
@@ -65,7 +69,10 @@ fn reserved_flags() {
     for bit in 2..16 {
         let mut sqe = encoded(Opcode::NOP);
         sqe.flags |= 1 << bit;
-        assert_eq!(decode(&sqe, &context(QueueKind::Io)), Err(DecodeError::ReservedFlags(1 << bit)));
+        assert_eq!(
+            decode(&sqe, &context(QueueKind::Io)),
+            Err(DecodeError::ReservedFlags(1 << bit))
+        );
     }
 }
 
@@ -91,14 +98,20 @@ fn feature_not_accepted() {
         }
         let mut ctx = ctx_for(op);
         ctx.features &= !feature;
-        assert_eq!(decode(&encoded(op), &ctx), Err(DecodeError::FeatureNotAccepted(feature)), "{op:?}");
+        assert_eq!(
+            decode(&encoded(op), &ctx),
+            Err(DecodeError::FeatureNotAccepted(feature)),
+            "{op:?}"
+        );
     }
     // Inline payloads need their own feature.
     let mut ctx = ctx_for(Opcode::LAUNCH);
     ctx.features = 0;
     assert_eq!(
         decode(&encoded(Opcode::LAUNCH), &ctx),
-        Err(DecodeError::FeatureNotAccepted(vgpu_proto::regs::features::INLINE_PAYLOAD))
+        Err(DecodeError::FeatureNotAccepted(
+            vgpu_proto::regs::features::INLINE_PAYLOAD
+        ))
     );
 }
 
@@ -109,15 +122,26 @@ fn stream_rules() {
         match op.info().stream {
             StreamRule::None => {
                 sqe.stream = 5;
-                assert_eq!(decode(&sqe, &ctx_for(op)), Err(DecodeError::StreamNotAllowed(5)), "{op:?}");
+                assert_eq!(
+                    decode(&sqe, &ctx_for(op)),
+                    Err(DecodeError::StreamNotAllowed(5)),
+                    "{op:?}"
+                );
             }
             StreamRule::Target => {
                 sqe.stream = 0;
-                assert_eq!(decode(&sqe, &ctx_for(op)), Err(DecodeError::BadArgument("stream")), "{op:?}");
+                assert_eq!(
+                    decode(&sqe, &ctx_for(op)),
+                    Err(DecodeError::BadArgument("stream")),
+                    "{op:?}"
+                );
             }
             StreamRule::Ordered => {
                 sqe.stream = 0;
-                assert!(decode(&sqe, &ctx_for(op)).is_ok(), "{op:?} on the NULL stream");
+                assert!(
+                    decode(&sqe, &ctx_for(op)).is_ok(),
+                    "{op:?} on the NULL stream"
+                );
             }
         }
     }
@@ -132,7 +156,11 @@ fn payload_rules() {
                 let mut sqe = encoded(op);
                 sqe.flags |= sqe_flags::INLINE;
                 sqe.payload_len = 8;
-                assert_eq!(decode(&sqe, &ctx), Err(DecodeError::PayloadNotAllowed), "{op:?}");
+                assert_eq!(
+                    decode(&sqe, &ctx),
+                    Err(DecodeError::PayloadNotAllowed),
+                    "{op:?}"
+                );
             }
             PayloadRule::Required(min) => {
                 let mut sqe = encoded(op);
@@ -140,7 +168,11 @@ fn payload_rules() {
                 if min == 1 {
                     sqe.flags &= !sqe_flags::INLINE;
                 }
-                assert_eq!(decode(&sqe, &ctx), Err(DecodeError::PayloadTooShort { min, got: min - 1 }), "{op:?}");
+                assert_eq!(
+                    decode(&sqe, &ctx),
+                    Err(DecodeError::PayloadTooShort { min, got: min - 1 }),
+                    "{op:?}"
+                );
             }
             PayloadRule::Optional => {}
         }
@@ -151,12 +183,44 @@ fn payload_rules() {
 fn payload_descriptors() {
     let ctx = context(QueueKind::Io);
     let base = encoded(Opcode::LAUNCH);
-    let cases: [(fn(&mut Sqe), &str); 5] = [
-        (|s| { s.payload_len = 0; }, "FLAG_INLINE without a payload"),
-        (|s| { s.payload_len = 0; s.flags = 0; s.payload_window = 1; }, "window or offset without a payload"),
-        (|s| { s.payload_window = 2; }, "inline payload names a window"),
-        (|s| { s.flags = 0; s.payload_window = 0; s.payload_offset = 8; }, "window payload in window 0"),
-        (|s| { s.flags = 0; s.payload_window = 1; s.payload_offset = u64::MAX; }, "payload offset overflows"),
+    type Mutation = (fn(&mut Sqe), &'static str);
+    let cases: [Mutation; 5] = [
+        (
+            |s| {
+                s.payload_len = 0;
+            },
+            "FLAG_INLINE without a payload",
+        ),
+        (
+            |s| {
+                s.payload_len = 0;
+                s.flags = 0;
+                s.payload_window = 1;
+            },
+            "window or offset without a payload",
+        ),
+        (
+            |s| {
+                s.payload_window = 2;
+            },
+            "inline payload names a window",
+        ),
+        (
+            |s| {
+                s.flags = 0;
+                s.payload_window = 0;
+                s.payload_offset = 8;
+            },
+            "window payload in window 0",
+        ),
+        (
+            |s| {
+                s.flags = 0;
+                s.payload_window = 1;
+                s.payload_offset = u64::MAX;
+            },
+            "payload offset overflows",
+        ),
     ];
     for (mutate, what) in cases {
         let mut sqe = base;
@@ -197,7 +261,11 @@ fn reserved_argument_bytes() {
             for i in off..off + len {
                 let mut bad = sqe;
                 bad.args[i] = 0x5A;
-                assert_eq!(decode(&bad, &ctx_for(op)), Err(DecodeError::ReservedNonZero(name)), "{op:?} byte {i}");
+                assert_eq!(
+                    decode(&bad, &ctx_for(op)),
+                    Err(DecodeError::ReservedNonZero(name)),
+                    "{op:?} byte {i}"
+                );
                 checked += 1;
             }
         }
@@ -211,24 +279,160 @@ fn bad_arguments() {
     let io = context(QueueKind::Io);
     let admin = context(QueueKind::Admin);
     let cases: Vec<(Command, DecodeContext, &str)> = vec![
-        (Command::MEM_ALLOC(MemAllocArgs { size: 0, ..Zeroable::zeroed() }), io, "size"),
+        (
+            Command::MEM_ALLOC(MemAllocArgs {
+                size: 0,
+                ..Zeroable::zeroed()
+            }),
+            io,
+            "size",
+        ),
         (Command::MEM_FREE(HandleArgs::zeroed()), io, "handle"),
-        (Command::MEMSET(MemsetArgs { dst: 1, count: 1, value: 0, elem_size: 3, ..Zeroable::zeroed() }), io, "elem_size"),
-        (Command::MEMSET(MemsetArgs { dst: 1, count: 1, value: 0x1_0000, elem_size: 2, ..Zeroable::zeroed() }), io, "value"),
-        (Command::MEMCPY_DTOH(CopyDtoHArgs { src: 1, len: 8, dst_window: 0, rsv0: 0, dst_offset: 0 }), io, "dst_window"),
-        (Command::MEMCPY_DTOH(CopyDtoHArgs { src: 1, len: 8, dst_window: 1, rsv0: 0, dst_offset: u64::MAX }), io, "dst_offset"),
-        (Command::QUEUE_CREATE(QueueCreateArgs { pd: 1, qid: 0, depth_log2: 4, ..Zeroable::zeroed() }), admin, "qid"),
-        (Command::QUEUE_CREATE(QueueCreateArgs { pd: 1, qid: 1, depth_log2: 16, ..Zeroable::zeroed() }), admin, "depth_log2"),
-        (Command::QUEUE_CREATE(QueueCreateArgs { pd: 1, qid: 1, depth_log2: 4, base: 0x1001, ..Zeroable::zeroed() }), admin, "base"),
-        (Command::WINDOW_REGISTER(WindowRegisterArgs { pd: 1, window: 1, iova: 0, len: 4096, access: 4, rsv0: 0 }), admin, "access"),
-        (Command::WINDOW_REGISTER(WindowRegisterArgs { pd: 1, window: 1, iova: u64::MAX, len: 2, access: 1, rsv0: 0 }), admin, "iova"),
-        (Command::IDENTIFY(IdentifyArgs { iova: 0, len: 100, ..Zeroable::zeroed() }), admin, "len"),
-        (Command::STREAM_CREATE(StreamCreateArgs { flags: 2, ..Zeroable::zeroed() }), io, "flags"),
-        (Command::EVENT_CREATE(EventCreateArgs { flags: 8, ..Zeroable::zeroed() }), io, "flags"),
-        (Command::DEVICE_INFO(OutArgs { out: OutRef { offset: 0, window: 0, len: 8 }, ..Zeroable::zeroed() }), io, "out.window"),
+        (
+            Command::MEMSET(MemsetArgs {
+                dst: 1,
+                count: 1,
+                value: 0,
+                elem_size: 3,
+                ..Zeroable::zeroed()
+            }),
+            io,
+            "elem_size",
+        ),
+        (
+            Command::MEMSET(MemsetArgs {
+                dst: 1,
+                count: 1,
+                value: 0x1_0000,
+                elem_size: 2,
+                ..Zeroable::zeroed()
+            }),
+            io,
+            "value",
+        ),
+        (
+            Command::MEMCPY_DTOH(CopyDtoHArgs {
+                src: 1,
+                len: 8,
+                dst_window: 0,
+                rsv0: 0,
+                dst_offset: 0,
+            }),
+            io,
+            "dst_window",
+        ),
+        (
+            Command::MEMCPY_DTOH(CopyDtoHArgs {
+                src: 1,
+                len: 8,
+                dst_window: 1,
+                rsv0: 0,
+                dst_offset: u64::MAX,
+            }),
+            io,
+            "dst_offset",
+        ),
+        (
+            Command::QUEUE_CREATE(QueueCreateArgs {
+                pd: 1,
+                qid: 0,
+                depth_log2: 4,
+                ..Zeroable::zeroed()
+            }),
+            admin,
+            "qid",
+        ),
+        (
+            Command::QUEUE_CREATE(QueueCreateArgs {
+                pd: 1,
+                qid: 1,
+                depth_log2: 16,
+                ..Zeroable::zeroed()
+            }),
+            admin,
+            "depth_log2",
+        ),
+        (
+            Command::QUEUE_CREATE(QueueCreateArgs {
+                pd: 1,
+                qid: 1,
+                depth_log2: 4,
+                base: 0x1001,
+                ..Zeroable::zeroed()
+            }),
+            admin,
+            "base",
+        ),
+        (
+            Command::WINDOW_REGISTER(WindowRegisterArgs {
+                pd: 1,
+                window: 1,
+                iova: 0,
+                len: 4096,
+                access: 4,
+                rsv0: 0,
+            }),
+            admin,
+            "access",
+        ),
+        (
+            Command::WINDOW_REGISTER(WindowRegisterArgs {
+                pd: 1,
+                window: 1,
+                iova: u64::MAX,
+                len: 2,
+                access: 1,
+                rsv0: 0,
+            }),
+            admin,
+            "iova",
+        ),
+        (
+            Command::IDENTIFY(IdentifyArgs {
+                iova: 0,
+                len: 100,
+                ..Zeroable::zeroed()
+            }),
+            admin,
+            "len",
+        ),
+        (
+            Command::STREAM_CREATE(StreamCreateArgs {
+                flags: 2,
+                ..Zeroable::zeroed()
+            }),
+            io,
+            "flags",
+        ),
+        (
+            Command::EVENT_CREATE(EventCreateArgs {
+                flags: 8,
+                ..Zeroable::zeroed()
+            }),
+            io,
+            "flags",
+        ),
+        (
+            Command::DEVICE_INFO(OutArgs {
+                out: OutRef {
+                    offset: 0,
+                    window: 0,
+                    len: 8,
+                },
+                ..Zeroable::zeroed()
+            }),
+            io,
+            "out.window",
+        ),
     ];
     for (cmd, ctx, field) in cases {
-        let req = Request { cid: 1, notify: false, stream: 0, payload: Payload::None, command: cmd };
+        let req = Request {
+            cid: 1,
+            notify: false,
+            stream: 0,
+            payload: Payload::None,
+            command: cmd,
+        };
         let e = decode(&req.encode(), &ctx).unwrap_err();
         assert_eq!(e, DecodeError::BadArgument(field), "{cmd:?}");
         assert_eq!(e.status(), Status::BAD_ARGUMENT);
@@ -245,20 +449,51 @@ fn launch_shapes() {
         }
         decode(&r.encode(), &ctx)
     };
-    assert_eq!(mutate(|a| a.grid_y = 0), Err(DecodeError::BadArgument("grid_y")));
-    assert_eq!(mutate(|a| a.block_x = 1025), Err(DecodeError::BadArgument("block")));
-    assert_eq!(mutate(|a| a.block_z = 65), Err(DecodeError::BadArgument("block_z")));
-    assert_eq!(mutate(|a| a.attr_count = 17), Err(DecodeError::BadArgument("attr_count")));
-    assert_eq!(mutate(|a| a.attr_count = 3), Err(DecodeError::PayloadTooShort { min: 48, got: 32 }));
+    assert_eq!(
+        mutate(|a| a.grid_y = 0),
+        Err(DecodeError::BadArgument("grid_y"))
+    );
+    assert_eq!(
+        mutate(|a| a.block_x = 1025),
+        Err(DecodeError::BadArgument("block"))
+    );
+    assert_eq!(
+        mutate(|a| a.block_z = 65),
+        Err(DecodeError::BadArgument("block_z"))
+    );
+    assert_eq!(
+        mutate(|a| a.attr_count = 17),
+        Err(DecodeError::BadArgument("attr_count"))
+    );
+    assert_eq!(
+        mutate(|a| a.attr_count = 3),
+        Err(DecodeError::PayloadTooShort { min: 48, got: 32 })
+    );
     // Parameter blobs up to the CUDA limit are expressible (inline in a deep enough ring,
     // or in a window), and one byte more is refused.
     let mut r = request(Opcode::LAUNCH);
-    r.payload = Payload::Window { window: 1, offset: 0, len: 16 + 32 * 1024 };
+    r.payload = Payload::Window {
+        window: 1,
+        offset: 0,
+        len: 16 + 32 * 1024,
+    };
     assert!(decode(&r.encode(), &ctx).is_ok());
-    r.payload = Payload::Window { window: 1, offset: 0, len: 16 + 32 * 1024 + 1 };
-    assert_eq!(decode(&r.encode(), &ctx), Err(DecodeError::BadArgument("params")));
-    let big = DecodeContext { max_inline: 64 * 1024, ..ctx };
-    r.payload = Payload::Inline { len: 16 + 32 * 1024 };
+    r.payload = Payload::Window {
+        window: 1,
+        offset: 0,
+        len: 16 + 32 * 1024 + 1,
+    };
+    assert_eq!(
+        decode(&r.encode(), &ctx),
+        Err(DecodeError::BadArgument("params"))
+    );
+    let big = DecodeContext {
+        max_inline: 64 * 1024,
+        ..ctx
+    };
+    r.payload = Payload::Inline {
+        len: 16 + 32 * 1024,
+    };
     assert!(decode(&r.encode(), &big).is_ok());
 }
 
@@ -269,10 +504,16 @@ fn htod_sources() {
     if let Command::MEMCPY_HTOD(a) = &mut r.command {
         a.len = 99;
     }
-    assert_eq!(decode(&r.encode(), &ctx), Err(DecodeError::BadArgument("len")));
+    assert_eq!(
+        decode(&r.encode(), &ctx),
+        Err(DecodeError::BadArgument("len"))
+    );
     let mut r = request(Opcode::MEMCPY_HTOD);
     r.payload = Payload::None;
-    assert_eq!(decode(&r.encode(), &ctx), Err(DecodeError::BadArgument("src_window")));
+    assert_eq!(
+        decode(&r.encode(), &ctx),
+        Err(DecodeError::BadArgument("src_window"))
+    );
     if let Command::MEMCPY_HTOD(a) = &mut r.command {
         a.src_window = 2;
         a.src_offset = 4096;
@@ -283,7 +524,10 @@ fn htod_sources() {
 
 #[test]
 fn async_opcodes_complete_only_on_request() {
-    let asyncs: Vec<_> = Opcode::ALL.iter().filter(|o| o.info().completion == Completion::Async).collect();
+    let asyncs: Vec<_> = Opcode::ALL
+        .iter()
+        .filter(|o| o.info().completion == Completion::Async)
+        .collect();
     assert!(asyncs.contains(&&Opcode::LAUNCH) && asyncs.contains(&&Opcode::MEMCPY_HTOD));
     assert!(!asyncs.contains(&&Opcode::NOP));
 }
@@ -293,15 +537,30 @@ fn structured_payload_errors() {
     let r = request(Opcode::MODULE_LOAD);
     let mut p = payload(Opcode::MODULE_LOAD);
     p.push(0);
-    assert_eq!(decode_structured(&r.command, &p), Err(DecodeError::BadPayload("image_len")));
+    assert_eq!(
+        decode_structured(&r.command, &p),
+        Err(DecodeError::BadPayload("image_len"))
+    );
     let r = request(Opcode::MODULE_GET_GLOBAL);
-    assert_eq!(decode_structured(&r.command, b"a\0b"), Err(DecodeError::BadPayload("symbol")));
-    assert_eq!(decode_structured(&r.command, &[0xFF, 0xFE]), Err(DecodeError::BadPayload("symbol")));
+    assert_eq!(
+        decode_structured(&r.command, b"a\0b"),
+        Err(DecodeError::BadPayload("symbol"))
+    );
+    assert_eq!(
+        decode_structured(&r.command, &[0xFF, 0xFE]),
+        Err(DecodeError::BadPayload("symbol"))
+    );
     let r = request(Opcode::BLAS_GEMM_BATCHED);
     let mut g = vgpu_proto::examples::gemm();
     g.stride_a = 16;
-    assert_eq!(decode_structured(&r.command, bytemuck::bytes_of(&g)), Err(DecodeError::BadPayload("stride")));
+    assert_eq!(
+        decode_structured(&r.command, bytemuck::bytes_of(&g)),
+        Err(DecodeError::BadPayload("stride"))
+    );
     g.stride_a = 0;
     g.transa = 3;
-    assert_eq!(decode_structured(&r.command, bytemuck::bytes_of(&g)), Err(DecodeError::BadPayload("transa")));
+    assert_eq!(
+        decode_structured(&r.command, bytemuck::bytes_of(&g)),
+        Err(DecodeError::BadPayload("transa"))
+    );
 }

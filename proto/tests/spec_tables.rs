@@ -23,14 +23,58 @@ fn layouts() -> Vec<(&'static str, usize, Fields)> {
         ($($t:ty),* $(,)?) => { vec![ $( (stringify!($t), core::mem::size_of::<$t>(), <$t>::FIELDS) ),* ] };
     }
     l![
-        Sqe, Cqe, OutRef, NoArgs, HandleArgs, OutArgs, IdentifyArgs, PdCreateArgs, PdArgs, PdQuotaArgs,
-        PdStatsArgs, WindowRegisterArgs, WindowArgs, QueueCreateArgs, QueueDeleteArgs, LimitArgs, MemAllocArgs,
-        CopyHtoDArgs, CopyDtoHArgs, CopyDtoDArgs, MemsetArgs, ModuleLoadArgs, FuncAttrArgs, LaunchArgs,
-        StreamCreateArgs, StreamWaitEventArgs, CaptureArgs, EventCreateArgs, EventElapsedArgs,
-        GraphInstantiateArgs, GraphExecUpdateArgs, LaunchAttr, Copy2D, Memset2D, ModuleImageHeader, GemmDesc,
-        TrsmBatchedDesc, MatrixLayout, LtMatmulDesc, DeviceInfo, ObjectCounts, MgmtInfo, ModuleInfo,
-        FuncRecord, ParamInfo, MsgHeader, HelloBody, WelcomeBody, WindowAllocBody, WindowGrantedBody,
-        WindowFreeBody, ErrorBody,
+        Sqe,
+        Cqe,
+        OutRef,
+        NoArgs,
+        HandleArgs,
+        OutArgs,
+        IdentifyArgs,
+        PdCreateArgs,
+        PdArgs,
+        PdQuotaArgs,
+        PdStatsArgs,
+        WindowRegisterArgs,
+        WindowArgs,
+        QueueCreateArgs,
+        QueueDeleteArgs,
+        LimitArgs,
+        MemAllocArgs,
+        CopyHtoDArgs,
+        CopyDtoHArgs,
+        CopyDtoDArgs,
+        MemsetArgs,
+        ModuleLoadArgs,
+        FuncAttrArgs,
+        LaunchArgs,
+        StreamCreateArgs,
+        StreamWaitEventArgs,
+        CaptureArgs,
+        EventCreateArgs,
+        EventElapsedArgs,
+        GraphInstantiateArgs,
+        GraphExecUpdateArgs,
+        LaunchAttr,
+        Copy2D,
+        Memset2D,
+        ModuleImageHeader,
+        GemmDesc,
+        TrsmBatchedDesc,
+        MatrixLayout,
+        LtMatmulDesc,
+        DeviceInfo,
+        ObjectCounts,
+        MgmtInfo,
+        ModuleInfo,
+        FuncRecord,
+        ParamInfo,
+        MsgHeader,
+        HelloBody,
+        WelcomeBody,
+        WindowAllocBody,
+        WindowGrantedBody,
+        WindowFreeBody,
+        ErrorBody,
     ]
 }
 
@@ -39,22 +83,36 @@ fn spec_tables() -> BTreeMap<String, Vec<Vec<String>>> {
     let mut out = BTreeMap::new();
     let mut lines = SPEC.lines().peekable();
     while let Some(line) = lines.next() {
-        let Some(name) = line.trim().strip_prefix("<!-- check: ").and_then(|r| r.strip_suffix(" -->")) else {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("<!-- check: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        else {
             continue;
         };
-        while lines.peek().is_some_and(|l| !l.trim_start().starts_with('|')) {
+        while lines
+            .peek()
+            .is_some_and(|l| !l.trim_start().starts_with('|'))
+        {
             lines.next();
         }
         let mut rows = Vec::new();
         while let Some(l) = lines.peek().filter(|l| l.trim_start().starts_with('|')) {
-            let cells: Vec<String> =
-                l.trim().trim_matches('|').split('|').map(|c| c.trim().trim_matches('`').to_string()).collect();
+            let cells: Vec<String> = l
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect();
             lines.next();
             rows.push(cells);
         }
         // Drop the header and separator rows.
         assert!(rows.len() >= 2, "table {name} is empty");
-        assert!(out.insert(name.to_string(), rows.split_off(2)).is_none(), "table {name} appears twice");
+        assert!(
+            out.insert(name.to_string(), rows.split_off(2)).is_none(),
+            "table {name} appears twice"
+        );
     }
     out
 }
@@ -86,11 +144,21 @@ fn print_tables_when_asked() {
 fn layouts_match() {
     let tables = spec_tables();
     for (name, size, fields) in layouts() {
-        let rows = tables.get(name).unwrap_or_else(|| panic!("spec has no table for {name}"));
-        let spec: Vec<(String, usize, usize)> =
-            rows.iter().map(|r| (r[2].clone(), num(&r[0]) as usize, num(&r[1]) as usize)).collect();
-        let code: Vec<(String, usize, usize)> = fields.iter().map(|&(f, o, l)| (f.to_string(), o, l)).collect();
-        assert_eq!(spec, code, "layout of {name} differs between spec and crate");
+        let rows = tables
+            .get(name)
+            .unwrap_or_else(|| panic!("spec has no table for {name}"));
+        let spec: Vec<(String, usize, usize)> = rows
+            .iter()
+            .map(|r| (r[2].clone(), num(&r[0]) as usize, num(&r[1]) as usize))
+            .collect();
+        let code: Vec<(String, usize, usize)> = fields
+            .iter()
+            .map(|&(f, o, l)| (f.to_string(), o, l))
+            .collect();
+        assert_eq!(
+            spec, code,
+            "layout of {name} differs between spec and crate"
+        );
         let end = code.last().map_or(0, |(_, o, l)| o + l);
         assert_eq!(end, size, "{name}: fields do not cover the structure");
     }
@@ -103,8 +171,18 @@ fn registers_match() {
     for (row, reg) in rows.iter().zip(regs::REGISTERS) {
         assert_eq!(num(&row[0]), reg.offset, "{}", reg.name);
         assert_eq!(row[1], reg.name);
-        assert_eq!(num(&row[2]) as u8, reg.width * 8, "{} width in bits", reg.name);
-        assert_eq!(row[3], if reg.writable { "RW" } else { "RO" }, "{}", reg.name);
+        assert_eq!(
+            num(&row[2]) as u8,
+            reg.width * 8,
+            "{} width in bits",
+            reg.name
+        );
+        assert_eq!(
+            row[3],
+            if reg.writable { "RW" } else { "RO" },
+            "{}",
+            reg.name
+        );
         if row[4] != "varies" {
             assert_eq!(num(&row[4]), reg.reset, "{} reset value", reg.name);
         }
@@ -114,9 +192,14 @@ fn registers_match() {
 #[test]
 fn qcb_matches() {
     let rows = &spec_tables()["qcb"];
-    let spec: Vec<(String, usize, bool)> =
-        rows.iter().map(|r| (r[1].clone(), num(&r[0]) as usize, r[2] == "client")).collect();
-    let code: Vec<(String, usize, bool)> = qcb::FIELDS.iter().map(|&(n, o, c)| (n.to_string(), o, c)).collect();
+    let spec: Vec<(String, usize, bool)> = rows
+        .iter()
+        .map(|r| (r[1].clone(), num(&r[0]) as usize, r[2] == "client"))
+        .collect();
+    let code: Vec<(String, usize, bool)> = qcb::FIELDS
+        .iter()
+        .map(|&(n, o, c)| (n.to_string(), o, c))
+        .collect();
     assert_eq!(spec, code);
 }
 
@@ -156,7 +239,14 @@ fn opcodes_match() {
         };
         let args = op.args_type();
         assert_eq!(
-            (row[2].as_str(), row[3].as_str(), row[4].as_str(), row[5].as_str(), row[6].as_str(), row[7].as_str()),
+            (
+                row[2].as_str(),
+                row[3].as_str(),
+                row[4].as_str(),
+                row[5].as_str(),
+                row[6].as_str(),
+                row[7].as_str()
+            ),
             (queue, completion, stream, payload.as_str(), feature, args),
             "row of {}",
             i.name
@@ -168,7 +258,10 @@ fn opcodes_match() {
 fn statuses_match() {
     let rows = &spec_tables()["statuses"];
     let spec: Vec<(u64, String)> = rows.iter().map(|r| (num(&r[0]), r[1].clone())).collect();
-    let code: Vec<(u64, String)> = Status::NAMED.iter().map(|(n, s)| (u64::from(s.0), n.to_string())).collect();
+    let code: Vec<(u64, String)> = Status::NAMED
+        .iter()
+        .map(|(n, s)| (u64::from(s.0), n.to_string()))
+        .collect();
     assert_eq!(spec, code);
 }
 
@@ -176,28 +269,50 @@ fn statuses_match() {
 fn pci_identity_matches() {
     let rows = &spec_tables()["pci"];
     let get = |k: &str| {
-        let r = rows.iter().find(|r| r[0] == k).unwrap_or_else(|| panic!("pci table lacks {k}"));
+        let r = rows
+            .iter()
+            .find(|r| r[0] == k)
+            .unwrap_or_else(|| panic!("pci table lacks {k}"));
         num(&r[1])
     };
     use regs::pci;
     assert_eq!(get("Vendor ID"), u64::from(pci::VENDOR_ID));
     assert_eq!(get("Device ID"), u64::from(pci::DEVICE_ID));
-    assert_eq!(get("Subsystem vendor ID"), u64::from(pci::SUBSYSTEM_VENDOR_ID));
+    assert_eq!(
+        get("Subsystem vendor ID"),
+        u64::from(pci::SUBSYSTEM_VENDOR_ID)
+    );
     assert_eq!(get("Subsystem ID"), u64::from(pci::SUBSYSTEM_ID));
     assert_eq!(get("Revision ID"), u64::from(pci::REVISION));
     assert_eq!(get("Class code"), u64::from(pci::CLASS_CODE));
     assert_eq!(get("BAR0 size"), pci::REG_BAR_SIZE);
     assert_eq!(get("BAR2 size"), pci::MSIX_BAR_SIZE);
-    assert_eq!(get("MSI-X capability offset"), u64::from(pci::MSIX_CAP_OFFSET));
+    assert_eq!(
+        get("MSI-X capability offset"),
+        u64::from(pci::MSIX_CAP_OFFSET)
+    );
     assert_eq!(get("MSI-X vectors"), u64::from(pci::MSIX_VECTORS));
-    assert_eq!(get("MSI-X table offset (BAR2)"), u64::from(pci::MSIX_TABLE_OFFSET));
-    assert_eq!(get("MSI-X PBA offset (BAR2)"), u64::from(pci::MSIX_PBA_OFFSET));
+    assert_eq!(
+        get("MSI-X table offset (BAR2)"),
+        u64::from(pci::MSIX_TABLE_OFFSET)
+    );
+    assert_eq!(
+        get("MSI-X PBA offset (BAR2)"),
+        u64::from(pci::MSIX_PBA_OFFSET)
+    );
 }
 
 #[test]
 fn control_kinds_match() {
     let rows = &spec_tables()["control-kinds"];
-    let code: Vec<(u64, u64)> = (1u16..=10).map(|k| (u64::from(k), vgpu_proto::control::Message::fds_for(k) as u64)).collect();
+    let code: Vec<(u64, u64)> = (1u16..=10)
+        .map(|k| {
+            (
+                u64::from(k),
+                vgpu_proto::control::Message::fds_for(k) as u64,
+            )
+        })
+        .collect();
     let spec: Vec<(u64, u64)> = rows.iter().map(|r| (num(&r[0]), num(&r[3]))).collect();
     assert_eq!(spec, code);
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Installs what it needs first (ci/install-deps.sh).
+#   VGPU_FUZZ_SECONDS=N   seconds of libFuzzer per fuzz target (default 60; 0 skips)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "dependencies"
+ci/install-deps.sh
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "unit, property, spec and fuzz-corpus tests"
+cargo test --workspace 2>&1 | tee /tmp/vgpu-test.log
+passed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$4} END {print s+0}')
+failed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$6} END {print s+0}')
+
+secs=${VGPU_FUZZ_SECONDS:-60}
+if [ "$secs" != 0 ]; then
+  step "fuzz: decode for ${secs}s over the committed corpus"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  cp -r fuzz/corpus/decode "$work/corpus"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O decode "$work/corpus" -- \
+      -max_total_time="$secs" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 15)
+  passed=$((passed + 1))
+fi
+
+echo
+echo "${passed} passed, ${failed} failed"
+[ "$failed" = 0 ]
