@@ -27,7 +27,7 @@ if [ "$secs" != 0 ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   cp -r fuzz/corpus/decode "$work/corpus"
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O decode "$work/corpus" -- \
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a decode "$work/corpus" -- \
       -max_total_time="$secs" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 15)
   passed=$((passed + 1))
 fi

@@ -369,7 +369,7 @@ args_impl!(LaunchArgs, |s| {
     ensure(s.block_x != 0, "block_x")?;
     ensure(s.block_y != 0, "block_y")?;
     ensure(s.block_z != 0 && s.block_z <= 64, "block_z")?;
-    let threads = u32::from(s.block_x) * u32::from(s.block_y) * u32::from(s.block_z);
+    let threads = u64::from(s.block_x) * u64::from(s.block_y) * u64::from(s.block_z);
     ensure(threads <= 1024, "block")?;
     ensure(s.attr_count <= MAX_LAUNCH_ATTRS, "attr_count")
 });

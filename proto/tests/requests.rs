@@ -458,6 +458,15 @@ fn launch_shapes() {
         Err(DecodeError::BadArgument("block"))
     );
     assert_eq!(
+        mutate(|a| {
+            // The thread count must not overflow 32 bits while being checked.
+            a.block_x = u16::MAX;
+            a.block_y = u16::MAX;
+            a.block_z = 64;
+        }),
+        Err(DecodeError::BadArgument("block"))
+    );
+    assert_eq!(
         mutate(|a| a.block_z = 65),
         Err(DecodeError::BadArgument("block_z"))
     );
