@@ -1,8 +1,20 @@
-//! # vgpu-stub (not implemented yet)
+//! # vgpu-stub: the VGPU-STUB device model
 //!
-//! The host side of vgpu: the VGPU-STUB PCI device model, served to QEMU (or to a
-//! `vfio_user::Client` in tests) as a vfio-user server, with its queue engine and
-//! executors (`soft` on the CPU, `cuda` on a real GPU). It implements
-//! `docs/vgpu-stub-spec.md` using the types of `vgpu-proto`.
+//! The host side of vgpu. It presents VGPU-STUB (`docs/vgpu-stub-spec.md`) to a VMM as a
+//! vfio-user server and executes the commands the guest posts on its queues.
 //!
-//! This crate is empty: no device model exists yet, and nothing here claims to work.
+//! * [`config`]: PCI configuration space.
+//! * [`msix`]: the MSI-X table and interrupt delivery through eventfds.
+//! * [`guest`]: guest memory mapped for DMA, addressed by IOVA.
+//! * [`device`]: BAR0 registers and the life cycle (enable, reset, fatal state).
+//! * [`engine`]: the queue engine (admin and I/O queues, PDs, windows, handles, quotas).
+//! * [`exec`]: the `Executor` seam and the executors behind it.
+//! * [`server`]: the vfio-user backend and the connection loop.
+
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod exec;
+pub mod guest;
+pub mod msix;
+pub mod server;

@@ -1,0 +1,356 @@
+//! One queue pair in guest memory (spec §5): reading submissions, posting completions,
+//! parking with notification suppression, and the worker thread that drives it.
+
+use crate::guest::{GuestMemory, Snapshot};
+use crate::msix::Msix;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use vgpu_proto::queue::{
+    cqe_flags, inline_published, inline_slots, qcb, Cqe, QueueLayout, Sqe, SQE_SIZE,
+};
+use vgpu_proto::{DecodeError, Status};
+
+/// How long a worker keeps polling an empty ring before it parks.
+pub const SPIN: Duration = Duration::from_micros(50);
+/// How long a parked worker sleeps before it looks at its stop flag again.
+const PARK_TICK: Duration = Duration::from_millis(50);
+
+/// A completion to post.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// Command id.
+    pub cid: u32,
+    /// Opcode of the command.
+    pub opcode: u16,
+    /// Status.
+    pub status: Status,
+    /// First result.
+    pub result0: u64,
+    /// Second result.
+    pub result1: u64,
+    /// CALLBACK / ASYNC_ERROR flags (PHASE is added when posting).
+    pub flags: u16,
+}
+
+impl Completion {
+    /// A completion with a status and no results.
+    pub fn status(cid: u32, opcode: u16, status: Status) -> Self {
+        Completion {
+            cid,
+            opcode,
+            status,
+            result0: 0,
+            result1: 0,
+            flags: 0,
+        }
+    }
+}
+
+/// Why a queue stopped on its own.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueFault {
+    /// The queue region is no longer mapped.
+    Dma,
+    /// The client's indices are corrupt (QUEUE_ERROR = OVERRUN).
+    Overrun,
+}
+
+#[derive(Default)]
+struct Bell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// A queue pair.
+pub struct Queue {
+    /// Queue id (0 = admin).
+    pub qid: u16,
+    /// MSI-X vector.
+    pub vector: u16,
+    /// IOVA of the region.
+    pub base: u64,
+    /// Geometry.
+    pub layout: QueueLayout,
+    mem: Arc<GuestMemory>,
+    msix: Arc<Msix>,
+    /// Producer index of the completion ring.
+    cq_tail: Mutex<u32>,
+    bell: Bell,
+    stop: AtomicBool,
+}
+
+impl Queue {
+    /// A queue over the region at `base`.
+    pub fn new(
+        qid: u16,
+        vector: u16,
+        base: u64,
+        layout: QueueLayout,
+        mem: Arc<GuestMemory>,
+        msix: Arc<Msix>,
+    ) -> Self {
+        Queue {
+            qid,
+            vector,
+            base,
+            layout,
+            mem,
+            msix,
+            cq_tail: Mutex::new(0),
+            bell: Bell::default(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// True when the whole region is mapped writable.
+    pub fn region_mapped(&self) -> bool {
+        self.mem
+            .snapshot()
+            .covers(self.base, self.layout.region_size() as u64, true)
+    }
+
+    /// Doorbell: wake the worker.
+    pub fn ring(&self) {
+        *self.bell.rung.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.bell.cv.notify_all();
+    }
+
+    /// Asks the worker to stop and wakes it.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.ring();
+    }
+
+    /// True once a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits for the doorbell up to `timeout`; true if it rang.
+    fn wait_bell(&self, timeout: Duration) -> bool {
+        let mut rung = self.bell.rung.lock().unwrap_or_else(|p| p.into_inner());
+        if !*rung {
+            rung = self
+                .bell
+                .cv
+                .wait_timeout(rung, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        std::mem::replace(&mut *rung, false)
+    }
+
+    fn qcb(&self, field: usize) -> u64 {
+        self.base + field as u64
+    }
+
+    /// Posts a completion; waits (parked with PARKED_CQ_FULL) while the ring is full.
+    /// Returns false if the queue stopped or its memory vanished first.
+    pub fn post(&self, c: Completion) -> bool {
+        let mut tail = self.cq_tail.lock().unwrap_or_else(|p| p.into_inner());
+        let depth = self.layout.depth();
+        loop {
+            let mem = self.mem.snapshot();
+            let Ok(head) = mem.load_u32(self.qcb(qcb::CQ_HEAD), Ordering::Acquire) else {
+                return false;
+            };
+            let used = tail.wrapping_sub(head);
+            if used > depth {
+                log::warn!(
+                    "queue {}: CQ_HEAD {head} is past the completion tail {}",
+                    self.qid,
+                    *tail
+                );
+                let _ = mem.store_u32(
+                    self.qcb(qcb::QUEUE_ERROR),
+                    qcb::QUEUE_ERR_OVERRUN,
+                    Ordering::Release,
+                );
+                return false;
+            }
+            if used < depth {
+                return self.write_cqe(&mem, &mut tail, c);
+            }
+            if self.stopping() {
+                return false;
+            }
+            let _ = mem.store_u32(
+                self.qcb(qcb::PARKED),
+                qcb::PARKED_CQ_FULL,
+                Ordering::Release,
+            );
+            fence(Ordering::SeqCst);
+            let head2 = mem
+                .load_u32(self.qcb(qcb::CQ_HEAD), Ordering::Acquire)
+                .unwrap_or(head);
+            if head2 == head {
+                self.wait_bell(PARK_TICK);
+            }
+            let _ = mem.store_u32(self.qcb(qcb::PARKED), 0, Ordering::Release);
+        }
+    }
+
+    fn write_cqe(&self, mem: &Snapshot, tail: &mut u32, c: Completion) -> bool {
+        let idx = *tail;
+        let at = self.base + self.layout.cqe_offset(idx) as u64;
+        let phase = if self.layout.phase(idx) {
+            cqe_flags::PHASE
+        } else {
+            0
+        };
+        let cqe = Cqe {
+            cid: c.cid,
+            status: c.status.0,
+            result0: c.result0,
+            result1: c.result1,
+            sq_head: 0,
+            flags: 0,
+            opcode: 0,
+        };
+        let bytes = bytemuck::bytes_of(&cqe);
+        let publish = u32::from(c.flags | phase) | (u32::from(c.opcode) << 16);
+        if mem.write(at, &bytes[..Cqe::PUBLISH_OFFSET]).is_err()
+            || mem
+                .store_u32(at + Cqe::PUBLISH_OFFSET as u64, publish, Ordering::Release)
+                .is_err()
+        {
+            return false;
+        }
+        *tail = idx.wrapping_add(1);
+        let _ = mem.store_u32(self.qcb(qcb::CQ_TAIL), *tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if mem
+            .load_u32(self.qcb(qcb::IRQ_ARMED), Ordering::Acquire)
+            .unwrap_or(0)
+            != 0
+        {
+            let _ = mem.store_u32(self.qcb(qcb::IRQ_ARMED), 0, Ordering::Release);
+            self.msix.signal(self.vector);
+        }
+        true
+    }
+}
+
+/// One entry taken off the submission ring.
+pub struct Taken {
+    /// The raw entry.
+    pub sqe: Sqe,
+    /// Its inline payload slots (empty when none), or the error that spoiled them.
+    pub inline: Result<Vec<u8>, DecodeError>,
+}
+
+/// What a worker does with each entry.
+pub trait Handler: Send + Sync {
+    /// Handles one entry.
+    fn handle(&self, q: &Arc<Queue>, taken: Taken);
+    /// True when the device may DMA (bus mastering on).
+    fn dma_allowed(&self) -> bool;
+    /// The queue stopped on its own.
+    fn fault(&self, q: &Arc<Queue>, fault: QueueFault);
+}
+
+/// Runs a queue until it is asked to stop or faults.
+pub fn run(q: Arc<Queue>, handler: Arc<dyn Handler>) {
+    let mut head: u32 = 0;
+    let depth = q.layout.depth();
+    let mut idle_since: Option<Instant> = None;
+    while !q.stopping() {
+        if !handler.dma_allowed() {
+            q.wait_bell(PARK_TICK);
+            continue;
+        }
+        let mem = q.mem.snapshot();
+        let Ok(tail) = mem.load_u32(q.qcb(qcb::SQ_TAIL), Ordering::Acquire) else {
+            return handler.fault(&q, QueueFault::Dma);
+        };
+        let avail = tail.wrapping_sub(head);
+        if avail > depth {
+            let _ = mem.store_u32(
+                q.qcb(qcb::QUEUE_ERROR),
+                qcb::QUEUE_ERR_OVERRUN,
+                Ordering::Release,
+            );
+            q.msix.signal(q.vector);
+            return handler.fault(&q, QueueFault::Overrun);
+        }
+        if avail == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Park (spec §5.6): announce it, then look once more before sleeping.
+            let _ = mem.store_u32(q.qcb(qcb::PARKED), qcb::PARKED_IDLE, Ordering::Release);
+            fence(Ordering::SeqCst);
+            let again = mem
+                .load_u32(q.qcb(qcb::SQ_TAIL), Ordering::Acquire)
+                .unwrap_or(tail);
+            if again == tail {
+                while !q.wait_bell(PARK_TICK) && !q.stopping() {}
+            }
+            let _ = mem.store_u32(q.qcb(qcb::PARKED), 0, Ordering::Release);
+            idle_since = None;
+            continue;
+        }
+        idle_since = None;
+        let mut raw = [0u8; SQE_SIZE];
+        if mem
+            .read(q.base + q.layout.sqe_offset(head) as u64, &mut raw)
+            .is_err()
+        {
+            return handler.fault(&q, QueueFault::Dma);
+        }
+        let sqe: Sqe = bytemuck::pod_read_unaligned(&raw);
+        let (inline, consumed) = take_inline(&q, &mem, &sqe, head, tail);
+        head = head.wrapping_add(consumed);
+        let _ = mem.store_u32(q.qcb(qcb::SQ_HEAD), head, Ordering::Release);
+        handler.handle(&q, Taken { sqe, inline });
+    }
+}
+
+/// Copies an entry's inline payload out of the ring. Returns the payload (or why it is
+/// unusable) and how many slots the entry used.
+fn take_inline(
+    q: &Queue,
+    mem: &Snapshot,
+    sqe: &Sqe,
+    head: u32,
+    tail: u32,
+) -> (Result<Vec<u8>, DecodeError>, u32) {
+    use vgpu_proto::queue::sqe_flags::INLINE;
+    if sqe.flags & INLINE == 0 || sqe.payload_len == 0 {
+        return (Ok(Vec::new()), 1);
+    }
+    let max = q.layout.max_inline();
+    if sqe.payload_len > max {
+        // Decoding reports InlineTooLong; consume only what can be trusted: the entry.
+        return (
+            Err(DecodeError::InlineTooLong {
+                len: sqe.payload_len,
+                max,
+            }),
+            1,
+        );
+    }
+    let slots = match inline_published(head, tail, sqe.payload_len) {
+        Ok(n) => n,
+        Err(e) => return (Err(e), tail.wrapping_sub(head)),
+    };
+    let mut out = vec![0u8; (inline_slots(sqe.payload_len) as usize) * SQE_SIZE];
+    for i in 0..slots {
+        let at = q.base + q.layout.sqe_offset(head.wrapping_add(1 + i)) as u64;
+        let chunk = &mut out[i as usize * SQE_SIZE..(i as usize + 1) * SQE_SIZE];
+        if mem.read(at, chunk).is_err() {
+            return (
+                Err(DecodeError::InlineTruncated {
+                    need: slots,
+                    avail: i,
+                }),
+                1 + slots,
+            );
+        }
+    }
+    out.truncate(sqe.payload_len as usize);
+    (Ok(out), 1 + slots)
+}

@@ -1,0 +1,169 @@
+//! Device memory of one soft context: allocations in host RAM, each a separate buffer, in a
+//! per-context address space. Every access is checked to lie inside one live allocation.
+
+use std::collections::BTreeMap;
+use vgpu_proto::Status;
+
+/// First device address handed out (an arbitrary, recognisable value; never 0).
+const BASE: u64 = 0x7f00_0000_0000;
+/// Allocation alignment (CUDA guarantees 256 bytes).
+pub const ALIGN: u64 = 256;
+
+/// The allocations of one context.
+pub struct Memory {
+    allocs: BTreeMap<u64, Vec<u8>>,
+    next: u64,
+    used: u64,
+    quota: u64,
+}
+
+impl Memory {
+    /// Empty memory with a quota.
+    pub fn new(quota: u64) -> Self {
+        Memory {
+            allocs: BTreeMap::new(),
+            next: BASE,
+            used: 0,
+            quota,
+        }
+    }
+
+    /// Changes the quota (existing allocations are kept).
+    pub fn set_quota(&mut self, quota: u64) {
+        self.quota = quota;
+    }
+
+    /// (free, total) in the context's view.
+    pub fn info(&self) -> (u64, u64) {
+        (self.quota.saturating_sub(self.used), self.quota)
+    }
+
+    /// Bytes allocated and the number of allocations.
+    pub fn usage(&self) -> (u64, u32) {
+        (self.used, self.allocs.len() as u32)
+    }
+
+    /// Allocates `size` bytes; addresses are never reused within a context.
+    pub fn alloc(&mut self, size: u64) -> Result<u64, Status> {
+        let rounded = size
+            .checked_next_multiple_of(ALIGN)
+            .ok_or(Status::OUT_OF_MEMORY)?;
+        if size == 0 || self.used.saturating_add(rounded) > self.quota {
+            return Err(Status::OUT_OF_MEMORY);
+        }
+        let len = usize::try_from(size).map_err(|_| Status::OUT_OF_MEMORY)?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len)
+            .map_err(|_| Status::OUT_OF_MEMORY)?;
+        buf.resize(len, 0);
+        let addr = self.next;
+        // Leave a gap of one alignment unit so that an access one past the end of an
+        // allocation never lands in the next one.
+        self.next = self
+            .next
+            .checked_add(rounded + ALIGN)
+            .ok_or(Status::OUT_OF_MEMORY)?;
+        self.allocs.insert(addr, buf);
+        self.used += rounded;
+        Ok(addr)
+    }
+
+    /// Frees the allocation that starts at `addr`.
+    pub fn free(&mut self, addr: u64) -> Result<(), Status> {
+        let buf = self.allocs.remove(&addr).ok_or(Status::INVALID_VALUE)?;
+        self.used -= (buf.len() as u64).next_multiple_of(ALIGN);
+        Ok(())
+    }
+
+    /// Frees everything.
+    pub fn clear(&mut self) {
+        self.allocs.clear();
+        self.used = 0;
+    }
+
+    /// (base, size) of the allocation containing `addr`.
+    pub fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
+        let (&base, buf) = self.allocs.range(..=addr).next_back()?;
+        (addr - base < buf.len() as u64).then_some((base, buf.len() as u64))
+    }
+
+    fn locate(&self, addr: u64, len: u64) -> Result<(u64, usize), Status> {
+        let (&base, buf) = self
+            .allocs
+            .range(..=addr)
+            .next_back()
+            .ok_or(Status::INVALID_VALUE)?;
+        let off = addr - base;
+        match off.checked_add(len) {
+            Some(end) if end <= buf.len() as u64 => Ok((base, off as usize)),
+            _ => Err(Status::INVALID_VALUE),
+        }
+    }
+
+    /// The bytes `[addr, addr + len)`, inside one allocation.
+    pub fn slice(&self, addr: u64, len: u64) -> Result<&[u8], Status> {
+        let (base, off) = self.locate(addr, len)?;
+        Ok(&self.allocs[&base][off..off + len as usize])
+    }
+
+    /// The bytes `[addr, addr + len)` for writing, inside one allocation.
+    pub fn slice_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8], Status> {
+        let (base, off) = self.locate(addr, len)?;
+        let buf = self.allocs.get_mut(&base).ok_or(Status::INVALID_VALUE)?;
+        Ok(&mut buf[off..off + len as usize])
+    }
+
+    /// `memmove` within device memory.
+    pub fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), Status> {
+        let (sb, so) = self.locate(src, len)?;
+        let (db, doff) = self.locate(dst, len)?;
+        let n = len as usize;
+        if sb == db {
+            let buf = self.allocs.get_mut(&sb).ok_or(Status::INVALID_VALUE)?;
+            buf.copy_within(so..so + n, doff);
+        } else {
+            let tmp = self.allocs[&sb][so..so + n].to_vec();
+            self.slice_mut(dst, len)?.copy_from_slice(&tmp);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_quota_and_reuse() {
+        let mut m = Memory::new(4096);
+        let a = m.alloc(100).unwrap();
+        assert_eq!(a % ALIGN, 0);
+        let b = m.alloc(1000).unwrap();
+        assert_eq!(m.info(), (4096 - 256 - 1024, 4096));
+        assert!(m.slice(a, 100).is_ok());
+        assert_eq!(m.slice(a, 101), Err(Status::INVALID_VALUE));
+        assert_eq!(
+            m.slice(a + 100, 1),
+            Err(Status::INVALID_VALUE),
+            "the gap is not addressable"
+        );
+        assert_eq!(m.slice(a - 1, 1), Err(Status::INVALID_VALUE));
+        m.slice_mut(b, 4).unwrap().copy_from_slice(&[1, 2, 3, 4]);
+        m.copy(a, b, 4).unwrap();
+        assert_eq!(m.slice(a, 4).unwrap(), &[1, 2, 3, 4]);
+        m.copy(a + 1, a, 3).unwrap();
+        assert_eq!(m.slice(a, 4).unwrap(), &[1, 1, 2, 3]);
+        assert_eq!(m.alloc(4096), Err(Status::OUT_OF_MEMORY));
+        assert_eq!(m.range_of(b + 999), Some((b, 1000)));
+        m.free(a).unwrap();
+        assert_eq!(m.free(a), Err(Status::INVALID_VALUE));
+        assert_eq!(
+            m.slice(a, 1),
+            Err(Status::INVALID_VALUE),
+            "freed memory is unreachable"
+        );
+        let c = m.alloc(100).unwrap();
+        assert_ne!(c, a, "addresses are not reused");
+        assert_eq!(m.alloc(u64::MAX), Err(Status::OUT_OF_MEMORY));
+    }
+}

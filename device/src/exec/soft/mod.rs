@@ -1,0 +1,454 @@
+//! The soft executor: a software device for development and tests without a GPU.
+//!
+//! Device memory lives in host RAM with real bounds checks; copies, memsets, streams
+//! (one worker thread each, so streams run concurrently and each in order), events with
+//! timing, the NULL stream's legacy semantics and CUDA's latched/sticky errors are
+//! implemented in full. It cannot run arbitrary CUDA kernels: a launch runs a CPU
+//! reference kernel looked up by the function's mangled name, and any other launch fails
+//! with NOT_SUPPORTED and a log line naming the function.
+
+mod memory;
+mod streams;
+
+pub use memory::Memory;
+
+use super::{CallbackSink, Context, Counts, Executor, Limits, Op, Outcome, Refused, Ticket};
+use std::sync::Arc;
+use streams::{Handles, Kind, Shared, StreamSet};
+use vgpu_proto::info::{executor, DeviceInfo, FunctionEntry, ATTR_SLOTS, DEVICE_INFO_VERSION};
+use vgpu_proto::regs::features;
+use vgpu_proto::Status;
+
+/// Properties of the soft device. The defaults model a data-centre GPU (an H100 SXM).
+#[derive(Clone, Debug)]
+pub struct SoftConfig {
+    /// Device name.
+    pub name: String,
+    /// Device memory in bytes.
+    pub memory: u64,
+    /// Compute capability (major, minor).
+    pub compute_capability: (u32, u32),
+    /// Streaming multiprocessors.
+    pub sm_count: u32,
+    /// UUID.
+    pub uuid: [u8; 16],
+    /// PCI (domain, bus, device, function) reported to applications.
+    pub pci: (u32, u8, u8, u8),
+}
+
+impl Default for SoftConfig {
+    fn default() -> Self {
+        SoftConfig {
+            name: "VGPU-STUB soft device (NVIDIA H100 80GB HBM3 model)".into(),
+            memory: 80 * 1024 * 1024 * 1024,
+            compute_capability: (9, 0),
+            sm_count: 132,
+            uuid: *b"vgpu-soft-device",
+            pci: (0, 0x65, 0, 0),
+        }
+    }
+}
+
+/// `CUdevice_attribute` numbers used below.
+mod attr {
+    pub const MAX_THREADS_PER_BLOCK: usize = 1;
+    pub const MAX_BLOCK_DIM_X: usize = 2;
+    pub const MAX_BLOCK_DIM_Y: usize = 3;
+    pub const MAX_BLOCK_DIM_Z: usize = 4;
+    pub const MAX_GRID_DIM_X: usize = 5;
+    pub const MAX_GRID_DIM_Y: usize = 6;
+    pub const MAX_GRID_DIM_Z: usize = 7;
+    pub const MAX_SHARED_MEMORY_PER_BLOCK: usize = 8;
+    pub const TOTAL_CONSTANT_MEMORY: usize = 9;
+    pub const WARP_SIZE: usize = 10;
+    pub const MAX_PITCH: usize = 11;
+    pub const MAX_REGISTERS_PER_BLOCK: usize = 12;
+    pub const CLOCK_RATE: usize = 13;
+    pub const TEXTURE_ALIGNMENT: usize = 14;
+    pub const GPU_OVERLAP: usize = 15;
+    pub const MULTIPROCESSOR_COUNT: usize = 16;
+    pub const INTEGRATED: usize = 18;
+    pub const CAN_MAP_HOST_MEMORY: usize = 19;
+    pub const COMPUTE_MODE: usize = 20;
+    pub const CONCURRENT_KERNELS: usize = 31;
+    pub const ECC_ENABLED: usize = 32;
+    pub const PCI_BUS_ID: usize = 33;
+    pub const PCI_DEVICE_ID: usize = 34;
+    pub const MEMORY_CLOCK_RATE: usize = 36;
+    pub const GLOBAL_MEMORY_BUS_WIDTH: usize = 37;
+    pub const L2_CACHE_SIZE: usize = 38;
+    pub const MAX_THREADS_PER_MULTIPROCESSOR: usize = 39;
+    pub const ASYNC_ENGINE_COUNT: usize = 40;
+    pub const UNIFIED_ADDRESSING: usize = 41;
+    pub const PCI_DOMAIN_ID: usize = 50;
+    pub const COMPUTE_CAPABILITY_MAJOR: usize = 75;
+    pub const COMPUTE_CAPABILITY_MINOR: usize = 76;
+    pub const STREAM_PRIORITIES_SUPPORTED: usize = 78;
+    pub const GLOBAL_L1_CACHE_SUPPORTED: usize = 79;
+    pub const LOCAL_L1_CACHE_SUPPORTED: usize = 80;
+    pub const MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: usize = 81;
+    pub const MAX_REGISTERS_PER_MULTIPROCESSOR: usize = 82;
+    pub const MANAGED_MEMORY: usize = 83;
+    pub const MULTI_GPU_BOARD: usize = 84;
+    pub const CONCURRENT_MANAGED_ACCESS: usize = 89;
+    pub const COOPERATIVE_LAUNCH: usize = 95;
+    pub const MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: usize = 97;
+    pub const VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: usize = 102;
+    pub const MAX_BLOCKS_PER_MULTIPROCESSOR: usize = 106;
+    pub const MEMORY_POOLS_SUPPORTED: usize = 115;
+    /// One past the highest attribute we fill.
+    pub const COUNT: u32 = 140;
+}
+
+impl SoftConfig {
+    /// The DeviceInfo this configuration reports.
+    pub fn device_info(&self) -> DeviceInfo {
+        let mut d: DeviceInfo = bytemuck::Zeroable::zeroed();
+        d.version = DEVICE_INFO_VERSION;
+        d.cuda_version = 12080;
+        d.total_mem = self.memory;
+        (d.cc_major, d.cc_minor) = self.compute_capability;
+        (d.pci_domain, d.pci_bus, d.pci_device, d.pci_function) = self.pci;
+        d.uuid = self.uuid;
+        d.executor = executor::SOFT;
+        d.attr_count = attr::COUNT;
+        d.exec_features = features::INLINE_PAYLOAD;
+        DeviceInfo::set_str(&mut d.driver_version, "570.86.15");
+        DeviceInfo::set_str(&mut d.name, &self.name);
+        let mut a = [0i32; ATTR_SLOTS];
+        let set = |a: &mut [i32; ATTR_SLOTS], i: usize, v: i64| {
+            a[i] = i32::try_from(v).unwrap_or(i32::MAX)
+        };
+        use attr::*;
+        for (i, v) in [
+            (MAX_THREADS_PER_BLOCK, 1024),
+            (MAX_BLOCK_DIM_X, 1024),
+            (MAX_BLOCK_DIM_Y, 1024),
+            (MAX_BLOCK_DIM_Z, 64),
+            (MAX_GRID_DIM_X, i64::from(i32::MAX)),
+            (MAX_GRID_DIM_Y, 65535),
+            (MAX_GRID_DIM_Z, 65535),
+            (MAX_SHARED_MEMORY_PER_BLOCK, 48 * 1024),
+            (TOTAL_CONSTANT_MEMORY, 64 * 1024),
+            (WARP_SIZE, 32),
+            (MAX_PITCH, i64::from(i32::MAX)),
+            (MAX_REGISTERS_PER_BLOCK, 65536),
+            (CLOCK_RATE, 1_980_000),
+            (TEXTURE_ALIGNMENT, 512),
+            (GPU_OVERLAP, 1),
+            (MULTIPROCESSOR_COUNT, i64::from(self.sm_count)),
+            (INTEGRATED, 0),
+            (CAN_MAP_HOST_MEMORY, 0),
+            (COMPUTE_MODE, 0),
+            (CONCURRENT_KERNELS, 1),
+            (ECC_ENABLED, 1),
+            (PCI_BUS_ID, i64::from(self.pci.1)),
+            (PCI_DEVICE_ID, i64::from(self.pci.2)),
+            (MEMORY_CLOCK_RATE, 2_619_000),
+            (GLOBAL_MEMORY_BUS_WIDTH, 5120),
+            (L2_CACHE_SIZE, 50 * 1024 * 1024),
+            (MAX_THREADS_PER_MULTIPROCESSOR, 2048),
+            (ASYNC_ENGINE_COUNT, 2),
+            (UNIFIED_ADDRESSING, 1),
+            (PCI_DOMAIN_ID, i64::from(self.pci.0)),
+            (
+                COMPUTE_CAPABILITY_MAJOR,
+                i64::from(self.compute_capability.0),
+            ),
+            (
+                COMPUTE_CAPABILITY_MINOR,
+                i64::from(self.compute_capability.1),
+            ),
+            (STREAM_PRIORITIES_SUPPORTED, 1),
+            (GLOBAL_L1_CACHE_SUPPORTED, 1),
+            (LOCAL_L1_CACHE_SUPPORTED, 1),
+            (MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, 228 * 1024),
+            (MAX_REGISTERS_PER_MULTIPROCESSOR, 65536),
+            (MANAGED_MEMORY, 0),
+            (MULTI_GPU_BOARD, 0),
+            (CONCURRENT_MANAGED_ACCESS, 0),
+            (COOPERATIVE_LAUNCH, 1),
+            (MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 227 * 1024),
+            (VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, 0),
+            (MAX_BLOCKS_PER_MULTIPROCESSOR, 32),
+            (MEMORY_POOLS_SUPPORTED, 0),
+        ] {
+            set(&mut a, i, v);
+        }
+        d.attrs = a;
+        d
+    }
+}
+
+/// The soft executor.
+pub struct SoftExecutor {
+    config: SoftConfig,
+}
+
+impl SoftExecutor {
+    /// A soft device with these properties.
+    pub fn new(config: SoftConfig) -> Self {
+        SoftExecutor { config }
+    }
+}
+
+impl Executor for SoftExecutor {
+    fn device_info(&self) -> DeviceInfo {
+        self.config.device_info()
+    }
+
+    fn new_context(
+        &self,
+        pd: u32,
+        limits: Limits,
+        callbacks: Arc<dyn CallbackSink>,
+    ) -> Result<Box<dyn Context>, Status> {
+        let quota = limits.mem_quota.min(self.config.memory);
+        let shared = Arc::new(Shared::new(quota, callbacks));
+        Ok(Box::new(SoftContext {
+            pd,
+            limits,
+            streams: StreamSet::new(shared.clone(), pd),
+            shared,
+            handles: Handles::default(),
+        }))
+    }
+}
+
+/// One PD's state on the soft executor.
+pub struct SoftContext {
+    pd: u32,
+    limits: Limits,
+    shared: Arc<Shared>,
+    streams: StreamSet,
+    handles: Handles,
+}
+
+impl SoftContext {
+    fn objects(&self) -> u64 {
+        let c = self.counts();
+        u64::from(c.allocations)
+            + u64::from(c.modules)
+            + u64::from(c.functions)
+            + u64::from(c.streams)
+            + u64::from(c.events)
+            + u64::from(c.graphs)
+            + u64::from(c.graph_execs)
+            + u64::from(c.blas_handles)
+    }
+
+    fn admit_object(&self) -> Result<(), Status> {
+        if self.limits.max_objects != 0 && self.objects() >= u64::from(self.limits.max_objects) {
+            log::warn!(
+                "PD {}: object limit of {} reached",
+                self.pd,
+                self.limits.max_objects
+            );
+            return Err(Status::OUT_OF_MEMORY);
+        }
+        Ok(())
+    }
+
+    fn not_supported<T>(&self, what: &str) -> Result<T, Status> {
+        log::warn!(
+            "PD {}: {what} is not supported by the soft executor",
+            self.pd
+        );
+        Err(Status::NOT_SUPPORTED)
+    }
+}
+
+impl Context for SoftContext {
+    fn mem_alloc(&mut self, size: u64) -> Result<u64, Status> {
+        self.admit_object()?;
+        self.shared.memory().alloc(size)
+    }
+
+    fn mem_free(&mut self, ptr: u64, done: Ticket) {
+        let shared = self.shared.clone();
+        self.streams.after_all(Ticket::new(move |_| {
+            done.fire(Outcome::status(
+                shared.memory().free(ptr).err().unwrap_or(Status::SUCCESS),
+            ))
+        }));
+    }
+
+    fn mem_range(&self, ptr: u64) -> Result<(u64, u64), Status> {
+        self.shared.memory().range_of(ptr).ok_or(Status::NOT_FOUND)
+    }
+
+    fn mem_info(&self) -> (u64, u64) {
+        self.shared.memory().info()
+    }
+
+    fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.shared.memory().set_quota(limits.mem_quota);
+    }
+
+    fn get_limit(&self, limit: u32) -> Result<u64, Status> {
+        self.shared.limit(limit).ok_or(Status::UNSUPPORTED_LIMIT)
+    }
+
+    fn set_limit(&mut self, limit: u32, value: u64) -> Result<(), Status> {
+        self.shared.set_limit(limit, value)
+    }
+
+    fn module_load(&mut self, _image: &[u8]) -> Result<(u64, Vec<FunctionEntry>), Status> {
+        self.not_supported("module loading")
+    }
+
+    fn module_unload(&mut self, _module: u64, done: Ticket) {
+        done.fire(Outcome::status(Status::INVALID_HANDLE));
+    }
+
+    fn module_global(&self, _module: u64, _name: &str) -> Result<(u64, u64), Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn func_get_attr(&self, _func: u64, _attr: u32) -> Result<i32, Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn func_set_attr(&mut self, _func: u64, _attr: u32, _value: i32) -> Result<(), Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn stream_create(&mut self, flags: u32, _priority: i32) -> Result<u64, Status> {
+        self.admit_object()?;
+        let h = self.handles.next(Kind::Stream);
+        self.streams
+            .create(h, flags & vgpu_proto::cmd::stream_flags::NON_BLOCKING == 0)?;
+        Ok(h)
+    }
+
+    fn stream_destroy(&mut self, stream: u64) -> Result<(), Status> {
+        if stream == 0 {
+            return Err(Status::INVALID_HANDLE);
+        }
+        self.streams.destroy(stream)
+    }
+
+    fn stream_sync(&mut self, stream: u64, done: Ticket) {
+        self.streams.sync(stream, done)
+    }
+
+    fn stream_query(&mut self, stream: u64) -> Status {
+        self.streams.query(stream)
+    }
+
+    fn begin_capture(&mut self, _stream: u64, _mode: u32) -> Result<(), Status> {
+        self.not_supported("stream capture")
+    }
+
+    fn end_capture(&mut self, _stream: u64) -> Result<u64, Status> {
+        Err(Status::STREAM_CAPTURE_UNMATCHED)
+    }
+
+    fn submit(&mut self, stream: u64, op: Op, notify: Option<Ticket>) -> Result<(), Refused> {
+        let refused = match &op {
+            Op::Launch { func, .. } => {
+                log::warn!(
+                    "PD {}: launch of function {func:#x}: no module is loaded on the soft executor",
+                    self.pd
+                );
+                Some(Status::INVALID_HANDLE)
+            }
+            Op::GraphLaunch { .. } => Some(Status::INVALID_HANDLE),
+            Op::Gemm(_) | Op::GemmBatched(_) | Op::TrsmBatched(_) | Op::LtMatmul(_) => {
+                self.not_supported::<()>("BLAS").err()
+            }
+            _ => None,
+        };
+        if let Some(s) = refused {
+            return Err(Refused::new(s, notify));
+        }
+        self.streams.submit(stream, op, notify)
+    }
+
+    fn host_func_done(&mut self, cookie: u64) {
+        self.shared.host_func_done(cookie);
+    }
+
+    fn event_create(&mut self, flags: u32) -> Result<u64, Status> {
+        if flags & vgpu_proto::cmd::event_flags::INTERPROCESS != 0 {
+            return self.not_supported("interprocess events");
+        }
+        self.admit_object()?;
+        let h = self.handles.next(Kind::Event);
+        self.streams.event_create(h, flags);
+        Ok(h)
+    }
+
+    fn event_destroy(&mut self, event: u64) -> Result<(), Status> {
+        self.streams.event_destroy(event)
+    }
+
+    fn event_sync(&mut self, event: u64, done: Ticket) {
+        self.streams.event_sync(event, done)
+    }
+
+    fn event_query(&self, event: u64) -> Status {
+        self.streams.event_query(event)
+    }
+
+    fn event_elapsed(&self, start: u64, end: u64) -> Result<f32, Status> {
+        self.streams.event_elapsed(start, end)
+    }
+
+    fn graph_instantiate(&mut self, _graph: u64, _flags: u64) -> Result<u64, Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn graph_exec_update(&mut self, _exec: u64, _graph: u64) -> Result<u64, Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn graph_destroy(&mut self, _graph: u64) -> Result<(), Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn graph_exec_destroy(&mut self, _exec: u64) -> Result<(), Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn blas_create(&mut self) -> Result<u64, Status> {
+        self.not_supported("BLAS")
+    }
+
+    fn blas_destroy(&mut self, _handle: u64) -> Result<(), Status> {
+        Err(Status::INVALID_HANDLE)
+    }
+
+    fn synchronize(&mut self, done: Ticket) {
+        self.streams.synchronize(done)
+    }
+
+    fn reset(&mut self) {
+        self.streams.reset();
+        self.shared.memory().clear();
+        self.shared.clear_errors();
+    }
+
+    fn sticky_error(&self) -> Option<Status> {
+        self.shared.sticky()
+    }
+
+    fn counts(&self) -> Counts {
+        let (mem_bytes, allocations) = self.shared.memory().usage();
+        Counts {
+            mem_bytes,
+            allocations,
+            streams: self.streams.stream_count(),
+            events: self.streams.event_count(),
+            pending: self.shared.pending(),
+            ..Counts::default()
+        }
+    }
+}
+
+impl Drop for SoftContext {
+    fn drop(&mut self) {
+        self.streams.reset();
+    }
+}

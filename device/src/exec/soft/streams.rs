@@ -1,0 +1,701 @@
+//! Streams, events and host functions of a soft context.
+//!
+//! Each stream is a worker thread fed by a channel, so work on one stream runs in order
+//! and streams run concurrently. The NULL stream (handle 0) has CUDA's legacy semantics:
+//! before work on it runs, every blocking stream finishes what was submitted to it, and
+//! blocking streams do not start later work before the NULL stream's earlier work is done.
+//! Errors follow spec §8.3: an async failure latches on its stream (first one wins), and a
+//! sticky one poisons the whole context until reset.
+
+use super::memory::Memory;
+use crate::exec::{CallbackSink, Op, Outcome, Refused, Side2D, Ticket};
+use crossbeam_channel::{unbounded, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vgpu_proto::cmd::event_flags;
+use vgpu_proto::Status;
+
+/// How long a stream waits for HOST_FUNC_DONE (spec §7.9).
+pub const HOST_FUNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often blocked workers look at the cancellation flag.
+const POLL: Duration = Duration::from_millis(20);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kinds of handle; the kind is kept in the top byte so that a handle of the wrong kind is
+/// never found.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Stream = 1,
+    Event = 2,
+}
+
+/// Handle allocator: unique for the context's lifetime.
+#[derive(Default)]
+pub(super) struct Handles {
+    next: u64,
+}
+
+impl Handles {
+    pub(super) fn next(&mut self, kind: Kind) -> u64 {
+        self.next += 1;
+        ((kind as u64) << 56) | self.next
+    }
+}
+
+/// A one-shot gate a worker can wait on.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *lock(&self.open) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until open; false on timeout or cancellation.
+    fn wait(&self, shared: &Shared, timeout: Option<Duration>) -> bool {
+        let start = Instant::now();
+        let mut open = lock(&self.open);
+        while !*open {
+            if shared.cancelled() || timeout.is_some_and(|t| start.elapsed() >= t) {
+                return false;
+            }
+            open = self
+                .cv
+                .wait_timeout(open, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// State shared by a context and its stream workers.
+pub(super) struct Shared {
+    mem: Mutex<Memory>,
+    sticky: Mutex<Option<Status>>,
+    seq: AtomicU64,
+    callbacks: Arc<dyn CallbackSink>,
+    host_funcs: Mutex<HashMap<u64, Arc<Gate>>>,
+    pending: AtomicU32,
+    cancelled: AtomicBool,
+    limits: Mutex<HashMap<u32, u64>>,
+}
+
+impl Shared {
+    pub(super) fn new(quota: u64, callbacks: Arc<dyn CallbackSink>) -> Self {
+        // CUlimit defaults of a data-centre GPU: stack, printf FIFO, malloc heap.
+        let limits = HashMap::from([(0, 1024), (1, 1 << 20), (2, 8 << 20), (3, 2), (4, 2048)]);
+        Shared {
+            mem: Mutex::new(Memory::new(quota)),
+            sticky: Mutex::new(None),
+            seq: AtomicU64::new(0),
+            callbacks,
+            host_funcs: Mutex::new(HashMap::new()),
+            pending: AtomicU32::new(0),
+            cancelled: AtomicBool::new(false),
+            limits: Mutex::new(limits),
+        }
+    }
+
+    pub(super) fn memory(&self) -> MutexGuard<'_, Memory> {
+        lock(&self.mem)
+    }
+
+    pub(super) fn sticky(&self) -> Option<Status> {
+        *lock(&self.sticky)
+    }
+
+    pub(super) fn clear_errors(&self) {
+        *lock(&self.sticky) = None;
+    }
+
+    pub(super) fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn limit(&self, limit: u32) -> Option<u64> {
+        lock(&self.limits).get(&limit).copied()
+    }
+
+    pub(super) fn set_limit(&self, limit: u32, value: u64) -> Result<(), Status> {
+        match lock(&self.limits).get_mut(&limit) {
+            Some(v) => {
+                *v = value;
+                Ok(())
+            }
+            None => Err(Status::UNSUPPORTED_LIMIT),
+        }
+    }
+
+    pub(super) fn host_func_done(&self, cookie: u64) {
+        match lock(&self.host_funcs).remove(&cookie) {
+            Some(g) => g.open(),
+            None => log::warn!("HOST_FUNC_DONE for unknown cookie {cookie:#x} ignored"),
+        }
+    }
+
+    fn latch(&self, stream: &StreamState, status: Status) {
+        let mut l = lock(&stream.latched);
+        if l.is_none() {
+            *l = Some((self.seq.fetch_add(1, Ordering::Relaxed), status));
+        }
+        if status.is_sticky() {
+            lock(&self.sticky).get_or_insert(status);
+        }
+    }
+}
+
+/// Per-stream state the worker shares with the context.
+#[derive(Default)]
+struct StreamState {
+    latched: Mutex<Option<(u64, Status)>>,
+    queued: AtomicU32,
+}
+
+impl StreamState {
+    fn take_latched(&self) -> Option<(u64, Status)> {
+        lock(&self.latched).take()
+    }
+}
+
+type Job = Box<dyn FnOnce(&Shared, &StreamState) + Send>;
+
+struct Stream {
+    tx: Sender<Job>,
+    thread: Option<JoinHandle<()>>,
+    state: Arc<StreamState>,
+    blocking: bool,
+    /// Work was submitted since the NULL stream last waited for this stream.
+    dirty: bool,
+    /// The NULL stream's epoch this stream has already waited for.
+    null_epoch: u64,
+}
+
+#[derive(Default)]
+struct EventState {
+    recorded: u64,
+    completed: u64,
+    time: Option<Instant>,
+    waiters: Vec<(u64, Ticket)>,
+}
+
+struct EventInner {
+    state: Mutex<EventState>,
+    cv: Condvar,
+}
+
+impl EventInner {
+    fn complete(&self, generation: u64) {
+        let mut s = lock(&self.state);
+        if generation > s.completed {
+            s.completed = generation;
+            s.time = Some(Instant::now());
+        }
+        let done = s.completed;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
+            .into_iter()
+            .partition(|(g, _)| *g <= done);
+        s.waiters = waiting;
+        drop(s);
+        self.cv.notify_all();
+        for (_, t) in ready {
+            t.fire(Outcome::status(Status::SUCCESS));
+        }
+    }
+
+    fn wait(&self, shared: &Shared, target: u64) -> bool {
+        let mut s = lock(&self.state);
+        while s.completed < target {
+            if shared.cancelled() {
+                return false;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+struct Event {
+    flags: u32,
+    inner: Arc<EventInner>,
+}
+
+/// The streams and events of one context.
+pub(super) struct StreamSet {
+    shared: Arc<Shared>,
+    pd: u32,
+    streams: HashMap<u64, Stream>,
+    events: HashMap<u64, Event>,
+    null_epoch: u64,
+}
+
+impl StreamSet {
+    pub(super) fn new(shared: Arc<Shared>, pd: u32) -> Self {
+        let mut s = StreamSet {
+            shared,
+            pd,
+            streams: HashMap::new(),
+            events: HashMap::new(),
+            null_epoch: 0,
+        };
+        s.spawn(0, true);
+        s
+    }
+
+    fn spawn(&mut self, handle: u64, blocking: bool) -> bool {
+        let (tx, rx) = unbounded::<Job>();
+        let state = Arc::new(StreamState::default());
+        let (shared, st) = (self.shared.clone(), state.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("pd{}-stream-{handle:x}", self.pd))
+            .spawn(move || {
+                for job in rx {
+                    job(&shared, &st);
+                    st.queued.fetch_sub(1, Ordering::Release);
+                }
+            });
+        match thread {
+            Ok(t) => {
+                let s = Stream {
+                    tx,
+                    thread: Some(t),
+                    state,
+                    blocking,
+                    dirty: false,
+                    null_epoch: self.null_epoch,
+                };
+                self.streams.insert(handle, s);
+                true
+            }
+            Err(e) => {
+                log::error!("PD {}: cannot start a stream thread: {e}", self.pd);
+                false
+            }
+        }
+    }
+
+    pub(super) fn create(&mut self, handle: u64, blocking: bool) -> Result<(), Status> {
+        if self.spawn(handle, blocking) {
+            Ok(())
+        } else {
+            Err(Status::OUT_OF_MEMORY)
+        }
+    }
+
+    pub(super) fn destroy(&mut self, handle: u64) -> Result<(), Status> {
+        // Dropping the sender lets the worker finish what is queued and exit.
+        let s = self.streams.remove(&handle).ok_or(Status::INVALID_HANDLE)?;
+        drop(s.tx);
+        Ok(())
+    }
+
+    pub(super) fn stream_count(&self) -> u32 {
+        self.streams.len().saturating_sub(1) as u32
+    }
+
+    pub(super) fn event_count(&self) -> u32 {
+        self.events.len() as u32
+    }
+
+    fn send(&mut self, handle: u64, job: Job) {
+        if let Some(s) = self.streams.get(&handle) {
+            s.state.queued.fetch_add(1, Ordering::Acquire);
+            if s.tx.send(job).is_err() {
+                s.state.queued.fetch_sub(1, Ordering::Release);
+                log::error!("PD {}: stream {handle:#x} worker is gone", self.pd);
+            }
+        }
+    }
+
+    /// Queues `job` on `handle`, applying the NULL stream's legacy ordering first.
+    fn push(&mut self, handle: u64, job: Job) -> Result<(), Status> {
+        let s = self.streams.get(&handle).ok_or(Status::INVALID_HANDLE)?;
+        let wait = |g: Arc<Gate>| -> Job {
+            Box::new(move |sh: &Shared, _: &StreamState| _ = g.wait(sh, None))
+        };
+        let open = |g: Arc<Gate>| -> Job { Box::new(move |_: &Shared, _: &StreamState| g.open()) };
+        if handle == 0 {
+            let dirty: Vec<u64> = self
+                .streams
+                .iter()
+                .filter(|(h, s)| **h != 0 && s.blocking && s.dirty)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in dirty {
+                let g = Arc::new(Gate::default());
+                self.send(h, open(g.clone()));
+                self.send(0, wait(g));
+                if let Some(s) = self.streams.get_mut(&h) {
+                    s.dirty = false;
+                }
+            }
+            self.send(0, job);
+            self.null_epoch += 1;
+        } else {
+            if s.blocking && s.null_epoch < self.null_epoch {
+                let g = Arc::new(Gate::default());
+                self.send(0, open(g.clone()));
+                self.send(handle, wait(g));
+            }
+            let epoch = self.null_epoch;
+            if let Some(s) = self.streams.get_mut(&handle) {
+                s.null_epoch = epoch;
+                s.dirty = s.blocking;
+            }
+            self.send(handle, job);
+        }
+        Ok(())
+    }
+
+    pub(super) fn submit(
+        &mut self,
+        handle: u64,
+        op: Op,
+        notify: Option<Ticket>,
+    ) -> Result<(), Refused> {
+        if !self.streams.contains_key(&handle) {
+            return Err(Refused::new(Status::INVALID_HANDLE, notify));
+        }
+        let event = match &op {
+            Op::EventRecord { event } | Op::WaitEvent { event } => match self.events.get(event) {
+                Some(e) => Some(e.inner.clone()),
+                None => return Err(Refused::new(Status::INVALID_HANDLE, notify)),
+            },
+            _ => None,
+        };
+        let job: Job = match (op, event) {
+            (Op::EventRecord { .. }, Some(inner)) => {
+                let generation = {
+                    let mut s = lock(&inner.state);
+                    s.recorded += 1;
+                    s.recorded
+                };
+                Box::new(move |sh: &Shared, _: &StreamState| {
+                    inner.complete(generation);
+                    if let Some(t) = notify {
+                        t.fire(Outcome::status(sh.sticky().unwrap_or(Status::SUCCESS)));
+                    }
+                })
+            }
+            (Op::WaitEvent { .. }, Some(inner)) => {
+                let target = lock(&inner.state).recorded;
+                Box::new(move |sh: &Shared, _: &StreamState| {
+                    let ok = inner.wait(sh, target);
+                    if let Some(t) = notify {
+                        t.fire(Outcome::status(if ok {
+                            Status::SUCCESS
+                        } else {
+                            Status::UNKNOWN
+                        }));
+                    }
+                })
+            }
+            (op, _) => {
+                self.shared.pending.fetch_add(1, Ordering::Relaxed);
+                Box::new(move |sh: &Shared, st: &StreamState| {
+                    let r = if sh.cancelled() {
+                        Err(Status::UNKNOWN)
+                    } else if let Some(e) = sh.sticky() {
+                        Err(e)
+                    } else {
+                        run(sh, op)
+                    };
+                    sh.pending.fetch_sub(1, Ordering::Relaxed);
+                    match (notify, r) {
+                        (Some(t), r) => t.fire(Outcome::status(r.err().unwrap_or(Status::SUCCESS))),
+                        (None, Err(e)) if sh.sticky() != Some(e) => sh.latch(st, e),
+                        _ => {}
+                    }
+                })
+            }
+        };
+        // The stream exists (checked above), so push cannot fail.
+        let _ = self.push(handle, job);
+        Ok(())
+    }
+
+    pub(super) fn sync(&mut self, handle: u64, done: Ticket) {
+        let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
+            let status = sh
+                .sticky()
+                .or_else(|| st.take_latched().map(|(_, s)| s))
+                .unwrap_or(Status::SUCCESS);
+            done.fire(Outcome::status(status));
+        });
+        if let Err(e) = self.push(handle, job) {
+            // `job` was dropped with its ticket inside; report the error through a new one.
+            log::debug!(
+                "PD {}: STREAM_SYNCHRONIZE on unknown stream {handle:#x}: {e:?}",
+                self.pd
+            );
+        }
+    }
+
+    pub(super) fn query(&mut self, handle: u64) -> Status {
+        let Some(s) = self.streams.get(&handle) else {
+            return Status::INVALID_HANDLE;
+        };
+        if s.state.queued.load(Ordering::Acquire) != 0 {
+            return Status::NOT_READY;
+        }
+        self.shared
+            .sticky()
+            .or_else(|| s.state.take_latched().map(|(_, st)| st))
+            .unwrap_or(Status::SUCCESS)
+    }
+
+    /// Fires `done` once every stream has finished what was submitted before; the outcome
+    /// carries the oldest latched error (which is cleared on every stream).
+    pub(super) fn synchronize(&mut self, done: Ticket) {
+        struct Join {
+            left: usize,
+            errors: Vec<(u64, Status)>,
+            done: Option<Ticket>,
+        }
+        let handles: Vec<u64> = self.streams.keys().copied().collect();
+        let join = Arc::new(Mutex::new(Join {
+            left: handles.len(),
+            errors: Vec::new(),
+            done: Some(done),
+        }));
+        for h in handles {
+            let join = join.clone();
+            self.send(
+                h,
+                Box::new(move |sh: &Shared, st: &StreamState| {
+                    let mut j = lock(&join);
+                    if let Some(e) = st.take_latched() {
+                        j.errors.push(e);
+                    }
+                    j.left -= 1;
+                    if j.left == 0 {
+                        let first = j.errors.iter().min_by_key(|(seq, _)| *seq).map(|(_, s)| *s);
+                        let status = sh.sticky().or(first).unwrap_or(Status::SUCCESS);
+                        if let Some(t) = j.done.take() {
+                            t.fire(Outcome::status(status));
+                        }
+                    }
+                }),
+            );
+        }
+    }
+
+    /// Fires `done` once every stream has finished what was submitted before (no error
+    /// reporting: for MEM_FREE and MODULE_UNLOAD).
+    pub(super) fn after_all(&mut self, done: Ticket) {
+        let handles: Vec<u64> = self.streams.keys().copied().collect();
+        let left = Arc::new(AtomicU32::new(handles.len() as u32));
+        let done = Arc::new(Mutex::new(Some(done)));
+        for h in handles {
+            let (left, done) = (left.clone(), done.clone());
+            self.send(
+                h,
+                Box::new(move |_: &Shared, _: &StreamState| {
+                    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        if let Some(t) = lock(&done).take() {
+                            t.fire(Outcome::status(Status::SUCCESS));
+                        }
+                    }
+                }),
+            );
+        }
+    }
+
+    pub(super) fn event_create(&mut self, handle: u64, flags: u32) {
+        let inner = Arc::new(EventInner {
+            state: Mutex::new(EventState::default()),
+            cv: Condvar::new(),
+        });
+        self.events.insert(handle, Event { flags, inner });
+    }
+
+    pub(super) fn event_destroy(&mut self, handle: u64) -> Result<(), Status> {
+        self.events
+            .remove(&handle)
+            .map(|_| ())
+            .ok_or(Status::INVALID_HANDLE)
+    }
+
+    pub(super) fn event_sync(&mut self, handle: u64, done: Ticket) {
+        let Some(e) = self.events.get(&handle) else {
+            return done.fire(Outcome::status(Status::INVALID_HANDLE));
+        };
+        let mut s = lock(&e.inner.state);
+        if s.completed >= s.recorded {
+            drop(s);
+            return done.fire(Outcome::status(
+                self.shared.sticky().unwrap_or(Status::SUCCESS),
+            ));
+        }
+        let target = s.recorded;
+        s.waiters.push((target, done));
+    }
+
+    pub(super) fn event_query(&self, handle: u64) -> Status {
+        let Some(e) = self.events.get(&handle) else {
+            return Status::INVALID_HANDLE;
+        };
+        let s = lock(&e.inner.state);
+        if s.completed >= s.recorded {
+            Status::SUCCESS
+        } else {
+            Status::NOT_READY
+        }
+    }
+
+    pub(super) fn event_elapsed(&self, start: u64, end: u64) -> Result<f32, Status> {
+        let time = |h: u64| -> Result<Instant, Status> {
+            let e = self.events.get(&h).ok_or(Status::INVALID_HANDLE)?;
+            if e.flags & event_flags::DISABLE_TIMING != 0 {
+                return Err(Status::INVALID_HANDLE);
+            }
+            let s = lock(&e.inner.state);
+            if s.recorded == 0 {
+                return Err(Status::INVALID_HANDLE);
+            }
+            if s.completed < s.recorded {
+                return Err(Status::NOT_READY);
+            }
+            s.time.ok_or(Status::NOT_READY)
+        };
+        let (a, b) = (time(start)?, time(end)?);
+        let ms = if b >= a {
+            b.duration_since(a).as_secs_f64() * 1e3
+        } else {
+            -(a.duration_since(b).as_secs_f64() * 1e3)
+        };
+        Ok(ms as f32)
+    }
+
+    /// Cancels and joins every worker, forgets every stream and event, and starts a fresh
+    /// NULL stream.
+    pub(super) fn reset(&mut self) {
+        self.shared.cancelled.store(true, Ordering::Relaxed);
+        for g in lock(&self.shared.host_funcs).drain().map(|(_, g)| g) {
+            g.open();
+        }
+        let mut threads = Vec::new();
+        for (_, mut s) in self.streams.drain() {
+            drop(s.tx);
+            threads.extend(s.thread.take());
+        }
+        for t in threads {
+            if t.join().is_err() {
+                log::error!("PD {}: a stream worker panicked", self.pd);
+            }
+        }
+        self.events.clear();
+        self.shared.cancelled.store(false, Ordering::Relaxed);
+        self.null_epoch = 0;
+        self.spawn(0, true);
+    }
+}
+
+/// Executes one data op on the soft device.
+fn run(sh: &Shared, op: Op) -> Result<(), Status> {
+    match op {
+        Op::CopyHtoD { dst, src } => {
+            let data = match src {
+                crate::exec::HostSource::Inline(v) => v,
+                crate::exec::HostSource::Range(r) => {
+                    let mut v =
+                        vec![0; usize::try_from(r.len()).map_err(|_| Status::OUT_OF_MEMORY)?];
+                    r.read(0, &mut v)?;
+                    v
+                }
+            };
+            sh.memory()
+                .slice_mut(dst, data.len() as u64)?
+                .copy_from_slice(&data);
+            Ok(())
+        }
+        Op::CopyDtoH { src, dst } => {
+            let data = sh.memory().slice(src, dst.len())?.to_vec();
+            dst.write(0, &data)
+        }
+        Op::CopyDtoD { dst, src, len } => sh.memory().copy(dst, src, len),
+        Op::Copy2D {
+            src,
+            src_pitch,
+            dst,
+            dst_pitch,
+            width,
+            height,
+        } => {
+            let w = usize::try_from(width).map_err(|_| Status::INVALID_VALUE)?;
+            let mut row = vec![0u8; w];
+            for r in 0..height {
+                match &src {
+                    Side2D::Device(a) => {
+                        row.copy_from_slice(sh.memory().slice(a + r * src_pitch, width)?)
+                    }
+                    Side2D::Host(h) => h.read(r * src_pitch, &mut row)?,
+                }
+                match &dst {
+                    Side2D::Device(a) => sh
+                        .memory()
+                        .slice_mut(a + r * dst_pitch, width)?
+                        .copy_from_slice(&row),
+                    Side2D::Host(h) => h.write(r * dst_pitch, &row)?,
+                }
+            }
+            Ok(())
+        }
+        Op::Memset {
+            dst,
+            pitch,
+            width,
+            height,
+            value,
+            elem_size,
+        } => {
+            let es = u64::from(elem_size);
+            let bytes = value.to_le_bytes();
+            let mut mem = sh.memory();
+            for r in 0..height {
+                let row = mem.slice_mut(dst + r * pitch, width * es)?;
+                for chunk in row.chunks_exact_mut(elem_size as usize) {
+                    chunk.copy_from_slice(&bytes[..elem_size as usize]);
+                }
+            }
+            Ok(())
+        }
+        Op::HostFunc { cookie } => {
+            let gate = Arc::new(Gate::default());
+            lock(&sh.host_funcs).insert(cookie, gate.clone());
+            sh.callbacks.host_func(cookie);
+            if gate.wait(sh, Some(HOST_FUNC_TIMEOUT)) {
+                Ok(())
+            } else {
+                lock(&sh.host_funcs).remove(&cookie);
+                log::warn!("HOST_FUNC {cookie:#x}: no HOST_FUNC_DONE within {HOST_FUNC_TIMEOUT:?}");
+                Err(Status::TIMEOUT)
+            }
+        }
+        Op::Launch { .. }
+        | Op::Gemm(_)
+        | Op::GemmBatched(_)
+        | Op::TrsmBatched(_)
+        | Op::LtMatmul(_)
+        | Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
+        Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
+    }
+}

@@ -1,0 +1,273 @@
+//! Guest memory as the device sees it: the fd-backed regions the VMM maps for DMA
+//! (vfio-user DMA_MAP), addressed by IOVA.
+//!
+//! Mapping goes through `vm-memory`, which owns the `mmap` and gives bounds-checked,
+//! volatile access, so this module has no `unsafe`. Users take a [`Snapshot`]: an immutable
+//! view that keeps its mappings alive even if the VMM unmaps them meanwhile, so a command
+//! that already started its access can finish it safely.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestRegionMmap,
+    MmapRegion,
+};
+
+/// Why a DMA access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DmaError {
+    /// Part of the range is not mapped.
+    #[error("IOVA range {iova:#x}+{len:#x} is not mapped")]
+    NotMapped {
+        /// First IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// The range is mapped read-only and the device tried to write it.
+    #[error("IOVA range {iova:#x}+{len:#x} is mapped read-only")]
+    ReadOnly {
+        /// First IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+#[derive(Clone, Default)]
+struct Map {
+    mem: Option<GuestMemoryMmap>,
+    /// (first IOVA, length, writable) of every mapping, sorted by IOVA.
+    ranges: Vec<(u64, u64, bool)>,
+}
+
+/// The device's DMA address space.
+#[derive(Default)]
+pub struct GuestMemory {
+    map: RwLock<Arc<Map>>,
+}
+
+/// An immutable view of guest memory at one moment.
+#[derive(Clone)]
+pub struct Snapshot(Arc<Map>);
+
+impl GuestMemory {
+    /// An empty address space.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps `size` bytes of `file` at `offset` for DMA at `iova`.
+    pub fn map(
+        &self,
+        iova: u64,
+        size: u64,
+        file: File,
+        offset: u64,
+        writable: bool,
+    ) -> std::io::Result<()> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
+        if size == 0 || iova.checked_add(size).is_none() {
+            return Err(bad("empty or overflowing DMA range"));
+        }
+        let len = usize::try_from(size).map_err(|_| bad("DMA range too large"))?;
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let mmap = MmapRegion::build(
+            Some(FileOffset::new(file, offset)),
+            len,
+            prot,
+            libc::MAP_SHARED,
+        )
+        .map_err(|e| std::io::Error::other(format!("mmap of DMA region failed: {e}")))?;
+        let region = GuestRegionMmap::new(mmap, GuestAddress(iova))
+            .ok_or_else(|| bad("DMA range overflows"))?;
+        let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        let mem = match &next.mem {
+            Some(m) => m.insert_region(Arc::new(region)),
+            None => GuestMemoryMmap::from_regions(vec![region]),
+        }
+        .map_err(|e| {
+            bad(&format!(
+                "DMA range {iova:#x}+{size:#x} overlaps a mapping: {e}"
+            ))
+        })?;
+        next.mem = Some(mem);
+        next.ranges.push((iova, size, writable));
+        next.ranges.sort_by_key(|r| r.0);
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// Unmaps every mapping that lies inside `[iova, iova + size)`. A mapping only partly
+    /// inside is an error (and nothing is unmapped).
+    pub fn unmap(&self, iova: u64, size: u64) -> std::io::Result<()> {
+        let end = iova.saturating_add(size);
+        let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let partial = guard
+            .ranges
+            .iter()
+            .any(|&(a, l, _)| a < end && a + l > iova && (a < iova || a + l > end));
+        if partial {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "unmap splits a DMA mapping",
+            ));
+        }
+        let mut next = (**guard).clone();
+        let gone: Vec<(u64, u64)> = next
+            .ranges
+            .iter()
+            .filter(|&&(a, l, _)| a >= iova && a + l <= end)
+            .map(|&(a, l, _)| (a, l))
+            .collect();
+        for (a, l) in &gone {
+            if let Some(mem) = &next.mem {
+                next.mem = match mem.remove_region(GuestAddress(*a), *l) {
+                    Ok((m, _)) if m.num_regions() > 0 => Some(m),
+                    Ok(_) => None,
+                    Err(e) => return Err(std::io::Error::other(format!("unmap failed: {e}"))),
+                };
+            }
+        }
+        next.ranges
+            .retain(|&(a, l, _)| !(a >= iova && a + l <= end));
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// Forgets every mapping (on disconnect or reset of the connection).
+    pub fn clear(&self) {
+        *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Map::default());
+    }
+
+    /// The current view.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.map.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+impl Snapshot {
+    /// True when every byte of `[iova, iova + len)` is mapped (and writable, if asked).
+    pub fn covers(&self, iova: u64, len: u64, write: bool) -> bool {
+        let Some(end) = iova.checked_add(len) else {
+            return false;
+        };
+        let mut at = iova;
+        for &(a, l, w) in &self.0.ranges {
+            if at >= end {
+                break;
+            }
+            if a <= at && at < a + l {
+                if write && !w {
+                    return false;
+                }
+                at = a + l;
+            }
+        }
+        at >= end
+    }
+
+    fn check(&self, iova: u64, len: u64, write: bool) -> Result<&GuestMemoryMmap, DmaError> {
+        let mem = self
+            .0
+            .mem
+            .as_ref()
+            .ok_or(DmaError::NotMapped { iova, len })?;
+        if !self.covers(iova, len, false) {
+            return Err(DmaError::NotMapped { iova, len });
+        }
+        if write && !self.covers(iova, len, true) {
+            return Err(DmaError::ReadOnly { iova, len });
+        }
+        Ok(mem)
+    }
+
+    /// Copies guest memory at `iova` into `buf`.
+    pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        let mem = self.check(iova, buf.len() as u64, false)?;
+        mem.read_slice(buf, GuestAddress(iova))
+            .map_err(|_| DmaError::NotMapped {
+                iova,
+                len: buf.len() as u64,
+            })
+    }
+
+    /// Copies `buf` into guest memory at `iova`.
+    pub fn write(&self, iova: u64, buf: &[u8]) -> Result<(), DmaError> {
+        let mem = self.check(iova, buf.len() as u64, true)?;
+        mem.write_slice(buf, GuestAddress(iova))
+            .map_err(|_| DmaError::NotMapped {
+                iova,
+                len: buf.len() as u64,
+            })
+    }
+
+    /// Atomic load of the naturally aligned `u32` at `iova`.
+    pub fn load_u32(&self, iova: u64, order: Ordering) -> Result<u32, DmaError> {
+        let mem = self.check(iova, 4, false)?;
+        mem.load(GuestAddress(iova), order)
+            .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+    }
+
+    /// Atomic store of the naturally aligned `u32` at `iova`.
+    pub fn store_u32(&self, iova: u64, v: u32, order: Ordering) -> Result<(), DmaError> {
+        let mem = self.check(iova, 4, true)?;
+        mem.store(v, GuestAddress(iova), order)
+            .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memfd(size: u64) -> File {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(size).unwrap();
+        f
+    }
+
+    #[test]
+    fn map_access_unmap() {
+        let g = GuestMemory::new();
+        g.map(0x10000, 8192, memfd(8192), 0, true).unwrap();
+        g.map(0x12000, 4096, memfd(4096), 0, false).unwrap();
+        let s = g.snapshot();
+        s.write(0x10ffe, &[1, 2, 3, 4]).unwrap();
+        let mut b = [0; 4];
+        s.read(0x10ffe, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(s.covers(0x10000, 12288, false));
+        assert!(!s.covers(0x10000, 12289, false));
+        assert_eq!(
+            s.write(0x11fff, &[0, 0]),
+            Err(DmaError::ReadOnly {
+                iova: 0x11fff,
+                len: 2
+            })
+        );
+        assert_eq!(
+            s.read(0x9000, &mut b),
+            Err(DmaError::NotMapped {
+                iova: 0x9000,
+                len: 4
+            })
+        );
+        s.store_u32(0x10100, 7, Ordering::Release).unwrap();
+        assert_eq!(s.load_u32(0x10100, Ordering::Acquire), Ok(7));
+        assert!(
+            g.map(0x11000, 4096, memfd(4096), 0, true).is_err(),
+            "overlap refused"
+        );
+        assert!(g.unmap(0x10000, 4096).is_err(), "partial unmap refused");
+        g.unmap(0x10000, 8192).unwrap();
+        assert!(g.snapshot().read(0x10000, &mut b).is_err());
+        // The old snapshot still reads its mapping.
+        s.read(0x10ffe, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        g.unmap(0, u64::MAX).unwrap();
+        assert!(!g.snapshot().covers(0x12000, 1, false));
+    }
+}

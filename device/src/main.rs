@@ -1,0 +1,125 @@
+//! `vgpu-stub`: serves VGPU-STUB over vfio-user.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use vgpu_stub::config::Identity;
+use vgpu_stub::device::Device;
+use vgpu_stub::exec::soft::{SoftConfig, SoftExecutor};
+use vgpu_stub::exec::Executor;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExecutorKind {
+    /// The software device (CPU; runs only its reference kernels).
+    Soft,
+    /// The real GPU through CUDA.
+    Cuda,
+    /// cuda when a GPU is usable, soft otherwise.
+    Auto,
+}
+
+/// The VGPU-STUB device model: a vfio-user server for QEMU's vfio-user-pci.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Unix socket to listen on.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Which executor runs the commands.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Auto)]
+    executor: ExecutorKind,
+    /// Device memory of the soft executor, e.g. 16G, 512M (default 80G).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// PCI vendor and device ID, e.g. 1234:7667.
+    #[arg(long, value_parser = parse_ids)]
+    ids: Option<Identity>,
+    /// Compute capability the soft device reports, e.g. 9.0.
+    #[arg(long, value_parser = parse_cc)]
+    compute_capability: Option<(u32, u32)>,
+    /// Device name the soft device reports.
+    #[arg(long)]
+    name: Option<String>,
+    /// Serve this many connections, then exit (default: forever).
+    #[arg(long)]
+    connections: Option<usize>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 512M, 16G)"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("size `{s}` is out of range"))
+}
+
+fn parse_ids(s: &str) -> Result<Identity, String> {
+    let (v, d) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not VENDOR:DEVICE (example: 1234:7667)"))?;
+    let hex = |x: &str| {
+        u16::from_str_radix(x.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("`{x}` is not a 16-bit hex ID"))
+    };
+    Ok(Identity {
+        vendor: hex(v)?,
+        device: hex(d)?,
+    })
+}
+
+fn parse_cc(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once('.')
+        .ok_or_else(|| format!("`{s}` is not MAJOR.MINOR (example: 9.0)"))?;
+    let p = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("`{s}` is not MAJOR.MINOR"))
+    };
+    Ok((p(a)?, p(b)?))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let executor: Arc<dyn Executor> = match args.executor {
+        ExecutorKind::Cuda => {
+            log::error!("the cuda executor is not implemented yet; use --executor soft");
+            eprintln!("vgpu-stub: --executor cuda is not available: the cuda executor is not implemented yet");
+            return ExitCode::from(2);
+        }
+        ExecutorKind::Soft | ExecutorKind::Auto => {
+            if matches!(args.executor, ExecutorKind::Auto) {
+                log::info!("executor auto: the cuda executor is not implemented yet, using soft");
+            }
+            let mut cfg = SoftConfig::default();
+            if let Some(m) = args.memory {
+                cfg.memory = m;
+            }
+            if let Some(cc) = args.compute_capability {
+                cfg.compute_capability = cc;
+            }
+            if let Some(n) = args.name {
+                cfg.name = n;
+            }
+            Arc::new(SoftExecutor::new(cfg))
+        }
+    };
+    let dev = Arc::new(Device::new(args.ids.unwrap_or_default(), executor));
+    match vgpu_stub::server::serve(&args.socket, dev, args.connections) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vgpu-stub: cannot serve on {}: {e}", args.socket.display());
+            ExitCode::FAILURE
+        }
+    }
+}

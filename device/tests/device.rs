@@ -1,0 +1,936 @@
+//! vgpu-stub driven through `vfio_user::Client` with no VM: configuration space, registers,
+//! admin commands, I/O commands on the soft executor, isolation between PDs, malformed
+//! entries, and cleanup.
+
+mod common;
+
+use bytemuck::Zeroable;
+use common::*;
+use std::time::Duration;
+use vfio_bindings::bindings::vfio::*;
+use vgpu_proto::cmd::*;
+use vgpu_proto::queue::cqe_flags;
+use vgpu_proto::regs::{self, control, fatal, features, status};
+use vgpu_proto::{Command, Opcode, Status};
+
+fn z<T: Zeroable>() -> T {
+    T::zeroed()
+}
+
+#[test]
+fn config_space_and_registers() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut c = vfio_user::Client::new(&stub.socket).unwrap();
+    let cfg = VFIO_PCI_CONFIG_REGION_INDEX;
+    assert_eq!(rd32(&mut c, cfg, 0), 0x7667_1234);
+    assert_eq!(rd32(&mut c, cfg, 8), 0x1200_0001);
+    assert_eq!(rd32(&mut c, cfg, 0x2C), 0x0001_1234);
+    assert_eq!(rd32(&mut c, cfg, 0x34) & 0xFF, 0x40);
+    assert_eq!(rd32(&mut c, cfg, 0x40) & 0x07FF_00FF, 0x00FF_0011);
+    wr32(&mut c, cfg, 0x10, u32::MAX);
+    assert_eq!(rd32(&mut c, cfg, 0x10), !(16 * 1024 - 1));
+    assert_eq!(
+        c.region(VFIO_PCI_BAR0_REGION_INDEX).unwrap().size,
+        16 * 1024
+    );
+    assert_eq!(c.region(VFIO_PCI_BAR2_REGION_INDEX).unwrap().size, 8 * 1024);
+    assert_eq!(c.get_irq_info(VFIO_PCI_MSIX_IRQ_INDEX).unwrap().count, 256);
+    for r in regs::REGISTERS {
+        let v = rd32(&mut c, 0, r.offset);
+        if r.name != "IO_QUEUES" {
+            assert_eq!(u64::from(v), r.reset & 0xFFFF_FFFF, "{}", r.name);
+        }
+        if r.width == 8 {
+            assert_eq!(
+                u64::from(rd32(&mut c, 0, r.offset + 4)),
+                r.reset >> 32,
+                "{} high",
+                r.name
+            );
+        }
+    }
+    wr32(&mut c, 0, regs::SCRATCH, 0xDEAD_BEEF);
+    assert_eq!(rd32(&mut c, 0, regs::SCRATCH), 0xDEAD_BEEF);
+    wr32(&mut c, 0, regs::MAGIC, 0);
+    assert_eq!(rd32(&mut c, 0, regs::MAGIC), regs::MAGIC_VALUE, "read-only");
+    let mut b8 = [0u8; 8];
+    c.region_read(0, regs::DEV_FEATURES, &mut b8).unwrap();
+    assert_eq!(u64::from_le_bytes(b8), features::ALL);
+    // Enabling with unknown features or a bad admin queue is fatal; RESET recovers.
+    wr32(&mut c, 0, regs::DRV_FEATURES + 4, 1);
+    wr32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    assert_eq!(rd32(&mut c, 0, regs::STATUS), status::FATAL);
+    assert_eq!(rd32(&mut c, 0, regs::FATAL_CODE), fatal::BAD_FEATURES);
+    wr32(&mut c, 0, regs::CONTROL, control::RESET);
+    assert_eq!(rd32(&mut c, 0, regs::STATUS), 0);
+    assert_eq!(rd32(&mut c, 0, regs::SCRATCH), 0, "reset clears registers");
+    wr32(&mut c, 0, regs::ADMIN_DEPTH, 13);
+    wr32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    assert_eq!(rd32(&mut c, 0, regs::FATAL_CODE), fatal::BAD_ADMIN_CONFIG);
+    wr32(&mut c, 0, regs::CONTROL, control::RESET);
+    wr32(&mut c, 0, regs::ADMIN_DEPTH, 4);
+    wr32(&mut c, 0, regs::ADMIN_BASE, 0x1000);
+    wr32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    assert_eq!(
+        rd32(&mut c, 0, regs::FATAL_CODE),
+        fatal::ADMIN_DMA_FAULT,
+        "admin queue in unmapped memory"
+    );
+    drop(c);
+    stub.join();
+}
+
+#[test]
+fn admin_commands_and_identify() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    assert_eq!(d.admin(Command::ADMIN_NOP(z())).status(), Status::SUCCESS);
+    let buf = d.alloc(4096);
+    let c = d.admin_ok(Command::IDENTIFY(IdentifyArgs {
+        iova: buf,
+        len: 4096,
+        ..z()
+    }));
+    assert_eq!(c.result0, 4096);
+    let info: vgpu_proto::info::DeviceInfo = bytemuck::pod_read_unaligned(&d.read(buf, 4096));
+    assert_eq!(vgpu_proto::cmd::Args::check(&info), Ok(()));
+    assert_eq!((info.cc_major, info.cc_minor), (9, 0));
+    assert_eq!(info.total_mem, 1 << 30);
+    assert_eq!(info.attr(16), Some(132));
+    assert!(info.name().contains("soft"));
+    // IDENTIFY into unmapped memory fails cleanly.
+    let c = d.admin(Command::IDENTIFY(IdentifyArgs {
+        iova: 0x10,
+        len: 4096,
+        ..z()
+    }));
+    assert_eq!(c.status(), Status::OUT_OF_BOUNDS);
+    // Objects that do not exist.
+    assert_eq!(
+        d.admin(Command::PD_DESTROY(PdArgs { pd: 99, ..z() }))
+            .status(),
+        Status::BAD_OBJECT
+    );
+    let mut cl = d.client(1, 1 << 20, 0);
+    assert_eq!(rd32(&mut d.client, 0, regs::IO_QUEUES), 1);
+    let c = d.admin(Command::QUEUE_CREATE(QueueCreateArgs {
+        pd: cl.pd,
+        qid: 1,
+        vector: 1,
+        depth_log2: 4,
+        base: cl.q.base,
+        ..z()
+    }));
+    assert_eq!(c.status(), Status::BAD_OBJECT, "qid in use");
+    let c = d.admin(Command::WINDOW_REGISTER(WindowRegisterArgs {
+        pd: cl.pd,
+        window: 2,
+        iova: 0x10,
+        len: 4096,
+        access: 1,
+        rsv0: 0,
+    }));
+    assert_eq!(
+        c.status(),
+        Status::OUT_OF_BOUNDS,
+        "window outside DMA memory"
+    );
+    // An I/O opcode on the admin queue is refused, the queue keeps serving.
+    let c = d.admin(Command::NOP(z()));
+    assert_eq!(c.status(), Status::WRONG_QUEUE);
+    assert_eq!(
+        d.io(&mut cl, 0, Command::NOP(z()), &[]).status(),
+        Status::SUCCESS
+    );
+    d.admin_ok(Command::QUEUE_DELETE(QueueDeleteArgs { qid: 1, ..z() }));
+    assert_eq!(rd32(&mut d.client, 0, regs::IO_QUEUES), 0);
+    d.admin_ok(Command::PD_DESTROY(PdArgs { pd: cl.pd, ..z() }));
+    drop(d);
+    stub.join();
+}
+
+fn alloc(d: &mut Drv, c: &mut Client0, size: u64) -> u64 {
+    let r = d.io(c, 0, Command::MEM_ALLOC(MemAllocArgs { size, ..z() }), &[]);
+    assert_eq!(r.status(), Status::SUCCESS);
+    r.result0
+}
+
+fn sync(d: &mut Drv, c: &mut Client0, stream: u64) -> Status {
+    d.io(c, stream, Command::STREAM_SYNCHRONIZE(z()), &[])
+        .status()
+}
+
+#[test]
+fn memory_copies_and_memsets() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut c = d.client(1, 4 << 20, 0);
+    let a = alloc(&mut d, &mut c, 1 << 20);
+    let b = alloc(&mut d, &mut c, 1 << 20);
+    assert_eq!(a % 256, 0);
+    // Inline HtoD, window HtoD, DtoD, DtoH.
+    let small: Vec<u8> = (0..100u8).collect();
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: a,
+            len: 100,
+            ..z()
+        }),
+        &small,
+        false,
+    );
+    let big: Vec<u8> = (0..(512 * 1024)).map(|i| (i * 7 % 251) as u8).collect();
+    d.write(c.window + 4096, &big);
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: b,
+            len: big.len() as u64,
+            src_window: 1,
+            rsv0: 0,
+            src_offset: 4096,
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_DTOD(CopyDtoDArgs {
+            dst: b + 1000,
+            src: a,
+            len: 100,
+            rsv: 0,
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: b,
+            len: big.len() as u64,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 1 << 20,
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(sync(&mut d, &mut c, 0), Status::SUCCESS);
+    let back = d.read(c.window + (1 << 20), big.len());
+    assert_eq!(&back[..1000], &big[..1000]);
+    assert_eq!(&back[1000..1100], &small[..]);
+    assert_eq!(&back[1100..], &big[1100..]);
+    // Memset of each element size, and a 2-D memset and copy.
+    d.post(
+        &mut c,
+        0,
+        Command::MEMSET(MemsetArgs {
+            dst: a,
+            count: 16,
+            value: 0xAB,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMSET(MemsetArgs {
+            dst: a + 16,
+            count: 8,
+            value: 0xBEEF,
+            elem_size: 2,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMSET(MemsetArgs {
+            dst: a + 32,
+            count: 4,
+            value: 0x0102_0304,
+            elem_size: 4,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    let m2 = vgpu_proto::payload::Memset2D {
+        dst: a + 256,
+        pitch: 64,
+        width: 4,
+        height: 3,
+        value: 7,
+        elem_size: 4,
+        rsv: 0,
+    };
+    d.post(
+        &mut c,
+        0,
+        Command::MEMSET_2D(z()),
+        bytemuck::bytes_of(&m2),
+        false,
+    );
+    let c2 = vgpu_proto::payload::Copy2D {
+        kind: vgpu_proto::payload::copy_kind::DTOH,
+        src_window: 0,
+        src: a + 256,
+        src_pitch: 64,
+        dst_window: 1,
+        rsv0: 0,
+        dst: 0,
+        dst_pitch: 16,
+        width: 16,
+        height: 3,
+    };
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_2D(z()),
+        bytemuck::bytes_of(&c2),
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: a,
+            len: 48,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 64,
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(sync(&mut d, &mut c, 0), Status::SUCCESS);
+    let out = d.read(c.window, 112);
+    for row in 0..3 {
+        for e in 0..4 {
+            assert_eq!(
+                &out[row * 16 + e * 4..row * 16 + e * 4 + 4],
+                &7u32.to_le_bytes()
+            );
+        }
+    }
+    assert_eq!(&out[64..80], &[0xAB; 16]);
+    assert_eq!(&out[80..82], &0xBEEFu16.to_le_bytes());
+    assert_eq!(&out[96..100], &0x0102_0304u32.to_le_bytes());
+    // Range info and frees.
+    let r = d.io(
+        &mut c,
+        0,
+        Command::MEM_GET_RANGE(HandleArgs {
+            handle: a + 10,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(
+        (r.status(), r.result0, r.result1),
+        (Status::SUCCESS, a, 1 << 20)
+    );
+    let info = d.io(&mut c, 0, Command::MEM_GET_INFO(z()), &[]);
+    assert_eq!(info.result1, 1 << 30);
+    assert_eq!(info.result0, (1 << 30) - (2 << 20));
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::MEM_FREE(HandleArgs { handle: a, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::SUCCESS
+    );
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::MEM_FREE(HandleArgs { handle: a, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::INVALID_VALUE
+    );
+    // Errors of async copies are latched and reported by the next synchronize.
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_DTOD(CopyDtoDArgs {
+            dst: a,
+            src: b,
+            len: 8,
+            rsv: 0,
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMSET(MemsetArgs {
+            dst: b,
+            count: 1,
+            value: 1,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(sync(&mut d, &mut c, 0), Status::INVALID_VALUE);
+    assert_eq!(
+        sync(&mut d, &mut c, 0),
+        Status::SUCCESS,
+        "the latched error is cleared once reported"
+    );
+    // With NOTIFY an async command reports its own outcome.
+    let cid = d.post(
+        &mut c,
+        0,
+        Command::MEMSET(MemsetArgs {
+            dst: a,
+            count: 1,
+            value: 1,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        true,
+    );
+    let cqe = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    assert_eq!((cqe.cid, cqe.status()), (cid, Status::INVALID_VALUE));
+    // Quota: more than the PD may have.
+    let r = d.io(
+        &mut c,
+        0,
+        Command::MEM_ALLOC(MemAllocArgs {
+            size: 2 << 30,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(r.status(), Status::OUT_OF_MEMORY);
+    drop(d);
+    stub.join();
+}
+
+#[test]
+fn streams_events_and_host_functions() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut c = d.client(1, 1 << 20, 0);
+    let buf = alloc(&mut d, &mut c, 4096);
+    let s1 = d
+        .io(
+            &mut c,
+            0,
+            Command::STREAM_CREATE(StreamCreateArgs {
+                flags: stream_flags::NON_BLOCKING,
+                ..z()
+            }),
+            &[],
+        )
+        .result0;
+    let s2 = d.io(&mut c, 0, Command::STREAM_CREATE(z()), &[]).result0;
+    let e0 = d.io(&mut c, 0, Command::EVENT_CREATE(z()), &[]).result0;
+    let e1 = d.io(&mut c, 0, Command::EVENT_CREATE(z()), &[]).result0;
+    assert_ne!(s1, s2);
+    // s1 holds on a host function; s2 waits for an event recorded after it on s1.
+    d.post(
+        &mut c,
+        s1,
+        Command::EVENT_RECORD(HandleArgs { handle: e0, ..z() }),
+        &[],
+        false,
+    );
+    let hf = d.post(
+        &mut c,
+        s1,
+        Command::HOST_FUNC(HandleArgs {
+            handle: 0x77,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s1,
+        Command::MEMSET(MemsetArgs {
+            dst: buf,
+            count: 4,
+            value: 5,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s1,
+        Command::EVENT_RECORD(HandleArgs { handle: e1, ..z() }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s2,
+        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs { event: e1, ..z() }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s2,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: buf,
+            len: 4,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 0,
+        }),
+        &[],
+        false,
+    );
+    let cb = d
+        .next_cqe(&mut c.q, Duration::from_secs(5))
+        .expect("callback");
+    assert_eq!(
+        (cb.cid, cb.result0, cb.flags & cqe_flags::CALLBACK),
+        (hf, 0x77, cqe_flags::CALLBACK)
+    );
+    assert_eq!(
+        d.io(&mut c, s2, Command::STREAM_QUERY(z()), &[]).status(),
+        Status::NOT_READY
+    );
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::EVENT_QUERY(HandleArgs { handle: e1, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::NOT_READY
+    );
+    assert_eq!(d.read(c.window, 4), vec![0; 4], "s2 must wait for s1");
+    d.post(
+        &mut c,
+        0,
+        Command::HOST_FUNC_DONE(HandleArgs {
+            handle: 0x77,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(sync(&mut d, &mut c, s2), Status::SUCCESS);
+    assert_eq!(d.read(c.window, 4), vec![5; 4]);
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::EVENT_SYNCHRONIZE(HandleArgs { handle: e1, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::SUCCESS
+    );
+    let el = d.io(
+        &mut c,
+        0,
+        Command::EVENT_ELAPSED(EventElapsedArgs {
+            start: e0,
+            end: e1,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(el.status(), Status::SUCCESS);
+    let ms = f32::from_bits(el.result0 as u32);
+    assert!((0.0..10_000.0).contains(&ms), "elapsed {ms}");
+    // The NULL stream waits for blocking streams (s2) but not for non-blocking ones (s1).
+    let hf2 = d.post(
+        &mut c,
+        s1,
+        Command::HOST_FUNC(HandleArgs {
+            handle: 0x78,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    let cb = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    assert_eq!(cb.cid, hf2);
+    assert_eq!(
+        sync(&mut d, &mut c, 0),
+        Status::SUCCESS,
+        "NULL stream ignores a held non-blocking stream"
+    );
+    let hf3 = d.post(
+        &mut c,
+        s2,
+        Command::HOST_FUNC(HandleArgs {
+            handle: 0x79,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    let cb = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    assert_eq!(cb.cid, hf3);
+    d.post(
+        &mut c,
+        0,
+        Command::MEMSET(MemsetArgs {
+            dst: buf,
+            count: 4,
+            value: 9,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        true,
+    );
+    assert!(
+        d.next_cqe(&mut c.q, Duration::from_millis(300)).is_none(),
+        "NULL-stream work waits for blocking s2"
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::HOST_FUNC_DONE(HandleArgs {
+            handle: 0x79,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    let done = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    assert_eq!(done.status(), Status::SUCCESS);
+    d.post(
+        &mut c,
+        0,
+        Command::HOST_FUNC_DONE(HandleArgs {
+            handle: 0x78,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(
+        d.io(&mut c, 0, Command::CTX_SYNCHRONIZE(z()), &[]).status(),
+        Status::SUCCESS
+    );
+    // Unknown handles.
+    assert_eq!(sync(&mut d, &mut c, 0xdead), Status::INVALID_HANDLE);
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::EVENT_QUERY(HandleArgs { handle: 5, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::INVALID_HANDLE
+    );
+    assert_eq!(
+        d.io(&mut c, s1, Command::STREAM_DESTROY(z()), &[]).status(),
+        Status::SUCCESS
+    );
+    assert_eq!(
+        d.io(&mut c, s1, Command::STREAM_DESTROY(z()), &[]).status(),
+        Status::INVALID_HANDLE
+    );
+    let st = d.stats(c.pd);
+    assert_eq!((st.streams, st.events, st.allocations), (1, 2, 1));
+    drop(d);
+    stub.join();
+}
+
+#[test]
+fn pds_are_isolated() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut a = d.client(1, 1 << 20, 0);
+    let mut b = d.client(2, 1 << 20, 0);
+    let pa = alloc(&mut d, &mut a, 4096);
+    let sa = d.io(&mut a, 0, Command::STREAM_CREATE(z()), &[]).result0;
+    let ea = d.io(&mut a, 0, Command::EVENT_CREATE(z()), &[]).result0;
+    // B cannot name A's memory, stream, event or window 2 (only its own window 1 exists).
+    let cid = d.post(
+        &mut b,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: pa,
+            len: 16,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 0,
+        }),
+        &[],
+        true,
+    );
+    let r = d.next_cqe(&mut b.q, Duration::from_secs(5)).unwrap();
+    assert_eq!((r.cid, r.status()), (cid, Status::INVALID_VALUE));
+    assert_eq!(
+        d.io(&mut b, sa, Command::STREAM_SYNCHRONIZE(z()), &[])
+            .status(),
+        Status::INVALID_HANDLE
+    );
+    assert_eq!(
+        d.io(
+            &mut b,
+            0,
+            Command::EVENT_QUERY(HandleArgs { handle: ea, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::INVALID_HANDLE
+    );
+    let pb = alloc(&mut d, &mut b, 4096);
+    d.post(
+        &mut b,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: pb,
+            len: 16,
+            dst_window: 2,
+            rsv0: 0,
+            dst_offset: 0,
+        }),
+        &[],
+        false,
+    );
+    let r = d.next_cqe(&mut b.q, Duration::from_secs(5)).unwrap();
+    assert_eq!(r.status(), Status::BAD_WINDOW);
+    assert_eq!(r.flags & cqe_flags::ASYNC_ERROR, cqe_flags::ASYNC_ERROR);
+    // A window range past its end, and one the PD's window does not allow.
+    d.post(
+        &mut b,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: pb,
+            len: 16,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: (1 << 20) - 8,
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(
+        d.next_cqe(&mut b.q, Duration::from_secs(5))
+            .unwrap()
+            .status(),
+        Status::OUT_OF_BOUNDS
+    );
+    // A sticky error in A does not touch B.
+    assert_eq!(
+        d.io(&mut b, 0, Command::NOP(z()), &[]).status(),
+        Status::SUCCESS
+    );
+    drop(d);
+    stub.join();
+}
+
+#[test]
+fn malformed_entries_get_error_completions() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut c = d.client(1, 1 << 20, 0);
+    let nop = Request {
+        cid: 7,
+        notify: false,
+        stream: 0,
+        payload: Payload::None,
+        command: Command::NOP(z()),
+    }
+    .encode();
+    let mut cases: Vec<(vgpu_proto::Sqe, Status)> = Vec::new();
+    let mut s = nop;
+    s.opcode = 0x7777;
+    cases.push((s, Status::BAD_OPCODE));
+    let mut s = nop;
+    s.flags = 0x80;
+    cases.push((s, Status::BAD_FLAGS));
+    let mut s = nop;
+    s.opcode = Opcode::PD_CREATE as u16;
+    cases.push((s, Status::WRONG_QUEUE));
+    let mut s = nop;
+    s.stream = 3;
+    cases.push((s, Status::STREAM_NOT_ALLOWED));
+    let mut s = nop;
+    s.payload_len = 8;
+    s.payload_window = 1;
+    cases.push((s, Status::PAYLOAD_NOT_ALLOWED));
+    let mut s = nop;
+    s.payload_window = 1;
+    cases.push((s, Status::BAD_PAYLOAD_DESCRIPTOR));
+    let mut s = nop;
+    s.args[31] = 1;
+    cases.push((s, Status::RESERVED_NONZERO));
+    let mut s = Request {
+        cid: 7,
+        notify: false,
+        stream: 0,
+        payload: Payload::None,
+        command: Command::MEM_ALLOC(z()),
+    }
+    .encode();
+    s.args[0] = 0;
+    cases.push((s, Status::BAD_ARGUMENT));
+    let mut s = Request {
+        cid: 7,
+        notify: false,
+        stream: 0,
+        payload: Payload::None,
+        command: Command::MEMCPY_2D(z()),
+    }
+    .encode();
+    s.stream = 0;
+    cases.push((s, Status::PAYLOAD_TOO_SHORT));
+    let mut s = nop;
+    s.opcode = Opcode::LAUNCH as u16;
+    s.flags = vgpu_proto::queue::sqe_flags::INLINE;
+    s.payload_len = 64 * 1024;
+    cases.push((s, Status::INLINE_TOO_LONG));
+    for (i, (sqe, want)) in cases.into_iter().enumerate() {
+        let mut e = sqe;
+        e.cid = 100 + i as u32;
+        d.submit_raw(&mut c.q, bytemuck::cast_ref(&e), &[]);
+        let r = d
+            .next_cqe(&mut c.q, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no completion for case {i}"));
+        assert_eq!((r.cid, r.status()), (100 + i as u32, want), "case {i}");
+        assert_eq!(
+            d.io(&mut c, 0, Command::NOP(z()), &[]).status(),
+            Status::SUCCESS,
+            "device still serves after case {i}"
+        );
+    }
+    // A structured payload that fails validation.
+    let bad = vgpu_proto::payload::Copy2D { kind: 9, ..z() };
+    let r = d.io(&mut c, 0, Command::MEMCPY_2D(z()), bytemuck::bytes_of(&bad));
+    assert_eq!(r.status(), Status::BAD_PAYLOAD);
+    // An entry whose inline payload was not fully published.
+    let raw = Request {
+        cid: 55,
+        notify: true,
+        stream: 0,
+        payload: Payload::Inline { len: 256 },
+        command: Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: 1,
+            len: 256,
+            ..z()
+        }),
+    }
+    .encode();
+    d.submit_raw(&mut c.q, bytemuck::cast_ref(&raw), &[]);
+    let r = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    assert_eq!((r.cid, r.status()), (55, Status::INLINE_TRUNCATED));
+    assert_eq!(
+        d.io(&mut c, 0, Command::NOP(z()), &[]).status(),
+        Status::SUCCESS
+    );
+    drop(d);
+    stub.join();
+}
+
+#[test]
+fn cleanup_after_destroy_reset_and_disconnect() {
+    let stub = Stub::start(2, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut a = d.client(1, 1 << 20, 0);
+    let mut b = d.client(2, 1 << 20, 0);
+    for cl in [&mut a, &mut b] {
+        alloc(&mut d, cl, 1 << 16);
+        d.io(cl, 0, Command::STREAM_CREATE(z()), &[]);
+        d.io(cl, 0, Command::EVENT_CREATE(z()), &[]);
+    }
+    let t = d.stats(0);
+    assert_eq!(
+        (
+            t.pds,
+            t.allocations,
+            t.streams,
+            t.events,
+            t.windows,
+            t.queues
+        ),
+        (2, 2, 2, 2, 2, 2)
+    );
+    d.admin_ok(Command::PD_DESTROY(PdArgs { pd: a.pd, ..z() }));
+    let t = d.stats(0);
+    assert_eq!(
+        (
+            t.pds,
+            t.allocations,
+            t.streams,
+            t.events,
+            t.windows,
+            t.queues
+        ),
+        (1, 1, 1, 1, 1, 1)
+    );
+    assert_eq!(
+        d.admin(Command::PD_STATS(PdStatsArgs {
+            pd: a.pd,
+            len: 4096,
+            iova: d.admin.base,
+            rsv: [0; 2]
+        }))
+        .status(),
+        Status::BAD_OBJECT
+    );
+    // CTX_RESET frees a PD's objects but keeps its queue and window.
+    assert_eq!(
+        d.io(&mut b, 0, Command::CTX_RESET(z()), &[]).status(),
+        Status::SUCCESS
+    );
+    let s = d.stats(b.pd);
+    assert_eq!(
+        (s.allocations, s.streams, s.events, s.windows, s.queues),
+        (0, 0, 0, 1, 1)
+    );
+    // Device reset drops everything.
+    alloc(&mut d, &mut b, 4096);
+    wr32(&mut d.client, 0, regs::CONTROL, control::RESET);
+    assert_eq!(stub.dev.totals().pds, 0);
+    d.enable(features::ALL);
+    let t = d.stats(0);
+    assert_eq!((t.pds, t.allocations, t.objects_total()), (0, 0, 0));
+    // Disconnect: a new connection starts from a clean device.
+    let mut c = d.client(3, 1 << 20, 0);
+    alloc(&mut d, &mut c, 4096);
+    drop(d);
+    let mut d2 = Drv::connect(&stub);
+    let t = d2.stats(0);
+    assert_eq!((t.pds, t.allocations), (0, 0));
+    drop(d2);
+    stub.join();
+}
+
+trait Total {
+    fn objects_total(&self) -> u64;
+}
+
+impl Total for vgpu_proto::info::ObjectCounts {
+    fn objects_total(&self) -> u64 {
+        self.objects()
+    }
+}
