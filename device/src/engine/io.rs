@@ -334,13 +334,8 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
             .map(|_| (0, 0))
             .map_err(|s| (s, 0)),
         (Command::STREAM_SYNCHRONIZE(_), _) => {
-            let t = ticket(q, req.cid, op as u16);
-            let known = pd.ctx().stream_query(req.stream) != Status::INVALID_HANDLE;
-            if known {
-                pd.ctx().stream_sync(req.stream, t);
-            } else {
-                t.fire(Outcome::status(Status::INVALID_HANDLE));
-            }
+            pd.ctx()
+                .stream_sync(req.stream, ticket(q, req.cid, op as u16));
             return;
         }
         (Command::STREAM_QUERY(_), _) => Err((pd.ctx().stream_query(req.stream), 0)),

@@ -5,14 +5,17 @@
 //! timing, the NULL stream's legacy semantics and CUDA's latched/sticky errors are
 //! implemented in full. It cannot run arbitrary CUDA kernels: a launch runs a CPU
 //! reference kernel looked up by the function's mangled name, and any other launch fails
-//! with NOT_SUPPORTED and a log line naming the function.
+//! with NOT_SUPPORTED and a log line naming the function. The BLAS commands are computed
+//! on the CPU ([`blas`]).
 
+pub mod blas;
 mod memory;
 mod streams;
 
 pub use memory::Memory;
 
 use super::{CallbackSink, Context, Counts, Executor, Limits, Op, Outcome, Refused, Ticket};
+use std::collections::HashSet;
 use std::sync::Arc;
 use streams::{Handles, Kind, Shared, StreamSet};
 use vgpu_proto::info::{executor, DeviceInfo, FunctionEntry, ATTR_SLOTS, DEVICE_INFO_VERSION};
@@ -112,7 +115,8 @@ impl SoftConfig {
         d.uuid = self.uuid;
         d.executor = executor::SOFT;
         d.attr_count = attr::COUNT;
-        d.exec_features = features::INLINE_PAYLOAD;
+        d.exec_features =
+            features::INLINE_PAYLOAD | features::HOST_FUNC | features::BLAS | features::BLASLT;
         DeviceInfo::set_str(&mut d.driver_version, "570.86.15");
         DeviceInfo::set_str(&mut d.name, &self.name);
         let mut a = [0i32; ATTR_SLOTS];
@@ -211,6 +215,7 @@ impl Executor for SoftExecutor {
             streams: StreamSet::new(shared.clone(), pd),
             shared,
             handles: Handles::default(),
+            blas: HashSet::new(),
         }))
     }
 }
@@ -222,6 +227,7 @@ pub struct SoftContext {
     shared: Arc<Shared>,
     streams: StreamSet,
     handles: Handles,
+    blas: HashSet<u64>,
 }
 
 impl SoftContext {
@@ -355,9 +361,13 @@ impl Context for SoftContext {
                 Some(Status::INVALID_HANDLE)
             }
             Op::GraphLaunch { .. } => Some(Status::INVALID_HANDLE),
-            Op::Gemm(_) | Op::GemmBatched(_) | Op::TrsmBatched(_) | Op::LtMatmul(_) => {
-                self.not_supported::<()>("BLAS").err()
+            Op::Gemm(g) | Op::GemmBatched(g) => {
+                (!self.blas.contains(&g.handle)).then_some(Status::INVALID_HANDLE)
             }
+            Op::TrsmBatched(t) => {
+                (!self.blas.contains(&t.handle)).then_some(Status::INVALID_HANDLE)
+            }
+            Op::LtMatmul(l) => (!self.blas.contains(&l.handle)).then_some(Status::INVALID_HANDLE),
             _ => None,
         };
         if let Some(s) = refused {
@@ -413,11 +423,18 @@ impl Context for SoftContext {
     }
 
     fn blas_create(&mut self) -> Result<u64, Status> {
-        self.not_supported("BLAS")
+        self.admit_object()?;
+        let h = self.handles.next(Kind::Blas);
+        self.blas.insert(h);
+        Ok(h)
     }
 
-    fn blas_destroy(&mut self, _handle: u64) -> Result<(), Status> {
-        Err(Status::INVALID_HANDLE)
+    fn blas_destroy(&mut self, handle: u64) -> Result<(), Status> {
+        if self.blas.remove(&handle) {
+            Ok(())
+        } else {
+            Err(Status::INVALID_HANDLE)
+        }
     }
 
     fn synchronize(&mut self, done: Ticket) {
@@ -426,6 +443,7 @@ impl Context for SoftContext {
 
     fn reset(&mut self) {
         self.streams.reset();
+        self.blas.clear();
         self.shared.memory().clear();
         self.shared.clear_errors();
     }
@@ -441,6 +459,7 @@ impl Context for SoftContext {
             allocations,
             streams: self.streams.stream_count(),
             events: self.streams.event_count(),
+            blas_handles: self.blas.len() as u32,
             pending: self.shared.pending(),
             ..Counts::default()
         }

@@ -33,6 +33,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) enum Kind {
     Stream = 1,
     Event = 2,
+    Blas = 7,
 }
 
 /// Handle allocator: unique for the context's lifetime.
@@ -433,6 +434,9 @@ impl StreamSet {
     }
 
     pub(super) fn sync(&mut self, handle: u64, done: Ticket) {
+        if !self.streams.contains_key(&handle) {
+            return done.fire(Outcome::status(Status::INVALID_HANDLE));
+        }
         let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
             let status = sh
                 .sticky()
@@ -440,13 +444,8 @@ impl StreamSet {
                 .unwrap_or(Status::SUCCESS);
             done.fire(Outcome::status(status));
         });
-        if let Err(e) = self.push(handle, job) {
-            // `job` was dropped with its ticket inside; report the error through a new one.
-            log::debug!(
-                "PD {}: STREAM_SYNCHRONIZE on unknown stream {handle:#x}: {e:?}",
-                self.pd
-            );
-        }
+        // The stream exists, so push cannot fail.
+        let _ = self.push(handle, job);
     }
 
     pub(super) fn query(&mut self, handle: u64) -> Status {
@@ -690,12 +689,29 @@ fn run(sh: &Shared, op: Op) -> Result<(), Status> {
                 Err(Status::TIMEOUT)
             }
         }
-        Op::Launch { .. }
-        | Op::Gemm(_)
-        | Op::GemmBatched(_)
-        | Op::TrsmBatched(_)
-        | Op::LtMatmul(_)
-        | Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
+        Op::Gemm(g) => super::blas::gemm(&DeviceView(sh), &g),
+        Op::GemmBatched(g) => super::blas::gemm_batched(&DeviceView(sh), &g),
+        Op::TrsmBatched(t) => super::blas::trsm_batched(&DeviceView(sh), &t),
+        Op::LtMatmul(l) => super::blas::lt_matmul(&DeviceView(sh), &l),
+        Op::Launch { .. } | Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
         Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
+    }
+}
+
+/// The context's device memory as the BLAS code reads and writes it.
+struct DeviceView<'a>(&'a Shared);
+
+impl super::blas::DeviceMemory for DeviceView<'_> {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Status> {
+        out.copy_from_slice(self.0.memory().slice(addr, out.len() as u64)?);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), Status> {
+        self.0
+            .memory()
+            .slice_mut(addr, data.len() as u64)?
+            .copy_from_slice(data);
+        Ok(())
     }
 }
