@@ -934,3 +934,286 @@ impl Total for vgpu_proto::info::ObjectCounts {
         self.objects()
     }
 }
+
+#[test]
+fn capture_and_replay_graphs() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut c = d.client(1, 1 << 20, 0);
+    let buf = alloc(&mut d, &mut c, 4096);
+    let s = d
+        .io(
+            &mut c,
+            0,
+            Command::STREAM_CREATE(StreamCreateArgs {
+                flags: stream_flags::NON_BLOCKING,
+                ..z()
+            }),
+            &[],
+        )
+        .result0;
+    let ev = d.io(&mut c, 0, Command::EVENT_CREATE(z()), &[]).result0;
+    assert_eq!(
+        d.io(&mut c, 0, Command::STREAM_BEGIN_CAPTURE(z()), &[])
+            .status(),
+        Status::BAD_ARGUMENT,
+        "target stream 0"
+    );
+    assert_eq!(
+        d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[])
+            .status(),
+        Status::SUCCESS
+    );
+    // Captured work does not run.
+    d.post(
+        &mut c,
+        s,
+        Command::MEMSET(MemsetArgs {
+            dst: buf,
+            count: 8,
+            value: 3,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::MEMSET(MemsetArgs {
+            dst: buf + 8,
+            count: 1,
+            value: 0xAABB_CCDD,
+            elem_size: 4,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::EVENT_RECORD(HandleArgs { handle: ev, ..z() }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs { event: ev, ..z() }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: buf,
+            len: 12,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 0,
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(
+        d.io(&mut c, s, Command::STREAM_QUERY(z()), &[]).status(),
+        Status::STREAM_CAPTURE_UNSUPPORTED
+    );
+    let g = d.io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[]);
+    assert_eq!(g.status(), Status::SUCCESS);
+    assert_eq!(
+        d.read(c.window, 12),
+        vec![0; 12],
+        "nothing ran during capture"
+    );
+    let exec = d.io(
+        &mut c,
+        0,
+        Command::GRAPH_INSTANTIATE(GraphInstantiateArgs {
+            graph: g.result0,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(exec.status(), Status::SUCCESS);
+    d.post(
+        &mut c,
+        s,
+        Command::GRAPH_LAUNCH(HandleArgs {
+            handle: exec.result0,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(sync(&mut d, &mut c, s), Status::SUCCESS);
+    let mut want = vec![3u8; 8];
+    want.extend_from_slice(&0xAABB_CCDDu32.to_le_bytes());
+    assert_eq!(d.read(c.window, 12), want);
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::EVENT_QUERY(HandleArgs { handle: ev, ..z() }),
+            &[]
+        )
+        .status(),
+        Status::SUCCESS
+    );
+    // A second capture of the same shape updates the executable graph; a different one does not.
+    d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[]);
+    d.post(
+        &mut c,
+        s,
+        Command::MEMSET(MemsetArgs {
+            dst: buf,
+            count: 8,
+            value: 4,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::MEMSET(MemsetArgs {
+            dst: buf + 8,
+            count: 1,
+            value: 5,
+            elem_size: 4,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::EVENT_RECORD(HandleArgs { handle: ev, ..z() }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs { event: ev, ..z() }),
+        &[],
+        false,
+    );
+    d.post(
+        &mut c,
+        s,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: buf,
+            len: 12,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 0,
+        }),
+        &[],
+        false,
+    );
+    let g2 = d
+        .io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+        .result0;
+    let up = d.io(
+        &mut c,
+        0,
+        Command::GRAPH_EXEC_UPDATE(GraphExecUpdateArgs {
+            exec: exec.result0,
+            graph: g2,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!((up.status(), up.result0), (Status::SUCCESS, 0));
+    d.post(
+        &mut c,
+        s,
+        Command::GRAPH_LAUNCH(HandleArgs {
+            handle: exec.result0,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(sync(&mut d, &mut c, s), Status::SUCCESS);
+    assert_eq!(&d.read(c.window, 12)[..9], &[4, 4, 4, 4, 4, 4, 4, 4, 5]);
+    d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[]);
+    d.post(
+        &mut c,
+        s,
+        Command::MEMSET(MemsetArgs {
+            dst: buf,
+            count: 8,
+            value: 4,
+            elem_size: 1,
+            ..z()
+        }),
+        &[],
+        false,
+    );
+    let g3 = d
+        .io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+        .result0;
+    let up = d.io(
+        &mut c,
+        0,
+        Command::GRAPH_EXEC_UPDATE(GraphExecUpdateArgs {
+            exec: exec.result0,
+            graph: g3,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(up.status(), Status::GRAPH_EXEC_UPDATE_FAILURE);
+    // Synchronizing a capturing stream invalidates the capture.
+    d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[]);
+    assert_eq!(sync(&mut d, &mut c, s), Status::STREAM_CAPTURE_UNSUPPORTED);
+    assert_eq!(
+        d.io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+            .status(),
+        Status::STREAM_CAPTURE_INVALIDATED
+    );
+    assert_eq!(
+        d.io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+            .status(),
+        Status::STREAM_CAPTURE_UNMATCHED
+    );
+    let st = d.stats(c.pd);
+    assert_eq!((st.graphs, st.graph_execs), (3, 1));
+    for h in [g.result0, g2, g3] {
+        assert_eq!(
+            d.io(
+                &mut c,
+                0,
+                Command::GRAPH_DESTROY(HandleArgs { handle: h, ..z() }),
+                &[]
+            )
+            .status(),
+            Status::SUCCESS
+        );
+    }
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::GRAPH_EXEC_DESTROY(HandleArgs {
+                handle: exec.result0,
+                ..z()
+            }),
+            &[]
+        )
+        .status(),
+        Status::SUCCESS
+    );
+    let st = d.stats(c.pd);
+    assert_eq!((st.graphs, st.graph_execs), (0, 0));
+    drop(d);
+    stub.join();
+}

@@ -115,8 +115,11 @@ impl SoftConfig {
         d.uuid = self.uuid;
         d.executor = executor::SOFT;
         d.attr_count = attr::COUNT;
-        d.exec_features =
-            features::INLINE_PAYLOAD | features::HOST_FUNC | features::BLAS | features::BLASLT;
+        d.exec_features = features::INLINE_PAYLOAD
+            | features::HOST_FUNC
+            | features::BLAS
+            | features::BLASLT
+            | features::GRAPHS;
         DeviceInfo::set_str(&mut d.driver_version, "570.86.15");
         DeviceInfo::set_str(&mut d.name, &self.name);
         let mut a = [0i32; ATTR_SLOTS];
@@ -343,12 +346,17 @@ impl Context for SoftContext {
         self.streams.query(stream)
     }
 
-    fn begin_capture(&mut self, _stream: u64, _mode: u32) -> Result<(), Status> {
-        self.not_supported("stream capture")
+    fn begin_capture(&mut self, stream: u64, _mode: u32) -> Result<(), Status> {
+        self.streams.begin_capture(stream)
     }
 
-    fn end_capture(&mut self, _stream: u64) -> Result<u64, Status> {
-        Err(Status::STREAM_CAPTURE_UNMATCHED)
+    fn end_capture(&mut self, stream: u64) -> Result<u64, Status> {
+        if !self.streams.is_capturing(stream) {
+            return Err(Status::STREAM_CAPTURE_UNMATCHED);
+        }
+        self.admit_object()?;
+        let graph = self.handles.next(Kind::Graph);
+        self.streams.end_capture(stream, graph)
     }
 
     fn submit(&mut self, stream: u64, op: Op, notify: Option<Ticket>) -> Result<(), Refused> {
@@ -360,7 +368,6 @@ impl Context for SoftContext {
                 );
                 Some(Status::INVALID_HANDLE)
             }
-            Op::GraphLaunch { .. } => Some(Status::INVALID_HANDLE),
             Op::Gemm(g) | Op::GemmBatched(g) => {
                 (!self.blas.contains(&g.handle)).then_some(Status::INVALID_HANDLE)
             }
@@ -406,20 +413,22 @@ impl Context for SoftContext {
         self.streams.event_elapsed(start, end)
     }
 
-    fn graph_instantiate(&mut self, _graph: u64, _flags: u64) -> Result<u64, Status> {
-        Err(Status::INVALID_HANDLE)
+    fn graph_instantiate(&mut self, graph: u64, _flags: u64) -> Result<u64, Status> {
+        self.admit_object()?;
+        let exec = self.handles.next(Kind::GraphExec);
+        self.streams.graph_instantiate(graph, exec)
     }
 
-    fn graph_exec_update(&mut self, _exec: u64, _graph: u64) -> Result<u64, Status> {
-        Err(Status::INVALID_HANDLE)
+    fn graph_exec_update(&mut self, exec: u64, graph: u64) -> Result<u64, Status> {
+        self.streams.graph_exec_update(exec, graph)
     }
 
-    fn graph_destroy(&mut self, _graph: u64) -> Result<(), Status> {
-        Err(Status::INVALID_HANDLE)
+    fn graph_destroy(&mut self, graph: u64) -> Result<(), Status> {
+        self.streams.graph_destroy(graph)
     }
 
-    fn graph_exec_destroy(&mut self, _exec: u64) -> Result<(), Status> {
-        Err(Status::INVALID_HANDLE)
+    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), Status> {
+        self.streams.graph_exec_destroy(exec)
     }
 
     fn blas_create(&mut self) -> Result<u64, Status> {
@@ -460,6 +469,8 @@ impl Context for SoftContext {
             streams: self.streams.stream_count(),
             events: self.streams.event_count(),
             blas_handles: self.blas.len() as u32,
+            graphs: self.streams.graph_counts().0,
+            graph_execs: self.streams.graph_counts().1,
             pending: self.shared.pending(),
             ..Counts::default()
         }

@@ -6,6 +6,12 @@
 //! blocking streams do not start later work before the NULL stream's earlier work is done.
 //! Errors follow spec §8.3: an async failure latches on its stream (first one wins), and a
 //! sticky one poisons the whole context until reset.
+//!
+//! Stream capture records the work submitted to a capturing stream as graph nodes instead
+//! of running it; launching an executable graph replays its nodes in order on a stream, as
+//! one job. Capture covers one stream: a stream waiting on an event recorded outside the
+//! capture ends it with STREAM_CAPTURE_UNSUPPORTED (fork/join across streams is not
+//! supported).
 
 use super::memory::Memory;
 use crate::exec::{CallbackSink, Op, Outcome, Refused, Side2D, Ticket};
@@ -33,6 +39,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) enum Kind {
     Stream = 1,
     Event = 2,
+    Graph = 5,
+    GraphExec = 6,
     Blas = 7,
 }
 
@@ -246,6 +254,26 @@ pub(super) struct StreamSet {
     streams: HashMap<u64, Stream>,
     events: HashMap<u64, Event>,
     null_epoch: u64,
+    captures: HashMap<u64, Capture>,
+    graphs: HashMap<u64, Arc<Vec<Node>>>,
+    execs: HashMap<u64, Arc<Vec<Node>>>,
+}
+
+/// One step of a graph.
+#[derive(Clone)]
+enum Node {
+    /// A data operation.
+    Op(Op),
+    /// Record an event.
+    Record(Arc<EventInner>),
+}
+
+/// A stream being captured.
+#[derive(Default)]
+struct Capture {
+    nodes: Vec<Node>,
+    events: std::collections::HashSet<u64>,
+    invalid: Option<Status>,
 }
 
 impl StreamSet {
@@ -256,6 +284,9 @@ impl StreamSet {
             streams: HashMap::new(),
             events: HashMap::new(),
             null_epoch: 0,
+            captures: HashMap::new(),
+            graphs: HashMap::new(),
+            execs: HashMap::new(),
         };
         s.spawn(0, true);
         s
@@ -375,6 +406,23 @@ impl StreamSet {
         if !self.streams.contains_key(&handle) {
             return Err(Refused::new(Status::INVALID_HANDLE, notify));
         }
+        if self.captures.contains_key(&handle) {
+            return self.capture_op(handle, op, notify);
+        }
+        if let Op::GraphLaunch { exec } = op {
+            let nodes = match self.execs.get(&exec) {
+                Some(n) => n.clone(),
+                None => return Err(Refused::new(Status::INVALID_HANDLE, notify)),
+            };
+            self.shared.pending.fetch_add(1, Ordering::Relaxed);
+            let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
+                let r = replay(sh, &nodes);
+                sh.pending.fetch_sub(1, Ordering::Relaxed);
+                finish(sh, st, r, notify);
+            });
+            let _ = self.push(handle, job);
+            return Ok(());
+        }
         let event = match &op {
             Op::EventRecord { event } | Op::WaitEvent { event } => match self.events.get(event) {
                 Some(e) => Some(e.inner.clone()),
@@ -420,11 +468,7 @@ impl StreamSet {
                         run(sh, op)
                     };
                     sh.pending.fetch_sub(1, Ordering::Relaxed);
-                    match (notify, r) {
-                        (Some(t), r) => t.fire(Outcome::status(r.err().unwrap_or(Status::SUCCESS))),
-                        (None, Err(e)) if sh.sticky() != Some(e) => sh.latch(st, e),
-                        _ => {}
-                    }
+                    finish(sh, st, r, notify);
                 })
             }
         };
@@ -436,6 +480,10 @@ impl StreamSet {
     pub(super) fn sync(&mut self, handle: u64, done: Ticket) {
         if !self.streams.contains_key(&handle) {
             return done.fire(Outcome::status(Status::INVALID_HANDLE));
+        }
+        if self.captures.contains_key(&handle) {
+            self.invalidate(handle);
+            return done.fire(Outcome::status(Status::STREAM_CAPTURE_UNSUPPORTED));
         }
         let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
             let status = sh
@@ -452,6 +500,9 @@ impl StreamSet {
         let Some(s) = self.streams.get(&handle) else {
             return Status::INVALID_HANDLE;
         };
+        if self.captures.contains_key(&handle) {
+            return Status::STREAM_CAPTURE_UNSUPPORTED;
+        }
         if s.state.queued.load(Ordering::Acquire) != 0 {
             return Status::NOT_READY;
         }
@@ -464,6 +515,13 @@ impl StreamSet {
     /// Fires `done` once every stream has finished what was submitted before; the outcome
     /// carries the oldest latched error (which is cleared on every stream).
     pub(super) fn synchronize(&mut self, done: Ticket) {
+        if !self.captures.is_empty() {
+            let capturing: Vec<u64> = self.captures.keys().copied().collect();
+            for h in capturing {
+                self.invalidate(h);
+            }
+            return done.fire(Outcome::status(Status::STREAM_CAPTURE_UNSUPPORTED));
+        }
         struct Join {
             left: usize,
             errors: Vec<(u64, Status)>,
@@ -516,6 +574,140 @@ impl StreamSet {
                 }),
             );
         }
+    }
+
+    fn invalidate(&mut self, handle: u64) {
+        if let Some(c) = self.captures.get_mut(&handle) {
+            c.invalid.get_or_insert(Status::STREAM_CAPTURE_INVALIDATED);
+        }
+    }
+
+    /// Records `op` into the capture of `handle` instead of running it.
+    fn capture_op(&mut self, handle: u64, op: Op, notify: Option<Ticket>) -> Result<(), Refused> {
+        let node = match &op {
+            Op::EventRecord { event } => match self.events.get(event) {
+                Some(e) => {
+                    let inner = e.inner.clone();
+                    if let Some(c) = self.captures.get_mut(&handle) {
+                        c.events.insert(*event);
+                    }
+                    Some(Node::Record(inner))
+                }
+                None => return Err(Refused::new(Status::INVALID_HANDLE, notify)),
+            },
+            Op::WaitEvent { event } => {
+                let inside = self
+                    .captures
+                    .get(&handle)
+                    .is_some_and(|c| c.events.contains(event));
+                if !inside {
+                    log::warn!(
+                        "PD {}: a capture waits on an event recorded outside it; cross-stream capture is not supported",
+                        self.pd
+                    );
+                    self.invalidate(handle);
+                    return Err(Refused::new(Status::STREAM_CAPTURE_UNSUPPORTED, notify));
+                }
+                None
+            }
+            Op::GraphLaunch { exec } => match self.execs.get(exec) {
+                Some(nodes) => {
+                    let nodes: Vec<Node> = nodes.as_ref().clone();
+                    if let Some(c) = self.captures.get_mut(&handle) {
+                        c.nodes.extend(nodes);
+                    }
+                    None
+                }
+                None => return Err(Refused::new(Status::INVALID_HANDLE, notify)),
+            },
+            _ => Some(Node::Op(op.clone())),
+        };
+        if let (Some(n), Some(c)) = (node, self.captures.get_mut(&handle)) {
+            c.nodes.push(n);
+        }
+        if let Some(t) = notify {
+            t.fire(Outcome::status(Status::SUCCESS));
+        }
+        Ok(())
+    }
+
+    pub(super) fn begin_capture(&mut self, handle: u64) -> Result<(), Status> {
+        if !self.streams.contains_key(&handle) {
+            return Err(Status::INVALID_HANDLE);
+        }
+        if handle == 0 {
+            // CUDA refuses to capture the legacy NULL stream.
+            return Err(Status::STREAM_CAPTURE_UNSUPPORTED);
+        }
+        if self.captures.contains_key(&handle) {
+            return Err(Status::ILLEGAL_STATE);
+        }
+        self.captures.insert(handle, Capture::default());
+        Ok(())
+    }
+
+    pub(super) fn end_capture(&mut self, handle: u64, graph: u64) -> Result<u64, Status> {
+        let c = self
+            .captures
+            .remove(&handle)
+            .ok_or(Status::STREAM_CAPTURE_UNMATCHED)?;
+        if let Some(e) = c.invalid {
+            return Err(e);
+        }
+        self.graphs.insert(graph, Arc::new(c.nodes));
+        Ok(graph)
+    }
+
+    pub(super) fn is_capturing(&self, handle: u64) -> bool {
+        self.captures.contains_key(&handle)
+    }
+
+    pub(super) fn graph_instantiate(&mut self, graph: u64, exec: u64) -> Result<u64, Status> {
+        let nodes = self
+            .graphs
+            .get(&graph)
+            .ok_or(Status::INVALID_HANDLE)?
+            .clone();
+        self.execs.insert(exec, nodes);
+        Ok(exec)
+    }
+
+    /// Takes the parameters of `graph` into `exec` when both have the same shape.
+    pub(super) fn graph_exec_update(&mut self, exec: u64, graph: u64) -> Result<u64, Status> {
+        let new = self
+            .graphs
+            .get(&graph)
+            .ok_or(Status::INVALID_HANDLE)?
+            .clone();
+        let old = self.execs.get(&exec).ok_or(Status::INVALID_HANDLE)?;
+        let same_shape = old.len() == new.len()
+            && old
+                .iter()
+                .zip(new.iter())
+                .all(|(a, b)| node_kind(a) == node_kind(b));
+        if !same_shape {
+            return Err(Status::GRAPH_EXEC_UPDATE_FAILURE);
+        }
+        self.execs.insert(exec, new);
+        Ok(0)
+    }
+
+    pub(super) fn graph_destroy(&mut self, graph: u64) -> Result<(), Status> {
+        self.graphs
+            .remove(&graph)
+            .map(|_| ())
+            .ok_or(Status::INVALID_HANDLE)
+    }
+
+    pub(super) fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), Status> {
+        self.execs
+            .remove(&exec)
+            .map(|_| ())
+            .ok_or(Status::INVALID_HANDLE)
+    }
+
+    pub(super) fn graph_counts(&self) -> (u32, u32) {
+        (self.graphs.len() as u32, self.execs.len() as u32)
     }
 
     pub(super) fn event_create(&mut self, handle: u64, flags: u32) {
@@ -602,9 +794,53 @@ impl StreamSet {
             }
         }
         self.events.clear();
+        self.captures.clear();
+        self.graphs.clear();
+        self.execs.clear();
         self.shared.cancelled.store(false, Ordering::Relaxed);
         self.null_epoch = 0;
         self.spawn(0, true);
+    }
+}
+
+/// The kind of a node, for comparing graph shapes.
+fn node_kind(n: &Node) -> std::mem::Discriminant<Op> {
+    match n {
+        Node::Op(op) => std::mem::discriminant(op),
+        Node::Record(_) => std::mem::discriminant(&Op::EventRecord { event: 0 }),
+    }
+}
+
+/// Runs a graph's nodes in order; the first failure stops the replay.
+fn replay(sh: &Shared, nodes: &[Node]) -> Result<(), Status> {
+    for n in nodes {
+        if sh.cancelled() {
+            return Err(Status::UNKNOWN);
+        }
+        if let Some(e) = sh.sticky() {
+            return Err(e);
+        }
+        match n {
+            Node::Op(op) => run(sh, op.clone())?,
+            Node::Record(inner) => {
+                let generation = {
+                    let mut s = lock(&inner.state);
+                    s.recorded += 1;
+                    s.recorded
+                };
+                inner.complete(generation);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reports the outcome of an op: to its ticket with NOTIFY, else by latching a failure.
+fn finish(sh: &Shared, st: &StreamState, r: Result<(), Status>, notify: Option<Ticket>) {
+    match (notify, r) {
+        (Some(t), r) => t.fire(Outcome::status(r.err().unwrap_or(Status::SUCCESS))),
+        (None, Err(e)) if sh.sticky() != Some(e) => sh.latch(st, e),
+        _ => {}
     }
 }
 
