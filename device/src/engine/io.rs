@@ -3,10 +3,10 @@
 
 use super::pd::Pd;
 use super::queue::{Completion, Queue};
-use super::Inner;
+use super::{cache, Inner};
 use crate::exec::{HostSource, Op, Outcome, Side2D, Ticket};
 use std::sync::Arc;
-use vgpu_proto::cmd::{OutRef, Payload, Request};
+use vgpu_proto::cmd::{module_flags, OutRef, Payload, Request};
 use vgpu_proto::info::{encode_module_info, DeviceInfo, MgmtInfo};
 use vgpu_proto::opcode::Completion as Kind;
 use vgpu_proto::payload::{copy_kind, decode_structured, Structured};
@@ -274,8 +274,19 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
             };
             submit(op_).map(|_| (0, 0)).map_err(|s| (s, 0))
         }
-        (Command::MODULE_LOAD(a), Structured::Module(_, image)) => {
-            let loaded = pd.ctx().module_load(image);
+        (Command::MODULE_LOAD(a), Structured::Module(header, image)) => {
+            let image = if a.flags & module_flags::BY_HASH != 0 {
+                super::lock(&engine.modules)
+                    .get(&header.sha256)
+                    .ok_or((Status::NOT_FOUND, 0))
+            } else if cache::sha256(image) != header.sha256 {
+                log::warn!("PD {}: MODULE_LOAD image does not match its SHA-256", pd.id);
+                Err((Status::HASH_MISMATCH, 0))
+            } else {
+                super::lock(&engine.modules).insert(header.sha256, image);
+                Ok(Arc::new(image.to_vec()))
+            };
+            let loaded = image.and_then(|img| pd.ctx().module_load(&img).map_err(|s| (s, 0)));
             match loaded {
                 Ok((module, funcs)) => {
                     let table = encode_module_info(module, &funcs);
@@ -287,7 +298,7 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
                         }
                     }
                 }
-                Err(s) => Err((s, 0)),
+                Err(e) => Err(e),
             }
         }
         (Command::MODULE_UNLOAD(a), _) => {

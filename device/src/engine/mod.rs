@@ -5,6 +5,7 @@
 //! I/O workers decode each entry, gate it on the PD's sticky error, and either answer at
 //! once or hand stream-ordered work to the PD's executor context.
 
+pub mod cache;
 mod io;
 pub mod pd;
 pub mod queue;
@@ -57,6 +58,7 @@ pub(crate) struct Inner {
     queues: Mutex<HashMap<u16, Running>>,
     next_pd: AtomicU32,
     me: Weak<Inner>,
+    modules: Mutex<cache::ModuleCache>,
 }
 
 /// A running engine: exists between ENABLE and reset.
@@ -78,6 +80,7 @@ impl Engine {
             queues: Mutex::new(HashMap::new()),
             next_pd: AtomicU32::new(1),
             me: me.clone(),
+            modules: Mutex::new(cache::ModuleCache::default()),
         });
         let q = Arc::new(Queue::new(
             0,

@@ -9,7 +9,9 @@
 //! on the CPU ([`blas`]).
 
 pub mod blas;
+pub mod kernels;
 mod memory;
+pub mod modules;
 mod streams;
 
 pub use memory::Memory;
@@ -219,6 +221,7 @@ impl Executor for SoftExecutor {
             shared,
             handles: Handles::default(),
             blas: HashSet::new(),
+            sm: self.config.compute_capability.0 * 10 + self.config.compute_capability.1,
         }))
     }
 }
@@ -231,6 +234,32 @@ pub struct SoftContext {
     streams: StreamSet,
     handles: Handles,
     blas: HashSet<u64>,
+    /// Compute capability as an sm number (90 for 9.0).
+    sm: u32,
+}
+
+/// Launch attributes the soft executor honours (it runs launches one at a time, so
+/// cooperative launches and programmatic serialisation need nothing more).
+fn check_attrs(attrs: &[vgpu_proto::payload::LaunchAttr], pd: u32) -> Result<(), Status> {
+    use vgpu_proto::payload::launch_attr::*;
+    for a in attrs {
+        let ok = match a.id {
+            COOPERATIVE | PROGRAMMATIC_STREAM_SERIALIZATION | PRIORITY => true,
+            CLUSTER_DIMENSION => a.v0 <= 1 && a.v1 <= 1 && a.v2 <= 1,
+            _ => false,
+        };
+        if !ok {
+            log::warn!(
+                "PD {pd}: launch attribute {} ({}, {}, {}) is not supported by the soft executor",
+                a.id,
+                a.v0,
+                a.v1,
+                a.v2
+            );
+            return Err(Status::NOT_SUPPORTED);
+        }
+    }
+    Ok(())
 }
 
 impl SoftContext {
@@ -303,24 +332,52 @@ impl Context for SoftContext {
         self.shared.set_limit(limit, value)
     }
 
-    fn module_load(&mut self, _image: &[u8]) -> Result<(u64, Vec<FunctionEntry>), Status> {
-        self.not_supported("module loading")
+    fn module_load(&mut self, image: &[u8]) -> Result<(u64, Vec<FunctionEntry>), Status> {
+        let room = if self.limits.max_objects == 0 {
+            u64::MAX
+        } else {
+            u64::from(self.limits.max_objects).saturating_sub(self.objects())
+        };
+        let handles = &mut self.handles;
+        let mut next =
+            |module: bool| handles.next(if module { Kind::Module } else { Kind::Function });
+        modules::load(&self.shared, image, self.sm, &mut next, room)
     }
 
-    fn module_unload(&mut self, _module: u64, done: Ticket) {
-        done.fire(Outcome::status(Status::INVALID_HANDLE));
+    fn module_unload(&mut self, module: u64, done: Ticket) {
+        if !self.shared.modules().has_module(module) {
+            return done.fire(Outcome::status(Status::INVALID_HANDLE));
+        }
+        let shared = self.shared.clone();
+        self.streams.after_all(Ticket::new(move |_| {
+            done.fire(Outcome::status(
+                modules::unload(&shared, module)
+                    .err()
+                    .unwrap_or(Status::SUCCESS),
+            ))
+        }));
     }
 
-    fn module_global(&self, _module: u64, _name: &str) -> Result<(u64, u64), Status> {
-        Err(Status::INVALID_HANDLE)
+    fn module_global(&self, module: u64, name: &str) -> Result<(u64, u64), Status> {
+        self.shared.modules().global(module, name)
     }
 
-    fn func_get_attr(&self, _func: u64, _attr: u32) -> Result<i32, Status> {
-        Err(Status::INVALID_HANDLE)
+    fn func_get_attr(&self, func: u64, attr: u32) -> Result<i32, Status> {
+        let f = self
+            .shared
+            .modules()
+            .function(func)
+            .ok_or(Status::INVALID_HANDLE)?;
+        modules::get_attr(&f, attr)
     }
 
-    fn func_set_attr(&mut self, _func: u64, _attr: u32, _value: i32) -> Result<(), Status> {
-        Err(Status::INVALID_HANDLE)
+    fn func_set_attr(&mut self, func: u64, attr: u32, value: i32) -> Result<(), Status> {
+        let f = self
+            .shared
+            .modules()
+            .function(func)
+            .ok_or(Status::INVALID_HANDLE)?;
+        modules::set_attr(&f, attr, value)
     }
 
     fn stream_create(&mut self, flags: u32, _priority: i32) -> Result<u64, Status> {
@@ -361,13 +418,19 @@ impl Context for SoftContext {
 
     fn submit(&mut self, stream: u64, op: Op, notify: Option<Ticket>) -> Result<(), Refused> {
         let refused = match &op {
-            Op::Launch { func, .. } => {
-                log::warn!(
-                    "PD {}: launch of function {func:#x}: no module is loaded on the soft executor",
-                    self.pd
-                );
-                Some(Status::INVALID_HANDLE)
-            }
+            Op::Launch {
+                func,
+                block,
+                shared_mem,
+                params,
+                attrs,
+                ..
+            } => match self.shared.modules().function(*func) {
+                None => Some(Status::INVALID_HANDLE),
+                Some(f) => modules::check_launch(&f, *block, *shared_mem, params, self.pd)
+                    .and_then(|_| check_attrs(attrs, self.pd))
+                    .err(),
+            },
             Op::Gemm(g) | Op::GemmBatched(g) => {
                 (!self.blas.contains(&g.handle)).then_some(Status::INVALID_HANDLE)
             }
@@ -453,6 +516,7 @@ impl Context for SoftContext {
     fn reset(&mut self) {
         self.streams.reset();
         self.blas.clear();
+        self.shared.modules().clear();
         self.shared.memory().clear();
         self.shared.clear_errors();
     }
@@ -463,16 +527,19 @@ impl Context for SoftContext {
 
     fn counts(&self) -> Counts {
         let (mem_bytes, allocations) = self.shared.memory().usage();
+        let (modules, functions) = self.shared.modules().counts();
+        let (graphs, graph_execs) = self.streams.graph_counts();
         Counts {
             mem_bytes,
             allocations,
             streams: self.streams.stream_count(),
             events: self.streams.event_count(),
             blas_handles: self.blas.len() as u32,
-            graphs: self.streams.graph_counts().0,
-            graph_execs: self.streams.graph_counts().1,
+            modules,
+            functions,
+            graphs,
+            graph_execs,
             pending: self.shared.pending(),
-            ..Counts::default()
         }
     }
 }

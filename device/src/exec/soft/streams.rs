@@ -39,6 +39,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) enum Kind {
     Stream = 1,
     Event = 2,
+    Module = 3,
+    Function = 4,
     Graph = 5,
     GraphExec = 6,
     Blas = 7,
@@ -98,6 +100,7 @@ pub(super) struct Shared {
     pending: AtomicU32,
     cancelled: AtomicBool,
     limits: Mutex<HashMap<u32, u64>>,
+    modules: Mutex<super::modules::Modules>,
 }
 
 impl Shared {
@@ -113,11 +116,16 @@ impl Shared {
             pending: AtomicU32::new(0),
             cancelled: AtomicBool::new(false),
             limits: Mutex::new(limits),
+            modules: Mutex::new(super::modules::Modules::default()),
         }
     }
 
     pub(super) fn memory(&self) -> MutexGuard<'_, Memory> {
         lock(&self.mem)
+    }
+
+    pub(super) fn modules(&self) -> MutexGuard<'_, super::modules::Modules> {
+        lock(&self.modules)
     }
 
     pub(super) fn sticky(&self) -> Option<Status> {
@@ -929,7 +937,14 @@ fn run(sh: &Shared, op: Op) -> Result<(), Status> {
         Op::GemmBatched(g) => super::blas::gemm_batched(&DeviceView(sh), &g),
         Op::TrsmBatched(t) => super::blas::trsm_batched(&DeviceView(sh), &t),
         Op::LtMatmul(l) => super::blas::lt_matmul(&DeviceView(sh), &l),
-        Op::Launch { .. } | Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
+        Op::Launch {
+            func,
+            grid,
+            block,
+            params,
+            ..
+        } => super::modules::launch(sh, func, grid, block, &params),
+        Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
         Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
     }
 }

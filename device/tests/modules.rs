@@ -1,0 +1,394 @@
+//! Modules through the device: real nvcc-built fatbins load on the soft executor, report
+//! their kernels' parameter layouts, and launch through the CPU reference kernels.
+
+mod common;
+
+use bytemuck::Zeroable;
+use common::*;
+use std::time::Duration;
+use vgpu_proto::cmd::*;
+use vgpu_proto::info::decode_module_info;
+use vgpu_proto::payload::ModuleImageHeader;
+use vgpu_proto::{Command, Status};
+
+fn z<T: Zeroable>() -> T {
+    T::zeroed()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../fatbin/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    vgpu_stub::engine::cache::sha256(b)
+}
+
+/// Sends MODULE_LOAD with the payload (header + image) in window 1 at 64 KiB, the table
+/// going to window 1 at 0.
+fn load(
+    d: &mut Drv,
+    c: &mut Client0,
+    image: &[u8],
+    hash: [u8; 32],
+    by_hash: bool,
+) -> vgpu_proto::Cqe {
+    let header = ModuleImageHeader {
+        sha256: hash,
+        image_len: if by_hash { 0 } else { image.len() as u64 },
+        rsv: 0,
+    };
+    let mut payload = bytemuck::bytes_of(&header).to_vec();
+    if !by_hash {
+        payload.extend_from_slice(image);
+    }
+    d.write(c.window + 65536, &payload);
+    let args = ModuleLoadArgs {
+        out: OutRef {
+            offset: 0,
+            window: 1,
+            len: 65536,
+        },
+        flags: u32::from(by_hash),
+        ..z()
+    };
+    let cid = d.cid();
+    let req = Request {
+        cid,
+        notify: false,
+        stream: 0,
+        payload: Payload::Window {
+            window: 1,
+            offset: 65536,
+            len: payload.len() as u32,
+        },
+        command: Command::MODULE_LOAD(args),
+    };
+    d.submit(&mut c.q, &req, &[]);
+    let r = d.next_cqe(&mut c.q, Duration::from_secs(10)).unwrap();
+    assert_eq!(r.cid, cid);
+    r
+}
+
+fn launch(
+    d: &mut Drv,
+    c: &mut Client0,
+    func: u64,
+    grid: u32,
+    block: u16,
+    params: &[u8],
+) -> vgpu_proto::Cqe {
+    let args = LaunchArgs {
+        func,
+        grid_x: grid,
+        grid_y: 1,
+        grid_z: 1,
+        block_x: block,
+        block_y: 1,
+        block_z: 1,
+        attr_count: 0,
+        shared_mem: 0,
+        rsv0: 0,
+    };
+    let cid = d.post(c, 0, Command::LAUNCH(args), params, true);
+    let r = d.next_cqe(&mut c.q, Duration::from_secs(10)).unwrap();
+    assert_eq!(r.cid, cid);
+    r
+}
+
+fn alloc(d: &mut Drv, c: &mut Client0, size: u64) -> u64 {
+    d.io(c, 0, Command::MEM_ALLOC(MemAllocArgs { size, ..z() }), &[])
+        .result0
+}
+
+#[test]
+fn load_launch_and_unload_real_fatbins() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut c = d.client(1, 1 << 20, 0);
+    let image = fixture("kernels.fatbin");
+    let r = load(&mut d, &mut c, &image, sha256(&image), false);
+    assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
+    let module = r.result0;
+    let (info, funcs) = decode_module_info(&d.read(c.window, r.result1 as usize)).unwrap();
+    assert_eq!(info.module, module);
+    let f = |name: &str| {
+        funcs
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let odd = f("_Z10odd_params6ParamsPKixsPi");
+    let layout: Vec<(u32, u32)> = odd.params.iter().map(|p| (p.offset, p.size)).collect();
+    assert_eq!(
+        layout,
+        vec![(0, 0x20), (0x20, 8), (0x28, 8), (0x30, 2), (0x38, 8)]
+    );
+    assert_eq!(odd.record.param_bytes, 0x40);
+    let vec_add = f("_Z6vecAddPKfS0_Pfi");
+    assert_eq!(vec_add.record.param_bytes, 0x1c);
+    assert_eq!(
+        f("_Z13shared_reducePKfPf").record.max_threads_per_block,
+        256
+    );
+
+    // vecAdd over 100 elements: c = a + b + g_table[i % 37] (g_table = {1, 0, 0, ...}).
+    let n = 100usize;
+    let (a, b, out) = (
+        alloc(&mut d, &mut c, 400),
+        alloc(&mut d, &mut c, 400),
+        alloc(&mut d, &mut c, 400),
+    );
+    let av: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let bv: Vec<u8> = (0..n)
+        .flat_map(|i| (2.0 * i as f32).to_le_bytes())
+        .collect();
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: a,
+            len: 400,
+            ..z()
+        }),
+        &av,
+        false,
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: b,
+            len: 400,
+            ..z()
+        }),
+        &bv,
+        false,
+    );
+    let mut params = Vec::new();
+    for p in [a, b, out] {
+        params.extend_from_slice(&p.to_le_bytes());
+    }
+    params.extend_from_slice(&(n as i32).to_le_bytes());
+    assert_eq!(
+        launch(&mut d, &mut c, vec_add.record.handle, 4, 32, &params).status(),
+        Status::SUCCESS
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: out,
+            len: 400,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 8192,
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(
+        d.io(&mut c, 0, Command::STREAM_SYNCHRONIZE(z()), &[])
+            .status(),
+        Status::SUCCESS
+    );
+    let got: Vec<f32> = d
+        .read(c.window + 8192, 400)
+        .chunks_exact(4)
+        .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+        .collect();
+    for (i, v) in got.iter().enumerate() {
+        let want = 3.0 * i as f32 + if i % 37 == 0 { 1.0 } else { 0.0 };
+        assert_eq!(*v, want, "element {i}");
+    }
+    // Wrong parameter size, a kernel with no CPU reference, too many threads.
+    assert_eq!(
+        launch(&mut d, &mut c, vec_add.record.handle, 1, 32, &params[..24]).status(),
+        Status::INVALID_VALUE
+    );
+    let reduce = f("_Z13shared_reducePKfPf");
+    let r = launch(&mut d, &mut c, reduce.record.handle, 1, 256, &[0; 16]);
+    assert_eq!(r.status(), Status::NOT_SUPPORTED);
+    assert_eq!(
+        launch(&mut d, &mut c, reduce.record.handle, 1, 512, &[0; 16]).status(),
+        Status::INVALID_VALUE
+    );
+    // Globals and attributes.
+    let payload = b"g_counter";
+    let g = d.io(
+        &mut c,
+        0,
+        Command::MODULE_GET_GLOBAL(HandleArgs {
+            handle: module,
+            ..z()
+        }),
+        payload,
+    );
+    assert_eq!((g.status(), g.result1), (Status::SUCCESS, 4));
+    let missing = d.io(
+        &mut c,
+        0,
+        Command::MODULE_GET_GLOBAL(HandleArgs {
+            handle: module,
+            ..z()
+        }),
+        b"nope",
+    );
+    assert_eq!(missing.status(), Status::NOT_FOUND);
+    let attr = |d: &mut Drv, c: &mut Client0, attr: u32| {
+        d.io(
+            c,
+            0,
+            Command::FUNC_GET_ATTRIBUTE(FuncAttrArgs {
+                func: reduce.record.handle,
+                attr,
+                ..z()
+            }),
+            &[],
+        )
+    };
+    assert_eq!(attr(&mut d, &mut c, 0).result0, 256);
+    let set = d.io(
+        &mut c,
+        0,
+        Command::FUNC_SET_ATTRIBUTE(FuncAttrArgs {
+            func: reduce.record.handle,
+            attr: 8,
+            value: 100 * 1024,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(set.status(), Status::SUCCESS);
+    assert_eq!(attr(&mut d, &mut c, 8).result0, 100 * 1024);
+    let set = d.io(
+        &mut c,
+        0,
+        Command::FUNC_SET_ATTRIBUTE(FuncAttrArgs {
+            func: reduce.record.handle,
+            attr: 8,
+            value: 1 << 20,
+            ..z()
+        }),
+        &[],
+    );
+    assert_eq!(set.status(), Status::INVALID_VALUE);
+    // odd_params: the struct by value and mixed sizes reach the kernel intact.
+    let (q, o) = (alloc(&mut d, &mut c, 4), alloc(&mut d, &mut c, 4));
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: q,
+            len: 4,
+            ..z()
+        }),
+        &1000i32.to_le_bytes(),
+        false,
+    );
+    let mut p = vec![0u8; 0x40];
+    p[0..4].copy_from_slice(&5i32.to_le_bytes());
+    p[8..16].copy_from_slice(&7.9f64.to_le_bytes());
+    p[16 + 12] = 3;
+    p[0x20..0x28].copy_from_slice(&q.to_le_bytes());
+    p[0x28..0x30].copy_from_slice(&20000i64.to_le_bytes());
+    p[0x30..0x32].copy_from_slice(&(-2i16).to_le_bytes());
+    p[0x38..0x40].copy_from_slice(&o.to_le_bytes());
+    assert_eq!(
+        launch(&mut d, &mut c, odd.record.handle, 1, 1, &p).status(),
+        Status::SUCCESS
+    );
+    d.post(
+        &mut c,
+        0,
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: o,
+            len: 4,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset: 8192,
+        }),
+        &[],
+        false,
+    );
+    assert_eq!(
+        d.io(&mut c, 0, Command::STREAM_SYNCHRONIZE(z()), &[])
+            .status(),
+        Status::SUCCESS
+    );
+    assert_eq!(
+        i32::from_le_bytes(d.read(c.window + 8192, 4).try_into().unwrap()),
+        5 + 7 + 3 + 1000 + 20000 - 2
+    );
+    // Unload: functions go, handles die.
+    let st = d.stats(c.pd);
+    assert_eq!((st.modules, st.functions), (1, 6));
+    assert_eq!(
+        d.io(
+            &mut c,
+            0,
+            Command::MODULE_UNLOAD(HandleArgs {
+                handle: module,
+                ..z()
+            }),
+            &[]
+        )
+        .status(),
+        Status::SUCCESS
+    );
+    let st = d.stats(c.pd);
+    assert_eq!((st.modules, st.functions), (0, 0));
+    assert_eq!(
+        launch(&mut d, &mut c, vec_add.record.handle, 1, 32, &params).status(),
+        Status::INVALID_HANDLE
+    );
+    drop(d);
+    stub.join();
+}
+
+#[test]
+fn module_cache_by_hash_and_bad_images() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = Drv::connect(&stub);
+    let mut a = d.client(1, 1 << 20, 0);
+    let mut b = d.client(2, 1 << 20, 0);
+    let image = fixture("kernels.zstd.fatbin");
+    let hash = sha256(&image);
+    assert_eq!(
+        load(&mut d, &mut b, &image, hash, true).status(),
+        Status::NOT_FOUND,
+        "not cached yet"
+    );
+    let wrong = load(&mut d, &mut a, &image, sha256(b"something else"), false);
+    assert_eq!(wrong.status(), Status::HASH_MISMATCH);
+    assert_eq!(
+        load(&mut d, &mut b, &image, sha256(b"something else"), true).status(),
+        Status::NOT_FOUND,
+        "a refused image is not cached"
+    );
+    assert_eq!(
+        load(&mut d, &mut a, &image, hash, false).status(),
+        Status::SUCCESS,
+        "zstd-compressed entries load"
+    );
+    let r = load(&mut d, &mut b, &image, hash, true);
+    assert_eq!(r.status(), Status::SUCCESS, "another PD loads it by hash");
+    let (_, funcs) = decode_module_info(&d.read(b.window, r.result1 as usize)).unwrap();
+    assert!(funcs.iter().any(|f| f.name == "_Z6vecAddPKfS0_Pfi"));
+    let junk = b"this is not a CUDA image".to_vec();
+    assert_eq!(
+        load(&mut d, &mut a, &junk, sha256(&junk), false).status(),
+        Status::INVALID_IMAGE
+    );
+    let two = fixture("kernels.2containers.fatbin");
+    assert_eq!(
+        load(&mut d, &mut a, &two, sha256(&two), false).status(),
+        Status::SUCCESS,
+        "sm_90 lives in the second container"
+    );
+    drop(d);
+    stub.join();
+}
