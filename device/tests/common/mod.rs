@@ -207,6 +207,30 @@ impl Drv {
         let mut bytes = sqe.to_vec();
         bytes.extend_from_slice(payload);
         bytes.resize(slots as usize * SQE_SIZE, 0);
+        // Never publish more than the ring holds: wait for the device to free slots.
+        let t0 = Instant::now();
+        loop {
+            let head: u32 = self
+                .mem
+                .load(
+                    GuestAddress(q.base + qcb::SQ_HEAD as u64),
+                    Ordering::Acquire,
+                )
+                .unwrap();
+            if q.tail.wrapping_add(slots).wrapping_sub(head) <= q.layout.depth() {
+                break;
+            }
+            assert!(
+                slots <= q.layout.depth(),
+                "entry of {slots} slots cannot fit a ring of {}",
+                q.layout.depth()
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "submission ring stayed full"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
         for i in 0..slots {
             let at = q.base + q.layout.sqe_offset(q.tail.wrapping_add(i)) as u64;
             self.mem
