@@ -192,9 +192,14 @@ fn random_admin_entries_and_register_accesses() {
         if rng.below(2) == 0 {
             let mut b = vec![0u8; len];
             d.client.region_read(region, off, &mut b).unwrap();
-        } else if !(region == VFIO_PCI_BAR0_REGION_INDEX && off < 0x40)
-            && !(region == VFIO_PCI_CONFIG_REGION_INDEX && off < 0x08)
-        {
+        } else {
+            // CONTROL and the IDs are left alone so that the device stays enabled.
+            let protected = (region == VFIO_PCI_BAR0_REGION_INDEX && off < 0x40)
+                || (region == VFIO_PCI_CONFIG_REGION_INDEX && off < 0x08);
+            if protected {
+                continue;
+            }
+
             let b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             d.client.region_write(region, off, &b).unwrap();
         }
