@@ -7,7 +7,7 @@ cargo build --workspace --release --quiet
 cat <<'MSG'
 vgpu: the stack cannot run yet.
   vgpu-proto  (the VGPU-STUB ABI)            built and tested
-  vgpu-stub   (device model, soft executor)  not implemented
+  vgpu-stub   (device model, soft executor)  built and tested (cargo run -p vgpu-stub -- --help)
   vgpu-driver (guest VFIO driver daemon)     not implemented
   shims       (libcuda.so.1, libcudart...)   not implemented
 See the status table in README.md.

@@ -1,0 +1,68 @@
+//! The `vgpu-stub` command line: help, argument errors, the cuda executor's message, and a
+//! real process serving one connection.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vgpu-stub"))
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--socket", "--executor", "--memory", "--ids", "--compute-capability"] {
+        assert!(text.contains(flag), "help lacks {flag}");
+    }
+    let out = bin().args(["--socket", "/tmp/x.sock", "--memory", "12Q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
+    let out = bin().args(["--socket", "/tmp/x.sock", "--ids", "1234"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VENDOR:DEVICE"));
+    let out = bin().arg("--executor").arg("soft").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--socket is required");
+}
+
+#[test]
+fn cuda_executor_is_refused_clearly() {
+    let out = bin().args(["--socket", "/tmp/never.sock", "--executor", "cuda"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
+}
+
+#[test]
+fn serves_a_connection_as_a_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("stub.sock");
+    let mut child = bin()
+        .args(["--socket", sock.to_str().unwrap(), "--connections", "1", "--memory", "2G", "--ids", "1234:7668"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "vgpu-stub did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    {
+        let mut c = vfio_user::Client::new(&sock).unwrap();
+        let mut b = [0u8; 4];
+        c.region_read(7, 0, &mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b), 0x7668_1234, "--ids is honoured");
+        c.region_read(0, 0, &mut b).unwrap();
+        assert_eq!(&b, b"VGPU");
+    }
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "vgpu-stub did not exit after its connection");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    assert!(!sock.exists(), "the socket is removed on exit");
+}
