@@ -13,13 +13,25 @@ fn help_and_bad_arguments() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--socket", "--executor", "--memory", "--ids", "--compute-capability"] {
+    for flag in [
+        "--socket",
+        "--executor",
+        "--memory",
+        "--ids",
+        "--compute-capability",
+    ] {
         assert!(text.contains(flag), "help lacks {flag}");
     }
-    let out = bin().args(["--socket", "/tmp/x.sock", "--memory", "12Q"]).output().unwrap();
+    let out = bin()
+        .args(["--socket", "/tmp/x.sock", "--memory", "12Q"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
-    let out = bin().args(["--socket", "/tmp/x.sock", "--ids", "1234"]).output().unwrap();
+    let out = bin()
+        .args(["--socket", "/tmp/x.sock", "--ids", "1234"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("VENDOR:DEVICE"));
     let out = bin().arg("--executor").arg("soft").output().unwrap();
@@ -28,7 +40,10 @@ fn help_and_bad_arguments() {
 
 #[test]
 fn cuda_executor_is_refused_clearly() {
-    let out = bin().args(["--socket", "/tmp/never.sock", "--executor", "cuda"]).output().unwrap();
+    let out = bin()
+        .args(["--socket", "/tmp/never.sock", "--executor", "cuda"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
 }
@@ -38,13 +53,25 @@ fn serves_a_connection_as_a_process() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("stub.sock");
     let mut child = bin()
-        .args(["--socket", sock.to_str().unwrap(), "--connections", "1", "--memory", "2G", "--ids", "1234:7668"])
+        .args([
+            "--socket",
+            sock.to_str().unwrap(),
+            "--connections",
+            "1",
+            "--memory",
+            "2G",
+            "--ids",
+            "1234:7668",
+        ])
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
     let t0 = Instant::now();
     while !sock.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "vgpu-stub did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vgpu-stub did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     {
@@ -60,7 +87,10 @@ fn serves_a_connection_as_a_process() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "vgpu-stub did not exit after its connection");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vgpu-stub did not exit after its connection"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success());
