@@ -1,7 +1,39 @@
-//! # vgpu-driver (not implemented yet)
+//! # vgpu-driver: the guest-side VFIO driver daemon
 //!
-//! The guest side of vgpu: a userspace VFIO driver daemon that claims VGPU-STUB, sets up
-//! its queues and DMA windows, and serves protection domains, I/O queues and windows to
-//! the shims over a Unix-socket control plane (spec §9).
+//! Claims VGPU-STUB, brings it up (spec §4.2), and serves its queues and DMA memory to the
+//! shim libraries of each application over a Unix-socket control plane (spec §9): every
+//! client gets its own protection domain, I/O queue, windows, interrupt eventfd and
+//! doorbell eventfd, and everything is reclaimed when the client goes away.
 //!
-//! This crate is empty: no driver exists yet, and nothing here claims to work.
+//! * [`backing`]: device access behind a trait (vfio-user to vgpu-stub; kernel VFIO).
+//! * [`device`]: bring-up, the admin queue and DMA memory.
+//! * [`server`]: the control plane: clients, admission limits, windows, cleanup.
+//! * [`client`]: a minimal control-plane client (the `status` command, tests).
+//! * [`shm`]: memfd-backed shared memory (the crate's `unsafe` lives here).
+//! * [`iova`]: IOVA allocation.
+
+pub mod backing;
+pub mod client;
+pub mod device;
+pub mod iova;
+pub mod server;
+pub mod shm;
+
+use vgpu_proto::Status;
+
+/// Why the driver could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The device is missing, misbehaves or refused bring-up.
+    #[error("device: {0}")]
+    Device(String),
+    /// The device refused an admin command.
+    #[error("device refused the command: {0}")]
+    Refused(Status),
+    /// Memory or IOVA space ran out.
+    #[error("out of memory: {0}")]
+    NoMemory(String),
+    /// An operating-system call failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

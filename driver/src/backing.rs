@@ -1,0 +1,158 @@
+//! Device access behind a trait, as cloud-hypervisor and OpenVMM do: the driver runs the
+//! same code on kernel VFIO inside a VM and on a vfio-user connection to vgpu-stub.
+
+use crate::DriverError;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use vfio_bindings::bindings::vfio::*;
+use vgpu_proto::regs::pci;
+use vmm_sys_util::eventfd::EventFd;
+
+/// A region of memory to map for DMA.
+pub struct DmaRegion<'a> {
+    /// IOVA to map it at.
+    pub iova: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// The memfd holding it (mapped from offset 0).
+    pub fd: &'a std::fs::File,
+    /// Its address in this process.
+    pub host_addr: u64,
+}
+
+/// How the driver reaches the device.
+pub trait DeviceBacking: Send + Sync {
+    /// A description for logs.
+    fn describe(&self) -> String;
+    /// Configuration-space read.
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), DriverError>;
+    /// Configuration-space write.
+    fn config_write(&self, off: u64, data: &[u8]) -> Result<(), DriverError>;
+    /// 32-bit BAR0 read.
+    fn read32(&self, off: u64) -> Result<u32, DriverError>;
+    /// 32-bit BAR0 write.
+    fn write32(&self, off: u64, v: u32) -> Result<(), DriverError>;
+    /// Routes MSI-X `vector` to `fd` (enabling MSI-X on first use).
+    fn set_vector(&self, vector: u16, fd: &EventFd) -> Result<(), DriverError>;
+    /// Maps memory for device DMA.
+    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError>;
+    /// Unmaps it.
+    fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError>;
+    /// IOVA ranges the device may use, `[start, end)`.
+    fn iova_ranges(&self) -> Vec<(u64, u64)>;
+    /// Lets go of the device (daemon exit); later accesses fail.
+    fn close(&self);
+}
+
+/// vgpu-stub reached over vfio-user, with no VM (tests and development).
+pub struct VfioUserBacking {
+    client: Mutex<vfio_user::Client>,
+    path: String,
+}
+
+impl VfioUserBacking {
+    /// Connects to a vfio-user server.
+    pub fn connect(path: &Path) -> Result<Self, DriverError> {
+        let client = vfio_user::Client::new(path).map_err(|e| {
+            DriverError::Device(format!(
+                "cannot connect to vfio-user socket {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(VfioUserBacking {
+            client: Mutex::new(client),
+            path: path.display().to_string(),
+        })
+    }
+
+    fn client(&self) -> MutexGuard<'_, vfio_user::Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn vu(e: vfio_user::Error) -> DriverError {
+    DriverError::Device(format!("vfio-user: {e}"))
+}
+
+impl DeviceBacking for VfioUserBacking {
+    fn describe(&self) -> String {
+        format!("vfio-user:{}", self.path)
+    }
+
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), DriverError> {
+        self.client()
+            .region_read(VFIO_PCI_CONFIG_REGION_INDEX, off, buf)
+            .map_err(vu)
+    }
+
+    fn config_write(&self, off: u64, data: &[u8]) -> Result<(), DriverError> {
+        self.client()
+            .region_write(VFIO_PCI_CONFIG_REGION_INDEX, off, data)
+            .map_err(vu)
+    }
+
+    fn read32(&self, off: u64) -> Result<u32, DriverError> {
+        let mut b = [0u8; 4];
+        self.client()
+            .region_read(VFIO_PCI_BAR0_REGION_INDEX, off, &mut b)
+            .map_err(vu)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn write32(&self, off: u64, v: u32) -> Result<(), DriverError> {
+        self.client()
+            .region_write(VFIO_PCI_BAR0_REGION_INDEX, off, &v.to_le_bytes())
+            .map_err(vu)
+    }
+
+    fn set_vector(&self, vector: u16, fd: &EventFd) -> Result<(), DriverError> {
+        if vector >= pci::MSIX_VECTORS {
+            return Err(DriverError::Device(format!(
+                "MSI-X vector {vector} does not exist"
+            )));
+        }
+        let mut c = self.client();
+        // MSI-X enable in the capability's Message Control, then the vector's eventfd, then
+        // unmask the vector in the table (BAR2). vfio-user leaves the table to the device.
+        let ctl_off = u64::from(pci::MSIX_CAP_OFFSET) + 2;
+        let mut ctl = [0u8; 2];
+        c.region_read(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &mut ctl)
+            .map_err(vu)?;
+        let v = u16::from_le_bytes(ctl) | (1 << 15);
+        c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &v.to_le_bytes())
+            .map_err(vu)?;
+        c.set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            u32::from(vector),
+            1,
+            &[fd.as_raw_fd()],
+        )
+        .map_err(vu)?;
+        let entry = u64::from(pci::MSIX_TABLE_OFFSET) + 16 * u64::from(vector) + 12;
+        c.region_write(VFIO_PCI_BAR2_REGION_INDEX, entry, &0u32.to_le_bytes())
+            .map_err(vu)
+    }
+
+    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError> {
+        self.client()
+            .dma_map(0, r.iova, r.len, r.fd.as_raw_fd())
+            .map_err(vu)
+    }
+
+    fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
+        self.client().dma_unmap(iova, len).map_err(vu)
+    }
+
+    fn close(&self) {
+        if let Err(e) = self.client().shutdown() {
+            log::debug!("vfio-user shutdown: {e}");
+        }
+    }
+
+    fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        // No IOMMU between the driver and vgpu-stub: any 48-bit range above 4 GiB.
+        vec![(1 << 32, 1 << 47)]
+    }
+}

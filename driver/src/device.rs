@@ -1,0 +1,318 @@
+//! Bring-up of VGPU-STUB (spec §4.2), the admin queue, and DMA memory.
+
+use crate::backing::{DeviceBacking, DmaRegion};
+use crate::iova::IovaAllocator;
+use crate::shm::{ShmRegion, HUGE_PAGE, PAGE};
+use crate::DriverError;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use vgpu_proto::cmd::{IdentifyArgs, Payload, Request};
+use vgpu_proto::info::DeviceInfo;
+use vgpu_proto::queue::{qcb, QueueLayout};
+use vgpu_proto::regs::{self, control, features, status};
+use vgpu_proto::{Command, Cqe, Status};
+use vmm_sys_util::eventfd::EventFd;
+
+/// How long an admin command may take.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+const ADMIN_DEPTH_LOG2: u8 = 6;
+
+/// Memory mapped for device DMA at an IOVA; unmapped and freed on drop.
+pub struct DmaMem {
+    /// The memory.
+    pub shm: ShmRegion,
+    /// Its IOVA.
+    pub iova: u64,
+    dev: Arc<DeviceInner>,
+}
+
+impl Drop for DmaMem {
+    fn drop(&mut self) {
+        if let Err(e) = self.dev.backing.dma_unmap(self.iova, self.shm.len()) {
+            log::warn!(
+                "DMA unmap of {:#x}+{:#x} failed: {e}",
+                self.iova,
+                self.shm.len()
+            );
+        }
+        lock(&self.dev.iova).free(self.iova, self.shm.len());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Admin {
+    mem: DmaMem,
+    layout: QueueLayout,
+    tail: u32,
+    cq_head: u32,
+    next_cid: u32,
+}
+
+struct DeviceInner {
+    backing: Box<dyn DeviceBacking>,
+    iova: Mutex<IovaAllocator>,
+}
+
+/// The device after bring-up.
+pub struct Device {
+    inner: Arc<DeviceInner>,
+    admin: Mutex<Option<Admin>>,
+    admin_irq: EventFd,
+    /// What IDENTIFY returned.
+    pub info: DeviceInfo,
+    /// Features accepted at enable.
+    pub features: u64,
+}
+
+impl Device {
+    /// Brings the device up on `backing`: checks identity and version, turns on bus mastering,
+    /// resets, enables MSI-X for the admin vector, sets up the admin queue, negotiates
+    /// features, enables, and runs IDENTIFY.
+    pub fn bring_up(backing: Box<dyn DeviceBacking>) -> Result<Device, DriverError> {
+        let mut id = [0u8; 4];
+        backing.config_read(0, &mut id)?;
+        let (vendor, device) = (
+            u16::from_le_bytes([id[0], id[1]]),
+            u16::from_le_bytes([id[2], id[3]]),
+        );
+        let magic = backing.read32(regs::MAGIC)?;
+        if magic != regs::MAGIC_VALUE {
+            return Err(DriverError::Device(format!(
+                "{vendor:04x}:{device:04x} is not a VGPU-STUB (magic {magic:#x})"
+            )));
+        }
+        let version = backing.read32(regs::VERSION)?;
+        if (version >> 16) as u16 != regs::VERSION_MAJOR {
+            return Err(DriverError::Device(format!(
+                "VGPU-STUB ABI {}.{} is not supported (need major {})",
+                version >> 16,
+                version & 0xFFFF,
+                regs::VERSION_MAJOR
+            )));
+        }
+        // Bus mastering and memory decoding: vfio-pci leaves them off.
+        let mut cmd = [0u8; 2];
+        backing.config_read(4, &mut cmd)?;
+        let want = u16::from_le_bytes(cmd) | 0x6;
+        backing.config_write(4, &want.to_le_bytes())?;
+        backing.config_read(4, &mut cmd)?;
+        if u16::from_le_bytes(cmd) & 0x6 != 0x6 {
+            return Err(DriverError::Device(
+                "bus mastering could not be enabled".into(),
+            ));
+        }
+        backing.write32(regs::CONTROL, control::RESET)?;
+        let admin_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(DriverError::Io)?;
+        backing.set_vector(0, &admin_irq)?;
+        let inner = Arc::new(DeviceInner {
+            iova: Mutex::new(IovaAllocator::new(&backing.iova_ranges())),
+            backing,
+        });
+        let layout = QueueLayout::new(ADMIN_DEPTH_LOG2, regs::MAX_ADMIN_DEPTH_LOG2)
+            .ok_or(DriverError::Device("admin depth".into()))?;
+        let mem = Self::dma_alloc_inner(&inner, "vgpu-admin", layout.region_size() as u64)?;
+        let b = &inner.backing;
+        b.write32(regs::ADMIN_BASE, mem.iova as u32)?;
+        b.write32(regs::ADMIN_BASE + 4, (mem.iova >> 32) as u32)?;
+        b.write32(regs::ADMIN_DEPTH, u32::from(ADMIN_DEPTH_LOG2))?;
+        let offered = u64::from(b.read32(regs::DEV_FEATURES)?)
+            | (u64::from(b.read32(regs::DEV_FEATURES + 4)?) << 32);
+        let accepted = offered & features::ALL;
+        b.write32(regs::DRV_FEATURES, accepted as u32)?;
+        b.write32(regs::DRV_FEATURES + 4, (accepted >> 32) as u32)?;
+        b.write32(regs::CONTROL, control::ENABLE)?;
+        let t0 = Instant::now();
+        loop {
+            let st = b.read32(regs::STATUS)?;
+            if st & status::READY != 0 {
+                break;
+            }
+            if st & status::FATAL != 0 {
+                let code = b.read32(regs::FATAL_CODE)?;
+                return Err(DriverError::Device(format!(
+                    "device refused to enable (FATAL_CODE {code})"
+                )));
+            }
+            if t0.elapsed() > Duration::from_secs(1) {
+                return Err(DriverError::Device(
+                    "device did not become ready within 1 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut dev = Device {
+            inner,
+            admin: Mutex::new(Some(Admin {
+                mem,
+                layout,
+                tail: 0,
+                cq_head: 0,
+                next_cid: 0,
+            })),
+            admin_irq,
+            info: bytemuck::Zeroable::zeroed(),
+            features: accepted,
+        };
+        let buf = dev.dma_alloc("vgpu-identify", 4096)?;
+        let c = dev.admin(Command::IDENTIFY(IdentifyArgs {
+            iova: buf.iova,
+            len: 4096,
+            ..bytemuck::Zeroable::zeroed()
+        }))?;
+        if !c.status().is_ok() {
+            return Err(DriverError::Device(format!(
+                "IDENTIFY failed: {}",
+                c.status()
+            )));
+        }
+        let mut raw = [0u8; 4096];
+        buf.shm.read(0, &mut raw);
+        let info: DeviceInfo = bytemuck::pod_read_unaligned(&raw);
+        vgpu_proto::cmd::Args::check(&info)
+            .map_err(|e| DriverError::Device(format!("IDENTIFY returned bad device info: {e}")))?;
+        dev.info = info;
+        log::info!(
+            "VGPU-STUB {vendor:04x}:{device:04x} on {}: {} (cc {}.{}, {} MiB, ABI {}.{}, features {accepted:#x})",
+            dev.inner.backing.describe(),
+            info.name(),
+            info.cc_major,
+            info.cc_minor,
+            info.total_mem >> 20,
+            version >> 16,
+            version & 0xFFFF
+        );
+        Ok(dev)
+    }
+
+    fn dma_alloc_inner(
+        inner: &Arc<DeviceInner>,
+        name: &str,
+        len: u64,
+    ) -> Result<DmaMem, DriverError> {
+        let shm = ShmRegion::new(name, len)?;
+        let align = if shm.huge() { HUGE_PAGE } else { PAGE };
+        let iova = lock(&inner.iova)
+            .alloc(shm.len(), align)
+            .ok_or(DriverError::NoMemory("IOVA space exhausted".into()))?;
+        let r = DmaRegion {
+            iova,
+            len: shm.len(),
+            fd: shm.file(),
+            host_addr: shm.host_addr(),
+        };
+        if let Err(e) = inner.backing.dma_map(&r) {
+            lock(&inner.iova).free(iova, shm.len());
+            return Err(e);
+        }
+        Ok(DmaMem {
+            shm,
+            iova,
+            dev: inner.clone(),
+        })
+    }
+
+    /// Zeroed memory of at least `len` bytes, mapped for DMA.
+    pub fn dma_alloc(&self, name: &str, len: u64) -> Result<DmaMem, DriverError> {
+        Self::dma_alloc_inner(&self.inner, name, len)
+    }
+
+    /// The backing.
+    pub fn backing(&self) -> &dyn DeviceBacking {
+        self.inner.backing.as_ref()
+    }
+
+    /// Runs one admin command and waits for its completion (bounded by ADMIN_TIMEOUT).
+    pub fn admin(&self, command: Command) -> Result<Cqe, DriverError> {
+        let mut guard = lock(&self.admin);
+        let a = guard
+            .as_mut()
+            .ok_or(DriverError::Device("the admin queue is gone".into()))?;
+        a.next_cid = a.next_cid.wrapping_add(1);
+        let cid = a.next_cid;
+        let req = Request {
+            cid,
+            notify: false,
+            stream: 0,
+            payload: Payload::None,
+            command,
+        };
+        let sqe = req.encode();
+        let at = a.layout.sqe_offset(a.tail) as u64;
+        a.mem.shm.write(at, bytemuck::bytes_of(&sqe));
+        a.tail = a.tail.wrapping_add(1);
+        a.mem
+            .shm
+            .store_u32(qcb::SQ_TAIL as u64, a.tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if a.mem.shm.load_u32(qcb::PARKED as u64, Ordering::Acquire) != 0 {
+            self.inner.backing.write32(regs::doorbell(0), a.tail)?;
+        }
+        let t0 = Instant::now();
+        loop {
+            let off = a.layout.cqe_offset(a.cq_head) as u64;
+            let word = a.mem.shm.load_u32(off + 28, Ordering::Acquire);
+            if (word & 1 != 0) == a.layout.phase(a.cq_head) {
+                let mut b = [0u8; 32];
+                a.mem.shm.read(off, &mut b);
+                a.cq_head = a.cq_head.wrapping_add(1);
+                a.mem
+                    .shm
+                    .store_u32(qcb::CQ_HEAD as u64, a.cq_head, Ordering::Release);
+                let c: Cqe = bytemuck::pod_read_unaligned(&b);
+                if c.cid == cid {
+                    return Ok(c);
+                }
+                log::warn!("admin completion for unknown cid {} ignored", c.cid);
+                continue;
+            }
+            if t0.elapsed() > ADMIN_TIMEOUT {
+                let st = self.inner.backing.read32(regs::STATUS).unwrap_or(0);
+                return Err(DriverError::Device(format!(
+                    "admin command timed out (STATUS {st:#x})"
+                )));
+            }
+            // Sleep on the admin interrupt: arm, re-check, wait (bounded).
+            a.mem
+                .shm
+                .store_u32(qcb::IRQ_ARMED as u64, 1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            let word = a.mem.shm.load_u32(off + 28, Ordering::Acquire);
+            if (word & 1 != 0) != a.layout.phase(a.cq_head) {
+                wait_eventfd(&self.admin_irq, Duration::from_millis(10));
+            }
+            a.mem
+                .shm
+                .store_u32(qcb::IRQ_ARMED as u64, 0, Ordering::Release);
+        }
+    }
+
+    /// Runs an admin command and turns a failing status into an error.
+    pub fn admin_ok(&self, command: Command) -> Result<Cqe, DriverError> {
+        let c = self.admin(command)?;
+        match c.status() {
+            Status::SUCCESS => Ok(c),
+            s => Err(DriverError::Refused(s)),
+        }
+    }
+
+    /// Stops the device (reset), for shutdown.
+    pub fn shutdown(&self) {
+        let _ = self.inner.backing.write32(regs::CONTROL, control::RESET);
+        lock(&self.admin).take();
+        self.inner.backing.close();
+    }
+}
+
+/// Waits until `fd` is signalled or `timeout` passes; consumes the signal.
+pub fn wait_eventfd(fd: &EventFd, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let ready = crate::shm::wait_readable(&[fd.as_raw_fd()], timeout).is_some();
+    if ready {
+        let _ = fd.read();
+    }
+    ready
+}

@@ -1,0 +1,113 @@
+//! `vgpu-driver`: claims VGPU-STUB and serves it to the shims; `vgpu-driver status` prints
+//! a running driver's status.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vgpu_driver::backing::{DeviceBacking, VfioUserBacking};
+use vgpu_driver::device::Device;
+use vgpu_driver::server::{self, Driver, Limits};
+
+/// The VGPU-STUB driver daemon.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Drive vgpu-stub over vfio-user at this socket (no VM).
+    #[arg(long, conflicts_with = "device")]
+    vfio_user: Option<PathBuf>,
+    /// The device through kernel VFIO: a PCI address (0000:00:03.0) or VENDOR:DEVICE.
+    #[arg(long)]
+    device: Option<String>,
+    /// Control socket.
+    #[arg(long, default_value = vgpu_proto::control::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Group that may connect (the socket is mode 0660).
+    #[arg(long)]
+    group: Option<String>,
+    /// Clients at once.
+    #[arg(long, default_value_t = 64)]
+    max_clients: usize,
+    /// Clients at once per uid.
+    #[arg(long, default_value_t = 16)]
+    max_clients_per_uid: usize,
+    /// log2 of each client's ring depth.
+    #[arg(long, default_value_t = 10)]
+    queue_depth_log2: u8,
+    /// Size of each client's first window in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    window_size: u64,
+    /// Window memory per client in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    max_window_bytes: u64,
+    /// Window memory of all clients in bytes.
+    #[arg(long, default_value_t = 16 << 30)]
+    max_total_window_bytes: u64,
+    /// Device-memory quota per client in bytes (0 = all of it).
+    #[arg(long, default_value_t = 0)]
+    device_memory_quota: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print a running driver's status (clients, queues, windows, memory) as JSON.
+    Status,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    if let Some(Cmd::Status) = args.command {
+        return status(&args.socket);
+    }
+    let backing: Box<dyn DeviceBacking> = match (&args.vfio_user, &args.device) {
+        (Some(path), _) => match VfioUserBacking::connect(path) {
+            Ok(b) => Box::new(b),
+            Err(e) => return fail(&e.to_string()),
+        },
+        (None, Some(dev)) => {
+            return fail(&format!(
+                "kernel VFIO (--device {dev}) is not implemented yet; use --vfio-user SOCKET"
+            ));
+        }
+        (None, None) => return fail("give --vfio-user SOCKET (or --device, for kernel VFIO)"),
+    };
+    let dev = match Device::bring_up(backing) {
+        Ok(d) => d,
+        Err(e) => return fail(&format!("bring-up failed: {e}")),
+    };
+    let limits = Limits {
+        max_clients: args.max_clients.min(255),
+        max_clients_per_uid: args.max_clients_per_uid,
+        queue_depth_log2: args.queue_depth_log2.clamp(1, 15),
+        window_bytes: args.window_size,
+        max_window_bytes: args.max_window_bytes,
+        max_total_window_bytes: args.max_total_window_bytes,
+        pd_mem_quota: args.device_memory_quota,
+    };
+    let listener = match server::listen(&args.socket, 0o660, args.group.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", args.socket.display())),
+    };
+    let driver = Driver::new(dev, limits);
+    server::serve(driver.clone(), listener);
+    driver.device().shutdown();
+    ExitCode::SUCCESS
+}
+
+fn fail(msg: &str) -> ExitCode {
+    log::error!("{msg}");
+    eprintln!("vgpu-driver: {msg}");
+    ExitCode::FAILURE
+}
+
+fn status(socket: &std::path::Path) -> ExitCode {
+    match vgpu_driver::client::status(socket) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("cannot query {}: {e}", socket.display())),
+    }
+}

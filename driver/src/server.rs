@@ -1,0 +1,701 @@
+//! The control plane (spec §9): a `SOCK_SEQPACKET` Unix socket on which each connection is
+//! one client with its own PD, I/O queue and windows. A thread serves each client; when the
+//! connection ends for any reason (GOODBYE, exit, SIGKILL) the client's PD is destroyed and
+//! its memory unmapped and freed, without disturbing the other clients.
+
+use crate::device::{Device, DmaMem};
+use crate::shm::{own_fds, wait_readable};
+use crate::DriverError;
+use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use vgpu_proto::cmd::{
+    window_access, PdArgs, PdCreateArgs, QueueCreateArgs, WindowArgs, WindowRegisterArgs,
+};
+use vgpu_proto::control::{
+    error_code, HelloBody, Message, WelcomeBody, WindowGrantedBody, MAX_FDS, MAX_MESSAGE, VERSION,
+};
+use vgpu_proto::queue::QueueLayout;
+use vgpu_proto::regs::{self, caps};
+use vgpu_proto::Command;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Limits of the control plane (spec §9.7).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Clients at once (at most 255, the I/O queues).
+    pub max_clients: usize,
+    /// Clients at once per uid.
+    pub max_clients_per_uid: usize,
+    /// Default log2 ring depth.
+    pub queue_depth_log2: u8,
+    /// Default first-window size.
+    pub window_bytes: u64,
+    /// Window memory per client.
+    pub max_window_bytes: u64,
+    /// Window memory over all clients.
+    pub max_total_window_bytes: u64,
+    /// Device-memory quota per client (0 = the device's default).
+    pub pd_mem_quota: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 64,
+            max_clients_per_uid: 16,
+            queue_depth_log2: 10,
+            window_bytes: 64 << 20,
+            max_window_bytes: 4 << 30,
+            max_total_window_bytes: 16 << 30,
+            pd_mem_quota: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ClientInfo {
+    pid: i32,
+    uid: u32,
+    name: String,
+    pd: u32,
+    qid: u16,
+    windows: usize,
+    window_bytes: u64,
+}
+
+#[derive(Default)]
+struct State {
+    clients: HashMap<u64, ClientInfo>,
+    qids: BTreeSet<u16>,
+    window_bytes: u64,
+    next_id: u64,
+}
+
+/// The driver: the device and its clients.
+pub struct Driver {
+    dev: Device,
+    limits: Limits,
+    state: Mutex<State>,
+    stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A refusal sent back to a client.
+struct Refusal(u32, String);
+
+impl From<DriverError> for Refusal {
+    fn from(e: DriverError) -> Self {
+        let code = match e {
+            DriverError::NoMemory(_) => error_code::NO_MEMORY,
+            _ => error_code::DEVICE_ERROR,
+        };
+        Refusal(code, e.to_string())
+    }
+}
+
+impl Driver {
+    /// A driver over a brought-up device.
+    pub fn new(dev: Device, limits: Limits) -> Arc<Driver> {
+        Arc::new(Driver {
+            dev,
+            limits,
+            state: Mutex::new(State::default()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// Status as JSON (spec §9.4 STATUS_REPLY).
+    pub fn status_json(&self) -> String {
+        let s = lock(&self.state);
+        let mut clients: Vec<&ClientInfo> = s.clients.values().collect();
+        clients.sort_by_key(|c| c.qid);
+        let list: Vec<String> = clients
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"pid\":{},\"uid\":{},\"name\":\"{}\",\"pd\":{},\"queue\":{},\"windows\":{},\"window_bytes\":{}}}",
+                    c.pid,
+                    c.uid,
+                    c.name.escape_default(),
+                    c.pd,
+                    c.qid,
+                    c.windows,
+                    c.window_bytes
+                )
+            })
+            .collect();
+        let info = &self.dev.info;
+        format!(
+            "{{\"device\":\"{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"clients\":[{}],\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
+            info.name().escape_default(),
+            info.cc_major,
+            info.cc_minor,
+            info.total_mem,
+            list.join(","),
+            s.qids.len(),
+            s.window_bytes,
+            self.limits.max_clients
+        )
+    }
+
+    /// Asks the accept loop to stop after its current wait.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+}
+
+/// Creates the listening socket at `path`: mode `mode`, group `group` (if given).
+pub fn listen(path: &Path, mode: u32, group: Option<&str>) -> Result<OwnedFd, DriverError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let fd = socket::socket(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    let addr = UnixAddr::new(path).map_err(std::io::Error::from)?;
+    socket::bind(fd.as_raw_fd(), &addr).map_err(std::io::Error::from)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(g) = group {
+        let grp = nix::unistd::Group::from_name(g)
+            .map_err(std::io::Error::from)?
+            .ok_or_else(|| DriverError::Device(format!("group {g} does not exist")))?;
+        nix::unistd::chown(path, None, Some(grp.gid)).map_err(std::io::Error::from)?;
+    }
+    socket::listen(&fd, socket::Backlog::new(64).map_err(std::io::Error::from)?)
+        .map_err(std::io::Error::from)?;
+    log::info!("control socket {} (mode {mode:o})", path.display());
+    Ok(fd)
+}
+
+/// Accepts clients until [`Driver::stop`]; each client is served on its own thread.
+pub fn serve(driver: Arc<Driver>, listener: OwnedFd) {
+    while !driver.stopping.load(Ordering::Acquire) {
+        if wait_readable(&[listener.as_raw_fd()], Duration::from_millis(200)).is_none() {
+            continue;
+        }
+        let conn = match socket::accept4(listener.as_raw_fd(), socket::SockFlag::SOCK_CLOEXEC) {
+            Ok(fd) => own_fds(vec![fd]).remove(0),
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        let d = driver.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vgpu-client".into())
+            .spawn(move || Session::run(d, conn));
+        if let Err(e) = spawned {
+            log::error!("cannot start a client thread: {e}");
+        }
+    }
+}
+
+/// A received packet: its bytes, its descriptors, and whether it was truncated.
+type Packet = (Vec<u8>, Vec<OwnedFd>, bool);
+
+/// Receives one message; `Ok(None)` when the peer closed the connection.
+fn recv(fd: RawFd) -> std::io::Result<Option<Packet>> {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (n, fds, truncated) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = socket::recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                fds.extend(own_fds(raw));
+            }
+        }
+        let truncated = msg
+            .flags
+            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+        (msg.bytes, fds, truncated)
+    };
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fds, truncated || n > MAX_MESSAGE)))
+}
+
+/// Sends one message with descriptors.
+pub fn send(fd: RawFd, msg: &Message, seq: u32, fds: &[RawFd]) -> std::io::Result<()> {
+    let bytes = msg.encode(seq);
+    let cmsgs = if fds.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    socket::sendmsg::<()>(
+        fd,
+        &[IoSlice::new(&bytes)],
+        &cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+struct Doorbell {
+    stop: EventFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Doorbell {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Session {
+    driver: Arc<Driver>,
+    id: u64,
+    conn: OwnedFd,
+    pid: i32,
+    uid: u32,
+    pd: Option<u32>,
+    qid: Option<u16>,
+    queue: Option<DmaMem>,
+    windows: HashMap<u32, DmaMem>,
+    next_window: u32,
+    irq: Option<EventFd>,
+    doorbell: Option<Doorbell>,
+}
+
+impl Session {
+    fn run(driver: Arc<Driver>, conn: OwnedFd) {
+        let cred = match socket::getsockopt(&conn, sockopt::PeerCredentials) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("refusing a client whose credentials cannot be read: {e}");
+                return;
+            }
+        };
+        let id = {
+            let mut s = lock(&driver.state);
+            s.next_id += 1;
+            s.next_id
+        };
+        log::info!(
+            "client {id} connected: pid {} uid {} gid {}",
+            cred.pid(),
+            cred.uid(),
+            cred.gid()
+        );
+        let mut s = Session {
+            driver,
+            id,
+            conn,
+            pid: cred.pid(),
+            uid: cred.uid(),
+            pd: None,
+            qid: None,
+            queue: None,
+            windows: HashMap::new(),
+            next_window: 1,
+            irq: None,
+            doorbell: None,
+        };
+        s.serve();
+        s.cleanup();
+    }
+
+    fn serve(&mut self) {
+        let mut bad_in_a_row = 0;
+        loop {
+            let (bytes, fds, truncated) = match recv(self.conn.as_raw_fd()) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    log::info!("client {}: connection error: {e}", self.id);
+                    return;
+                }
+            };
+            let decoded = if truncated {
+                Err(vgpu_proto::DecodeError::BadMessage("message too long"))
+            } else {
+                Message::decode(&bytes, fds.len())
+            };
+            drop(fds); // clients send no descriptors the driver keeps
+            let (seq, msg) = match decoded {
+                Ok(m) => {
+                    bad_in_a_row = 0;
+                    m
+                }
+                Err(e) => {
+                    bad_in_a_row += 1;
+                    log::warn!("client {}: malformed control message: {e}", self.id);
+                    let seq = bytes
+                        .get(12..16)
+                        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+                    let reply = Message::Error {
+                        code: error_code::BAD_MESSAGE,
+                        message: e.to_string(),
+                    };
+                    if send(self.conn.as_raw_fd(), &reply, seq, &[]).is_err() || bad_in_a_row >= 2 {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let result = match msg {
+                Message::Hello(h) => self.hello(seq, &h),
+                Message::WindowAlloc(w) => self.window_alloc(seq, w.bytes),
+                Message::WindowFree(w) => self.window_free(seq, w.window),
+                Message::StatusQuery => {
+                    let text = self.driver.status_json();
+                    send(self.conn.as_raw_fd(), &Message::StatusReply(text), seq, &[])
+                        .map_err(|e| Refusal(0, e.to_string()))
+                }
+                Message::Goodbye => return,
+                _ => Err(Refusal(
+                    error_code::BAD_STATE,
+                    "only clients' requests are accepted".into(),
+                )),
+            };
+            if let Err(Refusal(code, message)) = result {
+                if code == 0 {
+                    return; // sending failed: the client is gone
+                }
+                log::info!("client {}: refused: {message}", self.id);
+                if send(
+                    self.conn.as_raw_fd(),
+                    &Message::Error { code, message },
+                    seq,
+                    &[],
+                )
+                .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn hello(&mut self, seq: u32, h: &HelloBody) -> Result<(), Refusal> {
+        if self.pd.is_some() {
+            return Err(Refusal(
+                error_code::BAD_STATE,
+                "HELLO was already sent".into(),
+            ));
+        }
+        if h.version != u32::from(VERSION) {
+            return Err(Refusal(
+                error_code::VERSION_MISMATCH,
+                format!(
+                    "protocol version {} is not supported (driver speaks {VERSION})",
+                    h.version
+                ),
+            ));
+        }
+        let d = self.driver.clone();
+        let limits = &d.limits;
+        let name =
+            String::from_utf8_lossy(h.name.split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
+        // Admission: a queue id, and the client limits.
+        let qid = {
+            let mut st = lock(&d.state);
+            let per_uid = st.clients.values().filter(|c| c.uid == self.uid).count();
+            if st.clients.len() >= limits.max_clients {
+                return Err(Refusal(
+                    error_code::NO_QUEUES,
+                    format!("all {} client slots are in use", limits.max_clients),
+                ));
+            }
+            if per_uid >= limits.max_clients_per_uid {
+                return Err(Refusal(
+                    error_code::NO_QUEUES,
+                    format!("uid {} already has {per_uid} clients", self.uid),
+                ));
+            }
+            let qid = (1..=caps::MAX_IO_QUEUES as u16)
+                .find(|q| !st.qids.contains(q))
+                .ok_or(Refusal(
+                    error_code::NO_QUEUES,
+                    "no I/O queue is free".into(),
+                ))?;
+            st.qids.insert(qid);
+            st.clients.insert(
+                self.id,
+                ClientInfo {
+                    pid: self.pid,
+                    uid: self.uid,
+                    name: name.clone(),
+                    pd: 0,
+                    qid,
+                    windows: 0,
+                    window_bytes: 0,
+                },
+            );
+            qid
+        };
+        self.qid = Some(qid);
+        let depth = if h.queue_depth_log2 == 0 {
+            limits.queue_depth_log2
+        } else {
+            h.queue_depth_log2.min(regs::MAX_IO_DEPTH_LOG2) as u8
+        };
+        let want = if h.window_bytes == 0 {
+            limits.window_bytes
+        } else {
+            h.window_bytes
+        };
+        let pd = d
+            .dev
+            .admin_ok(Command::PD_CREATE(PdCreateArgs {
+                mem_quota: limits.pd_mem_quota,
+                max_objects: 0,
+                max_windows: 0,
+                rsv: [0; 2],
+            }))
+            .map_err(Refusal::from)?
+            .result0 as u32;
+        self.pd = Some(pd);
+        lock(&d.state)
+            .clients
+            .entry(self.id)
+            .and_modify(|c| c.pd = pd);
+        let layout = QueueLayout::new(depth, regs::MAX_IO_DEPTH_LOG2)
+            .ok_or(Refusal(error_code::BAD_MESSAGE, "queue depth".into()))?;
+        let queue = d.dev.dma_alloc("vgpu-queue", layout.region_size() as u64)?;
+        let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?;
+        d.dev.backing().set_vector(qid, &irq)?;
+        d.dev
+            .admin_ok(Command::QUEUE_CREATE(QueueCreateArgs {
+                pd,
+                qid,
+                vector: qid,
+                depth_log2: depth,
+                rsv0: [0; 7],
+                base: queue.iova,
+                rsv: 0,
+            }))
+            .map_err(Refusal::from)?;
+        let queue_bytes = queue.shm.len();
+        self.queue = Some(queue);
+        self.irq = Some(irq);
+        let window = self.add_window(want)?;
+        let bell = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?;
+        self.doorbell = Some(self.start_doorbell(qid, &bell)?);
+        let (wid, wbytes) = window;
+        let mut body: WelcomeBody = bytemuck::Zeroable::zeroed();
+        body.pd = pd;
+        body.qid = qid;
+        body.vector = qid;
+        body.queue_depth_log2 = u32::from(depth);
+        body.window = wid;
+        body.queue_bytes = queue_bytes;
+        body.window_bytes = wbytes;
+        body.max_window_bytes = limits.max_window_bytes;
+        body.features = d.dev.features;
+        body.device = d.dev.info;
+        let fds = [
+            self.queue.as_ref().map_or(-1, |q| q.shm.fd().as_raw_fd()),
+            self.windows
+                .get(&wid)
+                .map_or(-1, |w| w.shm.fd().as_raw_fd()),
+            self.irq.as_ref().map_or(-1, |e| e.as_raw_fd()),
+            bell.as_raw_fd(),
+        ];
+        send(
+            self.conn.as_raw_fd(),
+            &Message::Welcome(Box::new(body)),
+            seq,
+            &fds,
+        )
+        .map_err(|e| Refusal(0, e.to_string()))?;
+        log::info!("client {} ({name}, pid {}): PD {pd}, queue {qid} (depth 2^{depth}), window {wid} of {wbytes} bytes", self.id, self.pid);
+        Ok(())
+    }
+
+    /// Forwards the client's doorbell eventfd to the queue's doorbell register.
+    fn start_doorbell(&self, qid: u16, bell: &EventFd) -> Result<Doorbell, Refusal> {
+        let stop = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?;
+        let (bell, stop2) = (
+            bell.try_clone()
+                .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?,
+            stop.try_clone()
+                .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?,
+        );
+        let d = self.driver.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vgpu-doorbell-{qid}"))
+            .spawn(move || loop {
+                match wait_readable(
+                    &[bell.as_raw_fd(), stop2.as_raw_fd()],
+                    Duration::from_secs(1),
+                ) {
+                    Some(0) => {
+                        let _ = bell.read();
+                        if let Err(e) = d.dev.backing().write32(regs::doorbell(qid), 1) {
+                            log::warn!("doorbell of queue {qid}: {e}");
+                        }
+                    }
+                    Some(_) => return,
+                    None => {}
+                }
+            })
+            .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?;
+        Ok(Doorbell {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn add_window(&mut self, bytes: u64) -> Result<(u32, u64), Refusal> {
+        let d = self.driver.clone();
+        let pd = self
+            .pd
+            .ok_or(Refusal(error_code::BAD_STATE, "send HELLO first".into()))?;
+        let mine: u64 = self.windows.values().map(|w| w.shm.len()).sum();
+        if mine.saturating_add(bytes) > d.limits.max_window_bytes {
+            return Err(Refusal(
+                error_code::NO_MEMORY,
+                format!(
+                    "window memory per client is limited to {} bytes",
+                    d.limits.max_window_bytes
+                ),
+            ));
+        }
+        {
+            let st = lock(&d.state);
+            if st.window_bytes.saturating_add(bytes) > d.limits.max_total_window_bytes {
+                return Err(Refusal(
+                    error_code::NO_MEMORY,
+                    "window memory of all clients is exhausted".into(),
+                ));
+            }
+        }
+        let mem = d.dev.dma_alloc("vgpu-window", bytes)?;
+        let id = self.next_window;
+        let args = WindowRegisterArgs {
+            pd,
+            window: id,
+            iova: mem.iova,
+            len: mem.shm.len(),
+            access: window_access::READ | window_access::WRITE,
+            rsv0: 0,
+        };
+        d.dev
+            .admin_ok(Command::WINDOW_REGISTER(args))
+            .map_err(Refusal::from)?;
+        self.next_window += 1;
+        let len = mem.shm.len();
+        self.windows.insert(id, mem);
+        let mut st = lock(&d.state);
+        st.window_bytes += len;
+        if let Some(c) = st.clients.get_mut(&self.id) {
+            c.windows += 1;
+            c.window_bytes += len;
+        }
+        Ok((id, len))
+    }
+
+    fn window_alloc(&mut self, seq: u32, bytes: u64) -> Result<(), Refusal> {
+        let (id, len) = self.add_window(bytes)?;
+        let fd = self.windows.get(&id).map_or(-1, |w| w.shm.fd().as_raw_fd());
+        let body = WindowGrantedBody {
+            window: id,
+            rsv: 0,
+            bytes: len,
+        };
+        send(
+            self.conn.as_raw_fd(),
+            &Message::WindowGranted(body),
+            seq,
+            &[fd],
+        )
+        .map_err(|e| Refusal(0, e.to_string()))
+    }
+
+    fn window_free(&mut self, seq: u32, id: u32) -> Result<(), Refusal> {
+        let pd = self
+            .pd
+            .ok_or(Refusal(error_code::BAD_STATE, "send HELLO first".into()))?;
+        if !self.windows.contains_key(&id) {
+            return Err(Refusal(
+                error_code::UNKNOWN_WINDOW,
+                format!("window {id} is not yours"),
+            ));
+        }
+        self.driver
+            .dev
+            .admin_ok(Command::WINDOW_UNREGISTER(WindowArgs {
+                pd,
+                window: id,
+                rsv: [0; 3],
+            }))
+            .map_err(Refusal::from)?;
+        if let Some(w) = self.windows.remove(&id) {
+            let len = w.shm.len();
+            drop(w);
+            let mut st = lock(&self.driver.state);
+            st.window_bytes -= len;
+            if let Some(c) = st.clients.get_mut(&self.id) {
+                c.windows -= 1;
+                c.window_bytes -= len;
+            }
+        }
+        send(self.conn.as_raw_fd(), &Message::Ok, seq, &[]).map_err(|e| Refusal(0, e.to_string()))
+    }
+
+    fn cleanup(&mut self) {
+        self.doorbell.take();
+        if let Some(pd) = self.pd.take() {
+            match self.driver.dev.admin(Command::PD_DESTROY(PdArgs {
+                pd,
+                rsv0: 0,
+                rsv: [0; 3],
+            })) {
+                Ok(c) if c.status().is_ok() => {}
+                Ok(c) => log::warn!("client {}: PD_DESTROY {pd}: {}", self.id, c.status()),
+                Err(e) => log::warn!("client {}: PD_DESTROY {pd}: {e}", self.id),
+            }
+        }
+        let freed: u64 = self.windows.values().map(|w| w.shm.len()).sum();
+        self.windows.clear();
+        self.queue.take();
+        self.irq.take();
+        let mut st = lock(&self.driver.state);
+        st.window_bytes -= freed;
+        if let Some(q) = self.qid.take() {
+            st.qids.remove(&q);
+        }
+        st.clients.remove(&self.id);
+        log::info!(
+            "client {} (pid {}) gone; its PD and {freed} bytes of windows were reclaimed",
+            self.id,
+            self.pid
+        );
+    }
+}

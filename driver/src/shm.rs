@@ -1,0 +1,234 @@
+//! Shared memory the driver hands out: memfd-backed regions (on hugetlbfs pages when the
+//! size allows and the kernel has them), mapped into the driver for the queues it runs
+//! itself and for backings that need a host address to map DMA.
+//!
+//! This module holds the driver's `unsafe`: the `mmap`/`munmap` pair and the atomic and
+//! byte accesses to the mapping.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Huge page size tried for large regions.
+pub const HUGE_PAGE: u64 = 2 << 20;
+/// Page size.
+pub const PAGE: u64 = 4096;
+
+/// A memfd and its mapping in this process.
+pub struct ShmRegion {
+    file: File,
+    ptr: NonNull<u8>,
+    len: usize,
+    huge: bool,
+}
+
+// SAFETY: the mapping is plain shared memory; every access goes through atomics or
+// byte copies whose bounds are checked, so it may be used from any thread.
+unsafe impl Send for ShmRegion {}
+// SAFETY: as above; no method hands out references into the mapping.
+unsafe impl Sync for ShmRegion {}
+
+fn memfd(name: &str, huge: bool) -> std::io::Result<File> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let mut flags = MFdFlags::MFD_CLOEXEC;
+    if huge {
+        flags |= MFdFlags::MFD_HUGETLB;
+    }
+    let fd = memfd_create(name, flags).map_err(std::io::Error::from)?;
+    Ok(File::from(fd))
+}
+
+impl ShmRegion {
+    /// A zeroed region of at least `len` bytes, rounded up to pages (huge pages when `len`
+    /// is at least one huge page and hugetlb memory is available).
+    pub fn new(name: &str, len: u64) -> std::io::Result<ShmRegion> {
+        if len >= HUGE_PAGE {
+            let size = len.next_multiple_of(HUGE_PAGE);
+            if let Ok(f) = memfd(name, true) {
+                if f.set_len(size).is_ok() {
+                    if let Ok(r) = Self::map(f, size, true) {
+                        return Ok(r);
+                    }
+                }
+            }
+        }
+        let size = len.max(1).next_multiple_of(PAGE);
+        let f = memfd(name, false)?;
+        f.set_len(size)?;
+        Self::map(f, size, false)
+    }
+
+    /// Maps an existing memfd (one received from the driver) in full.
+    pub fn from_file(file: File) -> std::io::Result<ShmRegion> {
+        let size = file.metadata()?.len();
+        if size == 0 {
+            return Err(std::io::Error::other("empty shared-memory file"));
+        }
+        Self::map(file, size, false)
+    }
+
+    fn map(file: File, size: u64, huge: bool) -> std::io::Result<ShmRegion> {
+        let len = usize::try_from(size).map_err(|_| std::io::Error::other("region too large"))?;
+        // SAFETY: a fresh shared mapping of a file we own, of its full length; the kernel picks
+        // the address. The mapping lives until Drop unmaps it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(ShmRegion {
+            file,
+            ptr,
+            len,
+            huge,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// True when empty (never, by construction).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when backed by huge pages.
+    pub fn huge(&self) -> bool {
+        self.huge
+    }
+
+    /// The memfd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The memfd as a file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Host address of the mapping (for backings that map DMA by address).
+    pub fn host_addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    fn check(&self, off: u64, n: usize) -> Option<usize> {
+        let off = usize::try_from(off).ok()?;
+        (off.checked_add(n)? <= self.len).then_some(off)
+    }
+
+    fn atomic(&self, off: u64) -> Option<&AtomicU32> {
+        let off = self.check(off, 4).filter(|o| o % 4 == 0)?;
+        // SAFETY: in bounds and 4-byte aligned (the mapping is page aligned); AtomicU32 has the
+        // layout of u32, and shared memory is only ever accessed atomically at these offsets.
+        Some(unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU32>() })
+    }
+
+    /// Atomic load of the `u32` at `off` (0 when out of bounds or misaligned).
+    pub fn load_u32(&self, off: u64, order: Ordering) -> u32 {
+        self.atomic(off).map_or(0, |a| a.load(order))
+    }
+
+    /// Atomic store of the `u32` at `off` (ignored when out of bounds or misaligned).
+    pub fn store_u32(&self, off: u64, v: u32, order: Ordering) {
+        if let Some(a) = self.atomic(off) {
+            a.store(v, order)
+        }
+    }
+
+    /// Copies `data` to `off`; false when out of bounds.
+    pub fn write(&self, off: u64, data: &[u8]) -> bool {
+        let Some(off) = self.check(off, data.len()) else {
+            return false;
+        };
+        // SAFETY: the destination range is inside the mapping; the other side may write the
+        // same memory concurrently, which is the protocol's business (ordering is by the
+        // atomic indices), and bytes have no invalid values.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len())
+        };
+        true
+    }
+
+    /// Copies from `off` into `buf`; false when out of bounds.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> bool {
+        let Some(off) = self.check(off, buf.len()) else {
+            return false;
+        };
+        // SAFETY: as for `write`, with the source inside the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
+        };
+        true
+    }
+}
+
+impl Drop for ShmRegion {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`, which nothing references any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up) or `timeout` passes; returns the index
+/// of the first ready one.
+pub fn wait_readable(fds: &[std::os::fd::RawFd], timeout: std::time::Duration) -> Option<usize> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if n <= 0 {
+        return None;
+    }
+    pfds.iter().position(|p| p.revents != 0)
+}
+
+/// Takes ownership of descriptors received with SCM_RIGHTS.
+pub fn own_fds(raw: Vec<std::os::fd::RawFd>) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    raw.into_iter()
+        // SAFETY: the kernel installed these descriptors in this process for this message;
+        // nothing else owns them, so each is wrapped exactly once and closed on drop.
+        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bounds() {
+        let r = ShmRegion::new("t", 100).unwrap();
+        assert_eq!(r.len(), 4096);
+        assert!(r.write(10, &[1, 2, 3]));
+        let mut b = [0; 3];
+        assert!(r.read(10, &mut b));
+        assert_eq!(b, [1, 2, 3]);
+        assert!(!r.write(4095, &[0, 0]));
+        r.store_u32(8, 7, Ordering::Release);
+        assert_eq!(r.load_u32(8, Ordering::Acquire), 7);
+        assert_eq!(r.load_u32(9, Ordering::Acquire), 0, "misaligned");
+        assert_eq!(r.load_u32(4096, Ordering::Acquire), 0, "out of bounds");
+    }
+}

@@ -1,0 +1,311 @@
+//! vgpu-stub (soft) + vgpu-driver (vfio-user backing) + clients: connection, data both
+//! ways through windows, several client processes at once, a client killed in the middle
+//! of a transfer, malformed control messages, admission limits, and a restarted driver.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command as Proc, Stdio};
+use vgpu_driver::server::Limits;
+use vgpu_proto::control::{error_code, Message, WindowAllocBody, WindowFreeBody};
+use vgpu_proto::{Command, Status};
+
+const CHILD_ENV: &str = "VGPU_DRIVER_TEST_CHILD";
+
+/// Not a test on its own: the body of the client processes the other tests start.
+#[test]
+fn child_entry() {
+    let Ok(control) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rounds: u64 = std::env::var("VGPU_CHILD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    let mut c = Client::connect(std::path::Path::new(&control), "child").unwrap();
+    println!("ready pd {}", c.welcome.pd);
+    for i in 0..rounds {
+        assert!(c.round_trip(1 << 20, i as u8), "round trip {i} failed");
+        if i == 0 {
+            println!("transferring");
+        }
+    }
+    println!("done ok");
+}
+
+fn spawn_child(
+    control: &std::path::Path,
+    rounds: Option<u64>,
+) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut cmd = Proc::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, control)
+        .stdout(Stdio::piped());
+    if let Some(r) = rounds {
+        cmd.env("VGPU_CHILD_ROUNDS", r.to_string());
+    }
+    let mut child = cmd.spawn().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+fn wait_line(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child ended before printing `{prefix}`"
+        );
+        // libtest prints "test child_entry ... " before the test's own output.
+        if line.contains(prefix) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn a_client_gets_a_pd_queue_and_windows() {
+    let st = Stack::start(
+        1,
+        Limits {
+            window_bytes: 4 << 20,
+            ..Limits::default()
+        },
+    );
+    let mut c = Client::connect(&st.control, "one").unwrap();
+    assert_eq!(c.welcome.device.cc_major, 9);
+    assert!(c.welcome.qid >= 1);
+    assert_eq!(
+        c.call(Command::NOP(bytemuck::Zeroable::zeroed()), 0, &[])
+            .status(),
+        Status::SUCCESS
+    );
+    assert!(c.round_trip(1 << 20, 7));
+    // More window memory.
+    let (reply, fds) = c.control(&Message::WindowAlloc(WindowAllocBody {
+        bytes: 3 << 20,
+        flags: 0,
+        rsv: 0,
+    }));
+    let Message::WindowGranted(g) = reply else {
+        panic!("no window: {reply:?}")
+    };
+    assert_eq!(fds.len(), 1);
+    assert!(g.bytes >= 3 << 20);
+    let shm = vgpu_driver::shm::ShmRegion::from_file(std::fs::File::from(
+        fds.into_iter().next().unwrap(),
+    ))
+    .unwrap();
+    c.windows.insert(g.window, shm);
+    let status = vgpu_driver::client::status(&st.control).unwrap();
+    assert!(status.contains("\"name\":\"one\""), "{status}");
+    assert!(status.contains("\"windows\":2"), "{status}");
+    let (reply, _) = c.control(&Message::WindowFree(WindowFreeBody {
+        window: g.window,
+        rsv: 0,
+    }));
+    assert_eq!(reply, Message::Ok);
+    let (reply, _) = c.control(&Message::WindowFree(WindowFreeBody { window: 99, rsv: 0 }));
+    assert!(matches!(
+        reply,
+        Message::Error {
+            code: error_code::UNKNOWN_WINDOW,
+            ..
+        }
+    ));
+    let (reply, _) = c.control(&Message::WindowAlloc(WindowAllocBody {
+        bytes: 1 << 40,
+        flags: 0,
+        rsv: 0,
+    }));
+    assert!(
+        matches!(
+            reply,
+            Message::Error {
+                code: error_code::NO_MEMORY,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(st.totals().pds, 1);
+    // GOODBYE: the PD goes.
+    let fd = std::mem::replace(
+        &mut c.fd,
+        vgpu_driver::client::connect(&st.control).unwrap(),
+    );
+    vgpu_driver::server::send(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &Message::Goodbye,
+        9,
+        &[],
+    )
+    .unwrap();
+    eventually("PD destroyed after GOODBYE", || st.totals().pds == 0);
+    drop(c);
+    st.finish();
+}
+
+#[test]
+fn killed_client_is_reclaimed_while_others_carry_on() {
+    let st = Stack::start(
+        1,
+        Limits {
+            window_bytes: 4 << 20,
+            ..Limits::default()
+        },
+    );
+    let mut workers: Vec<_> = (0..3).map(|_| spawn_child(&st.control, Some(40))).collect();
+    let (mut victim, mut vout) = spawn_child(&st.control, None);
+    for (_, out) in workers.iter_mut() {
+        wait_line(out, "ready");
+    }
+    wait_line(&mut vout, "transferring");
+    eventually("four PDs", || st.totals().pds == 4);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    eventually("the killed client's PD reclaimed", || st.totals().pds == 3);
+    for (mut child, mut out) in workers {
+        wait_line(&mut out, "done ok");
+        assert!(child.wait().unwrap().success());
+    }
+    eventually("all PDs reclaimed", || st.totals().pds == 0);
+    let t = st.totals();
+    assert_eq!(
+        (t.objects(), t.mem_bytes, t.windows, t.queues),
+        (0, 0, 0, 0)
+    );
+    st.finish();
+}
+
+#[test]
+fn malformed_control_messages_are_refused() {
+    let st = Stack::start(
+        1,
+        Limits {
+            window_bytes: 1 << 20,
+            ..Limits::default()
+        },
+    );
+    let mut good = Client::connect(&st.control, "good").unwrap();
+    let bad = vgpu_driver::client::connect(&st.control).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&bad);
+    // Garbage, then a valid message: the connection survives one bad message.
+    nix::sys::socket::send(
+        raw,
+        b"not a control message",
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let (reply, _) = vgpu_driver::client::receive(&bad).unwrap();
+    assert!(matches!(
+        reply,
+        Message::Error {
+            code: error_code::BAD_MESSAGE,
+            ..
+        }
+    ));
+    let (reply, _) = vgpu_driver::client::request(&bad, &Message::StatusQuery, 2, &[]).unwrap();
+    assert!(matches!(reply, Message::StatusReply(_)));
+    // A HELLO carrying a descriptor is malformed (and the descriptor is not kept).
+    let extra = std::fs::File::open("/dev/null").unwrap();
+    let (reply, _) = vgpu_driver::client::request(
+        &bad,
+        &Message::Hello(hello_body("bad")),
+        3,
+        &[std::os::fd::AsRawFd::as_raw_fd(&extra)],
+    )
+    .unwrap();
+    assert!(matches!(
+        reply,
+        Message::Error {
+            code: error_code::BAD_MESSAGE,
+            ..
+        }
+    ));
+    // A request before HELLO.
+    let (reply, _) = vgpu_driver::client::request(
+        &bad,
+        &Message::WindowAlloc(WindowAllocBody {
+            bytes: 4096,
+            flags: 0,
+            rsv: 0,
+        }),
+        4,
+        &[],
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            reply,
+            Message::Error {
+                code: error_code::BAD_STATE,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // A driver-only message from a client.
+    let (reply, _) = vgpu_driver::client::request(&bad, &Message::Ok, 5, &[]).unwrap();
+    assert!(matches!(
+        reply,
+        Message::Error {
+            code: error_code::BAD_STATE,
+            ..
+        }
+    ));
+    // Two malformed messages in a row close the connection.
+    nix::sys::socket::send(raw, &[0u8; 3], nix::sys::socket::MsgFlags::empty()).unwrap();
+    let _ = vgpu_driver::client::receive(&bad).unwrap();
+    nix::sys::socket::send(raw, &[0u8; 3], nix::sys::socket::MsgFlags::empty()).unwrap();
+    let _ = vgpu_driver::client::receive(&bad);
+    assert!(
+        vgpu_driver::client::receive(&bad).is_err(),
+        "connection closed"
+    );
+    // A wrong protocol version.
+    let v = vgpu_driver::client::connect(&st.control).unwrap();
+    let mut h = hello_body("v9");
+    h.version = 9;
+    let (reply, _) = vgpu_driver::client::request(&v, &Message::Hello(h), 1, &[]).unwrap();
+    assert!(matches!(
+        reply,
+        Message::Error {
+            code: error_code::VERSION_MISMATCH,
+            ..
+        }
+    ));
+    // The good client never noticed.
+    assert!(good.round_trip(4096, 1));
+    drop(good);
+    st.finish();
+}
+
+#[test]
+fn admission_limits_and_restart() {
+    let limits = Limits {
+        max_clients: 2,
+        window_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut st = Stack::start(2, limits.clone());
+    let a = Client::connect(&st.control, "a").unwrap();
+    let b = Client::connect(&st.control, "b").unwrap();
+    let refused = Client::connect(&st.control, "c").err().unwrap();
+    assert!(refused.contains("client slots"), "{refused}");
+    drop(a);
+    eventually("a slot frees", || st.totals().pds == 1);
+    let mut c = Client::connect(&st.control, "c").unwrap();
+    assert!(c.round_trip(8192, 3));
+    drop((b, c));
+    // A restarted driver (new vfio-user connection, device reset) serves new clients.
+    st.stop_driver();
+    eventually("device reset on disconnect", || st.totals().pds == 0);
+    st.start_driver(limits);
+    let mut d = Client::connect(&st.control, "d").unwrap();
+    assert!(d.round_trip(1 << 16, 9));
+    drop(d);
+    st.finish();
+}
