@@ -1,0 +1,205 @@
+//! The client core against the real stack: vgpu-stub (soft executor) and vgpu-driver
+//! (vfio-user backing), in this process, with no VM.
+
+use bytemuck::Zeroable;
+use std::sync::Arc;
+use std::time::Duration;
+use vgpu_driver::server::{self, Driver, Limits};
+use vgpu_proto::cmd::*;
+use vgpu_proto::{Command, Status};
+use vgpu_shim::client::{ConnectOptions, Connection};
+
+struct Stack {
+    dir: tempfile::TempDir,
+    stub: Arc<vgpu_stub::device::Device>,
+    driver: Arc<Driver>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn start() -> Stack {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let stub_sock = dir.path().join("stub.sock");
+    let cfg = vgpu_stub::exec::soft::SoftConfig {
+        memory: 1 << 30,
+        ..Default::default()
+    };
+    let stub = Arc::new(vgpu_stub::device::Device::new(
+        Default::default(),
+        Arc::new(vgpu_stub::exec::soft::SoftExecutor::new(cfg)),
+    ));
+    let (s, p) = (stub.clone(), stub_sock.clone());
+    let t1 = std::thread::spawn(move || vgpu_stub::server::serve(&p, s, Some(1)).unwrap());
+    while !stub_sock.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let backing = vgpu_driver::backing::VfioUserBacking::connect(&stub_sock).unwrap();
+    let dev = vgpu_driver::device::Device::bring_up(Box::new(backing)).unwrap();
+    let listener = server::listen(&dir.path().join("vgpu.sock"), 0o660, None).unwrap();
+    let driver = Driver::new(
+        dev,
+        Limits {
+            window_bytes: 8 << 20,
+            ..Limits::default()
+        },
+    );
+    let d = driver.clone();
+    let t2 = std::thread::spawn(move || server::serve(d, listener));
+    Stack {
+        dir,
+        stub,
+        driver,
+        threads: vec![t1, t2],
+    }
+}
+
+impl Stack {
+    fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            socket: self.dir.path().join("vgpu.sock"),
+            name: "shim-test".into(),
+            queue_depth_log2: 8,
+            window_bytes: 8 << 20,
+            timeout: Duration::from_secs(30),
+            spin: Duration::from_micros(50),
+        }
+    }
+
+    fn finish(self) {
+        self.driver.stop();
+        let mut threads = self.threads;
+        let t2 = threads.pop().unwrap();
+        t2.join().unwrap();
+        self.driver.device().shutdown();
+        threads.pop().unwrap().join().unwrap();
+    }
+}
+
+fn req(command: Command, stream: u64) -> Request {
+    Request {
+        cid: 0,
+        notify: false,
+        stream,
+        payload: Payload::None,
+        command,
+    }
+}
+
+#[test]
+fn client_core_on_the_real_stack() {
+    let st = start();
+    let mut conn = Connection::connect(&st.options()).unwrap();
+    assert_eq!(conn.device_info().cc_major, 9);
+    let q = conn.queue().clone();
+    assert_eq!(
+        q.call(req(Command::NOP(Zeroable::zeroed()), 0), &[])
+            .unwrap()
+            .status(),
+        Status::SUCCESS
+    );
+    // Data both ways through the first window, 4 MiB.
+    let len = 4u64 << 20;
+    let ptr = q
+        .call(
+            req(
+                Command::MEM_ALLOC(MemAllocArgs {
+                    size: len,
+                    ..Zeroable::zeroed()
+                }),
+                0,
+            ),
+            &[],
+        )
+        .unwrap()
+        .result0;
+    let w = conn.first_window();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    conn.window(w).unwrap().write(0, &data).unwrap();
+    q.submit(
+        req(
+            Command::MEMCPY_HTOD(CopyHtoDArgs {
+                dst: ptr,
+                len,
+                src_window: w,
+                rsv0: 0,
+                src_offset: 0,
+            }),
+            0,
+        ),
+        &[],
+    )
+    .unwrap();
+    q.submit(
+        req(
+            Command::MEMCPY_DTOH(CopyDtoHArgs {
+                src: ptr,
+                len,
+                dst_window: w,
+                rsv0: 0,
+                dst_offset: len,
+            }),
+            0,
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        q.call(req(Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), 0), &[])
+            .unwrap()
+            .status(),
+        Status::SUCCESS
+    );
+    let mut back = vec![0u8; len as usize];
+    conn.window(w)
+        .unwrap()
+        .read(len as usize, &mut back)
+        .unwrap();
+    assert!(back == data, "data came back changed");
+    // Many threads at once on one queue.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    assert_eq!(
+                        q.call(req(Command::NOP(Zeroable::zeroed()), 0), &[])
+                            .unwrap()
+                            .status(),
+                        Status::SUCCESS
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // More window memory, and the status query.
+    let w2 = conn.alloc_window(2 << 20).unwrap();
+    assert!(conn.window(w2).unwrap().len() >= 2 << 20);
+    let status = conn.status().unwrap();
+    assert!(status.contains("shim-test"), "{status}");
+    conn.free_window(w2).unwrap();
+    assert_eq!(st.stub.totals().pds, 1);
+    drop(q);
+    drop(conn);
+    let t0 = std::time::Instant::now();
+    while st.stub.totals().pds != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "PD not reclaimed after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    st.finish();
+}
+
+#[test]
+fn no_driver_is_a_clear_error() {
+    let opts = ConnectOptions {
+        socket: "/nonexistent/vgpu.sock".into(),
+        ..ConnectOptions::from_env()
+    };
+    let e = Connection::connect(&opts).err().unwrap();
+    assert_eq!(e.status(), Status::NO_DEVICE);
+}
