@@ -8,8 +8,8 @@ cat <<'MSG'
 vgpu: the stack cannot run yet.
   vgpu-proto  (the VGPU-STUB ABI)            built and tested
   vgpu-stub   (device model, soft executor)  built and tested (cargo run -p vgpu-stub -- --help)
-  vgpu-driver (guest VFIO driver daemon)     not implemented
-  shims       (libcuda.so.1, libcudart...)   not implemented
+  vgpu-driver (guest VFIO driver daemon)     built and tested over vfio-user (kernel VFIO not yet)
+  shims       (libcuda.so.1, libcudart...)   client core only; the CUDA libraries are not implemented
 See the status table in README.md.
 MSG
 exit 2
