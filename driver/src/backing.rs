@@ -33,8 +33,9 @@ pub trait DeviceBacking: Send + Sync {
     fn read32(&self, off: u64) -> Result<u32, DriverError>;
     /// 32-bit BAR0 write.
     fn write32(&self, off: u64, v: u32) -> Result<(), DriverError>;
-    /// Routes MSI-X `vector` to `fd` (enabling MSI-X on first use).
-    fn set_vector(&self, vector: u16, fd: &EventFd) -> Result<(), DriverError>;
+    /// The eventfd that MSI-X `vector` signals (a new handle to it; MSI-X is enabled on
+    /// first use). Kernel VFIO routes every vector at once, so the backing owns the eventfds.
+    fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError>;
     /// Maps memory for device DMA.
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError>;
     /// Unmaps it.
@@ -49,6 +50,7 @@ pub trait DeviceBacking: Send + Sync {
 pub struct VfioUserBacking {
     client: Mutex<vfio_user::Client>,
     path: String,
+    vectors: Mutex<std::collections::HashMap<u16, EventFd>>,
 }
 
 impl VfioUserBacking {
@@ -63,6 +65,7 @@ impl VfioUserBacking {
         Ok(VfioUserBacking {
             client: Mutex::new(client),
             path: path.display().to_string(),
+            vectors: Mutex::new(Default::default()),
         })
     }
 
@@ -106,12 +109,17 @@ impl DeviceBacking for VfioUserBacking {
             .map_err(vu)
     }
 
-    fn set_vector(&self, vector: u16, fd: &EventFd) -> Result<(), DriverError> {
+    fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
         if vector >= pci::MSIX_VECTORS {
             return Err(DriverError::Device(format!(
                 "MSI-X vector {vector} does not exist"
             )));
         }
+        let mut vectors = self.vectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fd) = vectors.get(&vector) {
+            return fd.try_clone().map_err(DriverError::Io);
+        }
+        let fd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(DriverError::Io)?;
         let mut c = self.client();
         // MSI-X enable in the capability's Message Control, then the vector's eventfd, then
         // unmask the vector in the table (BAR2). vfio-user leaves the table to the device.
@@ -122,9 +130,10 @@ impl DeviceBacking for VfioUserBacking {
         let v = u16::from_le_bytes(ctl) | (1 << 15);
         c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &v.to_le_bytes())
             .map_err(vu)?;
+        let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
         c.set_irqs(
             VFIO_PCI_MSIX_IRQ_INDEX,
-            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            flags,
             u32::from(vector),
             1,
             &[fd.as_raw_fd()],
@@ -132,7 +141,10 @@ impl DeviceBacking for VfioUserBacking {
         .map_err(vu)?;
         let entry = u64::from(pci::MSIX_TABLE_OFFSET) + 16 * u64::from(vector) + 12;
         c.region_write(VFIO_PCI_BAR2_REGION_INDEX, entry, &0u32.to_le_bytes())
-            .map_err(vu)
+            .map_err(vu)?;
+        let handle = fd.try_clone().map_err(DriverError::Io)?;
+        vectors.insert(vector, fd);
+        Ok(handle)
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError> {

@@ -106,8 +106,7 @@ impl Device {
             ));
         }
         backing.write32(regs::CONTROL, control::RESET)?;
-        let admin_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(DriverError::Io)?;
-        backing.set_vector(0, &admin_irq)?;
+        let admin_irq = backing.vector_eventfd(0)?;
         let inner = Arc::new(DeviceInner {
             iova: Mutex::new(IovaAllocator::new(&backing.iova_ranges())),
             backing,

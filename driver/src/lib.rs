@@ -5,7 +5,8 @@
 //! client gets its own protection domain, I/O queue, windows, interrupt eventfd and
 //! doorbell eventfd, and everything is reclaimed when the client goes away.
 //!
-//! * [`backing`]: device access behind a trait (vfio-user to vgpu-stub; kernel VFIO).
+//! * [`backing`]: device access behind a trait, and the vfio-user backing (vgpu-stub).
+//! * [`kernel_vfio`]: the kernel VFIO backing (inside a VM).
 //! * [`device`]: bring-up, the admin queue and DMA memory.
 //! * [`server`]: the control plane: clients, admission limits, windows, cleanup.
 //! * [`client`]: a minimal control-plane client (the `status` command, tests).
@@ -16,6 +17,7 @@ pub mod backing;
 pub mod client;
 pub mod device;
 pub mod iova;
+pub mod kernel_vfio;
 pub mod server;
 pub mod shm;
 

@@ -485,9 +485,9 @@ impl Session {
         let layout = QueueLayout::new(depth, regs::MAX_IO_DEPTH_LOG2)
             .ok_or(Refusal(error_code::BAD_MESSAGE, "queue depth".into()))?;
         let queue = d.dev.dma_alloc("vgpu-queue", layout.region_size() as u64)?;
-        let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-            .map_err(|e| Refusal(error_code::DEVICE_ERROR, e.to_string()))?;
-        d.dev.backing().set_vector(qid, &irq)?;
+        let irq = d.dev.backing().vector_eventfd(qid)?;
+        // A signal left over from the queue's previous owner is not this client's.
+        let _ = irq.read();
         d.dev
             .admin_ok(Command::QUEUE_CREATE(QueueCreateArgs {
                 pd,

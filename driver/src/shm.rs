@@ -154,12 +154,13 @@ impl ShmRegion {
         let Some(off) = self.check(off, data.len()) else {
             return false;
         };
-        // SAFETY: the destination range is inside the mapping; the other side may write the
-        // same memory concurrently, which is the protocol's business (ordering is by the
-        // atomic indices), and bytes have no invalid values.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len())
-        };
+        let base = self.ptr.as_ptr();
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: `off + i` is inside the mapping (checked above). The memory is shared
+            // with another process and with the device, so it is only touched through
+            // volatile (or atomic) accesses to raw pointers, never through references.
+            unsafe { base.add(off + i).write_volatile(*b) };
+        }
         true
     }
 
@@ -168,10 +169,11 @@ impl ShmRegion {
         let Some(off) = self.check(off, buf.len()) else {
             return false;
         };
-        // SAFETY: as for `write`, with the source inside the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
-        };
+        let base = self.ptr.as_ptr();
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: as in `write`, with the source inside the mapping.
+            *b = unsafe { base.add(off + i).read_volatile() };
+        }
         true
     }
 }
