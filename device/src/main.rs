@@ -41,6 +41,15 @@ struct Args {
     /// Device name the soft device reports.
     #[arg(long)]
     name: Option<String>,
+    /// Streaming multiprocessors the soft device reports.
+    #[arg(long)]
+    sm_count: Option<u32>,
+    /// UUID the soft device reports (32 hex digits, dashes allowed).
+    #[arg(long, value_parser = parse_uuid)]
+    uuid: Option<[u8; 16]>,
+    /// PCI address the soft device reports to applications, DOMAIN:BUS:DEVICE.FUNCTION.
+    #[arg(long, value_parser = parse_pci)]
+    pci_address: Option<(u32, u8, u8, u8)>,
     /// Serve this many connections, then exit (default: forever).
     #[arg(long)]
     connections: Option<usize>,
@@ -88,6 +97,32 @@ fn parse_cc(s: &str) -> Result<(u32, u32), String> {
     Ok((p(a)?, p(b)?))
 }
 
+fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return Err(format!("`{s}` is not a UUID (32 hex digits)"));
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("`{s}` is not a UUID"))?;
+    }
+    Ok(out)
+}
+
+fn parse_pci(s: &str) -> Result<(u32, u8, u8, u8), String> {
+    let bad = || format!("`{s}` is not DOMAIN:BUS:DEVICE.FUNCTION (example: 0000:65:00.0)");
+    let (dom, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (bus, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let (dev, func) = rest.split_once('.').ok_or_else(bad)?;
+    Ok((
+        u32::from_str_radix(dom, 16).map_err(|_| bad())?,
+        u8::from_str_radix(bus, 16).map_err(|_| bad())?,
+        u8::from_str_radix(dev, 16).map_err(|_| bad())?,
+        u8::from_str_radix(func, 16).map_err(|_| bad())?,
+    ))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
@@ -110,6 +145,15 @@ fn main() -> ExitCode {
             }
             if let Some(n) = args.name {
                 cfg.name = n;
+            }
+            if let Some(n) = args.sm_count {
+                cfg.sm_count = n;
+            }
+            if let Some(u) = args.uuid {
+                cfg.uuid = u;
+            }
+            if let Some(p) = args.pci_address {
+                cfg.pci = p;
             }
             Arc::new(SoftExecutor::new(cfg))
         }

@@ -34,6 +34,18 @@ fn help_and_bad_arguments() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("VENDOR:DEVICE"));
+    let out = bin()
+        .args(["--socket", "/tmp/x.sock", "--uuid", "12"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UUID"));
+    let out = bin()
+        .args(["--socket", "/tmp/x.sock", "--pci-address", "0:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DOMAIN:BUS"));
     let out = bin().arg("--executor").arg("soft").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--socket is required");
 }
