@@ -296,7 +296,13 @@ fn admission_limits_and_restart() {
     let refused = Client::connect(&st.control, "c").err().unwrap();
     assert!(refused.contains("client slots"), "{refused}");
     drop(a);
-    eventually("a slot frees", || st.totals().pds == 1);
+    let clients = |st: &Stack| {
+        vgpu_driver::client::status(&st.control)
+            .unwrap()
+            .matches("\"pid\"")
+            .count()
+    };
+    eventually("a slot frees", || clients(&st) == 1);
     let mut c = Client::connect(&st.control, "c").unwrap();
     assert!(c.round_trip(8192, 3));
     drop((b, c));
