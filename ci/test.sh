@@ -21,6 +21,10 @@ cargo test --workspace 2>&1 | tee /tmp/vgpu-test.log
 passed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$6} END {print s+0}')
 
+step "benchmarks, short run (for breakage, not timing)"
+ci/bench.sh --quick --debug --json /tmp/vgpu-bench-ci.json
+passed=$((passed + 1))
+
 secs=${VGPU_FUZZ_SECONDS:-60}
 if [ "$secs" != 0 ]; then
   step "fuzz: decode for ${secs}s over the committed corpus"

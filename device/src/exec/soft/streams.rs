@@ -855,25 +855,17 @@ fn finish(sh: &Shared, st: &StreamState, r: Result<(), Status>, notify: Option<T
 /// Executes one data op on the soft device.
 fn run(sh: &Shared, op: Op) -> Result<(), Status> {
     match op {
-        Op::CopyHtoD { dst, src } => {
-            let data = match src {
-                crate::exec::HostSource::Inline(v) => v,
-                crate::exec::HostSource::Range(r) => {
-                    let mut v =
-                        vec![0; usize::try_from(r.len()).map_err(|_| Status::OUT_OF_MEMORY)?];
-                    r.read(0, &mut v)?;
-                    v
-                }
-            };
-            sh.memory()
-                .slice_mut(dst, data.len() as u64)?
-                .copy_from_slice(&data);
-            Ok(())
-        }
-        Op::CopyDtoH { src, dst } => {
-            let data = sh.memory().slice(src, dst.len())?.to_vec();
-            dst.write(0, &data)
-        }
+        // One copy each way, straight between guest memory and the allocation.
+        Op::CopyHtoD { dst, src } => match src {
+            crate::exec::HostSource::Inline(v) => {
+                sh.memory()
+                    .slice_mut(dst, v.len() as u64)?
+                    .copy_from_slice(&v);
+                Ok(())
+            }
+            crate::exec::HostSource::Range(r) => r.read(0, sh.memory().slice_mut(dst, r.len())?),
+        },
+        Op::CopyDtoH { src, dst } => dst.write(0, sh.memory().slice(src, dst.len())?),
         Op::CopyDtoD { dst, src, len } => sh.memory().copy(dst, src, len),
         Op::Copy2D {
             src,

@@ -1,0 +1,171 @@
+//! Floors: what the hardware and the kernel can do at best, measured in the same run as
+//! the stack, so that every figure of the stack is read as a ratio.
+//!
+//! The two-process floors fork before the benchmark starts any thread. This module holds
+//! the crate's `unsafe`: an anonymous shared mapping, atomics on it, and `fork`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Round-trip latencies in nanoseconds, sorted.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct SharedPage {
+    ptr: *mut libc::c_void,
+}
+
+impl SharedPage {
+    fn new() -> Self {
+        // SAFETY: an anonymous shared mapping of one page; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap of the ping-pong page failed");
+        SharedPage { ptr }
+    }
+
+    fn word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < 1024);
+        // SAFETY: inside the page, 4-byte aligned; the page is only accessed atomically.
+        unsafe { &*(self.ptr as *const AtomicU32).add(i * 16) }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the page mapped in `new`.
+        unsafe { libc::munmap(self.ptr, 4096) };
+    }
+}
+
+fn fork() -> libc::pid_t {
+    // SAFETY: called before the benchmark starts any thread (the caller guarantees it), so
+    // the child is a faithful single-threaded copy; the child only spins on atomics or
+    // eventfds and then `_exit`s.
+    unsafe { libc::fork() }
+}
+
+fn child_exit() -> ! {
+    // SAFETY: ends the forked child without running the parent's destructors.
+    unsafe { libc::_exit(0) }
+}
+
+/// Two processes bouncing a counter through shared memory, both spinning.
+pub fn spin_ping_pong(rounds: usize) -> Vec<u64> {
+    let page = SharedPage::new();
+    let (ping, pong) = (page.word(0), page.word(1));
+    let pid = fork();
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        for i in 1..=rounds as u32 + 100 {
+            while ping.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            pong.store(i, Ordering::Release);
+        }
+        child_exit();
+    }
+    let mut lat = Vec::with_capacity(rounds);
+    for i in 1..=rounds as u32 + 100 {
+        let t0 = Instant::now();
+        ping.store(i, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        if i > 100 {
+            lat.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    wait_child(pid);
+    lat.sort_unstable();
+    lat
+}
+
+fn wait_child(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+fn eventfd() -> i32 {
+    // SAFETY: plain syscall; checked below.
+    let fd = unsafe { libc::eventfd(0, 0) };
+    assert!(fd >= 0, "eventfd failed");
+    fd
+}
+
+fn efd_write(fd: i32) {
+    let one = 1u64;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+fn efd_read(fd: i32) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into a valid u64 from an eventfd (blocking).
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
+/// Two processes bouncing a token through two eventfds, both sleeping in `read`.
+pub fn eventfd_ping_pong(rounds: usize) -> Vec<u64> {
+    let (a, b) = (eventfd(), eventfd());
+    let pid = fork();
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        for _ in 0..rounds + 100 {
+            efd_read(a);
+            efd_write(b);
+        }
+        child_exit();
+    }
+    let mut lat = Vec::with_capacity(rounds);
+    for i in 0..rounds + 100 {
+        let t0 = Instant::now();
+        efd_write(a);
+        efd_read(b);
+        if i >= 100 {
+            lat.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    wait_child(pid);
+    // SAFETY: closes the two eventfds made above.
+    unsafe {
+        libc::close(a);
+        libc::close(b);
+    }
+    lat.sort_unstable();
+    lat
+}
+
+/// Single-thread memcpy bandwidth in bytes per second for `size`-byte copies (best of a
+/// few runs of at least `min_time`).
+pub fn memcpy_bandwidth(size: usize, min_time: Duration) -> f64 {
+    let src = vec![0x5Au8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < min_time || n == 0 {
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&mut dst);
+            n += 1;
+        }
+        best = best.max(n as f64 * size as f64 / t0.elapsed().as_secs_f64());
+    }
+    best
+}
