@@ -16,10 +16,17 @@ cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "unit, property, spec and fuzz-corpus tests"
+step "drop-in libraries (ci/build-shims.sh)"
+ci/build-shims.sh
+
+step "unit, property, spec, stack and fuzz-corpus tests"
 cargo test --workspace 2>&1 | tee /tmp/vgpu-test.log
 passed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$6} END {print s+0}')
+
+step "the main job (ci/run-stack.sh)"
+ci/run-stack.sh --debug
+passed=$((passed + 1))
 
 step "benchmarks, short run (for breakage, not timing)"
 ci/bench.sh --quick --debug --json /tmp/vgpu-bench-ci.json

@@ -1,0 +1,20 @@
+//! # libcuda.so.1 (the CUDA driver API) over vgpu
+//!
+//! This crate is linked into `libcuda.so.1` (SONAME `libcuda.so.1`, unversioned exports)
+//! by `ci/build-shims.sh`. It holds the process's one connection to vgpu-driver (the client
+//! core of `vgpu-shim`) and answers what it can from the device info it received.
+//!
+//! Implemented: initialisation and device discovery (`cuInit`, `cuDriverGetVersion`,
+//! `cuDeviceGetCount`, `cuDeviceGet`, `cuDeviceGetAttribute`, `cuDeviceGetName`,
+//! `cuDeviceTotalMem(_v2)`, `cuDeviceGetPCIBusId`, `cuDeviceGetUuid(_v2)`) and the error
+//! strings. Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
+//! name once (see `COVERAGE.md`). With no driver running, `cuInit` fails with
+//! `CUDA_ERROR_NO_DEVICE` and one log line, and the process carries on.
+
+pub mod ffi;
+pub mod state;
+
+pub use state::device_count;
+
+/// The CUDA version the shims advertise, whatever the host has (12.8).
+pub const ADVERTISED_VERSION: i32 = 12080;

@@ -1,0 +1,15 @@
+//! # libcudart.so.12 (the CUDA runtime API) over vgpu
+//!
+//! Linked into `libcudart.so.12` (SONAME and version node `libcudart.so.12`) by
+//! `ci/build-shims.sh`. The runtime API is lowered onto the driver API of `libcuda.so.1`,
+//! which this library opens at first use, as NVIDIA's runtime does.
+//!
+//! Implemented: device discovery (`cudaGetDeviceCount`, `cudaGetDevice`, `cudaSetDevice`,
+//! `cudaDeviceGetAttribute`, `cudaDeviceGetPCIBusId`), versions, the last-error calls and
+//! error strings, and the local bookkeeping of the compiler-generated ABI (fatbin and
+//! function registration, launch-configuration push and pop). Every other exported
+//! function returns `cudaErrorNotSupported` and logs its name once (see `COVERAGE.md`).
+
+mod driver;
+pub mod ffi;
+pub mod registry;

@@ -1,0 +1,206 @@
+//! The linked shims (`ci/build-shims.sh` lays them out in `target/shims`) have the real
+//! SONAMEs and version node, export every symbol real ggml-cuda builds reference, export
+//! nothing else, and `shim/COVERAGE.md` matches the source. A C program finds no device,
+//! cleanly, when no driver runs.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shims() -> PathBuf {
+    let d = root().join("target/shims");
+    assert!(
+        d.join("libcudart.so.12").exists() && d.join("libcuda.so.1").exists(),
+        "the shims are not built: run ci/build-shims.sh first (ci/test.sh does)"
+    );
+    d
+}
+
+fn readelf(args: &[&str], lib: &Path) -> String {
+    let out = Command::new("readelf")
+        .args(args)
+        .arg(lib)
+        .output()
+        .expect("readelf (binutils) is needed");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn soname(lib: &Path) -> String {
+    let d = readelf(&["-d"], lib);
+    let line = d
+        .lines()
+        .find(|l| l.contains("(SONAME)"))
+        .expect("no SONAME");
+    line.split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Defined dynamic symbols as `name` or `name@@version`.
+fn exports(lib: &Path) -> BTreeSet<String> {
+    readelf(&["--dyn-syms", "-W"], lib)
+        .lines()
+        .filter(|l| l.contains(" FUNC ") && l.contains(" GLOBAL ") && !l.contains(" UND "))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+fn reference_symbols() -> Vec<(String, Option<String>)> {
+    let mut v = Vec::new();
+    for f in [
+        "ggml-cuda-undefined-symbols.txt",
+        "ollama-v0.24-ggml-cuda-symbols.txt",
+    ] {
+        let text = std::fs::read_to_string(root().join("shim/symbols").join(f)).unwrap();
+        for l in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (name, ver) = match l.split_once('@') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (l.to_string(), None),
+            };
+            v.push((name, ver));
+        }
+    }
+    v
+}
+
+#[test]
+fn sonames_and_version_nodes() {
+    let d = shims();
+    assert_eq!(soname(&d.join("libcuda.so.1")), "libcuda.so.1");
+    assert_eq!(soname(&d.join("libcudart.so.12")), "libcudart.so.12");
+    let v = readelf(&["-V"], &d.join("libcudart.so.12"));
+    assert!(
+        v.contains("Name: libcudart.so.12"),
+        "no version definition libcudart.so.12"
+    );
+}
+
+#[test]
+fn every_referenced_symbol_is_exported_with_the_right_version() {
+    let d = shims();
+    let cuda = exports(&d.join("libcuda.so.1"));
+    let cudart = exports(&d.join("libcudart.so.12"));
+    let mut missing = Vec::new();
+    for (name, _) in reference_symbols() {
+        let ok = if name.starts_with("cuda") || name.starts_with("__cuda") {
+            cudart.contains(&format!("{name}@@libcudart.so.12"))
+        } else if name.starts_with("cu") && !name.starts_with("cublas") {
+            cuda.contains(&name)
+        } else {
+            continue; // cuBLAS: libcublas.so.12 is not built yet
+        };
+        if !ok {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing or wrongly versioned: {missing:?}"
+    );
+    // Nothing but the API is exported.
+    for s in cuda.iter().chain(cudart.iter()) {
+        let name = s.split('@').next().unwrap_or(s);
+        assert!(
+            name.starts_with("cu") || name.starts_with("__cuda"),
+            "stray export {s}"
+        );
+    }
+    for s in &cudart {
+        assert!(
+            s.ends_with("@@libcudart.so.12"),
+            "unversioned libcudart export {s}"
+        );
+    }
+}
+
+fn coverage_markdown() -> String {
+    let mut out = String::from(
+        "# Shim coverage\n\nGenerated from the source by `shim/libcudart/tests/exports.rs` \
+         (`VGPU_WRITE_COVERAGE=1` rewrites it). *not supported* functions return the library's \
+         NOT_SUPPORTED error and log their name once.\n",
+    );
+    let section = |out: &mut String, lib: &str, yes: &[&str], no: &[&str]| {
+        out.push_str(&format!("\n## {lib}\n\n| function | state |\n|---|---|\n"));
+        let mut all: Vec<(&str, &str)> = yes
+            .iter()
+            .map(|n| (*n, "implemented"))
+            .chain(no.iter().map(|n| (*n, "not supported")))
+            .collect();
+        all.sort();
+        for (n, s) in all {
+            out.push_str(&format!("| `{n}` | {s} |\n"));
+        }
+        out.push_str(&format!(
+            "\n{} implemented, {} not supported.\n",
+            yes.len(),
+            no.len()
+        ));
+    };
+    section(
+        &mut out,
+        "libcuda.so.1",
+        vgpu_cuda::ffi::IMPLEMENTED_FUNCTIONS,
+        vgpu_cuda::ffi::NOT_SUPPORTED_FUNCTIONS,
+    );
+    section(
+        &mut out,
+        "libcudart.so.12",
+        vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS,
+        vgpu_cudart::ffi::NOT_SUPPORTED_FUNCTIONS,
+    );
+    out
+}
+
+#[test]
+fn coverage_table_matches_the_source() {
+    let path = root().join("shim/COVERAGE.md");
+    let want = coverage_markdown();
+    if std::env::var_os("VGPU_WRITE_COVERAGE").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "shim/COVERAGE.md is out of date: rerun with VGPU_WRITE_COVERAGE=1"
+    );
+}
+
+#[test]
+fn no_driver_means_no_device_and_the_program_carries_on() {
+    let d = shims();
+    let exe = std::env::temp_dir().join(format!("vgpu-device-query-{}", std::process::id()));
+    let cc = Command::new("cc")
+        .arg(root().join("tests/samples/device_query.c"))
+        .arg(format!("-L{}", d.display()))
+        .args(["-lcudart", "-lcuda", "-o"])
+        .arg(&exe)
+        .status()
+        .expect("cc");
+    assert!(cc.success());
+    let out = Command::new(&exe)
+        .env("LD_LIBRARY_PATH", &d)
+        .env("VGPU_SOCKET", "/nonexistent/vgpu.sock")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&exe);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("no CUDA-capable device is detected (error 100); count 0"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one clear log line: {stderr}");
+    assert!(stderr.contains("cannot reach vgpu-driver"), "{stderr}");
+}
