@@ -12,6 +12,9 @@ pub struct Driver {
     device_get_count: unsafe extern "C" fn(*mut i32) -> CuResult,
     device_get_attribute: unsafe extern "C" fn(*mut i32, i32, i32) -> CuResult,
     device_get_pci_bus_id: unsafe extern "C" fn(*mut c_char, i32, i32) -> CuResult,
+    device_get_name: unsafe extern "C" fn(*mut c_char, i32, i32) -> CuResult,
+    device_total_mem: unsafe extern "C" fn(*mut usize, i32) -> CuResult,
+    device_get_uuid: unsafe extern "C" fn(*mut [u8; 16], i32) -> CuResult,
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
@@ -44,6 +47,9 @@ pub fn driver() -> Result<&'static Driver, &'static str> {
                 device_get_count: sym(lib, c"cuDeviceGetCount")?,
                 device_get_attribute: sym(lib, c"cuDeviceGetAttribute")?,
                 device_get_pci_bus_id: sym(lib, c"cuDeviceGetPCIBusId")?,
+                device_get_name: sym(lib, c"cuDeviceGetName")?,
+                device_total_mem: sym(lib, c"cuDeviceTotalMem_v2")?,
+                device_get_uuid: sym(lib, c"cuDeviceGetUuid")?,
             })
         })
         .as_ref()
@@ -81,5 +87,31 @@ impl Driver {
     pub fn pci_bus_id(&self, buf: *mut c_char, len: i32, dev: i32) -> CuResult {
         // SAFETY: forwards the caller's buffer and length unchanged (the CUDA contract).
         unsafe { (self.device_get_pci_bus_id)(buf, len, dev) }
+    }
+
+    /// `cuDeviceGetName` into a buffer.
+    pub fn name(&self, buf: &mut [c_char], dev: i32) -> CuResult {
+        // SAFETY: the buffer is valid for its length.
+        unsafe { (self.device_get_name)(buf.as_mut_ptr(), buf.len() as i32, dev) }
+    }
+
+    /// `cuDeviceTotalMem_v2`.
+    pub fn total_mem(&self, dev: i32) -> Result<usize, CuResult> {
+        let mut v = 0;
+        // SAFETY: a valid out-pointer.
+        match unsafe { (self.device_total_mem)(&mut v, dev) } {
+            0 => Ok(v),
+            e => Err(e),
+        }
+    }
+
+    /// `cuDeviceGetUuid`.
+    pub fn uuid(&self, dev: i32) -> Result<[u8; 16], CuResult> {
+        let mut v = [0u8; 16];
+        // SAFETY: a valid out-pointer.
+        match unsafe { (self.device_get_uuid)(&mut v, dev) } {
+            0 => Ok(v),
+            e => Err(e),
+        }
     }
 }

@@ -143,6 +143,35 @@ pub extern "C" fn cudaDeviceGetPCIBusId(id: *mut c_char, len: i32, dev: i32) -> 
     }
 }
 
+/// `cudaGetDeviceProperties_v2`: the CUDA 12 `cudaDeviceProp`.
+#[no_mangle]
+pub extern "C" fn cudaGetDeviceProperties_v2(
+    prop: *mut cudarc::runtime::sys::cudaDeviceProp,
+    dev: i32,
+) -> CudaError {
+    if let Err(e) = check_device(dev) {
+        return fail(e);
+    }
+    let Ok(d) = driver() else {
+        return fail(INSUFFICIENT_DRIVER);
+    };
+    // SAFETY: an all-zero cudaDeviceProp is valid (plain integers and arrays).
+    let mut p: cudarc::runtime::sys::cudaDeviceProp = unsafe { std::mem::zeroed() };
+    match crate::props::fill(d, dev, &mut p) {
+        Ok(()) => put(prop, p),
+        Err(e) => fail(from_cu(e)),
+    }
+}
+
+/// `cudaGetDeviceProperties` (the same, under its CUDA 11 name).
+#[no_mangle]
+pub extern "C" fn cudaGetDeviceProperties(
+    prop: *mut cudarc::runtime::sys::cudaDeviceProp,
+    dev: i32,
+) -> CudaError {
+    cudaGetDeviceProperties_v2(prop, dev)
+}
+
 /// `cudaDriverGetVersion`.
 #[no_mangle]
 pub extern "C" fn cudaDriverGetVersion(v: *mut i32) -> CudaError {
@@ -374,7 +403,6 @@ not_supported!(
     cudaFreeHost,
     cudaFuncGetAttributes,
     cudaFuncSetAttribute,
-    cudaGetDeviceProperties_v2,
     cudaGraphDestroy,
     cudaGraphExecDestroy,
     cudaGraphExecUpdate,
@@ -414,6 +442,8 @@ pub const IMPLEMENTED_FUNCTIONS: &[&str] = &[
     "cudaGetDevice",
     "cudaSetDevice",
     "cudaDeviceGetAttribute",
+    "cudaGetDeviceProperties",
+    "cudaGetDeviceProperties_v2",
     "cudaDeviceGetPCIBusId",
     "cudaDriverGetVersion",
     "cudaRuntimeGetVersion",

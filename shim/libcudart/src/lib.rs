@@ -5,11 +5,13 @@
 //! which this library opens at first use, as NVIDIA's runtime does.
 //!
 //! Implemented: device discovery (`cudaGetDeviceCount`, `cudaGetDevice`, `cudaSetDevice`,
-//! `cudaDeviceGetAttribute`, `cudaDeviceGetPCIBusId`), versions, the last-error calls and
+//! `cudaGetDeviceProperties(_v2)` in the CUDA 12 layout, `cudaDeviceGetAttribute`,
+//! `cudaDeviceGetPCIBusId`), versions, the last-error calls and
 //! error strings, and the local bookkeeping of the compiler-generated ABI (fatbin and
 //! function registration, launch-configuration push and pop). Every other exported
 //! function returns `cudaErrorNotSupported` and logs its name once (see `COVERAGE.md`).
 
 mod driver;
 pub mod ffi;
+mod props;
 pub mod registry;
