@@ -29,7 +29,11 @@ pids+=($!)
 wait_for "$work/vgpu.sock" vgpu-driver
 
 cc tests/samples/device_query.c -Ltarget/shims -lcudart -lcuda -o "$work/device_query"
+cc tests/samples/memory.c -Ltarget/shims -lcudart -o "$work/memory"
+export LD_LIBRARY_PATH=target/shims VGPU_SOCKET="$work/vgpu.sock"
 echo "== device_query through libcudart.so.12 / libcuda.so.1 (target/shims)"
-LD_LIBRARY_PATH=target/shims VGPU_SOCKET="$work/vgpu.sock" "$work/device_query"
-echo "== the stack found its device. Memory copies and kernel launches through the CUDA API"
-echo "   are not implemented in the shims yet (see shim/COVERAGE.md), so no computation ran."
+"$work/device_query"
+echo "== memory: copies (pageable and pinned), memsets, streams and events, checked"
+"$work/memory"
+echo "== done. Kernel launches through the CUDA API are not implemented in the shims yet"
+echo "   (see shim/COVERAGE.md), so no kernel ran."

@@ -48,7 +48,8 @@ struct Children(Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        // The driver first, then the device it drives.
+        for c in self.0.iter_mut().rev() {
             let _ = c.kill();
             let _ = c.wait();
         }

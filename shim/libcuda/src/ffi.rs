@@ -246,3 +246,394 @@ pub const IMPLEMENTED_FUNCTIONS: &[&str] = &[
     "cuGetErrorString",
     "cuGetErrorName",
 ];
+
+// ---- memory, copies, streams, events (mem.rs) ----
+
+use crate::mem;
+use std::ffi::c_void;
+use vgpu_proto::cmd::*;
+use vgpu_proto::Command;
+
+fn done(r: Result<(), CuResult>) -> CuResult {
+    r.err().unwrap_or(SUCCESS)
+}
+
+/// `cuMemAlloc_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemAlloc_v2(dptr: *mut u64, size: usize) -> CuResult {
+    if size == 0 {
+        return INVALID_VALUE;
+    }
+    match mem::alloc(size) {
+        Ok(p) => put(dptr, p),
+        Err(e) => e,
+    }
+}
+
+/// `cuMemFree_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemFree_v2(dptr: u64) -> CuResult {
+    done(mem::free(dptr))
+}
+
+/// `cuMemGetInfo_v2`: the PD's view (its quota), as NVML reports it.
+#[no_mangle]
+pub extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CuResult {
+    match mem::call(Command::MEM_GET_INFO(bytemuck::Zeroable::zeroed()), 0) {
+        Ok(c) => {
+            let r = put(free, c.result0 as usize);
+            if r != SUCCESS {
+                return r;
+            }
+            put(total, c.result1 as usize)
+        }
+        Err(e) => e,
+    }
+}
+
+/// `cuMemcpyHtoD_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, n: usize) -> CuResult {
+    if src.is_null() && n > 0 {
+        return INVALID_VALUE;
+    }
+    done(mem::htod(dst, src.cast(), n, 0, true))
+}
+
+/// `cuMemcpyDtoH_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, n: usize) -> CuResult {
+    if dst.is_null() && n > 0 {
+        return INVALID_VALUE;
+    }
+    done(mem::dtoh(dst.cast(), src, n, 0, true))
+}
+
+/// `cuMemcpyDtoD_v2` (ordered on the NULL stream, complete on return).
+#[no_mangle]
+pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) -> CuResult {
+    if n == 0 {
+        return SUCCESS;
+    }
+    let args = CopyDtoDArgs {
+        dst,
+        src,
+        len: n as u64,
+        rsv: 0,
+    };
+    done(mem::post(Command::MEMCPY_DTOD(args), 0).and_then(|_| {
+        mem::call(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ())
+    }))
+}
+
+/// `cuMemcpyHtoDAsync_v2`: no round trip from pinned memory; staged (and complete on
+/// return, as CUDA does for pageable memory) otherwise.
+#[no_mangle]
+pub extern "C" fn cuMemcpyHtoDAsync_v2(
+    dst: u64,
+    src: *const c_void,
+    n: usize,
+    stream: usize,
+) -> CuResult {
+    if src.is_null() && n > 0 {
+        return INVALID_VALUE;
+    }
+    done(mem::htod(dst, src.cast(), n, mem::stream(stream), false))
+}
+
+/// `cuMemcpyDtoHAsync_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemcpyDtoHAsync_v2(
+    dst: *mut c_void,
+    src: u64,
+    n: usize,
+    stream: usize,
+) -> CuResult {
+    if dst.is_null() && n > 0 {
+        return INVALID_VALUE;
+    }
+    done(mem::dtoh(dst.cast(), src, n, mem::stream(stream), false))
+}
+
+/// `cuMemcpyDtoDAsync_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, stream: usize) -> CuResult {
+    if n == 0 {
+        return SUCCESS;
+    }
+    done(mem::post(
+        Command::MEMCPY_DTOD(CopyDtoDArgs {
+            dst,
+            src,
+            len: n as u64,
+            rsv: 0,
+        }),
+        mem::stream(stream),
+    ))
+}
+
+fn memset(dst: u64, value: u32, elem: u8, count: usize, stream: usize, sync: bool) -> CuResult {
+    if count == 0 {
+        return SUCCESS;
+    }
+    let args = MemsetArgs {
+        dst,
+        count: count as u64,
+        value,
+        elem_size: elem,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    let s = mem::stream(stream);
+    let r = mem::post(Command::MEMSET(args), s);
+    if sync {
+        return done(r.and_then(|_| {
+            mem::call(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), s).map(|_| ())
+        }));
+    }
+    done(r)
+}
+
+/// `cuMemsetD8_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemsetD8_v2(dst: u64, v: u8, n: usize) -> CuResult {
+    memset(dst, u32::from(v), 1, n, 0, true)
+}
+
+/// `cuMemsetD16_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemsetD16_v2(dst: u64, v: u16, n: usize) -> CuResult {
+    memset(dst, u32::from(v), 2, n, 0, true)
+}
+
+/// `cuMemsetD32_v2`.
+#[no_mangle]
+pub extern "C" fn cuMemsetD32_v2(dst: u64, v: u32, n: usize) -> CuResult {
+    memset(dst, v, 4, n, 0, true)
+}
+
+/// `cuMemsetD8Async`.
+#[no_mangle]
+pub extern "C" fn cuMemsetD8Async(dst: u64, v: u8, n: usize, stream: usize) -> CuResult {
+    memset(dst, u32::from(v), 1, n, stream, false)
+}
+
+/// `cuMemsetD32Async`.
+#[no_mangle]
+pub extern "C" fn cuMemsetD32Async(dst: u64, v: u32, n: usize, stream: usize) -> CuResult {
+    memset(dst, v, 4, n, stream, false)
+}
+
+/// `cuCtxSynchronize`.
+#[no_mangle]
+pub extern "C" fn cuCtxSynchronize() -> CuResult {
+    done(mem::call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ()))
+}
+
+/// `cuStreamCreate`.
+#[no_mangle]
+pub extern "C" fn cuStreamCreate(stream: *mut usize, flags: u32) -> CuResult {
+    let args = StreamCreateArgs {
+        flags: flags & stream_flags::NON_BLOCKING,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    match mem::call(Command::STREAM_CREATE(args), 0) {
+        Ok(c) => put(stream, c.result0 as usize),
+        Err(e) => e,
+    }
+}
+
+/// `cuStreamDestroy_v2`.
+#[no_mangle]
+pub extern "C" fn cuStreamDestroy_v2(stream: usize) -> CuResult {
+    if stream <= 2 {
+        return INVALID_VALUE;
+    }
+    done(
+        mem::call(
+            Command::STREAM_DESTROY(bytemuck::Zeroable::zeroed()),
+            stream as u64,
+        )
+        .map(|_| ()),
+    )
+}
+
+/// `cuStreamSynchronize`.
+#[no_mangle]
+pub extern "C" fn cuStreamSynchronize(stream: usize) -> CuResult {
+    done(
+        mem::call(
+            Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()),
+            mem::stream(stream),
+        )
+        .map(|_| ()),
+    )
+}
+
+/// `cuStreamQuery`.
+#[no_mangle]
+pub extern "C" fn cuStreamQuery(stream: usize) -> CuResult {
+    done(
+        mem::call(
+            Command::STREAM_QUERY(bytemuck::Zeroable::zeroed()),
+            mem::stream(stream),
+        )
+        .map(|_| ()),
+    )
+}
+
+/// `cuStreamWaitEvent`.
+#[no_mangle]
+pub extern "C" fn cuStreamWaitEvent(stream: usize, event: usize, flags: u32) -> CuResult {
+    let args = StreamWaitEventArgs {
+        event: event as u64,
+        flags,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    done(mem::post(
+        Command::STREAM_WAIT_EVENT(args),
+        mem::stream(stream),
+    ))
+}
+
+/// `cuEventCreate`.
+#[no_mangle]
+pub extern "C" fn cuEventCreate(event: *mut usize, flags: u32) -> CuResult {
+    match mem::call(
+        Command::EVENT_CREATE(EventCreateArgs {
+            flags,
+            ..bytemuck::Zeroable::zeroed()
+        }),
+        0,
+    ) {
+        Ok(c) => put(event, c.result0 as usize),
+        Err(e) => e,
+    }
+}
+
+fn event_call(f: fn(HandleArgs) -> Command, event: usize) -> Result<vgpu_proto::Cqe, CuResult> {
+    mem::call(
+        f(HandleArgs {
+            handle: event as u64,
+            ..bytemuck::Zeroable::zeroed()
+        }),
+        0,
+    )
+}
+
+/// `cuEventDestroy_v2`.
+#[no_mangle]
+pub extern "C" fn cuEventDestroy_v2(event: usize) -> CuResult {
+    done(event_call(Command::EVENT_DESTROY, event).map(|_| ()))
+}
+
+/// `cuEventRecord`.
+#[no_mangle]
+pub extern "C" fn cuEventRecord(event: usize, stream: usize) -> CuResult {
+    done(mem::post(
+        Command::EVENT_RECORD(HandleArgs {
+            handle: event as u64,
+            ..bytemuck::Zeroable::zeroed()
+        }),
+        mem::stream(stream),
+    ))
+}
+
+/// `cuEventSynchronize`.
+#[no_mangle]
+pub extern "C" fn cuEventSynchronize(event: usize) -> CuResult {
+    done(event_call(Command::EVENT_SYNCHRONIZE, event).map(|_| ()))
+}
+
+/// `cuEventQuery`.
+#[no_mangle]
+pub extern "C" fn cuEventQuery(event: usize) -> CuResult {
+    done(event_call(Command::EVENT_QUERY, event).map(|_| ()))
+}
+
+/// `cuEventElapsedTime`.
+#[no_mangle]
+pub extern "C" fn cuEventElapsedTime(ms: *mut f32, start: usize, end: usize) -> CuResult {
+    let args = EventElapsedArgs {
+        start: start as u64,
+        end: end as u64,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    match mem::call(Command::EVENT_ELAPSED(args), 0) {
+        Ok(c) => put(ms, f32::from_bits(c.result0 as u32)),
+        Err(e) => e,
+    }
+}
+
+/// `cuMemAllocHost_v2`: pinned memory from a DMA window.
+#[no_mangle]
+pub extern "C" fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) -> CuResult {
+    match mem::alloc_host(size) {
+        Ok(p) => put(pp, p.cast()),
+        Err(e) => e,
+    }
+}
+
+/// `cuMemHostAlloc` (every flag gets window memory, which is pinned and shared).
+#[no_mangle]
+pub extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flags: u32) -> CuResult {
+    cuMemAllocHost_v2(pp, size)
+}
+
+/// `cuMemFreeHost`.
+#[no_mangle]
+pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
+    done(mem::free_host(p.cast()))
+}
+
+/// `cuPointerGetAttribute`: `CU_POINTER_ATTRIBUTE_MEMORY_TYPE` (2) only.
+#[no_mangle]
+pub extern "C" fn cuPointerGetAttribute(data: *mut c_void, attribute: i32, ptr: u64) -> CuResult {
+    const MEMORY_TYPE: i32 = 2;
+    if attribute != MEMORY_TYPE {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            log::warn!(
+                "vgpu: cuPointerGetAttribute: only CU_POINTER_ATTRIBUTE_MEMORY_TYPE is supported"
+            )
+        });
+        return NOT_SUPPORTED;
+    }
+    if !mem::is_device(ptr) {
+        return INVALID_VALUE;
+    }
+    put(data.cast::<u32>(), 2) // CU_MEMORYTYPE_DEVICE
+}
+
+/// Exported memory and stream functions that are implemented.
+pub const IMPLEMENTED_MEMORY_FUNCTIONS: &[&str] = &[
+    "cuMemAlloc_v2",
+    "cuMemFree_v2",
+    "cuMemGetInfo_v2",
+    "cuMemcpyHtoD_v2",
+    "cuMemcpyDtoH_v2",
+    "cuMemcpyDtoD_v2",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuMemcpyDtoDAsync_v2",
+    "cuMemsetD8_v2",
+    "cuMemsetD16_v2",
+    "cuMemsetD32_v2",
+    "cuMemsetD8Async",
+    "cuMemsetD32Async",
+    "cuCtxSynchronize",
+    "cuStreamCreate",
+    "cuStreamDestroy_v2",
+    "cuStreamSynchronize",
+    "cuStreamQuery",
+    "cuStreamWaitEvent",
+    "cuEventCreate",
+    "cuEventDestroy_v2",
+    "cuEventRecord",
+    "cuEventSynchronize",
+    "cuEventQuery",
+    "cuEventElapsedTime",
+    "cuMemAllocHost_v2",
+    "cuMemHostAlloc",
+    "cuMemFreeHost",
+    "cuPointerGetAttribute",
+];

@@ -6,12 +6,14 @@
 //!
 //! Implemented: initialisation and device discovery (`cuInit`, `cuDriverGetVersion`,
 //! `cuDeviceGetCount`, `cuDeviceGet`, `cuDeviceGetAttribute`, `cuDeviceGetName`,
-//! `cuDeviceTotalMem(_v2)`, `cuDeviceGetPCIBusId`, `cuDeviceGetUuid(_v2)`) and the error
-//! strings. Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
+//! `cuDeviceTotalMem(_v2)`, `cuDeviceGetPCIBusId`, `cuDeviceGetUuid(_v2)`), the error
+//! strings, and memory, copies (pinned and staged pageable), memsets, streams, events and
+//! synchronisation (`mem.rs`). Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
 //! name once (see `COVERAGE.md`). With no driver running, `cuInit` fails with
 //! `CUDA_ERROR_NO_DEVICE` and one log line, and the process carries on.
 
 pub mod ffi;
+pub mod mem;
 pub mod state;
 
 pub use state::device_count;

@@ -6,15 +6,54 @@ use std::sync::OnceLock;
 
 type CuResult = u32;
 
-/// The driver entry points the runtime uses.
-pub struct Driver {
-    init: unsafe extern "C" fn(u32) -> CuResult,
-    device_get_count: unsafe extern "C" fn(*mut i32) -> CuResult,
-    device_get_attribute: unsafe extern "C" fn(*mut i32, i32, i32) -> CuResult,
-    device_get_pci_bus_id: unsafe extern "C" fn(*mut c_char, i32, i32) -> CuResult,
-    device_get_name: unsafe extern "C" fn(*mut c_char, i32, i32) -> CuResult,
-    device_total_mem: unsafe extern "C" fn(*mut usize, i32) -> CuResult,
-    device_get_uuid: unsafe extern "C" fn(*mut [u8; 16], i32) -> CuResult,
+/// Declares the driver entry points the runtime uses and how to load them.
+macro_rules! driver_api {
+    ($( $field:ident = $sym:literal : ($($arg:ty),*); )*) => {
+        /// The driver entry points the runtime uses.
+        pub struct Driver {
+            $( pub $field: unsafe extern "C" fn($($arg),*) -> CuResult, )*
+        }
+
+        fn load(lib: *mut c_void) -> Result<Driver, String> {
+            Ok(Driver { $( $field: sym(lib, $sym)?, )* })
+        }
+    };
+}
+
+driver_api! {
+    init = c"cuInit": (u32);
+    device_get_count = c"cuDeviceGetCount": (*mut i32);
+    device_get_attribute = c"cuDeviceGetAttribute": (*mut i32, i32, i32);
+    device_get_pci_bus_id = c"cuDeviceGetPCIBusId": (*mut c_char, i32, i32);
+    device_get_name = c"cuDeviceGetName": (*mut c_char, i32, i32);
+    device_total_mem = c"cuDeviceTotalMem_v2": (*mut usize, i32);
+    device_get_uuid = c"cuDeviceGetUuid": (*mut [u8; 16], i32);
+    mem_alloc = c"cuMemAlloc_v2": (*mut u64, usize);
+    mem_free = c"cuMemFree_v2": (u64);
+    mem_get_info = c"cuMemGetInfo_v2": (*mut usize, *mut usize);
+    memcpy_htod = c"cuMemcpyHtoD_v2": (u64, *const c_void, usize);
+    memcpy_dtoh = c"cuMemcpyDtoH_v2": (*mut c_void, u64, usize);
+    memcpy_dtod = c"cuMemcpyDtoD_v2": (u64, u64, usize);
+    memcpy_htod_async = c"cuMemcpyHtoDAsync_v2": (u64, *const c_void, usize, usize);
+    memcpy_dtoh_async = c"cuMemcpyDtoHAsync_v2": (*mut c_void, u64, usize, usize);
+    memcpy_dtod_async = c"cuMemcpyDtoDAsync_v2": (u64, u64, usize, usize);
+    memset_d8 = c"cuMemsetD8_v2": (u64, u8, usize);
+    memset_d8_async = c"cuMemsetD8Async": (u64, u8, usize, usize);
+    ctx_synchronize = c"cuCtxSynchronize": ();
+    stream_create = c"cuStreamCreate": (*mut usize, u32);
+    stream_destroy = c"cuStreamDestroy_v2": (usize);
+    stream_synchronize = c"cuStreamSynchronize": (usize);
+    stream_query = c"cuStreamQuery": (usize);
+    stream_wait_event = c"cuStreamWaitEvent": (usize, usize, u32);
+    event_create = c"cuEventCreate": (*mut usize, u32);
+    event_destroy = c"cuEventDestroy_v2": (usize);
+    event_record = c"cuEventRecord": (usize, usize);
+    event_synchronize = c"cuEventSynchronize": (usize);
+    event_query = c"cuEventQuery": (usize);
+    event_elapsed = c"cuEventElapsedTime": (*mut f32, usize, usize);
+    mem_alloc_host = c"cuMemAllocHost_v2": (*mut *mut c_void, usize);
+    mem_free_host = c"cuMemFreeHost": (*mut c_void);
+    pointer_get_attribute = c"cuPointerGetAttribute": (*mut c_void, i32, u64);
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
@@ -42,18 +81,42 @@ pub fn driver() -> Result<&'static Driver, &'static str> {
             if lib.is_null() {
                 return Err("libcuda.so.1 cannot be loaded".to_string());
             }
-            Ok(Driver {
-                init: sym(lib, c"cuInit")?,
-                device_get_count: sym(lib, c"cuDeviceGetCount")?,
-                device_get_attribute: sym(lib, c"cuDeviceGetAttribute")?,
-                device_get_pci_bus_id: sym(lib, c"cuDeviceGetPCIBusId")?,
-                device_get_name: sym(lib, c"cuDeviceGetName")?,
-                device_total_mem: sym(lib, c"cuDeviceTotalMem_v2")?,
-                device_get_uuid: sym(lib, c"cuDeviceGetUuid")?,
-            })
+            load(lib)
         })
         .as_ref()
         .map_err(|e| e.as_str())
+}
+
+/// Calls a driver entry point. The runtime forwards the caller's pointers unchanged, so the
+/// CUDA contract that makes them valid for the runtime call makes them valid for the driver
+/// call; the function pointers come from `libcuda.so.1` with these C signatures.
+#[macro_export]
+macro_rules! cu {
+    ($d:expr, $f:ident ()) => {{
+        let f = $d.$f;
+        // SAFETY: see the macro's documentation.
+        unsafe { f() }
+    }};
+    ($d:expr, $f:ident ($a:expr)) => {{
+        let (f, a) = ($d.$f, $a);
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a) }
+    }};
+    ($d:expr, $f:ident ($a:expr, $b:expr)) => {{
+        let (f, a, b) = ($d.$f, $a, $b);
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a, b) }
+    }};
+    ($d:expr, $f:ident ($a:expr, $b:expr, $c:expr)) => {{
+        let (f, a, b, c) = ($d.$f, $a, $b, $c);
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a, b, c) }
+    }};
+    ($d:expr, $f:ident ($a:expr, $b:expr, $c:expr, $e:expr)) => {{
+        let (f, a, b, c, e) = ($d.$f, $a, $b, $c, $e);
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a, b, c, e) }
+    }};
 }
 
 impl Driver {

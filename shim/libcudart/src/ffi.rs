@@ -23,7 +23,7 @@ thread_local! {
 }
 
 /// Records a failure as the thread's last error and returns it.
-fn fail(e: CudaError) -> CudaError {
+pub(crate) fn fail(e: CudaError) -> CudaError {
     if e != SUCCESS {
         LAST_ERROR.with(|l| l.set(e));
     }
@@ -31,7 +31,7 @@ fn fail(e: CudaError) -> CudaError {
 }
 
 /// Driver results mapped to runtime errors (the numbers coincide for these).
-fn from_cu(e: u32) -> CudaError {
+pub(crate) fn from_cu(e: u32) -> CudaError {
     match e {
         0 | 1 | 2 | 3 | 46 | 100 | 101 | 200 | 209 | 400 | 500 | 600 | 700 | 719 | 801 | 909 => e,
         _ => UNKNOWN,
@@ -221,7 +221,9 @@ error_strings! {
     100 => c"cudaErrorNoDevice", c"no CUDA-capable device is detected";
     101 => c"cudaErrorInvalidDevice", c"invalid device ordinal";
     400 => c"cudaErrorInvalidResourceHandle", c"invalid resource handle";
+    700 => c"cudaErrorIllegalAddress", c"an illegal memory access was encountered";
     801 => c"cudaErrorNotSupported", c"operation not supported";
+    909 => c"cudaErrorTimeout", c"timeout expired";
     999 => c"cudaErrorUnknown", c"unknown error";
 }
 
@@ -394,13 +396,6 @@ not_supported!(
     cudaDeviceDisablePeerAccess,
     cudaDeviceEnablePeerAccess,
     cudaDeviceReset,
-    cudaDeviceSynchronize,
-    cudaEventCreateWithFlags,
-    cudaEventDestroy,
-    cudaEventRecord,
-    cudaEventSynchronize,
-    cudaFree,
-    cudaFreeHost,
     cudaFuncGetAttributes,
     cudaFuncSetAttribute,
     cudaGraphDestroy,
@@ -408,32 +403,21 @@ not_supported!(
     cudaGraphExecUpdate,
     cudaGraphInstantiate,
     cudaGraphLaunch,
-    cudaHostAlloc,
     cudaHostGetDevicePointer,
     cudaHostRegister,
     cudaHostUnregister,
     cudaLaunchCooperativeKernel,
     cudaLaunchKernel,
     cudaLaunchKernelExC,
-    cudaMalloc,
-    cudaMallocHost,
     cudaMallocManaged,
-    cudaMemGetInfo,
     cudaMemcpy2DAsync,
     cudaMemcpy3DPeerAsync,
-    cudaMemcpyAsync,
     cudaMemcpyPeerAsync,
-    cudaMemset,
-    cudaMemsetAsync,
     cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,
     cudaSetDeviceFlags,
     cudaStreamBeginCapture,
-    cudaStreamCreateWithFlags,
-    cudaStreamDestroy,
     cudaStreamEndCapture,
     cudaStreamIsCapturing,
-    cudaStreamSynchronize,
-    cudaStreamWaitEvent,
 );
 
 /// Exported functions that are implemented.

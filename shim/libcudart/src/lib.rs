@@ -8,10 +8,12 @@
 //! `cudaGetDeviceProperties(_v2)` in the CUDA 12 layout, `cudaDeviceGetAttribute`,
 //! `cudaDeviceGetPCIBusId`), versions, the last-error calls and
 //! error strings, and the local bookkeeping of the compiler-generated ABI (fatbin and
-//! function registration, launch-configuration push and pop). Every other exported
+//! function registration, launch-configuration push and pop), and memory, copies, memsets,
+//! streams, events and synchronisation lowered onto the driver API (`mem.rs`). Every other exported
 //! function returns `cudaErrorNotSupported` and logs its name once (see `COVERAGE.md`).
 
 mod driver;
 pub mod ffi;
+pub mod mem;
 mod props;
 pub mod registry;

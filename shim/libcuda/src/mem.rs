@@ -1,0 +1,351 @@
+//! Memory, copies, memsets, streams, events and synchronisation of the driver API, on the
+//! process's queue. Asynchronous work is posted with no round trip; synchronous calls wait
+//! for their completion. Copies from pageable memory are staged through the first window in
+//! chunks, several in flight at once; copies from pinned memory (a window) go straight.
+
+use crate::state::session;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use vgpu_proto::cmd::*;
+use vgpu_proto::{Command, Cqe, Status};
+use vgpu_shim::client::{ClientError, Connection, QueuePair};
+
+/// A CUresult.
+pub type CuResult = u32;
+/// Staging chunk for pageable copies.
+pub const CHUNK: usize = 4 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Device allocations of this process (for pointer classification), base → size.
+static ALLOCATIONS: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+/// Serialises use of the staging window.
+static STAGING: Mutex<()> = Mutex::new(());
+/// Pinned allocations: host address → window id.
+static PINNED: OnceLock<Mutex<BTreeMap<usize, (u32, usize)>>> = OnceLock::new();
+
+fn pinned() -> MutexGuard<'static, BTreeMap<usize, (u32, usize)>> {
+    lock(PINNED.get_or_init(|| Mutex::new(BTreeMap::new())))
+}
+
+/// The connection and its queue, or NOT_INITIALIZED / the no-device error.
+pub fn conn() -> Result<(&'static Mutex<Connection>, Arc<QueuePair>), CuResult> {
+    let s = crate::state::initialized().ok_or(3u32)?;
+    let c = s.conn.as_ref().ok_or(s.status.to_cuda())?;
+    let q = lock(c).queue().clone();
+    Ok((c, q))
+}
+
+fn req(command: Command, stream: u64) -> Request {
+    Request {
+        cid: 0,
+        notify: false,
+        stream,
+        payload: Payload::None,
+        command,
+    }
+}
+
+fn client_err(e: ClientError) -> CuResult {
+    log::warn!("vgpu: {e}");
+    e.status().to_cuda()
+}
+
+fn status(c: &Cqe) -> Result<Cqe, CuResult> {
+    if c.status().is_ok() {
+        Ok(*c)
+    } else {
+        Err(c.status().to_cuda())
+    }
+}
+
+/// Runs a synchronous command.
+pub fn call(command: Command, stream: u64) -> Result<Cqe, CuResult> {
+    let (_, q) = conn()?;
+    let c = q.call(req(command, stream), &[]).map_err(client_err)?;
+    status(&c)
+}
+
+/// Runs an asynchronous command and waits until it has executed (FLAG_NOTIFY).
+pub fn call_async(command: Command, stream: u64) -> Result<Cqe, CuResult> {
+    let (_, q) = conn()?;
+    let mut r = req(command, stream);
+    r.notify = true;
+    let c = q.call(r, &[]).map_err(client_err)?;
+    status(&c)
+}
+
+/// Posts an asynchronous command (no round trip); refusals arrive as events.
+pub fn post(command: Command, stream: u64) -> Result<(), CuResult> {
+    let (_, q) = conn()?;
+    q.submit(req(command, stream), &[]).map_err(client_err)?;
+    check_events(&q)
+}
+
+/// Reports an async refusal that came back (spec §8.2) as the call's error.
+fn check_events(q: &QueuePair) -> Result<(), CuResult> {
+    for e in q.take_events() {
+        if e.flags & vgpu_proto::queue::cqe_flags::ASYNC_ERROR != 0 {
+            log::warn!(
+                "vgpu: an asynchronous command (opcode {:#06x}) was refused: {}",
+                e.opcode,
+                e.status()
+            );
+            return Err(e.status().to_cuda());
+        }
+    }
+    Ok(())
+}
+
+/// Stream handle of the driver API → device stream (0 = NULL stream; the legacy and
+/// per-thread default-stream handles map to the NULL stream).
+pub fn stream(s: usize) -> u64 {
+    match s {
+        0..=2 => 0,
+        s => s as u64,
+    }
+}
+
+/// `cuMemAlloc`.
+pub fn alloc(size: usize) -> Result<u64, CuResult> {
+    let c = call(
+        Command::MEM_ALLOC(MemAllocArgs {
+            size: size as u64,
+            ..bytemuck::Zeroable::zeroed()
+        }),
+        0,
+    )?;
+    lock(&ALLOCATIONS).insert(c.result0, size as u64);
+    Ok(c.result0)
+}
+
+/// `cuMemFree`.
+pub fn free(ptr: u64) -> Result<(), CuResult> {
+    call(
+        Command::MEM_FREE(HandleArgs {
+            handle: ptr,
+            ..bytemuck::Zeroable::zeroed()
+        }),
+        0,
+    )?;
+    lock(&ALLOCATIONS).remove(&ptr);
+    Ok(())
+}
+
+/// True when `ptr` lies in a device allocation of this process.
+pub fn is_device(ptr: u64) -> bool {
+    lock(&ALLOCATIONS)
+        .range(..=ptr)
+        .next_back()
+        .is_some_and(|(b, s)| ptr - b < *s)
+}
+
+/// The window and offset of pinned host memory `[p, p + n)`, if it is inside one window.
+fn window_of(conn: &Connection, p: usize, n: usize) -> Option<(u32, u64)> {
+    conn.windows().find_map(|w| {
+        let base = w.as_ptr() as usize;
+        (p >= base && p.checked_add(n)? <= base + w.len()).then(|| (w.id(), (p - base) as u64))
+    })
+}
+
+/// Copies host to device; asynchronous (no wait) when the source is pinned and `wait` is
+/// false, else staged and complete on return.
+pub(crate) fn htod(
+    dst: u64,
+    src: *const u8,
+    n: usize,
+    stream_: u64,
+    wait: bool,
+) -> Result<(), CuResult> {
+    if n == 0 {
+        return Ok(());
+    }
+    let (c, q) = conn()?;
+    let pinned = window_of(&lock(c), src as usize, n);
+    if let Some((window, offset)) = pinned {
+        let args = CopyHtoDArgs {
+            dst,
+            len: n as u64,
+            src_window: window,
+            rsv0: 0,
+            src_offset: offset,
+        };
+        return if wait {
+            call_async(Command::MEMCPY_HTOD(args), stream_).map(|_| ())
+        } else {
+            post(Command::MEMCPY_HTOD(args), stream_)
+        };
+    }
+    staged(
+        c,
+        &q,
+        n,
+        |win, chunk, off, len| {
+            // SAFETY: the caller's source holds `n` bytes (CUDA's contract); off + len <= n.
+            let data = unsafe { std::slice::from_raw_parts(src.add(off), len) };
+            win.write(chunk, data).map_err(|_| 1u32)?;
+            Ok(Command::MEMCPY_HTOD(CopyHtoDArgs {
+                dst: dst + off as u64,
+                len: len as u64,
+                src_window: 0,
+                rsv0: 0,
+                src_offset: chunk as u64,
+            }))
+        },
+        |_, _, _, _| Ok(()),
+        stream_,
+    )
+}
+
+/// Copies device to host, complete on return (or, pinned and `wait` false, asynchronous).
+pub(crate) fn dtoh(
+    dst: *mut u8,
+    src: u64,
+    n: usize,
+    stream_: u64,
+    wait: bool,
+) -> Result<(), CuResult> {
+    if n == 0 {
+        return Ok(());
+    }
+    let (c, q) = conn()?;
+    let pinned = window_of(&lock(c), dst as usize, n);
+    if let Some((window, offset)) = pinned {
+        let args = CopyDtoHArgs {
+            src,
+            len: n as u64,
+            dst_window: window,
+            rsv0: 0,
+            dst_offset: offset,
+        };
+        return if wait {
+            call_async(Command::MEMCPY_DTOH(args), stream_).map(|_| ())
+        } else {
+            post(Command::MEMCPY_DTOH(args), stream_)
+        };
+    }
+    staged(
+        c,
+        &q,
+        n,
+        |_, chunk, off, len| {
+            Ok(Command::MEMCPY_DTOH(CopyDtoHArgs {
+                src: src + off as u64,
+                len: len as u64,
+                dst_window: 0,
+                rsv0: 0,
+                dst_offset: chunk as u64,
+            }))
+        },
+        |win, chunk, off, len| {
+            // SAFETY: the caller's destination holds `n` bytes; off + len <= n.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.add(off), len) };
+            win.read(chunk, out).map_err(|_| 1u32)
+        },
+        stream_,
+    )
+}
+
+/// Moves `n` bytes in chunks through the staging window, up to four chunks in flight:
+/// `before` fills a chunk and returns the command (its window id is filled in here),
+/// `after` empties it once the device is done.
+fn staged(
+    c: &Mutex<Connection>,
+    q: &QueuePair,
+    n: usize,
+    mut before: impl FnMut(&vgpu_shim::client::Window, usize, usize, usize) -> Result<Command, CuResult>,
+    mut after: impl FnMut(&vgpu_shim::client::Window, usize, usize, usize) -> Result<(), CuResult>,
+    stream_: u64,
+) -> Result<(), CuResult> {
+    let _staging = lock(&STAGING);
+    let conn = lock(c);
+    let win = conn.window(conn.first_window()).ok_or(999u32)?;
+    let slots = (win.len() / CHUNK).clamp(1, 4);
+    let chunk_len = CHUNK.min(win.len());
+    let mut inflight: std::collections::VecDeque<(u32, usize, usize, usize)> = Default::default();
+    let mut off = 0;
+    let mut slot = 0;
+    let mut first_err: Option<CuResult> = None;
+    let mut drain_one = |inflight: &mut std::collections::VecDeque<(u32, usize, usize, usize)>| -> Result<(), CuResult> {
+        if let Some((cid, chunk, o, len)) = inflight.pop_front() {
+            let r = q.wait(cid).map_err(client_err).and_then(|c| status(&c).map(|_| ()));
+            r.and_then(|_| after(win, chunk, o, len))?;
+        }
+        Ok(())
+    };
+    while off < n && first_err.is_none() {
+        if inflight.len() == slots {
+            if let Err(e) = drain_one(&mut inflight) {
+                first_err = Some(e);
+                break;
+            }
+        }
+        let len = chunk_len.min(n - off);
+        let chunk = slot * chunk_len;
+        let mut cmd = match before(win, chunk, off, len) {
+            Ok(c) => c,
+            Err(e) => {
+                first_err = Some(e);
+                break;
+            }
+        };
+        match &mut cmd {
+            Command::MEMCPY_HTOD(a) => a.src_window = win.id(),
+            Command::MEMCPY_DTOH(a) => a.dst_window = win.id(),
+            _ => {}
+        }
+        let mut r = req(cmd, stream_);
+        r.notify = true;
+        match q.submit(r, &[]) {
+            Ok(cid) => inflight.push_back((cid, chunk, off, len)),
+            Err(e) => {
+                first_err = Some(client_err(e));
+                break;
+            }
+        }
+        off += len;
+        slot = (slot + 1) % slots;
+    }
+    while !inflight.is_empty() {
+        if let Err(e) = drain_one(&mut inflight) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Pinned host memory of `size` bytes: a new window (≥ 256-byte aligned: windows are
+/// page aligned).
+pub fn alloc_host(size: usize) -> Result<*mut u8, CuResult> {
+    let (c, _) = conn()?;
+    let mut conn = lock(c);
+    let id = conn.alloc_window(size.max(1) as u64).map_err(client_err)?;
+    let w = conn.window(id).ok_or(999u32)?;
+    let p = w.as_ptr();
+    pinned().insert(p as usize, (id, size));
+    Ok(p)
+}
+
+/// Frees pinned host memory from [`alloc_host`].
+pub fn free_host(p: *mut u8) -> Result<(), CuResult> {
+    let (id, _) = pinned().remove(&(p as usize)).ok_or(1u32)?;
+    let (c, _) = conn()?;
+    // Work that still uses the window must finish first.
+    call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0)?;
+    lock(c).free_window(id).map_err(client_err)
+}
+
+/// `Status` of a wait for completion, for callers that want the raw status.
+pub fn to_cuda(s: Status) -> CuResult {
+    s.to_cuda()
+}
+
+/// Ensures the session exists (for entry points called before cuInit by mistake).
+pub fn ensure_session() {
+    let _ = session();
+}
