@@ -637,3 +637,90 @@ pub const IMPLEMENTED_MEMORY_FUNCTIONS: &[&str] = &[
     "cuMemFreeHost",
     "cuPointerGetAttribute",
 ];
+
+// ---- modules and launches (module.rs) ----
+
+use crate::module;
+
+/// `cuModuleLoadData`: the image is a fatbin container, an ELF cubin or PTX.
+#[no_mangle]
+pub extern "C" fn cuModuleLoadData(m: *mut usize, image: *const c_void) -> CuResult {
+    if image.is_null() {
+        return INVALID_VALUE;
+    }
+    // SAFETY: the caller passes a readable module image (CUDA's contract); image_len reads
+    // only its header.
+    let len = unsafe { module::image_len(image.cast()) };
+    let bytes = match len {
+        // SAFETY: the image is `n` bytes long, as its own header says.
+        Some(n) if n > 0 => unsafe { std::slice::from_raw_parts(image.cast::<u8>(), n) },
+        _ => return 200,
+    };
+    match module::load(bytes) {
+        Ok(h) => put(m, h as usize),
+        Err(e) => e,
+    }
+}
+
+/// `cuModuleGetFunction`.
+#[no_mangle]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C ABI entry point: the name is the caller's
+pub extern "C" fn cuModuleGetFunction(f: *mut usize, m: usize, name: *const c_char) -> CuResult {
+    if name.is_null() {
+        return INVALID_VALUE;
+    }
+    // SAFETY: a NUL-terminated name from the caller (CUDA's contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy();
+    match module::function(m as u64, &name) {
+        Ok(h) => put(f, h as usize),
+        Err(e) => e,
+    }
+}
+
+/// `cuModuleUnload`.
+#[no_mangle]
+pub extern "C" fn cuModuleUnload(m: usize) -> CuResult {
+    done(module::unload(m as u64))
+}
+
+/// `cuLaunchKernel` with `kernelParams` (the `extra` form is not supported).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // the driver API
+pub extern "C" fn cuLaunchKernel(
+    f: usize,
+    gx: u32,
+    gy: u32,
+    gz: u32,
+    bx: u32,
+    by: u32,
+    bz: u32,
+    shared: u32,
+    stream: usize,
+    params: *const *const c_void,
+    extra: *const *const c_void,
+) -> CuResult {
+    if !extra.is_null() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| log::warn!("vgpu: cuLaunchKernel with `extra` is not supported"));
+        return NOT_SUPPORTED;
+    }
+    // SAFETY: `params` holds one pointer per kernel parameter (CUDA's contract).
+    done(unsafe {
+        module::launch(
+            f as u64,
+            [gx, gy, gz],
+            [bx, by, bz],
+            shared,
+            mem::stream(stream),
+            params.cast(),
+        )
+    })
+}
+
+/// Exported module functions that are implemented.
+pub const IMPLEMENTED_MODULE_FUNCTIONS: &[&str] = &[
+    "cuModuleLoadData",
+    "cuModuleGetFunction",
+    "cuModuleUnload",
+    "cuLaunchKernel",
+];

@@ -14,6 +14,7 @@
 
 pub mod ffi;
 pub mod mem;
+pub mod module;
 pub mod state;
 
 pub use state::device_count;

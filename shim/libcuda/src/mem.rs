@@ -84,6 +84,32 @@ pub fn post(command: Command, stream: u64) -> Result<(), CuResult> {
     check_events(&q)
 }
 
+/// Posts an asynchronous command with an inline payload (no round trip).
+pub fn post_inline(command: Command, stream: u64, payload: &[u8]) -> Result<(), CuResult> {
+    let (_, q) = conn()?;
+    let p = if payload.is_empty() {
+        Payload::None
+    } else {
+        Payload::Inline {
+            len: payload.len() as u32,
+        }
+    };
+    let r = Request {
+        cid: 0,
+        notify: false,
+        stream,
+        payload: p,
+        command,
+    };
+    q.submit(r, payload).map_err(client_err)?;
+    check_events(&q)
+}
+
+/// The staging window's lock (module loads use the window too).
+pub fn staging_lock() -> MutexGuard<'static, ()> {
+    lock(&STAGING)
+}
+
 /// Reports an async refusal that came back (spec §8.2) as the call's error.
 fn check_events(q: &QueuePair) -> Result<(), CuResult> {
     for e in q.take_events() {

@@ -54,6 +54,9 @@ driver_api! {
     mem_alloc_host = c"cuMemAllocHost_v2": (*mut *mut c_void, usize);
     mem_free_host = c"cuMemFreeHost": (*mut c_void);
     pointer_get_attribute = c"cuPointerGetAttribute": (*mut c_void, i32, u64);
+    module_load_data = c"cuModuleLoadData": (*mut usize, *const c_void);
+    module_get_function = c"cuModuleGetFunction": (*mut usize, usize, *const c_char);
+    launch_kernel = c"cuLaunchKernel": (usize, u32, u32, u32, u32, u32, u32, u32, usize, *const *const c_void, *const *const c_void);
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
@@ -116,6 +119,14 @@ macro_rules! cu {
         let (f, a, b, c, e) = ($d.$f, $a, $b, $c, $e);
         // SAFETY: see the macro's documentation.
         unsafe { f(a, b, c, e) }
+    }};
+    ($d:expr, $f:ident ($a0:expr, $a1:expr, $a2:expr, $a3:expr, $a4:expr, $a5:expr, $a6:expr, $a7:expr, $a8:expr, $a9:expr, $a10:expr)) => {{
+        let (f, a) = (
+            $d.$f,
+            ($a0, $a1, $a2, $a3, $a4, $a5, $a6, $a7, $a8, $a9, $a10),
+        );
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8, a.9, a.10) }
     }};
 }
 

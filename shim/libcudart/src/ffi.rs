@@ -319,6 +319,13 @@ pub struct Dim3 {
     z: u32,
 }
 
+impl Dim3 {
+    /// As an array.
+    pub fn dims(&self) -> [u32; 3] {
+        [self.x, self.y, self.z]
+    }
+}
+
 /// `__cudaPushCallConfiguration` (`<<<grid, block, shared, stream>>>`).
 #[no_mangle]
 pub extern "C" fn __cudaPushCallConfiguration(
@@ -407,7 +414,6 @@ not_supported!(
     cudaHostRegister,
     cudaHostUnregister,
     cudaLaunchCooperativeKernel,
-    cudaLaunchKernel,
     cudaLaunchKernelExC,
     cudaMallocManaged,
     cudaMemcpy2DAsync,

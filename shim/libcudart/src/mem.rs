@@ -299,4 +299,104 @@ pub const IMPLEMENTED: &[&str] = &[
     "cudaMallocHost",
     "cudaHostAlloc",
     "cudaFreeHost",
+    "cudaLaunchKernel",
 ];
+
+/// Kernels launched so far: host stub → driver function.
+static LAUNCHABLE: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
+    std::sync::Mutex::new(None);
+/// Modules loaded so far: fatbin handle → driver module.
+static MODULES: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
+    std::sync::Mutex::new(None);
+
+/// The driver function of a registered host stub, loading its fatbin on first use.
+fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
+    if let Some(f) = LAUNCHABLE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .get(&host_fun)
+    {
+        return Ok(*f);
+    }
+    let (handle, name) =
+        crate::registry::with(|r| r.functions.get(&host_fun).cloned()).ok_or(98u32)?; // cudaErrorInvalidDeviceFunction
+    let wrapper =
+        crate::registry::with(|r| r.fatbins.get(&handle).map(|f| f.wrapper)).ok_or(98u32)?;
+    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    let modules = modules.get_or_insert_with(Default::default);
+    let module = match modules.get(&handle) {
+        Some(m) => *m,
+        None => {
+            // __fatBinC_Wrapper_t { int magic; int version; const void* data; void* filename }.
+            // SAFETY: the compiler registered a pointer to such a wrapper.
+            let (magic, data) = unsafe {
+                (
+                    *(wrapper as *const u32),
+                    *((wrapper + 8) as *const *const c_void),
+                )
+            };
+            if magic != 0x466243b1 || data.is_null() {
+                return Err(200); // cudaErrorInvalidKernelImage
+            }
+            let mut m = 0usize;
+            match cu!(d, module_load_data(&mut m, data)) {
+                0 => {}
+                e => return Err(from_cu(e)),
+            }
+            modules.insert(handle, m);
+            m
+        }
+    };
+    let cname = std::ffi::CString::new(name).map_err(|_| 98u32)?;
+    let mut f = 0usize;
+    match cu!(d, module_get_function(&mut f, module, cname.as_ptr())) {
+        0 => {}
+        e => return Err(from_cu(e)),
+    }
+    LAUNCHABLE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert(host_fun, f);
+    Ok(f)
+}
+
+/// `cudaLaunchKernel` (the CUDA 12 launch ABI: `__cudaPopCallConfiguration` in the host
+/// stub, then this).
+#[no_mangle]
+pub extern "C" fn cudaLaunchKernel(
+    func: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    let d = match api() {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let f = match function_of(d, func as usize) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let (g, b) = (grid.dims(), block.dims());
+    let shared = u32::try_from(shared).unwrap_or(u32::MAX);
+    fail(from_cu(cu!(
+        d,
+        launch_kernel(
+            f,
+            g[0],
+            g[1],
+            g[2],
+            b[0],
+            b[1],
+            b[2],
+            shared,
+            stream,
+            args,
+            std::ptr::null()
+        )
+    )))
+}

@@ -147,19 +147,45 @@ fn coverage_markdown() -> String {
             no.len()
         ));
     };
+    let cuda: Vec<&str> = vgpu_cuda::ffi::IMPLEMENTED_FUNCTIONS
+        .iter()
+        .chain(vgpu_cuda::ffi::IMPLEMENTED_MEMORY_FUNCTIONS)
+        .chain(vgpu_cuda::ffi::IMPLEMENTED_MODULE_FUNCTIONS)
+        .copied()
+        .collect();
     section(
         &mut out,
         "libcuda.so.1",
-        vgpu_cuda::ffi::IMPLEMENTED_FUNCTIONS,
+        &cuda,
         vgpu_cuda::ffi::NOT_SUPPORTED_FUNCTIONS,
     );
+    let cudart: Vec<&str> = vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS
+        .iter()
+        .chain(vgpu_cudart::mem::IMPLEMENTED)
+        .copied()
+        .collect();
     section(
         &mut out,
         "libcudart.so.12",
-        vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS,
+        &cudart,
         vgpu_cudart::ffi::NOT_SUPPORTED_FUNCTIONS,
     );
     out
+}
+
+#[test]
+fn every_export_is_in_the_coverage_table() {
+    let d = shims();
+    let table = coverage_markdown();
+    for lib in ["libcuda.so.1", "libcudart.so.12"] {
+        for s in exports(&d.join(lib)) {
+            let name = s.split('@').next().unwrap_or(&s).to_string();
+            assert!(
+                table.contains(&format!("| `{name}` |")),
+                "{name} ({lib}) is exported but not in COVERAGE.md"
+            );
+        }
+    }
 }
 
 #[test]

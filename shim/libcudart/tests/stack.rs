@@ -53,6 +53,10 @@ fn start() -> Stack {
 
 impl Stack {
     fn run_sample(&self, name: &str, libs: &[&str]) -> (i32, String) {
+        self.run_sample_args(name, libs, &[])
+    }
+
+    fn run_sample_args(&self, name: &str, libs: &[&str], args: &[&str]) -> (i32, String) {
         let shims = root().join("target/shims");
         assert!(
             shims.join("libcudart.so.12").exists(),
@@ -70,6 +74,7 @@ impl Stack {
             "cc failed for {name}"
         );
         let out = Command::new(&exe)
+            .args(args)
             .env("LD_LIBRARY_PATH", &shims)
             .env("VGPU_SOCKET", self.dir.path().join("vgpu.sock"))
             .env("VGPU_TIMEOUT_MS", "60000")
@@ -104,5 +109,14 @@ fn device_query_and_memory_samples() {
     let (code, out) = st.run_sample("memory", &["cudart"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("memory: all checks passed"), "{out}");
+    // A kernel through the CUDA 12 launch ABI: registration, lazy load by hash, parameter
+    // packing from the device's layout, the CPU reference kernel, and the result.
+    let fatbin = root().join("fatbin/tests/fixtures/kernels.fatbin");
+    let (code, out) = st.run_sample_args("launch", &["cudart"], &[fatbin.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("launch: vecAdd over 1000 elements checked"),
+        "{out}"
+    );
     st.finish();
 }
