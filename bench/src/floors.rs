@@ -169,3 +169,33 @@ pub fn memcpy_bandwidth(size: usize, min_time: Duration) -> f64 {
     }
     best
 }
+
+/// Thread CPU time in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The least a client can spend posting one launch: write a 64-byte entry and a 64-byte
+/// payload into a ring in shared memory, publish the tail (release), fence, read a flag.
+/// CPU nanoseconds per post.
+pub fn ring_post_floor(posts: usize) -> f64 {
+    let page = SharedPage::new();
+    let mut ring = vec![0u8; 64 * 1024];
+    let entry = [0x5Au8; 128];
+    let t0 = thread_cpu_ns();
+    for i in 0..posts {
+        let at = (i * 128) % ring.len();
+        ring[at..at + 128].copy_from_slice(&entry);
+        std::hint::black_box(&mut ring);
+        page.word(0).store(i as u32, Ordering::Release);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        std::hint::black_box(page.word(1).load(Ordering::Acquire));
+    }
+    (thread_cpu_ns() - t0) as f64 / posts as f64
+}
