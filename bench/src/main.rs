@@ -34,7 +34,7 @@ struct Args {
 fn load_vec_add(conn: &Connection, image: &[u8]) -> u64 {
     use vgpu_proto::payload::ModuleImageHeader;
     let w = conn.window(conn.first_window()).expect("window");
-    let hash = vgpu_proto_sha256(image);
+    let hash = sha256(image);
     let h = ModuleImageHeader {
         sha256: hash,
         image_len: image.len() as u64,
@@ -75,7 +75,7 @@ fn load_vec_add(conn: &Connection, image: &[u8]) -> u64 {
         .handle
 }
 
-fn vgpu_proto_sha256(data: &[u8]) -> [u8; 32] {
+fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
 }

@@ -3,11 +3,10 @@
 //! for their completion. Copies from pageable memory are staged through the first window in
 //! chunks, several in flight at once; copies from pinned memory (a window) go straight.
 
-use crate::state::session;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use vgpu_proto::cmd::*;
-use vgpu_proto::{Command, Cqe, Status};
+use vgpu_proto::{Command, Cqe};
 use vgpu_shim::client::{ClientError, Connection, QueuePair};
 
 /// A CUresult.
@@ -364,14 +363,4 @@ pub fn free_host(p: *mut u8) -> Result<(), CuResult> {
     // Work that still uses the window must finish first.
     call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0)?;
     lock(c).free_window(id).map_err(client_err)
-}
-
-/// `Status` of a wait for completion, for callers that want the raw status.
-pub fn to_cuda(s: Status) -> CuResult {
-    s.to_cuda()
-}
-
-/// Ensures the session exists (for entry points called before cuInit by mistake).
-pub fn ensure_session() {
-    let _ = session();
 }
