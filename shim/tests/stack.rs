@@ -2,76 +2,25 @@
 //! (vfio-user backing), in this process, with no VM.
 
 use bytemuck::Zeroable;
-use std::sync::Arc;
 use std::time::Duration;
-use vgpu_driver::server::{self, Driver, Limits};
 use vgpu_proto::cmd::*;
 use vgpu_proto::{Command, Status};
 use vgpu_shim::client::{ConnectOptions, Connection};
 
-struct Stack {
-    dir: tempfile::TempDir,
-    stub: Arc<vgpu_stub::device::Device>,
-    driver: Arc<Driver>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
+use vgpu_test_stack::Stack;
 
 fn start() -> Stack {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let stub_sock = dir.path().join("stub.sock");
-    let cfg = vgpu_stub::exec::soft::SoftConfig {
-        memory: 1 << 30,
-        ..Default::default()
-    };
-    let stub = Arc::new(vgpu_stub::device::Device::new(
-        Default::default(),
-        Arc::new(vgpu_stub::exec::soft::SoftExecutor::new(cfg)),
-    ));
-    let (s, p) = (stub.clone(), stub_sock.clone());
-    let t1 = std::thread::spawn(move || vgpu_stub::server::serve(&p, s, Some(1)).unwrap());
-    while !stub_sock.exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let backing = vgpu_driver::backing::VfioUserBacking::connect(&stub_sock).unwrap();
-    let dev = vgpu_driver::device::Device::bring_up(Box::new(backing)).unwrap();
-    let listener = server::listen(&dir.path().join("vgpu.sock"), 0o660, None).unwrap();
-    let driver = Driver::new(
-        dev,
-        Limits {
-            window_bytes: 8 << 20,
-            ..Limits::default()
-        },
-    );
-    let d = driver.clone();
-    let t2 = std::thread::spawn(move || server::serve(d, listener));
-    Stack {
-        dir,
-        stub,
-        driver,
-        threads: vec![t1, t2],
-    }
+    Stack::start(1 << 30, 8 << 20)
 }
 
-impl Stack {
-    fn options(&self) -> ConnectOptions {
-        ConnectOptions {
-            socket: self.dir.path().join("vgpu.sock"),
-            name: "shim-test".into(),
-            queue_depth_log2: 8,
-            window_bytes: 8 << 20,
-            timeout: Duration::from_secs(30),
-            spin: Duration::from_micros(50),
-        }
-    }
-
-    fn finish(self) {
-        self.driver.stop();
-        let mut threads = self.threads;
-        let t2 = threads.pop().unwrap();
-        t2.join().unwrap();
-        self.driver.device().shutdown();
-        threads.pop().unwrap().join().unwrap();
+fn options(st: &Stack) -> ConnectOptions {
+    ConnectOptions {
+        socket: st.control(),
+        name: "shim-test".into(),
+        queue_depth_log2: 8,
+        window_bytes: 8 << 20,
+        timeout: Duration::from_secs(30),
+        spin: Duration::from_micros(50),
     }
 }
 
@@ -88,7 +37,7 @@ fn req(command: Command, stream: u64) -> Request {
 #[test]
 fn client_core_on_the_real_stack() {
     let st = start();
-    let mut conn = Connection::connect(&st.options()).unwrap();
+    let mut conn = Connection::connect(&options(&st)).unwrap();
     assert_eq!(conn.device_info().cc_major, 9);
     let q = conn.queue().clone();
     assert_eq!(

@@ -3,55 +3,18 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
+use vgpu_test_stack::Stack;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-struct Stack {
-    dir: tempfile::TempDir,
-    driver: Arc<vgpu_driver::server::Driver>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+trait Samples {
+    fn run_sample(&self, name: &str, libs: &[&str]) -> (i32, String);
+    fn run_sample_args(&self, name: &str, libs: &[&str], args: &[&str]) -> (i32, String);
 }
 
-fn start() -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let stub_sock = dir.path().join("stub.sock");
-    let cfg = vgpu_stub::exec::soft::SoftConfig {
-        memory: 2 << 30,
-        ..Default::default()
-    };
-    let stub = Arc::new(vgpu_stub::device::Device::new(
-        Default::default(),
-        Arc::new(vgpu_stub::exec::soft::SoftExecutor::new(cfg)),
-    ));
-    let p = stub_sock.clone();
-    let t1 = std::thread::spawn(move || vgpu_stub::server::serve(&p, stub, Some(1)).unwrap());
-    while !stub_sock.exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let backing = vgpu_driver::backing::VfioUserBacking::connect(&stub_sock).unwrap();
-    let dev = vgpu_driver::device::Device::bring_up(Box::new(backing)).unwrap();
-    let listener = vgpu_driver::server::listen(&dir.path().join("vgpu.sock"), 0o660, None).unwrap();
-    let driver = vgpu_driver::server::Driver::new(
-        dev,
-        vgpu_driver::server::Limits {
-            window_bytes: 16 << 20,
-            ..Default::default()
-        },
-    );
-    let d = driver.clone();
-    let t2 = std::thread::spawn(move || vgpu_driver::server::serve(d, listener));
-    Stack {
-        dir,
-        driver,
-        threads: vec![t1, t2],
-    }
-}
-
-impl Stack {
+impl Samples for Stack {
     fn run_sample(&self, name: &str, libs: &[&str]) -> (i32, String) {
         self.run_sample_args(name, libs, &[])
     }
@@ -76,7 +39,7 @@ impl Stack {
         let out = Command::new(&exe)
             .args(args)
             .env("LD_LIBRARY_PATH", &shims)
-            .env("VGPU_SOCKET", self.dir.path().join("vgpu.sock"))
+            .env("VGPU_SOCKET", self.control())
             .env("VGPU_TIMEOUT_MS", "60000")
             .output()
             .unwrap();
@@ -87,19 +50,11 @@ impl Stack {
         );
         (out.status.code().unwrap_or(-1), text)
     }
-
-    fn finish(mut self) {
-        self.driver.stop();
-        let t2 = self.threads.pop().unwrap();
-        t2.join().unwrap();
-        self.driver.device().shutdown();
-        self.threads.pop().unwrap().join().unwrap();
-    }
 }
 
 #[test]
 fn device_query_and_memory_samples() {
-    let st = start();
+    let st = Stack::start(2 << 30, 16 << 20);
     let (code, out) = st.run_sample("device_query", &["cudart", "cuda"]);
     assert_eq!(code, 0, "{out}");
     assert!(
