@@ -4,7 +4,8 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in build-essential pkg-config; do
+# clang-16 and python3-venv: the real CUDA programs (ci/build-cuda-programs.sh).
+for pkg in build-essential pkg-config clang-16 python3-venv binutils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

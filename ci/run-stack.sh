@@ -38,5 +38,11 @@ echo "== memory: copies (pageable and pinned), memsets, streams and events, chec
 "$work/memory"
 echo "== launch: vecAdd from an nvcc-built fatbin through the CUDA 12 launch ABI, checked"
 "$work/launch" fatbin/tests/fixtures/kernels.fatbin
+if [ -x target/cuda-programs/kernels_app.cuda12 ]; then
+  for abi in 12 13; do
+    echo "== kernels_app: a real CUDA program built for the CUDA $abi launch ABI (ci/build-cuda-programs.sh)"
+    "target/cuda-programs/kernels_app.cuda$abi"
+  done
+fi
 echo "== done: the device was found, data moved both ways and a kernel ran, all checked."
 echo "   (The soft executor runs kernels through CPU reference implementations.)"

@@ -19,6 +19,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "drop-in libraries (ci/build-shims.sh)"
 ci/build-shims.sh
 
+step "real CUDA programs in both launch ABIs (ci/build-cuda-programs.sh)"
+ci/build-cuda-programs.sh
+export VGPU_REQUIRE_CUDA_PROGRAMS=1
+
 step "unit, property, spec, stack and fuzz-corpus tests"
 cargo test --workspace 2>&1 | tee /tmp/vgpu-test.log
 passed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$4} END {print s+0}')

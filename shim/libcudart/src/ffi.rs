@@ -397,8 +397,6 @@ macro_rules! not_supported {
 }
 
 not_supported!(
-    __cudaGetKernel,
-    __cudaLaunchKernel,
     cudaDeviceCanAccessPeer,
     cudaDeviceDisablePeerAccess,
     cudaDeviceEnablePeerAccess,

@@ -300,6 +300,9 @@ pub const IMPLEMENTED: &[&str] = &[
     "cudaHostAlloc",
     "cudaFreeHost",
     "cudaLaunchKernel",
+    "__cudaGetKernel",
+    "__cudaLaunchKernel",
+    "__cudaLaunchKernel_ptsz",
 ];
 
 /// Kernels launched so far: host stub → driver function.
@@ -360,6 +363,50 @@ fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
         .get_or_insert_with(Default::default)
         .insert(host_fun, f);
     Ok(f)
+}
+
+/// `__cudaGetKernel` (the CUDA 13 launch ABI: each host stub asks once for its kernel's
+/// handle). The handle is the host stub's own address; nothing is loaded until the launch.
+#[no_mangle]
+pub extern "C" fn __cudaGetKernel(kernel: *mut *const c_void, func: *const c_void) -> CudaError {
+    if kernel.is_null() {
+        return fail(1); // cudaErrorInvalidValue
+    }
+    if !crate::registry::with(|r| r.functions.contains_key(&(func as usize))) {
+        return fail(98); // cudaErrorInvalidDeviceFunction
+    }
+    // SAFETY: the host stub passes the address of its static handle; null refused above.
+    unsafe { kernel.write(func) };
+    0
+}
+
+/// `__cudaLaunchKernel` (the CUDA 13 launch ABI: the host stub pops the configuration and
+/// launches the handle `__cudaGetKernel` gave it).
+#[no_mangle]
+pub extern "C" fn __cudaLaunchKernel(
+    kernel: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
+}
+
+/// `__cudaLaunchKernel_ptsz`: the same under per-thread default-stream compilation. The
+/// per-thread default stream is not distinguished from the legacy one: the handle 0 and
+/// 2 (`cudaStreamPerThread`) both launch on the NULL stream.
+#[no_mangle]
+pub extern "C" fn __cudaLaunchKernel_ptsz(
+    kernel: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
 }
 
 /// `cudaLaunchKernel` (the CUDA 12 launch ABI: `__cudaPopCallConfiguration` in the host

@@ -75,3 +75,44 @@ fn device_query_and_memory_samples() {
     );
     st.finish();
 }
+
+/// Real CUDA programs (tests/cuda/), built by registry toolchains in both kernel-launch
+/// ABIs by `ci/build-cuda-programs.sh`, run unchanged against the shims: vecAdd and a kernel
+/// with a struct by value and mixed parameters, through the CPU reference kernels.
+#[test]
+fn real_cuda_programs_in_both_launch_abis() {
+    let dir = root().join("target/cuda-programs");
+    let programs = ["kernels_app.cuda12", "kernels_app.cuda13"];
+    if !programs.iter().all(|p| dir.join(p).exists()) {
+        assert!(
+            std::env::var_os("VGPU_REQUIRE_CUDA_PROGRAMS").is_none(),
+            "the CUDA programs are not built: ci/build-cuda-programs.sh"
+        );
+        eprintln!("skipped: run ci/build-cuda-programs.sh to build the real CUDA programs");
+        return;
+    }
+    let st = Stack::start(2 << 30, 16 << 20);
+    for p in programs {
+        let out = Command::new(dir.join(p))
+            .env("LD_LIBRARY_PATH", root().join("target/shims"))
+            .env("VGPU_SOCKET", st.control())
+            .env("VGPU_TIMEOUT_MS", "60000")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{p}: {text}");
+        for want in [
+            "device 0 has compute capability 9.0",
+            "vecAdd: 100000 elements checked",
+            "odd_params: struct by value and mixed parameters checked",
+            "kernels_app: all checks passed",
+        ] {
+            assert!(text.contains(want), "{p}: no \"{want}\" in {text}");
+        }
+    }
+    st.finish();
+}
