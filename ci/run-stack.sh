@@ -38,11 +38,13 @@ echo "== memory: copies (pageable and pinned), memsets, streams and events, chec
 "$work/memory"
 echo "== launch: vecAdd from an nvcc-built fatbin through the CUDA 12 launch ABI, checked"
 "$work/launch" fatbin/tests/fixtures/kernels.fatbin
-if [ -x target/cuda-programs/kernels_app.cuda12 ]; then
+if [ -x target/cuda-programs/kernels_app.cuda12 ] && [ -x target/cuda-programs/runtime_app.cuda12 ]; then
   for abi in 12 13; do
-    echo "== kernels_app: a real CUDA program built for the CUDA $abi launch ABI (ci/build-cuda-programs.sh)"
+    echo "== real CUDA programs built for the CUDA $abi launch ABI (ci/build-cuda-programs.sh)"
     "target/cuda-programs/kernels_app.cuda$abi"
   done
+  echo "== runtime_app: 2-D copies, graphs, launch attributes, error paths, and last a sticky error"
+  "target/cuda-programs/runtime_app.cuda12"
 fi
 echo "== done: the device was found, data moved both ways and a kernel ran, all checked."
 echo "   (The soft executor runs kernels through CPU reference implementations.)"

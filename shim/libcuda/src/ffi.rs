@@ -14,7 +14,7 @@ const INVALID_DEVICE: CuResult = 101;
 const NOT_SUPPORTED: CuResult = 801;
 
 /// Writes `v` through an out-pointer; INVALID_VALUE for null.
-fn put<T>(p: *mut T, v: T) -> CuResult {
+pub(crate) fn put<T>(p: *mut T, v: T) -> CuResult {
     if p.is_null() {
         return INVALID_VALUE;
     }
@@ -249,9 +249,11 @@ pub const IMPLEMENTED_FUNCTIONS: &[&str] = &[
 
 // ---- memory, copies, streams, events (mem.rs) ----
 
+use crate::handles::{self, Kind};
 use crate::mem;
 use std::ffi::c_void;
 use vgpu_proto::cmd::*;
+use vgpu_proto::payload::LaunchAttr;
 use vgpu_proto::Command;
 
 fn done(r: Result<(), CuResult>) -> CuResult {
@@ -437,7 +439,10 @@ pub extern "C" fn cuStreamCreate(stream: *mut usize, flags: u32) -> CuResult {
         ..bytemuck::Zeroable::zeroed()
     };
     match mem::call(Command::STREAM_CREATE(args), 0) {
-        Ok(c) => put(stream, c.result0 as usize),
+        Ok(c) => {
+            handles::created(Kind::Stream, c.result0);
+            put(stream, c.result0 as usize)
+        }
         Err(e) => e,
     }
 }
@@ -448,13 +453,14 @@ pub extern "C" fn cuStreamDestroy_v2(stream: usize) -> CuResult {
     if stream <= 2 {
         return INVALID_VALUE;
     }
-    done(
-        mem::call(
-            Command::STREAM_DESTROY(bytemuck::Zeroable::zeroed()),
-            stream as u64,
-        )
-        .map(|_| ()),
-    )
+    let r = mem::call(
+        Command::STREAM_DESTROY(bytemuck::Zeroable::zeroed()),
+        stream as u64,
+    );
+    if r.is_ok() {
+        handles::destroyed(Kind::Stream, stream as u64);
+    }
+    done(r.map(|_| ()))
 }
 
 /// `cuStreamSynchronize`.
@@ -484,6 +490,7 @@ pub extern "C" fn cuStreamQuery(stream: usize) -> CuResult {
 /// `cuStreamWaitEvent`.
 #[no_mangle]
 pub extern "C" fn cuStreamWaitEvent(stream: usize, event: usize, flags: u32) -> CuResult {
+    try_cu!(handles::check(Kind::Event, event as u64));
     let args = StreamWaitEventArgs {
         event: event as u64,
         flags,
@@ -505,7 +512,10 @@ pub extern "C" fn cuEventCreate(event: *mut usize, flags: u32) -> CuResult {
         }),
         0,
     ) {
-        Ok(c) => put(event, c.result0 as usize),
+        Ok(c) => {
+            handles::created(Kind::Event, c.result0);
+            put(event, c.result0 as usize)
+        }
         Err(e) => e,
     }
 }
@@ -523,12 +533,17 @@ fn event_call(f: fn(HandleArgs) -> Command, event: usize) -> Result<vgpu_proto::
 /// `cuEventDestroy_v2`.
 #[no_mangle]
 pub extern "C" fn cuEventDestroy_v2(event: usize) -> CuResult {
-    done(event_call(Command::EVENT_DESTROY, event).map(|_| ()))
+    let r = event_call(Command::EVENT_DESTROY, event);
+    if r.is_ok() {
+        handles::destroyed(Kind::Event, event as u64);
+    }
+    done(r.map(|_| ()))
 }
 
 /// `cuEventRecord`.
 #[no_mangle]
 pub extern "C" fn cuEventRecord(event: usize, stream: usize) -> CuResult {
+    try_cu!(handles::check(Kind::Event, event as u64));
     done(mem::post(
         Command::EVENT_RECORD(HandleArgs {
             handle: event as u64,
@@ -713,8 +728,122 @@ pub extern "C" fn cuLaunchKernel(
             shared,
             mem::stream(stream),
             params.cast(),
+            &[],
         )
     })
+}
+
+/// `CUlaunchConfig`.
+pub type LaunchConfig = cudarc::driver::sys::CUlaunchConfig;
+
+/// Launch attributes the device ABI carries (spec §6.5); their values are the first three
+/// 32-bit words of `CUlaunchAttributeValue`. `CU_LAUNCH_ATTRIBUTE_IGNORE` (0) is skipped.
+fn launch_attrs(config: &LaunchConfig) -> Result<Vec<LaunchAttr>, CuResult> {
+    use vgpu_proto::payload::launch_attr::*;
+    if config.numAttrs > 0 && config.attrs.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let mut out = Vec::new();
+    // Each CUlaunchAttribute: the id (a u32; read as an integer, since a caller's value need
+    // not be a variant of bindgen's enum), 4 bytes of padding, the 64-byte value union.
+    let stride = std::mem::size_of::<cudarc::driver::sys::CUlaunchAttribute>();
+    for i in 0..config.numAttrs as usize {
+        // SAFETY: `attrs` holds `numAttrs` CUlaunchAttributes (CUDA's contract), so
+        // element i's first 20 bytes are readable; integers accept any bit pattern.
+        let (id, v) = unsafe {
+            let base = config.attrs.cast::<u8>().add(i * stride);
+            (
+                base.cast::<u32>().read_unaligned(),
+                base.add(8).cast::<[u32; 3]>().read_unaligned(),
+            )
+        };
+        match id {
+            0 => {}
+            COOPERATIVE | CLUSTER_DIMENSION | PROGRAMMATIC_STREAM_SERIALIZATION | PRIORITY => out
+                .push(LaunchAttr {
+                    id,
+                    v0: v[0],
+                    v1: v[1],
+                    v2: v[2],
+                }),
+            _ => {
+                log::warn!("vgpu: launch attribute {id} is not supported");
+                return Err(NOT_SUPPORTED);
+            }
+        }
+    }
+    if out.len() > usize::from(MAX_LAUNCH_ATTRS) {
+        return Err(INVALID_VALUE);
+    }
+    Ok(out)
+}
+
+/// `cuLaunchKernelEx`: a launch with attributes (cooperative, cluster dimensions,
+/// programmatic stream serialisation, priority).
+#[no_mangle]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C entry point: CUDA's contract covers `config`
+pub extern "C" fn cuLaunchKernelEx(
+    config: *const LaunchConfig,
+    f: usize,
+    params: *const *const c_void,
+    extra: *const *const c_void,
+) -> CuResult {
+    if config.is_null() {
+        return INVALID_VALUE;
+    }
+    if !extra.is_null() {
+        log::warn!("vgpu: cuLaunchKernelEx with `extra` is not supported");
+        return NOT_SUPPORTED;
+    }
+    // SAFETY: a valid CUlaunchConfig (CUDA's contract); null refused.
+    let c = unsafe { config.read_unaligned() };
+    let attrs = try_cu!(launch_attrs(&c));
+    // SAFETY: `params` holds one pointer per kernel parameter (CUDA's contract).
+    done(unsafe {
+        module::launch(
+            f as u64,
+            [c.gridDimX, c.gridDimY, c.gridDimZ],
+            [c.blockDimX, c.blockDimY, c.blockDimZ],
+            c.sharedMemBytes,
+            mem::stream(c.hStream as usize),
+            params.cast(),
+            &attrs,
+        )
+    })
+}
+
+fn func_attr(func: usize, attr: i32, value: i32, set: bool) -> Result<i32, CuResult> {
+    if func == 0 || attr < 0 {
+        return Err(INVALID_VALUE);
+    }
+    let args = FuncAttrArgs {
+        func: func as u64,
+        attr: attr as u32,
+        value,
+        rsv: [0; 2],
+    };
+    let cmd = if set {
+        Command::FUNC_SET_ATTRIBUTE(args)
+    } else {
+        Command::FUNC_GET_ATTRIBUTE(args)
+    };
+    mem::call(cmd, 0).map(|c| c.result0 as i32)
+}
+
+/// `cuFuncGetAttribute`: a `CUfunction_attribute` of a function.
+#[no_mangle]
+pub extern "C" fn cuFuncGetAttribute(value: *mut i32, attr: i32, func: usize) -> CuResult {
+    match func_attr(func, attr, 0, false) {
+        Ok(v) => put(value, v),
+        Err(e) => e,
+    }
+}
+
+/// `cuFuncSetAttribute`: the settable attributes (maximum dynamic shared memory, preferred
+/// shared memory carveout).
+#[no_mangle]
+pub extern "C" fn cuFuncSetAttribute(func: usize, attr: i32, value: i32) -> CuResult {
+    done(func_attr(func, attr, value, true).map(|_| ()))
 }
 
 /// Exported module functions that are implemented.
@@ -723,4 +852,7 @@ pub const IMPLEMENTED_MODULE_FUNCTIONS: &[&str] = &[
     "cuModuleGetFunction",
     "cuModuleUnload",
     "cuLaunchKernel",
+    "cuLaunchKernelEx",
+    "cuFuncGetAttribute",
+    "cuFuncSetAttribute",
 ];

@@ -8,13 +8,19 @@
 //! `cuDeviceGetCount`, `cuDeviceGet`, `cuDeviceGetAttribute`, `cuDeviceGetName`,
 //! `cuDeviceTotalMem(_v2)`, `cuDeviceGetPCIBusId`, `cuDeviceGetUuid(_v2)`), the error
 //! strings, and memory, copies (pinned and staged pageable), memsets, streams, events and
-//! synchronisation (`mem.rs`). Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
+//! synchronisation (`mem.rs`), 2-D copies and memsets (`copy2d.rs`), modules, launches
+//! (with attributes) and function attributes (`module.rs`), stream capture and graphs
+//! (`graph.rs`) and `cuGetProcAddress` (`proc.rs`). Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
 //! name once (see `COVERAGE.md`). With no driver running, `cuInit` fails with
 //! `CUDA_ERROR_NO_DEVICE` and one log line, and the process carries on.
 
+pub mod copy2d;
 pub mod ffi;
+pub mod graph;
+pub mod handles;
 pub mod mem;
 pub mod module;
+pub mod proc;
 pub mod state;
 
 pub use state::device_count;

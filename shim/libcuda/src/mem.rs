@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use vgpu_proto::cmd::*;
 use vgpu_proto::{Command, Cqe};
-use vgpu_shim::client::{ClientError, Connection, QueuePair};
+use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
 
 /// A CUresult.
 pub type CuResult = u32;
@@ -78,6 +78,7 @@ pub fn call_async(command: Command, stream: u64) -> Result<Cqe, CuResult> {
 
 /// Posts an asynchronous command (no round trip); refusals arrive as events.
 pub fn post(command: Command, stream: u64) -> Result<(), CuResult> {
+    crate::handles::check_stream(stream)?;
     let (_, q) = conn()?;
     q.submit(req(command, stream), &[]).map_err(client_err)?;
     check_events(&q)
@@ -85,21 +86,30 @@ pub fn post(command: Command, stream: u64) -> Result<(), CuResult> {
 
 /// Posts an asynchronous command with an inline payload (no round trip).
 pub fn post_inline(command: Command, stream: u64, payload: &[u8]) -> Result<(), CuResult> {
+    run_inline(command, stream, payload, false)
+}
+
+/// Runs an asynchronous command with an inline payload: posted with no round trip, or,
+/// with `wait`, complete on return (FLAG_NOTIFY).
+pub fn run_inline(
+    command: Command,
+    stream: u64,
+    payload: &[u8],
+    wait: bool,
+) -> Result<(), CuResult> {
+    crate::handles::check_stream(stream)?;
     let (_, q) = conn()?;
-    let p = if payload.is_empty() {
-        Payload::None
-    } else {
-        Payload::Inline {
+    let mut r = req(command, stream);
+    if !payload.is_empty() {
+        r.payload = Payload::Inline {
             len: payload.len() as u32,
-        }
-    };
-    let r = Request {
-        cid: 0,
-        notify: false,
-        stream,
-        payload: p,
-        command,
-    };
+        };
+    }
+    if wait {
+        r.notify = true;
+        let c = q.call(r, payload).map_err(client_err)?;
+        return status(&c).map(|_| ());
+    }
     q.submit(r, payload).map_err(client_err)?;
     check_events(&q)
 }
@@ -168,7 +178,7 @@ pub fn is_device(ptr: u64) -> bool {
 }
 
 /// The window and offset of pinned host memory `[p, p + n)`, if it is inside one window.
-fn window_of(conn: &Connection, p: usize, n: usize) -> Option<(u32, u64)> {
+pub(crate) fn window_of(conn: &Connection, p: usize, n: usize) -> Option<(u32, u64)> {
     conn.windows().find_map(|w| {
         let base = w.as_ptr() as usize;
         (p >= base && p.checked_add(n)? <= base + w.len()).then(|| (w.id(), (p - base) as u64))
@@ -187,7 +197,7 @@ pub(crate) fn htod(
     if n == 0 {
         return Ok(());
     }
-    let (c, q) = conn()?;
+    let (c, _) = conn()?;
     let pinned = window_of(&lock(c), src as usize, n);
     if let Some((window, offset)) = pinned {
         let args = CopyHtoDArgs {
@@ -204,20 +214,20 @@ pub(crate) fn htod(
         };
     }
     staged(
-        c,
-        &q,
         n,
+        1,
         |win, chunk, off, len| {
             // SAFETY: the caller's source holds `n` bytes (CUDA's contract); off + len <= n.
             let data = unsafe { std::slice::from_raw_parts(src.add(off), len) };
             win.write(chunk, data).map_err(|_| 1u32)?;
-            Ok(Command::MEMCPY_HTOD(CopyHtoDArgs {
+            let args = CopyHtoDArgs {
                 dst: dst + off as u64,
                 len: len as u64,
-                src_window: 0,
+                src_window: win.id(),
                 rsv0: 0,
                 src_offset: chunk as u64,
-            }))
+            };
+            Ok((Command::MEMCPY_HTOD(args), Vec::new()))
         },
         |_, _, _, _| Ok(()),
         stream_,
@@ -235,7 +245,7 @@ pub(crate) fn dtoh(
     if n == 0 {
         return Ok(());
     }
-    let (c, q) = conn()?;
+    let (c, _) = conn()?;
     let pinned = window_of(&lock(c), dst as usize, n);
     if let Some((window, offset)) = pinned {
         let args = CopyDtoHArgs {
@@ -252,17 +262,17 @@ pub(crate) fn dtoh(
         };
     }
     staged(
-        c,
-        &q,
         n,
-        |_, chunk, off, len| {
-            Ok(Command::MEMCPY_DTOH(CopyDtoHArgs {
+        1,
+        |win, chunk, off, len| {
+            let args = CopyDtoHArgs {
                 src: src + off as u64,
                 len: len as u64,
-                dst_window: 0,
+                dst_window: win.id(),
                 rsv0: 0,
                 dst_offset: chunk as u64,
-            }))
+            };
+            Ok((Command::MEMCPY_DTOH(args), Vec::new()))
         },
         |win, chunk, off, len| {
             // SAFETY: the caller's destination holds `n` bytes; off + len <= n.
@@ -276,19 +286,31 @@ pub(crate) fn dtoh(
 /// Moves `n` bytes in chunks through the staging window, up to four chunks in flight:
 /// `before` fills a chunk and returns the command (its window id is filled in here),
 /// `after` empties it once the device is done.
-fn staged(
-    c: &Mutex<Connection>,
-    q: &QueuePair,
+///
+/// Chunks are whole multiples of `unit` bytes (`unit` ≤ the chunk size; 1 for 1-D copies,
+/// the row length for 2-D ones). A capturing stream refuses staging: the chunk would be
+/// reused long before the graph replays the copy.
+pub(crate) fn staged(
     n: usize,
-    mut before: impl FnMut(&vgpu_shim::client::Window, usize, usize, usize) -> Result<Command, CuResult>,
-    mut after: impl FnMut(&vgpu_shim::client::Window, usize, usize, usize) -> Result<(), CuResult>,
+    unit: usize,
+    mut before: impl FnMut(&Window, usize, usize, usize) -> Result<(Command, Vec<u8>), CuResult>,
+    mut after: impl FnMut(&Window, usize, usize, usize) -> Result<(), CuResult>,
     stream_: u64,
 ) -> Result<(), CuResult> {
+    if crate::graph::is_capturing(stream_) {
+        log::warn!("vgpu: a copy from or to pageable memory cannot be captured");
+        return Err(crate::graph::CAPTURE_UNSUPPORTED);
+    }
+    crate::handles::check_stream(stream_)?;
+    let (c, q) = conn()?;
     let _staging = lock(&STAGING);
     let conn = lock(c);
     let win = conn.window(conn.first_window()).ok_or(999u32)?;
     let slots = (win.len() / CHUNK).clamp(1, 4);
-    let chunk_len = CHUNK.min(win.len());
+    let chunk_len = CHUNK.min(win.len()) / unit.max(1) * unit.max(1);
+    if chunk_len == 0 {
+        return Err(1);
+    }
     let mut inflight: std::collections::VecDeque<(u32, usize, usize, usize)> = Default::default();
     let mut off = 0;
     let mut slot = 0;
@@ -309,21 +331,21 @@ fn staged(
         }
         let len = chunk_len.min(n - off);
         let chunk = slot * chunk_len;
-        let mut cmd = match before(win, chunk, off, len) {
+        let (cmd, payload) = match before(win, chunk, off, len) {
             Ok(c) => c,
             Err(e) => {
                 first_err = Some(e);
                 break;
             }
         };
-        match &mut cmd {
-            Command::MEMCPY_HTOD(a) => a.src_window = win.id(),
-            Command::MEMCPY_DTOH(a) => a.dst_window = win.id(),
-            _ => {}
-        }
         let mut r = req(cmd, stream_);
         r.notify = true;
-        match q.submit(r, &[]) {
+        if !payload.is_empty() {
+            r.payload = Payload::Inline {
+                len: payload.len() as u32,
+            };
+        }
+        match q.submit(r, &payload) {
             Ok(cid) => inflight.push_back((cid, chunk, off, len)),
             Err(e) => {
                 first_err = Some(client_err(e));

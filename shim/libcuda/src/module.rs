@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use vgpu_proto::cmd::*;
 use vgpu_proto::info::decode_module_info;
-use vgpu_proto::payload::ModuleImageHeader;
+use vgpu_proto::payload::{LaunchAttr, ModuleImageHeader};
 use vgpu_proto::{Command, Status};
 
 const INVALID_VALUE: CuResult = 1;
@@ -210,6 +210,7 @@ pub unsafe fn launch(
     shared: u32,
     stream: u64,
     params: *const *const u8,
+    attrs: &[LaunchAttr],
 ) -> Result<(), CuResult> {
     let f = tables()
         .as_ref()
@@ -218,7 +219,11 @@ pub unsafe fn launch(
     if !f.layout_known {
         return Err(NOT_SUPPORTED);
     }
-    let mut blob = vec![0u8; f.param_bytes as usize];
+    // The payload: the launch attributes, then the parameter buffer.
+    let attr_bytes = std::mem::size_of_val(attrs);
+    let mut payload = vec![0u8; attr_bytes + f.param_bytes as usize];
+    payload[..attr_bytes].copy_from_slice(bytemuck::cast_slice(attrs));
+    let blob = &mut payload[attr_bytes..];
     if !f.params.is_empty() && params.is_null() {
         return Err(INVALID_VALUE);
     }
@@ -239,9 +244,9 @@ pub unsafe fn launch(
         block_x: dims16(block[0])?,
         block_y: dims16(block[1])?,
         block_z: dims16(block[2])?,
-        attr_count: 0,
+        attr_count: u16::try_from(attrs.len()).map_err(|_| INVALID_VALUE)?,
         shared_mem: shared,
         rsv0: 0,
     };
-    mem::post_inline(Command::LAUNCH(args), stream, &blob)
+    mem::post_inline(Command::LAUNCH(args), stream, &payload)
 }

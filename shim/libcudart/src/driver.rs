@@ -57,6 +57,21 @@ driver_api! {
     module_load_data = c"cuModuleLoadData": (*mut usize, *const c_void);
     module_get_function = c"cuModuleGetFunction": (*mut usize, usize, *const c_char);
     launch_kernel = c"cuLaunchKernel": (usize, u32, u32, u32, u32, u32, u32, u32, usize, *const *const c_void, *const *const c_void);
+    launch_kernel_ex = c"cuLaunchKernelEx": (*const cudarc::driver::sys::CUlaunchConfig, usize, *const *const c_void, *const *const c_void);
+    func_get_attribute = c"cuFuncGetAttribute": (*mut i32, i32, usize);
+    func_set_attribute = c"cuFuncSetAttribute": (usize, i32, i32);
+    memcpy_2d = c"cuMemcpy2D_v2": (*const cudarc::driver::sys::CUDA_MEMCPY2D);
+    memcpy_2d_async = c"cuMemcpy2DAsync_v2": (*const cudarc::driver::sys::CUDA_MEMCPY2D, usize);
+    memset_d2d8 = c"cuMemsetD2D8_v2": (u64, usize, u8, usize, usize);
+    memset_d2d8_async = c"cuMemsetD2D8Async": (u64, usize, u8, usize, usize, usize);
+    stream_begin_capture = c"cuStreamBeginCapture_v2": (usize, u32);
+    stream_end_capture = c"cuStreamEndCapture": (usize, *mut usize);
+    stream_is_capturing = c"cuStreamIsCapturing": (usize, *mut u32);
+    graph_instantiate = c"cuGraphInstantiateWithFlags": (*mut usize, usize, u64);
+    graph_launch = c"cuGraphLaunch": (usize, usize);
+    graph_destroy = c"cuGraphDestroy": (usize);
+    graph_exec_destroy = c"cuGraphExecDestroy": (usize);
+    graph_exec_update = c"cuGraphExecUpdate_v2": (usize, usize, *mut c_void);
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
@@ -119,6 +134,16 @@ macro_rules! cu {
         let (f, a, b, c, e) = ($d.$f, $a, $b, $c, $e);
         // SAFETY: see the macro's documentation.
         unsafe { f(a, b, c, e) }
+    }};
+    ($d:expr, $f:ident ($a:expr, $b:expr, $c:expr, $e:expr, $g:expr)) => {{
+        let (f, a, b, c, e, g) = ($d.$f, $a, $b, $c, $e, $g);
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a, b, c, e, g) }
+    }};
+    ($d:expr, $f:ident ($a:expr, $b:expr, $c:expr, $e:expr, $g:expr, $h:expr)) => {{
+        let (f, a, b, c, e, g, h) = ($d.$f, $a, $b, $c, $e, $g, $h);
+        // SAFETY: see the macro's documentation.
+        unsafe { f(a, b, c, e, g, h) }
     }};
     ($d:expr, $f:ident ($a0:expr, $a1:expr, $a2:expr, $a3:expr, $a4:expr, $a5:expr, $a6:expr, $a7:expr, $a8:expr, $a9:expr, $a10:expr)) => {{
         let (f, a) = (

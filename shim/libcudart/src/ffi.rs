@@ -33,7 +33,8 @@ pub(crate) fn fail(e: CudaError) -> CudaError {
 /// Driver results mapped to runtime errors (the numbers coincide for these).
 pub(crate) fn from_cu(e: u32) -> CudaError {
     match e {
-        0 | 1 | 2 | 3 | 46 | 100 | 101 | 200 | 209 | 400 | 500 | 600 | 700 | 719 | 801 | 909 => e,
+        0 | 1 | 2 | 3 | 46 | 98 | 100 | 101 | 200 | 209 | 400 | 500 | 600 | 700 | 705 | 719
+        | 801 | 900 | 901 | 903 | 908 | 909 | 910 => e,
         _ => UNKNOWN,
     }
 }
@@ -221,7 +222,15 @@ error_strings! {
     100 => c"cudaErrorNoDevice", c"no CUDA-capable device is detected";
     101 => c"cudaErrorInvalidDevice", c"invalid device ordinal";
     400 => c"cudaErrorInvalidResourceHandle", c"invalid resource handle";
+    98 => c"cudaErrorInvalidDeviceFunction", c"invalid device function";
+    200 => c"cudaErrorInvalidKernelImage", c"device kernel image is invalid";
+    500 => c"cudaErrorSymbolNotFound", c"named symbol not found";
     700 => c"cudaErrorIllegalAddress", c"an illegal memory access was encountered";
+    705 => c"cudaErrorPeerAccessNotEnabled", c"peer access has not been enabled";
+    900 => c"cudaErrorStreamCaptureUnsupported", c"operation not permitted when stream is capturing";
+    901 => c"cudaErrorStreamCaptureInvalidated", c"operation failed due to a previous error during capture";
+    903 => c"cudaErrorStreamCaptureUnmatched", c"capture was not ended in the same stream as it began";
+    910 => c"cudaErrorGraphExecUpdateFailure", c"the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
     801 => c"cudaErrorNotSupported", c"operation not supported";
     909 => c"cudaErrorTimeout", c"timeout expired";
     999 => c"cudaErrorUnknown", c"unknown error";
@@ -397,31 +406,15 @@ macro_rules! not_supported {
 }
 
 not_supported!(
-    cudaDeviceCanAccessPeer,
-    cudaDeviceDisablePeerAccess,
-    cudaDeviceEnablePeerAccess,
     cudaDeviceReset,
-    cudaFuncGetAttributes,
-    cudaFuncSetAttribute,
-    cudaGraphDestroy,
-    cudaGraphExecDestroy,
-    cudaGraphExecUpdate,
-    cudaGraphInstantiate,
-    cudaGraphLaunch,
     cudaHostGetDevicePointer,
     cudaHostRegister,
     cudaHostUnregister,
     cudaLaunchCooperativeKernel,
-    cudaLaunchKernelExC,
     cudaMallocManaged,
-    cudaMemcpy2DAsync,
     cudaMemcpy3DPeerAsync,
-    cudaMemcpyPeerAsync,
     cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,
     cudaSetDeviceFlags,
-    cudaStreamBeginCapture,
-    cudaStreamEndCapture,
-    cudaStreamIsCapturing,
 );
 
 /// Exported functions that are implemented.

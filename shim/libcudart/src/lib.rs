@@ -14,6 +14,8 @@
 
 mod driver;
 pub mod ffi;
+pub mod graph;
+pub mod launch;
 pub mod mem;
 mod props;
 pub mod registry;

@@ -16,7 +16,7 @@ const INVALID_VALUE: CudaError = 1;
 const INVALID_MEMCPY_DIRECTION: CudaError = 21;
 
 /// The initialised driver.
-fn api() -> Result<&'static Driver, CudaError> {
+pub(crate) fn api() -> Result<&'static Driver, CudaError> {
     let d = driver().map_err(|_| 35u32)?;
     match cu!(d, init(0)) {
         0 => Ok(d),
@@ -25,7 +25,7 @@ fn api() -> Result<&'static Driver, CudaError> {
 }
 
 /// Runs a driver call and records a failure as the last error.
-fn run(f: impl FnOnce(&Driver) -> u32) -> CudaError {
+pub(crate) fn run(f: impl FnOnce(&Driver) -> u32) -> CudaError {
     match api() {
         Ok(d) => fail(from_cu(f(d))),
         Err(e) => fail(e),
@@ -89,6 +89,19 @@ fn direction(
     }
 }
 
+/// The driver and the copy's direction, for non-null `dst` and `src`.
+fn checked_direction(
+    dst: *const c_void,
+    src: *const c_void,
+    kind: i32,
+) -> Result<(&'static Driver, i32), CudaError> {
+    if dst.is_null() || src.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let d = api()?;
+    Ok((d, direction(d, dst, src, kind)?))
+}
+
 fn memcpy(
     dst: *mut c_void,
     src: *const c_void,
@@ -99,15 +112,8 @@ fn memcpy(
     if n == 0 {
         return SUCCESS;
     }
-    if dst.is_null() || src.is_null() {
-        return fail(INVALID_VALUE);
-    }
-    let d = match api() {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let kind = match direction(d, dst, src, kind) {
-        Ok(k) => k,
+    let (d, kind) = match checked_direction(dst, src, kind) {
+        Ok(v) => v,
         Err(e) => return fail(e),
     };
     let r = match (kind, stream) {
@@ -166,6 +172,194 @@ pub extern "C" fn cudaMemsetAsync(
     stream: usize,
 ) -> CudaError {
     run(|d| cu!(d, memset_d8_async(p as u64, value as u8, n, stream)))
+}
+
+#[allow(clippy::too_many_arguments)] // cudaMemcpy2D's parameters
+fn memcpy_2d(
+    dst: *mut c_void,
+    dpitch: usize,
+    src: *const c_void,
+    spitch: usize,
+    width: usize,
+    height: usize,
+    kind: i32,
+    stream: Option<usize>,
+) -> CudaError {
+    if width == 0 || height == 0 {
+        return SUCCESS;
+    }
+    let (d, kind) = match checked_direction(dst, src, kind) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    // CUmemorytype: 1 host, 2 device.
+    let (src_type, dst_type) = match kind {
+        0 => (1, 1),
+        1 => (1, 2),
+        2 => (2, 1),
+        _ => (2, 2),
+    };
+    use cudarc::driver::sys::CUmemorytype::{CU_MEMORYTYPE_DEVICE, CU_MEMORYTYPE_HOST};
+    let mtype = |t| {
+        if t == 1 {
+            CU_MEMORYTYPE_HOST
+        } else {
+            CU_MEMORYTYPE_DEVICE
+        }
+    };
+    let p = cudarc::driver::sys::CUDA_MEMCPY2D {
+        srcXInBytes: 0,
+        srcY: 0,
+        srcMemoryType: mtype(src_type),
+        srcHost: src,
+        srcDevice: src as u64,
+        srcArray: std::ptr::null_mut(),
+        srcPitch: spitch,
+        dstXInBytes: 0,
+        dstY: 0,
+        dstMemoryType: mtype(dst_type),
+        dstHost: dst,
+        dstDevice: dst as u64,
+        dstArray: std::ptr::null_mut(),
+        dstPitch: dpitch,
+        WidthInBytes: width,
+        Height: height,
+    };
+    fail(from_cu(match stream {
+        None => cu!(d, memcpy_2d(&p)),
+        Some(s) => cu!(d, memcpy_2d_async(&p, s)),
+    }))
+}
+
+/// `cudaMemcpy2D`.
+#[no_mangle]
+pub extern "C" fn cudaMemcpy2D(
+    dst: *mut c_void,
+    dpitch: usize,
+    src: *const c_void,
+    spitch: usize,
+    width: usize,
+    height: usize,
+    kind: i32,
+) -> CudaError {
+    memcpy_2d(dst, dpitch, src, spitch, width, height, kind, None)
+}
+
+/// `cudaMemcpy2DAsync`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // the runtime API
+pub extern "C" fn cudaMemcpy2DAsync(
+    dst: *mut c_void,
+    dpitch: usize,
+    src: *const c_void,
+    spitch: usize,
+    width: usize,
+    height: usize,
+    kind: i32,
+    stream: usize,
+) -> CudaError {
+    memcpy_2d(dst, dpitch, src, spitch, width, height, kind, Some(stream))
+}
+
+/// `cudaMemset2D`.
+#[no_mangle]
+pub extern "C" fn cudaMemset2D(
+    p: *mut c_void,
+    pitch: usize,
+    value: i32,
+    width: usize,
+    height: usize,
+) -> CudaError {
+    run(|d| cu!(d, memset_d2d8(p as u64, pitch, value as u8, width, height)))
+}
+
+/// `cudaMemset2DAsync`.
+#[no_mangle]
+pub extern "C" fn cudaMemset2DAsync(
+    p: *mut c_void,
+    pitch: usize,
+    value: i32,
+    width: usize,
+    height: usize,
+    stream: usize,
+) -> CudaError {
+    run(|d| {
+        cu!(
+            d,
+            memset_d2d8_async(p as u64, pitch, value as u8, width, height, stream)
+        )
+    })
+}
+
+/// Checks that `dev` is a visible device (for the peer functions).
+fn visible(dev: i32) -> Result<(), CudaError> {
+    let d = api()?;
+    let mut n = 0;
+    match cu!(d, device_get_count(&mut n)) {
+        0 if dev >= 0 && dev < n => Ok(()),
+        0 => Err(101), // cudaErrorInvalidDevice
+        e => Err(from_cu(e)),
+    }
+}
+
+/// `cudaMemcpyPeerAsync`: a device-to-device copy (every visible device is one vGPU, so
+/// both sides are on it).
+#[no_mangle]
+pub extern "C" fn cudaMemcpyPeerAsync(
+    dst: *mut c_void,
+    dst_dev: i32,
+    src: *const c_void,
+    src_dev: i32,
+    n: usize,
+    stream: usize,
+) -> CudaError {
+    if let Err(e) = visible(dst_dev).and_then(|_| visible(src_dev)) {
+        return fail(e);
+    }
+    memcpy(dst, src, n, 3, Some(stream))
+}
+
+/// `cudaMemcpyPeer`.
+#[no_mangle]
+pub extern "C" fn cudaMemcpyPeer(
+    dst: *mut c_void,
+    dst_dev: i32,
+    src: *const c_void,
+    src_dev: i32,
+    n: usize,
+) -> CudaError {
+    if let Err(e) = visible(dst_dev).and_then(|_| visible(src_dev)) {
+        return fail(e);
+    }
+    memcpy(dst, src, n, 3, None)
+}
+
+/// `cudaDeviceCanAccessPeer`: no (a process sees one vGPU, and a device is not its own
+/// peer).
+#[no_mangle]
+pub extern "C" fn cudaDeviceCanAccessPeer(can: *mut i32, dev: i32, peer: i32) -> CudaError {
+    if let Err(e) = visible(dev).and_then(|_| visible(peer)) {
+        return fail(e);
+    }
+    if can.is_null() {
+        return fail(INVALID_VALUE);
+    }
+    // SAFETY: a valid out-pointer (CUDA's contract); null refused.
+    unsafe { can.write(0) };
+    SUCCESS
+}
+
+/// `cudaDeviceEnablePeerAccess`: cudaErrorInvalidDevice, as for any device that is not a
+/// peer of the current one (there is no other device).
+#[no_mangle]
+pub extern "C" fn cudaDeviceEnablePeerAccess(peer: i32, _flags: u32) -> CudaError {
+    fail(visible(peer).err().unwrap_or(101))
+}
+
+/// `cudaDeviceDisablePeerAccess`: cudaErrorPeerAccessNotEnabled for a visible device.
+#[no_mangle]
+pub extern "C" fn cudaDeviceDisablePeerAccess(peer: i32) -> CudaError {
+    fail(visible(peer).err().unwrap_or(705))
 }
 
 /// `cudaDeviceSynchronize`.
@@ -299,151 +493,13 @@ pub const IMPLEMENTED: &[&str] = &[
     "cudaMallocHost",
     "cudaHostAlloc",
     "cudaFreeHost",
-    "cudaLaunchKernel",
-    "__cudaGetKernel",
-    "__cudaLaunchKernel",
-    "__cudaLaunchKernel_ptsz",
+    "cudaMemcpy2D",
+    "cudaMemcpy2DAsync",
+    "cudaMemset2D",
+    "cudaMemset2DAsync",
+    "cudaMemcpyPeer",
+    "cudaMemcpyPeerAsync",
+    "cudaDeviceCanAccessPeer",
+    "cudaDeviceEnablePeerAccess",
+    "cudaDeviceDisablePeerAccess",
 ];
-
-/// Kernels launched so far: host stub → driver function.
-static LAUNCHABLE: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
-    std::sync::Mutex::new(None);
-/// Modules loaded so far: fatbin handle → driver module.
-static MODULES: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
-    std::sync::Mutex::new(None);
-
-/// The driver function of a registered host stub, loading its fatbin on first use.
-fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
-    if let Some(f) = LAUNCHABLE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(Default::default)
-        .get(&host_fun)
-    {
-        return Ok(*f);
-    }
-    let (handle, name) =
-        crate::registry::with(|r| r.functions.get(&host_fun).cloned()).ok_or(98u32)?; // cudaErrorInvalidDeviceFunction
-    let wrapper =
-        crate::registry::with(|r| r.fatbins.get(&handle).map(|f| f.wrapper)).ok_or(98u32)?;
-    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
-    let modules = modules.get_or_insert_with(Default::default);
-    let module = match modules.get(&handle) {
-        Some(m) => *m,
-        None => {
-            // __fatBinC_Wrapper_t { int magic; int version; const void* data; void* filename }.
-            // SAFETY: the compiler registered a pointer to such a wrapper.
-            let (magic, data) = unsafe {
-                (
-                    *(wrapper as *const u32),
-                    *((wrapper + 8) as *const *const c_void),
-                )
-            };
-            if magic != 0x466243b1 || data.is_null() {
-                return Err(200); // cudaErrorInvalidKernelImage
-            }
-            let mut m = 0usize;
-            match cu!(d, module_load_data(&mut m, data)) {
-                0 => {}
-                e => return Err(from_cu(e)),
-            }
-            modules.insert(handle, m);
-            m
-        }
-    };
-    let cname = std::ffi::CString::new(name).map_err(|_| 98u32)?;
-    let mut f = 0usize;
-    match cu!(d, module_get_function(&mut f, module, cname.as_ptr())) {
-        0 => {}
-        e => return Err(from_cu(e)),
-    }
-    LAUNCHABLE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(Default::default)
-        .insert(host_fun, f);
-    Ok(f)
-}
-
-/// `__cudaGetKernel` (the CUDA 13 launch ABI: each host stub asks once for its kernel's
-/// handle). The handle is the host stub's own address; nothing is loaded until the launch.
-#[no_mangle]
-pub extern "C" fn __cudaGetKernel(kernel: *mut *const c_void, func: *const c_void) -> CudaError {
-    if kernel.is_null() {
-        return fail(1); // cudaErrorInvalidValue
-    }
-    if !crate::registry::with(|r| r.functions.contains_key(&(func as usize))) {
-        return fail(98); // cudaErrorInvalidDeviceFunction
-    }
-    // SAFETY: the host stub passes the address of its static handle; null refused above.
-    unsafe { kernel.write(func) };
-    0
-}
-
-/// `__cudaLaunchKernel` (the CUDA 13 launch ABI: the host stub pops the configuration and
-/// launches the handle `__cudaGetKernel` gave it).
-#[no_mangle]
-pub extern "C" fn __cudaLaunchKernel(
-    kernel: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
-    args: *const *const c_void,
-    shared: usize,
-    stream: usize,
-) -> CudaError {
-    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
-}
-
-/// `__cudaLaunchKernel_ptsz`: the same under per-thread default-stream compilation. The
-/// per-thread default stream is not distinguished from the legacy one: the handle 0 and
-/// 2 (`cudaStreamPerThread`) both launch on the NULL stream.
-#[no_mangle]
-pub extern "C" fn __cudaLaunchKernel_ptsz(
-    kernel: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
-    args: *const *const c_void,
-    shared: usize,
-    stream: usize,
-) -> CudaError {
-    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
-}
-
-/// `cudaLaunchKernel` (the CUDA 12 launch ABI: `__cudaPopCallConfiguration` in the host
-/// stub, then this).
-#[no_mangle]
-pub extern "C" fn cudaLaunchKernel(
-    func: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
-    args: *const *const c_void,
-    shared: usize,
-    stream: usize,
-) -> CudaError {
-    let d = match api() {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let f = match function_of(d, func as usize) {
-        Ok(f) => f,
-        Err(e) => return fail(e),
-    };
-    let (g, b) = (grid.dims(), block.dims());
-    let shared = u32::try_from(shared).unwrap_or(u32::MAX);
-    fail(from_cu(cu!(
-        d,
-        launch_kernel(
-            f,
-            g[0],
-            g[1],
-            g[2],
-            b[0],
-            b[1],
-            b[2],
-            shared,
-            stream,
-            args,
-            std::ptr::null()
-        )
-    )))
-}

@@ -151,6 +151,9 @@ fn coverage_markdown() -> String {
         .iter()
         .chain(vgpu_cuda::ffi::IMPLEMENTED_MEMORY_FUNCTIONS)
         .chain(vgpu_cuda::ffi::IMPLEMENTED_MODULE_FUNCTIONS)
+        .chain(vgpu_cuda::copy2d::IMPLEMENTED_2D_FUNCTIONS)
+        .chain(vgpu_cuda::graph::IMPLEMENTED_GRAPH_FUNCTIONS)
+        .chain(vgpu_cuda::proc::IMPLEMENTED_PROC_FUNCTIONS)
         .copied()
         .collect();
     section(
@@ -162,6 +165,8 @@ fn coverage_markdown() -> String {
     let cudart: Vec<&str> = vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS
         .iter()
         .chain(vgpu_cudart::mem::IMPLEMENTED)
+        .chain(vgpu_cudart::launch::IMPLEMENTED)
+        .chain(vgpu_cudart::graph::IMPLEMENTED)
         .copied()
         .collect();
     section(

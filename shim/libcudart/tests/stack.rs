@@ -36,20 +36,25 @@ impl Samples for Stack {
             cc.arg("-o").arg(&exe).status().unwrap().success(),
             "cc failed for {name}"
         );
-        let out = Command::new(&exe)
-            .args(args)
-            .env("LD_LIBRARY_PATH", &shims)
-            .env("VGPU_SOCKET", self.control())
-            .env("VGPU_TIMEOUT_MS", "60000")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        run_with_shims(&exe, &self.control(), args)
     }
+}
+
+/// Runs `exe` with the shims on its library path against `socket`; (exit code, output).
+fn run_with_shims(exe: &std::path::Path, socket: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(exe)
+        .args(args)
+        .env("LD_LIBRARY_PATH", root().join("target/shims"))
+        .env("VGPU_SOCKET", socket)
+        .env("VGPU_TIMEOUT_MS", "60000")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
@@ -76,35 +81,44 @@ fn device_query_and_memory_samples() {
     st.finish();
 }
 
-/// Real CUDA programs (tests/cuda/), built by registry toolchains in both kernel-launch
-/// ABIs by `ci/build-cuda-programs.sh`, run unchanged against the shims: vecAdd and a kernel
-/// with a struct by value and mixed parameters, through the CPU reference kernels.
-#[test]
-fn real_cuda_programs_in_both_launch_abis() {
+/// Runs `target/cuda-programs/NAME` with the shims against `socket`; (success, output).
+fn run_cuda_program(name: &str, socket: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let exe = root().join("target/cuda-programs").join(name);
+    let (code, text) = run_with_shims(&exe, socket, args);
+    (code == 0, text)
+}
+
+/// True when `ci/build-cuda-programs.sh` has built the programs; a skip (with a message)
+/// otherwise, unless `VGPU_REQUIRE_CUDA_PROGRAMS` is set (ci/test.sh sets it).
+fn cuda_programs_built() -> bool {
     let dir = root().join("target/cuda-programs");
-    let programs = ["kernels_app.cuda12", "kernels_app.cuda13"];
-    if !programs.iter().all(|p| dir.join(p).exists()) {
+    let all = ["kernels_app", "runtime_app"].iter().all(|p| {
+        ["cuda12", "cuda13"]
+            .iter()
+            .all(|abi| dir.join(format!("{p}.{abi}")).exists())
+    });
+    if !all {
         assert!(
             std::env::var_os("VGPU_REQUIRE_CUDA_PROGRAMS").is_none(),
             "the CUDA programs are not built: ci/build-cuda-programs.sh"
         );
         eprintln!("skipped: run ci/build-cuda-programs.sh to build the real CUDA programs");
+    }
+    all
+}
+
+/// Real CUDA programs (tests/cuda/), built by registry toolchains in both kernel-launch
+/// ABIs by `ci/build-cuda-programs.sh`, run unchanged against the shims: vecAdd and a kernel
+/// with a struct by value and mixed parameters, through the CPU reference kernels.
+#[test]
+fn real_cuda_programs_in_both_launch_abis() {
+    if !cuda_programs_built() {
         return;
     }
     let st = Stack::start(2 << 30, 16 << 20);
-    for p in programs {
-        let out = Command::new(dir.join(p))
-            .env("LD_LIBRARY_PATH", root().join("target/shims"))
-            .env("VGPU_SOCKET", st.control())
-            .env("VGPU_TIMEOUT_MS", "60000")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{p}: {text}");
+    for p in ["kernels_app.cuda12", "kernels_app.cuda13"] {
+        let (ok, text) = run_cuda_program(p, &st.control(), &[]);
+        assert!(ok, "{p}: {text}");
         for want in [
             "device 0 has compute capability 9.0",
             "vecAdd: 100000 elements checked",
@@ -115,4 +129,48 @@ fn real_cuda_programs_in_both_launch_abis() {
         }
     }
     st.finish();
+}
+
+/// The runtime API beyond plain copies, from a real CUDA program in both launch ABIs: 2-D
+/// copies and memsets, capture and graphs, cudaLaunchKernelExC, function attributes, peer
+/// queries, error paths and a sticky error; then the same binary with no driver running.
+#[test]
+fn real_cuda_program_runtime_api_and_no_device() {
+    if !cuda_programs_built() {
+        return;
+    }
+    for p in ["runtime_app.cuda12", "runtime_app.cuda13"] {
+        // A fresh stack each: the program ends by making its context's error sticky.
+        let st = Stack::start(2 << 30, 16 << 20);
+        let (ok, text) = run_cuda_program(p, &st.control(), &[]);
+        assert!(ok, "{p}: {text}");
+        for want in [
+            "2-D copies and memsets (pageable): checked",
+            "2-D copies and memsets (pinned): checked",
+            "graphs: capture, replay x3, update and its refusal checked",
+            "cudaLaunchKernelExC, function attributes and peer queries: checked",
+            "error paths: bad pointers, bad handles",
+            "sticky error: cudaErrorIllegalAddress persists",
+            "runtime_app: all checks passed",
+        ] {
+            assert!(text.contains(want), "{p}: no \"{want}\" in {text}");
+        }
+        st.finish();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = run_cuda_program(
+        "runtime_app.cuda13",
+        &dir.path().join("no-driver.sock"),
+        &["no-device"],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("cudaErrorNoDevice, count 0: as expected"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("cannot reach vgpu-driver").count(),
+        1,
+        "{text}"
+    );
 }

@@ -1,0 +1,268 @@
+//! Kernel launches of the runtime API: both compiler launch ABIs (CUDA 12's
+//! `cudaLaunchKernel` after `__cudaPopCallConfiguration`; CUDA 13's `__cudaGetKernel` +
+//! `__cudaLaunchKernel`), `cudaLaunchKernelExC` with launch attributes, and function
+//! attributes. A host stub's fatbin is loaded on its first launch (by content hash) and the
+//! stub → driver function mapping is cached.
+
+// These are C ABI entry points: the CUDA API contract makes the caller responsible for the
+// pointers it passes, which are forwarded or written as that contract specifies.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+use crate::cu;
+use crate::driver::Driver;
+use crate::ffi::{fail, from_cu, CudaError};
+use crate::mem::api;
+use std::ffi::c_void;
+
+/// Kernels launched so far: host stub → driver function.
+static LAUNCHABLE: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
+    std::sync::Mutex::new(None);
+/// Modules loaded so far: fatbin handle → driver module.
+static MODULES: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
+    std::sync::Mutex::new(None);
+
+/// The driver function of a registered host stub, loading its fatbin on first use.
+fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
+    if let Some(f) = LAUNCHABLE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .get(&host_fun)
+    {
+        return Ok(*f);
+    }
+    let (handle, name) =
+        crate::registry::with(|r| r.functions.get(&host_fun).cloned()).ok_or(98u32)?; // cudaErrorInvalidDeviceFunction
+    let wrapper =
+        crate::registry::with(|r| r.fatbins.get(&handle).map(|f| f.wrapper)).ok_or(98u32)?;
+    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    let modules = modules.get_or_insert_with(Default::default);
+    let module = match modules.get(&handle) {
+        Some(m) => *m,
+        None => {
+            // __fatBinC_Wrapper_t { int magic; int version; const void* data; void* filename }.
+            // SAFETY: the compiler registered a pointer to such a wrapper.
+            let (magic, data) = unsafe {
+                (
+                    *(wrapper as *const u32),
+                    *((wrapper + 8) as *const *const c_void),
+                )
+            };
+            if magic != 0x466243b1 || data.is_null() {
+                return Err(200); // cudaErrorInvalidKernelImage
+            }
+            let mut m = 0usize;
+            match cu!(d, module_load_data(&mut m, data)) {
+                0 => {}
+                e => return Err(from_cu(e)),
+            }
+            modules.insert(handle, m);
+            m
+        }
+    };
+    let cname = std::ffi::CString::new(name).map_err(|_| 98u32)?;
+    let mut f = 0usize;
+    match cu!(d, module_get_function(&mut f, module, cname.as_ptr())) {
+        0 => {}
+        e => return Err(from_cu(e)),
+    }
+    LAUNCHABLE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert(host_fun, f);
+    Ok(f)
+}
+
+/// The driver and the driver function of host stub `func`.
+fn driver_function(func: *const c_void) -> Result<(&'static Driver, usize), CudaError> {
+    let d = api()?;
+    Ok((d, function_of(d, func as usize)?))
+}
+
+/// `__cudaGetKernel` (the CUDA 13 launch ABI: each host stub asks once for its kernel's
+/// handle). The handle is the host stub's own address; nothing is loaded until the launch.
+#[no_mangle]
+pub extern "C" fn __cudaGetKernel(kernel: *mut *const c_void, func: *const c_void) -> CudaError {
+    if kernel.is_null() {
+        return fail(1); // cudaErrorInvalidValue
+    }
+    if !crate::registry::with(|r| r.functions.contains_key(&(func as usize))) {
+        return fail(98); // cudaErrorInvalidDeviceFunction
+    }
+    // SAFETY: the host stub passes the address of its static handle; null refused above.
+    unsafe { kernel.write(func) };
+    0
+}
+
+/// `__cudaLaunchKernel` (the CUDA 13 launch ABI: the host stub pops the configuration and
+/// launches the handle `__cudaGetKernel` gave it).
+#[no_mangle]
+pub extern "C" fn __cudaLaunchKernel(
+    kernel: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
+}
+
+/// `__cudaLaunchKernel_ptsz`: the same under per-thread default-stream compilation. The
+/// per-thread default stream is not distinguished from the legacy one: the handle 0 and
+/// 2 (`cudaStreamPerThread`) both launch on the NULL stream.
+#[no_mangle]
+pub extern "C" fn __cudaLaunchKernel_ptsz(
+    kernel: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
+}
+
+/// `cudaLaunchKernel` (the CUDA 12 launch ABI: `__cudaPopCallConfiguration` in the host
+/// stub, then this).
+#[no_mangle]
+pub extern "C" fn cudaLaunchKernel(
+    func: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    let (d, f) = match driver_function(func) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let (g, b) = (grid.dims(), block.dims());
+    let shared = u32::try_from(shared).unwrap_or(u32::MAX);
+    fail(from_cu(cu!(
+        d,
+        launch_kernel(
+            f,
+            g[0],
+            g[1],
+            g[2],
+            b[0],
+            b[1],
+            b[2],
+            shared,
+            stream,
+            args,
+            std::ptr::null()
+        )
+    )))
+}
+
+/// `cudaLaunchKernelExC`: a launch with `cudaLaunchAttribute`s, lowered onto
+/// `cuLaunchKernelEx` (the runtime's attribute ids and value union are the driver's).
+#[no_mangle]
+pub extern "C" fn cudaLaunchKernelExC(
+    config: *const cudarc::runtime::sys::cudaLaunchConfig_t,
+    func: *const c_void,
+    args: *const *const c_void,
+) -> CudaError {
+    if config.is_null() {
+        return fail(1);
+    }
+    let (d, f) = match driver_function(func) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    // SAFETY: a valid cudaLaunchConfig_t (CUDA's contract); null refused above.
+    let c = unsafe { config.read_unaligned() };
+    let Ok(shared) = u32::try_from(c.dynamicSmemBytes) else {
+        return fail(1);
+    };
+    let cu = cudarc::driver::sys::CUlaunchConfig {
+        gridDimX: c.gridDim.x,
+        gridDimY: c.gridDim.y,
+        gridDimZ: c.gridDim.z,
+        blockDimX: c.blockDim.x,
+        blockDimY: c.blockDim.y,
+        blockDimZ: c.blockDim.z,
+        sharedMemBytes: shared,
+        hStream: c.stream.cast(),
+        // cudaLaunchAttribute and CUlaunchAttribute have one layout: an id, 4 bytes of
+        // padding and a 64-byte value union with the same members.
+        attrs: c.attrs.cast(),
+        numAttrs: c.numAttrs,
+    };
+    fail(from_cu(cu!(
+        d,
+        launch_kernel_ex(&cu, f, args, std::ptr::null())
+    )))
+}
+
+/// `cudaFuncGetAttributes`: the function's attributes, read from the device.
+#[no_mangle]
+pub extern "C" fn cudaFuncGetAttributes(
+    attrs: *mut cudarc::runtime::sys::cudaFuncAttributes,
+    func: *const c_void,
+) -> CudaError {
+    if attrs.is_null() {
+        return fail(1);
+    }
+    let (d, f) = match driver_function(func) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    // CUfunction_attribute 0..=9, in cudaFuncAttributes' order of meaning.
+    let mut v = [0i32; 10];
+    for (i, slot) in v.iter_mut().enumerate() {
+        match cu!(d, func_get_attribute(slot, i as i32, f)) {
+            0 => {}
+            e => return fail(from_cu(e)),
+        }
+    }
+    // SAFETY: all-zero is a valid cudaFuncAttributes (integers only).
+    let mut a: cudarc::runtime::sys::cudaFuncAttributes = unsafe { std::mem::zeroed() };
+    a.maxThreadsPerBlock = v[0];
+    a.sharedSizeBytes = v[1] as usize;
+    a.constSizeBytes = v[2] as usize;
+    a.localSizeBytes = v[3] as usize;
+    a.numRegs = v[4];
+    a.ptxVersion = v[5];
+    a.binaryVersion = v[6];
+    a.cacheModeCA = v[7];
+    a.maxDynamicSharedSizeBytes = v[8];
+    a.preferredShmemCarveout = v[9];
+    // SAFETY: a valid out-pointer (CUDA's contract); null refused above.
+    unsafe { attrs.write_unaligned(a) };
+    0
+}
+
+/// `cudaFuncSetAttribute`: `cudaFuncAttribute` numbers are the driver's
+/// `CUfunction_attribute` ones for the settable attributes.
+#[no_mangle]
+pub extern "C" fn cudaFuncSetAttribute(func: *const c_void, attr: i32, value: i32) -> CudaError {
+    // cudaFuncAttributeMaxDynamicSharedMemorySize (8) and
+    // cudaFuncAttributePreferredSharedMemoryCarveout (9) are CU attributes 8 and 9.
+    let cu_attr = match attr {
+        8 | 9 => attr,
+        _ => {
+            log::warn!("vgpu: cudaFuncSetAttribute attribute {attr} is not supported");
+            return fail(801);
+        }
+    };
+    match driver_function(func) {
+        Ok((d, f)) => fail(from_cu(cu!(d, func_set_attribute(f, cu_attr, value)))),
+        Err(e) => fail(e),
+    }
+}
+
+/// Exported launch functions (all implemented).
+pub const IMPLEMENTED: &[&str] = &[
+    "cudaLaunchKernel",
+    "__cudaGetKernel",
+    "__cudaLaunchKernel",
+    "__cudaLaunchKernel_ptsz",
+    "cudaLaunchKernelExC",
+    "cudaFuncGetAttributes",
+    "cudaFuncSetAttribute",
+];
