@@ -235,6 +235,22 @@ static void launch_ex_and_attributes() {
     EXPECT(cudaFuncGetAttributes(&fa, (const void *)&failures), cudaErrorInvalidDeviceFunction);
     cudaGetLastError();
 
+    // Occupancy: vecAdd uses few registers and no shared memory, so 128-thread blocks are
+    // limited by threads per multiprocessor (2048 on sm_80/sm_90).
+    int per_sm = 0;
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&per_sm, vecAdd, 128, 0, 0));
+    TRUE(per_sm == 16);
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, vecAdd, 1024, 0));
+    TRUE(per_sm == 2);
+    void *coop_args[] = {&da, &db, &dc, &nn};
+    CHECK(cudaMemset(dc, 0, n * 4));
+    CHECK(cudaLaunchCooperativeKernel((const void *)vecAdd, dim3((n + 63) / 64), dim3(64), coop_args, 0, 0));
+    CHECK(cudaMemcpy(c.data(), dc, n * 4, cudaMemcpyDeviceToHost));
+    TRUE(check_sum(c.data(), a.data(), b.data(), n, 0.0f));
+    CHECK(cudaSetDeviceFlags(cudaDeviceScheduleBlockingSync));
+    EXPECT(cudaSetDeviceFlags(0x1000), cudaErrorInvalidValue);
+    cudaGetLastError();
+
     int can = -1;
     CHECK(cudaDeviceCanAccessPeer(&can, 0, 0));
     TRUE(can == 0);
@@ -247,7 +263,7 @@ static void launch_ex_and_attributes() {
     CHECK(cudaFree(da));
     CHECK(cudaFree(db));
     CHECK(cudaFree(dc));
-    std::printf("cudaLaunchKernelExC, function attributes and peer queries: checked\n");
+    std::printf("cudaLaunchKernelExC, cooperative launch, occupancy, function attributes and peer queries: checked\n");
 }
 
 static void error_paths() {

@@ -256,6 +256,108 @@ pub extern "C" fn cudaFuncSetAttribute(func: *const c_void, attr: i32, value: i3
     }
 }
 
+/// `cudaLaunchCooperativeKernel`: a launch with the cooperative attribute.
+#[no_mangle]
+pub extern "C" fn cudaLaunchCooperativeKernel(
+    func: *const c_void,
+    grid: crate::ffi::Dim3,
+    block: crate::ffi::Dim3,
+    args: *const *const c_void,
+    shared: usize,
+    stream: usize,
+) -> CudaError {
+    let (g, b) = (grid.dims(), block.dims());
+    // SAFETY: all-zero is a valid cudaLaunchAttribute (an id of 0 and zero bytes).
+    let mut attr: cudarc::runtime::sys::cudaLaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = cudarc::runtime::sys::cudaLaunchAttributeID::cudaLaunchAttributeCooperative;
+    attr.val.cooperative = 1;
+    let config = cudarc::runtime::sys::cudaLaunchConfig_t {
+        gridDim: cudarc::runtime::sys::dim3 {
+            x: g[0],
+            y: g[1],
+            z: g[2],
+        },
+        blockDim: cudarc::runtime::sys::dim3 {
+            x: b[0],
+            y: b[1],
+            z: b[2],
+        },
+        dynamicSmemBytes: shared,
+        stream: stream as _,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    cudaLaunchKernelExC(&config, func, args)
+}
+
+/// `cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags`: how many blocks of
+/// `block_size` threads and `dyn_shared` bytes of dynamic shared memory fit on one
+/// multiprocessor, limited by threads (in whole warps), blocks, shared memory (with the
+/// per-block reservation) and registers (per warp, in units of 256), as CUDA's occupancy
+/// calculator does. The function's registers and static shared memory come from the device.
+#[no_mangle]
+pub extern "C" fn cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+    blocks: *mut i32,
+    func: *const c_void,
+    block_size: i32,
+    dyn_shared: usize,
+    _flags: u32,
+) -> CudaError {
+    if blocks.is_null() || block_size <= 0 {
+        return fail(1);
+    }
+    let (d, f) = match driver_function(func) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let dev = 0;
+    let mut get = |attr: i32| d.attribute(attr, dev);
+    // CU_DEVICE_ATTRIBUTE_ WARP_SIZE, MAX_THREADS_PER_MULTIPROCESSOR,
+    // MAX_BLOCKS_PER_MULTIPROCESSOR, MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+    // MAX_REGISTERS_PER_MULTIPROCESSOR, RESERVED_SHARED_MEMORY_PER_BLOCK.
+    let device = [10, 39, 106, 81, 82, 111].map(&mut get);
+    let mut func_attr = |attr: i32| {
+        let mut v = 0;
+        match cu!(d, func_get_attribute(&mut v, attr, f)) {
+            0 => Ok(v),
+            e => Err(e),
+        }
+    };
+    // CU_FUNC_ATTRIBUTE_ SHARED_SIZE_BYTES, NUM_REGS.
+    let function = [1, 4].map(&mut func_attr);
+    let (Ok(warp), Ok(threads_sm), Ok(blocks_sm), Ok(shared_sm), Ok(regs_sm), Ok(reserved)) = (
+        device[0], device[1], device[2], device[3], device[4], device[5],
+    ) else {
+        return fail(1);
+    };
+    let (Ok(static_shared), Ok(regs)) = (function[0], function[1]) else {
+        return fail(1);
+    };
+    let warp = warp.max(1) as i64;
+    let warps = (i64::from(block_size) + warp - 1) / warp;
+    let by_threads = i64::from(threads_sm) / warp / warps;
+    let shared = i64::from(static_shared) + dyn_shared as i64;
+    let by_shared = if shared == 0 {
+        i64::MAX
+    } else {
+        i64::from(shared_sm) / (shared + i64::from(reserved))
+    };
+    let regs_per_warp = (i64::from(regs) * warp + 255) / 256 * 256;
+    let by_regs = if regs_per_warp == 0 {
+        i64::MAX
+    } else {
+        i64::from(regs_sm) / (regs_per_warp * warps)
+    };
+    let n = by_threads
+        .min(i64::from(blocks_sm))
+        .min(by_shared)
+        .min(by_regs)
+        .max(0);
+    // SAFETY: a valid out-pointer (CUDA's contract); null refused above.
+    unsafe { blocks.write(n as i32) };
+    0
+}
+
 /// Exported launch functions (all implemented).
 pub const IMPLEMENTED: &[&str] = &[
     "cudaLaunchKernel",
@@ -265,4 +367,6 @@ pub const IMPLEMENTED: &[&str] = &[
     "cudaLaunchKernelExC",
     "cudaFuncGetAttributes",
     "cudaFuncSetAttribute",
+    "cudaLaunchCooperativeKernel",
+    "cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags",
 ];

@@ -148,7 +148,7 @@ fn real_cuda_program_runtime_api_and_no_device() {
             "2-D copies and memsets (pageable): checked",
             "2-D copies and memsets (pinned): checked",
             "graphs: capture, replay x3, update and its refusal checked",
-            "cudaLaunchKernelExC, function attributes and peer queries: checked",
+            "cudaLaunchKernelExC, cooperative launch, occupancy, function attributes and peer queries: checked",
             "error paths: bad pointers, bad handles",
             "sticky error: cudaErrorIllegalAddress persists",
             "runtime_app: all checks passed",
