@@ -31,6 +31,7 @@ wait_for "$work/vgpu.sock" vgpu-driver
 cc tests/samples/device_query.c -Ltarget/shims -lcudart -lcuda -o "$work/device_query"
 cc tests/samples/memory.c -Ltarget/shims -lcudart -o "$work/memory"
 cc tests/samples/launch.c -Ltarget/shims -lcudart -o "$work/launch"
+cc tests/samples/driver_api.c -Ltarget/shims -lcuda -o "$work/driver_api"
 export LD_LIBRARY_PATH=target/shims VGPU_SOCKET="$work/vgpu.sock"
 echo "== device_query through libcudart.so.12 / libcuda.so.1 (target/shims)"
 "$work/device_query"
@@ -38,6 +39,8 @@ echo "== memory: copies (pageable and pinned), memsets, streams and events, chec
 "$work/memory"
 echo "== launch: vecAdd from an nvcc-built fatbin through the CUDA 12 launch ABI, checked"
 "$work/launch" fatbin/tests/fixtures/kernels.fatbin
+echo "== driver_api: cuGetProcAddress, 2-D copies, cuLaunchKernelEx, capture and graphs, checked"
+"$work/driver_api" fatbin/tests/fixtures/kernels.fatbin
 if [ -x target/cuda-programs/kernels_app.cuda12 ] && [ -x target/cuda-programs/runtime_app.cuda12 ]; then
   for abi in 12 13; do
     echo "== real CUDA programs built for the CUDA $abi launch ABI (ci/build-cuda-programs.sh)"

@@ -78,6 +78,11 @@ fn device_query_and_memory_samples() {
         out.contains("launch: vecAdd over 1000 elements checked"),
         "{out}"
     );
+    // The driver API beyond plain copies: cuGetProcAddress, CUDA_MEMCPY2D copies, 2-D
+    // memsets, cuLaunchKernelEx with attributes, capture and graph replay.
+    let (code, out) = st.run_sample_args("driver_api", &["cuda"], &[fatbin.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("driver_api: all checks passed"), "{out}");
     st.finish();
 }
 
