@@ -5,7 +5,8 @@
 //   CUDA 13 (nvcc 13): the host stub calls __cudaGetKernel once, then __cudaLaunchKernel.
 // Both link against libcudart.so.12. It launches vecAdd (a vector add that also reads an
 // initialised __device__ array) and odd_params (a struct by value, then pointer, long long,
-// short and pointer parameters at awkward offsets), and checks every result on the host.
+// short and pointer parameters at awkward offsets) with a __constant__ table set through
+// cudaMemcpyToSymbol, resets the device and runs again, and checks every result on the host.
 // The kernels are the parser fixtures' (fatbin/tests/fixtures/kernels.cu), which the soft
 // executor runs as CPU reference kernels.
 #include <cstdio>
@@ -74,19 +75,39 @@ static int awkward_parameters() {
     CHECK(cudaMemcpy(dq, &q, sizeof q, cudaMemcpyHostToDevice));
     long long r = 3000000000LL - 2999000000LL;  // 1000000: high bits pass through
     short s = -3;
+    // The __constant__ table, through its host shadow: c_coeffs[s & 15] = c_coeffs[13].
+    int coeffs[16] = {0};
+    coeffs[13] = 400;
+    CHECK(cudaMemcpyToSymbol(c_coeffs, coeffs, sizeof coeffs));
+    int back[16] = {0};
+    CHECK(cudaMemcpyFromSymbol(back, c_coeffs, 4, 13 * sizeof(int)));
+    size_t size = 0;
+    CHECK(cudaGetSymbolSize(&size, c_coeffs));
+    void *table = nullptr;
+    CHECK(cudaGetSymbolAddress(&table, g_table));
+    float t0 = 0;
+    CHECK(cudaMemcpy(&t0, table, sizeof t0, cudaMemcpyDeviceToHost));
+    if (back[0] != 400 || size != sizeof coeffs || t0 != 1.0f) {
+        std::printf("FAIL symbols: c_coeffs[13] = %d, size %zu, g_table[0] = %f\n", back[0], size, t0);
+        return 1;
+    }
+    if (cudaMemcpyToSymbol(c_coeffs, coeffs, sizeof coeffs + 4) != cudaErrorInvalidValue) {
+        std::printf("FAIL symbols: a copy past the end of c_coeffs was accepted\n");
+        return 1;
+    }
+    cudaGetLastError();
     odd_params<<<1, 1>>>(p, dq, r, s, dout);
     CHECK(cudaGetLastError());
     int out = 0;
     CHECK(cudaMemcpy(&out, dout, sizeof out, cudaMemcpyDeviceToHost));
-    // c_coeffs is zero-initialised, so c_coeffs[s & 15] adds nothing.
-    int want = p.i + (int)p.d + p.c[12] + q + (int)r + s;
+    int want = p.i + (int)p.d + p.c[12] + q + (int)r + s + 400;
     if (out != want) {
         std::printf("FAIL odd_params: out = %d, want %d\n", out, want);
         return 1;
     }
     CHECK(cudaFree(dq));
     CHECK(cudaFree(dout));
-    std::printf("odd_params: struct by value and mixed parameters checked (%d)\n", out);
+    std::printf("odd_params: struct by value and mixed parameters checked (%d), with symbols\n", out);
     return 0;
 }
 
@@ -101,6 +122,10 @@ int main() {
     std::printf("%d device(s); device 0 has compute capability %d.%d\n", count, major, minor);
     if (vector_add() || awkward_parameters()) return 1;
     CHECK(cudaDeviceSynchronize());
+    // A device reset destroys everything; kernels and symbols work again afterwards.
+    CHECK(cudaDeviceReset());
+    if (vector_add()) return 1;
+    std::printf("cudaDeviceReset: the program ran again after it\n");
     std::printf("kernels_app: all checks passed\n");
     return 0;
 }

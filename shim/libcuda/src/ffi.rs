@@ -812,6 +812,47 @@ pub extern "C" fn cuLaunchKernelEx(
     })
 }
 
+/// `cuModuleGetGlobal_v2`: a module's global by name (either out-pointer may be null).
+#[no_mangle]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C ABI entry point: the name is the caller's
+pub extern "C" fn cuModuleGetGlobal_v2(
+    dptr: *mut u64,
+    bytes: *mut usize,
+    module: usize,
+    name: *const std::ffi::c_char,
+) -> CuResult {
+    if name.is_null() {
+        return INVALID_VALUE;
+    }
+    // SAFETY: a NUL-terminated name (CUDA's contract); null refused.
+    let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy();
+    let (addr, size) = try_cu!(module::global(module as u64, &name));
+    if !dptr.is_null() {
+        try_cu!(match put(dptr, addr) {
+            SUCCESS => Ok(()),
+            e => Err(e),
+        });
+    }
+    if !bytes.is_null() {
+        return put(bytes, size as usize);
+    }
+    SUCCESS
+}
+
+/// `cuDevicePrimaryCtxReset_v2`: the device destroys every GPU object of this process
+/// (CTX_RESET: allocations, modules, streams, events, graphs) and clears its errors; the
+/// local tables of them are forgotten. Pinned host memory (windows) stays.
+#[no_mangle]
+pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: i32) -> CuResult {
+    try_cu!(device(dev).map(|_| ()));
+    try_cu!(mem::call(Command::CTX_RESET(bytemuck::Zeroable::zeroed()), 0).map(|_| ()));
+    mem::forget_allocations();
+    module::forget_all();
+    handles::forget_all();
+    crate::graph::forget_all();
+    SUCCESS
+}
+
 fn func_attr(func: usize, attr: i32, value: i32, set: bool) -> Result<i32, CuResult> {
     if func == 0 || attr < 0 {
         return Err(INVALID_VALUE);
@@ -855,4 +896,6 @@ pub const IMPLEMENTED_MODULE_FUNCTIONS: &[&str] = &[
     "cuLaunchKernelEx",
     "cuFuncGetAttribute",
     "cuFuncSetAttribute",
+    "cuModuleGetGlobal_v2",
+    "cuDevicePrimaryCtxReset_v2",
 ];

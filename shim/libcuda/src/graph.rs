@@ -25,6 +25,11 @@ fn capturing() -> std::sync::MutexGuard<'static, Option<HashSet<u64>>> {
     CAPTURING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Forgets every capture (after a context reset destroyed the streams).
+pub fn forget_all() {
+    *capturing() = None;
+}
+
 /// True when device stream `stream` is capturing.
 pub fn is_capturing(stream: u64) -> bool {
     capturing().as_ref().is_some_and(|s| s.contains(&stream))

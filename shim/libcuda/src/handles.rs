@@ -38,6 +38,11 @@ pub fn destroyed(kind: Kind, h: u64) {
     }
 }
 
+/// Forgets every handle (after a context reset destroyed them).
+pub fn forget_all() {
+    *live() = None;
+}
+
 /// INVALID_HANDLE unless `h` is a live handle of `kind`.
 pub fn check(kind: Kind, h: u64) -> Result<(), u32> {
     match live().as_ref().is_some_and(|s| s.contains(&(kind, h))) {

@@ -169,6 +169,11 @@ pub fn free(ptr: u64) -> Result<(), CuResult> {
     Ok(())
 }
 
+/// Forgets every device allocation (after a context reset freed them).
+pub fn forget_allocations() {
+    lock(&ALLOCATIONS).clear();
+}
+
 /// True when `ptr` lies in a device allocation of this process.
 pub fn is_device(ptr: u64) -> bool {
     lock(&ALLOCATIONS)

@@ -178,6 +178,45 @@ pub fn function(module: u64, name: &str) -> Result<u64, CuResult> {
     m.get(name).copied().ok_or(NOT_FOUND)
 }
 
+/// The device address and size of global `name` of `module`.
+pub fn global(module: u64, name: &str) -> Result<(u64, u64), CuResult> {
+    if tables()
+        .as_ref()
+        .is_none_or(|t| !t.modules.contains_key(&module))
+    {
+        return Err(400);
+    }
+    if name.is_empty() || name.len() > vgpu_proto::payload::MAX_SYMBOL_LEN {
+        return Err(NOT_FOUND);
+    }
+    let args = HandleArgs {
+        handle: module,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    let (_, q) = conn()?;
+    let r = Request {
+        cid: 0,
+        notify: false,
+        stream: 0,
+        payload: Payload::Inline {
+            len: name.len() as u32,
+        },
+        command: Command::MODULE_GET_GLOBAL(args),
+    };
+    let c = q
+        .call(r, name.as_bytes())
+        .map_err(|e| e.status().to_cuda())?;
+    match c.status() {
+        Status::SUCCESS => Ok((c.result0, c.result1)),
+        s => Err(s.to_cuda()),
+    }
+}
+
+/// Forgets every module and function (after a context reset destroyed them).
+pub fn forget_all() {
+    *tables() = None;
+}
+
 /// Unloads a module.
 pub fn unload(module: u64) -> Result<(), CuResult> {
     mem::call(

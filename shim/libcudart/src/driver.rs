@@ -72,6 +72,8 @@ driver_api! {
     graph_destroy = c"cuGraphDestroy": (usize);
     graph_exec_destroy = c"cuGraphExecDestroy": (usize);
     graph_exec_update = c"cuGraphExecUpdate_v2": (usize, usize, *mut c_void);
+    module_get_global = c"cuModuleGetGlobal_v2": (*mut u64, *mut usize, usize, *const c_char);
+    primary_ctx_reset = c"cuDevicePrimaryCtxReset_v2": (i32);
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();

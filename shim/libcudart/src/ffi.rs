@@ -98,6 +98,11 @@ fn check_device(dev: i32) -> Result<(), CudaError> {
     Ok(())
 }
 
+/// The calling thread's current device.
+pub(crate) fn current_device() -> i32 {
+    CURRENT_DEVICE.with(|c| c.get())
+}
+
 /// `cudaGetDevice`.
 #[no_mangle]
 pub extern "C" fn cudaGetDevice(dev: *mut i32) -> CudaError {
@@ -234,6 +239,8 @@ error_strings! {
     0 => c"cudaSuccess", c"no error";
     1 => c"cudaErrorInvalidValue", c"invalid argument";
     2 => c"cudaErrorMemoryAllocation", c"out of memory";
+    13 => c"cudaErrorInvalidSymbol", c"invalid device symbol";
+    21 => c"cudaErrorInvalidMemcpyDirection", c"invalid copy direction for memcpy";
     3 => c"cudaErrorInitializationError", c"initialization error";
     35 => c"cudaErrorInsufficientDriver", c"CUDA driver version is insufficient for CUDA runtime version";
     46 => c"cudaErrorDevicesUnavailable", c"CUDA-capable device(s) is/are busy or unavailable";
@@ -424,7 +431,6 @@ macro_rules! not_supported {
 }
 
 not_supported!(
-    cudaDeviceReset,
     cudaHostGetDevicePointer,
     cudaHostRegister,
     cudaHostUnregister,

@@ -21,6 +21,42 @@ static LAUNCHABLE: std::sync::Mutex<Option<std::collections::HashMap<usize, usiz
 static MODULES: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
     std::sync::Mutex::new(None);
 
+/// The driver module of registered fatbin `handle`, loaded (by content hash) on first use.
+pub(crate) fn module_of(d: &Driver, handle: usize) -> Result<usize, CudaError> {
+    let wrapper =
+        crate::registry::with(|r| r.fatbins.get(&handle).map(|f| f.wrapper)).ok_or(98u32)?;
+    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    let modules = modules.get_or_insert_with(Default::default);
+    if let Some(m) = modules.get(&handle) {
+        return Ok(*m);
+    }
+    // __fatBinC_Wrapper_t { int magic; int version; const void* data; void* filename }.
+    // SAFETY: the compiler registered a pointer to such a wrapper.
+    let (magic, data) = unsafe {
+        (
+            *(wrapper as *const u32),
+            *((wrapper + 8) as *const *const c_void),
+        )
+    };
+    if magic != 0x466243b1 || data.is_null() {
+        return Err(200); // cudaErrorInvalidKernelImage
+    }
+    let mut m = 0usize;
+    match cu!(d, module_load_data(&mut m, data)) {
+        0 => {}
+        e => return Err(from_cu(e)),
+    }
+    modules.insert(handle, m);
+    Ok(m)
+}
+
+/// Forgets the loaded modules and resolved functions (after a device reset destroyed
+/// them); the next launch loads them again.
+pub(crate) fn forget_loaded() {
+    *LAUNCHABLE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *MODULES.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
 /// The driver function of a registered host stub, loading its fatbin on first use.
 fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
     if let Some(f) = LAUNCHABLE
@@ -33,33 +69,7 @@ fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
     }
     let (handle, name) =
         crate::registry::with(|r| r.functions.get(&host_fun).cloned()).ok_or(98u32)?; // cudaErrorInvalidDeviceFunction
-    let wrapper =
-        crate::registry::with(|r| r.fatbins.get(&handle).map(|f| f.wrapper)).ok_or(98u32)?;
-    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
-    let modules = modules.get_or_insert_with(Default::default);
-    let module = match modules.get(&handle) {
-        Some(m) => *m,
-        None => {
-            // __fatBinC_Wrapper_t { int magic; int version; const void* data; void* filename }.
-            // SAFETY: the compiler registered a pointer to such a wrapper.
-            let (magic, data) = unsafe {
-                (
-                    *(wrapper as *const u32),
-                    *((wrapper + 8) as *const *const c_void),
-                )
-            };
-            if magic != 0x466243b1 || data.is_null() {
-                return Err(200); // cudaErrorInvalidKernelImage
-            }
-            let mut m = 0usize;
-            match cu!(d, module_load_data(&mut m, data)) {
-                0 => {}
-                e => return Err(from_cu(e)),
-            }
-            modules.insert(handle, m);
-            m
-        }
-    };
+    let module = module_of(d, handle)?;
     let cname = std::ffi::CString::new(name).map_err(|_| 98u32)?;
     let mut f = 0usize;
     match cu!(d, module_get_function(&mut f, module, cname.as_ptr())) {

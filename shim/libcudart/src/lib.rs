@@ -19,3 +19,4 @@ pub mod launch;
 pub mod mem;
 mod props;
 pub mod registry;
+pub mod symbol;

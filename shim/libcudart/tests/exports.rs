@@ -167,6 +167,7 @@ fn coverage_markdown() -> String {
         .chain(vgpu_cudart::mem::IMPLEMENTED)
         .chain(vgpu_cudart::launch::IMPLEMENTED)
         .chain(vgpu_cudart::graph::IMPLEMENTED)
+        .chain(vgpu_cudart::symbol::IMPLEMENTED)
         .copied()
         .collect();
     section(

@@ -128,6 +128,7 @@ fn real_cuda_programs_in_both_launch_abis() {
             "device 0 has compute capability 9.0",
             "vecAdd: 100000 elements checked",
             "odd_params: struct by value and mixed parameters checked",
+            "cudaDeviceReset: the program ran again after it",
             "kernels_app: all checks passed",
         ] {
             assert!(text.contains(want), "{p}: no \"{want}\" in {text}");
