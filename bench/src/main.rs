@@ -24,6 +24,10 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// Only the round-trip rows, repeated for at least this many seconds (for profiling:
+    /// `perf record -a` while it runs).
+    #[arg(long)]
+    rtt_only: Option<u64>,
     /// The module whose vecAdd the launch benchmark posts.
     #[arg(long, default_value = "fatbin/tests/fixtures/kernels.fatbin")]
     fatbin: PathBuf,
@@ -286,6 +290,19 @@ fn main() {
         spin,
     };
     let conn = Connection::connect(&opts(Duration::from_secs(1))).expect("connect to the driver");
+    if let Some(secs) = args.rtt_only {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            let lat = rtt(conn.queue(), rounds);
+            println!(
+                "sync round trip p50 {:.2} µs, p99 {:.2} µs (shm ping-pong p50 {:.2} µs)",
+                floors::percentile(&lat, 0.5) as f64 / 1000.0,
+                floors::percentile(&lat, 0.99) as f64 / 1000.0,
+                floors::percentile(&spin, 0.5) as f64 / 1000.0
+            );
+        }
+        return;
+    }
     let stack_spin = rtt(conn.queue(), rounds);
     let sleepy = Connection::connect(&opts(Duration::ZERO)).expect("second connection");
     let stack_sleep = rtt(sleepy.queue(), rounds / 4);

@@ -7,11 +7,11 @@
 //! that already started its access can finish it safely.
 
 use std::fs::File;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestRegionMmap,
-    MmapRegion,
+    MmapRegion, VolatileSlice,
 };
 
 /// Why a DMA access failed.
@@ -46,6 +46,9 @@ struct Map {
 #[derive(Default)]
 pub struct GuestMemory {
     map: RwLock<Arc<Map>>,
+    /// Bumped on every change of the mappings, so that a holder of a [`Snapshot`] can tell
+    /// cheaply when to take a new one.
+    generation: AtomicU64,
 }
 
 /// An immutable view of guest memory at one moment.
@@ -97,6 +100,7 @@ impl GuestMemory {
         next.ranges.push((iova, size, writable));
         next.ranges.sort_by_key(|r| r.0);
         *guard = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -134,12 +138,19 @@ impl GuestMemory {
         next.ranges
             .retain(|&(a, l, _)| !(a >= iova && a + l <= end));
         *guard = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     /// Forgets every mapping (on disconnect or reset of the connection).
     pub fn clear(&self) {
         *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Map::default());
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current generation of the mappings (it changes whenever they do).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The current view.
@@ -184,6 +195,16 @@ impl Snapshot {
         Ok(mem)
     }
 
+    /// A view of `[iova, iova + len)`, which must lie in one mapping (writable if `write`):
+    /// repeated accesses through it skip the lookup of the mapping.
+    pub fn view(&self, iova: u64, len: u64, write: bool) -> Result<View<'_>, DmaError> {
+        let mem = self.check(iova, len, write)?;
+        let n = usize::try_from(len).map_err(|_| DmaError::NotMapped { iova, len })?;
+        mem.get_slice(GuestAddress(iova), n)
+            .map(|slice| View { iova, slice })
+            .map_err(|_| DmaError::NotMapped { iova, len })
+    }
+
     /// Copies guest memory at `iova` into `buf`.
     pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
         let mem = self.check(iova, buf.len() as u64, false)?;
@@ -216,6 +237,50 @@ impl Snapshot {
         let mem = self.check(iova, 4, true)?;
         mem.store(v, GuestAddress(iova), order)
             .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+    }
+}
+
+/// A range of guest memory inside one mapping (see [`Snapshot::view`]), addressed by
+/// offset; every access is bounds-checked against the range.
+pub struct View<'a> {
+    iova: u64,
+    slice: VolatileSlice<'a>,
+}
+
+impl View<'_> {
+    fn err(&self, offset: usize, len: usize) -> DmaError {
+        DmaError::NotMapped {
+            iova: self.iova.wrapping_add(offset as u64),
+            len: len as u64,
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.slice
+            .read_slice(buf, offset)
+            .map_err(|_| self.err(offset, buf.len()))
+    }
+
+    /// Copies `buf` to `offset`.
+    pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), DmaError> {
+        self.slice
+            .write_slice(buf, offset)
+            .map_err(|_| self.err(offset, buf.len()))
+    }
+
+    /// Atomic load of the naturally aligned `u32` at `offset`.
+    pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, DmaError> {
+        self.slice
+            .load(offset, order)
+            .map_err(|_| self.err(offset, 4))
+    }
+
+    /// Atomic store of the naturally aligned `u32` at `offset`.
+    pub fn store_u32(&self, offset: usize, v: u32, order: Ordering) -> Result<(), DmaError> {
+        self.slice
+            .store(v, offset, order)
+            .map_err(|_| self.err(offset, 4))
     }
 }
 

@@ -9,6 +9,7 @@ use common::*;
 use std::time::Duration;
 use vfio_bindings::bindings::vfio::*;
 use vgpu_proto::examples::{payload, request};
+use vgpu_proto::queue::qcb;
 use vgpu_proto::{Command, Opcode, Status};
 
 struct Rng(u64);
@@ -44,8 +45,9 @@ fn alive(d: &mut Drv, c: &mut Client0) {
             let f =
                 |o: usize| u32::from_le_bytes(d.read(c.q.base + o as u64, 4).try_into().unwrap());
             panic!(
-                "device stopped answering: client tail {} cq_head {}; QCB sq_tail {} cq_head {} irq {} sq_head {} parked {} cq_tail {} err {}",
-                c.q.tail, c.q.cq_head, f(0), f(4), f(8), f(0x40), f(0x44), f(0x48), f(0x4c)
+                "device stopped answering: client tail {} cq_head {}; QCB sq_tail {} cq_head {} irq {} sq_head {} cq_tail {} parked {} err {}",
+                c.q.tail, c.q.cq_head, f(qcb::SQ_TAIL), f(qcb::CQ_HEAD), f(qcb::IRQ_ARMED), f(qcb::SQ_HEAD),
+                f(qcb::CQ_TAIL), f(qcb::PARKED), f(qcb::QUEUE_ERROR)
             );
         };
         if r.cid == cid {

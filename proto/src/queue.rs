@@ -130,7 +130,9 @@ impl Cqe {
 
 /// Byte offsets of the fields in the queue control block (spec §5.2). Each field is a
 /// naturally aligned `u32` accessed atomically. Client-written fields share the first cache
-/// line; device-written fields the second.
+/// line; the fields the device writes on every command the second; the ones it writes
+/// rarely (parking, errors), which the client reads on every submission, the third, so that
+/// those reads hit the client's cache.
 pub mod qcb {
     /// Client → device: submission tail (index one past the last published slot).
     pub const SQ_TAIL: usize = 0x00;
@@ -143,12 +145,12 @@ pub mod qcb {
     pub const SQ_HEAD: usize = 0x40;
     /// Device → client: nonzero = the device is parked and needs a doorbell to look at
     /// the queue again ([`PARKED_IDLE`] or [`PARKED_CQ_FULL`]).
-    pub const PARKED: usize = 0x44;
+    pub const PARKED: usize = 0x80;
     /// Device → client: completion tail (informational; the phase tag is authoritative).
-    pub const CQ_TAIL: usize = 0x48;
+    pub const CQ_TAIL: usize = 0x44;
     /// Device → client: nonzero = the queue was stopped because its indices were
     /// corrupt ([`QUEUE_ERR_OVERRUN`]); only deleting the queue clears it.
-    pub const QUEUE_ERROR: usize = 0x4C;
+    pub const QUEUE_ERROR: usize = 0x84;
 
     /// PARKED value: the ring was empty.
     pub const PARKED_IDLE: u32 = 1;
@@ -164,8 +166,8 @@ pub mod qcb {
         ("CQ_HEAD", CQ_HEAD, true),
         ("IRQ_ARMED", IRQ_ARMED, true),
         ("SQ_HEAD", SQ_HEAD, false),
-        ("PARKED", PARKED, false),
         ("CQ_TAIL", CQ_TAIL, false),
+        ("PARKED", PARKED, false),
         ("QUEUE_ERROR", QUEUE_ERROR, false),
     ];
 }

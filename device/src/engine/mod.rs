@@ -137,7 +137,11 @@ impl Inner {
     }
 
     fn start_queue(&self, q: Arc<Queue>, pd: Option<u32>) {
-        let handler: Arc<dyn Handler> = self.arc();
+        // The worker holds its PD, so that an entry needs no lookup of it.
+        let handler: Arc<dyn Handler> = Arc::new(Worker {
+            engine: self.arc(),
+            pd: pd.and_then(|id| lock(&self.pds).get(&id).cloned()),
+        });
         let qc = q.clone();
         let name = format!("vgpu-queue-{}", q.qid);
         let thread = std::thread::Builder::new()
@@ -347,18 +351,35 @@ impl Inner {
         Ok(())
     }
 
-    fn queue_pd(&self, qid: u16) -> Option<Arc<Pd>> {
-        let pd = lock(&self.queues).get(&qid)?.pd?;
-        lock(&self.pds).get(&pd).cloned()
-    }
-
     fn queue(&self, qid: u16) -> Option<Arc<Queue>> {
         lock(&self.queues).get(&qid).map(|r| r.queue.clone())
     }
 }
 
-impl Handler for Inner {
+/// What a queue's worker thread serves entries with: the engine, and the PD an I/O queue
+/// is bound to (None for the admin queue).
+struct Worker {
+    engine: Arc<Inner>,
+    pd: Option<Arc<Pd>>,
+}
+
+impl Handler for Worker {
     fn handle(&self, q: &Arc<Queue>, taken: Taken) {
+        self.engine.handle(q, self.pd.as_ref(), taken)
+    }
+
+    fn dma_allowed(&self) -> bool {
+        self.engine.env.bus_master.load(Ordering::Acquire)
+    }
+
+    fn fault(&self, q: &Arc<Queue>, fault: QueueFault) {
+        self.engine.fault(q, fault)
+    }
+}
+
+impl Inner {
+    /// Serves one entry of queue `q` (bound to `pd` unless it is the admin queue).
+    fn handle(&self, q: &Arc<Queue>, pd: Option<&Arc<Pd>>, taken: Taken) {
         let kind = if q.qid == 0 {
             QueueKind::Admin
         } else {
@@ -391,17 +412,13 @@ impl Handler for Inner {
         if q.qid == 0 {
             return self.admin(q, req);
         }
-        match self.queue_pd(q.qid) {
-            Some(pd) => io::execute(self, q, &pd, req, inline),
+        match pd {
+            Some(pd) => io::execute(self, q, pd, req, inline),
             None => Self::post(
                 q,
                 Completion::status(req.cid, req.command.opcode() as u16, Status::BAD_OBJECT),
             ),
         }
-    }
-
-    fn dma_allowed(&self) -> bool {
-        self.env.bus_master.load(Ordering::Acquire)
     }
 
     fn fault(&self, q: &Arc<Queue>, fault: QueueFault) {

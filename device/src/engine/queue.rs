@@ -1,7 +1,7 @@
 //! One queue pair in guest memory (spec §5): reading submissions, posting completions,
 //! parking with notification suppression, and the worker thread that drives it.
 
-use crate::guest::{GuestMemory, Snapshot};
+use crate::guest::{GuestMemory, Snapshot, View};
 use crate::msix::Msix;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -62,6 +62,24 @@ struct Bell {
     cv: Condvar,
 }
 
+/// The completion ring's producer side: its index, and the snapshot of guest memory it
+/// last used with the generation of the mappings it was taken at (reused while they hold).
+#[derive(Default)]
+struct Producer {
+    tail: u32,
+    snapshot: Option<(u64, Snapshot)>,
+}
+
+/// A snapshot no older than the current mappings: `cached` if they have not changed since
+/// it was taken, else a new one (cached in its place).
+fn fresh<'a>(cached: &'a mut Option<(u64, Snapshot)>, mem: &GuestMemory) -> &'a Snapshot {
+    let generation = mem.generation();
+    if cached.as_ref().is_none_or(|(g, _)| *g != generation) {
+        *cached = Some((generation, mem.snapshot()));
+    }
+    &cached.get_or_insert_with(|| (generation, mem.snapshot())).1
+}
+
 /// A queue pair.
 pub struct Queue {
     /// Queue id (0 = admin).
@@ -74,8 +92,8 @@ pub struct Queue {
     pub layout: QueueLayout,
     mem: Arc<GuestMemory>,
     msix: Arc<Msix>,
-    /// Producer index of the completion ring.
-    cq_tail: Mutex<u32>,
+    /// The completion ring's producer state.
+    cq: Mutex<Producer>,
     bell: Bell,
     stop: AtomicBool,
 }
@@ -97,17 +115,18 @@ impl Queue {
             layout,
             mem,
             msix,
-            cq_tail: Mutex::new(0),
+            cq: Mutex::new(Producer::default()),
             bell: Bell::default(),
             stop: AtomicBool::new(false),
         }
     }
 
-    /// True when the whole region is mapped writable.
+    /// True when the whole region is mapped writable, within one mapping.
     pub fn region_mapped(&self) -> bool {
         self.mem
             .snapshot()
-            .covers(self.base, self.layout.region_size() as u64, true)
+            .view(self.base, self.layout.region_size() as u64, true)
+            .is_ok()
     }
 
     /// Doorbell: wake the worker.
@@ -141,59 +160,51 @@ impl Queue {
         std::mem::replace(&mut *rung, false)
     }
 
-    fn qcb(&self, field: usize) -> u64 {
-        self.base + field as u64
-    }
-
     /// Posts a completion; waits (parked with PARKED_CQ_FULL) while the ring is full.
     /// Returns false if the queue stopped or its memory vanished first.
     pub fn post(&self, c: Completion) -> bool {
-        let mut tail = self.cq_tail.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.cq.lock().unwrap_or_else(|p| p.into_inner());
+        let cq = &mut *guard;
         let depth = self.layout.depth();
         loop {
-            let mem = self.mem.snapshot();
-            let Ok(head) = mem.load_u32(self.qcb(qcb::CQ_HEAD), Ordering::Acquire) else {
+            let mem = fresh(&mut cq.snapshot, &self.mem);
+            let Ok(ring) = mem.view(self.base, self.layout.region_size() as u64, true) else {
                 return false;
             };
-            let used = tail.wrapping_sub(head);
+            let Ok(head) = ring.load_u32(qcb::CQ_HEAD, Ordering::Acquire) else {
+                return false;
+            };
+            let used = cq.tail.wrapping_sub(head);
             if used > depth {
                 log::warn!(
                     "queue {}: CQ_HEAD {head} is past the completion tail {}",
                     self.qid,
-                    *tail
+                    cq.tail
                 );
-                let _ = mem.store_u32(
-                    self.qcb(qcb::QUEUE_ERROR),
-                    qcb::QUEUE_ERR_OVERRUN,
-                    Ordering::Release,
-                );
+                let _ = ring.store_u32(qcb::QUEUE_ERROR, qcb::QUEUE_ERR_OVERRUN, Ordering::Release);
                 return false;
             }
             if used < depth {
-                return self.write_cqe(&mem, &mut tail, c);
+                return self.write_cqe(&ring, &mut cq.tail, c);
             }
             if self.stopping() {
                 return false;
             }
-            let _ = mem.store_u32(
-                self.qcb(qcb::PARKED),
-                qcb::PARKED_CQ_FULL,
-                Ordering::Release,
-            );
+            let _ = ring.store_u32(qcb::PARKED, qcb::PARKED_CQ_FULL, Ordering::Release);
             fence(Ordering::SeqCst);
-            let head2 = mem
-                .load_u32(self.qcb(qcb::CQ_HEAD), Ordering::Acquire)
+            let head2 = ring
+                .load_u32(qcb::CQ_HEAD, Ordering::Acquire)
                 .unwrap_or(head);
             if head2 == head {
                 self.wait_bell(PARK_TICK);
             }
-            let _ = mem.store_u32(self.qcb(qcb::PARKED), 0, Ordering::Release);
+            let _ = ring.store_u32(qcb::PARKED, 0, Ordering::Release);
         }
     }
 
-    fn write_cqe(&self, mem: &Snapshot, tail: &mut u32, c: Completion) -> bool {
+    fn write_cqe(&self, ring: &View<'_>, tail: &mut u32, c: Completion) -> bool {
         let idx = *tail;
-        let at = self.base + self.layout.cqe_offset(idx) as u64;
+        let at = self.layout.cqe_offset(idx);
         let phase = if self.layout.phase(idx) {
             cqe_flags::PHASE
         } else {
@@ -210,22 +221,22 @@ impl Queue {
         };
         let bytes = bytemuck::bytes_of(&cqe);
         let publish = u32::from(c.flags | phase) | (u32::from(c.opcode) << 16);
-        if mem.write(at, &bytes[..Cqe::PUBLISH_OFFSET]).is_err()
-            || mem
-                .store_u32(at + Cqe::PUBLISH_OFFSET as u64, publish, Ordering::Release)
+        if ring.write(at, &bytes[..Cqe::PUBLISH_OFFSET]).is_err()
+            || ring
+                .store_u32(at + Cqe::PUBLISH_OFFSET, publish, Ordering::Release)
                 .is_err()
         {
             return false;
         }
         *tail = idx.wrapping_add(1);
-        let _ = mem.store_u32(self.qcb(qcb::CQ_TAIL), *tail, Ordering::Release);
+        let _ = ring.store_u32(qcb::CQ_TAIL, *tail, Ordering::Release);
         fence(Ordering::SeqCst);
-        if mem
-            .load_u32(self.qcb(qcb::IRQ_ARMED), Ordering::Acquire)
+        if ring
+            .load_u32(qcb::IRQ_ARMED, Ordering::Acquire)
             .unwrap_or(0)
             != 0
         {
-            let _ = mem.store_u32(self.qcb(qcb::IRQ_ARMED), 0, Ordering::Release);
+            let _ = ring.store_u32(qcb::IRQ_ARMED, 0, Ordering::Release);
             self.msix.signal(self.vector);
         }
         true
@@ -250,62 +261,99 @@ pub trait Handler: Send + Sync {
     fn fault(&self, q: &Arc<Queue>, fault: QueueFault);
 }
 
+/// How many empty polls pass between looks at the clock (the clock costs more than a poll).
+const POLLS_PER_CLOCK: u32 = 64;
+
 /// Runs a queue until it is asked to stop or faults.
+///
+/// The worker holds one snapshot of guest memory and a [`View`] of its queue region while
+/// the mappings stay the same (their generation tells), so a poll of the ring is one atomic
+/// load; it takes a new snapshot when they change.
 pub fn run(q: Arc<Queue>, handler: Arc<dyn Handler>) {
     let mut head: u32 = 0;
-    let depth = q.layout.depth();
-    let mut idle_since: Option<Instant> = None;
     while !q.stopping() {
         if !handler.dma_allowed() {
             q.wait_bell(PARK_TICK);
             continue;
         }
+        let generation = q.mem.generation();
         let mem = q.mem.snapshot();
-        let Ok(tail) = mem.load_u32(q.qcb(qcb::SQ_TAIL), Ordering::Acquire) else {
+        let Ok(ring) = mem.view(q.base, q.layout.region_size() as u64, true) else {
             return handler.fault(&q, QueueFault::Dma);
         };
-        let avail = tail.wrapping_sub(head);
+        match serve(&q, &*handler, &ring, &mut head, generation) {
+            Served::Again => {}
+            Served::Fault(f) => return handler.fault(&q, f),
+        }
+    }
+}
+
+enum Served {
+    /// The mappings changed, DMA was turned off or a stop was requested: look again.
+    Again,
+    /// The queue cannot go on.
+    Fault(QueueFault),
+}
+
+/// Serves the ring through `ring` until the mappings change (or DMA stops, or a stop is
+/// requested), parking when it stays empty.
+fn serve(
+    q: &Arc<Queue>,
+    handler: &dyn Handler,
+    ring: &View<'_>,
+    head: &mut u32,
+    generation: u64,
+) -> Served {
+    let depth = q.layout.depth();
+    let mut idle_since: Option<Instant> = None;
+    let mut polls = 0u32;
+    loop {
+        if q.stopping() || !handler.dma_allowed() || q.mem.generation() != generation {
+            return Served::Again;
+        }
+        let Ok(tail) = ring.load_u32(qcb::SQ_TAIL, Ordering::Acquire) else {
+            return Served::Fault(QueueFault::Dma);
+        };
+        let avail = tail.wrapping_sub(*head);
         if avail > depth {
-            let _ = mem.store_u32(
-                q.qcb(qcb::QUEUE_ERROR),
-                qcb::QUEUE_ERR_OVERRUN,
-                Ordering::Release,
-            );
+            let _ = ring.store_u32(qcb::QUEUE_ERROR, qcb::QUEUE_ERR_OVERRUN, Ordering::Release);
             q.msix.signal(q.vector);
-            return handler.fault(&q, QueueFault::Overrun);
+            return Served::Fault(QueueFault::Overrun);
         }
         if avail == 0 {
+            polls = polls.wrapping_add(1);
+            if polls % POLLS_PER_CLOCK != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
             // Park (spec §5.6): announce it, then look once more before sleeping.
-            let _ = mem.store_u32(q.qcb(qcb::PARKED), qcb::PARKED_IDLE, Ordering::Release);
+            let _ = ring.store_u32(qcb::PARKED, qcb::PARKED_IDLE, Ordering::Release);
             fence(Ordering::SeqCst);
-            let again = mem
-                .load_u32(q.qcb(qcb::SQ_TAIL), Ordering::Acquire)
+            let again = ring
+                .load_u32(qcb::SQ_TAIL, Ordering::Acquire)
                 .unwrap_or(tail);
             if again == tail {
                 while !q.wait_bell(PARK_TICK) && !q.stopping() {}
             }
-            let _ = mem.store_u32(q.qcb(qcb::PARKED), 0, Ordering::Release);
+            let _ = ring.store_u32(qcb::PARKED, 0, Ordering::Release);
             idle_since = None;
             continue;
         }
         idle_since = None;
         let mut raw = [0u8; SQE_SIZE];
-        if mem
-            .read(q.base + q.layout.sqe_offset(head) as u64, &mut raw)
-            .is_err()
-        {
-            return handler.fault(&q, QueueFault::Dma);
+        if ring.read(q.layout.sqe_offset(*head), &mut raw).is_err() {
+            return Served::Fault(QueueFault::Dma);
         }
         let sqe: Sqe = bytemuck::pod_read_unaligned(&raw);
-        let (inline, consumed) = take_inline(&q, &mem, &sqe, head, tail);
-        head = head.wrapping_add(consumed);
-        let _ = mem.store_u32(q.qcb(qcb::SQ_HEAD), head, Ordering::Release);
-        handler.handle(&q, Taken { sqe, inline });
+        let (inline, consumed) = take_inline(q, ring, &sqe, *head, tail);
+        *head = head.wrapping_add(consumed);
+        let _ = ring.store_u32(qcb::SQ_HEAD, *head, Ordering::Release);
+        handler.handle(q, Taken { sqe, inline });
     }
 }
 
@@ -313,7 +361,7 @@ pub fn run(q: Arc<Queue>, handler: Arc<dyn Handler>) {
 /// unusable) and how many slots the entry used.
 fn take_inline(
     q: &Queue,
-    mem: &Snapshot,
+    ring: &View<'_>,
     sqe: &Sqe,
     head: u32,
     tail: u32,
@@ -339,9 +387,9 @@ fn take_inline(
     };
     let mut out = vec![0u8; (inline_slots(sqe.payload_len) as usize) * SQE_SIZE];
     for i in 0..slots {
-        let at = q.base + q.layout.sqe_offset(head.wrapping_add(1 + i)) as u64;
+        let at = q.layout.sqe_offset(head.wrapping_add(1 + i));
         let chunk = &mut out[i as usize * SQE_SIZE..(i as usize + 1) * SQE_SIZE];
-        if mem.read(at, chunk).is_err() {
+        if ring.read(at, chunk).is_err() {
             return (
                 Err(DecodeError::InlineTruncated {
                     need: slots,

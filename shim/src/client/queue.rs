@@ -32,7 +32,9 @@
 //! signalled whenever completions are consumed or the sleeper leaves. Every wait is bounded
 //! by the connection's timeout.
 
-use std::collections::{HashMap, HashSet};
+// Cids are small integers the client itself hands out: the Fx hash is enough for them and
+// costs far less than SipHash on every completion.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -70,6 +72,9 @@ pub(crate) struct QueueParts {
 struct SqState {
     /// Our SQ_TAIL (we are its only writer).
     tail: u32,
+    /// The device's SQ_HEAD as last read: while it shows room, SQ_HEAD (a line the device
+    /// writes on every command) need not be read again.
+    head_seen: u32,
 }
 
 /// Consumer state, behind the completion lock.
@@ -87,6 +92,8 @@ struct CqState {
     abandoned: HashSet<u32>,
     /// A thread is sleeping on the interrupt eventfd.
     sleeper: bool,
+    /// Threads waiting on `cq_changed` (a notification with none costs a futex syscall).
+    condvar_waiters: usize,
 }
 
 /// The client side of one queue pair (spec §5). Shared between threads (`&self` methods);
@@ -143,6 +150,7 @@ impl QueuePair {
         // client consistent with whatever the region holds.
         let tail = p.mem.load_u32(qcb::SQ_TAIL, Ordering::Acquire);
         let head = p.mem.load_u32(qcb::CQ_HEAD, Ordering::Acquire);
+        let sq_head = p.mem.load_u32(qcb::SQ_HEAD, Ordering::Acquire);
         QueuePair {
             mem: p.mem,
             layout: p.layout,
@@ -154,7 +162,10 @@ impl QueuePair {
             spin: p.spin,
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
-            sq: Mutex::new(SqState { tail }),
+            sq: Mutex::new(SqState {
+                tail,
+                head_seen: sq_head,
+            }),
             cq: Mutex::new(CqState {
                 head,
                 ..CqState::default()
@@ -348,7 +359,9 @@ impl QueuePair {
         deadline: Option<Instant>,
     ) -> Result<(), ClientError> {
         let mut sq = lock(&self.sq);
-        self.wait_for_room(sq.tail, slots, deadline)?;
+        if sq.tail.wrapping_sub(sq.head_seen) + slots > self.layout.depth() {
+            sq.head_seen = self.wait_for_room(sq.tail, slots, deadline)?;
+        }
         let tail = sq.tail;
         let l = self.layout;
         self.mem
@@ -380,13 +393,14 @@ impl QueuePair {
         Ok(())
     }
 
-    /// Waits until `slots` slots are free after `tail`, consuming completions meanwhile.
+    /// Waits until `slots` slots are free after `tail`, consuming completions meanwhile;
+    /// returns the SQ_HEAD that showed the room.
     fn wait_for_room(
         &self,
         tail: u32,
         slots: u32,
         deadline: Option<Instant>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<u32, ClientError> {
         let depth = self.layout.depth();
         let mut round = 0u32;
         loop {
@@ -398,7 +412,7 @@ impl QueuePair {
                 )));
             }
             if used + slots <= depth {
-                return Ok(());
+                return Ok(head);
             }
             self.check_alive()?;
             if expired(deadline) {
@@ -459,7 +473,9 @@ impl QueuePair {
                     log::warn!("queue {}: cannot ring the doorbell: {e}", self.qid);
                 }
             }
-            self.cq_changed.notify_all();
+            if st.condvar_waiters > 0 {
+                self.cq_changed.notify_all();
+            }
         }
         n
     }
@@ -520,11 +536,13 @@ impl QueuePair {
             }
             if st.sleeper {
                 let slice = remaining(deadline, CONDVAR_SLICE);
+                st.condvar_waiters += 1;
                 st = self
                     .cq_changed
                     .wait_timeout(st, slice)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                st.condvar_waiters -= 1;
                 continue;
             }
             st.sleeper = true;
@@ -532,7 +550,9 @@ impl QueuePair {
             let r = self.sleep(deadline, &mut take);
             st = lock(&self.cq);
             st.sleeper = false;
-            self.cq_changed.notify_all();
+            if st.condvar_waiters > 0 {
+                self.cq_changed.notify_all();
+            }
             match r {
                 Ok(Some(v)) => return Ok(v),
                 Ok(None) => {}
@@ -550,6 +570,7 @@ impl QueuePair {
     ) -> Result<Option<T>, ClientError> {
         // Spin: poll the ring for a short while.
         let spin_end = Instant::now() + self.spin;
+        let mut polls = 0u32;
         loop {
             {
                 let mut st = lock(&self.cq);
@@ -558,7 +579,9 @@ impl QueuePair {
                     return Ok(Some(v));
                 }
             }
-            if Instant::now() >= spin_end {
+            // The clock costs more than a poll: read it every 32 polls.
+            polls = polls.wrapping_add(1);
+            if polls % 32 == 0 && Instant::now() >= spin_end {
                 break;
             }
             std::hint::spin_loop();
