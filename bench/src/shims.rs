@@ -89,8 +89,8 @@ pub fn registration() -> Row {
         let first = (0..f)
             .map(|i| FUNCTIONS / FATBINS + usize::from(i < FUNCTIONS % FATBINS))
             .sum::<usize>();
-        for i in first..first + per {
-            let name = names[i].as_ptr();
+        for (i, name) in names.iter().enumerate().skip(first).take(per) {
+            let name = name.as_ptr();
             vgpu_cudart::ffi::__cudaRegisterFunction(
                 h,
                 base.wrapping_add(i).cast::<c_char>(),
