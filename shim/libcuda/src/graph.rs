@@ -7,7 +7,7 @@
 use crate::ffi::put;
 use crate::handles::{self, Kind};
 use crate::mem;
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::sync::Mutex;
 use vgpu_proto::cmd::*;
 use vgpu_proto::{Command, Status};
@@ -60,7 +60,7 @@ pub extern "C" fn cuStreamBeginCapture_v2(stream: usize, mode: u32) -> CuResult 
     }
     match mem::call(Command::STREAM_BEGIN_CAPTURE(args), s) {
         Ok(_) => {
-            capturing().get_or_insert_with(HashSet::new).insert(s);
+            capturing().get_or_insert_with(HashSet::default).insert(s);
             SUCCESS
         }
         Err(e) => e,

@@ -3,7 +3,7 @@
 //! handle (spec §8.2) would reach the process only at a later call; checking handles here
 //! lets the call that passed a bad one fail itself, as CUDA's does.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 /// `CUDA_ERROR_INVALID_HANDLE`.
@@ -28,7 +28,9 @@ fn live() -> MutexGuard<'static, Option<HashSet<(Kind, u64)>>> {
 
 /// Records a new handle.
 pub fn created(kind: Kind, h: u64) {
-    live().get_or_insert_with(HashSet::new).insert((kind, h));
+    live()
+        .get_or_insert_with(HashSet::default)
+        .insert((kind, h));
 }
 
 /// Forgets a destroyed handle.

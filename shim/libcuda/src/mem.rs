@@ -4,7 +4,7 @@
 //! chunks, several in flight at once; copies from pinned memory (a window) go straight.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use vgpu_proto::cmd::*;
 use vgpu_proto::{Command, Cqe};
 use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
@@ -30,11 +30,12 @@ fn pinned() -> MutexGuard<'static, BTreeMap<usize, (u32, usize)>> {
 }
 
 /// The connection and its queue, or NOT_INITIALIZED / the no-device error.
-pub fn conn() -> Result<(&'static Mutex<Connection>, Arc<QueuePair>), CuResult> {
+pub fn conn() -> Result<(&'static Mutex<Connection>, &'static QueuePair), CuResult> {
     let s = crate::state::initialized().ok_or(3u32)?;
-    let c = s.conn.as_ref().ok_or(s.status.to_cuda())?;
-    let q = lock(c).queue().clone();
-    Ok((c, q))
+    match (&s.conn, &s.queue) {
+        (Some(c), Some(q)) => Ok((c, q)),
+        _ => Err(s.status.to_cuda()),
+    }
 }
 
 fn req(command: Command, stream: u64) -> Request {
@@ -81,7 +82,7 @@ pub fn post(command: Command, stream: u64) -> Result<(), CuResult> {
     crate::handles::check_stream(stream)?;
     let (_, q) = conn()?;
     q.submit(req(command, stream), &[]).map_err(client_err)?;
-    check_events(&q)
+    check_events(q)
 }
 
 /// Posts an asynchronous command with an inline payload (no round trip).
@@ -111,7 +112,7 @@ pub fn run_inline(
         return status(&c).map(|_| ());
     }
     q.submit(r, payload).map_err(client_err)?;
-    check_events(&q)
+    check_events(q)
 }
 
 /// The staging window's lock (module loads use the window too).

@@ -5,7 +5,8 @@
 
 use crate::mem::{self, conn, CuResult};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+// Handles are the device's integers: the Fx hash is enough for them and cheap per launch.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use vgpu_proto::cmd::*;
 use vgpu_proto::info::decode_module_info;
@@ -148,7 +149,7 @@ pub fn load(image: &[u8]) -> Result<u64, CuResult> {
         let (info, funcs) = decode_module_info(&table).map_err(|_| INVALID_IMAGE)?;
         let mut t = tables();
         let t = t.get_or_insert_with(Tables::default);
-        let mut names = HashMap::new();
+        let mut names = HashMap::default();
         for f in funcs {
             let func = Function {
                 handle: f.record.handle,
@@ -258,9 +259,38 @@ pub unsafe fn launch(
     if !f.layout_known {
         return Err(NOT_SUPPORTED);
     }
+    PAYLOAD.with(|buf| {
+        let mut payload = buf.borrow_mut();
+        // SAFETY: forwarded from this function's contract.
+        unsafe { pack_and_post(&f, &mut payload, grid, block, shared, stream, params, attrs) }
+    })
+}
+
+thread_local! {
+    /// The launch payload buffer, reused by each launch of the thread.
+    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Packs the attributes and parameters into `payload` and posts the launch.
+///
+/// # Safety
+/// As [`launch`].
+#[allow(clippy::too_many_arguments)] // the launch's parts
+unsafe fn pack_and_post(
+    f: &Function,
+    payload: &mut Vec<u8>,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared: u32,
+    stream: u64,
+    params: *const *const u8,
+    attrs: &[LaunchAttr],
+) -> Result<(), CuResult> {
+    let func = f.handle;
     // The payload: the launch attributes, then the parameter buffer.
     let attr_bytes = std::mem::size_of_val(attrs);
-    let mut payload = vec![0u8; attr_bytes + f.param_bytes as usize];
+    payload.clear();
+    payload.resize(attr_bytes + f.param_bytes as usize, 0);
     payload[..attr_bytes].copy_from_slice(bytemuck::cast_slice(attrs));
     let blob = &mut payload[attr_bytes..];
     if !f.params.is_empty() && params.is_null() {
@@ -287,5 +317,5 @@ pub unsafe fn launch(
         shared_mem: shared,
         rsv0: 0,
     };
-    mem::post_inline(Command::LAUNCH(args), stream, &payload)
+    mem::post_inline(Command::LAUNCH(args), stream, payload)
 }

@@ -1,14 +1,16 @@
 //! The process's connection to vgpu-driver, made once by `cuInit`.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use vgpu_proto::info::DeviceInfo;
 use vgpu_proto::Status;
-use vgpu_shim::client::{ConnectOptions, Connection};
+use vgpu_shim::client::{ConnectOptions, Connection, QueuePair};
 
 /// The connection, or why there is none.
 pub struct Session {
     /// The connection (None when the driver could not be reached).
     pub conn: Option<Mutex<Connection>>,
+    /// Its queue pair, kept here so that posting a command needs no lock of the connection.
+    pub queue: Option<Arc<QueuePair>>,
     /// The device info received at connection.
     pub info: Option<DeviceInfo>,
     /// What cuInit reports.
@@ -37,6 +39,7 @@ pub fn session() -> &'static Session {
                     info.name()
                 );
                 Session {
+                    queue: Some(c.queue().clone()),
                     conn: Some(Mutex::new(c)),
                     info: Some(info),
                     status: Status::SUCCESS,
@@ -49,6 +52,7 @@ pub fn session() -> &'static Session {
                 );
                 Session {
                     conn: None,
+                    queue: None,
                     info: None,
                     status: e.status(),
                 }
