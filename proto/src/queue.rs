@@ -130,14 +130,16 @@ impl Cqe {
 
 /// Byte offsets of the fields in the queue control block (spec §5.2). Each field is a
 /// naturally aligned `u32` accessed atomically. Client-written fields share the first cache
-/// line; the fields the device writes on every command the second; the ones it writes
-/// rarely (parking, errors), which the client reads on every submission, the third, so that
-/// those reads hit the client's cache.
+/// line (but CQ_HEAD, which has the fourth to itself); the fields the device writes on every
+/// command the second; the ones it writes rarely (parking, errors), which the client reads
+/// on every submission, the third, so that those reads hit the client's cache.
 pub mod qcb {
     /// Client → device: submission tail (index one past the last published slot).
     pub const SQ_TAIL: usize = 0x00;
-    /// Client → device: completion head (index of the next completion to consume).
-    pub const CQ_HEAD: usize = 0x04;
+    /// Client → device: completion head (index of the next completion to consume). On a
+    /// line of its own: the client writes it after every batch of completions, and the
+    /// device reads it only when the completion ring looks full.
+    pub const CQ_HEAD: usize = 0xC0;
     /// Client → device: nonzero = the client is about to sleep and wants an interrupt
     /// after the next completion. The device clears it when it sends the interrupt.
     pub const IRQ_ARMED: usize = 0x08;
@@ -163,12 +165,12 @@ pub mod qcb {
     /// Every field: (name, offset, written by the client).
     pub const FIELDS: &[(&str, usize, bool)] = &[
         ("SQ_TAIL", SQ_TAIL, true),
-        ("CQ_HEAD", CQ_HEAD, true),
         ("IRQ_ARMED", IRQ_ARMED, true),
         ("SQ_HEAD", SQ_HEAD, false),
         ("CQ_TAIL", CQ_TAIL, false),
         ("PARKED", PARKED, false),
         ("QUEUE_ERROR", QUEUE_ERROR, false),
+        ("CQ_HEAD", CQ_HEAD, true),
     ];
 }
 
@@ -273,11 +275,17 @@ mod tests {
 
     #[test]
     fn qcb_fields_are_separated_by_writer() {
+        // Cache lines: 0 client, 1 device (every command), 2 device (rarely), 3 CQ_HEAD.
         for (name, off, client) in qcb::FIELDS {
             assert_eq!(off % 4, 0, "{name}");
-            assert_eq!(*off < 64, *client, "{name} is on the wrong cache line");
             assert!(off + 4 <= QCB_SIZE);
+            let line = off / 64;
+            assert_eq!(matches!(line, 0 | 3), *client, "{name} is on the wrong cache line");
         }
+        assert_eq!(qcb::CQ_HEAD / 64, 3);
+        assert!(qcb::FIELDS.iter().all(|f| f.1 / 64 != 3 || f.1 == qcb::CQ_HEAD));
+        assert_eq!(qcb::PARKED / 64, 2);
+        assert_eq!(qcb::QUEUE_ERROR / 64, 2);
     }
 
     #[test]

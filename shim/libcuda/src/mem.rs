@@ -12,7 +12,7 @@ use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
 /// A CUresult.
 pub type CuResult = u32;
 /// Staging chunk for pageable copies.
-pub const CHUNK: usize = 4 << 20;
+pub const CHUNK: usize = 1 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -312,7 +312,7 @@ pub(crate) fn staged(
     let _staging = lock(&STAGING);
     let conn = lock(c);
     let win = conn.window(conn.first_window()).ok_or(999u32)?;
-    let slots = (win.len() / CHUNK).clamp(1, 4);
+    let slots = (win.len() / CHUNK).clamp(1, 8);
     let chunk_len = CHUNK.min(win.len()) / unit.max(1) * unit.max(1);
     if chunk_len == 0 {
         return Err(1);
