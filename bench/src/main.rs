@@ -260,7 +260,7 @@ fn main() {
             "--socket",
             stub_sock.to_str().unwrap(),
             "--executor",
-            "soft",
+            "auto",
             "--memory",
             "8G",
             "--connections",
