@@ -280,10 +280,16 @@ mod tests {
             assert_eq!(off % 4, 0, "{name}");
             assert!(off + 4 <= QCB_SIZE);
             let line = off / 64;
-            assert_eq!(matches!(line, 0 | 3), *client, "{name} is on the wrong cache line");
+            assert_eq!(
+                matches!(line, 0 | 3),
+                *client,
+                "{name} is on the wrong cache line"
+            );
         }
         assert_eq!(qcb::CQ_HEAD / 64, 3);
-        assert!(qcb::FIELDS.iter().all(|f| f.1 / 64 != 3 || f.1 == qcb::CQ_HEAD));
+        assert!(qcb::FIELDS
+            .iter()
+            .all(|f| f.1 / 64 != 3 || f.1 == qcb::CQ_HEAD));
         assert_eq!(qcb::PARKED / 64, 2);
         assert_eq!(qcb::QUEUE_ERROR / 64, 2);
     }
