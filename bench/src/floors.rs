@@ -170,6 +170,62 @@ pub fn memcpy_bandwidth(size: usize, min_time: Duration) -> f64 {
     best
 }
 
+/// Single-thread memcpy bandwidth between a shared-memory mapping (a memfd, as DMA windows
+/// are) and ordinary heap memory, in bytes per second: `into_shared` copies heap → shared
+/// (the direction of a device-to-host copy), else shared → heap (host-to-device). This is
+/// the one copy a transfer through a window cannot avoid, between the same kinds of memory.
+pub fn memcpy_shared_bandwidth(size: usize, min_time: Duration, into_shared: bool) -> f64 {
+    // SAFETY: memfd_create with a NUL-terminated name; the fd is checked and closed below.
+    let fd = unsafe { libc::memfd_create(c"vgpu-bench-floor".as_ptr(), 0) };
+    assert!(fd >= 0, "memfd_create failed");
+    // SAFETY: a fresh memfd we own.
+    assert_eq!(
+        unsafe { libc::ftruncate(fd, size as libc::off_t) },
+        0,
+        "ftruncate failed"
+    );
+    // SAFETY: a shared mapping of the whole memfd; checked for failure below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED, "mmap of the memfd failed");
+    // SAFETY: the mapping is ours, `size` bytes, and only this function uses it (as a byte
+    // slice, until the munmap below).
+    let shared = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), size) };
+    // Both sides written first, so that no copy meets an unpopulated page (an untouched
+    // zeroed heap buffer would be read from the shared zero page).
+    shared.fill(0x5A);
+    let mut heap = vec![0xA5u8; size];
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < min_time || n == 0 {
+            if into_shared {
+                shared.copy_from_slice(&heap);
+            } else {
+                heap.copy_from_slice(shared);
+            }
+            std::hint::black_box(&mut heap);
+            n += 1;
+        }
+        best = best.max(n as f64 * size as f64 / t0.elapsed().as_secs_f64());
+    }
+    // SAFETY: unmaps the mapping made above (no reference to it remains) and closes our fd.
+    unsafe {
+        libc::munmap(ptr, size);
+        libc::close(fd);
+    }
+    best
+}
+
 /// Thread CPU time in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {

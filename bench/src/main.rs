@@ -312,7 +312,6 @@ fn main() {
     let sleepy = Connection::connect(&opts(Duration::ZERO)).expect("second connection");
     let stack_sleep = rtt(sleepy.queue(), rounds / 4);
     drop(sleepy);
-
     let mut rows = Vec::new();
     let us = |ns: u64| ns as f64 / 1000.0;
     for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
@@ -350,8 +349,8 @@ fn main() {
     assert_eq!(dev.status(), Status::SUCCESS, "device allocation");
     let w = conn.first_window();
     for &size in &sizes {
-        let mc = floors::memcpy_bandwidth(size as usize, min_time) / 1e9;
         for htod in [true, false] {
+            let mc = floors::memcpy_shared_bandwidth(size as usize, min_time, !htod) / 1e9;
             let bw = bandwidth(&conn, w, dev.result0, size, htod, min_time) / 1e9;
             rows.push(Row {
                 name: format!(
@@ -361,7 +360,11 @@ fn main() {
                 ),
                 value: bw,
                 unit: "GB/s",
-                floor_name: format!("memcpy {}", human(size)),
+                floor_name: format!(
+                    "memcpy {} {}",
+                    if htod { "shm→heap" } else { "heap→shm" },
+                    human(size)
+                ),
                 floor: mc,
                 lower_is_better: false,
                 target: (size >= 4 << 20).then_some(0.9),

@@ -24,6 +24,7 @@ pub fn pageable(sizes: &[u64], min_time: Duration) -> Vec<Row> {
     let mut rows = Vec::new();
     for &size in sizes {
         let size = size as usize;
+        // Pageable memory is ordinary heap memory on both ends: heap-to-heap memcpy.
         let mc = floors::memcpy_bandwidth(size, min_time) / 1e9;
         for htod in [true, false] {
             let mut best = 0f64;
