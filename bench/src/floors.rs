@@ -179,11 +179,8 @@ pub fn memcpy_shared_bandwidth(size: usize, min_time: Duration, into_shared: boo
     let fd = unsafe { libc::memfd_create(c"vgpu-bench-floor".as_ptr(), 0) };
     assert!(fd >= 0, "memfd_create failed");
     // SAFETY: a fresh memfd we own.
-    assert_eq!(
-        unsafe { libc::ftruncate(fd, size as libc::off_t) },
-        0,
-        "ftruncate failed"
-    );
+    let sized = unsafe { libc::ftruncate(fd, size as libc::off_t) };
+    assert_eq!(sized, 0, "ftruncate failed");
     // SAFETY: a shared mapping of the whole memfd; checked for failure below.
     let ptr = unsafe {
         libc::mmap(
