@@ -4,13 +4,21 @@
 //! `ci/build-shims.sh`. The runtime API is lowered onto the driver API of `libcuda.so.1`,
 //! which this library opens at first use, as NVIDIA's runtime does.
 //!
-//! Implemented: device discovery (`cudaGetDeviceCount`, `cudaGetDevice`, `cudaSetDevice`,
-//! `cudaGetDeviceProperties(_v2)` in the CUDA 12 layout, `cudaDeviceGetAttribute`,
-//! `cudaDeviceGetPCIBusId`), versions, the last-error calls and
-//! error strings, and the local bookkeeping of the compiler-generated ABI (fatbin and
-//! function registration, launch-configuration push and pop), and memory, copies, memsets,
-//! streams, events and synchronisation lowered onto the driver API (`mem.rs`). Every other exported
-//! function returns `cudaErrorNotSupported` and logs its name once (see `COVERAGE.md`).
+//! Implemented, by module:
+//! - `ffi.rs`: device discovery (`cudaGetDeviceCount`, `cudaGetDevice`, `cudaSetDevice`,
+//!   `cudaSetDeviceFlags`, `cudaGetDeviceProperties(_v2)` in the CUDA 12 layout,
+//!   `cudaDeviceGetAttribute`, `cudaDeviceGetPCIBusId`), versions, the last-error calls and
+//!   error strings, and the local bookkeeping of the compiler-generated ABI (fatbin, function
+//!   and variable registration, launch-configuration push and pop);
+//! - `mem.rs`: memory, 1-D and 2-D copies and memsets, peer queries and copies, streams,
+//!   events and synchronisation;
+//! - `launch.rs`: both kernel-launch ABIs, `cudaLaunchKernelExC`, cooperative launches,
+//!   function attributes and the occupancy calculator;
+//! - `graph.rs`: stream capture and graphs;
+//! - `symbol.rs`: device variables by host shadow, and `cudaDeviceReset`.
+//!
+//! Everything is lowered onto the driver API. Every other exported function returns
+//! `cudaErrorNotSupported` and logs its name once (see `COVERAGE.md`).
 
 mod driver;
 pub mod ffi;
