@@ -13,6 +13,8 @@ use vgpu_proto::{DecodeError, Status};
 
 /// How long a worker keeps polling an empty ring before it parks.
 pub const SPIN: Duration = Duration::from_micros(50);
+/// How long an idle worker polls without giving up its CPU (see [`SPIN`]).
+const YIELD_AFTER: Duration = Duration::from_micros(5);
 /// How long a parked worker sleeps before it looks at its stop flag again.
 const PARK_TICK: Duration = Duration::from_millis(50);
 
@@ -333,8 +335,15 @@ fn serve(
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < SPIN {
-                std::hint::spin_loop();
+            let idle = since.elapsed();
+            if idle < SPIN {
+                // Past the first few microseconds of an idle spell, let a thread that has
+                // work (a stream thread copying, say) have this CPU between polls.
+                if idle >= YIELD_AFTER {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             // Park (spec §5.6): announce it, then look once more before sleeping.
