@@ -9,6 +9,54 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Panics unless `target/shims` was built from the current sources: libraries built before
+/// a protocol change would talk past the device (and wait out every timeout).
+fn assert_shims_current() {
+    use sha2::Digest;
+    let shims = root().join("target/shims");
+    assert!(
+        shims.join("libcudart.so.12").exists(),
+        "the shims are not built: run ci/build-shims.sh first (ci/test.sh does)"
+    );
+    let mut files = Vec::new();
+    let mut dirs: Vec<PathBuf> = [
+        "proto/src",
+        "shim/src",
+        "shim/libcuda/src",
+        "shim/libcudart/src",
+    ]
+    .iter()
+    .map(|d| root().join(d))
+    .collect();
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p.strip_prefix(root()).unwrap().to_path_buf());
+            }
+        }
+    }
+    // The same order as `LC_ALL=C sort` of the paths in ci/build-shims.sh.
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    let mut h = sha2::Sha256::new();
+    for f in &files {
+        h.update(std::fs::read(root().join(f)).unwrap());
+    }
+    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let built = std::fs::read_to_string(shims.join("SOURCES.sha256")).unwrap_or_default();
+    assert_eq!(
+        built.trim(),
+        digest,
+        "target/shims was built from other sources: run ci/build-shims.sh again"
+    );
+}
+
 trait Samples {
     fn run_sample(&self, name: &str, libs: &[&str]) -> (i32, String);
     fn run_sample_args(&self, name: &str, libs: &[&str], args: &[&str]) -> (i32, String);
@@ -20,11 +68,8 @@ impl Samples for Stack {
     }
 
     fn run_sample_args(&self, name: &str, libs: &[&str], args: &[&str]) -> (i32, String) {
+        assert_shims_current();
         let shims = root().join("target/shims");
-        assert!(
-            shims.join("libcudart.so.12").exists(),
-            "the shims are not built: run ci/build-shims.sh first (ci/test.sh does)"
-        );
         let exe = self.dir.path().join(name);
         let mut cc = Command::new("cc");
         cc.arg(root().join(format!("tests/samples/{name}.c")))
@@ -88,6 +133,7 @@ fn device_query_and_memory_samples() {
 
 /// Runs `target/cuda-programs/NAME` with the shims against `socket`; (success, output).
 fn run_cuda_program(name: &str, socket: &std::path::Path, args: &[&str]) -> (bool, String) {
+    assert_shims_current();
     let exe = root().join("target/cuda-programs").join(name);
     let (code, text) = run_with_shims(&exe, socket, args);
     (code == 0, text)
