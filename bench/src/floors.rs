@@ -150,24 +150,40 @@ pub fn eventfd_ping_pong(rounds: usize) -> Vec<u64> {
     lat
 }
 
+/// Bytes per second of `op`, which moves `bytes` each time: the best of three runs that
+/// each repeat it for at least `min_time` and end with `settle` (waiting for work `op` left
+/// in flight) before the clock stops.
+pub fn best_rate(
+    bytes: usize,
+    min_time: Duration,
+    mut op: impl FnMut(),
+    mut settle: impl FnMut(),
+) -> f64 {
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < min_time || n == 0 {
+            op();
+            n += 1;
+        }
+        settle();
+        best = best.max(n as f64 * bytes as f64 / t0.elapsed().as_secs_f64());
+    }
+    best
+}
+
 /// Single-thread memcpy bandwidth in bytes per second for `size`-byte copies (best of a
 /// few runs of at least `min_time`).
 pub fn memcpy_bandwidth(size: usize, min_time: Duration) -> f64 {
     let src = vec![0x5Au8; size];
     let mut dst = vec![0u8; size];
     dst.copy_from_slice(&src);
-    let mut best = 0f64;
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < min_time || n == 0 {
-            dst.copy_from_slice(&src);
-            std::hint::black_box(&mut dst);
-            n += 1;
-        }
-        best = best.max(n as f64 * size as f64 / t0.elapsed().as_secs_f64());
-    }
-    best
+    let copy = || {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+    };
+    best_rate(size, min_time, copy, || {})
 }
 
 /// Single-thread memcpy bandwidth between a shared-memory mapping (a memfd, as DMA windows
@@ -200,21 +216,15 @@ pub fn memcpy_shared_bandwidth(size: usize, min_time: Duration, into_shared: boo
     // zeroed heap buffer would be read from the shared zero page).
     shared.fill(0x5A);
     let mut heap = vec![0xA5u8; size];
-    let mut best = 0f64;
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < min_time || n == 0 {
-            if into_shared {
-                shared.copy_from_slice(&heap);
-            } else {
-                heap.copy_from_slice(shared);
-            }
-            std::hint::black_box(&mut heap);
-            n += 1;
+    let copy = || {
+        if into_shared {
+            shared.copy_from_slice(&heap);
+        } else {
+            heap.copy_from_slice(shared);
         }
-        best = best.max(n as f64 * size as f64 / t0.elapsed().as_secs_f64());
-    }
+        std::hint::black_box(&mut heap);
+    };
+    let best = best_rate(size, min_time, copy, || {});
     // SAFETY: unmaps the mapping made above (no reference to it remains) and closes our fd.
     unsafe {
         libc::munmap(ptr, size);

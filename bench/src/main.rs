@@ -162,38 +162,7 @@ fn bandwidth(
     min_time: Duration,
 ) -> f64 {
     let q = conn.queue();
-    let mut best = 0f64;
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < min_time || n == 0 {
-            let command = if htod {
-                Command::MEMCPY_HTOD(CopyHtoDArgs {
-                    dst: dev,
-                    len: size,
-                    src_window: window,
-                    rsv0: 0,
-                    src_offset: 0,
-                })
-            } else {
-                Command::MEMCPY_DTOH(CopyDtoHArgs {
-                    src: dev,
-                    len: size,
-                    dst_window: window,
-                    rsv0: 0,
-                    dst_offset: 0,
-                })
-            };
-            q.submit(req(command), &[]).expect("copy failed");
-            n += 1;
-            if n % 8 == 0 {
-                q.call(
-                    req(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed())),
-                    &[],
-                )
-                .expect("sync failed");
-            }
-        }
+    let sync = || {
         let s = q
             .call(
                 req(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed())),
@@ -201,9 +170,34 @@ fn bandwidth(
             )
             .expect("sync failed");
         assert_eq!(s.status(), Status::SUCCESS, "copies failed");
-        best = best.max(n as f64 * size as f64 / t0.elapsed().as_secs_f64());
-    }
-    best
+    };
+    let command = if htod {
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: dev,
+            len: size,
+            src_window: window,
+            rsv0: 0,
+            src_offset: 0,
+        })
+    } else {
+        Command::MEMCPY_DTOH(CopyDtoHArgs {
+            src: dev,
+            len: size,
+            dst_window: window,
+            rsv0: 0,
+            dst_offset: 0,
+        })
+    };
+    let mut n = 0u64;
+    let copy = || {
+        q.submit(req(command), &[]).expect("copy failed");
+        n += 1;
+        // A synchronize every 8 copies keeps the ring from filling.
+        if n % 8 == 0 {
+            sync();
+        }
+    };
+    floors::best_rate(size as usize, min_time, copy, sync)
 }
 
 fn human(bytes: u64) -> String {

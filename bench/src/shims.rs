@@ -27,21 +27,16 @@ pub fn pageable(sizes: &[u64], min_time: Duration) -> Vec<Row> {
         // Pageable memory is ordinary heap memory on both ends: heap-to-heap memcpy.
         let mc = floors::memcpy_bandwidth(size, min_time) / 1e9;
         for htod in [true, false] {
-            let mut best = 0f64;
-            for _ in 0..3 {
-                let t0 = Instant::now();
-                let mut n = 0u64;
-                while t0.elapsed() < min_time || n == 0 {
-                    let r = if htod {
-                        cu::cuMemcpyHtoD_v2(dev, host.as_ptr().cast(), size)
-                    } else {
-                        cu::cuMemcpyDtoH_v2(host.as_mut_ptr().cast(), dev, size)
-                    };
-                    check("pageable copy", r);
-                    n += 1;
-                }
-                best = best.max(n as f64 * size as f64 / t0.elapsed().as_secs_f64());
-            }
+            let copy = || {
+                let r = if htod {
+                    cu::cuMemcpyHtoD_v2(dev, host.as_ptr().cast(), size)
+                } else {
+                    cu::cuMemcpyDtoH_v2(host.as_mut_ptr().cast(), dev, size)
+                };
+                check("pageable copy", r);
+            };
+            // Each copy is complete on return: nothing to settle.
+            let best = floors::best_rate(size, min_time, copy, || {});
             rows.push(Row {
                 name: format!(
                     "{} pageable {}",

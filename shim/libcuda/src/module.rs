@@ -259,50 +259,8 @@ pub unsafe fn launch(
     if !f.layout_known {
         return Err(NOT_SUPPORTED);
     }
-    PAYLOAD.with(|buf| {
-        let mut payload = buf.borrow_mut();
-        // SAFETY: forwarded from this function's contract.
-        unsafe { pack_and_post(&f, &mut payload, grid, block, shared, stream, params, attrs) }
-    })
-}
-
-thread_local! {
-    /// The launch payload buffer, reused by each launch of the thread.
-    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Packs the attributes and parameters into `payload` and posts the launch.
-///
-/// # Safety
-/// As [`launch`].
-#[allow(clippy::too_many_arguments)] // the launch's parts
-unsafe fn pack_and_post(
-    f: &Function,
-    payload: &mut Vec<u8>,
-    grid: [u32; 3],
-    block: [u32; 3],
-    shared: u32,
-    stream: u64,
-    params: *const *const u8,
-    attrs: &[LaunchAttr],
-) -> Result<(), CuResult> {
-    let func = f.handle;
-    // The payload: the launch attributes, then the parameter buffer.
-    let attr_bytes = std::mem::size_of_val(attrs);
-    payload.clear();
-    payload.resize(attr_bytes + f.param_bytes as usize, 0);
-    payload[..attr_bytes].copy_from_slice(bytemuck::cast_slice(attrs));
-    let blob = &mut payload[attr_bytes..];
     if !f.params.is_empty() && params.is_null() {
         return Err(INVALID_VALUE);
-    }
-    for (i, &(off, size)) in f.params.iter().enumerate() {
-        // SAFETY: per the function's contract, params[i] points to `size` readable bytes.
-        let src = unsafe { std::slice::from_raw_parts(*params.add(i), size as usize) };
-        let dst = blob
-            .get_mut(off as usize..(off + size) as usize)
-            .ok_or(INVALID_VALUE)?;
-        dst.copy_from_slice(src);
     }
     let dims16 = |v: u32| u16::try_from(v).map_err(|_| INVALID_VALUE);
     let args = LaunchArgs {
@@ -317,5 +275,28 @@ unsafe fn pack_and_post(
         shared_mem: shared,
         rsv0: 0,
     };
-    mem::post_inline(Command::LAUNCH(args), stream, payload)
+    PAYLOAD.with(|buf| {
+        let mut payload = buf.borrow_mut();
+        // The payload: the launch attributes, then the parameter buffer.
+        let attr_bytes = std::mem::size_of_val(attrs);
+        payload.clear();
+        payload.resize(attr_bytes + f.param_bytes as usize, 0);
+        payload[..attr_bytes].copy_from_slice(bytemuck::cast_slice(attrs));
+        let blob = &mut payload[attr_bytes..];
+        for (i, &(off, size)) in f.params.iter().enumerate() {
+            // SAFETY: per this function's contract, params[i] points to `size` readable
+            // bytes.
+            let src = unsafe { std::slice::from_raw_parts(*params.add(i), size as usize) };
+            let dst = blob
+                .get_mut(off as usize..(off + size) as usize)
+                .ok_or(INVALID_VALUE)?;
+            dst.copy_from_slice(src);
+        }
+        mem::post_inline(Command::LAUNCH(args), stream, &payload)
+    })
+}
+
+thread_local! {
+    /// The launch payload buffer, reused by each launch of the thread.
+    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -320,7 +320,7 @@ pub extern "C" fn cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let dev = 0;
+    let dev = crate::ffi::current_device();
     let mut get = |attr: i32| d.attribute(attr, dev);
     // CU_DEVICE_ATTRIBUTE_ WARP_SIZE, MAX_THREADS_PER_MULTIPROCESSOR,
     // MAX_BLOCKS_PER_MULTIPROCESSOR, MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
