@@ -23,6 +23,20 @@ step "real CUDA programs in both launch ABIs (ci/build-cuda-programs.sh)"
 ci/build-cuda-programs.sh
 export VGPU_REQUIRE_CUDA_PROGRAMS=1
 
+step "huge pages for the no-IOMMU memory test (returned at exit)"
+hp=/proc/sys/vm/nr_hugepages
+hp_before=$(cat "$hp" 2>/dev/null || echo 0)
+restore_hugepages() { echo "$hp_before" > "$hp" 2>/dev/null || true; }
+trap restore_hugepages EXIT
+if echo $((hp_before + 128)) > "$hp" 2>/dev/null && \
+   [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 64 ]; then
+  export VGPU_REQUIRE_HUGEPAGES=1
+  grep -E 'HugePages_(Total|Free)' /proc/meminfo
+else
+  restore_hugepages
+  echo "WARNING: could not reserve huge pages; the no-IOMMU memory test will be skipped"
+fi
+
 step "unit, property, spec, stack and fuzz-corpus tests"
 cargo test --workspace 2>&1 | tee /tmp/vgpu-test.log
 passed=$(grep -E '^test result:' /tmp/vgpu-test.log | awk '{s+=$4} END {print s+0}')
@@ -40,7 +54,7 @@ secs=${VGPU_FUZZ_SECONDS:-60}
 if [ "$secs" != 0 ]; then
   step "fuzz: decode for ${secs}s over the committed corpus"
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  trap 'rm -rf "$work"; restore_hugepages' EXIT
   cp -r fuzz/corpus/decode "$work/corpus"
   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a decode "$work/corpus" -- \
       -max_total_time="$secs" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 15)

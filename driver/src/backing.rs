@@ -1,6 +1,7 @@
 //! Device access behind a trait, as cloud-hypervisor and OpenVMM do: the driver runs the
 //! same code on kernel VFIO inside a VM and on a vfio-user connection to vgpu-stub.
 
+use crate::shm::ShmRegion;
 use crate::DriverError;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -11,14 +12,22 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// A region of memory to map for DMA.
 pub struct DmaRegion<'a> {
-    /// IOVA to map it at.
+    /// The IOVA allocated for it under [`AddressSpace::Iova`]; 0 under
+    /// [`AddressSpace::Physical`].
     pub iova: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// The memfd holding it (mapped from offset 0).
-    pub fd: &'a std::fs::File,
-    /// Its address in this process.
-    pub host_addr: u64,
+    /// The memory (a memfd, mapped in this process in full).
+    pub mem: &'a ShmRegion,
+}
+
+/// How the device addresses the memory the driver gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressSpace {
+    /// Through an IOMMU, or the mapping table of a vfio-user server: the driver allocates
+    /// IOVAs within these `[start, end)` ranges and the backing maps memory there.
+    Iova(Vec<(u64, u64)>),
+    /// By physical address, with no IOMMU: DMA memory must be huge pages, and the backing
+    /// locks each region and reports the physical address it starts at.
+    Physical,
 }
 
 /// How the driver reaches the device.
@@ -36,12 +45,13 @@ pub trait DeviceBacking: Send + Sync {
     /// The eventfd that MSI-X `vector` signals (a new handle to it; MSI-X is enabled on
     /// first use). Kernel VFIO routes every vector at once, so the backing owns the eventfds.
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError>;
-    /// Maps memory for device DMA.
-    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError>;
-    /// Unmaps it.
+    /// Maps memory for device DMA; returns the address the device reaches it at (`r.iova`
+    /// under [`AddressSpace::Iova`]).
+    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError>;
+    /// Unmaps what [`dma_map`](Self::dma_map) mapped at device address `iova`.
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError>;
-    /// IOVA ranges the device may use, `[start, end)`.
-    fn iova_ranges(&self) -> Vec<(u64, u64)>;
+    /// How the device addresses memory.
+    fn address_space(&self) -> AddressSpace;
     /// Lets go of the device (daemon exit); later accesses fail.
     fn close(&self);
 }
@@ -147,10 +157,11 @@ impl DeviceBacking for VfioUserBacking {
         Ok(handle)
     }
 
-    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError> {
+    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
         self.client()
-            .dma_map(0, r.iova, r.len, r.fd.as_raw_fd())
-            .map_err(vu)
+            .dma_map(0, r.iova, r.mem.len(), r.mem.file().as_raw_fd())
+            .map_err(vu)?;
+        Ok(r.iova)
     }
 
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
@@ -163,8 +174,8 @@ impl DeviceBacking for VfioUserBacking {
         }
     }
 
-    fn iova_ranges(&self) -> Vec<(u64, u64)> {
-        // No IOMMU between the driver and vgpu-stub: any 48-bit range above 4 GiB.
-        vec![(1 << 32, 1 << 47)]
+    fn address_space(&self) -> AddressSpace {
+        // vgpu-stub keeps a table of what is mapped: any 48-bit range above 4 GiB.
+        AddressSpace::Iova(vec![(1 << 32, 1 << 47)])
     }
 }

@@ -1,6 +1,6 @@
 //! Bring-up of VGPU-STUB (spec §4.2), the admin queue, and DMA memory.
 
-use crate::backing::{DeviceBacking, DmaRegion};
+use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
 use crate::iova::IovaAllocator;
 use crate::shm::{ShmRegion, HUGE_PAGE, PAGE};
 use crate::DriverError;
@@ -18,11 +18,11 @@ use vmm_sys_util::eventfd::EventFd;
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 const ADMIN_DEPTH_LOG2: u8 = 6;
 
-/// Memory mapped for device DMA at an IOVA; unmapped and freed on drop.
+/// Memory mapped for device DMA; unmapped and freed on drop.
 pub struct DmaMem {
     /// The memory.
     pub shm: ShmRegion,
-    /// Its IOVA.
+    /// The address the device reaches it at: an IOVA, or with no IOMMU its physical address.
     pub iova: u64,
     dev: Arc<DeviceInner>,
 }
@@ -36,7 +36,9 @@ impl Drop for DmaMem {
                 self.shm.len()
             );
         }
-        lock(&self.dev.iova).free(self.iova, self.shm.len());
+        if let Some(a) = lock(&self.dev.iova).as_mut() {
+            a.free(self.iova, self.shm.len());
+        }
     }
 }
 
@@ -54,7 +56,8 @@ struct Admin {
 
 struct DeviceInner {
     backing: Box<dyn DeviceBacking>,
-    iova: Mutex<IovaAllocator>,
+    /// IOVA space, when an IOMMU translates (none when the device uses physical addresses).
+    iova: Mutex<Option<IovaAllocator>>,
 }
 
 /// The device after bring-up.
@@ -107,8 +110,12 @@ impl Device {
         }
         backing.write32(regs::CONTROL, control::RESET)?;
         let admin_irq = backing.vector_eventfd(0)?;
+        let iova = match backing.address_space() {
+            AddressSpace::Iova(ranges) => Some(IovaAllocator::new(&ranges)),
+            AddressSpace::Physical => None,
+        };
         let inner = Arc::new(DeviceInner {
-            iova: Mutex::new(IovaAllocator::new(&backing.iova_ranges())),
+            iova: Mutex::new(iova),
             backing,
         });
         let layout = QueueLayout::new(ADMIN_DEPTH_LOG2, regs::MAX_ADMIN_DEPTH_LOG2)
@@ -192,21 +199,34 @@ impl Device {
         name: &str,
         len: u64,
     ) -> Result<DmaMem, DriverError> {
+        let mut space = lock(&inner.iova);
+        let Some(alloc) = space.as_mut() else {
+            // No IOMMU: physically contiguous huge pages, at the address the backing finds.
+            drop(space);
+            let shm = ShmRegion::new_huge(name, len)
+                .map_err(|e| DriverError::NoMemory(format!("no-IOMMU DMA memory: {e}")))?;
+            let iova = inner.backing.dma_map(&DmaRegion { iova: 0, mem: &shm })?;
+            return Ok(DmaMem {
+                shm,
+                iova,
+                dev: inner.clone(),
+            });
+        };
         let shm = ShmRegion::new(name, len)?;
         let align = if shm.huge() { HUGE_PAGE } else { PAGE };
-        let iova = lock(&inner.iova)
+        let iova = alloc
             .alloc(shm.len(), align)
             .ok_or(DriverError::NoMemory("IOVA space exhausted".into()))?;
-        let r = DmaRegion {
-            iova,
-            len: shm.len(),
-            fd: shm.file(),
-            host_addr: shm.host_addr(),
-        };
-        if let Err(e) = inner.backing.dma_map(&r) {
-            lock(&inner.iova).free(iova, shm.len());
-            return Err(e);
+        // Mapping with the allocator held keeps a failed map's IOVA from being handed out
+        // before it is returned.
+        match inner.backing.dma_map(&DmaRegion { iova, mem: &shm }) {
+            Ok(at) => debug_assert_eq!(at, iova),
+            Err(e) => {
+                alloc.free(iova, shm.len());
+                return Err(e);
+            }
         }
+        drop(space);
         Ok(DmaMem {
             shm,
             iova,

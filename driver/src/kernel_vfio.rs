@@ -3,11 +3,10 @@
 //!
 //! Every MSI-X vector is routed to its own eventfd once, at open (VFIO sets the whole
 //! table in one `VFIO_DEVICE_SET_IRQS`); queues then hand out handles to those eventfds.
-//! The no-IOMMU mode (kernels built with `CONFIG_VFIO_NOIOMMU`, physical addresses from
-//! `/proc/self/pagemap`) is not implemented: Debian's kernels do not enable it, and a
-//! virtual IOMMU is the supported configuration.
+//! IOVAs are allocated within the ranges the IOMMU reports. The no-IOMMU mode lives in
+//! [`crate::noiommu`]; this module also holds what both find out from sysfs.
 
-use crate::backing::{DeviceBacking, DmaRegion};
+use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
 use crate::DriverError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +88,19 @@ pub struct KernelVfioBacking {
     device: VfioDevice,
     path: PathBuf,
     vectors: Vec<EventFd>,
+    iova_ranges: Vec<(u64, u64)>,
+}
+
+/// IOVAs below this are never used, so that 0 never names a mapping.
+const LOWEST_IOVA: u64 = 1 << 20;
+
+/// The usable part of the IOMMU's ranges: above [`LOWEST_IOVA`].
+fn usable_ranges(reported: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    reported
+        .iter()
+        .map(|&(s, e)| (s.max(LOWEST_IOVA), e))
+        .filter(|(s, e)| e > s)
+        .collect()
 }
 
 fn vfio(e: vfio_ioctls::VfioError) -> DriverError {
@@ -109,16 +121,27 @@ impl KernelVfioBacking {
             .collect::<Result<_, _>>()
             .map_err(DriverError::Io)?;
         device.enable_msix(vectors.iter().collect()).map_err(vfio)?;
+        let iova_ranges = match crate::vfio_raw::iommu_iova_ranges(container.as_ref())? {
+            Some(r) => usable_ranges(&r),
+            None => {
+                // An IOMMU that reports no ranges: 39 bits, which every intel-iommu model
+                // (QEMU's default aw-bits) accepts, above the first 4 GiB.
+                log::warn!("the IOMMU reports no IOVA ranges; using [4 GiB, 512 GiB)");
+                vec![(1 << 32, 1 << 39)]
+            }
+        };
         log::info!(
-            "kernel VFIO: {} opened, {} MSI-X vectors routed",
+            "kernel VFIO: {} opened, {} MSI-X vectors routed, IOVA ranges {:x?}",
             path.display(),
-            vectors.len()
+            vectors.len(),
+            iova_ranges
         );
         Ok(KernelVfioBacking {
             container,
             device,
             path,
             vectors,
+            iova_ranges,
         })
     }
 }
@@ -161,18 +184,19 @@ impl DeviceBacking for KernelVfioBacking {
         fd.try_clone().map_err(DriverError::Io)
     }
 
-    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<(), DriverError> {
-        let len =
-            usize::try_from(r.len).map_err(|_| DriverError::NoMemory("region too large".into()))?;
+    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
+        let len = usize::try_from(r.mem.len())
+            .map_err(|_| DriverError::NoMemory("region too large".into()))?;
         // SAFETY: `host_addr..+len` is a shared mapping owned by the DmaMem that owns this
         // region; it stays mapped until that DmaMem is dropped, which unmaps the IOVA first.
         // The driver touches the memory only through raw-pointer copies and atomics, and
         // creates no Rust references into it.
         unsafe {
             self.container
-                .vfio_dma_map(r.iova, len, r.host_addr as *mut u8)
+                .vfio_dma_map(r.iova, len, r.mem.host_addr() as *mut u8)
         }
-        .map_err(vfio)
+        .map_err(vfio)?;
+        Ok(r.iova)
     }
 
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
@@ -181,10 +205,8 @@ impl DeviceBacking for KernelVfioBacking {
         self.container.vfio_dma_unmap(iova, len).map_err(vfio)
     }
 
-    fn iova_ranges(&self) -> Vec<(u64, u64)> {
-        // Within 39 bits, which every intel-iommu model (QEMU's default aw-bits) accepts,
-        // above the first 4 GiB.
-        vec![(1 << 32, 1 << 39)]
+    fn address_space(&self) -> AddressSpace {
+        AddressSpace::Iova(self.iova_ranges.clone())
     }
 
     fn close(&self) {
@@ -237,6 +259,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("neither"));
+    }
+
+    #[test]
+    fn iova_ranges_skip_the_lowest_megabyte() {
+        assert_eq!(
+            usable_ranges(&[(0, 0xfee0_0000), (0xfef0_0000, 1 << 39), (0, 0x1000)]),
+            vec![(LOWEST_IOVA, 0xfee0_0000), (0xfef0_0000, 1 << 39)]
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! doorbell eventfd, and everything is reclaimed when the client goes away.
 //!
 //! * [`backing`]: device access behind a trait, and the vfio-user backing (vgpu-stub).
-//! * [`kernel_vfio`]: the kernel VFIO backing (inside a VM).
+//! * [`kernel_vfio`]: the kernel VFIO backing (inside a VM, behind a virtual IOMMU).
+//! * [`noiommu`]: the kernel VFIO backing with no IOMMU (unsafe mode), and what it needs:
+//!   [`vfio_raw`] (VFIO ioctls on vfio-bindings) and [`physmem`] (physical addresses).
 //! * [`device`]: bring-up, the admin queue and DMA memory.
 //! * [`server`]: the control plane: clients, admission limits, windows, cleanup.
 //! * [`client`]: a minimal control-plane client (the `status` command, tests).
@@ -18,8 +20,11 @@ pub mod client;
 pub mod device;
 pub mod iova;
 pub mod kernel_vfio;
+pub mod noiommu;
+pub mod physmem;
 pub mod server;
 pub mod shm;
+pub mod vfio_raw;
 
 use vgpu_proto::Status;
 

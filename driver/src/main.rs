@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vgpu_driver::backing::{DeviceBacking, VfioUserBacking};
 use vgpu_driver::device::Device;
+use vgpu_driver::kernel_vfio::KernelVfioBacking;
+use vgpu_driver::noiommu::NoIommuBacking;
 use vgpu_driver::server::{self, Driver, Limits};
 
 /// The VGPU-STUB driver daemon.
@@ -20,6 +22,11 @@ struct Args {
     /// The device through kernel VFIO: a PCI address (0000:00:03.0) or VENDOR:DEVICE.
     #[arg(long)]
     device: Option<String>,
+    /// With --device: VFIO's no-IOMMU mode, for VMs without a virtual IOMMU. UNSAFE: the
+    /// device can reach all guest memory. Needs a kernel with CONFIG_VFIO_NOIOMMU booted with
+    /// vfio.enable_unsafe_noiommu_mode=1, reserved huge pages, and CAP_SYS_ADMIN/CAP_SYS_RAWIO.
+    #[arg(long, requires = "device", conflicts_with = "vfio_user")]
+    no_iommu: bool,
     /// Control socket.
     #[arg(long, default_value = vgpu_proto::control::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -35,9 +42,10 @@ struct Args {
     /// log2 of each client's ring depth.
     #[arg(long, default_value_t = 10)]
     queue_depth_log2: u8,
-    /// Size of each client's first window in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
-    window_size: u64,
+    /// Size of each client's first window in bytes [default: 64 MiB; one huge page with
+    /// --no-iommu, where a window must be physically contiguous].
+    #[arg(long)]
+    window_size: Option<u64>,
     /// Window memory per client in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     max_window_bytes: u64,
@@ -67,9 +75,15 @@ fn main() -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         },
         (None, Some(dev)) => {
-            return fail(&format!(
-                "kernel VFIO (--device {dev}) is not implemented yet; use --vfio-user SOCKET"
-            ));
+            let opened = if args.no_iommu {
+                NoIommuBacking::open(dev).map(|b| Box::new(b) as Box<dyn DeviceBacking>)
+            } else {
+                KernelVfioBacking::open(dev).map(|b| Box::new(b) as Box<dyn DeviceBacking>)
+            };
+            match opened {
+                Ok(b) => b,
+                Err(e) => return fail(&format!("cannot open {dev}: {e}")),
+            }
         }
         (None, None) => return fail("give --vfio-user SOCKET (or --device, for kernel VFIO)"),
     };
@@ -81,7 +95,11 @@ fn main() -> ExitCode {
         max_clients: args.max_clients.min(255),
         max_clients_per_uid: args.max_clients_per_uid,
         queue_depth_log2: args.queue_depth_log2.clamp(1, 15),
-        window_bytes: args.window_size,
+        window_bytes: args.window_size.unwrap_or(if args.no_iommu {
+            vgpu_driver::shm::default_huge_page_size().unwrap_or(2 << 20)
+        } else {
+            64 << 20
+        }),
         max_window_bytes: args.max_window_bytes,
         max_total_window_bytes: args.max_total_window_bytes,
         pd_mem_quota: args.device_memory_quota,

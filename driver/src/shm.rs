@@ -59,6 +59,39 @@ impl ShmRegion {
         Self::map(f, size, false)
     }
 
+    /// A zeroed region of at least `len` bytes on huge pages of the system's default size
+    /// (rounded up to whole pages), or an error naming how to reserve them. For the
+    /// no-IOMMU mode, where device memory must be physically contiguous.
+    pub fn new_huge(name: &str, len: u64) -> std::io::Result<ShmRegion> {
+        let page = default_huge_page_size()
+            .ok_or_else(|| std::io::Error::other("this kernel has no huge pages (hugetlbfs)"))?;
+        let size = len.max(1).next_multiple_of(page);
+        let f = memfd(name, true)?;
+        f.set_len(size)?;
+        Self::map(f, size, true).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot map {} MiB of huge pages ({e}): reserve more with \
+                     `echo N > /proc/sys/vm/nr_hugepages` or hugepages=N at boot",
+                    size >> 20
+                ),
+            )
+        })
+    }
+
+    /// Locks the region's pages in memory (faulting them in), so that they stay where they
+    /// are while a device uses them by physical address.
+    pub fn lock(&self) -> std::io::Result<()> {
+        // SAFETY: mlock only changes how the kernel treats the pages of this mapping, which
+        // is ours and `len` bytes long; it neither reads nor writes the memory.
+        let r = unsafe { libc::mlock(self.ptr.as_ptr().cast(), self.len) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Maps an existing memfd (one received from the driver) in full.
     pub fn from_file(file: File) -> std::io::Result<ShmRegion> {
         let size = file.metadata()?.len();
@@ -185,6 +218,18 @@ impl Drop for ShmRegion {
     }
 }
 
+/// The system's default huge page size (`Hugepagesize` in `/proc/meminfo`), if any.
+pub fn default_huge_page_size() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_huge_page_size(&info)
+}
+
+fn parse_huge_page_size(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("Hugepagesize:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    (kb > 0).then_some(kb << 10)
+}
+
 /// Waits until one of `fds` is readable (or hung up) or `timeout` passes; returns the index
 /// of the first ready one.
 pub fn wait_readable(fds: &[std::os::fd::RawFd], timeout: std::time::Duration) -> Option<usize> {
@@ -232,5 +277,16 @@ mod tests {
         assert_eq!(r.load_u32(8, Ordering::Acquire), 7);
         assert_eq!(r.load_u32(9, Ordering::Acquire), 0, "misaligned");
         assert_eq!(r.load_u32(4096, Ordering::Acquire), 0, "out of bounds");
+    }
+
+    #[test]
+    fn huge_page_size_from_meminfo() {
+        let info = "MemTotal: 1 kB\nHugepagesize:       2048 kB\nHugetlb: 0 kB\n";
+        assert_eq!(parse_huge_page_size(info), Some(2 << 20));
+        assert_eq!(
+            parse_huge_page_size("Hugepagesize: 1048576 kB"),
+            Some(1 << 30)
+        );
+        assert_eq!(parse_huge_page_size("MemTotal: 1 kB"), None);
     }
 }

@@ -8,7 +8,7 @@ use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command as Proc, Stdio};
 use vgpu_driver::server::Limits;
-use vgpu_proto::control::{error_code, Message, WindowAllocBody, WindowFreeBody};
+use vgpu_proto::control::{error_code, HelloBody, Message, WindowAllocBody, WindowFreeBody};
 use vgpu_proto::{Command, Status};
 
 const CHILD_ENV: &str = "VGPU_DRIVER_TEST_CHILD";
@@ -314,4 +314,114 @@ fn admission_limits_and_restart() {
     assert!(d.round_trip(1 << 16, 9));
     drop(d);
     st.finish();
+}
+
+/// The no-IOMMU memory path against vgpu-stub: every DMA region on locked huge pages, given
+/// to the device by its physical address, as in a VM with no IOMMU (only the VFIO ioctls
+/// of that mode are not run here). Needs huge pages: `ci/test.sh` reserves them and sets
+/// VGPU_REQUIRE_HUGEPAGES.
+#[test]
+fn physical_addressing_serves_clients() {
+    let free = free_huge_pages();
+    if free < 16 || !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("VGPU_REQUIRE_HUGEPAGES").is_none(),
+            "needs root and 16 free huge pages, has {free}"
+        );
+        eprintln!("skipped: needs root and 16 free huge pages (reserve them in /proc/sys/vm/nr_hugepages)");
+        return;
+    }
+    let mapped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let m = mapped.clone();
+    let st = Stack::start_on(
+        1,
+        Limits {
+            window_bytes: 2 << 20,
+            ..Limits::default()
+        },
+        move |inner| Box::new(PhysicalOverVfioUser { inner, mapped: m }),
+    );
+    let huge = vgpu_driver::shm::default_huge_page_size().unwrap();
+    // First windows of one huge page each (the driver's default under --no-iommu).
+    let hello = |name| HelloBody {
+        window_bytes: huge,
+        ..hello_body(name)
+    };
+    let mut a = Client::connect_hello(&st.control, hello("a")).unwrap();
+    let mut b = Client::connect_hello(&st.control, hello("b")).unwrap();
+    {
+        // Admin queue, and each client's queue and window: physical, huge-page aligned,
+        // disjoint.
+        let regions = mapped.lock().unwrap().clone();
+        assert_eq!(regions.len(), 5, "{regions:x?}");
+        for (i, &(pa, len)) in regions.iter().enumerate() {
+            assert!(
+                pa != 0 && pa % huge == 0 && len % huge == 0,
+                "{pa:#x}+{len:#x}"
+            );
+            for &(qa, qlen) in &regions[i + 1..] {
+                assert!(pa + len <= qa || qa + qlen <= pa, "overlap");
+            }
+        }
+    }
+    assert!(a.round_trip(1 << 20, 3));
+    assert!(b.round_trip(1 << 20, 5));
+    // A window of several huge pages is given only when they are physically contiguous.
+    let (reply, fds) = a.control(&Message::WindowAlloc(WindowAllocBody {
+        bytes: 4 * huge,
+        flags: 0,
+        rsv: 0,
+    }));
+    match reply {
+        Message::WindowGranted(g) => {
+            assert_eq!(fds.len(), 1);
+            let (pa, len) = *mapped.lock().unwrap().last().unwrap();
+            assert_eq!(len, 4 * huge);
+            eprintln!(
+                "a window of 4 huge pages was contiguous at {pa:#x} (window {})",
+                g.window
+            );
+        }
+        Message::Error { code, message } => {
+            assert_eq!(code, error_code::NO_MEMORY);
+            assert!(message.contains("not physically contiguous"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(a);
+    eventually("client a's regions released", || {
+        mapped.lock().unwrap().len() == 3
+    });
+    assert!(b.round_trip(1 << 20, 9));
+    drop(b);
+    st.finish();
+}
+
+/// The daemon's kernel VFIO modes refuse clearly where the device is missing, and
+/// `--no-iommu` goes only with `--device`.
+#[test]
+fn kernel_vfio_modes_refuse_without_the_device() {
+    let run = |args: &[&str]| {
+        let out = Proc::new(env!("CARGO_BIN_EXE_vgpu-driver"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    if !std::path::Path::new("/sys/bus/pci/devices/0000:00:1f.7").exists() {
+        for extra in [&[][..], &["--no-iommu"][..]] {
+            let mut args = vec!["--device", "0000:00:1f.7", "--socket", "/nonexistent/s"];
+            args.extend_from_slice(extra);
+            let e = run(&args);
+            assert!(
+                e.contains("cannot open 0000:00:1f.7: device: no PCI device"),
+                "{e}"
+            );
+        }
+    }
+    let e = run(&["--no-iommu", "--vfio-user", "/nonexistent"]);
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = run(&["--no-iommu"]);
+    assert!(e.contains("--device"), "{e}");
 }

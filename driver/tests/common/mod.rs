@@ -6,12 +6,13 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vgpu_driver::backing::VfioUserBacking;
+use vgpu_driver::backing::{AddressSpace, DeviceBacking, DmaRegion, VfioUserBacking};
 use vgpu_driver::device::Device;
 use vgpu_driver::server::{self, Driver, Limits};
 use vgpu_driver::shm::{wait_readable, ShmRegion};
+use vgpu_driver::DriverError;
 use vgpu_proto::cmd::{Payload, Request};
 use vgpu_proto::control::{HelloBody, Message, WelcomeBody};
 use vgpu_proto::queue::{qcb, QueueLayout, SQE_SIZE};
@@ -29,6 +30,15 @@ pub struct Stack {
 impl Stack {
     /// vgpu-stub serving `connections` driver connections, and a first driver.
     pub fn start(connections: usize, limits: Limits) -> Stack {
+        Self::start_on(connections, limits, |b| Box::new(b))
+    }
+
+    /// As [`Stack::start`], with the first driver's backing dressed by `wrap`.
+    pub fn start_on(
+        connections: usize,
+        limits: Limits,
+        wrap: impl FnOnce(VfioUserBacking) -> Box<dyn DeviceBacking>,
+    ) -> Stack {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().unwrap();
         let stub_sock = dir.path().join("stub.sock");
@@ -53,13 +63,22 @@ impl Stack {
             driver_thread: None,
             control,
         };
-        st.start_driver(limits);
+        st.start_driver_on(limits, wrap);
         st
     }
 
     pub fn start_driver(&mut self, limits: Limits) {
+        self.start_driver_on(limits, |b| Box::new(b));
+    }
+
+    /// Starts a driver on the vfio-user backing as `wrap` dresses it.
+    pub fn start_driver_on(
+        &mut self,
+        limits: Limits,
+        wrap: impl FnOnce(VfioUserBacking) -> Box<dyn DeviceBacking>,
+    ) {
         let backing = VfioUserBacking::connect(&self.dir.path().join("stub.sock")).unwrap();
-        let dev = Device::bring_up(Box::new(backing)).unwrap();
+        let dev = Device::bring_up(wrap(backing)).unwrap();
         let listener = server::listen(&self.control, 0o660, None).unwrap();
         let driver = Driver::new(dev, limits);
         let d = driver.clone();
@@ -91,6 +110,66 @@ impl Stack {
             t.join().unwrap();
         }
     }
+}
+
+/// vgpu-stub reached as a device with no IOMMU is: the driver's DMA memory is locked huge
+/// pages given by physical address (the no-IOMMU backing's own `lock_physical`), and the
+/// vfio-user server maps each region at that address. Everything but the VFIO ioctls of
+/// the no-IOMMU mode runs as it would in a VM.
+pub struct PhysicalOverVfioUser {
+    pub inner: VfioUserBacking,
+    /// Every region mapped: (physical address, length).
+    pub mapped: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+impl DeviceBacking for PhysicalOverVfioUser {
+    fn describe(&self) -> String {
+        format!("physical:{}", self.inner.describe())
+    }
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), DriverError> {
+        self.inner.config_read(off, buf)
+    }
+    fn config_write(&self, off: u64, data: &[u8]) -> Result<(), DriverError> {
+        self.inner.config_write(off, data)
+    }
+    fn read32(&self, off: u64) -> Result<u32, DriverError> {
+        self.inner.read32(off)
+    }
+    fn write32(&self, off: u64, v: u32) -> Result<(), DriverError> {
+        self.inner.write32(off, v)
+    }
+    fn vector_eventfd(&self, vector: u16) -> Result<vmm_sys_util::eventfd::EventFd, DriverError> {
+        self.inner.vector_eventfd(vector)
+    }
+    fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
+        assert_eq!(r.iova, 0, "no IOVA is allocated with no IOMMU");
+        let pa = vgpu_driver::noiommu::lock_physical(r.mem)?;
+        self.inner.dma_map(&DmaRegion {
+            iova: pa,
+            mem: r.mem,
+        })?;
+        self.mapped.lock().unwrap().push((pa, r.mem.len()));
+        Ok(pa)
+    }
+    fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
+        self.mapped.lock().unwrap().retain(|&(a, _)| a != iova);
+        self.inner.dma_unmap(iova, len)
+    }
+    fn address_space(&self) -> AddressSpace {
+        AddressSpace::Physical
+    }
+    fn close(&self) {
+        self.inner.close()
+    }
+}
+
+/// Free huge pages of the default size.
+pub fn free_huge_pages() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn wait_for(p: &Path) {
@@ -144,10 +223,13 @@ pub fn hello_body(name: &str) -> HelloBody {
 
 impl Client {
     pub fn connect(control: &Path, name: &str) -> Result<Client, String> {
+        Self::connect_hello(control, hello_body(name))
+    }
+
+    pub fn connect_hello(control: &Path, hello: HelloBody) -> Result<Client, String> {
         let fd = vgpu_driver::client::connect(control).map_err(|e| e.to_string())?;
-        let (reply, fds) =
-            vgpu_driver::client::request(&fd, &Message::Hello(hello_body(name)), 1, &[])
-                .map_err(|e| e.to_string())?;
+        let (reply, fds) = vgpu_driver::client::request(&fd, &Message::Hello(hello), 1, &[])
+            .map_err(|e| e.to_string())?;
         let w = match reply {
             Message::Welcome(w) => *w,
             Message::Error { code, message } => return Err(format!("refused ({code}): {message}")),
