@@ -52,6 +52,8 @@ use crate::shm::Mapping;
 /// How long a sleeper sleeps in one `poll` before it looks around again (a safety net; it
 /// is normally woken by the interrupt eventfd).
 const SLEEP_SLICE: Duration = Duration::from_millis(500);
+/// How long a waiter spins before it yields its CPU between polls.
+const SPIN_YIELD_AFTER: Duration = Duration::from_micros(5);
 /// How long a non-sleeping waiter waits on the condition variable before it looks again.
 const CONDVAR_SLICE: Duration = Duration::from_millis(100);
 
@@ -568,8 +570,13 @@ impl QueuePair {
         deadline: Option<Instant>,
         take: &mut impl FnMut(&mut CqState) -> Option<T>,
     ) -> Result<Option<T>, ClientError> {
-        // Spin: poll the ring for a short while.
-        let spin_end = Instant::now() + self.spin;
+        // Spin: poll the ring for a short while; after the first few microseconds, let other
+        // threads run between polls (on a small machine, the device's stream thread may need
+        // this very CPU to finish the work being waited for).
+        let start = Instant::now();
+        let spin_end = start + self.spin;
+        let yield_from = start + SPIN_YIELD_AFTER;
+        let mut yielding = false;
         let mut polls = 0u32;
         loop {
             {
@@ -582,10 +589,21 @@ impl QueuePair {
             // The clock costs more than a poll: read it every 32 polls (a client that does
             // not spin at all arms the interrupt after the first poll).
             polls = polls.wrapping_add(1);
-            if self.spin.is_zero() || (polls % 32 == 0 && Instant::now() >= spin_end) {
+            if self.spin.is_zero() {
                 break;
             }
-            std::hint::spin_loop();
+            if yielding || polls % 32 == 0 {
+                let now = Instant::now();
+                if now >= spin_end {
+                    break;
+                }
+                yielding = now >= yield_from;
+            }
+            if yielding {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         // Arm: store IRQ_ARMED = 1, full fence, check the ring again (spec §5.6).
         self.mem.store_u32(qcb::IRQ_ARMED, 1, Ordering::Relaxed);
