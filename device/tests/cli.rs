@@ -87,7 +87,16 @@ fn serves_a_connection_as_a_process() {
         std::thread::sleep(Duration::from_millis(10));
     }
     {
-        let mut c = vfio_user::Client::new(&sock).unwrap();
+        // The socket file appears at bind, a moment before the server listens on it.
+        let mut c = loop {
+            match vfio_user::Client::new(&sock) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(t0.elapsed() < Duration::from_secs(10), "connect: {e:?}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
         let mut b = [0u8; 4];
         c.region_read(7, 0, &mut b).unwrap();
         assert_eq!(u32::from_le_bytes(b), 0x7668_1234, "--ids is honoured");
