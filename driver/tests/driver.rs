@@ -23,7 +23,7 @@ fn child_entry() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
-    let mut c = Client::connect(std::path::Path::new(&control), "child").unwrap();
+    let mut c = DriverClient::connect(std::path::Path::new(&control), "child").unwrap();
     println!("ready pd {}", c.welcome.pd);
     for i in 0..rounds {
         assert!(c.round_trip(1 << 20, i as u8), "round trip {i} failed");
@@ -67,14 +67,8 @@ fn wait_line(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> St
 
 #[test]
 fn a_client_gets_a_pd_queue_and_windows() {
-    let st = Stack::start(
-        1,
-        Limits {
-            window_bytes: 4 << 20,
-            ..Limits::default()
-        },
-    );
-    let mut c = Client::connect(&st.control, "one").unwrap();
+    let st = Stack::builder().window_bytes(4 << 20).start();
+    let mut c = DriverClient::connect(st.control(), "one").unwrap();
     assert_eq!(c.welcome.device.cc_major, 9);
     assert!(c.welcome.qid >= 1);
     assert_eq!(
@@ -99,7 +93,7 @@ fn a_client_gets_a_pd_queue_and_windows() {
     ))
     .unwrap();
     c.windows.insert(g.window, shm);
-    let status = vgpu_driver::client::status(&st.control).unwrap();
+    let status = vgpu_driver::client::status(st.control()).unwrap();
     assert!(status.contains("\"name\":\"one\""), "{status}");
     assert!(status.contains("\"windows\":2"), "{status}");
     let (reply, _) = c.control(&Message::WindowFree(WindowFreeBody {
@@ -134,7 +128,7 @@ fn a_client_gets_a_pd_queue_and_windows() {
     // GOODBYE: the PD goes.
     let fd = std::mem::replace(
         &mut c.fd,
-        vgpu_driver::client::connect(&st.control).unwrap(),
+        vgpu_driver::client::connect(st.control()).unwrap(),
     );
     vgpu_driver::server::send(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -150,15 +144,11 @@ fn a_client_gets_a_pd_queue_and_windows() {
 
 #[test]
 fn killed_client_is_reclaimed_while_others_carry_on() {
-    let st = Stack::start(
-        1,
-        Limits {
-            window_bytes: 4 << 20,
-            ..Limits::default()
-        },
-    );
-    let mut workers: Vec<_> = (0..3).map(|_| spawn_child(&st.control, Some(40))).collect();
-    let (mut victim, mut vout) = spawn_child(&st.control, None);
+    let st = Stack::builder().window_bytes(4 << 20).start();
+    let mut workers: Vec<_> = (0..3)
+        .map(|_| spawn_child(st.control(), Some(40)))
+        .collect();
+    let (mut victim, mut vout) = spawn_child(st.control(), None);
     for (_, out) in workers.iter_mut() {
         wait_line(out, "ready");
     }
@@ -182,15 +172,9 @@ fn killed_client_is_reclaimed_while_others_carry_on() {
 
 #[test]
 fn malformed_control_messages_are_refused() {
-    let st = Stack::start(
-        1,
-        Limits {
-            window_bytes: 1 << 20,
-            ..Limits::default()
-        },
-    );
-    let mut good = Client::connect(&st.control, "good").unwrap();
-    let bad = vgpu_driver::client::connect(&st.control).unwrap();
+    let st = Stack::builder().window_bytes(1 << 20).start();
+    let mut good = DriverClient::connect(st.control(), "good").unwrap();
+    let bad = vgpu_driver::client::connect(st.control()).unwrap();
     let raw = std::os::fd::AsRawFd::as_raw_fd(&bad);
     // Garbage, then a valid message: the connection survives one bad message.
     nix::sys::socket::send(
@@ -266,7 +250,7 @@ fn malformed_control_messages_are_refused() {
         "connection closed"
     );
     // A wrong protocol version.
-    let v = vgpu_driver::client::connect(&st.control).unwrap();
+    let v = vgpu_driver::client::connect(st.control()).unwrap();
     let mut h = hello_body("v9");
     h.version = 9;
     let (reply, _) = vgpu_driver::client::request(&v, &Message::Hello(h), 1, &[]).unwrap();
@@ -290,27 +274,30 @@ fn admission_limits_and_restart() {
         window_bytes: 1 << 20,
         ..Limits::default()
     };
-    let mut st = Stack::start(2, limits.clone());
-    let a = Client::connect(&st.control, "a").unwrap();
-    let b = Client::connect(&st.control, "b").unwrap();
-    let refused = Client::connect(&st.control, "c").err().unwrap();
+    let mut st = Stack::builder()
+        .connections(2)
+        .limits(limits.clone())
+        .start();
+    let a = DriverClient::connect(st.control(), "a").unwrap();
+    let b = DriverClient::connect(st.control(), "b").unwrap();
+    let refused = DriverClient::connect(st.control(), "c").err().unwrap();
     assert!(refused.contains("client slots"), "{refused}");
     drop(a);
     let clients = |st: &Stack| {
-        vgpu_driver::client::status(&st.control)
+        vgpu_driver::client::status(st.control())
             .unwrap()
             .matches("\"pid\"")
             .count()
     };
     eventually("a slot frees", || clients(&st) == 1);
-    let mut c = Client::connect(&st.control, "c").unwrap();
+    let mut c = DriverClient::connect(st.control(), "c").unwrap();
     assert!(c.round_trip(8192, 3));
     drop((b, c));
     // A restarted driver (new vfio-user connection, device reset) serves new clients.
     st.stop_driver();
     eventually("device reset on disconnect", || st.totals().pds == 0);
     st.start_driver(limits);
-    let mut d = Client::connect(&st.control, "d").unwrap();
+    let mut d = DriverClient::connect(st.control(), "d").unwrap();
     assert!(d.round_trip(1 << 16, 9));
     drop(d);
     st.finish();
@@ -333,22 +320,18 @@ fn physical_addressing_serves_clients() {
     }
     let mapped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let m = mapped.clone();
-    let st = Stack::start_on(
-        1,
-        Limits {
-            window_bytes: 2 << 20,
-            ..Limits::default()
-        },
-        move |inner| Box::new(PhysicalOverVfioUser { inner, mapped: m }),
-    );
+    let st = Stack::builder()
+        .window_bytes(2 << 20)
+        .wrap(move |inner| Box::new(PhysicalOverVfioUser { inner, mapped: m }))
+        .start();
     let huge = vgpu_driver::shm::default_huge_page_size().unwrap();
     // First windows of one huge page each (the driver's default under --no-iommu).
     let hello = |name| HelloBody {
         window_bytes: huge,
         ..hello_body(name)
     };
-    let mut a = Client::connect_hello(&st.control, hello("a")).unwrap();
-    let mut b = Client::connect_hello(&st.control, hello("b")).unwrap();
+    let mut a = DriverClient::connect_hello(st.control(), hello("a")).unwrap();
+    let mut b = DriverClient::connect_hello(st.control(), hello("b")).unwrap();
     {
         // Admin queue, and each client's queue and window: physical, huge-page aligned,
         // disjoint.
@@ -424,4 +407,82 @@ fn kernel_vfio_modes_refuse_without_the_device() {
     assert!(e.contains("cannot be used with"), "{e}");
     let e = run(&["--no-iommu"]);
     assert!(e.contains("--device"), "{e}");
+}
+
+/// The driver on the device model by direct calls: the same bring-up, clients and data
+/// path with no socket in between.
+#[test]
+fn the_driver_runs_on_an_in_process_device() {
+    let st = Stack::builder()
+        .link(Link::InProcess)
+        .window_bytes(2 << 20)
+        .start();
+    let mut c = DriverClient::connect(st.control(), "in-process").unwrap();
+    assert!(c.round_trip(1 << 20, 4));
+    assert_eq!(st.totals().pds, 1);
+    drop(c);
+    eventually("the PD reclaimed", || st.totals().pds == 0);
+    st.finish();
+}
+
+/// A device that refuses a DMA mapping while a client is admitted: the client is refused
+/// with a clear error, nothing it was given stays behind, and the next client is served.
+#[test]
+fn a_refused_dma_mapping_refuses_the_client_and_leaks_nothing() {
+    use std::sync::atomic::Ordering;
+    let st = Stack::builder()
+        .link(Link::InProcess)
+        .window_bytes(1 << 20)
+        .start();
+    let before = st.totals();
+    st.faults().dma_maps_left.store(1, Ordering::SeqCst);
+    let refused = DriverClient::connect(st.control(), "refused")
+        .err()
+        .unwrap();
+    assert!(refused.contains("injected fault"), "{refused}");
+    assert_eq!(st.faults().dma_maps_refused.load(Ordering::SeqCst), 1);
+    eventually("the refused client's PD reclaimed", || {
+        let t = st.totals();
+        (t.pds, t.windows, t.queues) == (before.pds, before.windows, before.queues)
+    });
+    let status = vgpu_driver::client::status(st.control()).unwrap();
+    assert_eq!(status.matches("\"pid\"").count(), 0, "{status}");
+    st.faults().dma_maps_left.store(u64::MAX, Ordering::SeqCst);
+    let mut c = DriverClient::connect(st.control(), "next").unwrap();
+    assert!(c.round_trip(1 << 16, 6));
+    drop(c);
+    st.finish();
+}
+
+/// A device that fell off the bus (every read all ones) fails bring-up with an error that
+/// says what was read, instead of being driven.
+#[test]
+fn a_device_off_the_bus_fails_bring_up() {
+    use std::sync::atomic::Ordering;
+    let stub = std::sync::Arc::new(vgpu_stub::device::Device::new(
+        Default::default(),
+        std::sync::Arc::new(vgpu_stub::exec::soft::SoftExecutor::new(Default::default())),
+    ));
+    let faults = vgpu_test_stack::backing::Faults::none();
+    faults.dead.store(true, Ordering::SeqCst);
+    let backing = vgpu_test_stack::backing::InProcessBacking::new(stub, faults);
+    let e = vgpu_driver::device::Device::bring_up(Box::new(backing))
+        .err()
+        .expect("bring-up of a dead device fails")
+        .to_string();
+    assert!(e.contains("0xffffffff"), "{e}");
+}
+
+/// The daemons as processes, as the main job runs them: the built vgpu-stub and
+/// vgpu-driver serve a client.
+#[test]
+fn the_stack_runs_as_processes() {
+    let mut st = vgpu_test_stack::ProcessStack::start(
+        &["--connections", "1", "--memory", "1G", "--executor", "soft"],
+        Some(&["--window-size", "2097152"]),
+    );
+    let mut c = DriverClient::connect(&st.control(), "process").unwrap();
+    assert!(c.round_trip(1 << 20, 8));
+    drop(c);
+    st.check_running();
 }
