@@ -15,7 +15,7 @@ fn start() -> Stack {
 
 fn options(st: &Stack) -> ConnectOptions {
     ConnectOptions {
-        socket: st.control(),
+        socket: st.control().to_path_buf(),
         name: "shim-test".into(),
         queue_depth_log2: 8,
         window_bytes: 8 << 20,

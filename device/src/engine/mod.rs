@@ -1,6 +1,6 @@
 //! The queue engine: the admin queue, protection domains and I/O queues (spec §4–§7).
 //!
-//! Every queue has a worker thread (see [`queue::run`]) that polls while busy and parks
+//! Every queue has a worker thread (see [`queue::worker`]) that polls while busy and parks
 //! with notification suppression when idle. The admin worker runs admin commands itself;
 //! I/O workers decode each entry, gate it on the PD's sticky error, and either answer at
 //! once or hand stream-ordered work to the PD's executor context.
@@ -146,7 +146,7 @@ impl Inner {
         let name = format!("vgpu-queue-{}", q.qid);
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || queue::run(qc, handler));
+            .spawn(move || queue::worker(qc, handler));
         let thread = match thread {
             Ok(t) => Some(t),
             Err(e) => {

@@ -277,7 +277,7 @@ const POLLS_PER_CLOCK: u32 = 64;
 /// The worker holds one snapshot of guest memory and a [`View`] of its queue region while
 /// the mappings stay the same (their generation tells), so a poll of the ring is one atomic
 /// load; it takes a new snapshot when they change.
-pub fn run(q: Arc<Queue>, handler: Arc<dyn Handler>) {
+pub fn worker(q: Arc<Queue>, handler: Arc<dyn Handler>) {
     let mut head: u32 = 0;
     while !q.stopping() {
         if !handler.dma_allowed() {

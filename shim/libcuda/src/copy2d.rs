@@ -309,14 +309,10 @@ fn from_desc(p: *const Memcpy2D) -> Result<Copy, CuResult> {
     })
 }
 
-fn done(r: Result<(), CuResult>) -> CuResult {
-    r.err().unwrap_or(SUCCESS)
-}
-
 /// `cuMemcpy2D_v2`.
 #[no_mangle]
 pub extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CuResult {
-    done(from_desc(p).and_then(|c| copy(&c, 0, true)))
+    crate::ffi::status_of(from_desc(p).and_then(|c| copy(&c, 0, true)))
 }
 
 /// `cuMemcpy2DUnaligned_v2`.
@@ -328,7 +324,7 @@ pub extern "C" fn cuMemcpy2DUnaligned_v2(p: *const Memcpy2D) -> CuResult {
 /// `cuMemcpy2DAsync_v2`.
 #[no_mangle]
 pub extern "C" fn cuMemcpy2DAsync_v2(p: *const Memcpy2D, stream: usize) -> CuResult {
-    done(from_desc(p).and_then(|c| copy(&c, mem::stream(stream), false)))
+    crate::ffi::status_of(from_desc(p).and_then(|c| copy(&c, mem::stream(stream), false)))
 }
 
 fn memset(dst: u64, pitch: usize, value: u32, elem_size: u32, shape: (usize, usize)) -> Memset2D {
@@ -349,7 +345,7 @@ fn run_memset(p: Memset2D, stream: usize, wait: bool) -> CuResult {
         return SUCCESS;
     }
     let cmd = Command::MEMSET_2D(bytemuck::Zeroable::zeroed());
-    done(mem::run_inline(
+    crate::ffi::status_of(mem::run_inline(
         cmd,
         mem::stream(stream),
         bytes_of(&p),

@@ -3,32 +3,32 @@
 
 use crate::cu;
 use crate::ffi::CudaError;
-use crate::mem::run;
+use crate::mem::call_driver;
 use std::ffi::c_void;
 
 /// `cudaStreamBeginCapture`: `mode` is a `cudaStreamCaptureMode` (0 global, 1 thread-local,
 /// 2 relaxed; the driver's numbers).
 #[no_mangle]
 pub extern "C" fn cudaStreamBeginCapture(stream: usize, mode: u32) -> CudaError {
-    run(|d| cu!(d, stream_begin_capture(stream, mode)))
+    call_driver(|d| cu!(d, stream_begin_capture(stream, mode)))
 }
 
 /// `cudaStreamEndCapture`.
 #[no_mangle]
 pub extern "C" fn cudaStreamEndCapture(stream: usize, graph: *mut usize) -> CudaError {
-    run(|d| cu!(d, stream_end_capture(stream, graph)))
+    call_driver(|d| cu!(d, stream_end_capture(stream, graph)))
 }
 
 /// `cudaStreamIsCapturing`: `cudaStreamCaptureStatus` (0 none, 1 active).
 #[no_mangle]
 pub extern "C" fn cudaStreamIsCapturing(stream: usize, status: *mut u32) -> CudaError {
-    run(|d| cu!(d, stream_is_capturing(stream, status)))
+    call_driver(|d| cu!(d, stream_is_capturing(stream, status)))
 }
 
 /// `cudaGraphInstantiate` (the CUDA 12 form with flags).
 #[no_mangle]
 pub extern "C" fn cudaGraphInstantiate(exec: *mut usize, graph: usize, flags: u64) -> CudaError {
-    run(|d| cu!(d, graph_instantiate(exec, graph, flags)))
+    call_driver(|d| cu!(d, graph_instantiate(exec, graph, flags)))
 }
 
 /// `cudaGraphInstantiateWithFlags`.
@@ -44,26 +44,26 @@ pub extern "C" fn cudaGraphInstantiateWithFlags(
 /// `cudaGraphLaunch`.
 #[no_mangle]
 pub extern "C" fn cudaGraphLaunch(exec: usize, stream: usize) -> CudaError {
-    run(|d| cu!(d, graph_launch(exec, stream)))
+    call_driver(|d| cu!(d, graph_launch(exec, stream)))
 }
 
 /// `cudaGraphDestroy`.
 #[no_mangle]
 pub extern "C" fn cudaGraphDestroy(graph: usize) -> CudaError {
-    run(|d| cu!(d, graph_destroy(graph)))
+    call_driver(|d| cu!(d, graph_destroy(graph)))
 }
 
 /// `cudaGraphExecDestroy`.
 #[no_mangle]
 pub extern "C" fn cudaGraphExecDestroy(exec: usize) -> CudaError {
-    run(|d| cu!(d, graph_exec_destroy(exec)))
+    call_driver(|d| cu!(d, graph_exec_destroy(exec)))
 }
 
 /// `cudaGraphExecUpdate` (CUDA 12: `cudaGraphExecUpdateResultInfo`, the driver's
 /// `CUgraphExecUpdateResultInfo` layout).
 #[no_mangle]
 pub extern "C" fn cudaGraphExecUpdate(exec: usize, graph: usize, info: *mut c_void) -> CudaError {
-    run(|d| cu!(d, graph_exec_update(exec, graph, info)))
+    call_driver(|d| cu!(d, graph_exec_update(exec, graph, info)))
 }
 
 /// Exported capture and graph functions (all implemented).

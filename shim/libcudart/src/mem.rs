@@ -25,7 +25,7 @@ pub(crate) fn api() -> Result<&'static Driver, CudaError> {
 }
 
 /// Runs a driver call and records a failure as the last error.
-pub(crate) fn run(f: impl FnOnce(&Driver) -> u32) -> CudaError {
+pub(crate) fn call_driver(f: impl FnOnce(&Driver) -> u32) -> CudaError {
     match api() {
         Ok(d) => fail(from_cu(f(d))),
         Err(e) => fail(e),
@@ -52,7 +52,7 @@ pub extern "C" fn cudaMalloc(p: *mut *mut c_void, size: usize) -> CudaError {
         unsafe { p.write(std::ptr::null_mut()) };
         return SUCCESS;
     }
-    run(|d| cu!(d, mem_alloc(p.cast::<u64>(), size)))
+    call_driver(|d| cu!(d, mem_alloc(p.cast::<u64>(), size)))
 }
 
 /// `cudaFree` (of null: nothing to do).
@@ -61,13 +61,13 @@ pub extern "C" fn cudaFree(p: *mut c_void) -> CudaError {
     if p.is_null() {
         return SUCCESS;
     }
-    run(|d| cu!(d, mem_free(p as u64)))
+    call_driver(|d| cu!(d, mem_free(p as u64)))
 }
 
 /// `cudaMemGetInfo`.
 #[no_mangle]
 pub extern "C" fn cudaMemGetInfo(free: *mut usize, total: *mut usize) -> CudaError {
-    run(|d| cu!(d, mem_get_info(free, total)))
+    call_driver(|d| cu!(d, mem_get_info(free, total)))
 }
 
 /// Resolves `cudaMemcpyDefault` (4) by asking the driver which side is device memory.
@@ -160,7 +160,7 @@ pub extern "C" fn cudaMemcpyAsync(
 /// `cudaMemset`.
 #[no_mangle]
 pub extern "C" fn cudaMemset(p: *mut c_void, value: i32, n: usize) -> CudaError {
-    run(|d| cu!(d, memset_d8(p as u64, value as u8, n)))
+    call_driver(|d| cu!(d, memset_d8(p as u64, value as u8, n)))
 }
 
 /// `cudaMemsetAsync`.
@@ -171,7 +171,7 @@ pub extern "C" fn cudaMemsetAsync(
     n: usize,
     stream: usize,
 ) -> CudaError {
-    run(|d| cu!(d, memset_d8_async(p as u64, value as u8, n, stream)))
+    call_driver(|d| cu!(d, memset_d8_async(p as u64, value as u8, n, stream)))
 }
 
 #[allow(clippy::too_many_arguments)] // cudaMemcpy2D's parameters
@@ -270,7 +270,7 @@ pub extern "C" fn cudaMemset2D(
     width: usize,
     height: usize,
 ) -> CudaError {
-    run(|d| cu!(d, memset_d2d8(p as u64, pitch, value as u8, width, height)))
+    call_driver(|d| cu!(d, memset_d2d8(p as u64, pitch, value as u8, width, height)))
 }
 
 /// `cudaMemset2DAsync`.
@@ -283,7 +283,7 @@ pub extern "C" fn cudaMemset2DAsync(
     height: usize,
     stream: usize,
 ) -> CudaError {
-    run(|d| {
+    call_driver(|d| {
         cu!(
             d,
             memset_d2d8_async(p as u64, pitch, value as u8, width, height, stream)
@@ -365,97 +365,97 @@ pub extern "C" fn cudaDeviceDisablePeerAccess(peer: i32) -> CudaError {
 /// `cudaDeviceSynchronize`.
 #[no_mangle]
 pub extern "C" fn cudaDeviceSynchronize() -> CudaError {
-    run(|d| cu!(d, ctx_synchronize()))
+    call_driver(|d| cu!(d, ctx_synchronize()))
 }
 
 /// `cudaStreamCreate`.
 #[no_mangle]
 pub extern "C" fn cudaStreamCreate(s: *mut usize) -> CudaError {
-    run(|d| cu!(d, stream_create(s, 0)))
+    call_driver(|d| cu!(d, stream_create(s, 0)))
 }
 
 /// `cudaStreamCreateWithFlags` (`cudaStreamNonBlocking` = 1, as the driver's).
 #[no_mangle]
 pub extern "C" fn cudaStreamCreateWithFlags(s: *mut usize, flags: u32) -> CudaError {
-    run(|d| cu!(d, stream_create(s, flags)))
+    call_driver(|d| cu!(d, stream_create(s, flags)))
 }
 
 /// `cudaStreamDestroy`.
 #[no_mangle]
 pub extern "C" fn cudaStreamDestroy(s: usize) -> CudaError {
-    run(|d| cu!(d, stream_destroy(s)))
+    call_driver(|d| cu!(d, stream_destroy(s)))
 }
 
 /// `cudaStreamSynchronize`.
 #[no_mangle]
 pub extern "C" fn cudaStreamSynchronize(s: usize) -> CudaError {
-    run(|d| cu!(d, stream_synchronize(s)))
+    call_driver(|d| cu!(d, stream_synchronize(s)))
 }
 
 /// `cudaStreamQuery`.
 #[no_mangle]
 pub extern "C" fn cudaStreamQuery(s: usize) -> CudaError {
-    run(|d| cu!(d, stream_query(s)))
+    call_driver(|d| cu!(d, stream_query(s)))
 }
 
 /// `cudaStreamWaitEvent`.
 #[no_mangle]
 pub extern "C" fn cudaStreamWaitEvent(s: usize, e: usize, flags: u32) -> CudaError {
-    run(|d| cu!(d, stream_wait_event(s, e, flags)))
+    call_driver(|d| cu!(d, stream_wait_event(s, e, flags)))
 }
 
 /// `cudaEventCreate`.
 #[no_mangle]
 pub extern "C" fn cudaEventCreate(e: *mut usize) -> CudaError {
-    run(|d| cu!(d, event_create(e, 0)))
+    call_driver(|d| cu!(d, event_create(e, 0)))
 }
 
 /// `cudaEventCreateWithFlags` (the flags are the driver's).
 #[no_mangle]
 pub extern "C" fn cudaEventCreateWithFlags(e: *mut usize, flags: u32) -> CudaError {
-    run(|d| cu!(d, event_create(e, flags)))
+    call_driver(|d| cu!(d, event_create(e, flags)))
 }
 
 /// `cudaEventDestroy`.
 #[no_mangle]
 pub extern "C" fn cudaEventDestroy(e: usize) -> CudaError {
-    run(|d| cu!(d, event_destroy(e)))
+    call_driver(|d| cu!(d, event_destroy(e)))
 }
 
 /// `cudaEventRecord`.
 #[no_mangle]
 pub extern "C" fn cudaEventRecord(e: usize, s: usize) -> CudaError {
-    run(|d| cu!(d, event_record(e, s)))
+    call_driver(|d| cu!(d, event_record(e, s)))
 }
 
 /// `cudaEventSynchronize`.
 #[no_mangle]
 pub extern "C" fn cudaEventSynchronize(e: usize) -> CudaError {
-    run(|d| cu!(d, event_synchronize(e)))
+    call_driver(|d| cu!(d, event_synchronize(e)))
 }
 
 /// `cudaEventQuery`.
 #[no_mangle]
 pub extern "C" fn cudaEventQuery(e: usize) -> CudaError {
-    run(|d| cu!(d, event_query(e)))
+    call_driver(|d| cu!(d, event_query(e)))
 }
 
 /// `cudaEventElapsedTime`.
 #[no_mangle]
 pub extern "C" fn cudaEventElapsedTime(ms: *mut f32, start: usize, end: usize) -> CudaError {
-    run(|d| cu!(d, event_elapsed(ms, start, end)))
+    call_driver(|d| cu!(d, event_elapsed(ms, start, end)))
 }
 
 /// `cudaMallocHost`: pinned memory from a DMA window.
 #[no_mangle]
 pub extern "C" fn cudaMallocHost(p: *mut *mut c_void, size: usize) -> CudaError {
-    run(|d| cu!(d, mem_alloc_host(p, size)))
+    call_driver(|d| cu!(d, mem_alloc_host(p, size)))
 }
 
 /// `cudaHostAlloc`.
 #[no_mangle]
 pub extern "C" fn cudaHostAlloc(p: *mut *mut c_void, size: usize, _flags: u32) -> CudaError {
-    run(|d| cu!(d, mem_alloc_host(p, size)))
+    call_driver(|d| cu!(d, mem_alloc_host(p, size)))
 }
 
 /// `cudaFreeHost`.
@@ -464,7 +464,7 @@ pub extern "C" fn cudaFreeHost(p: *mut c_void) -> CudaError {
     if p.is_null() {
         return SUCCESS;
     }
-    run(|d| cu!(d, mem_free_host(p)))
+    call_driver(|d| cu!(d, mem_free_host(p)))
 }
 
 /// Exported memory and stream functions that are implemented.

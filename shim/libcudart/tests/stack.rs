@@ -81,7 +81,7 @@ impl Samples for Stack {
             cc.arg("-o").arg(&exe).status().unwrap().success(),
             "cc failed for {name}"
         );
-        run_with_shims(&exe, &self.control(), args)
+        run_with_shims(&exe, self.control(), args)
     }
 }
 
@@ -168,7 +168,7 @@ fn real_cuda_programs_in_both_launch_abis() {
     }
     let st = Stack::start(2 << 30, 16 << 20);
     for p in ["kernels_app.cuda12", "kernels_app.cuda13"] {
-        let (ok, text) = run_cuda_program(p, &st.control(), &[]);
+        let (ok, text) = run_cuda_program(p, st.control(), &[]);
         assert!(ok, "{p}: {text}");
         for want in [
             "device 0 has compute capability 9.0",
@@ -194,7 +194,7 @@ fn real_cuda_program_runtime_api_and_no_device() {
     for p in ["runtime_app.cuda12", "runtime_app.cuda13"] {
         // A fresh stack each: the program ends by making its context's error sticky.
         let st = Stack::start(2 << 30, 16 << 20);
-        let (ok, text) = run_cuda_program(p, &st.control(), &[]);
+        let (ok, text) = run_cuda_program(p, st.control(), &[]);
         assert!(ok, "{p}: {text}");
         for want in [
             "2-D copies and memsets (pageable): checked",

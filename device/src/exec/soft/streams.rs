@@ -473,7 +473,7 @@ impl StreamSet {
                     } else if let Some(e) = sh.sticky() {
                         Err(e)
                     } else {
-                        run(sh, op)
+                        execute(sh, op)
                     };
                     sh.pending.fetch_sub(1, Ordering::Relaxed);
                     finish(sh, st, r, notify);
@@ -829,7 +829,7 @@ fn replay(sh: &Shared, nodes: &[Node]) -> Result<(), Status> {
             return Err(e);
         }
         match n {
-            Node::Op(op) => run(sh, op.clone())?,
+            Node::Op(op) => execute(sh, op.clone())?,
             Node::Record(inner) => {
                 let generation = {
                     let mut s = lock(&inner.state);
@@ -853,7 +853,7 @@ fn finish(sh: &Shared, st: &StreamState, r: Result<(), Status>, notify: Option<T
 }
 
 /// Executes one data op on the soft device.
-fn run(sh: &Shared, op: Op) -> Result<(), Status> {
+fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
     match op {
         // One copy each way, straight between guest memory and the allocation.
         Op::CopyHtoD { dst, src } => match src {

@@ -4,7 +4,7 @@
 //! (`cuMemAllocHost_v2`, `cuMemHostAlloc`, `cuMemFreeHost`) and `cuPointerGetAttribute`;
 //! and the virtual memory management functions, which are not supported.
 
-use super::{done, put, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS};
+use super::{put, status_of, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS};
 use crate::mem;
 use std::ffi::c_void;
 use std::sync::Once;
@@ -26,7 +26,7 @@ pub extern "C" fn cuMemAlloc_v2(dptr: *mut u64, size: usize) -> CuResult {
 /// `cuMemFree_v2`.
 #[no_mangle]
 pub extern "C" fn cuMemFree_v2(dptr: u64) -> CuResult {
-    done(mem::free(dptr))
+    status_of(mem::free(dptr))
 }
 
 /// `cuMemGetInfo_v2`: the PD's view (its quota), as NVML reports it.
@@ -50,7 +50,7 @@ pub extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, n: usize) -> CuR
     if src.is_null() && n > 0 {
         return INVALID_VALUE;
     }
-    done(mem::htod(dst, src.cast(), n, 0, true))
+    status_of(mem::htod(dst, src.cast(), n, 0, true))
 }
 
 /// `cuMemcpyDtoH_v2`.
@@ -59,7 +59,7 @@ pub extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, n: usize) -> CuRes
     if dst.is_null() && n > 0 {
         return INVALID_VALUE;
     }
-    done(mem::dtoh(dst.cast(), src, n, 0, true))
+    status_of(mem::dtoh(dst.cast(), src, n, 0, true))
 }
 
 /// `cuMemcpyDtoD_v2` (ordered on the NULL stream, complete on return).
@@ -74,7 +74,7 @@ pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) -> CuResult {
         len: n as u64,
         rsv: 0,
     };
-    done(mem::post(Command::MEMCPY_DTOD(args), 0).and_then(|_| {
+    status_of(mem::post(Command::MEMCPY_DTOD(args), 0).and_then(|_| {
         mem::call(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ())
     }))
 }
@@ -91,7 +91,7 @@ pub extern "C" fn cuMemcpyHtoDAsync_v2(
     if src.is_null() && n > 0 {
         return INVALID_VALUE;
     }
-    done(mem::htod(dst, src.cast(), n, mem::stream(stream), false))
+    status_of(mem::htod(dst, src.cast(), n, mem::stream(stream), false))
 }
 
 /// `cuMemcpyDtoHAsync_v2`.
@@ -105,7 +105,7 @@ pub extern "C" fn cuMemcpyDtoHAsync_v2(
     if dst.is_null() && n > 0 {
         return INVALID_VALUE;
     }
-    done(mem::dtoh(dst.cast(), src, n, mem::stream(stream), false))
+    status_of(mem::dtoh(dst.cast(), src, n, mem::stream(stream), false))
 }
 
 /// `cuMemcpyDtoDAsync_v2`.
@@ -114,7 +114,7 @@ pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, stream: usi
     if n == 0 {
         return SUCCESS;
     }
-    done(mem::post(
+    status_of(mem::post(
         Command::MEMCPY_DTOD(CopyDtoDArgs {
             dst,
             src,
@@ -139,11 +139,11 @@ fn memset(dst: u64, value: u32, elem: u8, count: usize, stream: usize, sync: boo
     let s = mem::stream(stream);
     let r = mem::post(Command::MEMSET(args), s);
     if sync {
-        return done(r.and_then(|_| {
+        return status_of(r.and_then(|_| {
             mem::call(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), s).map(|_| ())
         }));
     }
-    done(r)
+    status_of(r)
 }
 
 /// `cuMemsetD8_v2`.
@@ -194,7 +194,7 @@ pub extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flags: u32)
 /// `cuMemFreeHost`.
 #[no_mangle]
 pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
-    done(mem::free_host(p.cast()))
+    status_of(mem::free_host(p.cast()))
 }
 
 /// `cuPointerGetAttribute`: `CU_POINTER_ATTRIBUTE_MEMORY_TYPE` (2) only.

@@ -53,7 +53,7 @@ macro_rules! try_cu {
 }
 
 /// The result code of a call that returns nothing.
-fn done(r: Result<(), CuResult>) -> CuResult {
+pub(crate) fn status_of(r: Result<(), CuResult>) -> CuResult {
     r.err().unwrap_or(SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 //! `cuFuncGetAttribute` and `cuFuncSetAttribute`. The `unsafe` here reads what the caller
 //! passes: module images, names, kernel parameters and launch configurations.
 
-use super::{done, put, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS};
+use super::{put, status_of, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS};
 use crate::mem;
 use crate::module;
 use std::ffi::{c_char, c_void};
@@ -50,7 +50,7 @@ pub extern "C" fn cuModuleGetFunction(f: *mut usize, m: usize, name: *const c_ch
 /// `cuModuleUnload`.
 #[no_mangle]
 pub extern "C" fn cuModuleUnload(m: usize) -> CuResult {
-    done(module::unload(m as u64))
+    status_of(module::unload(m as u64))
 }
 
 /// `cuLaunchKernel` with `kernelParams` (the `extra` form is not supported).
@@ -75,7 +75,7 @@ pub extern "C" fn cuLaunchKernel(
         return NOT_SUPPORTED;
     }
     // SAFETY: `params` holds one pointer per kernel parameter (CUDA's contract).
-    done(unsafe {
+    status_of(unsafe {
         module::launch(
             f as u64,
             [gx, gy, gz],
@@ -154,7 +154,7 @@ pub extern "C" fn cuLaunchKernelEx(
     let c = unsafe { config.read_unaligned() };
     let attrs = try_cu!(launch_attrs(&c));
     // SAFETY: `params` holds one pointer per kernel parameter (CUDA's contract).
-    done(unsafe {
+    status_of(unsafe {
         module::launch(
             f as u64,
             [c.gridDimX, c.gridDimY, c.gridDimZ],
@@ -225,7 +225,7 @@ pub extern "C" fn cuFuncGetAttribute(value: *mut i32, attr: i32, func: usize) ->
 /// shared memory carveout).
 #[no_mangle]
 pub extern "C" fn cuFuncSetAttribute(func: usize, attr: i32, value: i32) -> CuResult {
-    done(func_attr(func, attr, value, true).map(|_| ()))
+    status_of(func_attr(func, attr, value, true).map(|_| ()))
 }
 
 /// Exported module functions that are implemented.

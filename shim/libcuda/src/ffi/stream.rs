@@ -3,7 +3,7 @@
 //! `cuEventCreate`, `cuEventDestroy_v2`, `cuEventRecord`, `cuEventSynchronize`,
 //! `cuEventQuery` and `cuEventElapsedTime` (listed in `IMPLEMENTED_MEMORY_FUNCTIONS`).
 
-use super::{done, put, CuResult, INVALID_VALUE};
+use super::{put, status_of, CuResult, INVALID_VALUE};
 use crate::handles::{self, Kind};
 use crate::mem;
 use vgpu_proto::cmd::*;
@@ -12,7 +12,7 @@ use vgpu_proto::Command;
 /// `cuCtxSynchronize`.
 #[no_mangle]
 pub extern "C" fn cuCtxSynchronize() -> CuResult {
-    done(mem::call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ()))
+    status_of(mem::call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ()))
 }
 
 /// `cuStreamCreate`.
@@ -44,13 +44,13 @@ pub extern "C" fn cuStreamDestroy_v2(stream: usize) -> CuResult {
     if r.is_ok() {
         handles::destroyed(Kind::Stream, stream as u64);
     }
-    done(r.map(|_| ()))
+    status_of(r.map(|_| ()))
 }
 
 /// `cuStreamSynchronize`.
 #[no_mangle]
 pub extern "C" fn cuStreamSynchronize(stream: usize) -> CuResult {
-    done(
+    status_of(
         mem::call(
             Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()),
             mem::stream(stream),
@@ -62,7 +62,7 @@ pub extern "C" fn cuStreamSynchronize(stream: usize) -> CuResult {
 /// `cuStreamQuery`.
 #[no_mangle]
 pub extern "C" fn cuStreamQuery(stream: usize) -> CuResult {
-    done(
+    status_of(
         mem::call(
             Command::STREAM_QUERY(bytemuck::Zeroable::zeroed()),
             mem::stream(stream),
@@ -80,7 +80,7 @@ pub extern "C" fn cuStreamWaitEvent(stream: usize, event: usize, flags: u32) -> 
         flags,
         ..bytemuck::Zeroable::zeroed()
     };
-    done(mem::post(
+    status_of(mem::post(
         Command::STREAM_WAIT_EVENT(args),
         mem::stream(stream),
     ))
@@ -121,14 +121,14 @@ pub extern "C" fn cuEventDestroy_v2(event: usize) -> CuResult {
     if r.is_ok() {
         handles::destroyed(Kind::Event, event as u64);
     }
-    done(r.map(|_| ()))
+    status_of(r.map(|_| ()))
 }
 
 /// `cuEventRecord`.
 #[no_mangle]
 pub extern "C" fn cuEventRecord(event: usize, stream: usize) -> CuResult {
     try_cu!(handles::check(Kind::Event, event as u64));
-    done(mem::post(
+    status_of(mem::post(
         Command::EVENT_RECORD(HandleArgs {
             handle: event as u64,
             ..bytemuck::Zeroable::zeroed()
@@ -140,13 +140,13 @@ pub extern "C" fn cuEventRecord(event: usize, stream: usize) -> CuResult {
 /// `cuEventSynchronize`.
 #[no_mangle]
 pub extern "C" fn cuEventSynchronize(event: usize) -> CuResult {
-    done(event_call(Command::EVENT_SYNCHRONIZE, event).map(|_| ()))
+    status_of(event_call(Command::EVENT_SYNCHRONIZE, event).map(|_| ()))
 }
 
 /// `cuEventQuery`.
 #[no_mangle]
 pub extern "C" fn cuEventQuery(event: usize) -> CuResult {
-    done(event_call(Command::EVENT_QUERY, event).map(|_| ()))
+    status_of(event_call(Command::EVENT_QUERY, event).map(|_| ()))
 }
 
 /// `cuEventElapsedTime`.

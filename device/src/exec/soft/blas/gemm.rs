@@ -22,7 +22,7 @@ pub(super) struct MatMul {
 }
 
 impl MatMul {
-    pub(super) fn run<T: Real>(
+    pub(super) fn compute<T: Real>(
         &self,
         alpha: T,
         a: &[T],
@@ -191,7 +191,7 @@ fn gemm_typed<T: Real>(
         } else {
             c_reg.read(mem)?
         };
-        g.mm.run(alpha, &av, &bv, beta, &mut cv)?;
+        g.mm.compute(alpha, &av, &bv, beta, &mut cv)?;
         c_reg.write(mem, &cv)?;
     }
     Ok(())

@@ -155,7 +155,7 @@ fn lt_typed<T: Real>(mem: &dyn DeviceMemory, d: &LtMatmulDesc, g: &LtArgs) -> Re
             let c = batch_addr(d.c, i, d.stride_c, ce.size())?;
             Region::new(c, m, n, g.ldc, ce)?.read(mem)?
         };
-        g.mm.run(alpha, &av, &bv, beta, &mut acc)?;
+        g.mm.compute(alpha, &av, &bv, beta, &mut acc)?;
         if g.bias || g.relu {
             for col in acc.chunks_exact_mut(m) {
                 for (r, v) in col.iter_mut().enumerate() {
