@@ -7,13 +7,10 @@ use crate::exec::Executor;
 use crate::guest::GuestMemory;
 use crate::msix::Msix;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use vgpu_os::lock;
 use vgpu_proto::info::ObjectCounts;
 use vgpu_proto::regs::{self, control, fatal, features, status};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[derive(Default)]
 struct Regs {

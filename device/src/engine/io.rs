@@ -6,6 +6,7 @@ use super::queue::{Completion, Queue};
 use super::{cache, Inner};
 use crate::exec::{HostSource, Op, Outcome, Side2D, Ticket};
 use std::sync::Arc;
+use vgpu_os::lock;
 use vgpu_proto::cmd::{module_flags, OutRef, Payload, Request};
 use vgpu_proto::info::{encode_module_info, DeviceInfo, MgmtInfo};
 use vgpu_proto::opcode::Completion as Kind;
@@ -167,7 +168,7 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
             m.mem_total = total;
             m.mem_free = free;
             m.mem_used = total - free;
-            m.processes = super::lock(&engine.pds).len() as u32;
+            m.processes = lock(&engine.pds).len() as u32;
             write_out(pd, &a.out, bytemuck::bytes_of(&m)).map(|n| (n, 0))
         }
         (Command::CTX_SYNCHRONIZE(_), _) => {
@@ -276,14 +277,14 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
         }
         (Command::MODULE_LOAD(a), Structured::Module(header, image)) => {
             let image = if a.flags & module_flags::BY_HASH != 0 {
-                super::lock(&engine.modules)
+                lock(&engine.modules)
                     .get(&header.sha256)
                     .ok_or((Status::NOT_FOUND, 0))
             } else if cache::sha256(image) != header.sha256 {
                 log::warn!("PD {}: MODULE_LOAD image does not match its SHA-256", pd.id);
                 Err((Status::HASH_MISMATCH, 0))
             } else {
-                super::lock(&engine.modules).insert(header.sha256, image);
+                lock(&engine.modules).insert(header.sha256, image);
                 Ok(Arc::new(image.to_vec()))
             };
             let loaded = image.and_then(|img| pd.ctx().module_load(&img).map_err(|s| (s, 0)));
@@ -364,7 +365,7 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
             .map(|g| (g, 0))
             .map_err(|s| (s, 0)),
         (Command::HOST_FUNC(a), _) => {
-            super::lock(&pd.host_funcs).insert(a.handle, (q.qid, req.cid));
+            lock(&pd.host_funcs).insert(a.handle, (q.qid, req.cid));
             submit(Op::HostFunc { cookie: a.handle })
                 .map(|_| (0, 0))
                 .map_err(|s| (s, 0))

@@ -17,18 +17,15 @@ use pd::{Pd, Window, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_WINDOWS};
 use queue::{Completion, Handler, Queue, QueueFault, Taken};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
+use vgpu_os::lock;
 use vgpu_proto::cmd::{DecodeContext, Request};
 use vgpu_proto::info::ObjectCounts;
 use vgpu_proto::opcode::QueueKind;
 use vgpu_proto::queue::{cqe_flags, QueueLayout};
 use vgpu_proto::regs::{caps, fatal};
 use vgpu_proto::{Command, Status};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What the engine needs from the device around it.
 pub struct Env {

@@ -5,6 +5,7 @@ use crate::exec::{Context, HostRange};
 use crate::guest::GuestMemory;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use vgpu_os::lock;
 use vgpu_proto::cmd::window_access;
 use vgpu_proto::info::ObjectCounts;
 use vgpu_proto::Status;
@@ -40,10 +41,6 @@ pub struct Pd {
     /// HOST_FUNC cookies waiting for their callback: cookie → (queue, cid).
     pub host_funcs: Mutex<HashMap<u64, (u16, u32)>>,
     mem: Arc<GuestMemory>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Pd {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use vgpu_os::lock;
 use vgpu_proto::cmd::*;
 use vgpu_proto::{Command, Cqe};
 use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
@@ -13,10 +14,6 @@ use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
 pub type CuResult = u32;
 /// Staging chunk for pageable copies.
 pub const CHUNK: usize = 1 << 20;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Device allocations of this process (for pointer classification), base → size.
 static ALLOCATIONS: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());

@@ -34,11 +34,14 @@
 
 // Cids are small integers the client itself hands out: the Fx hash is enough for them and
 // costs far less than SipHash on every completion.
+// A panic while holding a lock leaves indices that are still consistent (every update is
+// a single assignment), so later calls keep going: `vgpu_os::lock`.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use vgpu_os::lock;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -124,12 +127,6 @@ impl std::fmt::Debug for QueuePair {
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves indices that are still consistent (every
-    // update is a single assignment), so keep going rather than poison every later call.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn deadline_after(d: Duration) -> Option<Instant> {

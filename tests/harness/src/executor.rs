@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use vgpu_os::lock;
 use vgpu_proto::info::{DeviceInfo, FunctionEntry};
 use vgpu_proto::Status;
 use vgpu_stub::exec::{
@@ -51,10 +52,6 @@ pub struct Shared {
     pub script: Script,
     held: Mutex<Vec<Ticket>>,
     sinks: Mutex<HashMap<u32, Arc<dyn CallbackSink>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vgpu_os::lock;
 use vgpu_proto::cmd::event_flags;
 use vgpu_proto::Status;
 
@@ -28,10 +29,6 @@ use vgpu_proto::Status;
 pub const HOST_FUNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often blocked workers look at the cancellation flag.
 const POLL: Duration = Duration::from_millis(20);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Kinds of handle; the kind is kept in the top byte so that a handle of the wrong kind is
 /// never found.
