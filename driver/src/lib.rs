@@ -15,15 +15,24 @@
 //! * [`shm`]: memfd-backed shared memory (the crate's `unsafe` lives here).
 //! * [`iova`]: IOVA allocation.
 
+#![deny(unsafe_code)]
+
 pub mod backing;
 pub mod client;
 pub mod device;
 pub mod iova;
+#[allow(unsafe_code, reason = "vfio-ioctls maps DMA by raw host address")]
 pub mod kernel_vfio;
 pub mod noiommu;
 pub mod physmem;
 pub mod server;
+#[allow(
+    unsafe_code,
+    reason = "maps, locks and unmaps shared memory, reaches it through raw pointers, polls, \
+              and adopts received descriptors"
+)]
 pub mod shm;
+#[allow(unsafe_code, reason = "VFIO ioctls; adopts the device descriptor")]
 pub mod vfio_raw;
 
 use std::path::PathBuf;

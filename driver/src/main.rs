@@ -1,6 +1,8 @@
 //! `vgpu-driver`: claims VGPU-STUB and serves it to the shims; `vgpu-driver status` prints
 //! a running driver's status.
 
+#![deny(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
