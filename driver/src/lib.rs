@@ -6,14 +6,24 @@
 //! doorbell eventfd, and everything is reclaimed when the client goes away.
 //!
 //! * [`backing`]: device access behind a trait, and the vfio-user backing (vgpu-stub).
-//! * [`kernel_vfio`]: the kernel VFIO backing (inside a VM, behind a virtual IOMMU).
-//! * [`noiommu`]: the kernel VFIO backing with no IOMMU (unsafe mode), and what it needs:
-//!   [`vfio_raw`] (VFIO ioctls on vfio-bindings) and [`physmem`] (physical addresses).
+//! * [`kernel_vfio`]: the kernel VFIO backing, a type1 container behind an IOMMU (inside a
+//!   VM, a virtual one), and what both kernel backings share (finding the device in sysfs).
+//! * [`noiommu`]: the kernel VFIO backing with no IOMMU (unsafe mode), and
+//!   [`physmem`], the physical addresses it gives the device.
+//! * [`vfio_raw`]: the VFIO ioctls vfio-ioctls lacks, on vfio-bindings' types (the
+//!   no-IOMMU container, and the IOVA ranges a type1 IOMMU reports).
 //! * [`device`]: bring-up, the admin queue and DMA memory.
 //! * [`server`]: the control plane: clients, admission limits, windows, cleanup.
 //! * [`client`]: a minimal control-plane client (the `status` command, tests).
-//! * [`shm`]: memfd-backed shared memory (the crate's `unsafe` lives here).
+//! * [`shm`]: memfd-backed shared memory, and waiting on and adopting descriptors.
 //! * [`iova`]: IOVA allocation.
+//!
+//! Errors are [`DriverError`]; what the host's setup must fix is a [`SetupError`] in it.
+//!
+//! `unsafe` is denied in the crate except in [`shm`] (mapping, locking and accessing
+//! shared memory, `poll`, adopting received descriptors), [`vfio_raw`] (the ioctls, and
+//! adopting the device descriptor one returns) and [`kernel_vfio`] (vfio-ioctls' DMA map,
+//! which takes a raw host address).
 
 #![deny(unsafe_code)]
 
