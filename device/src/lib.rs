@@ -10,6 +10,12 @@
 //! * [`engine`]: the queue engine (admin and I/O queues, PDs, windows, handles, quotas).
 //! * [`exec`]: the `Executor` seam and the executors behind it.
 //! * [`server`]: the vfio-user backend and the connection loop.
+//!
+//! `unsafe` is denied in the crate except in [`exec::soft::blas`] (matrixmultiply's GEMM
+//! kernels take raw pointers) and in the tests of [`msix`] (which adopt an eventfd's
+//! descriptor as a file).
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod device;

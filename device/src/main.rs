@@ -1,5 +1,7 @@
 //! `vgpu-stub`: serves VGPU-STUB over vfio-user.
 
+#![deny(unsafe_code)]
+
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -186,6 +186,7 @@ fn deliver_pending(s: &mut State) {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code, reason = "a test adopts a duplicated eventfd as a File")]
 mod tests {
     use super::*;
     use std::io::Read;

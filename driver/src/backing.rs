@@ -4,7 +4,7 @@
 use crate::shm::ShmRegion;
 use crate::DriverError;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use vfio_bindings::bindings::vfio::*;
 use vgpu_proto::regs::pci;
@@ -59,24 +59,32 @@ pub trait DeviceBacking: Send + Sync {
 /// vgpu-stub reached over vfio-user, with no VM (tests and development).
 pub struct VfioUserBacking {
     client: Mutex<vfio_user::Client>,
-    path: String,
+    path: PathBuf,
     vectors: Mutex<std::collections::HashMap<u16, EventFd>>,
 }
 
 impl VfioUserBacking {
     /// Connects to a vfio-user server.
     pub fn connect(path: &Path) -> Result<Self, DriverError> {
-        let client = vfio_user::Client::new(path).map_err(|e| {
-            DriverError::Device(format!(
-                "cannot connect to vfio-user socket {}: {e}",
-                path.display()
-            ))
+        let client = vfio_user::Client::new(path).map_err(|source| DriverError::VfioUser {
+            socket: path.to_path_buf(),
+            what: "connecting",
+            source,
         })?;
         Ok(VfioUserBacking {
             client: Mutex::new(client),
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             vectors: Mutex::new(Default::default()),
         })
+    }
+
+    /// Turns a failed request, `what`, into the error that names it and the socket.
+    fn vu(&self, what: &'static str) -> impl FnOnce(vfio_user::Error) -> DriverError + '_ {
+        move |source| DriverError::VfioUser {
+            socket: self.path.clone(),
+            what,
+            source,
+        }
     }
 
     fn client(&self) -> MutexGuard<'_, vfio_user::Client> {
@@ -84,46 +92,40 @@ impl VfioUserBacking {
     }
 }
 
-fn vu(e: vfio_user::Error) -> DriverError {
-    DriverError::Device(format!("vfio-user: {e}"))
-}
-
 impl DeviceBacking for VfioUserBacking {
     fn describe(&self) -> String {
-        format!("vfio-user:{}", self.path)
+        format!("vfio-user:{}", self.path.display())
     }
 
     fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), DriverError> {
         self.client()
             .region_read(VFIO_PCI_CONFIG_REGION_INDEX, off, buf)
-            .map_err(vu)
+            .map_err(self.vu("reading config space"))
     }
 
     fn config_write(&self, off: u64, data: &[u8]) -> Result<(), DriverError> {
         self.client()
             .region_write(VFIO_PCI_CONFIG_REGION_INDEX, off, data)
-            .map_err(vu)
+            .map_err(self.vu("writing config space"))
     }
 
     fn read32(&self, off: u64) -> Result<u32, DriverError> {
         let mut b = [0u8; 4];
         self.client()
             .region_read(VFIO_PCI_BAR0_REGION_INDEX, off, &mut b)
-            .map_err(vu)?;
+            .map_err(self.vu("reading BAR0"))?;
         Ok(u32::from_le_bytes(b))
     }
 
     fn write32(&self, off: u64, v: u32) -> Result<(), DriverError> {
         self.client()
             .region_write(VFIO_PCI_BAR0_REGION_INDEX, off, &v.to_le_bytes())
-            .map_err(vu)
+            .map_err(self.vu("writing BAR0"))
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
         if vector >= pci::MSIX_VECTORS {
-            return Err(DriverError::Device(format!(
-                "MSI-X vector {vector} does not exist"
-            )));
+            return Err(DriverError::NoSuchVector { vector });
         }
         let mut vectors = self.vectors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fd) = vectors.get(&vector) {
@@ -136,10 +138,10 @@ impl DeviceBacking for VfioUserBacking {
         let ctl_off = u64::from(pci::MSIX_CAP_OFFSET) + 2;
         let mut ctl = [0u8; 2];
         c.region_read(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &mut ctl)
-            .map_err(vu)?;
+            .map_err(self.vu("reading MSI-X control"))?;
         let v = u16::from_le_bytes(ctl) | (1 << 15);
         c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &v.to_le_bytes())
-            .map_err(vu)?;
+            .map_err(self.vu("enabling MSI-X"))?;
         let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
         c.set_irqs(
             VFIO_PCI_MSIX_IRQ_INDEX,
@@ -148,10 +150,10 @@ impl DeviceBacking for VfioUserBacking {
             1,
             &[fd.as_raw_fd()],
         )
-        .map_err(vu)?;
+        .map_err(self.vu("routing an MSI-X vector"))?;
         let entry = u64::from(pci::MSIX_TABLE_OFFSET) + 16 * u64::from(vector) + 12;
         c.region_write(VFIO_PCI_BAR2_REGION_INDEX, entry, &0u32.to_le_bytes())
-            .map_err(vu)?;
+            .map_err(self.vu("unmasking an MSI-X vector"))?;
         let handle = fd.try_clone().map_err(DriverError::Io)?;
         vectors.insert(vector, fd);
         Ok(handle)
@@ -160,12 +162,14 @@ impl DeviceBacking for VfioUserBacking {
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
         self.client()
             .dma_map(0, r.iova, r.mem.len(), r.mem.file().as_raw_fd())
-            .map_err(vu)?;
+            .map_err(self.vu("mapping DMA memory"))?;
         Ok(r.iova)
     }
 
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
-        self.client().dma_unmap(iova, len).map_err(vu)
+        self.client()
+            .dma_unmap(iova, len)
+            .map_err(self.vu("unmapping DMA memory"))
     }
 
     fn close(&self) {

@@ -17,6 +17,11 @@ use vmm_sys_util::eventfd::EventFd;
 /// How long an admin command may take.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 const ADMIN_DEPTH_LOG2: u8 = 6;
+// What QueueLayout::new checks, checked here at compile time.
+const _: () =
+    assert!(ADMIN_DEPTH_LOG2 >= 1 && ADMIN_DEPTH_LOG2 as u32 <= regs::MAX_ADMIN_DEPTH_LOG2);
+/// How long bring-up waits for READY after enable.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Memory mapped for device DMA; unmapped and freed on drop.
 pub struct DmaMem {
@@ -31,9 +36,10 @@ impl Drop for DmaMem {
     fn drop(&mut self) {
         if let Err(e) = self.dev.backing.dma_unmap(self.iova, self.shm.len()) {
             log::warn!(
-                "DMA unmap of {:#x}+{:#x} failed: {e}",
+                "DMA unmap of {:#x}+{:#x} failed: {}",
                 self.iova,
-                self.shm.len()
+                self.shm.len(),
+                e.report()
             );
         }
         if let Some(a) = lock(&self.dev.iova).as_mut() {
@@ -84,18 +90,19 @@ impl Device {
         );
         let magic = backing.read32(regs::MAGIC)?;
         if magic != regs::MAGIC_VALUE {
-            return Err(DriverError::Device(format!(
-                "{vendor:04x}:{device:04x} is not a VGPU-STUB (magic {magic:#x})"
-            )));
+            return Err(DriverError::NotVgpuStub {
+                vendor,
+                device,
+                magic,
+            });
         }
         let version = backing.read32(regs::VERSION)?;
         if (version >> 16) as u16 != regs::VERSION_MAJOR {
-            return Err(DriverError::Device(format!(
-                "VGPU-STUB ABI {}.{} is not supported (need major {})",
-                version >> 16,
-                version & 0xFFFF,
-                regs::VERSION_MAJOR
-            )));
+            return Err(DriverError::UnsupportedAbi {
+                major: (version >> 16) as u16,
+                minor: version as u16,
+                need: regs::VERSION_MAJOR,
+            });
         }
         // Bus mastering and memory decoding: vfio-pci leaves them off.
         let mut cmd = [0u8; 2];
@@ -103,10 +110,9 @@ impl Device {
         let want = u16::from_le_bytes(cmd) | 0x6;
         backing.config_write(4, &want.to_le_bytes())?;
         backing.config_read(4, &mut cmd)?;
-        if u16::from_le_bytes(cmd) & 0x6 != 0x6 {
-            return Err(DriverError::Device(
-                "bus mastering could not be enabled".into(),
-            ));
+        let command = u16::from_le_bytes(cmd);
+        if command & 0x6 != 0x6 {
+            return Err(DriverError::BusMasterOff { command });
         }
         backing.write32(regs::CONTROL, control::RESET)?;
         let admin_irq = backing.vector_eventfd(0)?;
@@ -119,7 +125,7 @@ impl Device {
             backing,
         });
         let layout = QueueLayout::new(ADMIN_DEPTH_LOG2, regs::MAX_ADMIN_DEPTH_LOG2)
-            .ok_or(DriverError::Device("admin depth".into()))?;
+            .expect("ADMIN_DEPTH_LOG2 is checked at compile time");
         let mem = Self::dma_alloc_inner(&inner, "vgpu-admin", layout.region_size() as u64)?;
         let b = &inner.backing;
         b.write32(regs::ADMIN_BASE, mem.iova as u32)?;
@@ -138,15 +144,18 @@ impl Device {
                 break;
             }
             if st & status::FATAL != 0 {
-                let code = b.read32(regs::FATAL_CODE)?;
-                return Err(DriverError::Device(format!(
-                    "device refused to enable (FATAL_CODE {code})"
-                )));
+                return Err(DriverError::NotReady {
+                    status: st,
+                    fatal_code: Some(b.read32(regs::FATAL_CODE)?),
+                    waited: t0.elapsed(),
+                });
             }
-            if t0.elapsed() > Duration::from_secs(1) {
-                return Err(DriverError::Device(
-                    "device did not become ready within 1 s".into(),
-                ));
+            if t0.elapsed() > READY_TIMEOUT {
+                return Err(DriverError::NotReady {
+                    status: st,
+                    fatal_code: None,
+                    waited: READY_TIMEOUT,
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -170,16 +179,12 @@ impl Device {
             ..bytemuck::Zeroable::zeroed()
         }))?;
         if !c.status().is_ok() {
-            return Err(DriverError::Device(format!(
-                "IDENTIFY failed: {}",
-                c.status()
-            )));
+            return Err(DriverError::IdentifyFailed { status: c.status() });
         }
         let mut raw = [0u8; 4096];
         buf.shm.read(0, &mut raw);
         let info: DeviceInfo = bytemuck::pod_read_unaligned(&raw);
-        vgpu_proto::cmd::Args::check(&info)
-            .map_err(|e| DriverError::Device(format!("IDENTIFY returned bad device info: {e}")))?;
+        vgpu_proto::cmd::Args::check(&info).map_err(DriverError::BadDeviceInfo)?;
         dev.info = info;
         log::info!(
             "VGPU-STUB {vendor:04x}:{device:04x} on {}: {} (cc {}.{}, {} MiB, ABI {}.{}, features {accepted:#x})",
@@ -247,9 +252,8 @@ impl Device {
     /// Runs one admin command and waits for its completion (bounded by ADMIN_TIMEOUT).
     pub fn admin(&self, command: Command) -> Result<Cqe, DriverError> {
         let mut guard = lock(&self.admin);
-        let a = guard
-            .as_mut()
-            .ok_or(DriverError::Device("the admin queue is gone".into()))?;
+        let a = guard.as_mut().ok_or(DriverError::AdminQueueGone)?;
+        let opcode = command.opcode();
         a.next_cid = a.next_cid.wrapping_add(1);
         let cid = a.next_cid;
         let req = Request {
@@ -289,10 +293,11 @@ impl Device {
                 continue;
             }
             if t0.elapsed() > ADMIN_TIMEOUT {
-                let st = self.inner.backing.read32(regs::STATUS).unwrap_or(0);
-                return Err(DriverError::Device(format!(
-                    "admin command timed out (STATUS {st:#x})"
-                )));
+                return Err(DriverError::AdminTimeout {
+                    opcode,
+                    waited: ADMIN_TIMEOUT,
+                    status: self.inner.backing.read32(regs::STATUS).unwrap_or(0),
+                });
             }
             // Sleep on the admin interrupt: arm, re-check, wait (bounded).
             a.mem

@@ -4,10 +4,11 @@
 //! Every MSI-X vector is routed to its own eventfd once, at open (VFIO sets the whole
 //! table in one `VFIO_DEVICE_SET_IRQS`); queues then hand out handles to those eventfds.
 //! IOVAs are allocated within the ranges the IOMMU reports. The no-IOMMU mode lives in
-//! [`crate::noiommu`]; this module also holds what both find out from sysfs.
+//! [`crate::noiommu`]; this module also holds what both share: what they find out from
+//! sysfs, and the handing out of those eventfds.
 
 use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
-use crate::DriverError;
+use crate::{DriverError, SetupError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vfio_bindings::bindings::vfio::*;
@@ -27,22 +28,14 @@ pub fn find_device(sysfs: &Path, spec: &str) -> Result<PathBuf, DriverError> {
         return if p.exists() {
             Ok(p)
         } else {
-            Err(DriverError::Device(format!("no PCI device {spec}")))
+            Err(SetupError::NoSuchDevice { spec: spec.into() }.into())
         };
     }
-    let (v, d) = spec.split_once(':').ok_or_else(|| {
-        DriverError::Device(format!(
-            "`{spec}` is neither a PCI address nor VENDOR:DEVICE"
-        ))
-    })?;
+    let bad = || SetupError::BadDeviceSpec { spec: spec.into() };
+    let (v, d) = spec.split_once(':').ok_or_else(bad)?;
     let parse = |x: &str| u16::from_str_radix(x.trim_start_matches("0x"), 16);
-    let (v, d) = match (parse(v), parse(d)) {
-        (Ok(v), Ok(d)) => (v, d),
-        _ => {
-            return Err(DriverError::Device(format!(
-                "`{spec}` is not VENDOR:DEVICE in hex"
-            )))
-        }
+    let (Ok(v), Ok(d)) = (parse(v), parse(d)) else {
+        return Err(bad().into());
     };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(sysfs)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -56,9 +49,10 @@ pub fn find_device(sysfs: &Path, spec: &str) -> Result<PathBuf, DriverError> {
         .into_iter()
         .find(|p| read_id(p, "vendor") == Some(v) && read_id(p, "device") == Some(d))
         .ok_or_else(|| {
-            DriverError::Device(format!(
-                "no PCI device {v:04x}:{d:04x} (is the VM's VGPU-STUB present?)"
-            ))
+            SetupError::NoSuchDevice {
+                spec: format!("{v:04x}:{d:04x}"),
+            }
+            .into()
         })
 }
 
@@ -69,17 +63,22 @@ pub fn check_bound(dev: &Path) -> Result<(), DriverError> {
         .as_ref()
         .and_then(|d| d.file_name())
         .map(|n| n.to_string_lossy().into_owned());
-    match name.as_deref() {
-        Some("vfio-pci") => Ok(()),
-        Some(other) => Err(DriverError::Device(format!(
-            "{} is bound to {other}, not vfio-pci (install udev/70-vgpu-stub.rules)",
-            dev.display()
-        ))),
-        None => Err(DriverError::Device(format!(
-            "{} is not bound to vfio-pci (install udev/70-vgpu-stub.rules)",
-            dev.display()
-        ))),
+    match name {
+        Some(n) if n == "vfio-pci" => Ok(()),
+        driver => Err(SetupError::NotBoundToVfio {
+            device: dev.to_path_buf(),
+            driver,
+        }
+        .into()),
     }
+}
+
+/// A new handle to the eventfd of MSI-X `vector`, out of the eventfds routed at open.
+pub(crate) fn vector_handle(vectors: &[EventFd], vector: u16) -> Result<EventFd, DriverError> {
+    let fd = vectors
+        .get(usize::from(vector))
+        .ok_or(DriverError::NoSuchVector { vector })?;
+    fd.try_clone().map_err(DriverError::Io)
 }
 
 /// VGPU-STUB through kernel VFIO.
@@ -103,8 +102,9 @@ fn usable_ranges(reported: &[(u64, u64)]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn vfio(e: vfio_ioctls::VfioError) -> DriverError {
-    DriverError::Device(format!("VFIO: {e}"))
+/// Turns a failed vfio-ioctls call, `what`, into the error that names it.
+fn vfio(what: &'static str) -> impl FnOnce(vfio_ioctls::VfioError) -> DriverError {
+    move |source| DriverError::Vfio { what, source }
 }
 
 impl KernelVfioBacking {
@@ -112,15 +112,18 @@ impl KernelVfioBacking {
     pub fn open(spec: &str) -> Result<Self, DriverError> {
         let path = find_device(Path::new("/sys/bus/pci/devices"), spec)?;
         check_bound(&path)?;
-        let container = Arc::new(VfioContainer::new(None).map_err(vfio)?);
+        let container =
+            Arc::new(VfioContainer::new(None).map_err(vfio("opening a type1 container"))?);
         let ops: Arc<dyn VfioOps> = container.clone();
-        let device = VfioDevice::new(&path, ops, false).map_err(vfio)?;
+        let device = VfioDevice::new(&path, ops, false).map_err(vfio("opening the device"))?;
         device.reset();
         let vectors: Vec<EventFd> = (0..pci::MSIX_VECTORS)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))
             .collect::<Result<_, _>>()
             .map_err(DriverError::Io)?;
-        device.enable_msix(vectors.iter().collect()).map_err(vfio)?;
+        device
+            .enable_msix(vectors.iter().collect())
+            .map_err(vfio("routing MSI-X"))?;
         let iova_ranges = match crate::vfio_raw::iommu_iova_ranges(container.as_ref())? {
             Some(r) => usable_ranges(&r),
             None => {
@@ -177,11 +180,7 @@ impl DeviceBacking for KernelVfioBacking {
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
-        let fd = self
-            .vectors
-            .get(usize::from(vector))
-            .ok_or_else(|| DriverError::Device(format!("MSI-X vector {vector} does not exist")))?;
-        fd.try_clone().map_err(DriverError::Io)
+        vector_handle(&self.vectors, vector)
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
@@ -195,14 +194,16 @@ impl DeviceBacking for KernelVfioBacking {
             self.container
                 .vfio_dma_map(r.iova, len, r.mem.host_addr() as *mut u8)
         }
-        .map_err(vfio)?;
+        .map_err(vfio("mapping DMA memory"))?;
         Ok(r.iova)
     }
 
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
         let len =
             usize::try_from(len).map_err(|_| DriverError::NoMemory("region too large".into()))?;
-        self.container.vfio_dma_unmap(iova, len).map_err(vfio)
+        self.container
+            .vfio_dma_unmap(iova, len)
+            .map_err(vfio("unmapping DMA memory"))
     }
 
     fn address_space(&self) -> AddressSpace {

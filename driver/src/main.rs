@@ -1,6 +1,8 @@
 //! `vgpu-driver`: claims VGPU-STUB and serves it to the shims; `vgpu-driver status` prints
 //! a running driver's status.
 
+#![deny(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
     let backing: Box<dyn DeviceBacking> = match (&args.vfio_user, &args.device) {
         (Some(path), _) => match VfioUserBacking::connect(path) {
             Ok(b) => Box::new(b),
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail(&e.report()),
         },
         (None, Some(dev)) => {
             let opened = if args.no_iommu {
@@ -82,14 +84,14 @@ fn main() -> ExitCode {
             };
             match opened {
                 Ok(b) => b,
-                Err(e) => return fail(&format!("cannot open {dev}: {e}")),
+                Err(e) => return fail(&format!("cannot open {dev}: {}", e.report())),
             }
         }
         (None, None) => return fail("give --vfio-user SOCKET (or --device, for kernel VFIO)"),
     };
     let dev = match Device::bring_up(backing) {
         Ok(d) => d,
-        Err(e) => return fail(&format!("bring-up failed: {e}")),
+        Err(e) => return fail(&format!("bring-up failed: {}", e.report())),
     };
     let limits = Limits {
         max_clients: args.max_clients.min(255),
@@ -106,7 +108,13 @@ fn main() -> ExitCode {
     };
     let listener = match server::listen(&args.socket, 0o660, args.group.as_deref()) {
         Ok(l) => l,
-        Err(e) => return fail(&format!("cannot listen on {}: {e}", args.socket.display())),
+        Err(e) => {
+            return fail(&format!(
+                "cannot listen on {}: {}",
+                args.socket.display(),
+                e.report()
+            ))
+        }
     };
     let driver = Driver::new(dev, limits);
     server::serve(driver.clone(), listener);

@@ -13,10 +13,10 @@
 //! locked, and must be physically contiguous; the device is given its physical address.
 
 use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
-use crate::kernel_vfio::{check_bound, find_device};
+use crate::kernel_vfio::{check_bound, find_device, vector_handle};
 use crate::shm::ShmRegion;
 use crate::vfio_raw::{self, RegionInfo};
-use crate::DriverError;
+use crate::{DriverError, SetupError};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -40,34 +40,34 @@ pub struct NoIommuBacking {
     vectors: Vec<EventFd>,
 }
 
-fn dev_err(what: impl std::fmt::Display) -> DriverError {
-    DriverError::Device(what.to_string())
+/// Turns a failed system call into the error that says what the driver was doing.
+fn os(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
+    move |source| DriverError::Os {
+        what: what.into(),
+        source,
+    }
 }
 
 /// Checks the vfio module's no-IOMMU switch at `param` (normally [`NOIOMMU_PARAM`]).
 pub fn check_noiommu_enabled(param: &Path) -> Result<(), DriverError> {
     match std::fs::read_to_string(param) {
         Ok(v) if v.trim() == "Y" || v.trim() == "1" => Ok(()),
-        Ok(_) => Err(dev_err(
-            "VFIO's no-IOMMU mode is off: boot with vfio.enable_unsafe_noiommu_mode=1 (or write 1 \
-             to /sys/module/vfio/parameters/enable_unsafe_noiommu_mode before the device is \
-             bound to vfio-pci)",
-        )),
-        Err(_) => Err(dev_err(
-            "this kernel has no VFIO no-IOMMU mode (vfio is not loaded, or it was built without \
-             CONFIG_VFIO_NOIOMMU); give the VM a virtual IOMMU and run without --no-iommu",
-        )),
+        Ok(_) => Err(SetupError::NoIommuOff.into()),
+        Err(_) => Err(SetupError::NoIommuNotInKernel.into()),
     }
 }
 
 /// The IOMMU group number of the device at `dev` (its sysfs directory).
 pub fn group_number(dev: &Path) -> Result<u32, DriverError> {
-    let link = std::fs::read_link(dev.join("iommu_group"))
-        .map_err(|e| dev_err(format!("{} has no IOMMU group: {e}", dev.display())))?;
+    let no_group = |source| SetupError::NoIommuGroup {
+        device: dev.to_path_buf(),
+        source,
+    };
+    let link = std::fs::read_link(dev.join("iommu_group")).map_err(|e| no_group(Some(e)))?;
     link.file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| dev_err(format!("cannot read the IOMMU group of {}", dev.display())))
+        .ok_or_else(|| no_group(None).into())
 }
 
 fn open_rw(path: &str) -> Result<File, DriverError> {
@@ -75,7 +75,7 @@ fn open_rw(path: &str) -> Result<File, DriverError> {
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| dev_err(format!("cannot open {path}: {e}")))
+        .map_err(os(format!("cannot open {path}")))
 }
 
 /// Locks `mem` and returns its physical address, if it is on huge pages and physically
@@ -100,34 +100,38 @@ impl NoIommuBacking {
         check_noiommu_enabled(Path::new(NOIOMMU_PARAM))?;
         let group_id = group_number(&path)?;
         let container = open_rw("/dev/vfio/vfio")?;
-        let version = vfio_raw::api_version(&container).map_err(dev_err)?;
-        if version != VFIO_API_VERSION as i32 {
-            return Err(dev_err(format!(
-                "VFIO API version {version} is not supported"
-            )));
+        let version =
+            vfio_raw::api_version(&container).map_err(os("asking for the VFIO API version"))?;
+        let need = VFIO_API_VERSION as i32;
+        if version != need {
+            return Err(SetupError::VfioApiVersion { version, need }.into());
         }
-        if !vfio_raw::has_extension(&container, VFIO_NOIOMMU_IOMMU).map_err(dev_err)? {
-            return Err(dev_err("the VFIO container does not offer no-IOMMU mode"));
+        if !vfio_raw::has_extension(&container, VFIO_NOIOMMU_IOMMU)
+            .map_err(os("asking the VFIO container for no-IOMMU mode"))?
+        {
+            return Err(SetupError::NoIommuNotOffered.into());
         }
         let group = open_rw(&format!("/dev/vfio/noiommu-{group_id}"))?;
-        if !vfio_raw::group_viable(&group).map_err(dev_err)? {
-            return Err(dev_err(format!(
-                "IOMMU group {group_id} is not viable: bind every device in it to vfio-pci"
-            )));
+        if !vfio_raw::group_viable(&group)
+            .map_err(os(format!("asking for IOMMU group {group_id}'s status")))?
+        {
+            return Err(SetupError::GroupNotViable { group: group_id }.into());
         }
         vfio_raw::group_set_container(&group, &container)
-            .map_err(|e| dev_err(format!("adding group {group_id} to the container: {e}")))?;
-        vfio_raw::set_iommu(&container, VFIO_NOIOMMU_IOMMU)
-            .map_err(|e| dev_err(format!("setting no-IOMMU mode: {e}")))?;
+            .map_err(os(format!("adding group {group_id} to the container")))?;
+        vfio_raw::set_iommu(&container, VFIO_NOIOMMU_IOMMU).map_err(os("setting no-IOMMU mode"))?;
+        let bad_path = || SetupError::BadDeviceSpec {
+            spec: path.display().to_string(),
+        };
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| dev_err("bad device path"))?;
-        let device = vfio_raw::group_device(&group, name)
-            .map_err(|e| dev_err(format!("opening {name}: {e}")))?;
-        let config =
-            vfio_raw::region_info(&device, VFIO_PCI_CONFIG_REGION_INDEX).map_err(dev_err)?;
-        let bar0 = vfio_raw::region_info(&device, VFIO_PCI_BAR0_REGION_INDEX).map_err(dev_err)?;
+            .ok_or_else(bad_path)?;
+        let device = vfio_raw::group_device(&group, name).map_err(os(format!("opening {name}")))?;
+        let config = vfio_raw::region_info(&device, VFIO_PCI_CONFIG_REGION_INDEX)
+            .map_err(os(format!("asking for {name}'s config space")))?;
+        let bar0 = vfio_raw::region_info(&device, VFIO_PCI_BAR0_REGION_INDEX)
+            .map_err(os(format!("asking for {name}'s BAR0")))?;
         if let Err(e) = vfio_raw::reset(&device) {
             // The driver resets the device through CONTROL during bring-up as well.
             log::info!("VFIO reset of {name}: {e}; relying on the device's own reset");
@@ -138,7 +142,7 @@ impl NoIommuBacking {
             .map_err(DriverError::Io)?;
         let fds: Vec<i32> = vectors.iter().map(|e| e.as_raw_fd()).collect();
         vfio_raw::set_irq_eventfds(&device, VFIO_PCI_MSIX_IRQ_INDEX, &fds)
-            .map_err(|e| dev_err(format!("routing MSI-X: {e}")))?;
+            .map_err(os("routing MSI-X"))?;
         log::warn!(
             "no-IOMMU mode: {} can reach all of memory; DMA memory is locked huge pages given by physical address",
             path.display()
@@ -157,10 +161,11 @@ impl NoIommuBacking {
     fn region_at(r: &RegionInfo, off: u64, len: usize) -> Result<u64, DriverError> {
         match off.checked_add(len as u64) {
             Some(end) if end <= r.size => Ok(r.offset + off),
-            _ => Err(dev_err(format!(
-                "access of {len} bytes at {off:#x} is outside a region of {:#x} bytes",
-                r.size
-            ))),
+            _ => Err(DriverError::OutsideRegion {
+                off,
+                len,
+                size: r.size,
+            }),
         }
     }
 
@@ -199,11 +204,7 @@ impl DeviceBacking for NoIommuBacking {
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
-        let fd = self
-            .vectors
-            .get(usize::from(vector))
-            .ok_or_else(|| dev_err(format!("MSI-X vector {vector} does not exist")))?;
-        fd.try_clone().map_err(DriverError::Io)
+        vector_handle(&self.vectors, vector)
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {

@@ -5,7 +5,7 @@
 
 use crate::device::{Device, DmaMem};
 use crate::shm::{own_fds, wait_readable};
-use crate::DriverError;
+use crate::{DriverError, SetupError};
 use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{IoSlice, IoSliceMut};
@@ -98,7 +98,7 @@ impl From<DriverError> for Refusal {
             DriverError::NoMemory(_) => error_code::NO_MEMORY,
             _ => error_code::DEVICE_ERROR,
         };
-        Refusal(code, e.to_string())
+        Refusal(code, e.report())
     }
 }
 
@@ -180,7 +180,7 @@ pub fn listen(path: &Path, mode: u32, group: Option<&str>) -> Result<OwnedFd, Dr
     if let Some(g) = group {
         let grp = nix::unistd::Group::from_name(g)
             .map_err(std::io::Error::from)?
-            .ok_or_else(|| DriverError::Device(format!("group {g} does not exist")))?;
+            .ok_or_else(|| SetupError::NoSuchGroup { group: g.into() })?;
         nix::unistd::chown(path, None, Some(grp.gid)).map_err(std::io::Error::from)?;
     }
     socket::listen(&fd, socket::Backlog::new(64).map_err(std::io::Error::from)?)
@@ -558,7 +558,7 @@ impl Session {
                     Some(0) => {
                         let _ = bell.read();
                         if let Err(e) = d.dev.backing().write32(regs::doorbell(qid), 1) {
-                            log::warn!("doorbell of queue {qid}: {e}");
+                            log::warn!("doorbell of queue {qid}: {}", e.report());
                         }
                     }
                     Some(_) => return,
@@ -679,7 +679,7 @@ impl Session {
             })) {
                 Ok(c) if c.status().is_ok() => {}
                 Ok(c) => log::warn!("client {}: PD_DESTROY {pd}: {}", self.id, c.status()),
-                Err(e) => log::warn!("client {}: PD_DESTROY {pd}: {e}", self.id),
+                Err(e) => log::warn!("client {}: PD_DESTROY {pd}: {}", self.id, e.report()),
             }
         }
         let freed: u64 = self.windows.values().map(|w| w.shm.len()).sum();

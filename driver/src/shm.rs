@@ -2,8 +2,9 @@
 //! size allows and the kernel has them), mapped into the driver for the queues it runs
 //! itself and for backings that need a host address to map DMA.
 //!
-//! This module holds the driver's `unsafe`: the `mmap`/`munmap` pair and the atomic and
-//! byte accesses to the mapping.
+//! This module holds most of the driver's `unsafe`: the `mmap`/`munmap` pair, `mlock`, the
+//! atomic and byte accesses to the mapping, `poll`, and adopting received descriptors (the
+//! rest is in [`crate::vfio_raw`] and [`crate::kernel_vfio`]).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};

@@ -398,7 +398,7 @@ fn kernel_vfio_modes_refuse_without_the_device() {
             args.extend_from_slice(extra);
             let e = run(&args);
             assert!(
-                e.contains("cannot open 0000:00:1f.7: device: no PCI device"),
+                e.contains("cannot open 0000:00:1f.7: no PCI device 0000:00:1f.7"),
                 "{e}"
             );
         }

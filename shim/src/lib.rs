@@ -1,9 +1,23 @@
 //! # vgpu-shim: the client core of the drop-in CUDA libraries
 //!
-//! The shims (`libcuda.so.1`, `libcudart.so.12`, `libcublas.so.12`, `libcublasLt.so.12`,
-//! `libnvidia-ml.so.1`) forward CUDA calls to the VGPU-STUB device. This crate holds what
-//! they share: the client side of the control plane and of the command queue
-//! (`docs/vgpu-stub-spec.md` §5 and §9). The libraries themselves are not written yet.
+//! The drop-in libraries stand in for NVIDIA's and forward CUDA calls to the VGPU-STUB
+//! device. This crate is the client core they share: the client side of the control plane
+//! and of the command queue (`docs/vgpu-stub-spec.md` §5 and §9). It lives inside
+//! `libcuda.so.1`, which holds the process's one connection to vgpu-driver; the other
+//! libraries (so far `libcudart.so.12`) reach the device through libcuda's driver API and
+//! do not link this crate.
+//!
+//! Where things are:
+//!
+//! * `shim/src` (this crate): the client core, below.
+//! * `shim/libcuda` (crate `vgpu-libcuda`): `libcuda.so.1`, the CUDA driver API.
+//! * `shim/libcudart` (crate `vgpu-libcudart`): `libcudart.so.12`, the CUDA runtime API,
+//!   lowered onto the driver API of the `libcuda.so.1` it opens at first use.
+//! * `ci/build-shims.sh` links the two into shared objects under their real names;
+//!   `shim/COVERAGE.md` lists which of their exports are implemented.
+//! * `libcublas.so.12`, `libcublasLt.so.12` and `libnvidia-ml.so.1` are not written yet.
+//!
+//! The crate's modules:
 //!
 //! * [`client`]: [`client::Connection`] (one connection to vgpu-driver = one protection
 //!   domain: HELLO/WELCOME, windows, status, GOODBYE) and [`client::QueuePair`] (submission
@@ -11,10 +25,11 @@
 //!   notification suppression, bounded waits). Errors are [`client::ClientError`], each
 //!   with the CUDA status a shim reports.
 //! * [`shm`]: mappings of memory shared with the device (the queue region and the
-//!   windows), accessed only through atomics and bounds-checked copies.
+//!   windows), which the crate accesses only through atomics and bounds-checked copies;
+//!   a window's address also goes to applications as pinned host memory.
 //!
 //! Configuration comes from the environment: `VGPU_SOCKET` (the driver's socket, default
-//! `/run/vgpu/vgpu.sock`) and `VGPU_TIMEOUT_MS` (the bound on every wait, default 600 000).
+//! `/run/vgpu/vgpu.sock`) and `VGPU_TIMEOUT_MS` (the bound on every wait, default 600 000 ms).
 //!
 //! `unsafe` is denied in the crate except in [`shm`] (mapping and accessing shared memory)
 //! and in the one function of the control module that adopts descriptors received with

@@ -1,13 +1,16 @@
-//! The seam between the queue engine and execution (DESIGN.md, "Executors on the host").
+//! The seam between the queue engine and execution: the **executor** of
+//! `docs/vgpu-stub-spec.md` (a real GPU, or the CPU for tests).
 //!
 //! The engine decodes and validates commands, resolves windows into [`HostRange`]s and
 //! handles PDs and queues. Everything that touches device memory or runs work goes through
 //! an [`Executor`] (one per device) and its [`Context`]s (one per PD). Executors implement
 //! the spec's stream semantics themselves (ordering, the NULL stream, latched and sticky
-//! errors, §7.2 and §8.3), because a GPU executor gets them from CUDA streams.
+//! errors, §7.2 and §8.3), because a GPU executor would get them from CUDA streams. The one
+//! executor so far is [`soft`], on the CPU; the cuda executor is not written yet.
 //!
 //! Waits never block the caller: a command that must wait (STREAM_SYNCHRONIZE, MEM_FREE,
-//! ...) hands the executor a [`Ticket`], which the executor completes from its own thread.
+//! ...) hands the executor a [`Ticket`], which the executor fires when the wait is over:
+//! from its own threads, or at once when there is nothing to wait for (a bad handle).
 
 pub mod soft;
 

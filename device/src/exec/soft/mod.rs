@@ -8,6 +8,7 @@
 //! with NOT_SUPPORTED and a log line naming the function. The BLAS commands are computed
 //! on the CPU ([`blas`]).
 
+#[allow(unsafe_code, reason = "matrixmultiply's GEMM takes raw pointers")]
 pub mod blas;
 pub mod kernels;
 mod memory;
