@@ -79,7 +79,10 @@ impl VfioUserBacking {
     }
 
     /// Turns a failed request, `what`, into the error that names it and the socket.
-    fn vu(&self, what: &'static str) -> impl FnOnce(vfio_user::Error) -> DriverError + '_ {
+    fn vfio_user_error(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(vfio_user::Error) -> DriverError + '_ {
         move |source| DriverError::VfioUser {
             socket: self.path.clone(),
             what,
@@ -100,27 +103,27 @@ impl DeviceBacking for VfioUserBacking {
     fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), DriverError> {
         self.client()
             .region_read(VFIO_PCI_CONFIG_REGION_INDEX, off, buf)
-            .map_err(self.vu("reading config space"))
+            .map_err(self.vfio_user_error("reading config space"))
     }
 
     fn config_write(&self, off: u64, data: &[u8]) -> Result<(), DriverError> {
         self.client()
             .region_write(VFIO_PCI_CONFIG_REGION_INDEX, off, data)
-            .map_err(self.vu("writing config space"))
+            .map_err(self.vfio_user_error("writing config space"))
     }
 
     fn read32(&self, off: u64) -> Result<u32, DriverError> {
         let mut b = [0u8; 4];
         self.client()
             .region_read(VFIO_PCI_BAR0_REGION_INDEX, off, &mut b)
-            .map_err(self.vu("reading BAR0"))?;
+            .map_err(self.vfio_user_error("reading BAR0"))?;
         Ok(u32::from_le_bytes(b))
     }
 
     fn write32(&self, off: u64, v: u32) -> Result<(), DriverError> {
         self.client()
             .region_write(VFIO_PCI_BAR0_REGION_INDEX, off, &v.to_le_bytes())
-            .map_err(self.vu("writing BAR0"))
+            .map_err(self.vfio_user_error("writing BAR0"))
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
@@ -138,10 +141,10 @@ impl DeviceBacking for VfioUserBacking {
         let ctl_off = u64::from(pci::MSIX_CAP_OFFSET) + 2;
         let mut ctl = [0u8; 2];
         c.region_read(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &mut ctl)
-            .map_err(self.vu("reading MSI-X control"))?;
+            .map_err(self.vfio_user_error("reading MSI-X control"))?;
         let v = u16::from_le_bytes(ctl) | (1 << 15);
         c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &v.to_le_bytes())
-            .map_err(self.vu("enabling MSI-X"))?;
+            .map_err(self.vfio_user_error("enabling MSI-X"))?;
         let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
         c.set_irqs(
             VFIO_PCI_MSIX_IRQ_INDEX,
@@ -150,10 +153,10 @@ impl DeviceBacking for VfioUserBacking {
             1,
             &[fd.as_raw_fd()],
         )
-        .map_err(self.vu("routing an MSI-X vector"))?;
+        .map_err(self.vfio_user_error("routing an MSI-X vector"))?;
         let entry = u64::from(pci::MSIX_TABLE_OFFSET) + 16 * u64::from(vector) + 12;
         c.region_write(VFIO_PCI_BAR2_REGION_INDEX, entry, &0u32.to_le_bytes())
-            .map_err(self.vu("unmasking an MSI-X vector"))?;
+            .map_err(self.vfio_user_error("unmasking an MSI-X vector"))?;
         let handle = fd.try_clone().map_err(DriverError::Io)?;
         vectors.insert(vector, fd);
         Ok(handle)
@@ -162,14 +165,14 @@ impl DeviceBacking for VfioUserBacking {
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
         self.client()
             .dma_map(0, r.iova, r.mem.len(), r.mem.file().as_raw_fd())
-            .map_err(self.vu("mapping DMA memory"))?;
+            .map_err(self.vfio_user_error("mapping DMA memory"))?;
         Ok(r.iova)
     }
 
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {
         self.client()
             .dma_unmap(iova, len)
-            .map_err(self.vu("unmapping DMA memory"))
+            .map_err(self.vfio_user_error("unmapping DMA memory"))
     }
 
     fn close(&self) {

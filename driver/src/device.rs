@@ -5,8 +5,9 @@ use crate::iova::IovaAllocator;
 use crate::shm::{ShmRegion, HUGE_PAGE, PAGE};
 use crate::DriverError;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vgpu_os::lock;
 use vgpu_proto::cmd::{IdentifyArgs, Payload, Request};
 use vgpu_proto::info::DeviceInfo;
 use vgpu_proto::queue::{qcb, QueueLayout};
@@ -46,10 +47,6 @@ impl Drop for DmaMem {
             a.free(self.iova, self.shm.len());
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Admin {

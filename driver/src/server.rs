@@ -12,8 +12,9 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vgpu_os::lock;
 use vgpu_proto::cmd::{
     window_access, PdArgs, PdCreateArgs, QueueCreateArgs, WindowArgs, WindowRegisterArgs,
 };
@@ -83,10 +84,6 @@ pub struct Driver {
     limits: Limits,
     state: Mutex<State>,
     stopping: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A refusal sent back to a client.
@@ -205,7 +202,7 @@ pub fn serve(driver: Arc<Driver>, listener: OwnedFd) {
         let d = driver.clone();
         let spawned = std::thread::Builder::new()
             .name("vgpu-client".into())
-            .spawn(move || Session::run(d, conn));
+            .spawn(move || Session::start(d, conn));
         if let Err(e) = spawned {
             log::error!("cannot start a client thread: {e}");
         }
@@ -290,7 +287,7 @@ struct Session {
 }
 
 impl Session {
-    fn run(driver: Arc<Driver>, conn: OwnedFd) {
+    fn start(driver: Arc<Driver>, conn: OwnedFd) {
         let cred = match socket::getsockopt(&conn, sockopt::PeerCredentials) {
             Ok(c) => c,
             Err(e) => {
