@@ -8,12 +8,12 @@ mod floors;
 mod shims;
 
 use clap::Parser;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Proc};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vgpu_proto::cmd::*;
 use vgpu_proto::{Command, Status};
 use vgpu_shim::client::{ConnectOptions, Connection};
+use vgpu_test_stack::ProcessStack;
 
 /// Benchmarks of the vgpu host stack.
 #[derive(Parser, Debug)]
@@ -100,29 +100,6 @@ impl Row {
     /// value / floor: for latencies how many times the floor, for bandwidths the fraction of it.
     fn ratio(&self) -> f64 {
         self.value / self.floor
-    }
-}
-
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        // The driver first, then the device it drives.
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_for(p: &Path, what: &str) {
-    let t0 = Instant::now();
-    while !p.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{what} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -234,7 +211,7 @@ fn main() {
     // The drop-in libraries (linked in) find the driver through VGPU_SOCKET; set it while
     // this process has one thread.
     let dir = std::env::temp_dir().join(format!("vgpu-bench-{}", std::process::id()));
-    let (stub_sock, drv_sock) = (dir.join("stub.sock"), dir.join("vgpu.sock"));
+    let drv_sock = dir.join("vgpu.sock");
     std::env::set_var("VGPU_SOCKET", &drv_sock);
 
     // Floors first: they fork, which must happen before any thread exists.
@@ -242,44 +219,13 @@ fn main() {
     let efd = floors::eventfd_ping_pong(rounds);
 
     // The stack: vgpu-stub and vgpu-driver as processes, this process as the client.
-    let bin = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut kids = Children(Vec::new());
-    let stub = Proc::new(bin.join("vgpu-stub"))
-        .args([
-            "--socket",
-            stub_sock.to_str().unwrap(),
-            "--executor",
-            "auto",
-            "--memory",
-            "8G",
-            "--connections",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("vgpu-stub (build it with cargo build --release -p vgpu-stub)");
-    kids.0.push(stub);
-    wait_for(&stub_sock, "vgpu-stub");
     let window = (max + (4 << 20)).to_string();
-    let drv = Proc::new(bin.join("vgpu-driver"))
-        .args([
-            "--vfio-user",
-            stub_sock.to_str().unwrap(),
-            "--socket",
-            drv_sock.to_str().unwrap(),
-            "--window-size",
-            &window,
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("vgpu-driver (build it with cargo build --release -p vgpu-driver)");
-    kids.0.push(drv);
-    wait_for(&drv_sock, "vgpu-driver");
+    let stack = ProcessStack::start_in(
+        &dir,
+        &["--executor", "auto", "--memory", "8G", "--connections", "1"],
+        Some(&["--window-size", &window]),
+    );
     let opts = |spin: Duration| ConnectOptions {
         socket: drv_sock.clone(),
         name: "vgpu-bench".into(),
@@ -515,6 +461,6 @@ fn main() {
         std::process::exit(1);
     }
     println!("results written to {}", args.json.display());
-    drop(kids);
+    drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -237,8 +237,8 @@ impl Drop for Stack {
 /// The built `vgpu-stub` and `vgpu-driver` binaries of this target directory, run as the
 /// main job runs them; killed (driver first) on drop.
 pub struct ProcessStack {
-    /// The temporary directory holding the sockets.
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
     children: Vec<Child>,
 }
 
@@ -259,9 +259,17 @@ impl ProcessStack {
     /// Starts `vgpu-stub` with `stub_args` and, unless `driver_args` is `None`,
     /// `vgpu-driver` on it with `driver_args`; the sockets are added to the arguments.
     pub fn start(stub_args: &[&str], driver_args: Option<&[&str]>) -> ProcessStack {
-        let dir = tempfile::tempdir().expect("temporary directory");
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let mut st = Self::start_in(temp.path(), stub_args, driver_args);
+        st._temp = Some(temp);
+        st
+    }
+
+    /// As [`start`](Self::start), with the sockets in `dir` (which must exist).
+    pub fn start_in(dir: &Path, stub_args: &[&str], driver_args: Option<&[&str]>) -> ProcessStack {
         let mut st = ProcessStack {
-            dir,
+            dir: dir.to_path_buf(),
+            _temp: None,
             children: Vec::new(),
         };
         let stub_sock = st.stub_socket();
@@ -298,21 +306,21 @@ impl ProcessStack {
 
     /// The stub's vfio-user socket.
     pub fn stub_socket(&self) -> PathBuf {
-        self.dir.path().join("stub.sock")
+        self.dir.join("stub.sock")
     }
 
     /// The driver's control socket.
     pub fn control(&self) -> PathBuf {
-        self.dir.path().join("vgpu.sock")
+        self.dir.join("vgpu.sock")
     }
 
     fn spawn(&mut self, cmd: &mut Command) {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {cmd:?} ({e}): build the workspace's binaries first (cargo build)")
+        });
         self.children.push(child);
     }
 
