@@ -19,7 +19,17 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-wait_for() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "vgpu: $2 did not start" >&2; exit 1; }
+# A socket is ready when it listens, not when its file appears (that happens at bind, a
+# moment before): the listening flag (__SO_ACCEPTCON) of /proc/net/unix says so without
+# connecting, which would use up one of vgpu-stub's connections.
+listening() {
+  local _num _ref _proto flags _type _st _inode path
+  while read -r _num _ref _proto flags _type _st _inode path; do
+    [ "$path" = "$1" ] && [ $((16#$flags & 0x10000)) -ne 0 ] && return 0
+  done < /proc/net/unix
+  return 1
+}
+wait_for() { for _ in $(seq 400); do listening "$1" && return 0; sleep 0.05; done; echo "vgpu: $2 did not start" >&2; exit 1; }
 
 RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" --executor auto --memory 16G &
 pids+=($!)
