@@ -1,60 +1,26 @@
 //! BLAS through the device: GEMMs submitted on an I/O queue and computed by the soft
 //! executor match a float64 reference within the tolerances documented in
-//! `exec/soft/blas.rs`.
-
-mod common;
+//! `exec/soft/blas/mod.rs`.
 
 use bytemuck::Zeroable;
-use common::*;
 use half::f16;
+use std::time::Duration;
 use vgpu_proto::cmd::*;
 use vgpu_proto::payload::GemmDesc;
 use vgpu_proto::{Command, Status};
+use vgpu_test_stack::bare::*;
 
-fn z<T: Zeroable>() -> T {
-    T::zeroed()
-}
-
-fn upload(d: &mut Drv, c: &mut Client0, bytes: &[u8]) -> u64 {
-    let r = d.io(
-        c,
-        0,
-        Command::MEM_ALLOC(MemAllocArgs {
-            size: bytes.len() as u64,
-            ..z()
-        }),
-        &[],
-    );
-    assert_eq!(r.status(), Status::SUCCESS);
+fn upload(d: &mut BareDriver, c: &mut PdClient, bytes: &[u8]) -> u64 {
+    let addr = c.mem_alloc(bytes.len() as u64);
     d.write(c.window, bytes);
-    let copy = CopyHtoDArgs {
-        dst: r.result0,
-        len: bytes.len() as u64,
-        src_window: 1,
-        rsv0: 0,
-        src_offset: 0,
-    };
-    d.post(c, 0, Command::MEMCPY_HTOD(copy), &[], false);
-    assert_eq!(
-        d.io(c, 0, Command::STREAM_SYNCHRONIZE(z()), &[]).status(),
-        Status::SUCCESS
-    );
-    r.result0
+    c.copy_from_window(0, addr, bytes.len() as u64, 0);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
+    addr
 }
 
-fn download(d: &mut Drv, c: &mut Client0, addr: u64, len: usize) -> Vec<u8> {
-    let copy = CopyDtoHArgs {
-        src: addr,
-        len: len as u64,
-        dst_window: 1,
-        rsv0: 0,
-        dst_offset: 0,
-    };
-    d.post(c, 0, Command::MEMCPY_DTOH(copy), &[], false);
-    assert_eq!(
-        d.io(c, 0, Command::STREAM_SYNCHRONIZE(z()), &[]).status(),
-        Status::SUCCESS
-    );
+fn download(d: &mut BareDriver, c: &mut PdClient, addr: u64, len: usize) -> Vec<u8> {
+    c.copy_to_window(0, addr, len as u64, 0);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
     d.read(c.window, len)
 }
 
@@ -77,9 +43,11 @@ fn lcg(seed: &mut u64) -> f64 {
 #[test]
 fn gemm_f32_and_f16_match_a_float64_reference() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 8 << 20, 0);
-    let h = d.io(&mut c, 0, Command::BLAS_CREATE(z()), &[]).result0;
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 8 << 20, 0);
+    let h = c
+        .io(0, Command::BLAS_CREATE(Zeroable::zeroed()), &[])
+        .result0;
     let mut seed = 7u64;
     for (m, n, k, ta, tb, batch, half) in [
         (17, 9, 13, false, false, 1, false),
@@ -132,10 +100,9 @@ fn gemm_f32_and_f16_match_a_float64_reference() {
         (g.a_type, g.b_type, g.c_type, g.compute_type) = (dt, dt, dt, 68);
         g.alpha[..4].copy_from_slice(&(alpha as f32).to_le_bytes());
         g.beta[..4].copy_from_slice(&(beta as f32).to_le_bytes());
-        d.post(
-            &mut c,
+        c.post(
             0,
-            Command::BLAS_GEMM(z()),
+            Command::BLAS_GEMM(Zeroable::zeroed()),
             bytemuck::bytes_of(&g),
             false,
         );
@@ -189,54 +156,45 @@ fn gemm_f32_and_f16_match_a_float64_reference() {
     (g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch_count) = (4, 4, 4, 2, 4, 4, 1);
     let mut g0 = g;
     g0.a = 0x7f00_0000_0000;
-    let cid = d.post(
-        &mut c,
+    let cid = c.post(
         0,
-        Command::BLAS_GEMM(z()),
+        Command::BLAS_GEMM(Zeroable::zeroed()),
         bytemuck::bytes_of(&g0),
         true,
     );
-    let r = d
-        .next_cqe(&mut c.q, std::time::Duration::from_secs(5))
-        .unwrap();
+    let r = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!(
         (r.cid, r.status()),
         (cid, Status::BLAS_INVALID_VALUE),
         "with NOTIFY the error is reported at once"
     );
-    d.post(
-        &mut c,
+    c.post(
         0,
-        Command::BLAS_GEMM(z()),
+        Command::BLAS_GEMM(Zeroable::zeroed()),
         bytemuck::bytes_of(&g0),
         false,
     );
+    assert_eq!(c.synchronize(0), Status::BLAS_INVALID_VALUE);
     assert_eq!(
-        d.io(&mut c, 0, Command::STREAM_SYNCHRONIZE(z()), &[])
-            .status(),
-        Status::BLAS_INVALID_VALUE
-    );
-    assert_eq!(
-        d.io(
-            &mut c,
+        c.io(
             0,
-            Command::BLAS_DESTROY(HandleArgs { handle: h, ..z() }),
+            Command::BLAS_DESTROY(HandleArgs {
+                handle: h,
+                ..Zeroable::zeroed()
+            }),
             &[]
         )
         .status(),
         Status::SUCCESS
     );
-    d.post(
-        &mut c,
+    c.post(
         0,
-        Command::BLAS_GEMM(z()),
+        Command::BLAS_GEMM(Zeroable::zeroed()),
         bytemuck::bytes_of(&g),
         false,
     );
-    let r = d
-        .next_cqe(&mut c.q, std::time::Duration::from_secs(5))
-        .unwrap();
+    let r = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!(r.status(), Status::INVALID_HANDLE);
-    drop(d);
+    drop((c, d));
     stub.join();
 }

@@ -3,6 +3,9 @@
 
 use std::process::Command;
 use std::time::{Duration, Instant};
+use vgpu_test_stack::stack::START_TIMEOUT;
+use vgpu_test_stack::wait::retry;
+use vgpu_test_stack::ProcessStack;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vgpu-stub"))
@@ -62,41 +65,16 @@ fn cuda_executor_is_refused_clearly() {
 
 #[test]
 fn serves_a_connection_as_a_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("stub.sock");
-    let mut child = bin()
-        .args([
-            "--socket",
-            sock.to_str().unwrap(),
-            "--connections",
-            "1",
-            "--memory",
-            "2G",
-            "--ids",
-            "1234:7668",
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "vgpu-stub did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut st = ProcessStack::start(
+        &["--connections", "1", "--memory", "2G", "--ids", "1234:7668"],
+        None,
+    );
+    let sock = st.stub_socket();
     {
         // The socket file appears at bind, a moment before the server listens on it.
-        let mut c = loop {
-            match vfio_user::Client::new(&sock) {
-                Ok(c) => break c,
-                Err(e) => {
-                    assert!(t0.elapsed() < Duration::from_secs(10), "connect: {e:?}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        };
+        let mut c = retry("vgpu-stub to accept", START_TIMEOUT, || {
+            vfio_user::Client::new(&sock)
+        });
         let mut b = [0u8; 4];
         c.region_read(7, 0, &mut b).unwrap();
         assert_eq!(u32::from_le_bytes(b), 0x7668_1234, "--ids is honoured");
@@ -105,7 +83,7 @@ fn serves_a_connection_as_a_process() {
     }
     let t0 = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = st.stub().try_wait().unwrap() {
             break s;
         }
         assert!(

@@ -2,33 +2,27 @@
 //! admin commands, I/O commands on the soft executor, isolation between PDs, malformed
 //! entries, and cleanup.
 
-mod common;
-
 use bytemuck::Zeroable;
-use common::*;
 use std::time::Duration;
 use vfio_bindings::bindings::vfio::*;
 use vgpu_proto::cmd::*;
 use vgpu_proto::queue::cqe_flags;
 use vgpu_proto::regs::{self, control, fatal, features, status};
 use vgpu_proto::{Command, Opcode, Status};
-
-fn z<T: Zeroable>() -> T {
-    T::zeroed()
-}
+use vgpu_test_stack::bare::*;
 
 #[test]
 fn config_space_and_registers() {
     let stub = Stub::start(1, 1 << 30);
-    let mut c = vfio_user::Client::new(&stub.socket).unwrap();
+    let mut c = stub.connect();
     let cfg = VFIO_PCI_CONFIG_REGION_INDEX;
-    assert_eq!(rd32(&mut c, cfg, 0), 0x7667_1234);
-    assert_eq!(rd32(&mut c, cfg, 8), 0x1200_0001);
-    assert_eq!(rd32(&mut c, cfg, 0x2C), 0x0001_1234);
-    assert_eq!(rd32(&mut c, cfg, 0x34) & 0xFF, 0x40);
-    assert_eq!(rd32(&mut c, cfg, 0x40) & 0x07FF_00FF, 0x00FF_0011);
-    wr32(&mut c, cfg, 0x10, u32::MAX);
-    assert_eq!(rd32(&mut c, cfg, 0x10), !(16 * 1024 - 1));
+    assert_eq!(read_u32(&mut c, cfg, 0), 0x7667_1234);
+    assert_eq!(read_u32(&mut c, cfg, 8), 0x1200_0001);
+    assert_eq!(read_u32(&mut c, cfg, 0x2C), 0x0001_1234);
+    assert_eq!(read_u32(&mut c, cfg, 0x34) & 0xFF, 0x40);
+    assert_eq!(read_u32(&mut c, cfg, 0x40) & 0x07FF_00FF, 0x00FF_0011);
+    write_u32(&mut c, cfg, 0x10, u32::MAX);
+    assert_eq!(read_u32(&mut c, cfg, 0x10), !(16 * 1024 - 1));
     assert_eq!(
         c.region(VFIO_PCI_BAR0_REGION_INDEX).unwrap().size,
         16 * 1024
@@ -36,43 +30,54 @@ fn config_space_and_registers() {
     assert_eq!(c.region(VFIO_PCI_BAR2_REGION_INDEX).unwrap().size, 8 * 1024);
     assert_eq!(c.get_irq_info(VFIO_PCI_MSIX_IRQ_INDEX).unwrap().count, 256);
     for r in regs::REGISTERS {
-        let v = rd32(&mut c, 0, r.offset);
+        let v = read_u32(&mut c, 0, r.offset);
         if r.name != "IO_QUEUES" {
             assert_eq!(u64::from(v), r.reset & 0xFFFF_FFFF, "{}", r.name);
         }
         if r.width == 8 {
             assert_eq!(
-                u64::from(rd32(&mut c, 0, r.offset + 4)),
+                u64::from(read_u32(&mut c, 0, r.offset + 4)),
                 r.reset >> 32,
                 "{} high",
                 r.name
             );
         }
     }
-    wr32(&mut c, 0, regs::SCRATCH, 0xDEAD_BEEF);
-    assert_eq!(rd32(&mut c, 0, regs::SCRATCH), 0xDEAD_BEEF);
-    wr32(&mut c, 0, regs::MAGIC, 0);
-    assert_eq!(rd32(&mut c, 0, regs::MAGIC), regs::MAGIC_VALUE, "read-only");
+    write_u32(&mut c, 0, regs::SCRATCH, 0xDEAD_BEEF);
+    assert_eq!(read_u32(&mut c, 0, regs::SCRATCH), 0xDEAD_BEEF);
+    write_u32(&mut c, 0, regs::MAGIC, 0);
+    assert_eq!(
+        read_u32(&mut c, 0, regs::MAGIC),
+        regs::MAGIC_VALUE,
+        "read-only"
+    );
     let mut b8 = [0u8; 8];
     c.region_read(0, regs::DEV_FEATURES, &mut b8).unwrap();
     assert_eq!(u64::from_le_bytes(b8), features::ALL);
     // Enabling with unknown features or a bad admin queue is fatal; RESET recovers.
-    wr32(&mut c, 0, regs::DRV_FEATURES + 4, 1);
-    wr32(&mut c, 0, regs::CONTROL, control::ENABLE);
-    assert_eq!(rd32(&mut c, 0, regs::STATUS), status::FATAL);
-    assert_eq!(rd32(&mut c, 0, regs::FATAL_CODE), fatal::BAD_FEATURES);
-    wr32(&mut c, 0, regs::CONTROL, control::RESET);
-    assert_eq!(rd32(&mut c, 0, regs::STATUS), 0);
-    assert_eq!(rd32(&mut c, 0, regs::SCRATCH), 0, "reset clears registers");
-    wr32(&mut c, 0, regs::ADMIN_DEPTH, 13);
-    wr32(&mut c, 0, regs::CONTROL, control::ENABLE);
-    assert_eq!(rd32(&mut c, 0, regs::FATAL_CODE), fatal::BAD_ADMIN_CONFIG);
-    wr32(&mut c, 0, regs::CONTROL, control::RESET);
-    wr32(&mut c, 0, regs::ADMIN_DEPTH, 4);
-    wr32(&mut c, 0, regs::ADMIN_BASE, 0x1000);
-    wr32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    write_u32(&mut c, 0, regs::DRV_FEATURES + 4, 1);
+    write_u32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    assert_eq!(read_u32(&mut c, 0, regs::STATUS), status::FATAL);
+    assert_eq!(read_u32(&mut c, 0, regs::FATAL_CODE), fatal::BAD_FEATURES);
+    write_u32(&mut c, 0, regs::CONTROL, control::RESET);
+    assert_eq!(read_u32(&mut c, 0, regs::STATUS), 0);
     assert_eq!(
-        rd32(&mut c, 0, regs::FATAL_CODE),
+        read_u32(&mut c, 0, regs::SCRATCH),
+        0,
+        "reset clears registers"
+    );
+    write_u32(&mut c, 0, regs::ADMIN_DEPTH, 13);
+    write_u32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    assert_eq!(
+        read_u32(&mut c, 0, regs::FATAL_CODE),
+        fatal::BAD_ADMIN_CONFIG
+    );
+    write_u32(&mut c, 0, regs::CONTROL, control::RESET);
+    write_u32(&mut c, 0, regs::ADMIN_DEPTH, 4);
+    write_u32(&mut c, 0, regs::ADMIN_BASE, 0x1000);
+    write_u32(&mut c, 0, regs::CONTROL, control::ENABLE);
+    assert_eq!(
+        read_u32(&mut c, 0, regs::FATAL_CODE),
         fatal::ADMIN_DMA_FAULT,
         "admin queue in unmapped memory"
     );
@@ -83,13 +88,16 @@ fn config_space_and_registers() {
 #[test]
 fn admin_commands_and_identify() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    assert_eq!(d.admin(Command::ADMIN_NOP(z())).status(), Status::SUCCESS);
+    let mut d = BareDriver::connect(&stub);
+    assert_eq!(
+        d.admin(Command::ADMIN_NOP(Zeroable::zeroed())).status(),
+        Status::SUCCESS
+    );
     let buf = d.alloc(4096);
     let c = d.admin_ok(Command::IDENTIFY(IdentifyArgs {
         iova: buf,
         len: 4096,
-        ..z()
+        ..Zeroable::zeroed()
     }));
     assert_eq!(c.result0, 4096);
     let info: vgpu_proto::info::DeviceInfo = bytemuck::pod_read_unaligned(&d.read(buf, 4096));
@@ -102,24 +110,27 @@ fn admin_commands_and_identify() {
     let c = d.admin(Command::IDENTIFY(IdentifyArgs {
         iova: 0x10,
         len: 4096,
-        ..z()
+        ..Zeroable::zeroed()
     }));
     assert_eq!(c.status(), Status::OUT_OF_BOUNDS);
     // Objects that do not exist.
     assert_eq!(
-        d.admin(Command::PD_DESTROY(PdArgs { pd: 99, ..z() }))
-            .status(),
+        d.admin(Command::PD_DESTROY(PdArgs {
+            pd: 99,
+            ..Zeroable::zeroed()
+        }))
+        .status(),
         Status::BAD_OBJECT
     );
-    let mut cl = d.client(1, 1 << 20, 0);
-    assert_eq!(rd32(&mut d.client, 0, regs::IO_QUEUES), 1);
+    let mut cl = d.pd_client(1, 1 << 20, 0);
+    assert_eq!(d.read_u32(0, regs::IO_QUEUES), 1);
     let c = d.admin(Command::QUEUE_CREATE(QueueCreateArgs {
         pd: cl.pd,
         qid: 1,
         vector: 1,
         depth_log2: 4,
-        base: cl.q.base,
-        ..z()
+        base: cl.queue_base,
+        ..Zeroable::zeroed()
     }));
     assert_eq!(c.status(), Status::BAD_OBJECT, "qid in use");
     let c = d.admin(Command::WINDOW_REGISTER(WindowRegisterArgs {
@@ -136,68 +147,77 @@ fn admin_commands_and_identify() {
         "window outside DMA memory"
     );
     // An I/O opcode on the admin queue is refused, the queue keeps serving.
-    let c = d.admin(Command::NOP(z()));
+    let c = d.admin(Command::NOP(Zeroable::zeroed()));
     assert_eq!(c.status(), Status::WRONG_QUEUE);
     assert_eq!(
-        d.io(&mut cl, 0, Command::NOP(z()), &[]).status(),
+        cl.io(0, Command::NOP(Zeroable::zeroed()), &[]).status(),
         Status::SUCCESS
     );
-    d.admin_ok(Command::QUEUE_DELETE(QueueDeleteArgs { qid: 1, ..z() }));
-    assert_eq!(rd32(&mut d.client, 0, regs::IO_QUEUES), 0);
-    d.admin_ok(Command::PD_DESTROY(PdArgs { pd: cl.pd, ..z() }));
-    drop(d);
+    d.admin_ok(Command::QUEUE_DELETE(QueueDeleteArgs {
+        qid: 1,
+        ..Zeroable::zeroed()
+    }));
+    assert_eq!(d.read_u32(0, regs::IO_QUEUES), 0);
+    d.admin_ok(Command::PD_DESTROY(PdArgs {
+        pd: cl.pd,
+        ..Zeroable::zeroed()
+    }));
+    drop((cl, d));
     stub.join();
 }
 
-fn alloc(d: &mut Drv, c: &mut Client0, size: u64) -> u64 {
-    let r = d.io(c, 0, Command::MEM_ALLOC(MemAllocArgs { size, ..z() }), &[]);
-    assert_eq!(r.status(), Status::SUCCESS);
-    r.result0
+/// The arguments of a command on one handle.
+fn handle(handle: u64) -> HandleArgs {
+    HandleArgs {
+        handle,
+        ..Zeroable::zeroed()
+    }
 }
 
-fn sync(d: &mut Drv, c: &mut Client0, stream: u64) -> Status {
-    d.io(c, stream, Command::STREAM_SYNCHRONIZE(z()), &[])
-        .status()
+/// Posts MEMSET of `count` elements of `elem_size` bytes, each `value`, at `dst`.
+fn memset(
+    c: &mut PdClient,
+    stream: u64,
+    dst: u64,
+    count: u64,
+    value: u32,
+    elem_size: u8,
+    notify: bool,
+) -> u32 {
+    let args = MemsetArgs {
+        dst,
+        count,
+        value,
+        elem_size,
+        ..Zeroable::zeroed()
+    };
+    c.post(stream, Command::MEMSET(args), &[], notify)
 }
 
 #[test]
 fn memory_copies_and_memsets() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 4 << 20, 0);
-    let a = alloc(&mut d, &mut c, 1 << 20);
-    let b = alloc(&mut d, &mut c, 1 << 20);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 4 << 20, 0);
+    let a = c.mem_alloc(1 << 20);
+    let b = c.mem_alloc(1 << 20);
     assert_eq!(a % 256, 0);
     // Inline HtoD, window HtoD, DtoD, DtoH.
     let small: Vec<u8> = (0..100u8).collect();
-    d.post(
-        &mut c,
+    c.post(
         0,
         Command::MEMCPY_HTOD(CopyHtoDArgs {
             dst: a,
             len: 100,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &small,
         false,
     );
     let big: Vec<u8> = (0..(512 * 1024)).map(|i| (i * 7 % 251) as u8).collect();
     d.write(c.window + 4096, &big);
-    d.post(
-        &mut c,
-        0,
-        Command::MEMCPY_HTOD(CopyHtoDArgs {
-            dst: b,
-            len: big.len() as u64,
-            src_window: 1,
-            rsv0: 0,
-            src_offset: 4096,
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
+    c.copy_from_window(0, b, big.len() as u64, 4096);
+    c.post(
         0,
         Command::MEMCPY_DTOD(CopyDtoDArgs {
             dst: b + 1000,
@@ -208,64 +228,16 @@ fn memory_copies_and_memsets() {
         &[],
         false,
     );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: b,
-            len: big.len() as u64,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 1 << 20,
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(sync(&mut d, &mut c, 0), Status::SUCCESS);
+    c.copy_to_window(0, b, big.len() as u64, 1 << 20);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
     let back = d.read(c.window + (1 << 20), big.len());
     assert_eq!(&back[..1000], &big[..1000]);
     assert_eq!(&back[1000..1100], &small[..]);
     assert_eq!(&back[1100..], &big[1100..]);
     // Memset of each element size, and a 2-D memset and copy.
-    d.post(
-        &mut c,
-        0,
-        Command::MEMSET(MemsetArgs {
-            dst: a,
-            count: 16,
-            value: 0xAB,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMSET(MemsetArgs {
-            dst: a + 16,
-            count: 8,
-            value: 0xBEEF,
-            elem_size: 2,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMSET(MemsetArgs {
-            dst: a + 32,
-            count: 4,
-            value: 0x0102_0304,
-            elem_size: 4,
-            ..z()
-        }),
-        &[],
-        false,
-    );
+    memset(&mut c, 0, a, 16, 0xAB, 1, false);
+    memset(&mut c, 0, a + 16, 8, 0xBEEF, 2, false);
+    memset(&mut c, 0, a + 32, 4, 0x0102_0304, 4, false);
     let m2 = vgpu_proto::payload::Memset2D {
         dst: a + 256,
         pitch: 64,
@@ -275,10 +247,9 @@ fn memory_copies_and_memsets() {
         elem_size: 4,
         rsv: 0,
     };
-    d.post(
-        &mut c,
+    c.post(
         0,
-        Command::MEMSET_2D(z()),
+        Command::MEMSET_2D(Zeroable::zeroed()),
         bytemuck::bytes_of(&m2),
         false,
     );
@@ -294,27 +265,14 @@ fn memory_copies_and_memsets() {
         width: 16,
         height: 3,
     };
-    d.post(
-        &mut c,
+    c.post(
         0,
-        Command::MEMCPY_2D(z()),
+        Command::MEMCPY_2D(Zeroable::zeroed()),
         bytemuck::bytes_of(&c2),
         false,
     );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: a,
-            len: 48,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 64,
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(sync(&mut d, &mut c, 0), Status::SUCCESS);
+    c.copy_to_window(0, a, 48, 64);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
     let out = d.read(c.window, 112);
     for row in 0..3 {
         for e in 0..4 {
@@ -328,45 +286,24 @@ fn memory_copies_and_memsets() {
     assert_eq!(&out[80..82], &0xBEEFu16.to_le_bytes());
     assert_eq!(&out[96..100], &0x0102_0304u32.to_le_bytes());
     // Range info and frees.
-    let r = d.io(
-        &mut c,
-        0,
-        Command::MEM_GET_RANGE(HandleArgs {
-            handle: a + 10,
-            ..z()
-        }),
-        &[],
-    );
+    let r = c.io(0, Command::MEM_GET_RANGE(handle(a + 10)), &[]);
     assert_eq!(
         (r.status(), r.result0, r.result1),
         (Status::SUCCESS, a, 1 << 20)
     );
-    let info = d.io(&mut c, 0, Command::MEM_GET_INFO(z()), &[]);
+    let info = c.io(0, Command::MEM_GET_INFO(Zeroable::zeroed()), &[]);
     assert_eq!(info.result1, 1 << 30);
     assert_eq!(info.result0, (1 << 30) - (2 << 20));
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::MEM_FREE(HandleArgs { handle: a, ..z() }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::MEM_FREE(handle(a)), &[]).status(),
         Status::SUCCESS
     );
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::MEM_FREE(HandleArgs { handle: a, ..z() }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::MEM_FREE(handle(a)), &[]).status(),
         Status::INVALID_VALUE
     );
     // Errors of async copies are latched and reported by the next synchronize.
-    d.post(
-        &mut c,
+    c.post(
         0,
         Command::MEMCPY_DTOD(CopyDtoDArgs {
             dst: a,
@@ -377,186 +314,101 @@ fn memory_copies_and_memsets() {
         &[],
         false,
     );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMSET(MemsetArgs {
-            dst: b,
-            count: 1,
-            value: 1,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(sync(&mut d, &mut c, 0), Status::INVALID_VALUE);
+    memset(&mut c, 0, b, 1, 1, 1, false);
+    assert_eq!(c.synchronize(0), Status::INVALID_VALUE);
     assert_eq!(
-        sync(&mut d, &mut c, 0),
+        c.synchronize(0),
         Status::SUCCESS,
         "the latched error is cleared once reported"
     );
     // With NOTIFY an async command reports its own outcome.
-    let cid = d.post(
-        &mut c,
-        0,
-        Command::MEMSET(MemsetArgs {
-            dst: a,
-            count: 1,
-            value: 1,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        true,
-    );
-    let cqe = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    let cid = memset(&mut c, 0, a, 1, 1, 1, true);
+    let cqe = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!((cqe.cid, cqe.status()), (cid, Status::INVALID_VALUE));
     // Quota: more than the PD may have.
-    let r = d.io(
-        &mut c,
+    let r = c.io(
         0,
         Command::MEM_ALLOC(MemAllocArgs {
             size: 2 << 30,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
     assert_eq!(r.status(), Status::OUT_OF_MEMORY);
-    drop(d);
+    drop((c, d));
     stub.join();
+}
+
+/// Creates a non-blocking stream.
+fn non_blocking_stream(c: &mut PdClient) -> u64 {
+    let args = StreamCreateArgs {
+        flags: stream_flags::NON_BLOCKING,
+        ..Zeroable::zeroed()
+    };
+    c.io(0, Command::STREAM_CREATE(args), &[]).result0
 }
 
 #[test]
 fn streams_events_and_host_functions() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 1 << 20, 0);
-    let buf = alloc(&mut d, &mut c, 4096);
-    let s1 = d
-        .io(
-            &mut c,
-            0,
-            Command::STREAM_CREATE(StreamCreateArgs {
-                flags: stream_flags::NON_BLOCKING,
-                ..z()
-            }),
-            &[],
-        )
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let buf = c.mem_alloc(4096);
+    let s1 = non_blocking_stream(&mut c);
+    let s2 = c
+        .io(0, Command::STREAM_CREATE(Zeroable::zeroed()), &[])
         .result0;
-    let s2 = d.io(&mut c, 0, Command::STREAM_CREATE(z()), &[]).result0;
-    let e0 = d.io(&mut c, 0, Command::EVENT_CREATE(z()), &[]).result0;
-    let e1 = d.io(&mut c, 0, Command::EVENT_CREATE(z()), &[]).result0;
+    let e0 = c
+        .io(0, Command::EVENT_CREATE(Zeroable::zeroed()), &[])
+        .result0;
+    let e1 = c
+        .io(0, Command::EVENT_CREATE(Zeroable::zeroed()), &[])
+        .result0;
     assert_ne!(s1, s2);
     // s1 holds on a host function; s2 waits for an event recorded after it on s1.
-    d.post(
-        &mut c,
-        s1,
-        Command::EVENT_RECORD(HandleArgs { handle: e0, ..z() }),
-        &[],
-        false,
-    );
-    let hf = d.post(
-        &mut c,
-        s1,
-        Command::HOST_FUNC(HandleArgs {
-            handle: 0x77,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s1,
-        Command::MEMSET(MemsetArgs {
-            dst: buf,
-            count: 4,
-            value: 5,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s1,
-        Command::EVENT_RECORD(HandleArgs { handle: e1, ..z() }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
+    c.post(s1, Command::EVENT_RECORD(handle(e0)), &[], false);
+    let hf = c.post(s1, Command::HOST_FUNC(handle(0x77)), &[], false);
+    memset(&mut c, s1, buf, 4, 5, 1, false);
+    c.post(s1, Command::EVENT_RECORD(handle(e1)), &[], false);
+    c.post(
         s2,
-        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs { event: e1, ..z() }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s2,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: buf,
-            len: 4,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 0,
+        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs {
+            event: e1,
+            ..Zeroable::zeroed()
         }),
         &[],
         false,
     );
-    let cb = d
-        .next_cqe(&mut c.q, Duration::from_secs(5))
-        .expect("callback");
+    c.copy_to_window(s2, buf, 4, 0);
+    let cb = c.next(Duration::from_secs(5)).expect("callback");
     assert_eq!(
         (cb.cid, cb.result0, cb.flags & cqe_flags::CALLBACK),
         (hf, 0x77, cqe_flags::CALLBACK)
     );
     assert_eq!(
-        d.io(&mut c, s2, Command::STREAM_QUERY(z()), &[]).status(),
+        c.io(s2, Command::STREAM_QUERY(Zeroable::zeroed()), &[])
+            .status(),
         Status::NOT_READY
     );
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::EVENT_QUERY(HandleArgs { handle: e1, ..z() }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::EVENT_QUERY(handle(e1)), &[]).status(),
         Status::NOT_READY
     );
     assert_eq!(d.read(c.window, 4), vec![0; 4], "s2 must wait for s1");
-    d.post(
-        &mut c,
-        0,
-        Command::HOST_FUNC_DONE(HandleArgs {
-            handle: 0x77,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(sync(&mut d, &mut c, s2), Status::SUCCESS);
+    c.post(0, Command::HOST_FUNC_DONE(handle(0x77)), &[], false);
+    assert_eq!(c.synchronize(s2), Status::SUCCESS);
     assert_eq!(d.read(c.window, 4), vec![5; 4]);
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::EVENT_SYNCHRONIZE(HandleArgs { handle: e1, ..z() }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::EVENT_SYNCHRONIZE(handle(e1)), &[])
+            .status(),
         Status::SUCCESS
     );
-    let el = d.io(
-        &mut c,
+    let el = c.io(
         0,
         Command::EVENT_ELAPSED(EventElapsedArgs {
             start: e0,
             end: e1,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
@@ -564,116 +416,68 @@ fn streams_events_and_host_functions() {
     let ms = f32::from_bits(el.result0 as u32);
     assert!((0.0..10_000.0).contains(&ms), "elapsed {ms}");
     // The NULL stream waits for blocking streams (s2) but not for non-blocking ones (s1).
-    let hf2 = d.post(
-        &mut c,
-        s1,
-        Command::HOST_FUNC(HandleArgs {
-            handle: 0x78,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    let cb = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    let hf2 = c.post(s1, Command::HOST_FUNC(handle(0x78)), &[], false);
+    let cb = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!(cb.cid, hf2);
     assert_eq!(
-        sync(&mut d, &mut c, 0),
+        c.synchronize(0),
         Status::SUCCESS,
         "NULL stream ignores a held non-blocking stream"
     );
-    let hf3 = d.post(
-        &mut c,
-        s2,
-        Command::HOST_FUNC(HandleArgs {
-            handle: 0x79,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    let cb = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    let hf3 = c.post(s2, Command::HOST_FUNC(handle(0x79)), &[], false);
+    let cb = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!(cb.cid, hf3);
-    d.post(
-        &mut c,
-        0,
-        Command::MEMSET(MemsetArgs {
-            dst: buf,
-            count: 4,
-            value: 9,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        true,
-    );
+    memset(&mut c, 0, buf, 4, 9, 1, true);
     assert!(
-        d.next_cqe(&mut c.q, Duration::from_millis(300)).is_none(),
+        c.next(Duration::from_millis(300)).is_none(),
         "NULL-stream work waits for blocking s2"
     );
-    d.post(
-        &mut c,
-        0,
-        Command::HOST_FUNC_DONE(HandleArgs {
-            handle: 0x79,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    let done = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    c.post(0, Command::HOST_FUNC_DONE(handle(0x79)), &[], false);
+    let done = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!(done.status(), Status::SUCCESS);
-    d.post(
-        &mut c,
-        0,
-        Command::HOST_FUNC_DONE(HandleArgs {
-            handle: 0x78,
-            ..z()
-        }),
-        &[],
-        false,
-    );
+    c.post(0, Command::HOST_FUNC_DONE(handle(0x78)), &[], false);
     assert_eq!(
-        d.io(&mut c, 0, Command::CTX_SYNCHRONIZE(z()), &[]).status(),
+        c.io(0, Command::CTX_SYNCHRONIZE(Zeroable::zeroed()), &[])
+            .status(),
         Status::SUCCESS
     );
     // Unknown handles.
-    assert_eq!(sync(&mut d, &mut c, 0xdead), Status::INVALID_HANDLE);
+    assert_eq!(c.synchronize(0xdead), Status::INVALID_HANDLE);
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::EVENT_QUERY(HandleArgs { handle: 5, ..z() }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::EVENT_QUERY(handle(5)), &[]).status(),
         Status::INVALID_HANDLE
     );
     assert_eq!(
-        d.io(&mut c, s1, Command::STREAM_DESTROY(z()), &[]).status(),
+        c.io(s1, Command::STREAM_DESTROY(Zeroable::zeroed()), &[])
+            .status(),
         Status::SUCCESS
     );
     assert_eq!(
-        d.io(&mut c, s1, Command::STREAM_DESTROY(z()), &[]).status(),
+        c.io(s1, Command::STREAM_DESTROY(Zeroable::zeroed()), &[])
+            .status(),
         Status::INVALID_HANDLE
     );
     let st = d.stats(c.pd);
     assert_eq!((st.streams, st.events, st.allocations), (1, 2, 1));
-    drop(d);
+    drop((c, d));
     stub.join();
 }
 
 #[test]
 fn pds_are_isolated() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut a = d.client(1, 1 << 20, 0);
-    let mut b = d.client(2, 1 << 20, 0);
-    let pa = alloc(&mut d, &mut a, 4096);
-    let sa = d.io(&mut a, 0, Command::STREAM_CREATE(z()), &[]).result0;
-    let ea = d.io(&mut a, 0, Command::EVENT_CREATE(z()), &[]).result0;
+    let mut d = BareDriver::connect(&stub);
+    let mut a = d.pd_client(1, 1 << 20, 0);
+    let mut b = d.pd_client(2, 1 << 20, 0);
+    let pa = a.mem_alloc(4096);
+    let sa = a
+        .io(0, Command::STREAM_CREATE(Zeroable::zeroed()), &[])
+        .result0;
+    let ea = a
+        .io(0, Command::EVENT_CREATE(Zeroable::zeroed()), &[])
+        .result0;
     // B cannot name A's memory, stream, event or window 2 (only its own window 1 exists).
-    let cid = d.post(
-        &mut b,
+    let cid = b.post(
         0,
         Command::MEMCPY_DTOH(CopyDtoHArgs {
             src: pa,
@@ -685,26 +489,19 @@ fn pds_are_isolated() {
         &[],
         true,
     );
-    let r = d.next_cqe(&mut b.q, Duration::from_secs(5)).unwrap();
+    let r = b.next(Duration::from_secs(5)).unwrap();
     assert_eq!((r.cid, r.status()), (cid, Status::INVALID_VALUE));
     assert_eq!(
-        d.io(&mut b, sa, Command::STREAM_SYNCHRONIZE(z()), &[])
+        b.io(sa, Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), &[])
             .status(),
         Status::INVALID_HANDLE
     );
     assert_eq!(
-        d.io(
-            &mut b,
-            0,
-            Command::EVENT_QUERY(HandleArgs { handle: ea, ..z() }),
-            &[]
-        )
-        .status(),
+        b.io(0, Command::EVENT_QUERY(handle(ea)), &[]).status(),
         Status::INVALID_HANDLE
     );
-    let pb = alloc(&mut d, &mut b, 4096);
-    d.post(
-        &mut b,
+    let pb = b.mem_alloc(4096);
+    b.post(
         0,
         Command::MEMCPY_DTOH(CopyDtoHArgs {
             src: pb,
@@ -716,49 +513,35 @@ fn pds_are_isolated() {
         &[],
         false,
     );
-    let r = d.next_cqe(&mut b.q, Duration::from_secs(5)).unwrap();
+    let r = b.next(Duration::from_secs(5)).unwrap();
     assert_eq!(r.status(), Status::BAD_WINDOW);
     assert_eq!(r.flags & cqe_flags::ASYNC_ERROR, cqe_flags::ASYNC_ERROR);
     // A window range past its end, and one the PD's window does not allow.
-    d.post(
-        &mut b,
-        0,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: pb,
-            len: 16,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: (1 << 20) - 8,
-        }),
-        &[],
-        false,
-    );
+    b.copy_to_window(0, pb, 16, (1 << 20) - 8);
     assert_eq!(
-        d.next_cqe(&mut b.q, Duration::from_secs(5))
-            .unwrap()
-            .status(),
+        b.next(Duration::from_secs(5)).unwrap().status(),
         Status::OUT_OF_BOUNDS
     );
     // A sticky error in A does not touch B.
     assert_eq!(
-        d.io(&mut b, 0, Command::NOP(z()), &[]).status(),
+        b.io(0, Command::NOP(Zeroable::zeroed()), &[]).status(),
         Status::SUCCESS
     );
-    drop(d);
+    drop((a, b, d));
     stub.join();
 }
 
 #[test]
 fn malformed_entries_get_error_completions() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 1 << 20, 0);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
     let nop = Request {
         cid: 7,
         notify: false,
         stream: 0,
         payload: Payload::None,
-        command: Command::NOP(z()),
+        command: Command::NOP(Zeroable::zeroed()),
     }
     .encode();
     let mut cases: Vec<(vgpu_proto::Sqe, Status)> = Vec::new();
@@ -789,7 +572,7 @@ fn malformed_entries_get_error_completions() {
         notify: false,
         stream: 0,
         payload: Payload::None,
-        command: Command::MEM_ALLOC(z()),
+        command: Command::MEM_ALLOC(Zeroable::zeroed()),
     }
     .encode();
     s.args[0] = 0;
@@ -799,7 +582,7 @@ fn malformed_entries_get_error_completions() {
         notify: false,
         stream: 0,
         payload: Payload::None,
-        command: Command::MEMCPY_2D(z()),
+        command: Command::MEMCPY_2D(Zeroable::zeroed()),
     }
     .encode();
     s.stream = 0;
@@ -812,20 +595,27 @@ fn malformed_entries_get_error_completions() {
     for (i, (sqe, want)) in cases.into_iter().enumerate() {
         let mut e = sqe;
         e.cid = 100 + i as u32;
-        d.submit_raw(&mut c.q, bytemuck::cast_ref(&e), &[]);
-        let r = d
-            .next_cqe(&mut c.q, Duration::from_secs(5))
+        c.q.submit_raw(bytemuck::cast_ref(&e), &[]);
+        let r = c
+            .next(Duration::from_secs(5))
             .unwrap_or_else(|| panic!("no completion for case {i}"));
         assert_eq!((r.cid, r.status()), (100 + i as u32, want), "case {i}");
         assert_eq!(
-            d.io(&mut c, 0, Command::NOP(z()), &[]).status(),
+            c.io(0, Command::NOP(Zeroable::zeroed()), &[]).status(),
             Status::SUCCESS,
             "device still serves after case {i}"
         );
     }
     // A structured payload that fails validation.
-    let bad = vgpu_proto::payload::Copy2D { kind: 9, ..z() };
-    let r = d.io(&mut c, 0, Command::MEMCPY_2D(z()), bytemuck::bytes_of(&bad));
+    let bad = vgpu_proto::payload::Copy2D {
+        kind: 9,
+        ..Zeroable::zeroed()
+    };
+    let r = c.io(
+        0,
+        Command::MEMCPY_2D(Zeroable::zeroed()),
+        bytemuck::bytes_of(&bad),
+    );
     assert_eq!(r.status(), Status::BAD_PAYLOAD);
     // An entry whose inline payload was not fully published.
     let raw = Request {
@@ -836,31 +626,31 @@ fn malformed_entries_get_error_completions() {
         command: Command::MEMCPY_HTOD(CopyHtoDArgs {
             dst: 1,
             len: 256,
-            ..z()
+            ..Zeroable::zeroed()
         }),
     }
     .encode();
-    d.submit_raw(&mut c.q, bytemuck::cast_ref(&raw), &[]);
-    let r = d.next_cqe(&mut c.q, Duration::from_secs(5)).unwrap();
+    c.q.submit_raw(bytemuck::cast_ref(&raw), &[]);
+    let r = c.next(Duration::from_secs(5)).unwrap();
     assert_eq!((r.cid, r.status()), (55, Status::INLINE_TRUNCATED));
     assert_eq!(
-        d.io(&mut c, 0, Command::NOP(z()), &[]).status(),
+        c.io(0, Command::NOP(Zeroable::zeroed()), &[]).status(),
         Status::SUCCESS
     );
-    drop(d);
+    drop((c, d));
     stub.join();
 }
 
 #[test]
 fn cleanup_after_destroy_reset_and_disconnect() {
     let stub = Stub::start(2, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut a = d.client(1, 1 << 20, 0);
-    let mut b = d.client(2, 1 << 20, 0);
+    let mut d = BareDriver::connect(&stub);
+    let mut a = d.pd_client(1, 1 << 20, 0);
+    let mut b = d.pd_client(2, 1 << 20, 0);
     for cl in [&mut a, &mut b] {
-        alloc(&mut d, cl, 1 << 16);
-        d.io(cl, 0, Command::STREAM_CREATE(z()), &[]);
-        d.io(cl, 0, Command::EVENT_CREATE(z()), &[]);
+        cl.mem_alloc(1 << 16);
+        cl.io(0, Command::STREAM_CREATE(Zeroable::zeroed()), &[]);
+        cl.io(0, Command::EVENT_CREATE(Zeroable::zeroed()), &[]);
     }
     let t = d.stats(0);
     assert_eq!(
@@ -874,7 +664,10 @@ fn cleanup_after_destroy_reset_and_disconnect() {
         ),
         (2, 2, 2, 2, 2, 2)
     );
-    d.admin_ok(Command::PD_DESTROY(PdArgs { pd: a.pd, ..z() }));
+    d.admin_ok(Command::PD_DESTROY(PdArgs {
+        pd: a.pd,
+        ..Zeroable::zeroed()
+    }));
     let t = d.stats(0);
     assert_eq!(
         (
@@ -891,7 +684,7 @@ fn cleanup_after_destroy_reset_and_disconnect() {
         d.admin(Command::PD_STATS(PdStatsArgs {
             pd: a.pd,
             len: 4096,
-            iova: d.admin.base,
+            iova: d.admin_base,
             rsv: [0; 2]
         }))
         .status(),
@@ -899,7 +692,8 @@ fn cleanup_after_destroy_reset_and_disconnect() {
     );
     // CTX_RESET frees a PD's objects but keeps its queue and window.
     assert_eq!(
-        d.io(&mut b, 0, Command::CTX_RESET(z()), &[]).status(),
+        b.io(0, Command::CTX_RESET(Zeroable::zeroed()), &[])
+            .status(),
         Status::SUCCESS
     );
     let s = d.stats(b.pd);
@@ -908,17 +702,17 @@ fn cleanup_after_destroy_reset_and_disconnect() {
         (0, 0, 0, 1, 1)
     );
     // Device reset drops everything.
-    alloc(&mut d, &mut b, 4096);
-    wr32(&mut d.client, 0, regs::CONTROL, control::RESET);
+    b.mem_alloc(4096);
+    d.write_u32(0, regs::CONTROL, control::RESET);
     assert_eq!(stub.dev.totals().pds, 0);
     d.enable(features::ALL);
     let t = d.stats(0);
     assert_eq!((t.pds, t.allocations, t.objects_total()), (0, 0, 0));
     // Disconnect: a new connection starts from a clean device.
-    let mut c = d.client(3, 1 << 20, 0);
-    alloc(&mut d, &mut c, 4096);
-    drop(d);
-    let mut d2 = Drv::connect(&stub);
+    let mut c = d.pd_client(3, 1 << 20, 0);
+    c.mem_alloc(4096);
+    drop((a, b, c, d));
+    let mut d2 = BareDriver::connect(&stub);
     let t = d2.stats(0);
     assert_eq!((t.pds, t.allocations), (0, 0));
     drop(d2);
@@ -935,253 +729,118 @@ impl Total for vgpu_proto::info::ObjectCounts {
     }
 }
 
+/// The work captured on `s`: `buf` filled with `fill` bytes and a `word` after them,
+/// an event recorded and waited for, and the 12 bytes copied to window 1 at 0.
+fn capture_work(c: &mut PdClient, s: u64, buf: u64, ev: u64, fill: u32, word: u32) {
+    memset(c, s, buf, 8, fill, 1, false);
+    memset(c, s, buf + 8, 1, word, 4, false);
+    let record = handle(ev);
+    c.post(s, Command::EVENT_RECORD(record), &[], false);
+    let wait = StreamWaitEventArgs {
+        event: ev,
+        ..Zeroable::zeroed()
+    };
+    c.post(s, Command::STREAM_WAIT_EVENT(wait), &[], false);
+    c.copy_to_window(s, buf, 12, 0);
+}
+
 #[test]
 fn capture_and_replay_graphs() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 1 << 20, 0);
-    let buf = alloc(&mut d, &mut c, 4096);
-    let s = d
-        .io(
-            &mut c,
-            0,
-            Command::STREAM_CREATE(StreamCreateArgs {
-                flags: stream_flags::NON_BLOCKING,
-                ..z()
-            }),
-            &[],
-        )
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let buf = c.mem_alloc(4096);
+    let s = non_blocking_stream(&mut c);
+    let ev = c
+        .io(0, Command::EVENT_CREATE(Zeroable::zeroed()), &[])
         .result0;
-    let ev = d.io(&mut c, 0, Command::EVENT_CREATE(z()), &[]).result0;
     assert_eq!(
-        d.io(&mut c, 0, Command::STREAM_BEGIN_CAPTURE(z()), &[])
+        c.io(0, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[])
             .status(),
         Status::BAD_ARGUMENT,
         "target stream 0"
     );
     assert_eq!(
-        d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[])
+        c.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[])
             .status(),
         Status::SUCCESS
     );
     // Captured work does not run.
-    d.post(
-        &mut c,
-        s,
-        Command::MEMSET(MemsetArgs {
-            dst: buf,
-            count: 8,
-            value: 3,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::MEMSET(MemsetArgs {
-            dst: buf + 8,
-            count: 1,
-            value: 0xAABB_CCDD,
-            elem_size: 4,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::EVENT_RECORD(HandleArgs { handle: ev, ..z() }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs { event: ev, ..z() }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: buf,
-            len: 12,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 0,
-        }),
-        &[],
-        false,
-    );
+    capture_work(&mut c, s, buf, ev, 3, 0xAABB_CCDD);
     assert_eq!(
-        d.io(&mut c, s, Command::STREAM_QUERY(z()), &[]).status(),
+        c.io(s, Command::STREAM_QUERY(Zeroable::zeroed()), &[])
+            .status(),
         Status::STREAM_CAPTURE_UNSUPPORTED
     );
-    let g = d.io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[]);
+    let g = c.io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[]);
     assert_eq!(g.status(), Status::SUCCESS);
     assert_eq!(
         d.read(c.window, 12),
         vec![0; 12],
         "nothing ran during capture"
     );
-    let exec = d.io(
-        &mut c,
+    let exec = c.io(
         0,
         Command::GRAPH_INSTANTIATE(GraphInstantiateArgs {
             graph: g.result0,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
     assert_eq!(exec.status(), Status::SUCCESS);
-    d.post(
-        &mut c,
-        s,
-        Command::GRAPH_LAUNCH(HandleArgs {
-            handle: exec.result0,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(sync(&mut d, &mut c, s), Status::SUCCESS);
+    c.post(s, Command::GRAPH_LAUNCH(handle(exec.result0)), &[], false);
+    assert_eq!(c.synchronize(s), Status::SUCCESS);
     let mut want = vec![3u8; 8];
     want.extend_from_slice(&0xAABB_CCDDu32.to_le_bytes());
     assert_eq!(d.read(c.window, 12), want);
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::EVENT_QUERY(HandleArgs { handle: ev, ..z() }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::EVENT_QUERY(handle(ev)), &[]).status(),
         Status::SUCCESS
     );
     // A second capture of the same shape updates the executable graph; a different one does not.
-    d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[]);
-    d.post(
-        &mut c,
-        s,
-        Command::MEMSET(MemsetArgs {
-            dst: buf,
-            count: 8,
-            value: 4,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::MEMSET(MemsetArgs {
-            dst: buf + 8,
-            count: 1,
-            value: 5,
-            elem_size: 4,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::EVENT_RECORD(HandleArgs { handle: ev, ..z() }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::STREAM_WAIT_EVENT(StreamWaitEventArgs { event: ev, ..z() }),
-        &[],
-        false,
-    );
-    d.post(
-        &mut c,
-        s,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: buf,
-            len: 12,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 0,
-        }),
-        &[],
-        false,
-    );
-    let g2 = d
-        .io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+    c.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[]);
+    capture_work(&mut c, s, buf, ev, 4, 5);
+    let g2 = c
+        .io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[])
         .result0;
-    let up = d.io(
-        &mut c,
+    let up = c.io(
         0,
         Command::GRAPH_EXEC_UPDATE(GraphExecUpdateArgs {
             exec: exec.result0,
             graph: g2,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
     assert_eq!((up.status(), up.result0), (Status::SUCCESS, 0));
-    d.post(
-        &mut c,
-        s,
-        Command::GRAPH_LAUNCH(HandleArgs {
-            handle: exec.result0,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(sync(&mut d, &mut c, s), Status::SUCCESS);
+    c.post(s, Command::GRAPH_LAUNCH(handle(exec.result0)), &[], false);
+    assert_eq!(c.synchronize(s), Status::SUCCESS);
     assert_eq!(&d.read(c.window, 12)[..9], &[4, 4, 4, 4, 4, 4, 4, 4, 5]);
-    d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[]);
-    d.post(
-        &mut c,
-        s,
-        Command::MEMSET(MemsetArgs {
-            dst: buf,
-            count: 8,
-            value: 4,
-            elem_size: 1,
-            ..z()
-        }),
-        &[],
-        false,
-    );
-    let g3 = d
-        .io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+    c.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[]);
+    memset(&mut c, s, buf, 8, 4, 1, false);
+    let g3 = c
+        .io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[])
         .result0;
-    let up = d.io(
-        &mut c,
+    let up = c.io(
         0,
         Command::GRAPH_EXEC_UPDATE(GraphExecUpdateArgs {
             exec: exec.result0,
             graph: g3,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
     assert_eq!(up.status(), Status::GRAPH_EXEC_UPDATE_FAILURE);
     // Synchronizing a capturing stream invalidates the capture.
-    d.io(&mut c, s, Command::STREAM_BEGIN_CAPTURE(z()), &[]);
-    assert_eq!(sync(&mut d, &mut c, s), Status::STREAM_CAPTURE_UNSUPPORTED);
+    c.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[]);
+    assert_eq!(c.synchronize(s), Status::STREAM_CAPTURE_UNSUPPORTED);
     assert_eq!(
-        d.io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+        c.io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[])
             .status(),
         Status::STREAM_CAPTURE_INVALIDATED
     );
     assert_eq!(
-        d.io(&mut c, s, Command::STREAM_END_CAPTURE(z()), &[])
+        c.io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[])
             .status(),
         Status::STREAM_CAPTURE_UNMATCHED
     );
@@ -1189,31 +848,17 @@ fn capture_and_replay_graphs() {
     assert_eq!((st.graphs, st.graph_execs), (3, 1));
     for h in [g.result0, g2, g3] {
         assert_eq!(
-            d.io(
-                &mut c,
-                0,
-                Command::GRAPH_DESTROY(HandleArgs { handle: h, ..z() }),
-                &[]
-            )
-            .status(),
+            c.io(0, Command::GRAPH_DESTROY(handle(h)), &[]).status(),
             Status::SUCCESS
         );
     }
     assert_eq!(
-        d.io(
-            &mut c,
-            0,
-            Command::GRAPH_EXEC_DESTROY(HandleArgs {
-                handle: exec.result0,
-                ..z()
-            }),
-            &[]
-        )
-        .status(),
+        c.io(0, Command::GRAPH_EXEC_DESTROY(handle(exec.result0)), &[])
+            .status(),
         Status::SUCCESS
     );
     let st = d.stats(c.pd);
     assert_eq!((st.graphs, st.graph_execs), (0, 0));
-    drop(d);
+    drop((c, d));
     stub.join();
 }

@@ -1,19 +1,13 @@
 //! Modules through the device: real nvcc-built fatbins load on the soft executor, report
 //! their kernels' parameter layouts, and launch through the CPU reference kernels.
 
-mod common;
-
 use bytemuck::Zeroable;
-use common::*;
 use std::time::Duration;
 use vgpu_proto::cmd::*;
 use vgpu_proto::info::decode_module_info;
 use vgpu_proto::payload::ModuleImageHeader;
 use vgpu_proto::{Command, Status};
-
-fn z<T: Zeroable>() -> T {
-    T::zeroed()
-}
+use vgpu_test_stack::bare::*;
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -30,8 +24,8 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 /// Sends MODULE_LOAD with the payload (header + image) in window 1 at 64 KiB, the table
 /// going to window 1 at 0.
 fn load(
-    d: &mut Drv,
-    c: &mut Client0,
+    d: &mut BareDriver,
+    c: &mut PdClient,
     image: &[u8],
     hash: [u8; 32],
     by_hash: bool,
@@ -53,9 +47,9 @@ fn load(
             len: 65536,
         },
         flags: u32::from(by_hash),
-        ..z()
+        ..Zeroable::zeroed()
     };
-    let cid = d.cid();
+    let cid = c.q.cid();
     let req = Request {
         cid,
         notify: false,
@@ -67,20 +61,13 @@ fn load(
         },
         command: Command::MODULE_LOAD(args),
     };
-    d.submit(&mut c.q, &req, &[]);
-    let r = d.next_cqe(&mut c.q, Duration::from_secs(10)).unwrap();
+    c.submit(&req, &[]);
+    let r = c.next(Duration::from_secs(10)).unwrap();
     assert_eq!(r.cid, cid);
     r
 }
 
-fn launch(
-    d: &mut Drv,
-    c: &mut Client0,
-    func: u64,
-    grid: u32,
-    block: u16,
-    params: &[u8],
-) -> vgpu_proto::Cqe {
+fn launch(c: &mut PdClient, func: u64, grid: u32, block: u16, params: &[u8]) -> vgpu_proto::Cqe {
     let args = LaunchArgs {
         func,
         grid_x: grid,
@@ -93,22 +80,17 @@ fn launch(
         shared_mem: 0,
         rsv0: 0,
     };
-    let cid = d.post(c, 0, Command::LAUNCH(args), params, true);
-    let r = d.next_cqe(&mut c.q, Duration::from_secs(10)).unwrap();
+    let cid = c.post(0, Command::LAUNCH(args), params, true);
+    let r = c.next(Duration::from_secs(10)).unwrap();
     assert_eq!(r.cid, cid);
     r
-}
-
-fn alloc(d: &mut Drv, c: &mut Client0, size: u64) -> u64 {
-    d.io(c, 0, Command::MEM_ALLOC(MemAllocArgs { size, ..z() }), &[])
-        .result0
 }
 
 #[test]
 fn load_launch_and_unload_real_fatbins() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 1 << 20, 0);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
     let image = fixture("kernels.fatbin");
     let r = load(&mut d, &mut c, &image, sha256(&image), false);
     assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
@@ -137,33 +119,27 @@ fn load_launch_and_unload_real_fatbins() {
 
     // vecAdd over 100 elements: c = a + b + g_table[i % 37] (g_table = {1, 0, 0, ...}).
     let n = 100usize;
-    let (a, b, out) = (
-        alloc(&mut d, &mut c, 400),
-        alloc(&mut d, &mut c, 400),
-        alloc(&mut d, &mut c, 400),
-    );
+    let (a, b, out) = (c.mem_alloc(400), c.mem_alloc(400), c.mem_alloc(400));
     let av: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
     let bv: Vec<u8> = (0..n)
         .flat_map(|i| (2.0 * i as f32).to_le_bytes())
         .collect();
-    d.post(
-        &mut c,
+    c.post(
         0,
         Command::MEMCPY_HTOD(CopyHtoDArgs {
             dst: a,
             len: 400,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &av,
         false,
     );
-    d.post(
-        &mut c,
+    c.post(
         0,
         Command::MEMCPY_HTOD(CopyHtoDArgs {
             dst: b,
             len: 400,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &bv,
         false,
@@ -174,27 +150,11 @@ fn load_launch_and_unload_real_fatbins() {
     }
     params.extend_from_slice(&(n as i32).to_le_bytes());
     assert_eq!(
-        launch(&mut d, &mut c, vec_add.record.handle, 4, 32, &params).status(),
+        launch(&mut c, vec_add.record.handle, 4, 32, &params).status(),
         Status::SUCCESS
     );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: out,
-            len: 400,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 8192,
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(
-        d.io(&mut c, 0, Command::STREAM_SYNCHRONIZE(z()), &[])
-            .status(),
-        Status::SUCCESS
-    );
+    c.copy_to_window(0, out, 400, 8192);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
     let got: Vec<f32> = d
         .read(c.window + 8192, 400)
         .chunks_exact(4)
@@ -206,85 +166,79 @@ fn load_launch_and_unload_real_fatbins() {
     }
     // Wrong parameter size, a kernel with no CPU reference, too many threads.
     assert_eq!(
-        launch(&mut d, &mut c, vec_add.record.handle, 1, 32, &params[..24]).status(),
+        launch(&mut c, vec_add.record.handle, 1, 32, &params[..24]).status(),
         Status::INVALID_VALUE
     );
     let reduce = f("_Z13shared_reducePKfPf");
-    let r = launch(&mut d, &mut c, reduce.record.handle, 1, 256, &[0; 16]);
+    let r = launch(&mut c, reduce.record.handle, 1, 256, &[0; 16]);
     assert_eq!(r.status(), Status::NOT_SUPPORTED);
     assert_eq!(
-        launch(&mut d, &mut c, reduce.record.handle, 1, 512, &[0; 16]).status(),
+        launch(&mut c, reduce.record.handle, 1, 512, &[0; 16]).status(),
         Status::INVALID_VALUE
     );
     // Globals and attributes.
     let payload = b"g_counter";
-    let g = d.io(
-        &mut c,
+    let g = c.io(
         0,
         Command::MODULE_GET_GLOBAL(HandleArgs {
             handle: module,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         payload,
     );
     assert_eq!((g.status(), g.result1), (Status::SUCCESS, 4));
-    let missing = d.io(
-        &mut c,
+    let missing = c.io(
         0,
         Command::MODULE_GET_GLOBAL(HandleArgs {
             handle: module,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         b"nope",
     );
     assert_eq!(missing.status(), Status::NOT_FOUND);
-    let attr = |d: &mut Drv, c: &mut Client0, attr: u32| {
-        d.io(
-            c,
+    let attr = |c: &mut PdClient, attr: u32| {
+        c.io(
             0,
             Command::FUNC_GET_ATTRIBUTE(FuncAttrArgs {
                 func: reduce.record.handle,
                 attr,
-                ..z()
+                ..Zeroable::zeroed()
             }),
             &[],
         )
     };
-    assert_eq!(attr(&mut d, &mut c, 0).result0, 256);
-    let set = d.io(
-        &mut c,
+    assert_eq!(attr(&mut c, 0).result0, 256);
+    let set = c.io(
         0,
         Command::FUNC_SET_ATTRIBUTE(FuncAttrArgs {
             func: reduce.record.handle,
             attr: 8,
             value: 100 * 1024,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
     assert_eq!(set.status(), Status::SUCCESS);
-    assert_eq!(attr(&mut d, &mut c, 8).result0, 100 * 1024);
-    let set = d.io(
-        &mut c,
+    assert_eq!(attr(&mut c, 8).result0, 100 * 1024);
+    let set = c.io(
         0,
         Command::FUNC_SET_ATTRIBUTE(FuncAttrArgs {
             func: reduce.record.handle,
             attr: 8,
             value: 1 << 20,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &[],
     );
     assert_eq!(set.status(), Status::INVALID_VALUE);
     // odd_params: the struct by value and mixed sizes reach the kernel intact.
-    let (q, o) = (alloc(&mut d, &mut c, 4), alloc(&mut d, &mut c, 4));
-    d.post(
-        &mut c,
+    let (q, o) = (c.mem_alloc(4), c.mem_alloc(4));
+    c.post(
         0,
         Command::MEMCPY_HTOD(CopyHtoDArgs {
             dst: q,
             len: 4,
-            ..z()
+            ..Zeroable::zeroed()
         }),
         &1000i32.to_le_bytes(),
         false,
@@ -298,27 +252,11 @@ fn load_launch_and_unload_real_fatbins() {
     p[0x30..0x32].copy_from_slice(&(-2i16).to_le_bytes());
     p[0x38..0x40].copy_from_slice(&o.to_le_bytes());
     assert_eq!(
-        launch(&mut d, &mut c, odd.record.handle, 1, 1, &p).status(),
+        launch(&mut c, odd.record.handle, 1, 1, &p).status(),
         Status::SUCCESS
     );
-    d.post(
-        &mut c,
-        0,
-        Command::MEMCPY_DTOH(CopyDtoHArgs {
-            src: o,
-            len: 4,
-            dst_window: 1,
-            rsv0: 0,
-            dst_offset: 8192,
-        }),
-        &[],
-        false,
-    );
-    assert_eq!(
-        d.io(&mut c, 0, Command::STREAM_SYNCHRONIZE(z()), &[])
-            .status(),
-        Status::SUCCESS
-    );
+    c.copy_to_window(0, o, 4, 8192);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
     assert_eq!(
         i32::from_le_bytes(d.read(c.window + 8192, 4).try_into().unwrap()),
         5 + 7 + 3 + 1000 + 20000 - 2
@@ -327,12 +265,11 @@ fn load_launch_and_unload_real_fatbins() {
     let st = d.stats(c.pd);
     assert_eq!((st.modules, st.functions), (1, 6));
     assert_eq!(
-        d.io(
-            &mut c,
+        c.io(
             0,
             Command::MODULE_UNLOAD(HandleArgs {
                 handle: module,
-                ..z()
+                ..Zeroable::zeroed()
             }),
             &[]
         )
@@ -342,19 +279,19 @@ fn load_launch_and_unload_real_fatbins() {
     let st = d.stats(c.pd);
     assert_eq!((st.modules, st.functions), (0, 0));
     assert_eq!(
-        launch(&mut d, &mut c, vec_add.record.handle, 1, 32, &params).status(),
+        launch(&mut c, vec_add.record.handle, 1, 32, &params).status(),
         Status::INVALID_HANDLE
     );
-    drop(d);
+    drop((c, d));
     stub.join();
 }
 
 #[test]
 fn module_cache_by_hash_and_bad_images() {
     let stub = Stub::start(1, 1 << 30);
-    let mut d = Drv::connect(&stub);
-    let mut a = d.client(1, 1 << 20, 0);
-    let mut b = d.client(2, 1 << 20, 0);
+    let mut d = BareDriver::connect(&stub);
+    let mut a = d.pd_client(1, 1 << 20, 0);
+    let mut b = d.pd_client(2, 1 << 20, 0);
     let image = fixture("kernels.zstd.fatbin");
     let hash = sha256(&image);
     assert_eq!(
@@ -389,6 +326,6 @@ fn module_cache_by_hash_and_bad_images() {
         Status::SUCCESS,
         "sm_90 lives in the second container"
     );
-    drop(d);
+    drop((a, b, d));
     stub.join();
 }

@@ -2,15 +2,14 @@
 //! entries on an I/O queue and on the admin queue, and random register and configuration
 //! accesses, followed each time by a check that the device still answers.
 
-mod common;
-
 use bytemuck::Zeroable;
-use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vfio_bindings::bindings::vfio::*;
 use vgpu_proto::examples::{payload, request};
 use vgpu_proto::queue::qcb;
 use vgpu_proto::{Command, Opcode, Status};
+use vgpu_test_stack::bare::*;
+use vgpu_test_stack::queue::QueueClient;
 
 struct Rng(u64);
 
@@ -27,23 +26,31 @@ impl Rng {
     }
 }
 
-fn drain(d: &mut Drv, q: &mut Queue) {
-    while d.next_cqe(q, Duration::from_millis(2)).is_some() {}
+/// Takes the completions still coming in, until none has come for 2 ms (polling: an
+/// interrupt wait would outlast so short a quiet spell).
+fn drain(q: &mut QueueClient) {
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(2) {
+        if q.poll().is_some() {
+            quiet = Instant::now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 /// Consumes whatever completions are there without waiting (a client that stops
 /// consuming completions stalls its own queue, by design).
-fn consume(d: &mut Drv, q: &mut Queue) {
-    while d.next_cqe(q, Duration::ZERO).is_some() {}
+fn consume(q: &mut QueueClient) {
+    while q.poll().is_some() {}
 }
 
-fn alive(d: &mut Drv, c: &mut Client0) {
-    drain(d, &mut c.q);
-    let cid = d.post(c, 0, Command::NOP(Zeroable::zeroed()), &[], false);
+fn alive(c: &mut PdClient) {
+    drain(&mut c.q);
+    let cid = c.post(0, Command::NOP(Zeroable::zeroed()), &[], false);
     loop {
-        let Some(r) = d.next_cqe(&mut c.q, Duration::from_secs(10)) else {
-            let f =
-                |o: usize| u32::from_le_bytes(d.read(c.q.base + o as u64, 4).try_into().unwrap());
+        let Some(r) = c.next(Duration::from_secs(10)) else {
+            let f = |o: usize| c.q.qcb(o);
             panic!(
                 "device stopped answering: client tail {} cq_head {}; QCB sq_tail {} cq_head {} irq {} sq_head {} cq_tail {} parked {} err {}",
                 c.q.tail, c.q.cq_head, f(qcb::SQ_TAIL), f(qcb::CQ_HEAD), f(qcb::IRQ_ARMED), f(qcb::SQ_HEAD),
@@ -60,8 +67,8 @@ fn alive(d: &mut Drv, c: &mut Client0) {
 #[test]
 fn random_and_mutated_entries() {
     let stub = Stub::start(1, 256 << 20);
-    let mut d = Drv::connect(&stub);
-    let mut c = d.client(1, 1 << 20, 64 << 20);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 64 << 20);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let ops: Vec<Opcode> = Opcode::ALL
         .iter()
@@ -112,18 +119,18 @@ fn random_and_mutated_entries() {
             bytes[16..20].copy_from_slice(&(p.len() as u32).to_le_bytes());
         }
         let sqe: [u8; 64] = *bytes;
-        d.submit_raw(&mut c.q, &sqe, if inline { &p } else { &[] });
-        consume(&mut d, &mut c.q);
+        c.q.submit_raw(&sqe, if inline { &p } else { &[] });
+        consume(&mut c.q);
         if round % 50 == 49 {
             let done = vgpu_proto::cmd::HandleArgs {
                 handle: 0xC0FFEE,
                 ..Zeroable::zeroed()
             };
-            d.post(&mut c, 0, Command::HOST_FUNC_DONE(done), &[], false);
-            alive(&mut d, &mut c);
+            c.post(0, Command::HOST_FUNC_DONE(done), &[], false);
+            alive(&mut c);
         }
     }
-    alive(&mut d, &mut c);
+    alive(&mut c);
     // Everything the PD made is reclaimed when it is destroyed.
     let pd = c.pd;
     d.admin_ok(Command::PD_DESTROY(vgpu_proto::cmd::PdArgs {
@@ -132,14 +139,14 @@ fn random_and_mutated_entries() {
     }));
     let t = d.stats(0);
     assert_eq!((t.pds, t.objects(), t.mem_bytes), (0, 0, 0));
-    drop(d);
+    drop((c, d));
     stub.join();
 }
 
 #[test]
 fn random_admin_entries_and_register_accesses() {
     let stub = Stub::start(1, 256 << 20);
-    let mut d = Drv::connect(&stub);
+    let mut d = BareDriver::connect(&stub);
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let ops: Vec<Opcode> = Opcode::ALL
         .iter()
@@ -158,22 +165,11 @@ fn random_admin_entries_and_register_accesses() {
             bytes[32 + rng.below(32) as usize] = rng.next() as u8;
         }
         let sqe = *bytes;
-        let mut q = std::mem::replace(
-            &mut d.admin,
-            Queue {
-                qid: 0,
-                base: 0,
-                layout: vgpu_proto::queue::QueueLayout::new(1, 12).unwrap(),
-                tail: 0,
-                cq_head: 0,
-                irq: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-            },
-        );
-        d.submit_raw(&mut q, &sqe, &[]);
+        d.admin.submit_raw(&sqe, &[]);
         let r = d
-            .next_cqe(&mut q, Duration::from_secs(10))
+            .admin
+            .next(Duration::from_secs(10))
             .expect("admin queue stopped answering");
-        d.admin = q;
         assert_eq!(r.cid, round);
     }
     assert_eq!(
@@ -193,7 +189,7 @@ fn random_admin_entries_and_register_accesses() {
         let len = [1usize, 2, 3, 4, 8, 16][rng.below(6) as usize];
         if rng.below(2) == 0 {
             let mut b = vec![0u8; len];
-            d.client.region_read(region, off, &mut b).unwrap();
+            d.client().region_read(region, off, &mut b).unwrap();
         } else {
             // CONTROL and the IDs are left alone so that the device stays enabled.
             let protected = (region == VFIO_PCI_BAR0_REGION_INDEX && off < 0x40)
@@ -203,11 +199,11 @@ fn random_admin_entries_and_register_accesses() {
             }
 
             let b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            d.client.region_write(region, off, &b).unwrap();
+            d.client().region_write(region, off, &b).unwrap();
         }
     }
     assert_eq!(
-        rd32(&mut d.client, 0, vgpu_proto::regs::MAGIC),
+        d.read_u32(0, vgpu_proto::regs::MAGIC),
         vgpu_proto::regs::MAGIC_VALUE
     );
     drop(d);

@@ -208,6 +208,13 @@ impl BareDriver {
         let depth = u32::from(self.admin.layout.depth_log2);
         let c = &mut *self.client();
         write_u32(c, 0, regs::CONTROL, control::RESET);
+        // CONTROL.RESET masks every MSI-X vector and turns MSI-X off in the device (the
+        // eventfds stay registered): turn it on again and unmask vectors 0..4, or the I/O
+        // queues' interrupts never reach their eventfds.
+        write_u32(c, VFIO_PCI_CONFIG_REGION_INDEX, 0x40, (1 << 31) | 0x11);
+        for v in 0..4u64 {
+            write_u32(c, VFIO_PCI_BAR2_REGION_INDEX, v * 16 + 12, 0);
+        }
         write_u32(c, 0, regs::ADMIN_BASE, base as u32);
         write_u32(c, 0, regs::ADMIN_BASE + 4, (base >> 32) as u32);
         write_u32(c, 0, regs::ADMIN_DEPTH, depth);
@@ -342,6 +349,55 @@ impl PdClient {
     /// The next completion, waiting up to `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Option<Cqe> {
         self.q.next(timeout)
+    }
+
+    /// MEM_ALLOC of `size` bytes, which must succeed; returns the device address.
+    pub fn mem_alloc(&mut self, size: u64) -> u64 {
+        use bytemuck::Zeroable;
+        use vgpu_proto::cmd::MemAllocArgs;
+        let r = self.io(
+            0,
+            Command::MEM_ALLOC(MemAllocArgs {
+                size,
+                ..Zeroable::zeroed()
+            }),
+            &[],
+        );
+        assert_eq!(r.status(), Status::SUCCESS, "MEM_ALLOC of {size} bytes");
+        r.result0
+    }
+
+    /// STREAM_SYNCHRONIZE of `stream`; returns its status.
+    pub fn synchronize(&mut self, stream: u64) -> Status {
+        let args = bytemuck::Zeroable::zeroed();
+        self.io(stream, Command::STREAM_SYNCHRONIZE(args), &[])
+            .status()
+    }
+
+    /// Posts MEMCPY_HTOD on `stream` of `len` bytes from window 1 at `src_offset` to `dst`;
+    /// returns its cid.
+    pub fn copy_from_window(&mut self, stream: u64, dst: u64, len: u64, src_offset: u64) -> u32 {
+        let args = vgpu_proto::cmd::CopyHtoDArgs {
+            dst,
+            len,
+            src_window: 1,
+            rsv0: 0,
+            src_offset,
+        };
+        self.post(stream, Command::MEMCPY_HTOD(args), &[], false)
+    }
+
+    /// Posts MEMCPY_DTOH on `stream` of `len` bytes from `src` to window 1 at `dst_offset`;
+    /// returns its cid.
+    pub fn copy_to_window(&mut self, stream: u64, src: u64, len: u64, dst_offset: u64) -> u32 {
+        let args = vgpu_proto::cmd::CopyDtoHArgs {
+            src,
+            len,
+            dst_window: 1,
+            rsv0: 0,
+            dst_offset,
+        };
+        self.post(stream, Command::MEMCPY_DTOH(args), &[], false)
     }
 }
 

@@ -201,8 +201,9 @@ impl QueueClient {
             fence(Ordering::SeqCst);
             let off = self.base + self.layout.cqe_offset(self.cq_head) as u64;
             let word = self.mem.load_u32(off + 28, Ordering::Acquire);
+            let left = timeout.saturating_sub(t0.elapsed());
             if (word & 1 != 0) != self.layout.phase(self.cq_head)
-                && wait_readable(&[irq.as_raw_fd()], Duration::from_millis(100)).is_some()
+                && wait_readable(&[irq.as_raw_fd()], left.min(Duration::from_millis(100))).is_some()
             {
                 let mut b = [0u8; 8];
                 let _ = nix::unistd::read(irq, &mut b);
