@@ -173,6 +173,17 @@ impl Drop for Rig {
     }
 }
 
+fn mem_alloc(t: &mut Tenant, size: u64) -> Cqe {
+    t.q.call(
+        Command::MEM_ALLOC(MemAllocArgs {
+            size,
+            ..Zeroable::zeroed()
+        }),
+        0,
+        &[],
+    )
+}
+
 fn sync(t: &mut Tenant) -> Cqe {
     t.q.call(Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), 0, &[])
 }
@@ -236,38 +247,17 @@ fn a_context_the_executor_refuses_fails_pd_create_with_its_status() {
 fn synchronous_commands_answer_with_the_context_result() {
     let mut r = Rig::start();
     let mut t = r.tenant(1);
-    let c = t.q.call(
-        Command::MEM_ALLOC(MemAllocArgs {
-            size: 4096,
-            ..Zeroable::zeroed()
-        }),
-        0,
-        &[],
-    );
+    let c = mem_alloc(&mut t, 4096);
     assert_eq!(c.status(), Status::SUCCESS);
     assert_ne!(c.result0, 0);
     assert_eq!(whats(r.fake.calls_of("mem_alloc")), ["mem_alloc 4096"]);
     // The executor's error is the guest's status.
     r.fake.fail("mem_alloc", Status::INVALID_VALUE);
-    let c = t.q.call(
-        Command::MEM_ALLOC(MemAllocArgs {
-            size: 8,
-            ..Zeroable::zeroed()
-        }),
-        0,
-        &[],
-    );
+    let c = mem_alloc(&mut t, 8);
     assert_eq!(c.status(), Status::INVALID_VALUE);
     // Over the quota (1 MiB): the executor says so, the engine passes it on.
     r.fake.script.fail.lock().unwrap().clear();
-    let c = t.q.call(
-        Command::MEM_ALLOC(MemAllocArgs {
-            size: 2 << 20,
-            ..Zeroable::zeroed()
-        }),
-        0,
-        &[],
-    );
+    let c = mem_alloc(&mut t, 2 << 20);
     assert_eq!(c.status(), Status::OUT_OF_MEMORY);
 }
 
@@ -420,25 +410,9 @@ fn a_refused_submission_is_reported_with_its_status() {
 fn a_sticky_error_stops_work_but_not_teardown() {
     let mut r = Rig::start();
     let mut t = r.tenant(1);
-    let p =
-        t.q.call(
-            Command::MEM_ALLOC(MemAllocArgs {
-                size: 64,
-                ..Zeroable::zeroed()
-            }),
-            0,
-            &[],
-        )
-        .result0;
+    let p = mem_alloc(&mut t, 64).result0;
     *r.fake.script.sticky.lock().unwrap() = Some(Status::ILLEGAL_ADDRESS);
-    let c = t.q.call(
-        Command::MEM_ALLOC(MemAllocArgs {
-            size: 64,
-            ..Zeroable::zeroed()
-        }),
-        0,
-        &[],
-    );
+    let c = mem_alloc(&mut t, 64);
     assert_eq!(c.status(), Status::ILLEGAL_ADDRESS);
     assert_eq!(
         r.fake.calls_of("mem_alloc").len(),
@@ -506,14 +480,7 @@ fn tenants_reach_only_their_own_context() {
     let mut a = r.tenant(1);
     let mut b = r.tenant(2);
     for (t, size) in [(&mut a, 100u64), (&mut b, 200)] {
-        let c = t.q.call(
-            Command::MEM_ALLOC(MemAllocArgs {
-                size,
-                ..Zeroable::zeroed()
-            }),
-            0,
-            &[],
-        );
+        let c = mem_alloc(t, size);
         assert_eq!(c.status(), Status::SUCCESS);
     }
     let allocs: Vec<(u32, String)> = r
