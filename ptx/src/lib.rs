@@ -1,0 +1,15 @@
+//! # vgpu-ptx: a PTX virtual machine
+//!
+//! Runs NVIDIA PTX kernels on the host CPU, with the semantics of the PTX ISA, so that a
+//! software device can execute the same kernels a GPU runs. It knows nothing of VGPU-STUB:
+//! its users hand it PTX text, a launch configuration, a parameter buffer and the device
+//! memory the kernel may touch.
+//!
+//! * [`ast`]: the syntax tree of a module, close to the text.
+//! * `parse`: PTX text to [`ast::Module`].
+//!
+//! `unsafe` is not used in this crate.
+
+#![forbid(unsafe_code)]
+
+pub mod ast;
