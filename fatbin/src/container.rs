@@ -429,6 +429,38 @@ pub fn host_fatbin_section(elf: &[u8]) -> Result<Vec<u8>, ImageError> {
     Ok(data.to_vec())
 }
 
+/// The PTX a device of compute capability `sm` runs from an image: for each container of a
+/// fatbin, the text of its PTX entry with the highest `compute_XX` not above `sm` (an
+/// arch-specific `compute_XXa` only when XX is `sm`); for an image that is PTX text, that
+/// text; nothing for a bare cubin. Containers without usable PTX contribute nothing.
+pub fn ptx_for(bytes: &[u8], sm: u32) -> Result<Vec<String>, ImageError> {
+    if read_u32(bytes, 0) == Some(FATBIN_MAGIC) {
+        let entries = walk(bytes)?;
+        let containers: BTreeSet<usize> = entries.iter().map(|e| e.info.container).collect();
+        let mut out = Vec::new();
+        for c in containers {
+            let best = entries
+                .iter()
+                .filter(|e| e.info.container == c && e.info.kind == EntryKind::Ptx)
+                .filter(|e| sm_usable(e.info.sm, e.info.arch_specific, sm))
+                .max_by_key(|e| (e.info.sm, e.info.arch_specific));
+            if let Some(e) = best {
+                let payload = e.payload()?;
+                let text =
+                    ptx_text(&payload).ok_or_else(|| malformed("PTX entry is not PTX text"))?;
+                out.push(text.to_string());
+            }
+        }
+        return Ok(out);
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        return Ok(Vec::new());
+    }
+    Ok(ptx_text(bytes)
+        .map(|t| vec![t.to_string()])
+        .unwrap_or_default())
+}
+
 /// Parse an image as given to `cuModuleLoadData` / `__cudaRegisterFatBinary`: a fatbin
 /// (possibly several containers back to back, as in an ELF `.nv_fatbin` section), a bare ELF
 /// cubin, or (NUL-terminated) PTX text, and describe it for a device of compute capability

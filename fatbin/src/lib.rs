@@ -38,10 +38,10 @@ mod ptx;
 mod read;
 
 pub use container::{
-    fatbin_container_len, host_fatbin_section, list_entries, parse_image, Compression, EntryInfo,
-    EntryKind, FatbinWrapper, ENTRY_KIND_BUNDLE, ENTRY_KIND_ELF, ENTRY_KIND_PTX, FATBIN_MAGIC,
-    FATBIN_WRAPPER_MAGIC, FLAG_ARCH_SPECIFIC, FLAG_COMPRESSED_LZ4, FLAG_COMPRESSED_ZSTD,
-    MAX_UNCOMPRESSED_BYTES,
+    fatbin_container_len, host_fatbin_section, list_entries, parse_image, ptx_for, Compression,
+    EntryInfo, EntryKind, FatbinWrapper, ENTRY_KIND_BUNDLE, ENTRY_KIND_ELF, ENTRY_KIND_PTX,
+    FATBIN_MAGIC, FATBIN_WRAPPER_MAGIC, FLAG_ARCH_SPECIFIC, FLAG_COMPRESSED_LZ4,
+    FLAG_COMPRESSED_ZSTD, MAX_UNCOMPRESSED_BYTES,
 };
 pub use cubin::EM_CUDA;
 pub use error::ImageError;

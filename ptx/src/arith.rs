@@ -1,0 +1,823 @@
+//! The arithmetic of the instructions, one lane at a time, on register values.
+//!
+//! A register holds its value in the low bits of a `u64`; each operation reads the low bits
+//! of its operands' type (sign-extending signed types) and returns the result in the low
+//! bits of its destination type. Floats are stored as their IEEE bits.
+
+use crate::ir::{AtomOp, BinOp, Cmp, Round, Ty, UnOp};
+
+fn f32_of(v: u64) -> f32 {
+    f32::from_bits(v as u32)
+}
+
+fn bits32(f: f32) -> u64 {
+    u64::from(f.to_bits())
+}
+
+fn f64_of(v: u64) -> f64 {
+    f64::from_bits(v)
+}
+
+/// Flushes an f32 subnormal to a zero of the same sign.
+fn flush(f: f32) -> f32 {
+    if f.is_subnormal() {
+        0.0f32.copysign(f)
+    } else {
+        f
+    }
+}
+
+/// The signed value of the low bits of `v` as `ty`.
+fn signed(ty: Ty, v: u64) -> i64 {
+    match ty.size() {
+        1 => v as u8 as i8 as i64,
+        2 => v as u16 as i16 as i64,
+        4 => v as u32 as i32 as i64,
+        _ => v as i64,
+    }
+}
+
+/// The unsigned value of the low bits of `v` as `ty`.
+fn unsigned(ty: Ty, v: u64) -> u64 {
+    match ty.size() {
+        1 => v as u8 as u64,
+        2 => v as u16 as u64,
+        4 => v as u32 as u64,
+        _ => v,
+    }
+}
+
+/// Extends a value loaded from memory as `ty` to a register value.
+pub fn extend(ty: Ty, v: u64) -> u64 {
+    if ty.signed() {
+        signed(ty, v) as u64
+    } else {
+        unsigned(ty, v)
+    }
+}
+
+fn bits(ty: Ty) -> u32 {
+    ty.size() * 8
+}
+
+fn float_bin(op: BinOp, a: f64, b: f64) -> f64 {
+    match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::MulLo | BinOp::MulHi | BinOp::MulWide => a * b,
+        BinOp::Div => a / b,
+        BinOp::Rem => a % b,
+        BinOp::Min => a.min(b),
+        BinOp::Max => a.max(b),
+        BinOp::CopySign => b.copysign(a),
+        _ => f64::NAN,
+    }
+}
+
+/// A binary operation.
+pub fn bin(op: BinOp, ty: Ty, a: u64, b: u64, ftz: bool, sat: bool) -> u64 {
+    match ty {
+        Ty::F32 => {
+            let (mut x, mut y) = (f32_of(a), f32_of(b));
+            if ftz {
+                (x, y) = (flush(x), flush(y));
+            }
+            let r = match op {
+                BinOp::Add => x + y,
+                BinOp::Sub => x - y,
+                BinOp::MulLo | BinOp::MulHi | BinOp::MulWide => x * y,
+                BinOp::Div => x / y,
+                BinOp::Rem => x % y,
+                BinOp::Min => x.min(y),
+                BinOp::Max => x.max(y),
+                BinOp::CopySign => y.copysign(x),
+                // Bitwise operations on .f32 do not exist; the checker keeps them out.
+                _ => f32::NAN,
+            };
+            let r = if sat { r.clamp(0.0, 1.0) } else { r };
+            let r = if sat && r.is_nan() { 0.0 } else { r };
+            bits32(if ftz { flush(r) } else { r })
+        }
+        Ty::F64 => {
+            let r = float_bin(op, f64_of(a), f64_of(b));
+            let r = if sat {
+                if r.is_nan() {
+                    0.0
+                } else {
+                    r.clamp(0.0, 1.0)
+                }
+            } else {
+                r
+            };
+            r.to_bits()
+        }
+        Ty::Pred => {
+            let (x, y) = (a != 0, b != 0);
+            u64::from(match op {
+                BinOp::And => x && y,
+                BinOp::Or => x || y,
+                BinOp::Xor => x ^ y,
+                _ => false,
+            })
+        }
+        _ => int_bin(op, ty, a, b, sat),
+    }
+}
+
+fn int_bin(op: BinOp, ty: Ty, a: u64, b: u64, sat: bool) -> u64 {
+    let w = bits(ty);
+    let s = ty.signed();
+    let (sa, sb) = (signed(ty, a), signed(ty, b));
+    let (ua, ub) = (unsigned(ty, a), unsigned(ty, b));
+    let r: u64 = match op {
+        BinOp::Add if sat && s && w == 32 => {
+            (sa + sb).clamp(i32::MIN.into(), i32::MAX.into()) as u64
+        }
+        BinOp::Sub if sat && s && w == 32 => {
+            (sa - sb).clamp(i32::MIN.into(), i32::MAX.into()) as u64
+        }
+        BinOp::Add => ua.wrapping_add(ub),
+        BinOp::Sub => ua.wrapping_sub(ub),
+        BinOp::MulLo => ua.wrapping_mul(ub),
+        BinOp::MulHi => {
+            if s {
+                ((i128::from(sa) * i128::from(sb)) >> w) as u64
+            } else {
+                ((u128::from(ua) * u128::from(ub)) >> w) as u64
+            }
+        }
+        BinOp::MulWide => {
+            // The result is twice as wide: return it whole.
+            if s {
+                (sa.wrapping_mul(sb)) as u64
+            } else {
+                ua.wrapping_mul(ub)
+            }
+        }
+        BinOp::Div => {
+            if ub == 0 {
+                u64::MAX
+            } else if s {
+                sa.wrapping_div(sb) as u64
+            } else {
+                ua / ub
+            }
+        }
+        BinOp::Rem => {
+            if ub == 0 {
+                ua
+            } else if s {
+                sa.wrapping_rem(sb) as u64
+            } else {
+                ua % ub
+            }
+        }
+        BinOp::Min => {
+            if s {
+                sa.min(sb) as u64
+            } else {
+                ua.min(ub)
+            }
+        }
+        BinOp::Max => {
+            if s {
+                sa.max(sb) as u64
+            } else {
+                ua.max(ub)
+            }
+        }
+        BinOp::And => a & b,
+        BinOp::Or => a | b,
+        BinOp::Xor => a ^ b,
+        BinOp::Shl => {
+            let n = b as u32;
+            if n >= w {
+                0
+            } else {
+                ua << n
+            }
+        }
+        BinOp::Shr => {
+            let n = (b as u32).min(w);
+            if s {
+                (sa >> n.min(63)) as u64
+            } else if n >= w {
+                0
+            } else {
+                ua >> n
+            }
+        }
+        BinOp::CopySign => a,
+    };
+    if op == BinOp::MulWide {
+        return r;
+    }
+    r & mask(w)
+}
+
+fn mask(w: u32) -> u64 {
+    if w >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << w) - 1
+    }
+}
+
+/// `mad`/`fma`: `mode` 0 = lo (or float), 1 = hi, 2 = wide.
+pub fn mad(ty: Ty, mode: u8, a: u64, b: u64, c: u64, ftz: bool, sat: bool) -> u64 {
+    match ty {
+        Ty::F32 => {
+            let (mut x, mut y, mut z) = (f32_of(a), f32_of(b), f32_of(c));
+            if ftz {
+                (x, y, z) = (flush(x), flush(y), flush(z));
+            }
+            let mut r = x.mul_add(y, z);
+            if sat {
+                r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
+            }
+            bits32(if ftz { flush(r) } else { r })
+        }
+        Ty::F64 => f64_of(a).mul_add(f64_of(b), f64_of(c)).to_bits(),
+        _ => {
+            let w = bits(ty);
+            match mode {
+                1 => {
+                    let hi = int_bin(BinOp::MulHi, ty, a, b, false);
+                    hi.wrapping_add(c) & mask(w)
+                }
+                2 => int_bin(BinOp::MulWide, ty, a, b, false).wrapping_add(c) & mask(2 * w),
+                _ => {
+                    if sat && ty.signed() && w == 32 {
+                        let p = i64::from(a as i32) * i64::from(b as i32);
+                        let lo = i64::from(p as i32);
+                        return (lo + i64::from(c as i32)).clamp(i32::MIN.into(), i32::MAX.into())
+                            as u64
+                            & mask(32);
+                    }
+                    unsigned(ty, a)
+                        .wrapping_mul(unsigned(ty, b))
+                        .wrapping_add(c)
+                        & mask(w)
+                }
+            }
+        }
+    }
+}
+
+/// A unary operation.
+pub fn un(op: UnOp, ty: Ty, a: u64, ftz: bool) -> u64 {
+    match ty {
+        Ty::F32 => {
+            let x = if ftz { flush(f32_of(a)) } else { f32_of(a) };
+            let r = match op {
+                UnOp::Neg => -x,
+                UnOp::Abs => x.abs(),
+                UnOp::Sqrt => x.sqrt(),
+                UnOp::Rsqrt => 1.0 / x.sqrt(),
+                UnOp::Rcp => 1.0 / x,
+                UnOp::Sin => x.sin(),
+                UnOp::Cos => x.cos(),
+                UnOp::Lg2 => x.log2(),
+                UnOp::Ex2 => x.exp2(),
+                UnOp::Tanh => x.tanh(),
+                _ => f32::NAN,
+            };
+            bits32(if ftz { flush(r) } else { r })
+        }
+        Ty::F64 => {
+            let x = f64_of(a);
+            (match op {
+                UnOp::Neg => -x,
+                UnOp::Abs => x.abs(),
+                UnOp::Sqrt => x.sqrt(),
+                UnOp::Rsqrt => 1.0 / x.sqrt(),
+                UnOp::Rcp => 1.0 / x,
+                UnOp::Sin => x.sin(),
+                UnOp::Cos => x.cos(),
+                UnOp::Lg2 => x.log2(),
+                UnOp::Ex2 => x.exp2(),
+                UnOp::Tanh => x.tanh(),
+                _ => f64::NAN,
+            })
+            .to_bits()
+        }
+        Ty::Pred => u64::from(match op {
+            UnOp::Not | UnOp::CNot => a == 0,
+            _ => a != 0,
+        }),
+        _ => {
+            let w = bits(ty);
+            let u = unsigned(ty, a);
+            (match op {
+                UnOp::Neg => (signed(ty, a).wrapping_neg()) as u64,
+                UnOp::Abs => signed(ty, a).wrapping_abs() as u64,
+                UnOp::Not => !u,
+                UnOp::CNot => u64::from(u == 0),
+                UnOp::Popc => u64::from(u.count_ones()),
+                UnOp::Clz => u64::from(u.leading_zeros() - (64 - w)),
+                UnOp::Brev => u.reverse_bits() >> (64 - w),
+                _ => 0,
+            }) & mask(w)
+        }
+    }
+}
+
+/// A `setp` comparison.
+pub fn compare(cmp: Cmp, ty: Ty, a: u64, b: u64) -> bool {
+    if ty.float() {
+        let (x, y) = match ty {
+            Ty::F32 => (f64::from(f32_of(a)), f64::from(f32_of(b))),
+            Ty::F16 => (
+                f64::from(half::f16::from_bits(a as u16).to_f32()),
+                f64::from(half::f16::from_bits(b as u16).to_f32()),
+            ),
+            Ty::BF16 => (
+                f64::from(half::bf16::from_bits(a as u16).to_f32()),
+                f64::from(half::bf16::from_bits(b as u16).to_f32()),
+            ),
+            _ => (f64_of(a), f64_of(b)),
+        };
+        let nan = x.is_nan() || y.is_nan();
+        return match cmp {
+            Cmp::Eq => x == y,
+            Cmp::Ne => !nan && x != y,
+            Cmp::Lt => x < y,
+            Cmp::Le => x <= y,
+            Cmp::Gt => x > y,
+            Cmp::Ge => x >= y,
+            Cmp::Unordered(k) => {
+                nan || match k {
+                    0 => x == y,
+                    1 => x != y,
+                    2 => x < y,
+                    3 => x <= y,
+                    4 => x > y,
+                    _ => x >= y,
+                }
+            }
+            Cmp::Num => !nan,
+            Cmp::Nan => nan,
+        };
+    }
+    if ty.signed() {
+        let (x, y) = (signed(ty, a), signed(ty, b));
+        int_cmp(cmp, x.cmp(&y))
+    } else {
+        let (x, y) = (unsigned(ty, a), unsigned(ty, b));
+        int_cmp(cmp, x.cmp(&y))
+    }
+}
+
+fn int_cmp(cmp: Cmp, o: std::cmp::Ordering) -> bool {
+    use std::cmp::Ordering::*;
+    match cmp {
+        Cmp::Eq => o == Equal,
+        Cmp::Ne => o != Equal,
+        Cmp::Lt => o == Less,
+        Cmp::Le => o != Greater,
+        Cmp::Gt => o == Greater,
+        Cmp::Ge => o != Less,
+        _ => false,
+    }
+}
+
+/// A float as f64, from a register value of type `ty`.
+fn to_f64(ty: Ty, v: u64) -> f64 {
+    match ty {
+        Ty::F16 => f64::from(half::f16::from_bits(v as u16).to_f32()),
+        Ty::BF16 => f64::from(half::bf16::from_bits(v as u16).to_f32()),
+        Ty::F32 => f64::from(f32_of(v)),
+        _ => f64_of(v),
+    }
+}
+
+fn round_f64(x: f64, r: Round) -> f64 {
+    match r {
+        Round::Zero => x.trunc(),
+        Round::Down => x.floor(),
+        Round::Up => x.ceil(),
+        Round::Nearest | Round::Default => x.round_ties_even(),
+    }
+}
+
+/// f64 to f32 with a rounding mode.
+fn f64_to_f32(x: f64, r: Round) -> f32 {
+    let n = x as f32; // round to nearest even
+    if n.is_nan() || n.is_infinite() || f64::from(n) == x {
+        return n;
+    }
+    let up = f64::from(n) < x;
+    match r {
+        Round::Zero => {
+            if (x > 0.0) == up {
+                n
+            } else {
+                next_toward_zero(n)
+            }
+        }
+        Round::Down => {
+            if up {
+                n
+            } else {
+                next_down(n)
+            }
+        }
+        Round::Up => {
+            if up {
+                next_up(n)
+            } else {
+                n
+            }
+        }
+        _ => n,
+    }
+}
+
+/// The next f32 above `f` (the standard library's `next_up`, newer than this crate's MSRV).
+fn next_up(f: f32) -> f32 {
+    if f.is_nan() || f == f32::INFINITY {
+        return f;
+    }
+    if f == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = f.to_bits();
+    f32::from_bits(if f > 0.0 { b + 1 } else { b - 1 })
+}
+
+/// The next f32 below `f`.
+fn next_down(f: f32) -> f32 {
+    -next_up(-f)
+}
+
+fn next_toward_zero(f: f32) -> f32 {
+    if f > 0.0 {
+        next_down(f)
+    } else {
+        next_up(f)
+    }
+}
+
+/// `cvt`.
+pub fn cvt(dty: Ty, sty: Ty, round: Round, sat: bool, ftz: bool, a: u64) -> u64 {
+    let dfloat = dty.float();
+    let sfloat = sty.float();
+    match (dfloat, sfloat) {
+        (false, false) => {
+            // Integer to integer: extend from the source, then truncate or saturate.
+            let v: i128 = if sty.signed() {
+                i128::from(signed(sty, a))
+            } else {
+                i128::from(unsigned(sty, a))
+            };
+            let w = bits(dty);
+            if sat {
+                let (lo, hi) = if dty.signed() {
+                    (-(1i128 << (w - 1)), (1i128 << (w - 1)) - 1)
+                } else {
+                    (0, (1i128 << w) - 1)
+                };
+                return (v.clamp(lo, hi) as u64) & mask(w);
+            }
+            if dty.signed() {
+                // Sign-extended in the register, as a signed load would be.
+                signed(dty, v as u64) as u64
+            } else {
+                (v as u64) & mask(w)
+            }
+        }
+        (false, true) => {
+            // Float to integer: round, then saturate (NaN gives 0).
+            let mut x = to_f64(sty, a);
+            if ftz && sty == Ty::F32 && f32_of(a).is_subnormal() {
+                x = 0.0;
+            }
+            if x.is_nan() {
+                return 0;
+            }
+            let x = round_f64(x, round);
+            let w = bits(dty);
+            if dty.signed() {
+                let lo = -(2f64.powi(w as i32 - 1));
+                let hi = 2f64.powi(w as i32 - 1) - 1.0;
+                (x.clamp(lo, hi) as i64 as u64) & mask(w)
+            } else {
+                let hi = 2f64.powi(w as i32) - 1.0;
+                (x.clamp(0.0, hi) as u64) & mask(w)
+            }
+        }
+        (true, false) => {
+            let v = if sty.signed() {
+                signed(sty, a) as f64
+            } else {
+                unsigned(sty, a) as f64
+            };
+            // 64-bit integers are not exact in f64: convert them directly to f32.
+            let r = match dty {
+                Ty::F32 if sty.size() == 8 => {
+                    let f = if sty.signed() {
+                        a as i64 as f32
+                    } else {
+                        a as f32
+                    };
+                    return bits32(f);
+                }
+                _ => v,
+            };
+            from_f64(dty, r, round, sat, ftz)
+        }
+        (true, true) => {
+            let mut x = to_f64(sty, a);
+            if ftz && sty == Ty::F32 && f32_of(a).is_subnormal() {
+                x = 0.0f64.copysign(x);
+            }
+            if dty == sty && round != Round::Default {
+                // cvt.rni.f32.f32 and the like: round to an integer.
+                return from_f64(dty, round_f64(x, round), Round::Default, sat, ftz);
+            }
+            from_f64(dty, x, round, sat, ftz)
+        }
+    }
+}
+
+fn from_f64(dty: Ty, x: f64, round: Round, sat: bool, ftz: bool) -> u64 {
+    let x = if sat {
+        if x.is_nan() {
+            0.0
+        } else {
+            x.clamp(0.0, 1.0)
+        }
+    } else {
+        x
+    };
+    match dty {
+        Ty::F64 => x.to_bits(),
+        Ty::F32 => {
+            let f = f64_to_f32(x, round);
+            bits32(if ftz { flush(f) } else { f })
+        }
+        Ty::F16 => u64::from(half::f16::from_f64(x).to_bits()),
+        Ty::BF16 => u64::from(half::bf16::from_f64(x).to_bits()),
+        _ => 0,
+    }
+}
+
+/// An atomic operation's new value from the old one.
+pub fn atom(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
+    let w = bits(ty);
+    let r = match op {
+        AtomOp::Add => match ty {
+            Ty::F32 => bits32(f32_of(old) + f32_of(b)),
+            Ty::F64 => (f64_of(old) + f64_of(b)).to_bits(),
+            _ => old.wrapping_add(b),
+        },
+        AtomOp::Min | AtomOp::Max => {
+            let less = if ty.float() {
+                to_f64(ty, b) < to_f64(ty, old)
+            } else if ty.signed() {
+                signed(ty, b) < signed(ty, old)
+            } else {
+                unsigned(ty, b) < unsigned(ty, old)
+            };
+            if (op == AtomOp::Min) == less {
+                b
+            } else {
+                old
+            }
+        }
+        AtomOp::And => old & b,
+        AtomOp::Or => old | b,
+        AtomOp::Xor => old ^ b,
+        AtomOp::Exch => b,
+        AtomOp::Cas => {
+            if unsigned(ty, old) == unsigned(ty, b) {
+                c
+            } else {
+                old
+            }
+        }
+        AtomOp::Inc => {
+            if unsigned(ty, old) >= unsigned(ty, b) {
+                0
+            } else {
+                old + 1
+            }
+        }
+        AtomOp::Dec => {
+            let o = unsigned(ty, old);
+            if o == 0 || o > unsigned(ty, b) {
+                b
+            } else {
+                o - 1
+            }
+        }
+    };
+    r & mask(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(x: f32) -> u64 {
+        bits32(x)
+    }
+
+    #[test]
+    fn integer_arithmetic_wraps_and_extends_by_type() {
+        assert_eq!(bin(BinOp::Add, Ty::U32, 0xFFFF_FFFF, 1, false, false), 0);
+        assert_eq!(
+            bin(BinOp::Add, Ty::S32, i32::MAX as u64, 1, false, true),
+            i32::MAX as u64
+        );
+        assert_eq!(
+            bin(BinOp::Sub, Ty::S32, i32::MIN as u32 as u64, 1, false, true),
+            i32::MIN as u32 as u64
+        );
+        assert_eq!(
+            bin(
+                BinOp::MulHi,
+                Ty::S32,
+                (-2i32) as u32 as u64,
+                3,
+                false,
+                false
+            ),
+            0xFFFF_FFFF
+        );
+        assert_eq!(bin(BinOp::MulHi, Ty::U32, 0x8000_0000, 4, false, false), 2);
+        assert_eq!(
+            bin(
+                BinOp::MulWide,
+                Ty::S32,
+                (-3i32) as u32 as u64,
+                5,
+                false,
+                false
+            ),
+            (-15i64) as u64
+        );
+        assert_eq!(
+            bin(BinOp::MulWide, Ty::U32, 0xFFFF_FFFF, 2, false, false),
+            0x1_FFFF_FFFE
+        );
+        assert_eq!(
+            bin(BinOp::Div, Ty::S32, (-7i32) as u32 as u64, 2, false, false),
+            (-3i32) as u32 as u64
+        );
+        assert_eq!(bin(BinOp::Div, Ty::U32, 7, 0, false, false), 0xFFFF_FFFF);
+        assert_eq!(
+            bin(BinOp::Rem, Ty::S32, (-7i32) as u32 as u64, 2, false, false),
+            (-1i32) as u32 as u64
+        );
+        assert_eq!(
+            bin(BinOp::Shr, Ty::S32, (-8i32) as u32 as u64, 1, false, false),
+            (-4i32) as u32 as u64
+        );
+        assert_eq!(
+            bin(BinOp::Shr, Ty::S32, (-8i32) as u32 as u64, 40, false, false),
+            0xFFFF_FFFF
+        );
+        assert_eq!(bin(BinOp::Shr, Ty::U32, 0x8000_0000, 31, false, false), 1);
+        assert_eq!(bin(BinOp::Shl, Ty::U32, 1, 32, false, false), 0);
+        assert_eq!(
+            bin(BinOp::Min, Ty::S32, (-1i32) as u32 as u64, 1, false, false),
+            0xFFFF_FFFF
+        );
+        assert_eq!(
+            bin(BinOp::Min, Ty::U32, (-1i32) as u32 as u64, 1, false, false),
+            1
+        );
+        assert_eq!(mad(Ty::S32, 0, 3, 4, 5, false, false), 17);
+        assert_eq!(
+            mad(Ty::S32, 2, (-3i32) as u32 as u64, 4, 100, false, false),
+            88
+        );
+        assert_eq!(un(UnOp::Clz, Ty::U32, 1, false), 31);
+        assert_eq!(un(UnOp::Popc, Ty::U64, u64::MAX, false), 64);
+        assert_eq!(un(UnOp::Brev, Ty::U32, 1, false), 0x8000_0000);
+        assert_eq!(un(UnOp::Neg, Ty::S32, 5, false), (-5i32) as u32 as u64);
+        assert_eq!(extend(Ty::S8, 0x80), (-128i64) as u64);
+        assert_eq!(extend(Ty::U8, 0x1_80), 0x80);
+    }
+
+    #[test]
+    fn float_arithmetic_and_flush_to_zero() {
+        assert_eq!(
+            bin(BinOp::Add, Ty::F32, f(1.5), f(2.25), false, false),
+            f(3.75)
+        );
+        let tiny = f(f32::MIN_POSITIVE / 4.0);
+        assert_eq!(bin(BinOp::Add, Ty::F32, tiny, f(0.0), false, false), tiny);
+        assert_eq!(bin(BinOp::Add, Ty::F32, tiny, f(0.0), true, false), f(0.0));
+        assert_eq!(
+            bin(BinOp::Max, Ty::F32, f(f32::NAN), f(2.0), false, false),
+            f(2.0)
+        );
+        assert_eq!(
+            bin(BinOp::Add, Ty::F32, f(0.75), f(0.5), false, true),
+            f(1.0)
+        );
+        assert_eq!(
+            mad(Ty::F32, 0, f(2.0), f(3.0), f(1.0), false, false),
+            f(7.0)
+        );
+        assert_eq!(un(UnOp::Rcp, Ty::F32, f(4.0), false), f(0.25));
+        assert_eq!(un(UnOp::Ex2, Ty::F32, f(3.0), false), f(8.0));
+        assert!(compare(Cmp::Unordered(0), Ty::F32, f(f32::NAN), f(1.0),));
+        assert!(!compare(Cmp::Eq, Ty::F32, f(f32::NAN), f(f32::NAN)));
+        assert!(!compare(Cmp::Ne, Ty::F32, f(f32::NAN), f(1.0)));
+        assert!(compare(Cmp::Lt, Ty::S32, (-1i32) as u32 as u64, 0));
+        assert!(!compare(Cmp::Lt, Ty::U32, (-1i32) as u32 as u64, 0));
+    }
+
+    #[test]
+    fn conversions_round_and_saturate() {
+        let c = |d, s, r, sat, v| cvt(d, s, r, sat, false, v);
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Round::Zero, false, f(-2.7)),
+            (-2i32) as u32 as u64
+        );
+        assert_eq!(c(Ty::S32, Ty::F32, Round::Nearest, false, f(2.5)), 2);
+        assert_eq!(c(Ty::S32, Ty::F32, Round::Nearest, false, f(3.5)), 4);
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Round::Down, false, f(-2.5)),
+            (-3i32) as u32 as u64
+        );
+        assert_eq!(c(Ty::S32, Ty::F32, Round::Up, false, f(2.1)), 3);
+        assert_eq!(
+            c(Ty::S32, Ty::F32, Round::Zero, false, f(1e20)),
+            i32::MAX as u64
+        );
+        assert_eq!(c(Ty::U8, Ty::F32, Round::Zero, false, f(-5.0)), 0);
+        assert_eq!(c(Ty::S32, Ty::F32, Round::Zero, false, f(f32::NAN)), 0);
+        assert_eq!(c(Ty::S8, Ty::S32, Round::Default, true, 300), 127);
+        assert_eq!(
+            c(Ty::U8, Ty::S32, Round::Default, true, (-3i32) as u32 as u64),
+            0
+        );
+        assert_eq!(c(Ty::U8, Ty::U32, Round::Default, false, 0x1FF), 0xFF);
+        assert_eq!(
+            c(Ty::S32, Ty::S8, Round::Default, false, 0x80),
+            (-128i64) as u64
+        );
+        assert_eq!(
+            c(
+                Ty::F32,
+                Ty::S32,
+                Round::Nearest,
+                false,
+                (-3i32) as u32 as u64
+            ),
+            f(-3.0)
+        );
+        assert_eq!(
+            c(Ty::F32, Ty::U64, Round::Nearest, false, u64::MAX),
+            f(u64::MAX as f32)
+        );
+        // f64 → f32 in each direction.
+        let third = (1.0f64 / 3.0).to_bits();
+        let n = c(Ty::F32, Ty::F64, Round::Nearest, false, third);
+        let down = c(Ty::F32, Ty::F64, Round::Down, false, third);
+        let up = c(Ty::F32, Ty::F64, Round::Up, false, third);
+        assert!(f32_of(down) <= (1.0 / 3.0) as f32 && f64::from(f32_of(down)) < 1.0 / 3.0);
+        assert!(f64::from(f32_of(up)) > 1.0 / 3.0);
+        assert_eq!(f32_of(up).to_bits() - f32_of(down).to_bits(), 1);
+        assert!(n == down || n == up);
+        // f16 both ways, with round-to-nearest-even.
+        let h = c(
+            Ty::F16,
+            Ty::F32,
+            Round::Nearest,
+            false,
+            f(1.0 + 1.0 / 4096.0),
+        );
+        assert_eq!(h, u64::from(half::f16::from_f32(1.0).to_bits()));
+        assert_eq!(c(Ty::F32, Ty::F16, Round::Default, false, 0x3C00), f(1.0));
+        assert_eq!(c(Ty::F32, Ty::BF16, Round::Default, false, 0x3F80), f(1.0));
+        // Round to an integer in the same type.
+        assert_eq!(c(Ty::F32, Ty::F32, Round::Down, false, f(-1.5)), f(-2.0));
+        assert_eq!(c(Ty::F32, Ty::F32, Round::Nearest, false, f(2.5)), f(2.0));
+        assert_eq!(
+            cvt(Ty::F32, Ty::F32, Round::Default, true, false, f(1.5)),
+            f(1.0)
+        );
+    }
+
+    #[test]
+    fn atomics_compute_the_new_value() {
+        assert_eq!(atom(AtomOp::Add, Ty::U32, 0xFFFF_FFFF, 2, 0), 1);
+        assert_eq!(atom(AtomOp::Add, Ty::F32, f(1.5), f(2.0), 0), f(3.5));
+        assert_eq!(
+            atom(AtomOp::Min, Ty::S32, 5, (-1i32) as u32 as u64, 0),
+            0xFFFF_FFFF
+        );
+        assert_eq!(atom(AtomOp::Max, Ty::U32, 5, 0xFFFF_FFFF, 0), 0xFFFF_FFFF);
+        assert_eq!(atom(AtomOp::Cas, Ty::U32, 7, 7, 9), 9);
+        assert_eq!(atom(AtomOp::Cas, Ty::U32, 7, 8, 9), 7);
+        assert_eq!(atom(AtomOp::Inc, Ty::U32, 3, 3, 0), 0);
+        assert_eq!(atom(AtomOp::Inc, Ty::U32, 2, 3, 0), 3);
+        assert_eq!(atom(AtomOp::Dec, Ty::U32, 0, 3, 0), 3);
+        assert_eq!(atom(AtomOp::Exch, Ty::U64, 1, 2, 0), 2);
+    }
+}

@@ -1,0 +1,776 @@
+//! The interpreter: runs a [`Kernel`] over a grid.
+//!
+//! Blocks are spread over host threads; the warps of a block run on one thread, each until
+//! it reaches a barrier or ends, so `bar.sync` needs no locking. A warp executes one
+//! instruction for all of its lanes that stand at the same instruction (the lanes with the
+//! lowest program counter first), so divergent branches run one side after the other and
+//! the lanes meet again where their paths join; warp-collective instructions (`shfl`,
+//! `vote`) see exactly the lanes that execute together, as on a GPU. Each instruction is
+//! decoded once and applied to every lane, registers stored lane by lane.
+//!
+//! Memory: global (and constant) addresses go to the user's [`Memory`], checked by it;
+//! shared memory is the block's own buffer, local memory each thread's; the parameter buffer
+//! is read-only. Generic addresses of shared and local memory live in two windows
+//! ([`SHARED_WINDOW`], [`LOCAL_WINDOW`]) no device allocation can reach. Any access outside
+//! what exists ends the launch with [`Fault::IllegalAddress`]; a misaligned one with
+//! [`Fault::Misaligned`].
+//!
+//! Arithmetic follows the PTX ISA. `.approx` operations are computed in full precision
+//! (never less accurate than a GPU); `.ftz` flushes f32 subnormal inputs and results to
+//! zero. Integer division by zero gives all ones, as NVIDIA GPUs do.
+
+use crate::ir::*;
+use crate::lower::SINK;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Generic addresses of shared memory start here.
+pub const SHARED_WINDOW: u64 = 0x1000_0000_0000;
+/// Generic addresses of local memory start here.
+pub const LOCAL_WINDOW: u64 = 0x2000_0000_0000;
+/// Size of each window.
+const WINDOW: u64 = 0x1000_0000_0000;
+
+/// Device memory as a kernel sees it (global and constant space). Accesses come from
+/// several host threads at once.
+pub trait Memory: Sync {
+    /// Reads `buf.len()` bytes at `addr`; `false` if they are not all inside one allocation.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
+    /// Writes `data` at `addr`; `false` if it is not all inside one allocation.
+    fn write(&self, addr: u64, data: &[u8]) -> bool;
+    /// Atomically replaces the `size`-byte little-endian value at `addr` with `f(old)`;
+    /// returns `old`, or `None` if the address is not inside an allocation.
+    fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64>;
+}
+
+/// Why a launch ended early.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// An access outside every allocation (or a window).
+    #[error("illegal address {addr:#x} ({size} bytes) at line {line}")]
+    IllegalAddress {
+        /// The address.
+        addr: u64,
+        /// Its size.
+        size: u32,
+        /// PTX line.
+        line: u32,
+    },
+    /// An access not aligned to its size.
+    #[error("misaligned address {addr:#x} ({size} bytes) at line {line}")]
+    Misaligned {
+        /// The address.
+        addr: u64,
+        /// Its size.
+        size: u32,
+        /// PTX line.
+        line: u32,
+    },
+    /// `trap`.
+    #[error("trap at line {line}")]
+    Trap {
+        /// PTX line.
+        line: u32,
+    },
+    /// The launch ran past its deadline.
+    #[error("the launch ran past its time limit")]
+    Timeout,
+    /// The launch configuration does not fit the kernel.
+    #[error("bad launch: {0}")]
+    BadLaunch(String),
+}
+
+/// A launch.
+pub struct Launch<'a> {
+    /// Grid dimensions (blocks).
+    pub grid: [u32; 3],
+    /// Block dimensions (threads).
+    pub block: [u32; 3],
+    /// Bytes of dynamic shared memory.
+    pub dynamic_shared: u32,
+    /// The parameter buffer.
+    pub params: &'a [u8],
+    /// The device address of each of the program's globals.
+    pub globals: &'a [u64],
+    /// Global memory.
+    pub mem: &'a dyn Memory,
+    /// Host threads to use (at least 1).
+    pub threads: usize,
+    /// When the launch must give up.
+    pub deadline: Option<Instant>,
+}
+
+/// Most threads of a block.
+pub const MAX_BLOCK_THREADS: u64 = 1024;
+/// Most shared memory of a block.
+pub const MAX_SHARED: u64 = 228 << 10;
+/// Most local memory of a thread.
+pub const MAX_LOCAL: u32 = 512 << 10;
+
+/// Runs `k` over the launch's grid.
+pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
+    let nthreads: u64 = l.block.iter().map(|&d| u64::from(d)).product();
+    let nblocks: u64 = l.grid.iter().map(|&d| u64::from(d)).product();
+    if nthreads == 0 || nthreads > MAX_BLOCK_THREADS || nblocks == 0 {
+        return Err(Fault::BadLaunch(format!(
+            "grid {:?} of blocks {:?}",
+            l.grid, l.block
+        )));
+    }
+    let shared = u64::from(k.shared_bytes) + u64::from(l.dynamic_shared);
+    if shared > MAX_SHARED {
+        return Err(Fault::BadLaunch(format!("{shared} bytes of shared memory")));
+    }
+    if k.local_bytes > MAX_LOCAL {
+        return Err(Fault::BadLaunch(format!(
+            "{} bytes of local memory per thread",
+            k.local_bytes
+        )));
+    }
+    if (l.params.len() as u64) < u64::from(k.param_bytes) {
+        return Err(Fault::BadLaunch(format!(
+            "{} bytes of parameters, the kernel takes {}",
+            l.params.len(),
+            k.param_bytes
+        )));
+    }
+    let next = AtomicU32::new(0);
+    let stop = AtomicBool::new(false);
+    let fault: Mutex<Option<Fault>> = Mutex::new(None);
+    let worker = || {
+        let mut block = BlockState::new(k, l, shared as usize);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let b = u64::from(next.fetch_add(1, Ordering::Relaxed));
+            if b >= nblocks {
+                return;
+            }
+            let gx = u64::from(l.grid[0]);
+            let gy = u64::from(l.grid[1]);
+            let ctaid = [
+                (b % gx) as u32,
+                ((b / gx) % gy) as u32,
+                (b / (gx * gy)) as u32,
+            ];
+            if let Err(f) = block.run(ctaid) {
+                stop.store(true, Ordering::Relaxed);
+                let mut slot = fault.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(f);
+                return;
+            }
+        }
+    };
+    let threads = l.threads.max(1).min(nblocks as usize);
+    if threads == 1 {
+        worker();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(worker);
+            }
+        });
+    }
+    match fault.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+const LANES: usize = 32;
+
+struct Warp {
+    regs: Vec<u64>,
+    pc: [u32; LANES],
+    /// Lanes that exist (the last warp of a block may be partial).
+    valid: u32,
+    exited: u32,
+    at_bar: u32,
+    local: Vec<u8>,
+    /// Thread index in the block of lane 0.
+    first: u32,
+}
+
+struct BlockState<'k, 'l> {
+    k: &'k Kernel,
+    l: &'l Launch<'l>,
+    shared: Vec<u8>,
+    warps: Vec<Warp>,
+    ctaid: [u32; 3],
+    steps: u64,
+}
+
+fn lanes(mask: u32) -> impl Iterator<Item = usize> {
+    let mut m = mask;
+    std::iter::from_fn(move || {
+        if m == 0 {
+            None
+        } else {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            Some(i)
+        }
+    })
+}
+
+impl<'k, 'l> BlockState<'k, 'l> {
+    fn new(k: &'k Kernel, l: &'l Launch<'l>, shared: usize) -> Self {
+        let n: u32 = l.block.iter().product();
+        let nwarps = n.div_ceil(LANES as u32);
+        let warps = (0..nwarps)
+            .map(|w| {
+                let count = (n - w * LANES as u32).min(LANES as u32);
+                Warp {
+                    regs: vec![0; k.regs as usize * LANES],
+                    pc: [0; LANES],
+                    valid: if count == 32 {
+                        u32::MAX
+                    } else {
+                        (1 << count) - 1
+                    },
+                    exited: 0,
+                    at_bar: 0,
+                    local: vec![0; k.local_bytes as usize * LANES],
+                    first: w * LANES as u32,
+                }
+            })
+            .collect();
+        BlockState {
+            k,
+            l,
+            shared: vec![0; shared],
+            warps,
+            ctaid: [0; 3],
+            steps: 0,
+        }
+    }
+
+    fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Fault> {
+        self.ctaid = ctaid;
+        self.shared.fill(0);
+        for w in &mut self.warps {
+            w.regs.fill(0);
+            w.pc = [0; LANES];
+            w.exited = !w.valid;
+            w.at_bar = 0;
+            w.local.fill(0);
+        }
+        loop {
+            let mut live = false;
+            for i in 0..self.warps.len() {
+                self.run_warp(i)?;
+                live |= self.warps[i].exited != u32::MAX;
+            }
+            if !live {
+                return Ok(());
+            }
+            // Every live lane waits at the barrier: release them.
+            for w in &mut self.warps {
+                w.at_bar = 0;
+            }
+        }
+    }
+
+    /// Runs warp `wi` until all its lanes have exited or wait at a barrier.
+    fn run_warp(&mut self, wi: usize) -> Result<(), Fault> {
+        loop {
+            let w = &self.warps[wi];
+            let runnable = !w.exited & !w.at_bar;
+            if runnable == 0 {
+                return Ok(());
+            }
+            let pc = lanes(runnable).map(|i| w.pc[i]).min().unwrap_or(0);
+            let mask = lanes(runnable)
+                .filter(|&i| w.pc[i] == pc)
+                .fold(0u32, |m, i| m | 1 << i);
+            self.steps += 1;
+            if self.steps & 0xFFF == 0 {
+                if let Some(d) = self.l.deadline {
+                    if Instant::now() > d {
+                        return Err(Fault::Timeout);
+                    }
+                }
+            }
+            self.step(wi, pc, mask)?;
+        }
+    }
+
+    fn read(&self, wi: usize, lane: usize, s: Src) -> u64 {
+        let w = &self.warps[wi];
+        match s {
+            Src::Reg(r) => w.regs[r as usize * LANES + lane],
+            Src::Imm(v) => v,
+            Src::Global(g, off) => self
+                .l
+                .globals
+                .get(g as usize)
+                .map_or(0, |a| a.wrapping_add(off as u64)),
+            Src::Special(sp) => {
+                let t = w.first + lane as u32;
+                let [bx, by, _] = self.l.block;
+                let tid = [t % bx, (t / bx) % by, t / (bx * by)];
+                u64::from(match sp {
+                    Special::Tid(d) => tid[d as usize],
+                    Special::Ntid(d) => self.l.block[d as usize],
+                    Special::Ctaid(d) => self.ctaid[d as usize],
+                    Special::Nctaid(d) => self.l.grid[d as usize],
+                    Special::LaneId => lane as u32,
+                    Special::WarpId => wi as u32,
+                    Special::NWarpId => self.warps.len() as u32,
+                    Special::LaneMask(m) => {
+                        let bit = 1u32 << lane;
+                        match m {
+                            0 => bit,
+                            1 => bit | (bit - 1),
+                            2 => bit - 1,
+                            3 => !(bit - 1),
+                            _ => !(bit | (bit - 1)),
+                        }
+                    }
+                    Special::Clock => (self.steps & 0xFFFF_FFFF) as u32,
+                    Special::DynSmem => self.l.dynamic_shared,
+                    Special::Zero => 0,
+                })
+            }
+        }
+    }
+
+    fn write(&mut self, wi: usize, lane: usize, d: Reg, v: u64) {
+        if d != SINK {
+            self.warps[wi].regs[d as usize * LANES + lane] = v;
+        }
+    }
+
+    fn addr(&self, wi: usize, lane: usize, a: &Addr) -> u64 {
+        let mut v = a.offset as u64;
+        if let Some(b) = a.base {
+            v = v.wrapping_add(self.warps[wi].regs[b as usize * LANES + lane]);
+        }
+        if let Some(g) = a.global {
+            v = v.wrapping_add(self.l.globals.get(g as usize).copied().unwrap_or(0));
+        }
+        v
+    }
+
+    fn step(&mut self, wi: usize, pc: u32, mask: u32) -> Result<(), Fault> {
+        let k = self.k;
+        let Some(inst) = k.code.get(pc as usize) else {
+            // Running off the end is an exit.
+            self.warps[wi].exited |= mask;
+            return Ok(());
+        };
+        let line = inst.line;
+        // Lanes whose guard holds.
+        let on = match inst.guard {
+            None => mask,
+            Some((p, neg)) => lanes(mask)
+                .filter(|&i| (self.warps[wi].regs[p as usize * LANES + i] != 0) != neg)
+                .fold(0u32, |m, i| m | 1 << i),
+        };
+        let next = pc + 1;
+        match &inst.op {
+            Op::Mov { d, a } => {
+                for i in lanes(on) {
+                    let v = self.read(wi, i, *a);
+                    self.write(wi, i, *d, v);
+                }
+            }
+            Op::Cvta {
+                d,
+                a,
+                space,
+                to_generic,
+            } => {
+                let base = match space {
+                    MemSpace::Shared => SHARED_WINDOW,
+                    MemSpace::Local => LOCAL_WINDOW,
+                    _ => 0,
+                };
+                for i in lanes(on) {
+                    let v = self.read(wi, i, *a);
+                    let r = if *to_generic {
+                        v.wrapping_add(base)
+                    } else {
+                        v.wrapping_sub(base)
+                    };
+                    self.write(wi, i, *d, r);
+                }
+            }
+            Op::Bin {
+                op,
+                ty,
+                d,
+                a,
+                b,
+                ftz,
+                sat,
+            } => {
+                for i in lanes(on) {
+                    let x = self.read(wi, i, *a);
+                    let y = self.read(wi, i, *b);
+                    self.write(wi, i, *d, crate::arith::bin(*op, *ty, x, y, *ftz, *sat));
+                }
+            }
+            Op::Mad {
+                ty,
+                mode,
+                d,
+                a,
+                b,
+                c,
+                ftz,
+                sat,
+            } => {
+                for i in lanes(on) {
+                    let x = self.read(wi, i, *a);
+                    let y = self.read(wi, i, *b);
+                    let z = self.read(wi, i, *c);
+                    self.write(
+                        wi,
+                        i,
+                        *d,
+                        crate::arith::mad(*ty, *mode, x, y, z, *ftz, *sat),
+                    );
+                }
+            }
+            Op::Un { op, ty, d, a, ftz } => {
+                for i in lanes(on) {
+                    let x = self.read(wi, i, *a);
+                    self.write(wi, i, *d, crate::arith::un(*op, *ty, x, *ftz));
+                }
+            }
+            Op::Setp {
+                cmp,
+                ty,
+                d,
+                d2,
+                a,
+                b,
+                combine,
+            } => {
+                for i in lanes(on) {
+                    let x = self.read(wi, i, *a);
+                    let y = self.read(wi, i, *b);
+                    let t = crate::arith::compare(*cmp, *ty, x, y);
+                    let (r, r2) = match combine {
+                        None => (t, !t),
+                        Some((op, p, neg)) => {
+                            let q = (self.read(wi, i, *p) != 0) != *neg;
+                            let f = |v: bool| match op {
+                                BoolOp::And => v && q,
+                                BoolOp::Or => v || q,
+                                BoolOp::Xor => v ^ q,
+                            };
+                            (f(t), f(!t))
+                        }
+                    };
+                    self.write(wi, i, *d, u64::from(r));
+                    if let Some(d2) = d2 {
+                        self.write(wi, i, *d2, u64::from(r2));
+                    }
+                }
+            }
+            Op::Selp { d, a, b, p } => {
+                for i in lanes(on) {
+                    let v = if self.read(wi, i, *p) != 0 {
+                        self.read(wi, i, *a)
+                    } else {
+                        self.read(wi, i, *b)
+                    };
+                    self.write(wi, i, *d, v);
+                }
+            }
+            Op::Cvt {
+                dty,
+                sty,
+                round,
+                sat,
+                ftz,
+                d,
+                a,
+            } => {
+                for i in lanes(on) {
+                    let x = self.read(wi, i, *a);
+                    self.write(
+                        wi,
+                        i,
+                        *d,
+                        crate::arith::cvt(*dty, *sty, *round, *sat, *ftz, x),
+                    );
+                }
+            }
+            Op::Ld {
+                space,
+                ty,
+                n,
+                d,
+                addr,
+            } => {
+                let size = ty.size();
+                for i in lanes(on) {
+                    let base = self.addr(wi, i, addr);
+                    for (e, &dst) in d.iter().take(*n as usize).enumerate() {
+                        let at = base.wrapping_add(e as u64 * u64::from(size));
+                        let raw = self.load(wi, i, *space, at, size, line)?;
+                        self.write(wi, i, dst, crate::arith::extend(*ty, raw));
+                    }
+                }
+            }
+            Op::St {
+                space,
+                ty,
+                n,
+                a,
+                addr,
+            } => {
+                let size = ty.size();
+                for i in lanes(on) {
+                    let base = self.addr(wi, i, addr);
+                    for (e, &src) in a.iter().take(*n as usize).enumerate() {
+                        let at = base.wrapping_add(e as u64 * u64::from(size));
+                        let v = self.read(wi, i, src);
+                        self.store(wi, i, *space, at, size, v, line)?;
+                    }
+                }
+            }
+            Op::Atom {
+                space,
+                op,
+                ty,
+                d,
+                addr,
+                b,
+                c,
+            } => {
+                let size = ty.size();
+                for i in lanes(on) {
+                    let at = self.addr(wi, i, addr);
+                    let y = self.read(wi, i, *b);
+                    let z = self.read(wi, i, *c);
+                    let mut f = |old: u64| crate::arith::atom(*op, *ty, old, y, z);
+                    let old = self.atomic(wi, i, *space, at, size, &mut f, line)?;
+                    if let Some(d) = d {
+                        self.write(wi, i, *d, crate::arith::extend(*ty, old));
+                    }
+                }
+            }
+            Op::Bra { target } => {
+                // Lanes that branch go to the target; the others fall through.
+                let w = &mut self.warps[wi];
+                for i in lanes(mask) {
+                    w.pc[i] = if on & (1 << i) != 0 { *target } else { pc + 1 };
+                }
+                return Ok(());
+            }
+            Op::Bar => {
+                let w = &mut self.warps[wi];
+                w.at_bar |= on;
+            }
+            Op::Nop => {}
+            Op::Shfl {
+                mode,
+                d,
+                p,
+                a,
+                b,
+                c,
+            } => {
+                let vals: Vec<(usize, u64, bool)> = lanes(on)
+                    .map(|i| {
+                        let bval = (self.read(wi, i, *b) & 0x1f) as i64;
+                        let cv = self.read(wi, i, *c);
+                        let cval = (cv & 0x1f) as i64;
+                        let seg = ((cv >> 8) & 0x1f) as i64;
+                        let lane = i as i64;
+                        let min_lane = lane & seg;
+                        let max_lane = min_lane | (cval & !seg);
+                        let (j, ok) = match mode {
+                            ShflMode::Up => (lane - bval, lane - bval >= max_lane),
+                            ShflMode::Down => (lane + bval, lane + bval <= max_lane),
+                            ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
+                            ShflMode::Idx => {
+                                let j = min_lane | (bval & !seg);
+                                (j, j <= max_lane)
+                            }
+                        };
+                        let j = if ok { j as usize } else { i };
+                        (i, self.read(wi, j, *a), ok)
+                    })
+                    .collect();
+                for (i, v, ok) in vals {
+                    self.write(wi, i, *d, v);
+                    if let Some(p) = p {
+                        self.write(wi, i, *p, u64::from(ok));
+                    }
+                }
+            }
+            Op::Vote { mode, d, a, negate } => {
+                let ballot = lanes(on)
+                    .filter(|&i| (self.read(wi, i, *a) != 0) != *negate)
+                    .fold(0u32, |m, i| m | 1 << i);
+                let r = match mode {
+                    VoteMode::Ballot => u64::from(ballot),
+                    VoteMode::All => u64::from(ballot == on),
+                    VoteMode::Any => u64::from(ballot != 0),
+                    VoteMode::Uni => u64::from(ballot == on || ballot == 0),
+                };
+                for i in lanes(on) {
+                    self.write(wi, i, *d, r);
+                }
+            }
+            Op::ActiveMask { d } => {
+                for i in lanes(on) {
+                    self.write(wi, i, *d, u64::from(mask));
+                }
+            }
+            Op::Exit => {
+                self.warps[wi].exited |= on;
+            }
+            Op::Trap => {
+                if on != 0 {
+                    return Err(Fault::Trap { line });
+                }
+            }
+        }
+        let w = &mut self.warps[wi];
+        for i in lanes(mask) {
+            w.pc[i] = next;
+        }
+        Ok(())
+    }
+
+    /// Which memory an access goes to, and the offset in it.
+    fn place(&self, space: MemSpace, addr: u64) -> (MemSpace, u64) {
+        match space {
+            MemSpace::Generic => {
+                if (SHARED_WINDOW..SHARED_WINDOW + WINDOW).contains(&addr) {
+                    (MemSpace::Shared, addr - SHARED_WINDOW)
+                } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW).contains(&addr) {
+                    (MemSpace::Local, addr - LOCAL_WINDOW)
+                } else {
+                    (MemSpace::Global, addr)
+                }
+            }
+            s => (s, addr),
+        }
+    }
+
+    fn buffer(&mut self, wi: usize, lane: usize, space: MemSpace) -> Option<&mut [u8]> {
+        let local = self.k.local_bytes as usize;
+        match space {
+            MemSpace::Shared => Some(&mut self.shared),
+            MemSpace::Local => Some(&mut self.warps[wi].local[lane * local..(lane + 1) * local]),
+            _ => None,
+        }
+    }
+
+    fn check(addr: u64, size: u32, line: u32) -> Result<(), Fault> {
+        if addr % u64::from(size) != 0 {
+            return Err(Fault::Misaligned { addr, size, line });
+        }
+        Ok(())
+    }
+
+    fn load(
+        &mut self,
+        wi: usize,
+        lane: usize,
+        space: MemSpace,
+        addr: u64,
+        size: u32,
+        line: u32,
+    ) -> Result<u64, Fault> {
+        Self::check(addr, size, line)?;
+        let (space, off) = self.place(space, addr);
+        let mut b = [0u8; 8];
+        let n = size as usize;
+        let bad = Fault::IllegalAddress { addr, size, line };
+        match space {
+            MemSpace::Global => {
+                if !self.l.mem.read(off, &mut b[..n]) {
+                    return Err(bad);
+                }
+            }
+            MemSpace::Param => {
+                let s = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| self.l.params.get(o..o + n))
+                    .ok_or(bad)?;
+                b[..n].copy_from_slice(s);
+            }
+            _ => {
+                let buf = self.buffer(wi, lane, space).ok_or(bad.clone())?;
+                let s = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| buf.get(o..o + n))
+                    .ok_or(bad)?;
+                b[..n].copy_from_slice(s);
+            }
+        }
+        Ok(u64::from_le_bytes(b))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        wi: usize,
+        lane: usize,
+        space: MemSpace,
+        addr: u64,
+        size: u32,
+        v: u64,
+        line: u32,
+    ) -> Result<(), Fault> {
+        Self::check(addr, size, line)?;
+        let (space, off) = self.place(space, addr);
+        let n = size as usize;
+        let bytes = v.to_le_bytes();
+        let bad = Fault::IllegalAddress { addr, size, line };
+        match space {
+            MemSpace::Global => {
+                if !self.l.mem.write(off, &bytes[..n]) {
+                    return Err(bad);
+                }
+            }
+            MemSpace::Param => return Err(bad),
+            _ => {
+                let buf = self.buffer(wi, lane, space).ok_or(bad.clone())?;
+                let s = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| buf.get_mut(o..o + n))
+                    .ok_or(bad)?;
+                s.copy_from_slice(&bytes[..n]);
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn atomic(
+        &mut self,
+        wi: usize,
+        lane: usize,
+        space: MemSpace,
+        addr: u64,
+        size: u32,
+        f: &mut dyn FnMut(u64) -> u64,
+        line: u32,
+    ) -> Result<u64, Fault> {
+        Self::check(addr, size, line)?;
+        let (space, off) = self.place(space, addr);
+        let bad = Fault::IllegalAddress { addr, size, line };
+        match space {
+            MemSpace::Global => self.l.mem.atomic(off, size, f).ok_or(bad),
+            MemSpace::Param => Err(bad),
+            _ => {
+                // Shared and local memory belong to this host thread alone.
+                let old = self.load(wi, lane, space, off, size, line)?;
+                let new = f(old);
+                self.store(wi, lane, space, off, size, new, line)?;
+                Ok(old)
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The executable form of a module: what [`crate::lower`] makes of the syntax tree once every
+//! name is resolved and every instruction form is checked. Registers are slot numbers,
+//! labels are instruction indices, types are enums: the interpreter ([`crate::exec`]) never
+//! looks at a string.
+
+use std::collections::HashMap;
+
+/// A register slot of a function's frame (predicates included).
+pub type Reg = u32;
+
+/// A scalar type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    /// `.pred`.
+    Pred,
+    /// `.b8`, `.u8`.
+    U8,
+    /// `.s8`.
+    S8,
+    /// `.b16`, `.u16`.
+    U16,
+    /// `.s16`.
+    S16,
+    /// `.b32`, `.u32`.
+    U32,
+    /// `.s32`.
+    S32,
+    /// `.b64`, `.u64`.
+    U64,
+    /// `.s64`.
+    S64,
+    /// `.f16`.
+    F16,
+    /// `.bf16`.
+    BF16,
+    /// `.f32`.
+    F32,
+    /// `.f64`.
+    F64,
+    /// `.f16x2` (two f16 in 32 bits).
+    F16x2,
+    /// `.bf16x2`.
+    BF16x2,
+}
+
+impl Ty {
+    /// Size in bytes.
+    pub fn size(self) -> u32 {
+        match self {
+            Ty::Pred => 1,
+            Ty::U8 | Ty::S8 => 1,
+            Ty::U16 | Ty::S16 | Ty::F16 | Ty::BF16 => 2,
+            Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::BF16x2 => 4,
+            Ty::U64 | Ty::S64 | Ty::F64 => 8,
+        }
+    }
+
+    /// Signed integer.
+    pub fn signed(self) -> bool {
+        matches!(self, Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64)
+    }
+
+    /// Floating point (scalar).
+    pub fn float(self) -> bool {
+        matches!(self, Ty::F16 | Ty::BF16 | Ty::F32 | Ty::F64)
+    }
+
+    /// Parses a type name without its dot.
+    pub fn parse(s: &str) -> Option<Ty> {
+        Some(match s {
+            "pred" => Ty::Pred,
+            "b8" | "u8" => Ty::U8,
+            "s8" => Ty::S8,
+            "b16" | "u16" => Ty::U16,
+            "s16" => Ty::S16,
+            "b32" | "u32" => Ty::U32,
+            "s32" => Ty::S32,
+            "b64" | "u64" => Ty::U64,
+            "s64" => Ty::S64,
+            "f16" => Ty::F16,
+            "bf16" => Ty::BF16,
+            "f32" => Ty::F32,
+            "f64" => Ty::F64,
+            "f16x2" => Ty::F16x2,
+            "bf16x2" => Ty::BF16x2,
+            _ => return None,
+        })
+    }
+}
+
+/// A source operand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Src {
+    /// A register.
+    Reg(Reg),
+    /// An immediate, already in the register representation of the instruction's type
+    /// (f32 as its bits in the low 32 bits, integers sign- or zero-extended).
+    Imm(u64),
+    /// A special register.
+    Special(Special),
+    /// The device address of module variable `n` ([`Program::globals`]), plus an offset.
+    Global(u32, i64),
+}
+
+/// Special registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    /// `%tid.{x,y,z}`.
+    Tid(u8),
+    /// `%ntid.{x,y,z}`.
+    Ntid(u8),
+    /// `%ctaid.{x,y,z}`.
+    Ctaid(u8),
+    /// `%nctaid.{x,y,z}`.
+    Nctaid(u8),
+    /// `%laneid`.
+    LaneId,
+    /// `%warpid`.
+    WarpId,
+    /// `%nwarpid`.
+    NWarpId,
+    /// `%lanemask_{eq,le,lt,ge,gt}` (0..4 in that order).
+    LaneMask(u8),
+    /// `%clock`, `%clock64`, `%globaltimer`: a counter.
+    Clock,
+    /// `%smid`, `%nsmid`, `%gridid`, `%envreg*`, `%dynamic_smem_size`, `%total_smem_size`.
+    Zero,
+    /// `%dynamic_smem_size`.
+    DynSmem,
+}
+
+/// Memory state spaces the interpreter addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemSpace {
+    /// Generic addressing: global, shared or local by the address window.
+    Generic,
+    /// `.global` (and `.const`, which lives in device memory here).
+    Global,
+    /// `.shared`: offsets into the block's shared memory.
+    Shared,
+    /// `.local`: offsets into the thread's local memory.
+    Local,
+    /// `.param` of a kernel: offsets into the parameter buffer; of a function: its frame.
+    Param,
+}
+
+/// An address: base register (or none) plus a constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Addr {
+    /// Base register.
+    pub base: Option<Reg>,
+    /// A module variable whose device address is added ([`Program::globals`]).
+    pub global: Option<u32>,
+    /// Constant offset (a resolved symbol's address included).
+    pub offset: i64,
+}
+
+/// Integer and float binary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    /// `add`.
+    Add,
+    /// `sub`.
+    Sub,
+    /// `mul.lo` (and float `mul`).
+    MulLo,
+    /// `mul.hi`.
+    MulHi,
+    /// `mul.wide` (the destination is twice as wide).
+    MulWide,
+    /// `div`.
+    Div,
+    /// `rem`.
+    Rem,
+    /// `min`.
+    Min,
+    /// `max`.
+    Max,
+    /// `and`.
+    And,
+    /// `or`.
+    Or,
+    /// `xor`.
+    Xor,
+    /// `shl`.
+    Shl,
+    /// `shr` (arithmetic for signed types).
+    Shr,
+    /// `copysign` (`d = |b| with the sign of a`).
+    CopySign,
+}
+
+/// Unary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnOp {
+    /// `neg`.
+    Neg,
+    /// `abs`.
+    Abs,
+    /// `not`.
+    Not,
+    /// `cnot`.
+    CNot,
+    /// `popc`.
+    Popc,
+    /// `clz`.
+    Clz,
+    /// `brev`.
+    Brev,
+    /// `sqrt`.
+    Sqrt,
+    /// `rsqrt`.
+    Rsqrt,
+    /// `rcp`.
+    Rcp,
+    /// `sin`.
+    Sin,
+    /// `cos`.
+    Cos,
+    /// `lg2`.
+    Lg2,
+    /// `ex2`.
+    Ex2,
+    /// `tanh`.
+    Tanh,
+}
+
+/// Comparison of `setp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    /// eq.
+    Eq,
+    /// ne.
+    Ne,
+    /// lt (lo for unsigned).
+    Lt,
+    /// le (ls).
+    Le,
+    /// gt (hi).
+    Gt,
+    /// ge (hs).
+    Ge,
+    /// Unordered variants of the float comparisons: `equ`, `neu`, `ltu`, `leu`, `gtu`, `geu`.
+    Unordered(u8),
+    /// `num`: both are numbers.
+    Num,
+    /// `nan`: either is NaN.
+    Nan,
+}
+
+/// Boolean combination of `setp`/`set` with a predicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoolOp {
+    /// `.and`.
+    And,
+    /// `.or`.
+    Or,
+    /// `.xor`.
+    Xor,
+}
+
+/// Rounding of a conversion or an arithmetic operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Round {
+    /// No modifier (the default for the types involved).
+    #[default]
+    Default,
+    /// `.rn` / `.rni`.
+    Nearest,
+    /// `.rz` / `.rzi`.
+    Zero,
+    /// `.rm` / `.rmi`.
+    Down,
+    /// `.rp` / `.rpi`.
+    Up,
+}
+
+/// Atomic operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtomOp {
+    /// `add`.
+    Add,
+    /// `min`.
+    Min,
+    /// `max`.
+    Max,
+    /// `and`.
+    And,
+    /// `or`.
+    Or,
+    /// `xor`.
+    Xor,
+    /// `exch`.
+    Exch,
+    /// `cas`.
+    Cas,
+    /// `inc` (wrapping at b).
+    Inc,
+    /// `dec`.
+    Dec,
+}
+
+/// Shuffle modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShflMode {
+    /// `.up`.
+    Up,
+    /// `.down`.
+    Down,
+    /// `.bfly`.
+    Bfly,
+    /// `.idx`.
+    Idx,
+}
+
+/// Vote modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoteMode {
+    /// `.all`.
+    All,
+    /// `.any`.
+    Any,
+    /// `.uni`.
+    Uni,
+    /// `.ballot`.
+    Ballot,
+}
+
+/// One executable instruction (the guard is kept beside it, in [`Inst`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `mov`.
+    Mov { d: Reg, a: Src },
+    /// Generic-to-space or space-to-generic conversion of an address.
+    Cvta {
+        d: Reg,
+        a: Src,
+        space: MemSpace,
+        to_generic: bool,
+    },
+    /// Binary operations.
+    Bin {
+        op: BinOp,
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        b: Src,
+        ftz: bool,
+        sat: bool,
+    },
+    /// `mad`/`fma` (`mode`: for integers 0 lo, 1 hi, 2 wide).
+    Mad {
+        ty: Ty,
+        mode: u8,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        ftz: bool,
+        sat: bool,
+    },
+    /// Unary operations.
+    Un {
+        op: UnOp,
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        ftz: bool,
+    },
+    /// `setp`: `d = a cmp b [bop c]`, `d2 = !(a cmp b) [bop c]`.
+    Setp {
+        cmp: Cmp,
+        ty: Ty,
+        d: Reg,
+        d2: Option<Reg>,
+        a: Src,
+        b: Src,
+        combine: Option<(BoolOp, Src, bool)>,
+    },
+    /// `selp`: `d = p ? a : b`.
+    Selp { d: Reg, a: Src, b: Src, p: Src },
+    /// `cvt`.
+    Cvt {
+        dty: Ty,
+        sty: Ty,
+        round: Round,
+        sat: bool,
+        ftz: bool,
+        d: Reg,
+        a: Src,
+    },
+    /// `ld` of `n` elements (vector loads fill `d[0..n]`).
+    Ld {
+        space: MemSpace,
+        ty: Ty,
+        n: u8,
+        d: [Reg; 4],
+        addr: Addr,
+    },
+    /// `st` of `n` elements.
+    St {
+        space: MemSpace,
+        ty: Ty,
+        n: u8,
+        a: [Src; 4],
+        addr: Addr,
+    },
+    /// `atom` (and `red` with `d = None`).
+    Atom {
+        space: MemSpace,
+        op: AtomOp,
+        ty: Ty,
+        d: Option<Reg>,
+        addr: Addr,
+        b: Src,
+        c: Src,
+    },
+    /// Branch to an instruction index.
+    Bra { target: u32 },
+    /// `bar.sync` / `barrier.sync` (`bar.arrive` waits too; the block's threads all take part).
+    Bar,
+    /// `bar.warp.sync`, `membar`, `fence`: nothing to do in this execution model.
+    Nop,
+    /// `shfl.sync`: `d = a from the lane chosen by b and c`, `p` = whether it was in range.
+    Shfl {
+        mode: ShflMode,
+        d: Reg,
+        p: Option<Reg>,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    /// `vote.sync`.
+    Vote {
+        mode: VoteMode,
+        d: Reg,
+        a: Src,
+        negate: bool,
+    },
+    /// `activemask`.
+    ActiveMask { d: Reg },
+    /// `ret` / `exit`.
+    Exit,
+    /// `trap`.
+    Trap,
+}
+
+/// An instruction with its guard and source line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inst {
+    /// `@p` (`false`) or `@!p` (`true`).
+    pub guard: Option<(Reg, bool)>,
+    /// The operation.
+    pub op: Op,
+    /// Line in the PTX text.
+    pub line: u32,
+}
+
+/// One kernel parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Offset in the parameter buffer.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
+}
+
+/// A kernel, ready to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// Its name.
+    pub name: String,
+    /// Parameters, in order.
+    pub params: Vec<Param>,
+    /// Bytes of the parameter buffer.
+    pub param_bytes: u32,
+    /// Register slots of a thread.
+    pub regs: u32,
+    /// Bytes of static shared memory (dynamic shared memory follows it).
+    pub shared_bytes: u32,
+    /// Bytes of local memory per thread.
+    pub local_bytes: u32,
+    /// The code.
+    pub code: Vec<Inst>,
+}
+
+/// A module-scope variable the module needs in device memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Global {
+    /// Its name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Alignment.
+    pub align: u32,
+    /// Initial bytes (zeros when not initialized).
+    pub init: Vec<u8>,
+    /// `.const` rather than `.global`.
+    pub constant: bool,
+    /// Declared `.extern`: defined elsewhere (refused at load today).
+    pub external: bool,
+}
+
+/// A checked module: its kernels and the variables they need.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Program {
+    /// Kernels by name.
+    pub kernels: HashMap<String, Kernel>,
+    /// Module-scope variables in device memory, in declaration order.
+    pub globals: Vec<Global>,
+    /// Kernels the checker refused, with why (the rest of the module still runs).
+    pub refused: HashMap<String, crate::lower::LowerError>,
+}

@@ -1,0 +1,1145 @@
+//! The load-time checker: turns a parsed [`Module`] into a [`Program`], resolving every
+//! name and checking every instruction form. What it cannot run it refuses, naming the
+//! instruction as written and its line — a module is never half-understood.
+
+use crate::ast::{self, InitValue, Initializer, Module, Operand, Space, Statement};
+use crate::ir::*;
+use std::collections::HashMap;
+
+/// Why a module cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct LowerError {
+    /// Line in the PTX text.
+    pub line: u32,
+    /// What is not supported or wrong.
+    pub message: String,
+}
+
+fn err<T>(line: u32, message: impl Into<String>) -> Result<T, LowerError> {
+    Err(LowerError {
+        line,
+        message: message.into(),
+    })
+}
+
+/// Checks and resolves `m`. A module-scope problem fails the whole module; a kernel that
+/// cannot run is listed in [`Program::refused`] and the others are kept.
+pub fn lower(m: &Module) -> Result<Program, LowerError> {
+    let mut prog = Program::default();
+    let mut globals: HashMap<String, u32> = HashMap::new();
+    let mut module_shared: Vec<&ast::Variable> = Vec::new();
+    for v in &m.globals {
+        match v.space {
+            Space::Global | Space::Const => {
+                for name in &v.names {
+                    let g = global(v, name, &globals)?;
+                    globals.insert(name.clone(), prog.globals.len() as u32);
+                    prog.globals.push(g);
+                }
+            }
+            Space::Shared => module_shared.push(v),
+            other => {
+                return err(
+                    v.line,
+                    format!("module-scope {other:?} variables are not supported"),
+                )
+            }
+        }
+    }
+    for f in &m.functions {
+        if !f.entry {
+            continue;
+        }
+        let Some(body) = &f.body else {
+            continue;
+        };
+        match Lowering::new(&globals, &module_shared).kernel(f, body) {
+            Ok(k) => {
+                prog.kernels.insert(k.name.clone(), k);
+            }
+            Err(e) => {
+                prog.refused.insert(f.name.clone(), e);
+            }
+        }
+    }
+    Ok(prog)
+}
+
+fn elem_size(v: &ast::Variable) -> Result<u64, LowerError> {
+    let ty = Ty::parse(&v.ty).ok_or(LowerError {
+        line: v.line,
+        message: format!("unknown type .{}", v.ty),
+    })?;
+    Ok(u64::from(ty.size()) * u64::from(v.vector.unwrap_or(1)))
+}
+
+fn var_size(v: &ast::Variable) -> Result<u64, LowerError> {
+    let mut n = elem_size(v)?;
+    for d in &v.array {
+        match d {
+            Some(d) => {
+                n = n.checked_mul(*d).ok_or(LowerError {
+                    line: v.line,
+                    message: "array too large".into(),
+                })?
+            }
+            None => return Ok(0),
+        }
+    }
+    Ok(n)
+}
+
+fn global(
+    v: &ast::Variable,
+    name: &str,
+    known: &HashMap<String, u32>,
+) -> Result<Global, LowerError> {
+    let size = var_size(v)?;
+    if size > 1 << 30 {
+        return err(
+            v.line,
+            format!("{name}: a module variable of {size} bytes is too large"),
+        );
+    }
+    let mut init = vec![0u8; size as usize];
+    if let Some(i) = &v.init {
+        let es = elem_size(v)? as usize / v.vector.unwrap_or(1) as usize;
+        let ty = Ty::parse(&v.ty).unwrap_or(Ty::U8);
+        let mut values = Vec::new();
+        flatten(i, &mut values);
+        for (n, val) in values.iter().enumerate() {
+            let at = n * es;
+            if at + es > init.len() {
+                return err(v.line, format!("{name}: more initializers than elements"));
+            }
+            let bits = match val {
+                InitValue::Int(x) => *x as u64,
+                InitValue::F32Bits(b) => u64::from(*b),
+                InitValue::F64Bits(b) => *b,
+                InitValue::Float(f) => match ty {
+                    Ty::F32 => u64::from((*f as f32).to_bits()),
+                    Ty::F64 => f.to_bits(),
+                    _ => {
+                        return err(
+                            v.line,
+                            format!("{name}: a float initializer of a .{} variable", v.ty),
+                        )
+                    }
+                },
+                InitValue::Address { symbol, .. } => {
+                    let _ = known;
+                    return err(
+                        v.line,
+                        format!(
+                            "{name}: initializer with the address of {symbol} is not supported"
+                        ),
+                    );
+                }
+            };
+            init[at..at + es].copy_from_slice(&bits.to_le_bytes()[..es]);
+        }
+    }
+    Ok(Global {
+        name: name.to_string(),
+        size,
+        align: v.align.unwrap_or(elem_size(v)? as u32).max(1),
+        init,
+        constant: v.space == Space::Const,
+        external: v.linkage == ast::Linkage::Extern,
+    })
+}
+
+fn flatten<'a>(i: &'a Initializer, out: &mut Vec<&'a InitValue>) {
+    match i {
+        Initializer::Value(v) => out.push(v),
+        Initializer::List(l) => l.iter().for_each(|x| flatten(x, out)),
+    }
+}
+
+/// Where a name in a body resolves to.
+#[derive(Clone, Copy, Debug)]
+enum Name {
+    Reg(Reg, Ty),
+    Param(u32),
+    Shared(u32),
+    Local(u32),
+    Global(u32),
+}
+
+struct Lowering<'a> {
+    globals: &'a HashMap<String, u32>,
+    module_shared: &'a [&'a ast::Variable],
+    scopes: Vec<HashMap<String, Name>>,
+    regs: u32,
+    shared: u32,
+    local: u32,
+    dynamic_shared: Vec<(String, u32)>,
+    labels: HashMap<String, u32>,
+    fixups: Vec<(usize, String, u32)>,
+    code: Vec<Inst>,
+}
+
+fn align_up(x: u32, a: u32) -> u32 {
+    x.div_ceil(a.max(1)) * a.max(1)
+}
+
+impl<'a> Lowering<'a> {
+    fn new(globals: &'a HashMap<String, u32>, module_shared: &'a [&'a ast::Variable]) -> Self {
+        Lowering {
+            globals,
+            module_shared,
+            scopes: vec![HashMap::new()],
+            regs: 0,
+            shared: 0,
+            local: 0,
+            dynamic_shared: Vec::new(),
+            labels: HashMap::new(),
+            fixups: Vec::new(),
+            code: Vec::new(),
+        }
+    }
+
+    fn kernel(mut self, f: &ast::Function, body: &[Statement]) -> Result<Kernel, LowerError> {
+        let mut params = Vec::new();
+        let mut offset = 0u32;
+        for p in &f.params {
+            let size = var_size(p)? as u32;
+            let align = p.align.unwrap_or(elem_size(p)? as u32).max(1);
+            offset = align_up(offset, align);
+            for name in &p.names {
+                self.scopes[0].insert(name.clone(), Name::Param(offset));
+            }
+            params.push(Param { offset, size });
+            offset += size;
+        }
+        for v in self.module_shared {
+            self.declare_memory(v)?;
+        }
+        self.collect_labels(body, &mut 0);
+        self.block(body)?;
+        self.code.push(Inst {
+            guard: None,
+            op: Op::Exit,
+            line: f.line,
+        });
+        let dynamic_at = align_up(self.shared, 16);
+        for (at, label, line) in std::mem::take(&mut self.fixups) {
+            let Some(&t) = self.labels.get(&label) else {
+                return err(line, format!("branch to unknown label {label}"));
+            };
+            if let Op::Bra { target } = &mut self.code[at].op {
+                *target = t;
+            }
+        }
+        // Dynamic shared memory starts after the static part.
+        for inst in &mut self.code {
+            patch_dynamic(inst, dynamic_at);
+        }
+        Ok(Kernel {
+            name: f.name.clone(),
+            params,
+            param_bytes: offset,
+            regs: self.regs,
+            shared_bytes: dynamic_at,
+            local_bytes: self.local,
+            code: self.code,
+        })
+    }
+
+    fn collect_labels(&mut self, body: &[Statement], n: &mut u32) {
+        for s in body {
+            match s {
+                Statement::Label(l) => {
+                    self.labels.insert(l.clone(), *n);
+                }
+                Statement::Instr(_) => *n += 1,
+                Statement::Block(b) => self.collect_labels(b, n),
+                _ => {}
+            }
+        }
+    }
+
+    fn declare_memory(&mut self, v: &ast::Variable) -> Result<(), LowerError> {
+        let size = var_size(v)? as u32;
+        let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
+        for name in &v.names {
+            let name_kind = match v.space {
+                Space::Shared if v.array.first() == Some(&None) => {
+                    self.dynamic_shared.push((name.clone(), align));
+                    Name::Shared(DYNAMIC_SHARED)
+                }
+                Space::Shared => {
+                    self.shared = align_up(self.shared, align);
+                    let at = self.shared;
+                    self.shared += size;
+                    Name::Shared(at)
+                }
+                Space::Local => {
+                    self.local = align_up(self.local, align);
+                    let at = self.local;
+                    self.local += size;
+                    Name::Local(at)
+                }
+                other => {
+                    return err(
+                        v.line,
+                        format!("{other:?} variables in a kernel body are not supported"),
+                    )
+                }
+            };
+            self.scopes
+                .last_mut()
+                .expect("a scope")
+                .insert(name.clone(), name_kind);
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, body: &[Statement]) -> Result<(), LowerError> {
+        for s in body {
+            match s {
+                Statement::Decl(v) => match v.space {
+                    Space::Reg => {
+                        let ty = Ty::parse(&v.ty).ok_or(LowerError {
+                            line: v.line,
+                            message: format!("unknown register type .{}", v.ty),
+                        })?;
+                        if v.vector.is_some() || !v.array.is_empty() {
+                            return err(v.line, "vector or array registers are not supported");
+                        }
+                        for name in &v.names {
+                            let r = self.regs;
+                            self.regs += 1;
+                            self.scopes
+                                .last_mut()
+                                .expect("a scope")
+                                .insert(name.clone(), Name::Reg(r, ty));
+                        }
+                    }
+                    Space::Shared | Space::Local => self.declare_memory(v)?,
+                    other => {
+                        return err(
+                            v.line,
+                            format!(".{other:?} declarations in a body are not supported"),
+                        )
+                    }
+                },
+                Statement::Label(_) | Statement::Pragma(_) => {}
+                Statement::Block(b) => {
+                    self.scopes.push(HashMap::new());
+                    self.block(b)?;
+                    self.scopes.pop();
+                }
+                Statement::Instr(i) => {
+                    let inst = self.instruction(i)?;
+                    self.code.push(inst);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, name: &str) -> Option<Name> {
+        for s in self.scopes.iter().rev() {
+            if let Some(n) = s.get(name) {
+                return Some(*n);
+            }
+        }
+        self.globals.get(name).map(|g| Name::Global(*g))
+    }
+
+    fn instruction(&mut self, i: &ast::Instruction) -> Result<Inst, LowerError> {
+        let line = i.line;
+        let text = || {
+            let mut t = i.opcode.clone();
+            for m in &i.modifiers {
+                t.push('.');
+                t.push_str(m);
+            }
+            t
+        };
+        let guard = match &i.guard {
+            None => None,
+            Some((p, neg)) => match self.lookup(p) {
+                Some(Name::Reg(r, Ty::Pred)) => Some((r, *neg)),
+                _ => return err(line, format!("guard {p} is not a predicate register")),
+            },
+        };
+        let cx = Cx { l: self, i, line };
+        let op = cx.op().map_err(|e| LowerError {
+            line,
+            message: format!("{}: {}", text(), e),
+        })?;
+        if let Op::Bra { .. } = op {
+            let target = match i.operands.first() {
+                Some(Operand::Symbol(s)) => s.clone(),
+                _ => return err(line, format!("{}: expected a label", text())),
+            };
+            self.fixups.push((self.code.len(), target, line));
+        }
+        Ok(Inst { guard, op, line })
+    }
+}
+
+/// Placeholder offset of dynamic shared memory until the static size is known.
+const DYNAMIC_SHARED: u32 = u32::MAX;
+
+fn patch_dynamic(inst: &mut Inst, at: u32) {
+    let fix = |o: &mut i64| {
+        if *o >= i64::from(DYNAMIC_SHARED) {
+            *o = *o - i64::from(DYNAMIC_SHARED) + i64::from(at);
+        }
+    };
+    match &mut inst.op {
+        Op::Ld {
+            space: MemSpace::Shared,
+            addr,
+            ..
+        }
+        | Op::St {
+            space: MemSpace::Shared,
+            addr,
+            ..
+        }
+        | Op::Atom {
+            space: MemSpace::Shared,
+            addr,
+            ..
+        } => fix(&mut addr.offset),
+        Op::Mov { a: Src::Imm(v), .. }
+            if *v >= u64::from(DYNAMIC_SHARED) && *v < u64::from(DYNAMIC_SHARED) << 1 =>
+        {
+            *v = *v - u64::from(DYNAMIC_SHARED) + u64::from(at);
+        }
+        _ => {}
+    }
+}
+
+/// Lowering of one instruction.
+struct Cx<'l, 'a> {
+    l: &'l Lowering<'a>,
+    i: &'l ast::Instruction,
+    line: u32,
+}
+
+type R<T> = Result<T, String>;
+
+impl Cx<'_, '_> {
+    fn has(&self, m: &str) -> bool {
+        self.i.modifiers.iter().any(|x| x == m)
+    }
+
+    /// The last modifier that is a type.
+    fn ty(&self) -> R<Ty> {
+        self.i
+            .modifiers
+            .iter()
+            .rev()
+            .find_map(|m| Ty::parse(m))
+            .ok_or_else(|| "no type".to_string())
+    }
+
+    /// The types among the modifiers, in order.
+    fn types(&self) -> Vec<Ty> {
+        self.i
+            .modifiers
+            .iter()
+            .filter_map(|m| Ty::parse(m))
+            .collect()
+    }
+
+    fn operand(&self, n: usize) -> R<&Operand> {
+        self.i
+            .operands
+            .get(n)
+            .ok_or_else(|| format!("operand {} missing", n + 1))
+    }
+
+    fn count(&self, n: usize) -> R<()> {
+        if self.i.operands.len() == n {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {n} operands, found {}",
+                self.i.operands.len()
+            ))
+        }
+    }
+
+    fn dst(&self, n: usize) -> R<Reg> {
+        match self.operand(n)? {
+            Operand::Reg(r) => match self.l.lookup(r) {
+                Some(Name::Reg(x, _)) => Ok(x),
+                _ => Err(format!("{r} is not a register")),
+            },
+            o => Err(format!("destination {o:?} is not a register")),
+        }
+    }
+
+    fn src(&self, n: usize, ty: Ty) -> R<Src> {
+        src_of(self.l, self.operand(n)?, ty)
+    }
+
+    fn addr(&self, n: usize, space: MemSpace) -> R<(Addr, MemSpace)> {
+        match self.operand(n)? {
+            Operand::Address { base, offset } => {
+                let mut a = Addr {
+                    base: None,
+                    global: None,
+                    offset: *offset,
+                };
+                let mut space = space;
+                if let Some(b) = base {
+                    match self.l.lookup(b) {
+                        Some(Name::Reg(r, _)) => a.base = Some(r),
+                        Some(Name::Param(p)) if matches!(space, MemSpace::Param) => {
+                            a.offset += i64::from(p);
+                        }
+                        Some(Name::Shared(s))
+                            if matches!(space, MemSpace::Shared | MemSpace::Generic) =>
+                        {
+                            a.offset += i64::from(s);
+                            space = MemSpace::Shared;
+                        }
+                        Some(Name::Local(s))
+                            if matches!(space, MemSpace::Local | MemSpace::Generic) =>
+                        {
+                            a.offset += i64::from(s);
+                            space = MemSpace::Local;
+                        }
+                        Some(Name::Global(g))
+                            if matches!(space, MemSpace::Global | MemSpace::Generic) =>
+                        {
+                            a.global = Some(g);
+                        }
+                        Some(other) => {
+                            return Err(format!(
+                                "{b} ({other:?}) cannot be addressed in this state space"
+                            ))
+                        }
+                        None => return Err(format!("unknown name {b}")),
+                    }
+                }
+                Ok((a, space))
+            }
+            o => Err(format!("expected an address, found {o:?}")),
+        }
+    }
+
+    fn space(&self) -> R<MemSpace> {
+        let mut s = MemSpace::Generic;
+        for m in &self.i.modifiers {
+            s = match m.as_str() {
+                "global" | "const" => MemSpace::Global,
+                "shared" | "shared::cta" => MemSpace::Shared,
+                "local" => MemSpace::Local,
+                "param" => MemSpace::Param,
+                "shared::cluster" | "tex" | "surf" => return Err(format!(".{m} is not supported")),
+                _ => continue,
+            };
+        }
+        Ok(s)
+    }
+
+    /// Refuses modifiers outside `allowed` (types and the harmless cache and ordering hints
+    /// always pass).
+    fn only(&self, allowed: &[&str]) -> R<()> {
+        for m in &self.i.modifiers {
+            let harmless = Ty::parse(m).is_some()
+                || m.contains("::")
+                || matches!(
+                    m.as_str(),
+                    "ca" | "cg"
+                        | "cs"
+                        | "lu"
+                        | "cv"
+                        | "wb"
+                        | "wt"
+                        | "nc"
+                        | "volatile"
+                        | "relaxed"
+                        | "acquire"
+                        | "release"
+                        | "acq_rel"
+                        | "weak"
+                        | "gpu"
+                        | "cta"
+                        | "sys"
+                        | "cluster"
+                        | "uni"
+                        | "sync"
+                        | "aligned"
+                );
+            if !harmless && !allowed.contains(&m.as_str()) {
+                return Err(format!("modifier .{m} is not supported"));
+            }
+        }
+        Ok(())
+    }
+
+    fn round(&self) -> Round {
+        for m in &self.i.modifiers {
+            match m.as_str() {
+                "rn" | "rni" => return Round::Nearest,
+                "rz" | "rzi" => return Round::Zero,
+                "rm" | "rmi" => return Round::Down,
+                "rp" | "rpi" => return Round::Up,
+                _ => {}
+            }
+        }
+        Round::Default
+    }
+
+    fn op(&self) -> R<Op> {
+        let i = self.i;
+        let ftz = self.has("ftz");
+        let sat = self.has("sat");
+        let _ = self.line;
+        match i.opcode.as_str() {
+            "mov" => {
+                self.only(&[])?;
+                self.count(2)?;
+                let ty = self.ty()?;
+                Ok(Op::Mov {
+                    d: self.dst(0)?,
+                    a: self.src(1, ty)?,
+                })
+            }
+            "cvta" => {
+                self.only(&["to", "global", "shared", "local", "const", "param"])?;
+                let space = match self.space()? {
+                    MemSpace::Generic => return Err("no state space".into()),
+                    s => s,
+                };
+                Ok(Op::Cvta {
+                    d: self.dst(0)?,
+                    a: self.src(1, Ty::U64)?,
+                    space,
+                    to_generic: !self.has("to"),
+                })
+            }
+            "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor"
+            | "shl" | "shr" | "copysign" => {
+                self.only(&[
+                    "lo", "hi", "wide", "ftz", "sat", "rn", "rz", "rm", "rp", "approx", "full",
+                    "NaN", "cc",
+                ])?;
+                if self.has("cc") {
+                    return Err("carry (.cc) is not supported".into());
+                }
+                self.count(3)?;
+                let ty = self.ty()?;
+                let op = match i.opcode.as_str() {
+                    "add" => BinOp::Add,
+                    "sub" => BinOp::Sub,
+                    "mul" if self.has("hi") => BinOp::MulHi,
+                    "mul" if self.has("wide") => BinOp::MulWide,
+                    "mul" => BinOp::MulLo,
+                    "div" => BinOp::Div,
+                    "rem" => BinOp::Rem,
+                    "min" => BinOp::Min,
+                    "max" => BinOp::Max,
+                    "and" => BinOp::And,
+                    "or" => BinOp::Or,
+                    "xor" => BinOp::Xor,
+                    "shl" => BinOp::Shl,
+                    "shr" => BinOp::Shr,
+                    _ => BinOp::CopySign,
+                };
+                if matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16) {
+                    return Err(format!(".{ty:?} arithmetic is not supported yet"));
+                }
+                let sty = match op {
+                    BinOp::Shl | BinOp::Shr => Ty::U32,
+                    _ => ty,
+                };
+                Ok(Op::Bin {
+                    op,
+                    ty,
+                    d: self.dst(0)?,
+                    a: self.src(1, ty)?,
+                    b: self.src(2, sty)?,
+                    ftz,
+                    sat,
+                })
+            }
+            "mad" | "fma" => {
+                self.only(&["lo", "hi", "wide", "ftz", "sat", "rn", "rz", "rm", "rp"])?;
+                self.count(4)?;
+                let ty = self.ty()?;
+                if matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16) {
+                    return Err(format!(".{ty:?} arithmetic is not supported yet"));
+                }
+                let mode = if self.has("hi") {
+                    1
+                } else if self.has("wide") {
+                    2
+                } else {
+                    0
+                };
+                let cty = if mode == 2 { wide(ty)? } else { ty };
+                Ok(Op::Mad {
+                    ty,
+                    mode,
+                    d: self.dst(0)?,
+                    a: self.src(1, ty)?,
+                    b: self.src(2, ty)?,
+                    c: self.src(3, cty)?,
+                    ftz,
+                    sat,
+                })
+            }
+            "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "sqrt" | "rsqrt" | "rcp"
+            | "sin" | "cos" | "lg2" | "ex2" | "tanh" => {
+                self.only(&["ftz", "approx", "rn", "rz", "rm", "rp", "full"])?;
+                self.count(2)?;
+                let ty = self.ty()?;
+                let op = match i.opcode.as_str() {
+                    "neg" => UnOp::Neg,
+                    "abs" => UnOp::Abs,
+                    "not" => UnOp::Not,
+                    "cnot" => UnOp::CNot,
+                    "popc" => UnOp::Popc,
+                    "clz" => UnOp::Clz,
+                    "brev" => UnOp::Brev,
+                    "sqrt" => UnOp::Sqrt,
+                    "rsqrt" => UnOp::Rsqrt,
+                    "rcp" => UnOp::Rcp,
+                    "sin" => UnOp::Sin,
+                    "cos" => UnOp::Cos,
+                    "lg2" => UnOp::Lg2,
+                    "ex2" => UnOp::Ex2,
+                    _ => UnOp::Tanh,
+                };
+                if matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16) {
+                    return Err(format!(".{ty:?} arithmetic is not supported yet"));
+                }
+                Ok(Op::Un {
+                    op,
+                    ty,
+                    d: self.dst(0)?,
+                    a: self.src(1, ty)?,
+                    ftz,
+                })
+            }
+            "setp" => {
+                self.only(&[
+                    "eq", "ne", "lt", "le", "gt", "ge", "lo", "ls", "hi", "hs", "equ", "neu",
+                    "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor", "ftz",
+                ])?;
+                let ty = self.ty()?;
+                let mut cmp = None;
+                let mut bop = None;
+                for m in &i.modifiers {
+                    let c = match m.as_str() {
+                        "eq" => Cmp::Eq,
+                        "ne" => Cmp::Ne,
+                        "lt" | "lo" => Cmp::Lt,
+                        "le" | "ls" => Cmp::Le,
+                        "gt" | "hi" => Cmp::Gt,
+                        "ge" | "hs" => Cmp::Ge,
+                        "equ" => Cmp::Unordered(0),
+                        "neu" => Cmp::Unordered(1),
+                        "ltu" => Cmp::Unordered(2),
+                        "leu" => Cmp::Unordered(3),
+                        "gtu" => Cmp::Unordered(4),
+                        "geu" => Cmp::Unordered(5),
+                        "num" => Cmp::Num,
+                        "nan" => Cmp::Nan,
+                        "and" => {
+                            bop = Some(BoolOp::And);
+                            continue;
+                        }
+                        "or" => {
+                            bop = Some(BoolOp::Or);
+                            continue;
+                        }
+                        "xor" => {
+                            bop = Some(BoolOp::Xor);
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    cmp = Some(c);
+                }
+                let cmp = cmp.ok_or("no comparison")?;
+                // d|d2 is parsed as a two-register vector.
+                let (d, d2) = match self.operand(0)? {
+                    Operand::Vector(v) if v.len() == 2 => {
+                        (reg_of(self.l, &v[0])?, Some(reg_of(self.l, &v[1])?))
+                    }
+                    _ => (self.dst(0)?, None),
+                };
+                let combine = match bop {
+                    None => {
+                        self.count(3)?;
+                        None
+                    }
+                    Some(b) => {
+                        self.count(4)?;
+                        let (p, neg) = pred_operand(self.l, self.operand(3)?)?;
+                        Some((b, p, neg))
+                    }
+                };
+                Ok(Op::Setp {
+                    cmp,
+                    ty,
+                    d,
+                    d2,
+                    a: self.src(1, ty)?,
+                    b: self.src(2, ty)?,
+                    combine,
+                })
+            }
+            "selp" => {
+                self.only(&[])?;
+                self.count(4)?;
+                let ty = self.ty()?;
+                let (p, neg) = pred_operand(self.l, self.operand(3)?)?;
+                if neg {
+                    return Err("a negated selector".into());
+                }
+                Ok(Op::Selp {
+                    d: self.dst(0)?,
+                    a: self.src(1, ty)?,
+                    b: self.src(2, ty)?,
+                    p,
+                })
+            }
+            "cvt" => {
+                self.only(&[
+                    "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "ftz", "sat", "relu",
+                ])?;
+                if self.has("relu") {
+                    return Err(".relu is not supported".into());
+                }
+                self.count(2)?;
+                let t = self.types();
+                let [dty, sty] = t[..] else {
+                    return Err("expected two types".into());
+                };
+                if matches!(dty, Ty::F16x2 | Ty::BF16x2) || matches!(sty, Ty::F16x2 | Ty::BF16x2) {
+                    return Err("packed conversions are not supported yet".into());
+                }
+                Ok(Op::Cvt {
+                    dty,
+                    sty,
+                    round: self.round(),
+                    sat,
+                    ftz,
+                    d: self.dst(0)?,
+                    a: self.src(1, sty)?,
+                })
+            }
+            "ld" | "ldu" => {
+                self.only(&[
+                    "global",
+                    "shared",
+                    "local",
+                    "param",
+                    "const",
+                    "v2",
+                    "v4",
+                    "shared::cta",
+                ])?;
+                self.count(2)?;
+                let ty = self.ty()?;
+                let (addr, space) = self.addr(1, self.space()?)?;
+                let mut d = [0; 4];
+                let n = match self.operand(0)? {
+                    Operand::Vector(v) => {
+                        if v.len() > 4 {
+                            return Err("vector of more than 4".into());
+                        }
+                        for (k, o) in v.iter().enumerate() {
+                            d[k] = match o {
+                                Operand::Reg(r) if r == "_" => SINK,
+                                _ => reg_of(self.l, o)?,
+                            };
+                        }
+                        v.len() as u8
+                    }
+                    _ => {
+                        d[0] = self.dst(0)?;
+                        1
+                    }
+                };
+                Ok(Op::Ld {
+                    space,
+                    ty,
+                    n,
+                    d,
+                    addr,
+                })
+            }
+            "st" => {
+                self.only(&[
+                    "global",
+                    "shared",
+                    "local",
+                    "param",
+                    "v2",
+                    "v4",
+                    "shared::cta",
+                ])?;
+                self.count(2)?;
+                let ty = self.ty()?;
+                let (addr, space) = self.addr(0, self.space()?)?;
+                let mut a = [Src::Imm(0); 4];
+                let n = match self.operand(1)? {
+                    Operand::Vector(v) => {
+                        if v.len() > 4 {
+                            return Err("vector of more than 4".into());
+                        }
+                        for (k, o) in v.iter().enumerate() {
+                            a[k] = src_of(self.l, o, ty)?;
+                        }
+                        v.len() as u8
+                    }
+                    _ => {
+                        a[0] = self.src(1, ty)?;
+                        1
+                    }
+                };
+                Ok(Op::St {
+                    space,
+                    ty,
+                    n,
+                    a,
+                    addr,
+                })
+            }
+            "atom" | "red" => {
+                self.only(&[
+                    "global", "shared", "add", "min", "max", "and", "or", "xor", "exch", "cas",
+                    "inc", "dec", "noftz",
+                ])?;
+                let ty = self.ty()?;
+                let op = [
+                    ("add", AtomOp::Add),
+                    ("min", AtomOp::Min),
+                    ("max", AtomOp::Max),
+                    ("and", AtomOp::And),
+                    ("or", AtomOp::Or),
+                    ("xor", AtomOp::Xor),
+                    ("exch", AtomOp::Exch),
+                    ("cas", AtomOp::Cas),
+                    ("inc", AtomOp::Inc),
+                    ("dec", AtomOp::Dec),
+                ]
+                .iter()
+                .find(|(n, _)| self.has(n))
+                .map(|(_, o)| *o)
+                .ok_or("no operation")?;
+                if matches!(ty, Ty::F16 | Ty::BF16 | Ty::F16x2 | Ty::BF16x2) {
+                    return Err(format!(".{ty:?} atomics are not supported yet"));
+                }
+                let red = i.opcode == "red";
+                let first = usize::from(!red);
+                let want = first + 2 + usize::from(op == AtomOp::Cas);
+                self.count(want)?;
+                let (addr, space) = self.addr(first, self.space()?)?;
+                Ok(Op::Atom {
+                    space,
+                    op,
+                    ty,
+                    d: if red { None } else { Some(self.dst(0)?) },
+                    addr,
+                    b: self.src(first + 1, ty)?,
+                    c: if op == AtomOp::Cas {
+                        self.src(first + 2, ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
+                })
+            }
+            "bra" => {
+                self.only(&[])?;
+                Ok(Op::Bra { target: 0 })
+            }
+            "bar" | "barrier" => {
+                self.only(&["sync", "cta", "aligned"])?;
+                if i.modifiers.iter().any(|m| m == "warp") {
+                    return Ok(Op::Nop);
+                }
+                if i.operands.len() > 1 {
+                    return Err("barriers with a thread count are not supported".into());
+                }
+                match i.operands.first() {
+                    None | Some(Operand::Int(0)) => Ok(Op::Bar),
+                    _ => Err("named barriers other than 0 are not supported".into()),
+                }
+            }
+            "membar" | "fence" => Ok(Op::Nop),
+            "ret" | "exit" => Ok(Op::Exit),
+            "trap" => Ok(Op::Trap),
+            "shfl" => {
+                self.only(&["up", "down", "bfly", "idx"])?;
+                self.count(5)?;
+                let mode = if self.has("up") {
+                    ShflMode::Up
+                } else if self.has("down") {
+                    ShflMode::Down
+                } else if self.has("bfly") {
+                    ShflMode::Bfly
+                } else if self.has("idx") {
+                    ShflMode::Idx
+                } else {
+                    return Err("no mode".into());
+                };
+                let (d, p) = match self.operand(0)? {
+                    Operand::Vector(v) if v.len() == 2 => {
+                        (reg_of(self.l, &v[0])?, Some(reg_of(self.l, &v[1])?))
+                    }
+                    _ => (self.dst(0)?, None),
+                };
+                Ok(Op::Shfl {
+                    mode,
+                    d,
+                    p,
+                    a: self.src(1, Ty::U32)?,
+                    b: self.src(2, Ty::U32)?,
+                    c: self.src(3, Ty::U32)?,
+                })
+            }
+            "vote" => {
+                self.only(&["all", "any", "uni", "ballot"])?;
+                self.count(3)?;
+                let mode = if self.has("all") {
+                    VoteMode::All
+                } else if self.has("any") {
+                    VoteMode::Any
+                } else if self.has("uni") {
+                    VoteMode::Uni
+                } else {
+                    VoteMode::Ballot
+                };
+                let (a, negate) = pred_operand(self.l, self.operand(1)?)?;
+                Ok(Op::Vote {
+                    mode,
+                    d: self.dst(0)?,
+                    a,
+                    negate,
+                })
+            }
+            "activemask" => {
+                self.count(1)?;
+                Ok(Op::ActiveMask { d: self.dst(0)? })
+            }
+            other => Err(format!("the instruction {other} is not supported")),
+        }
+    }
+}
+
+/// The register slot that sink destinations (`_`) write to: never read.
+pub const SINK: Reg = u32::MAX;
+
+fn wide(ty: Ty) -> R<Ty> {
+    Ok(match ty {
+        Ty::U16 => Ty::U32,
+        Ty::S16 => Ty::S32,
+        Ty::U32 => Ty::U64,
+        Ty::S32 => Ty::S64,
+        _ => return Err(format!(".wide of .{ty:?}")),
+    })
+}
+
+fn reg_of(l: &Lowering<'_>, o: &Operand) -> R<Reg> {
+    match o {
+        Operand::Reg(r) => match l.lookup(r) {
+            Some(Name::Reg(x, _)) => Ok(x),
+            _ => Err(format!("{r} is not a register")),
+        },
+        o => Err(format!("{o:?} is not a register")),
+    }
+}
+
+fn pred_operand(l: &Lowering<'_>, o: &Operand) -> R<(Src, bool)> {
+    match o {
+        Operand::NotReg(r) => Ok((Src::Reg(reg_of(l, &Operand::Reg(r.clone()))?), true)),
+        Operand::Int(v) => Ok((Src::Imm(u64::from(*v != 0)), false)),
+        o => Ok((Src::Reg(reg_of(l, o)?), false)),
+    }
+}
+
+fn special(name: &str) -> Option<Special> {
+    let dim = |s: &str| match s {
+        "x" => Some(0),
+        "y" => Some(1),
+        "z" => Some(2),
+        _ => None,
+    };
+    let (base, comp) = match name.split_once('.') {
+        Some((b, c)) => (b, Some(c)),
+        None => (name, None),
+    };
+    Some(match (base, comp) {
+        ("%tid", Some(c)) => Special::Tid(dim(c)?),
+        ("%ntid", Some(c)) => Special::Ntid(dim(c)?),
+        ("%ctaid", Some(c)) => Special::Ctaid(dim(c)?),
+        ("%nctaid", Some(c)) => Special::Nctaid(dim(c)?),
+        ("%laneid", None) => Special::LaneId,
+        ("%warpid", None) => Special::WarpId,
+        ("%nwarpid", None) => Special::NWarpId,
+        ("%lanemask_eq", None) => Special::LaneMask(0),
+        ("%lanemask_le", None) => Special::LaneMask(1),
+        ("%lanemask_lt", None) => Special::LaneMask(2),
+        ("%lanemask_ge", None) => Special::LaneMask(3),
+        ("%lanemask_gt", None) => Special::LaneMask(4),
+        ("%clock" | "%clock64" | "%globaltimer", None) => Special::Clock,
+        ("%dynamic_smem_size", None) => Special::DynSmem,
+        ("%smid" | "%nsmid" | "%gridid", None) => Special::Zero,
+        _ => return None,
+    })
+}
+
+/// An integer immediate in the register representation of `ty`.
+fn int_imm(v: i128, ty: Ty) -> u64 {
+    match ty {
+        Ty::F32 => u64::from((v as f32).to_bits()),
+        Ty::F64 => (v as f64).to_bits(),
+        _ => v as u64,
+    }
+}
+
+fn src_of(l: &Lowering<'_>, o: &Operand, ty: Ty) -> R<Src> {
+    Ok(match o {
+        Operand::Reg(r) => {
+            if let Some(s) = special(r) {
+                return Ok(Src::Special(s));
+            }
+            match l.lookup(r) {
+                Some(Name::Reg(x, _)) => Src::Reg(x),
+                _ => return Err(format!("unknown register {r}")),
+            }
+        }
+        Operand::Int(v) => Src::Imm(int_imm(*v, ty)),
+        Operand::F32Bits(b) => match ty {
+            Ty::F64 => Src::Imm(f64::from(f32::from_bits(*b)).to_bits()),
+            _ => Src::Imm(u64::from(*b)),
+        },
+        Operand::F64Bits(b) => match ty {
+            Ty::F32 => Src::Imm(u64::from((f64::from_bits(*b) as f32).to_bits())),
+            _ => Src::Imm(*b),
+        },
+        Operand::Float(f) => match ty {
+            Ty::F32 => Src::Imm(u64::from((*f as f32).to_bits())),
+            _ => Src::Imm(f.to_bits()),
+        },
+        Operand::Symbol(s) => symbol(l, s, 0)?,
+        Operand::SymbolOffset(s, off) => symbol(l, s, *off)?,
+        o => return Err(format!("{o:?} cannot be a source here")),
+    })
+}
+
+fn symbol(l: &Lowering<'_>, s: &str, off: i64) -> R<Src> {
+    Ok(match l.lookup(s) {
+        Some(Name::Global(g)) => Src::Global(g, off),
+        Some(Name::Shared(at)) => Src::Imm((i64::from(at) + off) as u64),
+        Some(Name::Local(at)) => Src::Imm((i64::from(at) + off) as u64),
+        Some(Name::Param(at)) => Src::Imm((i64::from(at) + off) as u64),
+        Some(Name::Reg(..)) => return Err(format!("{s} is a register")),
+        None => return Err(format!("unknown name {s}")),
+    })
+}
