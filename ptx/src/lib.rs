@@ -6,10 +6,14 @@
 //! memory the kernel may touch.
 //!
 //! * [`ast`]: the syntax tree of a module, close to the text.
-//! * `parse`: PTX text to [`ast::Module`].
+//! * [`parse`](mod@parse): PTX text to [`ast::Module`]: [`parse()`], which fails with a
+//!   [`ParseError`] naming the line, the column, what was expected and what was found.
 //!
 //! `unsafe` is not used in this crate.
 
 #![forbid(unsafe_code)]
 
 pub mod ast;
+pub mod parse;
+
+pub use parse::{parse, ParseError};
