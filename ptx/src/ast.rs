@@ -1,4 +1,4 @@
-//! The syntax tree of a PTX module, as the parser ([`crate::parse`]) produces it: close to
+//! The syntax tree of a PTX module, as the parser ([`mod@crate::parse`]) produces it: close to
 //! the text, with nothing resolved. Names stay strings; instructions keep their opcode and
 //! their dot-separated modifiers as written, so that the checker ([`crate::lower`]) can say
 //! exactly which form it does not support, and where.

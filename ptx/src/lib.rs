@@ -6,14 +6,14 @@
 //! memory the kernel may touch.
 //!
 //! * [`ast`]: the syntax tree of a module, close to the text.
-//! * `parse`: PTX text to [`ast::Module`].
-//! * [`lower`]: the load-time checker: a module to an [`ir::Program`], or the first
-//!   instruction it cannot run, named with its line.
+//! * [`mod@parse`]: PTX text to [`ast::Module`].
+//! * [`lower`]: the load-time checker: a module to an [`ir::Program`], refusing each kernel
+//!   it cannot run with the first unsupported instruction and its line.
 //! * [`ir`]: the executable form.
 //! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads.
 //! * `arith`: the arithmetic of each instruction on register values.
 //!
-//! `unsafe` is not used in this crate.
+//! [`load`] does the first two steps at once. `unsafe` is not used in this crate.
 
 #![forbid(unsafe_code)]
 
@@ -22,3 +22,22 @@ pub mod ast;
 pub mod exec;
 pub mod ir;
 pub mod lower;
+pub mod parse;
+
+pub use parse::{parse, ParseError};
+
+/// Why a module cannot be loaded at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The text is not PTX this parser reads.
+    #[error("PTX parse error: {0}")]
+    Parse(#[from] ParseError),
+    /// A module-scope declaration cannot be supported.
+    #[error("PTX not supported: {0}")]
+    Lower(#[from] lower::LowerError),
+}
+
+/// Parses and checks a module: its runnable kernels, and those refused with why.
+pub fn load(text: &str) -> Result<ir::Program, LoadError> {
+    Ok(lower::lower(&parse(text)?)?)
+}

@@ -1,0 +1,401 @@
+//! Kernels written in PTX, run on the virtual machine and checked against what the PTX ISA
+//! says they compute: indexing, divergence and reconvergence, shared memory and barriers,
+//! warp shuffles and votes, atomics from many blocks at once, local memory, and the faults
+//! (an illegal address, a misaligned one, `trap`, the watchdog).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use vgpu_ptx::exec::{run, Fault, Launch, Memory};
+
+const BASE: u64 = 0x7f00_0000_0000;
+
+/// One flat allocation of device memory at [`BASE`].
+struct Flat(Mutex<Vec<u8>>);
+
+impl Flat {
+    fn new(len: usize) -> Flat {
+        Flat(Mutex::new(vec![0; len]))
+    }
+
+    fn range(&self, addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
+        let off = usize::try_from(addr.checked_sub(BASE)?).ok()?;
+        let end = off.checked_add(len)?;
+        (end <= self.0.lock().unwrap().len()).then_some(off..end)
+    }
+
+    fn put_f32(&self, at: usize, v: &[f32]) {
+        let mut m = self.0.lock().unwrap();
+        for (i, x) in v.iter().enumerate() {
+            m[at + 4 * i..at + 4 * i + 4].copy_from_slice(&x.to_le_bytes());
+        }
+    }
+
+    fn f32s(&self, at: usize, n: usize) -> Vec<f32> {
+        let m = self.0.lock().unwrap();
+        (0..n)
+            .map(|i| f32::from_le_bytes(m[at + 4 * i..at + 4 * i + 4].try_into().unwrap()))
+            .collect()
+    }
+
+    fn u32s(&self, at: usize, n: usize) -> Vec<u32> {
+        let m = self.0.lock().unwrap();
+        (0..n)
+            .map(|i| u32::from_le_bytes(m[at + 4 * i..at + 4 * i + 4].try_into().unwrap()))
+            .collect()
+    }
+}
+
+impl Memory for Flat {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let Some(r) = self.range(addr, buf.len()) else {
+            return false;
+        };
+        buf.copy_from_slice(&self.0.lock().unwrap()[r]);
+        true
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> bool {
+        let Some(r) = self.range(addr, data.len()) else {
+            return false;
+        };
+        self.0.lock().unwrap()[r].copy_from_slice(data);
+        true
+    }
+
+    fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
+        let r = self.range(addr, size as usize)?;
+        let mut m = self.0.lock().unwrap();
+        let mut b = [0u8; 8];
+        b[..size as usize].copy_from_slice(&m[r.clone()]);
+        let old = u64::from_le_bytes(b);
+        m[r].copy_from_slice(&f(old).to_le_bytes()[..size as usize]);
+        Some(old)
+    }
+}
+
+fn params(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Runs kernel `name` of `ptx` and returns how it ended.
+fn launch(ptx: &str, name: &str, grid: u32, block: u32, mem: &Flat, p: &[u8]) -> Result<(), Fault> {
+    launch_with(ptx, name, [grid, 1, 1], [block, 1, 1], mem, p, Duration::from_secs(30))
+}
+
+fn launch_with(
+    ptx: &str,
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    mem: &Flat,
+    p: &[u8],
+    limit: Duration,
+) -> Result<(), Fault> {
+    let program = vgpu_ptx::load(ptx).expect("the module loads");
+    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    let k = &program.kernels[name];
+    run(
+        k,
+        &Launch {
+            grid,
+            block,
+            dynamic_shared: 0,
+            params: p,
+            globals: &[],
+            mem,
+            threads: 2,
+            deadline: Some(Instant::now() + limit),
+        },
+    )
+}
+
+const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n";
+
+#[test]
+fn vec_add_over_a_partial_last_block() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry add(.param .u64 a, .param .u64 b, .param .u64 c, .param .u32 n)
+{{
+    .reg .pred %p<2>;
+    .reg .f32 %f<4>;
+    .reg .b32 %r<6>;
+    .reg .b64 %rd<10>;
+    ld.param.u64 %rd1, [a];
+    ld.param.u64 %rd2, [b];
+    ld.param.u64 %rd3, [c];
+    ld.param.u32 %r2, [n];
+    mov.u32 %r3, %ctaid.x;
+    mov.u32 %r4, %ntid.x;
+    mov.u32 %r5, %tid.x;
+    mad.lo.s32 %r1, %r3, %r4, %r5;
+    setp.ge.s32 %p1, %r1, %r2;
+    @%p1 bra DONE;
+    mul.wide.s32 %rd4, %r1, 4;
+    add.s64 %rd5, %rd1, %rd4;
+    add.s64 %rd6, %rd2, %rd4;
+    add.s64 %rd7, %rd3, %rd4;
+    ld.global.f32 %f1, [%rd5];
+    ld.global.f32 %f2, [%rd6];
+    add.f32 %f3, %f1, %f2;
+    st.global.f32 [%rd7], %f3;
+DONE:
+    ret;
+}}"
+    );
+    let n = 1000usize;
+    let mem = Flat::new(3 * 4096 + 64);
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| 0.5 * i as f32).collect();
+    mem.put_f32(0, &a);
+    mem.put_f32(4096, &b);
+    // Poison past the end: the last block must not write there.
+    mem.put_f32(8192 + 4 * n, &[-1.0]);
+    let p = params(&[BASE, BASE + 4096, BASE + 8192, n as u64]);
+    launch(&ptx, "add", n.div_ceil(128) as u32, 128, &mem, &p).unwrap();
+    let c = mem.f32s(8192, n + 1);
+    for i in 0..n {
+        assert_eq!(c[i], a[i] + b[i], "element {i}");
+    }
+    assert_eq!(c[n], -1.0);
+}
+
+#[test]
+fn divergent_lanes_meet_again_and_barriers_order_shared_memory() {
+    // Each block reverses 256 values through shared memory; odd lanes also add 1000 on a
+    // divergent path before the barrier.
+    let ptx = format!(
+        "{HEADER}
+.visible .entry rev(.param .u64 out)
+{{
+    .reg .pred %p<2>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b8 tile[1024];
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %ctaid.x;
+    shl.b32 %r3, %r2, 8;
+    add.s32 %r4, %r3, %r1;
+    and.b32 %r5, %r1, 1;
+    setp.eq.s32 %p1, %r5, 0;
+    @%p1 bra EVEN;
+    add.s32 %r4, %r4, 1000;
+EVEN:
+    mov.u32 %r6, tile;
+    shl.b32 %r7, %r1, 2;
+    add.s32 %r8, %r6, %r7;
+    st.shared.u32 [%r8], %r4;
+    bar.sync 0;
+    mov.u32 %r9, 255;
+    sub.s32 %r9, %r9, %r1;
+    shl.b32 %r9, %r9, 2;
+    add.s32 %r9, %r6, %r9;
+    ld.shared.u32 %r10, [%r9];
+    add.s32 %r11, %r3, %r1;
+    mul.wide.u32 %rd2, %r11, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r10;
+    ret;
+}}"
+    );
+    let mem = Flat::new(4 * 256 * 3);
+    launch(&ptx, "rev", 3, 256, &mem, &params(&[BASE])).unwrap();
+    let out = mem.u32s(0, 768);
+    for b in 0..3u32 {
+        for t in 0..256u32 {
+            let src = 255 - t;
+            let want = b * 256 + src + if src % 2 == 1 { 1000 } else { 0 };
+            assert_eq!(out[(b * 256 + t) as usize], want, "block {b} thread {t}");
+        }
+    }
+}
+
+#[test]
+fn warp_shuffles_and_votes() {
+    // Butterfly sum of lane ids over each warp, a ballot of odd lanes, and an up-shuffle
+    // whose lowest lanes keep their own value.
+    let ptx = format!(
+        "{HEADER}
+.visible .entry warp(.param .u64 out)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %laneid;
+    mov.u32 %r2, %r1;
+    shfl.sync.bfly.b32 %r3, %r2, 16, 31, -1;
+    add.s32 %r2, %r2, %r3;
+    shfl.sync.bfly.b32 %r3, %r2, 8, 31, -1;
+    add.s32 %r2, %r2, %r3;
+    shfl.sync.bfly.b32 %r3, %r2, 4, 31, -1;
+    add.s32 %r2, %r2, %r3;
+    shfl.sync.bfly.b32 %r3, %r2, 2, 31, -1;
+    add.s32 %r2, %r2, %r3;
+    shfl.sync.bfly.b32 %r3, %r2, 1, 31, -1;
+    add.s32 %r2, %r2, %r3;
+    and.b32 %r4, %r1, 1;
+    setp.ne.u32 %p1, %r4, 0;
+    vote.sync.ballot.b32 %r5, %p1, -1;
+    shfl.sync.up.b32 %r6|%p2, %r1, 3, 0, -1;
+    selp.u32 %r7, 1, 0, %p2;
+    mov.u32 %r8, %tid.x;
+    mul.wide.u32 %rd2, %r8, 16;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v4.u32 [%rd3], {{%r2, %r5, %r6, %r7}};
+    ret;
+}}"
+    );
+    let mem = Flat::new(16 * 64);
+    launch(&ptx, "warp", 1, 64, &mem, &params(&[BASE])).unwrap();
+    let out = mem.u32s(0, 4 * 64);
+    for t in 0..64usize {
+        let lane = (t % 32) as u32;
+        assert_eq!(out[4 * t], (0..32).sum::<u32>(), "sum, thread {t}");
+        assert_eq!(out[4 * t + 1], 0xAAAA_AAAA, "ballot, thread {t}");
+        let (v, ok) = if lane >= 3 { (lane - 3, 1) } else { (lane, 0) };
+        assert_eq!((out[4 * t + 2], out[4 * t + 3]), (v, ok), "up, thread {t}");
+    }
+}
+
+#[test]
+fn atomics_from_many_blocks_lose_nothing() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry count(.param .u64 ctr)
+{{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<2>;
+    .reg .f32 %f<2>;
+    ld.param.u64 %rd1, [ctr];
+    atom.global.add.u32 %r1, [%rd1], 1;
+    red.global.add.f32 [%rd1+4], 0f3F000000;
+    atom.global.max.u32 %r2, [%rd1+8], %r1;
+    ret;
+}}"
+    );
+    let mem = Flat::new(16);
+    launch(&ptx, "count", 64, 96, &mem, &params(&[BASE])).unwrap();
+    let n = 64 * 96;
+    assert_eq!(mem.u32s(0, 1)[0], n);
+    assert_eq!(mem.f32s(4, 1)[0], n as f32 / 2.0);
+    assert_eq!(mem.u32s(8, 1)[0], n - 1, "every old value was handed out once");
+}
+
+#[test]
+fn local_memory_is_per_thread() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry loc(.param .u64 out)
+{{
+    .local .align 4 .b8 depot[64];
+    .reg .b32 %r<6>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    mov.u64 %rd2, depot;
+    cvta.local.u64 %rd3, %rd2;
+    st.u32 [%rd3+8], %r1;
+    st.local.u32 [%rd2+12], 7;
+    ld.local.u32 %r2, [%rd2+8];
+    ld.u32 %r3, [%rd3+12];
+    add.s32 %r4, %r2, %r3;
+    mul.wide.u32 %rd4, %r1, 4;
+    add.s64 %rd5, %rd1, %rd4;
+    st.global.u32 [%rd5], %r4;
+    ret;
+}}"
+    );
+    let mem = Flat::new(4 * 40);
+    launch(&ptx, "loc", 1, 40, &mem, &params(&[BASE])).unwrap();
+    assert_eq!(mem.u32s(0, 40), (0..40).map(|t| t + 7).collect::<Vec<u32>>());
+}
+
+#[test]
+fn faults_end_the_launch_with_their_cause() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry bad(.param .u64 p, .param .u32 mode)
+{{
+    .reg .pred %p<4>;
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [p];
+    ld.param.u32 %r1, [mode];
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 bra OOB;
+    setp.eq.u32 %p2, %r1, 1;
+    @%p2 bra MIS;
+    setp.eq.u32 %p3, %r1, 2;
+    @%p3 bra TRAP;
+SPIN:
+    bra SPIN;
+OOB:
+    st.global.u32 [%rd1+64], 1;
+    ret;
+MIS:
+    st.global.u32 [%rd1+2], 1;
+    ret;
+TRAP:
+    trap;
+}}"
+    );
+    let mem = Flat::new(64);
+    let p = |mode: u64| {
+        let mut v = params(&[BASE]);
+        v.extend_from_slice(&(mode as u32).to_le_bytes());
+        v
+    };
+    assert!(matches!(
+        launch(&ptx, "bad", 1, 32, &mem, &p(0)),
+        Err(Fault::IllegalAddress { addr, .. }) if addr == BASE + 64
+    ));
+    assert!(matches!(
+        launch(&ptx, "bad", 1, 32, &mem, &p(1)),
+        Err(Fault::Misaligned { .. })
+    ));
+    assert!(matches!(
+        launch(&ptx, "bad", 1, 32, &mem, &p(2)),
+        Err(Fault::Trap { .. })
+    ));
+    let t0 = Instant::now();
+    let r = launch_with(
+        &ptx,
+        "bad",
+        [2, 1, 1],
+        [32, 1, 1],
+        &mem,
+        &p(3),
+        Duration::from_millis(200),
+    );
+    assert_eq!(r, Err(Fault::Timeout));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn unsupported_instructions_are_refused_with_their_line() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry ok(.param .u64 p)
+{{
+    ret;
+}}
+.visible .entry nope(.param .u64 p)
+{{
+    .reg .b32 %r<3>;
+    tex.1d.v4.s32.s32 {{%r1, %r2, %r1, %r2}}, [tx, {{%r1}}];
+    ret;
+}}"
+    );
+    match vgpu_ptx::load(&ptx) {
+        Ok(p) => {
+            assert!(p.kernels.contains_key("ok"));
+            let e = &p.refused["nope"];
+            assert_eq!(e.line, 12, "{e}");
+            assert!(e.message.contains("tex"), "{e}");
+        }
+        // A parser may refuse what it cannot represent; then it names the line too.
+        Err(e) => assert!(e.to_string().contains("line 12"), "{e}"),
+    }
+}
