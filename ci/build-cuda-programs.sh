@@ -20,7 +20,7 @@ for src in tests/cuda/*.cu; do
   "$clang" -x cuda --cuda-path="$ROOT12" "${archs[@]/#/--cuda-gpu-arch=sm_}" \
     -Wno-unknown-cuda-version -O2 -o "$out/$name.cuda12" "$src" -L"$ROOT12/lib64" -lcudart
   gencode=()
-  for a in "${archs[@]}"; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
+  for a in "${archs[@]}"; do gencode+=("-gencode=arch=compute_$a,code=[sm_$a,compute_$a]"); done
   "$CU13/bin/nvcc" "${gencode[@]}" -cudart none -O2 -o "$out/$name.cuda13" "$src" \
     -L"$ROOT12/lib64" -l:libcudart.so.12
   # The launch ABI each toolchain must have used, and the library every reference binds to.

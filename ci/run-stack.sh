@@ -31,7 +31,7 @@ listening() {
 }
 wait_for() { for _ in $(seq 400); do listening "$1" && return 0; sleep 0.05; done; echo "vgpu: $2 did not start" >&2; exit 1; }
 
-RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" --executor auto --memory 16G &
+RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" --executor auto --memory 16G --no-reference-kernels &
 pids+=($!)
 wait_for "$work/stub.sock" vgpu-stub
 RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-driver" --vfio-user "$work/stub.sock" --socket "$work/vgpu.sock" &
@@ -60,4 +60,4 @@ if [ -x target/cuda-programs/kernels_app.cuda12 ] && [ -x target/cuda-programs/r
   "target/cuda-programs/runtime_app.cuda12"
 fi
 echo "== done: the device was found, data moved both ways and a kernel ran, all checked."
-echo "   (The soft executor runs kernels through CPU reference implementations.)"
+echo "   (The soft device ran every kernel from its PTX on the vgpu-ptx virtual machine.)"

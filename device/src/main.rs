@@ -55,6 +55,10 @@ struct Args {
     /// Serve this many connections, then exit (default: forever).
     #[arg(long)]
     connections: Option<usize>,
+    /// Soft device: run kernels only from their PTX, never through the CPU reference
+    /// kernels (a kernel whose image carries no PTX then fails to launch).
+    #[arg(long)]
+    no_reference_kernels: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
             if let Some(p) = args.pci_address {
                 cfg.pci = p;
             }
+            cfg.reference_kernels = !args.no_reference_kernels;
             Arc::new(SoftExecutor::new(cfg))
         }
     };

@@ -164,14 +164,48 @@ fn load_launch_and_unload_real_fatbins() {
         let want = 3.0 * i as f32 + if i % 37 == 0 { 1.0 } else { 0.0 };
         assert_eq!(*v, want, "element {i}");
     }
-    // Wrong parameter size, a kernel with no CPU reference, too many threads.
+    // Wrong parameter size, too many threads.
     assert_eq!(
         launch(&mut c, vec_add.record.handle, 1, 32, &params[..24]).status(),
         Status::INVALID_VALUE
     );
+    // A kernel with no CPU reference runs from its PTX: shared memory, barriers, a
+    // divergent tree reduction over two blocks (out[b] = sum of its 256 inputs + flags[3]).
     let reduce = f("_Z13shared_reducePKfPf");
-    let r = launch(&mut c, reduce.record.handle, 1, 256, &[0; 16]);
-    assert_eq!(r.status(), Status::NOT_SUPPORTED);
+    let (input, sums) = (c.mem_alloc(2048), c.mem_alloc(8));
+    let iv: Vec<u8> = (0..512)
+        .flat_map(|i| ((i % 7) as f32).to_le_bytes())
+        .collect();
+    for (k, chunk) in iv.chunks(1024).enumerate() {
+        c.post(
+            0,
+            Command::MEMCPY_HTOD(CopyHtoDArgs {
+                dst: input + 1024 * k as u64,
+                len: 1024,
+                ..Zeroable::zeroed()
+            }),
+            chunk,
+            false,
+        );
+    }
+    let mut rp = input.to_le_bytes().to_vec();
+    rp.extend_from_slice(&sums.to_le_bytes());
+    let r = launch(&mut c, reduce.record.handle, 2, 256, &rp);
+    assert_eq!(r.status(), Status::SUCCESS);
+    c.copy_to_window(0, sums, 8, 16384);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
+    let got: Vec<f32> = d
+        .read(c.window + 16384, 8)
+        .chunks_exact(4)
+        .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+        .collect();
+    for (b, v) in got.iter().enumerate() {
+        let want: f32 = (256 * b..256 * (b + 1))
+            .map(|i| (i % 7) as f32)
+            .sum::<f32>()
+            + 3.0;
+        assert_eq!(*v, want, "block {b}");
+    }
     assert_eq!(
         launch(&mut c, reduce.record.handle, 1, 512, &[0; 16]).status(),
         Status::INVALID_VALUE

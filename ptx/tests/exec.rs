@@ -79,7 +79,15 @@ fn params(words: &[u64]) -> Vec<u8> {
 
 /// Runs kernel `name` of `ptx` and returns how it ended.
 fn launch(ptx: &str, name: &str, grid: u32, block: u32, mem: &Flat, p: &[u8]) -> Result<(), Fault> {
-    launch_with(ptx, name, [grid, 1, 1], [block, 1, 1], mem, p, Duration::from_secs(30))
+    launch_with(
+        ptx,
+        name,
+        [grid, 1, 1],
+        [block, 1, 1],
+        mem,
+        p,
+        Duration::from_secs(30),
+    )
 }
 
 fn launch_with(
@@ -280,7 +288,11 @@ fn atomics_from_many_blocks_lose_nothing() {
     let n = 64 * 96;
     assert_eq!(mem.u32s(0, 1)[0], n);
     assert_eq!(mem.f32s(4, 1)[0], n as f32 / 2.0);
-    assert_eq!(mem.u32s(8, 1)[0], n - 1, "every old value was handed out once");
+    assert_eq!(
+        mem.u32s(8, 1)[0],
+        n - 1,
+        "every old value was handed out once"
+    );
 }
 
 #[test]
@@ -309,7 +321,10 @@ fn local_memory_is_per_thread() {
     );
     let mem = Flat::new(4 * 40);
     launch(&ptx, "loc", 1, 40, &mem, &params(&[BASE])).unwrap();
-    assert_eq!(mem.u32s(0, 40), (0..40).map(|t| t + 7).collect::<Vec<u32>>());
+    assert_eq!(
+        mem.u32s(0, 40),
+        (0..40).map(|t| t + 7).collect::<Vec<u32>>()
+    );
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub struct SoftConfig {
     pub uuid: [u8; 16],
     /// PCI (domain, bus, device, function) reported to applications.
     pub pci: (u32, u8, u8, u8),
+    /// Run a kernel whose image carries no PTX through its CPU reference implementation,
+    /// if it has one (`kernels.rs`); when false, only PTX runs.
+    pub reference_kernels: bool,
 }
 
 impl Default for SoftConfig {
@@ -51,6 +54,7 @@ impl Default for SoftConfig {
             sm_count: 132,
             uuid: *b"vgpu-soft-device",
             pci: (0, 0x65, 0, 0),
+            reference_kernels: true,
         }
     }
 }
@@ -223,6 +227,7 @@ impl Executor for SoftExecutor {
             handles: Handles::default(),
             blas: HashSet::new(),
             sm: self.config.compute_capability.0 * 10 + self.config.compute_capability.1,
+            reference_kernels: self.config.reference_kernels,
         }))
     }
 }
@@ -237,6 +242,7 @@ pub struct SoftContext {
     blas: HashSet<u64>,
     /// Compute capability as an sm number (90 for 9.0).
     sm: u32,
+    reference_kernels: bool,
 }
 
 /// Launch attributes the soft executor honours (it runs launches one at a time, so
@@ -342,7 +348,14 @@ impl Context for SoftContext {
         let handles = &mut self.handles;
         let mut next =
             |module: bool| handles.next(if module { Kind::Module } else { Kind::Function });
-        modules::load(&self.shared, image, self.sm, &mut next, room)
+        modules::load(
+            &self.shared,
+            image,
+            self.sm,
+            self.reference_kernels,
+            &mut next,
+            room,
+        )
     }
 
     fn module_unload(&mut self, module: u64, done: Ticket) {

@@ -1,5 +1,12 @@
 //! Modules and functions of a soft context: loading images with `vgpu-fatbin`, globals in
-//! device memory, function attributes, and launches through the CPU reference kernels.
+//! device memory, function attributes, and launches.
+//!
+//! A kernel runs from its PTX on the `vgpu-ptx` virtual machine: at load, the PTX a device
+//! of this compute capability would JIT (the highest `compute_XX` not above it, per fatbin
+//! container) is parsed and checked, and each kernel the checker accepts runs from it. A
+//! kernel the checker refuses, or one whose image carries no PTX, runs through its CPU
+//! reference implementation if it has one (`kernels.rs`), else its launch fails with
+//! NOT_SUPPORTED and a log line that says why.
 
 use super::kernels::{self, Kernel};
 use super::streams::Shared;
@@ -56,7 +63,16 @@ pub struct Function {
     max_dyn_shared: std::sync::atomic::AtomicU32,
     carveout: std::sync::atomic::AtomicI32,
     kernel: Option<Kernel>,
+    /// The kernel's PTX program, or why it cannot run from PTX.
+    ptx: Result<Arc<PtxModule>, String>,
     globals: Arc<HashMap<String, (u64, u64)>>,
+}
+
+/// A checked PTX module and the device addresses of its variables.
+pub struct PtxModule {
+    program: vgpu_ptx::ir::Program,
+    /// Device address of each of `program.globals`.
+    addrs: Vec<u64>,
 }
 
 /// A loaded module.
@@ -115,6 +131,7 @@ pub(super) fn load(
     sh: &Shared,
     image: &[u8],
     sm: u32,
+    reference_kernels: bool,
     next: &mut dyn FnMut(bool) -> u64,
     room: u64,
 ) -> Result<(u64, Vec<FunctionEntry>), Status> {
@@ -122,6 +139,7 @@ pub(super) fn load(
         log::warn!("module image refused: {e}");
         image_status(&e)
     })?;
+    let programs = ptx_programs(image, sm);
     let need = 1 + img.kernels.len() as u64 + img.globals.len() as u64;
     if need > room {
         log::warn!("module with {need} objects exceeds the PD's object limit");
@@ -142,15 +160,27 @@ pub(super) fn load(
             }
         };
         placed.push(addr);
-        if !g.init.is_empty() {
+        // A cubin carries initial values; PTX alone carries them in its initializers.
+        let init = if g.init.is_empty() {
+            programs
+                .iter()
+                .flat_map(|p| p.globals.iter())
+                .find(|pg| pg.name == g.name)
+                .map_or(&[][..], |pg| &pg.init[..])
+        } else {
+            &g.init[..]
+        };
+        if !init.is_empty() {
             let mut mem = sh.memory();
-            if let Ok(dst) = mem.slice_mut(addr, g.init.len() as u64) {
-                dst.copy_from_slice(&g.init);
+            if let Ok(dst) = mem.slice_mut(addr, init.len().min(g.size as usize) as u64) {
+                let n = dst.len();
+                dst.copy_from_slice(&init[..n]);
             }
         }
         globals.insert(g.name.clone(), (addr, g.size));
     }
     let globals = Arc::new(globals);
+    let ptx = link(programs, &globals);
     let module = next(true);
     let arch = img.arch.unwrap_or(sm);
     let mut entries = Vec::new();
@@ -158,7 +188,11 @@ pub(super) fn load(
     let mut handles = Vec::new();
     for k in &img.kernels {
         let h = next(false);
-        let kernel = kernels::lookup(&k.name);
+        let kernel = if reference_kernels {
+            kernels::lookup(&k.name)
+        } else {
+            None
+        };
         let max_dyn = DEFAULT_DYN_SHARED.saturating_sub(k.shared_size_bytes);
         let f = Function {
             name: k.name.clone(),
@@ -175,6 +209,7 @@ pub(super) fn load(
             max_dyn_shared: max_dyn.into(),
             carveout: (-1).into(),
             kernel,
+            ptx: ptx_of(&ptx, &k.name),
             globals: globals.clone(),
         };
         let mut r: FuncRecord = bytemuck::Zeroable::zeroed();
@@ -316,9 +351,9 @@ pub fn check_launch(
     if shared_mem > f.max_dyn_shared.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Status::INVALID_VALUE);
     }
-    if f.kernel.is_none() {
+    if let (None, Err(why)) = (&f.kernel, &f.ptx) {
         log::warn!(
-            "PD {pd}: kernel {} has no CPU reference implementation; the soft executor runs only its registered kernels",
+            "PD {pd}: kernel {} cannot run on the soft device: {why}",
             f.name
         );
         return Err(Status::NOT_SUPPORTED);
@@ -326,15 +361,164 @@ pub fn check_launch(
     Ok(())
 }
 
-/// Runs a launch on the CPU.
+/// The checked PTX programs of an image (one per fatbin container that has usable PTX).
+fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::ir::Program> {
+    let texts = match vgpu_fatbin::ptx_for(image, sm) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("module PTX unreadable: {e}");
+            return Vec::new();
+        }
+    };
+    texts
+        .iter()
+        .filter_map(|t| match vgpu_ptx::load(t) {
+            Ok(p) => {
+                for (name, e) in &p.refused {
+                    log::info!("kernel {name} cannot run from PTX: {e}");
+                }
+                Some(p)
+            }
+            Err(e) => {
+                log::warn!("module PTX refused: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Gives each program the device addresses of its variables.
+fn link(
+    programs: Vec<vgpu_ptx::ir::Program>,
+    globals: &HashMap<String, (u64, u64)>,
+) -> Vec<Result<Arc<PtxModule>, String>> {
+    programs
+        .into_iter()
+        .map(|program| {
+            let addrs = program
+                .globals
+                .iter()
+                .map(|g| {
+                    globals
+                        .get(&g.name)
+                        .map(|&(a, _)| a)
+                        .ok_or_else(|| format!("its module variable {} was not placed", g.name))
+                })
+                .collect::<Result<Vec<u64>, String>>()?;
+            Ok(Arc::new(PtxModule { program, addrs }))
+        })
+        .collect()
+}
+
+/// The PTX module that runs kernel `name`, or why there is none.
+fn ptx_of(
+    modules: &[Result<Arc<PtxModule>, String>],
+    name: &str,
+) -> Result<Arc<PtxModule>, String> {
+    let mut why = "its image carries no PTX for this device".to_string();
+    for m in modules {
+        match m {
+            Ok(m) if m.program.kernels.contains_key(name) => return Ok(m.clone()),
+            Ok(m) => {
+                if let Some(e) = m.program.refused.get(name) {
+                    why = format!("its PTX is not supported: {e}");
+                }
+            }
+            Err(e) => why = e.clone(),
+        }
+    }
+    Err(why)
+}
+
+/// Global memory of a context as a PTX kernel reads and writes it.
+struct KernelMemory<'a>(std::sync::Mutex<&'a mut super::memory::Memory>);
+
+impl<'a> KernelMemory<'a> {
+    fn mem(&self) -> std::sync::MutexGuard<'_, &'a mut super::memory::Memory> {
+        vgpu_os::lock(&self.0)
+    }
+}
+
+impl vgpu_ptx::exec::Memory for KernelMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        match self.mem().slice(addr, buf.len() as u64) {
+            Ok(s) => {
+                buf.copy_from_slice(s);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.mem().slice_mut(addr, data.len() as u64) {
+            Ok(s) => {
+                s.copy_from_slice(data);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
+        let mut m = self.mem();
+        let s = m.slice_mut(addr, u64::from(size)).ok()?;
+        let mut b = [0u8; 8];
+        b[..s.len()].copy_from_slice(s);
+        let old = u64::from_le_bytes(b);
+        let new = f(old).to_le_bytes();
+        let n = s.len();
+        s.copy_from_slice(&new[..n]);
+        Some(old)
+    }
+}
+
+/// How long a kernel may run before the launch fails with LAUNCH_TIMEOUT (a GPU's watchdog).
+pub const LAUNCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn fault_status(f: &vgpu_ptx::exec::Fault) -> Status {
+    use vgpu_ptx::exec::Fault;
+    match f {
+        Fault::IllegalAddress { .. } => Status::ILLEGAL_ADDRESS,
+        Fault::Misaligned { .. } => Status::MISALIGNED_ADDRESS,
+        Fault::Trap { .. } => Status::LAUNCH_FAILED,
+        Fault::Timeout => Status::LAUNCH_TIMEOUT,
+        Fault::BadLaunch(_) => Status::INVALID_VALUE,
+    }
+}
+
+/// Runs a launch on the CPU: from PTX when the kernel has it, else its reference kernel.
 pub(super) fn launch(
     sh: &Shared,
     func: u64,
     grid: [u32; 3],
     block: [u32; 3],
+    shared_mem: u32,
     params: &[u8],
 ) -> Result<(), Status> {
     let f = sh.modules().function(func).ok_or(Status::INVALID_HANDLE)?;
+    if let Ok(m) = &f.ptx {
+        let k = m
+            .program
+            .kernels
+            .get(&f.name)
+            .ok_or(Status::NOT_SUPPORTED)?;
+        let mut mem = sh.memory();
+        let l = vgpu_ptx::exec::Launch {
+            grid,
+            block,
+            dynamic_shared: shared_mem,
+            params,
+            globals: &m.addrs,
+            mem: &KernelMemory(std::sync::Mutex::new(&mut mem)),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            deadline: Some(std::time::Instant::now() + LAUNCH_TIMEOUT),
+        };
+        return vgpu_ptx::exec::run(k, &l).map_err(|e| {
+            log::warn!("kernel {} failed: {e}", f.name);
+            fault_status(&e)
+        });
+    }
     let kernel = f.kernel.ok_or(Status::NOT_SUPPORTED)?;
     let mut mem = sh.memory();
     let mut l = kernels::Launch {

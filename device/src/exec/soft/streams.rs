@@ -930,9 +930,10 @@ fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
             func,
             grid,
             block,
+            shared_mem,
             params,
             ..
-        } => super::modules::launch(sh, func, grid, block, &params),
+        } => super::modules::launch(sh, func, grid, block, shared_mem, &params),
         Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
         Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
     }
