@@ -1,9 +1,10 @@
 //! The soft executor's CPU reference kernels, keyed by mangled name.
 //!
-//! The soft executor cannot run GPU code. A launch looks the function's mangled name up
-//! here and, if it is found, runs a CPU function with the kernel's semantics over the
-//! launch's grid; any other launch fails with NOT_SUPPORTED. The registry holds the kernels
-//! of the project's test programs and fixtures (`fatbin/tests/fixtures/kernels.cu`).
+//! Kernels run from their PTX ([`super::modules`]). For an image that carries no PTX (a
+//! fatbin built for `sm_XX` only), a launch looks the function's mangled name up here and,
+//! if it is found, runs a CPU function with the kernel's semantics over the launch's grid.
+//! The registry holds the kernels of the project's test programs and fixtures
+//! (`fatbin/tests/fixtures/kernels.cu`); `SoftConfig::reference_kernels` turns it off.
 
 use super::memory::Memory;
 use std::collections::HashMap;

@@ -3,10 +3,11 @@
 //! Device memory lives in host RAM with real bounds checks; copies, memsets, streams
 //! (one worker thread each, so streams run concurrently and each in order), events with
 //! timing, the NULL stream's legacy semantics and CUDA's latched/sticky errors are
-//! implemented in full. It cannot run arbitrary CUDA kernels: a launch runs a CPU
-//! reference kernel looked up by the function's mangled name, and any other launch fails
-//! with NOT_SUPPORTED and a log line naming the function. The BLAS commands are computed
-//! on the CPU ([`blas`]).
+//! implemented in full. Kernels run from their PTX on the `vgpu-ptx` virtual machine
+//! ([`modules`]); a kernel whose image has no PTX runs through a CPU reference kernel
+//! looked up by its mangled name ([`kernels`]) if there is one and reference kernels are
+//! on, and any other launch fails with NOT_SUPPORTED and a log line that says why. The BLAS
+//! commands are computed on the CPU ([`blas`]).
 
 #[allow(unsafe_code, reason = "matrixmultiply's GEMM takes raw pointers")]
 pub mod blas;
