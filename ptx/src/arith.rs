@@ -615,6 +615,221 @@ pub fn atom(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     r & mask(w)
 }
 
+/// `prmt.b32`: picks bytes of `b:a` by the selector `c` (and the mode).
+pub fn prmt(a: u32, b: u32, c: u32, mode: u8) -> u32 {
+    let bytes = (u64::from(b) << 32 | u64::from(a)).to_le_bytes();
+    let sel: [u32; 4] = match mode {
+        0 => [c & 0xF, (c >> 4) & 0xF, (c >> 8) & 0xF, (c >> 12) & 0xF],
+        _ => {
+            let n = c & 3;
+            match mode {
+                1 => [n, (n + 1) & 7, (n + 2) & 7, (n + 3) & 7],
+                2 => [n, (n + 7) & 7, (n + 6) & 7, (n + 5) & 7],
+                3 => [n; 4],
+                4 => [[0, 1, 2, 3], [1, 1, 2, 3], [2, 2, 2, 3], [3, 3, 3, 3]][n as usize],
+                5 => [[0, 1, 2, 3], [0, 0, 1, 2], [0, 0, 0, 1], [0, 0, 0, 0]][n as usize],
+                _ => {
+                    let h = (c & 1) * 2;
+                    [h, h + 1, h, h + 1]
+                }
+            }
+        }
+    };
+    let mut r = 0u32;
+    for (k, s) in sel.iter().enumerate() {
+        let byte = bytes[(s & 7) as usize];
+        // In the default mode bit 3 of a selector replicates the byte's sign.
+        let byte = if mode == 0 && s & 8 != 0 {
+            if byte & 0x80 != 0 {
+                0xFF
+            } else {
+                0
+            }
+        } else {
+            byte
+        };
+        r |= u32::from(byte) << (8 * k);
+    }
+    r
+}
+
+/// `bfe`: `len` bits of `a` from `pos`, sign-extended for signed types.
+pub fn bfe(ty: Ty, a: u64, pos: u32, len: u32) -> u64 {
+    let w = bits(ty);
+    let pos = pos & 0xFF;
+    let len = len & 0xFF;
+    let a = unsigned(ty, a);
+    let sign = |p: u32| -> bool {
+        let bit = p.min(w - 1);
+        a >> bit & 1 != 0
+    };
+    let mut r = 0u64;
+    for i in 0..w {
+        let b = if i < len && pos + i < w {
+            a >> (pos + i) & 1 != 0
+        } else if ty.signed() && len != 0 {
+            sign(pos + len - 1)
+        } else {
+            false
+        };
+        r |= u64::from(b) << i;
+    }
+    r & mask(w)
+}
+
+/// `bfi`: the low `len` bits of `a` inserted into `b` at `pos`.
+pub fn bfi(ty: Ty, a: u64, b: u64, pos: u32, len: u32) -> u64 {
+    let w = bits(ty);
+    let (pos, len) = (pos & 0xFF, len & 0xFF);
+    let mut r = unsigned(ty, b);
+    for i in 0..len {
+        if pos + i >= w {
+            break;
+        }
+        let bit = a >> i & 1;
+        r = (r & !(1 << (pos + i))) | bit << (pos + i);
+    }
+    r & mask(w)
+}
+
+/// `dp4a` and `dp2a`: dot products of packed bytes (and half-words) plus `c`.
+pub fn dot(a: u32, b: u32, c: u32, a_signed: bool, b_signed: bool, two: bool, hi: bool) -> u32 {
+    let byte = |v: u32, k: u32, s: bool| -> i64 {
+        let x = (v >> (8 * k)) & 0xFF;
+        if s {
+            i64::from(x as u8 as i8)
+        } else {
+            i64::from(x)
+        }
+    };
+    let mut acc = i64::from(c as i32);
+    if two {
+        for k in 0..2 {
+            let x = (a >> (16 * k)) & 0xFFFF;
+            let x = if a_signed {
+                i64::from(x as u16 as i16)
+            } else {
+                i64::from(x)
+            };
+            acc += x * byte(b, k + if hi { 2 } else { 0 }, b_signed);
+        }
+    } else {
+        for k in 0..4 {
+            acc += byte(a, k, a_signed) * byte(b, k, b_signed);
+        }
+    }
+    acc as u32
+}
+
+/// `lop3.b32`: any three-input logic function, given by its truth table.
+pub fn lop3(a: u32, b: u32, c: u32, lut: u8) -> u32 {
+    let mut r = 0u32;
+    for k in 0..8u32 {
+        if lut >> k & 1 != 0 {
+            let ma = if k & 4 != 0 { a } else { !a };
+            let mb = if k & 2 != 0 { b } else { !b };
+            let mc = if k & 1 != 0 { c } else { !c };
+            r |= ma & mb & mc;
+        }
+    }
+    r
+}
+
+/// `shf`: the funnel shift of `b:a` by `c`.
+pub fn shf(a: u32, b: u32, c: u32, left: bool, clamp: bool) -> u32 {
+    let n = if clamp { c.min(32) } else { c & 31 };
+    let v = u64::from(b) << 32 | u64::from(a);
+    if left {
+        ((v << n) >> 32) as u32
+    } else {
+        (v >> n) as u32
+    }
+}
+
+/// `cvt.rn.{f16x2,bf16x2}.f32 d, a, b`: `a` into the upper half, `b` into the lower.
+pub fn cvt_pack(dty: Ty, a: u64, b: u64, relu: bool) -> u64 {
+    let one = |v: u64| -> u16 {
+        let mut f = f32_of(v);
+        if relu && !f.is_nan() && f < 0.0 {
+            f = 0.0;
+        }
+        match dty {
+            Ty::BF16x2 => half::bf16::from_f32(f).to_bits(),
+            _ => half::f16::from_f32(f).to_bits(),
+        }
+    };
+    u64::from(one(a)) << 16 | u64::from(one(b))
+}
+
+/// Half-precision arithmetic on one value (`.f16`, `.bf16`) or two (`.f16x2`, `.bf16x2`).
+pub fn half(op: crate::ir::HalfOp, ty: Ty, a: u64, b: u64, c: u64, ftz: bool, sat: bool) -> u64 {
+    use crate::ir::HalfOp;
+    let bf = matches!(ty, Ty::BF16 | Ty::BF16x2);
+    let lanes = if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
+        2
+    } else {
+        1
+    };
+    let get = |v: u64, k: u32| -> f32 {
+        let h = (v >> (16 * k)) as u16;
+        let f = if bf {
+            half::bf16::from_bits(h).to_f32()
+        } else {
+            half::f16::from_bits(h).to_f32()
+        };
+        // .ftz flushes f16 subnormals (bf16 has f32's range: its subnormals are f32's).
+        if ftz && !bf && f != 0.0 && f.abs() < 6.103_515_6e-5 {
+            0.0f32.copysign(f)
+        } else {
+            f
+        }
+    };
+    let put = |f: f64| -> u16 {
+        let f = if sat {
+            if f.is_nan() {
+                0.0
+            } else {
+                f.clamp(0.0, 1.0)
+            }
+        } else {
+            f
+        };
+        if bf {
+            half::bf16::from_f64(f).to_bits()
+        } else {
+            half::f16::from_f64(f).to_bits()
+        }
+    };
+    let mut r = 0u64;
+    for k in 0..lanes {
+        let (x, y, z) = (
+            f64::from(get(a, k)),
+            f64::from(get(b, k)),
+            f64::from(get(c, k)),
+        );
+        let v = match op {
+            HalfOp::Add => f64::from((x + y) as f32),
+            HalfOp::Sub => f64::from((x - y) as f32),
+            HalfOp::Mul => f64::from((x * y) as f32),
+            HalfOp::Fma => x.mul_add(y, z),
+            HalfOp::Min => x.min(y),
+            HalfOp::Max => x.max(y),
+            HalfOp::Neg => -x,
+            HalfOp::Abs => x.abs(),
+            HalfOp::Ex2 => x.exp2(),
+            HalfOp::Tanh => x.tanh(),
+        };
+        let h = match op {
+            // neg and abs only flip bits; they are exact even for NaN payloads.
+            HalfOp::Neg => ((a >> (16 * k)) as u16) ^ 0x8000,
+            HalfOp::Abs => ((a >> (16 * k)) as u16) & 0x7FFF,
+            _ => put(v),
+        };
+        r |= u64::from(h) << (16 * k);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,5 +1034,94 @@ mod tests {
         assert_eq!(atom(AtomOp::Inc, Ty::U32, 2, 3, 0), 3);
         assert_eq!(atom(AtomOp::Dec, Ty::U32, 0, 3, 0), 3);
         assert_eq!(atom(AtomOp::Exch, Ty::U64, 1, 2, 0), 2);
+    }
+
+    #[test]
+    fn bit_and_byte_operations() {
+        // prmt: the default selector, sign replication, and the modes.
+        assert_eq!(prmt(0x4433_2211, 0x8877_6655, 0x3210, 0), 0x4433_2211);
+        assert_eq!(prmt(0x4433_2211, 0x8877_6655, 0x7654, 0), 0x8877_6655);
+        assert_eq!(prmt(0x4433_2211, 0x8877_6655, 0x0004, 0), 0x1111_1155);
+        assert_eq!(prmt(0x0000_0080, 0, 0x0008, 0), 0x8080_80FF);
+        assert_eq!(prmt(0x4433_2211, 0x8877_6655, 1, 1), 0x5544_3322);
+        assert_eq!(prmt(0x4433_2211, 0, 2, 3), 0x3333_3333);
+        // bfe: unsigned and sign-extending, positions past the end.
+        assert_eq!(bfe(Ty::U32, 0xF0F0_0000, 20, 8), 0x0F);
+        assert_eq!(bfe(Ty::S32, 0x0000_0F00, 8, 4), 0xFFFF_FFFF);
+        assert_eq!(bfe(Ty::S32, 0x0000_0700, 8, 4), 7);
+        assert_eq!(bfe(Ty::U32, 0xFFFF_FFFF, 28, 8), 0xF);
+        assert_eq!(bfe(Ty::U32, 0xFFFF_FFFF, 4, 0), 0);
+        assert_eq!(bfi(Ty::U32, 0xAB, 0xFFFF_FFFF, 8, 8), 0xFFFF_ABFF);
+        assert_eq!(bfi(Ty::U32, 0xFF, 0, 28, 8), 0xF000_0000);
+        // dp4a: signed and unsigned bytes.
+        assert_eq!(
+            dot(0x0102_0304, 0x0101_0101, 10, false, false, false, false),
+            20
+        );
+        assert_eq!(
+            dot(0xFF00_0000, 0x0200_0000, 0, true, false, false, false),
+            (-2i32) as u32
+        );
+        assert_eq!(
+            dot(0x0002_0003, 0x0000_0504, 1, false, false, true, false),
+            1 + 3 * 4 + 2 * 5
+        );
+        // lop3 of the common tables: a & b & c, a | b | c, a ^ b ^ c, (a & b) | c.
+        let (a, b, c) = (0b1100_1010, 0b1010_0110, 0b1111_0000);
+        assert_eq!(lop3(a, b, c, 0x80), a & b & c);
+        assert_eq!(lop3(a, b, c, 0xFE), a | b | c);
+        assert_eq!(lop3(a, b, c, 0x96), a ^ b ^ c);
+        assert_eq!(lop3(a, b, c, 0xEA), (a & b) | c);
+        assert_eq!(lop3(a, b, c, 0xF8), a | (b & c));
+        // shf: funnel shifts, wrapping and clamping.
+        assert_eq!(shf(0x8000_0000, 0x0000_0001, 1, true, false), 0x0000_0003);
+        assert_eq!(shf(0x0000_0002, 0x0000_0001, 1, false, false), 0x8000_0001);
+        assert_eq!(shf(1, 2, 33, true, false), 4);
+        assert_eq!(shf(1, 2, 40, true, true), 1);
+    }
+
+    #[test]
+    fn half_precision_rounds_once() {
+        use crate::ir::HalfOp;
+        let h = |f: f32| u64::from(half::f16::from_f32(f).to_bits());
+        assert_eq!(
+            half(HalfOp::Add, Ty::F16, h(1.0), h(2.5), 0, false, false),
+            h(3.5)
+        );
+        assert_eq!(
+            half(HalfOp::Mul, Ty::F16, h(3.0), h(-0.5), 0, false, false),
+            h(-1.5)
+        );
+        assert_eq!(
+            half(HalfOp::Fma, Ty::F16, h(2.0), h(3.0), h(1.0), false, false),
+            h(7.0)
+        );
+        let two = h(1.0) << 16 | h(2.0);
+        let three = h(10.0) << 16 | h(20.0);
+        assert_eq!(
+            half(HalfOp::Add, Ty::F16x2, two, three, 0, false, false),
+            h(11.0) << 16 | h(22.0)
+        );
+        assert_eq!(
+            half(HalfOp::Neg, Ty::F16, h(1.0), 0, 0, false, false),
+            h(-1.0)
+        );
+        assert_eq!(
+            half(HalfOp::Add, Ty::F16, h(0.75), h(0.75), 0, false, true),
+            h(1.0)
+        );
+        let b = |f: f32| u64::from(half::bf16::from_f32(f).to_bits());
+        assert_eq!(
+            half(HalfOp::Mul, Ty::BF16, b(1.5), b(2.0), 0, false, false),
+            b(3.0)
+        );
+        assert_eq!(
+            cvt_pack(Ty::F16x2, bits32(1.0), bits32(-2.0), false),
+            h(1.0) << 16 | h(-2.0)
+        );
+        assert_eq!(
+            cvt_pack(Ty::F16x2, bits32(1.0), bits32(-2.0), true),
+            h(1.0) << 16
+        );
     }
 }

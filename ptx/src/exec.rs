@@ -337,6 +337,14 @@ impl<'k, 'l> BlockState<'k, 'l> {
         }
     }
 
+    fn read3(&self, wi: usize, lane: usize, a: Src, b: Src, c: Src) -> (u64, u64, u64) {
+        (
+            self.read(wi, lane, a),
+            self.read(wi, lane, b),
+            self.read(wi, lane, c),
+        )
+    }
+
     fn write(&mut self, wi: usize, lane: usize, d: Reg, v: u64) {
         if d != SINK {
             self.warps[wi].regs[d as usize * LANES + lane] = v;
@@ -375,6 +383,120 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 for i in lanes(on) {
                     let v = self.read(wi, i, *a);
                     self.write(wi, i, *d, v);
+                }
+            }
+            Op::Pack { d, parts, bits } => {
+                let m = if *bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                };
+                for i in lanes(on) {
+                    let mut v = 0u64;
+                    for (k, p) in parts.iter().enumerate() {
+                        v |= (self.read(wi, i, *p) & m) << (k as u32 * bits);
+                    }
+                    self.write(wi, i, *d, v);
+                }
+            }
+            Op::Unpack { ds, a, bits } => {
+                let m = if *bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                };
+                for i in lanes(on) {
+                    let v = self.read(wi, i, *a);
+                    for (k, d) in ds.iter().enumerate() {
+                        self.write(wi, i, *d, (v >> (k as u32 * bits)) & m);
+                    }
+                }
+            }
+            Op::Prmt { d, a, b, c, mode } => {
+                for i in lanes(on) {
+                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
+                    let r = crate::arith::prmt(x as u32, y as u32, z as u32, *mode);
+                    self.write(wi, i, *d, r.into());
+                }
+            }
+            Op::Bfe { ty, d, a, b, c } => {
+                for i in lanes(on) {
+                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
+                    self.write(wi, i, *d, crate::arith::bfe(*ty, x, y as u32, z as u32));
+                }
+            }
+            Op::Bfi {
+                ty,
+                d,
+                a,
+                b,
+                pos,
+                len,
+            } => {
+                for i in lanes(on) {
+                    let (x, y, p) = self.read3(wi, i, *a, *b, *pos);
+                    let n = self.read(wi, i, *len);
+                    self.write(wi, i, *d, crate::arith::bfi(*ty, x, y, p as u32, n as u32));
+                }
+            }
+            Op::Dp {
+                d,
+                a,
+                b,
+                c,
+                a_signed,
+                b_signed,
+                two,
+                hi,
+            } => {
+                for i in lanes(on) {
+                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
+                    let r = crate::arith::dot(
+                        x as u32, y as u32, z as u32, *a_signed, *b_signed, *two, *hi,
+                    );
+                    self.write(wi, i, *d, r.into());
+                }
+            }
+            Op::Lop3 { d, a, b, c, lut } => {
+                for i in lanes(on) {
+                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
+                    let r = crate::arith::lop3(x as u32, y as u32, z as u32, *lut);
+                    self.write(wi, i, *d, r.into());
+                }
+            }
+            Op::Shf {
+                d,
+                a,
+                b,
+                c,
+                left,
+                clamp,
+            } => {
+                for i in lanes(on) {
+                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
+                    let r = crate::arith::shf(x as u32, y as u32, z as u32, *left, *clamp);
+                    self.write(wi, i, *d, r.into());
+                }
+            }
+            Op::CvtPack { dty, d, a, b, relu } => {
+                for i in lanes(on) {
+                    let (x, y) = (self.read(wi, i, *a), self.read(wi, i, *b));
+                    self.write(wi, i, *d, crate::arith::cvt_pack(*dty, x, y, *relu));
+                }
+            }
+            Op::Half {
+                op,
+                ty,
+                d,
+                a,
+                b,
+                c,
+                ftz,
+                sat,
+            } => {
+                for i in lanes(on) {
+                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
+                    self.write(wi, i, *d, crate::arith::half(*op, *ty, x, y, z, *ftz, *sat));
                 }
             }
             Op::Cvta {

@@ -300,6 +300,31 @@ pub enum AtomOp {
     Dec,
 }
 
+/// Half-precision operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfOp {
+    /// `add`.
+    Add,
+    /// `sub`.
+    Sub,
+    /// `mul`.
+    Mul,
+    /// `fma`.
+    Fma,
+    /// `min`.
+    Min,
+    /// `max`.
+    Max,
+    /// `neg`.
+    Neg,
+    /// `abs`.
+    Abs,
+    /// `ex2.approx`.
+    Ex2,
+    /// `tanh.approx`.
+    Tanh,
+}
+
 /// Shuffle modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShflMode {
@@ -331,6 +356,84 @@ pub enum VoteMode {
 pub enum Op {
     /// `mov`.
     Mov { d: Reg, a: Src },
+    /// `mov` of a vector into one register: `d = parts[0] | parts[1] << bits | ...`.
+    Pack { d: Reg, parts: Vec<Src>, bits: u32 },
+    /// `mov` of one register into a vector: `ds[i] = a >> (i * bits)`.
+    Unpack { ds: Vec<Reg>, a: Src, bits: u32 },
+    /// `prmt.b32` with its mode (0 = the default byte selector; 1..=6: f4e, b4e, rc8, ecl,
+    /// ecr, rc16).
+    Prmt {
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        mode: u8,
+    },
+    /// `bfe`: extract `c` bits at position `b`.
+    Bfe {
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    /// `bfi`: insert the low `len` bits of `a` into `b` at `pos`.
+    Bfi {
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        b: Src,
+        pos: Src,
+        len: Src,
+    },
+    /// `dp4a` (`two` = false) or `dp2a.lo/hi` (`two` = true, `hi` picks the half of `b`).
+    Dp {
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        a_signed: bool,
+        b_signed: bool,
+        two: bool,
+        hi: bool,
+    },
+    /// `lop3.b32` with its truth table.
+    Lop3 {
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        lut: u8,
+    },
+    /// `shf.l`/`shf.r` (funnel shift of `b:a` by `c`), wrapping or clamping the amount.
+    Shf {
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        left: bool,
+        clamp: bool,
+    },
+    /// `cvt.rn.{f16x2,bf16x2}.f32 d, a, b`: `a` into the upper half, `b` into the lower.
+    CvtPack {
+        dty: Ty,
+        d: Reg,
+        a: Src,
+        b: Src,
+        relu: bool,
+    },
+    /// Half-precision arithmetic (`.f16`, `.bf16`, `.f16x2`, `.bf16x2`): each 16-bit lane
+    /// computed in f32 (f64 for `fma`) and rounded once to the type.
+    Half {
+        op: HalfOp,
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        ftz: bool,
+        sat: bool,
+    },
     /// Generic-to-space or space-to-generic conversion of an address.
     Cvta {
         d: Reg,

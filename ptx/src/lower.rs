@@ -601,9 +601,119 @@ impl Cx<'_, '_> {
                 self.only(&[])?;
                 self.count(2)?;
                 let ty = self.ty()?;
-                Ok(Op::Mov {
+                match (self.operand(0)?, self.operand(1)?) {
+                    (Operand::Vector(ds), _) => {
+                        let bits = ty.size() * 8 / ds.len() as u32;
+                        Ok(Op::Unpack {
+                            ds: ds
+                                .iter()
+                                .map(|o| sink_or_reg(self.l, o))
+                                .collect::<R<_>>()?,
+                            a: self.src(1, ty)?,
+                            bits,
+                        })
+                    }
+                    (_, Operand::Vector(parts)) => {
+                        let bits = ty.size() * 8 / parts.len() as u32;
+                        let pty = part_type(bits)?;
+                        Ok(Op::Pack {
+                            d: self.dst(0)?,
+                            parts: parts
+                                .iter()
+                                .map(|o| src_of(self.l, o, pty))
+                                .collect::<R<_>>()?,
+                            bits,
+                        })
+                    }
+                    _ => Ok(Op::Mov {
+                        d: self.dst(0)?,
+                        a: self.src(1, ty)?,
+                    }),
+                }
+            }
+            "prmt" => {
+                self.only(&["f4e", "b4e", "rc8", "ecl", "ecr", "rc16"])?;
+                self.count(4)?;
+                let mode = ["f4e", "b4e", "rc8", "ecl", "ecr", "rc16"]
+                    .iter()
+                    .position(|m| self.has(m))
+                    .map_or(0, |p| p as u8 + 1);
+                Ok(Op::Prmt {
+                    d: self.dst(0)?,
+                    a: self.src(1, Ty::U32)?,
+                    b: self.src(2, Ty::U32)?,
+                    c: self.src(3, Ty::U32)?,
+                    mode,
+                })
+            }
+            "bfe" => {
+                self.only(&[])?;
+                self.count(4)?;
+                let ty = self.ty()?;
+                Ok(Op::Bfe {
+                    ty,
                     d: self.dst(0)?,
                     a: self.src(1, ty)?,
+                    b: self.src(2, Ty::U32)?,
+                    c: self.src(3, Ty::U32)?,
+                })
+            }
+            "bfi" => {
+                self.only(&[])?;
+                self.count(5)?;
+                let ty = self.ty()?;
+                Ok(Op::Bfi {
+                    ty,
+                    d: self.dst(0)?,
+                    a: self.src(1, ty)?,
+                    b: self.src(2, ty)?,
+                    pos: self.src(3, Ty::U32)?,
+                    len: self.src(4, Ty::U32)?,
+                })
+            }
+            "dp4a" | "dp2a" => {
+                self.only(&["lo", "hi"])?;
+                self.count(4)?;
+                let t = self.types();
+                let [ta, tb] = t[..] else {
+                    return Err("expected two types".into());
+                };
+                Ok(Op::Dp {
+                    d: self.dst(0)?,
+                    a: self.src(1, ta)?,
+                    b: self.src(2, tb)?,
+                    c: self.src(3, Ty::U32)?,
+                    a_signed: ta.signed(),
+                    b_signed: tb.signed(),
+                    two: i.opcode == "dp2a",
+                    hi: self.has("hi"),
+                })
+            }
+            "lop3" => {
+                self.only(&[])?;
+                self.count(5)?;
+                let lut = match self.operand(4)? {
+                    Operand::Int(v) if (0..=255).contains(v) => *v as u8,
+                    o => return Err(format!("truth table {o:?} is not a constant")),
+                };
+                Ok(Op::Lop3 {
+                    d: self.dst(0)?,
+                    a: self.src(1, Ty::U32)?,
+                    b: self.src(2, Ty::U32)?,
+                    c: self.src(3, Ty::U32)?,
+                    lut,
+                })
+            }
+            "shf" => {
+                self.only(&["l", "r", "wrap", "clamp"])?;
+                self.count(4)?;
+                Ok(Op::Shf {
+                    d: self.dst(0)?,
+                    a: self.src(1, Ty::U32)?,
+                    b: self.src(2, Ty::U32)?,
+                    c: self.src(3, Ty::U32)?,
+                    left: self.has("l"),
+                    clamp: self.has("clamp"),
                 })
             }
             "cvta" => {
@@ -647,8 +757,25 @@ impl Cx<'_, '_> {
                     "shr" => BinOp::Shr,
                     _ => BinOp::CopySign,
                 };
-                if matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16) {
-                    return Err(format!(".{ty:?} arithmetic is not supported yet"));
+                if is_half(ty) {
+                    let hop = match op {
+                        BinOp::Add => HalfOp::Add,
+                        BinOp::Sub => HalfOp::Sub,
+                        BinOp::MulLo => HalfOp::Mul,
+                        BinOp::Min => HalfOp::Min,
+                        BinOp::Max => HalfOp::Max,
+                        _ => return Err(format!("{} of .{ty:?} is not supported", i.opcode)),
+                    };
+                    return Ok(Op::Half {
+                        op: hop,
+                        ty,
+                        d: self.dst(0)?,
+                        a: self.src(1, ty)?,
+                        b: self.src(2, ty)?,
+                        c: Src::Imm(0),
+                        ftz,
+                        sat,
+                    });
                 }
                 let sty = match op {
                     BinOp::Shl | BinOp::Shr => Ty::U32,
@@ -668,8 +795,17 @@ impl Cx<'_, '_> {
                 self.only(&["lo", "hi", "wide", "ftz", "sat", "rn", "rz", "rm", "rp"])?;
                 self.count(4)?;
                 let ty = self.ty()?;
-                if matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16) {
-                    return Err(format!(".{ty:?} arithmetic is not supported yet"));
+                if is_half(ty) {
+                    return Ok(Op::Half {
+                        op: HalfOp::Fma,
+                        ty,
+                        d: self.dst(0)?,
+                        a: self.src(1, ty)?,
+                        b: self.src(2, ty)?,
+                        c: self.src(3, ty)?,
+                        ftz,
+                        sat,
+                    });
                 }
                 let mode = if self.has("hi") {
                     1
@@ -712,8 +848,24 @@ impl Cx<'_, '_> {
                     "ex2" => UnOp::Ex2,
                     _ => UnOp::Tanh,
                 };
-                if matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16) {
-                    return Err(format!(".{ty:?} arithmetic is not supported yet"));
+                if is_half(ty) {
+                    let hop = match op {
+                        UnOp::Neg => HalfOp::Neg,
+                        UnOp::Abs => HalfOp::Abs,
+                        UnOp::Ex2 => HalfOp::Ex2,
+                        UnOp::Tanh => HalfOp::Tanh,
+                        _ => return Err(format!("{} of .{ty:?} is not supported", i.opcode)),
+                    };
+                    return Ok(Op::Half {
+                        op: hop,
+                        ty,
+                        d: self.dst(0)?,
+                        a: self.src(1, ty)?,
+                        b: Src::Imm(0),
+                        c: Src::Imm(0),
+                        ftz,
+                        sat: false,
+                    });
                 }
                 Ok(Op::Un {
                     op,
@@ -811,14 +963,27 @@ impl Cx<'_, '_> {
                 self.only(&[
                     "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "ftz", "sat", "relu",
                 ])?;
-                if self.has("relu") {
-                    return Err(".relu is not supported".into());
-                }
-                self.count(2)?;
                 let t = self.types();
                 let [dty, sty] = t[..] else {
                     return Err("expected two types".into());
                 };
+                if matches!(dty, Ty::F16x2 | Ty::BF16x2) && sty == Ty::F32 && i.operands.len() == 3
+                {
+                    if !matches!(self.round(), Round::Nearest) {
+                        return Err("packed conversions round to nearest only".into());
+                    }
+                    return Ok(Op::CvtPack {
+                        dty,
+                        d: self.dst(0)?,
+                        a: self.src(1, Ty::F32)?,
+                        b: self.src(2, Ty::F32)?,
+                        relu: self.has("relu"),
+                    });
+                }
+                if self.has("relu") {
+                    return Err(".relu is not supported here".into());
+                }
+                self.count(2)?;
                 if matches!(dty, Ty::F16x2 | Ty::BF16x2) || matches!(sty, Ty::F16x2 | Ty::BF16x2) {
                     return Err("packed conversions are not supported yet".into());
                 }
@@ -1029,6 +1194,26 @@ impl Cx<'_, '_> {
             }
             other => Err(format!("the instruction {other} is not supported")),
         }
+    }
+}
+
+fn is_half(ty: Ty) -> bool {
+    matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::F16 | Ty::BF16)
+}
+
+fn part_type(bits: u32) -> R<Ty> {
+    Ok(match bits {
+        8 => Ty::U8,
+        16 => Ty::U16,
+        32 => Ty::U32,
+        _ => return Err(format!("vector parts of {bits} bits")),
+    })
+}
+
+fn sink_or_reg(l: &Lowering<'_>, o: &Operand) -> R<Reg> {
+    match o {
+        Operand::Reg(r) if r == "_" => Ok(SINK),
+        o => reg_of(l, o),
     }
 }
 

@@ -414,3 +414,35 @@ fn unsupported_instructions_are_refused_with_their_line() {
         Err(e) => assert!(e.to_string().contains("line 12"), "{e}"),
     }
 }
+
+#[test]
+fn packed_halves_and_vector_moves() {
+    // Two f32 inputs packed to f16x2, added to themselves as f16x2, unpacked, widened back;
+    // a 64-bit value split into two 32-bit halves and joined again swapped.
+    let ptx = format!(
+        "{HEADER}
+.visible .entry halves(.param .u64 out)
+{{
+    .reg .b16 %h<3>;
+    .reg .f32 %f<5>;
+    .reg .b32 %r<5>;
+    .reg .b64 %rd<5>;
+    ld.param.u64 %rd1, [out];
+    cvt.rn.f16x2.f32 %r1, 0f3FC00000, 0fC0200000;
+    add.rn.f16x2 %r2, %r1, %r1;
+    mov.b32 {{%h1, %h2}}, %r2;
+    cvt.f32.f16 %f1, %h1;
+    cvt.f32.f16 %f2, %h2;
+    mov.b64 %rd2, 0x1111111122222222;
+    mov.b64 {{%r3, %r4}}, %rd2;
+    mov.b64 %rd3, {{%r4, %r3}};
+    st.global.v2.f32 [%rd1], {{%f1, %f2}};
+    st.global.u64 [%rd1+8], %rd3;
+    ret;
+}}"
+    );
+    let mem = Flat::new(16);
+    launch(&ptx, "halves", 1, 1, &mem, &params(&[BASE])).unwrap();
+    assert_eq!(mem.f32s(0, 2), [-5.0, 3.0], "low half is the second source");
+    assert_eq!(mem.u32s(8, 2), [0x1111_1111, 0x2222_2222]);
+}
