@@ -281,10 +281,16 @@ impl<'k, 'l> BlockState<'k, 'l> {
             if runnable == 0 {
                 return Ok(());
             }
-            let pc = lanes(runnable).map(|i| w.pc[i]).min().unwrap_or(0);
-            let mask = lanes(runnable)
-                .filter(|&i| w.pc[i] == pc)
-                .fold(0u32, |m, i| m | 1 << i);
+            // The lanes with the lowest program counter run next (one pass over the warp).
+            let (mut pc, mut mask) = (u32::MAX, 0u32);
+            for i in lanes(runnable) {
+                let p = w.pc[i];
+                if p < pc {
+                    (pc, mask) = (p, 1 << i);
+                } else if p == pc {
+                    mask |= 1 << i;
+                }
+            }
             self.steps += 1;
             if self.steps & 0xFFF == 0 {
                 if let Some(d) = self.l.deadline {
@@ -297,6 +303,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
         }
     }
 
+    #[inline]
     fn read(&self, wi: usize, lane: usize, s: Src) -> u64 {
         let w = &self.warps[wi];
         match s {
@@ -345,6 +352,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
         )
     }
 
+    #[inline]
     fn write(&mut self, wi: usize, lane: usize, d: Reg, v: u64) {
         if d != SINK {
             self.warps[wi].regs[d as usize * LANES + lane] = v;
