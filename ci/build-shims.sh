@@ -24,7 +24,7 @@ link vgpu_cuda libcuda.so.1 shim/libcuda/libcuda.map
 link vgpu_cudart libcudart.so.12 shim/libcudart/libcudart.map
 # What the libraries were built from, so that tests can tell stale libraries from current
 # ones (shim/libcudart/tests/stack.rs computes the same digest).
-find proto/src shim/src shim/libcuda/src shim/libcudart/src -name '*.rs' | LC_ALL=C sort |
+find os/src proto/src shim/src shim/libcuda/src shim/libcudart/src -name '*.rs' | LC_ALL=C sort |
   xargs cat | sha256sum | cut -d' ' -f1 > "$out/SOURCES.sha256"
 ln -sf libcuda.so.1 "$out/libcuda.so"
 ln -sf libcudart.so.12 "$out/libcudart.so"

@@ -8,7 +8,7 @@ use bytemuck::Zeroable;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use vgpu_driver::shm::ShmRegion;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::cmd::{
     CopyDtoHArgs, CopyHtoDArgs, HandleArgs, MemAllocArgs, MemsetArgs, PdArgs, PdCreateArgs,
     QueueCreateArgs, WindowRegisterArgs,
@@ -31,7 +31,7 @@ const WINDOW_LEN: u64 = 64 << 10;
 /// An engine on guest RAM, with the fake executor.
 struct Rig {
     engine: Option<Arc<Engine>>,
-    ram: Arc<ShmRegion>,
+    ram: Arc<SharedMemory>,
     next_free: u64,
     admin: QueueClient,
     fake: Arc<Shared>,
@@ -61,7 +61,7 @@ impl Rig {
         let mem = Arc::new(GuestMemory::new());
         mem.map(IOVA, RAM, file.try_clone().unwrap(), 0, true)
             .unwrap();
-        let ram = Arc::new(ShmRegion::from_file(file).unwrap());
+        let ram = Arc::new(SharedMemory::from_file(file).unwrap());
         let fake = FakeExecutor::new();
         let fatal = Arc::new(Mutex::new(Vec::new()));
         let f = fatal.clone();
@@ -142,7 +142,7 @@ impl Rig {
             window,
             q: QueueClient::new(
                 self.ram.clone(),
-                base - IOVA,
+                (base - IOVA) as usize,
                 qid,
                 layout,
                 doorbell(engine, qid),
@@ -152,12 +152,14 @@ impl Rig {
     }
 
     fn window_write(&self, t: &Tenant, off: u64, data: &[u8]) {
-        assert!(self.ram.write(t.window - IOVA + off, data));
+        let at = (t.window - IOVA + off) as usize;
+        self.ram.write_bytes(at, data).unwrap();
     }
 
     fn window_read(&self, t: &Tenant, off: u64, n: usize) -> Vec<u8> {
         let mut v = vec![0; n];
-        assert!(self.ram.read(t.window - IOVA + off, &mut v));
+        let at = (t.window - IOVA + off) as usize;
+        self.ram.read_bytes(at, &mut v).unwrap();
         v
     }
 }

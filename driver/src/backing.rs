@@ -1,12 +1,12 @@
 //! Device access behind a trait, as cloud-hypervisor and OpenVMM do: the driver runs the
 //! same code on kernel VFIO inside a VM and on a vfio-user connection to vgpu-stub.
 
-use crate::shm::ShmRegion;
 use crate::DriverError;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use vfio_bindings::bindings::vfio::*;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::regs::pci;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -16,7 +16,23 @@ pub struct DmaRegion<'a> {
     /// [`AddressSpace::Physical`].
     pub iova: u64,
     /// The memory (a memfd, mapped in this process in full).
-    pub mem: &'a ShmRegion,
+    pub mem: &'a SharedMemory,
+}
+
+impl DmaRegion<'_> {
+    /// The memory's file, for backings that map DMA by descriptor. The driver's DMA memory
+    /// keeps its memfd ([`SharedMemory::new`]); memory mapped from a borrowed descriptor
+    /// has none and cannot be mapped this way.
+    pub fn file(&self) -> Result<&std::fs::File, DriverError> {
+        self.mem.file().ok_or_else(|| {
+            DriverError::NoMemory("DMA memory without its file cannot be mapped".into())
+        })
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.mem.len() as u64
+    }
 }
 
 /// How the device addresses the memory the driver gives it.
@@ -164,7 +180,7 @@ impl DeviceBacking for VfioUserBacking {
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
         self.client()
-            .dma_map(0, r.iova, r.mem.len(), r.mem.file().as_raw_fd())
+            .dma_map(0, r.iova, r.bytes(), r.file()?.as_raw_fd())
             .map_err(self.vfio_user_error("mapping DMA memory"))?;
         Ok(r.iova)
     }

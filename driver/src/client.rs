@@ -2,11 +2,11 @@
 //! the protocol directly. The shims' full client lives in the `vgpu-shim` crate.
 
 use crate::server::send;
-use crate::shm::own_fds;
 use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, UnixAddr};
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use vgpu_os::fd::own_fds;
 use vgpu_proto::control::{Message, MAX_FDS, MAX_MESSAGE};
 
 /// Connects to the control socket.

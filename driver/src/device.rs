@@ -2,12 +2,12 @@
 
 use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
 use crate::iova::IovaAllocator;
-use crate::shm::{ShmRegion, HUGE_PAGE, PAGE};
 use crate::DriverError;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vgpu_os::lock;
+use vgpu_os::shm::{SharedMemory, HUGE_PAGE, PAGE};
 use vgpu_proto::cmd::{IdentifyArgs, Payload, Request};
 use vgpu_proto::info::DeviceInfo;
 use vgpu_proto::queue::{qcb, QueueLayout};
@@ -27,24 +27,31 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Memory mapped for device DMA; unmapped and freed on drop.
 pub struct DmaMem {
     /// The memory.
-    pub shm: ShmRegion,
+    pub shm: SharedMemory,
     /// The address the device reaches it at: an IOVA, or with no IOMMU its physical address.
     pub iova: u64,
     dev: Arc<DeviceInner>,
 }
 
+impl DmaMem {
+    /// Size in bytes, as the device and the control plane count it.
+    pub fn bytes(&self) -> u64 {
+        self.shm.len() as u64
+    }
+}
+
 impl Drop for DmaMem {
     fn drop(&mut self) {
-        if let Err(e) = self.dev.backing.dma_unmap(self.iova, self.shm.len()) {
+        if let Err(e) = self.dev.backing.dma_unmap(self.iova, self.bytes()) {
             log::warn!(
                 "DMA unmap of {:#x}+{:#x} failed: {}",
                 self.iova,
-                self.shm.len(),
+                self.bytes(),
                 e.report()
             );
         }
         if let Some(a) = lock(&self.dev.iova).as_mut() {
-            a.free(self.iova, self.shm.len());
+            a.free(self.iova, self.bytes());
         }
     }
 }
@@ -179,7 +186,9 @@ impl Device {
             return Err(DriverError::IdentifyFailed { status: c.status() });
         }
         let mut raw = [0u8; 4096];
-        buf.shm.read(0, &mut raw);
+        buf.shm
+            .read_bytes(0, &mut raw)
+            .expect("the identify buffer holds 4096 bytes");
         let info: DeviceInfo = bytemuck::pod_read_unaligned(&raw);
         vgpu_proto::cmd::Args::check(&info).map_err(DriverError::BadDeviceInfo)?;
         dev.info = info;
@@ -201,11 +210,13 @@ impl Device {
         name: &str,
         len: u64,
     ) -> Result<DmaMem, DriverError> {
+        let len = usize::try_from(len)
+            .map_err(|_| DriverError::NoMemory(format!("{len} bytes of DMA memory")))?;
         let mut space = lock(&inner.iova);
         let Some(alloc) = space.as_mut() else {
             // No IOMMU: physically contiguous huge pages, at the address the backing finds.
             drop(space);
-            let shm = ShmRegion::new_huge(name, len)
+            let shm = SharedMemory::new_huge(name, len)
                 .map_err(|e| DriverError::NoMemory(format!("no-IOMMU DMA memory: {e}")))?;
             let iova = inner.backing.dma_map(&DmaRegion { iova: 0, mem: &shm })?;
             return Ok(DmaMem {
@@ -214,17 +225,17 @@ impl Device {
                 dev: inner.clone(),
             });
         };
-        let shm = ShmRegion::new(name, len)?;
+        let shm = SharedMemory::new(name, len)?;
         let align = if shm.huge() { HUGE_PAGE } else { PAGE };
         let iova = alloc
-            .alloc(shm.len(), align)
+            .alloc(shm.len() as u64, align as u64)
             .ok_or(DriverError::NoMemory("IOVA space exhausted".into()))?;
         // Mapping with the allocator held keeps a failed map's IOVA from being handed out
         // before it is returned.
         match inner.backing.dma_map(&DmaRegion { iova, mem: &shm }) {
             Ok(at) => debug_assert_eq!(at, iova),
             Err(e) => {
-                alloc.free(iova, shm.len());
+                alloc.free(iova, shm.len() as u64);
                 return Err(e);
             }
         }
@@ -261,27 +272,32 @@ impl Device {
             command,
         };
         let sqe = req.encode();
-        let at = a.layout.sqe_offset(a.tail) as u64;
-        a.mem.shm.write(at, bytemuck::bytes_of(&sqe));
-        a.tail = a.tail.wrapping_add(1);
+        // The ring's offsets lie inside the region, which was allocated for this layout.
+        let at = a.layout.sqe_offset(a.tail);
         a.mem
             .shm
-            .store_u32(qcb::SQ_TAIL as u64, a.tail, Ordering::Release);
+            .write_bytes(at, bytemuck::bytes_of(&sqe))
+            .expect("admin entry inside the admin queue region");
+        a.tail = a.tail.wrapping_add(1);
+        a.mem.shm.store_u32(qcb::SQ_TAIL, a.tail, Ordering::Release);
         fence(Ordering::SeqCst);
-        if a.mem.shm.load_u32(qcb::PARKED as u64, Ordering::Acquire) != 0 {
+        if a.mem.shm.load_u32(qcb::PARKED, Ordering::Acquire) != 0 {
             self.inner.backing.write32(regs::doorbell(0), a.tail)?;
         }
         let t0 = Instant::now();
         loop {
-            let off = a.layout.cqe_offset(a.cq_head) as u64;
+            let off = a.layout.cqe_offset(a.cq_head);
             let word = a.mem.shm.load_u32(off + 28, Ordering::Acquire);
             if (word & 1 != 0) == a.layout.phase(a.cq_head) {
                 let mut b = [0u8; 32];
-                a.mem.shm.read(off, &mut b);
+                a.mem
+                    .shm
+                    .read_bytes(off, &mut b)
+                    .expect("admin completion inside the admin queue region");
                 a.cq_head = a.cq_head.wrapping_add(1);
                 a.mem
                     .shm
-                    .store_u32(qcb::CQ_HEAD as u64, a.cq_head, Ordering::Release);
+                    .store_u32(qcb::CQ_HEAD, a.cq_head, Ordering::Release);
                 let c: Cqe = bytemuck::pod_read_unaligned(&b);
                 if c.cid == cid {
                     return Ok(c);
@@ -297,17 +313,13 @@ impl Device {
                 });
             }
             // Sleep on the admin interrupt: arm, re-check, wait (bounded).
-            a.mem
-                .shm
-                .store_u32(qcb::IRQ_ARMED as u64, 1, Ordering::Release);
+            a.mem.shm.store_u32(qcb::IRQ_ARMED, 1, Ordering::Release);
             fence(Ordering::SeqCst);
             let word = a.mem.shm.load_u32(off + 28, Ordering::Acquire);
             if (word & 1 != 0) != a.layout.phase(a.cq_head) {
                 wait_eventfd(&self.admin_irq, Duration::from_millis(10));
             }
-            a.mem
-                .shm
-                .store_u32(qcb::IRQ_ARMED as u64, 0, Ordering::Release);
+            a.mem.shm.store_u32(qcb::IRQ_ARMED, 0, Ordering::Release);
         }
     }
 
@@ -331,7 +343,7 @@ impl Device {
 /// Waits until `fd` is signalled or `timeout` passes; consumes the signal.
 pub fn wait_eventfd(fd: &EventFd, timeout: Duration) -> bool {
     use std::os::fd::AsRawFd;
-    let ready = crate::shm::wait_readable(&[fd.as_raw_fd()], timeout).is_some();
+    let ready = vgpu_os::fd::wait_readable(&[fd.as_raw_fd()], timeout).is_some();
     if ready {
         let _ = fd.read();
     }

@@ -184,17 +184,13 @@ impl DeviceBacking for KernelVfioBacking {
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
-        let len = usize::try_from(r.mem.len())
-            .map_err(|_| DriverError::NoMemory("region too large".into()))?;
-        // SAFETY: `host_addr..+len` is a shared mapping owned by the DmaMem that owns this
+        let len = r.mem.len();
+        // SAFETY: `as_ptr()..+len` is a shared mapping owned by the DmaMem that owns this
         // region; it stays mapped until that DmaMem is dropped, which unmaps the IOVA first.
         // The driver touches the memory only through raw-pointer copies and atomics, and
         // creates no Rust references into it.
-        unsafe {
-            self.container
-                .vfio_dma_map(r.iova, len, r.mem.host_addr() as *mut u8)
-        }
-        .map_err(vfio("mapping DMA memory"))?;
+        unsafe { self.container.vfio_dma_map(r.iova, len, r.mem.as_ptr()) }
+            .map_err(vfio("mapping DMA memory"))?;
         Ok(r.iova)
     }
 

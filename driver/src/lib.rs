@@ -15,15 +15,17 @@
 //! * [`device`]: bring-up, the admin queue and DMA memory.
 //! * [`server`]: the control plane: clients, admission limits, windows, cleanup.
 //! * [`client`]: a minimal control-plane client (the `status` command, tests).
-//! * [`shm`]: memfd-backed shared memory, and waiting on and adopting descriptors.
 //! * [`iova`]: IOVA allocation.
 //!
 //! Errors are [`DriverError`]; what the host's setup must fix is a [`SetupError`] in it.
 //!
-//! `unsafe` is denied in the crate except in [`shm`] (mapping, locking and accessing
-//! shared memory, `poll`, adopting received descriptors), [`vfio_raw`] (the ioctls, and
-//! adopting the device descriptor one returns) and [`kernel_vfio`] (vfio-ioctls' DMA map,
-//! which takes a raw host address).
+//! Shared memory (queue regions and windows: memfds, on huge pages when they can be) is
+//! [`vgpu_os::shm::SharedMemory`]; waiting on descriptors and adopting received ones is
+//! [`vgpu_os::fd`].
+//!
+//! `unsafe` is denied in the crate except in [`vfio_raw`] (the ioctls, and adopting the
+//! device descriptor one returns) and [`kernel_vfio`] (vfio-ioctls' DMA map, which takes a
+//! raw host address).
 
 #![deny(unsafe_code)]
 
@@ -36,12 +38,6 @@ pub mod kernel_vfio;
 pub mod noiommu;
 pub mod physmem;
 pub mod server;
-#[allow(
-    unsafe_code,
-    reason = "maps, locks and unmaps shared memory, reaches it through raw pointers, polls, \
-              and adopts received descriptors"
-)]
-pub mod shm;
 #[allow(unsafe_code, reason = "VFIO ioctls; adopts the device descriptor")]
 pub mod vfio_raw;
 
@@ -171,6 +167,9 @@ pub enum DriverError {
     /// The device refused an admin command.
     #[error("device refused the command: {0}")]
     Refused(Status),
+    /// Shared memory (a memfd and its mapping) could not be made.
+    #[error("cannot make shared memory")]
+    Shm(#[from] vgpu_os::shm::ShmError),
     /// Memory or IOVA space ran out.
     #[error("out of memory: {0}")]
     NoMemory(String),

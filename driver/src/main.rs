@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         max_clients_per_uid: args.max_clients_per_uid,
         queue_depth_log2: args.queue_depth_log2.clamp(1, 15),
         window_bytes: args.window_size.unwrap_or(if args.no_iommu {
-            vgpu_driver::shm::default_huge_page_size().unwrap_or(2 << 20)
+            vgpu_os::shm::default_huge_page_size().map_or(2 << 20, |p| p as u64)
         } else {
             64 << 20
         }),

@@ -14,7 +14,6 @@
 
 use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
 use crate::kernel_vfio::{check_bound, find_device, vector_handle};
-use crate::shm::ShmRegion;
 use crate::vfio_raw::{self, RegionInfo};
 use crate::{DriverError, SetupError};
 use std::fs::{File, OpenOptions};
@@ -22,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vfio_bindings::bindings::vfio::*;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::regs::pci;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -80,7 +80,7 @@ fn open_rw(path: &str) -> Result<File, DriverError> {
 
 /// Locks `mem` and returns its physical address, if it is on huge pages and physically
 /// contiguous: how memory is given to a device with no IOMMU.
-pub fn lock_physical(mem: &ShmRegion) -> Result<u64, DriverError> {
+pub fn lock_physical(mem: &SharedMemory) -> Result<u64, DriverError> {
     if !mem.huge() {
         return Err(DriverError::NoMemory(
             "no-IOMMU DMA memory must be on huge pages".into(),
@@ -88,8 +88,9 @@ pub fn lock_physical(mem: &ShmRegion) -> Result<u64, DriverError> {
     }
     mem.lock()
         .map_err(|e| DriverError::NoMemory(format!("cannot lock DMA memory: {e}")))?;
-    crate::physmem::physical_base(mem.host_addr(), mem.len())
-        .map_err(|e| DriverError::NoMemory(format!("{} MiB of DMA memory: {e}", mem.len() >> 20)))
+    let len = mem.len() as u64;
+    crate::physmem::physical_base(mem.host_addr(), len)
+        .map_err(|e| DriverError::NoMemory(format!("{} MiB of DMA memory: {e}", len >> 20)))
 }
 
 impl NoIommuBacking {
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn small_pages_are_refused() {
-        let r = ShmRegion::new("noiommu-test", 4096).unwrap();
+        let r = SharedMemory::new("noiommu-test", 4096).unwrap();
         let e = lock_physical(&r).unwrap_err().to_string();
         assert!(e.contains("huge pages"), "{e}");
     }

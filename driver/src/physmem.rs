@@ -80,7 +80,7 @@ pub fn physical_base(addr: u64, len: u64) -> Result<u64, PhysError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shm::ShmRegion;
+    use vgpu_os::shm::SharedMemory;
 
     const P: u64 = PRESENT;
 
@@ -109,9 +109,9 @@ mod tests {
 
     #[test]
     fn locked_memory_has_frames_as_root() {
-        let r = ShmRegion::new("physmem-test", 3 * PAGE).unwrap();
+        let r = SharedMemory::new("physmem-test", 3 * PAGE as usize).unwrap();
         r.lock().unwrap();
-        let entries = pagemap(r.host_addr(), r.len()).unwrap();
+        let entries = pagemap(r.host_addr(), r.len() as u64).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(entries.iter().all(|e| e & PRESENT != 0), "{entries:x?}");
         let root = nix::unistd::geteuid().is_root();

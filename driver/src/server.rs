@@ -4,7 +4,6 @@
 //! its memory unmapped and freed, without disturbing the other clients.
 
 use crate::device::{Device, DmaMem};
-use crate::shm::{own_fds, wait_readable};
 use crate::{DriverError, SetupError};
 use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 use std::collections::{BTreeSet, HashMap};
@@ -14,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vgpu_os::fd::{own_fds, wait_readable};
 use vgpu_os::lock;
 use vgpu_proto::cmd::{
     window_access, PdArgs, PdCreateArgs, QueueCreateArgs, WindowArgs, WindowRegisterArgs,
@@ -496,7 +496,7 @@ impl Session {
                 rsv: 0,
             }))
             .map_err(Refusal::from)?;
-        let queue_bytes = queue.shm.len();
+        let queue_bytes = queue.bytes();
         self.queue = Some(queue);
         self.irq = Some(irq);
         let window = self.add_window(want)?;
@@ -516,10 +516,14 @@ impl Session {
         body.features = d.dev.features;
         body.device = d.dev.info;
         let fds = [
-            self.queue.as_ref().map_or(-1, |q| q.shm.fd().as_raw_fd()),
+            self.queue
+                .as_ref()
+                .and_then(|q| q.shm.file())
+                .map_or(-1, |f| f.as_raw_fd()),
             self.windows
                 .get(&wid)
-                .map_or(-1, |w| w.shm.fd().as_raw_fd()),
+                .and_then(|w| w.shm.file())
+                .map_or(-1, |f| f.as_raw_fd()),
             self.irq.as_ref().map_or(-1, |e| e.as_raw_fd()),
             bell.as_raw_fd(),
         ];
@@ -574,7 +578,7 @@ impl Session {
         let pd = self
             .pd
             .ok_or(Refusal(error_code::BAD_STATE, "send HELLO first".into()))?;
-        let mine: u64 = self.windows.values().map(|w| w.shm.len()).sum();
+        let mine: u64 = self.windows.values().map(|w| w.bytes()).sum();
         if mine.saturating_add(bytes) > d.limits.max_window_bytes {
             return Err(Refusal(
                 error_code::NO_MEMORY,
@@ -599,7 +603,7 @@ impl Session {
             pd,
             window: id,
             iova: mem.iova,
-            len: mem.shm.len(),
+            len: mem.bytes(),
             access: window_access::READ | window_access::WRITE,
             rsv0: 0,
         };
@@ -607,7 +611,7 @@ impl Session {
             .admin_ok(Command::WINDOW_REGISTER(args))
             .map_err(Refusal::from)?;
         self.next_window += 1;
-        let len = mem.shm.len();
+        let len = mem.bytes();
         self.windows.insert(id, mem);
         let mut st = lock(&d.state);
         st.window_bytes += len;
@@ -620,7 +624,11 @@ impl Session {
 
     fn window_alloc(&mut self, seq: u32, bytes: u64) -> Result<(), Refusal> {
         let (id, len) = self.add_window(bytes)?;
-        let fd = self.windows.get(&id).map_or(-1, |w| w.shm.fd().as_raw_fd());
+        let fd = self
+            .windows
+            .get(&id)
+            .and_then(|w| w.shm.file())
+            .map_or(-1, |f| f.as_raw_fd());
         let body = WindowGrantedBody {
             window: id,
             rsv: 0,
@@ -654,7 +662,7 @@ impl Session {
             }))
             .map_err(Refusal::from)?;
         if let Some(w) = self.windows.remove(&id) {
-            let len = w.shm.len();
+            let len = w.bytes();
             drop(w);
             let mut st = lock(&self.driver.state);
             st.window_bytes -= len;
@@ -679,7 +687,7 @@ impl Session {
                 Err(e) => log::warn!("client {}: PD_DESTROY {pd}: {}", self.id, e.report()),
             }
         }
-        let freed: u64 = self.windows.values().map(|w| w.shm.len()).sum();
+        let freed: u64 = self.windows.values().map(|w| w.bytes()).sum();
         self.windows.clear();
         self.queue.take();
         self.irq.take();

@@ -88,10 +88,9 @@ fn a_client_gets_a_pd_queue_and_windows() {
     };
     assert_eq!(fds.len(), 1);
     assert!(g.bytes >= 3 << 20);
-    let shm = vgpu_driver::shm::ShmRegion::from_file(std::fs::File::from(
-        fds.into_iter().next().unwrap(),
-    ))
-    .unwrap();
+    let shm =
+        vgpu_os::shm::SharedMemory::from_file(std::fs::File::from(fds.into_iter().next().unwrap()))
+            .unwrap();
     c.windows.insert(g.window, shm);
     let status = vgpu_driver::client::status(st.control()).unwrap();
     assert!(status.contains("\"name\":\"one\""), "{status}");
@@ -324,7 +323,7 @@ fn physical_addressing_serves_clients() {
         .window_bytes(2 << 20)
         .wrap(move |inner| Box::new(PhysicalOverVfioUser { inner, mapped: m }))
         .start();
-    let huge = vgpu_driver::shm::default_huge_page_size().unwrap();
+    let huge = vgpu_os::shm::default_huge_page_size().unwrap() as u64;
     // First windows of one huge page each (the driver's default under --no-iommu).
     let hello = |name| HelloBody {
         window_bytes: huge,

@@ -17,28 +17,27 @@
 //!   `shim/COVERAGE.md` lists which of their exports are implemented.
 //! * `libcublas.so.12`, `libcublasLt.so.12` and `libnvidia-ml.so.1` are not written yet.
 //!
-//! The crate's modules:
+//! Its one module:
 //!
 //! * [`client`]: [`client::Connection`] (one connection to vgpu-driver = one protection
 //!   domain: HELLO/WELCOME, windows, status, GOODBYE) and [`client::QueuePair`] (submission
 //!   with inline payloads, completion routing by cid, doorbells and interrupts with
 //!   notification suppression, bounded waits). Errors are [`client::ClientError`], each
 //!   with the CUDA status a shim reports.
-//! * [`shm`]: mappings of memory shared with the device (the queue region and the
-//!   windows), which the crate accesses only through atomics and bounds-checked copies;
-//!   a window's address also goes to applications as pinned host memory.
+//!
+//! The queue region and the windows are memory shared with the device,
+//! [`vgpu_os::shm::SharedMemory`], which the crate accesses only through atomics and
+//! bounds-checked copies; a window's address also goes to applications as pinned host
+//! memory. Descriptors received from the driver are adopted by [`vgpu_os::fd::own_fds`].
 //!
 //! Configuration comes from the environment: `VGPU_SOCKET` (the driver's socket, default
 //! `/run/vgpu/vgpu.sock`) and `VGPU_TIMEOUT_MS` (the bound on every wait, default 600 000 ms).
 //!
-//! `unsafe` is denied in the crate except in [`shm`] (mapping and accessing shared memory)
-//! and in the one function of the control module that adopts descriptors received with
-//! `SCM_RIGHTS`.
+//! The crate has no `unsafe` code: what needs it (mapping shared memory, adopting received
+//! descriptors) is in `vgpu-os`.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod client;
-#[allow(unsafe_code)]
-pub mod shm;
 
 pub use client::{ClientError, ConnectOptions, Connection, QueuePair, Window};

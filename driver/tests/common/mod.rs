@@ -46,7 +46,7 @@ impl DeviceBacking for PhysicalOverVfioUser {
             iova: pa,
             mem: r.mem,
         })?;
-        self.mapped.lock().unwrap().push((pa, r.mem.len()));
+        self.mapped.lock().unwrap().push((pa, r.bytes()));
         Ok(pa)
     }
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<(), DriverError> {

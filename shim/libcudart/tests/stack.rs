@@ -20,6 +20,7 @@ fn assert_shims_current() {
     );
     let mut files = Vec::new();
     let mut dirs: Vec<PathBuf> = [
+        "os/src",
         "proto/src",
         "shim/src",
         "shim/libcuda/src",

@@ -7,7 +7,7 @@
 //! descriptors other than its kind prescribes is refused by [`Message::decode`].
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,7 @@ impl Control {
                     })?;
                     for c in cmsgs {
                         if let ControlMessageOwned::ScmRights(raw) = c {
-                            fds.extend(raw.into_iter().map(adopt));
+                            fds.extend(vgpu_os::fd::own_fds(raw));
                         }
                     }
                     break (m.bytes, m.flags, fds);
@@ -255,13 +255,4 @@ impl Control {
             }
         }
     }
-}
-
-/// Takes ownership of a descriptor the kernel just installed for us.
-#[allow(unsafe_code)]
-fn adopt(raw: RawFd) -> OwnedFd {
-    // SAFETY: `raw` comes from an SCM_RIGHTS message this process just received: the kernel
-    // installed it as a new descriptor in our table, nothing else knows its number yet, and
-    // it is adopted exactly once here, so the OwnedFd is its sole owner.
-    unsafe { OwnedFd::from_raw_fd(raw) }
 }

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use vgpu_proto::control::error_code;
 use vgpu_proto::Status;
 
-use crate::shm::{MapError, OutOfBounds};
+use vgpu_os::shm::{OutOfBounds, ShmError};
 
 /// An error of the client core.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum ClientError {
         /// Which memfd.
         what: &'static str,
         /// Why.
-        source: MapError,
+        source: ShmError,
     },
     /// A bounded wait ran out (`ConnectOptions::timeout`, from `VGPU_TIMEOUT_MS`).
     #[error("{what}: no answer within {waited:?} (VGPU_TIMEOUT_MS)")]

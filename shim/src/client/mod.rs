@@ -46,7 +46,7 @@ use vgpu_proto::regs::caps::MAX_IO_DEPTH_LOG2;
 pub use error::{error_code_name, ClientError};
 pub use queue::QueuePair;
 
-use crate::shm::{Mapping, OutOfBounds};
+use vgpu_os::shm::{OutOfBounds, SharedMemory};
 
 /// Environment variable bounding every wait of the client, in milliseconds (spec §8.4).
 pub const TIMEOUT_ENV: &str = "VGPU_TIMEOUT_MS";
@@ -140,7 +140,7 @@ fn name_field(name: &str) -> [u8; 32] {
 #[derive(Debug)]
 pub struct Window {
     id: u32,
-    mem: Mapping,
+    mem: SharedMemory,
 }
 
 impl Window {
@@ -190,10 +190,10 @@ pub struct Connection {
     queue: Arc<QueuePair>,
 }
 
-fn map(fd: &OwnedFd, len: u64, what: &'static str) -> Result<Mapping, ClientError> {
+fn map(fd: &OwnedFd, len: u64, what: &'static str) -> Result<SharedMemory, ClientError> {
     let len = usize::try_from(len)
         .map_err(|_| ClientError::Protocol(format!("the {what} is too large ({len} bytes)")))?;
-    Mapping::map(fd.as_fd(), len).map_err(|source| ClientError::Map { what, source })
+    SharedMemory::map(fd.as_fd(), len).map_err(|source| ClientError::Map { what, source })
 }
 
 impl Connection {

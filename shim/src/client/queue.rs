@@ -50,7 +50,7 @@ use vgpu_proto::queue::{cqe_flags, inline_slots, qcb, QueueLayout, CQE_SIZE, SQE
 use vgpu_proto::Cqe;
 
 use super::ClientError;
-use crate::shm::Mapping;
+use vgpu_os::shm::SharedMemory;
 
 /// How long a sleeper sleeps in one `poll` before it looks around again (a safety net; it
 /// is normally woken by the interrupt eventfd).
@@ -62,7 +62,7 @@ const CONDVAR_SLICE: Duration = Duration::from_millis(100);
 
 /// Everything the queue needs from the connection.
 pub(crate) struct QueueParts {
-    pub mem: Mapping,
+    pub mem: SharedMemory,
     pub layout: QueueLayout,
     pub qid: u16,
     pub irq: OwnedFd,
@@ -104,7 +104,7 @@ struct CqState {
 /// The client side of one queue pair (spec §5). Shared between threads (`&self` methods);
 /// the producer side and the consumer side each sit behind their own mutex.
 pub struct QueuePair {
-    mem: Mapping,
+    mem: SharedMemory,
     layout: QueueLayout,
     qid: u16,
     irq: OwnedFd,

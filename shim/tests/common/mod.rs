@@ -37,6 +37,7 @@ use nix::sys::socket::{
     MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use nix::unistd::ftruncate;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::cmd::{Command, DecodeContext, Request};
 use vgpu_proto::control::{error_code, HelloBody, Message, WelcomeBody, WindowGrantedBody};
 use vgpu_proto::info::{DeviceInfo, DEVICE_INFO_VERSION};
@@ -44,7 +45,6 @@ use vgpu_proto::opcode::{Completion, Opcode, QueueKind};
 use vgpu_proto::queue::{cqe_flags, inline_published, qcb, sqe_flags, QueueLayout, SQE_SIZE};
 use vgpu_proto::regs::features;
 use vgpu_proto::{Cqe, Sqe, Status};
-use vgpu_shim::shm::Mapping;
 use vgpu_shim::ConnectOptions;
 
 /// How the fake device behaves.
@@ -398,7 +398,7 @@ fn session(conn: OwnedFd, cfg: DriverConfig, stats: &Arc<Stats>, stop: &Arc<Atom
         return;
     }
     drop(wfd);
-    let mem = Mapping::map(qfd.as_fd(), layout.region_size()).expect("map queue");
+    let mem = SharedMemory::map(qfd.as_fd(), layout.region_size()).expect("map queue");
     drop(qfd);
     let dev_stop = Arc::new(AtomicBool::new(false));
     let device = {
@@ -490,7 +490,7 @@ pub fn fnv1a(data: &[u8]) -> u64 {
 }
 
 struct Device {
-    mem: Mapping,
+    mem: SharedMemory,
     l: QueueLayout,
     irq: OwnedFd,
     doorbell: OwnedFd,

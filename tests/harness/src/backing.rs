@@ -143,8 +143,8 @@ impl DeviceBacking for InProcessBacking {
         if left != u64::MAX {
             self.faults.dma_maps_left.fetch_sub(1, Ordering::SeqCst);
         }
-        let file = r.mem.file().try_clone()?;
-        self.dev.mem.map(r.iova, r.mem.len(), file, 0, true)?;
+        let file = r.file()?.try_clone()?;
+        self.dev.mem.map(r.iova, r.bytes(), file, 0, true)?;
         Ok(r.iova)
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::Client;
-use vgpu_driver::shm::ShmRegion;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::cmd::{
     DecodeContext, PdCreateArgs, PdStatsArgs, QueueCreateArgs, Request, WindowRegisterArgs,
 };
@@ -30,6 +30,11 @@ use vgpu_stub::exec::soft::{SoftConfig, SoftExecutor};
 pub const IOVA: u64 = 0x1000_0000;
 /// Its size.
 pub const MEM: u64 = 64 << 20;
+
+/// The offset in guest RAM of `iova` (at least [`IOVA`]).
+fn ram_offset(iova: u64) -> usize {
+    usize::try_from(iova - IOVA).expect("guest RAM offset")
+}
 
 /// vgpu-stub (soft executor) serving vfio-user connections from a thread of the test.
 pub struct Stub {
@@ -104,7 +109,7 @@ fn lock(c: &Mutex<Client>) -> MutexGuard<'_, Client> {
 pub struct BareDriver {
     client: Arc<Mutex<Client>>,
     /// Guest RAM (offset 0 is [`IOVA`]).
-    pub ram: Arc<ShmRegion>,
+    pub ram: Arc<SharedMemory>,
     next_free: u64,
     /// The admin queue.
     pub admin: QueueClient,
@@ -134,7 +139,7 @@ impl BareDriver {
         client
             .dma_map(0, IOVA, MEM, file.as_raw_fd())
             .expect("DMA map of guest RAM");
-        let ram = Arc::new(ShmRegion::from_file(file).expect("guest RAM mapping"));
+        let ram = Arc::new(SharedMemory::from_file(file).expect("guest RAM mapping"));
         let client = Arc::new(Mutex::new(client));
         let admin_layout = QueueLayout::new(5, 12).expect("admin layout");
         let irq =
@@ -171,7 +176,7 @@ impl BareDriver {
         d.admin_base = d.alloc(admin_layout.region_size() as u64);
         d.admin = QueueClient::new(
             d.ram.clone(),
-            d.admin_base - IOVA,
+            ram_offset(d.admin_base),
             0,
             admin_layout,
             Self::doorbell(&d.client, 0),
@@ -295,7 +300,7 @@ impl BareDriver {
             queue_base,
             q: QueueClient::new(
                 self.ram.clone(),
-                queue_base - IOVA,
+                ram_offset(queue_base),
                 qid,
                 layout,
                 Self::doorbell(&self.client, qid),
@@ -320,13 +325,17 @@ impl BareDriver {
     /// Reads guest RAM at `iova`.
     pub fn read(&self, iova: u64, n: usize) -> Vec<u8> {
         let mut v = vec![0; n];
-        assert!(self.ram.read(iova - IOVA, &mut v), "read outside guest RAM");
+        self.ram
+            .read_bytes(ram_offset(iova), &mut v)
+            .expect("read outside guest RAM");
         v
     }
 
     /// Writes guest RAM at `iova`.
     pub fn write(&self, iova: u64, data: &[u8]) {
-        assert!(self.ram.write(iova - IOVA, data), "write outside guest RAM");
+        self.ram
+            .write_bytes(ram_offset(iova), data)
+            .expect("write outside guest RAM");
     }
 }
 

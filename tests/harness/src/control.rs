@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
-use vgpu_driver::shm::ShmRegion;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::cmd::{CopyDtoHArgs, CopyHtoDArgs, HandleArgs, MemAllocArgs};
 use vgpu_proto::control::{HelloBody, Message, WelcomeBody};
 use vgpu_proto::queue::QueueLayout;
@@ -33,9 +33,9 @@ pub struct DriverClient {
     /// The queue.
     pub queue: QueueClient,
     /// The queue memfd's mapping.
-    pub queue_mem: Arc<ShmRegion>,
+    pub queue_mem: Arc<SharedMemory>,
     /// Windows by id.
-    pub windows: HashMap<u32, ShmRegion>,
+    pub windows: HashMap<u32, SharedMemory>,
     seq: u32,
 }
 
@@ -58,8 +58,9 @@ impl DriverClient {
         let [queue, window, irq, bell]: [OwnedFd; 4] = fds
             .try_into()
             .map_err(|f: Vec<OwnedFd>| format!("WELCOME carried {} descriptors", f.len()))?;
-        let map =
-            |fd: OwnedFd| ShmRegion::from_file(std::fs::File::from(fd)).map_err(|e| e.to_string());
+        let map = |fd: OwnedFd| {
+            SharedMemory::from_file(std::fs::File::from(fd)).map_err(|e| e.to_string())
+        };
         let queue_mem = Arc::new(map(queue)?);
         let layout = QueueLayout::new(w.queue_depth_log2 as u8, 15).ok_or("bad queue depth")?;
         let doorbell = Box::new(move |_tail: u32| {
@@ -114,7 +115,7 @@ impl DriverClient {
         let data: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(pattern))
             .collect();
-        self.windows[&w].write(0, &data);
+        let wrote = self.windows[&w].write_bytes(0, &data).is_ok();
         self.submit(
             Command::MEMCPY_HTOD(CopyHtoDArgs {
                 dst: a.result0,
@@ -141,7 +142,7 @@ impl DriverClient {
         );
         let s = self.call(Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), 0, &[]);
         let mut back = vec![0u8; len as usize];
-        self.windows[&w].read(len, &mut back);
+        let read = self.windows[&w].read_bytes(len as usize, &mut back).is_ok();
         self.call(
             Command::MEM_FREE(HandleArgs {
                 handle: a.result0,
@@ -150,6 +151,6 @@ impl DriverClient {
             0,
             &[],
         );
-        s.status().is_ok() && back == data
+        wrote && read && s.status().is_ok() && back == data
     }
 }

@@ -13,7 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vgpu_driver::shm::{wait_readable, ShmRegion};
+use vgpu_os::fd::wait_readable;
+use vgpu_os::shm::SharedMemory;
 use vgpu_proto::cmd::{Payload, Request};
 use vgpu_proto::queue::{qcb, QueueLayout, SQE_SIZE};
 use vgpu_proto::{Command, Cqe};
@@ -26,9 +27,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The client side of one queue pair.
 pub struct QueueClient {
-    mem: Arc<ShmRegion>,
+    mem: Arc<SharedMemory>,
     /// Offset of the queue region in `mem`.
-    base: u64,
+    base: usize,
     /// The queue id.
     pub qid: u16,
     /// The ring sizes.
@@ -47,8 +48,8 @@ impl QueueClient {
     /// the device uses it). `irq`, when given, is the queue's interrupt eventfd, slept on
     /// between polls; without it the client polls.
     pub fn new(
-        mem: Arc<ShmRegion>,
-        base: u64,
+        mem: Arc<SharedMemory>,
+        base: usize,
         qid: u16,
         layout: QueueLayout,
         doorbell: Doorbell,
@@ -69,9 +70,9 @@ impl QueueClient {
 
     /// Zeroes the queue region and the client's indices (before a device starts on it).
     pub fn clear(&mut self) {
-        assert!(self
-            .mem
-            .write(self.base, &vec![0u8; self.layout.region_size()]));
+        self.mem
+            .fill(self.base, self.layout.region_size(), 0)
+            .expect("queue region inside the mapping");
         self.tail = 0;
         self.cq_head = 0;
     }
@@ -89,14 +90,12 @@ impl QueueClient {
 
     /// Loads a QCB word (acquire).
     pub fn qcb(&self, field: usize) -> u32 {
-        self.mem
-            .load_u32(self.base + field as u64, Ordering::Acquire)
+        self.mem.load_u32(self.base + field, Ordering::Acquire)
     }
 
     /// Stores a QCB word (release).
     pub fn set_qcb(&self, field: usize, v: u32) {
-        self.mem
-            .store_u32(self.base + field as u64, v, Ordering::Release)
+        self.mem.store_u32(self.base + field, v, Ordering::Release)
     }
 
     /// Writes a raw entry and its inline payload and publishes them, waiting (bounded) for
@@ -126,8 +125,10 @@ impl QueueClient {
             std::thread::sleep(Duration::from_micros(50));
         }
         for (i, chunk) in bytes.chunks(SQE_SIZE).enumerate() {
-            let at = self.layout.sqe_offset(self.tail.wrapping_add(i as u32)) as u64;
-            assert!(self.mem.write(self.base + at, chunk));
+            let at = self.layout.sqe_offset(self.tail.wrapping_add(i as u32));
+            self.mem
+                .write_bytes(self.base + at, chunk)
+                .expect("entry inside the queue region");
         }
         self.tail = self.tail.wrapping_add(slots);
         self.set_qcb(qcb::SQ_TAIL, self.tail);
@@ -166,13 +167,15 @@ impl QueueClient {
 
     /// The next completion if one is published, without waiting.
     pub fn poll(&mut self) -> Option<Cqe> {
-        let off = self.base + self.layout.cqe_offset(self.cq_head) as u64;
+        let off = self.base + self.layout.cqe_offset(self.cq_head);
         let word = self.mem.load_u32(off + 28, Ordering::Acquire);
         if (word & 1 != 0) != self.layout.phase(self.cq_head) {
             return None;
         }
         let mut b = [0u8; 32];
-        assert!(self.mem.read(off, &mut b));
+        self.mem
+            .read_bytes(off, &mut b)
+            .expect("completion inside the queue region");
         self.cq_head = self.cq_head.wrapping_add(1);
         self.set_qcb(qcb::CQ_HEAD, self.cq_head);
         fence(Ordering::SeqCst);
@@ -199,7 +202,7 @@ impl QueueClient {
             };
             self.set_qcb(qcb::IRQ_ARMED, 1);
             fence(Ordering::SeqCst);
-            let off = self.base + self.layout.cqe_offset(self.cq_head) as u64;
+            let off = self.base + self.layout.cqe_offset(self.cq_head);
             let word = self.mem.load_u32(off + 28, Ordering::Acquire);
             let left = timeout.saturating_sub(t0.elapsed());
             if (word & 1 != 0) != self.layout.phase(self.cq_head)
