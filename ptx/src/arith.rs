@@ -266,41 +266,30 @@ pub fn mad(ty: Ty, mode: u8, a: u64, b: u64, c: u64, ftz: bool, sat: bool) -> u6
 
 /// A unary operation.
 pub fn un(op: UnOp, ty: Ty, a: u64, ftz: bool) -> u64 {
+    let float = |x: f64| -> f64 {
+        match op {
+            UnOp::Neg => -x,
+            UnOp::Abs => x.abs(),
+            UnOp::Sqrt => x.sqrt(),
+            UnOp::Rsqrt => 1.0 / x.sqrt(),
+            UnOp::Rcp => 1.0 / x,
+            UnOp::Sin => x.sin(),
+            UnOp::Cos => x.cos(),
+            UnOp::Lg2 => x.log2(),
+            UnOp::Ex2 => x.exp2(),
+            UnOp::Tanh => x.tanh(),
+            _ => f64::NAN,
+        }
+    };
     match ty {
+        // f32 is computed in f64 and rounded once: correctly rounded for sqrt and rcp,
+        // at least as accurate as the GPU's .approx forms for the others.
         Ty::F32 => {
             let x = if ftz { flush(f32_of(a)) } else { f32_of(a) };
-            let r = match op {
-                UnOp::Neg => -x,
-                UnOp::Abs => x.abs(),
-                UnOp::Sqrt => x.sqrt(),
-                UnOp::Rsqrt => 1.0 / x.sqrt(),
-                UnOp::Rcp => 1.0 / x,
-                UnOp::Sin => x.sin(),
-                UnOp::Cos => x.cos(),
-                UnOp::Lg2 => x.log2(),
-                UnOp::Ex2 => x.exp2(),
-                UnOp::Tanh => x.tanh(),
-                _ => f32::NAN,
-            };
+            let r = float(f64::from(x)) as f32;
             bits32(if ftz { flush(r) } else { r })
         }
-        Ty::F64 => {
-            let x = f64_of(a);
-            (match op {
-                UnOp::Neg => -x,
-                UnOp::Abs => x.abs(),
-                UnOp::Sqrt => x.sqrt(),
-                UnOp::Rsqrt => 1.0 / x.sqrt(),
-                UnOp::Rcp => 1.0 / x,
-                UnOp::Sin => x.sin(),
-                UnOp::Cos => x.cos(),
-                UnOp::Lg2 => x.log2(),
-                UnOp::Ex2 => x.exp2(),
-                UnOp::Tanh => x.tanh(),
-                _ => f64::NAN,
-            })
-            .to_bits()
-        }
+        Ty::F64 => float(f64_of(a)).to_bits(),
         Ty::Pred => u64::from(match op {
             UnOp::Not | UnOp::CNot => a == 0,
             _ => a != 0,

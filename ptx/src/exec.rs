@@ -352,6 +352,21 @@ impl<'k, 'l> BlockState<'k, 'l> {
         )
     }
 
+    /// `d = f(a, b, c)` on every lane of `on`, for the 32-bit operations.
+    fn map3_u32(
+        &mut self,
+        wi: usize,
+        on: u32,
+        d: Reg,
+        [a, b, c]: [Src; 3],
+        f: impl Fn(u32, u32, u32) -> u32,
+    ) {
+        for i in lanes(on) {
+            let (x, y, z) = self.read3(wi, i, a, b, c);
+            self.write(wi, i, d, f(x as u32, y as u32, z as u32).into());
+        }
+    }
+
     #[inline]
     fn write(&mut self, wi: usize, lane: usize, d: Reg, v: u64) {
         if d != SINK {
@@ -420,13 +435,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     }
                 }
             }
-            Op::Prmt { d, a, b, c, mode } => {
-                for i in lanes(on) {
-                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
-                    let r = crate::arith::prmt(x as u32, y as u32, z as u32, *mode);
-                    self.write(wi, i, *d, r.into());
-                }
-            }
+            Op::Prmt { d, a, b, c, mode } => self.map3_u32(wi, on, *d, [*a, *b, *c], |x, y, z| {
+                crate::arith::prmt(x, y, z, *mode)
+            }),
             Op::Bfe { ty, d, a, b, c } => {
                 for i in lanes(on) {
                     let (x, y, z) = self.read3(wi, i, *a, *b, *c);
@@ -465,13 +476,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     self.write(wi, i, *d, r.into());
                 }
             }
-            Op::Lop3 { d, a, b, c, lut } => {
-                for i in lanes(on) {
-                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
-                    let r = crate::arith::lop3(x as u32, y as u32, z as u32, *lut);
-                    self.write(wi, i, *d, r.into());
-                }
-            }
+            Op::Lop3 { d, a, b, c, lut } => self.map3_u32(wi, on, *d, [*a, *b, *c], |x, y, z| {
+                crate::arith::lop3(x, y, z, *lut)
+            }),
             Op::Shf {
                 d,
                 a,
@@ -479,13 +486,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 c,
                 left,
                 clamp,
-            } => {
-                for i in lanes(on) {
-                    let (x, y, z) = self.read3(wi, i, *a, *b, *c);
-                    let r = crate::arith::shf(x as u32, y as u32, z as u32, *left, *clamp);
-                    self.write(wi, i, *d, r.into());
-                }
-            }
+            } => self.map3_u32(wi, on, *d, [*a, *b, *c], |x, y, z| {
+                crate::arith::shf(x, y, z, *left, *clamp)
+            }),
             Op::CvtPack { dty, d, a, b, relu } => {
                 for i in lanes(on) {
                     let (x, y) = (self.read(wi, i, *a), self.read(wi, i, *b));

@@ -578,6 +578,27 @@ impl Cx<'_, '_> {
         Ok(())
     }
 
+    /// Half-precision `op` over operands 1..=`srcs` (the others are zero).
+    fn half(&self, op: HalfOp, ty: Ty, srcs: usize, sat: bool) -> R<Op> {
+        let src = |n: usize| {
+            if n <= srcs {
+                self.src(n, ty)
+            } else {
+                Ok(Src::Imm(0))
+            }
+        };
+        Ok(Op::Half {
+            op,
+            ty,
+            d: self.dst(0)?,
+            a: src(1)?,
+            b: src(2)?,
+            c: src(3)?,
+            ftz: self.has("ftz"),
+            sat,
+        })
+    }
+
     fn round(&self) -> Round {
         for m in &self.i.modifiers {
             match m.as_str() {
@@ -766,16 +787,7 @@ impl Cx<'_, '_> {
                         BinOp::Max => HalfOp::Max,
                         _ => return Err(format!("{} of .{ty:?} is not supported", i.opcode)),
                     };
-                    return Ok(Op::Half {
-                        op: hop,
-                        ty,
-                        d: self.dst(0)?,
-                        a: self.src(1, ty)?,
-                        b: self.src(2, ty)?,
-                        c: Src::Imm(0),
-                        ftz,
-                        sat,
-                    });
+                    return self.half(hop, ty, 2, sat);
                 }
                 let sty = match op {
                     BinOp::Shl | BinOp::Shr => Ty::U32,
@@ -796,16 +808,7 @@ impl Cx<'_, '_> {
                 self.count(4)?;
                 let ty = self.ty()?;
                 if is_half(ty) {
-                    return Ok(Op::Half {
-                        op: HalfOp::Fma,
-                        ty,
-                        d: self.dst(0)?,
-                        a: self.src(1, ty)?,
-                        b: self.src(2, ty)?,
-                        c: self.src(3, ty)?,
-                        ftz,
-                        sat,
-                    });
+                    return self.half(HalfOp::Fma, ty, 3, sat);
                 }
                 let mode = if self.has("hi") {
                     1
@@ -856,16 +859,7 @@ impl Cx<'_, '_> {
                         UnOp::Tanh => HalfOp::Tanh,
                         _ => return Err(format!("{} of .{ty:?} is not supported", i.opcode)),
                     };
-                    return Ok(Op::Half {
-                        op: hop,
-                        ty,
-                        d: self.dst(0)?,
-                        a: self.src(1, ty)?,
-                        b: Src::Imm(0),
-                        c: Src::Imm(0),
-                        ftz,
-                        sat: false,
-                    });
+                    return self.half(hop, ty, 1, false);
                 }
                 Ok(Op::Un {
                     op,
