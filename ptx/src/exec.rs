@@ -67,6 +67,12 @@ pub enum Fault {
         /// PTX line.
         line: u32,
     },
+    /// Calls nested deeper than [`MAX_CALL_DEPTH`].
+    #[error("call stack overflow at line {line}")]
+    StackOverflow {
+        /// PTX line.
+        line: u32,
+    },
     /// `trap`.
     #[error("trap at line {line}")]
     Trap {
@@ -105,6 +111,8 @@ pub struct Launch<'a> {
 pub const MAX_BLOCK_THREADS: u64 = 1024;
 /// Most shared memory of a block.
 pub const MAX_SHARED: u64 = 228 << 10;
+/// Deepest call nesting.
+pub const MAX_CALL_DEPTH: usize = 64;
 /// Most local memory of a thread.
 pub const MAX_LOCAL: u32 = 512 << 10;
 
@@ -122,7 +130,7 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
     if shared > MAX_SHARED {
         return Err(Fault::BadLaunch(format!("{shared} bytes of shared memory")));
     }
-    if k.local_bytes > MAX_LOCAL {
+    if k.local_bytes > MAX_LOCAL || k.frame_bytes > MAX_LOCAL {
         return Err(Fault::BadLaunch(format!(
             "{} bytes of local memory per thread",
             k.local_bytes
@@ -189,6 +197,10 @@ struct Warp {
     exited: u32,
     at_bar: u32,
     local: Vec<u8>,
+    /// Each lane's call frames (function parameters and call arguments).
+    frame: Vec<u8>,
+    /// Each lane's return stack: (return address, address of the call).
+    stack: Vec<Vec<(u32, u32)>>,
     /// Thread index in the block of lane 0.
     first: u32,
 }
@@ -233,6 +245,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     exited: 0,
                     at_bar: 0,
                     local: vec![0; k.local_bytes as usize * LANES],
+                    frame: vec![0; k.frame_bytes as usize * LANES],
+                    stack: vec![Vec::new(); LANES],
                     first: w * LANES as u32,
                 }
             })
@@ -256,6 +270,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
             w.exited = !w.valid;
             w.at_bar = 0;
             w.local.fill(0);
+            w.frame.fill(0);
+            w.stack.iter_mut().for_each(Vec::clear);
         }
         loop {
             let mut live = false;
@@ -758,6 +774,70 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     self.write(wi, i, *d, u64::from(mask));
                 }
             }
+            Op::Call { target, args, .. } => {
+                let frame = self.k.frame_bytes as usize;
+                let w = &mut self.warps[wi];
+                for i in lanes(mask) {
+                    if on & (1 << i) == 0 {
+                        w.pc[i] = pc + 1;
+                        continue;
+                    }
+                    if w.stack[i].len() >= MAX_CALL_DEPTH {
+                        return Err(Fault::StackOverflow { line });
+                    }
+                    let f = &mut w.frame[i * frame..(i + 1) * frame];
+                    for &(from, to, n) in args {
+                        let (from, to, n) = (from as usize, to as usize, n as usize);
+                        f.copy_within(from..from + n, to);
+                    }
+                    w.stack[i].push((pc + 1, pc));
+                    w.pc[i] = *target;
+                }
+                return Ok(());
+            }
+            Op::Ret => {
+                let frame = self.k.frame_bytes as usize;
+                let code = &self.k.code;
+                let w = &mut self.warps[wi];
+                for i in lanes(mask) {
+                    if on & (1 << i) == 0 {
+                        w.pc[i] = pc + 1;
+                        continue;
+                    }
+                    let Some((back, call)) = w.stack[i].pop() else {
+                        w.exited |= 1 << i;
+                        continue;
+                    };
+                    if let Some(Inst {
+                        op: Op::Call { rets, .. },
+                        ..
+                    }) = code.get(call as usize)
+                    {
+                        let f = &mut w.frame[i * frame..(i + 1) * frame];
+                        for &(from, to, n) in rets {
+                            let (from, to, n) = (from as usize, to as usize, n as usize);
+                            f.copy_within(from..from + n, to);
+                        }
+                    }
+                    w.pc[i] = back;
+                }
+                return Ok(());
+            }
+            Op::Printf { fmt, args, ret } => {
+                for i in lanes(on) {
+                    let f = self.load(wi, i, MemSpace::Frame, u64::from(*fmt), 8, line)?;
+                    let a = self.load(wi, i, MemSpace::Frame, u64::from(*args), 8, line)?;
+                    let text = crate::printf::format(
+                        &mut |addr, size| self.load(wi, i, MemSpace::Generic, addr, size, line),
+                        f,
+                        a,
+                    )?;
+                    log::info!(target: "vgpu_ptx::printf", "{text}");
+                    if let Some(r) = ret {
+                        self.store(wi, i, MemSpace::Frame, u64::from(*r), 4, 0, line)?;
+                    }
+                }
+            }
             Op::Exit => {
                 self.warps[wi].exited |= on;
             }
@@ -792,9 +872,11 @@ impl<'k, 'l> BlockState<'k, 'l> {
 
     fn buffer(&mut self, wi: usize, lane: usize, space: MemSpace) -> Option<&mut [u8]> {
         let local = self.k.local_bytes as usize;
+        let frame = self.k.frame_bytes as usize;
         match space {
             MemSpace::Shared => Some(&mut self.shared),
             MemSpace::Local => Some(&mut self.warps[wi].local[lane * local..(lane + 1) * local]),
+            MemSpace::Frame => Some(&mut self.warps[wi].frame[lane * frame..(lane + 1) * frame]),
             _ => None,
         }
     }

@@ -140,8 +140,11 @@ pub enum MemSpace {
     Shared,
     /// `.local`: offsets into the thread's local memory.
     Local,
-    /// `.param` of a kernel: offsets into the parameter buffer; of a function: its frame.
+    /// `.param` of a kernel: offsets into the parameter buffer.
     Param,
+    /// `.param` of a function, and the argument and result variables of a call: offsets
+    /// into the thread's call frames.
+    Frame,
 }
 
 /// An address: base register (or none) plus a constant.
@@ -542,7 +545,23 @@ pub enum Op {
     },
     /// `activemask`.
     ActiveMask { d: Reg },
-    /// `ret` / `exit`.
+    /// `call` of a function of the module: copy the arguments into the callee's frame
+    /// (`args`: from, to, bytes), remember where to return, jump to `target`.
+    Call {
+        target: u32,
+        args: Vec<(u32, u32, u32)>,
+        rets: Vec<(u32, u32, u32)>,
+    },
+    /// `ret` of a function: copy the results back (the `rets` of the call) and return.
+    Ret,
+    /// `call vprintf`: format the string at the address in frame slot `fmt` with the
+    /// arguments at the address in slot `args`, into the device's log; 0 into `ret`.
+    Printf {
+        fmt: u32,
+        args: u32,
+        ret: Option<u32>,
+    },
+    /// `ret` of a kernel, and `exit`.
     Exit,
     /// `trap`.
     Trap,
@@ -583,7 +602,9 @@ pub struct Kernel {
     pub shared_bytes: u32,
     /// Bytes of local memory per thread.
     pub local_bytes: u32,
-    /// The code.
+    /// Bytes of call frames (function parameters and call arguments) per thread.
+    pub frame_bytes: u32,
+    /// The code: the kernel's, then the functions it calls.
     pub code: Vec<Inst>,
 }
 

@@ -12,6 +12,7 @@
 //! * [`ir`]: the executable form.
 //! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads.
 //! * `arith`: the arithmetic of each instruction on register values.
+//! * `printf`: device-side `printf` (`vprintf`), into the `vgpu_ptx::printf` log target.
 //!
 //! [`load`] does the first two steps at once. `unsafe` is not used in this crate.
 
@@ -23,6 +24,7 @@ pub mod exec;
 pub mod ir;
 pub mod lower;
 pub mod parse;
+mod printf;
 
 pub use parse::{parse, ParseError};
 

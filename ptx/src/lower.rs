@@ -47,6 +47,12 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
             }
         }
     }
+    let functions: HashMap<&str, &ast::Function> = m
+        .functions
+        .iter()
+        .filter(|f| !f.entry)
+        .map(|f| (f.name.as_str(), f))
+        .collect();
     for f in &m.functions {
         if !f.entry {
             continue;
@@ -54,7 +60,7 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
         let Some(body) = &f.body else {
             continue;
         };
-        match Lowering::new(&globals, &module_shared).kernel(f, body) {
+        match Lowering::new(&globals, &module_shared, &functions).kernel(f, body) {
             Ok(k) => {
                 prog.kernels.insert(k.name.clone(), k);
             }
@@ -162,6 +168,7 @@ fn flatten<'a>(i: &'a Initializer, out: &mut Vec<&'a InitValue>) {
 enum Name {
     Reg(Reg, Ty),
     Param(u32),
+    Frame(u32),
     Shared(u32),
     Local(u32),
     Global(u32),
@@ -170,6 +177,18 @@ enum Name {
 struct Lowering<'a> {
     globals: &'a HashMap<String, u32>,
     module_shared: &'a [&'a ast::Variable],
+    functions: &'a HashMap<&'a str, &'a ast::Function>,
+    /// Frame layout of each function called: (parameters, results) as (offset, bytes).
+    frames: HashMap<String, FrameLayout>,
+    /// Entry of each function lowered so far.
+    entries: HashMap<String, u32>,
+    /// Calls to patch with their callee's entry: (instruction, callee, line).
+    calls: Vec<(usize, String, u32)>,
+    /// Call graph edges, to refuse recursion.
+    edges: Vec<(String, String)>,
+    /// The function being lowered (`None` for the kernel).
+    current: Option<String>,
+    frame: u32,
     scopes: Vec<HashMap<String, Name>>,
     regs: u32,
     shared: u32,
@@ -185,10 +204,21 @@ fn align_up(x: u32, a: u32) -> u32 {
 }
 
 impl<'a> Lowering<'a> {
-    fn new(globals: &'a HashMap<String, u32>, module_shared: &'a [&'a ast::Variable]) -> Self {
+    fn new(
+        globals: &'a HashMap<String, u32>,
+        module_shared: &'a [&'a ast::Variable],
+        functions: &'a HashMap<&'a str, &'a ast::Function>,
+    ) -> Self {
         Lowering {
             globals,
             module_shared,
+            functions,
+            frames: HashMap::new(),
+            entries: HashMap::new(),
+            calls: Vec::new(),
+            edges: Vec::new(),
+            current: None,
+            frame: 0,
             scopes: vec![HashMap::new()],
             regs: 0,
             shared: 0,
@@ -216,22 +246,53 @@ impl<'a> Lowering<'a> {
         for v in self.module_shared {
             self.declare_memory(v)?;
         }
-        self.collect_labels(body, &mut 0);
-        self.block(body)?;
-        self.code.push(Inst {
-            guard: None,
-            op: Op::Exit,
-            line: f.line,
-        });
-        let dynamic_at = align_up(self.shared, 16);
-        for (at, label, line) in std::mem::take(&mut self.fixups) {
-            let Some(&t) = self.labels.get(&label) else {
-                return err(line, format!("branch to unknown label {label}"));
+        self.body(body, f.line, Op::Exit)?;
+        // The functions the kernel calls, and those they call, after its code.
+        let mut next = 0;
+        while next < self.calls.len() {
+            let (_, callee, line) = self.calls[next].clone();
+            next += 1;
+            if self.entries.contains_key(&callee) {
+                continue;
+            }
+            let func = self.functions[callee.as_str()];
+            let Some(fbody) = &func.body else {
+                return err(
+                    line,
+                    format!("call of {callee}, which this module only declares"),
+                );
             };
-            if let Op::Bra { target } = &mut self.code[at].op {
-                *target = t;
+            let entry = self.code.len() as u32;
+            self.entries.insert(callee.clone(), entry);
+            let saved = self.current.replace(callee.clone());
+            let outer = std::mem::replace(&mut self.scopes, vec![HashMap::new()]);
+            let layout = self.frames[&callee].clone();
+            for (p, &(off, _)) in func.params.iter().zip(&layout.params) {
+                for name in &p.names {
+                    self.scopes[0].insert(name.clone(), Name::Frame(off));
+                }
+            }
+            for (p, &(off, _)) in func.returns.iter().zip(&layout.rets) {
+                for name in &p.names {
+                    self.scopes[0].insert(name.clone(), Name::Frame(off));
+                }
+            }
+            self.body(fbody, func.line, Op::Ret)?;
+            self.scopes = outer;
+            self.current = saved;
+        }
+        for (at, callee, _) in std::mem::take(&mut self.calls) {
+            if let Op::Call { target, .. } = &mut self.code[at].op {
+                *target = self.entries[&callee];
             }
         }
+        if let Some((a, b)) = recursion(&self.edges) {
+            return err(
+                f.line,
+                format!("recursive calls ({a} calls {b}) are not supported"),
+            );
+        }
+        let dynamic_at = align_up(self.shared, 16);
         // Dynamic shared memory starts after the static part.
         for inst in &mut self.code {
             patch_dynamic(inst, dynamic_at);
@@ -243,8 +304,67 @@ impl<'a> Lowering<'a> {
             regs: self.regs,
             shared_bytes: dynamic_at,
             local_bytes: self.local,
+            frame_bytes: self.frame,
             code: self.code,
         })
+    }
+
+    /// Lowers one function body (the kernel's or a called function's) at the end of the
+    /// code: its labels are its own, and falling off its end does `end`.
+    fn body(&mut self, body: &[Statement], line: u32, end: Op) -> Result<(), LowerError> {
+        let labels = std::mem::take(&mut self.labels);
+        let fixups = std::mem::take(&mut self.fixups);
+        let mut n = self.code.len() as u32;
+        self.collect_labels(body, &mut n);
+        self.block(body)?;
+        self.code.push(Inst {
+            guard: None,
+            op: end,
+            line,
+        });
+        for (at, label, line) in std::mem::take(&mut self.fixups) {
+            let Some(&t) = self.labels.get(&label) else {
+                return err(line, format!("branch to unknown label {label}"));
+            };
+            if let Op::Bra { target } = &mut self.code[at].op {
+                *target = t;
+            }
+        }
+        self.labels = labels;
+        self.fixups = fixups;
+        Ok(())
+    }
+
+    /// Places `size` bytes aligned to `align` in the call frames.
+    fn frame_slot(&mut self, size: u32, align: u32) -> u32 {
+        self.frame = align_up(self.frame, align);
+        let at = self.frame;
+        self.frame += size;
+        at
+    }
+
+    /// The frame layout of function `name`, placed on first use.
+    fn layout(&mut self, name: &str, line: u32) -> Result<FrameLayout, LowerError> {
+        if let Some(l) = self.frames.get(name) {
+            return Ok(l.clone());
+        }
+        let Some(f) = self.functions.get(name).copied() else {
+            return err(line, format!("call of unknown function {name}"));
+        };
+        let mut slots = |vars: &[ast::Variable]| -> Result<Vec<(u32, u32)>, LowerError> {
+            let mut out = Vec::new();
+            for v in vars {
+                let size = var_size(v)? as u32;
+                let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
+                out.push((self.frame_slot(size, align), size));
+            }
+            Ok(out)
+        };
+        let params = slots(&f.params)?;
+        let rets = slots(&f.returns)?;
+        let l = FrameLayout { params, rets };
+        self.frames.insert(name.to_string(), l.clone());
+        Ok(l)
     }
 
     fn collect_labels(&mut self, body: &[Statement], n: &mut u32) {
@@ -318,6 +438,17 @@ impl<'a> Lowering<'a> {
                         }
                     }
                     Space::Shared | Space::Local => self.declare_memory(v)?,
+                    Space::Param => {
+                        let size = var_size(v)? as u32;
+                        let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
+                        for name in &v.names {
+                            let at = self.frame_slot(size, align);
+                            self.scopes
+                                .last_mut()
+                                .expect("a scope")
+                                .insert(name.clone(), Name::Frame(at));
+                        }
+                    }
                     other => {
                         return err(
                             v.line,
@@ -366,6 +497,20 @@ impl<'a> Lowering<'a> {
                 _ => return err(line, format!("guard {p} is not a predicate register")),
             },
         };
+        if i.opcode == "call" {
+            let op = self.call(i).map_err(|e| LowerError {
+                line,
+                message: format!("{}: {}", text(), e),
+            })?;
+            return Ok(Inst { guard, op, line });
+        }
+        if i.opcode == "ret" && self.current.is_some() {
+            return Ok(Inst {
+                guard,
+                op: Op::Ret,
+                line,
+            });
+        }
         let cx = Cx { l: self, i, line };
         let op = cx.op().map_err(|e| LowerError {
             line,
@@ -380,6 +525,112 @@ impl<'a> Lowering<'a> {
         }
         Ok(Inst { guard, op, line })
     }
+}
+
+#[derive(Clone, Debug)]
+struct FrameLayout {
+    params: Vec<(u32, u32)>,
+    rets: Vec<(u32, u32)>,
+}
+
+impl Lowering<'_> {
+    /// The frame offset of a call's `.param` variable.
+    fn frame_var(&self, o: &Operand) -> R<u32> {
+        match o {
+            Operand::Symbol(s) | Operand::Reg(s) => match self.lookup(s) {
+                Some(Name::Frame(at)) => Ok(at),
+                _ => Err(format!("{s} is not a .param variable of a call")),
+            },
+            o => Err(format!("{o:?} is not a .param variable")),
+        }
+    }
+
+    /// `call [(results),] f [, (arguments)] [, prototype]`.
+    fn call(&mut self, i: &ast::Instruction) -> R<Op> {
+        let mut ops = i.operands.iter();
+        let mut rets: Vec<&Operand> = Vec::new();
+        let first = ops.next().ok_or("no callee")?;
+        let callee = match first {
+            Operand::List(r) => {
+                rets = r.iter().collect();
+                ops.next().ok_or("no callee")?
+            }
+            o => o,
+        };
+        let Operand::Symbol(name) = callee else {
+            return Err(format!("indirect calls ({callee:?}) are not supported"));
+        };
+        let args: Vec<&Operand> = match ops.next() {
+            Some(Operand::List(a)) => a.iter().collect(),
+            Some(o) => return Err(format!("unexpected {o:?}")),
+            None => Vec::new(),
+        };
+        if name == "vprintf" {
+            if args.len() != 2 || rets.len() > 1 {
+                return Err("vprintf takes a format and an argument buffer".into());
+            }
+            return Ok(Op::Printf {
+                fmt: self.frame_var(args[0])?,
+                args: self.frame_var(args[1])?,
+                ret: rets.first().map(|r| self.frame_var(r)).transpose()?,
+            });
+        }
+        let layout = self.layout(name, i.line).map_err(|e| e.message)?;
+        if args.len() != layout.params.len() || rets.len() != layout.rets.len() {
+            return Err(format!(
+                "{name} takes {} arguments and {} results",
+                layout.params.len(),
+                layout.rets.len()
+            ));
+        }
+        let mut a = Vec::new();
+        for (o, &(to, size)) in args.iter().zip(&layout.params) {
+            a.push((self.frame_var(o)?, to, size));
+        }
+        let mut r = Vec::new();
+        for (o, &(from, size)) in rets.iter().zip(&layout.rets) {
+            r.push((from, self.frame_var(o)?, size));
+        }
+        let caller = self.current.clone().unwrap_or_default();
+        self.edges.push((caller, name.clone()));
+        self.calls.push((self.code.len(), name.clone(), i.line));
+        Ok(Op::Call {
+            target: 0,
+            args: a,
+            rets: r,
+        })
+    }
+}
+
+/// A cycle in the call graph, as one of its edges.
+fn recursion(edges: &[(String, String)]) -> Option<(String, String)> {
+    let mut graph: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (a, b) in edges {
+        graph.entry(a.as_str()).or_default().push(b.as_str());
+    }
+    // Depth-first search with colours: 1 = on the path, 2 = done.
+    fn visit<'g>(
+        n: &'g str,
+        graph: &HashMap<&'g str, Vec<&'g str>>,
+        colour: &mut HashMap<&'g str, u8>,
+    ) -> Option<(String, String)> {
+        colour.insert(n, 1);
+        for &m in graph.get(n).map_or(&[][..], |v| &v[..]) {
+            match colour.get(m) {
+                Some(1) => return Some((n.to_string(), m.to_string())),
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(m, graph, colour) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        colour.insert(n, 2);
+        None
+    }
+    let mut colour = HashMap::new();
+    visit("", &graph, &mut colour)
 }
 
 /// Placeholder offset of dynamic shared memory until the static size is known.
@@ -495,6 +746,10 @@ impl Cx<'_, '_> {
                         Some(Name::Reg(r, _)) => a.base = Some(r),
                         Some(Name::Param(p)) if matches!(space, MemSpace::Param) => {
                             a.offset += i64::from(p);
+                        }
+                        Some(Name::Frame(p)) if matches!(space, MemSpace::Param) => {
+                            a.offset += i64::from(p);
+                            space = MemSpace::Frame;
                         }
                         Some(Name::Shared(s))
                             if matches!(space, MemSpace::Shared | MemSpace::Generic) =>
@@ -1318,6 +1573,9 @@ fn symbol(l: &Lowering<'_>, s: &str, off: i64) -> R<Src> {
         Some(Name::Shared(at)) => Src::Imm((i64::from(at) + off) as u64),
         Some(Name::Local(at)) => Src::Imm((i64::from(at) + off) as u64),
         Some(Name::Param(at)) => Src::Imm((i64::from(at) + off) as u64),
+        Some(Name::Frame(_)) => {
+            return Err(format!("the address of call variable {s} is not supported"))
+        }
         Some(Name::Reg(..)) => return Err(format!("{s} is a register")),
         None => return Err(format!("unknown name {s}")),
     })

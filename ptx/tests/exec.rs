@@ -446,3 +446,60 @@ fn packed_halves_and_vector_moves() {
     assert_eq!(mem.f32s(0, 2), [-5.0, 3.0], "low half is the second source");
     assert_eq!(mem.u32s(8, 2), [0x1111_1111, 0x2222_2222]);
 }
+
+/// A real nvcc module: `calls_and_locals` calls a `__noinline__` device function 24 times,
+/// keeps a local array and prints with `printf` (see `tests/data/features.cu`).
+#[test]
+fn device_functions_local_arrays_and_printf_from_nvcc() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/features.nvcc13.compute_80.ptx"
+    ))
+    .unwrap();
+    let program = vgpu_ptx::load(&text).expect("the module loads");
+    let name = "_Z16calls_and_localsPfii";
+    let k = program
+        .kernels
+        .get(name)
+        .unwrap_or_else(|| panic!("refused: {:?}", program.refused.get(name)));
+    // Module variables live in device memory after the output array.
+    let n = 64usize;
+    let mem = Flat::new(4 * n + 4096);
+    let mut addrs = Vec::new();
+    let mut at = BASE + 4 * n as u64;
+    for g in &program.globals {
+        at = at.next_multiple_of(u64::from(g.align.max(8)));
+        mem.write(at, &g.init);
+        addrs.push(at);
+        at += g.size.max(1);
+    }
+    let inputs: Vec<f32> = (0..n).map(|i| i as f32 / 16.0).collect();
+    mem.put_f32(0, &inputs);
+    let k_arg = 3u32;
+    let mut p = params(&[BASE]);
+    p.extend_from_slice(&k_arg.to_le_bytes());
+    p.extend_from_slice(&(n as u32).to_le_bytes());
+    run(
+        k,
+        &Launch {
+            grid: [2, 1, 1],
+            block: [32, 1, 1],
+            dynamic_shared: 0,
+            params: &p,
+            globals: &addrs,
+            mem: &mem,
+            threads: 2,
+            deadline: Some(Instant::now() + Duration::from_secs(30)),
+        },
+    )
+    .expect("runs");
+    // scale_by(x, k) = x * g_weights[k & 3] + c_offsets[k % 3] (features.cu).
+    let w = [1.0f32, 0.5, 0.25, 0.125];
+    let scale = |x: f32, k: u32| x * w[(k & 3) as usize] + [-1.0f32, 0.0, 1.0][(k % 3) as usize];
+    let out = mem.f32s(0, n);
+    for (i, &x) in inputs.iter().enumerate() {
+        let j = (i as u32 + k_arg) % 24;
+        let want = scale(j as f32, j + k_arg) + x.sin() + (-x).exp();
+        assert!((out[i] - want).abs() <= 1e-5 * want.abs().max(1.0), "{i}: {} vs {want}", out[i]);
+    }
+}
