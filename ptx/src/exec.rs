@@ -838,6 +838,61 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     }
                 }
             }
+            Op::Mma { shape, d, a, b, c } => {
+                let regs = |srcs: &[Src]| -> Vec<Vec<u64>> {
+                    (0..LANES)
+                        .map(|i| {
+                            if on & (1 << i) == 0 {
+                                vec![0; srcs.len()]
+                            } else {
+                                srcs.iter().map(|&s| self.read(wi, i, s)).collect()
+                            }
+                        })
+                        .collect()
+                };
+                let (ra, rb, rc) = (regs(a), regs(b), regs(c));
+                let out = crate::mma::mma(shape, &ra, &rb, &rc);
+                for i in lanes(on) {
+                    for (&dst, &v) in d.iter().zip(&out[i]) {
+                        self.write(wi, i, dst, v);
+                    }
+                }
+            }
+            Op::LdMatrix {
+                space,
+                trans,
+                d,
+                addr,
+            } => {
+                // Lanes 8j..8j+7 give the rows of matrix j.
+                let mut mats = vec![[[0u16; 8]; 8]; d.len()];
+                for (j, m) in mats.iter_mut().enumerate() {
+                    for (r, row) in m.iter_mut().enumerate() {
+                        let lane = 8 * j + r;
+                        let at = self.addr(wi, lane, addr);
+                        for (c, v) in row.iter_mut().enumerate() {
+                            let e = at.wrapping_add(2 * c as u64);
+                            *v = self.load(wi, lane, *space, e, 2, line)? as u16;
+                        }
+                    }
+                }
+                for i in lanes(on) {
+                    let vals = crate::mma::ldmatrix_reg(&mats, i, *trans);
+                    for (&dst, v) in d.iter().zip(vals) {
+                        self.write(wi, i, dst, v);
+                    }
+                }
+            }
+            Op::MovMatrix { d, a } => {
+                let mut regs = [0u64; 32];
+                for (i, r) in regs.iter_mut().enumerate() {
+                    *r = self.read(wi, i, *a);
+                }
+                let out = crate::mma::movmatrix(&regs);
+                for i in lanes(on) {
+                    self.write(wi, i, *d, out[i]);
+                }
+            }
             Op::Exit => {
                 self.warps[wi].exited |= on;
             }

@@ -545,6 +545,24 @@ pub enum Op {
     },
     /// `activemask`.
     ActiveMask { d: Reg },
+    /// `mma.sync.aligned.<shape>.row.col`: D = A·B + C over the warp ([`crate::mma`]).
+    Mma {
+        shape: crate::mma::MmaShape,
+        d: Vec<Reg>,
+        a: Vec<Src>,
+        b: Vec<Src>,
+        c: Vec<Src>,
+    },
+    /// `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].b16`: `d.len()` 8×8 matrices whose
+    /// rows' addresses the first `8·d.len()` lanes give.
+    LdMatrix {
+        space: MemSpace,
+        trans: bool,
+        d: Vec<Reg>,
+        addr: Addr,
+    },
+    /// `movmatrix.sync.aligned.m8n8.trans.b16`.
+    MovMatrix { d: Reg, a: Src },
     /// `call` of a function of the module: copy the arguments into the callee's frame
     /// (`args`: from, to, bytes), remember where to return, jump to `target`.
     Call {

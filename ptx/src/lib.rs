@@ -11,6 +11,7 @@
 //!   it cannot run with the first unsupported instruction and its line.
 //! * [`ir`]: the executable form.
 //! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads.
+//! * [`mma`]: the warp-level matrix instructions and their fragment layouts.
 //! * `arith`: the arithmetic of each instruction on register values.
 //! * `printf`: device-side `printf` (`vprintf`), into the `vgpu_ptx::printf` log target.
 //!
@@ -23,6 +24,7 @@ pub mod ast;
 pub mod exec;
 pub mod ir;
 pub mod lower;
+pub mod mma;
 pub mod parse;
 mod printf;
 

@@ -29,11 +29,27 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
     let mut prog = Program::default();
     let mut globals: HashMap<String, u32> = HashMap::new();
     let mut module_shared: Vec<&ast::Variable> = Vec::new();
+    let mut bad: HashMap<u32, LowerError> = HashMap::new();
     for v in &m.globals {
         match v.space {
             Space::Global | Space::Const => {
                 for name in &v.names {
-                    let g = global(v, name, &globals)?;
+                    // A variable whose initializer cannot be represented is left zeroed, and
+                    // every kernel that uses it is refused.
+                    let g = match global(v, name, &globals) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            bad.insert(prog.globals.len() as u32, e.clone());
+                            Global {
+                                name: name.clone(),
+                                size: var_size(v)?,
+                                align: 1,
+                                init: Vec::new(),
+                                constant: v.space == Space::Const,
+                                external: false,
+                            }
+                        }
+                    };
                     globals.insert(name.clone(), prog.globals.len() as u32);
                     prog.globals.push(g);
                 }
@@ -60,7 +76,10 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
         let Some(body) = &f.body else {
             continue;
         };
-        match Lowering::new(&globals, &module_shared, &functions).kernel(f, body) {
+        match Lowering::new(&globals, &module_shared, &functions)
+            .kernel(f, body)
+            .and_then(|k| uses_bad_global(&k, &bad).map_or(Ok(k), Err))
+        {
             Ok(k) => {
                 prog.kernels.insert(k.name.clone(), k);
             }
@@ -70,6 +89,21 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
         }
     }
     Ok(prog)
+}
+
+/// The error of the first unusable module variable `k` refers to, if any.
+fn uses_bad_global(k: &Kernel, bad: &HashMap<u32, LowerError>) -> Option<LowerError> {
+    k.code.iter().find_map(|i| {
+        let g = match &i.op {
+            Op::Mov {
+                a: Src::Global(g, _),
+                ..
+            } => Some(*g),
+            Op::Ld { addr, .. } | Op::St { addr, .. } | Op::Atom { addr, .. } => addr.global,
+            _ => None,
+        }?;
+        bad.get(&g).cloned()
+    })
 }
 
 fn elem_size(v: &ast::Variable) -> Result<u64, LowerError> {
@@ -1435,6 +1469,100 @@ impl Cx<'_, '_> {
                     d: self.dst(0)?,
                     a,
                     negate,
+                })
+            }
+            "mma" => {
+                self.only(&[
+                    "row",
+                    "col",
+                    "satfinite",
+                    "m16n8k8",
+                    "m16n8k16",
+                    "m8n8k16",
+                    "m16n8k32",
+                ])?;
+                if !(self.has("row") && self.has("col")) || self.has("satfinite") {
+                    return Err("only .row.col without .satfinite is supported".into());
+                }
+                let shape = i
+                    .modifiers
+                    .iter()
+                    .find(|m| m.starts_with('m') && m.contains('n') && m.contains('k'))
+                    .ok_or("no shape")?;
+                let t = self.types();
+                let [dt, at, bt, ct] = t[..] else {
+                    return Err("expected four types".into());
+                };
+                let shape = crate::mma::MmaShape::new(shape, dt, at, bt, ct)?;
+                let (ra, rb, rc) = shape.regs();
+                let vec_of = |n: usize, want: usize| -> R<&Vec<Operand>> {
+                    match self.operand(n)? {
+                        Operand::Vector(v) if v.len() == want => Ok(v),
+                        o => Err(format!(
+                            "operand {} must be a vector of {want}, found {o:?}",
+                            n + 1
+                        )),
+                    }
+                };
+                self.count(4)?;
+                let reg_ty = |ty: Ty| if ty == Ty::F32 { Ty::F32 } else { Ty::U32 };
+                Ok(Op::Mma {
+                    shape,
+                    d: vec_of(0, rc)?
+                        .iter()
+                        .map(|o| sink_or_reg(self.l, o))
+                        .collect::<R<_>>()?,
+                    a: vec_of(1, ra)?
+                        .iter()
+                        .map(|o| src_of(self.l, o, Ty::U32))
+                        .collect::<R<_>>()?,
+                    b: vec_of(2, rb)?
+                        .iter()
+                        .map(|o| src_of(self.l, o, Ty::U32))
+                        .collect::<R<_>>()?,
+                    c: vec_of(3, rc)?
+                        .iter()
+                        .map(|o| src_of(self.l, o, reg_ty(ct)))
+                        .collect::<R<_>>()?,
+                })
+            }
+            "ldmatrix" => {
+                self.only(&["m8n8", "x1", "x2", "x4", "trans", "shared", "shared::cta"])?;
+                self.count(2)?;
+                let n = if self.has("x4") {
+                    4
+                } else if self.has("x2") {
+                    2
+                } else {
+                    1
+                };
+                if self.ty()? != Ty::U16 {
+                    return Err("only .b16 elements are supported".into());
+                }
+                let d: Vec<Reg> = match self.operand(0)? {
+                    Operand::Vector(v) if v.len() == n => {
+                        v.iter().map(|o| sink_or_reg(self.l, o)).collect::<R<_>>()?
+                    }
+                    o if n == 1 => vec![sink_or_reg(self.l, o)?],
+                    o => return Err(format!("expected {n} destinations, found {o:?}")),
+                };
+                let (addr, space) = self.addr(1, self.space()?)?;
+                Ok(Op::LdMatrix {
+                    space,
+                    trans: self.has("trans"),
+                    d,
+                    addr,
+                })
+            }
+            "movmatrix" => {
+                self.only(&["m8n8", "trans"])?;
+                self.count(2)?;
+                if !self.has("trans") || self.ty()? != Ty::U16 {
+                    return Err("only .m8n8.trans.b16 is supported".into());
+                }
+                Ok(Op::MovMatrix {
+                    d: self.dst(0)?,
+                    a: self.src(1, Ty::U32)?,
                 })
             }
             "activemask" => {

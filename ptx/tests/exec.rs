@@ -500,6 +500,82 @@ fn device_functions_local_arrays_and_printf_from_nvcc() {
     for (i, &x) in inputs.iter().enumerate() {
         let j = (i as u32 + k_arg) % 24;
         let want = scale(j as f32, j + k_arg) + x.sin() + (-x).exp();
-        assert!((out[i] - want).abs() <= 1e-5 * want.abs().max(1.0), "{i}: {} vs {want}", out[i]);
+        assert!(
+            (out[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{i}: {} vs {want}",
+            out[i]
+        );
+    }
+}
+
+/// A real nvcc kernel: `ldmatrix.x2` from shared memory feeds `mma.m16n8k8` f16·f16+f32
+/// (see `tests/data/tensor.cu`). The expected values come from the ISA's layouts written
+/// out here: the A rows lanes 0–15 point at, B's element (k, n) in half k%2 of lane
+/// 4n + k/2's word, D's element i of lane l at row l/4 + 8·(i/2), column 2·(l%4) + i%2.
+#[test]
+fn ldmatrix_feeds_mma_as_the_isa_lays_out() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/tensor.nvcc13.compute_80.ptx"
+    ))
+    .unwrap();
+    let program = vgpu_ptx::load(&text).expect("the module loads");
+    let name = "_Z12mma_ldmatrixPK6__halfPKjPf";
+    let k = program
+        .kernels
+        .get(name)
+        .unwrap_or_else(|| panic!("refused: {:?}", program.refused));
+    let h = |f: f32| half::f16::from_f32(f).to_bits();
+    let a: Vec<f32> = (0..256)
+        .map(|i| ((i * 7) % 11) as f32 / 4.0 - 1.0)
+        .collect();
+    let b: Vec<[f32; 2]> = (0..32)
+        .map(|l| {
+            [
+                ((l * 3) % 5) as f32 / 2.0,
+                ((l * 5) % 7) as f32 / 8.0 - 0.25,
+            ]
+        })
+        .collect();
+    let mem = Flat::new(512 + 128 + 512);
+    {
+        let mut m = mem.0.lock().unwrap();
+        for (i, &x) in a.iter().enumerate() {
+            m[2 * i..2 * i + 2].copy_from_slice(&h(x).to_le_bytes());
+        }
+        for (l, pair) in b.iter().enumerate() {
+            let w = u32::from(h(pair[0])) | u32::from(h(pair[1])) << 16;
+            m[512 + 4 * l..516 + 4 * l].copy_from_slice(&w.to_le_bytes());
+        }
+    }
+    let p = params(&[BASE, BASE + 512, BASE + 640]);
+    run(
+        k,
+        &Launch {
+            grid: [1, 1, 1],
+            block: [32, 1, 1],
+            dynamic_shared: 0,
+            params: &p,
+            globals: &[],
+            mem: &mem,
+            threads: 1,
+            deadline: Some(Instant::now() + Duration::from_secs(30)),
+        },
+    )
+    .expect("runs");
+    let d = mem.f32s(640, 128);
+    let bk = |kk: usize, n: usize| b[4 * n + kk / 2][kk % 2];
+    for l in 0..32 {
+        for i in 0..4 {
+            let (row, col) = (l / 4 + 8 * (i / 2), 2 * (l % 4) + i % 2);
+            let mut want: f32 = (0..8).map(|kk| a[row * 16 + kk] * bk(kk, col)).sum();
+            if i == 2 {
+                // prmt(r0, r1, 0x3210) = r0: row l/4, columns 2(l%4) and +1 of the tile.
+                let r0 = u32::from(h(a[(l / 4) * 16 + 2 * (l % 4)]))
+                    | u32::from(h(a[(l / 4) * 16 + 2 * (l % 4) + 1])) << 16;
+                want += r0 as f32;
+            }
+            assert_eq!(d[4 * l + i], want, "lane {l} element {i}");
+        }
     }
 }

@@ -1,0 +1,330 @@
+//! Warp-level matrix instructions: `mma.sync`, `ldmatrix` and `movmatrix`, with the
+//! fragment layouts of the PTX ISA ("Matrix fragments for mma.m16n8k8" and the sections
+//! after it). With `g` = lane / 4 and `t` = lane % 4, element `i` of a thread's fragment
+//! (counting the elements packed in its registers from the low bits up) sits at a (row,
+//! column) of the matrix that the functions below give.
+//!
+//! Products are summed exactly (f64 for floating point, i64 for integers) and rounded once
+//! to the accumulator type: at least as accurate as the tensor cores, whose summation
+//! order and intermediate precision the ISA leaves open.
+
+use crate::ir::Ty;
+
+/// The shapes and types `mma.sync` supports here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmaShape {
+    /// Rows of A and D.
+    pub m: usize,
+    /// Columns of B and D.
+    pub n: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+    /// Type of the A and B elements (`F16`, `BF16`, `S8`, `U8`).
+    pub ab: Ty,
+    /// Signedness of B when it differs from A (`.s8.u8` forms).
+    pub b: Ty,
+    /// Type of C and D (`F32`, `F16`, `S32`).
+    pub cd: Ty,
+}
+
+impl MmaShape {
+    /// The shape for `mXnYkZ` with these types, if supported.
+    pub fn new(shape: &str, d: Ty, a: Ty, b: Ty, c: Ty) -> Result<MmaShape, String> {
+        let (m, n, k) = match shape {
+            "m16n8k8" => (16, 8, 8),
+            "m16n8k16" => (16, 8, 16),
+            "m8n8k16" => (8, 8, 16),
+            "m16n8k32" => (16, 8, 32),
+            other => return Err(format!("mma shape {other} is not supported")),
+        };
+        let float_ab = matches!(a, Ty::F16 | Ty::BF16);
+        let int_ab = matches!(a, Ty::S8 | Ty::U8) && matches!(b, Ty::S8 | Ty::U8);
+        let ok = match (m, n, k) {
+            (16, 8, 8) | (16, 8, 16) if float_ab => {
+                a == b && matches!(d, Ty::F32 | Ty::F16) && c == d
+            }
+            (8, 8, 16) | (16, 8, 16) | (16, 8, 32) if int_ab => d == Ty::S32 && c == Ty::S32,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "mma.{shape} with .{d:?}.{a:?}.{b:?}.{c:?} is not supported"
+            ));
+        }
+        Ok(MmaShape {
+            m,
+            n,
+            k,
+            ab: a,
+            b,
+            cd: d,
+        })
+    }
+
+    /// Elements of one operand packed in a 32-bit register.
+    pub fn per_reg(ty: Ty) -> usize {
+        match ty {
+            Ty::F16 | Ty::BF16 => 2,
+            Ty::S8 | Ty::U8 => 4,
+            _ => 1,
+        }
+    }
+
+    /// Registers of A, B and C/D per thread.
+    pub fn regs(&self) -> (usize, usize, usize) {
+        let per = Self::per_reg(self.ab);
+        let cd = Self::per_reg(self.cd);
+        (
+            self.m * self.k / 32 / per,
+            self.k * self.n / 32 / per,
+            self.m * self.n / 32 / cd,
+        )
+    }
+
+    /// (row, column) of A's element `i` in `lane`'s fragment.
+    pub fn a_at(&self, lane: usize, i: usize) -> (usize, usize) {
+        let (g, t) = (lane >> 2, lane & 3);
+        match (self.m, self.k, Self::per_reg(self.ab)) {
+            (16, 8, _) => (g + 8 * (i >> 1), t * 2 + (i & 1)),
+            (16, 16, 2) => (g + 8 * ((i >> 1) & 1), t * 2 + (i & 1) + 8 * (i >> 2)),
+            (8, 16, _) => (g, t * 4 + i),
+            (16, 16, _) => (g + 8 * (i >> 2), t * 4 + (i & 3)),
+            _ => (g + 8 * ((i >> 2) & 1), t * 4 + (i & 3) + 16 * (i >> 3)),
+        }
+    }
+
+    /// (row, column) of B's element `i` in `lane`'s fragment.
+    pub fn b_at(&self, lane: usize, i: usize) -> (usize, usize) {
+        let (g, t) = (lane >> 2, lane & 3);
+        let row = match (self.k, Self::per_reg(self.ab)) {
+            (8, _) => t * 2 + i,
+            (16, 2) => t * 2 + (i & 1) + 8 * (i >> 1),
+            (16, _) => t * 4 + i,
+            _ => t * 4 + (i & 3) + 16 * (i >> 2),
+        };
+        (row, g)
+    }
+
+    /// (row, column) of C's and D's element `i` in `lane`'s fragment.
+    pub fn cd_at(&self, lane: usize, i: usize) -> (usize, usize) {
+        let (g, t) = (lane >> 2, lane & 3);
+        if self.m == 8 {
+            (g, t * 2 + i)
+        } else {
+            (g + 8 * (i >> 1), t * 2 + (i & 1))
+        }
+    }
+}
+
+fn element(ty: Ty, reg: u64, e: usize) -> f64 {
+    match ty {
+        Ty::F16 => f64::from(half::f16::from_bits((reg >> (16 * e)) as u16).to_f32()),
+        Ty::BF16 => f64::from(half::bf16::from_bits((reg >> (16 * e)) as u16).to_f32()),
+        Ty::S8 => f64::from((reg >> (8 * e)) as u8 as i8),
+        Ty::U8 => f64::from((reg >> (8 * e)) as u8),
+        Ty::F32 => f64::from(f32::from_bits(reg as u32)),
+        Ty::S32 => f64::from(reg as u32 as i32),
+        _ => 0.0,
+    }
+}
+
+/// `mma.sync`: D = A·B + C over the warp. `a`, `b`, `c` hold each lane's registers (lanes
+/// that do not take part hold zeros); the result is each lane's D registers.
+pub fn mma(s: &MmaShape, a: &[Vec<u64>], b: &[Vec<u64>], c: &[Vec<u64>]) -> Vec<Vec<u64>> {
+    let (pa, pcd) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
+    let mut am = vec![0f64; s.m * s.k];
+    let mut bm = vec![0f64; s.k * s.n];
+    let mut cm = vec![0f64; s.m * s.n];
+    let mut im = vec![0i64; s.m * s.n];
+    for lane in 0..32 {
+        for (r, &v) in a[lane].iter().enumerate() {
+            for e in 0..pa {
+                let (row, col) = s.a_at(lane, r * pa + e);
+                am[row * s.k + col] = element(s.ab, v, e);
+            }
+        }
+        for (r, &v) in b[lane].iter().enumerate() {
+            for e in 0..pa {
+                let (row, col) = s.b_at(lane, r * pa + e);
+                bm[row * s.n + col] = element(s.b, v, e);
+            }
+        }
+        for (r, &v) in c[lane].iter().enumerate() {
+            for e in 0..pcd {
+                let (row, col) = s.cd_at(lane, r * pcd + e);
+                cm[row * s.n + col] = element(s.cd, v, e);
+                im[row * s.n + col] = i64::from(v as u32 as i32);
+            }
+        }
+    }
+    let int = s.cd == Ty::S32;
+    let mut d = vec![0f64; s.m * s.n];
+    let mut di = vec![0i64; s.m * s.n];
+    for r in 0..s.m {
+        for col in 0..s.n {
+            if int {
+                let mut acc = im[r * s.n + col];
+                for x in 0..s.k {
+                    acc += am[r * s.k + x] as i64 * bm[x * s.n + col] as i64;
+                }
+                di[r * s.n + col] = acc;
+            } else {
+                let mut acc = cm[r * s.n + col];
+                for x in 0..s.k {
+                    acc += am[r * s.k + x] * bm[x * s.n + col];
+                }
+                d[r * s.n + col] = acc;
+            }
+        }
+    }
+    let (_, _, nd) = s.regs();
+    (0..32)
+        .map(|lane| {
+            (0..nd)
+                .map(|r| {
+                    let mut v = 0u64;
+                    for e in 0..pcd {
+                        let (row, col) = s.cd_at(lane, r * pcd + e);
+                        let x = row * s.n + col;
+                        v |= match s.cd {
+                            Ty::F32 => u64::from((d[x] as f32).to_bits()),
+                            Ty::F16 => u64::from(half::f16::from_f64(d[x]).to_bits()) << (16 * e),
+                            _ => u64::from(di[x] as i32 as u32),
+                        };
+                    }
+                    v
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `ldmatrix.m8n8.xN.b16`: from each matrix's 8 rows of 8 16-bit elements (`rows[j][r]`),
+/// the registers of `lane`: for matrix j, elements (lane/4, 2·(lane%4)) and the next, or
+/// with `.trans` the transposed pair.
+pub fn ldmatrix_reg(rows: &[[[u16; 8]; 8]], lane: usize, trans: bool) -> Vec<u64> {
+    rows.iter()
+        .map(|m| {
+            let (r, c) = (lane / 4, (lane % 4) * 2);
+            let (lo, hi) = if trans {
+                (m[c][r], m[c + 1][r])
+            } else {
+                (m[r][c], m[r][c + 1])
+            };
+            u64::from(lo) | u64::from(hi) << 16
+        })
+        .collect()
+}
+
+/// `movmatrix.m8n8.trans.b16`: the registers of the warp (one each) after transposing the
+/// 8×8 matrix they hold in the ldmatrix layout.
+pub fn movmatrix(regs: &[u64; 32]) -> [u64; 32] {
+    let mut m = [[0u16; 8]; 8];
+    for (lane, &v) in regs.iter().enumerate() {
+        let (r, c) = (lane / 4, (lane % 4) * 2);
+        m[r][c] = v as u16;
+        m[r][c + 1] = (v >> 16) as u16;
+    }
+    let mut out = [0u64; 32];
+    for (lane, o) in out.iter_mut().enumerate() {
+        let (r, c) = (lane / 4, (lane % 4) * 2);
+        *o = u64::from(m[c][r]) | u64::from(m[c + 1][r]) << 16;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every element of A, B and C/D is held by exactly one (lane, element) of the warp.
+    #[test]
+    fn fragments_cover_each_matrix_once() {
+        let shapes = [
+            ("m16n8k8", Ty::F32, Ty::F16, Ty::F16, Ty::F32),
+            ("m16n8k16", Ty::F32, Ty::BF16, Ty::BF16, Ty::F32),
+            ("m16n8k16", Ty::F16, Ty::F16, Ty::F16, Ty::F16),
+            ("m8n8k16", Ty::S32, Ty::S8, Ty::S8, Ty::S32),
+            ("m16n8k16", Ty::S32, Ty::S8, Ty::U8, Ty::S32),
+            ("m16n8k32", Ty::S32, Ty::U8, Ty::S8, Ty::S32),
+        ];
+        for (name, d, a, b, c) in shapes {
+            let s = MmaShape::new(name, d, a, b, c).unwrap();
+            let (ra, rb, rc) = s.regs();
+            let (pa, pc) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
+            for (what, per, regs, rows, cols, at) in [
+                (
+                    "A",
+                    pa,
+                    ra,
+                    s.m,
+                    s.k,
+                    &(|l, i| s.a_at(l, i)) as &dyn Fn(usize, usize) -> (usize, usize),
+                ),
+                ("B", pa, rb, s.k, s.n, &|l, i| s.b_at(l, i)),
+                ("C", pc, rc, s.m, s.n, &|l, i| s.cd_at(l, i)),
+            ] {
+                let mut seen = vec![0; rows * cols];
+                for lane in 0..32 {
+                    for i in 0..regs * per {
+                        let (r, c) = at(lane, i);
+                        assert!(r < rows && c < cols, "{name} {what}: ({r},{c})");
+                        seen[r * cols + c] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&n| n == 1), "{name} {what}: {seen:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn m16n8k8_multiplies() {
+        let s = MmaShape::new("m16n8k8", Ty::F32, Ty::F16, Ty::F16, Ty::F32).unwrap();
+        let av = |r: usize, c: usize| (r as f32 - c as f32) / 4.0;
+        let bv = |r: usize, c: usize| (r * 3 + c) as f32 / 8.0;
+        let h = |f: f32| u64::from(half::f16::from_f32(f).to_bits());
+        let (ra, rb, rc) = s.regs();
+        let mut a = vec![vec![0u64; ra]; 32];
+        let mut b = vec![vec![0u64; rb]; 32];
+        let mut c = vec![vec![0u64; rc]; 32];
+        for lane in 0..32 {
+            for i in 0..ra * 2 {
+                let (r, col) = s.a_at(lane, i);
+                a[lane][i / 2] |= h(av(r, col)) << (16 * (i % 2));
+            }
+            for i in 0..rb * 2 {
+                let (r, col) = s.b_at(lane, i);
+                b[lane][i / 2] |= h(bv(r, col)) << (16 * (i % 2));
+            }
+            for (i, reg) in c[lane].iter_mut().enumerate() {
+                let (r, col) = s.cd_at(lane, i);
+                *reg = u64::from(((r * 8 + col) as f32).to_bits());
+            }
+        }
+        let d = mma(&s, &a, &b, &c);
+        for (lane, regs) in d.iter().enumerate() {
+            for (i, &v) in regs.iter().enumerate() {
+                let (r, col) = s.cd_at(lane, i);
+                let want: f32 =
+                    (0..8).map(|x| av(r, x) * bv(x, col)).sum::<f32>() + (r * 8 + col) as f32;
+                assert_eq!(f32::from_bits(v as u32), want, "D[{r}][{col}]");
+            }
+        }
+    }
+
+    #[test]
+    fn ldmatrix_and_movmatrix_transpose() {
+        let mut m = [[0u16; 8]; 8];
+        for (r, row) in m.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = (r * 8 + c) as u16;
+            }
+        }
+        let plain: Vec<u64> = (0..32).map(|l| ldmatrix_reg(&[m], l, false)[0]).collect();
+        let trans: Vec<u64> = (0..32).map(|l| ldmatrix_reg(&[m], l, true)[0]).collect();
+        assert_eq!(plain[5], 10 | (11 << 16), "row 1, columns 2 and 3");
+        assert_eq!(trans[5], 17 | (25 << 16), "rows 2 and 3, column 1");
+        let moved = movmatrix(&plain.clone().try_into().unwrap());
+        assert_eq!(moved.to_vec(), trans);
+    }
+}
