@@ -212,6 +212,10 @@ struct BlockState<'k, 'l> {
     warps: Vec<Warp>,
     ctaid: [u32; 3],
     steps: u64,
+    /// The `bar.red` in progress: (operation, count, and, or).
+    red: Option<(BarRed, u32, bool, bool)>,
+    /// Where its result goes: (warp, lane, register).
+    red_dests: Vec<(usize, usize, Reg)>,
 }
 
 fn lanes(mask: u32) -> impl Iterator<Item = usize> {
@@ -258,12 +262,16 @@ impl<'k, 'l> BlockState<'k, 'l> {
             warps,
             ctaid: [0; 3],
             steps: 0,
+            red: None,
+            red_dests: Vec::new(),
         }
     }
 
     fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Fault> {
         self.ctaid = ctaid;
         self.shared.fill(0);
+        self.red = None;
+        self.red_dests.clear();
         for w in &mut self.warps {
             w.regs.fill(0);
             w.pc = [0; LANES];
@@ -282,7 +290,18 @@ impl<'k, 'l> BlockState<'k, 'l> {
             if !live {
                 return Ok(());
             }
-            // Every live lane waits at the barrier: release them.
+            // Every live lane waits at the barrier: release them, with the result of a
+            // bar.red to each lane that took part in it.
+            if let Some((op, count, all, any)) = self.red.take() {
+                let v = match op {
+                    BarRed::Popc => u64::from(count),
+                    BarRed::And => u64::from(all),
+                    BarRed::Or => u64::from(any),
+                };
+                for (wi, lane, d) in std::mem::take(&mut self.red_dests) {
+                    self.write(wi, lane, d, v);
+                }
+            }
             for w in &mut self.warps {
                 w.at_bar = 0;
             }
@@ -716,6 +735,17 @@ impl<'k, 'l> BlockState<'k, 'l> {
             Op::Bar => {
                 let w = &mut self.warps[wi];
                 w.at_bar |= on;
+            }
+            Op::BarRed { op, d, p, negate } => {
+                for i in lanes(on) {
+                    let v = (self.read(wi, i, *p) != 0) != *negate;
+                    let acc = self.red.get_or_insert((*op, 0, true, false));
+                    acc.1 += u32::from(v);
+                    acc.2 &= v;
+                    acc.3 |= v;
+                    self.red_dests.push((wi, i, *d));
+                }
+                self.warps[wi].at_bar |= on;
             }
             Op::Nop => {}
             Op::Shfl {

@@ -328,6 +328,17 @@ pub enum HalfOp {
     Tanh,
 }
 
+/// The reduction of `bar.red`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarRed {
+    /// `.and.pred`.
+    And,
+    /// `.or.pred`.
+    Or,
+    /// `.popc.u32`.
+    Popc,
+}
+
 /// Shuffle modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShflMode {
@@ -525,7 +536,15 @@ pub enum Op {
     Bra { target: u32 },
     /// `bar.sync` / `barrier.sync` (`bar.arrive` waits too; the block's threads all take part).
     Bar,
-    /// `bar.warp.sync`, `membar`, `fence`: nothing to do in this execution model.
+    /// `bar.red`: a barrier that also reduces a predicate over the block's threads.
+    BarRed {
+        op: BarRed,
+        d: Reg,
+        p: Src,
+        negate: bool,
+    },
+    /// `bar.warp.sync`, `membar`, `fence`, `nanosleep`: nothing to do in this execution
+    /// model.
     Nop,
     /// `shfl.sync`: `d = a from the lane chosen by b and c`, `p` = whether it was in range.
     Shfl {

@@ -1407,18 +1407,49 @@ impl Cx<'_, '_> {
                 Ok(Op::Bra { target: 0 })
             }
             "bar" | "barrier" => {
-                self.only(&["sync", "cta", "aligned"])?;
                 if i.modifiers.iter().any(|m| m == "warp") {
+                    // bar.warp.sync: the lanes of a warp run together here already.
                     return Ok(Op::Nop);
                 }
-                if i.operands.len() > 1 {
+                self.only(&[
+                    "sync", "cta", "aligned", "arrive", "red", "and", "or", "popc",
+                ])?;
+                if self.has("arrive") {
+                    return Err("bar.arrive is not supported".into());
+                }
+                let id_at = usize::from(self.has("red"));
+                let id_ok = matches!(i.operands.get(id_at), None | Some(Operand::Int(0)));
+                if !id_ok {
+                    return Err("named barriers other than 0 are not supported".into());
+                }
+                if !self.has("red") {
+                    if i.operands.len() > 1 {
+                        return Err("barriers with a thread count are not supported".into());
+                    }
+                    return Ok(Op::Bar);
+                }
+                // bar.red.{and,or}.pred d, 0, [count,] p  /  bar.red.popc.u32 d, 0, [count,] p
+                let op = if self.has("popc") {
+                    BarRed::Popc
+                } else if self.has("and") {
+                    BarRed::And
+                } else if self.has("or") {
+                    BarRed::Or
+                } else {
+                    return Err("no reduction".into());
+                };
+                if i.operands.len() != 3 {
                     return Err("barriers with a thread count are not supported".into());
                 }
-                match i.operands.first() {
-                    None | Some(Operand::Int(0)) => Ok(Op::Bar),
-                    _ => Err("named barriers other than 0 are not supported".into()),
-                }
+                let (p, negate) = pred_operand(self.l, self.operand(2)?)?;
+                Ok(Op::BarRed {
+                    op,
+                    d: self.dst(0)?,
+                    p,
+                    negate,
+                })
             }
+            "nanosleep" => Ok(Op::Nop),
             "membar" | "fence" => Ok(Op::Nop),
             "ret" | "exit" => Ok(Op::Exit),
             "trap" => Ok(Op::Trap),

@@ -579,3 +579,38 @@ fn ldmatrix_feeds_mma_as_the_isa_lays_out() {
         }
     }
 }
+
+#[test]
+fn barrier_reductions_over_the_block() {
+    // Thread 77 of 96 is the only one with the predicate set: or = 1, and = 0, popc = 1;
+    // then every thread but 5 sets it: popc = 95.
+    let ptx = format!(
+        "{HEADER}
+.visible .entry red(.param .u64 out)
+{{
+    .reg .pred %p<6>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    setp.eq.u32 %p1, %r1, 77;
+    bar.red.or.pred %p2, 0, %p1;
+    bar.red.and.pred %p3, 0, %p1;
+    bar.red.popc.u32 %r2, 0, %p1;
+    bar.warp.sync -1;
+    bar.red.popc.u32 %r3, 0, !%p1;
+    selp.u32 %r4, 1, 0, %p2;
+    selp.u32 %r5, 1, 0, %p3;
+    mul.wide.u32 %rd2, %r1, 16;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v4.u32 [%rd3], {{%r4, %r5, %r2, %r3}};
+    ret;
+}}"
+    );
+    let mem = Flat::new(16 * 96);
+    launch(&ptx, "red", 2, 96, &mem, &params(&[BASE])).unwrap();
+    let out = mem.u32s(0, 4 * 96);
+    for t in 0..96 {
+        assert_eq!(&out[4 * t..4 * t + 4], &[1, 0, 1, 95], "thread {t}");
+    }
+}
