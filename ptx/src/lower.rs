@@ -1739,3 +1739,84 @@ fn symbol(l: &Lowering<'_>, s: &str, off: i64) -> R<Src> {
         None => return Err(format!("unknown name {s}")),
     })
 }
+
+/// What [`check_instructions`] finds in one kernel.
+#[derive(Debug, Default)]
+pub struct Checked<'m> {
+    /// The instructions of the body in order, each with `None` when the checker accepts
+    /// it or why it does not.
+    pub instructions: Vec<(&'m ast::Instruction, Option<LowerError>)>,
+    /// The declarations in the body it refuses (the names they declare stay unknown).
+    pub declarations: Vec<LowerError>,
+}
+
+/// For coverage tools: checks every instruction and declaration of the body of kernel `f`
+/// of module `m` as [`lower`] does, but goes on past the ones it refuses (the refusal with
+/// the lowest line is the one [`lower`] reports). Fails as [`lower`] would for a
+/// module-scope variable or a parameter it refuses. Branch targets are not resolved, the
+/// bodies of the functions it calls are not checked, and a module variable whose
+/// initializer [`lower`] cannot represent does not refuse the instructions that use it.
+pub fn check_instructions<'m>(m: &Module, f: &'m ast::Function) -> Result<Checked<'m>, LowerError> {
+    let mut globals: HashMap<String, u32> = HashMap::new();
+    let mut module_shared: Vec<&ast::Variable> = Vec::new();
+    for v in &m.globals {
+        match v.space {
+            Space::Global | Space::Const => {
+                for name in &v.names {
+                    let n = globals.len() as u32;
+                    globals.insert(name.clone(), n);
+                }
+            }
+            Space::Shared => module_shared.push(v),
+            other => {
+                return err(
+                    v.line,
+                    format!("module-scope {other:?} variables are not supported"),
+                )
+            }
+        }
+    }
+    let functions: HashMap<&str, &ast::Function> = m
+        .functions
+        .iter()
+        .filter(|f| !f.entry)
+        .map(|f| (f.name.as_str(), f))
+        .collect();
+    let mut l = Lowering::new(&globals, &module_shared, &functions);
+    let mut offset = 0u32;
+    for p in &f.params {
+        let align = p.align.unwrap_or(elem_size(p)? as u32).max(1);
+        offset = align_up(offset, align);
+        for name in &p.names {
+            l.scopes[0].insert(name.clone(), Name::Param(offset));
+        }
+        offset += var_size(p)? as u32;
+    }
+    for v in l.module_shared {
+        l.declare_memory(v)?;
+    }
+    let mut out = Checked::default();
+    l.check_block(f.body.as_deref().unwrap_or_default(), &mut out);
+    Ok(out)
+}
+
+impl Lowering<'_> {
+    /// [`Lowering::block`] for [`check_instructions`]: records each verdict and goes on.
+    fn check_block<'m>(&mut self, body: &'m [Statement], out: &mut Checked<'m>) {
+        for s in body {
+            match s {
+                Statement::Instr(i) => out.instructions.push((i, self.instruction(i).err())),
+                Statement::Block(b) => {
+                    self.scopes.push(HashMap::new());
+                    self.check_block(b, out);
+                    self.scopes.pop();
+                }
+                other => {
+                    if let Err(e) = self.block(std::slice::from_ref(other)) {
+                        out.declarations.push(e);
+                    }
+                }
+            }
+        }
+    }
+}
