@@ -429,6 +429,18 @@ pub fn host_fatbin_section(elf: &[u8]) -> Result<Vec<u8>, ImageError> {
     Ok(data.to_vec())
 }
 
+/// Whether PTX for virtual architecture `compute_XX` (`ptx_sm`) can be compiled for a
+/// device of compute capability `sm`: PTX runs on every later architecture (unlike SASS,
+/// which needs the same major version), except the arch-specific `compute_XXa`, which
+/// runs only on XX.
+pub(crate) fn ptx_usable(ptx_sm: u32, arch_specific: bool, sm: u32) -> bool {
+    if arch_specific {
+        ptx_sm == sm
+    } else {
+        ptx_sm <= sm
+    }
+}
+
 /// The PTX a device of compute capability `sm` runs from an image: for each container of a
 /// fatbin, the text of its PTX entry with the highest `compute_XX` not above `sm` (an
 /// arch-specific `compute_XXa` only when XX is `sm`); for an image that is PTX text, that
@@ -442,7 +454,7 @@ pub fn ptx_for(bytes: &[u8], sm: u32) -> Result<Vec<String>, ImageError> {
             let best = entries
                 .iter()
                 .filter(|e| e.info.container == c && e.info.kind == EntryKind::Ptx)
-                .filter(|e| sm_usable(e.info.sm, e.info.arch_specific, sm))
+                .filter(|e| ptx_usable(e.info.sm, e.info.arch_specific, sm))
                 .max_by_key(|e| (e.info.sm, e.info.arch_specific));
             if let Some(e) = best {
                 let payload = e.payload()?;
@@ -533,13 +545,7 @@ fn parse_fatbin(bytes: &[u8], sm: u32) -> Result<ModuleImage, ImageError> {
             (cubin.kernels, cubin.globals)
         } else if let Some(e) = in_c()
             .filter(|e| e.info.kind == EntryKind::Ptx)
-            .filter(|e| {
-                if e.info.arch_specific {
-                    e.info.sm == sm
-                } else {
-                    e.info.sm <= sm
-                }
-            })
+            .filter(|e| ptx_usable(e.info.sm, e.info.arch_specific, sm))
             .max_by_key(|e| (e.info.sm, e.info.arch_specific))
         {
             let payload = e.payload()?;

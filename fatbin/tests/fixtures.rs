@@ -470,3 +470,26 @@ fn not_images() {
         })
     );
 }
+
+/// PTX runs on every later architecture (it is compiled there), SASS only within its major
+/// version: a device of compute capability 10.0 or 12.0 gets the compute_90 PTX, 8.6 none.
+#[test]
+fn ptx_for_later_architectures() {
+    let image = fixture("kernels.fatbin");
+    for sm in [90, 100, 120] {
+        let ptx = vgpu_fatbin::ptx_for(&image, sm).unwrap();
+        assert_eq!(ptx.len(), 1, "sm {sm}");
+        assert!(ptx[0].contains(".target sm_90"), "sm {sm}");
+    }
+    assert!(vgpu_fatbin::ptx_for(&image, 86).unwrap().is_empty());
+    // An arch-specific image is for its own architecture only.
+    assert!(vgpu_fatbin::ptx_for(&fixture("kernels.sm_90a.fatbin"), 100)
+        .unwrap()
+        .is_empty());
+    // PTX text is itself; a cubin carries none.
+    let text = fixture("kernels.ptx");
+    assert_eq!(vgpu_fatbin::ptx_for(&text, 90).unwrap().len(), 1);
+    assert!(vgpu_fatbin::ptx_for(&fixture("kernels.sm_90.cubin"), 90)
+        .unwrap()
+        .is_empty());
+}
