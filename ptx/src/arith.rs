@@ -27,6 +27,11 @@ fn flush(f: f32) -> f32 {
     }
 }
 
+/// An f32 register value with a subnormal flushed to zero (`.ftz`).
+pub fn flush_bits(v: u64) -> u64 {
+    bits32(flush(f32_of(v)))
+}
+
 /// The signed value of the low bits of `v` as `ty`.
 fn signed(ty: Ty, v: u64) -> i64 {
     match ty.size() {
@@ -262,6 +267,131 @@ pub fn mad(ty: Ty, mode: u8, a: u64, b: u64, c: u64, ftz: bool, sat: bool) -> u6
             }
         }
     }
+}
+
+/// The exact sum `a + b` as `(s, e)`: `s` rounded to nearest, `e` the error (TwoSum).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// Rounds the exact value `hi + lo` (a double-double) to f32 in direction `r`.
+fn f32_directed(hi: f64, lo: f64, r: Round) -> f32 {
+    let n = hi as f32;
+    if n.is_nan() || n.is_infinite() {
+        return n;
+    }
+    // Where the exact value lies against n: (hi - n) is exact, lo breaks ties.
+    let d = (hi - f64::from(n)) + lo;
+    if d == 0.0 {
+        return n;
+    }
+    let above = d > 0.0;
+    match r {
+        Round::Zero if n > 0.0 || (n == 0.0 && above) => {
+            if above {
+                n
+            } else {
+                next_down(n)
+            }
+        }
+        Round::Zero => {
+            if above {
+                next_up(n)
+            } else {
+                n
+            }
+        }
+        Round::Down => {
+            if above {
+                n
+            } else {
+                next_down(n)
+            }
+        }
+        Round::Up => {
+            if above {
+                next_up(n)
+            } else {
+                n
+            }
+        }
+        _ => n,
+    }
+}
+
+/// [`bin`] with a rounding mode (directed modes for f32 `add`/`sub`/`mul`) and `.NaN`.
+#[allow(clippy::too_many_arguments)]
+pub fn bin_rounded(
+    op: BinOp,
+    ty: Ty,
+    a: u64,
+    b: u64,
+    ftz: bool,
+    sat: bool,
+    round: Round,
+    nan: bool,
+) -> u64 {
+    if nan && ty.float() {
+        let is_nan = |v: u64| match ty {
+            Ty::F32 => f32_of(v).is_nan(),
+            _ => f64_of(v).is_nan(),
+        };
+        if is_nan(a) || is_nan(b) {
+            return if ty == Ty::F32 {
+                bits32(f32::NAN)
+            } else {
+                f64::NAN.to_bits()
+            };
+        }
+    }
+    if ty != Ty::F32 || matches!(round, Round::Default | Round::Nearest) {
+        return bin(op, ty, a, b, ftz, sat);
+    }
+    let (mut x, mut y) = (f32_of(a), f32_of(b));
+    if ftz {
+        (x, y) = (flush(x), flush(y));
+    }
+    let (x, y) = (f64::from(x), f64::from(y));
+    let (hi, lo) = match op {
+        BinOp::Add => two_sum(x, y),
+        BinOp::Sub => two_sum(x, -y),
+        // The product of two f32 is exact in f64.
+        _ => (x * y, 0.0),
+    };
+    let mut r = f32_directed(hi, lo, round);
+    if sat {
+        r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
+    }
+    bits32(if ftz { flush(r) } else { r })
+}
+
+/// [`mad`] with a rounding mode (directed modes for f32 `fma`).
+#[allow(clippy::too_many_arguments)]
+pub fn mad_rounded(
+    ty: Ty,
+    mode: u8,
+    a: u64,
+    b: u64,
+    c: u64,
+    ftz: bool,
+    sat: bool,
+    round: Round,
+) -> u64 {
+    if ty != Ty::F32 || matches!(round, Round::Default | Round::Nearest) {
+        return mad(ty, mode, a, b, c, ftz, sat);
+    }
+    let (mut x, mut y, mut z) = (f32_of(a), f32_of(b), f32_of(c));
+    if ftz {
+        (x, y, z) = (flush(x), flush(y), flush(z));
+    }
+    let (hi, lo) = two_sum(f64::from(x) * f64::from(y), f64::from(z));
+    let mut r = f32_directed(hi, lo, round);
+    if sat {
+        r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
+    }
+    bits32(if ftz { flush(r) } else { r })
 }
 
 /// A unary operation.
@@ -545,9 +675,49 @@ fn from_f64(dty: Ty, x: f64, round: Round, sat: bool, ftz: bool) -> u64 {
             let f = f64_to_f32(x, round);
             bits32(if ftz { flush(f) } else { f })
         }
-        Ty::F16 => u64::from(half::f16::from_f64(x).to_bits()),
-        Ty::BF16 => u64::from(half::bf16::from_f64(x).to_bits()),
+        Ty::F16 => u64::from(half_directed(x, round, false)),
+        Ty::BF16 => u64::from(half_directed(x, round, true)),
         _ => 0,
+    }
+}
+
+/// `x` to f16 (or bf16) bits, rounded in direction `r`.
+fn half_directed(x: f64, r: Round, bf: bool) -> u16 {
+    let (bits, back): (u16, fn(u16) -> f64) = if bf {
+        (half::bf16::from_f64(x).to_bits(), |b| {
+            f64::from(half::bf16::from_bits(b).to_f32())
+        })
+    } else {
+        (half::f16::from_f64(x).to_bits(), |b| {
+            f64::from(half::f16::from_bits(b).to_f32())
+        })
+    };
+    let n = back(bits);
+    if x.is_nan() || n == x || matches!(r, Round::Default | Round::Nearest) {
+        return bits;
+    }
+    // One step of the 16-bit encoding toward the wanted side (sign-magnitude).
+    let step = |b: u16, up: bool| -> u16 {
+        let neg = b & 0x8000 != 0;
+        if b & 0x7FFF == 0 {
+            return if up { 1 } else { 0x8001 };
+        }
+        if up != neg {
+            b + 1
+        } else {
+            b - 1
+        }
+    };
+    let above = x > n;
+    let want_up = match r {
+        Round::Up => true,
+        Round::Down => false,
+        _ => x < 0.0,
+    };
+    if above == want_up {
+        step(bits, want_up)
+    } else {
+        bits
     }
 }
 
@@ -1005,6 +1175,86 @@ mod tests {
         assert_eq!(
             cvt(Ty::F32, Ty::F32, Round::Default, true, false, f(1.5)),
             f(1.0)
+        );
+    }
+
+    #[test]
+    fn directed_rounding_and_nan_propagation() {
+        let tiny = f(2f32.powi(-30));
+        let one = f(1.0);
+        let up = |x: f32| f32::from_bits(x.to_bits() + 1);
+        let down = |x: f32| f32::from_bits(x.to_bits() - 1);
+        let add = |r, a, b| {
+            f32_of(bin_rounded(
+                BinOp::Add,
+                Ty::F32,
+                a,
+                b,
+                false,
+                false,
+                r,
+                false,
+            ))
+        };
+        assert_eq!(add(Round::Nearest, one, tiny), 1.0);
+        assert_eq!(add(Round::Zero, one, tiny), 1.0);
+        assert_eq!(add(Round::Up, one, tiny), up(1.0));
+        assert_eq!(add(Round::Down, one, f(-2f32.powi(-30))), down(1.0));
+        assert_eq!(add(Round::Zero, f(-1.0), f(-2f32.powi(-30))), -1.0);
+        assert_eq!(add(Round::Down, f(-1.0), f(-2f32.powi(-30))), -up(1.0));
+        // An exact result is never moved.
+        assert_eq!(add(Round::Up, one, one), 2.0);
+        let third = f(1.0 / 3.0);
+        let mul = |r| {
+            f32_of(bin_rounded(
+                BinOp::MulLo,
+                Ty::F32,
+                third,
+                f(3.0),
+                false,
+                false,
+                r,
+                false,
+            ))
+        };
+        assert!(mul(Round::Down) < mul(Round::Up));
+        let fma = |r| f32_of(mad_rounded(Ty::F32, 0, one, one, tiny, false, false, r));
+        assert_eq!((fma(Round::Zero), fma(Round::Up)), (1.0, up(1.0)));
+        let nan = bin_rounded(
+            BinOp::Min,
+            Ty::F32,
+            f(f32::NAN),
+            one,
+            false,
+            false,
+            Round::Default,
+            true,
+        );
+        assert!(f32_of(nan).is_nan());
+        assert_eq!(
+            bin_rounded(
+                BinOp::Min,
+                Ty::F32,
+                f(f32::NAN),
+                one,
+                false,
+                false,
+                Round::Default,
+                false
+            ),
+            one
+        );
+        // To f16 in each direction: 1 + 2^-12 lies between 1 and 1 + 2^-10.
+        let x = f(1.0 + 2f32.powi(-12));
+        let h = |r| cvt(Ty::F16, Ty::F32, r, false, false, x);
+        assert_eq!(h(Round::Nearest), 0x3C00);
+        assert_eq!(h(Round::Up), 0x3C01);
+        assert_eq!(h(Round::Zero), 0x3C00);
+        let nx = f(-1.0 - 2f32.powi(-12));
+        assert_eq!(cvt(Ty::F16, Ty::F32, Round::Down, false, false, nx), 0xBC01);
+        assert_eq!(
+            cvt(Ty::F16, Ty::F32, Round::Zero, false, false, f(1e6)),
+            0x7BFF
         );
     }
 

@@ -574,11 +574,14 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 b,
                 ftz,
                 sat,
+                round,
+                nan,
             } => {
                 for i in lanes(on) {
                     let x = self.read(wi, i, *a);
                     let y = self.read(wi, i, *b);
-                    self.write(wi, i, *d, crate::arith::bin(*op, *ty, x, y, *ftz, *sat));
+                    let r = crate::arith::bin_rounded(*op, *ty, x, y, *ftz, *sat, *round, *nan);
+                    self.write(wi, i, *d, r);
                 }
             }
             Op::Mad {
@@ -590,17 +593,14 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 c,
                 ftz,
                 sat,
+                round,
             } => {
                 for i in lanes(on) {
                     let x = self.read(wi, i, *a);
                     let y = self.read(wi, i, *b);
                     let z = self.read(wi, i, *c);
-                    self.write(
-                        wi,
-                        i,
-                        *d,
-                        crate::arith::mad(*ty, *mode, x, y, z, *ftz, *sat),
-                    );
+                    let r = crate::arith::mad_rounded(*ty, *mode, x, y, z, *ftz, *sat, *round);
+                    self.write(wi, i, *d, r);
                 }
             }
             Op::Un { op, ty, d, a, ftz } => {
@@ -617,10 +617,16 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 a,
                 b,
                 combine,
+                ftz,
             } => {
                 for i in lanes(on) {
                     let x = self.read(wi, i, *a);
                     let y = self.read(wi, i, *b);
+                    let (x, y) = if *ftz && *ty == Ty::F32 {
+                        (crate::arith::flush_bits(x), crate::arith::flush_bits(y))
+                    } else {
+                        (x, y)
+                    };
                     let t = crate::arith::compare(*cmp, *ty, x, y);
                     let (r, r2) = match combine {
                         None => (t, !t),

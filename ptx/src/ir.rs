@@ -464,6 +464,10 @@ pub enum Op {
         b: Src,
         ftz: bool,
         sat: bool,
+        /// Rounding of f32 `add`/`sub`/`mul` (directed modes only for those).
+        round: Round,
+        /// `min.NaN`/`max.NaN`: a NaN operand gives NaN.
+        nan: bool,
     },
     /// `mad`/`fma` (`mode`: for integers 0 lo, 1 hi, 2 wide).
     Mad {
@@ -475,6 +479,8 @@ pub enum Op {
         c: Src,
         ftz: bool,
         sat: bool,
+        /// Rounding of f32 `fma` (directed modes only for f32).
+        round: Round,
     },
     /// Unary operations.
     Un {
@@ -493,6 +499,8 @@ pub enum Op {
         a: Src,
         b: Src,
         combine: Option<(BoolOp, Src, bool)>,
+        /// `.ftz`: f32 subnormal operands compare as zero.
+        ftz: bool,
     },
     /// `selp`: `d = p ? a : b`.
     Selp { d: Reg, a: Src, b: Src, p: Src },

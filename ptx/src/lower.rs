@@ -867,8 +867,21 @@ impl Cx<'_, '_> {
         Ok(())
     }
 
+    /// The rounding modifier of an arithmetic instruction: round to nearest always; the
+    /// directed modes only where `directed` says this form computes them.
+    fn rounding(&self, directed: bool) -> R<Round> {
+        match self.round() {
+            r @ (Round::Default | Round::Nearest) => Ok(r),
+            r if directed => Ok(r),
+            r => Err(format!(
+                "rounding mode {r:?} is not supported for this form"
+            )),
+        }
+    }
+
     /// Half-precision `op` over operands 1..=`srcs` (the others are zero).
     fn half(&self, op: HalfOp, ty: Ty, srcs: usize, sat: bool) -> R<Op> {
+        self.rounding(false)?;
         let src = |n: usize| {
             if n <= srcs {
                 self.src(n, ty)
@@ -1082,6 +1095,12 @@ impl Cx<'_, '_> {
                     BinOp::Shl | BinOp::Shr => Ty::U32,
                     _ => ty,
                 };
+                let directed_ok =
+                    ty == Ty::F32 && matches!(op, BinOp::Add | BinOp::Sub | BinOp::MulLo);
+                let nan = self.has("NaN");
+                if nan && !(ty.float() && matches!(op, BinOp::Min | BinOp::Max)) {
+                    return Err(".NaN goes with float min and max only".into());
+                }
                 Ok(Op::Bin {
                     op,
                     ty,
@@ -1090,6 +1109,8 @@ impl Cx<'_, '_> {
                     b: self.src(2, sty)?,
                     ftz,
                     sat,
+                    round: self.rounding(directed_ok)?,
+                    nan,
                 })
             }
             "mad" | "fma" => {
@@ -1116,11 +1137,13 @@ impl Cx<'_, '_> {
                     c: self.src(3, cty)?,
                     ftz,
                     sat,
+                    round: self.rounding(ty == Ty::F32)?,
                 })
             }
             "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "sqrt" | "rsqrt" | "rcp"
             | "sin" | "cos" | "lg2" | "ex2" | "tanh" => {
                 self.only(&["ftz", "approx", "rn", "rz", "rm", "rp", "full"])?;
+                self.rounding(false)?;
                 self.count(2)?;
                 let ty = self.ty()?;
                 let op = match i.opcode.as_str() {
@@ -1225,6 +1248,7 @@ impl Cx<'_, '_> {
                     a: self.src(1, ty)?,
                     b: self.src(2, ty)?,
                     combine,
+                    ftz,
                 })
             }
             "selp" => {
@@ -1265,6 +1289,12 @@ impl Cx<'_, '_> {
                 }
                 if self.has("relu") {
                     return Err(".relu is not supported here".into());
+                }
+                let directed = matches!(self.round(), Round::Zero | Round::Down | Round::Up);
+                if directed && dty == Ty::F64 && sty.size() == 8 && !sty.float() {
+                    return Err(
+                        "directed rounding of a 64-bit integer to f64 is not supported".into(),
+                    );
                 }
                 self.count(2)?;
                 if matches!(dty, Ty::F16x2 | Ty::BF16x2) || matches!(sty, Ty::F16x2 | Ty::BF16x2) {
