@@ -59,6 +59,10 @@ struct Args {
     /// kernels (a kernel whose image carries no PTX then fails to launch).
     #[arg(long)]
     no_reference_kernels: bool,
+    /// Soft device: seconds a kernel may run before its launch fails with
+    /// CUDA_ERROR_LAUNCH_TIMEOUT (the watchdog a GPU has).
+    #[arg(long, default_value_t = 120)]
+    launch_timeout: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
                 cfg.pci = p;
             }
             cfg.reference_kernels = !args.no_reference_kernels;
+            cfg.launch_timeout = std::time::Duration::from_secs(args.launch_timeout);
             Arc::new(SoftExecutor::new(cfg))
         }
     };

@@ -363,3 +363,66 @@ fn module_cache_by_hash_and_bad_images() {
     drop((a, b, d));
     stub.join();
 }
+
+/// Kernels from PTX text fault as on a GPU: a kernel that never ends fails with
+/// LAUNCH_TIMEOUT when the watchdog fires, an access outside every allocation with
+/// ILLEGAL_ADDRESS; both are sticky for their PD only, and another PD carries on.
+#[test]
+fn ptx_faults_are_sticky_for_their_pd_only() {
+    let cfg = vgpu_stub::exec::soft::SoftConfig {
+        memory: 1 << 30,
+        launch_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let stub = Stub::start_with(1, cfg);
+    let mut d = BareDriver::connect(&stub);
+    let text = b".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry spin()
+{
+LOOP:
+    bra LOOP;
+}
+.visible .entry poke(.param .u64 p)
+{
+    .reg .b64 %rd<2>;
+    ld.param.u64 %rd1, [p];
+    st.global.u32 [%rd1], 1;
+    ret;
+}
+\0";
+    let mut clients = Vec::new();
+    for qid in 1..=3u16 {
+        let mut c = d.pd_client(qid, 1 << 20, 0);
+        let r = load(&mut d, &mut c, text, sha256(text), false);
+        assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
+        let (_, funcs) = decode_module_info(&d.read(c.window, r.result1 as usize)).unwrap();
+        let h = |name: &str| funcs.iter().find(|f| f.name == name).unwrap().record.handle;
+        let (spin, poke) = (h("spin"), h("poke"));
+        clients.push((c, spin, poke));
+    }
+    let [(a, spin, _), (b, _, poke_b), (ok, _, poke_ok)] = &mut clients[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        launch(a, *spin, 2, 32, &[]).status(),
+        Status::LAUNCH_TIMEOUT
+    );
+    assert_eq!(a.synchronize(0), Status::LAUNCH_TIMEOUT, "sticky");
+    let wild = 0x10u64.to_le_bytes();
+    assert_eq!(
+        launch(b, *poke_b, 1, 1, &wild).status(),
+        Status::ILLEGAL_ADDRESS
+    );
+    assert_eq!(b.synchronize(0), Status::ILLEGAL_ADDRESS, "sticky");
+    // The third PD is untouched and runs the same kernel on its own memory.
+    let mine = ok.mem_alloc(4);
+    assert_eq!(
+        launch(ok, *poke_ok, 1, 1, &mine.to_le_bytes()).status(),
+        Status::SUCCESS
+    );
+    assert_eq!(ok.synchronize(0), Status::SUCCESS);
+    drop(clients);
+    drop(d);
+}

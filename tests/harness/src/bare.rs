@@ -50,13 +50,21 @@ impl Stub {
     /// Starts a server that serves `connections` connections, with `memory` bytes of
     /// device memory.
     pub fn start(connections: usize, memory: u64) -> Stub {
+        Self::start_with(
+            connections,
+            SoftConfig {
+                memory,
+                ..SoftConfig::default()
+            },
+        )
+    }
+
+    /// Starts a server that serves `connections` connections, on a soft device so
+    /// configured.
+    pub fn start_with(connections: usize, cfg: SoftConfig) -> Stub {
         crate::init_logging();
         let dir = tempfile::tempdir().expect("temporary directory");
         let socket = dir.path().join("vgpu.sock");
-        let cfg = SoftConfig {
-            memory,
-            ..SoftConfig::default()
-        };
         let dev = Arc::new(Device::new(
             Identity::default(),
             Arc::new(SoftExecutor::new(cfg)),

@@ -44,6 +44,9 @@ pub struct SoftConfig {
     /// Run a kernel whose image carries no PTX through its CPU reference implementation,
     /// if it has one (`kernels.rs`); when false, only PTX runs.
     pub reference_kernels: bool,
+    /// How long a kernel may run before its launch fails with LAUNCH_TIMEOUT (sticky), as
+    /// a GPU's watchdog would end it: a guest cannot hold the host's CPUs forever.
+    pub launch_timeout: std::time::Duration,
 }
 
 impl Default for SoftConfig {
@@ -56,6 +59,7 @@ impl Default for SoftConfig {
             uuid: *b"vgpu-soft-device",
             pci: (0, 0x65, 0, 0),
             reference_kernels: true,
+            launch_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -198,12 +202,16 @@ impl SoftConfig {
 /// The soft executor.
 pub struct SoftExecutor {
     config: SoftConfig,
+    programs: Arc<modules::ProgramCache>,
 }
 
 impl SoftExecutor {
     /// A soft device with these properties.
     pub fn new(config: SoftConfig) -> Self {
-        SoftExecutor { config }
+        SoftExecutor {
+            config,
+            programs: Arc::new(modules::ProgramCache::default()),
+        }
     }
 }
 
@@ -219,7 +227,7 @@ impl Executor for SoftExecutor {
         callbacks: Arc<dyn CallbackSink>,
     ) -> Result<Box<dyn Context>, Status> {
         let quota = limits.mem_quota.min(self.config.memory);
-        let shared = Arc::new(Shared::new(quota, callbacks));
+        let shared = Arc::new(Shared::new(quota, callbacks, self.config.launch_timeout));
         Ok(Box::new(SoftContext {
             pd,
             limits,
@@ -229,6 +237,7 @@ impl Executor for SoftExecutor {
             blas: HashSet::new(),
             sm: self.config.compute_capability.0 * 10 + self.config.compute_capability.1,
             reference_kernels: self.config.reference_kernels,
+            programs: self.programs.clone(),
         }))
     }
 }
@@ -244,6 +253,8 @@ pub struct SoftContext {
     /// Compute capability as an sm number (90 for 9.0).
     sm: u32,
     reference_kernels: bool,
+    /// Checked PTX programs of every context, by image.
+    programs: Arc<modules::ProgramCache>,
 }
 
 /// Launch attributes the soft executor honours (it runs launches one at a time, so
@@ -354,6 +365,7 @@ impl Context for SoftContext {
             image,
             self.sm,
             self.reference_kernels,
+            &self.programs,
             &mut next,
             room,
         )

@@ -70,7 +70,7 @@ pub struct Function {
 
 /// A checked PTX module and the device addresses of its variables.
 pub struct PtxModule {
-    program: vgpu_ptx::ir::Program,
+    program: Arc<vgpu_ptx::ir::Program>,
     /// Device address of each of `program.globals`.
     addrs: Vec<u64>,
 }
@@ -132,6 +132,7 @@ pub(super) fn load(
     image: &[u8],
     sm: u32,
     reference_kernels: bool,
+    cache: &ProgramCache,
     next: &mut dyn FnMut(bool) -> u64,
     room: u64,
 ) -> Result<(u64, Vec<FunctionEntry>), Status> {
@@ -139,7 +140,7 @@ pub(super) fn load(
         log::warn!("module image refused: {e}");
         image_status(&e)
     })?;
-    let programs = ptx_programs(image, sm);
+    let programs = cache.programs(image, sm);
     let need = 1 + img.kernels.len() as u64 + img.globals.len() as u64;
     if need > room {
         log::warn!("module with {need} objects exceeds the PD's object limit");
@@ -180,7 +181,7 @@ pub(super) fn load(
         globals.insert(g.name.clone(), (addr, g.size));
     }
     let globals = Arc::new(globals);
-    let ptx = link(programs, &globals);
+    let ptx = link(&programs, &globals);
     let module = next(true);
     let arch = img.arch.unwrap_or(sm);
     let mut entries = Vec::new();
@@ -361,6 +362,43 @@ pub fn check_launch(
     Ok(())
 }
 
+/// Checked PTX programs by image (its SHA-256 and the compute capability), shared by the
+/// contexts of a device so that a module is parsed and checked once, not once per process
+/// that loads it. Holds at most [`ProgramCache::CAPACITY`] images, forgetting the oldest.
+#[derive(Default)]
+pub struct ProgramCache {
+    entries: std::sync::Mutex<(
+        HashMap<([u8; 32], u32), Arc<[Arc<vgpu_ptx::ir::Program>]>>,
+        std::collections::VecDeque<([u8; 32], u32)>,
+    )>,
+}
+
+impl ProgramCache {
+    /// Images kept.
+    pub const CAPACITY: usize = 512;
+
+    /// The checked programs of `image` for compute capability `sm`.
+    fn programs(&self, image: &[u8], sm: u32) -> Arc<[Arc<vgpu_ptx::ir::Program>]> {
+        use sha2::Digest;
+        let key = (<[u8; 32]>::from(sha2::Sha256::digest(image)), sm);
+        if let Some(p) = vgpu_os::lock(&self.entries).0.get(&key) {
+            return p.clone();
+        }
+        let programs: Arc<[Arc<vgpu_ptx::ir::Program>]> =
+            ptx_programs(image, sm).into_iter().map(Arc::new).collect();
+        let mut e = vgpu_os::lock(&self.entries);
+        if e.0.insert(key, programs.clone()).is_none() {
+            e.1.push_back(key);
+            while e.1.len() > Self::CAPACITY {
+                if let Some(old) = e.1.pop_front() {
+                    e.0.remove(&old);
+                }
+            }
+        }
+        programs
+    }
+}
+
 /// The checked PTX programs of an image (one per fatbin container that has usable PTX).
 fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::ir::Program> {
     let texts = match vgpu_fatbin::ptx_for(image, sm) {
@@ -389,11 +427,12 @@ fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::ir::Program> {
 
 /// Gives each program the device addresses of its variables.
 fn link(
-    programs: Vec<vgpu_ptx::ir::Program>,
+    programs: &[Arc<vgpu_ptx::ir::Program>],
     globals: &HashMap<String, (u64, u64)>,
 ) -> Vec<Result<Arc<PtxModule>, String>> {
     programs
-        .into_iter()
+        .iter()
+        .cloned()
         .map(|program| {
             let addrs = program
                 .globals
@@ -473,15 +512,12 @@ impl vgpu_ptx::exec::Memory for KernelMemory<'_> {
     }
 }
 
-/// How long a kernel may run before the launch fails with LAUNCH_TIMEOUT (a GPU's watchdog).
-pub const LAUNCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
 fn fault_status(f: &vgpu_ptx::exec::Fault) -> Status {
     use vgpu_ptx::exec::Fault;
     match f {
         Fault::IllegalAddress { .. } => Status::ILLEGAL_ADDRESS,
         Fault::Misaligned { .. } => Status::MISALIGNED_ADDRESS,
-        Fault::Trap { .. } => Status::LAUNCH_FAILED,
+        Fault::Trap { .. } | Fault::StackOverflow { .. } => Status::LAUNCH_FAILED,
         Fault::Timeout => Status::LAUNCH_TIMEOUT,
         Fault::BadLaunch(_) => Status::INVALID_VALUE,
     }
@@ -512,7 +548,7 @@ pub(super) fn launch(
             globals: &m.addrs,
             mem: &KernelMemory(std::sync::Mutex::new(&mut mem)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            deadline: Some(std::time::Instant::now() + LAUNCH_TIMEOUT),
+            deadline: Some(std::time::Instant::now() + sh.launch_timeout),
         };
         return vgpu_ptx::exec::run(k, &l).map_err(|e| {
             log::warn!("kernel {} failed: {e}", f.name);

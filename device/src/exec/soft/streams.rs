@@ -98,10 +98,16 @@ pub(super) struct Shared {
     cancelled: AtomicBool,
     limits: Mutex<HashMap<u32, u64>>,
     modules: Mutex<super::modules::Modules>,
+    /// How long one kernel may run.
+    pub(super) launch_timeout: std::time::Duration,
 }
 
 impl Shared {
-    pub(super) fn new(quota: u64, callbacks: Arc<dyn CallbackSink>) -> Self {
+    pub(super) fn new(
+        quota: u64,
+        callbacks: Arc<dyn CallbackSink>,
+        launch_timeout: std::time::Duration,
+    ) -> Self {
         // CUlimit defaults of a data-centre GPU: stack, printf FIFO, malloc heap.
         let limits = HashMap::from([(0, 1024), (1, 1 << 20), (2, 8 << 20), (3, 2), (4, 2048)]);
         Shared {
@@ -114,6 +120,7 @@ impl Shared {
             cancelled: AtomicBool::new(false),
             limits: Mutex::new(limits),
             modules: Mutex::new(super::modules::Modules::default()),
+            launch_timeout,
         }
     }
 
@@ -841,7 +848,13 @@ fn replay(sh: &Shared, nodes: &[Node]) -> Result<(), Status> {
 }
 
 /// Reports the outcome of an op: to its ticket with NOTIFY, else by latching a failure.
+/// A sticky failure poisons the context either way (spec §8.3), as on a GPU.
 fn finish(sh: &Shared, st: &StreamState, r: Result<(), Status>, notify: Option<Ticket>) {
+    if let Err(e) = r {
+        if e.is_sticky() {
+            lock(&sh.sticky).get_or_insert(e);
+        }
+    }
     match (notify, r) {
         (Some(t), r) => t.fire(Outcome::status(r.err().unwrap_or(Status::SUCCESS))),
         (None, Err(e)) if sh.sticky() != Some(e) => sh.latch(st, e),
