@@ -368,24 +368,28 @@ pub fn check_launch(
 #[derive(Default)]
 pub struct ProgramCache {
     entries: std::sync::Mutex<(
-        HashMap<([u8; 32], u32), Arc<[Arc<vgpu_ptx::ir::Program>]>>,
-        std::collections::VecDeque<([u8; 32], u32)>,
+        HashMap<ImageKey, Programs>,
+        std::collections::VecDeque<ImageKey>,
     )>,
 }
+
+/// An image's SHA-256 and the compute capability it was checked for.
+type ImageKey = ([u8; 32], u32);
+/// The checked programs of one image.
+type Programs = Arc<[Arc<vgpu_ptx::ir::Program>]>;
 
 impl ProgramCache {
     /// Images kept.
     pub const CAPACITY: usize = 512;
 
     /// The checked programs of `image` for compute capability `sm`.
-    fn programs(&self, image: &[u8], sm: u32) -> Arc<[Arc<vgpu_ptx::ir::Program>]> {
+    fn programs(&self, image: &[u8], sm: u32) -> Programs {
         use sha2::Digest;
         let key = (<[u8; 32]>::from(sha2::Sha256::digest(image)), sm);
         if let Some(p) = vgpu_os::lock(&self.entries).0.get(&key) {
             return p.clone();
         }
-        let programs: Arc<[Arc<vgpu_ptx::ir::Program>]> =
-            ptx_programs(image, sm).into_iter().map(Arc::new).collect();
+        let programs: Programs = ptx_programs(image, sm).into_iter().map(Arc::new).collect();
         let mut e = vgpu_os::lock(&self.entries);
         if e.0.insert(key, programs.clone()).is_none() {
             e.1.push_back(key);
