@@ -23,38 +23,32 @@ fn err<T>(line: u32, message: impl Into<String>) -> Result<T, LowerError> {
     })
 }
 
-/// Checks and resolves `m`. A module-scope problem fails the whole module; a kernel that
-/// cannot run is listed in [`Program::refused`] and the others are kept.
-pub fn lower(m: &Module) -> Result<Program, LowerError> {
-    let mut prog = Program::default();
+/// The names a module declares at module scope: each `.global`/`.const` variable's index
+/// (in declaration order, as [`Program::globals`] holds them), the `.shared` variables, and
+/// the functions that are not kernels. Fails for a state space that cannot be at module
+/// scope here.
+#[allow(clippy::type_complexity)]
+fn module_names(
+    m: &Module,
+) -> Result<
+    (
+        HashMap<String, u32>,
+        Vec<&ast::Variable>,
+        HashMap<&str, &ast::Function>,
+    ),
+    LowerError,
+> {
     let mut globals: HashMap<String, u32> = HashMap::new();
-    let mut module_shared: Vec<&ast::Variable> = Vec::new();
-    let mut bad: HashMap<u32, LowerError> = HashMap::new();
+    let mut shared: Vec<&ast::Variable> = Vec::new();
     for v in &m.globals {
         match v.space {
             Space::Global | Space::Const => {
                 for name in &v.names {
-                    // A variable whose initializer cannot be represented is left zeroed, and
-                    // every kernel that uses it is refused.
-                    let g = match global(v, name, &globals) {
-                        Ok(g) => g,
-                        Err(e) => {
-                            bad.insert(prog.globals.len() as u32, e.clone());
-                            Global {
-                                name: name.clone(),
-                                size: var_size(v)?,
-                                align: 1,
-                                init: Vec::new(),
-                                constant: v.space == Space::Const,
-                                external: false,
-                            }
-                        }
-                    };
-                    globals.insert(name.clone(), prog.globals.len() as u32);
-                    prog.globals.push(g);
+                    let n = globals.len() as u32;
+                    globals.insert(name.clone(), n);
                 }
             }
-            Space::Shared => module_shared.push(v),
+            Space::Shared => shared.push(v),
             other => {
                 return err(
                     v.line,
@@ -63,12 +57,46 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
             }
         }
     }
-    let functions: HashMap<&str, &ast::Function> = m
+    let functions = m
         .functions
         .iter()
         .filter(|f| !f.entry)
         .map(|f| (f.name.as_str(), f))
         .collect();
+    Ok((globals, shared, functions))
+}
+
+/// Checks and resolves `m`. A module-scope problem fails the whole module; a kernel that
+/// cannot run is listed in [`Program::refused`] and the others are kept.
+pub fn lower(m: &Module) -> Result<Program, LowerError> {
+    let mut prog = Program::default();
+    let (globals, module_shared, functions) = module_names(m)?;
+    let mut bad: HashMap<u32, LowerError> = HashMap::new();
+    for v in m
+        .globals
+        .iter()
+        .filter(|v| matches!(v.space, Space::Global | Space::Const))
+    {
+        for name in &v.names {
+            // A variable whose initializer cannot be represented is left zeroed, and every
+            // kernel that uses it is refused.
+            let g = match global(v, name, &globals) {
+                Ok(g) => g,
+                Err(e) => {
+                    bad.insert(prog.globals.len() as u32, e.clone());
+                    Global {
+                        name: name.clone(),
+                        size: var_size(v)?,
+                        align: 1,
+                        init: Vec::new(),
+                        constant: v.space == Space::Const,
+                        external: false,
+                    }
+                }
+            };
+            prog.globals.push(g);
+        }
+    }
     for f in &m.functions {
         if !f.entry {
             continue;
@@ -1787,31 +1815,7 @@ pub struct Checked<'m> {
 /// bodies of the functions it calls are not checked, and a module variable whose
 /// initializer [`lower`] cannot represent does not refuse the instructions that use it.
 pub fn check_instructions<'m>(m: &Module, f: &'m ast::Function) -> Result<Checked<'m>, LowerError> {
-    let mut globals: HashMap<String, u32> = HashMap::new();
-    let mut module_shared: Vec<&ast::Variable> = Vec::new();
-    for v in &m.globals {
-        match v.space {
-            Space::Global | Space::Const => {
-                for name in &v.names {
-                    let n = globals.len() as u32;
-                    globals.insert(name.clone(), n);
-                }
-            }
-            Space::Shared => module_shared.push(v),
-            other => {
-                return err(
-                    v.line,
-                    format!("module-scope {other:?} variables are not supported"),
-                )
-            }
-        }
-    }
-    let functions: HashMap<&str, &ast::Function> = m
-        .functions
-        .iter()
-        .filter(|f| !f.entry)
-        .map(|f| (f.name.as_str(), f))
-        .collect();
+    let (globals, module_shared, functions) = module_names(m)?;
     let mut l = Lowering::new(&globals, &module_shared, &functions);
     let mut offset = 0u32;
     for p in &f.params {
