@@ -521,3 +521,25 @@ fn tenants_reach_only_their_own_context() {
     );
     assert!(r.fatal.lock().unwrap().is_empty());
 }
+
+/// A refused HOST_FUNC leaves nothing behind: a later request for its cookie asks nothing
+/// of the client (before, the cookie stayed mapped to the queue for ever).
+#[test]
+fn a_refused_host_function_is_forgotten() {
+    let mut r = Rig::start();
+    let mut t = r.tenant(1);
+    r.fake.fail("submit", Status::NOT_SUPPORTED);
+    let cid = t.q.submit(
+        Command::HOST_FUNC(HandleArgs {
+            handle: 0x55,
+            ..Zeroable::zeroed()
+        }),
+        0,
+        &[],
+        false,
+    );
+    let c = t.q.next(Duration::from_secs(5)).expect("an error completion");
+    assert_eq!((c.cid, c.status()), (cid, Status::NOT_SUPPORTED));
+    r.fake.host_func(t.pd, 0x55);
+    assert!(t.q.next(Duration::from_millis(200)).is_none());
+}

@@ -368,7 +368,11 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
             lock(&pd.host_funcs).insert(a.handle, (q.qid, req.cid));
             submit(Op::HostFunc { cookie: a.handle })
                 .map(|_| (0, 0))
-                .map_err(|s| (s, 0))
+                .map_err(|s| {
+                    // Refused: nothing will ever ask for this callback.
+                    lock(&pd.host_funcs).remove(&a.handle);
+                    (s, 0)
+                })
         }
         (Command::HOST_FUNC_DONE(a), _) => {
             pd.ctx().host_func_done(a.handle);
