@@ -538,7 +538,9 @@ fn a_refused_host_function_is_forgotten() {
         &[],
         false,
     );
-    let c = t.q.next(Duration::from_secs(5)).expect("an error completion");
+    let c =
+        t.q.next(Duration::from_secs(5))
+            .expect("an error completion");
     assert_eq!((c.cid, c.status()), (cid, Status::NOT_SUPPORTED));
     r.fake.host_func(t.pd, 0x55);
     assert!(t.q.next(Duration::from_millis(200)).is_none());
