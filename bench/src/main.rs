@@ -5,6 +5,7 @@
 //! target/release/vgpu-bench [--quick] [--json FILE]` (or `ci/bench.sh`).
 
 mod floors;
+mod ptx;
 mod shims;
 
 use clap::Parser;
@@ -403,6 +404,7 @@ fn main() {
     // Through the drop-in libraries.
     rows.extend(shims::pageable(&sizes, min_time));
     rows.push(shims::registration());
+    rows.push(ptx::interpreter(min_time));
     let ring_post_ns = floors::ring_post_floor(100_000);
     let ping_pong_ns = floors::percentile(&spin, 0.5) as f64;
     let tokens = if args.quick { 20 } else { 200 };

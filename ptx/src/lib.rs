@@ -12,6 +12,7 @@
 //! * [`ir`]: the executable form.
 //! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads.
 //! * [`mma`]: the warp-level matrix instructions and their fragment layouts.
+//! * [`host`]: device memory in one host buffer, for tests and benchmarks.
 //! * `arith`: the arithmetic of each instruction on register values.
 //! * `printf`: device-side `printf` (`vprintf`), into the `vgpu_ptx::printf` log target.
 //!
@@ -22,6 +23,7 @@
 mod arith;
 pub mod ast;
 pub mod exec;
+pub mod host;
 pub mod ir;
 pub mod lower;
 pub mod mma;

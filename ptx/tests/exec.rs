@@ -3,74 +3,17 @@
 //! warp shuffles and votes, atomics from many blocks at once, local memory, and the faults
 //! (an illegal address, a misaligned one, `trap`, the watchdog).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vgpu_ptx::exec::{run, Fault, Launch, Memory};
+use vgpu_ptx::host::HostMemory;
 
 const BASE: u64 = 0x7f00_0000_0000;
 
 /// One flat allocation of device memory at [`BASE`].
-struct Flat(Mutex<Vec<u8>>);
+type Flat = HostMemory;
 
-impl Flat {
-    fn new(len: usize) -> Flat {
-        Flat(Mutex::new(vec![0; len]))
-    }
-
-    fn range(&self, addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
-        let off = usize::try_from(addr.checked_sub(BASE)?).ok()?;
-        let end = off.checked_add(len)?;
-        (end <= self.0.lock().unwrap().len()).then_some(off..end)
-    }
-
-    fn put_f32(&self, at: usize, v: &[f32]) {
-        let mut m = self.0.lock().unwrap();
-        for (i, x) in v.iter().enumerate() {
-            m[at + 4 * i..at + 4 * i + 4].copy_from_slice(&x.to_le_bytes());
-        }
-    }
-
-    fn f32s(&self, at: usize, n: usize) -> Vec<f32> {
-        let m = self.0.lock().unwrap();
-        (0..n)
-            .map(|i| f32::from_le_bytes(m[at + 4 * i..at + 4 * i + 4].try_into().unwrap()))
-            .collect()
-    }
-
-    fn u32s(&self, at: usize, n: usize) -> Vec<u32> {
-        let m = self.0.lock().unwrap();
-        (0..n)
-            .map(|i| u32::from_le_bytes(m[at + 4 * i..at + 4 * i + 4].try_into().unwrap()))
-            .collect()
-    }
-}
-
-impl Memory for Flat {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        let Some(r) = self.range(addr, buf.len()) else {
-            return false;
-        };
-        buf.copy_from_slice(&self.0.lock().unwrap()[r]);
-        true
-    }
-
-    fn write(&self, addr: u64, data: &[u8]) -> bool {
-        let Some(r) = self.range(addr, data.len()) else {
-            return false;
-        };
-        self.0.lock().unwrap()[r].copy_from_slice(data);
-        true
-    }
-
-    fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
-        let r = self.range(addr, size as usize)?;
-        let mut m = self.0.lock().unwrap();
-        let mut b = [0u8; 8];
-        b[..size as usize].copy_from_slice(&m[r.clone()]);
-        let old = u64::from_le_bytes(b);
-        m[r].copy_from_slice(&f(old).to_le_bytes()[..size as usize]);
-        Some(old)
-    }
+fn flat(len: usize) -> Flat {
+    HostMemory::new(BASE, len)
 }
 
 fn params(words: &[u64]) -> Vec<u8> {
@@ -152,7 +95,7 @@ DONE:
 }}"
     );
     let n = 1000usize;
-    let mem = Flat::new(3 * 4096 + 64);
+    let mem = flat(3 * 4096 + 64);
     let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
     let b: Vec<f32> = (0..n).map(|i| 0.5 * i as f32).collect();
     mem.put_f32(0, &a);
@@ -207,7 +150,7 @@ EVEN:
     ret;
 }}"
     );
-    let mem = Flat::new(4 * 256 * 3);
+    let mem = flat(4 * 256 * 3);
     launch(&ptx, "rev", 3, 256, &mem, &params(&[BASE])).unwrap();
     let out = mem.u32s(0, 768);
     for b in 0..3u32 {
@@ -255,7 +198,7 @@ fn warp_shuffles_and_votes() {
     ret;
 }}"
     );
-    let mem = Flat::new(16 * 64);
+    let mem = flat(16 * 64);
     launch(&ptx, "warp", 1, 64, &mem, &params(&[BASE])).unwrap();
     let out = mem.u32s(0, 4 * 64);
     for t in 0..64usize {
@@ -283,7 +226,7 @@ fn atomics_from_many_blocks_lose_nothing() {
     ret;
 }}"
     );
-    let mem = Flat::new(16);
+    let mem = flat(16);
     launch(&ptx, "count", 64, 96, &mem, &params(&[BASE])).unwrap();
     let n = 64 * 96;
     assert_eq!(mem.u32s(0, 1)[0], n);
@@ -319,7 +262,7 @@ fn local_memory_is_per_thread() {
     ret;
 }}"
     );
-    let mem = Flat::new(4 * 40);
+    let mem = flat(4 * 40);
     launch(&ptx, "loc", 1, 40, &mem, &params(&[BASE])).unwrap();
     assert_eq!(
         mem.u32s(0, 40),
@@ -356,7 +299,7 @@ TRAP:
     trap;
 }}"
     );
-    let mem = Flat::new(64);
+    let mem = flat(64);
     let p = |mode: u64| {
         let mut v = params(&[BASE]);
         v.extend_from_slice(&(mode as u32).to_le_bytes());
@@ -441,7 +384,7 @@ fn packed_halves_and_vector_moves() {
     ret;
 }}"
     );
-    let mem = Flat::new(16);
+    let mem = flat(16);
     launch(&ptx, "halves", 1, 1, &mem, &params(&[BASE])).unwrap();
     assert_eq!(mem.f32s(0, 2), [-5.0, 3.0], "low half is the second source");
     assert_eq!(mem.u32s(8, 2), [0x1111_1111, 0x2222_2222]);
@@ -464,7 +407,7 @@ fn device_functions_local_arrays_and_printf_from_nvcc() {
         .unwrap_or_else(|| panic!("refused: {:?}", program.refused.get(name)));
     // Module variables live in device memory after the output array.
     let n = 64usize;
-    let mem = Flat::new(4 * n + 4096);
+    let mem = flat(4 * n + 4096);
     let mut addrs = Vec::new();
     let mut at = BASE + 4 * n as u64;
     for g in &program.globals {
@@ -537,16 +480,13 @@ fn ldmatrix_feeds_mma_as_the_isa_lays_out() {
             ]
         })
         .collect();
-    let mem = Flat::new(512 + 128 + 512);
-    {
-        let mut m = mem.0.lock().unwrap();
-        for (i, &x) in a.iter().enumerate() {
-            m[2 * i..2 * i + 2].copy_from_slice(&h(x).to_le_bytes());
-        }
-        for (l, pair) in b.iter().enumerate() {
-            let w = u32::from(h(pair[0])) | u32::from(h(pair[1])) << 16;
-            m[512 + 4 * l..516 + 4 * l].copy_from_slice(&w.to_le_bytes());
-        }
+    let mem = flat(512 + 128 + 512);
+    for (i, &x) in a.iter().enumerate() {
+        mem.put(2 * i, &h(x).to_le_bytes());
+    }
+    for (l, pair) in b.iter().enumerate() {
+        let w = u32::from(h(pair[0])) | u32::from(h(pair[1])) << 16;
+        mem.put(512 + 4 * l, &w.to_le_bytes());
     }
     let p = params(&[BASE, BASE + 512, BASE + 640]);
     run(
@@ -607,7 +547,7 @@ fn barrier_reductions_over_the_block() {
     ret;
 }}"
     );
-    let mem = Flat::new(16 * 96);
+    let mem = flat(16 * 96);
     launch(&ptx, "red", 2, 96, &mem, &params(&[BASE])).unwrap();
     let out = mem.u32s(0, 4 * 96);
     for t in 0..96 {
