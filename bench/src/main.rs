@@ -30,6 +30,10 @@ struct Args {
     /// `perf record -a` while it runs).
     #[arg(long)]
     rtt_only: Option<u64>,
+    /// Only the PTX interpreter row, measured for at least this many seconds (for
+    /// profiling the interpreter; no daemons are started).
+    #[arg(long)]
+    ptx_only: Option<u64>,
     /// The module whose vecAdd the launch benchmark posts.
     #[arg(long, default_value = "fatbin/tests/fixtures/kernels.fatbin")]
     fatbin: PathBuf,
@@ -208,6 +212,14 @@ fn main() {
         ]
     };
     let max = *sizes.iter().max().unwrap_or(&(4 << 20));
+    if let Some(secs) = args.ptx_only {
+        let r = ptx::interpreter(Duration::from_secs(secs));
+        println!(
+            "{}: {:.1} {} against {:.1} {} ({})",
+            r.name, r.value, r.unit, r.floor, r.unit, r.floor_name
+        );
+        return;
+    }
 
     // The drop-in libraries (linked in) find the driver through VGPU_SOCKET; set it while
     // this process has one thread.
