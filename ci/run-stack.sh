@@ -11,32 +11,10 @@ if [ "${1:-}" = --debug ]; then profile=debug; flag=(); fi
 cargo build "${flag[@]}" --quiet -p vgpu-stub -p vgpu-driver
 ci/build-shims.sh "${flag[@]}" target/shims >/dev/null
 
+. ci/stack-lib.sh
 work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# A socket is ready when it listens, not when its file appears (that happens at bind, a
-# moment before): the listening flag (__SO_ACCEPTCON) of /proc/net/unix says so without
-# connecting, which would use up one of vgpu-stub's connections.
-listening() {
-  local _num _ref _proto flags _type _st _inode path
-  while read -r _num _ref _proto flags _type _st _inode path; do
-    [ "$path" = "$1" ] && [ $((16#$flags & 0x10000)) -ne 0 ] && return 0
-  done < /proc/net/unix
-  return 1
-}
-wait_for() { for _ in $(seq 400); do listening "$1" && return 0; sleep 0.05; done; echo "vgpu: $2 did not start" >&2; exit 1; }
-
-RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" --executor auto --memory 16G --no-reference-kernels &
-pids+=($!)
-wait_for "$work/stub.sock" vgpu-stub
-RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-driver" --vfio-user "$work/stub.sock" --socket "$work/vgpu.sock" &
-pids+=($!)
-wait_for "$work/vgpu.sock" vgpu-driver
+trap 'stop_stack; rm -rf "$work"' EXIT
+start_stack "$profile" "$work" --executor auto --memory 16G --no-reference-kernels
 
 cc tests/samples/device_query.c -Ltarget/shims -lcudart -lcuda -o "$work/device_query"
 cc tests/samples/memory.c -Ltarget/shims -lcudart -o "$work/memory"

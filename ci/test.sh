@@ -46,6 +46,10 @@ step "the main job (ci/run-stack.sh)"
 ci/run-stack.sh --debug
 passed=$((passed + 1))
 
+step "real ggml ops on the vGPU against ggml's CPU backend (ci/ggml-ops.sh)"
+ci/ggml-ops.sh --debug
+passed=$((passed + 1))
+
 step "benchmarks, short run (for breakage, not timing)"
 ci/bench.sh --quick --debug --json /tmp/vgpu-bench-ci.json
 passed=$((passed + 1))

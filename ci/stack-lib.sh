@@ -1,0 +1,39 @@
+# Shell functions the scripts that run the stack share (source it; needs bash).
+#   start_stack PROFILE WORK [vgpu-stub options...]
+# starts target/PROFILE/vgpu-stub with the options and vgpu-driver on it, sockets in WORK
+# (WORK/vgpu.sock is the driver's), and stops both when the calling shell exits.
+
+vgpu_pids=()
+stop_stack() {
+  for p in "${vgpu_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+
+# A socket is ready when it listens, not when its file appears (that happens at bind, a
+# moment before): the listening flag (__SO_ACCEPTCON) of /proc/net/unix says so without
+# connecting, which would use up one of vgpu-stub's connections.
+listening() {
+  local _num _ref _proto flags _type _st _inode path
+  while read -r _num _ref _proto flags _type _st _inode path; do
+    [ "$path" = "$1" ] && [ $((16#$flags & 0x10000)) -ne 0 ] && return 0
+  done < /proc/net/unix
+  return 1
+}
+
+wait_for() {
+  for _ in $(seq 400); do listening "$1" && return 0; sleep 0.05; done
+  echo "vgpu: $2 did not start" >&2
+  exit 1
+}
+
+start_stack() {
+  local profile=$1 work=$2
+  shift 2
+  RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" "$@" &
+  vgpu_pids+=($!)
+  wait_for "$work/stub.sock" vgpu-stub
+  RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-driver" --vfio-user "$work/stub.sock" \
+    --socket "$work/vgpu.sock" &
+  vgpu_pids+=($!)
+  wait_for "$work/vgpu.sock" vgpu-driver
+}

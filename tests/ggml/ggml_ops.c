@@ -1,0 +1,195 @@
+/* Real ggml ops on the vGPU: a registry build of ggml's CUDA backend computes each op on the
+ * soft device (its kernels run from their PTX), and ggml's CPU backend computes the same op
+ * on the same inputs; the two must agree within the op's tolerance. Sizes leave partial
+ * blocks and warps (rows of 320, 5 rows). ggml's C API is declared here, as the ggml 0.27
+ * headers define it. Exit status 0 when every op agrees. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ggml_init_params { size_t mem_size; void *mem_buffer; bool no_alloc; };
+typedef struct ggml_context ggml_context;
+typedef struct ggml_tensor ggml_tensor;
+typedef struct ggml_cgraph ggml_cgraph;
+typedef void *ggml_backend_t;
+typedef void *ggml_backend_buffer_t;
+enum { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, I32 = 26 };
+
+ggml_context *ggml_init(struct ggml_init_params);
+void ggml_free(ggml_context *);
+ggml_tensor *ggml_new_tensor_1d(ggml_context *, int, int64_t);
+ggml_tensor *ggml_new_tensor_2d(ggml_context *, int, int64_t, int64_t);
+ggml_tensor *ggml_new_tensor_3d(ggml_context *, int, int64_t, int64_t, int64_t);
+ggml_tensor *ggml_rms_norm(ggml_context *, ggml_tensor *, float);
+ggml_tensor *ggml_norm(ggml_context *, ggml_tensor *, float);
+ggml_tensor *ggml_add(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_mul(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_scale(ggml_context *, ggml_tensor *, float);
+ggml_tensor *ggml_silu(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_gelu(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_soft_max(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_get_rows(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_cpy(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_mul_mat(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_rope_ext(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, int, int,
+                           int, float, float, float, float, float, float);
+ggml_cgraph *ggml_new_graph(ggml_context *);
+void ggml_build_forward_expand(ggml_cgraph *, ggml_tensor *);
+size_t ggml_nbytes(const ggml_tensor *);
+size_t ggml_quantize_chunk(int, const float *, void *, int64_t, int64_t, int64_t, const float *);
+size_t ggml_row_size(int, int64_t);
+ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors(ggml_context *, ggml_backend_t);
+void ggml_backend_buffer_free(ggml_backend_buffer_t);
+void ggml_backend_tensor_set(ggml_tensor *, const void *, size_t, size_t);
+void ggml_backend_tensor_get(const ggml_tensor *, void *, size_t, size_t);
+int ggml_backend_graph_compute(ggml_backend_t, ggml_cgraph *);
+ggml_backend_t ggml_backend_cuda_init(int);
+ggml_backend_t ggml_backend_cpu_init(void);
+void ggml_backend_free(ggml_backend_t);
+
+#define N 320 /* a row: ten 32-element quantization blocks, not a power of two */
+#define R 5   /* rows */
+#define HEADS 4
+#define HEAD_DIM 64
+#define MAX_OUT (N * R)
+
+/* The ops, each with its tolerance on the normalized mean squared error
+ * sum((cpu - vgpu)^2) / sum(cpu^2), the measure llama.cpp's test-backend-ops uses: exact ops
+ * must agree exactly; where the two backends round differently (the CPU backend rounds the
+ * activations of an f16 mat-vec to f16, and quantizes those of a q8_0/q4_0 one to q8_0 where
+ * the CUDA backend uses q8_1; gelu uses a table on the CPU) the tolerance is test-backend-ops'. */
+enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16, ROPE,
+       MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, OPS };
+static const char *names[OPS] = {
+    "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
+    "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
+    "mul_mat q8_0 (mat-vec)", "mul_mat q4_0 (mat-vec)",
+};
+static const double tolerance[OPS] = {
+    1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4,
+};
+
+static float xs[N * R], ys[N], ws[N * N], vs[N];
+static int32_t rows[3] = {4, 0, 2}, pos[R] = {0, 1, 2, 7, 30};
+static unsigned char wq8[N * N * 2], wq4[N * N];
+static uint16_t wh[N * N];
+
+static void inputs(void) {
+    for (int i = 0; i < N * R; i++) xs[i] = sinf(i * 0.37f) * 3.0f;
+    for (int i = 0; i < N; i++) ys[i] = cosf(i * 0.11f);
+    for (int i = 0; i < N * N; i++) ws[i] = sinf(i * 0.013f) * 0.5f;
+    for (int i = 0; i < N; i++) vs[i] = cosf(i * 0.7f);
+    ggml_quantize_chunk(Q8_0, ws, wq8, 0, N, N, NULL);
+    ggml_quantize_chunk(Q4_0, ws, wq4, 0, N, N, NULL);
+    ggml_quantize_chunk(F16, ws, wh, 0, N, N, NULL);
+}
+
+/* Computes every op on backend `be`; out[op] gets its result, count[op] its length. */
+static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
+    struct ggml_init_params p = {1 << 20, NULL, true};
+    ggml_context *ctx = ggml_init(p);
+    ggml_tensor *x = ggml_new_tensor_2d(ctx, F32, N, R);
+    ggml_tensor *y = ggml_new_tensor_1d(ctx, F32, N);
+    ggml_tensor *w = ggml_new_tensor_2d(ctx, F32, N, N);
+    ggml_tensor *w16 = ggml_new_tensor_2d(ctx, F16, N, N);
+    ggml_tensor *w8 = ggml_new_tensor_2d(ctx, Q8_0, N, N);
+    ggml_tensor *w4 = ggml_new_tensor_2d(ctx, Q4_0, N, N);
+    ggml_tensor *v = ggml_new_tensor_2d(ctx, F32, N, 1);
+    ggml_tensor *idx = ggml_new_tensor_1d(ctx, I32, 3);
+    ggml_tensor *ps = ggml_new_tensor_1d(ctx, I32, R);
+    ggml_tensor *h = ggml_new_tensor_2d(ctx, F16, N, R);
+    ggml_tensor *q = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, HEADS, R);
+    ggml_tensor *o[OPS];
+    o[RMS_NORM] = ggml_rms_norm(ctx, x, 1e-5f);
+    o[NORM] = ggml_norm(ctx, x, 1e-5f);
+    o[ADD] = ggml_add(ctx, x, y);
+    o[MUL] = ggml_mul(ctx, x, y);
+    o[SCALE] = ggml_scale(ctx, x, 0.125f);
+    o[SILU] = ggml_silu(ctx, x);
+    o[GELU] = ggml_gelu(ctx, x);
+    o[SOFT_MAX] = ggml_soft_max(ctx, x);
+    o[GET_ROWS] = ggml_get_rows(ctx, x, idx);
+    o[CPY_F16] = ggml_cpy(ctx, x, h);
+    o[ROPE] = ggml_rope_ext(ctx, q, ps, NULL, HEAD_DIM, 2 /* neox */, 128, 10000.0f, 1.0f, 0.0f,
+                            1.0f, 32.0f, 1.0f);
+    o[MATVEC_F32] = ggml_mul_mat(ctx, w, v);
+    o[MATVEC_F16] = ggml_mul_mat(ctx, w16, v);
+    o[MATVEC_Q8_0] = ggml_mul_mat(ctx, w8, v);
+    o[MATVEC_Q4_0] = ggml_mul_mat(ctx, w4, v);
+    ggml_cgraph *g = ggml_new_graph(ctx);
+    for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
+    if (!buf) {
+        fprintf(stderr, "ggml_ops: allocating the tensors failed\n");
+        exit(2);
+    }
+    ggml_backend_tensor_set(x, xs, 0, sizeof xs);
+    ggml_backend_tensor_set(q, xs, 0, ggml_nbytes(q));
+    ggml_backend_tensor_set(y, ys, 0, sizeof ys);
+    ggml_backend_tensor_set(w, ws, 0, sizeof ws);
+    ggml_backend_tensor_set(w16, wh, 0, ggml_nbytes(w16));
+    ggml_backend_tensor_set(w8, wq8, 0, ggml_nbytes(w8));
+    ggml_backend_tensor_set(w4, wq4, 0, ggml_nbytes(w4));
+    ggml_backend_tensor_set(v, vs, 0, sizeof vs);
+    ggml_backend_tensor_set(idx, rows, 0, sizeof rows);
+    ggml_backend_tensor_set(ps, pos, 0, sizeof pos);
+    int status = ggml_backend_graph_compute(be, g);
+    if (status != 0) {
+        fprintf(stderr, "ggml_ops: graph compute failed with status %d\n", status);
+        exit(2);
+    }
+    for (int i = 0; i < OPS; i++) {
+        size_t bytes = ggml_nbytes(o[i]);
+        if (i == CPY_F16) {
+            uint16_t half[N * R];
+            ggml_backend_tensor_get(o[i], half, 0, bytes);
+            for (int k = 0; k < N * R; k++) {
+                /* f16 to f32: sign, exponent and mantissa moved into place. */
+                uint32_t hb = half[k], s = (hb & 0x8000u) << 16, e = (hb >> 10) & 0x1f, m = hb & 0x3ff;
+                float f = e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 0x400), (int)e - 25);
+                out[i][k] = s ? -f : f;
+            }
+            count[i] = N * R;
+        } else {
+            ggml_backend_tensor_get(o[i], out[i], 0, bytes);
+            count[i] = (int)(bytes / sizeof(float));
+        }
+    }
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+}
+
+int main(void) {
+    static float cpu[OPS][MAX_OUT], gpu[OPS][MAX_OUT];
+    static int ncpu[OPS], ngpu[OPS];
+    inputs();
+    ggml_backend_t c = ggml_backend_cpu_init();
+    run(c, cpu, ncpu);
+    ggml_backend_t cuda = ggml_backend_cuda_init(0);
+    if (!cuda) {
+        fprintf(stderr, "ggml_ops: ggml found no CUDA device\n");
+        return 2;
+    }
+    run(cuda, gpu, ngpu);
+    int bad = 0;
+    for (int i = 0; i < OPS; i++) {
+        double ref = 0, err = 0;
+        for (int k = 0; k < ncpu[i]; k++) {
+            double d = (double)cpu[i][k] - gpu[i][k];
+            ref += (double)cpu[i][k] * cpu[i][k];
+            err += isnan(d) ? INFINITY : d * d;
+        }
+        double nmse = ref > 0 ? err / ref : err;
+        int ok = ncpu[i] == ngpu[i] && nmse <= tolerance[i];
+        printf("%-24s %4d values  NMSE %.2e  (tolerance %.0e)  %s\n", names[i], ncpu[i], nmse,
+               tolerance[i], ok ? "ok" : "FAILED");
+        bad |= !ok;
+    }
+    ggml_backend_free(cuda);
+    ggml_backend_free(c);
+    printf("ggml_ops: %s\n", bad ? "some ops disagree" : "every op agrees with ggml's CPU backend");
+    return bad;
+}
