@@ -54,7 +54,8 @@ void ggml_backend_free(ggml_backend_t);
 #define R 5   /* rows */
 #define HEADS 4
 #define HEAD_DIM 64
-#define MAX_OUT (N * R)
+#define B 16  /* columns of the batched products (ggml's MMQ kernels, int8 tensor-core mma) */
+#define MAX_OUT (N * B)
 
 /* The ops, each with its tolerance on the normalized mean squared error
  * sum((cpu - vgpu)^2) / sum(cpu^2), the measure llama.cpp's test-backend-ops uses: exact ops
@@ -62,17 +63,18 @@ void ggml_backend_free(ggml_backend_t);
  * activations of an f16 mat-vec to f16, and quantizes those of a q8_0/q4_0 one to q8_0 where
  * the CUDA backend uses q8_1; gelu uses a table on the CPU) the tolerance is test-backend-ops'. */
 enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16, ROPE,
-       MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, OPS };
+       MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, OPS };
 static const char *names[OPS] = {
     "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
     "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
-    "mul_mat q8_0 (mat-vec)", "mul_mat q4_0 (mat-vec)",
+    "mul_mat q8_0 (mat-vec)", "mul_mat q4_0 (mat-vec)", "mul_mat q8_0 (16 columns)",
+    "mul_mat q4_0 (16 columns)",
 };
 static const double tolerance[OPS] = {
-    1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4,
+    1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4,
 };
 
-static float xs[N * R], ys[N], ws[N * N], vs[N];
+static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B];
 static int32_t rows[3] = {4, 0, 2}, pos[R] = {0, 1, 2, 7, 30};
 static unsigned char wq8[N * N * 2], wq4[N * N];
 static uint16_t wh[N * N];
@@ -82,6 +84,7 @@ static void inputs(void) {
     for (int i = 0; i < N; i++) ys[i] = cosf(i * 0.11f);
     for (int i = 0; i < N * N; i++) ws[i] = sinf(i * 0.013f) * 0.5f;
     for (int i = 0; i < N; i++) vs[i] = cosf(i * 0.7f);
+    for (int i = 0; i < N * B; i++) bs[i] = sinf(i * 0.29f + 1.0f);
     ggml_quantize_chunk(Q8_0, ws, wq8, 0, N, N, NULL);
     ggml_quantize_chunk(Q4_0, ws, wq4, 0, N, N, NULL);
     ggml_quantize_chunk(F16, ws, wh, 0, N, N, NULL);
@@ -98,6 +101,7 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_tensor *w8 = ggml_new_tensor_2d(ctx, Q8_0, N, N);
     ggml_tensor *w4 = ggml_new_tensor_2d(ctx, Q4_0, N, N);
     ggml_tensor *v = ggml_new_tensor_2d(ctx, F32, N, 1);
+    ggml_tensor *vb = ggml_new_tensor_2d(ctx, F32, N, B);
     ggml_tensor *idx = ggml_new_tensor_1d(ctx, I32, 3);
     ggml_tensor *ps = ggml_new_tensor_1d(ctx, I32, R);
     ggml_tensor *h = ggml_new_tensor_2d(ctx, F16, N, R);
@@ -119,6 +123,8 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     o[MATVEC_F16] = ggml_mul_mat(ctx, w16, v);
     o[MATVEC_Q8_0] = ggml_mul_mat(ctx, w8, v);
     o[MATVEC_Q4_0] = ggml_mul_mat(ctx, w4, v);
+    o[MMQ_Q8_0] = ggml_mul_mat(ctx, w8, vb);
+    o[MMQ_Q4_0] = ggml_mul_mat(ctx, w4, vb);
     ggml_cgraph *g = ggml_new_graph(ctx);
     for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
@@ -134,6 +140,7 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_backend_tensor_set(w8, wq8, 0, ggml_nbytes(w8));
     ggml_backend_tensor_set(w4, wq4, 0, ggml_nbytes(w4));
     ggml_backend_tensor_set(v, vs, 0, sizeof vs);
+    ggml_backend_tensor_set(vb, bs, 0, sizeof bs);
     ggml_backend_tensor_set(idx, rows, 0, sizeof rows);
     ggml_backend_tensor_set(ps, pos, 0, sizeof pos);
     int status = ggml_backend_graph_compute(be, g);
@@ -184,7 +191,7 @@ int main(void) {
         }
         double nmse = ref > 0 ? err / ref : err;
         int ok = ncpu[i] == ngpu[i] && nmse <= tolerance[i];
-        printf("%-24s %4d values  NMSE %.2e  (tolerance %.0e)  %s\n", names[i], ncpu[i], nmse,
+        printf("%-26s %4d values  NMSE %.2e  (tolerance %.0e)  %s\n", names[i], ncpu[i], nmse,
                tolerance[i], ok ? "ok" : "FAILED");
         bad |= !ok;
     }
