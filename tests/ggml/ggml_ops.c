@@ -16,7 +16,7 @@ typedef struct ggml_tensor ggml_tensor;
 typedef struct ggml_cgraph ggml_cgraph;
 typedef void *ggml_backend_t;
 typedef void *ggml_backend_buffer_t;
-enum { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, I32 = 26 };
+enum { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q6_K = 14, I32 = 26 };
 
 ggml_context *ggml_init(struct ggml_init_params);
 void ggml_free(ggml_context *);
@@ -34,6 +34,12 @@ ggml_tensor *ggml_soft_max(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_get_rows(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_cpy(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_mul_mat(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_swiglu(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_transpose(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_cont(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_diag_mask_inf(ggml_context *, ggml_tensor *, int);
+ggml_tensor *ggml_sum_rows(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_argmax(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_rope_ext(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, int, int,
                            int, float, float, float, float, float, float);
 ggml_cgraph *ggml_new_graph(ggml_context *);
@@ -55,26 +61,36 @@ void ggml_backend_free(ggml_backend_t);
 #define HEADS 4
 #define HEAD_DIM 64
 #define B 16  /* columns of the batched products (ggml's MMQ kernels, int8 tensor-core mma) */
+#define K 512  /* rows of the k-quant products: two 256-element super-blocks */
+#define M 96   /* their outputs */
 #define MAX_OUT (N * B)
 
 /* The ops, each with its tolerance on the normalized mean squared error
  * sum((cpu - vgpu)^2) / sum(cpu^2), the measure llama.cpp's test-backend-ops uses: exact ops
  * must agree exactly; where the two backends round differently (the CPU backend rounds the
  * activations of an f16 mat-vec to f16, and quantizes those of a q8_0/q4_0 one to q8_0 where
- * the CUDA backend uses q8_1; gelu uses a table on the CPU) the tolerance is test-backend-ops'. */
+ * the CUDA backend uses q8_1; gelu uses a table on the CPU) the tolerance is test-backend-ops'.
+ * For the k-quant products the activations are quantized in blocks of 256 on the CPU (q8_K)
+ * and of 32 on the vGPU (q8_1), so the two differ by more: there each must also be as close
+ * to the exact product of the f32 weights as the CPU backend is (within 25%). */
 enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16, ROPE,
-       MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, OPS };
+       MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, MATVEC_Q4_K,
+       MATVEC_Q6_K, MMQ_Q4_K, MMQ_Q6_K, SWIGLU, TRANSPOSE, DIAG_MASK, SUM_ROWS, ARGMAX, OPS };
 static const char *names[OPS] = {
     "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
     "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
     "mul_mat q8_0 (mat-vec)", "mul_mat q4_0 (mat-vec)", "mul_mat q8_0 (16 columns)",
-    "mul_mat q4_0 (16 columns)",
+    "mul_mat q4_0 (16 columns)", "mul_mat q4_K (mat-vec)", "mul_mat q6_K (mat-vec)",
+    "mul_mat q4_K (16 columns)", "mul_mat q6_K (16 columns)", "swiglu", "cont(transpose)",
+    "diag_mask_inf + soft_max", "sum_rows", "argmax",
 };
 static const double tolerance[OPS] = {
     1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4,
+    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0,
 };
 
-static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B];
+static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B], wks[K * M], vks[K * B];
+static unsigned char wq4k[K * M], wq6k[K * M];
 static int32_t rows[3] = {4, 0, 2}, pos[R] = {0, 1, 2, 7, 30};
 static unsigned char wq8[N * N * 2], wq4[N * N];
 static uint16_t wh[N * N];
@@ -85,6 +101,10 @@ static void inputs(void) {
     for (int i = 0; i < N * N; i++) ws[i] = sinf(i * 0.013f) * 0.5f;
     for (int i = 0; i < N; i++) vs[i] = cosf(i * 0.7f);
     for (int i = 0; i < N * B; i++) bs[i] = sinf(i * 0.29f + 1.0f);
+    for (int i = 0; i < K * M; i++) wks[i] = cosf(i * 0.021f) * 0.7f;
+    for (int i = 0; i < K * B; i++) vks[i] = sinf(i * 0.43f);
+    ggml_quantize_chunk(Q4_K, wks, wq4k, 0, M, K, NULL);
+    ggml_quantize_chunk(Q6_K, wks, wq6k, 0, M, K, NULL);
     ggml_quantize_chunk(Q8_0, ws, wq8, 0, N, N, NULL);
     ggml_quantize_chunk(Q4_0, ws, wq4, 0, N, N, NULL);
     ggml_quantize_chunk(F16, ws, wh, 0, N, N, NULL);
@@ -102,6 +122,11 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_tensor *w4 = ggml_new_tensor_2d(ctx, Q4_0, N, N);
     ggml_tensor *v = ggml_new_tensor_2d(ctx, F32, N, 1);
     ggml_tensor *vb = ggml_new_tensor_2d(ctx, F32, N, B);
+    ggml_tensor *wk4 = ggml_new_tensor_2d(ctx, Q4_K, K, M);
+    ggml_tensor *wk6 = ggml_new_tensor_2d(ctx, Q6_K, K, M);
+    ggml_tensor *vk = ggml_new_tensor_2d(ctx, F32, K, 1);
+    ggml_tensor *vkb = ggml_new_tensor_2d(ctx, F32, K, B);
+    ggml_tensor *sq = ggml_new_tensor_2d(ctx, F32, R, R);
     ggml_tensor *idx = ggml_new_tensor_1d(ctx, I32, 3);
     ggml_tensor *ps = ggml_new_tensor_1d(ctx, I32, R);
     ggml_tensor *h = ggml_new_tensor_2d(ctx, F16, N, R);
@@ -125,6 +150,15 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     o[MATVEC_Q4_0] = ggml_mul_mat(ctx, w4, v);
     o[MMQ_Q8_0] = ggml_mul_mat(ctx, w8, vb);
     o[MMQ_Q4_0] = ggml_mul_mat(ctx, w4, vb);
+    o[MATVEC_Q4_K] = ggml_mul_mat(ctx, wk4, vk);
+    o[MATVEC_Q6_K] = ggml_mul_mat(ctx, wk6, vk);
+    o[MMQ_Q4_K] = ggml_mul_mat(ctx, wk4, vkb);
+    o[MMQ_Q6_K] = ggml_mul_mat(ctx, wk6, vkb);
+    o[SWIGLU] = ggml_swiglu(ctx, x);
+    o[TRANSPOSE] = ggml_cont(ctx, ggml_transpose(ctx, x));
+    o[DIAG_MASK] = ggml_soft_max(ctx, ggml_diag_mask_inf(ctx, sq, 0));
+    o[SUM_ROWS] = ggml_sum_rows(ctx, x);
+    o[ARGMAX] = ggml_argmax(ctx, x);
     ggml_cgraph *g = ggml_new_graph(ctx);
     for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
@@ -141,6 +175,11 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_backend_tensor_set(w4, wq4, 0, ggml_nbytes(w4));
     ggml_backend_tensor_set(v, vs, 0, sizeof vs);
     ggml_backend_tensor_set(vb, bs, 0, sizeof bs);
+    ggml_backend_tensor_set(wk4, wq4k, 0, ggml_nbytes(wk4));
+    ggml_backend_tensor_set(wk6, wq6k, 0, ggml_nbytes(wk6));
+    ggml_backend_tensor_set(vk, vks, 0, sizeof(float) * K);
+    ggml_backend_tensor_set(vkb, vks, 0, sizeof vks);
+    ggml_backend_tensor_set(sq, xs, 0, ggml_nbytes(sq));
     ggml_backend_tensor_set(idx, rows, 0, sizeof rows);
     ggml_backend_tensor_set(ps, pos, 0, sizeof pos);
     int status = ggml_backend_graph_compute(be, g);
@@ -160,6 +199,11 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
                 out[i][k] = s ? -f : f;
             }
             count[i] = N * R;
+        } else if (i == ARGMAX) {
+            int32_t at[R];
+            ggml_backend_tensor_get(o[i], at, 0, bytes);
+            for (int k = 0; k < R; k++) out[i][k] = (float)at[k];
+            count[i] = R;
         } else {
             ggml_backend_tensor_get(o[i], out[i], 0, bytes);
             count[i] = (int)(bytes / sizeof(float));
@@ -167,6 +211,25 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     }
     ggml_backend_buffer_free(buf);
     ggml_free(ctx);
+}
+
+/* The k-quant products against the exact product of the f32 weights: the vGPU's NMSE must
+ * not exceed 1.25 times the CPU backend's. */
+static int kquant_as_close(int op, const float *cpu, const float *gpu, int cols) {
+    double ec = 0, eg = 0, ref = 0;
+    for (int col = 0; col < cols; col++)
+        for (int r = 0; r < M; r++) {
+            double exact = 0;
+            for (int k = 0; k < K; k++) exact += (double)wks[r * K + k] * vks[col * K + k];
+            double c = cpu[col * M + r] - exact, g = gpu[col * M + r] - exact;
+            ec += c * c;
+            eg += g * g;
+            ref += exact * exact;
+        }
+    int ok = eg <= 1.25 * ec;
+    printf("  %-24s against the exact product: cpu NMSE %.2e, vgpu NMSE %.2e  %s\n", names[op],
+           ec / ref, eg / ref, ok ? "ok" : "FAILED");
+    return ok;
 }
 
 int main(void) {
@@ -193,6 +256,8 @@ int main(void) {
         int ok = ncpu[i] == ngpu[i] && nmse <= tolerance[i];
         printf("%-26s %4d values  NMSE %.2e  (tolerance %.0e)  %s\n", names[i], ncpu[i], nmse,
                tolerance[i], ok ? "ok" : "FAILED");
+        if (i >= MATVEC_Q4_K && i <= MMQ_Q6_K)
+            ok &= kquant_as_close(i, cpu[i], gpu[i], i >= MMQ_Q4_K ? B : 1);
         bad |= !ok;
     }
     ggml_backend_free(cuda);
