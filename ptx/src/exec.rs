@@ -42,7 +42,36 @@ pub trait Memory: Sync {
     /// Atomically replaces the `size`-byte little-endian value at `addr` with `f(old)`;
     /// returns `old`, or `None` if the address is not inside an allocation.
     fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64>;
+
+    /// Reads the `size`-byte little-endian value at each of `addrs` into `out`: the loads
+    /// of one warp instruction, so that an implementation can take its lock once. Fails
+    /// with the index of the first address outside every allocation.
+    fn read_many(&self, addrs: &[u64], size: u32, out: &mut [u64]) -> Result<(), usize> {
+        for (k, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
+            let mut b = [0u8; 8];
+            if !self.read(a, &mut b[..size as usize]) {
+                return Err(k);
+            }
+            *o = u64::from_le_bytes(b);
+        }
+        Ok(())
+    }
+
+    /// Writes `size` bytes of each of `values` at the matching address of `addrs` (the
+    /// stores of one warp instruction, in lane order). Fails with the index of the first
+    /// address outside every allocation; the stores before it are done.
+    fn write_many(&self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
+        for (k, (&a, v)) in addrs.iter().zip(values).enumerate() {
+            if !self.write(a, &v.to_le_bytes()[..size as usize]) {
+                return Err(k);
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The most accesses one warp instruction makes: 32 lanes, 4 elements each.
+const MAX_ACCESSES: usize = 4 * LANES;
 
 /// Why a launch ended early.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -683,12 +712,37 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 addr,
             } => {
                 let size = ty.size();
-                for i in lanes(on) {
-                    let base = self.addr(wi, i, addr);
-                    for (e, &dst) in d.iter().take(*n as usize).enumerate() {
-                        let at = base.wrapping_add(e as u64 * u64::from(size));
-                        let raw = self.load(wi, i, *space, at, size, line)?;
-                        self.write(wi, i, dst, crate::arith::extend(*ty, raw));
+                let nn = *n as usize;
+                let mut addrs = [0u64; MAX_ACCESSES];
+                match self.global_accesses(wi, on, *space, addr, nn, size, &mut addrs, line)? {
+                    Some(count) => {
+                        // All of them in global memory: one call for the warp.
+                        let mut vals = [0u64; MAX_ACCESSES];
+                        self.l
+                            .mem
+                            .read_many(&addrs[..count], size, &mut vals[..count])
+                            .map_err(|k| Fault::IllegalAddress {
+                                addr: addrs[k],
+                                size,
+                                line,
+                            })?;
+                        let mut c = 0;
+                        for i in lanes(on) {
+                            for &dst in d.iter().take(nn) {
+                                self.write(wi, i, dst, crate::arith::extend(*ty, vals[c]));
+                                c += 1;
+                            }
+                        }
+                    }
+                    None => {
+                        for i in lanes(on) {
+                            let base = self.addr(wi, i, addr);
+                            for (e, &dst) in d.iter().take(nn).enumerate() {
+                                let at = base.wrapping_add(e as u64 * u64::from(size));
+                                let raw = self.load(wi, i, *space, at, size, line)?;
+                                self.write(wi, i, dst, crate::arith::extend(*ty, raw));
+                            }
+                        }
                     }
                 }
             }
@@ -700,12 +754,36 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 addr,
             } => {
                 let size = ty.size();
-                for i in lanes(on) {
-                    let base = self.addr(wi, i, addr);
-                    for (e, &src) in a.iter().take(*n as usize).enumerate() {
-                        let at = base.wrapping_add(e as u64 * u64::from(size));
-                        let v = self.read(wi, i, src);
-                        self.store(wi, i, *space, at, size, v, line)?;
+                let nn = *n as usize;
+                let mut addrs = [0u64; MAX_ACCESSES];
+                match self.global_accesses(wi, on, *space, addr, nn, size, &mut addrs, line)? {
+                    Some(count) => {
+                        let mut vals = [0u64; MAX_ACCESSES];
+                        let mut c = 0;
+                        for i in lanes(on) {
+                            for &src in a.iter().take(nn) {
+                                vals[c] = self.read(wi, i, src);
+                                c += 1;
+                            }
+                        }
+                        self.l
+                            .mem
+                            .write_many(&addrs[..count], size, &vals[..count])
+                            .map_err(|k| Fault::IllegalAddress {
+                                addr: addrs[k],
+                                size,
+                                line,
+                            })?;
+                    }
+                    None => {
+                        for i in lanes(on) {
+                            let base = self.addr(wi, i, addr);
+                            for (e, &src) in a.iter().take(nn).enumerate() {
+                                let at = base.wrapping_add(e as u64 * u64::from(size));
+                                let v = self.read(wi, i, src);
+                                self.store(wi, i, *space, at, size, v, line)?;
+                            }
+                        }
                     }
                 }
             }
@@ -943,6 +1021,40 @@ impl<'k, 'l> BlockState<'k, 'l> {
             w.pc[i] = next;
         }
         Ok(())
+    }
+
+    /// The addresses of a load's or store's accesses, lane by lane and element by element,
+    /// when every one of them goes to global memory (checked for alignment); `None` when
+    /// some go elsewhere (shared, local, parameters), which the per-lane path handles.
+    #[allow(clippy::too_many_arguments)]
+    fn global_accesses(
+        &self,
+        wi: usize,
+        on: u32,
+        space: MemSpace,
+        addr: &Addr,
+        n: usize,
+        size: u32,
+        out: &mut [u64; MAX_ACCESSES],
+        line: u32,
+    ) -> Result<Option<usize>, Fault> {
+        if !matches!(space, MemSpace::Global | MemSpace::Generic) {
+            return Ok(None);
+        }
+        let mut count = 0;
+        for i in lanes(on) {
+            let base = self.addr(wi, i, addr);
+            for e in 0..n {
+                let at = base.wrapping_add(e as u64 * u64::from(size));
+                if self.place(space, at).0 != MemSpace::Global {
+                    return Ok(None);
+                }
+                Self::check(at, size, line)?;
+                out[count] = at;
+                count += 1;
+            }
+        }
+        Ok(Some(count))
     }
 
     /// Which memory an access goes to, and the offset in it.

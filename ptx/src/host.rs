@@ -30,9 +30,14 @@ impl HostMemory {
     }
 
     fn range(&self, addr: u64, len: usize) -> Option<Range<usize>> {
+        self.offset(addr, len, self.bytes().len())
+    }
+
+    /// The byte range of `len` bytes at `addr` in a buffer of `total` bytes.
+    fn offset(&self, addr: u64, len: usize, total: usize) -> Option<Range<usize>> {
         let off = usize::try_from(addr.checked_sub(self.base)?).ok()?;
         let end = off.checked_add(len)?;
-        (end <= self.bytes().len()).then_some(off..end)
+        (end <= total).then_some(off..end)
     }
 
     /// Copies `data` to byte offset `at`.
@@ -83,6 +88,27 @@ impl Memory for HostMemory {
         };
         self.bytes()[r].copy_from_slice(data);
         true
+    }
+
+    fn read_many(&self, addrs: &[u64], size: u32, out: &mut [u64]) -> Result<(), usize> {
+        let m = self.bytes();
+        for (k, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
+            let r = self.offset(a, size as usize, m.len()).ok_or(k)?;
+            let mut b = [0u8; 8];
+            b[..size as usize].copy_from_slice(&m[r]);
+            *o = u64::from_le_bytes(b);
+        }
+        Ok(())
+    }
+
+    fn write_many(&self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
+        let mut m = self.bytes();
+        let len = m.len();
+        for (k, (&a, v)) in addrs.iter().zip(values).enumerate() {
+            let r = self.offset(a, size as usize, len).ok_or(k)?;
+            m[r].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+        }
+        Ok(())
     }
 
     fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
