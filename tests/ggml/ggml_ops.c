@@ -40,6 +40,8 @@ ggml_tensor *ggml_cont(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_diag_mask_inf(ggml_context *, ggml_tensor *, int);
 ggml_tensor *ggml_sum_rows(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_argmax(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_flash_attn_ext(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *,
+                                 ggml_tensor *, float, float, float);
 ggml_tensor *ggml_rope_ext(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, int, int,
                            int, float, float, float, float, float, float);
 ggml_cgraph *ggml_new_graph(ggml_context *);
@@ -63,6 +65,7 @@ void ggml_backend_free(ggml_backend_t);
 #define B 16  /* columns of the batched products (ggml's MMQ kernels, int8 tensor-core mma) */
 #define K 512  /* rows of the k-quant products: two 256-element super-blocks */
 #define M 96   /* their outputs */
+#define KV 256 /* keys and values of the attention */
 #define MAX_OUT (N * B)
 
 /* The ops, each with its tolerance on the normalized mean squared error
@@ -75,22 +78,26 @@ void ggml_backend_free(ggml_backend_t);
  * to the exact product of the f32 weights as the CPU backend is (within 25%). */
 enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16, ROPE,
        MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, MATVEC_Q4_K,
-       MATVEC_Q6_K, MMQ_Q4_K, MMQ_Q6_K, SWIGLU, TRANSPOSE, DIAG_MASK, SUM_ROWS, ARGMAX, OPS };
+       MATVEC_Q6_K, MMQ_Q4_K, MMQ_Q6_K, SWIGLU, TRANSPOSE, DIAG_MASK, SUM_ROWS, ARGMAX,
+       FLASH_ATTN_1, FLASH_ATTN_8, OPS };
 static const char *names[OPS] = {
     "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
     "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
     "mul_mat q8_0 (mat-vec)", "mul_mat q4_0 (mat-vec)", "mul_mat q8_0 (16 columns)",
     "mul_mat q4_0 (16 columns)", "mul_mat q4_K (mat-vec)", "mul_mat q6_K (mat-vec)",
     "mul_mat q4_K (16 columns)", "mul_mat q6_K (16 columns)", "swiglu", "cont(transpose)",
-    "diag_mask_inf + soft_max", "sum_rows", "argmax",
+    "diag_mask_inf + soft_max", "sum_rows", "argmax", "flash_attn_ext (1 query)",
+    "flash_attn_ext (8 queries)",
 };
 static const double tolerance[OPS] = {
     1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4,
-    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0,
+    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0, 5e-4, 5e-4,
 };
 
 static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B], wks[K * M], vks[K * B];
 static unsigned char wq4k[K * M], wq6k[K * M];
+static float qs[HEAD_DIM * 8 * HEADS], kvs[HEAD_DIM * KV * HEADS];
+static uint16_t kh[HEAD_DIM * KV * HEADS], vh[HEAD_DIM * KV * HEADS];
 static int32_t rows[3] = {4, 0, 2}, pos[R] = {0, 1, 2, 7, 30};
 static unsigned char wq8[N * N * 2], wq4[N * N];
 static uint16_t wh[N * N];
@@ -103,6 +110,11 @@ static void inputs(void) {
     for (int i = 0; i < N * B; i++) bs[i] = sinf(i * 0.29f + 1.0f);
     for (int i = 0; i < K * M; i++) wks[i] = cosf(i * 0.021f) * 0.7f;
     for (int i = 0; i < K * B; i++) vks[i] = sinf(i * 0.43f);
+    for (int i = 0; i < HEAD_DIM * 8 * HEADS; i++) qs[i] = sinf(i * 0.3f);
+    for (int i = 0; i < HEAD_DIM * KV * HEADS; i++) kvs[i] = cosf(i * 0.017f);
+    ggml_quantize_chunk(F16, kvs, kh, 0, KV * HEADS, HEAD_DIM, NULL);
+    for (int i = 0; i < HEAD_DIM * KV * HEADS; i++) kvs[i] = sinf(i * 0.05f);
+    ggml_quantize_chunk(F16, kvs, vh, 0, KV * HEADS, HEAD_DIM, NULL);
     ggml_quantize_chunk(Q4_K, wks, wq4k, 0, M, K, NULL);
     ggml_quantize_chunk(Q6_K, wks, wq6k, 0, M, K, NULL);
     ggml_quantize_chunk(Q8_0, ws, wq8, 0, N, N, NULL);
@@ -127,6 +139,10 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_tensor *vk = ggml_new_tensor_2d(ctx, F32, K, 1);
     ggml_tensor *vkb = ggml_new_tensor_2d(ctx, F32, K, B);
     ggml_tensor *sq = ggml_new_tensor_2d(ctx, F32, R, R);
+    ggml_tensor *q1 = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, 1, HEADS);
+    ggml_tensor *q8 = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, 8, HEADS);
+    ggml_tensor *kk = ggml_new_tensor_3d(ctx, F16, HEAD_DIM, KV, HEADS);
+    ggml_tensor *vv = ggml_new_tensor_3d(ctx, F16, HEAD_DIM, KV, HEADS);
     ggml_tensor *idx = ggml_new_tensor_1d(ctx, I32, 3);
     ggml_tensor *ps = ggml_new_tensor_1d(ctx, I32, R);
     ggml_tensor *h = ggml_new_tensor_2d(ctx, F16, N, R);
@@ -159,6 +175,8 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     o[DIAG_MASK] = ggml_soft_max(ctx, ggml_diag_mask_inf(ctx, sq, 0));
     o[SUM_ROWS] = ggml_sum_rows(ctx, x);
     o[ARGMAX] = ggml_argmax(ctx, x);
+    o[FLASH_ATTN_1] = ggml_flash_attn_ext(ctx, q1, kk, vv, NULL, 0.125f, 0.0f, 0.0f);
+    o[FLASH_ATTN_8] = ggml_flash_attn_ext(ctx, q8, kk, vv, NULL, 0.125f, 0.0f, 0.0f);
     ggml_cgraph *g = ggml_new_graph(ctx);
     for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
@@ -180,6 +198,10 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_backend_tensor_set(vk, vks, 0, sizeof(float) * K);
     ggml_backend_tensor_set(vkb, vks, 0, sizeof vks);
     ggml_backend_tensor_set(sq, xs, 0, ggml_nbytes(sq));
+    ggml_backend_tensor_set(q1, qs, 0, ggml_nbytes(q1));
+    ggml_backend_tensor_set(q8, qs, 0, ggml_nbytes(q8));
+    ggml_backend_tensor_set(kk, kh, 0, sizeof kh);
+    ggml_backend_tensor_set(vv, vh, 0, sizeof vh);
     ggml_backend_tensor_set(idx, rows, 0, sizeof rows);
     ggml_backend_tensor_set(ps, pos, 0, sizeof pos);
     int status = ggml_backend_graph_compute(be, g);
