@@ -70,6 +70,17 @@ pub trait Memory: Sync {
     }
 }
 
+/// Element `e` of a `wmma` fragment held in `regs` (`per` elements in all), as f64.
+fn wmma_element(ty: Ty, regs: &[u64], e: usize, per: usize) -> f64 {
+    let packed = (per / regs.len().max(1)).max(1);
+    let reg = regs.get(e / packed).copied().unwrap_or(0);
+    match ty {
+        Ty::F16 => f64::from(half::f16::from_bits((reg >> (16 * (e % packed))) as u16).to_f32()),
+        Ty::BF16 => f64::from(half::bf16::from_bits((reg >> (16 * (e % packed))) as u16).to_f32()),
+        _ => f64::from(f32::from_bits(reg as u32)),
+    }
+}
+
 /// The most accesses one warp instruction makes: 32 lanes, 4 elements each.
 const MAX_ACCESSES: usize = 4 * LANES;
 
@@ -1005,6 +1016,110 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 let out = crate::mma::movmatrix(&regs);
                 for i in lanes(on) {
                     self.write(wi, i, *d, out[i]);
+                }
+            }
+            Op::WmmaLoad {
+                shape,
+                frag,
+                ty,
+                col,
+                space,
+                d,
+                addr,
+                stride,
+            } => {
+                let size = ty.size();
+                let per = crate::mma::WmmaShape::per_lane(*frag);
+                for i in lanes(on) {
+                    let base = self.addr(wi, i, addr);
+                    let stride = self.read(wi, i, *stride) & 0xFFFF_FFFF;
+                    let mut regs = vec![0u64; d.len()];
+                    for e in 0..per {
+                        let (r, c) = shape.at(*frag, i, e);
+                        let (r, c) = (r as u64, c as u64);
+                        let elem = if *col { c * stride + r } else { r * stride + c };
+                        let at = base.wrapping_add(elem.wrapping_mul(u64::from(size)));
+                        let v = self.load(wi, i, *space, at, size, line)?;
+                        let packed = (per / d.len()).max(1);
+                        regs[e / packed] |= v << (32 / packed as u32 * (e % packed) as u32);
+                    }
+                    for (&dst, v) in d.iter().zip(regs) {
+                        self.write(wi, i, dst, v);
+                    }
+                }
+            }
+            Op::WmmaMma {
+                shape,
+                ab,
+                cty,
+                dty,
+                d,
+                a,
+                b,
+                c,
+            } => {
+                use crate::mma::{Fragment, WmmaShape};
+                let values = |srcs: &[Src], ty: Ty, f: Fragment| -> Vec<Vec<f64>> {
+                    let per = WmmaShape::per_lane(f);
+                    (0..LANES)
+                        .map(|i| {
+                            let regs: Vec<u64> = if on & (1 << i) == 0 {
+                                vec![0; srcs.len()]
+                            } else {
+                                srcs.iter().map(|&s| self.read(wi, i, s)).collect()
+                            };
+                            (0..per).map(|e| wmma_element(ty, &regs, e, per)).collect()
+                        })
+                        .collect()
+                };
+                let out = crate::mma::wmma(
+                    shape,
+                    &values(a, *ab, Fragment::A),
+                    &values(b, *ab, Fragment::B),
+                    &values(c, *cty, Fragment::C),
+                );
+                for i in lanes(on) {
+                    let mut regs = vec![0u64; d.len()];
+                    let packed = out[i].len() / d.len();
+                    for (e, &v) in out[i].iter().enumerate() {
+                        let bits = match dty {
+                            Ty::F16 => u64::from(half::f16::from_f64(v).to_bits()),
+                            _ => u64::from((v as f32).to_bits()),
+                        };
+                        regs[e / packed] |=
+                            bits << (16 * (e % packed) as u32 * u32::from(packed > 1));
+                    }
+                    for (&dst, v) in d.iter().zip(regs) {
+                        self.write(wi, i, dst, v);
+                    }
+                }
+            }
+            Op::WmmaStore {
+                shape,
+                ty,
+                col,
+                space,
+                addr,
+                a,
+                stride,
+            } => {
+                use crate::mma::{Fragment, WmmaShape};
+                let size = ty.size();
+                let per = WmmaShape::per_lane(Fragment::C);
+                for i in lanes(on) {
+                    let base = self.addr(wi, i, addr);
+                    let stride = self.read(wi, i, *stride) & 0xFFFF_FFFF;
+                    let regs: Vec<u64> = a.iter().map(|&s| self.read(wi, i, s)).collect();
+                    let packed = per / regs.len();
+                    for e in 0..per {
+                        let (r, c) = shape.at(Fragment::C, i, e);
+                        let (r, c) = (r as u64, c as u64);
+                        let elem = if *col { c * stride + r } else { r * stride + c };
+                        let at = base.wrapping_add(elem.wrapping_mul(u64::from(size)));
+                        let v =
+                            regs[e / packed] >> (16 * (e % packed) as u32 * u32::from(packed > 1));
+                        self.store(wi, i, *space, at, size, v, line)?;
+                    }
                 }
             }
             Op::Exit => {

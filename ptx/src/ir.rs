@@ -590,6 +590,39 @@ pub enum Op {
     },
     /// `movmatrix.sync.aligned.m8n8.trans.b16`.
     MovMatrix { d: Reg, a: Src },
+    /// `wmma.load.{a,b,c}`: a fragment from memory laid out by rows (or by columns) with a
+    /// stride in elements ([`crate::mma::WmmaShape::at`] says which lane holds what).
+    WmmaLoad {
+        shape: crate::mma::WmmaShape,
+        frag: crate::mma::Fragment,
+        ty: Ty,
+        col: bool,
+        space: MemSpace,
+        d: Vec<Reg>,
+        addr: Addr,
+        stride: Src,
+    },
+    /// `wmma.mma`: D = A·B + C (`ab`: the type of A and B, `cty`/`dty`: of C and D).
+    WmmaMma {
+        shape: crate::mma::WmmaShape,
+        ab: Ty,
+        cty: Ty,
+        dty: Ty,
+        d: Vec<Reg>,
+        a: Vec<Src>,
+        b: Vec<Src>,
+        c: Vec<Src>,
+    },
+    /// `wmma.store.d`.
+    WmmaStore {
+        shape: crate::mma::WmmaShape,
+        ty: Ty,
+        col: bool,
+        space: MemSpace,
+        addr: Addr,
+        a: Vec<Src>,
+        stride: Src,
+    },
     /// `call` of a function of the module: copy the arguments into the callee's frame
     /// (`args`: from, to, bytes), remember where to return, jump to `target`.
     Call {

@@ -895,6 +895,137 @@ impl Cx<'_, '_> {
         Ok(())
     }
 
+    /// `wmma.load`, `wmma.mma` and `wmma.store` of the f16/bf16 shapes.
+    fn wmma(&self) -> R<Op> {
+        use crate::mma::{Fragment, WmmaShape};
+        let i = self.i;
+        let m = &i.modifiers;
+        self.only(&[
+            "load",
+            "store",
+            "mma",
+            "a",
+            "b",
+            "c",
+            "d",
+            "row",
+            "col",
+            "global",
+            "shared",
+            "shared::cta",
+            "m16n16k16",
+            "m32n8k16",
+            "m8n32k16",
+        ])?;
+        let shape = m
+            .iter()
+            .find_map(|x| WmmaShape::parse(x))
+            .ok_or("only the m16n16k16, m32n8k16 and m8n32k16 shapes are supported")?;
+        let regs = |n: usize, want: usize, ty: Ty| -> R<Vec<Src>> {
+            match self.operand(n)? {
+                Operand::Vector(v) if v.len() == want => {
+                    v.iter().map(|o| src_of(self.l, o, ty)).collect()
+                }
+                o => Err(format!(
+                    "operand {} must be a vector of {want}, found {o:?}",
+                    n + 1
+                )),
+            }
+        };
+        let dregs = |n: usize, want: usize| -> R<Vec<Reg>> {
+            match self.operand(n)? {
+                Operand::Vector(v) if v.len() == want => {
+                    v.iter().map(|o| sink_or_reg(self.l, o)).collect()
+                }
+                o => Err(format!(
+                    "operand {} must be a vector of {want}, found {o:?}",
+                    n + 1
+                )),
+            }
+        };
+        // Registers per lane: A and B 8 (two f16/bf16 each), C and D 8 f32 or 4 f16x2.
+        let count = |f: Fragment, ty: Ty| match (f, ty) {
+            (Fragment::C, Ty::F16) => 4,
+            _ => 8,
+        };
+        let half_ab = |ty: Ty| matches!(ty, Ty::F16 | Ty::BF16);
+        let cd_ok = |ty: Ty| matches!(ty, Ty::F32 | Ty::F16);
+        match m.first().map(String::as_str) {
+            Some("load") | Some("store") => {
+                let store = m[0] == "store";
+                let frag = match m.get(1).map(String::as_str) {
+                    Some("a") => Fragment::A,
+                    Some("b") => Fragment::B,
+                    Some("c") | Some("d") => Fragment::C,
+                    _ => return Err("no fragment".into()),
+                };
+                let ty = self.ty()?;
+                let ok = match frag {
+                    Fragment::C => cd_ok(ty),
+                    _ => half_ab(ty),
+                };
+                if !ok || (store && frag != Fragment::C) {
+                    return Err(format!("wmma fragments of .{ty:?} are not supported"));
+                }
+                let col = m.iter().any(|x| x == "col");
+                let space = self.space()?;
+                let stride = match i.operands.get(2) {
+                    Some(_) => self.src(2, Ty::U32)?,
+                    None => return Err("wmma without a stride is not supported".into()),
+                };
+                self.count(3)?;
+                let n = count(frag, ty);
+                if store {
+                    let (addr, space) = self.addr(0, space)?;
+                    Ok(Op::WmmaStore {
+                        shape,
+                        ty,
+                        col,
+                        space,
+                        addr,
+                        a: regs(1, n, if ty == Ty::F32 { Ty::F32 } else { Ty::U32 })?,
+                        stride,
+                    })
+                } else {
+                    let (addr, space) = self.addr(1, space)?;
+                    Ok(Op::WmmaLoad {
+                        shape,
+                        frag,
+                        ty,
+                        col,
+                        space,
+                        d: dregs(0, n)?,
+                        addr,
+                        stride,
+                    })
+                }
+            }
+            Some("mma") => {
+                self.count(4)?;
+                let t = self.types();
+                // wmma.mma.<layouts>.<shape>.<dtype>.<ctype> (A and B are f16 for these types)
+                let [dty, cty] = t[..] else {
+                    return Err("expected the D and C types".into());
+                };
+                if !cd_ok(dty) || !cd_ok(cty) {
+                    return Err(format!("wmma.mma .{dty:?}.{cty:?} is not supported"));
+                }
+                let reg_ty = |ty: Ty| if ty == Ty::F32 { Ty::F32 } else { Ty::U32 };
+                Ok(Op::WmmaMma {
+                    shape,
+                    ab: Ty::F16,
+                    cty,
+                    dty,
+                    d: dregs(0, count(Fragment::C, dty))?,
+                    a: regs(1, 8, Ty::U32)?,
+                    b: regs(2, 8, Ty::U32)?,
+                    c: regs(3, count(Fragment::C, cty), reg_ty(cty))?,
+                })
+            }
+            _ => Err("unknown wmma operation".into()),
+        }
+    }
+
     /// The rounding modifier of an arithmetic instruction: round to nearest always; the
     /// directed modes only where `directed` says this form computes them.
     fn rounding(&self, directed: bool) -> R<Round> {
@@ -1643,6 +1774,7 @@ impl Cx<'_, '_> {
                     addr,
                 })
             }
+            "wmma" => self.wmma(),
             "movmatrix" => {
                 self.only(&["m8n8", "trans"])?;
                 self.count(2)?;

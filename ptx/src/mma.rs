@@ -233,6 +233,102 @@ pub fn movmatrix(regs: &[u64; 32]) -> [u64; 32] {
     out
 }
 
+/// A `wmma` shape: `mMnNkK`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WmmaShape {
+    /// Rows of A and D.
+    pub m: usize,
+    /// Columns of B and D.
+    pub n: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+}
+
+/// Which `wmma` fragment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// `.a`: M×K.
+    A,
+    /// `.b`: K×N.
+    B,
+    /// `.c` / `.d`: M×N.
+    C,
+}
+
+impl WmmaShape {
+    /// The shape for `mMnNkK`, if it is one of the f16/bf16 shapes.
+    pub fn parse(s: &str) -> Option<WmmaShape> {
+        let (m, n, k) = match s {
+            "m16n16k16" => (16, 16, 16),
+            "m32n8k16" => (32, 8, 16),
+            "m8n32k16" => (8, 32, 16),
+            _ => return None,
+        };
+        Some(WmmaShape { m, n, k })
+    }
+
+    /// (rows, columns) of a fragment's matrix.
+    pub fn dims(&self, f: Fragment) -> (usize, usize) {
+        match f {
+            Fragment::A => (self.m, self.k),
+            Fragment::B => (self.k, self.n),
+            Fragment::C => (self.m, self.n),
+        }
+    }
+
+    /// Elements of a fragment each lane holds: 16 of A and B, 8 of C and D.
+    pub fn per_lane(f: Fragment) -> usize {
+        match f {
+            Fragment::A | Fragment::B => 16,
+            Fragment::C => 8,
+        }
+    }
+
+    /// (row, column) of element `e` of `lane`'s fragment. The ISA leaves `wmma` fragments
+    /// opaque: here lane `l` holds the row-major elements `l·E .. l·E + E` of the matrix
+    /// (E elements per lane), wrapping around where a warp holds a small matrix more than
+    /// once; loads, `mma` and stores agree on it, which is all a program can observe.
+    pub fn at(&self, f: Fragment, lane: usize, e: usize) -> (usize, usize) {
+        let (rows, cols) = self.dims(f);
+        let idx = (lane * Self::per_lane(f) + e) % (rows * cols);
+        (idx / cols, idx % cols)
+    }
+}
+
+/// `wmma.mma`: D = A·B + C from the fragments' element values (`a[lane][e]` and so on,
+/// as f64), as each lane's D elements.
+pub fn wmma(s: &WmmaShape, a: &[Vec<f64>], b: &[Vec<f64>], c: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let mut am = vec![0f64; s.m * s.k];
+    let mut bm = vec![0f64; s.k * s.n];
+    let mut cm = vec![0f64; s.m * s.n];
+    for lane in 0..32 {
+        for (e, &v) in a[lane].iter().enumerate() {
+            let (r, col) = s.at(Fragment::A, lane, e);
+            am[r * s.k + col] = v;
+        }
+        for (e, &v) in b[lane].iter().enumerate() {
+            let (r, col) = s.at(Fragment::B, lane, e);
+            bm[r * s.n + col] = v;
+        }
+        for (e, &v) in c[lane].iter().enumerate() {
+            let (r, col) = s.at(Fragment::C, lane, e);
+            cm[r * s.n + col] = v;
+        }
+    }
+    (0..32)
+        .map(|lane| {
+            (0..WmmaShape::per_lane(Fragment::C))
+                .map(|e| {
+                    let (r, col) = s.at(Fragment::C, lane, e);
+                    (0..s.k).fold(cm[r * s.n + col], |acc, x| {
+                        acc + am[r * s.k + x] * bm[x * s.n + col]
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +369,28 @@ mod tests {
                     }
                 }
                 assert!(seen.iter().all(|&n| n == 1), "{name} {what}: {seen:?}");
+            }
+        }
+    }
+
+    /// Every element of a wmma matrix is held by some lane; C and D by exactly one.
+    #[test]
+    fn wmma_fragments_cover_each_matrix() {
+        for name in ["m16n16k16", "m32n8k16", "m8n32k16"] {
+            let s = WmmaShape::parse(name).unwrap();
+            for f in [Fragment::A, Fragment::B, Fragment::C] {
+                let (rows, cols) = s.dims(f);
+                let mut seen = vec![0; rows * cols];
+                for lane in 0..32 {
+                    for e in 0..WmmaShape::per_lane(f) {
+                        let (r, c) = s.at(f, lane, e);
+                        seen[r * cols + c] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&n| n >= 1), "{name} {f:?}");
+                if f == Fragment::C {
+                    assert!(seen.iter().all(|&n| n == 1), "{name} {f:?}");
+                }
             }
         }
     }

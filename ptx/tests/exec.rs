@@ -554,3 +554,53 @@ fn barrier_reductions_over_the_block() {
         assert_eq!(&out[4 * t..4 * t + 4], &[1, 0, 1, 95], "thread {t}");
     }
 }
+
+/// A real nvcc kernel using `wmma` (16×16×16, A by rows, B by columns, C stored by rows):
+/// the product must be the matrix product, whatever fragment layout the machine uses.
+#[test]
+fn wmma_computes_the_matrix_product() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/tensor.nvcc13.compute_80.ptx"
+    ))
+    .unwrap();
+    let program = vgpu_ptx::load(&text).expect("the module loads");
+    let name = "_Z10wmma_16x16PK6__halfS1_Pf";
+    let k = program
+        .kernels
+        .get(name)
+        .unwrap_or_else(|| panic!("refused: {:?}", program.refused.get(name)));
+    let h = |f: f32| half::f16::from_f32(f).to_bits();
+    let a: Vec<f32> = (0..256).map(|i| ((i * 5) % 9) as f32 / 4.0 - 1.0).collect();
+    let b: Vec<f32> = (0..256)
+        .map(|i| ((i * 7) % 13) as f32 / 8.0 - 0.75)
+        .collect();
+    let mem = flat(512 + 512 + 1024);
+    for i in 0..256 {
+        mem.put(2 * i, &h(a[i]).to_le_bytes());
+        mem.put(512 + 2 * i, &h(b[i]).to_le_bytes());
+    }
+    let p = params(&[BASE, BASE + 512, BASE + 1024]);
+    run(
+        k,
+        &Launch {
+            grid: [1, 1, 1],
+            block: [32, 1, 1],
+            dynamic_shared: 0,
+            params: &p,
+            globals: &[],
+            mem: &mem,
+            threads: 1,
+            deadline: Some(Instant::now() + Duration::from_secs(30)),
+        },
+    )
+    .expect("runs");
+    let c = mem.f32s(1024, 256);
+    for r in 0..16 {
+        for col in 0..16 {
+            // B is stored by columns: B[k][col] at col·16 + k.
+            let want: f32 = (0..16).map(|x| a[r * 16 + x] * b[col * 16 + x]).sum();
+            assert_eq!(c[r * 16 + col], want, "C[{r}][{col}]");
+        }
+    }
+}
