@@ -255,14 +255,14 @@ struct Lowering<'a> {
     regs: u32,
     shared: u32,
     local: u32,
-    dynamic_shared: Vec<(String, u32)>,
+    /// Offset of each name of each static `.shared` declaration the kernel may use,
+    /// placed before any code is lowered (see [`Lowering::layout_shared`]).
+    shared_at: HashMap<(*const ast::Variable, usize), u32>,
+    /// Where dynamic shared memory starts: after all the static shared memory.
+    dynamic_at: u32,
     labels: HashMap<String, u32>,
     fixups: Vec<(usize, String, u32)>,
     code: Vec<Inst>,
-}
-
-fn align_up(x: u32, a: u32) -> u32 {
-    x.div_ceil(a.max(1)) * a.max(1)
 }
 
 impl<'a> Lowering<'a> {
@@ -285,7 +285,8 @@ impl<'a> Lowering<'a> {
             regs: 0,
             shared: 0,
             local: 0,
-            dynamic_shared: Vec::new(),
+            shared_at: HashMap::new(),
+            dynamic_at: 0,
             labels: HashMap::new(),
             fixups: Vec::new(),
             code: Vec::new(),
@@ -293,18 +294,8 @@ impl<'a> Lowering<'a> {
     }
 
     fn kernel(mut self, f: &ast::Function, body: &[Statement]) -> Result<Kernel, LowerError> {
-        let mut params = Vec::new();
-        let mut offset = 0u32;
-        for p in &f.params {
-            let size = var_size(p)? as u32;
-            let align = p.align.unwrap_or(elem_size(p)? as u32).max(1);
-            offset = align_up(offset, align);
-            for name in &p.names {
-                self.scopes[0].insert(name.clone(), Name::Param(offset));
-            }
-            params.push(Param { offset, size });
-            offset += size;
-        }
+        let (params, param_bytes) = self.declare_params(f)?;
+        self.layout_shared(body)?;
         for v in self.module_shared {
             self.declare_memory(v)?;
         }
@@ -354,17 +345,12 @@ impl<'a> Lowering<'a> {
                 format!("recursive calls ({a} calls {b}) are not supported"),
             );
         }
-        let dynamic_at = align_up(self.shared, 16);
-        // Dynamic shared memory starts after the static part.
-        for inst in &mut self.code {
-            patch_dynamic(inst, dynamic_at);
-        }
         Ok(Kernel {
             name: f.name.clone(),
             params,
-            param_bytes: offset,
+            param_bytes,
             regs: self.regs,
-            shared_bytes: dynamic_at,
+            shared_bytes: self.dynamic_at,
             local_bytes: self.local,
             frame_bytes: self.frame,
             code: self.code,
@@ -398,11 +384,60 @@ impl<'a> Lowering<'a> {
     }
 
     /// Places `size` bytes aligned to `align` in the call frames.
-    fn frame_slot(&mut self, size: u32, align: u32) -> u32 {
-        self.frame = align_up(self.frame, align);
-        let at = self.frame;
-        self.frame += size;
-        at
+    fn frame_slot(&mut self, size: u64, align: u32, line: u32) -> Result<u32, LowerError> {
+        place(&mut self.frame, size, align, "call frames", line)
+    }
+
+    /// The kernel's parameters, placed in the parameter buffer, and its size.
+    fn declare_params(&mut self, f: &ast::Function) -> Result<(Vec<Param>, u32), LowerError> {
+        let mut params = Vec::new();
+        let mut offset = 0u32;
+        for p in &f.params {
+            let size = var_size(p)?;
+            let align = p.align.unwrap_or(elem_size(p)? as u32).max(1);
+            let at = place(&mut offset, size, align, "parameters", p.line)?;
+            for name in &p.names {
+                self.scopes[0].insert(name.clone(), Name::Param(at));
+            }
+            params.push(Param {
+                offset: at,
+                size: size as u32,
+            });
+        }
+        Ok((params, offset))
+    }
+
+    /// Places every static `.shared` variable the kernel may use — the module's, those of
+    /// its body and those of the module's functions (which it may call) — before any code
+    /// is lowered, so that dynamic shared memory has its final offset from the start.
+    fn layout_shared(&mut self, body: &[Statement]) -> Result<(), LowerError> {
+        fn collect<'s>(body: &'s [Statement], out: &mut Vec<&'s ast::Variable>) {
+            for s in body {
+                match s {
+                    Statement::Decl(v) if v.space == Space::Shared => out.push(v),
+                    Statement::Block(b) => collect(b, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut decls: Vec<&ast::Variable> = self.module_shared.to_vec();
+        collect(body, &mut decls);
+        let mut functions: Vec<&ast::Function> = self.functions.values().copied().collect();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        for f in functions {
+            collect(f.body.as_deref().unwrap_or_default(), &mut decls);
+        }
+        for v in decls.into_iter().filter(|v| v.array.first() != Some(&None)) {
+            let size = var_size(v)?;
+            let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
+            for i in 0..v.names.len() {
+                let at = place(&mut self.shared, size, align, "shared memory", v.line)?;
+                self.shared_at.insert((v as *const ast::Variable, i), at);
+            }
+        }
+        // The static part is at most MAX_SPACE, so this cannot overflow.
+        self.dynamic_at = self.shared.next_multiple_of(16);
+        Ok(())
     }
 
     /// The frame layout of function `name`, placed on first use.
@@ -418,7 +453,7 @@ impl<'a> Lowering<'a> {
             for v in vars {
                 let size = var_size(v)? as u32;
                 let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
-                out.push((self.frame_slot(size, align), size));
+                out.push((self.frame_slot(var_size(v)?, align, v.line)?, size));
             }
             Ok(out)
         };
@@ -443,25 +478,17 @@ impl<'a> Lowering<'a> {
     }
 
     fn declare_memory(&mut self, v: &ast::Variable) -> Result<(), LowerError> {
-        let size = var_size(v)? as u32;
+        let size = var_size(v)?;
         let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
-        for name in &v.names {
+        for (i, name) in v.names.iter().enumerate() {
             let name_kind = match v.space {
-                Space::Shared if v.array.first() == Some(&None) => {
-                    self.dynamic_shared.push((name.clone(), align));
-                    Name::Shared(DYNAMIC_SHARED)
-                }
-                Space::Shared => {
-                    self.shared = align_up(self.shared, align);
-                    let at = self.shared;
-                    self.shared += size;
-                    Name::Shared(at)
-                }
+                Space::Shared if v.array.first() == Some(&None) => Name::Shared(self.dynamic_at),
+                Space::Shared => match self.shared_at.get(&(v as *const ast::Variable, i)) {
+                    Some(&at) => Name::Shared(at),
+                    None => return err(v.line, format!("shared variable {name} was not laid out")),
+                },
                 Space::Local => {
-                    self.local = align_up(self.local, align);
-                    let at = self.local;
-                    self.local += size;
-                    Name::Local(at)
+                    Name::Local(place(&mut self.local, size, align, "local memory", v.line)?)
                 }
                 other => {
                     return err(
@@ -501,10 +528,10 @@ impl<'a> Lowering<'a> {
                     }
                     Space::Shared | Space::Local => self.declare_memory(v)?,
                     Space::Param => {
-                        let size = var_size(v)? as u32;
+                        let size = var_size(v)?;
                         let align = v.align.unwrap_or(elem_size(v)? as u32).max(1);
                         for name in &v.names {
-                            let at = self.frame_slot(size, align);
+                            let at = self.frame_slot(size, align, v.line)?;
                             self.scopes
                                 .last_mut()
                                 .expect("a scope")
@@ -695,37 +722,28 @@ fn recursion(edges: &[(String, String)]) -> Option<(String, String)> {
     visit("", &graph, &mut colour)
 }
 
-/// Placeholder offset of dynamic shared memory until the static size is known.
-const DYNAMIC_SHARED: u32 = u32::MAX;
+/// Most bytes of a kernel's parameters, shared memory, local memory or call frames.
+const MAX_SPACE: u64 = 1 << 30;
 
-fn patch_dynamic(inst: &mut Inst, at: u32) {
-    let fix = |o: &mut i64| {
-        if *o >= i64::from(DYNAMIC_SHARED) {
-            *o = *o - i64::from(DYNAMIC_SHARED) + i64::from(at);
+/// Places `size` bytes aligned to `align` at the end of `counter` (a space being laid
+/// out); refuses a space larger than [`MAX_SPACE`].
+fn place(
+    counter: &mut u32,
+    size: u64,
+    align: u32,
+    what: &str,
+    line: u32,
+) -> Result<u32, LowerError> {
+    let at = u64::from(*counter).next_multiple_of(u64::from(align.max(1)));
+    match at.checked_add(size) {
+        Some(end) if end <= MAX_SPACE => {
+            *counter = end as u32;
+            Ok(at as u32)
         }
-    };
-    match &mut inst.op {
-        Op::Ld {
-            space: MemSpace::Shared,
-            addr,
-            ..
-        }
-        | Op::St {
-            space: MemSpace::Shared,
-            addr,
-            ..
-        }
-        | Op::Atom {
-            space: MemSpace::Shared,
-            addr,
-            ..
-        } => fix(&mut addr.offset),
-        Op::Mov { a: Src::Imm(v), .. }
-            if *v >= u64::from(DYNAMIC_SHARED) && *v < u64::from(DYNAMIC_SHARED) << 1 =>
-        {
-            *v = *v - u64::from(DYNAMIC_SHARED) + u64::from(at);
-        }
-        _ => {}
+        _ => err(
+            line,
+            format!("{what} of more than {MAX_SPACE} bytes is not supported"),
+        ),
     }
 }
 
@@ -1949,15 +1967,8 @@ pub struct Checked<'m> {
 pub fn check_instructions<'m>(m: &Module, f: &'m ast::Function) -> Result<Checked<'m>, LowerError> {
     let (globals, module_shared, functions) = module_names(m)?;
     let mut l = Lowering::new(&globals, &module_shared, &functions);
-    let mut offset = 0u32;
-    for p in &f.params {
-        let align = p.align.unwrap_or(elem_size(p)? as u32).max(1);
-        offset = align_up(offset, align);
-        for name in &p.names {
-            l.scopes[0].insert(name.clone(), Name::Param(offset));
-        }
-        offset += var_size(p)? as u32;
-    }
+    l.declare_params(f)?;
+    l.layout_shared(f.body.as_deref().unwrap_or_default())?;
     for v in l.module_shared {
         l.declare_memory(v)?;
     }

@@ -604,3 +604,53 @@ fn wmma_computes_the_matrix_product() {
         }
     }
 }
+
+/// Immediates are values, whatever their size: a 64-bit constant just above 2^32 is stored
+/// unchanged, next to dynamic shared memory used through its symbol.
+#[test]
+fn large_immediates_and_dynamic_shared_memory() {
+    let ptx = format!(
+        "{HEADER}
+.extern .shared .align 16 .b8 dyn[];
+.visible .entry big(.param .u64 out)
+{{
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b8 fixed[20];
+    ld.param.u64 %rd1, [out];
+    mov.u64 %rd2, 4294967296;
+    st.global.u64 [%rd1], %rd2;
+    mov.u64 %rd3, 8589934000;
+    st.global.u64 [%rd1+8], %rd3;
+    mov.u32 %r1, dyn;
+    mov.u32 %r2, fixed;
+    st.shared.u32 [dyn+4], 77;
+    ld.shared.u32 %r3, [%r1+4];
+    st.global.v2.u32 [%rd1+16], {{%r1, %r3}};
+    st.global.u32 [%rd1+24], %r2;
+    ret;
+}}"
+    );
+    let mem = flat(32);
+    let program = vgpu_ptx::load(&ptx).unwrap();
+    let k = &program.kernels["big"];
+    run(
+        k,
+        &Launch {
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            dynamic_shared: 64,
+            params: &params(&[BASE]),
+            globals: &[],
+            mem: &mem,
+            threads: 1,
+            deadline: None,
+        },
+    )
+    .unwrap();
+    let w = mem.u32s(0, 7);
+    assert_eq!(u64::from(w[0]) | u64::from(w[1]) << 32, 4294967296);
+    assert_eq!(u64::from(w[2]) | u64::from(w[3]) << 32, 8589934000);
+    // Dynamic shared memory starts after the static 20 bytes, aligned to 16.
+    assert_eq!((w[4], w[5], w[6]), (32, 77, 0));
+}
