@@ -21,7 +21,7 @@
 
 use crate::ir::*;
 use crate::lower::SINK;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -119,6 +119,9 @@ pub enum Fault {
         /// PTX line.
         line: u32,
     },
+    /// The block's state does not fit (CUDA's LAUNCH_OUT_OF_RESOURCES).
+    #[error("out of resources: {0}")]
+    OutOfResources(String),
     /// The launch ran past its deadline.
     #[error("the launch ran past its time limit")]
     Timeout,
@@ -155,6 +158,25 @@ pub const MAX_SHARED: u64 = 228 << 10;
 pub const MAX_CALL_DEPTH: usize = 64;
 /// Most local memory of a thread.
 pub const MAX_LOCAL: u32 = 512 << 10;
+/// Most host memory one block's state may take (registers, local memory and call frames
+/// of its threads, its shared memory); a launch that needs more fails with
+/// [`Fault::OutOfResources`], as a GPU refuses a block it cannot fit.
+pub const MAX_BLOCK_BYTES: u64 = 512 << 20;
+
+/// `n` zeroed values, or [`Fault::OutOfResources`] when the host has no room for them.
+fn zeroed<T: Clone + Default>(n: usize) -> Result<Vec<T>, Fault> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Fault::OutOfResources(format!("{n} values of block state")))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// Bytes of host memory a block of `threads` threads of `k` takes.
+fn block_bytes(k: &Kernel, threads: u64, shared: u64) -> u64 {
+    let per_thread = u64::from(k.regs) * 8 + u64::from(k.local_bytes) + u64::from(k.frame_bytes);
+    threads.next_multiple_of(LANES as u64) * per_thread + shared
+}
 
 /// Runs `k` over the launch's grid.
 pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
@@ -183,41 +205,49 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
             k.param_bytes
         )));
     }
-    let next = AtomicU32::new(0);
+    let bytes = block_bytes(k, nthreads, shared);
+    if bytes > MAX_BLOCK_BYTES {
+        return Err(Fault::OutOfResources(format!(
+            "a block of {nthreads} threads needs {bytes} bytes of state"
+        )));
+    }
+    let threads = l.threads.max(1).min(nblocks as usize);
+    // Every worker's block state is allocated before any starts, and fallibly.
+    let mut states = Vec::new();
+    for _ in 0..threads {
+        states.push(BlockState::new(k, l, shared as usize)?);
+    }
+    let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let fault: Mutex<Option<Fault>> = Mutex::new(None);
-    let worker = || {
-        let mut block = BlockState::new(k, l, shared as usize);
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let b = u64::from(next.fetch_add(1, Ordering::Relaxed));
-            if b >= nblocks {
-                return;
-            }
-            let gx = u64::from(l.grid[0]);
-            let gy = u64::from(l.grid[1]);
-            let ctaid = [
-                (b % gx) as u32,
-                ((b / gx) % gy) as u32,
-                (b / (gx * gy)) as u32,
-            ];
-            if let Err(f) = block.run(ctaid) {
-                stop.store(true, Ordering::Relaxed);
-                let mut slot = fault.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert(f);
-                return;
-            }
+    let worker = |mut block: BlockState<'_, '_>| loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let b = next.fetch_add(1, Ordering::Relaxed);
+        if b >= nblocks {
+            return;
+        }
+        let gx = u64::from(l.grid[0]);
+        let gy = u64::from(l.grid[1]);
+        let ctaid = [
+            (b % gx) as u32,
+            ((b / gx) % gy) as u32,
+            (b / (gx * gy)) as u32,
+        ];
+        if let Err(f) = block.run(ctaid) {
+            stop.store(true, Ordering::Relaxed);
+            let mut slot = fault.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(f);
+            return;
         }
     };
-    let threads = l.threads.max(1).min(nblocks as usize);
-    if threads == 1 {
-        worker();
+    if states.len() == 1 {
+        worker(states.pop().expect("one state"));
     } else {
         std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(worker);
+            for block in states {
+                s.spawn(|| worker(block));
             }
         });
     }
@@ -272,39 +302,38 @@ fn lanes(mask: u32) -> impl Iterator<Item = usize> {
 }
 
 impl<'k, 'l> BlockState<'k, 'l> {
-    fn new(k: &'k Kernel, l: &'l Launch<'l>, shared: usize) -> Self {
+    fn new(k: &'k Kernel, l: &'l Launch<'l>, shared: usize) -> Result<Self, Fault> {
         let n: u32 = l.block.iter().product();
         let nwarps = n.div_ceil(LANES as u32);
-        let warps = (0..nwarps)
-            .map(|w| {
-                let count = (n - w * LANES as u32).min(LANES as u32);
-                Warp {
-                    regs: vec![0; k.regs as usize * LANES],
-                    pc: [0; LANES],
-                    valid: if count == 32 {
-                        u32::MAX
-                    } else {
-                        (1 << count) - 1
-                    },
-                    exited: 0,
-                    at_bar: 0,
-                    local: vec![0; k.local_bytes as usize * LANES],
-                    frame: vec![0; k.frame_bytes as usize * LANES],
-                    stack: vec![Vec::new(); LANES],
-                    first: w * LANES as u32,
-                }
-            })
-            .collect();
-        BlockState {
+        let mut warps = Vec::new();
+        for w in 0..nwarps {
+            let count = (n - w * LANES as u32).min(LANES as u32);
+            warps.push(Warp {
+                regs: zeroed(k.regs as usize * LANES)?,
+                pc: [0; LANES],
+                valid: if count == 32 {
+                    u32::MAX
+                } else {
+                    (1 << count) - 1
+                },
+                exited: 0,
+                at_bar: 0,
+                local: zeroed(k.local_bytes as usize * LANES)?,
+                frame: zeroed(k.frame_bytes as usize * LANES)?,
+                stack: vec![Vec::new(); LANES],
+                first: w * LANES as u32,
+            });
+        }
+        Ok(BlockState {
             k,
             l,
-            shared: vec![0; shared],
+            shared: zeroed(shared)?,
             warps,
             ctaid: [0; 3],
             steps: 0,
             red: None,
             red_dests: Vec::new(),
-        }
+        })
     }
 
     fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Fault> {

@@ -695,7 +695,7 @@ pub struct Global {
     pub size: u64,
     /// Alignment.
     pub align: u32,
-    /// Initial bytes (zeros when not initialized).
+    /// Initial bytes (empty when the variable has no initializer: it starts zeroed).
     pub init: Vec<u8>,
     /// `.const` rather than `.global`.
     pub constant: bool,

@@ -72,6 +72,7 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
     let mut prog = Program::default();
     let (globals, module_shared, functions) = module_names(m)?;
     let mut bad: HashMap<u32, LowerError> = HashMap::new();
+    let mut init_bytes = 0u64;
     for v in m
         .globals
         .iter()
@@ -94,6 +95,13 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
                     }
                 }
             };
+            init_bytes += g.init.len() as u64;
+            if init_bytes > MAX_INIT_BYTES {
+                return err(
+                    v.line,
+                    format!("more than {MAX_INIT_BYTES} bytes of initialized variables"),
+                );
+            }
             prog.globals.push(g);
         }
     }
@@ -170,8 +178,17 @@ fn global(
             format!("{name}: a module variable of {size} bytes is too large"),
         );
     }
-    let mut init = vec![0u8; size as usize];
+    // Initial bytes only where there is an initializer: a variable without one is zeroed
+    // device memory, and nothing is allocated for it here.
+    let mut init = Vec::new();
     if let Some(i) = &v.init {
+        if size > MAX_INIT_BYTES {
+            return err(
+                v.line,
+                format!("{name}: an initialized variable of {size} bytes is too large"),
+            );
+        }
+        init = vec![0u8; size as usize];
         let es = elem_size(v)? as usize / v.vector.unwrap_or(1) as usize;
         let ty = Ty::parse(&v.ty).unwrap_or(Ty::U8);
         let mut values = Vec::new();
@@ -519,6 +536,12 @@ impl<'a> Lowering<'a> {
                         }
                         for name in &v.names {
                             let r = self.regs;
+                            if r >= MAX_REGISTERS {
+                                return err(
+                                    v.line,
+                                    format!("more than {MAX_REGISTERS} registers in one kernel"),
+                                );
+                            }
                             self.regs += 1;
                             self.scopes
                                 .last_mut()
@@ -721,6 +744,13 @@ fn recursion(edges: &[(String, String)]) -> Option<(String, String)> {
     let mut colour = HashMap::new();
     visit("", &graph, &mut colour)
 }
+
+/// Most registers of a kernel and the functions it calls (the largest kernel of a
+/// registry ggml-cuda build declares about 42,000).
+pub const MAX_REGISTERS: u32 = 1 << 17;
+
+/// Most bytes of initial values of a module's variables.
+pub const MAX_INIT_BYTES: u64 = 64 << 20;
 
 /// Most bytes of a kernel's parameters, shared memory, local memory or call frames.
 const MAX_SPACE: u64 = 1 << 30;

@@ -50,8 +50,8 @@
 //! coordinate vector (`tex.2d.v4.f32.f32 {..}, [tex, {%f1, %f2}];`, `suld`, the tensor
 //! copies of `cp.async.bulk.tensor`), several names of one declaration with different array
 //! sizes or with initializers, a parameterized register declaration of more than 2^20
-//! registers, integers beyond 64 bits, `.alias` and any other directive not named here,
-//! and of course anything that is not PTX.
+//! registers (or more than 2^21 in a whole module), integers beyond 64 bits, `.alias` and
+//! any other directive not named here, and of course anything that is not PTX.
 
 use std::collections::HashSet;
 
@@ -65,6 +65,9 @@ pub const MAX_DEPTH: usize = 64;
 
 /// The most registers one parameterized declaration (`%r<N>`) may declare.
 const MAX_PARAMETERIZED: u64 = 1 << 20;
+/// Most register names all parameterized declarations of a module may expand to (the
+/// largest module of a registry ggml-cuda build declares about 440,000).
+pub const MAX_EXPANDED_REGISTERS: u64 = 1 << 21;
 
 /// Performance directives that may follow a function's signature.
 const PERFORMANCE_DIRECTIVES: &[&str] = &[
@@ -432,6 +435,8 @@ struct Parser<'a> {
     depth: usize,
     /// Per open scope, the names without `%` that its `.reg` declarations declared.
     bare_regs: Vec<HashSet<String>>,
+    /// Register names parameterized declarations have expanded to so far.
+    expanded: u64,
 }
 
 fn space_of(name: &str) -> Option<Space> {
@@ -474,6 +479,7 @@ impl<'a> Parser<'a> {
             ahead,
             depth: 0,
             bare_regs: Vec::new(),
+            expanded: 0,
         }
     }
 
@@ -815,6 +821,13 @@ impl<'a> Parser<'a> {
                     return Err(self.error(
                         at_count,
                         format!("more than {MAX_PARAMETERIZED} registers in one declaration"),
+                    ));
+                }
+                self.expanded += count;
+                if self.expanded > MAX_EXPANDED_REGISTERS {
+                    return Err(self.error(
+                        at_count,
+                        format!("more than {MAX_EXPANDED_REGISTERS} registers in one module"),
                     ));
                 }
                 self.expect(b'>', "closing the register count")?;

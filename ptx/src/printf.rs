@@ -9,6 +9,8 @@ use crate::exec::Fault;
 
 /// Longest format or `%s` string read from device memory.
 const MAX_STRING: usize = 4096;
+/// Widest field and longest precision honoured (a format from the guest asks for any).
+const MAX_FIELD: usize = 1024;
 
 /// Reads `size` bytes at a generic address.
 pub type Load<'a> = dyn FnMut(u64, u32) -> Result<u64, Fault> + 'a;
@@ -134,14 +136,14 @@ pub fn format(load: &mut Load<'_>, fmt: u64, args: u64) -> Result<String, Fault>
             i += 1;
         }
         while let Some(d @ b'0'..=b'9') = f.get(i) {
-            sp.width = sp.width * 10 + usize::from(d - b'0');
+            sp.width = (sp.width * 10 + usize::from(d - b'0')).min(MAX_FIELD);
             i += 1;
         }
         if f.get(i) == Some(&b'.') {
             i += 1;
             let mut p = 0;
             while let Some(d @ b'0'..=b'9') = f.get(i) {
-                p = p * 10 + usize::from(d - b'0');
+                p = (p * 10 + usize::from(d - b'0')).min(MAX_FIELD);
                 i += 1;
             }
             sp.prec = Some(p);
@@ -302,5 +304,13 @@ mod tests {
             run("%g %c %+d", &[d, 5i32.to_le_bytes().to_vec()].concat()),
             "1e-05 Z +5"
         );
+    }
+
+    /// A hostile format cannot make the device allocate or loop without bound.
+    #[test]
+    fn huge_widths_and_precisions_are_capped() {
+        let a = pack(&[(&1u32.to_le_bytes(), 4), (&1.0f64.to_le_bytes(), 8)]);
+        let s = run("%99999999999999999999d%.99999999999999999999f", &a);
+        assert_eq!(s.len(), MAX_FIELD + 2 + MAX_FIELD);
     }
 }

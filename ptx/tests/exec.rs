@@ -654,3 +654,60 @@ fn large_immediates_and_dynamic_shared_memory() {
     // Dynamic shared memory starts after the static 20 bytes, aligned to 16.
     assert_eq!((w[4], w[5], w[6]), (32, 77, 0));
 }
+
+/// What a hostile module asks for is bounded: register names, registers, shared memory,
+/// initialized variables, and the state of a block are refused beyond their limits, with
+/// an error, before anything that large is allocated.
+#[test]
+fn hostile_sizes_are_refused() {
+    let load = |body: &str| vgpu_ptx::load(&format!("{HEADER}{body}"));
+    // More register names than a module may declare.
+    let many = ".visible .entry k() { .reg .b32 %a<1048576>; .reg .b32 %b<1048576>; \
+                .reg .b32 %c<1048576>; ret; }";
+    let e = load(many).expect_err("refused").to_string();
+    assert!(e.contains("registers in one module"), "{e}");
+    // More registers than a kernel may use: the kernel is refused, the module loads.
+    let p = load(".visible .entry k() { .reg .b32 %r<131073>; ret; }").unwrap();
+    assert!(
+        p.refused["k"].message.contains("registers in one kernel"),
+        "{:?}",
+        p.refused
+    );
+    // Shared memory past 1 GiB, in u32 terms past the wrap-around.
+    let p = load(".visible .entry k() { .shared .b8 s[4294967300]; ret; }").unwrap();
+    assert!(
+        p.refused["k"].message.contains("shared memory"),
+        "{:?}",
+        p.refused
+    );
+    // An initialized variable larger than a module may carry: kept zeroed and unallocated,
+    // and the kernels that use it are refused.
+    let p = load(
+        ".global .u8 g[100000000] = {1};
+         .visible .entry k() { .reg .b64 %rd1; mov.u64 %rd1, g; ret; }",
+    )
+    .unwrap();
+    assert!(p.globals[0].init.is_empty());
+    assert!(
+        p.refused["k"].message.contains("too large"),
+        "{:?}",
+        p.refused
+    );
+    // A block whose state does not fit: the launch fails, nothing is allocated.
+    let p = load(".visible .entry k() { .reg .b64 %r<100000>; ret; }").unwrap();
+    let mem = flat(16);
+    let r = run(
+        &p.kernels["k"],
+        &Launch {
+            grid: [1, 1, 1],
+            block: [1024, 1, 1],
+            dynamic_shared: 0,
+            params: &[],
+            globals: &[],
+            mem: &mem,
+            threads: 1,
+            deadline: None,
+        },
+    );
+    assert!(matches!(r, Err(Fault::OutOfResources(_))), "{r:?}");
+}

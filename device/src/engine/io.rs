@@ -287,7 +287,11 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
                 lock(&engine.modules).insert(header.sha256, image);
                 Ok(Arc::new(image.to_vec()))
             };
-            let loaded = image.and_then(|img| pd.ctx().module_load(&img).map_err(|s| (s, 0)));
+            let loaded = image.and_then(|img| {
+                pd.ctx()
+                    .module_load(&img, &header.sha256)
+                    .map_err(|s| (s, 0))
+            });
             match loaded {
                 Ok((module, funcs)) => {
                     let table = encode_module_info(module, &funcs);

@@ -296,8 +296,13 @@ pub trait Context: Send {
     fn get_limit(&self, limit: u32) -> Result<u64, Status>;
     /// CTX_SET_LIMIT.
     fn set_limit(&mut self, limit: u32, value: u64) -> Result<(), Status>;
-    /// MODULE_LOAD: the module handle and its functions (handles filled in).
-    fn module_load(&mut self, image: &[u8]) -> Result<(u64, Vec<FunctionEntry>), Status>;
+    /// MODULE_LOAD of `image`, whose SHA-256 (`sha256`) the engine has checked: the module
+    /// handle and its functions (handles filled in).
+    fn module_load(
+        &mut self,
+        image: &[u8],
+        sha256: &[u8; 32],
+    ) -> Result<(u64, Vec<FunctionEntry>), Status>;
     /// MODULE_UNLOAD.
     fn module_unload(&mut self, module: u64, done: Ticket);
     /// MODULE_GET_GLOBAL: (address, size).

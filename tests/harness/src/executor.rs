@@ -315,7 +315,11 @@ impl Context for FakeContext {
         self.call("set_limit", format!("{limit} {value}"))
     }
 
-    fn module_load(&mut self, image: &[u8]) -> Result<(u64, Vec<FunctionEntry>), Status> {
+    fn module_load(
+        &mut self,
+        image: &[u8],
+        _sha256: &[u8; 32],
+    ) -> Result<(u64, Vec<FunctionEntry>), Status> {
         self.call("module_load", format!("{} bytes", image.len()))?;
         self.counts.modules += 1;
         Ok((self.handle(), Vec::new()))

@@ -351,7 +351,11 @@ impl Context for SoftContext {
         self.shared.set_limit(limit, value)
     }
 
-    fn module_load(&mut self, image: &[u8]) -> Result<(u64, Vec<FunctionEntry>), Status> {
+    fn module_load(
+        &mut self,
+        image: &[u8],
+        sha256: &[u8; 32],
+    ) -> Result<(u64, Vec<FunctionEntry>), Status> {
         let room = if self.limits.max_objects == 0 {
             u64::MAX
         } else {
@@ -360,15 +364,12 @@ impl Context for SoftContext {
         let handles = &mut self.handles;
         let mut next =
             |module: bool| handles.next(if module { Kind::Module } else { Kind::Function });
-        modules::load(
-            &self.shared,
-            image,
-            self.sm,
-            self.reference_kernels,
-            &self.programs,
-            &mut next,
-            room,
-        )
+        let loader = modules::Loader {
+            sm: self.sm,
+            reference_kernels: self.reference_kernels,
+            cache: &self.programs,
+        };
+        modules::load(&self.shared, &loader, image, sha256, &mut next, room)
     }
 
     fn module_unload(&mut self, module: u64, done: Ticket) {

@@ -129,18 +129,18 @@ fn image_status(e: &ImageError) -> Status {
 /// handle and the function table.
 pub(super) fn load(
     sh: &Shared,
+    loader: &Loader<'_>,
     image: &[u8],
-    sm: u32,
-    reference_kernels: bool,
-    cache: &ProgramCache,
+    sha256: &[u8; 32],
     next: &mut dyn FnMut(bool) -> u64,
     room: u64,
 ) -> Result<(u64, Vec<FunctionEntry>), Status> {
+    let (sm, reference_kernels) = (loader.sm, loader.reference_kernels);
     let img = vgpu_fatbin::parse_image(image, sm).map_err(|e| {
         log::warn!("module image refused: {e}");
         image_status(&e)
     })?;
-    let programs = cache.programs(image, sm);
+    let programs = loader.cache.programs(image, sha256, sm);
     let need = 1 + img.kernels.len() as u64 + img.globals.len() as u64;
     if need > room {
         log::warn!("module with {need} objects exceeds the PD's object limit");
@@ -362,15 +362,31 @@ pub fn check_launch(
     Ok(())
 }
 
+/// How a context loads modules.
+pub struct Loader<'a> {
+    /// The device's compute capability as an sm number.
+    pub sm: u32,
+    /// Whether kernels without PTX may run through their CPU reference.
+    pub reference_kernels: bool,
+    /// The device's checked programs.
+    pub cache: &'a ProgramCache,
+}
+
 /// Checked PTX programs by image (its SHA-256 and the compute capability), shared by the
 /// contexts of a device so that a module is parsed and checked once, not once per process
-/// that loads it. Holds at most [`ProgramCache::CAPACITY`] images, forgetting the oldest.
+/// that loads it. Holds the programs of at most [`ProgramCache::CAPACITY`] images and
+/// [`ProgramCache::MAX_IMAGE_BYTES`] of their images, forgetting the oldest.
 #[derive(Default)]
 pub struct ProgramCache {
-    entries: std::sync::Mutex<(
-        HashMap<ImageKey, Programs>,
-        std::collections::VecDeque<ImageKey>,
-    )>,
+    entries: std::sync::Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    programs: HashMap<ImageKey, Programs>,
+    /// Oldest first, with each image's size.
+    order: std::collections::VecDeque<(ImageKey, u64)>,
+    bytes: u64,
 }
 
 /// An image's SHA-256 and the compute capability it was checked for.
@@ -381,22 +397,28 @@ type Programs = Arc<[Arc<vgpu_ptx::ir::Program>]>;
 impl ProgramCache {
     /// Images kept.
     pub const CAPACITY: usize = 512;
+    /// Bytes of images whose programs are kept (the programs take a few times as much).
+    pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
 
-    /// The checked programs of `image` for compute capability `sm`.
-    fn programs(&self, image: &[u8], sm: u32) -> Programs {
-        use sha2::Digest;
-        let key = (<[u8; 32]>::from(sha2::Sha256::digest(image)), sm);
-        if let Some(p) = vgpu_os::lock(&self.entries).0.get(&key) {
+    /// The checked programs of `image` (whose SHA-256 is `sha256`) for compute capability
+    /// `sm`.
+    fn programs(&self, image: &[u8], sha256: &[u8; 32], sm: u32) -> Programs {
+        let key = (*sha256, sm);
+        if let Some(p) = vgpu_os::lock(&self.entries).programs.get(&key) {
             return p.clone();
         }
         let programs: Programs = ptx_programs(image, sm).into_iter().map(Arc::new).collect();
+        let size = image.len() as u64;
         let mut e = vgpu_os::lock(&self.entries);
-        if e.0.insert(key, programs.clone()).is_none() {
-            e.1.push_back(key);
-            while e.1.len() > Self::CAPACITY {
-                if let Some(old) = e.1.pop_front() {
-                    e.0.remove(&old);
-                }
+        if size <= Self::MAX_IMAGE_BYTES && e.programs.insert(key, programs.clone()).is_none() {
+            e.order.push_back((key, size));
+            e.bytes += size;
+            while e.order.len() > Self::CAPACITY || e.bytes > Self::MAX_IMAGE_BYTES {
+                let Some((old, n)) = e.order.pop_front() else {
+                    break;
+                };
+                e.programs.remove(&old);
+                e.bytes -= n;
             }
         }
         programs
@@ -545,6 +567,7 @@ fn fault_status(f: &vgpu_ptx::exec::Fault) -> Status {
         Fault::Trap { .. } | Fault::StackOverflow { .. } => Status::LAUNCH_FAILED,
         Fault::Timeout => Status::LAUNCH_TIMEOUT,
         Fault::BadLaunch(_) => Status::INVALID_VALUE,
+        Fault::OutOfResources(_) => Status::LAUNCH_OUT_OF_RESOURCES,
     }
 }
 
