@@ -99,9 +99,7 @@ pub fn bin(op: BinOp, ty: Ty, a: u64, b: u64, ftz: bool, sat: bool) -> u64 {
                 // Bitwise operations on .f32 do not exist; the checker keeps them out.
                 _ => f32::NAN,
             };
-            let r = if sat { r.clamp(0.0, 1.0) } else { r };
-            let r = if sat && r.is_nan() { 0.0 } else { r };
-            bits32(if ftz { flush(r) } else { r })
+            f32_result(r, ftz, sat)
         }
         Ty::F64 => {
             let r = float_bin(op, f64_of(a), f64_of(b));
@@ -236,11 +234,7 @@ pub fn mad(ty: Ty, mode: u8, a: u64, b: u64, c: u64, ftz: bool, sat: bool) -> u6
             if ftz {
                 (x, y, z) = (flush(x), flush(y), flush(z));
             }
-            let mut r = x.mul_add(y, z);
-            if sat {
-                r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
-            }
-            bits32(if ftz { flush(r) } else { r })
+            f32_result(x.mul_add(y, z), ftz, sat)
         }
         Ty::F64 => f64_of(a).mul_add(f64_of(b), f64_of(c)).to_bits(),
         _ => {
@@ -321,6 +315,20 @@ fn f32_directed(hi: f64, lo: f64, r: Round) -> f32 {
     }
 }
 
+/// An f32 result as a register value, saturated (`.sat`) and flushed (`.ftz`) as asked.
+fn f32_result(r: f32, ftz: bool, sat: bool) -> u64 {
+    let r = if sat {
+        if r.is_nan() {
+            0.0
+        } else {
+            r.clamp(0.0, 1.0)
+        }
+    } else {
+        r
+    };
+    bits32(if ftz { flush(r) } else { r })
+}
+
 /// [`bin`] with a rounding mode (directed modes for f32 `add`/`sub`/`mul`) and `.NaN`.
 #[allow(clippy::too_many_arguments)]
 pub fn bin_rounded(
@@ -360,11 +368,7 @@ pub fn bin_rounded(
         // The product of two f32 is exact in f64.
         _ => (x * y, 0.0),
     };
-    let mut r = f32_directed(hi, lo, round);
-    if sat {
-        r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
-    }
-    bits32(if ftz { flush(r) } else { r })
+    f32_result(f32_directed(hi, lo, round), ftz, sat)
 }
 
 /// [`mad`] with a rounding mode (directed modes for f32 `fma`).
@@ -387,11 +391,7 @@ pub fn mad_rounded(
         (x, y, z) = (flush(x), flush(y), flush(z));
     }
     let (hi, lo) = two_sum(f64::from(x) * f64::from(y), f64::from(z));
-    let mut r = f32_directed(hi, lo, round);
-    if sat {
-        r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
-    }
-    bits32(if ftz { flush(r) } else { r })
+    f32_result(f32_directed(hi, lo, round), ftz, sat)
 }
 
 /// A unary operation.
