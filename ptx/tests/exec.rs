@@ -20,6 +20,20 @@ fn params(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
+/// A launch of `grid` blocks of `block` threads on two host threads, ending within 30 s.
+fn launch_of<'a>(grid: u32, block: u32, mem: &'a Flat, params: &'a [u8]) -> Launch<'a> {
+    Launch {
+        grid: [grid, 1, 1],
+        block: [block, 1, 1],
+        dynamic_shared: 0,
+        params,
+        globals: &[],
+        mem,
+        threads: 2,
+        deadline: Some(Instant::now() + Duration::from_secs(30)),
+    }
+}
+
 /// Runs kernel `name` of `ptx` and returns how it ended.
 fn launch(ptx: &str, name: &str, grid: u32, block: u32, mem: &Flat, p: &[u8]) -> Result<(), Fault> {
     launch_with(
@@ -50,12 +64,8 @@ fn launch_with(
         &Launch {
             grid,
             block,
-            dynamic_shared: 0,
-            params: p,
-            globals: &[],
-            mem,
-            threads: 2,
             deadline: Some(Instant::now() + limit),
+            ..launch_of(1, 1, mem, p)
         },
     )
 }
@@ -425,14 +435,8 @@ fn device_functions_local_arrays_and_printf_from_nvcc() {
     run(
         k,
         &Launch {
-            grid: [2, 1, 1],
-            block: [32, 1, 1],
-            dynamic_shared: 0,
-            params: &p,
             globals: &addrs,
-            mem: &mem,
-            threads: 2,
-            deadline: Some(Instant::now() + Duration::from_secs(30)),
+            ..launch_of(2, 32, &mem, &p)
         },
     )
     .expect("runs");
@@ -489,20 +493,7 @@ fn ldmatrix_feeds_mma_as_the_isa_lays_out() {
         mem.put(512 + 4 * l, &w.to_le_bytes());
     }
     let p = params(&[BASE, BASE + 512, BASE + 640]);
-    run(
-        k,
-        &Launch {
-            grid: [1, 1, 1],
-            block: [32, 1, 1],
-            dynamic_shared: 0,
-            params: &p,
-            globals: &[],
-            mem: &mem,
-            threads: 1,
-            deadline: Some(Instant::now() + Duration::from_secs(30)),
-        },
-    )
-    .expect("runs");
+    run(k, &launch_of(1, 32, &mem, &p)).expect("runs");
     let d = mem.f32s(640, 128);
     let bk = |kk: usize, n: usize| b[4 * n + kk / 2][kk % 2];
     for l in 0..32 {
@@ -581,20 +572,7 @@ fn wmma_computes_the_matrix_product() {
         mem.put(512 + 2 * i, &h(b[i]).to_le_bytes());
     }
     let p = params(&[BASE, BASE + 512, BASE + 1024]);
-    run(
-        k,
-        &Launch {
-            grid: [1, 1, 1],
-            block: [32, 1, 1],
-            dynamic_shared: 0,
-            params: &p,
-            globals: &[],
-            mem: &mem,
-            threads: 1,
-            deadline: Some(Instant::now() + Duration::from_secs(30)),
-        },
-    )
-    .expect("runs");
+    run(k, &launch_of(1, 32, &mem, &p)).expect("runs");
     let c = mem.f32s(1024, 256);
     for r in 0..16 {
         for col in 0..16 {
@@ -637,14 +615,8 @@ fn large_immediates_and_dynamic_shared_memory() {
     run(
         k,
         &Launch {
-            grid: [1, 1, 1],
-            block: [1, 1, 1],
             dynamic_shared: 64,
-            params: &params(&[BASE]),
-            globals: &[],
-            mem: &mem,
-            threads: 1,
-            deadline: None,
+            ..launch_of(1, 1, &mem, &params(&[BASE]))
         },
     )
     .unwrap();
@@ -696,18 +668,6 @@ fn hostile_sizes_are_refused() {
     // A block whose state does not fit: the launch fails, nothing is allocated.
     let p = load(".visible .entry k() { .reg .b64 %r<100000>; ret; }").unwrap();
     let mem = flat(16);
-    let r = run(
-        &p.kernels["k"],
-        &Launch {
-            grid: [1, 1, 1],
-            block: [1024, 1, 1],
-            dynamic_shared: 0,
-            params: &[],
-            globals: &[],
-            mem: &mem,
-            threads: 1,
-            deadline: None,
-        },
-    );
+    let r = run(&p.kernels["k"], &launch_of(1, 1024, &mem, &[]));
     assert!(matches!(r, Err(Fault::OutOfResources(_))), "{r:?}");
 }
