@@ -7,9 +7,9 @@
 #
 # The soft device reports compute capability 7.5 here: registry builds carry compute_75 PTX
 # only, and ggml chooses its kernels by the device's capability (on 8.0 and later it picks
-# variants that the compute_75 PTX holds only as stubs that trap). libcublas.so.12 and
-# libcublasLt.so.12 are stand-ins that let the loader resolve ggml's imports and answer
-# NOT_SUPPORTED (tests/ggml/cublas_standin.c); none of these ops calls cuBLAS.
+# variants that the compute_75 PTX holds only as stubs that trap). The products with more
+# columns than ggml's own kernels take go through vgpu's libcublas.so.12 (GEMM, and the
+# strided-batched GEMM of an attention K·Q product): no NVIDIA library is on the path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
@@ -35,12 +35,8 @@ base=$(basename "$(ls "$lib"/libggml-base-*.so*)")
 cpu=$(basename "$(ls "$lib"/libggml-cpu-*.so)")
 cuda=$(basename "$(ls "$lib"/libggml-cuda-*.so)")
 
-# The cuBLAS stand-ins and the test program.
-echo 'libcublas.so.12 { global: *; };' > "$dir/cublas.map"
-cc -shared -fPIC -Wall -Werror -o "$dir/libcublas.so.12" -Wl,-soname,libcublas.so.12 \
-  -Wl,--version-script="$dir/cublas.map" tests/ggml/cublas_standin.c
-echo 'int vgpu_cublaslt_standin;' | cc -shared -fPIC -x c -o "$dir/libcublasLt.so.12" \
-  -Wl,-soname,libcublasLt.so.12 -
+# The test program.
+rm -f "$dir/libcublas.so.12" "$dir/libcublasLt.so.12" "$dir/cublas.map"
 cc -O1 -Wall -Werror -o "$dir/ggml_ops" tests/ggml/ggml_ops.c -L"$lib" -l:"$base" -l:"$cpu" \
   -l:"$cuda" -lm -Wl,--allow-shlib-undefined
 
@@ -51,5 +47,14 @@ work=$(mktemp -d)
 trap 'stop_stack; rm -rf "$work"' EXIT
 start_stack "$profile" "$work" --memory 4G --compute-capability 7.5 --no-reference-kernels
 
-VGPU_SOCKET=$work/vgpu.sock LD_LIBRARY_PATH="$dir:$PWD/target/shims:$lib" \
-  timeout 600 "$dir/ggml_ops"
+# libcublas logs each GEMM it posts at debug level: the products meant for cuBLAS must
+# have reached it (a newer ggml could pick its own kernels for them instead).
+VGPU_SOCKET=$work/vgpu.sock LD_LIBRARY_PATH="$PWD/target/shims:$lib" \
+  VGPU_LOG=warn,vgpu_cublas=debug timeout 600 "$dir/ggml_ops" 2> "$work/stderr" ||
+  { cat "$work/stderr" >&2; exit 1; }
+grep -v 'vgpu_cublas' "$work/stderr" >&2 || true
+for f in cublasSgemm_v2 cublasGemmEx 'cublasGemm(Strided)?BatchedEx'; do
+  n=$(grep -cE "libcublas: $f:" "$work/stderr" || true)
+  echo "libcublas: $f called $n times"
+  [ "$n" -gt 0 ] || { echo "ggml-ops: ggml never called $f" >&2; exit 1; }
+done

@@ -66,7 +66,9 @@ void ggml_backend_free(ggml_backend_t);
 #define K 512  /* rows of the k-quant products: two 256-element super-blocks */
 #define M 96   /* their outputs */
 #define KV 256 /* keys and values of the attention */
-#define MAX_OUT (N * B)
+#define BG 64  /* columns of the products ggml hands to cuBLAS (more than its own kernels take) */
+#define QG 32  /* queries of the batched K·Q product (cuBLAS strided-batched GEMM) */
+#define MAX_OUT (KV * QG * HEADS)
 
 /* The ops, each with its tolerance on the normalized mean squared error
  * sum((cpu - vgpu)^2) / sum(cpu^2), the measure llama.cpp's test-backend-ops uses: exact ops
@@ -79,7 +81,7 @@ void ggml_backend_free(ggml_backend_t);
 enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16, ROPE,
        MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, MATVEC_Q4_K,
        MATVEC_Q6_K, MMQ_Q4_K, MMQ_Q6_K, SWIGLU, TRANSPOSE, DIAG_MASK, SUM_ROWS, ARGMAX,
-       FLASH_ATTN_1, FLASH_ATTN_8, OPS };
+       FLASH_ATTN_1, FLASH_ATTN_8, GEMM_F32, GEMM_F16, GEMM_KQ, OPS };
 static const char *names[OPS] = {
     "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
     "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
@@ -87,14 +89,15 @@ static const char *names[OPS] = {
     "mul_mat q4_0 (16 columns)", "mul_mat q4_K (mat-vec)", "mul_mat q6_K (mat-vec)",
     "mul_mat q4_K (16 columns)", "mul_mat q6_K (16 columns)", "swiglu", "cont(transpose)",
     "diag_mask_inf + soft_max", "sum_rows", "argmax", "flash_attn_ext (1 query)",
-    "flash_attn_ext (8 queries)",
+    "flash_attn_ext (8 queries)", "mul_mat f32 (64 cols, cuBLAS)", "mul_mat f16 (64 cols, cuBLAS)",
+    "mul_mat f16 K·Q (batched cuBLAS)",
 };
 static const double tolerance[OPS] = {
     1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4,
-    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0, 5e-4, 5e-4,
+    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0, 5e-4, 5e-4, 1e-7, 5e-4, 5e-4,
 };
 
-static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B], wks[K * M], vks[K * B];
+static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B], wks[K * M], vks[K * B], gs[N * BG];
 static unsigned char wq4k[K * M], wq6k[K * M];
 static float qs[HEAD_DIM * 8 * HEADS], kvs[HEAD_DIM * KV * HEADS];
 static uint16_t kh[HEAD_DIM * KV * HEADS], vh[HEAD_DIM * KV * HEADS];
@@ -108,6 +111,7 @@ static void inputs(void) {
     for (int i = 0; i < N * N; i++) ws[i] = sinf(i * 0.013f) * 0.5f;
     for (int i = 0; i < N; i++) vs[i] = cosf(i * 0.7f);
     for (int i = 0; i < N * B; i++) bs[i] = sinf(i * 0.29f + 1.0f);
+    for (int i = 0; i < N * BG; i++) gs[i] = cosf(i * 0.31f + 0.5f);
     for (int i = 0; i < K * M; i++) wks[i] = cosf(i * 0.021f) * 0.7f;
     for (int i = 0; i < K * B; i++) vks[i] = sinf(i * 0.43f);
     for (int i = 0; i < HEAD_DIM * 8 * HEADS; i++) qs[i] = sinf(i * 0.3f);
@@ -147,6 +151,8 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_tensor *ps = ggml_new_tensor_1d(ctx, I32, R);
     ggml_tensor *h = ggml_new_tensor_2d(ctx, F16, N, R);
     ggml_tensor *q = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, HEADS, R);
+    ggml_tensor *vg = ggml_new_tensor_2d(ctx, F32, N, BG);
+    ggml_tensor *qg = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, QG, HEADS);
     ggml_tensor *o[OPS];
     o[RMS_NORM] = ggml_rms_norm(ctx, x, 1e-5f);
     o[NORM] = ggml_norm(ctx, x, 1e-5f);
@@ -177,6 +183,9 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     o[ARGMAX] = ggml_argmax(ctx, x);
     o[FLASH_ATTN_1] = ggml_flash_attn_ext(ctx, q1, kk, vv, NULL, 0.125f, 0.0f, 0.0f);
     o[FLASH_ATTN_8] = ggml_flash_attn_ext(ctx, q8, kk, vv, NULL, 0.125f, 0.0f, 0.0f);
+    o[GEMM_F32] = ggml_mul_mat(ctx, w, vg);
+    o[GEMM_F16] = ggml_mul_mat(ctx, w16, vg);
+    o[GEMM_KQ] = ggml_mul_mat(ctx, kk, qg);
     ggml_cgraph *g = ggml_new_graph(ctx);
     for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
@@ -202,6 +211,8 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_backend_tensor_set(q8, qs, 0, ggml_nbytes(q8));
     ggml_backend_tensor_set(kk, kh, 0, sizeof kh);
     ggml_backend_tensor_set(vv, vh, 0, sizeof vh);
+    ggml_backend_tensor_set(vg, gs, 0, sizeof gs);
+    ggml_backend_tensor_set(qg, gs, 0, ggml_nbytes(qg));
     ggml_backend_tensor_set(idx, rows, 0, sizeof rows);
     ggml_backend_tensor_set(ps, pos, 0, sizeof pos);
     int status = ggml_backend_graph_compute(be, g);

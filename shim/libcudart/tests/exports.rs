@@ -1,5 +1,5 @@
 //! The linked shims (`ci/build-shims.sh` lays them out in `target/shims`) have the real
-//! SONAMEs and version node, export every symbol real ggml-cuda builds reference, export
+//! SONAMEs, version nodes and NEEDED entries, export every symbol real ggml-cuda builds reference, export
 //! nothing else, and `shim/COVERAGE.md` matches the source. A C program finds no device,
 //! cleanly, when no driver runs.
 
@@ -14,11 +14,19 @@ fn root() -> PathBuf {
 fn shims() -> PathBuf {
     let d = root().join("target/shims");
     assert!(
-        d.join("libcudart.so.12").exists() && d.join("libcuda.so.1").exists(),
+        LIBS.iter().all(|l| d.join(l).exists()),
         "the shims are not built: run ci/build-shims.sh first (ci/test.sh does)"
     );
     d
 }
+
+/// The linked libraries.
+const LIBS: [&str; 4] = [
+    "libcuda.so.1",
+    "libcudart.so.12",
+    "libcublas.so.12",
+    "libcublasLt.so.12",
+];
 
 fn readelf(args: &[&str], lib: &Path) -> String {
     let out = Command::new("readelf")
@@ -77,12 +85,21 @@ fn reference_symbols() -> Vec<(String, Option<String>)> {
 #[test]
 fn sonames_and_version_nodes() {
     let d = shims();
-    assert_eq!(soname(&d.join("libcuda.so.1")), "libcuda.so.1");
-    assert_eq!(soname(&d.join("libcudart.so.12")), "libcudart.so.12");
-    let v = readelf(&["-V"], &d.join("libcudart.so.12"));
+    for lib in LIBS {
+        assert_eq!(soname(&d.join(lib)), lib);
+    }
+    for lib in ["libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12"] {
+        let v = readelf(&["-V"], &d.join(lib));
+        assert!(
+            v.contains(&format!("Name: {lib}")),
+            "no version definition {lib}"
+        );
+    }
+    // NEEDED libcublasLt.so.12, as NVIDIA's libcublas.so.12.
+    let needed = readelf(&["-d"], &d.join("libcublas.so.12"));
     assert!(
-        v.contains("Name: libcudart.so.12"),
-        "no version definition libcudart.so.12"
+        needed.contains("(NEEDED)") && needed.contains("[libcublasLt.so.12]"),
+        "{needed}"
     );
 }
 
@@ -91,14 +108,20 @@ fn every_referenced_symbol_is_exported_with_the_right_version() {
     let d = shims();
     let cuda = exports(&d.join("libcuda.so.1"));
     let cudart = exports(&d.join("libcudart.so.12"));
+    let cublas = exports(&d.join("libcublas.so.12"));
+    let cublaslt = exports(&d.join("libcublasLt.so.12"));
     let mut missing = Vec::new();
     for (name, _) in reference_symbols() {
         let ok = if name.starts_with("cuda") || name.starts_with("__cuda") {
             cudart.contains(&format!("{name}@@libcudart.so.12"))
-        } else if name.starts_with("cu") && !name.starts_with("cublas") {
+        } else if name.starts_with("cublasLt") {
+            cublaslt.contains(&format!("{name}@@libcublasLt.so.12"))
+        } else if name.starts_with("cublas") {
+            cublas.contains(&format!("{name}@@libcublas.so.12"))
+        } else if name.starts_with("cu") {
             cuda.contains(&name)
         } else {
-            continue; // cuBLAS: libcublas.so.12 is not built yet
+            false
         };
         if !ok {
             missing.push(name);
@@ -121,6 +144,17 @@ fn every_referenced_symbol_is_exported_with_the_right_version() {
             s.ends_with("@@libcudart.so.12"),
             "unversioned libcudart export {s}"
         );
+    }
+    for (set, prefix, node) in [
+        (&cublas, "cublas", "@@libcublas.so.12"),
+        (&cublaslt, "cublasLt", "@@libcublasLt.so.12"),
+    ] {
+        for s in set {
+            assert!(
+                s.starts_with(prefix) && s.ends_with(node),
+                "stray or unversioned export {s}"
+            );
+        }
     }
 }
 
@@ -154,6 +188,7 @@ fn coverage_markdown() -> String {
         .chain(vgpu_cuda::copy2d::IMPLEMENTED_2D_FUNCTIONS)
         .chain(vgpu_cuda::graph::IMPLEMENTED_GRAPH_FUNCTIONS)
         .chain(vgpu_cuda::proc::IMPLEMENTED_PROC_FUNCTIONS)
+        .chain(vgpu_cuda::table::IMPLEMENTED_TABLE_FUNCTIONS)
         .copied()
         .collect();
     section(
@@ -176,6 +211,24 @@ fn coverage_markdown() -> String {
         &cudart,
         vgpu_cudart::ffi::NOT_SUPPORTED_FUNCTIONS,
     );
+    for (lib, table) in [
+        ("libcublas.so.12", vgpu_cublas::ffi::EXPORTS),
+        ("libcublasLt.so.12", vgpu_cublaslt::ffi::EXPORTS),
+    ] {
+        let of = |state| -> Vec<&str> {
+            table
+                .iter()
+                .filter(|e| e.state == state)
+                .map(|e| e.name)
+                .collect()
+        };
+        section(
+            &mut out,
+            lib,
+            &of(vgpu_shim_abi::State::Implemented),
+            &of(vgpu_shim_abi::State::NotSupported),
+        );
+    }
     out
 }
 
@@ -183,7 +236,7 @@ fn coverage_markdown() -> String {
 fn every_export_is_in_the_coverage_table() {
     let d = shims();
     let table = coverage_markdown();
-    for lib in ["libcuda.so.1", "libcudart.so.12"] {
+    for lib in LIBS {
         for s in exports(&d.join(lib)) {
             let name = s.split('@').next().unwrap_or(&s).to_string();
             assert!(

@@ -23,8 +23,11 @@ fn assert_shims_current() {
         "os/src",
         "proto/src",
         "shim/src",
+        "shim/abi/src",
         "shim/libcuda/src",
         "shim/libcudart/src",
+        "shim/libcublas/src",
+        "shim/libcublaslt/src",
     ]
     .iter()
     .map(|d| root().join(d))
@@ -74,7 +77,8 @@ impl Samples for Stack {
         let exe = self.dir.path().join(name);
         let mut cc = Command::new("cc");
         cc.arg(root().join(format!("tests/samples/{name}.c")))
-            .arg(format!("-L{}", shims.display()));
+            .arg(format!("-L{}", shims.display()))
+            .arg(format!("-Wl,-rpath-link,{}", shims.display()));
         for l in libs {
             cc.arg(format!("-l{l}"));
         }
@@ -129,6 +133,21 @@ fn device_query_and_memory_samples() {
     let (code, out) = st.run_sample_args("driver_api", &["cuda"], &[fatbin.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("driver_api: all checks passed"), "{out}");
+    st.finish();
+}
+
+/// libcublas.so.12 on the device's BLAS commands: every forwarded GEMM variant, batched
+/// TRSM, gemv and scal against a float64 reference, and cuBLAS's statuses for bad
+/// arguments (tests/samples/cublas.c).
+#[test]
+fn cublas_sample() {
+    let st = Stack::start(2 << 30, 16 << 20);
+    let (code, out) = st.run_sample("cublas", &["cublas", "cudart", "m"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cublas: 42 cases checked against float64, all checks passed"),
+        "{out}"
+    );
     st.finish();
 }
 

@@ -95,57 +95,7 @@ pub trait DeviceMemory {
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), Status>;
 }
 
-/// `cudaDataType` values this module knows by name.
-pub mod data_type {
-    /// `CUDA_R_32F`.
-    pub const R_32F: u32 = 0;
-    /// `CUDA_R_64F`.
-    pub const R_64F: u32 = 1;
-    /// `CUDA_R_16F`.
-    pub const R_16F: u32 = 2;
-    /// `CUDA_R_8I`.
-    pub const R_8I: u32 = 3;
-    /// `CUDA_C_32F`.
-    pub const C_32F: u32 = 4;
-    /// `CUDA_C_64F`.
-    pub const C_64F: u32 = 5;
-    /// `CUDA_C_16F`.
-    pub const C_16F: u32 = 6;
-    /// `CUDA_C_8I`.
-    pub const C_8I: u32 = 7;
-    /// `CUDA_R_8U`.
-    pub const R_8U: u32 = 8;
-    /// `CUDA_R_32I`.
-    pub const R_32I: u32 = 10;
-    /// `CUDA_R_16BF`.
-    pub const R_16BF: u32 = 14;
-}
-
-/// `cublasComputeType_t` values.
-pub mod compute_type {
-    /// `CUBLAS_COMPUTE_16F`.
-    pub const C16F: u32 = 64;
-    /// `CUBLAS_COMPUTE_16F_PEDANTIC`.
-    pub const C16F_PEDANTIC: u32 = 65;
-    /// `CUBLAS_COMPUTE_32F`.
-    pub const C32F: u32 = 68;
-    /// `CUBLAS_COMPUTE_32F_PEDANTIC`.
-    pub const C32F_PEDANTIC: u32 = 69;
-    /// `CUBLAS_COMPUTE_64F`.
-    pub const C64F: u32 = 70;
-    /// `CUBLAS_COMPUTE_64F_PEDANTIC`.
-    pub const C64F_PEDANTIC: u32 = 71;
-    /// `CUBLAS_COMPUTE_32I` (not supported here).
-    pub const C32I: u32 = 72;
-    /// `CUBLAS_COMPUTE_32I_PEDANTIC` (not supported here).
-    pub const C32I_PEDANTIC: u32 = 73;
-    /// `CUBLAS_COMPUTE_32F_FAST_16F`.
-    pub const C32F_FAST_16F: u32 = 74;
-    /// `CUBLAS_COMPUTE_32F_FAST_16BF`.
-    pub const C32F_FAST_16BF: u32 = 75;
-    /// `CUBLAS_COMPUTE_32F_FAST_TF32`.
-    pub const C32F_FAST_TF32: u32 = 77;
-}
+pub use vgpu_proto::payload::{compute_type, data_type};
 
 /// `cublasLtEpilogue_t` values implemented by [`lt_matmul`].
 pub mod lt_epilogue {

@@ -1,0 +1,35 @@
+//! The private export table of `libcuda.so.1`.
+//!
+//! `libcuda.so.1` holds the process's one connection to vgpu-driver. The other libraries
+//! reach the device through it: they open `libcuda.so.1` and ask `cuGetExportTable` for the
+//! table named [`TABLE_ID`], as NVIDIA's libraries ask NVIDIA's driver for theirs. The table
+//! is versioned by its `size`: a library checks that the table holds the entries it uses.
+//!
+//! Every entry returns a `CUresult` (or a device status in the BLAS range, `0x2000 +
+//! cublasStatus_t`, for the synchronous BLAS commands). Streams are the driver API's
+//! `CUstream` values (0 and the legacy and per-thread handles name the NULL stream).
+
+use crate::ptr::{In, Out};
+use vgpu_proto::payload::{GemmDesc, LtMatmulDesc, TrsmBatchedDesc};
+
+/// The id of the table: `cuGetExportTable(&table, &TABLE_ID)`.
+pub const TABLE_ID: [u8; 16] = *b"vgpu-exports-v01";
+
+/// The table's entries.
+#[repr(C)]
+pub struct VgpuTable {
+    /// `size_of::<VgpuTable>()` of the library that serves it.
+    pub size: usize,
+    /// BLAS_CREATE: a new BLAS handle of the device.
+    pub blas_create: unsafe extern "C" fn(handle: Out<u64>) -> u32,
+    /// BLAS_DESTROY.
+    pub blas_destroy: unsafe extern "C" fn(handle: u64) -> u32,
+    /// Posts BLAS_GEMM on a stream.
+    pub blas_gemm: unsafe extern "C" fn(desc: In<GemmDesc>, stream: usize) -> u32,
+    /// Posts BLAS_GEMM_BATCHED on a stream.
+    pub blas_gemm_batched: unsafe extern "C" fn(desc: In<GemmDesc>, stream: usize) -> u32,
+    /// Posts BLAS_TRSM_BATCHED on a stream.
+    pub blas_trsm_batched: unsafe extern "C" fn(desc: In<TrsmBatchedDesc>, stream: usize) -> u32,
+    /// Posts BLASLT_MATMUL on a stream.
+    pub blaslt_matmul: unsafe extern "C" fn(desc: In<LtMatmulDesc>, stream: usize) -> u32,
+}

@@ -1,0 +1,103 @@
+//! `cuGetExportTable` and the private export table it serves to vgpu's other libraries
+//! (`vgpu_shim_abi::table`): the BLAS commands, on this process's connection. Other ids
+//! (NVIDIA's private tables, which NVIDIA's libraries and statically linked runtimes ask
+//! for) are answered with CUDA_ERROR_NOT_SUPPORTED and a log line.
+
+use crate::mem::{self, CuResult};
+use bytemuck::Zeroable;
+use std::ffi::c_void;
+use vgpu_proto::cmd::HandleArgs;
+use vgpu_proto::Command;
+use vgpu_shim_abi::ptr::{In, Out};
+use vgpu_shim_abi::table::{VgpuTable, TABLE_ID};
+
+const SUCCESS: CuResult = 0;
+const INVALID_VALUE: CuResult = 1;
+const NOT_SUPPORTED: CuResult = 801;
+
+fn status(r: Result<(), CuResult>) -> CuResult {
+    r.err().unwrap_or(SUCCESS)
+}
+
+unsafe extern "C" fn blas_create(handle: Out<u64>) -> u32 {
+    status((|| {
+        let c = mem::call(Command::BLAS_CREATE(Zeroable::zeroed()), 0)?;
+        handle.write(c.result0).map_err(|_| INVALID_VALUE)
+    })())
+}
+
+unsafe extern "C" fn blas_destroy(handle: u64) -> u32 {
+    let args = HandleArgs {
+        handle,
+        ..Zeroable::zeroed()
+    };
+    status(mem::call(Command::BLAS_DESTROY(args), 0).map(|_| ()))
+}
+
+/// Posts a BLAS command with its descriptor as the inline payload.
+fn post<T: bytemuck::Pod>(command: Command, desc: In<T>, stream: usize) -> u32 {
+    status((|| {
+        let d = desc.read().map_err(|_| INVALID_VALUE)?;
+        mem::post_inline(command, mem::stream(stream), bytemuck::bytes_of(&d))
+    })())
+}
+
+unsafe extern "C" fn blas_gemm(desc: In<vgpu_proto::payload::GemmDesc>, stream: usize) -> u32 {
+    post(Command::BLAS_GEMM(Zeroable::zeroed()), desc, stream)
+}
+
+unsafe extern "C" fn blas_gemm_batched(
+    desc: In<vgpu_proto::payload::GemmDesc>,
+    stream: usize,
+) -> u32 {
+    post(Command::BLAS_GEMM_BATCHED(Zeroable::zeroed()), desc, stream)
+}
+
+unsafe extern "C" fn blas_trsm_batched(
+    desc: In<vgpu_proto::payload::TrsmBatchedDesc>,
+    stream: usize,
+) -> u32 {
+    post(Command::BLAS_TRSM_BATCHED(Zeroable::zeroed()), desc, stream)
+}
+
+unsafe extern "C" fn blaslt_matmul(
+    desc: In<vgpu_proto::payload::LtMatmulDesc>,
+    stream: usize,
+) -> u32 {
+    post(Command::BLASLT_MATMUL(Zeroable::zeroed()), desc, stream)
+}
+
+static TABLE: VgpuTable = VgpuTable {
+    size: std::mem::size_of::<VgpuTable>(),
+    blas_create,
+    blas_destroy,
+    blas_gemm,
+    blas_gemm_batched,
+    blas_trsm_batched,
+    blaslt_matmul,
+};
+
+/// `cuGetExportTable`: vgpu's table for [`TABLE_ID`]; NOT_SUPPORTED for any other id.
+pub fn get(table: Out<*const c_void>, id: In<[u8; 16]>) -> Result<(), CuResult> {
+    let id = id.read().map_err(|_| INVALID_VALUE)?;
+    if id != TABLE_ID {
+        log::info!("vgpu: cuGetExportTable: no table {id:02x?}");
+        return Err(NOT_SUPPORTED);
+    }
+    table
+        .write(std::ptr::from_ref(&TABLE).cast())
+        .map_err(|_| INVALID_VALUE)
+}
+
+/// `cuGetExportTable`.
+///
+/// # Safety
+/// The C API's contract: `table` is valid for a write of a pointer and `id` for a read of
+/// a `CUuuid`.
+#[no_mangle]
+pub unsafe extern "C" fn cuGetExportTable(table: Out<*const c_void>, id: In<[u8; 16]>) -> CuResult {
+    status(get(table, id))
+}
+
+/// Exported functions of this module (implemented).
+pub const IMPLEMENTED_TABLE_FUNCTIONS: &[&str] = &["cuGetExportTable"];
