@@ -23,6 +23,10 @@ step "real CUDA programs in both launch ABIs (ci/build-cuda-programs.sh)"
 ci/build-cuda-programs.sh
 export VGPU_REQUIRE_CUDA_PROGRAMS=1
 
+step "python environment (ci/python-env.sh)"
+ci/python-env.sh
+export VGPU_REQUIRE_PYNVML=1
+
 step "huge pages for the no-IOMMU memory test (returned at exit)"
 hp=/proc/sys/vm/nr_hugepages
 hp_before=$(cat "$hp" 2>/dev/null || echo 0)

@@ -87,6 +87,19 @@ impl DeviceInfo {
     }
 
     /// The driver version string.
+    /// The UUID in the canonical `8-4-4-4-12` form (lower case, without the `GPU-` prefix).
+    pub fn uuid_string(&self) -> String {
+        let h: Vec<String> = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            h[0..4].concat(),
+            h[4..6].concat(),
+            h[6..8].concat(),
+            h[8..10].concat(),
+            h[10..16].concat()
+        )
+    }
+
     pub fn driver_version(&self) -> &str {
         c_str(&self.driver_version)
     }

@@ -5,8 +5,8 @@
 //! and of the command queue (`docs/vgpu-stub-spec.md` §5 and §9). It lives inside
 //! `libcuda.so.1`, which holds the process's one connection to vgpu-driver; the other
 //! libraries reach the device through libcuda and do not link this crate:
-//! `libcudart.so.12` through the driver API, `libcublas.so.12` through libcuda's private
-//! export table (`vgpu_shim_abi::table`).
+//! `libcudart.so.12` through the driver API, `libcublas.so.12` and `libnvidia-ml.so.1`
+//! through libcuda's private export table (`vgpu_shim_abi::table`).
 //!
 //! Where things are:
 //!
@@ -14,12 +14,12 @@
 //! * `shim/libcuda` (crate `vgpu-libcuda`): `libcuda.so.1`, the CUDA driver API.
 //! * `shim/libcudart` (crate `vgpu-libcudart`): `libcudart.so.12`, the CUDA runtime API,
 //!   lowered onto the driver API of the `libcuda.so.1` it opens at first use.
-//! * `shim/libcublas`, `shim/libcublaslt`: `libcublas.so.12` and `libcublasLt.so.12`.
+//! * `shim/libcublas`, `shim/libcublaslt`, `shim/libnvml`: `libcublas.so.12`,
+//!   `libcublasLt.so.12` and `libnvidia-ml.so.1`.
 //! * `shim/abi` (crate `vgpu-shim-abi`): their C boundary (the `exports!` table, typed
 //!   caller pointers, status tables, libcuda's private export table).
 //! * `ci/build-shims.sh` links them into shared objects under their real names;
 //!   `shim/COVERAGE.md` lists which of their exports are implemented.
-//! * `libnvidia-ml.so.1` is not written yet.
 //!
 //! Its one module:
 //!

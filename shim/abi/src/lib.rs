@@ -12,10 +12,11 @@
 //! * [`status`]: the status tables (names and strings) of the libraries.
 //! * [`table`]: the private export table `libcuda.so.1` serves the other libraries
 //!   through `cuGetExportTable`, so that they reach the device over the process's one
-//!   connection.
+//!   connection; [`libcuda::open`] opens `libcuda.so.1` and asks it for the table.
 //! * [`logging`]: each shared object has its own logger; [`logging::init`] starts it.
 //! * [`version`]: the versions the libraries advertise.
 
+pub mod libcuda;
 pub mod logging;
 pub mod ptr;
 pub mod status;

@@ -117,6 +117,95 @@ impl In<c_void> {
     }
 }
 
+/// An in-out pointer: the function reads one `T` (for example a struct's version field, or
+/// an array's capacity) and writes one back.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct InOut<T>(*mut T);
+
+impl<T: Copy> InOut<T> {
+    /// Reads the value (unaligned); [`Null`] for a null pointer.
+    pub fn read(&self) -> Result<T, Null> {
+        if self.0.is_null() {
+            return Err(Null);
+        }
+        // SAFETY: made only by a C caller whose contract makes a non-null in-out pointer
+        // valid for a read and a write of T (module documentation); null refused above.
+        Ok(unsafe { self.0.read_unaligned() })
+    }
+
+    /// Writes `v` (unaligned); [`Null`] for a null pointer.
+    pub fn write(&self, v: T) -> Result<(), Null> {
+        if self.0.is_null() {
+            return Err(Null);
+        }
+        // SAFETY: as for `read`.
+        unsafe { self.0.write_unaligned(v) };
+        Ok(())
+    }
+}
+
+/// What a write into a caller's buffer can fail with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferError {
+    /// The pointer is null.
+    Null,
+    /// The buffer holds fewer elements (or bytes) than the value needs.
+    TooSmall,
+}
+
+/// A caller's array of `T`, whose capacity another parameter gives.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct OutArray<T>(*mut T);
+
+impl<T> OutArray<T> {
+    /// Writes `items` at the start of the array of `capacity` elements: TooSmall if they
+    /// do not fit, Null if the pointer is null and there is something to write.
+    pub fn write_all(
+        self,
+        capacity: usize,
+        items: impl ExactSizeIterator<Item = T>,
+    ) -> Result<(), BufferError> {
+        if items.len() > capacity {
+            return Err(BufferError::TooSmall);
+        }
+        if items.len() > 0 && self.0.is_null() {
+            return Err(BufferError::Null);
+        }
+        for (i, v) in items.enumerate() {
+            // SAFETY: made only by a C caller whose contract makes a non-null array valid
+            // for `capacity` elements; i < items.len() <= capacity; null refused above.
+            unsafe { self.0.add(i).write_unaligned(v) };
+        }
+        Ok(())
+    }
+}
+
+/// A caller's character buffer, whose length another parameter gives.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct StrOut(*mut c_char);
+
+impl StrOut {
+    /// Writes `s` and a NUL into the buffer of `len` bytes; TooSmall (nothing written) if
+    /// they do not fit.
+    pub fn write(self, len: usize, s: &str) -> Result<(), BufferError> {
+        if self.0.is_null() {
+            return Err(BufferError::Null);
+        }
+        if s.len() + 1 > len {
+            return Err(BufferError::TooSmall);
+        }
+        for (i, b) in s.bytes().chain(std::iter::once(0)).enumerate() {
+            // SAFETY: made only by a C caller whose contract makes a non-null buffer valid
+            // for `len` bytes; i <= s.len() < len; null refused above.
+            unsafe { self.0.add(i).write(b as c_char) };
+        }
+        Ok(())
+    }
+}
+
 /// A NUL-terminated string from the caller.
 #[repr(transparent)]
 #[derive(Debug, Clone, Copy)]

@@ -3,13 +3,13 @@
 //! `cublasGetStatusString`, …) are generated. The device's own status codes are
 //! `vgpu_proto::Status`; its BLAS range is `0x2000 +` a [`CublasStatus`].
 
-use crate::ptr::Null;
+use crate::ptr::{BufferError, Null};
 use crate::LibStatus;
 use std::ffi::{c_char, CStr};
 
 macro_rules! status_table {
     (
-        $(#[$m:meta])* $ty:ident, unknown $unknown:literal {
+        $(#[$m:meta])* $ty:ident, unknown $unknown:literal, not_supported $ns:ident, bad_pointer $bad:ident {
             $( $name:ident = $val:literal, $cname:literal, $text:literal; )*
         }
     ) => {
@@ -44,12 +44,24 @@ macro_rules! status_table {
             /// Every named value.
             pub const ALL: &'static [$ty] = &[ $( $ty($val) ),* ];
         }
+
+        impl LibStatus for $ty {
+            const SUCCESS: Self = $ty::SUCCESS;
+            const NOT_SUPPORTED: Self = $ty::$ns;
+        }
+
+        /// A null pointer where one is needed.
+        impl From<Null> for $ty {
+            fn from(_: Null) -> Self {
+                $ty::$bad
+            }
+        }
     };
 }
 
 status_table! {
     /// `cublasStatus_t`.
-    CublasStatus, unknown c"CUBLAS_STATUS_UNKNOWN" {
+    CublasStatus, unknown c"CUBLAS_STATUS_UNKNOWN", not_supported NOT_SUPPORTED, bad_pointer INVALID_VALUE {
         SUCCESS = 0, c"CUBLAS_STATUS_SUCCESS", c"success";
         NOT_INITIALIZED = 1, c"CUBLAS_STATUS_NOT_INITIALIZED", c"the library was not initialized";
         ALLOC_FAILED = 3, c"CUBLAS_STATUS_ALLOC_FAILED", c"the resource allocation failed";
@@ -63,14 +75,46 @@ status_table! {
     }
 }
 
-impl LibStatus for CublasStatus {
-    const SUCCESS: Self = CublasStatus::SUCCESS;
-    const NOT_SUPPORTED: Self = CublasStatus::NOT_SUPPORTED;
+status_table! {
+    /// `nvmlReturn_t`.
+    NvmlReturn, unknown c"Unknown Error", not_supported NOT_SUPPORTED, bad_pointer INVALID_ARGUMENT {
+        SUCCESS = 0, c"NVML_SUCCESS", c"Success";
+        UNINITIALIZED = 1, c"NVML_ERROR_UNINITIALIZED", c"Uninitialized";
+        INVALID_ARGUMENT = 2, c"NVML_ERROR_INVALID_ARGUMENT", c"Invalid Argument";
+        NOT_SUPPORTED = 3, c"NVML_ERROR_NOT_SUPPORTED", c"Not Supported";
+        NO_PERMISSION = 4, c"NVML_ERROR_NO_PERMISSION", c"Insufficient Permissions";
+        ALREADY_INITIALIZED = 5, c"NVML_ERROR_ALREADY_INITIALIZED", c"Already Initialized";
+        NOT_FOUND = 6, c"NVML_ERROR_NOT_FOUND", c"Not Found";
+        INSUFFICIENT_SIZE = 7, c"NVML_ERROR_INSUFFICIENT_SIZE", c"Insufficient Size";
+        INSUFFICIENT_POWER = 8, c"NVML_ERROR_INSUFFICIENT_POWER", c"Insufficient External Power";
+        DRIVER_NOT_LOADED = 9, c"NVML_ERROR_DRIVER_NOT_LOADED", c"Driver Not Loaded";
+        TIMEOUT = 10, c"NVML_ERROR_TIMEOUT", c"Timeout";
+        IRQ_ISSUE = 11, c"NVML_ERROR_IRQ_ISSUE", c"Interrupt request issue";
+        LIBRARY_NOT_FOUND = 12, c"NVML_ERROR_LIBRARY_NOT_FOUND", c"NVML Shared Library Not Found";
+        FUNCTION_NOT_FOUND = 13, c"NVML_ERROR_FUNCTION_NOT_FOUND", c"Function Not Found";
+        CORRUPTED_INFOROM = 14, c"NVML_ERROR_CORRUPTED_INFOROM", c"Corrupted infoROM";
+        GPU_IS_LOST = 15, c"NVML_ERROR_GPU_IS_LOST", c"GPU is lost";
+        RESET_REQUIRED = 16, c"NVML_ERROR_RESET_REQUIRED", c"GPU requires restart";
+        OPERATING_SYSTEM = 17, c"NVML_ERROR_OPERATING_SYSTEM", c"The operating system has blocked the request.";
+        LIB_RM_VERSION_MISMATCH = 18, c"NVML_ERROR_LIB_RM_VERSION_MISMATCH", c"RM has detected an NVML/RM version mismatch.";
+        IN_USE = 19, c"NVML_ERROR_IN_USE", c"In use by another client";
+        MEMORY = 20, c"NVML_ERROR_MEMORY", c"Insufficient Memory";
+        NO_DATA = 21, c"NVML_ERROR_NO_DATA", c"No data";
+        INSUFFICIENT_RESOURCES = 23, c"NVML_ERROR_INSUFFICIENT_RESOURCES", c"Insufficient resources";
+        ARGUMENT_VERSION_MISMATCH = 25, c"NVML_ERROR_ARGUMENT_VERSION_MISMATCH", c"Version mismatch between the argument and the API";
+        NOT_READY = 27, c"NVML_ERROR_NOT_READY", c"Not ready";
+        GPU_NOT_FOUND = 28, c"NVML_ERROR_GPU_NOT_FOUND", c"GPU not found";
+        INVALID_STATE = 29, c"NVML_ERROR_INVALID_STATE", c"Invalid state";
+        UNKNOWN = 999, c"NVML_ERROR_UNKNOWN", c"Unknown Error";
+    }
 }
 
-impl From<Null> for CublasStatus {
-    fn from(_: Null) -> Self {
-        CublasStatus::INVALID_VALUE
+impl From<BufferError> for NvmlReturn {
+    fn from(e: BufferError) -> Self {
+        match e {
+            BufferError::Null => NvmlReturn::INVALID_ARGUMENT,
+            BufferError::TooSmall => NvmlReturn::INSUFFICIENT_SIZE,
+        }
     }
 }
 
@@ -111,5 +155,14 @@ mod tests {
         );
         assert_eq!(CublasStatus::from_cuda(700), CublasStatus::EXECUTION_FAILED);
         assert_eq!(CublasStatus::from_cuda(2), CublasStatus::ALLOC_FAILED);
+        for s in NvmlReturn::ALL {
+            let n = s.name().unwrap().to_str().unwrap();
+            assert!(n.starts_with("NVML_"), "{n}");
+        }
+        assert_eq!(
+            NvmlReturn(12345).text_ptr(),
+            c"Unknown Error".as_ptr(),
+            "unknown values get NVML's text"
+        );
     }
 }

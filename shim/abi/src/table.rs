@@ -10,6 +10,7 @@
 //! `CUstream` values (0 and the legacy and per-thread handles name the NULL stream).
 
 use crate::ptr::{In, Out};
+use vgpu_proto::info::{DeviceInfo, MgmtInfo};
 use vgpu_proto::payload::{GemmDesc, LtMatmulDesc, TrsmBatchedDesc};
 
 /// The id of the table: `cuGetExportTable(&table, &TABLE_ID)`.
@@ -32,4 +33,9 @@ pub struct VgpuTable {
     pub blas_trsm_batched: unsafe extern "C" fn(desc: In<TrsmBatchedDesc>, stream: usize) -> u32,
     /// Posts BLASLT_MATMUL on a stream.
     pub blaslt_matmul: unsafe extern "C" fn(desc: In<LtMatmulDesc>, stream: usize) -> u32,
+    /// The device info received at connection, whatever `CUDA_VISIBLE_DEVICES` says (NVML
+    /// sees every device).
+    pub device_info: unsafe extern "C" fn(info: Out<DeviceInfo>) -> u32,
+    /// MGMT_QUERY: management data in the PD's view (memory as `cuMemGetInfo` reports it).
+    pub mgmt_query: unsafe extern "C" fn(info: Out<MgmtInfo>) -> u32,
 }

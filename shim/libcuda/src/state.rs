@@ -77,22 +77,9 @@ pub fn visible(info: &DeviceInfo) -> bool {
         return false;
     }
     if let Some(uuid) = first.strip_prefix("GPU-") {
-        return uuid_string(&info.uuid).starts_with(&uuid.to_ascii_lowercase());
+        return info.uuid_string().starts_with(&uuid.to_ascii_lowercase());
     }
     first.parse::<i64>() == Ok(0)
-}
-
-/// The canonical `8-4-4-4-12` form of a UUID.
-pub fn uuid_string(u: &[u8; 16]) -> String {
-    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
 }
 
 /// Number of devices this process sees (0 or 1), once initialised.

@@ -1,12 +1,14 @@
 //! `cuGetExportTable` and the private export table it serves to vgpu's other libraries
-//! (`vgpu_shim_abi::table`): the BLAS commands, on this process's connection. Other ids
+//! (`vgpu_shim_abi::table`): the BLAS commands, the device info and MGMT_QUERY, on this
+//! process's connection. Other ids
 //! (NVIDIA's private tables, which NVIDIA's libraries and statically linked runtimes ask
 //! for) are answered with CUDA_ERROR_NOT_SUPPORTED and a log line.
 
 use crate::mem::{self, CuResult};
 use bytemuck::Zeroable;
 use std::ffi::c_void;
-use vgpu_proto::cmd::HandleArgs;
+use vgpu_proto::cmd::{HandleArgs, OutArgs, OutRef};
+use vgpu_proto::info::{DeviceInfo, MgmtInfo};
 use vgpu_proto::Command;
 use vgpu_shim_abi::ptr::{In, Out};
 use vgpu_shim_abi::table::{VgpuTable, TABLE_ID};
@@ -67,6 +69,38 @@ unsafe extern "C" fn blaslt_matmul(
     post(Command::BLASLT_MATMUL(Zeroable::zeroed()), desc, stream)
 }
 
+unsafe extern "C" fn device_info(out: Out<DeviceInfo>) -> u32 {
+    let s = crate::state::session();
+    match &s.info {
+        Some(info) => status(out.write(*info).map_err(|_| INVALID_VALUE)),
+        None => s.status.to_cuda(),
+    }
+}
+
+unsafe extern "C" fn mgmt_query(out: Out<MgmtInfo>) -> u32 {
+    status((|| {
+        let (c, _) = mem::conn()?;
+        // The output goes to the start of the staging window, which this lock reserves.
+        let _staging = mem::staging_lock();
+        let conn = vgpu_os::lock(c);
+        let window = conn.first_window();
+        let w = conn.window(window).ok_or(INVALID_VALUE)?;
+        let args = OutArgs {
+            out: OutRef {
+                window,
+                offset: 0,
+                len: std::mem::size_of::<MgmtInfo>() as u32,
+            },
+            ..Zeroable::zeroed()
+        };
+        mem::call(Command::MGMT_QUERY(args), 0)?;
+        let mut info = MgmtInfo::zeroed();
+        w.read(0, bytemuck::bytes_of_mut(&mut info))
+            .map_err(|_| INVALID_VALUE)?;
+        out.write(info).map_err(|_| INVALID_VALUE)
+    })())
+}
+
 static TABLE: VgpuTable = VgpuTable {
     size: std::mem::size_of::<VgpuTable>(),
     blas_create,
@@ -75,6 +109,8 @@ static TABLE: VgpuTable = VgpuTable {
     blas_gemm_batched,
     blas_trsm_batched,
     blaslt_matmul,
+    device_info,
+    mgmt_query,
 };
 
 /// `cuGetExportTable`: vgpu's table for [`TABLE_ID`]; NOT_SUPPORTED for any other id.

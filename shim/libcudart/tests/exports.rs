@@ -21,11 +21,12 @@ fn shims() -> PathBuf {
 }
 
 /// The linked libraries.
-const LIBS: [&str; 4] = [
+const LIBS: [&str; 5] = [
     "libcuda.so.1",
     "libcudart.so.12",
     "libcublas.so.12",
     "libcublasLt.so.12",
+    "libnvidia-ml.so.1",
 ];
 
 fn readelf(args: &[&str], lib: &Path) -> String {
@@ -65,6 +66,7 @@ fn reference_symbols() -> Vec<(String, Option<String>)> {
     for f in [
         "ggml-cuda-undefined-symbols.txt",
         "ollama-v0.24-ggml-cuda-symbols.txt",
+        "ollama-nvml-symbols.txt",
     ] {
         let text = std::fs::read_to_string(root().join("shim/symbols").join(f)).unwrap();
         for l in text
@@ -110,9 +112,15 @@ fn every_referenced_symbol_is_exported_with_the_right_version() {
     let cudart = exports(&d.join("libcudart.so.12"));
     let cublas = exports(&d.join("libcublas.so.12"));
     let cublaslt = exports(&d.join("libcublasLt.so.12"));
+    let nvml = exports(&d.join("libnvidia-ml.so.1"));
     let mut missing = Vec::new();
     for (name, _) in reference_symbols() {
-        let ok = if name.starts_with("cuda") || name.starts_with("__cuda") {
+        let ok = if name.starts_with("nvml") {
+            nvml.contains(&name)
+                && vgpu_nvml::ffi::EXPORTS
+                    .iter()
+                    .any(|e| e.name == name && e.state == vgpu_shim_abi::State::Implemented)
+        } else if name.starts_with("cuda") || name.starts_with("__cuda") {
             cudart.contains(&format!("{name}@@libcudart.so.12"))
         } else if name.starts_with("cublasLt") {
             cublaslt.contains(&format!("{name}@@libcublasLt.so.12"))
@@ -143,6 +151,13 @@ fn every_referenced_symbol_is_exported_with_the_right_version() {
         assert!(
             s.ends_with("@@libcudart.so.12"),
             "unversioned libcudart export {s}"
+        );
+    }
+    // NVML: unversioned, as NVIDIA's.
+    for s in exports(&d.join("libnvidia-ml.so.1")) {
+        assert!(
+            s.starts_with("nvml") && !s.contains('@'),
+            "stray or versioned export {s}"
         );
     }
     for (set, prefix, node) in [
@@ -214,6 +229,7 @@ fn coverage_markdown() -> String {
     for (lib, table) in [
         ("libcublas.so.12", vgpu_cublas::ffi::EXPORTS),
         ("libcublasLt.so.12", vgpu_cublaslt::ffi::EXPORTS),
+        ("libnvidia-ml.so.1", vgpu_nvml::ffi::EXPORTS),
     ] {
         let of = |state| -> Vec<&str> {
             table

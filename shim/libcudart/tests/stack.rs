@@ -28,6 +28,7 @@ fn assert_shims_current() {
         "shim/libcudart/src",
         "shim/libcublas/src",
         "shim/libcublaslt/src",
+        "shim/libnvml/src",
     ]
     .iter()
     .map(|d| root().join(d))
@@ -133,6 +134,46 @@ fn device_query_and_memory_samples() {
     let (code, out) = st.run_sample_args("driver_api", &["cuda"], &[fatbin.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("driver_api: all checks passed"), "{out}");
+    st.finish();
+}
+
+/// libnvidia-ml.so.1: NVML agrees with the driver API (name, UUID, PCI bus id, memory),
+/// and answers what Ollama and pynvml-based tools ask (tests/samples/nvml.c).
+#[test]
+fn nvml_sample() {
+    let st = Stack::start(2 << 30, 16 << 20);
+    let (code, out) = st.run_sample("nvml", &["nvidia-ml", "cuda"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("agrees with the driver API, all checks passed"),
+        "{out}"
+    );
+    st.finish();
+}
+
+/// pynvml (PyPI nvidia-ml-py, through which gpustat and nvitop call NVML) lists the device
+/// through libnvidia-ml.so.1 (tests/samples/nvml_list.py). Needs the environment of
+/// `ci/python-env.sh` (ci/test.sh makes it and sets VGPU_REQUIRE_PYNVML); skipped without.
+#[test]
+fn pynvml_lists_the_device() {
+    let python = root().join("target/py/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("VGPU_REQUIRE_PYNVML").is_none(),
+            "target/py is missing: ci/python-env.sh"
+        );
+        eprintln!("skipped: run ci/python-env.sh for pynvml");
+        return;
+    }
+    assert_shims_current();
+    let st = Stack::start(2 << 30, 16 << 20);
+    let script = root().join("tests/samples/nvml_list.py");
+    let (code, text) = run_with_shims(&python, st.control(), &[script.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("device 0: VGPU-STUB") && text.contains("memory 2048 MiB"),
+        "{text}"
+    );
     st.finish();
 }
 
