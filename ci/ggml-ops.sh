@@ -16,24 +16,9 @@ profile=release
 flag=(--release)
 if [ "${1:-}" = --debug ]; then profile=debug; flag=(); fi
 
-wheel_pkg=inferna-cuda12==0.7.0
-dir=target/ggml
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
-if [ ! -f "$dir/installed" ] || [ "$(cat "$dir/installed")" != "$wheel_pkg" ]; then
-  rm -rf "$dir/wheel" "$dir/lib" "$dir/venv"
-  python3 -m venv "$dir/venv" >&2
-  "$dir/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
-    --python-version 3.12 --only-binary=:all: -d "$dir/wheel" "$wheel_pkg" >&2
-  python3 -m zipfile -e "$dir"/wheel/*.whl "$dir/wheel/x"
-  mkdir -p "$dir/lib"
-  cp "$dir"/wheel/x/inferna_cuda12.libs/libggml* "$dir/lib/"
-  echo "$wheel_pkg" > "$dir/installed"
-fi
-lib=$dir/lib
-base=$(basename "$(ls "$lib"/libggml-base-*.so*)")
-cpu=$(basename "$(ls "$lib"/libggml-cpu-*.so)")
-cuda=$(basename "$(ls "$lib"/libggml-cuda-*.so)")
+. ci/ggml-wheel.sh
+lib=$ggml_lib
+dir=$ggml_dir
 
 # The test program.
 rm -f "$dir/libcublas.so.12" "$dir/libcublasLt.so.12" "$dir/cublas.map"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: runs the whole stack locally — vgpu-stub (soft executor; the cuda executor
-# does not exist yet), vgpu-driver on a vfio-user connection to it, and a sample CUDA
-# program through the drop-in libraries — and reports what the program found.
+# does not exist yet), vgpu-driver on a vfio-user connection to it, and sample CUDA programs
+# through the drop-in libraries, reporting what they found — and ends with an LLM generating
+# text through the vGPU (ci/llm.sh --main).
 #   ci/run-stack.sh [--debug]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +38,10 @@ if [ -x target/cuda-programs/kernels_app.cuda12 ] && [ -x target/cuda-programs/r
   echo "== runtime_app: 2-D copies, graphs, launch attributes, error paths, and last a sticky error"
   "target/cuda-programs/runtime_app.cuda12"
 fi
-echo "== done: the device was found, data moved both ways and a kernel ran, all checked."
-echo "   (The soft device ran every kernel from its PTX on the vgpu-ptx virtual machine.)"
+stop_stack
+llm_flag=()
+[ "$profile" = debug ] && llm_flag=(--debug)
+ci/llm.sh "${llm_flag[@]}" --main
+echo "== done: the device was found, data moved both ways, kernels ran, all checked, and an LLM"
+echo "   generated text through the vGPU. (The soft device ran every kernel from its PTX on the"
+echo "   vgpu-ptx virtual machine, and the GEMMs of libcublas on its BLAS.)"

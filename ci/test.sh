@@ -54,6 +54,10 @@ step "real ggml ops on the vGPU against ggml's CPU backend (ci/ggml-ops.sh)"
 ci/ggml-ops.sh --debug
 passed=$((passed + 1))
 
+step "LLM generation through the vGPU against ggml's CPU backend (ci/llm.sh)"
+ci/llm.sh --debug
+passed=$((passed + 1))
+
 step "benchmarks, short run (for breakage, not timing)"
 ci/bench.sh --quick --debug --json /tmp/vgpu-bench-ci.json
 passed=$((passed + 1))

@@ -598,10 +598,17 @@ pub(super) fn launch(
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             deadline: Some(std::time::Instant::now() + sh.launch_timeout),
         };
-        return vgpu_ptx::exec::run(k, &l).map_err(|e| {
+        let started = std::time::Instant::now();
+        let r = vgpu_ptx::exec::run(k, &l).map_err(|e| {
             log::warn!("kernel {} failed: {e}", f.name);
             fault_status(&e)
         });
+        log::debug!(
+            "launch {} grid {grid:?} block {block:?}: {:.3} ms",
+            f.name,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        return r;
     }
     let kernel = f.kernel.ok_or(Status::NOT_SUPPORTED)?;
     let mut mem = sh.memory();
