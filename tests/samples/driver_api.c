@@ -1,7 +1,8 @@
 /* driver_api: the driver API beyond plain copies, as a program that uses libcuda.so.1
  * directly would: cuGetProcAddress, 2-D copies through CUDA_MEMCPY2D (pageable, pinned,
  * unified addressing), 2-D memsets, modules and cuLaunchKernelEx with attributes, function
- * attributes, and stream capture with graph replay. The fatbin is argv[1]
+ * attributes, stream capture with graph replay, and contexts (the primary context, created
+ * ones, each thread's stack, and CUDA's errors for a missing or destroyed one). The fatbin is argv[1]
  * (fatbin/tests/fixtures/kernels.fatbin, built by nvcc); its vecAdd computes
  * c[i] = a[i] + b[i] + g_table[i % 37], with g_table = {1, 0, ...}.
  * Build: cc driver_api.c -L target/shims -lcuda -o driver_api */
@@ -189,6 +190,70 @@ static void launches_and_graphs(const void *image) {
     printf("modules, cuLaunchKernelEx with attributes, capture and graph replay: checked\n");
 }
 
+typedef void *CUcontext;
+extern CUresult cuCtxCreate_v2(CUcontext *, unsigned, int);
+extern CUresult cuCtxDestroy_v2(CUcontext);
+extern CUresult cuCtxPushCurrent_v2(CUcontext);
+extern CUresult cuCtxPopCurrent_v2(CUcontext *);
+extern CUresult cuCtxSetCurrent(CUcontext);
+extern CUresult cuCtxGetCurrent(CUcontext *);
+extern CUresult cuCtxGetDevice(int *);
+extern CUresult cuCtxGetApiVersion(CUcontext, unsigned *);
+extern CUresult cuCtxGetFlags(unsigned *);
+extern CUresult cuCtxGetLimit(size_t *, int);
+extern CUresult cuDevicePrimaryCtxRetain(CUcontext *, int);
+extern CUresult cuDevicePrimaryCtxRelease_v2(int);
+extern CUresult cuDevicePrimaryCtxGetState(int, unsigned *, int *);
+extern CUresult cuDeviceComputeCapability(int *, int *, int);
+extern CUresult cuDeviceGetProperties(int *, int);
+
+static void contexts(void) {
+    CUcontext cur = (CUcontext)1, prim = NULL, mine = NULL, popped = NULL;
+    int dev = -1, active = -1;
+    unsigned flags = 99, version = 0;
+    CHECK(cuCtxGetCurrent(&cur));
+    EXPECT(cur == NULL ? 0 : 1, 0); /* nothing is current on a new thread */
+    EXPECT(cuCtxGetDevice(&dev), 201);      /* CUDA_ERROR_INVALID_CONTEXT */
+    EXPECT(cuCtxPopCurrent_v2(&popped), 201);
+    CHECK(cuDevicePrimaryCtxGetState(0, &flags, &active));
+    EXPECT(active, 0);
+    CHECK(cuDevicePrimaryCtxRetain(&prim, 0));
+    CHECK(cuDevicePrimaryCtxGetState(0, &flags, &active));
+    EXPECT(active, 1);
+    CHECK(cuCtxSetCurrent(prim));
+    CHECK(cuCtxGetDevice(&dev));
+    EXPECT(dev, 0);
+    CHECK(cuCtxGetApiVersion(NULL, &version));
+    EXPECT(version, 3020);
+    CHECK(cuCtxCreate_v2(&mine, 4 /* CU_CTX_SCHED_BLOCKING_SYNC */, 0));
+    CHECK(cuCtxGetCurrent(&cur));
+    EXPECT(cur == mine, 1); /* cuCtxCreate pushes the new context */
+    CHECK(cuCtxGetFlags(&flags));
+    EXPECT(flags, 4);
+    size_t stack = 0;
+    CHECK(cuCtxGetLimit(&stack, 0 /* CU_LIMIT_STACK_SIZE */));
+    CHECK(cuCtxPopCurrent_v2(&popped));
+    EXPECT(popped == mine, 1);
+    CHECK(cuCtxGetCurrent(&cur));
+    EXPECT(cur == prim, 1);
+    CHECK(cuCtxPushCurrent_v2(mine));
+    CHECK(cuCtxDestroy_v2(mine));
+    EXPECT(cuCtxDestroy_v2(mine), 201);
+    EXPECT(cuCtxPushCurrent_v2(mine), 201);
+    CHECK(cuCtxGetCurrent(&cur));
+    EXPECT(cur == prim, 1); /* destroying the current context popped it */
+    CHECK(cuDevicePrimaryCtxRelease_v2(0));
+    EXPECT(cuDevicePrimaryCtxRelease_v2(0), 201);
+    CHECK(cuCtxSetCurrent(NULL));
+    int major = 0, minor = 0, props[14] = {0};
+    CHECK(cuDeviceComputeCapability(&major, &minor, 0));
+    CHECK(cuDeviceGetProperties(props, 0));
+    EXPECT(props[0] >= 1024 && props[9] == 32 ? 1 : 0, 1); /* threads per block, SIMD width */
+    EXPECT(cuDeviceComputeCapability(&major, &minor, 7), 101);
+    printf("contexts: primary, created, stacks and their errors: checked (compute capability %d.%d)\n",
+           major, minor);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: driver_api FATBIN\n"); return 1; }
     void *image = read_file(argv[1]);
@@ -196,6 +261,7 @@ int main(int argc, char **argv) {
     proc_address();
     copies_2d();
     launches_and_graphs(image);
+    contexts();
     if (failures) { printf("driver_api: %d check(s) failed\n", failures); return 1; }
     printf("driver_api: all checks passed\n");
     return 0;

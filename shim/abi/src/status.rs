@@ -9,7 +9,7 @@ use std::ffi::{c_char, CStr};
 
 macro_rules! status_table {
     (
-        $(#[$m:meta])* $ty:ident, unknown $unknown:literal, not_supported $ns:ident, bad_pointer $bad:ident {
+        $(#[$m:meta])* $ty:ident, unknown $uname:literal, $utext:literal, not_supported $ns:ident, bad_pointer $bad:ident {
             $( $name:ident = $val:literal, $cname:literal, $text:literal; )*
         }
     ) => {
@@ -33,12 +33,12 @@ macro_rules! status_table {
 
             /// The C name, or the library's name for unknown values, as a C string.
             pub fn name_ptr(self) -> *const c_char {
-                self.name().unwrap_or($unknown).as_ptr()
+                self.name().unwrap_or($uname).as_ptr()
             }
 
             /// The message, or the library's text for unknown values, as a C string.
             pub fn text_ptr(self) -> *const c_char {
-                self.text().unwrap_or($unknown).as_ptr()
+                self.text().unwrap_or($utext).as_ptr()
             }
 
             /// Every named value.
@@ -61,7 +61,7 @@ macro_rules! status_table {
 
 status_table! {
     /// `cublasStatus_t`.
-    CublasStatus, unknown c"CUBLAS_STATUS_UNKNOWN", not_supported NOT_SUPPORTED, bad_pointer INVALID_VALUE {
+    CublasStatus, unknown c"CUBLAS_STATUS_UNKNOWN", c"CUBLAS_STATUS_UNKNOWN", not_supported NOT_SUPPORTED, bad_pointer INVALID_VALUE {
         SUCCESS = 0, c"CUBLAS_STATUS_SUCCESS", c"success";
         NOT_INITIALIZED = 1, c"CUBLAS_STATUS_NOT_INITIALIZED", c"the library was not initialized";
         ALLOC_FAILED = 3, c"CUBLAS_STATUS_ALLOC_FAILED", c"the resource allocation failed";
@@ -77,7 +77,7 @@ status_table! {
 
 status_table! {
     /// `nvmlReturn_t`.
-    NvmlReturn, unknown c"Unknown Error", not_supported NOT_SUPPORTED, bad_pointer INVALID_ARGUMENT {
+    NvmlReturn, unknown c"NVML_ERROR_UNKNOWN", c"Unknown Error", not_supported NOT_SUPPORTED, bad_pointer INVALID_ARGUMENT {
         SUCCESS = 0, c"NVML_SUCCESS", c"Success";
         UNINITIALIZED = 1, c"NVML_ERROR_UNINITIALIZED", c"Uninitialized";
         INVALID_ARGUMENT = 2, c"NVML_ERROR_INVALID_ARGUMENT", c"Invalid Argument";
@@ -106,6 +106,49 @@ status_table! {
         GPU_NOT_FOUND = 28, c"NVML_ERROR_GPU_NOT_FOUND", c"GPU not found";
         INVALID_STATE = 29, c"NVML_ERROR_INVALID_STATE", c"Invalid state";
         UNKNOWN = 999, c"NVML_ERROR_UNKNOWN", c"Unknown Error";
+    }
+}
+
+status_table! {
+    /// `CUresult`, as `libcuda.so.1` names and describes it (`cuGetErrorName`,
+    /// `cuGetErrorString`). The device's statuses in the CUDA range are these values.
+    CuStatus, unknown c"CUDA_ERROR_UNKNOWN", c"unknown error", not_supported NOT_SUPPORTED, bad_pointer INVALID_VALUE {
+        SUCCESS = 0, c"CUDA_SUCCESS", c"no error";
+        INVALID_VALUE = 1, c"CUDA_ERROR_INVALID_VALUE", c"invalid argument";
+        OUT_OF_MEMORY = 2, c"CUDA_ERROR_OUT_OF_MEMORY", c"out of memory";
+        NOT_INITIALIZED = 3, c"CUDA_ERROR_NOT_INITIALIZED", c"initialization error";
+        DEINITIALIZED = 4, c"CUDA_ERROR_DEINITIALIZED", c"driver shutting down";
+        DEVICE_UNAVAILABLE = 46, c"CUDA_ERROR_DEVICE_UNAVAILABLE", c"CUDA-capable device(s) is/are busy or unavailable";
+        NO_DEVICE = 100, c"CUDA_ERROR_NO_DEVICE", c"no CUDA-capable device is detected";
+        INVALID_DEVICE = 101, c"CUDA_ERROR_INVALID_DEVICE", c"invalid device ordinal";
+        INVALID_IMAGE = 200, c"CUDA_ERROR_INVALID_IMAGE", c"device kernel image is invalid";
+        INVALID_CONTEXT = 201, c"CUDA_ERROR_INVALID_CONTEXT", c"invalid device context";
+        NO_BINARY_FOR_GPU = 209, c"CUDA_ERROR_NO_BINARY_FOR_GPU", c"no kernel image is available for execution on the device";
+        UNSUPPORTED_LIMIT = 215, c"CUDA_ERROR_UNSUPPORTED_LIMIT", c"limit is not supported on this architecture";
+        INVALID_PTX = 218, c"CUDA_ERROR_INVALID_PTX", c"a PTX JIT compilation failed";
+        FILE_NOT_FOUND = 301, c"CUDA_ERROR_FILE_NOT_FOUND", c"file not found";
+        INVALID_HANDLE = 400, c"CUDA_ERROR_INVALID_HANDLE", c"invalid resource handle";
+        NOT_FOUND = 500, c"CUDA_ERROR_NOT_FOUND", c"named symbol not found";
+        NOT_READY = 600, c"CUDA_ERROR_NOT_READY", c"device not ready";
+        ILLEGAL_ADDRESS = 700, c"CUDA_ERROR_ILLEGAL_ADDRESS", c"an illegal memory access was encountered";
+        LAUNCH_OUT_OF_RESOURCES = 701, c"CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", c"too many resources requested for launch";
+        LAUNCH_TIMEOUT = 702, c"CUDA_ERROR_LAUNCH_TIMEOUT", c"the launch timed out and was terminated";
+        PRIMARY_CONTEXT_ACTIVE = 708, c"CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE", c"primary context active";
+        CONTEXT_IS_DESTROYED = 709, c"CUDA_ERROR_CONTEXT_IS_DESTROYED", c"context is destroyed";
+        ASSERT = 710, c"CUDA_ERROR_ASSERT", c"device-side assert triggered";
+        ILLEGAL_INSTRUCTION = 715, c"CUDA_ERROR_ILLEGAL_INSTRUCTION", c"an illegal instruction was encountered";
+        MISALIGNED_ADDRESS = 716, c"CUDA_ERROR_MISALIGNED_ADDRESS", c"misaligned address";
+        LAUNCH_FAILED = 719, c"CUDA_ERROR_LAUNCH_FAILED", c"unspecified launch failure";
+        NOT_PERMITTED = 800, c"CUDA_ERROR_NOT_PERMITTED", c"operation not permitted";
+        NOT_SUPPORTED = 801, c"CUDA_ERROR_NOT_SUPPORTED", c"operation not supported";
+        STREAM_CAPTURE_UNSUPPORTED = 900, c"CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", c"operation not permitted when stream is capturing";
+        STREAM_CAPTURE_INVALIDATED = 901, c"CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", c"operation failed due to a previous error during capture";
+        STREAM_CAPTURE_UNMATCHED = 903, c"CUDA_ERROR_STREAM_CAPTURE_UNMATCHED", c"capture was not ended in the same stream as it began";
+        CAPTURED_EVENT = 907, c"CUDA_ERROR_CAPTURED_EVENT", c"operation not permitted on an event last recorded in a capturing stream";
+        STREAM_CAPTURE_WRONG_THREAD = 908, c"CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD", c"attempt to terminate a thread-local capture sequence from another thread";
+        TIMEOUT = 909, c"CUDA_ERROR_TIMEOUT", c"timeout expired";
+        GRAPH_EXEC_UPDATE_FAILURE = 910, c"CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE", c"the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
+        UNKNOWN = 999, c"CUDA_ERROR_UNKNOWN", c"unknown error";
     }
 }
 

@@ -15,6 +15,7 @@
 //! `CUDA_ERROR_NO_DEVICE` and one log line, and the process carries on.
 
 pub mod copy2d;
+pub mod ctx;
 pub mod ffi;
 pub mod graph;
 pub mod handles;

@@ -173,7 +173,19 @@ fn every_referenced_symbol_is_exported_with_the_right_version() {
     }
 }
 
+/// The names of a generated table's exports in one state.
+fn of(
+    table: &'static [vgpu_shim_abi::Export],
+    state: vgpu_shim_abi::State,
+) -> impl Iterator<Item = &'static str> {
+    table
+        .iter()
+        .filter(move |e| e.state == state)
+        .map(|e| e.name)
+}
+
 fn coverage_markdown() -> String {
+    use vgpu_shim_abi::State::{Implemented, NotSupported};
     let mut out = String::from(
         "# Shim coverage\n\nGenerated from the source by `shim/libcudart/tests/exports.rs` \
          (`VGPU_WRITE_COVERAGE=1` rewrites it). *not supported* functions return the library's \
@@ -205,13 +217,14 @@ fn coverage_markdown() -> String {
         .chain(vgpu_cuda::proc::IMPLEMENTED_PROC_FUNCTIONS)
         .chain(vgpu_cuda::table::IMPLEMENTED_TABLE_FUNCTIONS)
         .copied()
+        .chain(of(vgpu_cuda::ffi::context::EXPORTS, Implemented))
         .collect();
-    section(
-        &mut out,
-        "libcuda.so.1",
-        &cuda,
-        vgpu_cuda::ffi::NOT_SUPPORTED_FUNCTIONS,
-    );
+    let cuda_no: Vec<&str> = vgpu_cuda::ffi::NOT_SUPPORTED_FUNCTIONS
+        .iter()
+        .copied()
+        .chain(of(vgpu_cuda::ffi::context::EXPORTS, NotSupported))
+        .collect();
+    section(&mut out, "libcuda.so.1", &cuda, &cuda_no);
     let cudart: Vec<&str> = vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS
         .iter()
         .chain(vgpu_cudart::mem::IMPLEMENTED)
@@ -231,18 +244,11 @@ fn coverage_markdown() -> String {
         ("libcublasLt.so.12", vgpu_cublaslt::ffi::EXPORTS),
         ("libnvidia-ml.so.1", vgpu_nvml::ffi::EXPORTS),
     ] {
-        let of = |state| -> Vec<&str> {
-            table
-                .iter()
-                .filter(|e| e.state == state)
-                .map(|e| e.name)
-                .collect()
-        };
         section(
             &mut out,
             lib,
-            &of(vgpu_shim_abi::State::Implemented),
-            &of(vgpu_shim_abi::State::NotSupported),
+            &of(table, Implemented).collect::<Vec<_>>(),
+            &of(table, NotSupported).collect::<Vec<_>>(),
         );
     }
     out

@@ -177,6 +177,20 @@ fn pynvml_lists_the_device() {
     st.finish();
 }
 
+/// A client written with someone else's bindings: cudarc's safe API (primary context
+/// retained and made current, allocations, copies both ways, a PTX module and a launch, a
+/// cuBLAS GEMM), through vgpu's libcuda.so.1 and libcublas.so.12 (src/bin/cudarc_client.rs).
+#[test]
+fn cudarc_client() {
+    assert_shims_current();
+    let st = Stack::start(2 << 30, 16 << 20);
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_cudarc-client"));
+    let (code, text) = run_with_shims(exe, st.control(), &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("cudarc: all checks passed"), "{text}");
+    st.finish();
+}
+
 /// libcublas.so.12 on the device's BLAS commands: every forwarded GEMM variant, batched
 /// TRSM, gemv and scal against a float64 reference, and cuBLAS's statuses for bad
 /// arguments (tests/samples/cublas.c).

@@ -12,6 +12,7 @@ use crate::state::{device_count, initialized, session};
 use std::ffi::c_char;
 use vgpu_proto::info::DeviceInfo;
 use vgpu_proto::Command;
+use vgpu_shim_abi::status::CuStatus;
 
 const NOT_INITIALIZED: CuResult = 3;
 const INVALID_DEVICE: CuResult = 101;
@@ -124,35 +125,14 @@ pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: i32) -> CuResult {
     SUCCESS
 }
 
-macro_rules! error_strings {
-    ($( $code:literal => $name:literal, $text:literal; )*) => {
-        fn error_name(code: u32) -> Option<&'static std::ffi::CStr> {
-            match code { $( $code => Some($name), )* _ => None }
-        }
-        fn error_text(code: u32) -> Option<&'static std::ffi::CStr> {
-            match code { $( $code => Some($text), )* _ => None }
-        }
-    };
+/// The name and the message of a `CUresult` (one table for every library,
+/// `vgpu_shim_abi::status::CuStatus`).
+fn error_name(code: u32) -> Option<&'static std::ffi::CStr> {
+    CuStatus(code).name()
 }
 
-error_strings! {
-    0 => c"CUDA_SUCCESS", c"no error";
-    1 => c"CUDA_ERROR_INVALID_VALUE", c"invalid argument";
-    2 => c"CUDA_ERROR_OUT_OF_MEMORY", c"out of memory";
-    3 => c"CUDA_ERROR_NOT_INITIALIZED", c"initialization error";
-    46 => c"CUDA_ERROR_DEVICE_UNAVAILABLE", c"CUDA-capable device(s) is/are busy or unavailable";
-    100 => c"CUDA_ERROR_NO_DEVICE", c"no CUDA-capable device is detected";
-    101 => c"CUDA_ERROR_INVALID_DEVICE", c"invalid device ordinal";
-    200 => c"CUDA_ERROR_INVALID_IMAGE", c"device kernel image is invalid";
-    209 => c"CUDA_ERROR_NO_BINARY_FOR_GPU", c"no kernel image is available for execution on the device";
-    400 => c"CUDA_ERROR_INVALID_HANDLE", c"invalid resource handle";
-    500 => c"CUDA_ERROR_NOT_FOUND", c"named symbol not found";
-    600 => c"CUDA_ERROR_NOT_READY", c"device not ready";
-    700 => c"CUDA_ERROR_ILLEGAL_ADDRESS", c"an illegal memory access was encountered";
-    719 => c"CUDA_ERROR_LAUNCH_FAILED", c"unspecified launch failure";
-    801 => c"CUDA_ERROR_NOT_SUPPORTED", c"operation not supported";
-    909 => c"CUDA_ERROR_TIMEOUT", c"timeout expired";
-    999 => c"CUDA_ERROR_UNKNOWN", c"unknown error";
+fn error_text(code: u32) -> Option<&'static std::ffi::CStr> {
+    CuStatus(code).text()
 }
 
 /// `cuGetErrorString`.

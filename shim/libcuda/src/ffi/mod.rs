@@ -1,7 +1,8 @@
 //! The exported driver API, one file per topic: initialisation, device queries, the primary
 //! context and the error strings (`device.rs`); memory, copies, memsets and pinned host
 //! memory (`memory.rs`); streams, events and synchronisation (`stream.rs`); modules,
-//! launches and function attributes (`module.rs`). 2-D copies, graphs and
+//! launches and function attributes (`module.rs`); contexts (`context.rs`, generated from
+//! its table by `vgpu_shim_abi::exports!`). 2-D copies, graphs and
 //! `cuGetProcAddress` have modules of their own in the crate. This module holds what the
 //! topics share: the result codes, `done`, `try_cu!` and the out-pointer writes of the C
 //! ABI, which are confined to [`put`] and [`put_str`]; the only other `unsafe` reads what
@@ -57,6 +58,7 @@ pub(crate) fn status_of(r: Result<(), CuResult>) -> CuResult {
     r.err().unwrap_or(SUCCESS)
 }
 
+pub mod context;
 mod device;
 mod memory;
 mod module;
