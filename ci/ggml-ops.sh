@@ -17,6 +17,7 @@ flag=(--release)
 if [ "${1:-}" = --debug ]; then profile=debug; flag=(); fi
 
 . ci/ggml-wheel.sh
+ci/python-env.sh >/dev/null
 lib=$ggml_lib
 dir=$ggml_dir
 
@@ -42,4 +43,18 @@ for f in cublasSgemm_v2 cublasGemmEx 'cublasGemm(Strided)?BatchedEx'; do
   n=$(grep -cE "libcublas: $f:" "$work/stderr" || true)
   echo "libcublas: $f called $n times"
   [ "$n" -gt 0 ] || { echo "ggml-ops: ggml never called $f" >&2; exit 1; }
+done
+
+# Discovery under CUDA_VISIBLE_DEVICES, in the forms CUDA accepts: an index, the device's
+# UUID as GPU-<uuid> (here from vgpu's NVML, which agrees with cuDeviceGetUuid), a unique
+# prefix of it; and an index that names no device.
+uuid=$(LD_LIBRARY_PATH="$PWD/target/shims" VGPU_SOCKET=$work/vgpu.sock target/py/bin/python -c \
+  'import pynvml; pynvml.nvmlInit(); print(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(0)))')
+for v in 0 "$uuid" "${uuid:0:12}" 1; do
+  line=$(CUDA_VISIBLE_DEVICES=$v VGPU_SOCKET=$work/vgpu.sock LD_LIBRARY_PATH="$PWD/target/shims:$lib" \
+    VGPU_LOG=error "$dir/ggml_ops" --discover 2>/dev/null)
+  echo "CUDA_VISIBLE_DEVICES=$v: $line"
+  want="1 CUDA device(s); 0: VGPU-STUB"
+  [ "$v" = 1 ] && want="0 CUDA device(s)"
+  case $line in *"$want"*) ;; *) echo "ggml-ops: CUDA_VISIBLE_DEVICES=$v: expected \"$want\"" >&2; exit 1 ;; esac
 done

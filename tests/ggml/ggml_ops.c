@@ -55,6 +55,9 @@ void ggml_backend_tensor_set(ggml_tensor *, const void *, size_t, size_t);
 void ggml_backend_tensor_get(const ggml_tensor *, void *, size_t, size_t);
 int ggml_backend_graph_compute(ggml_backend_t, ggml_cgraph *);
 ggml_backend_t ggml_backend_cuda_init(int);
+int ggml_backend_cuda_get_device_count(void);
+void ggml_backend_cuda_get_device_description(int, char *, size_t);
+void ggml_backend_cuda_get_device_memory(int, size_t *, size_t *);
 ggml_backend_t ggml_backend_cpu_init(void);
 void ggml_backend_free(ggml_backend_t);
 
@@ -265,7 +268,23 @@ static int kquant_as_close(int op, const float *cpu, const float *gpu, int cols)
     return ok;
 }
 
-int main(void) {
+/* `ggml_ops --discover`: the CUDA devices ggml finds, one line. */
+static int discover(void) {
+    int n = ggml_backend_cuda_get_device_count();
+    printf("ggml_ops: %d CUDA device(s)", n);
+    for (int i = 0; i < n; i++) {
+        char desc[256];
+        size_t free = 0, total = 0;
+        ggml_backend_cuda_get_device_description(i, desc, sizeof desc);
+        ggml_backend_cuda_get_device_memory(i, &free, &total);
+        printf("; %d: %s, %zu MiB", i, desc, total >> 20);
+    }
+    printf("\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--discover") == 0) return discover();
     static float cpu[OPS][MAX_OUT], gpu[OPS][MAX_OUT];
     static int ncpu[OPS], ngpu[OPS];
     inputs();
