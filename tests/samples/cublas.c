@@ -2,7 +2,9 @@
  * plain, batched over pointer arrays, strided-batched; math modes; a stream), batched
  * TRSM, gemv and scal, against a float64 reference computed here from the same inputs;
  * then bad arguments, which must get the status real cuBLAS gives. Exit status 0 when every
- * check passed. Build: cc cublas.c -L target/shims -lcublas -lcudart -lm -o cublas */
+ * check passed. cuBLASLt too: matmul descriptors, layouts (batched, strided), preferences,
+ * the heuristic, cublasLtMatmul with alpha/beta and the RELU/BIAS epilogues, and its errors.
+ * Build: cc cublas.c -L target/shims -lcublas -lcublasLt -lcudart -lm -o cublas */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,6 +69,28 @@ extern cublasStatus_t cublasSgemv_v2(cublasHandle_t, int, int, int, const float 
 extern cublasStatus_t cublasSscal_v2(cublasHandle_t, int, const float *, float *, int);
 extern cublasStatus_t cublasSdot_v2(cublasHandle_t, int, const float *, int, const float *, int,
                                     float *);
+
+typedef void *cublasLtHandle_t, *cublasLtMatmulDesc_t, *cublasLtMatrixLayout_t, *cublasLtMatmulPreference_t;
+typedef struct { unsigned long long data[8]; } cublasLtMatmulAlgo_t;
+typedef struct { cublasLtMatmulAlgo_t algo; size_t workspaceSize; int state; float wavesCount; int reserved[4]; } cublasLtMatmulHeuristicResult_t;
+extern cublasStatus_t cublasLtCreate(cublasLtHandle_t *);
+extern cublasStatus_t cublasLtDestroy(cublasLtHandle_t);
+extern cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *, int, int);
+extern cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t);
+extern cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t, int, const void *, size_t);
+extern cublasStatus_t cublasLtMatmulDescGetAttribute(cublasLtMatmulDesc_t, int, void *, size_t, size_t *);
+extern cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *, int, unsigned long long, unsigned long long, long long);
+extern cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t);
+extern cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t, int, const void *, size_t);
+extern cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *);
+extern cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t);
+extern cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, int, const void *, size_t);
+extern cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t,
+                                                     cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                                     cublasLtMatmulPreference_t, int, cublasLtMatmulHeuristicResult_t *, int *);
+extern cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t, const void *, const void *, cublasLtMatrixLayout_t,
+                                     const void *, cublasLtMatrixLayout_t, const void *, const void *, cublasLtMatrixLayout_t,
+                                     void *, cublasLtMatrixLayout_t, const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t);
 
 enum { H2D = 1, D2H = 2 };
 enum { R_32F = 0, R_64F = 1, R_16F = 2, R_16BF = 14 };
@@ -331,6 +355,103 @@ static void bad_arguments(cublasHandle_t h) {
     checked++;
 }
 
+/* cublasLtMatmul: D = relu(alpha op(A) op(B) + beta C + bias) over `batch` strided batches,
+ * A transposed, against float64; `ab_t` is the type of A and B (f32 or f16), C and D f32. */
+static void lt_case(cublasLtHandle_t lt, cudaStream_t st, int ab_t, int epilogue, int batch) {
+    int m = 9, n = 6, k = 13;
+    long long sa = (long long)k * m + 3, sb = (long long)k * n + 5, sc = (long long)m * n + 7;
+    size_t ea = esize(ab_t);
+    unsigned char *A = malloc(sa * batch * ea), *B = malloc(sb * batch * ea);
+    float *C = malloc(4 * sc * batch), *D = malloc(4 * sc * batch), bias[9];
+    for (long long i = 0; i < sa * batch; i++) put(A, ab_t, i, rnd());
+    for (long long i = 0; i < sb * batch; i++) put(B, ab_t, i, rnd());
+    for (long long i = 0; i < sc * batch; i++) C[i] = (float)rnd();
+    for (int i = 0; i < m; i++) bias[i] = (float)rnd();
+    void *dA = dev(sa * batch * ea), *dB = dev(sb * batch * ea), *dC = dev(4 * sc * batch), *dD = dev(4 * sc * batch), *dbias = dev(sizeof bias);
+    CU(cudaMemcpy(dA, A, sa * batch * ea, H2D));
+    CU(cudaMemcpy(dB, B, sb * batch * ea, H2D));
+    CU(cudaMemcpy(dC, C, 4 * sc * batch, H2D));
+    CU(cudaMemcpy(dbias, bias, sizeof bias, H2D));
+    cublasLtMatmulDesc_t desc;
+    BL(cublasLtMatmulDescCreate(&desc, C32F, R_32F));
+    int t = 1;
+    BL(cublasLtMatmulDescSetAttribute(desc, 3 /* TRANSA */, &t, sizeof t));
+    BL(cublasLtMatmulDescSetAttribute(desc, 7 /* EPILOGUE */, &epilogue, sizeof epilogue));
+    if (epilogue & 4) BL(cublasLtMatmulDescSetAttribute(desc, 8 /* BIAS_POINTER */, &dbias, sizeof dbias));
+    int got = -1;
+    size_t written = 0;
+    BL(cublasLtMatmulDescGetAttribute(desc, 3, &got, sizeof got, &written));
+    CHECK(got == 1 && written == 4, "TRANSA read back as %d (%zu bytes)", got, written);
+    cublasLtMatrixLayout_t la, lb, lc, ld;
+    BL(cublasLtMatrixLayoutCreate(&la, ab_t, k, m, k));
+    BL(cublasLtMatrixLayoutCreate(&lb, ab_t, k, n, k));
+    BL(cublasLtMatrixLayoutCreate(&lc, R_32F, m, n, m));
+    BL(cublasLtMatrixLayoutCreate(&ld, R_32F, m, n, m));
+    cublasLtMatrixLayout_t ls[4] = {la, lb, lc, ld};
+    long long strides[4] = {sa, sb, sc, sc};
+    for (int i = 0; i < 4; i++) {
+        BL(cublasLtMatrixLayoutSetAttribute(ls[i], 5 /* BATCH_COUNT */, &batch, sizeof batch));
+        BL(cublasLtMatrixLayoutSetAttribute(ls[i], 6 /* STRIDED_BATCH_OFFSET */, &strides[i], sizeof strides[i]));
+    }
+    cublasLtMatmulPreference_t pref;
+    BL(cublasLtMatmulPreferenceCreate(&pref));
+    unsigned long long wsmax = 1 << 20;
+    BL(cublasLtMatmulPreferenceSetAttribute(pref, 1 /* MAX_WORKSPACE_BYTES */, &wsmax, sizeof wsmax));
+    cublasLtMatmulHeuristicResult_t res[4];
+    int found = 0;
+    BL(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lc, ld, pref, 4, res, &found));
+    CHECK(found == 1 && res[0].state == 0, "heuristic: %d algorithms", found);
+    float alpha = 0.75f, beta = -0.5f;
+    BL(cublasLtMatmul(lt, desc, &alpha, dA, la, dB, lb, &beta, dC, lc, dD, ld, &res[0].algo, NULL, 0, st));
+    CU(cudaStreamSynchronize(st));
+    CU(cudaMemcpy(D, dD, 4 * sc * batch, D2H));
+    double worst = 0;
+    for (int q = 0; q < batch; q++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                double s = 0;
+                for (int l = 0; l < k; l++)
+                    s += get(A, ab_t, q * sa + (size_t)i * k + l) * get(B, ab_t, q * sb + (size_t)j * k + l);
+                double want = alpha * s + beta * C[q * sc + (size_t)j * m + i];
+                if (epilogue & 4) want += bias[i];
+                if (epilogue & 2) want = want > 0 ? want : 0;
+                double e = fabs(D[q * sc + (size_t)j * m + i] - want) / (1 + fabs(want));
+                if (e > worst) worst = e;
+            }
+    CHECK(worst <= 1e-5, "cublasLtMatmul(types %d, epilogue %d, batch %d): error %g", ab_t, epilogue, batch, worst);
+    checked++;
+    /* Shapes that do not fit: op(A) has k rows where D has m. */
+    CHECK(cublasLtMatmul(lt, desc, &alpha, dA, lb, dB, lb, &beta, dC, lc, dD, ld, NULL, NULL, 0, st) == 7,
+          "mismatched layouts: not CUBLAS_STATUS_INVALID_VALUE");
+    for (int i = 0; i < 4; i++) BL(cublasLtMatrixLayoutDestroy(ls[i]));
+    BL(cublasLtMatmulPreferenceDestroy(pref));
+    BL(cublasLtMatmulDescDestroy(desc));
+    cudaFree(dA); cudaFree(dB); cudaFree(dC); cudaFree(dD); cudaFree(dbias);
+    free(A); free(B); free(C); free(D);
+}
+
+static void cublaslt(cudaStream_t st) {
+    cublasLtHandle_t lt = NULL;
+    BL(cublasLtCreate(&lt));
+    lt_case(lt, st, R_32F, 1 /* DEFAULT */, 1);
+    lt_case(lt, st, R_32F, 6 /* RELU_BIAS */, 3);
+    lt_case(lt, st, R_16F, 2 /* RELU */, 2);
+    lt_case(lt, st, R_16F, 4 /* BIAS */, 1);
+    cublasLtMatmulDesc_t desc;
+    BL(cublasLtMatmulDescCreate(&desc, C32F, R_32F));
+    int gelu = 32, order = 1;
+    CHECK(cublasLtMatmulDescSetAttribute(desc, 7, &gelu, sizeof gelu) == 15, "the GELU epilogue: not CUBLAS_STATUS_NOT_SUPPORTED");
+    CHECK(cublasLtMatmulDescSetAttribute(desc, 7, &gelu, 2) == 7, "a short attribute: not CUBLAS_STATUS_INVALID_VALUE");
+    cublasLtMatrixLayout_t l;
+    BL(cublasLtMatrixLayoutCreate(&l, R_32F, 4, 4, 4));
+    CHECK(cublasLtMatrixLayoutSetAttribute(l, 1 /* ORDER */, &order, sizeof order) == 15, "row-major order: not CUBLAS_STATUS_NOT_SUPPORTED");
+    CHECK(cublasLtMatrixLayoutCreate(&l, R_32F, 4, 4, 3) == 7, "ld < rows: not CUBLAS_STATUS_INVALID_VALUE");
+    BL(cublasLtMatmulDescDestroy(desc));
+    BL(cublasLtDestroy(lt));
+    CHECK(cublasLtDestroy(lt) == 1, "a destroyed handle: not CUBLAS_STATUS_NOT_INITIALIZED");
+    checked++;
+}
+
 int main(void) {
     cublasHandle_t h = NULL;
     BL(cublasCreate_v2(&h));
@@ -351,6 +472,7 @@ int main(void) {
     trsm(h);
     level2(h);
     bad_arguments(h);
+    cublaslt(s);
     BL(cublasDestroy_v2(h));
     float one = 1;
     CHECK(cublasSgemm_v2(h, 0, 0, 1, 1, 1, &one, ws, 1, ws, 1, &one, ws, 1) == 1, "destroyed handle: not CUBLAS_STATUS_NOT_INITIALIZED");

@@ -3,8 +3,11 @@
 //! `libnvidia-ml.so.1`). The `dlopen`/`dlsym` calls and the calls through the symbols they
 //! return are this module's `unsafe`.
 
+use crate::ptr::{In, Out};
 use crate::table::{VgpuTable, TABLE_ID};
 use std::ffi::{c_void, CStr};
+use vgpu_proto::info::{DeviceInfo, MgmtInfo};
+use vgpu_proto::payload::{GemmDesc, LtMatmulDesc, TrsmBatchedDesc};
 
 type Init = unsafe extern "C" fn(u32) -> u32;
 type GetExportTable = unsafe extern "C" fn(*mut *const c_void, *const [u8; 16]) -> u32;
@@ -39,8 +42,95 @@ fn sym(lib: *mut c_void, name: &CStr) -> Result<*mut c_void, OpenError> {
     Ok(p)
 }
 
-/// Opens `libcuda.so.1` (never closed), runs `cuInit(0)` and returns its vgpu table.
-pub fn open() -> Result<&'static VgpuTable, OpenError> {
+/// vgpu's table in `libcuda.so.1`, with a safe method per entry. Each returns the entry's
+/// `CUresult` (or device status) as the error.
+#[derive(Clone, Copy)]
+pub struct Libcuda(&'static VgpuTable);
+
+fn status(r: u32) -> Result<(), u32> {
+    match r {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+impl Libcuda {
+    /// Opens `libcuda.so.1` (never closed), runs `cuInit(0)` and takes its vgpu table.
+    pub fn open() -> Result<Libcuda, OpenError> {
+        open().map(Libcuda)
+    }
+
+    /// The table, opened at the first call from this library (each library links its own
+    /// copy of this crate, so each opens it once); why it could not be opened is logged
+    /// once, as `library`'s.
+    pub fn shared(library: &str) -> Result<Libcuda, &'static OpenError> {
+        static LIB: std::sync::OnceLock<Result<Libcuda, OpenError>> = std::sync::OnceLock::new();
+        LIB.get_or_init(|| {
+            crate::logging::init();
+            let l = Libcuda::open();
+            if let Err(e) = &l {
+                log::warn!("vgpu: {library}: {e}");
+            }
+            l
+        })
+        .as_ref()
+        .copied()
+    }
+
+    /// BLAS_CREATE.
+    pub fn blas_create(self) -> Result<u64, u32> {
+        let mut h = 0u64;
+        // SAFETY: the table's entry with its C signature; `h` outlives the call.
+        status(unsafe { (self.0.blas_create)(Out::from_raw(&mut h)) })?;
+        Ok(h)
+    }
+
+    /// BLAS_DESTROY.
+    pub fn blas_destroy(self, h: u64) -> Result<(), u32> {
+        // SAFETY: the table's entry with its C signature.
+        status(unsafe { (self.0.blas_destroy)(h) })
+    }
+
+    /// Posts BLAS_GEMM, or BLAS_GEMM_BATCHED (`batched`: arrays of pointers).
+    pub fn gemm(self, d: &GemmDesc, batched: bool, stream: usize) -> Result<(), u32> {
+        let f = match batched {
+            true => self.0.blas_gemm_batched,
+            false => self.0.blas_gemm,
+        };
+        // SAFETY: the table's entry with its C signature; `d` outlives the call.
+        status(unsafe { f(In::from_raw(d), stream) })
+    }
+
+    /// Posts BLAS_TRSM_BATCHED.
+    pub fn trsm_batched(self, d: &TrsmBatchedDesc, stream: usize) -> Result<(), u32> {
+        // SAFETY: the table's entry with its C signature; `d` outlives the call.
+        status(unsafe { (self.0.blas_trsm_batched)(In::from_raw(d), stream) })
+    }
+
+    /// Posts BLASLT_MATMUL.
+    pub fn lt_matmul(self, d: &LtMatmulDesc, stream: usize) -> Result<(), u32> {
+        // SAFETY: the table's entry with its C signature; `d` outlives the call.
+        status(unsafe { (self.0.blaslt_matmul)(In::from_raw(d), stream) })
+    }
+
+    /// The device info.
+    pub fn device_info(self) -> Result<DeviceInfo, u32> {
+        let mut info: DeviceInfo = bytemuck::Zeroable::zeroed();
+        // SAFETY: the table's entry with its C signature; `info` outlives the call.
+        status(unsafe { (self.0.device_info)(Out::from_raw(&mut info)) })?;
+        Ok(info)
+    }
+
+    /// MGMT_QUERY.
+    pub fn mgmt_query(self) -> Result<MgmtInfo, u32> {
+        let mut m: MgmtInfo = bytemuck::Zeroable::zeroed();
+        // SAFETY: the table's entry with its C signature; `m` outlives the call.
+        status(unsafe { (self.0.mgmt_query)(Out::from_raw(&mut m)) })?;
+        Ok(m)
+    }
+}
+
+fn open() -> Result<&'static VgpuTable, OpenError> {
     // SAFETY: a NUL-terminated library name; the handle is never closed.
     let lib = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
     if lib.is_null() {

@@ -191,16 +191,17 @@ fn cudarc_client() {
     st.finish();
 }
 
-/// libcublas.so.12 on the device's BLAS commands: every forwarded GEMM variant, batched
-/// TRSM, gemv and scal against a float64 reference, and cuBLAS's statuses for bad
-/// arguments (tests/samples/cublas.c).
+/// libcublas.so.12 and libcublasLt.so.12 on the device's BLAS commands: every forwarded
+/// GEMM variant, batched TRSM, gemv and scal, and cuBLASLt matmuls (batched, epilogues)
+/// against a float64 reference, and the statuses cuBLAS gives for bad arguments
+/// (tests/samples/cublas.c).
 #[test]
 fn cublas_sample() {
     let st = Stack::start(2 << 30, 16 << 20);
-    let (code, out) = st.run_sample("cublas", &["cublas", "cudart", "m"]);
+    let (code, out) = st.run_sample("cublas", &["cublas", "cublasLt", "cudart", "m"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("cublas: 42 cases checked against float64, all checks passed"),
+        out.contains("cublas: 47 cases checked against float64, all checks passed"),
         "{out}"
     );
     st.finish();

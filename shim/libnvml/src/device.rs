@@ -1,12 +1,11 @@
 //! Initialisation (reference-counted, as NVML's), the device handle and the queries.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use vgpu_os::lock;
 use vgpu_proto::info::{DeviceInfo, MgmtInfo};
-use vgpu_shim_abi::libcuda::{self, OpenError};
+use vgpu_shim_abi::libcuda::Libcuda;
 use vgpu_shim_abi::ptr::{CStrIn, InOut, Out, OutArray, StrOut};
 use vgpu_shim_abi::status::NvmlReturn;
-use vgpu_shim_abi::table::VgpuTable;
 
 /// `nvmlDevice_t` as the application holds it: a token, never dereferenced.
 #[repr(transparent)]
@@ -20,20 +19,8 @@ type R = Result<(), NvmlReturn>;
 
 static INITS: Mutex<u32> = Mutex::new(0);
 
-fn table() -> Result<&'static VgpuTable, NvmlReturn> {
-    static TABLE: OnceLock<Result<&'static VgpuTable, OpenError>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| {
-            vgpu_shim_abi::logging::init();
-            let t = libcuda::open();
-            if let Err(e) = &t {
-                log::warn!("vgpu: libnvidia-ml: {e}");
-            }
-            t
-        })
-        .as_ref()
-        .copied()
-        .map_err(|_| NvmlReturn::DRIVER_NOT_LOADED)
+fn table() -> Result<Libcuda, NvmlReturn> {
+    Libcuda::shared("libnvidia-ml").map_err(|_| NvmlReturn::DRIVER_NOT_LOADED)
 }
 
 /// `nvmlInit_v2` / `nvmlInitWithFlags`: DRIVER_NOT_LOADED without a vGPU.
@@ -53,30 +40,23 @@ pub fn shutdown() -> R {
     Ok(())
 }
 
-fn initialized() -> Result<&'static VgpuTable, NvmlReturn> {
+fn initialized() -> Result<Libcuda, NvmlReturn> {
     if *lock(&INITS) == 0 {
         return Err(NvmlReturn::UNINITIALIZED);
     }
     table()
 }
 
-fn check(r: u32) -> R {
-    match r {
-        0 => Ok(()),
-        r => {
-            log::warn!("vgpu: libnvidia-ml: the device did not answer (CUresult {r})");
-            Err(NvmlReturn::GPU_IS_LOST)
-        }
-    }
+fn check<T>(r: Result<T, u32>) -> Result<T, NvmlReturn> {
+    r.map_err(|e| {
+        log::warn!("vgpu: libnvidia-ml: the device did not answer (CUresult {e})");
+        NvmlReturn::GPU_IS_LOST
+    })
 }
 
 /// The device info (initialised).
 pub fn info() -> Result<DeviceInfo, NvmlReturn> {
-    let t = initialized()?;
-    let mut info = bytemuck::Zeroable::zeroed();
-    // SAFETY: the table's entry with its C signature; `info` outlives the call.
-    check(unsafe { (t.device_info)(Out::from_raw(&mut info)) })?;
-    Ok(info)
+    check(initialized()?.device_info())
 }
 
 /// The device info for a handle; INVALID_ARGUMENT for anything but the device's.
@@ -91,11 +71,7 @@ fn device(h: DeviceHandle) -> Result<DeviceInfo, NvmlReturn> {
 /// MGMT_QUERY for a handle.
 fn mgmt(h: DeviceHandle) -> Result<MgmtInfo, NvmlReturn> {
     device(h)?;
-    let t = initialized()?;
-    let mut m = bytemuck::Zeroable::zeroed();
-    // SAFETY: the table's entry with its C signature; `m` outlives the call.
-    check(unsafe { (t.mgmt_query)(Out::from_raw(&mut m)) })?;
-    Ok(m)
+    check(initialized()?.mgmt_query())
 }
 
 /// A value the device reports as 0 when it does not know it: NOT_SUPPORTED then.
