@@ -1,8 +1,11 @@
 /* driver_api: the driver API beyond plain copies, as a program that uses libcuda.so.1
  * directly would: cuGetProcAddress, 2-D copies through CUDA_MEMCPY2D (pageable, pinned,
  * unified addressing), 2-D memsets, modules and cuLaunchKernelEx with attributes, function
- * attributes, stream capture with graph replay, and contexts (the primary context, created
- * ones, each thread's stack, and CUDA's errors for a missing or destroyed one). The fatbin is argv[1]
+ * attributes, stream capture with graph replay, contexts (the primary context, created
+ * ones, each thread's stack, and CUDA's errors for a missing or destroyed one), and what
+ * general programs use besides: cuModuleLoad from a file, cuModuleLoadDataEx, unified
+ * cuMemcpy, allocation ranges, stream priorities and flags, parameter layouts and the
+ * occupancy calculation. The fatbin is argv[1]
  * (fatbin/tests/fixtures/kernels.fatbin, built by nvcc); its vecAdd computes
  * c[i] = a[i] + b[i] + g_table[i % 37], with g_table = {1, 0, ...}.
  * Build: cc driver_api.c -L target/shims -lcuda -o driver_api */
@@ -254,6 +257,56 @@ static void contexts(void) {
            major, minor);
 }
 
+extern CUresult cuModuleLoad(CUmodule *, const char *);
+extern CUresult cuModuleLoadDataEx(CUmodule *, const void *, unsigned, void *, void **);
+extern CUresult cuMemcpy(CUdeviceptr, CUdeviceptr, size_t);
+extern CUresult cuMemGetAddressRange_v2(CUdeviceptr *, size_t *, CUdeviceptr);
+extern CUresult cuStreamCreateWithPriority(CUstream *, unsigned, int);
+extern CUresult cuStreamGetPriority(CUstream, int *);
+extern CUresult cuStreamGetFlags(CUstream, unsigned *);
+extern CUresult cuFuncGetParamInfo(CUfunction, size_t, size_t *, size_t *);
+extern CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *, CUfunction, int, size_t);
+
+static void general(const char *path, const void *image) {
+    CUmodule m1, m2;
+    CUfunction f;
+    CHECK(cuModuleLoad(&m1, path));
+    EXPECT(cuModuleLoad(&m2, "/nonexistent/module.fatbin"), 301); /* CUDA_ERROR_FILE_NOT_FOUND */
+    CHECK(cuModuleLoadDataEx(&m2, image, 0, NULL, NULL));
+    CHECK(cuModuleGetFunction(&f, m1, "_Z6vecAddPKfS0_Pfi"));
+    size_t off[4], size[4];
+    for (int i = 0; i < 4; i++) CHECK(cuFuncGetParamInfo(f, i, &off[i], &size[i]));
+    TRUE(off[0] == 0 && off[1] == 8 && off[2] == 16 && off[3] == 24);
+    TRUE(size[0] == 8 && size[3] == 4);
+    EXPECT(cuFuncGetParamInfo(f, 4, &off[0], &size[0]), 1);
+    int blocks = 0;
+    CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, 256, 0));
+    TRUE(blocks >= 1 && blocks <= 32);
+    enum { N = 4096 };
+    static unsigned char src[N], back[N];
+    for (int i = 0; i < N; i++) src[i] = (unsigned char)(i * 7 + 1);
+    CUdeviceptr a, b, base;
+    size_t len = 0;
+    CHECK(cuMemAlloc_v2(&a, N));
+    CHECK(cuMemAlloc_v2(&b, N));
+    CHECK(cuMemcpy(a, (CUdeviceptr)(size_t)src, N));        /* host to device */
+    CHECK(cuMemcpy(b + 0, a, N));                            /* device to device */
+    CHECK(cuMemcpy((CUdeviceptr)(size_t)back, b, N));        /* device to host */
+    TRUE(memcmp(src, back, N) == 0);
+    CHECK(cuMemGetAddressRange_v2(&base, &len, b + 100));
+    TRUE(base == b && len >= N);
+    EXPECT(cuMemGetAddressRange_v2(&base, &len, (CUdeviceptr)(size_t)src), 500);
+    CUstream s;
+    int prio = -1;
+    unsigned flags = 9;
+    CHECK(cuStreamCreateWithPriority(&s, 1 /* CU_STREAM_NON_BLOCKING */, -2));
+    CHECK(cuStreamGetPriority(s, &prio));
+    CHECK(cuStreamGetFlags(s, &flags));
+    TRUE(prio == 0 && flags == 1);
+    EXPECT(cuStreamGetFlags((CUstream)0x777, &flags), 400);
+    printf("general: module from a file and with options, unified copies, ranges, stream priority and flags, parameter layout, occupancy %d: checked\n", blocks);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: driver_api FATBIN\n"); return 1; }
     void *image = read_file(argv[1]);
@@ -262,6 +315,7 @@ int main(int argc, char **argv) {
     copies_2d();
     launches_and_graphs(image);
     contexts();
+    general(argv[1], image);
     if (failures) { printf("driver_api: %d check(s) failed\n", failures); return 1; }
     printf("driver_api: all checks passed\n");
     return 0;

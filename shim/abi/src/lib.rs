@@ -13,12 +13,14 @@
 //! * [`table`]: the private export table `libcuda.so.1` serves the other libraries
 //!   through `cuGetExportTable`, so that they reach the device over the process's one
 //!   connection; [`libcuda::open`] opens `libcuda.so.1` and asks it for the table.
-//! * [`registry`]: the objects behind opaque handles.
+//! * [`registry`]: the objects behind opaque handles; [`occupancy`]: CUDA's occupancy
+//!   calculation.
 //! * [`logging`]: each shared object has its own logger; [`logging::init`] starts it.
 //! * [`version`]: the versions the libraries advertise.
 
 pub mod libcuda;
 pub mod logging;
+pub mod occupancy;
 pub mod ptr;
 pub mod registry;
 pub mod status;

@@ -49,6 +49,11 @@ impl<T> Out<T> {
     pub fn cast<U>(self) -> Out<U> {
         Out(self.0.cast())
     }
+
+    /// The raw pointer, to hand on to a function that takes one (using it is `unsafe`).
+    pub fn as_ptr(&self) -> *mut T {
+        self.0
+    }
 }
 
 /// An in-pointer: the function reads one `T` through it.
@@ -99,6 +104,11 @@ impl<T> In<T> {
     /// The address, for messages.
     pub fn addr(&self) -> usize {
         self.0 as usize
+    }
+
+    /// The raw pointer, to hand on to a function that takes one (using it is `unsafe`).
+    pub fn as_ptr(&self) -> *const T {
+        self.0
     }
 }
 

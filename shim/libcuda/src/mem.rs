@@ -173,6 +173,16 @@ pub fn forget_allocations() {
 }
 
 /// True when `ptr` lies in a device allocation of this process.
+/// The allocation holding `ptr`: (base, size).
+pub fn allocation_of(ptr: u64) -> Option<(u64, u64)> {
+    lock(&ALLOCATIONS)
+        .range(..=ptr)
+        .next_back()
+        .filter(|(b, s)| ptr - **b < **s)
+        .map(|(b, s)| (*b, *s))
+}
+
+/// True for an address inside a device allocation of this process.
 pub fn is_device(ptr: u64) -> bool {
     lock(&ALLOCATIONS)
         .range(..=ptr)

@@ -76,6 +76,13 @@ pub unsafe fn image_len(p: *const u8) -> Option<usize> {
     )
 }
 
+/// The function behind a handle, if it is loaded.
+pub fn function_info(func: u64) -> Option<Arc<Function>> {
+    tables()
+        .as_ref()
+        .and_then(|t| t.functions.get(&func).cloned())
+}
+
 /// Loads `image`; returns the module handle.
 pub fn load(image: &[u8]) -> Result<u64, CuResult> {
     let hash: [u8; 32] = Sha256::digest(image).into();

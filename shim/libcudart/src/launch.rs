@@ -300,11 +300,9 @@ pub extern "C" fn cudaLaunchCooperativeKernel(
     cudaLaunchKernelExC(&config, func, args)
 }
 
-/// `cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags`: how many blocks of
-/// `block_size` threads and `dyn_shared` bytes of dynamic shared memory fit on one
-/// multiprocessor, limited by threads (in whole warps), blocks, shared memory (with the
-/// per-block reservation) and registers (per warp, in units of 256), as CUDA's occupancy
-/// calculator does. The function's registers and static shared memory come from the device.
+/// `cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags`: CUDA's occupancy calculation
+/// (`vgpu_shim_abi::occupancy`) over the device's attributes and the function's registers and
+/// static shared memory, which come from the device.
 #[no_mangle]
 pub extern "C" fn cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     blocks: *mut i32,
@@ -320,49 +318,22 @@ pub extern "C" fn cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
         Ok(v) => v,
         Err(e) => return fail(e),
     };
+    use vgpu_shim_abi::occupancy::{max_active_blocks, DEVICE_ATTRIBUTES, FUNCTION_ATTRIBUTES};
     let dev = crate::ffi::current_device();
-    let mut get = |attr: i32| d.attribute(attr, dev);
-    // CU_DEVICE_ATTRIBUTE_ WARP_SIZE, MAX_THREADS_PER_MULTIPROCESSOR,
-    // MAX_BLOCKS_PER_MULTIPROCESSOR, MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
-    // MAX_REGISTERS_PER_MULTIPROCESSOR, RESERVED_SHARED_MEMORY_PER_BLOCK.
-    let device = [10, 39, 106, 81, 82, 111].map(&mut get);
-    let mut func_attr = |attr: i32| {
-        let mut v = 0;
-        match cu!(d, func_get_attribute(&mut v, attr, f)) {
-            0 => Ok(v),
-            e => Err(e),
+    let mut device = [0i32; 6];
+    for (v, a) in device.iter_mut().zip(DEVICE_ATTRIBUTES) {
+        match d.attribute(a, dev) {
+            Ok(x) => *v = x,
+            Err(_) => return fail(1),
         }
-    };
-    // CU_FUNC_ATTRIBUTE_ SHARED_SIZE_BYTES, NUM_REGS.
-    let function = [1, 4].map(&mut func_attr);
-    let (Ok(warp), Ok(threads_sm), Ok(blocks_sm), Ok(shared_sm), Ok(regs_sm), Ok(reserved)) = (
-        device[0], device[1], device[2], device[3], device[4], device[5],
-    ) else {
-        return fail(1);
-    };
-    let (Ok(static_shared), Ok(regs)) = (function[0], function[1]) else {
-        return fail(1);
-    };
-    let warp = warp.max(1) as i64;
-    let warps = (i64::from(block_size) + warp - 1) / warp;
-    let by_threads = i64::from(threads_sm) / warp / warps;
-    let shared = i64::from(static_shared) + dyn_shared as i64;
-    let by_shared = if shared == 0 {
-        i64::MAX
-    } else {
-        i64::from(shared_sm) / (shared + i64::from(reserved))
-    };
-    let regs_per_warp = (i64::from(regs) * warp + 255) / 256 * 256;
-    let by_regs = if regs_per_warp == 0 {
-        i64::MAX
-    } else {
-        i64::from(regs_sm) / (regs_per_warp * warps)
-    };
-    let n = by_threads
-        .min(i64::from(blocks_sm))
-        .min(by_shared)
-        .min(by_regs)
-        .max(0);
+    }
+    let mut function = [0i32; 2];
+    for (v, a) in function.iter_mut().zip(FUNCTION_ATTRIBUTES) {
+        if cu!(d, func_get_attribute(v, a, f)) != 0 {
+            return fail(1);
+        }
+    }
+    let n = max_active_blocks(device, function, block_size, dyn_shared);
     // SAFETY: a valid out-pointer (CUDA's contract); null refused above.
     unsafe { blocks.write(n as i32) };
     0

@@ -218,11 +218,13 @@ fn coverage_markdown() -> String {
         .chain(vgpu_cuda::table::IMPLEMENTED_TABLE_FUNCTIONS)
         .copied()
         .chain(of(vgpu_cuda::ffi::context::EXPORTS, Implemented))
+        .chain(of(vgpu_cuda::ffi::general::EXPORTS, Implemented))
         .collect();
     let cuda_no: Vec<&str> = vgpu_cuda::ffi::NOT_SUPPORTED_FUNCTIONS
         .iter()
         .copied()
         .chain(of(vgpu_cuda::ffi::context::EXPORTS, NotSupported))
+        .chain(of(vgpu_cuda::ffi::general::EXPORTS, NotSupported))
         .collect();
     section(&mut out, "libcuda.so.1", &cuda, &cuda_no);
     let cudart: Vec<&str> = vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS

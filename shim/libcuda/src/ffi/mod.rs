@@ -1,8 +1,9 @@
 //! The exported driver API, one file per topic: initialisation, device queries, the primary
 //! context and the error strings (`device.rs`); memory, copies, memsets and pinned host
 //! memory (`memory.rs`); streams, events and synchronisation (`stream.rs`); modules,
-//! launches and function attributes (`module.rs`); contexts (`context.rs`, generated from
-//! its table by `vgpu_shim_abi::exports!`). 2-D copies, graphs and
+//! launches and function attributes (`module.rs`); contexts (`context.rs`) and the calls
+//! general programs use beyond ggml's subset (`general.rs`), both generated from their
+//! tables by `vgpu_shim_abi::exports!`. 2-D copies, graphs and
 //! `cuGetProcAddress` have modules of their own in the crate. This module holds what the
 //! topics share: the result codes, `done`, `try_cu!` and the out-pointer writes of the C
 //! ABI, which are confined to [`put`] and [`put_str`]; the only other `unsafe` reads what
@@ -60,6 +61,7 @@ pub(crate) fn status_of(r: Result<(), CuResult>) -> CuResult {
 
 pub mod context;
 mod device;
+pub mod general;
 mod memory;
 mod module;
 mod stream;

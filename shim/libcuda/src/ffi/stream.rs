@@ -18,13 +18,14 @@ pub extern "C" fn cuCtxSynchronize() -> CuResult {
 /// `cuStreamCreate`.
 #[no_mangle]
 pub extern "C" fn cuStreamCreate(stream: *mut usize, flags: u32) -> CuResult {
+    let flags = flags & stream_flags::NON_BLOCKING;
     let args = StreamCreateArgs {
-        flags: flags & stream_flags::NON_BLOCKING,
+        flags,
         ..bytemuck::Zeroable::zeroed()
     };
     match mem::call(Command::STREAM_CREATE(args), 0) {
         Ok(c) => {
-            handles::created(Kind::Stream, c.result0);
+            handles::created_with(Kind::Stream, c.result0, flags);
             put(stream, c.result0 as usize)
         }
         Err(e) => e,
