@@ -6,7 +6,129 @@ use crate::floors;
 use crate::Row;
 use std::ffi::{c_char, c_void, CString};
 use std::time::{Duration, Instant};
-use vgpu_cuda::ffi as cu;
+
+/// The driver API of `vgpu-libcuda` (linked in) through its C signatures, as an application
+/// calls it. Each wrapper forwards the benchmark's own live buffers and handles.
+#[allow(non_snake_case, clippy::too_many_arguments)]
+mod cu {
+    use std::ffi::{c_char, c_void};
+
+    mod sys {
+        use std::ffi::{c_char, c_void};
+        extern "C" {
+            pub fn cuInit(flags: u32) -> u32;
+            pub fn cuMemAlloc_v2(p: *mut u64, n: usize) -> u32;
+            pub fn cuMemFree_v2(p: u64) -> u32;
+            pub fn cuMemAllocHost_v2(p: *mut *mut c_void, n: usize) -> u32;
+            pub fn cuMemFreeHost(p: *mut c_void) -> u32;
+            pub fn cuMemcpyHtoD_v2(d: u64, s: *const c_void, n: usize) -> u32;
+            pub fn cuMemcpyDtoH_v2(d: *mut c_void, s: u64, n: usize) -> u32;
+            pub fn cuMemcpyHtoDAsync_v2(d: u64, s: *const c_void, n: usize, st: usize) -> u32;
+            pub fn cuMemcpyDtoHAsync_v2(d: *mut c_void, s: u64, n: usize, st: usize) -> u32;
+            pub fn cuModuleLoadData(m: *mut usize, image: *const c_void) -> u32;
+            pub fn cuModuleGetFunction(f: *mut usize, m: usize, name: *const c_char) -> u32;
+            pub fn cuStreamCreate(s: *mut usize, flags: u32) -> u32;
+            pub fn cuStreamDestroy_v2(s: usize) -> u32;
+            pub fn cuStreamSynchronize(s: usize) -> u32;
+            pub fn cuLaunchKernel(
+                f: usize,
+                gx: u32,
+                gy: u32,
+                gz: u32,
+                bx: u32,
+                by: u32,
+                bz: u32,
+                shared: u32,
+                stream: usize,
+                params: *const *const c_void,
+                extra: *const *const c_void,
+            ) -> u32;
+        }
+    }
+
+    // SAFETY (every wrapper): the arguments are the benchmark's own out-variables, live host
+    // buffers of at least the lengths passed, NUL-terminated names, and handles and device
+    // addresses the library returned; that is the C API's contract.
+    pub fn cuInit(flags: u32) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuInit(flags) }
+    }
+    pub fn cuMemAlloc_v2(p: &mut u64, n: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemAlloc_v2(p, n) }
+    }
+    pub fn cuMemFree_v2(p: u64) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemFree_v2(p) }
+    }
+    pub fn cuMemAllocHost_v2(p: &mut *mut c_void, n: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemAllocHost_v2(p, n) }
+    }
+    pub fn cuMemFreeHost(p: *mut c_void) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemFreeHost(p) }
+    }
+    pub fn cuMemcpyHtoD_v2(d: u64, s: &[u8]) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemcpyHtoD_v2(d, s.as_ptr().cast(), s.len()) }
+    }
+    pub fn cuMemcpyDtoH_v2(d: &mut [u8], s: u64) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemcpyDtoH_v2(d.as_mut_ptr().cast(), s, d.len()) }
+    }
+    /// `s` is `n` bytes of pinned memory this benchmark allocated.
+    pub fn cuMemcpyHtoDAsync_v2(d: u64, s: *const c_void, n: usize, st: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemcpyHtoDAsync_v2(d, s, n, st) }
+    }
+    /// `d` is `n` bytes of pinned memory this benchmark allocated.
+    pub fn cuMemcpyDtoHAsync_v2(d: *mut c_void, s: u64, n: usize, st: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemcpyDtoHAsync_v2(d, s, n, st) }
+    }
+    pub fn cuModuleLoadData(m: &mut usize, image: &[u8]) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuModuleLoadData(m, image.as_ptr().cast()) }
+    }
+    pub fn cuModuleGetFunction(f: &mut usize, m: usize, name: *const c_char) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuModuleGetFunction(f, m, name) }
+    }
+    pub fn cuStreamCreate(s: &mut usize, flags: u32) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuStreamCreate(s, flags) }
+    }
+    pub fn cuStreamDestroy_v2(s: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuStreamDestroy_v2(s) }
+    }
+    pub fn cuStreamSynchronize(s: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuStreamSynchronize(s) }
+    }
+    /// A launch of a kernel without parameters.
+    pub fn cuLaunchKernel(f: usize, grid: [u32; 3], block: [u32; 3], stream: usize) -> u32 {
+        let [gx, gy, gz] = grid;
+        let [bx, by, bz] = block;
+        // SAFETY: see above; the kernel takes no parameters.
+        unsafe {
+            sys::cuLaunchKernel(
+                f,
+                gx,
+                gy,
+                gz,
+                bx,
+                by,
+                bz,
+                0,
+                stream,
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        }
+    }
+}
 
 fn check(what: &str, r: u32) {
     assert_eq!(r, 0, "{what} failed with CUDA error {r}");
@@ -29,9 +151,9 @@ pub fn pageable(sizes: &[u64], min_time: Duration) -> Vec<Row> {
         for htod in [true, false] {
             let copy = || {
                 let r = if htod {
-                    cu::cuMemcpyHtoD_v2(dev, host.as_ptr().cast(), size)
+                    cu::cuMemcpyHtoD_v2(dev, &host[..size])
                 } else {
-                    cu::cuMemcpyDtoH_v2(host.as_mut_ptr().cast(), dev, size)
+                    cu::cuMemcpyDtoH_v2(&mut host[..size], dev)
                 };
                 check("pageable copy", r);
             };
@@ -169,7 +291,7 @@ pub fn decode_loop(
     let mut module = 0usize;
     check(
         "cuModuleLoadData",
-        cu::cuModuleLoadData(&mut module, image.as_ptr().cast()),
+        cu::cuModuleLoadData(&mut module, &image),
     );
     let mut func = 0usize;
     check(
@@ -190,19 +312,7 @@ pub fn decode_loop(
     let token = || {
         let t0 = floors::thread_cpu_ns();
         for _ in 0..launches {
-            let r = cu::cuLaunchKernel(
-                func,
-                1,
-                1,
-                1,
-                32,
-                1,
-                1,
-                0,
-                stream,
-                std::ptr::null(),
-                std::ptr::null(),
-            );
+            let r = cu::cuLaunchKernel(func, [1, 1, 1], [32, 1, 1], stream);
             check("cuLaunchKernel", r);
         }
         check(

@@ -115,7 +115,7 @@ macro_rules! exports {
         /// writes through them, or null where the API allows.
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $status {
-            $crate::status_of($body)
+            $crate::status_of((move || -> Result<(), $status> { $body })())
         }
     };
     (@one $lib:literal, $status:ty; $(#[$m:meta])* plain $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => $body:expr) => {

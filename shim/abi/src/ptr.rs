@@ -29,6 +29,11 @@ impl<T> Out<T> {
         Out(p)
     }
 
+    /// A null out-pointer, for an optional one a caller did not pass.
+    pub fn null() -> Out<T> {
+        Out(std::ptr::null_mut())
+    }
+
     /// True for a null pointer.
     pub fn is_null(&self) -> bool {
         self.0.is_null()
@@ -210,6 +215,28 @@ impl StrOut {
         for (i, b) in s.bytes().chain(std::iter::once(0)).enumerate() {
             // SAFETY: made only by a C caller whose contract makes a non-null buffer valid
             // for `len` bytes; i <= s.len() < len; null refused above.
+            unsafe { self.0.add(i).write(b as c_char) };
+        }
+        Ok(())
+    }
+}
+
+impl StrOut {
+    /// Writes as much of `s` as fits before a NUL into the buffer of `len` bytes (CUDA's
+    /// way with names); Null for a null pointer or an empty buffer.
+    pub fn write_truncated(self, len: usize, s: &str) -> Result<(), BufferError> {
+        if self.0.is_null() || len == 0 {
+            return Err(BufferError::Null);
+        }
+        let n = s.len().min(len - 1);
+        for (i, b) in s.as_bytes()[..n]
+            .iter()
+            .copied()
+            .chain(std::iter::once(0))
+            .enumerate()
+        {
+            // SAFETY: made only by a C caller whose contract makes a non-null buffer valid
+            // for `len` bytes; i <= n < len; null refused above.
             unsafe { self.0.add(i).write(b as c_char) };
         }
         Ok(())

@@ -152,6 +152,20 @@ status_table! {
     }
 }
 
+/// A `CUresult` from the crates below the driver API (they keep statuses as plain `u32`).
+impl From<u32> for CuStatus {
+    fn from(r: u32) -> Self {
+        CuStatus(r)
+    }
+}
+
+/// A caller's buffer that is null or empty.
+impl From<BufferError> for CuStatus {
+    fn from(_: BufferError) -> Self {
+        CuStatus::INVALID_VALUE
+    }
+}
+
 impl From<BufferError> for NvmlReturn {
     fn from(e: BufferError) -> Self {
         match e {

@@ -4,11 +4,15 @@
 //! rows into staging chunks, one MEMCPY_2D per chunk.
 
 use crate::mem::{self, CuResult};
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::In;
+use vgpu_shim_abi::status::CuStatus;
+
+type R = Result<(), CuStatus>;
 use bytemuck::bytes_of;
 use vgpu_proto::payload::{copy_kind, Copy2D, Memset2D};
 use vgpu_proto::Command;
 
-const SUCCESS: CuResult = 0;
 const INVALID_VALUE: CuResult = 1;
 const NOT_SUPPORTED: CuResult = 801;
 
@@ -279,12 +283,7 @@ fn side(
     }
 }
 
-fn from_desc(p: *const Memcpy2D) -> Result<Copy, CuResult> {
-    if p.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: the caller passes a valid CUDA_MEMCPY2D (CUDA's contract); null refused.
-    let d = unsafe { p.read_unaligned() };
+fn from_desc(d: Memcpy2D) -> Result<Copy, CuResult> {
     Ok(Copy {
         src: side(
             d.src_type,
@@ -309,24 +308,6 @@ fn from_desc(p: *const Memcpy2D) -> Result<Copy, CuResult> {
     })
 }
 
-/// `cuMemcpy2D_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CuResult {
-    crate::ffi::status_of(from_desc(p).and_then(|c| copy(&c, 0, true)))
-}
-
-/// `cuMemcpy2DUnaligned_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpy2DUnaligned_v2(p: *const Memcpy2D) -> CuResult {
-    cuMemcpy2D_v2(p)
-}
-
-/// `cuMemcpy2DAsync_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpy2DAsync_v2(p: *const Memcpy2D, stream: usize) -> CuResult {
-    crate::ffi::status_of(from_desc(p).and_then(|c| copy(&c, mem::stream(stream), false)))
-}
-
 fn memset(dst: u64, pitch: usize, value: u32, elem_size: u32, shape: (usize, usize)) -> Memset2D {
     Memset2D {
         dst,
@@ -340,138 +321,41 @@ fn memset(dst: u64, pitch: usize, value: u32, elem_size: u32, shape: (usize, usi
 }
 
 /// Runs a MEMSET_2D on `stream`, complete on return with `wait`.
-fn run_memset(p: Memset2D, stream: usize, wait: bool) -> CuResult {
+fn run_memset(p: Memset2D, stream: usize, wait: bool) -> R {
     if p.width == 0 || p.height == 0 {
-        return SUCCESS;
+        return Ok(());
     }
     let cmd = Command::MEMSET_2D(bytemuck::Zeroable::zeroed());
-    crate::ffi::status_of(mem::run_inline(
+    Ok(mem::run_inline(
         cmd,
         mem::stream(stream),
         bytes_of(&p),
         wait,
-    ))
+    )?)
 }
 
-/// `cuMemsetD2D8_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD2D8_v2(
-    dst: u64,
-    pitch: usize,
-    v: u8,
-    width: usize,
-    height: usize,
-) -> CuResult {
-    run_memset(memset(dst, pitch, v.into(), 1, (width, height)), 0, true)
-}
-
-/// `cuMemsetD2D16_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD2D16_v2(
-    dst: u64,
-    pitch: usize,
-    v: u16,
-    width: usize,
-    height: usize,
-) -> CuResult {
-    run_memset(memset(dst, pitch, v.into(), 2, (width, height)), 0, true)
-}
-
-/// `cuMemsetD2D32_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD2D32_v2(
-    dst: u64,
-    pitch: usize,
-    v: u32,
-    width: usize,
-    height: usize,
-) -> CuResult {
-    run_memset(memset(dst, pitch, v, 4, (width, height)), 0, true)
-}
-
-/// `cuMemsetD2D8Async`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD2D8Async(
-    dst: u64,
-    pitch: usize,
-    v: u8,
-    width: usize,
-    height: usize,
-    stream: usize,
-) -> CuResult {
-    run_memset(
-        memset(dst, pitch, v.into(), 1, (width, height)),
-        stream,
-        false,
-    )
-}
-
-/// `cuMemsetD2D32Async`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD2D32Async(
-    dst: u64,
-    pitch: usize,
-    v: u32,
-    width: usize,
-    height: usize,
-    stream: usize,
-) -> CuResult {
-    run_memset(memset(dst, pitch, v, 4, (width, height)), stream, false)
-}
-
-/// Exported 2-D copy and memset functions (all implemented).
-pub const IMPLEMENTED_2D_FUNCTIONS: &[&str] = &[
-    "cuMemcpy2D_v2",
-    "cuMemcpy2DUnaligned_v2",
-    "cuMemcpy2DAsync_v2",
-    "cuMemsetD2D8_v2",
-    "cuMemsetD2D16_v2",
-    "cuMemsetD2D32_v2",
-    "cuMemsetD2D8Async",
-    "cuMemsetD2D32Async",
-];
-
-#[cfg(test)]
-mod tests {
-    use super::Memcpy2D;
-    use cudarc::driver::sys::CUDA_MEMCPY2D as C;
-    use std::mem::{offset_of, size_of};
-
-    #[test]
-    fn memcpy2d_has_the_cuda_layout() {
-        assert_eq!(size_of::<Memcpy2D>(), size_of::<C>());
-        let ours = [
-            offset_of!(Memcpy2D, src_y),
-            offset_of!(Memcpy2D, src_type),
-            offset_of!(Memcpy2D, src_host),
-            offset_of!(Memcpy2D, src_device),
-            offset_of!(Memcpy2D, src_array),
-            offset_of!(Memcpy2D, src_pitch),
-            offset_of!(Memcpy2D, dst_x),
-            offset_of!(Memcpy2D, dst_type),
-            offset_of!(Memcpy2D, dst_host),
-            offset_of!(Memcpy2D, dst_device),
-            offset_of!(Memcpy2D, dst_array),
-            offset_of!(Memcpy2D, dst_pitch),
-            offset_of!(Memcpy2D, width),
-            offset_of!(Memcpy2D, height),
-        ];
-        let theirs = [
-            offset_of!(C, srcY),
-            offset_of!(C, srcMemoryType),
-            offset_of!(C, srcHost),
-            offset_of!(C, srcDevice),
-            offset_of!(C, srcArray),
-            offset_of!(C, srcPitch),
-            offset_of!(C, dstXInBytes),
-            offset_of!(C, dstMemoryType),
-            offset_of!(C, dstHost),
-            offset_of!(C, dstDevice),
-            offset_of!(C, dstArray),
-            offset_of!(C, dstPitch),
-            offset_of!(C, WidthInBytes),
-            offset_of!(C, Height),
-        ];
-        assert_eq!(ours, theirs);
+/// A 2-D copy; `stream` None: on the NULL stream and complete on return.
+fn copy_2d(p: In<Memcpy2D>, stream: Option<usize>) -> R {
+    let c = from_desc(p.read()?)?;
+    match stream {
+        None => Ok(copy(&c, 0, true)?),
+        Some(s) => Ok(copy(&c, mem::stream(s), false)?),
     }
+}
+
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    implemented fn cuMemcpy2D_v2(p: In<Memcpy2D>) => copy_2d(p, None);
+    implemented fn cuMemcpy2DUnaligned_v2(p: In<Memcpy2D>) => copy_2d(p, None);
+    implemented fn cuMemcpy2DAsync_v2(p: In<Memcpy2D>, stream: usize) => copy_2d(p, Some(stream));
+    implemented fn cuMemsetD2D8_v2(dst: u64, pitch: usize, v: u8, width: usize, height: usize)
+        => run_memset(memset(dst, pitch, v.into(), 1, (width, height)), 0, true);
+    implemented fn cuMemsetD2D16_v2(dst: u64, pitch: usize, v: u16, width: usize, height: usize)
+        => run_memset(memset(dst, pitch, v.into(), 2, (width, height)), 0, true);
+    implemented fn cuMemsetD2D32_v2(dst: u64, pitch: usize, v: u32, width: usize, height: usize)
+        => run_memset(memset(dst, pitch, v, 4, (width, height)), 0, true);
+    implemented fn cuMemsetD2D8Async(dst: u64, pitch: usize, v: u8, width: usize, height: usize, stream: usize)
+        => run_memset(memset(dst, pitch, v.into(), 1, (width, height)), stream, false);
+    implemented fn cuMemsetD2D32Async(dst: u64, pitch: usize, v: u32, width: usize, height: usize, stream: usize)
+        => run_memset(memset(dst, pitch, v, 4, (width, height)), stream, false);
 }

@@ -27,5 +27,19 @@ pub mod table;
 
 pub use state::device_count;
 
+/// Every table of exports of `libcuda.so.1` (one per module; `vgpu_shim_abi::exports!`).
+pub const EXPORT_TABLES: &[&[vgpu_shim_abi::Export]] = &[
+    ffi::device::EXPORTS,
+    ffi::memory::EXPORTS,
+    ffi::stream::EXPORTS,
+    ffi::module::EXPORTS,
+    ffi::context::EXPORTS,
+    ffi::general::EXPORTS,
+    copy2d::EXPORTS,
+    graph::EXPORTS,
+    proc::EXPORTS,
+    table::EXPORTS,
+];
+
 /// The CUDA version the shims advertise, whatever the host has (12.8).
 pub const ADVERTISED_VERSION: i32 = 12080;

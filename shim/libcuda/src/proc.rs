@@ -4,14 +4,14 @@
 //! the base name to (`cuGraphInstantiate` → `cuGraphInstantiateWithFlags`). Lookups go
 //! through `dlsym` on this library's own handle; that is this module's `unsafe`.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use std::sync::OnceLock;
 
-type CuResult = u32;
-const SUCCESS: CuResult = 0;
-const INVALID_VALUE: CuResult = 1;
-/// `CUDA_ERROR_NOT_FOUND`.
-const NOT_FOUND: CuResult = 500;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::{CStrIn, Out};
+use vgpu_shim_abi::status::CuStatus;
+
+type R = Result<(), CuStatus>;
 
 /// `CUdriverProcAddressQueryResult`.
 const SYMBOL_SUCCESS: i32 = 0;
@@ -59,55 +59,32 @@ pub fn resolve(symbol: &str, version: i32) -> Option<*mut c_void> {
         .find_map(|suffix| lookup(&format!("{symbol}{suffix}")))
 }
 
-fn get(symbol: *const c_char, pfn: *mut *mut c_void, version: i32, status: *mut i32) -> CuResult {
-    if symbol.is_null() || pfn.is_null() {
-        return INVALID_VALUE;
+fn get(symbol: CStrIn, pfn: Out<*mut c_void>, version: i32, status: Out<i32>) -> R {
+    let name = symbol.read()?;
+    if pfn.is_null() {
+        return Err(CuStatus::INVALID_VALUE);
     }
-    // SAFETY: the caller passes a NUL-terminated name (CUDA's contract); null refused.
-    let name = unsafe { CStr::from_ptr(symbol) }.to_string_lossy();
     let found = resolve(&name, version);
-    // SAFETY: out-pointers from the caller (CUDA's contract); `status` may be null.
-    unsafe {
-        pfn.write(found.unwrap_or(std::ptr::null_mut()));
-        if !status.is_null() {
-            status.write(if found.is_some() {
-                SYMBOL_SUCCESS
-            } else {
-                SYMBOL_NOT_FOUND
-            });
-        }
+    pfn.write(found.unwrap_or(std::ptr::null_mut()))?;
+    if !status.is_null() {
+        status.write(if found.is_some() {
+            SYMBOL_SUCCESS
+        } else {
+            SYMBOL_NOT_FOUND
+        })?;
     }
-    if found.is_some() {
-        SUCCESS
-    } else {
+    if found.is_none() {
         log::info!("vgpu: cuGetProcAddress({name}): no such entry point");
-        NOT_FOUND
+        return Err(CuStatus::NOT_FOUND);
     }
+    Ok(())
 }
 
-/// `cuGetProcAddress_v2`. `flags` (default, legacy or per-thread default stream) select
-/// nothing here: both default streams are the NULL stream.
-#[no_mangle]
-pub extern "C" fn cuGetProcAddress_v2(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
-    version: i32,
-    _flags: u64,
-    status: *mut i32,
-) -> CuResult {
-    get(symbol, pfn, version, status)
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    /// `flags` (default, legacy or per-thread default stream) select nothing here: both
+    /// default streams are the NULL stream.
+    implemented fn cuGetProcAddress_v2(symbol: CStrIn, pfn: Out<*mut c_void>, version: i32, _flags: u64, status: Out<i32>) => get(symbol, pfn, version, status);
+    /// The CUDA 11.3 – 11.8 form.
+    implemented fn cuGetProcAddress(symbol: CStrIn, pfn: Out<*mut c_void>, version: i32, _flags: u64) => get(symbol, pfn, version, Out::null());
 }
-
-/// `cuGetProcAddress` (CUDA 11.3 – 11.8 form).
-#[no_mangle]
-pub extern "C" fn cuGetProcAddress(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
-    version: i32,
-    _flags: u64,
-) -> CuResult {
-    get(symbol, pfn, version, std::ptr::null_mut())
-}
-
-/// Exported entry-point lookup functions (implemented).
-pub const IMPLEMENTED_PROC_FUNCTIONS: &[&str] = &["cuGetProcAddress", "cuGetProcAddress_v2"];

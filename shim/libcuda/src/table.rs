@@ -10,12 +10,13 @@ use std::ffi::c_void;
 use vgpu_proto::cmd::{HandleArgs, OutArgs, OutRef};
 use vgpu_proto::info::{DeviceInfo, MgmtInfo};
 use vgpu_proto::Command;
+use vgpu_shim_abi::exports;
 use vgpu_shim_abi::ptr::{In, Out};
+use vgpu_shim_abi::status::CuStatus;
 use vgpu_shim_abi::table::{VgpuTable, TABLE_ID};
 
 const SUCCESS: CuResult = 0;
 const INVALID_VALUE: CuResult = 1;
-const NOT_SUPPORTED: CuResult = 801;
 
 fn status(r: Result<(), CuResult>) -> CuResult {
     r.err().unwrap_or(SUCCESS)
@@ -114,26 +115,16 @@ static TABLE: VgpuTable = VgpuTable {
 };
 
 /// `cuGetExportTable`: vgpu's table for [`TABLE_ID`]; NOT_SUPPORTED for any other id.
-pub fn get(table: Out<*const c_void>, id: In<[u8; 16]>) -> Result<(), CuResult> {
-    let id = id.read().map_err(|_| INVALID_VALUE)?;
+fn get(table: Out<*const c_void>, id: In<[u8; 16]>) -> Result<(), CuStatus> {
+    let id = id.read()?;
     if id != TABLE_ID {
         log::info!("vgpu: cuGetExportTable: no table {id:02x?}");
-        return Err(NOT_SUPPORTED);
+        return Err(CuStatus::NOT_SUPPORTED);
     }
-    table
-        .write(std::ptr::from_ref(&TABLE).cast())
-        .map_err(|_| INVALID_VALUE)
+    Ok(table.write(std::ptr::from_ref(&TABLE).cast())?)
 }
 
-/// `cuGetExportTable`.
-///
-/// # Safety
-/// The C API's contract: `table` is valid for a write of a pointer and `id` for a read of
-/// a `CUuuid`.
-#[no_mangle]
-pub unsafe extern "C" fn cuGetExportTable(table: Out<*const c_void>, id: In<[u8; 16]>) -> CuResult {
-    status(get(table, id))
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    implemented fn cuGetExportTable(table: Out<*const c_void>, id: In<[u8; 16]>) => get(table, id);
 }
-
-/// Exported functions of this module (implemented).
-pub const IMPLEMENTED_TABLE_FUNCTIONS: &[&str] = &["cuGetExportTable"];

@@ -208,24 +208,9 @@ fn coverage_markdown() -> String {
             no.len()
         ));
     };
-    let cuda: Vec<&str> = vgpu_cuda::ffi::IMPLEMENTED_FUNCTIONS
-        .iter()
-        .chain(vgpu_cuda::ffi::IMPLEMENTED_MEMORY_FUNCTIONS)
-        .chain(vgpu_cuda::ffi::IMPLEMENTED_MODULE_FUNCTIONS)
-        .chain(vgpu_cuda::copy2d::IMPLEMENTED_2D_FUNCTIONS)
-        .chain(vgpu_cuda::graph::IMPLEMENTED_GRAPH_FUNCTIONS)
-        .chain(vgpu_cuda::proc::IMPLEMENTED_PROC_FUNCTIONS)
-        .chain(vgpu_cuda::table::IMPLEMENTED_TABLE_FUNCTIONS)
-        .copied()
-        .chain(of(vgpu_cuda::ffi::context::EXPORTS, Implemented))
-        .chain(of(vgpu_cuda::ffi::general::EXPORTS, Implemented))
-        .collect();
-    let cuda_no: Vec<&str> = vgpu_cuda::ffi::NOT_SUPPORTED_FUNCTIONS
-        .iter()
-        .copied()
-        .chain(of(vgpu_cuda::ffi::context::EXPORTS, NotSupported))
-        .chain(of(vgpu_cuda::ffi::general::EXPORTS, NotSupported))
-        .collect();
+    let tables = vgpu_cuda::EXPORT_TABLES;
+    let cuda: Vec<&str> = tables.iter().flat_map(|t| of(t, Implemented)).collect();
+    let cuda_no: Vec<&str> = tables.iter().flat_map(|t| of(t, NotSupported)).collect();
     section(&mut out, "libcuda.so.1", &cuda, &cuda_no);
     let cudart: Vec<&str> = vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS
         .iter()

@@ -2,21 +2,14 @@
 //! (`vgpu_shim_abi::exports!`); the state is in `crate::ctx`.
 
 use crate::ctx::{self, CtxHandle};
-use crate::state::{device_count, initialized};
 use vgpu_shim_abi::exports;
 use vgpu_shim_abi::ptr::Out;
 use vgpu_shim_abi::status::CuStatus;
 
 type R = Result<(), CuStatus>;
 
-/// A device attribute; NOT_INITIALIZED / INVALID_DEVICE as `cuDeviceGetAttribute`.
 fn attr(a: u32, dev: i32) -> Result<i32, CuStatus> {
-    let s = initialized().ok_or(CuStatus::NOT_INITIALIZED)?;
-    let info = s.info.as_ref().ok_or(CuStatus::NOT_INITIALIZED)?;
-    if dev < 0 || dev >= device_count() {
-        return Err(CuStatus::INVALID_DEVICE);
-    }
-    info.attr(a).ok_or(CuStatus::INVALID_VALUE)
+    super::device::attr(a as i32, dev)
 }
 
 /// `CUdevprop`: attributes 1 to 14, in their order.

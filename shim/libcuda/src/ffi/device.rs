@@ -1,10 +1,7 @@
-//! Initialisation, device queries, the primary context and the error strings: `cuInit`,
-//! `cuDriverGetVersion`, `cuDeviceGetCount`, `cuDeviceGet`, `cuDeviceGetAttribute`,
-//! `cuDeviceGetName`, `cuDeviceTotalMem(_v2)`, `cuDeviceGetPCIBusId`,
-//! `cuDeviceGetUuid(_v2)`, `cuDevicePrimaryCtxReset_v2`, `cuGetErrorString` and
-//! `cuGetErrorName`. The device queries are answered locally, from the device info.
+//! Initialisation, device queries, the primary context's reset and the error strings, one
+//! line each in the table at the end (`vgpu_shim_abi::exports!`). The device queries are
+//! answered locally, from the device info.
 
-use super::{put, put_str, CuResult, INVALID_VALUE, SUCCESS};
 use crate::handles;
 use crate::mem;
 use crate::module;
@@ -12,167 +9,114 @@ use crate::state::{device_count, initialized, session};
 use std::ffi::c_char;
 use vgpu_proto::info::DeviceInfo;
 use vgpu_proto::Command;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::{Out, StrOut};
 use vgpu_shim_abi::status::CuStatus;
 
-const NOT_INITIALIZED: CuResult = 3;
-const INVALID_DEVICE: CuResult = 101;
+type R = Result<(), CuStatus>;
 
-fn device(dev: i32) -> Result<&'static DeviceInfo, CuResult> {
-    let s = initialized().ok_or(NOT_INITIALIZED)?;
-    let info = s.info.as_ref().ok_or(NOT_INITIALIZED)?;
+fn device(dev: i32) -> Result<&'static DeviceInfo, CuStatus> {
+    let s = initialized().ok_or(CuStatus::NOT_INITIALIZED)?;
+    let info = s.info.as_ref().ok_or(CuStatus::NOT_INITIALIZED)?;
     if dev < 0 || dev >= device_count() {
-        return Err(INVALID_DEVICE);
+        return Err(CuStatus::INVALID_DEVICE);
     }
     Ok(info)
 }
 
-/// `cuInit`.
-#[no_mangle]
-pub extern "C" fn cuInit(flags: u32) -> CuResult {
+fn init(flags: u32) -> R {
     if flags != 0 {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
-    session().status.to_cuda()
+    match session().status.to_cuda() {
+        0 => Ok(()),
+        e => Err(CuStatus(e)),
+    }
 }
 
-/// `cuDriverGetVersion`: the advertised version, fixed.
-#[no_mangle]
-pub extern "C" fn cuDriverGetVersion(version: *mut i32) -> CuResult {
-    put(version, crate::ADVERTISED_VERSION)
-}
-
-/// `cuDeviceGetCount`.
-#[no_mangle]
-pub extern "C" fn cuDeviceGetCount(count: *mut i32) -> CuResult {
+fn count(out: Out<i32>) -> R {
     if initialized().is_none() {
-        return NOT_INITIALIZED;
+        return Err(CuStatus::NOT_INITIALIZED);
     }
-    put(count, device_count())
+    Ok(out.write(device_count())?)
 }
 
-/// `cuDeviceGet`.
-#[no_mangle]
-pub extern "C" fn cuDeviceGet(dev: *mut i32, ordinal: i32) -> CuResult {
-    try_cu!(device(ordinal));
-    put(dev, ordinal)
+fn get(out: Out<i32>, ordinal: i32) -> R {
+    device(ordinal)?;
+    Ok(out.write(ordinal)?)
 }
 
-/// `cuDeviceGetAttribute`: from the device info, answered locally.
-#[no_mangle]
-pub extern "C" fn cuDeviceGetAttribute(value: *mut i32, attrib: i32, dev: i32) -> CuResult {
-    let info = try_cu!(device(dev));
-    match u32::try_from(attrib).ok().and_then(|a| info.attr(a)) {
-        Some(v) => put(value, v),
-        None => INVALID_VALUE,
-    }
+/// A device attribute, from the device info; INVALID_VALUE for one it does not have.
+pub(crate) fn attr(attrib: i32, dev: i32) -> Result<i32, CuStatus> {
+    let info = device(dev)?;
+    u32::try_from(attrib)
+        .ok()
+        .and_then(|a| info.attr(a))
+        .ok_or(CuStatus::INVALID_VALUE)
 }
 
-/// `cuDeviceGetName`.
-#[no_mangle]
-pub extern "C" fn cuDeviceGetName(name: *mut c_char, len: i32, dev: i32) -> CuResult {
-    let info = try_cu!(device(dev));
-    put_str(name, len, info.name())
+fn name(out: StrOut, len: i32, dev: i32) -> R {
+    let info = device(dev)?;
+    Ok(out.write_truncated(len.max(0) as usize, info.name())?)
 }
 
-/// `cuDeviceTotalMem_v2`.
-#[no_mangle]
-pub extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: i32) -> CuResult {
-    let info = try_cu!(device(dev));
-    put(bytes, info.total_mem as usize)
-}
-
-/// `cuDeviceTotalMem` (the pre-v2 entry point, same result).
-#[no_mangle]
-pub extern "C" fn cuDeviceTotalMem(bytes: *mut usize, dev: i32) -> CuResult {
-    cuDeviceTotalMem_v2(bytes, dev)
+fn total_mem(out: Out<usize>, dev: i32) -> R {
+    Ok(out.write(device(dev)?.total_mem as usize)?)
 }
 
 /// `cuDeviceGetPCIBusId`: `domain:bus:device.function`.
-#[no_mangle]
-pub extern "C" fn cuDeviceGetPCIBusId(id: *mut c_char, len: i32, dev: i32) -> CuResult {
-    let info = try_cu!(device(dev));
+fn pci_bus_id(out: StrOut, len: i32, dev: i32) -> R {
+    let info = device(dev)?;
     let s = format!(
         "{:04x}:{:02x}:{:02x}.{:x}",
         info.pci_domain, info.pci_bus, info.pci_device, info.pci_function
     );
-    put_str(id, len, &s)
+    Ok(out.write_truncated(len.max(0) as usize, &s)?)
 }
 
-/// `cuDeviceGetUuid`.
-#[no_mangle]
-pub extern "C" fn cuDeviceGetUuid(uuid: *mut [u8; 16], dev: i32) -> CuResult {
-    let info = try_cu!(device(dev));
-    put(uuid, info.uuid)
-}
-
-/// `cuDeviceGetUuid_v2`.
-#[no_mangle]
-pub extern "C" fn cuDeviceGetUuid_v2(uuid: *mut [u8; 16], dev: i32) -> CuResult {
-    cuDeviceGetUuid(uuid, dev)
+fn uuid(out: Out<[u8; 16]>, dev: i32) -> R {
+    Ok(out.write(device(dev)?.uuid)?)
 }
 
 /// `cuDevicePrimaryCtxReset_v2`: the device destroys every GPU object of this process
 /// (CTX_RESET: allocations, modules, streams, events, graphs) and clears its errors; the
 /// local tables of them are forgotten. Pinned host memory (windows) stays.
-#[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: i32) -> CuResult {
-    try_cu!(device(dev).map(|_| ()));
-    try_cu!(mem::call(Command::CTX_RESET(bytemuck::Zeroable::zeroed()), 0).map(|_| ()));
+fn primary_reset(dev: i32) -> R {
+    device(dev)?;
+    mem::call(Command::CTX_RESET(bytemuck::Zeroable::zeroed()), 0)?;
     mem::forget_allocations();
     module::forget_all();
     handles::forget_all();
     crate::graph::forget_all();
-    SUCCESS
+    Ok(())
 }
 
-/// The name and the message of a `CUresult` (one table for every library,
-/// `vgpu_shim_abi::status::CuStatus`).
-fn error_name(code: u32) -> Option<&'static std::ffi::CStr> {
-    CuStatus(code).name()
-}
-
-fn error_text(code: u32) -> Option<&'static std::ffi::CStr> {
-    CuStatus(code).text()
-}
-
-/// `cuGetErrorString`.
-#[no_mangle]
-pub extern "C" fn cuGetErrorString(error: u32, text: *mut *const c_char) -> CuResult {
-    match error_text(error) {
-        Some(s) => put(text, s.as_ptr()),
+/// `cuGetErrorString` / `cuGetErrorName`: INVALID_VALUE (and NULL) for an unknown code.
+fn error_str(s: Option<&'static std::ffi::CStr>, out: Out<*const c_char>) -> R {
+    match s {
+        Some(s) => Ok(out.write(s.as_ptr())?),
         None => {
-            let _ = put(text, std::ptr::null());
-            INVALID_VALUE
+            let _ = out.write(std::ptr::null());
+            Err(CuStatus::INVALID_VALUE)
         }
     }
 }
 
-/// `cuGetErrorName`.
-#[no_mangle]
-pub extern "C" fn cuGetErrorName(error: u32, text: *mut *const c_char) -> CuResult {
-    match error_name(error) {
-        Some(s) => put(text, s.as_ptr()),
-        None => {
-            let _ = put(text, std::ptr::null());
-            INVALID_VALUE
-        }
-    }
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    implemented fn cuInit(flags: u32) => init(flags);
+    /// The advertised version, fixed.
+    implemented fn cuDriverGetVersion(version: Out<i32>) => Ok(version.write(crate::ADVERTISED_VERSION)?);
+    implemented fn cuDeviceGetCount(count_: Out<i32>) => count(count_);
+    implemented fn cuDeviceGet(dev: Out<i32>, ordinal: i32) => get(dev, ordinal);
+    implemented fn cuDeviceGetAttribute(value: Out<i32>, attrib: i32, dev: i32) => Ok(value.write(attr(attrib, dev)?)?);
+    implemented fn cuDeviceGetName(out: StrOut, len: i32, dev: i32) => name(out, len, dev);
+    implemented fn cuDeviceTotalMem_v2(bytes: Out<usize>, dev: i32) => total_mem(bytes, dev);
+    implemented fn cuDeviceTotalMem(bytes: Out<usize>, dev: i32) => total_mem(bytes, dev);
+    implemented fn cuDeviceGetPCIBusId(out: StrOut, len: i32, dev: i32) => pci_bus_id(out, len, dev);
+    implemented fn cuDeviceGetUuid(out: Out<[u8; 16]>, dev: i32) => uuid(out, dev);
+    implemented fn cuDeviceGetUuid_v2(out: Out<[u8; 16]>, dev: i32) => uuid(out, dev);
+    implemented fn cuDevicePrimaryCtxReset_v2(dev: i32) => primary_reset(dev);
+    implemented fn cuGetErrorString(error: u32, text: Out<*const c_char>) => error_str(CuStatus(error).text(), text);
+    implemented fn cuGetErrorName(error: u32, text: Out<*const c_char>) => error_str(CuStatus(error).name(), text);
 }
-
-/// Exported functions that are implemented.
-pub const IMPLEMENTED_FUNCTIONS: &[&str] = &[
-    "cuInit",
-    "cuDriverGetVersion",
-    "cuDeviceGetCount",
-    "cuDeviceGet",
-    "cuDeviceGetAttribute",
-    "cuDeviceGetName",
-    "cuDeviceTotalMem_v2",
-    "cuDeviceTotalMem",
-    "cuDeviceGetPCIBusId",
-    "cuDeviceGetUuid",
-    "cuDeviceGetUuid_v2",
-    "cuDevicePrimaryCtxReset_v2",
-    "cuGetErrorString",
-    "cuGetErrorName",
-];

@@ -14,17 +14,10 @@ use vgpu_shim_abi::status::CuStatus;
 
 type R = Result<(), CuStatus>;
 
-fn cu(r: u32) -> R {
-    match r {
-        0 => Ok(()),
-        e => Err(CuStatus(e)),
-    }
-}
-
 /// `cuModuleLoadDataEx`: JIT options are hints to a compiler the soft device does not have;
 /// they are ignored and no log is written back.
 fn load_data_ex(m: Out<usize>, image: In<c_void>) -> R {
-    cu(super::cuModuleLoadData(m.as_ptr(), image.as_ptr()))
+    super::module::load_data(m, image)
 }
 
 /// `cuModuleLoad`: a fatbin, cubin or PTX file.
@@ -46,19 +39,16 @@ fn load_file(m: Out<usize>, path: CStrIn) -> R {
 /// addresses (device allocations of this process, or host memory).
 fn copy(dst: u64, src: u64, n: usize, stream: Option<usize>) -> R {
     let (d, s) = (mem::is_device(dst), mem::is_device(src));
-    let r = match (d, s, stream) {
-        (true, true, None) => super::cuMemcpyDtoD_v2(dst, src, n),
-        (true, false, None) => super::cuMemcpyHtoD_v2(dst, src as *const c_void, n),
-        (false, true, None) => super::cuMemcpyDtoH_v2(dst as *mut c_void, src, n),
-        (true, true, Some(st)) => super::cuMemcpyDtoDAsync_v2(dst, src, n, st),
-        (true, false, Some(st)) => super::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, n, st),
-        (false, true, Some(st)) => super::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, n, st),
-        (false, false, _) => {
+    use super::memory::{dtod, dtoh, htod};
+    match (d, s) {
+        (true, true) => dtod(dst, src, n, stream),
+        (true, false) => htod(dst, src as *const c_void, n, stream),
+        (false, true) => dtoh(dst as *mut c_void, src, n, stream),
+        (false, false) => {
             log::warn!("vgpu: cuMemcpy between two host addresses is not supported");
-            return Err(CuStatus::NOT_SUPPORTED);
+            Err(CuStatus::NOT_SUPPORTED)
         }
-    };
-    cu(r)
+    }
 }
 
 /// `cuMemGetAddressRange_v2`: the allocation holding `ptr` (either out-pointer may be null).
@@ -76,7 +66,7 @@ fn address_range(base: Out<u64>, size: Out<usize>, ptr: u64) -> R {
 /// `cuStreamCreateWithPriority`: the device has one priority (the range is (0, 0)), to which
 /// CUDA clamps any requested one.
 fn create_with_priority(s: Out<usize>, flags: u32, _priority: i32) -> R {
-    cu(super::cuStreamCreate(s.as_ptr(), flags))
+    super::stream::stream_create(s, flags)
 }
 
 fn stream_priority(s: usize, out: Out<i32>) -> R {
@@ -118,11 +108,11 @@ fn occupancy(out: Out<i32>, func: usize, block_size: i32, dyn_shared: usize) -> 
     }
     let mut device = [0i32; 6];
     for (v, a) in device.iter_mut().zip(DEVICE_ATTRIBUTES) {
-        cu(super::cuDeviceGetAttribute(v, a, 0))?;
+        *v = super::device::attr(a, 0)?;
     }
     let mut function = [0i32; 2];
     for (v, a) in function.iter_mut().zip(FUNCTION_ATTRIBUTES) {
-        cu(super::cuFuncGetAttribute(v, a, func))?;
+        *v = super::module::func_attr(func, a, 0, false)?;
     }
     Ok(out.write(max_active_blocks(device, function, block_size, dyn_shared))?)
 }

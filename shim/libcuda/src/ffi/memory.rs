@@ -1,72 +1,65 @@
-//! Memory: `cuMemAlloc_v2`, `cuMemFree_v2`, `cuMemGetInfo_v2`, the copies
-//! (`cuMemcpy{HtoD,DtoH,DtoD}{,Async}_v2`; pinned and staged pageable host memory), the
-//! memsets (`cuMemsetD{8,16,32}_v2`, `cuMemsetD{8,32}Async`), pinned host memory
-//! (`cuMemAllocHost_v2`, `cuMemHostAlloc`, `cuMemFreeHost`) and `cuPointerGetAttribute`;
-//! and the virtual memory management functions, which are not supported.
+//! Memory, one line each in the table at the end (`vgpu_shim_abi::exports!`): allocation,
+//! the copies (pinned and staged pageable host memory), the memsets, pinned host memory and
+//! `cuPointerGetAttribute`; and the virtual memory management functions, which are not
+//! supported (the device reports attribute 102 = 0, so ggml uses plain allocations; the
+//! symbols must exist for the loader).
 
-use super::{put, status_of, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS};
 use crate::mem;
+use bytemuck::Zeroable;
 use std::ffi::c_void;
 use std::sync::Once;
 use vgpu_proto::cmd::*;
 use vgpu_proto::Command;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::{In, Out};
+use vgpu_shim_abi::status::CuStatus;
 
-/// `cuMemAlloc_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemAlloc_v2(dptr: *mut u64, size: usize) -> CuResult {
+type R = Result<(), CuStatus>;
+
+fn alloc(dptr: Out<u64>, size: usize) -> R {
     if size == 0 {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
-    match mem::alloc(size) {
-        Ok(p) => put(dptr, p),
-        Err(e) => e,
-    }
-}
-
-/// `cuMemFree_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemFree_v2(dptr: u64) -> CuResult {
-    status_of(mem::free(dptr))
+    Ok(dptr.write(mem::alloc(size)?)?)
 }
 
 /// `cuMemGetInfo_v2`: the PD's view (its quota), as NVML reports it.
-#[no_mangle]
-pub extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CuResult {
-    match mem::call(Command::MEM_GET_INFO(bytemuck::Zeroable::zeroed()), 0) {
-        Ok(c) => {
-            let r = put(free, c.result0 as usize);
-            if r != SUCCESS {
-                return r;
-            }
-            put(total, c.result1 as usize)
-        }
-        Err(e) => e,
-    }
+fn get_info(free: Out<usize>, total: Out<usize>) -> R {
+    let c = mem::call(Command::MEM_GET_INFO(Zeroable::zeroed()), 0)?;
+    free.write(c.result0 as usize)?;
+    Ok(total.write(c.result1 as usize)?)
 }
 
-/// `cuMemcpyHtoD_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, n: usize) -> CuResult {
+/// Waits for the NULL stream (or `stream`) after a copy or memset CUDA completes on return.
+fn complete(stream: u64) -> R {
+    mem::call(Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), stream)?;
+    Ok(())
+}
+
+/// Host to device; `stream` None: on the NULL stream and complete on return. From pinned
+/// memory there is no round trip; pageable memory is staged (and complete on return, as CUDA
+/// does for pageable memory).
+pub(crate) fn htod(dst: u64, src: *const c_void, n: usize, stream: Option<usize>) -> R {
     if src.is_null() && n > 0 {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
-    status_of(mem::htod(dst, src.cast(), n, 0, true))
+    let s = stream.map_or(0, mem::stream);
+    Ok(mem::htod(dst, src.cast(), n, s, stream.is_none())?)
 }
 
-/// `cuMemcpyDtoH_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, n: usize) -> CuResult {
+/// Device to host, as [`htod`].
+pub(crate) fn dtoh(dst: *mut c_void, src: u64, n: usize, stream: Option<usize>) -> R {
     if dst.is_null() && n > 0 {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
-    status_of(mem::dtoh(dst.cast(), src, n, 0, true))
+    let s = stream.map_or(0, mem::stream);
+    Ok(mem::dtoh(dst.cast(), src, n, s, stream.is_none())?)
 }
 
-/// `cuMemcpyDtoD_v2` (ordered on the NULL stream, complete on return).
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) -> CuResult {
+/// Device to device, as [`htod`].
+pub(crate) fn dtod(dst: u64, src: u64, n: usize, stream: Option<usize>) -> R {
     if n == 0 {
-        return SUCCESS;
+        return Ok(());
     }
     let args = CopyDtoDArgs {
         dst,
@@ -74,132 +67,42 @@ pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) -> CuResult {
         len: n as u64,
         rsv: 0,
     };
-    status_of(mem::post(Command::MEMCPY_DTOD(args), 0).and_then(|_| {
-        mem::call(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ())
-    }))
-}
-
-/// `cuMemcpyHtoDAsync_v2`: no round trip from pinned memory; staged (and complete on
-/// return, as CUDA does for pageable memory) otherwise.
-#[no_mangle]
-pub extern "C" fn cuMemcpyHtoDAsync_v2(
-    dst: u64,
-    src: *const c_void,
-    n: usize,
-    stream: usize,
-) -> CuResult {
-    if src.is_null() && n > 0 {
-        return INVALID_VALUE;
+    let s = stream.map_or(0, mem::stream);
+    mem::post(Command::MEMCPY_DTOD(args), s)?;
+    match stream {
+        None => complete(0),
+        Some(_) => Ok(()),
     }
-    status_of(mem::htod(dst, src.cast(), n, mem::stream(stream), false))
 }
 
-/// `cuMemcpyDtoHAsync_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoHAsync_v2(
-    dst: *mut c_void,
-    src: u64,
-    n: usize,
-    stream: usize,
-) -> CuResult {
-    if dst.is_null() && n > 0 {
-        return INVALID_VALUE;
-    }
-    status_of(mem::dtoh(dst.cast(), src, n, mem::stream(stream), false))
-}
-
-/// `cuMemcpyDtoDAsync_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, stream: usize) -> CuResult {
-    if n == 0 {
-        return SUCCESS;
-    }
-    status_of(mem::post(
-        Command::MEMCPY_DTOD(CopyDtoDArgs {
-            dst,
-            src,
-            len: n as u64,
-            rsv: 0,
-        }),
-        mem::stream(stream),
-    ))
-}
-
-fn memset(dst: u64, value: u32, elem: u8, count: usize, stream: usize, sync: bool) -> CuResult {
+/// A memset of `count` elements of `elem` bytes; `stream` None: complete on return.
+fn memset(dst: u64, value: u32, elem: u8, count: usize, stream: Option<usize>) -> R {
     if count == 0 {
-        return SUCCESS;
+        return Ok(());
     }
     let args = MemsetArgs {
         dst,
         count: count as u64,
         value,
         elem_size: elem,
-        ..bytemuck::Zeroable::zeroed()
+        ..Zeroable::zeroed()
     };
-    let s = mem::stream(stream);
-    let r = mem::post(Command::MEMSET(args), s);
-    if sync {
-        return status_of(r.and_then(|_| {
-            mem::call(Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), s).map(|_| ())
-        }));
-    }
-    status_of(r)
-}
-
-/// `cuMemsetD8_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD8_v2(dst: u64, v: u8, n: usize) -> CuResult {
-    memset(dst, u32::from(v), 1, n, 0, true)
-}
-
-/// `cuMemsetD16_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD16_v2(dst: u64, v: u16, n: usize) -> CuResult {
-    memset(dst, u32::from(v), 2, n, 0, true)
-}
-
-/// `cuMemsetD32_v2`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD32_v2(dst: u64, v: u32, n: usize) -> CuResult {
-    memset(dst, v, 4, n, 0, true)
-}
-
-/// `cuMemsetD8Async`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD8Async(dst: u64, v: u8, n: usize, stream: usize) -> CuResult {
-    memset(dst, u32::from(v), 1, n, stream, false)
-}
-
-/// `cuMemsetD32Async`.
-#[no_mangle]
-pub extern "C" fn cuMemsetD32Async(dst: u64, v: u32, n: usize, stream: usize) -> CuResult {
-    memset(dst, v, 4, n, stream, false)
-}
-
-/// `cuMemAllocHost_v2`: pinned memory from a DMA window.
-#[no_mangle]
-pub extern "C" fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) -> CuResult {
-    match mem::alloc_host(size) {
-        Ok(p) => put(pp, p.cast()),
-        Err(e) => e,
+    let s = stream.map_or(0, mem::stream);
+    mem::post(Command::MEMSET(args), s)?;
+    match stream {
+        None => complete(s),
+        Some(_) => Ok(()),
     }
 }
 
-/// `cuMemHostAlloc` (every flag gets window memory, which is pinned and shared).
-#[no_mangle]
-pub extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flags: u32) -> CuResult {
-    cuMemAllocHost_v2(pp, size)
-}
-
-/// `cuMemFreeHost`.
-#[no_mangle]
-pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CuResult {
-    status_of(mem::free_host(p.cast()))
+/// `cuMemAllocHost_v2`: pinned memory from a DMA window (every `cuMemHostAlloc` flag gets
+/// window memory, which is pinned and shared).
+fn alloc_host(pp: Out<*mut c_void>, size: usize) -> R {
+    Ok(pp.write(mem::alloc_host(size)?.cast())?)
 }
 
 /// `cuPointerGetAttribute`: `CU_POINTER_ATTRIBUTE_MEMORY_TYPE` (2) only.
-#[no_mangle]
-pub extern "C" fn cuPointerGetAttribute(data: *mut c_void, attribute: i32, ptr: u64) -> CuResult {
+fn pointer_attribute(data: Out<c_void>, attribute: i32, ptr: u64) -> R {
     const MEMORY_TYPE: i32 = 2;
     if attribute != MEMORY_TYPE {
         static ONCE: Once = Once::new();
@@ -208,77 +111,40 @@ pub extern "C" fn cuPointerGetAttribute(data: *mut c_void, attribute: i32, ptr: 
                 "vgpu: cuPointerGetAttribute: only CU_POINTER_ATTRIBUTE_MEMORY_TYPE is supported"
             )
         });
-        return NOT_SUPPORTED;
+        return Err(CuStatus::NOT_SUPPORTED);
     }
     if !mem::is_device(ptr) {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
-    put(data.cast::<u32>(), 2) // CU_MEMORYTYPE_DEVICE
+    Ok(data.cast::<u32>().write(2)?) // CU_MEMORYTYPE_DEVICE
 }
 
-/// Defines exported functions that are not implemented: each returns
-/// CUDA_ERROR_NOT_SUPPORTED and logs its name once. Arguments are ignored, which the C ABI
-/// allows for any parameter list (the caller owns the argument area).
-macro_rules! not_supported {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[no_mangle]
-            pub extern "C" fn $name() -> CuResult {
-                static ONCE: Once = Once::new();
-                ONCE.call_once(|| log::warn!("vgpu: {} is not supported", stringify!($name)));
-                NOT_SUPPORTED
-            }
-        )*
-        /// Exported functions that return CUDA_ERROR_NOT_SUPPORTED.
-        pub const NOT_SUPPORTED_FUNCTIONS: &[&str] = &[$(stringify!($name)),*];
-    };
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    implemented fn cuMemAlloc_v2(dptr: Out<u64>, size: usize) => alloc(dptr, size);
+    implemented fn cuMemFree_v2(dptr: u64) => Ok(mem::free(dptr)?);
+    implemented fn cuMemGetInfo_v2(free: Out<usize>, total: Out<usize>) => get_info(free, total);
+    implemented fn cuMemcpyHtoD_v2(dst: u64, src: In<c_void>, n: usize) => htod(dst, src.as_ptr(), n, None);
+    implemented fn cuMemcpyDtoH_v2(dst: Out<c_void>, src: u64, n: usize) => dtoh(dst.as_ptr(), src, n, None);
+    implemented fn cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) => dtod(dst, src, n, None);
+    implemented fn cuMemcpyHtoDAsync_v2(dst: u64, src: In<c_void>, n: usize, stream: usize) => htod(dst, src.as_ptr(), n, Some(stream));
+    implemented fn cuMemcpyDtoHAsync_v2(dst: Out<c_void>, src: u64, n: usize, stream: usize) => dtoh(dst.as_ptr(), src, n, Some(stream));
+    implemented fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, stream: usize) => dtod(dst, src, n, Some(stream));
+    implemented fn cuMemsetD8_v2(dst: u64, v: u8, n: usize) => memset(dst, u32::from(v), 1, n, None);
+    implemented fn cuMemsetD16_v2(dst: u64, v: u16, n: usize) => memset(dst, u32::from(v), 2, n, None);
+    implemented fn cuMemsetD32_v2(dst: u64, v: u32, n: usize) => memset(dst, v, 4, n, None);
+    implemented fn cuMemsetD8Async(dst: u64, v: u8, n: usize, stream: usize) => memset(dst, u32::from(v), 1, n, Some(stream));
+    implemented fn cuMemsetD32Async(dst: u64, v: u32, n: usize, stream: usize) => memset(dst, v, 4, n, Some(stream));
+    implemented fn cuMemAllocHost_v2(pp: Out<*mut c_void>, size: usize) => alloc_host(pp, size);
+    implemented fn cuMemHostAlloc(pp: Out<*mut c_void>, size: usize, _flags: u32) => alloc_host(pp, size);
+    implemented fn cuMemFreeHost(p: In<c_void>) => Ok(mem::free_host(p.as_ptr() as *mut u8)?);
+    implemented fn cuPointerGetAttribute(data: Out<c_void>, attribute: i32, ptr: u64) => pointer_attribute(data, attribute, ptr);
+    not_supported fn cuMemAddressFree;
+    not_supported fn cuMemAddressReserve;
+    not_supported fn cuMemCreate;
+    not_supported fn cuMemGetAllocationGranularity;
+    not_supported fn cuMemMap;
+    not_supported fn cuMemRelease;
+    not_supported fn cuMemSetAccess;
+    not_supported fn cuMemUnmap;
 }
-
-// Virtual memory management: the device reports it unsupported (attribute 102 = 0), so
-// ggml uses plain allocations; the symbols must exist for the loader.
-not_supported!(
-    cuMemAddressFree,
-    cuMemAddressReserve,
-    cuMemCreate,
-    cuMemGetAllocationGranularity,
-    cuMemMap,
-    cuMemRelease,
-    cuMemSetAccess,
-    cuMemUnmap,
-);
-
-/// Exported memory, stream and event functions (this file and `stream.rs`) that are
-/// implemented.
-pub const IMPLEMENTED_MEMORY_FUNCTIONS: &[&str] = &[
-    "cuMemAlloc_v2",
-    "cuMemFree_v2",
-    "cuMemGetInfo_v2",
-    "cuMemcpyHtoD_v2",
-    "cuMemcpyDtoH_v2",
-    "cuMemcpyDtoD_v2",
-    "cuMemcpyHtoDAsync_v2",
-    "cuMemcpyDtoHAsync_v2",
-    "cuMemcpyDtoDAsync_v2",
-    "cuMemsetD8_v2",
-    "cuMemsetD16_v2",
-    "cuMemsetD32_v2",
-    "cuMemsetD8Async",
-    "cuMemsetD32Async",
-    "cuMemAllocHost_v2",
-    "cuMemHostAlloc",
-    "cuMemFreeHost",
-    "cuPointerGetAttribute",
-    // stream.rs
-    "cuCtxSynchronize",
-    "cuStreamCreate",
-    "cuStreamDestroy_v2",
-    "cuStreamSynchronize",
-    "cuStreamQuery",
-    "cuStreamWaitEvent",
-    "cuEventCreate",
-    "cuEventDestroy_v2",
-    "cuEventRecord",
-    "cuEventSynchronize",
-    "cuEventQuery",
-    "cuEventElapsedTime",
-];

@@ -1,91 +1,96 @@
-//! Modules and launches: `cuModuleLoadData`, `cuModuleGetFunction`, `cuModuleUnload`,
-//! `cuModuleGetGlobal_v2`, `cuLaunchKernel`, `cuLaunchKernelEx` (with launch attributes),
-//! `cuFuncGetAttribute` and `cuFuncSetAttribute`. The `unsafe` here reads what the caller
-//! passes: module images, names, kernel parameters and launch configurations.
+//! Modules, launches and function attributes, one line each in the table at the end
+//! (`vgpu_shim_abi::exports!`). The `unsafe` here reads what the caller passes: module
+//! images, kernel parameters and launch attributes.
 
-use super::{put, status_of, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS};
 use crate::mem;
 use crate::module;
-use std::ffi::{c_char, c_void};
+use std::ffi::c_void;
 use std::sync::Once;
 use vgpu_proto::cmd::*;
 use vgpu_proto::payload::LaunchAttr;
 use vgpu_proto::Command;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::{CStrIn, In, Out};
+use vgpu_shim_abi::status::CuStatus;
+
+type R = Result<(), CuStatus>;
 
 /// `cuModuleLoadData`: the image is a fatbin container, an ELF cubin or PTX.
-#[no_mangle]
-pub extern "C" fn cuModuleLoadData(m: *mut usize, image: *const c_void) -> CuResult {
+pub(crate) fn load_data(m: Out<usize>, image: In<c_void>) -> R {
     if image.is_null() {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
     // SAFETY: the caller passes a readable module image (CUDA's contract); image_len reads
-    // only its header.
-    let len = unsafe { module::image_len(image.cast()) };
+    // only its header (or the NUL-terminated PTX).
+    let len = unsafe { module::image_len(image.as_ptr().cast()) };
     let bytes = match len {
         // SAFETY: the image is `n` bytes long, as its own header says.
-        Some(n) if n > 0 => unsafe { std::slice::from_raw_parts(image.cast::<u8>(), n) },
-        _ => return 200,
+        Some(n) if n > 0 => unsafe { std::slice::from_raw_parts(image.as_ptr().cast::<u8>(), n) },
+        _ => return Err(CuStatus::INVALID_IMAGE),
     };
-    match module::load(bytes) {
-        Ok(h) => put(m, h as usize),
-        Err(e) => e,
-    }
+    Ok(m.write(module::load(bytes)? as usize)?)
 }
 
-/// `cuModuleGetFunction`.
-#[no_mangle]
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C ABI entry point: the name is the caller's
-pub extern "C" fn cuModuleGetFunction(f: *mut usize, m: usize, name: *const c_char) -> CuResult {
-    if name.is_null() {
-        return INVALID_VALUE;
-    }
-    // SAFETY: a NUL-terminated name from the caller (CUDA's contract).
-    let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy();
-    match module::function(m as u64, &name) {
-        Ok(h) => put(f, h as usize),
-        Err(e) => e,
-    }
+fn get_function(f: Out<usize>, m: usize, name: CStrIn) -> R {
+    let name = name.read()?;
+    Ok(f.write(module::function(m as u64, &name)? as usize)?)
 }
 
-/// `cuModuleUnload`.
-#[no_mangle]
-pub extern "C" fn cuModuleUnload(m: usize) -> CuResult {
-    status_of(module::unload(m as u64))
+/// `cuModuleGetGlobal_v2`: a module's global by name (either out-pointer may be null).
+fn get_global(dptr: Out<u64>, bytes: Out<usize>, m: usize, name: CStrIn) -> R {
+    let name = name.read()?;
+    let (addr, size) = module::global(m as u64, &name)?;
+    if !dptr.is_null() {
+        dptr.write(addr)?;
+    }
+    if !bytes.is_null() {
+        bytes.write(size as usize)?;
+    }
+    Ok(())
+}
+
+/// A launch of `f`; `params` holds one pointer per kernel parameter.
+fn launch(
+    f: usize,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared: u32,
+    stream: usize,
+    params: In<*const c_void>,
+    attrs: &[LaunchAttr],
+) -> R {
+    // SAFETY: `params` holds one pointer per kernel parameter, each to a value of that
+    // parameter's size (CUDA's contract for cuLaunchKernel and cuLaunchKernelEx).
+    Ok(unsafe {
+        module::launch(
+            f as u64,
+            grid,
+            block,
+            shared,
+            mem::stream(stream),
+            params.as_ptr().cast(),
+            attrs,
+        )
+    }?)
 }
 
 /// `cuLaunchKernel` with `kernelParams` (the `extra` form is not supported).
-#[no_mangle]
-#[allow(clippy::too_many_arguments)] // the driver API
-pub extern "C" fn cuLaunchKernel(
+#[allow(clippy::too_many_arguments)] // the C signature
+fn launch_kernel(
     f: usize,
-    gx: u32,
-    gy: u32,
-    gz: u32,
-    bx: u32,
-    by: u32,
-    bz: u32,
+    grid: [u32; 3],
+    block: [u32; 3],
     shared: u32,
     stream: usize,
-    params: *const *const c_void,
-    extra: *const *const c_void,
-) -> CuResult {
+    params: In<*const c_void>,
+    extra: In<*const c_void>,
+) -> R {
     if !extra.is_null() {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| log::warn!("vgpu: cuLaunchKernel with `extra` is not supported"));
-        return NOT_SUPPORTED;
+        return Err(CuStatus::NOT_SUPPORTED);
     }
-    // SAFETY: `params` holds one pointer per kernel parameter (CUDA's contract).
-    status_of(unsafe {
-        module::launch(
-            f as u64,
-            [gx, gy, gz],
-            [bx, by, bz],
-            shared,
-            mem::stream(stream),
-            params.cast(),
-            &[],
-        )
-    })
+    launch(f, grid, block, shared, stream, params, &[])
 }
 
 /// `CUlaunchConfig`.
@@ -93,10 +98,10 @@ pub type LaunchConfig = cudarc::driver::sys::CUlaunchConfig;
 
 /// Launch attributes the device ABI carries (spec §6.5); their values are the first three
 /// 32-bit words of `CUlaunchAttributeValue`. `CU_LAUNCH_ATTRIBUTE_IGNORE` (0) is skipped.
-fn launch_attrs(config: &LaunchConfig) -> Result<Vec<LaunchAttr>, CuResult> {
+fn launch_attrs(config: &LaunchConfig) -> Result<Vec<LaunchAttr>, CuStatus> {
     use vgpu_proto::payload::launch_attr::*;
     if config.numAttrs > 0 && config.attrs.is_null() {
-        return Err(INVALID_VALUE);
+        return Err(CuStatus::INVALID_VALUE);
     }
     let mut out = Vec::new();
     // Each CUlaunchAttribute: the id (a u32; read as an integer, since a caller's value need
@@ -123,80 +128,45 @@ fn launch_attrs(config: &LaunchConfig) -> Result<Vec<LaunchAttr>, CuResult> {
                 }),
             _ => {
                 log::warn!("vgpu: launch attribute {id} is not supported");
-                return Err(NOT_SUPPORTED);
+                return Err(CuStatus::NOT_SUPPORTED);
             }
         }
     }
     if out.len() > usize::from(MAX_LAUNCH_ATTRS) {
-        return Err(INVALID_VALUE);
+        return Err(CuStatus::INVALID_VALUE);
     }
     Ok(out)
 }
 
 /// `cuLaunchKernelEx`: a launch with attributes (cooperative, cluster dimensions,
 /// programmatic stream serialisation, priority).
-#[no_mangle]
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C entry point: CUDA's contract covers `config`
-pub extern "C" fn cuLaunchKernelEx(
-    config: *const LaunchConfig,
+fn launch_kernel_ex(
+    config: In<LaunchConfig>,
     f: usize,
-    params: *const *const c_void,
-    extra: *const *const c_void,
-) -> CuResult {
-    if config.is_null() {
-        return INVALID_VALUE;
-    }
+    params: In<*const c_void>,
+    extra: In<*const c_void>,
+) -> R {
+    let c = config.read()?;
     if !extra.is_null() {
         log::warn!("vgpu: cuLaunchKernelEx with `extra` is not supported");
-        return NOT_SUPPORTED;
+        return Err(CuStatus::NOT_SUPPORTED);
     }
-    // SAFETY: a valid CUlaunchConfig (CUDA's contract); null refused.
-    let c = unsafe { config.read_unaligned() };
-    let attrs = try_cu!(launch_attrs(&c));
-    // SAFETY: `params` holds one pointer per kernel parameter (CUDA's contract).
-    status_of(unsafe {
-        module::launch(
-            f as u64,
-            [c.gridDimX, c.gridDimY, c.gridDimZ],
-            [c.blockDimX, c.blockDimY, c.blockDimZ],
-            c.sharedMemBytes,
-            mem::stream(c.hStream as usize),
-            params.cast(),
-            &attrs,
-        )
-    })
+    let attrs = launch_attrs(&c)?;
+    launch(
+        f,
+        [c.gridDimX, c.gridDimY, c.gridDimZ],
+        [c.blockDimX, c.blockDimY, c.blockDimZ],
+        c.sharedMemBytes,
+        c.hStream as usize,
+        params,
+        &attrs,
+    )
 }
 
-/// `cuModuleGetGlobal_v2`: a module's global by name (either out-pointer may be null).
-#[no_mangle]
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C ABI entry point: the name is the caller's
-pub extern "C" fn cuModuleGetGlobal_v2(
-    dptr: *mut u64,
-    bytes: *mut usize,
-    module: usize,
-    name: *const std::ffi::c_char,
-) -> CuResult {
-    if name.is_null() {
-        return INVALID_VALUE;
-    }
-    // SAFETY: a NUL-terminated name (CUDA's contract); null refused.
-    let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy();
-    let (addr, size) = try_cu!(module::global(module as u64, &name));
-    if !dptr.is_null() {
-        try_cu!(match put(dptr, addr) {
-            SUCCESS => Ok(()),
-            e => Err(e),
-        });
-    }
-    if !bytes.is_null() {
-        return put(bytes, size as usize);
-    }
-    SUCCESS
-}
-
-fn func_attr(func: usize, attr: i32, value: i32, set: bool) -> Result<i32, CuResult> {
+/// A `CUfunction_attribute` of a function, read or (with `set`) written.
+pub(crate) fn func_attr(func: usize, attr: i32, value: i32, set: bool) -> Result<i32, CuStatus> {
     if func == 0 || attr < 0 {
-        return Err(INVALID_VALUE);
+        return Err(CuStatus::INVALID_VALUE);
     }
     let args = FuncAttrArgs {
         func: func as u64,
@@ -209,33 +179,20 @@ fn func_attr(func: usize, attr: i32, value: i32, set: bool) -> Result<i32, CuRes
     } else {
         Command::FUNC_GET_ATTRIBUTE(args)
     };
-    mem::call(cmd, 0).map(|c| c.result0 as i32)
+    Ok(mem::call(cmd, 0).map(|c| c.result0 as i32)?)
 }
 
-/// `cuFuncGetAttribute`: a `CUfunction_attribute` of a function.
-#[no_mangle]
-pub extern "C" fn cuFuncGetAttribute(value: *mut i32, attr: i32, func: usize) -> CuResult {
-    match func_attr(func, attr, 0, false) {
-        Ok(v) => put(value, v),
-        Err(e) => e,
-    }
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    implemented fn cuModuleLoadData(module: Out<usize>, image: In<c_void>) => load_data(module, image);
+    implemented fn cuModuleGetFunction(f: Out<usize>, module: usize, name: CStrIn) => get_function(f, module, name);
+    implemented fn cuModuleUnload(module: usize) => Ok(module::unload(module as u64)?);
+    implemented fn cuModuleGetGlobal_v2(dptr: Out<u64>, bytes: Out<usize>, module: usize, name: CStrIn) => get_global(dptr, bytes, module, name);
+    implemented fn cuLaunchKernel(f: usize, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, shared: u32, stream: usize, params: In<*const c_void>, extra: In<*const c_void>)
+        => launch_kernel(f, [gx, gy, gz], [bx, by, bz], shared, stream, params, extra);
+    implemented fn cuLaunchKernelEx(config: In<LaunchConfig>, f: usize, params: In<*const c_void>, extra: In<*const c_void>) => launch_kernel_ex(config, f, params, extra);
+    /// A `CUfunction_attribute` of a function.
+    implemented fn cuFuncGetAttribute(value: Out<i32>, attr: i32, func: usize) => Ok(value.write(func_attr(func, attr, 0, false)?)?);
+    /// The settable attributes (maximum dynamic shared memory, preferred carveout).
+    implemented fn cuFuncSetAttribute(func: usize, attr: i32, value: i32) => func_attr(func, attr, value, true).map(|_| ());
 }
-
-/// `cuFuncSetAttribute`: the settable attributes (maximum dynamic shared memory, preferred
-/// shared memory carveout).
-#[no_mangle]
-pub extern "C" fn cuFuncSetAttribute(func: usize, attr: i32, value: i32) -> CuResult {
-    status_of(func_attr(func, attr, value, true).map(|_| ()))
-}
-
-/// Exported module functions that are implemented.
-pub const IMPLEMENTED_MODULE_FUNCTIONS: &[&str] = &[
-    "cuModuleLoadData",
-    "cuModuleGetFunction",
-    "cuModuleUnload",
-    "cuLaunchKernel",
-    "cuLaunchKernelEx",
-    "cuFuncGetAttribute",
-    "cuFuncSetAttribute",
-    "cuModuleGetGlobal_v2",
-];

@@ -1,165 +1,119 @@
-//! Streams, events and synchronisation: `cuCtxSynchronize`, `cuStreamCreate`,
-//! `cuStreamDestroy_v2`, `cuStreamSynchronize`, `cuStreamQuery`, `cuStreamWaitEvent`,
-//! `cuEventCreate`, `cuEventDestroy_v2`, `cuEventRecord`, `cuEventSynchronize`,
-//! `cuEventQuery` and `cuEventElapsedTime` (listed in `IMPLEMENTED_MEMORY_FUNCTIONS`).
+//! Streams, events and synchronisation, one line each in the table at the end
+//! (`vgpu_shim_abi::exports!`).
 
-use super::{put, status_of, CuResult, INVALID_VALUE};
 use crate::handles::{self, Kind};
 use crate::mem;
+use bytemuck::Zeroable;
 use vgpu_proto::cmd::*;
 use vgpu_proto::Command;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::Out;
+use vgpu_shim_abi::status::CuStatus;
 
-/// `cuCtxSynchronize`.
-#[no_mangle]
-pub extern "C" fn cuCtxSynchronize() -> CuResult {
-    status_of(mem::call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0).map(|_| ()))
+type R = Result<(), CuStatus>;
+
+fn ctx_synchronize() -> R {
+    mem::call(Command::CTX_SYNCHRONIZE(Zeroable::zeroed()), 0)?;
+    Ok(())
 }
 
-/// `cuStreamCreate`.
-#[no_mangle]
-pub extern "C" fn cuStreamCreate(stream: *mut usize, flags: u32) -> CuResult {
+/// `cuStreamCreate` (the flags are kept with the handle for `cuStreamGetFlags`).
+pub(crate) fn stream_create(stream: Out<usize>, flags: u32) -> R {
     let flags = flags & stream_flags::NON_BLOCKING;
     let args = StreamCreateArgs {
         flags,
-        ..bytemuck::Zeroable::zeroed()
+        ..Zeroable::zeroed()
     };
-    match mem::call(Command::STREAM_CREATE(args), 0) {
-        Ok(c) => {
-            handles::created_with(Kind::Stream, c.result0, flags);
-            put(stream, c.result0 as usize)
-        }
-        Err(e) => e,
-    }
+    let c = mem::call(Command::STREAM_CREATE(args), 0)?;
+    handles::created_with(Kind::Stream, c.result0, flags);
+    Ok(stream.write(c.result0 as usize)?)
 }
 
-/// `cuStreamDestroy_v2`.
-#[no_mangle]
-pub extern "C" fn cuStreamDestroy_v2(stream: usize) -> CuResult {
+fn stream_destroy(stream: usize) -> R {
     if stream <= 2 {
-        return INVALID_VALUE;
+        return Err(CuStatus::INVALID_VALUE);
     }
-    let r = mem::call(
-        Command::STREAM_DESTROY(bytemuck::Zeroable::zeroed()),
-        stream as u64,
-    );
-    if r.is_ok() {
-        handles::destroyed(Kind::Stream, stream as u64);
-    }
-    status_of(r.map(|_| ()))
+    mem::call(Command::STREAM_DESTROY(Zeroable::zeroed()), stream as u64)?;
+    handles::destroyed(Kind::Stream, stream as u64);
+    Ok(())
 }
 
-/// `cuStreamSynchronize`.
-#[no_mangle]
-pub extern "C" fn cuStreamSynchronize(stream: usize) -> CuResult {
-    status_of(
-        mem::call(
-            Command::STREAM_SYNCHRONIZE(bytemuck::Zeroable::zeroed()),
-            mem::stream(stream),
-        )
-        .map(|_| ()),
-    )
+fn on_stream(command: Command, stream: usize) -> R {
+    mem::call(command, mem::stream(stream))?;
+    Ok(())
 }
 
-/// `cuStreamQuery`.
-#[no_mangle]
-pub extern "C" fn cuStreamQuery(stream: usize) -> CuResult {
-    status_of(
-        mem::call(
-            Command::STREAM_QUERY(bytemuck::Zeroable::zeroed()),
-            mem::stream(stream),
-        )
-        .map(|_| ()),
-    )
-}
-
-/// `cuStreamWaitEvent`.
-#[no_mangle]
-pub extern "C" fn cuStreamWaitEvent(stream: usize, event: usize, flags: u32) -> CuResult {
-    try_cu!(handles::check(Kind::Event, event as u64));
+fn stream_wait_event(stream: usize, event: usize, flags: u32) -> R {
+    handles::check(Kind::Event, event as u64)?;
     let args = StreamWaitEventArgs {
         event: event as u64,
         flags,
-        ..bytemuck::Zeroable::zeroed()
+        ..Zeroable::zeroed()
     };
-    status_of(mem::post(
+    Ok(mem::post(
         Command::STREAM_WAIT_EVENT(args),
         mem::stream(stream),
-    ))
+    )?)
 }
 
-/// `cuEventCreate`.
-#[no_mangle]
-pub extern "C" fn cuEventCreate(event: *mut usize, flags: u32) -> CuResult {
-    match mem::call(
-        Command::EVENT_CREATE(EventCreateArgs {
-            flags,
-            ..bytemuck::Zeroable::zeroed()
-        }),
-        0,
-    ) {
-        Ok(c) => {
-            handles::created(Kind::Event, c.result0);
-            put(event, c.result0 as usize)
-        }
-        Err(e) => e,
+fn event_create(event: Out<usize>, flags: u32) -> R {
+    let args = EventCreateArgs {
+        flags,
+        ..Zeroable::zeroed()
+    };
+    let c = mem::call(Command::EVENT_CREATE(args), 0)?;
+    handles::created(Kind::Event, c.result0);
+    Ok(event.write(c.result0 as usize)?)
+}
+
+fn handle(h: usize) -> HandleArgs {
+    HandleArgs {
+        handle: h as u64,
+        ..Zeroable::zeroed()
     }
 }
 
-fn event_call(f: fn(HandleArgs) -> Command, event: usize) -> Result<vgpu_proto::Cqe, CuResult> {
-    mem::call(
-        f(HandleArgs {
-            handle: event as u64,
-            ..bytemuck::Zeroable::zeroed()
-        }),
-        0,
-    )
+fn event_call(f: fn(HandleArgs) -> Command, event: usize) -> R {
+    mem::call(f(handle(event)), 0)?;
+    Ok(())
 }
 
-/// `cuEventDestroy_v2`.
-#[no_mangle]
-pub extern "C" fn cuEventDestroy_v2(event: usize) -> CuResult {
-    let r = event_call(Command::EVENT_DESTROY, event);
-    if r.is_ok() {
-        handles::destroyed(Kind::Event, event as u64);
-    }
-    status_of(r.map(|_| ()))
+fn event_destroy(event: usize) -> R {
+    event_call(Command::EVENT_DESTROY, event)?;
+    handles::destroyed(Kind::Event, event as u64);
+    Ok(())
 }
 
-/// `cuEventRecord`.
-#[no_mangle]
-pub extern "C" fn cuEventRecord(event: usize, stream: usize) -> CuResult {
-    try_cu!(handles::check(Kind::Event, event as u64));
-    status_of(mem::post(
-        Command::EVENT_RECORD(HandleArgs {
-            handle: event as u64,
-            ..bytemuck::Zeroable::zeroed()
-        }),
+fn event_record(event: usize, stream: usize) -> R {
+    handles::check(Kind::Event, event as u64)?;
+    Ok(mem::post(
+        Command::EVENT_RECORD(handle(event)),
         mem::stream(stream),
-    ))
+    )?)
 }
 
-/// `cuEventSynchronize`.
-#[no_mangle]
-pub extern "C" fn cuEventSynchronize(event: usize) -> CuResult {
-    status_of(event_call(Command::EVENT_SYNCHRONIZE, event).map(|_| ()))
-}
-
-/// `cuEventQuery`.
-#[no_mangle]
-pub extern "C" fn cuEventQuery(event: usize) -> CuResult {
-    status_of(event_call(Command::EVENT_QUERY, event).map(|_| ()))
-}
-
-/// `cuEventElapsedTime`.
-#[no_mangle]
-pub extern "C" fn cuEventElapsedTime(ms: *mut f32, start: usize, end: usize) -> CuResult {
+fn event_elapsed(ms: Out<f32>, start: usize, end: usize) -> R {
     let args = EventElapsedArgs {
         start: start as u64,
         end: end as u64,
-        ..bytemuck::Zeroable::zeroed()
+        ..Zeroable::zeroed()
     };
-    match mem::call(Command::EVENT_ELAPSED(args), 0) {
-        Ok(c) => put(ms, f32::from_bits(c.result0 as u32)),
-        Err(e) => e,
-    }
+    let c = mem::call(Command::EVENT_ELAPSED(args), 0)?;
+    Ok(ms.write(f32::from_bits(c.result0 as u32))?)
+}
+
+exports! {
+    library "libcuda.so.1", status CuStatus;
+    implemented fn cuCtxSynchronize() => ctx_synchronize();
+    implemented fn cuStreamCreate(stream: Out<usize>, flags: u32) => stream_create(stream, flags);
+    implemented fn cuStreamDestroy_v2(stream: usize) => stream_destroy(stream);
+    implemented fn cuStreamSynchronize(stream: usize) => on_stream(Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), stream);
+    implemented fn cuStreamQuery(stream: usize) => on_stream(Command::STREAM_QUERY(Zeroable::zeroed()), stream);
+    implemented fn cuStreamWaitEvent(stream: usize, event: usize, flags: u32) => stream_wait_event(stream, event, flags);
+    implemented fn cuEventCreate(event: Out<usize>, flags: u32) => event_create(event, flags);
+    implemented fn cuEventDestroy_v2(event: usize) => event_destroy(event);
+    implemented fn cuEventRecord(event: usize, stream: usize) => event_record(event, stream);
+    implemented fn cuEventSynchronize(event: usize) => event_call(Command::EVENT_SYNCHRONIZE, event);
+    implemented fn cuEventQuery(event: usize) => event_call(Command::EVENT_QUERY, event);
+    implemented fn cuEventElapsedTime(ms: Out<f32>, start: usize, end: usize) => event_elapsed(ms, start, end);
 }
