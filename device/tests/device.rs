@@ -194,6 +194,63 @@ fn memset(
     c.post(stream, Command::MEMSET(args), &[], notify)
 }
 
+/// Memsets whose extent overflows 64 bits (`count * elem_size`, or past the end of the
+/// address space) name no memory: they fail with INVALID_VALUE, and the stream carries on.
+/// (The size wrapped to 0 and the memset "succeeded"; with overflow checks the stream
+/// thread panicked. 2-D memsets are refused when decoded.)
+#[test]
+fn memsets_whose_extent_overflows_are_refused() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let a = c.mem_alloc(4096);
+    let wait = |c: &mut PdClient, cid: u32| loop {
+        let r = c.next(Duration::from_secs(10)).expect("a completion");
+        if r.cid == cid {
+            return r.status();
+        }
+    };
+    let cid = memset(&mut c, 0, a, 1 << 62, 7, 4, true);
+    assert_eq!(wait(&mut c, cid), Status::INVALID_VALUE);
+    let cid = memset(&mut c, 0, u64::MAX - 4, 16, 7, 1, true);
+    assert_eq!(wait(&mut c, cid), Status::INVALID_VALUE);
+    // The stream is fine.
+    let cid = memset(&mut c, 0, a, 16, 7, 1, true);
+    assert_eq!(wait(&mut c, cid), Status::SUCCESS);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
+}
+
+/// Every completion carries the device's submission head after it consumed the entry
+/// (spec §5.4); it was always 0.
+#[test]
+fn completions_carry_the_submission_head() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    for _ in 0..3 {
+        let r = c.io(0, Command::NOP(Zeroable::zeroed()), &[]);
+        assert_eq!(r.status(), Status::SUCCESS);
+        assert_eq!(r.sq_head, c.q.tail, "the head after the entry");
+    }
+    // An entry with an inline payload takes more slots; the head counts them.
+    let payload = vec![5u8; 200];
+    let a = c.mem_alloc(4096);
+    let cid = c.post(
+        0,
+        Command::MEMCPY_HTOD(CopyHtoDArgs {
+            dst: a,
+            len: payload.len() as u64,
+            ..Zeroable::zeroed()
+        }),
+        &payload,
+        true,
+    );
+    let r = c.next(Duration::from_secs(10)).expect("its completion");
+    assert_eq!((r.cid, r.status()), (cid, Status::SUCCESS));
+    assert_eq!(r.sq_head, c.q.tail);
+    assert!(r.sq_head >= 8, "{}", r.sq_head);
+}
+
 #[test]
 fn memory_copies_and_memsets() {
     let stub = Stub::start(1, 1 << 30);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use vgpu_os::shm::SharedMemory;
 use vgpu_proto::cmd::{
     CopyDtoHArgs, CopyHtoDArgs, HandleArgs, MemAllocArgs, MemsetArgs, PdArgs, PdCreateArgs,
-    QueueCreateArgs, WindowRegisterArgs,
+    PdQuotaArgs, QueueCreateArgs, WindowRegisterArgs,
 };
 use vgpu_proto::queue::{cqe_flags, QueueLayout};
 use vgpu_proto::regs::features;
@@ -234,6 +234,36 @@ fn a_pd_is_one_context_with_the_quota_asked_for() {
         ..Zeroable::zeroed()
     }));
     assert_ne!(c.status(), Status::SUCCESS);
+}
+
+/// PD_SET_QUOTA changes the memory quota and nothing else: the PD keeps the object limit it
+/// was created with (it was reset to the default), and a quota beyond the device is capped.
+#[test]
+fn a_new_quota_keeps_the_object_limit() {
+    let mut r = Rig::start();
+    let c = r.admin(Command::PD_CREATE(PdCreateArgs {
+        mem_quota: 1 << 20,
+        max_objects: 7,
+        ..Zeroable::zeroed()
+    }));
+    assert_eq!(c.status(), Status::SUCCESS);
+    let pd = c.result0 as u32;
+    for quota in [4096, u64::MAX] {
+        let c = r.admin(Command::PD_SET_QUOTA(PdQuotaArgs {
+            pd,
+            mem_quota: quota,
+            ..Zeroable::zeroed()
+        }));
+        assert_eq!(c.status(), Status::SUCCESS);
+    }
+    let total = vgpu_test_stack::executor::device_info().total_mem;
+    assert_eq!(
+        whats(r.fake.calls_of("set_limits")),
+        [
+            "set_limits quota=4096 max_objects=7".to_string(),
+            format!("set_limits quota={total} max_objects=7"),
+        ]
+    );
 }
 
 #[test]

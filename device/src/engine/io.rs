@@ -262,7 +262,10 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
                 value: a.value,
                 elem_size: u32::from(a.elem_size),
             };
-            submit(op_).map(|_| (0, 0)).map_err(|s| (s, 0))
+            match memset_extent(a.dst, 0, width, 1, a.elem_size.into()) {
+                None => Err((Status::INVALID_VALUE, 0)),
+                Some(_) => submit(op_).map(|_| (0, 0)).map_err(|s| (s, 0)),
+            }
         }
         (Command::MEMSET_2D(_), Structured::Memset2D(m)) => {
             let op_ = Op::Memset {
@@ -273,7 +276,10 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
                 value: m.value,
                 elem_size: m.elem_size,
             };
-            submit(op_).map(|_| (0, 0)).map_err(|s| (s, 0))
+            match memset_extent(m.dst, m.pitch, m.width, m.height, m.elem_size) {
+                None => Err((Status::INVALID_VALUE, 0)),
+                Some(_) => submit(op_).map(|_| (0, 0)).map_err(|s| (s, 0)),
+            }
         }
         (Command::MODULE_LOAD(a), Structured::Module(header, image)) => {
             let image = if a.flags & module_flags::BY_HASH != 0 {
@@ -459,4 +465,12 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
         Ok((r0, r1)) => done(Status::SUCCESS, r0, r1),
         Err((s, r1)) => done(s, 0, r1),
     }
+}
+
+/// The end of a memset of `height` rows of `width` elements of `elem_size` bytes, `pitch`
+/// apart, from `dst`; None when it does not fit in 64 bits (it names no memory).
+fn memset_extent(dst: u64, pitch: u64, width: u64, height: u64, elem_size: u32) -> Option<u64> {
+    let row = width.checked_mul(u64::from(elem_size))?;
+    let last = height.checked_sub(1)?.checked_mul(pitch)?;
+    dst.checked_add(last)?.checked_add(row)
 }

@@ -217,10 +217,11 @@ impl Inner {
                 .map(|id| (u64::from(id), 0)),
             Command::PD_DESTROY(a) => self.pd_destroy(a.pd).map(|_| (0, 0)),
             Command::PD_SET_QUOTA(a) => self.pd(a.pd).map(|pd| {
-                *lock(&pd.mem_quota) = a.mem_quota;
+                let quota = self.quota(a.mem_quota);
+                *lock(&pd.mem_quota) = quota;
                 pd.ctx().set_limits(Limits {
-                    mem_quota: a.mem_quota,
-                    max_objects: DEFAULT_MAX_OBJECTS,
+                    mem_quota: quota,
+                    max_objects: pd.max_objects,
                 });
                 (0, 0)
             }),
@@ -272,9 +273,19 @@ impl Inner {
         Self::post(q, c);
     }
 
-    fn pd_create(&self, quota: u64, max_objects: u32, max_windows: u32) -> Result<u32, Status> {
+    /// A quota as PD_CREATE and PD_SET_QUOTA take it: 0 is the whole device, and more than
+    /// the device is capped to it.
+    fn quota(&self, quota: u64) -> u64 {
         let total = self.env.executor.device_info().total_mem;
-        let quota = if quota == 0 { total } else { quota.min(total) };
+        if quota == 0 {
+            total
+        } else {
+            quota.min(total)
+        }
+    }
+
+    fn pd_create(&self, quota: u64, max_objects: u32, max_windows: u32) -> Result<u32, Status> {
+        let quota = self.quota(quota);
         let max_objects = if max_objects == 0 {
             DEFAULT_MAX_OBJECTS
         } else {
@@ -290,15 +301,12 @@ impl Inner {
             engine: self.me.clone(),
             pd: id,
         });
-        let ctx = self.env.executor.new_context(
-            id,
-            Limits {
-                mem_quota: quota,
-                max_objects,
-            },
-            sink,
-        )?;
-        let pd = Arc::new(Pd::new(id, ctx, max_windows, quota, self.env.mem.clone()));
+        let limits = Limits {
+            mem_quota: quota,
+            max_objects,
+        };
+        let ctx = self.env.executor.new_context(id, limits, sink)?;
+        let pd = Arc::new(Pd::new(id, ctx, max_windows, limits, self.env.mem.clone()));
         lock(&self.pds).insert(id, pd);
         log::info!(
             "PD {id} created (quota {quota} bytes, {max_objects} objects, {max_windows} windows)"

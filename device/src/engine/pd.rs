@@ -38,6 +38,8 @@ pub struct Pd {
     pub queues: Mutex<BTreeSet<u16>>,
     /// Device-memory quota.
     pub mem_quota: Mutex<u64>,
+    /// Most live GPU objects (fixed at PD_CREATE; PD_SET_QUOTA keeps it).
+    pub max_objects: u32,
     /// HOST_FUNC cookies waiting for their callback: cookie → (queue, cid).
     pub host_funcs: Mutex<HashMap<u64, (u16, u32)>>,
     mem: Arc<GuestMemory>,
@@ -49,7 +51,7 @@ impl Pd {
         id: u32,
         ctx: Box<dyn Context>,
         max_windows: u32,
-        mem_quota: u64,
+        limits: crate::exec::Limits,
         mem: Arc<GuestMemory>,
     ) -> Self {
         Pd {
@@ -58,7 +60,8 @@ impl Pd {
             windows: Mutex::new(HashMap::new()),
             max_windows,
             queues: Mutex::new(BTreeSet::new()),
-            mem_quota: Mutex::new(mem_quota),
+            mem_quota: Mutex::new(limits.mem_quota),
+            max_objects: limits.max_objects,
             host_funcs: Mutex::new(HashMap::new()),
             mem,
         }

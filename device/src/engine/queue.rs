@@ -3,7 +3,7 @@
 
 use crate::guest::{GuestMemory, Snapshot, View};
 use crate::msix::Msix;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use vgpu_proto::queue::{
@@ -98,6 +98,9 @@ pub struct Queue {
     msix: Arc<Msix>,
     /// The completion ring's producer state.
     cq: Mutex<Producer>,
+    /// The submission ring's head: how far the worker has consumed (each completion carries
+    /// it, spec §5.4).
+    sq_head: AtomicU32,
     bell: Bell,
     stop: AtomicBool,
 }
@@ -120,6 +123,7 @@ impl Queue {
             mem,
             msix,
             cq: Mutex::new(Producer::default()),
+            sq_head: AtomicU32::new(0),
             bell: Bell::default(),
             stop: AtomicBool::new(false),
         }
@@ -223,7 +227,7 @@ impl Queue {
             status: c.status.0,
             result0: c.result0,
             result1: c.result1,
-            sq_head: 0,
+            sq_head: self.sq_head.load(Ordering::Acquire),
             flags: 0,
             opcode: 0,
         };
@@ -367,6 +371,7 @@ fn serve(
         let sqe: Sqe = bytemuck::pod_read_unaligned(&raw);
         let (inline, consumed) = take_inline(q, ring, &sqe, *head, tail);
         *head = head.wrapping_add(consumed);
+        q.sq_head.store(*head, Ordering::Release);
         let _ = ring.store_u32(qcb::SQ_HEAD, *head, Ordering::Release);
         handler.handle(q, Taken { sqe, inline });
     }

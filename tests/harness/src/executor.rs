@@ -302,7 +302,13 @@ impl Context for FakeContext {
     }
 
     fn set_limits(&mut self, limits: Limits) {
-        let _ = self.call("set_limits", format!("quota={}", limits.mem_quota));
+        let _ = self.call(
+            "set_limits",
+            format!(
+                "quota={} max_objects={}",
+                limits.mem_quota, limits.max_objects
+            ),
+        );
         self.limits = limits;
     }
 

@@ -914,9 +914,14 @@ fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
         } => {
             let es = u64::from(elem_size);
             let bytes = value.to_le_bytes();
+            let row_len = width.checked_mul(es).ok_or(Status::INVALID_VALUE)?;
             let mut mem = sh.memory();
             for r in 0..height {
-                let row = mem.slice_mut(dst + r * pitch, width * es)?;
+                let at = r
+                    .checked_mul(pitch)
+                    .and_then(|o| dst.checked_add(o))
+                    .ok_or(Status::INVALID_VALUE)?;
+                let row = mem.slice_mut(at, row_len)?;
                 for chunk in row.chunks_exact_mut(elem_size as usize) {
                     chunk.copy_from_slice(&bytes[..elem_size as usize]);
                 }
