@@ -152,6 +152,40 @@ status_table! {
     }
 }
 
+status_table! {
+    /// `cudaError_t`, as `libcudart.so.12` names and describes it (`cudaGetErrorName`,
+    /// `cudaGetErrorString`).
+    CudartStatus, unknown c"cudaErrorUnknown", c"unrecognized error code", not_supported NOT_SUPPORTED, bad_pointer INVALID_VALUE {
+        SUCCESS = 0, c"cudaSuccess", c"no error";
+        INVALID_VALUE = 1, c"cudaErrorInvalidValue", c"invalid argument";
+        MEMORY_ALLOCATION = 2, c"cudaErrorMemoryAllocation", c"out of memory";
+        INITIALIZATION_ERROR = 3, c"cudaErrorInitializationError", c"initialization error";
+        INVALID_SYMBOL = 13, c"cudaErrorInvalidSymbol", c"invalid device symbol";
+        INVALID_MEMCPY_DIRECTION = 21, c"cudaErrorInvalidMemcpyDirection", c"invalid copy direction for memcpy";
+        INSUFFICIENT_DRIVER = 35, c"cudaErrorInsufficientDriver", c"CUDA driver version is insufficient for CUDA runtime version";
+        DEVICES_UNAVAILABLE = 46, c"cudaErrorDevicesUnavailable", c"CUDA-capable device(s) is/are busy or unavailable";
+        INVALID_DEVICE_FUNCTION = 98, c"cudaErrorInvalidDeviceFunction", c"invalid device function";
+        NO_DEVICE = 100, c"cudaErrorNoDevice", c"no CUDA-capable device is detected";
+        INVALID_DEVICE = 101, c"cudaErrorInvalidDevice", c"invalid device ordinal";
+        INVALID_KERNEL_IMAGE = 200, c"cudaErrorInvalidKernelImage", c"device kernel image is invalid";
+        NO_KERNEL_IMAGE_FOR_DEVICE = 209, c"cudaErrorNoKernelImageForDevice", c"no kernel image is available for execution on the device";
+        INVALID_RESOURCE_HANDLE = 400, c"cudaErrorInvalidResourceHandle", c"invalid resource handle";
+        SYMBOL_NOT_FOUND = 500, c"cudaErrorSymbolNotFound", c"named symbol not found";
+        NOT_READY = 600, c"cudaErrorNotReady", c"device not ready";
+        ILLEGAL_ADDRESS = 700, c"cudaErrorIllegalAddress", c"an illegal memory access was encountered";
+        PEER_ACCESS_NOT_ENABLED = 705, c"cudaErrorPeerAccessNotEnabled", c"peer access has not been enabled";
+        LAUNCH_FAILURE = 719, c"cudaErrorLaunchFailure", c"unspecified launch failure";
+        NOT_SUPPORTED = 801, c"cudaErrorNotSupported", c"operation not supported";
+        STREAM_CAPTURE_UNSUPPORTED = 900, c"cudaErrorStreamCaptureUnsupported", c"operation not permitted when stream is capturing";
+        STREAM_CAPTURE_INVALIDATED = 901, c"cudaErrorStreamCaptureInvalidated", c"operation failed due to a previous error during capture";
+        STREAM_CAPTURE_UNMATCHED = 903, c"cudaErrorStreamCaptureUnmatched", c"capture was not ended in the same stream as it began";
+        STREAM_CAPTURE_WRONG_THREAD = 908, c"cudaErrorStreamCaptureWrongThread", c"attempt to terminate a thread-local capture sequence from another thread";
+        TIMEOUT = 909, c"cudaErrorTimeout", c"timeout expired";
+        GRAPH_EXEC_UPDATE_FAILURE = 910, c"cudaErrorGraphExecUpdateFailure", c"the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
+        UNKNOWN = 999, c"cudaErrorUnknown", c"unknown error";
+    }
+}
+
 /// A `CUresult` from the crates below the driver API (they keep statuses as plain `u32`).
 impl From<u32> for CuStatus {
     fn from(r: u32) -> Self {
@@ -212,6 +246,13 @@ mod tests {
         );
         assert_eq!(CublasStatus::from_cuda(700), CublasStatus::EXECUTION_FAILED);
         assert_eq!(CublasStatus::from_cuda(2), CublasStatus::ALLOC_FAILED);
+        // Every runtime error the driver's results map to has a name.
+        for s in [
+            0, 1, 2, 3, 46, 98, 100, 101, 200, 209, 400, 500, 600, 700, 705, 719, 801, 900, 901,
+            903, 908, 909, 910,
+        ] {
+            assert!(CudartStatus(s).name().is_some(), "{s}");
+        }
         for s in NvmlReturn::ALL {
             let n = s.name().unwrap().to_str().unwrap();
             assert!(n.starts_with("NVML_"), "{n}");

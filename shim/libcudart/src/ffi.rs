@@ -5,6 +5,7 @@ use crate::registry::{self, Fatbin, LaunchConfig, CONFIGS};
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::sync::Once;
+use vgpu_shim_abi::status::CudartStatus;
 
 /// `cudaError_t`.
 pub type CudaError = u32;
@@ -220,45 +221,16 @@ pub extern "C" fn cudaPeekAtLastError() -> CudaError {
     LAST_ERROR.with(|l| l.get())
 }
 
-macro_rules! error_strings {
-    ($( $code:literal => $name:literal, $text:literal; )*) => {
-        /// `cudaGetErrorName`.
-        #[no_mangle]
-        pub extern "C" fn cudaGetErrorName(e: CudaError) -> *const c_char {
-            match e { $( $code => $name.as_ptr(), )* _ => c"cudaErrorUnknown".as_ptr() }
-        }
-        /// `cudaGetErrorString`.
-        #[no_mangle]
-        pub extern "C" fn cudaGetErrorString(e: CudaError) -> *const c_char {
-            match e { $( $code => $text.as_ptr(), )* _ => c"unrecognized error code".as_ptr() }
-        }
-    };
+/// `cudaGetErrorName` (one table for every library, `vgpu_shim_abi::status::CudartStatus`).
+#[no_mangle]
+pub extern "C" fn cudaGetErrorName(e: CudaError) -> *const c_char {
+    CudartStatus(e).name_ptr()
 }
 
-error_strings! {
-    0 => c"cudaSuccess", c"no error";
-    1 => c"cudaErrorInvalidValue", c"invalid argument";
-    2 => c"cudaErrorMemoryAllocation", c"out of memory";
-    13 => c"cudaErrorInvalidSymbol", c"invalid device symbol";
-    21 => c"cudaErrorInvalidMemcpyDirection", c"invalid copy direction for memcpy";
-    3 => c"cudaErrorInitializationError", c"initialization error";
-    35 => c"cudaErrorInsufficientDriver", c"CUDA driver version is insufficient for CUDA runtime version";
-    46 => c"cudaErrorDevicesUnavailable", c"CUDA-capable device(s) is/are busy or unavailable";
-    100 => c"cudaErrorNoDevice", c"no CUDA-capable device is detected";
-    101 => c"cudaErrorInvalidDevice", c"invalid device ordinal";
-    400 => c"cudaErrorInvalidResourceHandle", c"invalid resource handle";
-    98 => c"cudaErrorInvalidDeviceFunction", c"invalid device function";
-    200 => c"cudaErrorInvalidKernelImage", c"device kernel image is invalid";
-    500 => c"cudaErrorSymbolNotFound", c"named symbol not found";
-    700 => c"cudaErrorIllegalAddress", c"an illegal memory access was encountered";
-    705 => c"cudaErrorPeerAccessNotEnabled", c"peer access has not been enabled";
-    900 => c"cudaErrorStreamCaptureUnsupported", c"operation not permitted when stream is capturing";
-    901 => c"cudaErrorStreamCaptureInvalidated", c"operation failed due to a previous error during capture";
-    903 => c"cudaErrorStreamCaptureUnmatched", c"capture was not ended in the same stream as it began";
-    910 => c"cudaErrorGraphExecUpdateFailure", c"the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
-    801 => c"cudaErrorNotSupported", c"operation not supported";
-    909 => c"cudaErrorTimeout", c"timeout expired";
-    999 => c"cudaErrorUnknown", c"unknown error";
+/// `cudaGetErrorString`.
+#[no_mangle]
+pub extern "C" fn cudaGetErrorString(e: CudaError) -> *const c_char {
+    CudartStatus(e).text_ptr()
 }
 
 /// `__cudaRegisterFatBinary`: local bookkeeping; returns the handle the compiler keeps.
