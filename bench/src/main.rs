@@ -4,8 +4,9 @@
 //! Usage: `cargo build --release -p vgpu-stub -p vgpu-driver -p vgpu-bench &&
 //! target/release/vgpu-bench [--quick] [--json FILE]` (or `ci/bench.sh`).
 
-// libcuda.so.1's exports are called through their C signatures (shims.rs): linked in.
+// The drop-in libraries' exports are called through their C signatures (shims.rs): linked in.
 extern crate vgpu_cuda;
+extern crate vgpu_cudart;
 
 mod floors;
 mod ptx;

@@ -7,6 +7,87 @@ use crate::Row;
 use std::ffi::{c_char, c_void, CString};
 use std::time::{Duration, Instant};
 
+/// The compiler-generated registration ABI of `vgpu-libcudart` (linked in), through its C
+/// signatures, as a program's start-up code calls it.
+#[allow(non_snake_case, clippy::too_many_arguments)]
+mod rt {
+    use std::ffi::{c_char, c_void};
+
+    mod sys {
+        use std::ffi::{c_char, c_void};
+        extern "C" {
+            pub fn __cudaRegisterFatBinary(wrapper: *mut c_void) -> *mut *mut c_void;
+            pub fn __cudaRegisterFatBinaryEnd(handle: *mut *mut c_void);
+            pub fn __cudaUnregisterFatBinary(handle: *mut *mut c_void);
+            pub fn __cudaRegisterFunction(
+                handle: *mut *mut c_void,
+                host_fun: *const c_char,
+                device_fun: *mut c_char,
+                device_name: *const c_char,
+                thread_limit: i32,
+                tid: *mut c_void,
+                bid: *mut c_void,
+                block: *mut c_void,
+                grid: *mut c_void,
+                wsize: *mut i32,
+            );
+            pub fn __cudaRegisterVar(
+                handle: *mut *mut c_void,
+                host_var: *mut c_char,
+                device_address: *mut c_char,
+                device_name: *const c_char,
+                ext: i32,
+                size: usize,
+                constant: i32,
+                global: i32,
+            );
+        }
+    }
+
+    // SAFETY (every wrapper): the wrapper buffers, identities and NUL-terminated names are
+    // the benchmark's own and outlive the registrations, as a program's do.
+    pub fn __cudaRegisterFatBinary(wrapper: *mut c_void) -> *mut *mut c_void {
+        // SAFETY: see above.
+        unsafe { sys::__cudaRegisterFatBinary(wrapper) }
+    }
+    pub fn __cudaRegisterFatBinaryEnd(handle: *mut *mut c_void) {
+        // SAFETY: see above.
+        unsafe { sys::__cudaRegisterFatBinaryEnd(handle) }
+    }
+    pub fn __cudaUnregisterFatBinary(handle: *mut *mut c_void) {
+        // SAFETY: see above.
+        unsafe { sys::__cudaUnregisterFatBinary(handle) }
+    }
+    /// A function: `host` is its stub's identity, `name` its device name.
+    pub fn __cudaRegisterFunction(
+        handle: *mut *mut c_void,
+        host: *const c_char,
+        name: *const c_char,
+    ) {
+        let null = std::ptr::null_mut();
+        // SAFETY: see above.
+        unsafe {
+            sys::__cudaRegisterFunction(
+                handle,
+                host,
+                name.cast_mut(),
+                name,
+                -1,
+                null,
+                null,
+                null,
+                null,
+                null.cast(),
+            )
+        }
+    }
+    /// A variable of 4 bytes: `host` is its shadow's identity, `name` its device name.
+    pub fn __cudaRegisterVar(handle: *mut *mut c_void, host: *mut c_char, name: *const c_char) {
+        // SAFETY: see above.
+        unsafe { sys::__cudaRegisterVar(handle, host, name.cast_mut(), name, 0, 4, 0, 0) }
+    }
+}
+
 /// The driver API of `vgpu-libcuda` (linked in) through its C signatures, as an application
 /// calls it. Each wrapper forwards the benchmark's own live buffers and handles.
 #[allow(non_snake_case, clippy::too_many_arguments)]
@@ -202,45 +283,29 @@ pub fn registration() -> Row {
     let t0 = Instant::now();
     let mut handles = Vec::with_capacity(FATBINS);
     for (f, w) in wrappers.iter_mut().enumerate() {
-        let h = vgpu_cudart::ffi::__cudaRegisterFatBinary(w.as_mut_ptr().cast());
+        let h = rt::__cudaRegisterFatBinary(w.as_mut_ptr().cast());
         let per = FUNCTIONS / FATBINS + usize::from(f < FUNCTIONS % FATBINS);
         let first = (0..f)
             .map(|i| FUNCTIONS / FATBINS + usize::from(i < FUNCTIONS % FATBINS))
             .sum::<usize>();
         for (i, name) in names.iter().enumerate().skip(first).take(per) {
             let name = name.as_ptr();
-            vgpu_cudart::ffi::__cudaRegisterFunction(
-                h,
-                base.wrapping_add(i).cast::<c_char>(),
-                name.cast_mut(),
-                name,
-                -1,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
+            rt::__cudaRegisterFunction(h, base.wrapping_add(i).cast::<c_char>(), name);
         }
         for i in (f..VARIABLES).step_by(FATBINS) {
             let name = names[FUNCTIONS + i].as_ptr();
-            vgpu_cudart::ffi::__cudaRegisterVar(
+            rt::__cudaRegisterVar(
                 h,
                 base.wrapping_add(FUNCTIONS + i).cast_mut().cast::<c_char>(),
-                name.cast_mut(),
                 name,
-                0,
-                4,
-                0,
-                0,
             );
         }
-        vgpu_cudart::ffi::__cudaRegisterFatBinaryEnd(h);
+        rt::__cudaRegisterFatBinaryEnd(h);
         handles.push(h);
     }
     let took = t0.elapsed();
     for h in handles {
-        vgpu_cudart::ffi::__cudaUnregisterFatBinary(h);
+        rt::__cudaUnregisterFatBinary(h);
     }
     // The floor: the same number of (address → name) entries into a hash map.
     let t0 = Instant::now();

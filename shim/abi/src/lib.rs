@@ -88,16 +88,25 @@ pub fn not_supported(once: &std::sync::Once, library: &str, name: &str) {
 ///   C parameters are not declared: the C ABI lets a callee ignore its arguments (the
 ///   caller owns the argument area).
 ///
+/// `on_error HOOK` after the status type names a function that every error returned
+/// (implemented or not supported) is passed to first: the runtime's last error.
+///
 /// Parameters must be plain values or the typed pointers of [`ptr`]; the emitted function
 /// is `unsafe extern "C"` with the C API's contract as its safety section. The macro also
 /// emits `pub const EXPORTS: &[Export]`.
 #[macro_export]
 macro_rules! exports {
+    (library $lib:literal, status $status:ty, on_error $hook:path; $($rest:tt)*) => {
+        $crate::exports!(@list $lib, $status, [$hook]; $($rest)*);
+    };
+    (library $lib:literal, status $status:ty; $($rest:tt)*) => {
+        $crate::exports!(@list $lib, $status, []; $($rest)*);
+    };
     (
-        library $lib:literal, status $status:ty;
+        @list $lib:literal, $status:ty, $hook:tt;
         $( $(#[$m:meta])* $kind:ident fn $name:ident $( ( $($arg:ident : $ty:ty),* $(,)? ) )? $(-> $ret:ty)? $(=> $body:expr)? ; )*
     ) => {
-        $( $crate::exports!(@one $lib, $status; $(#[$m])* $kind $name $( ( $($arg : $ty),* ) )? $(-> $ret)? $(=> $body)?); )*
+        $( $crate::exports!(@one $lib, $status, $hook; $(#[$m])* $kind $name $( ( $($arg : $ty),* ) )? $(-> $ret)? $(=> $body)?); )*
 
         /// Every exported function of this library and its state.
         pub const EXPORTS: &[$crate::Export] = &[
@@ -107,7 +116,7 @@ macro_rules! exports {
     (@state implemented) => { $crate::State::Implemented };
     (@state plain) => { $crate::State::Implemented };
     (@state not_supported) => { $crate::State::NotSupported };
-    (@one $lib:literal, $status:ty; $(#[$m:meta])* implemented $name:ident ( $($arg:ident : $ty:ty),* ) => $body:expr) => {
+    (@one $lib:literal, $status:ty, [$($hook:path)?]; $(#[$m:meta])* implemented $name:ident ( $($arg:ident : $ty:ty),* ) => $body:expr) => {
         $(#[$m])*
         ///
         /// # Safety
@@ -115,10 +124,12 @@ macro_rules! exports {
         /// writes through them, or null where the API allows.
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $status {
-            $crate::status_of((move || -> Result<(), $status> { $body })())
+            let r = (move || -> Result<(), $status> { $body })();
+            $( if let Err(e) = r { $hook(e); } )?
+            $crate::status_of(r)
         }
     };
-    (@one $lib:literal, $status:ty; $(#[$m:meta])* plain $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => $body:expr) => {
+    (@one $lib:literal, $status:ty, [$($hook:path)?]; $(#[$m:meta])* plain $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => $body:expr) => {
         $(#[$m])*
         ///
         /// # Safety
@@ -129,13 +140,14 @@ macro_rules! exports {
             $body
         }
     };
-    (@one $lib:literal, $status:ty; $(#[$m:meta])* not_supported $name:ident) => {
+    (@one $lib:literal, $status:ty, [$($hook:path)?]; $(#[$m:meta])* not_supported $name:ident) => {
         $(#[$m])*
         /// Not supported: returns NOT_SUPPORTED and logs its name once.
         #[no_mangle]
         pub extern "C" fn $name() -> $status {
             static ONCE: ::std::sync::Once = ::std::sync::Once::new();
             $crate::not_supported(&ONCE, $lib, stringify!($name));
+            $( $hook(<$status as $crate::LibStatus>::NOT_SUPPORTED); )?
             <$status as $crate::LibStatus>::NOT_SUPPORTED
         }
     };

@@ -28,3 +28,6 @@ pub mod mem;
 mod props;
 pub mod registry;
 pub mod symbol;
+
+/// Every table of exports of `libcudart.so.12` (one per module; `vgpu_shim_abi::exports!`).
+pub const EXPORT_TABLES: &[&[vgpu_shim_abi::Export]] = &[ffi::EXPORTS, graph::EXPORTS];

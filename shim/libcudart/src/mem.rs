@@ -9,6 +9,7 @@ use crate::cu;
 use crate::driver::{driver, Driver};
 use crate::ffi::{fail, from_cu, CudaError};
 use std::ffi::c_void;
+use vgpu_shim_abi::status::CudartStatus;
 
 const SUCCESS: CudaError = 0;
 const INVALID_VALUE: CudaError = 1;
@@ -21,6 +22,16 @@ pub(crate) fn api() -> Result<&'static Driver, CudaError> {
     match cu!(d, init(0)) {
         0 => Ok(d),
         e => Err(from_cu(e)),
+    }
+}
+
+/// Runs a driver call; its failure as a runtime error (the exports' tables record it as the
+/// last error).
+pub(crate) fn drv(f: impl FnOnce(&Driver) -> u32) -> Result<(), CudartStatus> {
+    let d = api().map_err(CudartStatus)?;
+    match from_cu(f(d)) {
+        0 => Ok(()),
+        e => Err(CudartStatus(e)),
     }
 }
 

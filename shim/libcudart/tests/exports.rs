@@ -212,20 +212,16 @@ fn coverage_markdown() -> String {
     let cuda: Vec<&str> = tables.iter().flat_map(|t| of(t, Implemented)).collect();
     let cuda_no: Vec<&str> = tables.iter().flat_map(|t| of(t, NotSupported)).collect();
     section(&mut out, "libcuda.so.1", &cuda, &cuda_no);
-    let cudart: Vec<&str> = vgpu_cudart::ffi::IMPLEMENTED_FUNCTIONS
+    let tables = vgpu_cudart::EXPORT_TABLES;
+    let cudart: Vec<&str> = tables
         .iter()
-        .chain(vgpu_cudart::mem::IMPLEMENTED)
-        .chain(vgpu_cudart::launch::IMPLEMENTED)
-        .chain(vgpu_cudart::graph::IMPLEMENTED)
-        .chain(vgpu_cudart::symbol::IMPLEMENTED)
-        .copied()
+        .flat_map(|t| of(t, Implemented))
+        .chain(vgpu_cudart::mem::IMPLEMENTED.iter().copied())
+        .chain(vgpu_cudart::launch::IMPLEMENTED.iter().copied())
+        .chain(vgpu_cudart::symbol::IMPLEMENTED.iter().copied())
         .collect();
-    section(
-        &mut out,
-        "libcudart.so.12",
-        &cudart,
-        vgpu_cudart::ffi::NOT_SUPPORTED_FUNCTIONS,
-    );
+    let cudart_no: Vec<&str> = tables.iter().flat_map(|t| of(t, NotSupported)).collect();
+    section(&mut out, "libcudart.so.12", &cudart, &cudart_no);
     for (lib, table) in [
         ("libcublas.so.12", vgpu_cublas::ffi::EXPORTS),
         ("libcublasLt.so.12", vgpu_cublaslt::ffi::EXPORTS),
