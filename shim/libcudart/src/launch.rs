@@ -2,17 +2,19 @@
 //! `cudaLaunchKernel` after `__cudaPopCallConfiguration`; CUDA 13's `__cudaGetKernel` +
 //! `__cudaLaunchKernel`), `cudaLaunchKernelExC` with launch attributes, and function
 //! attributes. A host stub's fatbin is loaded on its first launch (by content hash) and the
-//! stub → driver function mapping is cached.
-
-// These are C ABI entry points: the CUDA API contract makes the caller responsible for the
-// pointers it passes, which are forwarded or written as that contract specifies.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
+//! stub → driver function mapping is cached. One line each in the table at the end
+//! (`vgpu_shim_abi::exports!`).
 
 use crate::cu;
 use crate::driver::Driver;
-use crate::ffi::{fail, from_cu, CudaError};
+use crate::ffi::{from_cu, CudaError, Dim3};
 use crate::mem::api;
 use std::ffi::c_void;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::{In, Out};
+use vgpu_shim_abi::status::CudartStatus;
+
+type R = Result<(), CudartStatus>;
 
 /// Kernels launched so far: host stub → driver function.
 static LAUNCHABLE: std::sync::Mutex<Option<std::collections::HashMap<usize, usize>>> =
@@ -85,73 +87,45 @@ fn function_of(d: &Driver, host_fun: usize) -> Result<usize, CudaError> {
 }
 
 /// The driver and the driver function of host stub `func`.
-fn driver_function(func: *const c_void) -> Result<(&'static Driver, usize), CudaError> {
-    let d = api()?;
-    Ok((d, function_of(d, func as usize)?))
+fn driver_function(func: *const c_void) -> Result<(&'static Driver, usize), CudartStatus> {
+    let d = api().map_err(CudartStatus)?;
+    Ok((d, function_of(d, func as usize).map_err(CudartStatus)?))
+}
+
+fn status(e: u32) -> R {
+    match from_cu(e) {
+        0 => Ok(()),
+        e => Err(CudartStatus(e)),
+    }
 }
 
 /// `__cudaGetKernel` (the CUDA 13 launch ABI: each host stub asks once for its kernel's
 /// handle). The handle is the host stub's own address; nothing is loaded until the launch.
-#[no_mangle]
-pub extern "C" fn __cudaGetKernel(kernel: *mut *const c_void, func: *const c_void) -> CudaError {
+fn get_kernel(kernel: Out<*const c_void>, func: *const c_void) -> R {
     if kernel.is_null() {
-        return fail(1); // cudaErrorInvalidValue
+        return Err(CudartStatus::INVALID_VALUE);
     }
     if !crate::registry::with(|r| r.functions.contains_key(&(func as usize))) {
-        return fail(98); // cudaErrorInvalidDeviceFunction
+        return Err(CudartStatus::INVALID_DEVICE_FUNCTION);
     }
-    // SAFETY: the host stub passes the address of its static handle; null refused above.
-    unsafe { kernel.write(func) };
-    0
-}
-
-/// `__cudaLaunchKernel` (the CUDA 13 launch ABI: the host stub pops the configuration and
-/// launches the handle `__cudaGetKernel` gave it).
-#[no_mangle]
-pub extern "C" fn __cudaLaunchKernel(
-    kernel: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
-    args: *const *const c_void,
-    shared: usize,
-    stream: usize,
-) -> CudaError {
-    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
-}
-
-/// `__cudaLaunchKernel_ptsz`: the same under per-thread default-stream compilation. The
-/// per-thread default stream is not distinguished from the legacy one: the handle 0 and
-/// 2 (`cudaStreamPerThread`) both launch on the NULL stream.
-#[no_mangle]
-pub extern "C" fn __cudaLaunchKernel_ptsz(
-    kernel: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
-    args: *const *const c_void,
-    shared: usize,
-    stream: usize,
-) -> CudaError {
-    cudaLaunchKernel(kernel, grid, block, args, shared, stream)
+    Ok(kernel.write(func)?)
 }
 
 /// `cudaLaunchKernel` (the CUDA 12 launch ABI: `__cudaPopCallConfiguration` in the host
-/// stub, then this).
-#[no_mangle]
-pub extern "C" fn cudaLaunchKernel(
+/// stub, then this), and CUDA 13's `__cudaLaunchKernel` with the handle `__cudaGetKernel`
+/// gave.
+fn launch(
     func: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
+    grid: Dim3,
+    block: Dim3,
     args: *const *const c_void,
     shared: usize,
     stream: usize,
-) -> CudaError {
-    let (d, f) = match driver_function(func) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+) -> R {
+    let (d, f) = driver_function(func)?;
     let (g, b) = (grid.dims(), block.dims());
     let shared = u32::try_from(shared).unwrap_or(u32::MAX);
-    fail(from_cu(cu!(
+    status(cu!(
         d,
         launch_kernel(
             f,
@@ -166,29 +140,19 @@ pub extern "C" fn cudaLaunchKernel(
             args,
             std::ptr::null()
         )
-    )))
+    ))
 }
 
 /// `cudaLaunchKernelExC`: a launch with `cudaLaunchAttribute`s, lowered onto
 /// `cuLaunchKernelEx` (the runtime's attribute ids and value union are the driver's).
-#[no_mangle]
-pub extern "C" fn cudaLaunchKernelExC(
-    config: *const cudarc::runtime::sys::cudaLaunchConfig_t,
+fn launch_ex(
+    config: In<cudarc::runtime::sys::cudaLaunchConfig_t>,
     func: *const c_void,
     args: *const *const c_void,
-) -> CudaError {
-    if config.is_null() {
-        return fail(1);
-    }
-    let (d, f) = match driver_function(func) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    // SAFETY: a valid cudaLaunchConfig_t (CUDA's contract); null refused above.
-    let c = unsafe { config.read_unaligned() };
-    let Ok(shared) = u32::try_from(c.dynamicSmemBytes) else {
-        return fail(1);
-    };
+) -> R {
+    let c = config.read()?;
+    let (d, f) = driver_function(func)?;
+    let shared = u32::try_from(c.dynamicSmemBytes).map_err(|_| CudartStatus::INVALID_VALUE)?;
     let cu = cudarc::driver::sys::CUlaunchConfig {
         gridDimX: c.gridDim.x,
         gridDimY: c.gridDim.y,
@@ -203,32 +167,19 @@ pub extern "C" fn cudaLaunchKernelExC(
         attrs: c.attrs.cast(),
         numAttrs: c.numAttrs,
     };
-    fail(from_cu(cu!(
-        d,
-        launch_kernel_ex(&cu, f, args, std::ptr::null())
-    )))
+    status(cu!(d, launch_kernel_ex(&cu, f, args, std::ptr::null())))
 }
 
 /// `cudaFuncGetAttributes`: the function's attributes, read from the device.
-#[no_mangle]
-pub extern "C" fn cudaFuncGetAttributes(
-    attrs: *mut cudarc::runtime::sys::cudaFuncAttributes,
-    func: *const c_void,
-) -> CudaError {
+fn func_attributes(attrs: Out<cudarc::runtime::sys::cudaFuncAttributes>, func: *const c_void) -> R {
     if attrs.is_null() {
-        return fail(1);
+        return Err(CudartStatus::INVALID_VALUE);
     }
-    let (d, f) = match driver_function(func) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+    let (d, f) = driver_function(func)?;
     // CUfunction_attribute 0..=9, in cudaFuncAttributes' order of meaning.
     let mut v = [0i32; 10];
     for (i, slot) in v.iter_mut().enumerate() {
-        match cu!(d, func_get_attribute(slot, i as i32, f)) {
-            0 => {}
-            e => return fail(from_cu(e)),
-        }
+        status(cu!(d, func_get_attribute(slot, i as i32, f)))?;
     }
     // SAFETY: all-zero is a valid cudaFuncAttributes (integers only).
     let mut a: cudarc::runtime::sys::cudaFuncAttributes = unsafe { std::mem::zeroed() };
@@ -242,40 +193,31 @@ pub extern "C" fn cudaFuncGetAttributes(
     a.cacheModeCA = v[7];
     a.maxDynamicSharedSizeBytes = v[8];
     a.preferredShmemCarveout = v[9];
-    // SAFETY: a valid out-pointer (CUDA's contract); null refused above.
-    unsafe { attrs.write_unaligned(a) };
-    0
+    Ok(attrs.write(a)?)
 }
 
 /// `cudaFuncSetAttribute`: `cudaFuncAttribute` numbers are the driver's
-/// `CUfunction_attribute` ones for the settable attributes.
-#[no_mangle]
-pub extern "C" fn cudaFuncSetAttribute(func: *const c_void, attr: i32, value: i32) -> CudaError {
-    // cudaFuncAttributeMaxDynamicSharedMemorySize (8) and
-    // cudaFuncAttributePreferredSharedMemoryCarveout (9) are CU attributes 8 and 9.
-    let cu_attr = match attr {
-        8 | 9 => attr,
-        _ => {
-            log::warn!("vgpu: cudaFuncSetAttribute attribute {attr} is not supported");
-            return fail(801);
-        }
-    };
-    match driver_function(func) {
-        Ok((d, f)) => fail(from_cu(cu!(d, func_set_attribute(f, cu_attr, value)))),
-        Err(e) => fail(e),
+/// `CUfunction_attribute` ones for the settable attributes
+/// (cudaFuncAttributeMaxDynamicSharedMemorySize, 8, and
+/// cudaFuncAttributePreferredSharedMemoryCarveout, 9).
+fn func_set_attribute(func: *const c_void, attr: i32, value: i32) -> R {
+    if !matches!(attr, 8 | 9) {
+        log::warn!("vgpu: cudaFuncSetAttribute attribute {attr} is not supported");
+        return Err(CudartStatus::NOT_SUPPORTED);
     }
+    let (d, f) = driver_function(func)?;
+    status(cu!(d, func_set_attribute(f, attr, value)))
 }
 
 /// `cudaLaunchCooperativeKernel`: a launch with the cooperative attribute.
-#[no_mangle]
-pub extern "C" fn cudaLaunchCooperativeKernel(
+fn launch_cooperative(
     func: *const c_void,
-    grid: crate::ffi::Dim3,
-    block: crate::ffi::Dim3,
+    grid: Dim3,
+    block: Dim3,
     args: *const *const c_void,
     shared: usize,
     stream: usize,
-) -> CudaError {
+) -> R {
     let (g, b) = (grid.dims(), block.dims());
     // SAFETY: all-zero is a valid cudaLaunchAttribute (an id of 0 and zero bytes).
     let mut attr: cudarc::runtime::sys::cudaLaunchAttribute = unsafe { std::mem::zeroed() };
@@ -297,57 +239,47 @@ pub extern "C" fn cudaLaunchCooperativeKernel(
         attrs: &mut attr,
         numAttrs: 1,
     };
-    cudaLaunchKernelExC(&config, func, args)
+    // SAFETY: `config` is a local that outlives the call.
+    launch_ex(unsafe { In::from_raw(&config) }, func, args)
 }
 
 /// `cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags`: CUDA's occupancy calculation
 /// (`vgpu_shim_abi::occupancy`) over the device's attributes and the function's registers and
 /// static shared memory, which come from the device.
-#[no_mangle]
-pub extern "C" fn cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
-    blocks: *mut i32,
-    func: *const c_void,
-    block_size: i32,
-    dyn_shared: usize,
-    _flags: u32,
-) -> CudaError {
+fn occupancy(blocks: Out<i32>, func: *const c_void, block_size: i32, dyn_shared: usize) -> R {
     if blocks.is_null() || block_size <= 0 {
-        return fail(1);
+        return Err(CudartStatus::INVALID_VALUE);
     }
-    let (d, f) = match driver_function(func) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+    let (d, f) = driver_function(func)?;
     use vgpu_shim_abi::occupancy::{max_active_blocks, DEVICE_ATTRIBUTES, FUNCTION_ATTRIBUTES};
     let dev = crate::ffi::current_device();
     let mut device = [0i32; 6];
     for (v, a) in device.iter_mut().zip(DEVICE_ATTRIBUTES) {
-        match d.attribute(a, dev) {
-            Ok(x) => *v = x,
-            Err(_) => return fail(1),
-        }
+        *v = d
+            .attribute(a, dev)
+            .map_err(|_| CudartStatus::INVALID_VALUE)?;
     }
     let mut function = [0i32; 2];
     for (v, a) in function.iter_mut().zip(FUNCTION_ATTRIBUTES) {
         if cu!(d, func_get_attribute(v, a, f)) != 0 {
-            return fail(1);
+            return Err(CudartStatus::INVALID_VALUE);
         }
     }
-    let n = max_active_blocks(device, function, block_size, dyn_shared);
-    // SAFETY: a valid out-pointer (CUDA's contract); null refused above.
-    unsafe { blocks.write(n as i32) };
-    0
+    Ok(blocks.write(max_active_blocks(device, function, block_size, dyn_shared))?)
 }
 
-/// Exported launch functions (all implemented).
-pub const IMPLEMENTED: &[&str] = &[
-    "cudaLaunchKernel",
-    "__cudaGetKernel",
-    "__cudaLaunchKernel",
-    "__cudaLaunchKernel_ptsz",
-    "cudaLaunchKernelExC",
-    "cudaFuncGetAttributes",
-    "cudaFuncSetAttribute",
-    "cudaLaunchCooperativeKernel",
-    "cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags",
-];
+exports! {
+    library "libcudart.so.12", status CudartStatus, on_error crate::ffi::record;
+    implemented fn __cudaGetKernel(kernel: Out<*const c_void>, func: *const c_void) => get_kernel(kernel, func);
+    implemented fn __cudaLaunchKernel(kernel: *const c_void, grid: Dim3, block: Dim3, args: *const *const c_void, shared: usize, stream: usize) => launch(kernel, grid, block, args, shared, stream);
+    /// The same under per-thread default-stream compilation. The per-thread default stream
+    /// is not distinguished from the legacy one: the handles 0 and 2 (`cudaStreamPerThread`)
+    /// both launch on the NULL stream.
+    implemented fn __cudaLaunchKernel_ptsz(kernel: *const c_void, grid: Dim3, block: Dim3, args: *const *const c_void, shared: usize, stream: usize) => launch(kernel, grid, block, args, shared, stream);
+    implemented fn cudaLaunchKernel(func: *const c_void, grid: Dim3, block: Dim3, args: *const *const c_void, shared: usize, stream: usize) => launch(func, grid, block, args, shared, stream);
+    implemented fn cudaLaunchKernelExC(config: In<cudarc::runtime::sys::cudaLaunchConfig_t>, func: *const c_void, args: *const *const c_void) => launch_ex(config, func, args);
+    implemented fn cudaFuncGetAttributes(attrs: Out<cudarc::runtime::sys::cudaFuncAttributes>, func: *const c_void) => func_attributes(attrs, func);
+    implemented fn cudaFuncSetAttribute(func: *const c_void, attr: i32, value: i32) => func_set_attribute(func, attr, value);
+    implemented fn cudaLaunchCooperativeKernel(func: *const c_void, grid: Dim3, block: Dim3, args: *const *const c_void, shared: usize, stream: usize) => launch_cooperative(func, grid, block, args, shared, stream);
+    implemented fn cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks: Out<i32>, func: *const c_void, block_size: i32, dyn_shared: usize, _flags: u32) => occupancy(blocks, func, block_size, dyn_shared);
+}

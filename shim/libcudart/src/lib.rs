@@ -30,4 +30,10 @@ pub mod registry;
 pub mod symbol;
 
 /// Every table of exports of `libcudart.so.12` (one per module; `vgpu_shim_abi::exports!`).
-pub const EXPORT_TABLES: &[&[vgpu_shim_abi::Export]] = &[ffi::EXPORTS, graph::EXPORTS];
+pub const EXPORT_TABLES: &[&[vgpu_shim_abi::Export]] = &[
+    ffi::EXPORTS,
+    mem::EXPORTS,
+    launch::EXPORTS,
+    graph::EXPORTS,
+    symbol::EXPORTS,
+];

@@ -1,18 +1,18 @@
 //! Memory, copies, memsets, streams, events and synchronisation of the runtime API,
-//! lowered onto the driver API of `libcuda.so.1`.
-
-// These are C ABI entry points: the CUDA API contract makes the caller responsible for the
-// pointers it passes, which are forwarded or written as that contract specifies.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
+//! lowered onto the driver API of `libcuda.so.1`, one line each in the table at the end
+//! (`vgpu_shim_abi::exports!`). Pointers that may be device or host addresses (unified
+//! addressing) stay raw: they are forwarded to the driver, never dereferenced here.
 
 use crate::cu;
 use crate::driver::{driver, Driver};
-use crate::ffi::{fail, from_cu, CudaError};
+use crate::ffi::{from_cu, CudaError};
 use std::ffi::c_void;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::Out;
 use vgpu_shim_abi::status::CudartStatus;
 
-const SUCCESS: CudaError = 0;
-const INVALID_VALUE: CudaError = 1;
+type R = Result<(), CudartStatus>;
+
 /// `cudaErrorInvalidMemcpyDirection`.
 const INVALID_MEMCPY_DIRECTION: CudaError = 21;
 
@@ -35,14 +35,6 @@ pub(crate) fn drv(f: impl FnOnce(&Driver) -> u32) -> Result<(), CudartStatus> {
     }
 }
 
-/// Runs a driver call and records a failure as the last error.
-pub(crate) fn call_driver(f: impl FnOnce(&Driver) -> u32) -> CudaError {
-    match api() {
-        Ok(d) => fail(from_cu(f(d))),
-        Err(e) => fail(e),
-    }
-}
-
 fn is_device(d: &Driver, p: *const c_void) -> bool {
     let mut t = 0u32;
     cu!(
@@ -52,33 +44,23 @@ fn is_device(d: &Driver, p: *const c_void) -> bool {
         && t == 2
 }
 
-/// `cudaMalloc`.
-#[no_mangle]
-pub extern "C" fn cudaMalloc(p: *mut *mut c_void, size: usize) -> CudaError {
+/// `cudaMalloc` (of 0 bytes: a null pointer).
+fn malloc(p: Out<*mut c_void>, size: usize) -> R {
     if p.is_null() {
-        return fail(INVALID_VALUE);
+        return Err(CudartStatus::INVALID_VALUE);
     }
     if size == 0 {
-        // SAFETY: non-null out-pointer from the caller (CUDA's contract).
-        unsafe { p.write(std::ptr::null_mut()) };
-        return SUCCESS;
+        return Ok(p.write(std::ptr::null_mut())?);
     }
-    call_driver(|d| cu!(d, mem_alloc(p.cast::<u64>(), size)))
+    drv(|d| cu!(d, mem_alloc(p.as_ptr().cast::<u64>(), size)))
 }
 
 /// `cudaFree` (of null: nothing to do).
-#[no_mangle]
-pub extern "C" fn cudaFree(p: *mut c_void) -> CudaError {
+fn free(p: *mut c_void) -> R {
     if p.is_null() {
-        return SUCCESS;
+        return Ok(());
     }
-    call_driver(|d| cu!(d, mem_free(p as u64)))
-}
-
-/// `cudaMemGetInfo`.
-#[no_mangle]
-pub extern "C" fn cudaMemGetInfo(free: *mut usize, total: *mut usize) -> CudaError {
-    call_driver(|d| cu!(d, mem_get_info(free, total)))
+    drv(|d| cu!(d, mem_free(p as u64)))
 }
 
 /// Resolves `cudaMemcpyDefault` (4) by asking the driver which side is device memory.
@@ -87,7 +69,7 @@ fn direction(
     dst: *const c_void,
     src: *const c_void,
     kind: i32,
-) -> Result<i32, CudaError> {
+) -> Result<i32, CudartStatus> {
     match kind {
         0..=3 => Ok(kind),
         4 => Ok(match (is_device(d, src), is_device(d, dst)) {
@@ -96,7 +78,7 @@ fn direction(
             (true, false) => 2,
             (true, true) => 3,
         }),
-        _ => Err(INVALID_MEMCPY_DIRECTION),
+        _ => Err(CudartStatus::INVALID_MEMCPY_DIRECTION),
     }
 }
 
@@ -105,28 +87,27 @@ fn checked_direction(
     dst: *const c_void,
     src: *const c_void,
     kind: i32,
-) -> Result<(&'static Driver, i32), CudaError> {
+) -> Result<(&'static Driver, i32), CudartStatus> {
     if dst.is_null() || src.is_null() {
-        return Err(INVALID_VALUE);
+        return Err(CudartStatus::INVALID_VALUE);
     }
-    let d = api()?;
+    let d = api().map_err(CudartStatus)?;
     Ok((d, direction(d, dst, src, kind)?))
 }
 
-fn memcpy(
+/// A copy in a `cudaMemcpyKind` direction (`cudaMemcpyDefault` resolved); `stream` None:
+/// complete on return.
+pub(crate) fn memcpy(
     dst: *mut c_void,
     src: *const c_void,
     n: usize,
     kind: i32,
     stream: Option<usize>,
-) -> CudaError {
+) -> R {
     if n == 0 {
-        return SUCCESS;
+        return Ok(());
     }
-    let (d, kind) = match checked_direction(dst, src, kind) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
+    let (d, kind) = checked_direction(dst, src, kind)?;
     let r = match (kind, stream) {
         (0, _) => {
             // SAFETY: host to host: both buffers hold `n` bytes (CUDA's contract); memmove
@@ -142,47 +123,14 @@ fn memcpy(
         (_, Some(s)) => cu!(d, memcpy_dtod_async(dst as u64, src as u64, n, s)),
         (_, None) => INVALID_MEMCPY_DIRECTION,
     };
-    fail(from_cu(r))
+    status(from_cu(r))
 }
 
-/// `cudaMemcpy`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpy(
-    dst: *mut c_void,
-    src: *const c_void,
-    n: usize,
-    kind: i32,
-) -> CudaError {
-    memcpy(dst, src, n, kind, None)
-}
-
-/// `cudaMemcpyAsync`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpyAsync(
-    dst: *mut c_void,
-    src: *const c_void,
-    n: usize,
-    kind: i32,
-    stream: usize,
-) -> CudaError {
-    memcpy(dst, src, n, kind, Some(stream))
-}
-
-/// `cudaMemset`.
-#[no_mangle]
-pub extern "C" fn cudaMemset(p: *mut c_void, value: i32, n: usize) -> CudaError {
-    call_driver(|d| cu!(d, memset_d8(p as u64, value as u8, n)))
-}
-
-/// `cudaMemsetAsync`.
-#[no_mangle]
-pub extern "C" fn cudaMemsetAsync(
-    p: *mut c_void,
-    value: i32,
-    n: usize,
-    stream: usize,
-) -> CudaError {
-    call_driver(|d| cu!(d, memset_d8_async(p as u64, value as u8, n, stream)))
+fn status(e: CudaError) -> R {
+    match e {
+        0 => Ok(()),
+        e => Err(CudartStatus(e)),
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // cudaMemcpy2D's parameters
@@ -195,24 +143,21 @@ fn memcpy_2d(
     height: usize,
     kind: i32,
     stream: Option<usize>,
-) -> CudaError {
+) -> R {
     if width == 0 || height == 0 {
-        return SUCCESS;
+        return Ok(());
     }
-    let (d, kind) = match checked_direction(dst, src, kind) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    // CUmemorytype: 1 host, 2 device.
-    let (src_type, dst_type) = match kind {
-        0 => (1, 1),
-        1 => (1, 2),
-        2 => (2, 1),
-        _ => (2, 2),
-    };
+    let (d, kind) = checked_direction(dst, src, kind)?;
     use cudarc::driver::sys::CUmemorytype::{CU_MEMORYTYPE_DEVICE, CU_MEMORYTYPE_HOST};
-    let mtype = |t| {
-        if t == 1 {
+    // Host or device, for the source and the destination.
+    let (src_host, dst_host) = match kind {
+        0 => (true, true),
+        1 => (true, false),
+        2 => (false, true),
+        _ => (false, false),
+    };
+    let mtype = |host| {
+        if host {
             CU_MEMORYTYPE_HOST
         } else {
             CU_MEMORYTYPE_DEVICE
@@ -221,14 +166,14 @@ fn memcpy_2d(
     let p = cudarc::driver::sys::CUDA_MEMCPY2D {
         srcXInBytes: 0,
         srcY: 0,
-        srcMemoryType: mtype(src_type),
+        srcMemoryType: mtype(src_host),
         srcHost: src,
         srcDevice: src as u64,
         srcArray: std::ptr::null_mut(),
         srcPitch: spitch,
         dstXInBytes: 0,
         dstY: 0,
-        dstMemoryType: mtype(dst_type),
+        dstMemoryType: mtype(dst_host),
         dstHost: dst,
         dstDevice: dst as u64,
         dstArray: std::ptr::null_mut(),
@@ -236,281 +181,89 @@ fn memcpy_2d(
         WidthInBytes: width,
         Height: height,
     };
-    fail(from_cu(match stream {
+    status(from_cu(match stream {
         None => cu!(d, memcpy_2d(&p)),
         Some(s) => cu!(d, memcpy_2d_async(&p, s)),
     }))
 }
 
-/// `cudaMemcpy2D`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpy2D(
-    dst: *mut c_void,
-    dpitch: usize,
-    src: *const c_void,
-    spitch: usize,
-    width: usize,
-    height: usize,
-    kind: i32,
-) -> CudaError {
-    memcpy_2d(dst, dpitch, src, spitch, width, height, kind, None)
-}
-
-/// `cudaMemcpy2DAsync`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)] // the runtime API
-pub extern "C" fn cudaMemcpy2DAsync(
-    dst: *mut c_void,
-    dpitch: usize,
-    src: *const c_void,
-    spitch: usize,
-    width: usize,
-    height: usize,
-    kind: i32,
-    stream: usize,
-) -> CudaError {
-    memcpy_2d(dst, dpitch, src, spitch, width, height, kind, Some(stream))
-}
-
-/// `cudaMemset2D`.
-#[no_mangle]
-pub extern "C" fn cudaMemset2D(
-    p: *mut c_void,
-    pitch: usize,
-    value: i32,
-    width: usize,
-    height: usize,
-) -> CudaError {
-    call_driver(|d| cu!(d, memset_d2d8(p as u64, pitch, value as u8, width, height)))
-}
-
-/// `cudaMemset2DAsync`.
-#[no_mangle]
-pub extern "C" fn cudaMemset2DAsync(
-    p: *mut c_void,
-    pitch: usize,
-    value: i32,
-    width: usize,
-    height: usize,
-    stream: usize,
-) -> CudaError {
-    call_driver(|d| {
-        cu!(
-            d,
-            memset_d2d8_async(p as u64, pitch, value as u8, width, height, stream)
-        )
-    })
-}
-
 /// Checks that `dev` is a visible device (for the peer functions).
-fn visible(dev: i32) -> Result<(), CudaError> {
-    let d = api()?;
+fn visible(dev: i32) -> R {
+    let d = api().map_err(CudartStatus)?;
     let mut n = 0;
     match cu!(d, device_get_count(&mut n)) {
         0 if dev >= 0 && dev < n => Ok(()),
-        0 => Err(101), // cudaErrorInvalidDevice
-        e => Err(from_cu(e)),
+        0 => Err(CudartStatus::INVALID_DEVICE),
+        e => Err(CudartStatus(from_cu(e))),
     }
 }
 
-/// `cudaMemcpyPeerAsync`: a device-to-device copy (every visible device is one vGPU, so
+/// `cudaMemcpyPeer(Async)`: a device-to-device copy (every visible device is one vGPU, so
 /// both sides are on it).
-#[no_mangle]
-pub extern "C" fn cudaMemcpyPeerAsync(
+fn memcpy_peer(
     dst: *mut c_void,
     dst_dev: i32,
     src: *const c_void,
     src_dev: i32,
     n: usize,
-    stream: usize,
-) -> CudaError {
-    if let Err(e) = visible(dst_dev).and_then(|_| visible(src_dev)) {
-        return fail(e);
-    }
-    memcpy(dst, src, n, 3, Some(stream))
-}
-
-/// `cudaMemcpyPeer`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpyPeer(
-    dst: *mut c_void,
-    dst_dev: i32,
-    src: *const c_void,
-    src_dev: i32,
-    n: usize,
-) -> CudaError {
-    if let Err(e) = visible(dst_dev).and_then(|_| visible(src_dev)) {
-        return fail(e);
-    }
-    memcpy(dst, src, n, 3, None)
+    stream: Option<usize>,
+) -> R {
+    visible(dst_dev)?;
+    visible(src_dev)?;
+    memcpy(dst, src, n, 3, stream)
 }
 
 /// `cudaDeviceCanAccessPeer`: no (a process sees one vGPU, and a device is not its own
 /// peer).
-#[no_mangle]
-pub extern "C" fn cudaDeviceCanAccessPeer(can: *mut i32, dev: i32, peer: i32) -> CudaError {
-    if let Err(e) = visible(dev).and_then(|_| visible(peer)) {
-        return fail(e);
-    }
-    if can.is_null() {
-        return fail(INVALID_VALUE);
-    }
-    // SAFETY: a valid out-pointer (CUDA's contract); null refused.
-    unsafe { can.write(0) };
-    SUCCESS
+fn can_access_peer(can: Out<i32>, dev: i32, peer: i32) -> R {
+    visible(dev)?;
+    visible(peer)?;
+    Ok(can.write(0)?)
 }
 
-/// `cudaDeviceEnablePeerAccess`: cudaErrorInvalidDevice, as for any device that is not a
-/// peer of the current one (there is no other device).
-#[no_mangle]
-pub extern "C" fn cudaDeviceEnablePeerAccess(peer: i32, _flags: u32) -> CudaError {
-    fail(visible(peer).err().unwrap_or(101))
+exports! {
+    library "libcudart.so.12", status CudartStatus, on_error crate::ffi::record;
+    implemented fn cudaMalloc(p: Out<*mut c_void>, size: usize) => malloc(p, size);
+    implemented fn cudaFree(p: *mut c_void) => free(p);
+    implemented fn cudaMemGetInfo(free_: Out<usize>, total: Out<usize>) => drv(|d| cu!(d, mem_get_info(free_.as_ptr(), total.as_ptr())));
+    implemented fn cudaMemcpy(dst: *mut c_void, src: *const c_void, n: usize, kind: i32) => memcpy(dst, src, n, kind, None);
+    implemented fn cudaMemcpyAsync(dst: *mut c_void, src: *const c_void, n: usize, kind: i32, stream: usize) => memcpy(dst, src, n, kind, Some(stream));
+    implemented fn cudaMemset(p: *mut c_void, value: i32, n: usize) => drv(|d| cu!(d, memset_d8(p as u64, value as u8, n)));
+    implemented fn cudaMemsetAsync(p: *mut c_void, value: i32, n: usize, stream: usize) => drv(|d| cu!(d, memset_d8_async(p as u64, value as u8, n, stream)));
+    implemented fn cudaMemcpy2D(dst: *mut c_void, dpitch: usize, src: *const c_void, spitch: usize, width: usize, height: usize, kind: i32)
+        => memcpy_2d(dst, dpitch, src, spitch, width, height, kind, None);
+    implemented fn cudaMemcpy2DAsync(dst: *mut c_void, dpitch: usize, src: *const c_void, spitch: usize, width: usize, height: usize, kind: i32, stream: usize)
+        => memcpy_2d(dst, dpitch, src, spitch, width, height, kind, Some(stream));
+    implemented fn cudaMemset2D(p: *mut c_void, pitch: usize, value: i32, width: usize, height: usize) => drv(|d| cu!(d, memset_d2d8(p as u64, pitch, value as u8, width, height)));
+    implemented fn cudaMemset2DAsync(p: *mut c_void, pitch: usize, value: i32, width: usize, height: usize, stream: usize)
+        => drv(|d| cu!(d, memset_d2d8_async(p as u64, pitch, value as u8, width, height, stream)));
+    implemented fn cudaMemcpyPeer(dst: *mut c_void, dst_dev: i32, src: *const c_void, src_dev: i32, n: usize) => memcpy_peer(dst, dst_dev, src, src_dev, n, None);
+    implemented fn cudaMemcpyPeerAsync(dst: *mut c_void, dst_dev: i32, src: *const c_void, src_dev: i32, n: usize, stream: usize) => memcpy_peer(dst, dst_dev, src, src_dev, n, Some(stream));
+    implemented fn cudaDeviceCanAccessPeer(can: Out<i32>, dev: i32, peer: i32) => can_access_peer(can, dev, peer);
+    /// cudaErrorInvalidDevice, as for any device that is not a peer of the current one
+    /// (there is no other device).
+    implemented fn cudaDeviceEnablePeerAccess(peer: i32, _flags: u32) => { visible(peer)?; Err(CudartStatus::INVALID_DEVICE) };
+    /// cudaErrorPeerAccessNotEnabled for a visible device.
+    implemented fn cudaDeviceDisablePeerAccess(peer: i32) => { visible(peer)?; Err(CudartStatus::PEER_ACCESS_NOT_ENABLED) };
+    implemented fn cudaDeviceSynchronize() => drv(|d| cu!(d, ctx_synchronize()));
+    implemented fn cudaStreamCreate(s: Out<usize>) => drv(|d| cu!(d, stream_create(s.as_ptr(), 0)));
+    /// `cudaStreamNonBlocking` = 1, as the driver's.
+    implemented fn cudaStreamCreateWithFlags(s: Out<usize>, flags: u32) => drv(|d| cu!(d, stream_create(s.as_ptr(), flags)));
+    implemented fn cudaStreamDestroy(s: usize) => drv(|d| cu!(d, stream_destroy(s)));
+    implemented fn cudaStreamSynchronize(s: usize) => drv(|d| cu!(d, stream_synchronize(s)));
+    implemented fn cudaStreamQuery(s: usize) => drv(|d| cu!(d, stream_query(s)));
+    implemented fn cudaStreamWaitEvent(s: usize, e: usize, flags: u32) => drv(|d| cu!(d, stream_wait_event(s, e, flags)));
+    implemented fn cudaEventCreate(e: Out<usize>) => drv(|d| cu!(d, event_create(e.as_ptr(), 0)));
+    /// The flags are the driver's.
+    implemented fn cudaEventCreateWithFlags(e: Out<usize>, flags: u32) => drv(|d| cu!(d, event_create(e.as_ptr(), flags)));
+    implemented fn cudaEventDestroy(e: usize) => drv(|d| cu!(d, event_destroy(e)));
+    implemented fn cudaEventRecord(e: usize, s: usize) => drv(|d| cu!(d, event_record(e, s)));
+    implemented fn cudaEventSynchronize(e: usize) => drv(|d| cu!(d, event_synchronize(e)));
+    implemented fn cudaEventQuery(e: usize) => drv(|d| cu!(d, event_query(e)));
+    implemented fn cudaEventElapsedTime(ms: Out<f32>, start: usize, end: usize) => drv(|d| cu!(d, event_elapsed(ms.as_ptr(), start, end)));
+    /// Pinned memory from a DMA window.
+    implemented fn cudaMallocHost(p: Out<*mut c_void>, size: usize) => drv(|d| cu!(d, mem_alloc_host(p.as_ptr(), size)));
+    implemented fn cudaHostAlloc(p: Out<*mut c_void>, size: usize, _flags: u32) => drv(|d| cu!(d, mem_alloc_host(p.as_ptr(), size)));
+    /// Of null: nothing to do.
+    implemented fn cudaFreeHost(p: *mut c_void) => if p.is_null() { Ok(()) } else { drv(|d| cu!(d, mem_free_host(p))) };
 }
-
-/// `cudaDeviceDisablePeerAccess`: cudaErrorPeerAccessNotEnabled for a visible device.
-#[no_mangle]
-pub extern "C" fn cudaDeviceDisablePeerAccess(peer: i32) -> CudaError {
-    fail(visible(peer).err().unwrap_or(705))
-}
-
-/// `cudaDeviceSynchronize`.
-#[no_mangle]
-pub extern "C" fn cudaDeviceSynchronize() -> CudaError {
-    call_driver(|d| cu!(d, ctx_synchronize()))
-}
-
-/// `cudaStreamCreate`.
-#[no_mangle]
-pub extern "C" fn cudaStreamCreate(s: *mut usize) -> CudaError {
-    call_driver(|d| cu!(d, stream_create(s, 0)))
-}
-
-/// `cudaStreamCreateWithFlags` (`cudaStreamNonBlocking` = 1, as the driver's).
-#[no_mangle]
-pub extern "C" fn cudaStreamCreateWithFlags(s: *mut usize, flags: u32) -> CudaError {
-    call_driver(|d| cu!(d, stream_create(s, flags)))
-}
-
-/// `cudaStreamDestroy`.
-#[no_mangle]
-pub extern "C" fn cudaStreamDestroy(s: usize) -> CudaError {
-    call_driver(|d| cu!(d, stream_destroy(s)))
-}
-
-/// `cudaStreamSynchronize`.
-#[no_mangle]
-pub extern "C" fn cudaStreamSynchronize(s: usize) -> CudaError {
-    call_driver(|d| cu!(d, stream_synchronize(s)))
-}
-
-/// `cudaStreamQuery`.
-#[no_mangle]
-pub extern "C" fn cudaStreamQuery(s: usize) -> CudaError {
-    call_driver(|d| cu!(d, stream_query(s)))
-}
-
-/// `cudaStreamWaitEvent`.
-#[no_mangle]
-pub extern "C" fn cudaStreamWaitEvent(s: usize, e: usize, flags: u32) -> CudaError {
-    call_driver(|d| cu!(d, stream_wait_event(s, e, flags)))
-}
-
-/// `cudaEventCreate`.
-#[no_mangle]
-pub extern "C" fn cudaEventCreate(e: *mut usize) -> CudaError {
-    call_driver(|d| cu!(d, event_create(e, 0)))
-}
-
-/// `cudaEventCreateWithFlags` (the flags are the driver's).
-#[no_mangle]
-pub extern "C" fn cudaEventCreateWithFlags(e: *mut usize, flags: u32) -> CudaError {
-    call_driver(|d| cu!(d, event_create(e, flags)))
-}
-
-/// `cudaEventDestroy`.
-#[no_mangle]
-pub extern "C" fn cudaEventDestroy(e: usize) -> CudaError {
-    call_driver(|d| cu!(d, event_destroy(e)))
-}
-
-/// `cudaEventRecord`.
-#[no_mangle]
-pub extern "C" fn cudaEventRecord(e: usize, s: usize) -> CudaError {
-    call_driver(|d| cu!(d, event_record(e, s)))
-}
-
-/// `cudaEventSynchronize`.
-#[no_mangle]
-pub extern "C" fn cudaEventSynchronize(e: usize) -> CudaError {
-    call_driver(|d| cu!(d, event_synchronize(e)))
-}
-
-/// `cudaEventQuery`.
-#[no_mangle]
-pub extern "C" fn cudaEventQuery(e: usize) -> CudaError {
-    call_driver(|d| cu!(d, event_query(e)))
-}
-
-/// `cudaEventElapsedTime`.
-#[no_mangle]
-pub extern "C" fn cudaEventElapsedTime(ms: *mut f32, start: usize, end: usize) -> CudaError {
-    call_driver(|d| cu!(d, event_elapsed(ms, start, end)))
-}
-
-/// `cudaMallocHost`: pinned memory from a DMA window.
-#[no_mangle]
-pub extern "C" fn cudaMallocHost(p: *mut *mut c_void, size: usize) -> CudaError {
-    call_driver(|d| cu!(d, mem_alloc_host(p, size)))
-}
-
-/// `cudaHostAlloc`.
-#[no_mangle]
-pub extern "C" fn cudaHostAlloc(p: *mut *mut c_void, size: usize, _flags: u32) -> CudaError {
-    call_driver(|d| cu!(d, mem_alloc_host(p, size)))
-}
-
-/// `cudaFreeHost`.
-#[no_mangle]
-pub extern "C" fn cudaFreeHost(p: *mut c_void) -> CudaError {
-    if p.is_null() {
-        return SUCCESS;
-    }
-    call_driver(|d| cu!(d, mem_free_host(p)))
-}
-
-/// Exported memory and stream functions that are implemented.
-pub const IMPLEMENTED: &[&str] = &[
-    "cudaMalloc",
-    "cudaFree",
-    "cudaMemGetInfo",
-    "cudaMemcpy",
-    "cudaMemcpyAsync",
-    "cudaMemset",
-    "cudaMemsetAsync",
-    "cudaDeviceSynchronize",
-    "cudaStreamCreate",
-    "cudaStreamCreateWithFlags",
-    "cudaStreamDestroy",
-    "cudaStreamSynchronize",
-    "cudaStreamQuery",
-    "cudaStreamWaitEvent",
-    "cudaEventCreate",
-    "cudaEventCreateWithFlags",
-    "cudaEventDestroy",
-    "cudaEventRecord",
-    "cudaEventSynchronize",
-    "cudaEventQuery",
-    "cudaEventElapsedTime",
-    "cudaMallocHost",
-    "cudaHostAlloc",
-    "cudaFreeHost",
-    "cudaMemcpy2D",
-    "cudaMemcpy2DAsync",
-    "cudaMemset2D",
-    "cudaMemset2DAsync",
-    "cudaMemcpyPeer",
-    "cudaMemcpyPeerAsync",
-    "cudaDeviceCanAccessPeer",
-    "cudaDeviceEnablePeerAccess",
-    "cudaDeviceDisablePeerAccess",
-];

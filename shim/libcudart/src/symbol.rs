@@ -1,18 +1,20 @@
 //! Device variables by their host shadows (`cudaMemcpyToSymbol`, `cudaGetSymbolAddress`,
 //! ...), and `cudaDeviceReset`. A `__device__` or `__constant__` variable is registered with
 //! `__cudaRegisterVar` under its host shadow's address; its device address comes from the
-//! module (loaded on first use) by name, and is cached.
-
-// These are C ABI entry points: the CUDA API contract makes the caller responsible for the
-// pointers it passes, which are forwarded or written as that contract specifies.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
+//! module (loaded on first use) by name, and is cached. One line each in the table at the
+//! end (`vgpu_shim_abi::exports!`).
 
 use crate::cu;
-use crate::ffi::{fail, from_cu, CudaError};
+use crate::ffi::{from_cu, CudaError};
 use crate::mem::api;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
+use vgpu_shim_abi::exports;
+use vgpu_shim_abi::ptr::Out;
+use vgpu_shim_abi::status::CudartStatus;
+
+type R = Result<(), CudartStatus>;
 
 /// `cudaErrorInvalidSymbol`.
 const INVALID_SYMBOL: CudaError = 13;
@@ -70,18 +72,13 @@ fn to_symbol(
     offset: usize,
     kind: i32,
     stream: Option<usize>,
-) -> CudaError {
+) -> R {
     // cudaMemcpyHostToDevice (1), DeviceToDevice (3) or Default (4).
     if !matches!(kind, 1 | 3 | 4) {
-        return fail(21); // cudaErrorInvalidMemcpyDirection
+        return Err(CudartStatus::INVALID_MEMCPY_DIRECTION);
     }
-    match range(symbol, count, offset) {
-        Ok(dst) => match stream {
-            None => crate::mem::cudaMemcpy(dst as *mut c_void, src, count, kind),
-            Some(s) => crate::mem::cudaMemcpyAsync(dst as *mut c_void, src, count, kind, s),
-        },
-        Err(e) => fail(e),
-    }
+    let dst = range(symbol, count, offset).map_err(CudartStatus)?;
+    crate::mem::memcpy(dst as *mut c_void, src, count, kind, stream)
 }
 
 fn from_symbol(
@@ -91,128 +88,48 @@ fn from_symbol(
     offset: usize,
     kind: i32,
     stream: Option<usize>,
-) -> CudaError {
+) -> R {
     // cudaMemcpyDeviceToHost (2), DeviceToDevice (3) or Default (4).
     if !matches!(kind, 2..=4) {
-        return fail(21);
+        return Err(CudartStatus::INVALID_MEMCPY_DIRECTION);
     }
-    match range(symbol, count, offset) {
-        Ok(src) => match stream {
-            None => crate::mem::cudaMemcpy(dst, src as *const c_void, count, kind),
-            Some(s) => crate::mem::cudaMemcpyAsync(dst, src as *const c_void, count, kind, s),
-        },
-        Err(e) => fail(e),
-    }
-}
-
-/// `cudaMemcpyToSymbol`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpyToSymbol(
-    symbol: *const c_void,
-    src: *const c_void,
-    count: usize,
-    offset: usize,
-    kind: i32,
-) -> CudaError {
-    to_symbol(symbol, src, count, offset, kind, None)
-}
-
-/// `cudaMemcpyToSymbolAsync`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpyToSymbolAsync(
-    symbol: *const c_void,
-    src: *const c_void,
-    count: usize,
-    offset: usize,
-    kind: i32,
-    stream: usize,
-) -> CudaError {
-    to_symbol(symbol, src, count, offset, kind, Some(stream))
-}
-
-/// `cudaMemcpyFromSymbol`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpyFromSymbol(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    count: usize,
-    offset: usize,
-    kind: i32,
-) -> CudaError {
-    from_symbol(dst, symbol, count, offset, kind, None)
-}
-
-/// `cudaMemcpyFromSymbolAsync`.
-#[no_mangle]
-pub extern "C" fn cudaMemcpyFromSymbolAsync(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    count: usize,
-    offset: usize,
-    kind: i32,
-    stream: usize,
-) -> CudaError {
-    from_symbol(dst, symbol, count, offset, kind, Some(stream))
-}
-
-/// `cudaGetSymbolAddress`.
-#[no_mangle]
-pub extern "C" fn cudaGetSymbolAddress(ptr: *mut *mut c_void, symbol: *const c_void) -> CudaError {
-    if ptr.is_null() {
-        return fail(INVALID_VALUE);
-    }
-    match resolve(symbol) {
-        Ok((addr, _)) => {
-            // SAFETY: a valid out-pointer (CUDA's contract); null refused.
-            unsafe { ptr.write(addr as *mut c_void) };
-            0
-        }
-        Err(e) => fail(e),
-    }
-}
-
-/// `cudaGetSymbolSize`.
-#[no_mangle]
-pub extern "C" fn cudaGetSymbolSize(size: *mut usize, symbol: *const c_void) -> CudaError {
-    if size.is_null() {
-        return fail(INVALID_VALUE);
-    }
-    match resolve(symbol) {
-        Ok((_, n)) => {
-            // SAFETY: a valid out-pointer (CUDA's contract); null refused.
-            unsafe { size.write(n) };
-            0
-        }
-        Err(e) => fail(e),
-    }
+    let src = range(symbol, count, offset).map_err(CudartStatus)?;
+    crate::mem::memcpy(dst, src as *const c_void, count, kind, stream)
 }
 
 /// `cudaDeviceReset`: every GPU object of the process is destroyed on the device and its
 /// errors cleared (`cuDevicePrimaryCtxReset`); modules load again on the next launch.
-#[no_mangle]
-pub extern "C" fn cudaDeviceReset() -> CudaError {
-    let d = match api() {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
+fn device_reset() -> R {
+    let d = api().map_err(CudartStatus)?;
     let dev = crate::ffi::current_device();
     match cu!(d, primary_ctx_reset(dev)) {
         0 => {
             crate::launch::forget_loaded();
             *RESOLVED.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            0
+            Ok(())
         }
-        e => fail(from_cu(e)),
+        e => Err(CudartStatus(from_cu(e))),
     }
 }
 
-/// Exported symbol functions and `cudaDeviceReset` (all implemented).
-pub const IMPLEMENTED: &[&str] = &[
-    "cudaMemcpyToSymbol",
-    "cudaMemcpyToSymbolAsync",
-    "cudaMemcpyFromSymbol",
-    "cudaMemcpyFromSymbolAsync",
-    "cudaGetSymbolAddress",
-    "cudaGetSymbolSize",
-    "cudaDeviceReset",
-];
+exports! {
+    library "libcudart.so.12", status CudartStatus, on_error crate::ffi::record;
+    implemented fn cudaMemcpyToSymbol(symbol: *const c_void, src: *const c_void, count: usize, offset: usize, kind: i32) => to_symbol(symbol, src, count, offset, kind, None);
+    implemented fn cudaMemcpyToSymbolAsync(symbol: *const c_void, src: *const c_void, count: usize, offset: usize, kind: i32, stream: usize) => to_symbol(symbol, src, count, offset, kind, Some(stream));
+    implemented fn cudaMemcpyFromSymbol(dst: *mut c_void, symbol: *const c_void, count: usize, offset: usize, kind: i32) => from_symbol(dst, symbol, count, offset, kind, None);
+    implemented fn cudaMemcpyFromSymbolAsync(dst: *mut c_void, symbol: *const c_void, count: usize, offset: usize, kind: i32, stream: usize) => from_symbol(dst, symbol, count, offset, kind, Some(stream));
+    implemented fn cudaGetSymbolAddress(ptr: Out<*mut c_void>, symbol: *const c_void) => {
+        if ptr.is_null() {
+            return Err(CudartStatus::INVALID_VALUE);
+        }
+        let (addr, _) = resolve(symbol).map_err(CudartStatus)?;
+        Ok(ptr.write(addr as *mut c_void)?)
+    };
+    implemented fn cudaGetSymbolSize(size: Out<usize>, symbol: *const c_void) => {
+        if size.is_null() {
+            return Err(CudartStatus::INVALID_VALUE);
+        }
+        Ok(size.write(resolve(symbol).map_err(CudartStatus)?.1)?)
+    };
+    implemented fn cudaDeviceReset() => device_reset();
+}
