@@ -389,7 +389,7 @@ fn concurrent_callers_get_their_own_out_of_order_completions() {
 }
 
 #[test]
-fn callbacks_and_async_errors_are_kept_for_take_events() {
+fn callbacks_and_async_errors_are_kept_apart() {
     let d = driver(DriverConfig::default());
     let c = Connection::connect(&d.options()).unwrap();
     let q = c.queue();
@@ -399,29 +399,37 @@ fn callbacks_and_async_errors_are_kept_for_take_events() {
     let bad = q
         .submit(handle_cmd(Command::EVENT_RECORD, 0xBAD), &[])
         .unwrap();
-    // This call consumes the callback and the async error before its own completion.
+    // This call consumes the callback and the async error before its own completion: the
+    // callback goes to the callbacks (for the thread that runs host functions), the error to
+    // the events (for the next API call to report).
     assert_eq!(q.call(nop(), &[]).unwrap().status(), Status::SUCCESS);
     let ev = q.take_events();
-    assert_eq!(ev.len(), 2, "{ev:?}");
-    assert_eq!(ev[0].cid, hf);
-    assert_ne!(ev[0].flags & cqe_flags::CALLBACK, 0);
-    assert_eq!(ev[0].result0, 0xC0FFEE);
-    assert_eq!(ev[1].cid, bad);
-    assert_ne!(ev[1].flags & cqe_flags::ASYNC_ERROR, 0);
-    assert_eq!(ev[1].status(), Status::INVALID_HANDLE);
-    assert!(q.take_events().is_empty());
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].cid, bad);
+    assert_ne!(ev[0].flags & cqe_flags::ASYNC_ERROR, 0);
+    assert_eq!(ev[0].status(), Status::INVALID_HANDLE);
+    let cb = q.take_callbacks();
+    assert_eq!(cb.len(), 1, "{cb:?}");
+    assert_eq!(cb[0].cid, hf);
+    assert_ne!(cb[0].flags & cqe_flags::CALLBACK, 0);
+    assert_eq!(cb[0].result0, 0xC0FFEE);
+    assert!(q.take_events().is_empty() && q.take_callbacks().is_empty());
 
-    // wait_events blocks until a callback arrives.
+    // wait_callbacks blocks until a callback arrives.
     let hf2 = q
         .submit(handle_cmd(Command::HOST_FUNC, 0xBEEF), &[])
         .unwrap();
-    let ev = q.wait_events(Duration::from_secs(5)).unwrap();
-    assert_eq!(ev.len(), 1);
-    assert_eq!((ev[0].cid, ev[0].result0), (hf2, 0xBEEF));
-    // ...and returns nothing when none comes.
+    let cb = q.wait_callbacks(Duration::from_secs(5)).unwrap();
+    assert_eq!(cb.len(), 1);
+    assert_eq!((cb[0].cid, cb[0].result0), (hf2, 0xBEEF));
+    // ...and returns nothing when none comes; nor does wait_events.
     let t = Instant::now();
+    assert!(q
+        .wait_callbacks(Duration::from_millis(50))
+        .unwrap()
+        .is_empty());
     assert!(q.wait_events(Duration::from_millis(50)).unwrap().is_empty());
-    assert!(t.elapsed() >= Duration::from_millis(50));
+    assert!(t.elapsed() >= Duration::from_millis(100));
 
     // A caller waiting for an async command's cid gets its ASYNC_ERROR completion.
     let cqe = q

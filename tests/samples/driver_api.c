@@ -267,6 +267,56 @@ extern CUresult cuStreamGetFlags(CUstream, unsigned *);
 extern CUresult cuFuncGetParamInfo(CUfunction, size_t, size_t *, size_t *);
 extern CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *, CUfunction, int, size_t);
 
+typedef void (*CUhostFn)(void *);
+typedef void (*CUstreamCallback)(CUstream, CUresult, void *);
+extern CUresult cuLaunchHostFunc(CUstream, CUhostFn, void *);
+extern CUresult cuStreamAddCallback(CUstream, CUstreamCallback, void *, unsigned);
+extern CUresult cuMemcpyDtoHAsync_v2(void *, CUdeviceptr, size_t, CUstream);
+extern CUresult cuMemsetD8_v2(CUdeviceptr, unsigned char, size_t);
+
+/* What the host functions saw: how often each ran, and whether the copy before them had
+ * landed when they ran. */
+struct seen { int calls; int data_ok; const unsigned char *pinned; CUstream stream; CUresult status; };
+static void host_fn(void *p) {
+    struct seen *s = p;
+    s->calls++;
+    s->data_ok = s->pinned[0] == 0x5A && s->pinned[4095] == 0x5A;
+}
+static void stream_cb(CUstream st, CUresult status, void *p) {
+    struct seen *s = p;
+    s->calls++;
+    s->stream = st;
+    s->status = status;
+}
+
+/* Host functions run after the work before them on their stream, on the library's thread,
+ * and release the stream. */
+static void host_functions(void) {
+    CUstream s;
+    CUdeviceptr d;
+    unsigned char *pinned;
+    CHECK(cuStreamCreate(&s, 0));
+    CHECK(cuMemAlloc_v2(&d, 4096));
+    CHECK(cuMemAllocHost_v2((void **)&pinned, 4096));
+    memset(pinned, 0, 4096);
+    CHECK(cuMemsetD8_v2(d, 0x5A, 4096));
+    struct seen a = {0, 0, pinned, NULL, -1}, b = {0, 0, pinned, NULL, -1};
+    CHECK(cuMemcpyDtoHAsync_v2(pinned, d, 4096, s));
+    CHECK(cuLaunchHostFunc(s, host_fn, &a));
+    CHECK(cuStreamAddCallback(s, stream_cb, &b, 0));
+    CHECK(cuStreamSynchronize(s));
+    TRUE(a.calls == 1 && a.data_ok == 1);
+    TRUE(b.calls == 1 && b.stream == s && b.status == 0);
+    EXPECT(cuLaunchHostFunc(s, NULL, &a), 1);
+    EXPECT(cuStreamAddCallback(s, stream_cb, &b, 1), 1);
+    /* Many in a row, on the NULL stream too. */
+    struct seen c = {0, 1, pinned, NULL, -1};
+    for (int i = 0; i < 20; i++) CHECK(cuLaunchHostFunc(i % 2 ? s : NULL, host_fn, &c));
+    CHECK(cuCtxSynchronize());
+    TRUE(c.calls == 20);
+    printf("host functions: ran after the stream's copy, in order, on both streams: checked\n");
+}
+
 static void general(const char *path, const void *image) {
     CUmodule m1, m2;
     CUfunction f;
@@ -316,6 +366,7 @@ int main(int argc, char **argv) {
     launches_and_graphs(image);
     contexts();
     general(argv[1], image);
+    host_functions();
     if (failures) { printf("driver_api: %d check(s) failed\n", failures); return 1; }
     printf("driver_api: all checks passed\n");
     return 0;

@@ -1,6 +1,6 @@
 /* memory: copies of many sizes and alignments both ways (pageable and pinned), memsets,
  * device-to-device copies, streams, events and elapsed time, cudaMemcpyDefault, memory
- * info, and error paths, all through the runtime API. Exit status 0 when every check
+ * info, host functions, and error paths, all through the runtime API. Exit status 0 when every check
  * passed. Build: cc memory.c -L target/shims -lcudart -o memory */
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +66,28 @@ static void round_trip(size_t n, size_t align, int pinned) {
     }
 }
 
+extern cudaError_t cudaLaunchHostFunc(cudaStream_t s, void (*f)(void *), void *user);
+extern cudaError_t cudaStreamAddCallback(cudaStream_t s, void (*f)(cudaStream_t, cudaError_t, void *), void *user, unsigned flags);
+
+static void host_fn(void *p) { (*(int *)p)++; }
+static void stream_cb(cudaStream_t s, cudaError_t e, void *p) { (void)s; if (e == 0) (*(int *)p) += 10; }
+
+/* Host functions through the runtime: they run once each, after the stream's earlier work. */
+static void host_functions(void) {
+    cudaStream_t s;
+    int calls = 0;
+    OK(cudaStreamCreateWithFlags(&s, 1));
+    OK(cudaLaunchHostFunc(s, host_fn, &calls));
+    OK(cudaStreamAddCallback(s, stream_cb, &calls, 0));
+    OK(cudaLaunchHostFunc(NULL, host_fn, &calls));
+    OK(cudaStreamSynchronize(s));
+    OK(cudaDeviceSynchronize());
+    CHECK(calls == 12, "host functions: %d calls counted, 12 expected", calls);
+    OK(cudaStreamDestroy(s));
+}
+
 int main(void) {
+    host_functions();
     size_t sizes[] = {1, 3, 255, 4095, 4096, 65537, 1u << 20, (17u << 20) + 7};
     size_t aligns[] = {0, 1, 7};
     for (unsigned s = 0; s < sizeof sizes / sizeof *sizes; s++)

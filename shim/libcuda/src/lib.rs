@@ -19,6 +19,7 @@ pub mod ctx;
 pub mod ffi;
 pub mod graph;
 pub mod handles;
+pub mod hostfn;
 pub mod mem;
 pub mod module;
 pub mod proc;

@@ -74,6 +74,8 @@ driver_api! {
     graph_exec_update = c"cuGraphExecUpdate_v2": (usize, usize, *mut c_void);
     module_get_global = c"cuModuleGetGlobal_v2": (*mut u64, *mut usize, usize, *const c_char);
     primary_ctx_reset = c"cuDevicePrimaryCtxReset_v2": (i32);
+    launch_host_func = c"cuLaunchHostFunc": (usize, Option<unsafe extern "C" fn(*mut c_void)>, *mut c_void);
+    stream_add_callback = c"cuStreamAddCallback": (usize, Option<unsafe extern "C" fn(usize, u32, *mut c_void)>, *mut c_void, u32);
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();

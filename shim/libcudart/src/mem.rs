@@ -264,6 +264,10 @@ exports! {
     /// Pinned memory from a DMA window.
     implemented fn cudaMallocHost(p: Out<*mut c_void>, size: usize) => drv(|d| cu!(d, mem_alloc_host(p.as_ptr(), size)));
     implemented fn cudaHostAlloc(p: Out<*mut c_void>, size: usize, _flags: u32) => drv(|d| cu!(d, mem_alloc_host(p.as_ptr(), size)));
+    /// The runtime's `cudaHostFn_t` is the driver's `CUhostFn`.
+    implemented fn cudaLaunchHostFunc(s: usize, f: Option<unsafe extern "C" fn(*mut c_void)>, user: *mut c_void) => drv(|d| cu!(d, launch_host_func(s, f, user)));
+    /// The runtime's `cudaStreamCallback_t` has the driver's layout (stream, error, data).
+    implemented fn cudaStreamAddCallback(s: usize, f: Option<unsafe extern "C" fn(usize, u32, *mut c_void)>, user: *mut c_void, flags: u32) => drv(|d| cu!(d, stream_add_callback(s, f, user, flags)));
     /// Of null: nothing to do.
     implemented fn cudaFreeHost(p: *mut c_void) => if p.is_null() { Ok(()) } else { drv(|d| cu!(d, mem_free_host(p))) };
 }

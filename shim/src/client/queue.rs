@@ -19,8 +19,11 @@
 //! if the device parked because the completion ring was full (PARKED = 2).
 //!
 //! Each consumed completion is routed so that nothing is lost:
-//! * CALLBACK completions (host functions) go to the event list ([`QueuePair::take_events`]);
-//! * ASYNC_ERROR completions go to the event list, unless a thread waits for that cid;
+//! * CALLBACK completions (host functions) go to the callback list
+//!   ([`QueuePair::take_callbacks`], [`QueuePair::wait_callbacks`]), for the thread that runs
+//!   them;
+//! * ASYNC_ERROR completions go to the event list ([`QueuePair::take_events`]), unless a
+//!   thread waits for that cid;
 //! * everything else is kept in a map keyed by cid until its waiter takes it.
 //!
 //! # Waiting
@@ -89,8 +92,10 @@ struct CqState {
     head: u32,
     /// Completions not yet taken, by cid.
     done: HashMap<u32, Cqe>,
-    /// Callback and unclaimed async-error completions, in arrival order.
+    /// Unclaimed async-error completions, in arrival order.
     events: Vec<Cqe>,
+    /// Callback completions (host functions), in arrival order.
+    callbacks: Vec<Cqe>,
     /// Cids some thread is waiting for (their ASYNC_ERROR completions go to `done`).
     waiting: HashSet<u32>,
     /// Cids whose waiter gave up; their late completions are dropped.
@@ -266,11 +271,7 @@ impl QueuePair {
             let mut st = lock(&self.cq);
             st.waiting.insert(cid);
             // An ASYNC_ERROR completion that arrived before we registered is in the events.
-            if let Some(i) = st
-                .events
-                .iter()
-                .position(|c| c.cid == cid && c.flags & cqe_flags::CALLBACK == 0)
-            {
+            if let Some(i) = st.events.iter().position(|c| c.cid == cid) {
                 let c = st.events.remove(i);
                 st.waiting.remove(&cid);
                 return Ok(c);
@@ -279,8 +280,8 @@ impl QueuePair {
         self.wait_inner(cid, deadline_after(self.timeout))
     }
 
-    /// Takes the pending callback (CALLBACK) and unclaimed async-error (ASYNC_ERROR)
-    /// completions, in arrival order, after consuming whatever the completion ring holds.
+    /// Takes the unclaimed async-error (ASYNC_ERROR) completions, in arrival order, after
+    /// consuming whatever the completion ring holds.
     pub fn take_events(&self) -> Vec<Cqe> {
         let mut st = lock(&self.cq);
         // Errors here (a stopped queue) surface in the next call; events are still returned.
@@ -289,11 +290,34 @@ impl QueuePair {
     }
 
     /// Waits up to `timeout` (capped by the connection's timeout) until at least one
-    /// callback or async-error completion is pending, and takes them all (empty on timeout).
+    /// async-error completion is pending, and takes them all (empty on timeout).
     pub fn wait_events(&self, timeout: Duration) -> Result<Vec<Cqe>, ClientError> {
+        self.wait_list(timeout, |st| &mut st.events)
+    }
+
+    /// Takes the pending callback (CALLBACK) completions, in arrival order, after consuming
+    /// whatever the completion ring holds.
+    pub fn take_callbacks(&self) -> Vec<Cqe> {
+        let mut st = lock(&self.cq);
+        self.reap(&mut st);
+        std::mem::take(&mut st.callbacks)
+    }
+
+    /// Waits up to `timeout` (capped by the connection's timeout) until at least one callback
+    /// completion is pending, and takes them all (empty on timeout).
+    pub fn wait_callbacks(&self, timeout: Duration) -> Result<Vec<Cqe>, ClientError> {
+        self.wait_list(timeout, |st| &mut st.callbacks)
+    }
+
+    fn wait_list(
+        &self,
+        timeout: Duration,
+        list: impl Fn(&mut CqState) -> &mut Vec<Cqe>,
+    ) -> Result<Vec<Cqe>, ClientError> {
         let deadline = deadline_after(timeout.min(self.timeout));
         match self.wait_for(deadline, |st| {
-            (!st.events.is_empty()).then(|| std::mem::take(&mut st.events))
+            let l = list(st);
+            (!l.is_empty()).then(|| std::mem::take(l))
         }) {
             Ok(v) => Ok(v),
             Err(ClientError::Timeout { .. }) => Ok(Vec::new()),
@@ -482,7 +506,7 @@ impl QueuePair {
     fn route(&self, st: &mut CqState, cqe: Cqe) {
         let cid = cqe.cid;
         if cqe.flags & cqe_flags::CALLBACK != 0 {
-            st.events.push(cqe);
+            st.callbacks.push(cqe);
         } else if st.abandoned.remove(&cid) {
             log::debug!(
                 "queue {}: dropping the late completion of cid {cid} (status {:?})",

@@ -1,10 +1,11 @@
 //! The driver API general programs use beyond ggml's subset, one line each
 //! (`vgpu_shim_abi::exports!`): module loading from files and with JIT options, unified
 //! copies, allocation ranges, stream priorities and flags, parameter layouts and the
-//! occupancy calculation. The bodies lower them onto the calls of `memory.rs`, `stream.rs`
+//! occupancy calculation, host functions (`hostfn.rs`). The bodies lower them onto the calls of `memory.rs`, `stream.rs`
 //! and `module.rs`.
 
 use crate::handles::{self, Kind};
+use crate::hostfn::{HostFn, StreamCallback};
 use crate::{mem, module};
 use std::ffi::c_void;
 use vgpu_shim_abi::exports;
@@ -131,10 +132,9 @@ exports! {
     implemented fn cuFuncGetParamInfo(func: usize, index: usize, offset: Out<usize>, size: Out<usize>) => param_info(func, index, offset, size);
     implemented fn cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks: Out<i32>, func: usize, block_size: i32, dyn_shared: usize) => occupancy(blocks, func, block_size, dyn_shared);
     implemented fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks: Out<i32>, func: usize, block_size: i32, dyn_shared: usize, _flags: u32) => occupancy(blocks, func, block_size, dyn_shared);
-    // Host functions need a callback thread in the client that does not exist yet; the
-    // library and kernel handles of CUDA 12, and the block-size search, are not written.
-    not_supported fn cuLaunchHostFunc;
-    not_supported fn cuStreamAddCallback;
+    implemented fn cuLaunchHostFunc(stream: usize, f: Option<HostFn>, user: *mut c_void) => crate::hostfn::launch_host_func(stream, f, user);
+    implemented fn cuStreamAddCallback(stream: usize, f: Option<StreamCallback>, user: *mut c_void, flags: u32) => crate::hostfn::add_callback(stream, f, user, flags);
+    // The library and kernel handles of CUDA 12, and the block-size search, are not written.
     not_supported fn cuOccupancyMaxPotentialBlockSize;
     not_supported fn cuOccupancyMaxPotentialBlockSizeWithFlags;
     not_supported fn cuLibraryLoadData;
