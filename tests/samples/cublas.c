@@ -1,6 +1,6 @@
 /* cublas: every forwarded GEMM variant (f32, f64, f16, bf16; all transposes; alpha/beta;
  * plain, batched over pointer arrays, strided-batched; math modes; a stream), batched
- * TRSM, gemv and scal, against a float64 reference computed here from the same inputs;
+ * TRSM, gemv, scal, axpy, dot and nrm2, against a float64 reference computed here from the same inputs;
  * then bad arguments, which must get the status real cuBLAS gives. Exit status 0 when every
  * check passed. cuBLASLt too: matmul descriptors, layouts (batched, strided), preferences,
  * the heuristic, cublasLtMatmul with alpha/beta and the RELU/BIAS epilogues, and its errors.
@@ -69,6 +69,12 @@ extern cublasStatus_t cublasSgemv_v2(cublasHandle_t, int, int, int, const float 
 extern cublasStatus_t cublasSscal_v2(cublasHandle_t, int, const float *, float *, int);
 extern cublasStatus_t cublasSdot_v2(cublasHandle_t, int, const float *, int, const float *, int,
                                     float *);
+extern cublasStatus_t cublasDdot_v2(cublasHandle_t, int, const double *, int, const double *, int,
+                                    double *);
+extern cublasStatus_t cublasSnrm2_v2(cublasHandle_t, int, const float *, int, float *);
+extern cublasStatus_t cublasSaxpy_v2(cublasHandle_t, int, const float *, const float *, int, float *, int);
+extern cublasStatus_t cublasDaxpy_v2(cublasHandle_t, int, const double *, const double *, int, double *, int);
+extern cublasStatus_t cublasSasum_v2(cublasHandle_t, int, const float *, int, float *);
 
 typedef void *cublasLtHandle_t, *cublasLtMatmulDesc_t, *cublasLtMatrixLayout_t, *cublasLtMatmulPreference_t;
 typedef struct { unsigned long long data[8]; } cublasLtMatmulAlgo_t;
@@ -328,6 +334,54 @@ static void level2(cublasHandle_t h) {
     for (int i = 0; i < 10; i++) CHECK(w[i] == (i % 2 ? v[i] : a * v[i]), "cublasSscal_v2: [%d] = %g", i, w[i]);
     checked++;
     cudaFree(dv);
+
+    /* axpy, dot and nrm2 (as GEMMs), with increments, in f32 and f64. */
+    enum { L = 50 };
+    float fx[2 * L], fy[3 * L], fout[3 * L], alpha = 0.5f;
+    double dx[L], dy[L], dout[L], dalpha = -2.0;
+    for (int i = 0; i < 2 * L; i++) fx[i] = (float)rnd();
+    for (int i = 0; i < 3 * L; i++) fy[i] = (float)rnd();
+    for (int i = 0; i < L; i++) { dx[i] = rnd(); dy[i] = rnd(); }
+    void *dfx = dev(sizeof fx), *dfy = dev(sizeof fy), *ddx = dev(sizeof dx), *ddy = dev(sizeof dy), *dres = dev(8);
+    CU(cudaMemcpy(dfx, fx, sizeof fx, H2D));
+    CU(cudaMemcpy(dfy, fy, sizeof fy, H2D));
+    CU(cudaMemcpy(ddx, dx, sizeof dx, H2D));
+    CU(cudaMemcpy(ddy, dy, sizeof dy, H2D));
+    double want = 0, wantn = 0, wantd = 0;
+    for (int i = 0; i < L; i++) {
+        want += (double)fx[2 * i] * fy[3 * i];
+        wantn += (double)fx[2 * i] * fx[2 * i];
+        wantd += dx[i] * dy[i];
+    }
+    float got = 0, nrm = 0;
+    double gotd = 0;
+    BL(cublasSdot_v2(h, L, dfx, 2, dfy, 3, &got));
+    BL(cublasSnrm2_v2(h, L, dfx, 2, &nrm));
+    BL(cublasDdot_v2(h, L, ddx, 1, ddy, 1, &gotd));
+    CHECK(fabs(got - want) < 1e-4 && fabs(nrm - sqrt(wantn)) < 1e-4 && fabs(gotd - wantd) < 1e-12,
+          "dot %g (want %g), nrm2 %g (want %g), ddot %g (want %g)", got, want, nrm, sqrt(wantn), gotd, wantd);
+    got = 7;
+    BL(cublasSdot_v2(h, 0, dfx, 2, dfy, 3, &got));
+    CHECK(got == 0, "dot of no elements: %g", got);
+    /* In device pointer mode dot writes its result to device memory, without a round trip. */
+    BL(cublasSetPointerMode_v2(h, 1));
+    BL(cublasSdot_v2(h, L, dfx, 2, dfy, 3, (float *)dres));
+    BL(cublasSetPointerMode_v2(h, 0));
+    CU(cudaMemcpy(&got, dres, 4, D2H));
+    CHECK(fabs(got - want) < 1e-4, "dot in device pointer mode: %g (want %g)", got, want);
+    BL(cublasSaxpy_v2(h, L, &alpha, dfx, 2, dfy, 3));
+    BL(cublasDaxpy_v2(h, L, &dalpha, ddx, 1, ddy, 1));
+    CU(cudaMemcpy(fout, dfy, sizeof fout, D2H));
+    CU(cudaMemcpy(dout, ddy, sizeof dout, D2H));
+    double worst = 0;
+    for (int i = 0; i < 3 * L; i++) {
+        double w2 = i % 3 == 0 ? fy[i] + alpha * fx[2 * (i / 3)] : fy[i];
+        worst = fmax(worst, fabs(fout[i] - w2));
+    }
+    for (int i = 0; i < L; i++) worst = fmax(worst, fabs(dout[i] - (dy[i] + dalpha * dx[i])));
+    CHECK(worst < 1e-6, "axpy: error %g", worst);
+    checked++;
+    cudaFree(dfx); cudaFree(dfy); cudaFree(ddx); cudaFree(ddy); cudaFree(dres);
 }
 
 static void bad_arguments(cublasHandle_t h) {
@@ -347,7 +401,7 @@ static void bad_arguments(cublasHandle_t h) {
     CHECK(cublasSgemm_v2(h, 0, 0, 8, 8, 8, d, d, 8, d, 8, d, d, 8) == 15, "device pointer mode: not CUBLAS_STATUS_NOT_SUPPORTED");
     BL(cublasSetPointerMode_v2(h, 0));
     float r;
-    CHECK(cublasSdot_v2(h, 4, d, 1, d, 1, &r) == 15, "cublasSdot_v2 is not supported and says so");
+    CHECK(cublasSasum_v2(h, 4, d, 1, &r) == 15, "cublasSasum_v2 is not supported and says so");
     CHECK(strcmp(cublasGetStatusName(7), "CUBLAS_STATUS_INVALID_VALUE") == 0, "status name");
     CHECK(strstr(cublasGetStatusString(15), "not supported") != NULL, "status string");
     CU(cudaDeviceSynchronize());

@@ -121,6 +121,36 @@ impl Libcuda {
         Ok(info)
     }
 
+    /// A device allocation of `size` bytes.
+    pub fn mem_alloc(self, size: usize) -> Result<u64, u32> {
+        let mut p = 0u64;
+        // SAFETY: the table's entry with its C signature; `p` outlives the call.
+        status(unsafe { (self.0.mem_alloc)(Out::from_raw(&mut p), size) })?;
+        Ok(p)
+    }
+
+    /// Frees a device allocation.
+    pub fn mem_free(self, ptr: u64) -> Result<(), u32> {
+        // SAFETY: the table's entry with its C signature.
+        status(unsafe { (self.0.mem_free)(ptr) })
+    }
+
+    /// Copies `src` to device address `dst` on `stream`, complete on return.
+    pub fn htod(self, dst: u64, src: &[u8], stream: usize) -> Result<(), u32> {
+        // SAFETY: the table's entry with its C signature; `src` is live for the call, which
+        // reads `src.len()` bytes of it.
+        status(unsafe { (self.0.memcpy_htod)(dst, In::from_raw(src.as_ptr()), src.len(), stream) })
+    }
+
+    /// Copies `dst.len()` bytes from device address `src` on `stream` (after the work
+    /// before it there), complete on return.
+    pub fn dtoh(self, dst: &mut [u8], src: u64, stream: usize) -> Result<(), u32> {
+        let n = dst.len();
+        // SAFETY: the table's entry with its C signature; `dst` is live for the call, which
+        // writes `n` bytes of it.
+        status(unsafe { (self.0.memcpy_dtoh)(Out::from_raw(dst.as_mut_ptr()), src, n, stream) })
+    }
+
     /// MGMT_QUERY.
     pub fn mgmt_query(self) -> Result<MgmtInfo, u32> {
         let mut m: MgmtInfo = bytemuck::Zeroable::zeroed();

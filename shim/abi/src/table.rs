@@ -38,4 +38,13 @@ pub struct VgpuTable {
     pub device_info: unsafe extern "C" fn(info: Out<DeviceInfo>) -> u32,
     /// MGMT_QUERY: management data in the PD's view (memory as `cuMemGetInfo` reports it).
     pub mgmt_query: unsafe extern "C" fn(info: Out<MgmtInfo>) -> u32,
+    /// `cuMemAlloc`.
+    pub mem_alloc: unsafe extern "C" fn(ptr: Out<u64>, size: usize) -> u32,
+    /// `cuMemFree`.
+    pub mem_free: unsafe extern "C" fn(ptr: u64) -> u32,
+    /// A host-to-device copy of `n` bytes on `stream`, complete on return.
+    pub memcpy_htod: unsafe extern "C" fn(dst: u64, src: In<u8>, n: usize, stream: usize) -> u32,
+    /// A device-to-host copy of `n` bytes on `stream` (after the work before it there),
+    /// complete on return.
+    pub memcpy_dtoh: unsafe extern "C" fn(dst: Out<u8>, src: u64, n: usize, stream: usize) -> u32,
 }

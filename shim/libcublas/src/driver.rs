@@ -39,6 +39,35 @@ impl Driver {
         check(self.0.gemm(d, batched, stream))
     }
 
+    /// A device allocation.
+    pub fn mem_alloc(&self, size: usize) -> Result<u64, CublasStatus> {
+        self.0.mem_alloc(size).map_err(|e| match e {
+            2 => CublasStatus::ALLOC_FAILED,
+            e => CublasStatus::from_cuda(e),
+        })
+    }
+
+    /// Frees a device allocation.
+    pub fn mem_free(&self, ptr: u64) -> Result<(), CublasStatus> {
+        check(self.0.mem_free(ptr))
+    }
+
+    /// Host to device on `stream`, complete on return.
+    pub fn htod(&self, dst: u64, src: &[u8], stream: usize) -> Result<(), CublasStatus> {
+        self.0
+            .htod(dst, src, stream)
+            .map_err(|_| CublasStatus::MAPPING_ERROR)
+    }
+
+    /// Device to host on `stream` (after the work before it), complete on return.
+    pub fn dtoh(&self, dst: &mut [u8], src: u64, stream: usize) -> Result<(), CublasStatus> {
+        self.0.dtoh(dst, src, stream).map_err(|e| match e {
+            // The work before the copy failed (its error latched on the stream).
+            700..=799 => CublasStatus::EXECUTION_FAILED,
+            _ => CublasStatus::MAPPING_ERROR,
+        })
+    }
+
     /// Posts a batched TRSM.
     pub fn trsm_batched(&self, d: &TrsmBatchedDesc, stream: usize) -> Result<(), CublasStatus> {
         check(self.0.trsm_batched(d, stream))

@@ -14,6 +14,15 @@ use vgpu_shim_abi::version;
 
 type R = Result<(), CublasStatus>;
 
+/// nrm2 takes the square root on the host: device pointer mode is NOT_SUPPORTED.
+fn nrm2_host(h: HandleId) -> R {
+    if handle::get(h)?.pointer_mode == handle::POINTER_MODE_DEVICE {
+        log::warn!("vgpu: cuBLAS: nrm2 in CUBLAS_POINTER_MODE_DEVICE is not supported");
+        return Err(CublasStatus::NOT_SUPPORTED);
+    }
+    Ok(())
+}
+
 fn get_version(h: HandleId, out: Out<i32>) -> R {
     handle::get(h)?;
     Ok(out.write(version::cublas_number())?)
@@ -93,14 +102,40 @@ exports! {
         => gemm::scal(h, n, alpha.cast(), x, incx, R_32F, C32F);
     implemented fn cublasDscal_v2(h: HandleId, n: i32, alpha: In<f64>, x: DevPtr, incx: i32)
         => gemm::scal(h, n, alpha.cast(), x, incx, R_64F, C64F);
-    // Results to host memory (dot, nrm2, asum, amax) would need a synchronous read-back;
-    // axpy and copy need a vector operation the device does not have.
-    not_supported fn cublasSaxpy_v2;
-    not_supported fn cublasDaxpy_v2;
-    not_supported fn cublasSdot_v2;
-    not_supported fn cublasDdot_v2;
-    not_supported fn cublasSnrm2_v2;
-    not_supported fn cublasDnrm2_v2;
+    implemented fn cublasSaxpy_v2(h: HandleId, n: i32, alpha: In<f32>, x: DevPtr, incx: i32, y: DevPtr, incy: i32) => gemm::axpy(h, n, alpha.cast(), x, incx, y, incy, 4);
+    implemented fn cublasDaxpy_v2(h: HandleId, n: i32, alpha: In<f64>, x: DevPtr, incx: i32, y: DevPtr, incy: i32) => gemm::axpy(h, n, alpha.cast(), x, incx, y, incy, 8);
+    implemented fn cublasSdot_v2(h: HandleId, n: i32, x: DevPtr, incx: i32, y: DevPtr, incy: i32, result: Out<f32>) => {
+        let r = DevPtr(result.as_ptr() as usize);
+        if let Some(v) = gemm::dot(h, n, x, incx, y, incy, r, 4)? {
+            result.write(f32::from_le_bytes([v[0], v[1], v[2], v[3]]))?;
+        }
+        Ok(())
+    };
+    implemented fn cublasDdot_v2(h: HandleId, n: i32, x: DevPtr, incx: i32, y: DevPtr, incy: i32, result: Out<f64>) => {
+        let r = DevPtr(result.as_ptr() as usize);
+        if let Some(v) = gemm::dot(h, n, x, incx, y, incy, r, 8)? {
+            result.write(f64::from_le_bytes(v))?;
+        }
+        Ok(())
+    };
+    /// The square root of `x · x` (host pointer mode).
+    implemented fn cublasSnrm2_v2(h: HandleId, n: i32, x: DevPtr, incx: i32, result: Out<f32>) => {
+        nrm2_host(h)?;
+        let r = DevPtr(result.as_ptr() as usize);
+        if let Some(v) = gemm::dot(h, n, x, incx, x, incx, r, 4)? {
+            result.write(f32::from_le_bytes([v[0], v[1], v[2], v[3]]).sqrt())?;
+        }
+        Ok(())
+    };
+    implemented fn cublasDnrm2_v2(h: HandleId, n: i32, x: DevPtr, incx: i32, result: Out<f64>) => {
+        nrm2_host(h)?;
+        let r = DevPtr(result.as_ptr() as usize);
+        if let Some(v) = gemm::dot(h, n, x, incx, x, incx, r, 8)? {
+            result.write(f64::from_le_bytes(v).sqrt())?;
+        }
+        Ok(())
+    };
+    // asum and amax need reductions the device does not have; copy and swap a vector move.
     not_supported fn cublasSasum_v2;
     not_supported fn cublasDasum_v2;
     not_supported fn cublasIsamax_v2;

@@ -100,6 +100,11 @@ fn host_scalars(h: &Handle, what: &str) -> Result<(), CublasStatus> {
 /// Checks and posts a GEMM; `batched`: the operands are arrays of pointers.
 pub fn run(id: HandleId, g: Gemm, batched: bool, what: &str) -> Result<(), CublasStatus> {
     let h = handle::get(id)?;
+    post(&h, g, batched, what)
+}
+
+/// Checks and posts a GEMM with `h`'s state.
+fn post(h: &Handle, g: Gemm, batched: bool, what: &str) -> Result<(), CublasStatus> {
     let rows_a = if g.transa == 0 { g.m } else { g.k };
     let rows_b = if g.transb == 0 { g.k } else { g.n };
     if !op_ok(g.transa)
@@ -123,7 +128,7 @@ pub fn run(id: HandleId, g: Gemm, batched: bool, what: &str) -> Result<(), Cubla
         );
         return Err(CublasStatus::NOT_SUPPORTED);
     };
-    host_scalars(&h, what)?;
+    host_scalars(h, what)?;
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
@@ -303,6 +308,151 @@ pub fn scal(
         beta: alpha,
     };
     run(id, g, false, "scal (as a GEMM)")
+}
+
+/// `x · y` as the GEMM `xᵀ (1×n, ld incx) · yᵀᵀ (n×1, from y stored 1×n with ld incy)`,
+/// into the handle's scratch and read back (host pointer mode, where cuBLAS's dot blocks
+/// too), or straight into `result` on the device (device pointer mode, asynchronous).
+/// `elem` is 4 (f32) or 8 (f64). Negative increments are NOT_SUPPORTED.
+#[allow(clippy::too_many_arguments)] // the C signature
+pub fn dot(
+    id: HandleId,
+    n: i32,
+    x: DevPtr,
+    incx: i32,
+    y: DevPtr,
+    incy: i32,
+    result: DevPtr,
+    elem: usize,
+) -> Result<Option<[u8; 8]>, CublasStatus> {
+    let h = handle::get(id)?;
+    if result.0 == 0 {
+        return Err(INVALID);
+    }
+    let device_mode = h.pointer_mode == POINTER_MODE_DEVICE;
+    // n ≤ 0: the result is 0 (on the device: an empty product, k = 0).
+    let (n, incx, incy) = match n {
+        n if n > 0 => (n, incx, incy),
+        _ if !device_mode => return Ok(Some([0; 8])),
+        _ => (0, 1, 1),
+    };
+    if incx <= 0 || incy <= 0 {
+        log::warn!("vgpu: libcublas: dot with an increment below 1 is not supported");
+        return Err(CublasStatus::NOT_SUPPORTED);
+    }
+    let (ty, compute) = if elem == 8 {
+        (data_type::R_64F, compute_type::C64F)
+    } else {
+        (data_type::R_32F, compute_type::C32F)
+    };
+    let out = if device_mode {
+        result
+    } else {
+        DevPtr(handle::scratch(id)? as usize)
+    };
+    let one = one(elem);
+    let zero = [0u8; 16];
+    // SAFETY: two locals that outlive the call; `run` reads at most 16 bytes of each.
+    let (alpha, beta) = unsafe {
+        (
+            In::from_raw(one.as_ptr().cast::<c_void>()),
+            In::from_raw(zero.as_ptr().cast::<c_void>()),
+        )
+    };
+    let g = Gemm {
+        transa: 0,
+        transb: 1,
+        m: 1,
+        n: 1,
+        k: n.into(),
+        a: mat(x, incx, ty),
+        b: mat(y, incy, ty),
+        c: mat(out, 1, ty),
+        batch: 1,
+        compute,
+        algo: -1,
+        alpha,
+        beta,
+    };
+    // The scalars are this library's own, on the host, whatever the pointer mode.
+    run_with_host_scalars(id, g, "dot (as a GEMM)")?;
+    if device_mode {
+        return Ok(None);
+    }
+    let mut v = [0u8; 8];
+    driver()?.dtoh(&mut v[..elem], out.addr(), h.stream)?;
+    Ok(Some(v))
+}
+
+/// 1 in the scale type of `elem`-byte reals, zero-padded to 16 bytes.
+fn one(elem: usize) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if elem == 8 {
+        b[..8].copy_from_slice(&1.0f64.to_le_bytes());
+    } else {
+        b[..4].copy_from_slice(&1.0f32.to_le_bytes());
+    }
+    b
+}
+
+/// `y = alpha·x + y` as the GEMM `yᵀ (1×n, ld incy) = alpha · 1 (1×1) · xᵀ (1×n, ld incx) +
+/// yᵀ`, the 1 from the handle's scratch. Negative increments are NOT_SUPPORTED.
+#[allow(clippy::too_many_arguments)] // the C signature
+pub fn axpy(
+    id: HandleId,
+    n: i32,
+    alpha: In<c_void>,
+    x: DevPtr,
+    incx: i32,
+    y: DevPtr,
+    incy: i32,
+    elem: usize,
+) -> Result<(), CublasStatus> {
+    let h = handle::get(id)?;
+    if alpha.is_null() {
+        return Err(INVALID);
+    }
+    if n <= 0 {
+        return Ok(());
+    }
+    if incx <= 0 || incy <= 0 {
+        log::warn!("vgpu: libcublas: axpy with an increment below 1 is not supported");
+        return Err(CublasStatus::NOT_SUPPORTED);
+    }
+    host_scalars(&h, "axpy")?;
+    let (ty, compute, one_at) = if elem == 8 {
+        (data_type::R_64F, compute_type::C64F, handle::ONE_F64)
+    } else {
+        (data_type::R_32F, compute_type::C32F, handle::ONE_F32)
+    };
+    let one_dev = DevPtr((handle::scratch(id)? + one_at) as usize);
+    let one = one(elem);
+    // SAFETY: a local that outlives the call; `run` reads at most 16 bytes of it.
+    let beta = unsafe { In::from_raw(one.as_ptr().cast::<c_void>()) };
+    let g = Gemm {
+        transa: 0,
+        transb: 0,
+        m: 1,
+        n: n.into(),
+        k: 1,
+        a: mat(one_dev, 1, ty),
+        b: mat(x, incx, ty),
+        c: mat(y, incy, ty),
+        batch: 1,
+        compute,
+        algo: -1,
+        alpha,
+        beta,
+    };
+    run(id, g, false, "axpy (as a GEMM)")
+}
+
+/// [`run`] with scalars this library supplies itself (so the handle's pointer mode does not
+/// apply to them).
+fn run_with_host_scalars(id: HandleId, g: Gemm, what: &str) -> Result<(), CublasStatus> {
+    let mut h = handle::get(id)?;
+    h.pointer_mode = handle::POINTER_MODE_HOST;
+    post(&h, g, false, what)
 }
 
 /// Batched TRSM (`cublasStrsmBatched`, `cublasDtrsmBatched`): `a` and `b` are device

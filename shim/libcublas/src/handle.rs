@@ -38,7 +38,15 @@ pub struct Handle {
     pub workspace: DevPtr,
     /// Its size.
     pub workspace_size: usize,
+    /// 32 bytes of device memory for results read back to the host (at 0) and the constants
+    /// 1.0f (at 8) and 1.0 (at 16); made at first use.
+    pub scratch: u64,
 }
+
+/// Where the constants live in [`Handle::scratch`].
+pub const ONE_F32: u64 = 8;
+/// See [`ONE_F32`].
+pub const ONE_F64: u64 = 16;
 
 static HANDLES: Mutex<BTreeMap<HandleId, Handle>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicUsize = AtomicUsize::new(1);
@@ -59,6 +67,7 @@ pub fn create(out: Out<HandleId>) -> Result<(), CublasStatus> {
         atomics_mode: 0,
         workspace: DevPtr::default(),
         workspace_size: 0,
+        scratch: 0,
     };
     lock(&HANDLES).insert(id, h);
     out.write(id)?;
@@ -70,7 +79,38 @@ pub fn destroy(id: HandleId) -> Result<(), CublasStatus> {
     let h = lock(&HANDLES)
         .remove(&id)
         .ok_or(CublasStatus::NOT_INITIALIZED)?;
-    driver()?.destroy(h.device)
+    let d = driver()?;
+    if h.scratch != 0 {
+        d.mem_free(h.scratch)?;
+    }
+    d.destroy(h.device)
+}
+
+/// The handle's scratch memory (see [`Handle::scratch`]), made at first use.
+pub fn scratch(id: HandleId) -> Result<u64, CublasStatus> {
+    let h = get(id)?;
+    if h.scratch != 0 {
+        return Ok(h.scratch);
+    }
+    let d = driver()?;
+    let p = d.mem_alloc(32)?;
+    let mut init = [0u8; 32];
+    init[8..12].copy_from_slice(&1.0f32.to_le_bytes());
+    init[16..24].copy_from_slice(&1.0f64.to_le_bytes());
+    d.htod(p, &init, h.stream)?;
+    // Another thread may have made one meanwhile: keep the first, free ours.
+    let kept = {
+        let mut all = lock(&HANDLES);
+        let h = all.get_mut(&id).ok_or(CublasStatus::NOT_INITIALIZED)?;
+        if h.scratch == 0 {
+            h.scratch = p;
+        }
+        h.scratch
+    };
+    if kept != p {
+        d.mem_free(p)?;
+    }
+    Ok(kept)
 }
 
 /// A copy of the handle's state; NOT_INITIALIZED for an unknown handle.

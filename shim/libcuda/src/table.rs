@@ -102,6 +102,28 @@ unsafe extern "C" fn mgmt_query(out: Out<MgmtInfo>) -> u32 {
     })())
 }
 
+unsafe extern "C" fn mem_alloc(ptr: Out<u64>, size: usize) -> u32 {
+    status((|| ptr.write(mem::alloc(size)?).map_err(|_| INVALID_VALUE))())
+}
+
+unsafe extern "C" fn mem_free(ptr: u64) -> u32 {
+    status(mem::free(ptr))
+}
+
+unsafe extern "C" fn memcpy_htod(dst: u64, src: In<u8>, n: usize, stream: usize) -> u32 {
+    if src.is_null() && n > 0 {
+        return INVALID_VALUE;
+    }
+    status(mem::htod(dst, src.as_ptr(), n, mem::stream(stream), true))
+}
+
+unsafe extern "C" fn memcpy_dtoh(dst: Out<u8>, src: u64, n: usize, stream: usize) -> u32 {
+    if dst.is_null() && n > 0 {
+        return INVALID_VALUE;
+    }
+    status(mem::dtoh(dst.as_ptr(), src, n, mem::stream(stream), true))
+}
+
 static TABLE: VgpuTable = VgpuTable {
     size: std::mem::size_of::<VgpuTable>(),
     blas_create,
@@ -112,6 +134,10 @@ static TABLE: VgpuTable = VgpuTable {
     blaslt_matmul,
     device_info,
     mgmt_query,
+    mem_alloc,
+    mem_free,
+    memcpy_htod,
+    memcpy_dtoh,
 };
 
 /// `cuGetExportTable`: vgpu's table for [`TABLE_ID`]; NOT_SUPPORTED for any other id.

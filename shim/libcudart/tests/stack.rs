@@ -192,7 +192,7 @@ fn cudarc_client() {
 }
 
 /// libcublas.so.12 and libcublasLt.so.12 on the device's BLAS commands: every forwarded
-/// GEMM variant, batched TRSM, gemv and scal, and cuBLASLt matmuls (batched, epilogues)
+/// GEMM variant, batched TRSM, gemv, scal, axpy, dot and nrm2, and cuBLASLt matmuls (batched, epilogues)
 /// against a float64 reference, and the statuses cuBLAS gives for bad arguments
 /// (tests/samples/cublas.c).
 #[test]
@@ -201,7 +201,7 @@ fn cublas_sample() {
     let (code, out) = st.run_sample("cublas", &["cublas", "cublasLt", "cudart", "m"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("cublas: 47 cases checked against float64, all checks passed"),
+        out.contains("cublas: 48 cases checked against float64, all checks passed"),
         "{out}"
     );
     st.finish();
