@@ -266,6 +266,13 @@ extern CUresult cuStreamGetPriority(CUstream, int *);
 extern CUresult cuStreamGetFlags(CUstream, unsigned *);
 extern CUresult cuFuncGetParamInfo(CUfunction, size_t, size_t *, size_t *);
 extern CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *, CUfunction, int, size_t);
+extern CUresult cuOccupancyMaxPotentialBlockSize(int *, int *, CUfunction, size_t (*)(int), size_t, int);
+typedef void *CUlibrary, *CUkernel;
+extern CUresult cuLibraryLoadData(CUlibrary *, const void *, void *, void **, unsigned, void *, void **, unsigned);
+extern CUresult cuLibraryGetKernel(CUkernel *, CUlibrary, const char *);
+extern CUresult cuKernelGetFunction(CUfunction *, CUkernel);
+extern CUresult cuLibraryUnload(CUlibrary);
+static size_t shared_for(int block) { return (size_t)block * 64; }
 
 typedef void (*CUhostFn)(void *);
 typedef void (*CUstreamCallback)(CUstream, CUresult, void *);
@@ -332,6 +339,22 @@ static void general(const char *path, const void *image) {
     int blocks = 0;
     CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, 256, 0));
     TRUE(blocks >= 1 && blocks <= 32);
+    int min_grid = 0, block = 0, block2 = 0;
+    CHECK(cuOccupancyMaxPotentialBlockSize(&min_grid, &block, f, NULL, 0, 0));
+    TRUE(block >= 32 && block % 32 == 0 && min_grid >= 1);
+    CHECK(cuOccupancyMaxPotentialBlockSize(&min_grid, &block2, f, shared_for, 0, 128));
+    TRUE(block2 >= 32 && block2 <= 128);
+    CUlibrary lib;
+    CUkernel k;
+    CUfunction kf;
+    CHECK(cuLibraryLoadData(&lib, image, NULL, NULL, 0, NULL, NULL, 0));
+    CHECK(cuLibraryGetKernel(&k, lib, "_Z6vecAddPKfS0_Pfi"));
+    CHECK(cuKernelGetFunction(&kf, k));
+    size_t koff = 9, ksize = 9;
+    CHECK(cuFuncGetParamInfo(kf, 3, &koff, &ksize));
+    TRUE(koff == 24 && ksize == 4);
+    EXPECT(cuLibraryGetKernel(&k, lib, "no_such_kernel"), 500);
+    CHECK(cuLibraryUnload(lib));
     enum { N = 4096 };
     static unsigned char src[N], back[N];
     for (int i = 0; i < N; i++) src[i] = (unsigned char)(i * 7 + 1);
@@ -354,7 +377,7 @@ static void general(const char *path, const void *image) {
     CHECK(cuStreamGetFlags(s, &flags));
     TRUE(prio == 0 && flags == 1);
     EXPECT(cuStreamGetFlags((CUstream)0x777, &flags), 400);
-    printf("general: module from a file and with options, unified copies, ranges, stream priority and flags, parameter layout, occupancy %d: checked\n", blocks);
+    printf("general: module from a file and with options, libraries and kernels, unified copies, ranges, stream priority and flags, parameter layout, occupancy %d, block size %d: checked\n", blocks, block);
 }
 
 int main(int argc, char **argv) {

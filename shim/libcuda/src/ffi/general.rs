@@ -102,8 +102,8 @@ fn param_info(func: usize, index: usize, offset: Out<usize>, size: Out<usize>) -
     Ok(())
 }
 
-/// `cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags)`.
-fn occupancy(out: Out<i32>, func: usize, block_size: i32, dyn_shared: usize) -> R {
+/// How many blocks of `block_size` threads of `func` fit on one multiprocessor.
+fn active_blocks(func: usize, block_size: i32, dyn_shared: usize) -> Result<i32, CuStatus> {
     if block_size <= 0 {
         return Err(CuStatus::INVALID_VALUE);
     }
@@ -115,7 +115,55 @@ fn occupancy(out: Out<i32>, func: usize, block_size: i32, dyn_shared: usize) -> 
     for (v, a) in function.iter_mut().zip(FUNCTION_ATTRIBUTES) {
         *v = super::module::func_attr(func, a, 0, false)?;
     }
-    Ok(out.write(max_active_blocks(device, function, block_size, dyn_shared))?)
+    Ok(max_active_blocks(device, function, block_size, dyn_shared))
+}
+
+/// `cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags)`.
+fn occupancy(out: Out<i32>, func: usize, block_size: i32, dyn_shared: usize) -> R {
+    Ok(out.write(active_blocks(func, block_size, dyn_shared)?)?)
+}
+
+/// `CUoccupancyB2DSize`: dynamic shared memory for a block size.
+pub type BlockToShared = unsafe extern "C" fn(block_size: i32) -> usize;
+
+/// `cuOccupancyMaxPotentialBlockSize(WithFlags)`: the block size (a multiple of the warp, up
+/// to the function's limit and `limit` when nonzero) with the most threads resident per
+/// multiprocessor, the largest such size on ties, and the grid that fills the device with it.
+fn potential_block_size(
+    min_grid: Out<i32>,
+    block: Out<i32>,
+    func: usize,
+    to_shared: Option<BlockToShared>,
+    shared: usize,
+    limit: i32,
+) -> R {
+    if min_grid.is_null() || block.is_null() {
+        return Err(CuStatus::INVALID_VALUE);
+    }
+    let warp = super::device::attr(10, 0)?.max(1);
+    let sms = super::device::attr(16, 0)?.max(1); // MULTIPROCESSOR_COUNT
+    let max = super::module::func_attr(func, 0, 0, false)?; // MAX_THREADS_PER_BLOCK
+    let max = if limit > 0 { max.min(limit) } else { max };
+    let (mut best, mut best_blocks, mut best_threads) = (0, 0, -1i64);
+    let mut size = warp;
+    while size <= max {
+        let dynamic = match to_shared {
+            // SAFETY: the application's callback with CUDA's signature (its contract).
+            Some(f) => unsafe { f(size) },
+            None => shared,
+        };
+        let n = active_blocks(func, size, dynamic)?;
+        let threads = i64::from(n) * i64::from(size);
+        if threads >= best_threads && n > 0 {
+            (best, best_blocks, best_threads) = (size, n, threads);
+        }
+        size += warp;
+    }
+    if best == 0 {
+        return Err(CuStatus::INVALID_VALUE);
+    }
+    min_grid.write(best_blocks.saturating_mul(sms))?;
+    Ok(block.write(best)?)
 }
 
 exports! {
@@ -134,16 +182,22 @@ exports! {
     implemented fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks: Out<i32>, func: usize, block_size: i32, dyn_shared: usize, _flags: u32) => occupancy(blocks, func, block_size, dyn_shared);
     implemented fn cuLaunchHostFunc(stream: usize, f: Option<HostFn>, user: *mut c_void) => crate::hostfn::launch_host_func(stream, f, user);
     implemented fn cuStreamAddCallback(stream: usize, f: Option<StreamCallback>, user: *mut c_void, flags: u32) => crate::hostfn::add_callback(stream, f, user, flags);
-    // The library and kernel handles of CUDA 12, and the block-size search, are not written.
-    not_supported fn cuOccupancyMaxPotentialBlockSize;
-    not_supported fn cuOccupancyMaxPotentialBlockSizeWithFlags;
-    not_supported fn cuLibraryLoadData;
-    not_supported fn cuLibraryLoadFromFile;
-    not_supported fn cuLibraryUnload;
-    not_supported fn cuLibraryGetKernel;
-    not_supported fn cuLibraryGetModule;
-    not_supported fn cuKernelGetFunction;
-    not_supported fn cuKernelGetAttribute;
+    implemented fn cuOccupancyMaxPotentialBlockSize(min_grid: Out<i32>, block: Out<i32>, func: usize, to_shared: Option<BlockToShared>, shared: usize, limit: i32)
+        => potential_block_size(min_grid, block, func, to_shared, shared, limit);
+    implemented fn cuOccupancyMaxPotentialBlockSizeWithFlags(min_grid: Out<i32>, block: Out<i32>, func: usize, to_shared: Option<BlockToShared>, shared: usize, limit: i32, _flags: u32)
+        => potential_block_size(min_grid, block, func, to_shared, shared, limit);
+    // CUDA 12's libraries and kernels: a library is a module loaded at once (its options are
+    // hints), a kernel is its function.
+    implemented fn cuLibraryLoadData(library: Out<usize>, code: In<c_void>, _jit_options: In<c_void>, _jit_values: In<c_void>, _n_jit: u32, _options: In<c_void>, _values: In<c_void>, _n: u32)
+        => super::module::load_data(library, code);
+    implemented fn cuLibraryLoadFromFile(library: Out<usize>, path: CStrIn, _jit_options: In<c_void>, _jit_values: In<c_void>, _n_jit: u32, _options: In<c_void>, _values: In<c_void>, _n: u32)
+        => load_file(library, path);
+    implemented fn cuLibraryUnload(library: usize) => Ok(module::unload(library as u64)?);
+    implemented fn cuLibraryGetModule(module_: Out<usize>, library: usize) => Ok(module_.write(library)?);
+    implemented fn cuLibraryGetKernel(kernel: Out<usize>, library: usize, name: CStrIn)
+        => Ok(kernel.write(module::function(library as u64, &name.read()?)? as usize)?);
+    implemented fn cuKernelGetFunction(func: Out<usize>, kernel: usize) => Ok(func.write(kernel)?);
+    implemented fn cuKernelGetAttribute(value: Out<i32>, attr: i32, kernel: usize, _dev: i32) => Ok(value.write(super::module::func_attr(kernel, attr, 0, false)?)?);
     not_supported fn cuMemAllocManaged;
     not_supported fn cuMemHostRegister_v2;
     not_supported fn cuMemHostUnregister;
