@@ -257,6 +257,22 @@ impl Device {
         self.inner.backing.as_ref()
     }
 
+    /// PD_STATS of `pd` (0: the whole device).
+    pub fn stats(&self, pd: u32) -> Result<vgpu_proto::info::ObjectCounts, DriverError> {
+        let buf = self.dma_alloc("vgpu-stats", 4096)?;
+        self.admin_ok(Command::PD_STATS(vgpu_proto::cmd::PdStatsArgs {
+            pd,
+            len: 4096,
+            iova: buf.iova,
+            rsv: [0; 2],
+        }))?;
+        let mut raw = [0u8; std::mem::size_of::<vgpu_proto::info::ObjectCounts>()];
+        buf.shm
+            .read_bytes(0, &mut raw)
+            .expect("the stats buffer holds 4096 bytes");
+        Ok(bytemuck::pod_read_unaligned(&raw))
+    }
+
     /// Runs one admin command and waits for its completion (bounded by ADMIN_TIMEOUT).
     pub fn admin(&self, command: Command) -> Result<Cqe, DriverError> {
         let mut guard = lock(&self.admin);

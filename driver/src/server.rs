@@ -117,14 +117,28 @@ impl Driver {
 
     /// Status as JSON (spec §9.4 STATUS_REPLY).
     pub fn status_json(&self) -> String {
-        let s = lock(&self.state);
-        let mut clients: Vec<&ClientInfo> = s.clients.values().collect();
-        clients.sort_by_key(|c| c.qid);
+        let (clients, queues, window_bytes) = {
+            let s = lock(&self.state);
+            let mut clients: Vec<ClientInfo> = s.clients.values().cloned().collect();
+            clients.sort_by_key(|c| c.qid);
+            (clients, s.qids.len(), s.window_bytes)
+        };
+        // Device memory in use, per PD and in all, from the device (PD_STATS); the state lock
+        // is not held across the admin commands.
+        let stats = |pd: u32| match self.dev.stats(pd) {
+            Ok(c) => (c.mem_bytes, c.mem_quota, c.objects()),
+            Err(e) => {
+                // A client that is leaving: its PD may be gone already.
+                log::debug!("PD_STATS {pd}: {}", e.report());
+                (0, 0, 0)
+            }
+        };
         let list: Vec<String> = clients
             .iter()
             .map(|c| {
+                let (used, quota, objects) = stats(c.pd);
                 format!(
-                    "{{\"pid\":{},\"uid\":{},\"name\":\"{}\",\"pd\":{},\"queue\":{},\"windows\":{},\"window_bytes\":{}}}",
+                    "{{\"pid\":{},\"uid\":{},\"name\":\"{}\",\"pd\":{},\"queue\":{},\"windows\":{},\"window_bytes\":{},\"mem_bytes\":{used},\"mem_quota\":{quota},\"objects\":{objects}}}",
                     c.pid,
                     c.uid,
                     c.name.escape_default(),
@@ -135,16 +149,25 @@ impl Driver {
                 )
             })
             .collect();
+        let (used, _, _) = stats(0);
         let info = &self.dev.info;
         format!(
-            "{{\"device\":\"{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"clients\":[{}],\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
+            "{{\"device\":\"{}\",\"uuid\":\"GPU-{}\",\"pci_bus_id\":\"{:04x}:{:02x}:{:02x}.{:x}\",\"driver_version\":\"{}\",\"cuda_version\":\"{}.{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"mem_used\":{used},\"clients\":[{}],\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
             info.name().escape_default(),
+            info.uuid_string(),
+            info.pci_domain,
+            info.pci_bus,
+            info.pci_device,
+            info.pci_function,
+            info.driver_version().escape_default(),
+            info.cuda_version / 1000,
+            info.cuda_version % 1000 / 10,
             info.cc_major,
             info.cc_minor,
             info.total_mem,
             list.join(","),
-            s.qids.len(),
-            s.window_bytes,
+            queues,
+            window_bytes,
             self.limits.max_clients
         )
     }

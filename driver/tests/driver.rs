@@ -424,6 +424,61 @@ fn the_driver_runs_on_an_in_process_device() {
     st.finish();
 }
 
+/// `vgpu-smi` shows the device, the memory in use and the processes using it, from the
+/// driver's status, as a table and as JSON; and says why when there is no driver.
+#[test]
+fn vgpu_smi_shows_the_device_and_its_clients() {
+    use vgpu_proto::cmd::MemAllocArgs;
+    let st = Stack::builder().link(Link::InProcess).start();
+    let mut c = DriverClient::connect(st.control(), "smi-client").unwrap();
+    let r = c.call(
+        Command::MEM_ALLOC(MemAllocArgs {
+            size: 3 << 20,
+            ..bytemuck::Zeroable::zeroed()
+        }),
+        0,
+        &[],
+    );
+    assert!(r.status().is_ok(), "{r:?}");
+    let smi = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vgpu-smi"))
+            .arg("--socket")
+            .arg(st.control())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = smi(&[]);
+    for want in [
+        "Driver Version: ",
+        "CUDA Version: 12.8",
+        "VGPU-STUB",
+        "smi-client",
+        "3MiB (",
+        " 1 / ",
+    ] {
+        assert!(table.contains(want), "no {want:?} in\n{table}");
+    }
+    let json = smi(&["--json"]);
+    for want in [
+        "\"mem_bytes\":3145728",
+        "\"mem_used\":3145728",
+        "\"uuid\":\"GPU-",
+    ] {
+        assert!(json.contains(want), "no {want:?} in {json}");
+    }
+    drop(c);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vgpu-smi"))
+        .args(["--socket", "/nonexistent/vgpu.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach vgpu-driver"));
+    st.finish();
+}
+
 /// A device that refuses a DMA mapping while a client is admitted: the client is refused
 /// with a clear error, nothing it was given stays behind, and the next client is served.
 #[test]
