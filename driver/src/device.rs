@@ -257,20 +257,33 @@ impl Device {
         self.inner.backing.as_ref()
     }
 
-    /// PD_STATS of `pd` (0: the whole device).
-    pub fn stats(&self, pd: u32) -> Result<vgpu_proto::info::ObjectCounts, DriverError> {
+    /// PD_STATS of each of `pds` (0: the whole device), through one DMA buffer; None for a
+    /// PD the device refuses (one that is being destroyed).
+    pub fn stats(
+        &self,
+        pds: &[u32],
+    ) -> Result<Vec<Option<vgpu_proto::info::ObjectCounts>>, DriverError> {
         let buf = self.dma_alloc("vgpu-stats", 4096)?;
-        self.admin_ok(Command::PD_STATS(vgpu_proto::cmd::PdStatsArgs {
-            pd,
-            len: 4096,
-            iova: buf.iova,
-            rsv: [0; 2],
-        }))?;
-        let mut raw = [0u8; std::mem::size_of::<vgpu_proto::info::ObjectCounts>()];
-        buf.shm
-            .read_bytes(0, &mut raw)
-            .expect("the stats buffer holds 4096 bytes");
-        Ok(bytemuck::pod_read_unaligned(&raw))
+        let mut out = Vec::with_capacity(pds.len());
+        for &pd in pds {
+            let c = self.admin(Command::PD_STATS(vgpu_proto::cmd::PdStatsArgs {
+                pd,
+                len: 4096,
+                iova: buf.iova,
+                rsv: [0; 2],
+            }))?;
+            if !c.status().is_ok() {
+                log::debug!("PD_STATS {pd}: {}", c.status());
+                out.push(None);
+                continue;
+            }
+            let mut raw = [0u8; std::mem::size_of::<vgpu_proto::info::ObjectCounts>()];
+            buf.shm
+                .read_bytes(0, &mut raw)
+                .expect("the stats buffer holds 4096 bytes");
+            out.push(Some(bytemuck::pod_read_unaligned(&raw)));
+        }
+        Ok(out)
     }
 
     /// Runs one admin command and waits for its completion (bounded by ADMIN_TIMEOUT).

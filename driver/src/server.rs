@@ -124,19 +124,25 @@ impl Driver {
             (clients, s.qids.len(), s.window_bytes)
         };
         // Device memory in use, per PD and in all, from the device (PD_STATS); the state lock
-        // is not held across the admin commands.
-        let stats = |pd: u32| match self.dev.stats(pd) {
-            Ok(c) => (c.mem_bytes, c.mem_quota, c.objects()),
-            Err(e) => {
-                // A client that is leaving: its PD may be gone already.
-                log::debug!("PD_STATS {pd}: {}", e.report());
-                (0, 0, 0)
-            }
+        // is not held across the admin commands. A PD being destroyed counts as empty.
+        let mut pds: Vec<u32> = clients.iter().map(|c| c.pd).collect();
+        pds.push(0);
+        let counts = self.dev.stats(&pds).unwrap_or_else(|e| {
+            log::warn!("PD_STATS: {}", e.report());
+            vec![None; pds.len()]
+        });
+        let stats = |i: usize| {
+            counts
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or((0, 0, 0), |c| (c.mem_bytes, c.mem_quota, c.objects()))
         };
         let list: Vec<String> = clients
             .iter()
-            .map(|c| {
-                let (used, quota, objects) = stats(c.pd);
+            .enumerate()
+            .map(|(i, c)| {
+                let (used, quota, objects) = stats(i);
                 format!(
                     "{{\"pid\":{},\"uid\":{},\"name\":\"{}\",\"pd\":{},\"queue\":{},\"windows\":{},\"window_bytes\":{},\"mem_bytes\":{used},\"mem_quota\":{quota},\"objects\":{objects}}}",
                     c.pid,
@@ -149,7 +155,7 @@ impl Driver {
                 )
             })
             .collect();
-        let (used, _, _) = stats(0);
+        let (used, _, _) = stats(clients.len());
         let info = &self.dev.info;
         format!(
             "{{\"device\":\"{}\",\"uuid\":\"GPU-{}\",\"pci_bus_id\":\"{:04x}:{:02x}:{:02x}.{:x}\",\"driver_version\":\"{}\",\"cuda_version\":\"{}.{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"mem_used\":{used},\"clients\":[{}],\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
