@@ -58,6 +58,10 @@ step "LLM generation through the vGPU against ggml's CPU backend (ci/llm.sh)"
 ci/llm.sh --debug
 passed=$((passed + 1))
 
+step "vgpu install into an Ollama layout, found as Ollama loads it, uninstalled byte for byte (ci/install-check.sh)"
+ci/install-check.sh --debug
+passed=$((passed + 1))
+
 step "benchmarks, short run (for breakage, not timing)"
 ci/bench.sh --quick --debug --json /tmp/vgpu-bench-ci.json
 passed=$((passed + 1))
