@@ -919,3 +919,69 @@ fn capture_and_replay_graphs() {
     drop((c, d));
     stub.join();
 }
+
+/// Window 1 of `c`, as WINDOW_UNREGISTER names it.
+fn window_args(c: &PdClient) -> WindowArgs {
+    WindowArgs {
+        pd: c.pd,
+        window: 1,
+        ..Zeroable::zeroed()
+    }
+}
+
+#[test]
+fn an_unregistered_window_is_never_accessed_again() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let buf = c.mem_alloc(4096);
+    let s = non_blocking_stream(&mut c);
+    memset(&mut c, s, buf, 32, 0x5A, 1, false);
+    assert_eq!(c.synchronize(s), Status::SUCCESS);
+    // A graph that copies into the window...
+    c.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[]);
+    c.copy_to_window(s, buf, 12, 0);
+    let g = c.io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[]);
+    assert_eq!(g.status(), Status::SUCCESS);
+    let exec = c.io(
+        0,
+        Command::GRAPH_INSTANTIATE(GraphInstantiateArgs {
+            graph: g.result0,
+            ..Zeroable::zeroed()
+        }),
+        &[],
+    );
+    assert_eq!(exec.status(), Status::SUCCESS);
+    // ...and a copy into it queued behind a host function.
+    let hf = c.post(s, Command::HOST_FUNC(handle(0x77)), &[], false);
+    c.copy_to_window(s, buf, 12, 16);
+    let cb = c.next(Duration::from_secs(5)).expect("callback");
+    assert_eq!((cb.cid, cb.result0), (hf, 0x77));
+    // The driver takes the window back; from now on its pages may hold anything.
+    d.admin_ok(Command::WINDOW_UNREGISTER(window_args(&c)));
+    c.post(0, Command::HOST_FUNC_DONE(handle(0x77)), &[], false);
+    assert_eq!(c.synchronize(s), Status::BAD_WINDOW, "the queued copy");
+    c.post(s, Command::GRAPH_LAUNCH(handle(exec.result0)), &[], false);
+    assert_eq!(c.synchronize(s), Status::BAD_WINDOW, "the graph's copy");
+    assert_eq!(d.read(c.window, 32), vec![0; 32], "nothing written");
+    // A window registered again under the same id is a new grant.
+    d.admin_ok(Command::WINDOW_REGISTER(WindowRegisterArgs {
+        pd: c.pd,
+        window: 1,
+        iova: c.window,
+        len: 1 << 20,
+        access: 3,
+        rsv0: 0,
+    }));
+    c.post(s, Command::GRAPH_LAUNCH(handle(exec.result0)), &[], false);
+    assert_eq!(
+        c.synchronize(s),
+        Status::BAD_WINDOW,
+        "the graph keeps the old grant"
+    );
+    c.copy_to_window(s, buf, 12, 0);
+    assert_eq!(c.synchronize(s), Status::SUCCESS);
+    assert_eq!(d.read(c.window, 12), vec![0x5A; 12]);
+    drop((c, d));
+    stub.join();
+}

@@ -121,6 +121,7 @@ impl Engine {
             .into_values()
             .collect();
         for pd in pds {
+            pd.revoke_windows();
             pd.ctx().reset();
         }
     }
@@ -321,6 +322,7 @@ impl Inner {
             self.stop_queue(q);
         }
         lock(&self.pds).remove(&id);
+        pd.revoke_windows();
         pd.ctx().reset();
         log::info!("PD {id} destroyed");
         Ok(())

@@ -1,7 +1,7 @@
 //! Protection domains (spec §6): windows, the executor context, limits and the bookkeeping
 //! PD_STATS reports.
 
-use crate::exec::{Context, HostRange};
+use crate::exec::{Context, HostRange, WindowLease};
 use crate::guest::GuestMemory;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,7 +31,7 @@ pub struct Pd {
     /// PD id.
     pub id: u32,
     ctx: Mutex<Box<dyn Context>>,
-    windows: Mutex<HashMap<u32, Window>>,
+    windows: Mutex<HashMap<u32, (Window, Arc<WindowLease>)>>,
     /// Most windows.
     pub max_windows: u32,
     /// I/O queues bound to the PD.
@@ -84,16 +84,24 @@ impl Pd {
         if !self.mem.snapshot().covers(w.iova, w.len, false) {
             return Err(Status::OUT_OF_BOUNDS);
         }
-        ws.insert(id, w);
+        ws.insert(id, (w, WindowLease::new()));
         Ok(())
     }
 
-    /// WINDOW_UNREGISTER.
+    /// WINDOW_UNREGISTER: returns once the device no longer accesses the window (spec
+    /// §6.1); work that still names it fails with BAD_WINDOW.
     pub fn remove_window(&self, id: u32) -> Result<(), Status> {
-        lock(&self.windows)
-            .remove(&id)
-            .map(|_| ())
-            .ok_or(Status::BAD_OBJECT)
+        let (_, lease) = lock(&self.windows).remove(&id).ok_or(Status::BAD_OBJECT)?;
+        lease.revoke();
+        Ok(())
+    }
+
+    /// Revokes every window (PD_DESTROY, reset): nothing of the PD's work reaches guest
+    /// memory afterwards, even work still winding down.
+    pub fn revoke_windows(&self) {
+        for (_, lease) in std::mem::take(&mut *lock(&self.windows)).into_values() {
+            lease.revoke();
+        }
     }
 
     /// Number of windows.
@@ -109,7 +117,10 @@ impl Pd {
         len: u64,
         write: bool,
     ) -> Result<HostRange, Status> {
-        let w = *lock(&self.windows).get(&window).ok_or(Status::BAD_WINDOW)?;
+        let (w, lease) = lock(&self.windows)
+            .get(&window)
+            .map(|(w, l)| (*w, l.clone()))
+            .ok_or(Status::BAD_WINDOW)?;
         let need = if write {
             window_access::WRITE
         } else {
@@ -126,7 +137,7 @@ impl Pd {
         if !snap.covers(w.iova + offset, len, write) {
             return Err(Status::OUT_OF_BOUNDS);
         }
-        Ok(HostRange::new(snap, w.iova + offset, len))
+        Ok(HostRange::new(snap, w.iova + offset, len, lease))
     }
 
     /// PD_STATS for this PD.

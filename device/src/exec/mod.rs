@@ -15,9 +15,43 @@
 pub mod soft;
 
 use crate::guest::{DmaError, Snapshot};
+use std::sync::{Arc, RwLock};
 use vgpu_proto::info::{DeviceInfo, FunctionEntry};
 use vgpu_proto::payload::{GemmDesc, LaunchAttr, LtMatmulDesc, TrsmBatchedDesc};
 use vgpu_proto::Status;
+
+/// One grant of a window to the device, shared by every [`HostRange`] resolved in it
+/// (spec §6.1). WINDOW_UNREGISTER revokes it: revocation waits for the accesses in
+/// progress, and every later access (work queued on a stream, nodes of a graph) fails with
+/// BAD_WINDOW, so the driver may reuse the pages as soon as WINDOW_UNREGISTER completes.
+#[derive(Debug)]
+pub struct WindowLease {
+    live: RwLock<bool>,
+}
+
+impl WindowLease {
+    /// A live grant.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(WindowLease {
+            live: RwLock::new(true),
+        })
+    }
+
+    /// Ends the grant once no access is in progress.
+    pub(crate) fn revoke(&self) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
+    /// Runs `access` while the grant cannot be revoked, or fails with BAD_WINDOW.
+    fn access<T>(&self, access: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        if !*live {
+            log::warn!("DMA refused: the window was unregistered");
+            return Err(Status::BAD_WINDOW);
+        }
+        access()
+    }
+}
 
 /// A validated range of guest memory that a command reads or writes.
 #[derive(Clone)]
@@ -25,12 +59,18 @@ pub struct HostRange {
     mem: Snapshot,
     iova: u64,
     len: u64,
+    lease: Arc<WindowLease>,
 }
 
 impl HostRange {
-    /// A range the engine has checked against the PD's windows.
-    pub(crate) fn new(mem: Snapshot, iova: u64, len: u64) -> Self {
-        HostRange { mem, iova, len }
+    /// A range the engine has checked against the PD's window granted by `lease`.
+    pub(crate) fn new(mem: Snapshot, iova: u64, len: u64, lease: Arc<WindowLease>) -> Self {
+        HostRange {
+            mem,
+            iova,
+            len,
+            lease,
+        }
     }
 
     /// Length in bytes.
@@ -46,13 +86,15 @@ impl HostRange {
     /// Reads `buf.len()` bytes at `offset` into the range.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Status> {
         self.bounds(offset, buf.len())?;
-        self.mem.read(self.iova + offset, buf).map_err(dma_status)
+        self.lease
+            .access(|| self.mem.read(self.iova + offset, buf).map_err(dma_status))
     }
 
     /// Writes `buf` at `offset` into the range.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), Status> {
         self.bounds(offset, buf.len())?;
-        self.mem.write(self.iova + offset, buf).map_err(dma_status)
+        self.lease
+            .access(|| self.mem.write(self.iova + offset, buf).map_err(dma_status))
     }
 
     fn bounds(&self, offset: u64, n: usize) -> Result<(), Status> {
