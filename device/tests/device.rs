@@ -985,3 +985,95 @@ fn an_unregistered_window_is_never_accessed_again() {
     drop((c, d));
     stub.join();
 }
+
+/// Captures on `s` what `record` submits and returns STREAM_END_CAPTURE's completion.
+fn capture(c: &mut PdClient, s: u64, record: impl FnOnce(&mut PdClient)) -> vgpu_proto::Cqe {
+    let begin = c.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[]);
+    assert_eq!(begin.status(), Status::SUCCESS);
+    record(c);
+    c.io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[])
+}
+
+/// Instantiates `graph`.
+fn instantiate(c: &mut PdClient, graph: u64) -> u64 {
+    let e = c.io(
+        0,
+        Command::GRAPH_INSTANTIATE(GraphInstantiateArgs {
+            graph,
+            ..Zeroable::zeroed()
+        }),
+        &[],
+    );
+    assert_eq!(e.status(), Status::SUCCESS);
+    e.result0
+}
+
+/// Records two launches of `exec` into the capture on `s`; the status of the second.
+fn launch_twice(c: &mut PdClient, s: u64, exec: u64) -> Status {
+    let mut last = Status::SUCCESS;
+    for _ in 0..2 {
+        let cid = c.post(s, Command::GRAPH_LAUNCH(handle(exec)), &[], true);
+        let done = c.next(Duration::from_secs(5)).expect("completion");
+        assert_eq!(done.cid, cid);
+        last = done.status();
+    }
+    last
+}
+
+#[test]
+fn graphs_cannot_grow_without_bound() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let buf = c.mem_alloc(4096);
+    let s = non_blocking_stream(&mut c);
+    let g = capture(&mut c, s, |c| {
+        memset(c, s, buf, 4, 1, 1, false);
+    });
+    let mut exec = instantiate(&mut c, g.result0);
+    // Each capture of two launches of the last graph doubles it.
+    let mut nodes = 1;
+    loop {
+        let mut second = Status::SUCCESS;
+        let g = capture(&mut c, s, |c| second = launch_twice(c, s, exec));
+        if nodes * 2 > 65536 {
+            assert_eq!(second, Status::OUT_OF_MEMORY, "the launch past the bound");
+            assert_eq!(g.status(), Status::OUT_OF_MEMORY, "the capture it ended");
+            break;
+        }
+        assert_eq!((second, g.status()), (Status::SUCCESS, Status::SUCCESS));
+        nodes *= 2;
+        exec = instantiate(&mut c, g.result0);
+    }
+    assert_eq!(nodes, 65536);
+    // The largest graph still runs.
+    c.post(s, Command::GRAPH_LAUNCH(handle(exec)), &[], false);
+    assert_eq!(c.synchronize(s), Status::SUCCESS);
+    // Graphs of the largest size, until the PD's budget for graphs is spent.
+    let mut graphs = Vec::new();
+    let refused = loop {
+        let g = capture(&mut c, s, |c| {
+            let cid = c.post(s, Command::GRAPH_LAUNCH(handle(exec)), &[], true);
+            assert_eq!(c.next(Duration::from_secs(5)).map(|d| d.cid), Some(cid));
+        });
+        if g.status() != Status::SUCCESS {
+            break g.status();
+        }
+        graphs.push(g.result0);
+        assert!(graphs.len() < 1000, "no budget for graphs");
+    };
+    assert_eq!(refused, Status::OUT_OF_MEMORY);
+    assert!(graphs.len() >= 4, "{} graphs of 2^16 nodes", graphs.len());
+    // Destroying one gives its room back.
+    let last = graphs.pop().expect("a graph");
+    assert_eq!(
+        c.io(0, Command::GRAPH_DESTROY(handle(last)), &[]).status(),
+        Status::SUCCESS
+    );
+    let g = capture(&mut c, s, |c| {
+        memset(c, s, buf, 4, 2, 1, false);
+    });
+    assert_eq!(g.status(), Status::SUCCESS);
+    drop((c, d));
+    stub.join();
+}

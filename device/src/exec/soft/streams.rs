@@ -29,6 +29,12 @@ use vgpu_proto::Status;
 pub const HOST_FUNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often blocked workers look at the cancellation flag.
 const POLL: Duration = Duration::from_millis(20);
+/// Most nodes of one graph (spec §7.11): a capture that would grow past it fails with
+/// OUT_OF_MEMORY. Launching a graph into a capture copies its nodes, so without a bound a
+/// handful of commands doubles a graph into any size.
+pub const MAX_GRAPH_NODES: usize = 1 << 16;
+/// Most bytes of graph nodes one PD holds in its captures, graphs and executable graphs.
+pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
 
 /// Kinds of handle; the kind is kept in the top byte so that a handle of the wrong kind is
 /// never found.
@@ -267,8 +273,48 @@ pub(super) struct StreamSet {
     events: HashMap<u64, Event>,
     null_epoch: u64,
     captures: HashMap<u64, Capture>,
-    graphs: HashMap<u64, Arc<Vec<Node>>>,
-    execs: HashMap<u64, Arc<Vec<Node>>>,
+    graphs: HashMap<u64, Arc<Graph>>,
+    execs: HashMap<u64, Arc<Graph>>,
+    /// Bytes of the distinct node lists in `graphs` and `execs`.
+    stored_bytes: u64,
+}
+
+/// The nodes of a graph, and what they cost the PD's graph budget.
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<Node>,
+    bytes: u64,
+}
+
+impl Graph {
+    /// Appends `nodes` of `bytes` if the graph stays within [`MAX_GRAPH_NODES`].
+    fn append(&mut self, nodes: &[Node], bytes: u64) -> Result<(), Status> {
+        if self.nodes.len() + nodes.len() > MAX_GRAPH_NODES {
+            return Err(Status::OUT_OF_MEMORY);
+        }
+        self.nodes
+            .try_reserve(nodes.len())
+            .map_err(|_| Status::OUT_OF_MEMORY)?;
+        self.nodes.extend_from_slice(nodes);
+        self.bytes += bytes;
+        Ok(())
+    }
+}
+
+/// What a node costs the graph budget: the node and what it owns on the heap.
+fn node_bytes(n: &Node) -> u64 {
+    let owned = match n {
+        Node::Op(Op::Launch { params, attrs, .. }) => {
+            params.len() + std::mem::size_of_val(attrs.as_slice())
+        }
+        Node::Op(Op::CopyHtoD {
+            src: crate::exec::HostSource::Inline(v),
+            ..
+        }) => v.len(),
+        Node::Op(Op::LtMatmul(_)) => std::mem::size_of::<vgpu_proto::payload::LtMatmulDesc>(),
+        _ => 0,
+    };
+    (std::mem::size_of::<Node>() + owned) as u64
 }
 
 /// One step of a graph.
@@ -283,7 +329,7 @@ enum Node {
 /// A stream being captured.
 #[derive(Default)]
 struct Capture {
-    nodes: Vec<Node>,
+    graph: Graph,
     events: std::collections::HashSet<u64>,
     invalid: Option<Status>,
 }
@@ -299,6 +345,7 @@ impl StreamSet {
             captures: HashMap::new(),
             graphs: HashMap::new(),
             execs: HashMap::new(),
+            stored_bytes: 0,
         };
         s.spawn(0, true);
         s
@@ -428,7 +475,7 @@ impl StreamSet {
             };
             self.shared.pending.fetch_add(1, Ordering::Relaxed);
             let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
-                let r = replay(sh, &nodes);
+                let r = replay(sh, &nodes.nodes);
                 sh.pending.fetch_sub(1, Ordering::Relaxed);
                 finish(sh, st, r, notify);
             });
@@ -623,10 +670,10 @@ impl StreamSet {
                 None
             }
             Op::GraphLaunch { exec } => match self.execs.get(exec) {
-                Some(nodes) => {
-                    let nodes: Vec<Node> = nodes.as_ref().clone();
-                    if let Some(c) = self.captures.get_mut(&handle) {
-                        c.nodes.extend(nodes);
+                Some(g) => {
+                    let g = g.clone();
+                    if let Err(e) = self.capture_nodes(handle, &g.nodes, g.bytes) {
+                        return Err(Refused::new(e, notify));
                     }
                     None
                 }
@@ -634,13 +681,52 @@ impl StreamSet {
             },
             _ => Some(Node::Op(op.clone())),
         };
-        if let (Some(n), Some(c)) = (node, self.captures.get_mut(&handle)) {
-            c.nodes.push(n);
+        if let Some(n) = node {
+            let bytes = node_bytes(&n);
+            if let Err(e) = self.capture_nodes(handle, std::slice::from_ref(&n), bytes) {
+                return Err(Refused::new(e, notify));
+            }
         }
         if let Some(t) = notify {
             t.fire(Outcome::status(Status::SUCCESS));
         }
         Ok(())
+    }
+
+    /// Appends `nodes` of `bytes` to the capture of `handle` within the graph bounds; past
+    /// them the capture is invalidated with OUT_OF_MEMORY.
+    fn capture_nodes(&mut self, handle: u64, nodes: &[Node], bytes: u64) -> Result<(), Status> {
+        let held = self.stored_bytes + self.captures.values().map(|c| c.graph.bytes).sum::<u64>();
+        let Some(c) = self.captures.get_mut(&handle) else {
+            return Ok(());
+        };
+        let r = if held.saturating_add(bytes) > MAX_GRAPH_BYTES {
+            Err(Status::OUT_OF_MEMORY)
+        } else {
+            c.graph.append(nodes, bytes)
+        };
+        if let Err(e) = r {
+            log::warn!(
+                "PD {}: capture refused: the graph would pass {} nodes or the PD {} bytes of graphs",
+                self.pd,
+                MAX_GRAPH_NODES,
+                MAX_GRAPH_BYTES
+            );
+            c.invalid.get_or_insert(e);
+        }
+        r
+    }
+
+    /// Recounts the bytes of the PD's graphs and executable graphs (shared lists once).
+    fn restat(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.stored_bytes = self
+            .graphs
+            .values()
+            .chain(self.execs.values())
+            .filter(|g| seen.insert(Arc::as_ptr(g)))
+            .map(|g| g.bytes)
+            .sum();
     }
 
     pub(super) fn begin_capture(&mut self, handle: u64) -> Result<(), Status> {
@@ -666,7 +752,8 @@ impl StreamSet {
         if let Some(e) = c.invalid {
             return Err(e);
         }
-        self.graphs.insert(graph, Arc::new(c.nodes));
+        self.graphs.insert(graph, Arc::new(c.graph));
+        self.restat();
         Ok(graph)
     }
 
@@ -681,6 +768,7 @@ impl StreamSet {
             .ok_or(Status::INVALID_HANDLE)?
             .clone();
         self.execs.insert(exec, nodes);
+        self.restat();
         Ok(exec)
     }
 
@@ -692,30 +780,30 @@ impl StreamSet {
             .ok_or(Status::INVALID_HANDLE)?
             .clone();
         let old = self.execs.get(&exec).ok_or(Status::INVALID_HANDLE)?;
-        let same_shape = old.len() == new.len()
+        let same_shape = old.nodes.len() == new.nodes.len()
             && old
+                .nodes
                 .iter()
-                .zip(new.iter())
+                .zip(new.nodes.iter())
                 .all(|(a, b)| node_kind(a) == node_kind(b));
         if !same_shape {
             return Err(Status::GRAPH_EXEC_UPDATE_FAILURE);
         }
         self.execs.insert(exec, new);
+        self.restat();
         Ok(0)
     }
 
     pub(super) fn graph_destroy(&mut self, graph: u64) -> Result<(), Status> {
-        self.graphs
-            .remove(&graph)
-            .map(|_| ())
-            .ok_or(Status::INVALID_HANDLE)
+        self.graphs.remove(&graph).ok_or(Status::INVALID_HANDLE)?;
+        self.restat();
+        Ok(())
     }
 
     pub(super) fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), Status> {
-        self.execs
-            .remove(&exec)
-            .map(|_| ())
-            .ok_or(Status::INVALID_HANDLE)
+        self.execs.remove(&exec).ok_or(Status::INVALID_HANDLE)?;
+        self.restat();
+        Ok(())
     }
 
     pub(super) fn graph_counts(&self) -> (u32, u32) {
@@ -809,6 +897,7 @@ impl StreamSet {
         self.captures.clear();
         self.graphs.clear();
         self.execs.clear();
+        self.stored_bytes = 0;
         self.shared.cancelled.store(false, Ordering::Relaxed);
         self.null_epoch = 0;
         self.spawn(0, true);
