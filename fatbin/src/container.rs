@@ -4,7 +4,9 @@
 //! picks the cubin or PTX to read from each container (or reads a bare cubin or PTX image).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashSet};
+use std::rc::Rc;
 
 use object::{Object, ObjectSection};
 
@@ -20,6 +22,10 @@ pub const FATBIN_MAGIC: u32 = 0xBA55_ED50;
 pub const FATBIN_WRAPPER_MAGIC: u32 = 0x4662_43B1;
 /// Largest uncompressed entry this module will allocate for.
 pub const MAX_UNCOMPRESSED_BYTES: u64 = 1 << 30;
+/// Most bytes decompressed, or copied out of bundles, while reading one image: a small
+/// image could otherwise expand many times over (overlapping bundle images, many
+/// compressed entries), and every such byte is allocated.
+pub const MAX_IMAGE_INFLATION: u64 = 1 << 30;
 
 /// Fatbin entry kind: PTX text.
 pub const ENTRY_KIND_PTX: u16 = 1;
@@ -132,17 +138,54 @@ pub fn fatbin_container_len(header: &[u8]) -> Result<usize, ImageError> {
 // ---------------------------------------------------------------------------------------------
 // Fatbin walking.
 
+/// What is left of [`MAX_IMAGE_INFLATION`] for the image being read.
+#[derive(Debug)]
+struct Budget(Cell<u64>);
+
+impl Budget {
+    fn new() -> Rc<Budget> {
+        Rc::new(Budget(Cell::new(MAX_IMAGE_INFLATION)))
+    }
+
+    /// Takes `n` bytes, or fails when the image has used up its budget.
+    fn take(&self, n: u64) -> Result<(), ImageError> {
+        let left = self.0.get();
+        if n > left {
+            return Err(ImageError::TooLarge(format!(
+                "it expands past {MAX_IMAGE_INFLATION} bytes when decompressed"
+            )));
+        }
+        self.0.set(left - n);
+        Ok(())
+    }
+}
+
+/// `n` zero bytes, allocated fallibly.
+fn zeroed(n: u64) -> Result<Vec<u8>, ImageError> {
+    let n = usize::try_from(n).map_err(|_| too_large(n as usize))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| too_large(n))?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+fn too_large(n: usize) -> ImageError {
+    ImageError::TooLarge(format!("cannot allocate {n} bytes"))
+}
+
 /// One entry with its (still possibly compressed) payload.
 struct RawEntry<'a> {
     info: EntryInfo,
     /// Exact stored bytes: for compressed entries only the compressed stream.
     stored: Cow<'a, [u8]>,
+    /// The image's budget, shared by all its entries.
+    budget: Rc<Budget>,
 }
 
 impl RawEntry<'_> {
     /// The uncompressed payload.
     fn payload(&self) -> Result<Cow<'_, [u8]>, ImageError> {
-        decompress(&self.stored, &self.info)
+        decompress(&self.stored, &self.info, &self.budget)
     }
 }
 
@@ -158,7 +201,11 @@ fn compression_of(flags: u64, uncompressed_size: u64) -> Compression {
     }
 }
 
-fn decompress<'b>(stored: &'b [u8], info: &EntryInfo) -> Result<Cow<'b, [u8]>, ImageError> {
+fn decompress<'b>(
+    stored: &'b [u8],
+    info: &EntryInfo,
+    budget: &Budget,
+) -> Result<Cow<'b, [u8]>, ImageError> {
     let err = |what: String| ImageError::Compressed {
         flags: info.flags,
         what,
@@ -184,15 +231,20 @@ fn decompress<'b>(stored: &'b [u8], info: &EntryInfo) -> Result<Cow<'b, [u8]>, I
                     "declared uncompressed size {want} impossible for LZ4"
                 )));
             }
-            let mut out = vec![0u8; usize::try_from(want).map_err(|_| err("size".into()))?];
+            budget.take(want)?;
+            let mut out = zeroed(want)?;
             let n = lz4_flex::block::decompress_into(stored, &mut out)
                 .map_err(|e| err(format!("LZ4 block: {e}")))?;
             out.truncate(n);
             Ok(Cow::Owned(out))
         }
         Compression::Zstd => {
-            let cap = usize::try_from(want.max(1)).map_err(|_| err("size".into()))?;
-            let out = zstd::bulk::decompress(stored, cap).map_err(|e| err(format!("zstd: {e}")))?;
+            let cap = want.max(1);
+            budget.take(cap)?;
+            let mut out = zeroed(cap)?;
+            let n = zstd::bulk::decompress_to_buffer(stored, &mut out)
+                .map_err(|e| err(format!("zstd: {e}")))?;
+            out.truncate(n);
             if want != 0 && out.len() as u64 != want {
                 log::debug!("zstd entry: {} bytes, header said {want}", out.len());
             }
@@ -248,6 +300,7 @@ fn stored_stream(payload: &[u8], compression: Compression, compressed_size: u32)
 
 /// Split `bytes` (one or more fatbin containers, possibly zero padded) into entries.
 fn walk(bytes: &[u8]) -> Result<Vec<RawEntry<'_>>, ImageError> {
+    let budget = Budget::new();
     let mut entries = Vec::new();
     let mut off = 0usize;
     let mut container = 0usize;
@@ -279,7 +332,7 @@ fn walk(bytes: &[u8]) -> Result<Vec<RawEntry<'_>>, ImageError> {
             ))
         })?;
         let body_base = off + hs;
-        walk_container(body, body_base, container, &mut entries)?;
+        walk_container(body, body_base, container, &budget, &mut entries)?;
         off = off
             .checked_add(total)
             .ok_or_else(|| malformed("fatbin container offset overflows"))?;
@@ -295,6 +348,7 @@ fn walk_container<'a>(
     body: &'a [u8],
     base: usize,
     container: usize,
+    budget: &Rc<Budget>,
     out: &mut Vec<RawEntry<'a>>,
 ) -> Result<(), ImageError> {
     let mut p = 0usize;
@@ -335,11 +389,14 @@ fn walk_container<'a>(
         let entry = RawEntry {
             info,
             stored: Cow::Borrowed(stored),
+            budget: budget.clone(),
         };
         if h.kind == ENTRY_KIND_BUNDLE {
             let hdr = rest.get(..hs).unwrap_or(&[]);
             match expand_bundle(&entry, hdr, h.ext_offset) {
                 Ok(subs) => out.extend(subs),
+                // An image past its budget is refused as a whole.
+                Err(e @ ImageError::TooLarge(_)) => return Err(e),
                 Err(e) => {
                     log::warn!("fatbin bundle entry at {at:#x} not expanded: {e}");
                     out.push(entry);
@@ -398,9 +455,15 @@ fn expand_bundle<'a>(
             uncompressed_size: sh.uncompressed_size,
             bundled: true,
         };
+        bundle.budget.take(stored.len() as u64)?;
+        let mut copy = Vec::new();
+        copy.try_reserve_exact(stored.len())
+            .map_err(|_| too_large(stored.len()))?;
+        copy.extend_from_slice(stored);
         subs.push(RawEntry {
             info,
-            stored: Cow::Owned(stored.to_vec()),
+            stored: Cow::Owned(copy),
+            budget: bundle.budget.clone(),
         });
     }
     Ok(subs)
@@ -632,7 +695,7 @@ mod tests {
             bundled: false,
         };
         assert!(matches!(
-            decompress(&[1, 2, 3, 4], &info),
+            decompress(&[1, 2, 3, 4], &info, &Budget::new()),
             Err(ImageError::Compressed { .. })
         ));
         let info = EntryInfo {
@@ -640,7 +703,7 @@ mod tests {
             ..info
         };
         assert!(matches!(
-            decompress(&[1, 2, 3, 4], &info),
+            decompress(&[1, 2, 3, 4], &info, &Budget::new()),
             Err(ImageError::Compressed { .. })
         ));
         let info = EntryInfo {
@@ -649,7 +712,7 @@ mod tests {
             ..info
         };
         assert!(matches!(
-            decompress(&[1, 2, 3, 4], &info),
+            decompress(&[1, 2, 3, 4], &info, &Budget::new()),
             Err(ImageError::Compressed { .. })
         ));
     }

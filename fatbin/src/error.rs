@@ -13,6 +13,9 @@ pub enum ImageError {
     /// A compressed entry that could not be decompressed.
     #[error("cannot decompress fatbin entry (flags {flags:#x}): {what}")]
     Compressed { flags: u64, what: String },
+    /// The image would expand past what one image may use, or an allocation failed.
+    #[error("CUDA module image too large: {0}")]
+    TooLarge(String),
     /// No cubin or PTX usable on the wanted sm.
     #[error("no binary for sm_{wanted} in image (available: {available:?})")]
     NoBinaryForArch { wanted: u32, available: Vec<u32> },

@@ -27,7 +27,9 @@
 //! wanted sm. Results from several containers are merged.
 //!
 //! The whole module is panic-free on arbitrary input: all reads are bounds checked, all
-//! arithmetic is checked, and decompression output is capped by [`MAX_UNCOMPRESSED_BYTES`].
+//! arithmetic is checked, decompression output is capped by [`MAX_UNCOMPRESSED_BYTES`] per entry
+//! and, with the copies bundles make, by [`MAX_IMAGE_INFLATION`] per image; every allocation
+//! the image drives is fallible ([`ImageError::TooLarge`]).
 
 #![forbid(unsafe_code)]
 
@@ -41,7 +43,7 @@ pub use container::{
     fatbin_container_len, host_fatbin_section, list_entries, parse_image, ptx_for, Compression,
     EntryInfo, EntryKind, FatbinWrapper, ENTRY_KIND_BUNDLE, ENTRY_KIND_ELF, ENTRY_KIND_PTX,
     FATBIN_MAGIC, FATBIN_WRAPPER_MAGIC, FLAG_ARCH_SPECIFIC, FLAG_COMPRESSED_LZ4,
-    FLAG_COMPRESSED_ZSTD, MAX_UNCOMPRESSED_BYTES,
+    FLAG_COMPRESSED_ZSTD, MAX_IMAGE_INFLATION, MAX_UNCOMPRESSED_BYTES,
 };
 pub use cubin::EM_CUDA;
 pub use error::ImageError;

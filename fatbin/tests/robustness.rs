@@ -146,3 +146,57 @@ proptest! {
         exercise(text.as_bytes());
     }
 }
+
+/// A fatbin whose one bundle entry (LZ4, `blob` bytes of zeros) lists `count` images that
+/// all cover the whole blob.
+fn bundle_bomb(blob: usize, count: u32) -> Vec<u8> {
+    let packed = lz4_flex::block::compress(&vec![0u8; blob]);
+    let hs = 64 + 8 + 64 * count as usize;
+    let mut entry = vec![0u8; hs];
+    let put = |b: &mut [u8], at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    put(&mut entry, 0, &vgpu_fatbin::ENTRY_KIND_BUNDLE.to_le_bytes());
+    put(&mut entry, 4, &(hs as u32).to_le_bytes());
+    put(&mut entry, 8, &(packed.len() as u64).to_le_bytes());
+    put(&mut entry, 16, &(packed.len() as u32).to_le_bytes());
+    put(&mut entry, 20, &64u32.to_le_bytes());
+    put(&mut entry, 28, &90u32.to_le_bytes());
+    put(
+        &mut entry,
+        40,
+        &vgpu_fatbin::FLAG_COMPRESSED_LZ4.to_le_bytes(),
+    );
+    put(&mut entry, 56, &(blob as u64).to_le_bytes());
+    put(&mut entry, 64, &count.to_le_bytes());
+    for i in 0..count as usize {
+        let sub = 72 + 64 * i;
+        put(&mut entry, sub, &vgpu_fatbin::ENTRY_KIND_ELF.to_le_bytes());
+        put(&mut entry, sub + 8, &(blob as u64).to_le_bytes());
+        put(&mut entry, sub + 28, &90u32.to_le_bytes());
+    }
+    entry.extend_from_slice(&packed);
+    let mut out = vgpu_fatbin::FATBIN_MAGIC.to_le_bytes().to_vec();
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(&(entry.len() as u64).to_le_bytes());
+    out.extend_from_slice(&entry);
+    out
+}
+
+#[test]
+fn a_small_image_cannot_expand_without_bound() {
+    // 4 images of 32 MiB read fine...
+    let fine = bundle_bomb(32 << 20, 4);
+    assert!(fine.len() < 1 << 20);
+    assert_eq!(list_entries(&fine).map(|e| e.len()), Ok(4));
+    // ...40 of them (1.25 GiB from a 150 KiB image) are refused, for every reader.
+    let bomb = bundle_bomb(32 << 20, 40);
+    let too_large = |r: Result<(), vgpu_fatbin::ImageError>| {
+        assert!(
+            matches!(r, Err(vgpu_fatbin::ImageError::TooLarge(_))),
+            "{r:?}"
+        )
+    };
+    too_large(list_entries(&bomb).map(|_| ()));
+    too_large(parse_image(&bomb, 90).map(|_| ()));
+    too_large(vgpu_fatbin::ptx_for(&bomb, 90).map(|_| ()));
+}

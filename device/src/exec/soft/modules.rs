@@ -120,6 +120,7 @@ impl Modules {
 fn image_status(e: &ImageError) -> Status {
     match e {
         ImageError::NoBinaryForArch { .. } => Status::NO_BINARY_FOR_GPU,
+        ImageError::TooLarge(_) => Status::OUT_OF_MEMORY,
         _ => Status::INVALID_IMAGE,
     }
 }
