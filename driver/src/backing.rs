@@ -58,8 +58,11 @@ pub trait DeviceBacking: Send + Sync {
     fn read32(&self, off: u64) -> Result<u32, DriverError>;
     /// 32-bit BAR0 write.
     fn write32(&self, off: u64, v: u32) -> Result<(), DriverError>;
-    /// The eventfd that MSI-X `vector` signals (a new handle to it; MSI-X is enabled on
-    /// first use). Kernel VFIO routes every vector at once, so the backing owns the eventfds.
+    /// Routes MSI-X `vector` to a new eventfd and returns a handle to it (MSI-X is enabled
+    /// on first use). Eventfds handed out before for the vector no longer see it, so a
+    /// client that kept one cannot watch, or take, the interrupts of the queue's next owner.
+    /// The backing keeps the current eventfd of each vector (kernel VFIO routes all of them
+    /// at open).
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError>;
     /// Maps memory for device DMA; returns the address the device reaches it at (`r.iova`
     /// under [`AddressSpace::Iova`]).
@@ -147,20 +150,20 @@ impl DeviceBacking for VfioUserBacking {
             return Err(DriverError::NoSuchVector { vector });
         }
         let mut vectors = self.vectors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(fd) = vectors.get(&vector) {
-            return fd.try_clone().map_err(DriverError::Io);
-        }
+        let first = !vectors.contains_key(&vector);
         let fd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(DriverError::Io)?;
         let mut c = self.client();
         // MSI-X enable in the capability's Message Control, then the vector's eventfd, then
         // unmask the vector in the table (BAR2). vfio-user leaves the table to the device.
-        let ctl_off = u64::from(pci::MSIX_CAP_OFFSET) + 2;
-        let mut ctl = [0u8; 2];
-        c.region_read(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &mut ctl)
-            .map_err(self.vfio_user_error("reading MSI-X control"))?;
-        let v = u16::from_le_bytes(ctl) | (1 << 15);
-        c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &v.to_le_bytes())
-            .map_err(self.vfio_user_error("enabling MSI-X"))?;
+        if first {
+            let ctl_off = u64::from(pci::MSIX_CAP_OFFSET) + 2;
+            let mut ctl = [0u8; 2];
+            c.region_read(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &mut ctl)
+                .map_err(self.vfio_user_error("reading MSI-X control"))?;
+            let v = u16::from_le_bytes(ctl) | (1 << 15);
+            c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, ctl_off, &v.to_le_bytes())
+                .map_err(self.vfio_user_error("enabling MSI-X"))?;
+        }
         let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
         c.set_irqs(
             VFIO_PCI_MSIX_IRQ_INDEX,
@@ -170,9 +173,11 @@ impl DeviceBacking for VfioUserBacking {
             &[fd.as_raw_fd()],
         )
         .map_err(self.vfio_user_error("routing an MSI-X vector"))?;
-        let entry = u64::from(pci::MSIX_TABLE_OFFSET) + 16 * u64::from(vector) + 12;
-        c.region_write(VFIO_PCI_BAR2_REGION_INDEX, entry, &0u32.to_le_bytes())
-            .map_err(self.vfio_user_error("unmasking an MSI-X vector"))?;
+        if first {
+            let entry = u64::from(pci::MSIX_TABLE_OFFSET) + 16 * u64::from(vector) + 12;
+            c.region_write(VFIO_PCI_BAR2_REGION_INDEX, entry, &0u32.to_le_bytes())
+                .map_err(self.vfio_user_error("unmasking an MSI-X vector"))?;
+        }
         let handle = fd.try_clone().map_err(DriverError::Io)?;
         vectors.insert(vector, fd);
         Ok(handle)

@@ -73,12 +73,31 @@ pub fn check_bound(dev: &Path) -> Result<(), DriverError> {
     }
 }
 
-/// A new handle to the eventfd of MSI-X `vector`, out of the eventfds routed at open.
-pub(crate) fn vector_handle(vectors: &[EventFd], vector: u16) -> Result<EventFd, DriverError> {
-    let fd = vectors
-        .get(usize::from(vector))
+/// Routes MSI-X `vector` of `device` (whose vectors were all routed at open, to the
+/// eventfds in `vectors`) to a new eventfd, which replaces the old one in `vectors`, and
+/// returns a handle to it: whoever holds the old eventfd no longer sees the vector.
+pub(crate) fn route_vector(
+    device: &impl std::os::fd::AsRawFd,
+    vectors: &std::sync::Mutex<Vec<EventFd>>,
+    vector: u16,
+) -> Result<EventFd, DriverError> {
+    let mut vectors = vgpu_os::lock(vectors);
+    let slot = vectors
+        .get_mut(usize::from(vector))
         .ok_or(DriverError::NoSuchVector { vector })?;
-    fd.try_clone().map_err(DriverError::Io)
+    let fd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(DriverError::Io)?;
+    crate::vfio_raw::set_irq_eventfds(
+        device,
+        VFIO_PCI_MSIX_IRQ_INDEX,
+        u32::from(vector),
+        &[std::os::fd::AsRawFd::as_raw_fd(&fd)],
+    )
+    .map_err(|source| DriverError::Os {
+        what: format!("routing MSI-X vector {vector}"),
+        source,
+    })?;
+    *slot = fd;
+    slot.try_clone().map_err(DriverError::Io)
 }
 
 /// VGPU-STUB through kernel VFIO.
@@ -86,7 +105,7 @@ pub struct KernelVfioBacking {
     container: Arc<VfioContainer>,
     device: VfioDevice,
     path: PathBuf,
-    vectors: Vec<EventFd>,
+    vectors: std::sync::Mutex<Vec<EventFd>>,
     iova_ranges: Vec<(u64, u64)>,
 }
 
@@ -143,7 +162,7 @@ impl KernelVfioBacking {
             container,
             device,
             path,
-            vectors,
+            vectors: std::sync::Mutex::new(vectors),
             iova_ranges,
         })
     }
@@ -180,7 +199,7 @@ impl DeviceBacking for KernelVfioBacking {
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
-        vector_handle(&self.vectors, vector)
+        route_vector(&self.device, &self.vectors, vector)
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {

@@ -13,7 +13,7 @@
 //! locked, and must be physically contiguous; the device is given its physical address.
 
 use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
-use crate::kernel_vfio::{check_bound, find_device, vector_handle};
+use crate::kernel_vfio::{check_bound, find_device, route_vector};
 use crate::vfio_raw::{self, RegionInfo};
 use crate::{DriverError, SetupError};
 use std::fs::{File, OpenOptions};
@@ -37,7 +37,7 @@ pub struct NoIommuBacking {
     config: RegionInfo,
     bar0: RegionInfo,
     path: PathBuf,
-    vectors: Vec<EventFd>,
+    vectors: std::sync::Mutex<Vec<EventFd>>,
 }
 
 /// Turns a failed system call into the error that says what the driver was doing.
@@ -142,7 +142,7 @@ impl NoIommuBacking {
             .collect::<Result<_, _>>()
             .map_err(DriverError::Io)?;
         let fds: Vec<i32> = vectors.iter().map(|e| e.as_raw_fd()).collect();
-        vfio_raw::set_irq_eventfds(&device, VFIO_PCI_MSIX_IRQ_INDEX, &fds)
+        vfio_raw::set_irq_eventfds(&device, VFIO_PCI_MSIX_IRQ_INDEX, 0, &fds)
             .map_err(os("routing MSI-X"))?;
         log::warn!(
             "no-IOMMU mode: {} can reach all of memory; DMA memory is locked huge pages given by physical address",
@@ -155,7 +155,7 @@ impl NoIommuBacking {
             config,
             bar0,
             path,
-            vectors,
+            vectors: std::sync::Mutex::new(vectors),
         })
     }
 
@@ -205,7 +205,7 @@ impl DeviceBacking for NoIommuBacking {
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
-        vector_handle(&self.vectors, vector)
+        route_vector(&self.device, &self.vectors, vector)
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {

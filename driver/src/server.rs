@@ -115,13 +115,17 @@ impl Driver {
         &self.dev
     }
 
-    /// Status as JSON (spec §9.4 STATUS_REPLY).
-    pub fn status_json(&self) -> String {
-        let (clients, queues, window_bytes) = {
+    /// Status as JSON (spec §9.4 STATUS_REPLY), listing the clients `viewer` may see.
+    pub fn status_json(&self, viewer: Viewer) -> String {
+        let (clients, others, queues, window_bytes) = {
             let s = lock(&self.state);
-            let mut clients: Vec<ClientInfo> = s.clients.values().cloned().collect();
+            let (mut clients, others): (Vec<ClientInfo>, Vec<ClientInfo>) = s
+                .clients
+                .values()
+                .cloned()
+                .partition(|c| viewer.sees(c.uid));
             clients.sort_by_key(|c| c.qid);
-            (clients, s.qids.len(), s.window_bytes)
+            (clients, others.len(), s.qids.len(), s.window_bytes)
         };
         // Device memory in use, per PD and in all, from the device (PD_STATS); the state lock
         // is not held across the admin commands. A PD being destroyed counts as empty.
@@ -158,7 +162,7 @@ impl Driver {
         let (used, _, _) = stats(clients.len());
         let info = &self.dev.info;
         format!(
-            "{{\"device\":\"{}\",\"uuid\":\"GPU-{}\",\"pci_bus_id\":\"{:04x}:{:02x}:{:02x}.{:x}\",\"driver_version\":\"{}\",\"cuda_version\":\"{}.{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"mem_used\":{used},\"clients\":[{}],\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
+            "{{\"device\":\"{}\",\"uuid\":\"GPU-{}\",\"pci_bus_id\":\"{:04x}:{:02x}:{:02x}.{:x}\",\"driver_version\":\"{}\",\"cuda_version\":\"{}.{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"mem_used\":{used},\"clients\":[{}],\"other_clients\":{others},\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
             info.name().escape_default(),
             info.uuid_string(),
             info.pci_domain,
@@ -181,6 +185,33 @@ impl Driver {
     /// Asks the accept loop to stop after its current wait.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+    }
+}
+
+/// Whom a status reply is for: the clients it lists (spec §9.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Viewer {
+    /// Every client (root, or the user the driver runs as).
+    All,
+    /// The clients of one user; the others are only counted.
+    User(u32),
+}
+
+impl Viewer {
+    /// The view of a peer with user id `uid`.
+    pub fn of(uid: u32) -> Viewer {
+        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+            Viewer::All
+        } else {
+            Viewer::User(uid)
+        }
+    }
+
+    fn sees(self, uid: u32) -> bool {
+        match self {
+            Viewer::All => true,
+            Viewer::User(u) => u == uid,
+        }
     }
 }
 
@@ -396,7 +427,7 @@ impl Session {
                 Message::WindowAlloc(w) => self.window_alloc(seq, w.bytes),
                 Message::WindowFree(w) => self.window_free(seq, w.window),
                 Message::StatusQuery => {
-                    let text = self.driver.status_json();
+                    let text = self.driver.status_json(Viewer::of(self.uid));
                     send(self.conn.as_raw_fd(), &Message::StatusReply(text), seq, &[])
                         .map_err(|e| Refusal(0, e.to_string()))
                 }
@@ -511,9 +542,8 @@ impl Session {
         let layout = QueueLayout::new(depth, regs::MAX_IO_DEPTH_LOG2)
             .ok_or(Refusal(error_code::BAD_MESSAGE, "queue depth".into()))?;
         let queue = d.dev.dma_alloc("vgpu-queue", layout.region_size() as u64)?;
+        // A new eventfd per session: the queue's previous owner may have kept its own.
         let irq = d.dev.backing().vector_eventfd(qid)?;
-        // A signal left over from the queue's previous owner is not this client's.
-        let _ = irq.read();
         d.dev
             .admin_ok(Command::QUEUE_CREATE(QueueCreateArgs {
                 pd,

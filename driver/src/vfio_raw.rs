@@ -115,9 +115,15 @@ pub fn region_info(device: &File, index: u32) -> io::Result<RegionInfo> {
     })
 }
 
-/// `VFIO_DEVICE_SET_IRQS`: routes vectors `0..fds.len()` of interrupt `index` to `fds`.
-pub fn set_irq_eventfds(device: &File, index: u32, fds: &[RawFd]) -> io::Result<()> {
-    let buf = irq_set_eventfds(index, fds);
+/// `VFIO_DEVICE_SET_IRQS`: routes vectors `start..start + fds.len()` of interrupt `index`
+/// to `fds` (with the interrupt enabled, the other vectors keep their routes).
+pub fn set_irq_eventfds(
+    device: &impl AsRawFd,
+    index: u32,
+    start: u32,
+    fds: &[RawFd],
+) -> io::Result<()> {
+    let buf = irq_set_eventfds(index, start, fds);
     // SAFETY: `buf` is a `vfio_irq_set` header followed by `fds.len()` descriptors, `argsz`
     // bytes in all, u32-aligned; the kernel only reads it.
     check(unsafe { ioctl_with_ptr(device, VFIO_DEVICE_SET_IRQS(), buf.as_ptr()) }).map(drop)
@@ -138,14 +144,14 @@ pub fn disable_irqs(device: &File, index: u32) -> io::Result<()> {
 }
 
 /// The `vfio_irq_set` for [`set_irq_eventfds`], as u32 words.
-fn irq_set_eventfds(index: u32, fds: &[RawFd]) -> Vec<u32> {
+fn irq_set_eventfds(index: u32, start: u32, fds: &[RawFd]) -> Vec<u32> {
     let header = std::mem::size_of::<vfio_irq_set>() as u32;
     let argsz = header + 4 * fds.len() as u32;
     let mut words = vec![
         argsz,
         VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
         index,
-        0,
+        start,
         fds.len() as u32,
     ];
     words.extend(fds.iter().map(|&fd| fd as u32));
@@ -244,8 +250,10 @@ mod tests {
 
     #[test]
     fn irq_set_layout() {
-        let w = irq_set_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, &[7, 9]);
+        let w = irq_set_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, &[7, 9]);
         assert_eq!(w, vec![28, 0x24, VFIO_PCI_MSIX_IRQ_INDEX, 0, 2, 7, 9]);
+        let w = irq_set_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 5, &[7]);
+        assert_eq!(w, vec![24, 0x24, VFIO_PCI_MSIX_IRQ_INDEX, 5, 1, 7]);
         assert_eq!(std::mem::size_of::<vfio_irq_set>(), 20);
     }
 

@@ -540,3 +540,67 @@ fn the_stack_runs_as_processes() {
     drop(c);
     st.check_running();
 }
+
+/// A queue's interrupt eventfd is its session's own: a client that kept its eventfd after
+/// leaving neither sees nor takes the interrupts of the queue's next owner, who still gets
+/// them.
+#[test]
+fn a_former_client_sees_nothing_of_the_next_ones_interrupts() {
+    use vgpu_proto::queue::qcb;
+    let st = Stack::builder().window_bytes(1 << 20).start();
+    let a = DriverClient::connect(st.control(), "first").unwrap();
+    let qid = a.welcome.qid;
+    let kept = a.queue.irq().unwrap().try_clone().unwrap();
+    drop(a);
+    eventually("the first client is gone", || {
+        !st.driver()
+            .status_json(vgpu_driver::server::Viewer::All)
+            .contains("first")
+    });
+    let mut b = DriverClient::connect(st.control(), "second").unwrap();
+    assert_eq!(b.welcome.qid, qid, "the queue is reused");
+    let mine = b.queue.irq().unwrap().try_clone().unwrap();
+    let ready = |fd: &std::os::fd::OwnedFd| {
+        vgpu_os::fd::wait_readable(
+            &[std::os::fd::AsRawFd::as_raw_fd(fd)],
+            std::time::Duration::from_millis(300),
+        )
+        .is_some()
+    };
+    // Completions with interrupts armed signal the queue's vector.
+    b.queue.set_qcb(qcb::IRQ_ARMED, 1);
+    b.submit(Command::NOP(bytemuck::Zeroable::zeroed()), 0, &[], false);
+    assert!(ready(&mine), "the queue's owner gets its interrupt");
+    assert!(!ready(&kept), "the former client's eventfd was signalled");
+    let c = b
+        .queue
+        .next(std::time::Duration::from_secs(5))
+        .expect("NOP");
+    assert_eq!(c.status(), Status::SUCCESS);
+    drop(b);
+    st.finish();
+}
+
+/// The driver's status names other users' processes only to root and to the driver's own
+/// user; anyone else sees the device, its own clients and how many others there are.
+#[test]
+fn status_shows_other_users_clients_only_to_root() {
+    use vgpu_driver::server::Viewer;
+    let st = Stack::builder().link(Link::InProcess).start();
+    let _c = DriverClient::connect(st.control(), "someone-else").unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    let stranger = if me == 0 { 4242 } else { me + 1 };
+    assert_eq!(Viewer::of(0), Viewer::All);
+    assert_eq!(Viewer::of(me), Viewer::All);
+    assert_eq!(Viewer::of(stranger), Viewer::User(stranger));
+    let all = st.driver().status_json(Viewer::of(0));
+    assert!(all.contains("someone-else"), "{all}");
+    assert!(all.contains("\"other_clients\":0"), "{all}");
+    let theirs = st.driver().status_json(Viewer::of(stranger));
+    assert!(!theirs.contains("someone-else"), "{theirs}");
+    assert!(!theirs.contains(&format!("\"uid\":{me}")), "{theirs}");
+    assert!(theirs.contains("\"clients\":[]"), "{theirs}");
+    assert!(theirs.contains("\"other_clients\":1"), "{theirs}");
+    assert!(theirs.contains("VGPU-STUB"), "{theirs}");
+    st.finish();
+}

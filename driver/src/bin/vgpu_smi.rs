@@ -88,7 +88,8 @@ fn table(st: &Value) -> String {
             ),
             &format!(
                 "{} / {}",
-                st["clients"].as_array().map_or(0, Vec::len),
+                st["clients"].as_array().map_or(0, Vec::len)
+                    + st["other_clients"].as_u64().unwrap_or(0) as usize,
                 st["max_clients"].as_u64().unwrap_or(0)
             ),
         ),
@@ -103,7 +104,8 @@ fn table(st: &Value) -> String {
         format!("|{}|", "=".repeat(W)),
     ];
     let clients = st["clients"].as_array().cloned().unwrap_or_default();
-    if clients.is_empty() {
+    let others = st["other_clients"].as_u64().unwrap_or(0);
+    if clients.is_empty() && others == 0 {
         out.push(line("  No processes are using the vGPU"));
     }
     for c in &clients {
@@ -117,6 +119,11 @@ fn table(st: &Value) -> String {
             fit(text(c, "name"), 24),
             format!("{}MiB", mib(&c["window_bytes"])),
             format!("{}MiB ({}MiB)", mib(&c["mem_bytes"]), mib(&c["mem_quota"]))
+        )));
+    }
+    if others > 0 {
+        out.push(line(&format!(
+            "  {others} process(es) of other users not shown (run as root to see them)"
         )));
     }
     out.push(rule);

@@ -111,9 +111,6 @@ impl DeviceBacking for InProcessBacking {
             return Err(injected("no such MSI-X vector"));
         }
         let mut vectors = self.vectors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(fd) = vectors.get(&vector) {
-            return Ok(fd.try_clone()?);
-        }
         let fd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
         // MSI-X enable in the capability's Message Control, the vector's eventfd, then the
         // vector unmasked in the table: what kernel VFIO does for a driver.
