@@ -360,7 +360,24 @@ fn module_cache_by_hash_and_bad_images() {
         Status::SUCCESS,
         "sm_90 lives in the second container"
     );
-    drop((a, b, d));
+    // Another user's PD (another cache domain) cannot tell which images were loaded.
+    let mut stranger = d.pd_client_in_domain(3, 1 << 20, 0, 1000);
+    assert_eq!(
+        load(&mut d, &mut stranger, &image, hash, true).status(),
+        Status::NOT_FOUND,
+        "another domain's image"
+    );
+    assert_eq!(
+        load(&mut d, &mut stranger, &image, hash, false).status(),
+        Status::SUCCESS
+    );
+    let mut neighbour = d.pd_client_in_domain(4, 1 << 20, 0, 1000);
+    assert_eq!(
+        load(&mut d, &mut neighbour, &image, hash, true).status(),
+        Status::SUCCESS,
+        "the same domain's image"
+    );
+    drop((a, b, stranger, neighbour, d));
     stub.join();
 }
 

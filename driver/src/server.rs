@@ -530,7 +530,10 @@ impl Session {
                 mem_quota: limits.pd_mem_quota,
                 max_objects: 0,
                 max_windows: 0,
-                rsv: [0; 2],
+                // Module images are shared by hash only between one user's processes.
+                cache_domain: self.uid,
+                rsv0: 0,
+                rsv: 0,
             }))
             .map_err(Refusal::from)?
             .result0 as u32;

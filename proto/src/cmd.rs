@@ -167,8 +167,12 @@ abi_struct! {
         max_objects: u32,
         /// Most windows.
         max_windows: u32,
-        rsv: [u64; 2],
-    } reserved [rsv]
+        /// Module-cache domain: MODULE_LOAD BY_HASH finds only images loaded by PDs of the
+        /// same domain (the driver gives each user its own).
+        cache_domain: u32,
+        rsv0: u32,
+        rsv: u64,
+    } reserved [rsv0, rsv]
 }
 args_impl!(PdCreateArgs);
 

@@ -284,13 +284,13 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
         (Command::MODULE_LOAD(a), Structured::Module(header, image)) => {
             let image = if a.flags & module_flags::BY_HASH != 0 {
                 lock(&engine.modules)
-                    .get(&header.sha256)
+                    .get(pd.cache_domain, &header.sha256)
                     .ok_or((Status::NOT_FOUND, 0))
             } else if cache::sha256(image) != header.sha256 {
                 log::warn!("PD {}: MODULE_LOAD image does not match its SHA-256", pd.id);
                 Err((Status::HASH_MISMATCH, 0))
             } else {
-                lock(&engine.modules).insert(header.sha256, image);
+                lock(&engine.modules).insert(pd.cache_domain, header.sha256, image);
                 Ok(Arc::new(image.to_vec()))
             };
             let loaded = image.and_then(|img| {

@@ -214,7 +214,7 @@ impl Inner {
                     .map_err(|_| Status::OUT_OF_BOUNDS)
             }
             Command::PD_CREATE(a) => self
-                .pd_create(a.mem_quota, a.max_objects, a.max_windows)
+                .pd_create(a.mem_quota, a.max_objects, a.max_windows, a.cache_domain)
                 .map(|id| (u64::from(id), 0)),
             Command::PD_DESTROY(a) => self.pd_destroy(a.pd).map(|_| (0, 0)),
             Command::PD_SET_QUOTA(a) => self.pd(a.pd).map(|pd| {
@@ -285,7 +285,13 @@ impl Inner {
         }
     }
 
-    fn pd_create(&self, quota: u64, max_objects: u32, max_windows: u32) -> Result<u32, Status> {
+    fn pd_create(
+        &self,
+        quota: u64,
+        max_objects: u32,
+        max_windows: u32,
+        cache_domain: u32,
+    ) -> Result<u32, Status> {
         let quota = self.quota(quota);
         let max_objects = if max_objects == 0 {
             DEFAULT_MAX_OBJECTS
@@ -307,7 +313,9 @@ impl Inner {
             max_objects,
         };
         let ctx = self.env.executor.new_context(id, limits, sink)?;
-        let pd = Arc::new(Pd::new(id, ctx, max_windows, limits, self.env.mem.clone()));
+        let mut pd = Pd::new(id, ctx, max_windows, limits, self.env.mem.clone());
+        pd.cache_domain = cache_domain;
+        let pd = Arc::new(pd);
         lock(&self.pds).insert(id, pd);
         log::info!(
             "PD {id} created (quota {quota} bytes, {max_objects} objects, {max_windows} windows)"

@@ -40,6 +40,8 @@ pub struct Pd {
     pub mem_quota: Mutex<u64>,
     /// Most live GPU objects (fixed at PD_CREATE; PD_SET_QUOTA keeps it).
     pub max_objects: u32,
+    /// Module-cache domain (PD_CREATE): BY_HASH sees only this domain's images.
+    pub cache_domain: u32,
     /// HOST_FUNC cookies waiting for their callback: cookie → (queue, cid).
     pub host_funcs: Mutex<HashMap<u64, (u16, u32)>>,
     mem: Arc<GuestMemory>,
@@ -62,6 +64,7 @@ impl Pd {
             queues: Mutex::new(BTreeSet::new()),
             mem_quota: Mutex::new(limits.mem_quota),
             max_objects: limits.max_objects,
+            cache_domain: 0,
             host_funcs: Mutex::new(HashMap::new()),
             mem,
         }

@@ -265,10 +265,16 @@ impl BareDriver {
     /// Creates a PD with a window of `win` bytes (id 1, read/write) and I/O queue `qid`
     /// of 256 entries, whose interrupt (vector `qid`) signals the queue's eventfd.
     pub fn pd_client(&mut self, qid: u16, win: u64, quota: u64) -> PdClient {
+        self.pd_client_in_domain(qid, win, quota, 0)
+    }
+
+    /// [`pd_client`](Self::pd_client) with the PD in module-cache domain `domain`.
+    pub fn pd_client_in_domain(&mut self, qid: u16, win: u64, quota: u64, domain: u32) -> PdClient {
         use bytemuck::Zeroable;
         let pd = self
             .admin_ok(Command::PD_CREATE(PdCreateArgs {
                 mem_quota: quota,
+                cache_domain: domain,
                 ..Zeroable::zeroed()
             }))
             .result0 as u32;
