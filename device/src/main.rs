@@ -167,6 +167,7 @@ fn main() -> ExitCode {
             }
             cfg.reference_kernels = !args.no_reference_kernels;
             cfg.launch_timeout = std::time::Duration::from_secs(args.launch_timeout);
+            warn_past_host_memory(cfg.memory);
             Arc::new(SoftExecutor::new(cfg))
         }
     };
@@ -176,6 +177,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vgpu-stub: cannot serve on {}: {e}", args.socket.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The soft device keeps device memory in host RAM, up to `memory` bytes for all tenants
+/// together; says so when that is more than the host has.
+fn warn_past_host_memory(memory: u64) {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    if let Some(kib) = total_kib {
+        if memory > kib * 1024 {
+            log::warn!(
+                "the soft device offers {} MiB of device memory, more than this host's {} MiB of RAM: tenants together could exhaust it (set --memory)",
+                memory >> 20,
+                kib >> 10
+            );
         }
     }
 }

@@ -1077,3 +1077,52 @@ fn graphs_cannot_grow_without_bound() {
     drop((c, d));
     stub.join();
 }
+
+/// All PDs together get no more device memory than the device has, whatever their quotas:
+/// the soft device keeps it in host RAM.
+#[test]
+fn pds_together_get_no_more_memory_than_the_device_has() {
+    let stub = Stub::start(1, 4 << 20);
+    let mut d = BareDriver::connect(&stub);
+    let mut a = d.pd_client(1, 1 << 16, 0);
+    let mut b = d.pd_client(2, 1 << 16, 0);
+    let alloc = |c: &mut PdClient, size: u64| {
+        c.io(
+            0,
+            Command::MEM_ALLOC(MemAllocArgs {
+                size,
+                ..Zeroable::zeroed()
+            }),
+            &[],
+        )
+    };
+    let x = alloc(&mut a, 3 << 20);
+    assert_eq!(x.status(), Status::SUCCESS);
+    assert_eq!(
+        alloc(&mut b, 3 << 20).status(),
+        Status::OUT_OF_MEMORY,
+        "within b's quota, past the device"
+    );
+    let info = b.io(0, Command::MEM_GET_INFO(Zeroable::zeroed()), &[]);
+    assert_eq!(
+        (info.result0, info.result1),
+        (1 << 20, 4 << 20),
+        "(free, total)"
+    );
+    assert_eq!(alloc(&mut b, 1 << 20).status(), Status::SUCCESS);
+    // Freed memory, and a destroyed PD's memory, is the device's again.
+    assert_eq!(
+        a.io(0, Command::MEM_FREE(handle(x.result0)), &[]).status(),
+        Status::SUCCESS
+    );
+    assert_eq!(alloc(&mut b, 3 << 20).status(), Status::SUCCESS);
+    let pd = b.pd;
+    drop(b);
+    d.admin_ok(Command::PD_DESTROY(PdArgs {
+        pd,
+        ..Zeroable::zeroed()
+    }));
+    assert_eq!(alloc(&mut a, 4 << 20).status(), Status::SUCCESS);
+    drop((a, d));
+    stub.join();
+}

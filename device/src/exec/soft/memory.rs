@@ -1,8 +1,47 @@
 //! Device memory of one soft context: allocations in host RAM, each a separate buffer, in a
 //! per-context address space. Every access is checked to lie inside one live allocation.
+//! Every context draws on one [`Pool`] per device, the memory the device advertises, so
+//! that all PDs together commit no more host RAM than that, whatever their quotas.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use vgpu_proto::Status;
+
+/// The device memory all contexts of a soft device share.
+#[derive(Debug)]
+pub struct Pool {
+    total: u64,
+    used: AtomicU64,
+}
+
+impl Pool {
+    /// A pool of `total` bytes.
+    pub fn new(total: u64) -> Arc<Pool> {
+        Arc::new(Pool {
+            total,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes not allocated by any context.
+    pub fn free(&self) -> u64 {
+        self.total.saturating_sub(self.used.load(Ordering::Acquire))
+    }
+
+    fn take(&self, n: u64) -> Result<(), Status> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&u| u <= self.total)
+            })
+            .map(drop)
+            .map_err(|_| Status::OUT_OF_MEMORY)
+    }
+
+    fn give(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 /// First device address handed out (an arbitrary, recognisable value; never 0).
 const BASE: u64 = 0x7f00_0000_0000;
@@ -15,16 +54,18 @@ pub struct Memory {
     next: u64,
     used: u64,
     quota: u64,
+    pool: Arc<Pool>,
 }
 
 impl Memory {
-    /// Empty memory with a quota.
-    pub fn new(quota: u64) -> Self {
+    /// Empty memory with a quota, drawing on `pool`.
+    pub fn new(quota: u64, pool: Arc<Pool>) -> Self {
         Memory {
             allocs: BTreeMap::new(),
             next: BASE,
             used: 0,
             quota,
+            pool,
         }
     }
 
@@ -33,9 +74,11 @@ impl Memory {
         self.quota = quota;
     }
 
-    /// (free, total) in the context's view.
+    /// (free, total) in the context's view: free is what the quota leaves, or what the
+    /// device has left if that is less.
     pub fn info(&self) -> (u64, u64) {
-        (self.quota.saturating_sub(self.used), self.quota)
+        let free = self.quota.saturating_sub(self.used).min(self.pool.free());
+        (free, self.quota)
     }
 
     /// Bytes allocated and the number of allocations.
@@ -52,17 +95,21 @@ impl Memory {
             return Err(Status::OUT_OF_MEMORY);
         }
         let len = usize::try_from(size).map_err(|_| Status::OUT_OF_MEMORY)?;
+        let next = self
+            .next
+            .checked_add(rounded + ALIGN)
+            .ok_or(Status::OUT_OF_MEMORY)?;
+        self.pool.take(rounded)?;
         let mut buf = Vec::new();
-        buf.try_reserve_exact(len)
-            .map_err(|_| Status::OUT_OF_MEMORY)?;
+        if buf.try_reserve_exact(len).is_err() {
+            self.pool.give(rounded);
+            return Err(Status::OUT_OF_MEMORY);
+        }
         buf.resize(len, 0);
         let addr = self.next;
         // Leave a gap of one alignment unit so that an access one past the end of an
         // allocation never lands in the next one.
-        self.next = self
-            .next
-            .checked_add(rounded + ALIGN)
-            .ok_or(Status::OUT_OF_MEMORY)?;
+        self.next = next;
         self.allocs.insert(addr, buf);
         self.used += rounded;
         Ok(addr)
@@ -71,13 +118,16 @@ impl Memory {
     /// Frees the allocation that starts at `addr`.
     pub fn free(&mut self, addr: u64) -> Result<(), Status> {
         let buf = self.allocs.remove(&addr).ok_or(Status::INVALID_VALUE)?;
-        self.used -= (buf.len() as u64).next_multiple_of(ALIGN);
+        let rounded = (buf.len() as u64).next_multiple_of(ALIGN);
+        self.used -= rounded;
+        self.pool.give(rounded);
         Ok(())
     }
 
     /// Frees everything.
     pub fn clear(&mut self) {
         self.allocs.clear();
+        self.pool.give(self.used);
         self.used = 0;
     }
 
@@ -129,13 +179,43 @@ impl Memory {
     }
 }
 
+impl Drop for Memory {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn contexts_share_the_device_memory() {
+        let pool = Pool::new(8192);
+        let mut a = Memory::new(8192, pool.clone());
+        let mut b = Memory::new(8192, pool.clone());
+        let x = a.alloc(6000).unwrap();
+        assert_eq!(
+            b.info(),
+            (8192 - 6144, 8192),
+            "b sees what the device has left"
+        );
+        assert_eq!(b.alloc(4096), Err(Status::OUT_OF_MEMORY), "past the device");
+        let y = b.alloc(2048).unwrap();
+        assert_eq!(pool.free(), 0);
+        a.free(x).unwrap();
+        assert_eq!(pool.free(), 6144);
+        drop(b);
+        assert_eq!(pool.free(), 8192, "a dropped context gives its memory back");
+        let _ = y;
+        a.alloc(8192).unwrap();
+        a.clear();
+        assert_eq!(pool.free(), 8192);
+    }
+
+    #[test]
     fn bounds_quota_and_reuse() {
-        let mut m = Memory::new(4096);
+        let mut m = Memory::new(4096, Pool::new(1 << 20));
         let a = m.alloc(100).unwrap();
         assert_eq!(a % ALIGN, 0);
         let b = m.alloc(1000).unwrap();

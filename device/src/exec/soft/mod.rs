@@ -203,12 +203,15 @@ impl SoftConfig {
 pub struct SoftExecutor {
     config: SoftConfig,
     programs: Arc<modules::ProgramCache>,
+    /// The device memory every context draws on.
+    pool: Arc<memory::Pool>,
 }
 
 impl SoftExecutor {
     /// A soft device with these properties.
     pub fn new(config: SoftConfig) -> Self {
         SoftExecutor {
+            pool: memory::Pool::new(config.memory),
             config,
             programs: Arc::new(modules::ProgramCache::default()),
         }
@@ -227,7 +230,12 @@ impl Executor for SoftExecutor {
         callbacks: Arc<dyn CallbackSink>,
     ) -> Result<Box<dyn Context>, Status> {
         let quota = limits.mem_quota.min(self.config.memory);
-        let shared = Arc::new(Shared::new(quota, callbacks, self.config.launch_timeout));
+        let shared = Arc::new(Shared::new(
+            quota,
+            self.pool.clone(),
+            callbacks,
+            self.config.launch_timeout,
+        ));
         Ok(Box::new(SoftContext {
             pd,
             limits,

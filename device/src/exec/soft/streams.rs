@@ -111,13 +111,14 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn new(
         quota: u64,
+        pool: Arc<super::memory::Pool>,
         callbacks: Arc<dyn CallbackSink>,
         launch_timeout: std::time::Duration,
     ) -> Self {
         // CUlimit defaults of a data-centre GPU: stack, printf FIFO, malloc heap.
         let limits = HashMap::from([(0, 1024), (1, 1 << 20), (2, 8 << 20), (3, 2), (4, 2048)]);
         Shared {
-            mem: Mutex::new(Memory::new(quota)),
+            mem: Mutex::new(Memory::new(quota, pool)),
             sticky: Mutex::new(None),
             seq: AtomicU64::new(0),
             callbacks,
