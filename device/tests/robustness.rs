@@ -5,6 +5,7 @@
 use bytemuck::Zeroable;
 use std::time::{Duration, Instant};
 use vfio_bindings::bindings::vfio::*;
+use vgpu_proto::cmd::{HandleArgs, MemsetArgs};
 use vgpu_proto::examples::{payload, request};
 use vgpu_proto::queue::qcb;
 use vgpu_proto::{Command, Opcode, Status};
@@ -208,5 +209,85 @@ fn random_admin_entries_and_register_accesses() {
         vgpu_proto::regs::MAGIC_VALUE
     );
     drop(d);
+    stub.join();
+}
+
+/// The doorbell handshake holds while stream threads park on a full completion ring as the
+/// worker parks on an empty submission ring (spec §5.6): after completions that had to wait
+/// for room, a new entry is still served, doorbell or not.
+#[test]
+fn no_submission_is_lost_while_completions_wait_for_room() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let buf = c.mem_alloc(4096);
+    let s = c
+        .io(0, Command::STREAM_CREATE(Zeroable::zeroed()), &[])
+        .result0;
+    let depth = 256;
+    for round in 0..20u64 {
+        // A stream held by a host function, with more NOTIFY work behind it than the
+        // completion ring holds.
+        let hf = c.post(
+            s,
+            Command::HOST_FUNC(HandleArgs {
+                handle: 1 + round,
+                ..Zeroable::zeroed()
+            }),
+            &[],
+            false,
+        );
+        let cb = c
+            .next(Duration::from_secs(5))
+            .expect("host function callback");
+        assert_eq!(cb.cid, hf);
+        let n = depth + 40;
+        for _ in 0..n {
+            let m = MemsetArgs {
+                dst: buf,
+                count: 4,
+                value: round as u32,
+                elem_size: 1,
+                ..Zeroable::zeroed()
+            };
+            c.post(s, Command::MEMSET(m), &[], true);
+        }
+        // Let the worker park on the empty ring, then release the stream: its completions
+        // fill the ring and the stream thread parks on it.
+        std::thread::sleep(Duration::from_millis(5));
+        c.post(
+            0,
+            Command::HOST_FUNC_DONE(HandleArgs {
+                handle: 1 + round,
+                ..Zeroable::zeroed()
+            }),
+            &[],
+            false,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..n {
+            let done = c.next(Duration::from_secs(5));
+            assert!(
+                done.is_some(),
+                "round {round}: completion {i} of {n} missing"
+            );
+        }
+        // The worker, parked all along, still says so: a client rings for the next entry.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            c.q.qcb(qcb::PARKED) & qcb::PARKED_IDLE,
+            qcb::PARKED_IDLE,
+            "round {round}: the completions cleared the worker's PARKED bit"
+        );
+        // A new entry is served.
+        let cid = c.post(0, Command::NOP(Zeroable::zeroed()), &[], false);
+        let r = c.next(Duration::from_secs(2));
+        assert_eq!(
+            r.map(|r| r.cid),
+            Some(cid),
+            "round {round}: a NOP after a full completion ring was never served"
+        );
+    }
+    drop((c, d));
     stub.join();
 }

@@ -154,9 +154,9 @@ pub mod qcb {
     /// corrupt ([`QUEUE_ERR_OVERRUN`]); only deleting the queue clears it.
     pub const QUEUE_ERROR: usize = 0x84;
 
-    /// PARKED value: the ring was empty.
+    /// PARKED bit: the worker found the submission ring empty.
     pub const PARKED_IDLE: u32 = 1;
-    /// PARKED value: the completion ring was full.
+    /// PARKED bit: a completion waits for room in the full completion ring.
     pub const PARKED_CQ_FULL: u32 = 2;
     /// QUEUE_ERROR value: `sq_tail - sq_head` exceeded the depth, or `cq_head` moved past
     /// the completion tail.

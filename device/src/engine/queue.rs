@@ -15,7 +15,8 @@ use vgpu_proto::{DecodeError, Status};
 pub const SPIN: Duration = Duration::from_micros(50);
 /// How long an idle worker polls without giving up its CPU (see [`SPIN`]).
 const YIELD_AFTER: Duration = Duration::from_micros(5);
-/// How long a parked worker sleeps before it looks at its stop flag again.
+/// How long a parked worker (or a completion waiting for room) sleeps before it looks at
+/// the ring again, doorbell or not.
 const PARK_TICK: Duration = Duration::from_millis(50);
 
 /// A completion to post.
@@ -58,10 +59,26 @@ pub enum QueueFault {
     Overrun,
 }
 
+/// A doorbell flag one kind of waiter sleeps on.
 #[derive(Default)]
 struct Bell {
     rung: Mutex<bool>,
     cv: Condvar,
+}
+
+impl Bell {
+    /// Waits for the bell up to `timeout`; true if it rang (the ring is consumed).
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut rung = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        if !*rung {
+            rung = self
+                .cv
+                .wait_timeout(rung, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        std::mem::replace(&mut *rung, false)
+    }
 }
 
 /// The completion ring's producer side: its index, and the snapshot of guest memory it
@@ -101,7 +118,14 @@ pub struct Queue {
     /// The submission ring's head: how far the worker has consumed (each completion carries
     /// it, spec §5.4).
     sq_head: AtomicU32,
-    bell: Bell,
+    /// Wakes the worker parked on an empty submission ring.
+    sq_bell: Bell,
+    /// Wakes a completion waiting for room in a full completion ring.
+    cq_bell: Bell,
+    /// The PARKED bits as the device last stored them: the worker owns PARKED_IDLE, the
+    /// posters PARKED_CQ_FULL, and each stores both under this lock, so neither clears
+    /// the other's.
+    parked: Mutex<u32>,
     stop: AtomicBool,
 }
 
@@ -124,7 +148,9 @@ impl Queue {
             msix,
             cq: Mutex::new(Producer::default()),
             sq_head: AtomicU32::new(0),
-            bell: Bell::default(),
+            sq_bell: Bell::default(),
+            cq_bell: Bell::default(),
+            parked: Mutex::new(0),
             stop: AtomicBool::new(false),
         }
     }
@@ -137,10 +163,23 @@ impl Queue {
             .is_ok()
     }
 
-    /// Doorbell: wake the worker.
+    /// Doorbell: wake the worker, and a completion waiting for room.
     pub fn ring(&self) {
-        *self.bell.rung.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.bell.cv.notify_all();
+        for bell in [&self.sq_bell, &self.cq_bell] {
+            *bell.rung.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            bell.cv.notify_all();
+        }
+    }
+
+    /// Sets (`on`) or clears PARKED bit `bit` in the ring, keeping the other bit.
+    fn set_parked(&self, ring: &View<'_>, bit: u32, on: bool) {
+        let mut bits = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            *bits |= bit;
+        } else {
+            *bits &= !bit;
+        }
+        let _ = ring.store_u32(qcb::PARKED, *bits, Ordering::Release);
     }
 
     /// Asks the worker to stop and wakes it.
@@ -154,18 +193,9 @@ impl Queue {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Waits for the doorbell up to `timeout`; true if it rang.
+    /// Waits for the worker's doorbell up to `timeout`; true if it rang.
     fn wait_bell(&self, timeout: Duration) -> bool {
-        let mut rung = self.bell.rung.lock().unwrap_or_else(|p| p.into_inner());
-        if !*rung {
-            rung = self
-                .bell
-                .cv
-                .wait_timeout(rung, timeout)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        std::mem::replace(&mut *rung, false)
+        self.sq_bell.wait(timeout)
     }
 
     /// Posts a completion; waits (parked with PARKED_CQ_FULL) while the ring is full.
@@ -202,15 +232,15 @@ impl Queue {
             if self.stopping() {
                 return false;
             }
-            let _ = ring.store_u32(qcb::PARKED, qcb::PARKED_CQ_FULL, Ordering::Release);
+            self.set_parked(&ring, qcb::PARKED_CQ_FULL, true);
             fence(Ordering::SeqCst);
             let head2 = ring
                 .load_u32(qcb::CQ_HEAD, Ordering::Acquire)
                 .unwrap_or(head);
             if head2 == head {
-                self.wait_bell(PARK_TICK);
+                self.cq_bell.wait(PARK_TICK);
             }
-            let _ = ring.store_u32(qcb::PARKED, 0, Ordering::Release);
+            self.set_parked(&ring, qcb::PARKED_CQ_FULL, false);
         }
     }
 
@@ -350,16 +380,21 @@ fn serve(
                 }
                 continue;
             }
-            // Park (spec §5.6): announce it, then look once more before sleeping.
-            let _ = ring.store_u32(qcb::PARKED, qcb::PARKED_IDLE, Ordering::Release);
+            // Park (spec §5.6): announce it, then look once more before sleeping; while
+            // parked, look at SQ_TAIL on every tick too, so that a doorbell lost anyway
+            // costs one tick, never the queue.
+            q.set_parked(ring, qcb::PARKED_IDLE, true);
             fence(Ordering::SeqCst);
-            let again = ring
+            while ring
                 .load_u32(qcb::SQ_TAIL, Ordering::Acquire)
-                .unwrap_or(tail);
-            if again == tail {
-                while !q.wait_bell(PARK_TICK) && !q.stopping() {}
-            }
-            let _ = ring.store_u32(qcb::PARKED, 0, Ordering::Release);
+                .unwrap_or(tail)
+                == tail
+                && !q.wait_bell(PARK_TICK)
+                && !q.stopping()
+                && q.mem.generation() == generation
+                && handler.dma_allowed()
+            {}
+            q.set_parked(ring, qcb::PARKED_IDLE, false);
             idle_since = None;
             continue;
         }

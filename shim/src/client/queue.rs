@@ -16,7 +16,7 @@
 //! loads the publish word at offset 28 of the slot at CQ_HEAD with acquire ordering, stops
 //! at the first slot whose PHASE differs from the one expected for that index, copies out
 //! the rest, and after the batch publishes CQ_HEAD (release), fences, and rings the doorbell
-//! if the device parked because the completion ring was full (PARKED = 2).
+//! if the device parked because the completion ring was full (PARKED bit 1, value 2).
 //!
 //! Each consumed completion is routed so that nothing is lost:
 //! * CALLBACK completions (host functions) go to the callback list
@@ -491,7 +491,7 @@ impl QueuePair {
             self.mem.store_u32(qcb::CQ_HEAD, st.head, Ordering::Release);
             // Store CQ_HEAD, full fence, load PARKED (spec §5.6).
             fence(Ordering::SeqCst);
-            if self.mem.load_u32(qcb::PARKED, Ordering::Relaxed) == qcb::PARKED_CQ_FULL {
+            if self.mem.load_u32(qcb::PARKED, Ordering::Relaxed) & qcb::PARKED_CQ_FULL != 0 {
                 if let Err(e) = self.ring() {
                     log::warn!("queue {}: cannot ring the doorbell: {e}", self.qid);
                 }

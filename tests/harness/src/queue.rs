@@ -179,7 +179,7 @@ impl QueueClient {
         self.cq_head = self.cq_head.wrapping_add(1);
         self.set_qcb(qcb::CQ_HEAD, self.cq_head);
         fence(Ordering::SeqCst);
-        if self.qcb(qcb::PARKED) == qcb::PARKED_CQ_FULL {
+        if self.qcb(qcb::PARKED) & qcb::PARKED_CQ_FULL != 0 {
             (self.doorbell)(self.tail);
         }
         Some(bytemuck::pod_read_unaligned(&b))
