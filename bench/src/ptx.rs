@@ -68,6 +68,7 @@ pub fn interpreter(min_time: Duration) -> Row {
         mem: &mem,
         threads: 1,
         deadline: None,
+        cancel: None,
     };
     let interp = best_rate(
         count,

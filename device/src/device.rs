@@ -34,6 +34,8 @@ pub struct Device {
     config: Mutex<ConfigSpace>,
     regs: Arc<Mutex<Regs>>,
     engine: Mutex<Option<Engine>>,
+    /// Engines being torn down in the background after a reset or disable.
+    teardowns: Mutex<Vec<std::thread::JoinHandle<()>>>,
     bus_master: Arc<AtomicBool>,
 }
 
@@ -48,6 +50,7 @@ impl Device {
             config: Mutex::new(ConfigSpace::new(identity)),
             regs: Arc::new(Mutex::new(Regs::default())),
             engine: Mutex::new(None),
+            teardowns: Mutex::new(Vec::new()),
             bus_master: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -209,10 +212,33 @@ impl Device {
         enter_fatal(&self.regs, &self.msix, code);
     }
 
+    /// Stops the engine. What must be over before the register write returns is done at
+    /// once: every window is revoked and every queue stops posting, so the device no longer
+    /// touches guest memory. The contexts are torn down on a thread of their own (bounded,
+    /// spec §6.4), so that no vCPU's register write waits for them.
     fn stop_engine(&self) {
         let engine = lock(&self.engine).take();
         if let Some(e) = engine {
-            e.shutdown();
+            e.quiesce();
+            let mut teardowns = lock(&self.teardowns);
+            teardowns.retain(|t| !t.is_finished());
+            let spawned = std::thread::Builder::new()
+                .name("vgpu-teardown".into())
+                .spawn(move || e.shutdown());
+            match spawned {
+                Ok(t) => teardowns.push(t),
+                Err(err) => log::error!("cannot start a teardown thread: {err}"),
+            }
+        }
+    }
+
+    /// Waits until every background teardown has ended (a disconnect, and tests).
+    pub fn wait_teardowns(&self) {
+        let teardowns = std::mem::take(&mut *lock(&self.teardowns));
+        for t in teardowns {
+            if t.join().is_err() {
+                log::error!("a teardown thread panicked");
+            }
         }
     }
 
@@ -227,6 +253,8 @@ impl Device {
     /// The VMM went away: reset, and forget its DMA mappings and eventfds.
     pub fn disconnect(&self) {
         self.reset();
+        // Not a vCPU's register write: the next connection finds every context gone.
+        self.wait_teardowns();
         self.mem.clear();
         self.msix.reset(true);
         *lock(&self.config) = ConfigSpace::new(self.identity);

@@ -443,3 +443,76 @@ LOOP:
     drop(clients);
     drop(d);
 }
+
+/// Teardown is bounded and never waits on a guest's kernel: PD_DESTROY and CONTROL.RESET
+/// return promptly while kernels that never end run, and the device serves again.
+#[test]
+fn teardown_does_not_wait_for_kernels_that_never_end() {
+    let cfg = vgpu_stub::exec::soft::SoftConfig {
+        memory: 1 << 30,
+        launch_timeout: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let stub = Stub::start_with(2, cfg);
+    let mut d = BareDriver::connect(&stub);
+    let text = b".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry spin()
+{
+LOOP:
+    bra LOOP;
+}
+\0";
+    let spinning = |d: &mut BareDriver, qid: u16| {
+        let mut c = d.pd_client(qid, 1 << 20, 0);
+        let r = load(d, &mut c, text, sha256(text), false);
+        assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
+        let (_, funcs) = decode_module_info(&d.read(c.window, r.result1 as usize)).unwrap();
+        let args = LaunchArgs {
+            func: funcs[0].record.handle,
+            grid_x: 2,
+            grid_y: 1,
+            grid_z: 1,
+            block_x: 32,
+            block_y: 1,
+            block_z: 1,
+            ..Zeroable::zeroed()
+        };
+        c.post(0, Command::LAUNCH(args), &[], false);
+        std::thread::sleep(Duration::from_millis(100));
+        c
+    };
+    let c = spinning(&mut d, 1);
+    let t0 = std::time::Instant::now();
+    d.admin_ok(Command::PD_DESTROY(PdArgs {
+        pd: c.pd,
+        ..Zeroable::zeroed()
+    }));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "PD_DESTROY took {:?}",
+        t0.elapsed()
+    );
+    drop(c);
+    let c2 = spinning(&mut d, 2);
+    let c3 = spinning(&mut d, 3);
+    let t0 = std::time::Instant::now();
+    d.write_u32(
+        0,
+        vgpu_proto::regs::CONTROL,
+        vgpu_proto::regs::control::RESET,
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the RESET write took {:?}",
+        t0.elapsed()
+    );
+    drop((c2, c3, d));
+    // A new driver brings the device up again and it serves.
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    assert_eq!(c.synchronize(0), Status::SUCCESS);
+    drop((c, d));
+    stub.join();
+}

@@ -125,6 +125,9 @@ pub enum Fault {
     /// The launch ran past its deadline.
     #[error("the launch ran past its time limit")]
     Timeout,
+    /// The launch's cancel flag was raised (its context is being torn down).
+    #[error("the launch was cancelled")]
+    Cancelled,
     /// The launch configuration does not fit the kernel.
     #[error("bad launch: {0}")]
     BadLaunch(String),
@@ -148,6 +151,8 @@ pub struct Launch<'a> {
     pub threads: usize,
     /// When the launch must give up.
     pub deadline: Option<Instant>,
+    /// Raised when the launch must stop at once (checked as often as the deadline).
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Most threads of a block.
@@ -401,6 +406,13 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     if Instant::now() > d {
                         return Err(Fault::Timeout);
                     }
+                }
+                if self
+                    .l
+                    .cancel
+                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    return Err(Fault::Cancelled);
                 }
             }
             self.step(wi, pc, mask)?;

@@ -31,6 +31,7 @@ fn launch_of<'a>(grid: u32, block: u32, mem: &'a Flat, params: &'a [u8]) -> Laun
         mem,
         threads: 2,
         deadline: Some(Instant::now() + Duration::from_secs(30)),
+        cancel: None,
     }
 }
 
@@ -338,6 +339,29 @@ TRAP:
         Duration::from_millis(200),
     );
     assert_eq!(r, Err(Fault::Timeout));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // A raised cancel flag ends it long before its deadline.
+    let program = vgpu_ptx::load(&ptx).expect("the module loads");
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let t0 = Instant::now();
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let params = p(3);
+        run(
+            &program.kernels["bad"],
+            &Launch {
+                grid: [4, 1, 1],
+                block: [32, 1, 1],
+                deadline: Some(Instant::now() + Duration::from_secs(600)),
+                cancel: Some(&cancel),
+                ..launch_of(1, 1, &mem, &params)
+            },
+        )
+    });
+    assert_eq!(r, Err(Fault::Cancelled));
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 

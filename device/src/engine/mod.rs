@@ -111,8 +111,23 @@ impl Engine {
         self.inner.totals()
     }
 
-    /// Stops every queue and destroys every PD (reset, disable, disconnect).
+    /// Makes the device let go of guest memory at once: every window revoked (accesses
+    /// in progress finish first), every queue asked to stop, so that none posts again.
+    /// Nothing waits for work to end; [`shutdown`](Self::shutdown) does.
+    pub fn quiesce(&self) {
+        for r in lock(&self.inner.queues).values() {
+            r.queue.request_stop();
+        }
+        for pd in lock(&self.inner.pds).values() {
+            pd.revoke_windows();
+        }
+    }
+
+    /// Stops every queue and destroys every PD (reset, disable, disconnect); the PDs'
+    /// contexts are torn down side by side, so the whole takes at most one context's
+    /// bounded teardown.
     pub fn shutdown(self) {
+        self.quiesce();
         let qids: Vec<u16> = lock(&self.inner.queues).keys().copied().collect();
         for q in qids {
             self.inner.stop_queue(q);
@@ -120,10 +135,11 @@ impl Engine {
         let pds: Vec<Arc<Pd>> = std::mem::take(&mut *lock(&self.inner.pds))
             .into_values()
             .collect();
-        for pd in pds {
-            pd.revoke_windows();
-            pd.ctx().reset();
-        }
+        std::thread::scope(|s| {
+            for pd in &pds {
+                s.spawn(move || pd.ctx().reset());
+            }
+        });
     }
 }
 

@@ -182,10 +182,14 @@ impl Queue {
         let _ = ring.store_u32(qcb::PARKED, *bits, Ordering::Release);
     }
 
-    /// Asks the worker to stop and wakes it.
+    /// Asks the worker to stop and wakes it. Once this returns, nothing more is posted on
+    /// the queue (a completion waiting for room gives up within one tick).
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.ring();
+        // A completion being written finishes under the producer lock; later ones see the
+        // flag under it.
+        drop(self.cq.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// True once a stop was requested.
@@ -202,6 +206,9 @@ impl Queue {
     /// Returns false if the queue stopped or its memory vanished first.
     pub fn post(&self, c: Completion) -> bool {
         let mut guard = self.cq.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopping() {
+            return false;
+        }
         let cq = &mut *guard;
         let depth = self.layout.depth();
         loop {

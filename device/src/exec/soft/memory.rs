@@ -24,6 +24,11 @@ impl Pool {
         })
     }
 
+    /// Bytes of the device.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
     /// Bytes not allocated by any context.
     pub fn free(&self) -> u64 {
         self.total.saturating_sub(self.used.load(Ordering::Acquire))

@@ -550,11 +550,18 @@ impl Context for SoftContext {
     }
 
     fn reset(&mut self) {
-        self.streams.reset();
         self.blas.clear();
-        self.shared.modules().clear();
-        self.shared.memory().clear();
-        self.shared.clear_errors();
+        if self.streams.reset() {
+            self.shared.modules().clear();
+            self.shared.memory().clear();
+            self.shared.clear_errors();
+            return;
+        }
+        // A worker is still busy with the old state (and holds it, its memory included,
+        // until it ends): the context moves on with new state, without waiting for it.
+        let quota = self.limits.mem_quota.min(self.shared.pool_total());
+        self.shared = Arc::new(self.shared.successor(quota));
+        self.streams = StreamSet::new(self.shared.clone(), self.pd);
     }
 
     fn sticky_error(&self) -> Option<Status> {
@@ -582,6 +589,6 @@ impl Context for SoftContext {
 
 impl Drop for SoftContext {
     fn drop(&mut self) {
-        self.streams.reset();
+        self.streams.stop();
     }
 }

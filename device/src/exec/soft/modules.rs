@@ -567,6 +567,7 @@ fn fault_status(f: &vgpu_ptx::exec::Fault) -> Status {
         Fault::Misaligned { .. } => Status::MISALIGNED_ADDRESS,
         Fault::Trap { .. } | Fault::StackOverflow { .. } => Status::LAUNCH_FAILED,
         Fault::Timeout => Status::LAUNCH_TIMEOUT,
+        Fault::Cancelled => Status::UNKNOWN,
         Fault::BadLaunch(_) => Status::INVALID_VALUE,
         Fault::OutOfResources(_) => Status::LAUNCH_OUT_OF_RESOURCES,
     }
@@ -598,6 +599,7 @@ pub(super) fn launch(
             mem: &KernelMemory(std::sync::Mutex::new(&mut mem)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             deadline: Some(std::time::Instant::now() + sh.launch_timeout),
+            cancel: Some(sh.cancel_flag()),
         };
         let started = std::time::Instant::now();
         let r = vgpu_ptx::exec::run(k, &l).map_err(|e| {

@@ -29,6 +29,9 @@ use vgpu_proto::Status;
 pub const HOST_FUNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often blocked workers look at the cancellation flag.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a reset or teardown waits for the stream workers (spec §6.4); workers still
+/// busy then are left to finish on their own, on state nobody else uses any more.
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most nodes of one graph (spec §7.11): a capture that would grow past it fails with
 /// OUT_OF_MEMORY. Launching a graph into a capture copies its nodes, so without a bound a
 /// handful of commands doubles a graph into any size.
@@ -106,9 +109,21 @@ pub(super) struct Shared {
     modules: Mutex<super::modules::Modules>,
     /// How long one kernel may run.
     pub(super) launch_timeout: std::time::Duration,
+    pool: Arc<super::memory::Pool>,
 }
 
 impl Shared {
+    /// Fresh state for the same context, with device-memory quota `quota`: what a reset
+    /// moves to when workers of the old state are still busy.
+    pub(super) fn successor(&self, quota: u64) -> Shared {
+        Shared::new(
+            quota,
+            self.pool.clone(),
+            self.callbacks.clone(),
+            self.launch_timeout,
+        )
+    }
+
     pub(super) fn new(
         quota: u64,
         pool: Arc<super::memory::Pool>,
@@ -118,7 +133,7 @@ impl Shared {
         // CUlimit defaults of a data-centre GPU: stack, printf FIFO, malloc heap.
         let limits = HashMap::from([(0, 1024), (1, 1 << 20), (2, 8 << 20), (3, 2), (4, 2048)]);
         Shared {
-            mem: Mutex::new(Memory::new(quota, pool)),
+            mem: Mutex::new(Memory::new(quota, pool.clone())),
             sticky: Mutex::new(None),
             seq: AtomicU64::new(0),
             callbacks,
@@ -128,6 +143,7 @@ impl Shared {
             limits: Mutex::new(limits),
             modules: Mutex::new(super::modules::Modules::default()),
             launch_timeout,
+            pool,
         }
     }
 
@@ -149,6 +165,16 @@ impl Shared {
 
     pub(super) fn pending(&self) -> u32 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the device memory pool.
+    pub(super) fn pool_total(&self) -> u64 {
+        self.pool.total()
+    }
+
+    /// Raised while the context is torn down: work stops at its next check.
+    pub(super) fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancelled
     }
 
     fn cancelled(&self) -> bool {
@@ -877,9 +903,10 @@ impl StreamSet {
         Ok(ms as f32)
     }
 
-    /// Cancels and joins every worker, forgets every stream and event, and starts a fresh
-    /// NULL stream.
-    pub(super) fn reset(&mut self) {
+    /// Cancels every worker and waits for them, at most [`TEARDOWN_TIMEOUT`] in all. True
+    /// when all of them ended; otherwise the busy ones keep the (cancelled) shared state,
+    /// which must not be used again.
+    pub(super) fn stop(&mut self) -> bool {
         self.shared.cancelled.store(true, Ordering::Relaxed);
         for g in lock(&self.shared.host_funcs).drain().map(|(_, g)| g) {
             g.open();
@@ -889,10 +916,35 @@ impl StreamSet {
             drop(s.tx);
             threads.extend(s.thread.take());
         }
+        let deadline = Instant::now() + TEARDOWN_TIMEOUT;
+        let mut busy = 0;
         for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !t.is_finished() {
+                busy += 1;
+                continue; // dropping the handle detaches the worker
+            }
             if t.join().is_err() {
                 log::error!("PD {}: a stream worker panicked", self.pd);
             }
+        }
+        if busy > 0 {
+            log::error!(
+                "PD {}: {busy} stream worker(s) still busy {TEARDOWN_TIMEOUT:?} after cancellation; left to finish on their own",
+                self.pd
+            );
+        }
+        busy == 0
+    }
+
+    /// Cancels and joins every worker (bounded, see [`stop`](Self::stop)), forgets every
+    /// stream and event, and starts a fresh NULL stream. False when a worker was still
+    /// busy: the caller must then move the context to new shared state.
+    pub(super) fn reset(&mut self) -> bool {
+        if !self.stop() {
+            return false;
         }
         self.events.clear();
         self.captures.clear();
@@ -902,6 +954,7 @@ impl StreamSet {
         self.shared.cancelled.store(false, Ordering::Relaxed);
         self.null_epoch = 0;
         self.spawn(0, true);
+        true
     }
 }
 
