@@ -604,3 +604,24 @@ fn status_shows_other_users_clients_only_to_root() {
     assert!(theirs.contains("VGPU-STUB"), "{theirs}");
     st.finish();
 }
+
+/// The memory a client is handed (queue region, windows) is sealed: the client cannot
+/// shrink it under the device (which would fault the device's accesses) or grow it.
+#[test]
+fn a_client_cannot_resize_the_memory_it_shares_with_the_device() {
+    let st = Stack::builder().window_bytes(1 << 20).start();
+    let mut c = DriverClient::connect(st.control(), "resizer").unwrap();
+    let window = &c.windows[&c.welcome.window];
+    for (what, file) in [
+        ("window", window.file().unwrap()),
+        ("queue", c.queue_mem.file().unwrap()),
+    ] {
+        let len = file.metadata().unwrap().len();
+        assert!(file.set_len(0).is_err(), "the {what} could be truncated");
+        assert!(file.set_len(len * 2).is_err(), "the {what} could be grown");
+        assert_eq!(file.metadata().unwrap().len(), len);
+    }
+    assert!(c.round_trip(4096, 3), "the device still serves the client");
+    drop(c);
+    st.finish();
+}

@@ -72,6 +72,9 @@ pub enum ShmError {
     /// `memfd_create` failed.
     #[error("memfd_create failed: {0}")]
     Create(Errno),
+    /// Sealing the new memfd against resizing failed.
+    #[error("sealing the memfd failed: {0}")]
+    Seal(nix::Error),
     /// Sizing the new memfd (`ftruncate`) failed.
     #[error("ftruncate of the memfd failed: {0}")]
     Resize(Errno),
@@ -168,13 +171,19 @@ impl SharedMemory {
             .max(1)
             .checked_next_multiple_of(page)
             .ok_or(ShmError::TooLarge { len: len as u64 })?;
-        let mut flags = MFdFlags::MFD_CLOEXEC;
+        let mut flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
         if huge {
             flags |= MFdFlags::MFD_HUGETLB;
         }
         let fd = memfd_create(name, flags).map_err(ShmError::Create)?;
         let at = i64::try_from(size).map_err(|_| ShmError::TooLarge { len: len as u64 })?;
         nix::unistd::ftruncate(&fd, at).map_err(ShmError::Resize)?;
+        // Whoever else gets the memfd (a client, the device model mapping it for DMA) can
+        // neither shrink it under the others' mappings (their accesses would fault) nor
+        // grow it; the seals themselves are final.
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(ShmError::Seal)?;
         // The file holds `size` bytes (just set).
         let mut m = Self::mmap(fd.as_fd(), size).map_err(|e| match e {
             ShmError::Mmap(errno) if huge => ShmError::HugePages { bytes: size, errno },
