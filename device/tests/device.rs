@@ -1126,3 +1126,50 @@ fn pds_together_get_no_more_memory_than_the_device_has() {
     drop((a, d));
     stub.join();
 }
+
+/// A PD cannot make the device hold unbounded work: commands queued behind a stream that
+/// never moves, and stream workers, are bounded per PD (spec §7.9).
+#[test]
+fn queued_work_and_stream_workers_are_bounded_per_pd() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let buf = c.mem_alloc(4096);
+    let s = non_blocking_stream(&mut c);
+    let hf = c.post(s, Command::HOST_FUNC(handle(0x55)), &[], false);
+    let cb = c.next(Duration::from_secs(5)).expect("callback");
+    assert_eq!(cb.cid, hf);
+    // 2^16 commands (the host function among them) fit; past them, each is refused.
+    let (mut refused, mut other) = (0, 0);
+    for _ in 0..(1 << 16) - 1 + 100 {
+        memset(&mut c, s, buf, 4, 1, 1, false);
+        while let Some(r) = c.q.poll() {
+            if r.status() == Status::OUT_OF_MEMORY && r.flags & cqe_flags::ASYNC_ERROR != 0 {
+                refused += 1;
+            } else {
+                other += 1;
+            }
+        }
+    }
+    while let Some(r) = c.next(Duration::from_millis(200)) {
+        assert_eq!(r.status(), Status::OUT_OF_MEMORY);
+        refused += 1;
+    }
+    assert_eq!((refused, other), (100, 0));
+    c.post(0, Command::HOST_FUNC_DONE(handle(0x55)), &[], false);
+    assert_eq!(c.synchronize(s), Status::SUCCESS, "the queued work runs");
+    // Stream workers.
+    let mut streams = 0;
+    loop {
+        let r = c.io(0, Command::STREAM_CREATE(Zeroable::zeroed()), &[]);
+        if r.status() != Status::SUCCESS {
+            assert_eq!(r.status(), Status::OUT_OF_MEMORY);
+            break;
+        }
+        streams += 1;
+        assert!(streams < 10_000, "no bound on streams");
+    }
+    assert_eq!(streams, 512 - 2, "the NULL stream and s are workers too");
+    drop((c, d));
+    stub.join();
+}

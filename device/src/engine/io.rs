@@ -67,7 +67,10 @@ fn payload_bytes(pd: &Pd, req: &Request, inline: Vec<u8>) -> Result<Vec<u8>, Sta
                 return Err(Status::BAD_PAYLOAD);
             }
             let r = pd.resolve(window, offset, u64::from(len), false)?;
-            let mut v = vec![0; len as usize];
+            let mut v = Vec::new();
+            v.try_reserve_exact(len as usize)
+                .map_err(|_| Status::OUT_OF_MEMORY)?;
+            v.resize(len as usize, 0);
             r.read(0, &mut v)?;
             Ok(v)
         }

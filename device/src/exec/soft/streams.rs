@@ -29,6 +29,14 @@ use vgpu_proto::Status;
 pub const HOST_FUNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often blocked workers look at the cancellation flag.
 const POLL: Duration = Duration::from_millis(20);
+/// Most stream worker threads of one PD alive at once (the NULL stream's included; a
+/// destroyed stream's worker counts until it has finished its work): STREAM_CREATE past
+/// it fails with OUT_OF_MEMORY (spec §7.9).
+pub const MAX_STREAM_THREADS: u32 = 512;
+/// Most commands one PD has queued on its streams and not yet run.
+pub const MAX_QUEUED_JOBS: u32 = 1 << 16;
+/// Most bytes queued commands of one PD hold (inline copy data, launch parameters).
+pub const MAX_HELD_BYTES: u64 = 1 << 30;
 /// How long a reset or teardown waits for the stream workers (spec §6.4); workers still
 /// busy then are left to finish on their own, on state nobody else uses any more.
 pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,6 +118,11 @@ pub(super) struct Shared {
     /// How long one kernel may run.
     pub(super) launch_timeout: std::time::Duration,
     pool: Arc<super::memory::Pool>,
+    /// Stream worker threads alive.
+    threads: AtomicU32,
+    /// Jobs queued by [`StreamSet::submit`] and not yet run, and the bytes they hold.
+    jobs: AtomicU32,
+    held: AtomicU64,
 }
 
 impl Shared {
@@ -144,6 +157,9 @@ impl Shared {
             modules: Mutex::new(super::modules::Modules::default()),
             launch_timeout,
             pool,
+            threads: AtomicU32::new(0),
+            jobs: AtomicU32::new(0),
+            held: AtomicU64::new(0),
         }
     }
 
@@ -328,6 +344,19 @@ impl Graph {
     }
 }
 
+/// Bytes a queued op holds on the heap, for the PD's budget of queued work.
+fn held_bytes(op: &Op) -> u64 {
+    let n = match op {
+        Op::Launch { params, attrs, .. } => params.len() + std::mem::size_of_val(attrs.as_slice()),
+        Op::CopyHtoD {
+            src: crate::exec::HostSource::Inline(v),
+            ..
+        } => v.len(),
+        _ => 0,
+    };
+    n as u64
+}
+
 /// What a node costs the graph budget: the node and what it owns on the heap.
 fn node_bytes(n: &Node) -> u64 {
     let owned = match n {
@@ -379,6 +408,15 @@ impl StreamSet {
     }
 
     fn spawn(&mut self, handle: u64, blocking: bool) -> bool {
+        let alive = self.shared.threads.fetch_add(1, Ordering::AcqRel);
+        if handle != 0 && alive >= MAX_STREAM_THREADS {
+            self.shared.threads.fetch_sub(1, Ordering::AcqRel);
+            log::warn!(
+                "PD {}: no new stream: {MAX_STREAM_THREADS} stream workers are alive",
+                self.pd
+            );
+            return false;
+        }
         let (tx, rx) = unbounded::<Job>();
         let state = Arc::new(StreamState::default());
         let (shared, st) = (self.shared.clone(), state.clone());
@@ -389,6 +427,7 @@ impl StreamSet {
                     job(&shared, &st);
                     st.queued.fetch_sub(1, Ordering::Release);
                 }
+                shared.threads.fetch_sub(1, Ordering::AcqRel);
             });
         match thread {
             Ok(t) => {
@@ -404,6 +443,7 @@ impl StreamSet {
                 true
             }
             Err(e) => {
+                self.shared.threads.fetch_sub(1, Ordering::AcqRel);
                 log::error!("PD {}: cannot start a stream thread: {e}", self.pd);
                 false
             }
@@ -495,6 +535,22 @@ impl StreamSet {
         if self.captures.contains_key(&handle) {
             return self.capture_op(handle, op, notify);
         }
+        let bytes = held_bytes(&op);
+        let jobs = self.shared.jobs.load(Ordering::Acquire);
+        let held = self.shared.held.load(Ordering::Acquire);
+        if jobs >= MAX_QUEUED_JOBS || held.saturating_add(bytes) > MAX_HELD_BYTES {
+            log::warn!(
+                "PD {}: command refused: {jobs} commands holding {held} bytes are queued (at most {MAX_QUEUED_JOBS} and {MAX_HELD_BYTES} bytes)",
+                self.pd
+            );
+            return Err(Refused::new(Status::OUT_OF_MEMORY, notify));
+        }
+        self.shared.jobs.fetch_add(1, Ordering::AcqRel);
+        self.shared.held.fetch_add(bytes, Ordering::AcqRel);
+        let release = move |sh: &Shared| {
+            sh.jobs.fetch_sub(1, Ordering::AcqRel);
+            sh.held.fetch_sub(bytes, Ordering::AcqRel);
+        };
         if let Op::GraphLaunch { exec } = op {
             let nodes = match self.execs.get(&exec) {
                 Some(n) => n.clone(),
@@ -504,6 +560,7 @@ impl StreamSet {
             let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
                 let r = replay(sh, &nodes.nodes);
                 sh.pending.fetch_sub(1, Ordering::Relaxed);
+                release(sh);
                 finish(sh, st, r, notify);
             });
             let _ = self.push(handle, job);
@@ -512,7 +569,10 @@ impl StreamSet {
         let event = match &op {
             Op::EventRecord { event } | Op::WaitEvent { event } => match self.events.get(event) {
                 Some(e) => Some(e.inner.clone()),
-                None => return Err(Refused::new(Status::INVALID_HANDLE, notify)),
+                None => {
+                    release(&self.shared);
+                    return Err(Refused::new(Status::INVALID_HANDLE, notify));
+                }
             },
             _ => None,
         };
@@ -558,6 +618,10 @@ impl StreamSet {
                 })
             }
         };
+        let job: Job = Box::new(move |sh: &Shared, st: &StreamState| {
+            job(sh, st);
+            release(sh);
+        });
         // The stream exists (checked above), so push cannot fail.
         let _ = self.push(handle, job);
         Ok(())
