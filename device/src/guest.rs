@@ -4,7 +4,9 @@
 //! Mapping goes through `vm-memory`, which owns the `mmap` and gives bounds-checked,
 //! volatile access, so this module has no `unsafe`. Users take a [`Snapshot`]: an immutable
 //! view that keeps its mappings alive even if the VMM unmaps them meanwhile, so a command
-//! that already started its access can finish it safely.
+//! that already started its access can finish it safely. Every mapping is guarded against
+//! SIGBUS ([`crate::sigbus`]): if the memory behind it is taken away (its memfd shrunk),
+//! an access fails with [`DmaError::Lost`] instead of ending the process.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,14 @@ pub enum DmaError {
         /// Length.
         len: u64,
     },
+    /// The memory behind the range was taken away (its file shrunk: SIGBUS, survived).
+    #[error("guest memory at IOVA {iova:#x}+{len:#x} was taken away (its memfd shrunk)")]
+    Lost {
+        /// First IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
     /// The range is mapped read-only and the device tried to write it.
     #[error("IOVA range {iova:#x}+{len:#x} is mapped read-only")]
     ReadOnly {
@@ -37,6 +47,9 @@ pub enum DmaError {
 
 #[derive(Clone, Default)]
 struct Map {
+    /// The SIGBUS guard of each mapping, by first IOVA: declared before `mem`, so that a
+    /// mapping's guard goes before the mapping does.
+    guards: Vec<(u64, Arc<crate::sigbus::Guard>)>,
     mem: Option<GuestMemoryMmap>,
     /// (first IOVA, length, writable) of every mapping, sorted by IOVA.
     ranges: Vec<(u64, u64, bool)>,
@@ -83,6 +96,7 @@ impl GuestMemory {
             libc::MAP_SHARED,
         )
         .map_err(|e| std::io::Error::other(format!("mmap of DMA region failed: {e}")))?;
+        let sigbus = crate::sigbus::protect(mmap.as_ptr() as usize, len);
         let region = GuestRegionMmap::new(mmap, GuestAddress(iova))
             .ok_or_else(|| bad("DMA range overflows"))?;
         let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
@@ -97,6 +111,7 @@ impl GuestMemory {
             ))
         })?;
         next.mem = Some(mem);
+        next.guards.extend(sigbus.map(|g| (iova, Arc::new(g))));
         next.ranges.push((iova, size, writable));
         next.ranges.sort_by_key(|r| r.0);
         *guard = Arc::new(next);
@@ -137,6 +152,7 @@ impl GuestMemory {
         }
         next.ranges
             .retain(|&(a, l, _)| !(a >= iova && a + l <= end));
+        next.guards.retain(|&(a, _)| !(a >= iova && a < end));
         *guard = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -208,36 +224,49 @@ impl Snapshot {
     /// Copies guest memory at `iova` into `buf`.
     pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
         let mem = self.check(iova, buf.len() as u64, false)?;
-        mem.read_slice(buf, GuestAddress(iova))
-            .map_err(|_| DmaError::NotMapped {
-                iova,
-                len: buf.len() as u64,
-            })
+        let len = buf.len() as u64;
+        guarded(iova, len, || {
+            mem.read_slice(buf, GuestAddress(iova))
+                .map_err(|_| DmaError::NotMapped { iova, len })
+        })
     }
 
     /// Copies `buf` into guest memory at `iova`.
     pub fn write(&self, iova: u64, buf: &[u8]) -> Result<(), DmaError> {
         let mem = self.check(iova, buf.len() as u64, true)?;
-        mem.write_slice(buf, GuestAddress(iova))
-            .map_err(|_| DmaError::NotMapped {
-                iova,
-                len: buf.len() as u64,
-            })
+        let len = buf.len() as u64;
+        guarded(iova, len, || {
+            mem.write_slice(buf, GuestAddress(iova))
+                .map_err(|_| DmaError::NotMapped { iova, len })
+        })
     }
 
     /// Atomic load of the naturally aligned `u32` at `iova`.
     pub fn load_u32(&self, iova: u64, order: Ordering) -> Result<u32, DmaError> {
         let mem = self.check(iova, 4, false)?;
-        mem.load(GuestAddress(iova), order)
-            .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+        guarded(iova, 4, || {
+            mem.load(GuestAddress(iova), order)
+                .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+        })
     }
 
     /// Atomic store of the naturally aligned `u32` at `iova`.
     pub fn store_u32(&self, iova: u64, v: u32, order: Ordering) -> Result<(), DmaError> {
         let mem = self.check(iova, 4, true)?;
-        mem.store(v, GuestAddress(iova), order)
-            .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+        guarded(iova, 4, || {
+            mem.store(v, GuestAddress(iova), order)
+                .map_err(|_| DmaError::NotMapped { iova, len: 4 })
+        })
     }
+}
+
+/// Runs the access `f` of `[iova, iova + len)`; it failed if guest memory was taken away
+/// under it (a SIGBUS survived meanwhile).
+fn guarded<T>(iova: u64, len: u64, f: impl FnOnce() -> Result<T, DmaError>) -> Result<T, DmaError> {
+    crate::sigbus::checked(f, || {
+        log::warn!("guest memory at IOVA {iova:#x}+{len:#x} was taken away (SIGBUS survived)");
+        DmaError::Lost { iova, len }
+    })
 }
 
 /// A range of guest memory inside one mapping (see [`Snapshot::view`]), addressed by
@@ -248,6 +277,15 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
+    fn guarded<T>(
+        &self,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce() -> Result<T, DmaError>,
+    ) -> Result<T, DmaError> {
+        guarded(self.iova.wrapping_add(offset as u64), len as u64, f)
+    }
+
     fn err(&self, offset: usize, len: usize) -> DmaError {
         DmaError::NotMapped {
             iova: self.iova.wrapping_add(offset as u64),
@@ -257,30 +295,39 @@ impl View<'_> {
 
     /// Copies `buf.len()` bytes at `offset` into `buf`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), DmaError> {
-        self.slice
-            .read_slice(buf, offset)
-            .map_err(|_| self.err(offset, buf.len()))
+        let n = buf.len();
+        self.guarded(offset, n, || {
+            self.slice
+                .read_slice(buf, offset)
+                .map_err(|_| self.err(offset, n))
+        })
     }
 
     /// Copies `buf` to `offset`.
     pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), DmaError> {
-        self.slice
-            .write_slice(buf, offset)
-            .map_err(|_| self.err(offset, buf.len()))
+        self.guarded(offset, buf.len(), || {
+            self.slice
+                .write_slice(buf, offset)
+                .map_err(|_| self.err(offset, buf.len()))
+        })
     }
 
     /// Atomic load of the naturally aligned `u32` at `offset`.
     pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, DmaError> {
-        self.slice
-            .load(offset, order)
-            .map_err(|_| self.err(offset, 4))
+        self.guarded(offset, 4, || {
+            self.slice
+                .load(offset, order)
+                .map_err(|_| self.err(offset, 4))
+        })
     }
 
     /// Atomic store of the naturally aligned `u32` at `offset`.
     pub fn store_u32(&self, offset: usize, v: u32, order: Ordering) -> Result<(), DmaError> {
-        self.slice
-            .store(v, offset, order)
-            .map_err(|_| self.err(offset, 4))
+        self.guarded(offset, 4, || {
+            self.slice
+                .store(v, offset, order)
+                .map_err(|_| self.err(offset, 4))
+        })
     }
 }
 
@@ -334,5 +381,34 @@ mod tests {
         assert_eq!(b, [1, 2, 3, 4]);
         g.unmap(0, u64::MAX).unwrap();
         assert!(!g.snapshot().covers(0x12000, 1, false));
+    }
+
+    #[test]
+    fn memory_taken_away_fails_the_access_not_the_process() {
+        let g = GuestMemory::new();
+        let file = memfd(3 * 4096);
+        g.map(0x40000, 3 * 4096, file.try_clone().unwrap(), 0, true)
+            .unwrap();
+        let s = g.snapshot();
+        s.write(0x40000, &[9; 8]).unwrap();
+        // Whoever holds the memfd shrinks it to one page: the last two are gone.
+        file.set_len(4096).unwrap();
+        let mut b = [0u8; 8];
+        assert_eq!(
+            s.read(0x41000, &mut b),
+            Err(DmaError::Lost {
+                iova: 0x41000,
+                len: 8
+            })
+        );
+        assert!(matches!(
+            s.view(0x42000, 4096, true)
+                .unwrap()
+                .store_u32(0, 1, Ordering::Release),
+            Err(DmaError::Lost { .. })
+        ));
+        // What is still there still works.
+        s.read(0x40000, &mut b).unwrap();
+        assert_eq!(b, [9; 8]);
     }
 }

@@ -6,14 +6,15 @@
 //! * [`config`]: PCI configuration space.
 //! * [`msix`]: the MSI-X table and interrupt delivery through eventfds.
 //! * [`guest`]: guest memory mapped for DMA, addressed by IOVA.
+//! * [`sigbus`]: surviving SIGBUS when memory mapped for DMA is taken away.
 //! * [`device`]: BAR0 registers and the life cycle (enable, reset, fatal state).
 //! * [`engine`]: the queue engine (admin and I/O queues, PDs, windows, handles, quotas).
 //! * [`exec`]: the `Executor` seam and the executors behind it.
 //! * [`server`]: the vfio-user backend and the connection loop.
 //!
 //! `unsafe` is denied in the crate except in [`exec::soft::blas`] (matrixmultiply's GEMM
-//! kernels take raw pointers) and in the tests of [`msix`] (which adopt an eventfd's
-//! descriptor as a file).
+//! kernels take raw pointers), in [`sigbus`] (a signal handler that maps a page over a lost
+//! one) and in the tests of [`msix`] (which adopt an eventfd's descriptor as a file).
 
 #![deny(unsafe_code)]
 
@@ -24,3 +25,8 @@ pub mod exec;
 pub mod guest;
 pub mod msix;
 pub mod server;
+#[allow(
+    unsafe_code,
+    reason = "installs a SIGBUS handler that maps a fresh page over lost guest memory"
+)]
+pub mod sigbus;
