@@ -68,13 +68,18 @@ passed=$((passed + 1))
 
 secs=${VGPU_FUZZ_SECONDS:-60}
 if [ "$secs" != 0 ]; then
-  step "fuzz: decode for ${secs}s over the committed corpus"
   work=$(mktemp -d)
   trap 'rm -rf "$work"; restore_hugepages' EXIT
-  cp -r fuzz/corpus/decode "$work/corpus"
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a decode "$work/corpus" -- \
-      -max_total_time="$secs" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 15)
-  passed=$((passed + 1))
+  # target:max_len — queue entries, payloads and control messages; module images.
+  for spec in decode:4096 images:65536; do
+    target=${spec%%:*}
+    step "fuzz: $target for ${secs}s over the committed corpus"
+    cp -r "fuzz/corpus/$target" "$work/$target"
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a "$target" "$work/$target" -- \
+        -max_total_time="$secs" -max_len="${spec#*:}" -rss_limit_mb=4096 \
+        -print_final_stats=1 2>&1 | tail -n 15)
+    passed=$((passed + 1))
+  done
 fi
 
 echo
