@@ -23,10 +23,14 @@ fn child_entry() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
+    let mixed = std::env::var_os("VGPU_CHILD_MIXED").is_some();
     let mut c = DriverClient::connect(std::path::Path::new(&control), "child").unwrap();
     println!("ready pd {}", c.welcome.pd);
     for i in 0..rounds {
         assert!(c.round_trip(1 << 20, i as u8), "round trip {i} failed");
+        if mixed {
+            mixed_work(&mut c, i);
+        }
         if i == 0 {
             println!("transferring");
         }
@@ -34,14 +38,113 @@ fn child_entry() {
     println!("done ok");
 }
 
+/// Work beyond copies, left half done on purpose in some rounds (a kill then finds objects
+/// of every kind): a stream with a memset and an event recorded on it, a captured graph
+/// instantiated and launched, a BLAS handle.
+fn mixed_work(c: &mut DriverClient, round: u64) {
+    use bytemuck::Zeroable;
+    use vgpu_proto::cmd::{GraphInstantiateArgs, HandleArgs, MemAllocArgs, MemsetArgs};
+    let ok = |r: vgpu_proto::Cqe, what: &str| {
+        assert!(r.status().is_ok(), "{what}: {r:?}");
+        r.result0
+    };
+    let h = |handle: u64| HandleArgs {
+        handle,
+        ..Zeroable::zeroed()
+    };
+    let mem = ok(
+        c.call(
+            Command::MEM_ALLOC(MemAllocArgs {
+                size: 4096,
+                ..Zeroable::zeroed()
+            }),
+            0,
+            &[],
+        ),
+        "alloc",
+    );
+    let s = ok(
+        c.call(Command::STREAM_CREATE(Zeroable::zeroed()), 0, &[]),
+        "stream",
+    );
+    let e = ok(
+        c.call(Command::EVENT_CREATE(Zeroable::zeroed()), 0, &[]),
+        "event",
+    );
+    let set = MemsetArgs {
+        dst: mem,
+        count: 4096,
+        value: round as u32,
+        elem_size: 1,
+        ..Zeroable::zeroed()
+    };
+    ok(
+        c.call(Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), s, &[]),
+        "capture",
+    );
+    c.submit(Command::MEMSET(set), s, &[], false);
+    let g = ok(
+        c.call(Command::STREAM_END_CAPTURE(Zeroable::zeroed()), s, &[]),
+        "end",
+    );
+    let x = ok(
+        c.call(
+            Command::GRAPH_INSTANTIATE(GraphInstantiateArgs {
+                graph: g,
+                ..Zeroable::zeroed()
+            }),
+            0,
+            &[],
+        ),
+        "instantiate",
+    );
+    c.submit(Command::GRAPH_LAUNCH(h(x)), s, &[], false);
+    c.submit(Command::EVENT_RECORD(h(e)), s, &[], false);
+    let blas = ok(
+        c.call(Command::BLAS_CREATE(Zeroable::zeroed()), 0, &[]),
+        "blas",
+    );
+    ok(
+        c.call(Command::STREAM_SYNCHRONIZE(Zeroable::zeroed()), s, &[]),
+        "sync",
+    );
+    if round % 2 == 0 {
+        return; // left for the PD's teardown
+    }
+    for (cmd, what) in [
+        (Command::BLAS_DESTROY(h(blas)), "blas destroy"),
+        (Command::GRAPH_EXEC_DESTROY(h(x)), "exec destroy"),
+        (Command::GRAPH_DESTROY(h(g)), "graph destroy"),
+        (Command::EVENT_DESTROY(h(e)), "event destroy"),
+        (Command::MEM_FREE(h(mem)), "free"),
+    ] {
+        ok(c.call(cmd, 0, &[]), what);
+    }
+    ok(
+        c.call(Command::STREAM_DESTROY(Zeroable::zeroed()), s, &[]),
+        "stream destroy",
+    );
+}
+
 fn spawn_child(
     control: &std::path::Path,
     rounds: Option<u64>,
+) -> (Child, BufReader<std::process::ChildStdout>) {
+    spawn_child_with(control, rounds, false)
+}
+
+fn spawn_child_with(
+    control: &std::path::Path,
+    rounds: Option<u64>,
+    mixed: bool,
 ) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut cmd = Proc::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, control)
         .stdout(Stdio::piped());
+    if mixed {
+        cmd.env("VGPU_CHILD_MIXED", "1");
+    }
     if let Some(r) = rounds {
         cmd.env("VGPU_CHILD_ROUNDS", r.to_string());
     }
@@ -623,5 +726,68 @@ fn a_client_cannot_resize_the_memory_it_shares_with_the_device() {
     }
     assert!(c.round_trip(4096, 3), "the device still serves the client");
     drop(c);
+    st.finish();
+}
+
+/// Load with faults: clients doing mixed work for a while (VGPU_SOAK_SECONDS, 20 s by
+/// default), one of them killed at a random point every half second or so and replaced;
+/// afterwards the device holds no PD and no object, the driver no client, queue or window.
+#[test]
+fn soak_with_random_kills_leaks_nothing() {
+    let secs: u64 = std::env::var("VGPU_SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("soak: {secs} s, seed {seed:#x}");
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let st = Stack::builder().window_bytes(4 << 20).start();
+    let spawn = || spawn_child_with(st.control(), None, true);
+    let mut clients: Vec<_> = (0..4).map(|_| spawn()).collect();
+    let t0 = std::time::Instant::now();
+    let mut kills = 0;
+    while t0.elapsed() < std::time::Duration::from_secs(secs) {
+        std::thread::sleep(std::time::Duration::from_millis(200 + next(600)));
+        let i = next(clients.len() as u64) as usize;
+        let (mut victim, _) = clients.swap_remove(i);
+        if let Ok(Some(status)) = victim.try_wait() {
+            panic!("a client ended on its own: {status:?} (seed {seed:#x})");
+        }
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        kills += 1;
+        clients.push(spawn());
+    }
+    for (mut c, _) in clients {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    eventually("every PD reclaimed", || st.totals().pds == 0);
+    let t = st.totals();
+    assert_eq!(
+        (t.objects(), t.mem_bytes, t.windows, t.queues, t.pending),
+        (0, 0, 0, 0, 0),
+        "seed {seed:#x}"
+    );
+    let status = || st.driver().status_json(vgpu_driver::server::Viewer::All);
+    let empty = ["\"clients\":[]", "\"queues\":0", "\"window_bytes\":0"];
+    eventually("every client, queue and window reclaimed by the driver", || {
+        empty.iter().all(|want| status().contains(want))
+    });
+    // The device still serves.
+    let mut c = DriverClient::connect(st.control(), "after").unwrap();
+    assert!(c.round_trip(1 << 20, 1));
+    drop(c);
+    println!("soak: {kills} clients killed mid-work, nothing leaked");
     st.finish();
 }
