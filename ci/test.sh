@@ -70,8 +70,9 @@ secs=${VGPU_FUZZ_SECONDS:-60}
 if [ "$secs" != 0 ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"; restore_hugepages' EXIT
-  # target:max_len — queue entries, payloads and control messages; module images.
-  for spec in decode:4096 images:65536; do
+  # target:max_len — queue entries, payloads and control messages; module images;
+  # sequences of commands executed by the device.
+  for spec in decode:4096 images:65536 commands:8192; do
     target=${spec%%:*}
     step "fuzz: $target for ${secs}s over the committed corpus"
     cp -r "fuzz/corpus/$target" "$work/$target"
