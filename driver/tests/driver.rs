@@ -781,9 +781,10 @@ fn soak_with_random_kills_leaks_nothing() {
     );
     let status = || st.driver().status_json(vgpu_driver::server::Viewer::All);
     let empty = ["\"clients\":[]", "\"queues\":0", "\"window_bytes\":0"];
-    eventually("every client, queue and window reclaimed by the driver", || {
-        empty.iter().all(|want| status().contains(want))
-    });
+    eventually(
+        "every client, queue and window reclaimed by the driver",
+        || empty.iter().all(|want| status().contains(want)),
+    );
     // The device still serves.
     let mut c = DriverClient::connect(st.control(), "after").unwrap();
     assert!(c.round_trip(1 << 20, 1));
