@@ -297,6 +297,7 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
                 Ok(Arc::new(image.to_vec()))
             };
             let loaded = image.and_then(|img| {
+                engine.env.executor.prepare_module(&img, &header.sha256);
                 pd.ctx()
                     .module_load(&img, &header.sha256)
                     .map_err(|s| (s, 0))

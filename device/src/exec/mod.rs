@@ -312,6 +312,11 @@ pub struct Counts {
 pub trait Executor: Send + Sync {
     /// What IDENTIFY reports.
     fn device_info(&self) -> DeviceInfo;
+    /// Does the slow part of a MODULE_LOAD of `image` (SHA-256 `sha256`, checked by the
+    /// engine) before the PD's context is locked for it: parsing and checking a module can
+    /// take tens of milliseconds, during which the PD's other commands need not wait. What
+    /// it finds wrong, the load itself reports. The default does nothing.
+    fn prepare_module(&self, _image: &[u8], _sha256: &[u8; 32]) {}
     /// A new, empty context.
     fn new_context(
         &self,

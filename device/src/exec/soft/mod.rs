@@ -223,6 +223,11 @@ impl Executor for SoftExecutor {
         self.config.device_info()
     }
 
+    fn prepare_module(&self, image: &[u8], sha256: &[u8; 32]) {
+        let (major, minor) = self.config.compute_capability;
+        self.programs.prepare(image, sha256, major * 10 + minor);
+    }
+
     fn new_context(
         &self,
         pd: u32,

@@ -401,6 +401,11 @@ impl ProgramCache {
     /// Bytes of images whose programs are kept (the programs take a few times as much).
     pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
 
+    /// Parses and checks `image` for `sm` into the cache, if it is not there yet.
+    pub(super) fn prepare(&self, image: &[u8], sha256: &[u8; 32], sm: u32) {
+        self.programs(image, sha256, sm);
+    }
+
     /// The checked programs of `image` (whose SHA-256 is `sha256`) for compute capability
     /// `sm`.
     fn programs(&self, image: &[u8], sha256: &[u8; 32], sm: u32) -> Programs {
