@@ -74,7 +74,7 @@ fn mixed_work(c: &mut DriverClient, round: u64) {
     let set = MemsetArgs {
         dst: mem,
         count: 4096,
-        value: round as u32,
+        value: u32::from(round as u8),
         elem_size: 1,
         ..Zeroable::zeroed()
     };
@@ -791,4 +791,41 @@ fn soak_with_random_kills_leaks_nothing() {
     drop(c);
     println!("soak: {kills} clients killed mid-work, nothing leaked");
     st.finish();
+}
+
+/// vgpu-driver killed under load: its clients fail (they never hang), vgpu-stub resets the
+/// device for the lost connection, and a new driver on the same stub serves new clients.
+#[test]
+fn a_driver_killed_under_load_fails_its_clients_and_a_new_one_serves() {
+    let driver_args = ["--window-size", "4194304"];
+    let mut st = vgpu_test_stack::ProcessStack::start(
+        &["--connections", "2", "--memory", "1G", "--executor", "soft"],
+        Some(&driver_args),
+    );
+    let mut clients: Vec<_> = (0..3)
+        .map(|_| spawn_child_with(&st.control(), None, true))
+        .collect();
+    for (_, out) in &mut clients {
+        wait_line(out, "transferring");
+    }
+    st.kill_driver();
+    for (mut c, _) in clients {
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                break status;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = c.kill();
+                panic!("a client hung after its driver died");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(!status.success(), "a client carried on without its driver");
+    }
+    st.start_driver(&driver_args);
+    let mut c = DriverClient::connect(&st.control(), "after").unwrap();
+    assert!(c.round_trip(1 << 20, 2));
+    drop(c);
+    st.check_running();
 }

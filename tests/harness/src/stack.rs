@@ -240,6 +240,8 @@ pub struct ProcessStack {
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     children: Vec<Child>,
+    /// Index of the running driver in `children`.
+    driver: Option<usize>,
 }
 
 /// The directory holding the workspace's binaries (the profile directory of the running
@@ -271,6 +273,7 @@ impl ProcessStack {
             dir: dir.to_path_buf(),
             _temp: None,
             children: Vec::new(),
+            driver: None,
         };
         let stub_sock = st.stub_socket();
         st.spawn(
@@ -279,17 +282,24 @@ impl ProcessStack {
                 .arg(&stub_sock)
                 .args(stub_args),
         );
-        let Some(driver_args) = driver_args else {
-            return st;
-        };
+        if let Some(driver_args) = driver_args {
+            st.start_driver(driver_args);
+        }
+        st
+    }
+
+    /// Starts `vgpu-driver` on the stub with `driver_args` (the sockets are added) and
+    /// waits until it accepts clients.
+    pub fn start_driver(&mut self, driver_args: &[&str]) {
+        let stub_sock = self.stub_socket();
         // The driver connects once: wait for the stub to listen (a connect to it would
         // use up one of its connections).
         retry("vgpu-stub to listen", START_TIMEOUT, || {
-            st.check_running();
+            self.check_running();
             listening(&stub_sock)
         });
-        let control = st.control();
-        st.spawn(
+        let control = self.control();
+        self.spawn(
             Command::new(bin_dir().join("vgpu-driver"))
                 .arg("--vfio-user")
                 .arg(&stub_sock)
@@ -297,11 +307,20 @@ impl ProcessStack {
                 .arg(&control)
                 .args(driver_args),
         );
+        self.driver = Some(self.children.len() - 1);
         retry("vgpu-driver to accept", START_TIMEOUT, || {
-            st.check_running();
+            self.check_running();
             vgpu_driver::client::connect(&control)
         });
-        st
+    }
+
+    /// Kills the driver (SIGKILL) and reaps it.
+    pub fn kill_driver(&mut self) {
+        if let Some(i) = self.driver.take() {
+            let mut d = self.children.remove(i);
+            let _ = d.kill();
+            let _ = d.wait();
+        }
     }
 
     /// The stub's vfio-user socket.
