@@ -1173,3 +1173,39 @@ fn queued_work_and_stream_workers_are_bounded_per_pd() {
     drop((c, d));
     stub.join();
 }
+
+/// A client that never reads its completions stalls only itself: its stream waits for room
+/// in its full completion ring while another PD is served, and destroying its PD does not
+/// wait for room that never comes.
+#[test]
+fn a_client_that_never_reads_completions_stalls_only_itself() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut a = d.pd_client(1, 1 << 20, 0);
+    let mut b = d.pd_client(2, 1 << 20, 0);
+    let buf = a.mem_alloc(4096);
+    // 300 NOTIFY memsets: more completions than a's ring of 256 holds, never read.
+    for _ in 0..300 {
+        memset(&mut a, 0, buf, 4, 1, 1, true);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // b is served meanwhile.
+    let mine = b.mem_alloc(4096);
+    for i in 0..20u8 {
+        memset(&mut b, 0, mine, 4, u32::from(i), 1, false);
+        assert_eq!(b.synchronize(0), Status::SUCCESS);
+    }
+    let t0 = std::time::Instant::now();
+    d.admin_ok(Command::PD_DESTROY(PdArgs {
+        pd: a.pd,
+        ..Zeroable::zeroed()
+    }));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "PD_DESTROY took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(b.synchronize(0), Status::SUCCESS);
+    drop((a, b, d));
+    stub.join();
+}
