@@ -58,3 +58,7 @@ for v in 0 "$uuid" "${uuid:0:12}" 1; do
   [ "$v" = 1 ] && want="0 CUDA device(s)"
   case $line in *"$want"*) ;; *) echo "ggml-ops: CUDA_VISIBLE_DEVICES=$v: expected \"$want\"" >&2; exit 1 ;; esac
 done
+
+# Three ops of a decode step timed on the vGPU against ggml's CPU backend, same run.
+VGPU_SOCKET=$work/vgpu.sock LD_LIBRARY_PATH="$PWD/target/shims:$lib" VGPU_LOG=error \
+  timeout 600 "$dir/ggml_ops" --bench

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct ggml_init_params { size_t mem_size; void *mem_buffer; bool no_alloc; };
 typedef struct ggml_context ggml_context;
@@ -268,6 +269,87 @@ static int kquant_as_close(int op, const float *cpu, const float *gpu, int cols)
     return ok;
 }
 
+/* `ggml_ops --bench`: three ops of a decode step at a size a small model has, timed on the
+ * vGPU against ggml's CPU backend in the same run (median of several computes, after one
+ * that loads the kernels). */
+#define BN 1024    /* a row */
+#define BROWS 1024 /* rows of the mat-vec's weights */
+#define BR 32      /* rows of the soft_max and rms_norm inputs */
+enum { B_MATVEC_Q8_0, B_SOFT_MAX, B_RMS_NORM, BENCH };
+static const char *bench_names[BENCH] = {
+    "mul_mat q8_0 (mat-vec, 1024x1024)", "soft_max (32x1024)", "rms_norm (32x1024)",
+};
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median time in milliseconds of `reps` (at most 15) computes of op `which` on `be`. */
+static double bench_op(ggml_backend_t be, int which, int reps) {
+    static float wf[BN * BROWS], xf[BN * BR];
+    static unsigned char wq[BN * BROWS * 34 / 32];
+    for (int i = 0; i < BN * BROWS; i++) wf[i] = sinf(i * 0.011f) * 0.5f;
+    for (int i = 0; i < BN * BR; i++) xf[i] = cosf(i * 0.37f) * 2.0f;
+    ggml_quantize_chunk(Q8_0, wf, wq, 0, BROWS, BN, NULL);
+    struct ggml_init_params p = {1 << 20, NULL, true};
+    ggml_context *ctx = ggml_init(p);
+    ggml_tensor *w = NULL, *x, *out;
+    if (which == B_MATVEC_Q8_0) {
+        w = ggml_new_tensor_2d(ctx, Q8_0, BN, BROWS);
+        x = ggml_new_tensor_2d(ctx, F32, BN, 1);
+        out = ggml_mul_mat(ctx, w, x);
+    } else {
+        x = ggml_new_tensor_2d(ctx, F32, BN, BR);
+        out = which == B_SOFT_MAX ? ggml_soft_max(ctx, x) : ggml_rms_norm(ctx, x, 1e-5f);
+    }
+    ggml_cgraph *g = ggml_new_graph(ctx);
+    ggml_build_forward_expand(g, out);
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
+    if (!buf) {
+        fprintf(stderr, "ggml_ops: allocating the bench tensors failed\n");
+        exit(2);
+    }
+    if (w) ggml_backend_tensor_set(w, wq, 0, ggml_nbytes(w));
+    ggml_backend_tensor_set(x, xf, 0, ggml_nbytes(x));
+    double t[16];
+    for (int i = 0; i <= reps; i++) {
+        double t0 = seconds();
+        if (ggml_backend_graph_compute(be, g) != 0) {
+            fprintf(stderr, "ggml_ops: bench compute failed\n");
+            exit(2);
+        }
+        t[i] = (seconds() - t0) * 1e3;
+    }
+    qsort(t + 1, reps, sizeof t[0], by_value); /* t[0] loaded the kernels */
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+    return t[1 + reps / 2];
+}
+
+static int bench(void) {
+    ggml_backend_t c = ggml_backend_cpu_init();
+    ggml_backend_t cuda = ggml_backend_cuda_init(0);
+    if (!cuda) {
+        fprintf(stderr, "ggml_ops: ggml found no CUDA device\n");
+        return 2;
+    }
+    for (int i = 0; i < BENCH; i++) {
+        double cpu = bench_op(c, i, 15), gpu = bench_op(cuda, i, 5);
+        printf("ggml_ops bench: %-34s cpu backend %8.3f ms   vgpu %8.3f ms   vgpu/cpu %6.1fx\n",
+               bench_names[i], cpu, gpu, gpu / cpu);
+    }
+    ggml_backend_free(cuda);
+    ggml_backend_free(c);
+    return 0;
+}
+
 /* `ggml_ops --discover`: the CUDA devices ggml finds, one line. */
 static int discover(void) {
     int n = ggml_backend_cuda_get_device_count();
@@ -285,6 +367,7 @@ static int discover(void) {
 
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--discover") == 0) return discover();
+    if (argc == 2 && strcmp(argv[1], "--bench") == 0) return bench();
     static float cpu[OPS][MAX_OUT], gpu[OPS][MAX_OUT];
     static int ncpu[OPS], ngpu[OPS];
     inputs();
