@@ -248,6 +248,31 @@ impl Device {
     }
 
     /// Zeroed memory of at least `len` bytes, mapped for DMA.
+    /// Whether the device still answers as an enabled VGPU-STUB: MAGIC holds its value (a
+    /// removed device or a lost link reads otherwise, or fails) and STATUS is READY without
+    /// FATAL.
+    pub fn check_alive(&self) -> Result<(), DriverError> {
+        let b = &self.inner.backing;
+        let lost = |why: String| DriverError::DeviceLost { why };
+        let magic = b
+            .read32(regs::MAGIC)
+            .map_err(|e| lost(format!("reading MAGIC failed: {}", e.report())))?;
+        if magic != regs::MAGIC_VALUE {
+            return Err(lost(format!("MAGIC reads {magic:#x}")));
+        }
+        let st = b
+            .read32(regs::STATUS)
+            .map_err(|e| lost(format!("reading STATUS failed: {}", e.report())))?;
+        if st & status::FATAL != 0 {
+            let code = b.read32(regs::FATAL_CODE).unwrap_or(0);
+            return Err(lost(format!("fatal state (FATAL_CODE {code})")));
+        }
+        if st & status::READY == 0 {
+            return Err(lost(format!("not ready (STATUS {st:#x})")));
+        }
+        Ok(())
+    }
+
     pub fn dma_alloc(&self, name: &str, len: u64) -> Result<DmaMem, DriverError> {
         Self::dma_alloc_inner(&self.inner, name, len)
     }

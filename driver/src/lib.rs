@@ -152,6 +152,13 @@ pub enum DriverError {
         /// The STATUS register after the wait (0 if it could not be read).
         status: u32,
     },
+    /// The device stopped answering as VGPU-STUB (its link is gone, or it was removed: MAGIC
+    /// reads something else) or entered its fatal state.
+    #[error("the device was lost: {why}")]
+    DeviceLost {
+        /// What the liveness check saw.
+        why: String,
+    },
     /// The admin queue was torn down (the device was shut down).
     #[error("the admin queue is gone")]
     AdminQueueGone,

@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use vgpu_driver::backing::{DeviceBacking, VfioUserBacking};
 use vgpu_driver::device::Device;
 use vgpu_driver::kernel_vfio::KernelVfioBacking;
@@ -117,9 +118,43 @@ fn main() -> ExitCode {
         }
     };
     let driver = Driver::new(dev, limits);
+    let lost = watch_device(driver.clone());
     server::serve(driver.clone(), listener);
+    if let Some(why) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // Exiting closes every client's connection (they see the driver gone) and lets
+        // the service manager start a new driver, which brings the device up again.
+        return fail(&format!(
+            "{}; exiting so that the driver is restarted",
+            why.report()
+        ));
+    }
     driver.device().shutdown();
     ExitCode::SUCCESS
+}
+
+/// How often the driver checks that the device is still there.
+const LIVENESS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checks the device every [`LIVENESS_PERIOD`]; when it is lost, records why and stops the
+/// driver's accept loop.
+fn watch_device(driver: Arc<Driver>) -> Arc<Mutex<Option<vgpu_driver::DriverError>>> {
+    let lost = Arc::new(Mutex::new(None));
+    let seen = lost.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vgpu-liveness".into())
+        .spawn(move || loop {
+            std::thread::sleep(LIVENESS_PERIOD);
+            if let Err(e) = driver.device().check_alive() {
+                log::error!("{}", e.report());
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                driver.stop();
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the device liveness check: {e}");
+    }
+    lost
 }
 
 fn fail(msg: &str) -> ExitCode {

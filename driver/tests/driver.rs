@@ -829,3 +829,31 @@ fn a_driver_killed_under_load_fails_its_clients_and_a_new_one_serves() {
     drop(c);
     st.check_running();
 }
+
+/// A driver whose device is lost (vgpu-stub gone) notices within its liveness period, says
+/// why and exits with failure, closing its clients' connections, so that its service
+/// manager restarts it; a new stub and driver on the same sockets serve again.
+#[test]
+fn a_driver_whose_device_is_lost_exits_to_be_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub_args = ["--connections", "1", "--memory", "1G", "--executor", "soft"];
+    let driver_args = ["--window-size", "2097152"];
+    let mut st =
+        vgpu_test_stack::ProcessStack::start_in(dir.path(), &stub_args, Some(&driver_args));
+    let mut c = DriverClient::connect(&st.control(), "before").unwrap();
+    assert!(c.round_trip(1 << 20, 1));
+    st.stub().kill().unwrap();
+    st.stub().wait().unwrap();
+    let status = st
+        .wait_driver(std::time::Duration::from_secs(10))
+        .expect("the driver noticed the lost device and exited");
+    assert!(!status.success(), "{status}");
+    assert!(
+        vgpu_driver::client::request(&c.fd, &Message::StatusQuery, 99, &[]).is_err(),
+        "the client's connection is closed"
+    );
+    drop((c, st));
+    let st = vgpu_test_stack::ProcessStack::start_in(dir.path(), &stub_args, Some(&driver_args));
+    let mut c = DriverClient::connect(&st.control(), "after").unwrap();
+    assert!(c.round_trip(1 << 20, 2));
+}

@@ -314,6 +314,24 @@ impl ProcessStack {
         });
     }
 
+    /// Waits up to `timeout` for the driver to exit on its own; its exit status, or `None`
+    /// if it is still running.
+    pub fn wait_driver(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let i = self.driver?;
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.children[i].try_wait() {
+                self.children.remove(i);
+                self.driver = None;
+                return Some(status);
+            }
+            if t0.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the driver (SIGKILL) and reaps it.
     pub fn kill_driver(&mut self) {
         if let Some(i) = self.driver.take() {
