@@ -321,7 +321,8 @@ impl ProcessStack {
         let t0 = std::time::Instant::now();
         loop {
             if let Ok(Some(status)) = self.children[i].try_wait() {
-                self.children.remove(i);
+                // Reaped already; wait() returns the same status at once.
+                let _ = self.children.remove(i).wait();
                 self.driver = None;
                 return Some(status);
             }
