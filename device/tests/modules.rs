@@ -516,3 +516,106 @@ LOOP:
     drop((c, d));
     stub.join();
 }
+
+/// A PD cannot name another PD's objects: graphs, executable graphs, modules, functions and
+/// BLAS handles of one PD are unknown to another (streams, events, memory and windows:
+/// `device.rs` `pds_are_isolated`), and the owner's objects still work afterwards.
+#[test]
+fn other_pds_objects_cannot_be_named() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut a = d.pd_client(1, 1 << 20, 0);
+    let mut b = d.pd_client(2, 1 << 20, 0);
+    let text = b".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry poke(.param .u64 p)
+{
+    .reg .b64 %rd<2>;
+    ld.param.u64 %rd1, [p];
+    st.global.u32 [%rd1], 7;
+    ret;
+}
+\0";
+    let r = load(&mut d, &mut a, text, sha256(text), false);
+    assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
+    let module = r.result0;
+    let (_, funcs) = decode_module_info(&d.read(a.window, r.result1 as usize)).unwrap();
+    let func = funcs[0].record.handle;
+    let mem = a.mem_alloc(4096);
+    let s = a
+        .io(0, Command::STREAM_CREATE(Zeroable::zeroed()), &[])
+        .result0;
+    a.io(s, Command::STREAM_BEGIN_CAPTURE(Zeroable::zeroed()), &[]);
+    let set = MemsetArgs {
+        dst: mem,
+        count: 4,
+        value: 1,
+        elem_size: 1,
+        ..Zeroable::zeroed()
+    };
+    a.post(s, Command::MEMSET(set), &[], false);
+    let graph = a
+        .io(s, Command::STREAM_END_CAPTURE(Zeroable::zeroed()), &[])
+        .result0;
+    let inst = GraphInstantiateArgs {
+        graph,
+        ..Zeroable::zeroed()
+    };
+    let exec = a.io(0, Command::GRAPH_INSTANTIATE(inst), &[]).result0;
+    let blas = a
+        .io(0, Command::BLAS_CREATE(Zeroable::zeroed()), &[])
+        .result0;
+    let h = |handle: u64| HandleArgs {
+        handle,
+        ..Zeroable::zeroed()
+    };
+    // B names each of them.
+    assert_eq!(
+        b.io(0, Command::GRAPH_INSTANTIATE(inst), &[]).status(),
+        Status::INVALID_HANDLE,
+        "A's graph"
+    );
+    let cid = b.post(0, Command::GRAPH_LAUNCH(h(exec)), &[], true);
+    let r = b.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (r.cid, r.status()),
+        (cid, Status::INVALID_HANDLE),
+        "A's executable graph"
+    );
+    assert_eq!(
+        launch(&mut b, func, 1, 1, &mem.to_le_bytes()).status(),
+        Status::INVALID_HANDLE,
+        "A's function"
+    );
+    for (cmd, what) in [
+        (Command::GRAPH_DESTROY(h(graph)), "A's graph"),
+        (Command::GRAPH_EXEC_DESTROY(h(exec)), "A's executable graph"),
+        (Command::BLAS_DESTROY(h(blas)), "A's BLAS handle"),
+    ] {
+        assert_eq!(b.io(0, cmd, &[]).status(), Status::INVALID_HANDLE, "{what}");
+    }
+    let cid = b.post(0, Command::MODULE_UNLOAD(h(module)), &[], false);
+    let r = b.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (r.cid, r.status()),
+        (cid, Status::INVALID_HANDLE),
+        "A's module"
+    );
+    // A's objects are untouched.
+    a.post(s, Command::GRAPH_LAUNCH(h(exec)), &[], false);
+    assert_eq!(a.synchronize(s), Status::SUCCESS);
+    assert_eq!(
+        launch(&mut a, func, 1, 1, &mem.to_le_bytes()).status(),
+        Status::SUCCESS
+    );
+    assert_eq!(
+        a.io(0, Command::BLAS_DESTROY(h(blas)), &[]).status(),
+        Status::SUCCESS
+    );
+    let st = d.stats(a.pd);
+    assert_eq!((st.modules, st.graphs, st.graph_execs), (1, 1, 1));
+    assert_eq!(d.stats(b.pd).objects(), 0, "B made nothing");
+    drop((a, b, d));
+    stub.join();
+}
