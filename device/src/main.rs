@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use vgpu_stub::config::Identity;
 use vgpu_stub::device::Device;
+use vgpu_stub::exec::cuda::CudaExecutor;
 use vgpu_stub::exec::soft::{SoftConfig, SoftExecutor};
 use vgpu_stub::exec::Executor;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ExecutorKind {
-    /// The software device (CPU; runs only its reference kernels).
+    /// The software device (CPU; kernels run from their PTX on an interpreter).
     Soft,
     /// The real GPU through CUDA.
     Cuda,
@@ -63,6 +64,13 @@ struct Args {
     /// CUDA_ERROR_LAUNCH_TIMEOUT (the watchdog a GPU has).
     #[arg(long, default_value_t = 120)]
     launch_timeout: u64,
+    /// cuda executor: which GPU (CUDA ordinal).
+    #[arg(long, default_value_t = 0)]
+    gpu: i32,
+    /// cuda executor: run even on vgpu's own libcuda.so.1, which loops back into another
+    /// vGPU (for tests; also VGPU_ALLOW_LOOPBACK=1). Without it that library is refused.
+    #[arg(long)]
+    allow_loopback: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -136,40 +144,28 @@ fn parse_pci(s: &str) -> Result<(u32, u8, u8, u8), String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    let allow_loopback =
+        args.allow_loopback || std::env::var_os("VGPU_ALLOW_LOOPBACK").is_some_and(|v| v == "1");
     let executor: Arc<dyn Executor> = match args.executor {
-        ExecutorKind::Cuda => {
-            log::error!("the cuda executor is not implemented yet; use --executor soft");
-            eprintln!("vgpu-stub: --executor cuda is not available: the cuda executor is not implemented yet");
-            return ExitCode::from(2);
-        }
-        ExecutorKind::Soft | ExecutorKind::Auto => {
-            if matches!(args.executor, ExecutorKind::Auto) {
-                log::info!("executor auto: the cuda executor is not implemented yet, using soft");
+        ExecutorKind::Cuda => match CudaExecutor::open(args.gpu, allow_loopback) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                log::error!("the cuda executor cannot run: {e}");
+                eprintln!("vgpu-stub: --executor cuda cannot run: {e}");
+                return ExitCode::from(2);
             }
-            let mut cfg = SoftConfig::default();
-            if let Some(m) = args.memory {
-                cfg.memory = m;
+        },
+        ExecutorKind::Auto => match CudaExecutor::open(args.gpu, allow_loopback) {
+            Ok(e) => {
+                log::info!("executor auto: a GPU is usable, running the cuda executor");
+                Arc::new(e)
             }
-            if let Some(cc) = args.compute_capability {
-                cfg.compute_capability = cc;
+            Err(e) => {
+                log::info!("executor auto: no usable GPU ({e}); running the soft executor");
+                soft_executor(&args)
             }
-            if let Some(n) = args.name {
-                cfg.name = n;
-            }
-            if let Some(n) = args.sm_count {
-                cfg.sm_count = n;
-            }
-            if let Some(u) = args.uuid {
-                cfg.uuid = u;
-            }
-            if let Some(p) = args.pci_address {
-                cfg.pci = p;
-            }
-            cfg.reference_kernels = !args.no_reference_kernels;
-            cfg.launch_timeout = std::time::Duration::from_secs(args.launch_timeout);
-            warn_past_host_memory(cfg.memory);
-            Arc::new(SoftExecutor::new(cfg))
-        }
+        },
+        ExecutorKind::Soft => soft_executor(&args),
     };
     let dev = Arc::new(Device::new(args.ids.unwrap_or_default(), executor));
     match vgpu_stub::server::serve(&args.socket, dev, args.connections) {
@@ -179,6 +175,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The soft executor configured by the command line.
+fn soft_executor(args: &Args) -> Arc<dyn Executor> {
+    let mut cfg = SoftConfig::default();
+    if let Some(m) = args.memory {
+        cfg.memory = m;
+    }
+    if let Some(cc) = args.compute_capability {
+        cfg.compute_capability = cc;
+    }
+    if let Some(n) = &args.name {
+        cfg.name = n.clone();
+    }
+    if let Some(n) = args.sm_count {
+        cfg.sm_count = n;
+    }
+    if let Some(u) = args.uuid {
+        cfg.uuid = u;
+    }
+    if let Some(p) = args.pci_address {
+        cfg.pci = p;
+    }
+    cfg.reference_kernels = !args.no_reference_kernels;
+    cfg.launch_timeout = std::time::Duration::from_secs(args.launch_timeout);
+    warn_past_host_memory(cfg.memory);
+    Arc::new(SoftExecutor::new(cfg))
 }
 
 /// The soft device keeps device memory in host RAM, up to `memory` bytes for all tenants

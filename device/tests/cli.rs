@@ -53,14 +53,29 @@ fn help_and_bad_arguments() {
     assert_eq!(out.status.code(), Some(2), "--socket is required");
 }
 
+/// `--executor cuda` where it cannot run exits 2 and says why: here no CUDA library (or,
+/// on a machine with GPUs, no GPU 99).
 #[test]
 fn cuda_executor_is_refused_clearly() {
     let out = bin()
-        .args(["--socket", "/tmp/never.sock", "--executor", "cuda"])
+        .args([
+            "--socket",
+            "/tmp/never.sock",
+            "--executor",
+            "cuda",
+            "--gpu",
+            "99",
+        ])
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--executor cuda cannot run"), "{err}");
+    assert!(
+        err.contains("no CUDA driver library") || err.contains("no GPU 99"),
+        "{err}"
+    );
 }
 
 #[test]

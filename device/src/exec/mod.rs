@@ -5,16 +5,24 @@
 //! handles PDs and queues. Everything that touches device memory or runs work goes through
 //! an [`Executor`] (one per device) and its [`Context`]s (one per PD). Executors implement
 //! the spec's stream semantics themselves (ordering, the NULL stream, latched and sticky
-//! errors, §7.2 and §8.3), because a GPU executor would get them from CUDA streams. The one
-//! executor so far is [`soft`], on the CPU; the cuda executor is not written yet.
+//! errors, §7.2 and §8.3), because a GPU executor would get them from CUDA streams. The
+//! executors are [`soft`], on the CPU, and [`cuda`], on a real GPU.
 //!
 //! Waits never block the caller: a command that must wait (STREAM_SYNCHRONIZE, MEM_FREE,
 //! ...) hands the executor a [`Ticket`], which the executor fires when the wait is over:
 //! from its own threads, or at once when there is nothing to wait for (a bad handle).
+//!
+//! Both executors share the stream machinery ([`streams`]) and the [`Context`] built on it
+//! ([`context::StreamContext`]); what differs between them is a [`Backend`]: a context's
+//! device memory, modules and the data ops that run on them.
 
+pub mod context;
+pub mod cuda;
 pub mod soft;
+pub(crate) mod streams;
 
 use crate::guest::{DmaError, Snapshot};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use vgpu_proto::info::{DeviceInfo, FunctionEntry};
 use vgpu_proto::payload::{GemmDesc, LaunchAttr, LtMatmulDesc, TrsmBatchedDesc};
@@ -306,6 +314,93 @@ pub struct Counts {
     pub blas_handles: u32,
     /// Commands accepted and not finished.
     pub pending: u32,
+}
+
+/// One context's device resources and the data ops on them: what an executor provides
+/// under the shared streams, events, graphs and host functions of
+/// [`context::StreamContext`]. Handles and addresses are the executor's own; every one a
+/// method is given comes from the guest and must be checked.
+pub trait Backend: Send + Sync {
+    /// The executor's name, for log lines ("soft", "cuda").
+    fn name(&self) -> &'static str;
+    /// Runs a data op (a copy, memset, launch or BLAS op) to completion on the calling
+    /// stream worker. `cancel` is raised when the context is torn down: long work should
+    /// stop at its next check.
+    fn execute(&self, op: Op, cancel: &AtomicBool) -> Result<(), Status>;
+    /// MEM_ALLOC within the quota.
+    fn alloc(&self, size: u64) -> Result<u64, Status>;
+    /// MEM_FREE of an allocation's base address.
+    fn free(&self, ptr: u64) -> Result<(), Status>;
+    /// The allocation holding `ptr`: (base, size).
+    fn range_of(&self, ptr: u64) -> Option<(u64, u64)>;
+    /// (free, total) in the PD's view.
+    fn mem_info(&self) -> (u64, u64);
+    /// A new device-memory quota.
+    fn set_quota(&self, quota: u64);
+    /// (bytes, allocations) in use.
+    fn mem_usage(&self) -> (u64, u32);
+    /// CTX_GET_LIMIT.
+    fn get_limit(&self, limit: u32) -> Result<u64, Status>;
+    /// CTX_SET_LIMIT.
+    fn set_limit(&self, limit: u32, value: u64) -> Result<(), Status>;
+    /// MODULE_LOAD: `next` hands out handles (`true`: the module's, `false`: a
+    /// function's); at most `room` objects may be made.
+    fn module_load(
+        &self,
+        image: &[u8],
+        sha256: &[u8; 32],
+        next: &mut dyn FnMut(bool) -> u64,
+        room: u64,
+    ) -> Result<(u64, Vec<FunctionEntry>), Status>;
+    /// True when `module` is loaded.
+    fn has_module(&self, module: u64) -> bool;
+    /// MODULE_UNLOAD, once no work uses it.
+    fn module_unload(&self, module: u64) -> Result<(), Status>;
+    /// MODULE_GET_GLOBAL: (address, size).
+    fn module_global(&self, module: u64, name: &str) -> Result<(u64, u64), Status>;
+    /// FUNC_GET_ATTRIBUTE.
+    fn func_get_attr(&self, func: u64, attr: u32) -> Result<i32, Status>;
+    /// FUNC_SET_ATTRIBUTE.
+    fn func_set_attr(&self, func: u64, attr: u32, value: i32) -> Result<(), Status>;
+    /// Refuses, before it is queued, a launch that cannot run.
+    fn check_launch(
+        &self,
+        func: u64,
+        block: [u32; 3],
+        shared_mem: u32,
+        params: &[u8],
+        attrs: &[LaunchAttr],
+    ) -> Result<(), Status>;
+    /// (modules, functions) loaded.
+    fn module_counts(&self) -> (u32, u32);
+    /// Frees every module and allocation (CTX_RESET, with no work running).
+    fn clear(&self);
+    /// A fresh, empty backend for the same PD with quota `quota`: what a reset moves to
+    /// while a worker still runs on this one.
+    fn successor(&self, quota: u64) -> Result<Arc<dyn Backend>, Status>;
+}
+
+/// NOT_SUPPORTED, with a log line naming the `executor`, for the first launch attribute
+/// that `accept` refuses.
+pub(crate) fn check_launch_attrs(
+    attrs: &[LaunchAttr],
+    pd: u32,
+    executor: &str,
+    accept: impl Fn(&LaunchAttr) -> bool,
+) -> Result<(), Status> {
+    match attrs.iter().find(|a| !accept(a)) {
+        None => Ok(()),
+        Some(a) => {
+            log::warn!(
+                "PD {pd}: launch attribute {} ({}, {}, {}) is not supported by the {executor} executor",
+                a.id,
+                a.v0,
+                a.v1,
+                a.v2
+            );
+            Err(Status::NOT_SUPPORTED)
+        }
+    }
 }
 
 /// A device: creates one context per PD.

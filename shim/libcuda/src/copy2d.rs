@@ -356,6 +356,8 @@ exports! {
         => run_memset(memset(dst, pitch, v, 4, (width, height)), 0, true);
     implemented fn cuMemsetD2D8Async(dst: u64, pitch: usize, v: u8, width: usize, height: usize, stream: usize)
         => run_memset(memset(dst, pitch, v.into(), 1, (width, height)), stream, false);
+    implemented fn cuMemsetD2D16Async(dst: u64, pitch: usize, v: u16, width: usize, height: usize, stream: usize)
+        => run_memset(memset(dst, pitch, v.into(), 2, (width, height)), stream, false);
     implemented fn cuMemsetD2D32Async(dst: u64, pitch: usize, v: u32, width: usize, height: usize, stream: usize)
         => run_memset(memset(dst, pitch, v, 4, (width, height)), stream, false);
 }

@@ -267,8 +267,29 @@ impl ProcessStack {
         st
     }
 
+    /// As [`start`](Self::start), with `env` added to `vgpu-stub`'s environment.
+    pub fn start_with_env(
+        env: &[(&str, &std::ffi::OsStr)],
+        stub_args: &[&str],
+        driver_args: Option<&[&str]>,
+    ) -> ProcessStack {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let mut st = Self::start_env_in(temp.path(), env, stub_args, driver_args);
+        st._temp = Some(temp);
+        st
+    }
+
     /// As [`start`](Self::start), with the sockets in `dir` (which must exist).
     pub fn start_in(dir: &Path, stub_args: &[&str], driver_args: Option<&[&str]>) -> ProcessStack {
+        Self::start_env_in(dir, &[], stub_args, driver_args)
+    }
+
+    fn start_env_in(
+        dir: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+        stub_args: &[&str],
+        driver_args: Option<&[&str]>,
+    ) -> ProcessStack {
         let mut st = ProcessStack {
             dir: dir.to_path_buf(),
             _temp: None,
@@ -278,6 +299,7 @@ impl ProcessStack {
         let stub_sock = st.stub_socket();
         st.spawn(
             Command::new(bin_dir().join("vgpu-stub"))
+                .envs(env.iter().copied())
                 .arg("--socket")
                 .arg(&stub_sock)
                 .args(stub_args),

@@ -14,15 +14,17 @@ pub mod blas;
 pub mod kernels;
 mod memory;
 pub mod modules;
-mod streams;
 
 pub use memory::Memory;
 
-use super::{CallbackSink, Context, Counts, Executor, Limits, Op, Outcome, Refused, Ticket};
-use std::collections::HashSet;
-use std::sync::Arc;
-use streams::{Handles, Kind, Shared, StreamSet};
+use super::context::StreamContext;
+use super::{Backend, CallbackSink, Context, Executor, Limits, Op, Side2D};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use vgpu_os::lock;
 use vgpu_proto::info::{executor, DeviceInfo, FunctionEntry, ATTR_SLOTS, DEVICE_INFO_VERSION};
+use vgpu_proto::payload::LaunchAttr;
 use vgpu_proto::regs::features;
 use vgpu_proto::Status;
 
@@ -65,7 +67,7 @@ impl Default for SoftConfig {
 }
 
 /// `CUdevice_attribute` numbers used below.
-mod attr {
+pub(crate) mod attr {
     pub const MAX_THREADS_PER_BLOCK: usize = 1;
     pub const MAX_BLOCK_DIM_X: usize = 2;
     pub const MAX_BLOCK_DIM_Y: usize = 3;
@@ -234,35 +236,39 @@ impl Executor for SoftExecutor {
         limits: Limits,
         callbacks: Arc<dyn CallbackSink>,
     ) -> Result<Box<dyn Context>, Status> {
-        let quota = limits.mem_quota.min(self.config.memory);
-        let shared = Arc::new(Shared::new(
-            quota,
-            self.pool.clone(),
-            callbacks,
-            self.config.launch_timeout,
-        ));
-        Ok(Box::new(SoftContext {
+        let backend = Arc::new(SoftDevice {
             pd,
-            limits,
-            streams: StreamSet::new(shared.clone(), pd),
-            shared,
-            handles: Handles::default(),
-            blas: HashSet::new(),
+            mem: Mutex::new(Memory::new(
+                limits.mem_quota.min(self.config.memory),
+                self.pool.clone(),
+            )),
+            modules: Mutex::new(modules::Modules::default()),
+            limits: Mutex::new(default_limits()),
+            launch_timeout: self.config.launch_timeout,
+            pool: self.pool.clone(),
             sm: self.config.compute_capability.0 * 10 + self.config.compute_capability.1,
             reference_kernels: self.config.reference_kernels,
             programs: self.programs.clone(),
-        }))
+        });
+        Ok(Box::new(StreamContext::new(pd, limits, backend, callbacks)))
     }
 }
 
-/// One PD's state on the soft executor.
-pub struct SoftContext {
+/// CUlimit defaults of a data-centre GPU: stack, printf FIFO, malloc heap, sync depth,
+/// pending launches.
+fn default_limits() -> HashMap<u32, u64> {
+    HashMap::from([(0, 1024), (1, 1 << 20), (2, 8 << 20), (3, 2), (4, 2048)])
+}
+
+/// One PD's device memory and modules on the soft device, and the data ops on them.
+pub struct SoftDevice {
     pd: u32,
-    limits: Limits,
-    shared: Arc<Shared>,
-    streams: StreamSet,
-    handles: Handles,
-    blas: HashSet<u64>,
+    mem: Mutex<Memory>,
+    modules: Mutex<modules::Modules>,
+    limits: Mutex<HashMap<u32, u64>>,
+    /// How long one kernel may run.
+    launch_timeout: std::time::Duration,
+    pool: Arc<memory::Pool>,
     /// Compute capability as an sm number (90 for 9.0).
     sm: u32,
     reference_kernels: bool,
@@ -270,330 +276,259 @@ pub struct SoftContext {
     programs: Arc<modules::ProgramCache>,
 }
 
+impl SoftDevice {
+    pub(super) fn memory(&self) -> MutexGuard<'_, Memory> {
+        lock(&self.mem)
+    }
+
+    pub(super) fn modules(&self) -> MutexGuard<'_, modules::Modules> {
+        lock(&self.modules)
+    }
+}
+
 /// Launch attributes the soft executor honours (it runs launches one at a time, so
 /// cooperative launches and programmatic serialisation need nothing more).
-fn check_attrs(attrs: &[vgpu_proto::payload::LaunchAttr], pd: u32) -> Result<(), Status> {
+fn check_attrs(attrs: &[LaunchAttr], pd: u32) -> Result<(), Status> {
     use vgpu_proto::payload::launch_attr::*;
-    for a in attrs {
-        let ok = match a.id {
-            COOPERATIVE | PROGRAMMATIC_STREAM_SERIALIZATION | PRIORITY => true,
-            CLUSTER_DIMENSION => a.v0 <= 1 && a.v1 <= 1 && a.v2 <= 1,
-            _ => false,
-        };
-        if !ok {
-            log::warn!(
-                "PD {pd}: launch attribute {} ({}, {}, {}) is not supported by the soft executor",
-                a.id,
-                a.v0,
-                a.v1,
-                a.v2
-            );
-            return Err(Status::NOT_SUPPORTED);
-        }
-    }
-    Ok(())
+    super::check_launch_attrs(attrs, pd, "soft", |a| match a.id {
+        COOPERATIVE | PROGRAMMATIC_STREAM_SERIALIZATION | PRIORITY => true,
+        CLUSTER_DIMENSION => a.v0 <= 1 && a.v1 <= 1 && a.v2 <= 1,
+        _ => false,
+    })
 }
 
-impl SoftContext {
-    fn objects(&self) -> u64 {
-        let c = self.counts();
-        u64::from(c.allocations)
-            + u64::from(c.modules)
-            + u64::from(c.functions)
-            + u64::from(c.streams)
-            + u64::from(c.events)
-            + u64::from(c.graphs)
-            + u64::from(c.graph_execs)
-            + u64::from(c.blas_handles)
+impl Backend for SoftDevice {
+    fn name(&self) -> &'static str {
+        "soft"
     }
 
-    fn admit_object(&self) -> Result<(), Status> {
-        if self.limits.max_objects != 0 && self.objects() >= u64::from(self.limits.max_objects) {
-            log::warn!(
-                "PD {}: object limit of {} reached",
-                self.pd,
-                self.limits.max_objects
-            );
-            return Err(Status::OUT_OF_MEMORY);
-        }
-        Ok(())
+    fn execute(&self, op: Op, cancel: &AtomicBool) -> Result<(), Status> {
+        execute(self, op, cancel)
     }
 
-    fn not_supported<T>(&self, what: &str) -> Result<T, Status> {
-        log::warn!(
-            "PD {}: {what} is not supported by the soft executor",
-            self.pd
-        );
-        Err(Status::NOT_SUPPORTED)
-    }
-}
-
-impl Context for SoftContext {
-    fn mem_alloc(&mut self, size: u64) -> Result<u64, Status> {
-        self.admit_object()?;
-        self.shared.memory().alloc(size)
+    fn alloc(&self, size: u64) -> Result<u64, Status> {
+        self.memory().alloc(size)
     }
 
-    fn mem_free(&mut self, ptr: u64, done: Ticket) {
-        let shared = self.shared.clone();
-        self.streams.after_all(Ticket::new(move |_| {
-            done.fire(Outcome::status(
-                shared.memory().free(ptr).err().unwrap_or(Status::SUCCESS),
-            ))
-        }));
+    fn free(&self, ptr: u64) -> Result<(), Status> {
+        self.memory().free(ptr)
     }
 
-    fn mem_range(&self, ptr: u64) -> Result<(u64, u64), Status> {
-        self.shared.memory().range_of(ptr).ok_or(Status::NOT_FOUND)
+    fn range_of(&self, ptr: u64) -> Option<(u64, u64)> {
+        self.memory().range_of(ptr)
     }
 
     fn mem_info(&self) -> (u64, u64) {
-        self.shared.memory().info()
+        self.memory().info()
     }
 
-    fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
-        self.shared.memory().set_quota(limits.mem_quota);
+    fn set_quota(&self, quota: u64) {
+        self.memory().set_quota(quota)
+    }
+
+    fn mem_usage(&self) -> (u64, u32) {
+        self.memory().usage()
     }
 
     fn get_limit(&self, limit: u32) -> Result<u64, Status> {
-        self.shared.limit(limit).ok_or(Status::UNSUPPORTED_LIMIT)
+        lock(&self.limits)
+            .get(&limit)
+            .copied()
+            .ok_or(Status::UNSUPPORTED_LIMIT)
     }
 
-    fn set_limit(&mut self, limit: u32, value: u64) -> Result<(), Status> {
-        self.shared.set_limit(limit, value)
+    fn set_limit(&self, limit: u32, value: u64) -> Result<(), Status> {
+        match lock(&self.limits).get_mut(&limit) {
+            Some(v) => {
+                *v = value;
+                Ok(())
+            }
+            None => Err(Status::UNSUPPORTED_LIMIT),
+        }
     }
 
     fn module_load(
-        &mut self,
+        &self,
         image: &[u8],
         sha256: &[u8; 32],
+        next: &mut dyn FnMut(bool) -> u64,
+        room: u64,
     ) -> Result<(u64, Vec<FunctionEntry>), Status> {
-        let room = if self.limits.max_objects == 0 {
-            u64::MAX
-        } else {
-            u64::from(self.limits.max_objects).saturating_sub(self.objects())
-        };
-        let handles = &mut self.handles;
-        let mut next =
-            |module: bool| handles.next(if module { Kind::Module } else { Kind::Function });
         let loader = modules::Loader {
             sm: self.sm,
             reference_kernels: self.reference_kernels,
             cache: &self.programs,
         };
-        modules::load(&self.shared, &loader, image, sha256, &mut next, room)
+        modules::load(self, &loader, image, sha256, next, room)
     }
 
-    fn module_unload(&mut self, module: u64, done: Ticket) {
-        if !self.shared.modules().has_module(module) {
-            return done.fire(Outcome::status(Status::INVALID_HANDLE));
-        }
-        let shared = self.shared.clone();
-        self.streams.after_all(Ticket::new(move |_| {
-            done.fire(Outcome::status(
-                modules::unload(&shared, module)
-                    .err()
-                    .unwrap_or(Status::SUCCESS),
-            ))
-        }));
+    fn has_module(&self, module: u64) -> bool {
+        self.modules().has_module(module)
+    }
+
+    fn module_unload(&self, module: u64) -> Result<(), Status> {
+        modules::unload(self, module)
     }
 
     fn module_global(&self, module: u64, name: &str) -> Result<(u64, u64), Status> {
-        self.shared.modules().global(module, name)
+        self.modules().global(module, name)
     }
 
     fn func_get_attr(&self, func: u64, attr: u32) -> Result<i32, Status> {
         let f = self
-            .shared
             .modules()
             .function(func)
             .ok_or(Status::INVALID_HANDLE)?;
         modules::get_attr(&f, attr)
     }
 
-    fn func_set_attr(&mut self, func: u64, attr: u32, value: i32) -> Result<(), Status> {
+    fn func_set_attr(&self, func: u64, attr: u32, value: i32) -> Result<(), Status> {
         let f = self
-            .shared
             .modules()
             .function(func)
             .ok_or(Status::INVALID_HANDLE)?;
         modules::set_attr(&f, attr, value)
     }
 
-    fn stream_create(&mut self, flags: u32, _priority: i32) -> Result<u64, Status> {
-        self.admit_object()?;
-        let h = self.handles.next(Kind::Stream);
-        self.streams
-            .create(h, flags & vgpu_proto::cmd::stream_flags::NON_BLOCKING == 0)?;
-        Ok(h)
+    fn check_launch(
+        &self,
+        func: u64,
+        block: [u32; 3],
+        shared_mem: u32,
+        params: &[u8],
+        attrs: &[LaunchAttr],
+    ) -> Result<(), Status> {
+        let f = self
+            .modules()
+            .function(func)
+            .ok_or(Status::INVALID_HANDLE)?;
+        modules::check_launch(&f, block, shared_mem, params, self.pd)?;
+        check_attrs(attrs, self.pd)
     }
 
-    fn stream_destroy(&mut self, stream: u64) -> Result<(), Status> {
-        if stream == 0 {
-            return Err(Status::INVALID_HANDLE);
-        }
-        self.streams.destroy(stream)
+    fn module_counts(&self) -> (u32, u32) {
+        self.modules().counts()
     }
 
-    fn stream_sync(&mut self, stream: u64, done: Ticket) {
-        self.streams.sync(stream, done)
+    fn clear(&self) {
+        self.modules().clear();
+        self.memory().clear();
     }
 
-    fn stream_query(&mut self, stream: u64) -> Status {
-        self.streams.query(stream)
-    }
-
-    fn begin_capture(&mut self, stream: u64, _mode: u32) -> Result<(), Status> {
-        self.streams.begin_capture(stream)
-    }
-
-    fn end_capture(&mut self, stream: u64) -> Result<u64, Status> {
-        if !self.streams.is_capturing(stream) {
-            return Err(Status::STREAM_CAPTURE_UNMATCHED);
-        }
-        self.admit_object()?;
-        let graph = self.handles.next(Kind::Graph);
-        self.streams.end_capture(stream, graph)
-    }
-
-    fn submit(&mut self, stream: u64, op: Op, notify: Option<Ticket>) -> Result<(), Refused> {
-        let refused = match &op {
-            Op::Launch {
-                func,
-                block,
-                shared_mem,
-                params,
-                attrs,
-                ..
-            } => match self.shared.modules().function(*func) {
-                None => Some(Status::INVALID_HANDLE),
-                Some(f) => modules::check_launch(&f, *block, *shared_mem, params, self.pd)
-                    .and_then(|_| check_attrs(attrs, self.pd))
-                    .err(),
-            },
-            Op::Gemm(g) | Op::GemmBatched(g) => {
-                (!self.blas.contains(&g.handle)).then_some(Status::INVALID_HANDLE)
-            }
-            Op::TrsmBatched(t) => {
-                (!self.blas.contains(&t.handle)).then_some(Status::INVALID_HANDLE)
-            }
-            Op::LtMatmul(l) => (!self.blas.contains(&l.handle)).then_some(Status::INVALID_HANDLE),
-            _ => None,
-        };
-        if let Some(s) = refused {
-            return Err(Refused::new(s, notify));
-        }
-        self.streams.submit(stream, op, notify)
-    }
-
-    fn host_func_done(&mut self, cookie: u64) {
-        self.shared.host_func_done(cookie);
-    }
-
-    fn event_create(&mut self, flags: u32) -> Result<u64, Status> {
-        if flags & vgpu_proto::cmd::event_flags::INTERPROCESS != 0 {
-            return self.not_supported("interprocess events");
-        }
-        self.admit_object()?;
-        let h = self.handles.next(Kind::Event);
-        self.streams.event_create(h, flags);
-        Ok(h)
-    }
-
-    fn event_destroy(&mut self, event: u64) -> Result<(), Status> {
-        self.streams.event_destroy(event)
-    }
-
-    fn event_sync(&mut self, event: u64, done: Ticket) {
-        self.streams.event_sync(event, done)
-    }
-
-    fn event_query(&self, event: u64) -> Status {
-        self.streams.event_query(event)
-    }
-
-    fn event_elapsed(&self, start: u64, end: u64) -> Result<f32, Status> {
-        self.streams.event_elapsed(start, end)
-    }
-
-    fn graph_instantiate(&mut self, graph: u64, _flags: u64) -> Result<u64, Status> {
-        self.admit_object()?;
-        let exec = self.handles.next(Kind::GraphExec);
-        self.streams.graph_instantiate(graph, exec)
-    }
-
-    fn graph_exec_update(&mut self, exec: u64, graph: u64) -> Result<u64, Status> {
-        self.streams.graph_exec_update(exec, graph)
-    }
-
-    fn graph_destroy(&mut self, graph: u64) -> Result<(), Status> {
-        self.streams.graph_destroy(graph)
-    }
-
-    fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), Status> {
-        self.streams.graph_exec_destroy(exec)
-    }
-
-    fn blas_create(&mut self) -> Result<u64, Status> {
-        self.admit_object()?;
-        let h = self.handles.next(Kind::Blas);
-        self.blas.insert(h);
-        Ok(h)
-    }
-
-    fn blas_destroy(&mut self, handle: u64) -> Result<(), Status> {
-        if self.blas.remove(&handle) {
-            Ok(())
-        } else {
-            Err(Status::INVALID_HANDLE)
-        }
-    }
-
-    fn synchronize(&mut self, done: Ticket) {
-        self.streams.synchronize(done)
-    }
-
-    fn reset(&mut self) {
-        self.blas.clear();
-        if self.streams.reset() {
-            self.shared.modules().clear();
-            self.shared.memory().clear();
-            self.shared.clear_errors();
-            return;
-        }
-        // A worker is still busy with the old state (and holds it, its memory included,
-        // until it ends): the context moves on with new state, without waiting for it.
-        let quota = self.limits.mem_quota.min(self.shared.pool_total());
-        self.shared = Arc::new(self.shared.successor(quota));
-        self.streams = StreamSet::new(self.shared.clone(), self.pd);
-    }
-
-    fn sticky_error(&self) -> Option<Status> {
-        self.shared.sticky()
-    }
-
-    fn counts(&self) -> Counts {
-        let (mem_bytes, allocations) = self.shared.memory().usage();
-        let (modules, functions) = self.shared.modules().counts();
-        let (graphs, graph_execs) = self.streams.graph_counts();
-        Counts {
-            mem_bytes,
-            allocations,
-            streams: self.streams.stream_count(),
-            events: self.streams.event_count(),
-            blas_handles: self.blas.len() as u32,
-            modules,
-            functions,
-            graphs,
-            graph_execs,
-            pending: self.shared.pending(),
-        }
+    fn successor(&self, quota: u64) -> Result<Arc<dyn Backend>, Status> {
+        Ok(Arc::new(SoftDevice {
+            pd: self.pd,
+            mem: Mutex::new(Memory::new(quota.min(self.pool.total()), self.pool.clone())),
+            modules: Mutex::new(modules::Modules::default()),
+            limits: Mutex::new(default_limits()),
+            launch_timeout: self.launch_timeout,
+            pool: self.pool.clone(),
+            sm: self.sm,
+            reference_kernels: self.reference_kernels,
+            programs: self.programs.clone(),
+        }))
     }
 }
 
-impl Drop for SoftContext {
-    fn drop(&mut self) {
-        self.streams.stop();
+/// Executes one data op on the soft device.
+fn execute(dev: &SoftDevice, op: Op, cancel: &AtomicBool) -> Result<(), Status> {
+    match op {
+        // One copy each way, straight between guest memory and the allocation.
+        Op::CopyHtoD { dst, src } => match src {
+            crate::exec::HostSource::Inline(v) => {
+                dev.memory()
+                    .slice_mut(dst, v.len() as u64)?
+                    .copy_from_slice(&v);
+                Ok(())
+            }
+            crate::exec::HostSource::Range(r) => r.read(0, dev.memory().slice_mut(dst, r.len())?),
+        },
+        Op::CopyDtoH { src, dst } => dst.write(0, dev.memory().slice(src, dst.len())?),
+        Op::CopyDtoD { dst, src, len } => dev.memory().copy(dst, src, len),
+        Op::Copy2D {
+            src,
+            src_pitch,
+            dst,
+            dst_pitch,
+            width,
+            height,
+        } => {
+            let w = usize::try_from(width).map_err(|_| Status::INVALID_VALUE)?;
+            let mut row = vec![0u8; w];
+            for r in 0..height {
+                match &src {
+                    Side2D::Device(a) => {
+                        row.copy_from_slice(dev.memory().slice(a + r * src_pitch, width)?)
+                    }
+                    Side2D::Host(h) => h.read(r * src_pitch, &mut row)?,
+                }
+                match &dst {
+                    Side2D::Device(a) => dev
+                        .memory()
+                        .slice_mut(a + r * dst_pitch, width)?
+                        .copy_from_slice(&row),
+                    Side2D::Host(h) => h.write(r * dst_pitch, &row)?,
+                }
+            }
+            Ok(())
+        }
+        Op::Memset {
+            dst,
+            pitch,
+            width,
+            height,
+            value,
+            elem_size,
+        } => {
+            let es = u64::from(elem_size);
+            let bytes = value.to_le_bytes();
+            let row_len = width.checked_mul(es).ok_or(Status::INVALID_VALUE)?;
+            let mut mem = dev.memory();
+            for r in 0..height {
+                let at = r
+                    .checked_mul(pitch)
+                    .and_then(|o| dst.checked_add(o))
+                    .ok_or(Status::INVALID_VALUE)?;
+                let row = mem.slice_mut(at, row_len)?;
+                for chunk in row.chunks_exact_mut(elem_size as usize) {
+                    chunk.copy_from_slice(&bytes[..elem_size as usize]);
+                }
+            }
+            Ok(())
+        }
+        Op::Gemm(g) => blas::gemm(&DeviceView(dev), &g),
+        Op::GemmBatched(g) => blas::gemm_batched(&DeviceView(dev), &g),
+        Op::TrsmBatched(t) => blas::trsm_batched(&DeviceView(dev), &t),
+        Op::LtMatmul(l) => blas::lt_matmul(&DeviceView(dev), &l),
+        Op::Launch {
+            func,
+            grid,
+            block,
+            shared_mem,
+            params,
+            ..
+        } => modules::launch(dev, cancel, func, grid, block, shared_mem, &params),
+        Op::HostFunc { .. }
+        | Op::GraphLaunch { .. }
+        | Op::EventRecord { .. }
+        | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
+    }
+}
+
+/// The context's device memory as the BLAS code reads and writes it.
+struct DeviceView<'a>(&'a SoftDevice);
+
+impl blas::DeviceMemory for DeviceView<'_> {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Status> {
+        out.copy_from_slice(self.0.memory().slice(addr, out.len() as u64)?);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), Status> {
+        self.0
+            .memory()
+            .slice_mut(addr, data.len() as u64)?
+            .copy_from_slice(data);
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! NOT_SUPPORTED and a log line that says why.
 
 use super::kernels::{self, Kernel};
-use super::streams::Shared;
+use super::SoftDevice;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vgpu_fatbin::{ImageError, ParamLayout};
@@ -117,7 +117,7 @@ impl Modules {
     }
 }
 
-fn image_status(e: &ImageError) -> Status {
+pub(crate) fn image_status(e: &ImageError) -> Status {
     match e {
         ImageError::NoBinaryForArch { .. } => Status::NO_BINARY_FOR_GPU,
         ImageError::TooLarge(_) => Status::OUT_OF_MEMORY,
@@ -129,7 +129,7 @@ fn image_status(e: &ImageError) -> Status {
 /// registers its functions. `next` hands out handles (module first). Returns the module
 /// handle and the function table.
 pub(super) fn load(
-    sh: &Shared,
+    sh: &SoftDevice,
     loader: &Loader<'_>,
     image: &[u8],
     sha256: &[u8; 32],
@@ -265,7 +265,7 @@ pub(super) fn load(
 }
 
 /// Removes a module, its functions and its globals.
-pub(super) fn unload(sh: &Shared, module: u64) -> Result<(), Status> {
+pub(super) fn unload(sh: &SoftDevice, module: u64) -> Result<(), Status> {
     let m = sh
         .modules()
         .modules
@@ -580,7 +580,8 @@ fn fault_status(f: &vgpu_ptx::exec::Fault) -> Status {
 
 /// Runs a launch on the CPU: from PTX when the kernel has it, else its reference kernel.
 pub(super) fn launch(
-    sh: &Shared,
+    sh: &SoftDevice,
+    cancel: &std::sync::atomic::AtomicBool,
     func: u64,
     grid: [u32; 3],
     block: [u32; 3],
@@ -604,7 +605,7 @@ pub(super) fn launch(
             mem: &KernelMemory(std::sync::Mutex::new(&mut mem)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             deadline: Some(std::time::Instant::now() + sh.launch_timeout),
-            cancel: Some(sh.cancel_flag()),
+            cancel: Some(cancel),
         };
         let started = std::time::Instant::now();
         let r = vgpu_ptx::exec::run(k, &l).map_err(|e| {

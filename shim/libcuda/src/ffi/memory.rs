@@ -134,6 +134,7 @@ exports! {
     implemented fn cuMemsetD16_v2(dst: u64, v: u16, n: usize) => memset(dst, u32::from(v), 2, n, None);
     implemented fn cuMemsetD32_v2(dst: u64, v: u32, n: usize) => memset(dst, v, 4, n, None);
     implemented fn cuMemsetD8Async(dst: u64, v: u8, n: usize, stream: usize) => memset(dst, u32::from(v), 1, n, Some(stream));
+    implemented fn cuMemsetD16Async(dst: u64, v: u16, n: usize, stream: usize) => memset(dst, u32::from(v), 2, n, Some(stream));
     implemented fn cuMemsetD32Async(dst: u64, v: u32, n: usize, stream: usize) => memset(dst, v, 4, n, Some(stream));
     implemented fn cuMemAllocHost_v2(pp: Out<*mut c_void>, size: usize) => alloc_host(pp, size);
     implemented fn cuMemHostAlloc(pp: Out<*mut c_void>, size: usize, _flags: u32) => alloc_host(pp, size);

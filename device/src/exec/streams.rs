@@ -1,7 +1,9 @@
-//! Streams, events and host functions of a soft context.
+//! Streams, events, graphs and host functions of a context, for every executor.
 //!
 //! Each stream is a worker thread fed by a channel, so work on one stream runs in order
-//! and streams run concurrently. The NULL stream (handle 0) has CUDA's legacy semantics:
+//! and streams run concurrently. The data operations themselves (copies, memsets,
+//! launches, BLAS) run on the worker through the context's [`Backend`], one at a time and
+//! each to completion, so that a finished op is finished on the device too. The NULL stream (handle 0) has CUDA's legacy semantics:
 //! before work on it runs, every blocking stream finishes what was submitted to it, and
 //! blocking streams do not start later work before the NULL stream's earlier work is done.
 //! Errors follow spec §8.3: an async failure latches on its stream (first one wins), and a
@@ -13,12 +15,11 @@
 //! capture ends it with STREAM_CAPTURE_UNSUPPORTED (fork/join across streams is not
 //! supported).
 
-use super::memory::Memory;
-use crate::exec::{CallbackSink, Op, Outcome, Refused, Side2D, Ticket};
+use crate::exec::{Backend, CallbackSink, Op, Outcome, Refused, Ticket};
 use crossbeam_channel::{unbounded, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vgpu_os::lock;
@@ -50,7 +51,7 @@ pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
 /// Kinds of handle; the kind is kept in the top byte so that a handle of the wrong kind is
 /// never found.
 #[derive(Clone, Copy)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Stream = 1,
     Event = 2,
     Module = 3,
@@ -62,12 +63,12 @@ pub(super) enum Kind {
 
 /// Handle allocator: unique for the context's lifetime.
 #[derive(Default)]
-pub(super) struct Handles {
+pub(crate) struct Handles {
     next: u64,
 }
 
 impl Handles {
-    pub(super) fn next(&mut self, kind: Kind) -> u64 {
+    pub(crate) fn next(&mut self, kind: Kind) -> u64 {
         self.next += 1;
         ((kind as u64) << 56) | self.next
     }
@@ -105,19 +106,14 @@ impl Gate {
 }
 
 /// State shared by a context and its stream workers.
-pub(super) struct Shared {
-    mem: Mutex<Memory>,
+pub(crate) struct Shared {
+    backend: Arc<dyn Backend>,
     sticky: Mutex<Option<Status>>,
     seq: AtomicU64,
     callbacks: Arc<dyn CallbackSink>,
     host_funcs: Mutex<HashMap<u64, Arc<Gate>>>,
     pending: AtomicU32,
     cancelled: AtomicBool,
-    limits: Mutex<HashMap<u32, u64>>,
-    modules: Mutex<super::modules::Modules>,
-    /// How long one kernel may run.
-    pub(super) launch_timeout: std::time::Duration,
-    pool: Arc<super::memory::Pool>,
     /// Stream worker threads alive.
     threads: AtomicU32,
     /// Jobs queued by [`StreamSet::submit`] and not yet run, and the bytes they hold.
@@ -126,92 +122,44 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Fresh state for the same context, with device-memory quota `quota`: what a reset
-    /// moves to when workers of the old state are still busy.
-    pub(super) fn successor(&self, quota: u64) -> Shared {
-        Shared::new(
-            quota,
-            self.pool.clone(),
-            self.callbacks.clone(),
-            self.launch_timeout,
-        )
-    }
-
-    pub(super) fn new(
-        quota: u64,
-        pool: Arc<super::memory::Pool>,
-        callbacks: Arc<dyn CallbackSink>,
-        launch_timeout: std::time::Duration,
-    ) -> Self {
-        // CUlimit defaults of a data-centre GPU: stack, printf FIFO, malloc heap.
-        let limits = HashMap::from([(0, 1024), (1, 1 << 20), (2, 8 << 20), (3, 2), (4, 2048)]);
+    /// State for a context whose data ops run on `backend`.
+    pub(crate) fn new(backend: Arc<dyn Backend>, callbacks: Arc<dyn CallbackSink>) -> Self {
         Shared {
-            mem: Mutex::new(Memory::new(quota, pool.clone())),
+            backend,
             sticky: Mutex::new(None),
             seq: AtomicU64::new(0),
             callbacks,
             host_funcs: Mutex::new(HashMap::new()),
             pending: AtomicU32::new(0),
             cancelled: AtomicBool::new(false),
-            limits: Mutex::new(limits),
-            modules: Mutex::new(super::modules::Modules::default()),
-            launch_timeout,
-            pool,
             threads: AtomicU32::new(0),
             jobs: AtomicU32::new(0),
             held: AtomicU64::new(0),
         }
     }
 
-    pub(super) fn memory(&self) -> MutexGuard<'_, Memory> {
-        lock(&self.mem)
+    /// Where host-function requests go.
+    pub(crate) fn callbacks(&self) -> &Arc<dyn CallbackSink> {
+        &self.callbacks
     }
 
-    pub(super) fn modules(&self) -> MutexGuard<'_, super::modules::Modules> {
-        lock(&self.modules)
-    }
-
-    pub(super) fn sticky(&self) -> Option<Status> {
+    pub(crate) fn sticky(&self) -> Option<Status> {
         *lock(&self.sticky)
     }
 
-    pub(super) fn clear_errors(&self) {
+    pub(crate) fn clear_errors(&self) {
         *lock(&self.sticky) = None;
     }
 
-    pub(super) fn pending(&self) -> u32 {
+    pub(crate) fn pending(&self) -> u32 {
         self.pending.load(Ordering::Relaxed)
-    }
-
-    /// Bytes of the device memory pool.
-    pub(super) fn pool_total(&self) -> u64 {
-        self.pool.total()
-    }
-
-    /// Raised while the context is torn down: work stops at its next check.
-    pub(super) fn cancel_flag(&self) -> &AtomicBool {
-        &self.cancelled
     }
 
     fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    pub(super) fn limit(&self, limit: u32) -> Option<u64> {
-        lock(&self.limits).get(&limit).copied()
-    }
-
-    pub(super) fn set_limit(&self, limit: u32, value: u64) -> Result<(), Status> {
-        match lock(&self.limits).get_mut(&limit) {
-            Some(v) => {
-                *v = value;
-                Ok(())
-            }
-            None => Err(Status::UNSUPPORTED_LIMIT),
-        }
-    }
-
-    pub(super) fn host_func_done(&self, cookie: u64) {
+    pub(crate) fn host_func_done(&self, cookie: u64) {
         match lock(&self.host_funcs).remove(&cookie) {
             Some(g) => g.open(),
             None => log::warn!("HOST_FUNC_DONE for unknown cookie {cookie:#x} ignored"),
@@ -309,7 +257,7 @@ struct Event {
 }
 
 /// The streams and events of one context.
-pub(super) struct StreamSet {
+pub(crate) struct StreamSet {
     shared: Arc<Shared>,
     pd: u32,
     streams: HashMap<u64, Stream>,
@@ -391,7 +339,7 @@ struct Capture {
 }
 
 impl StreamSet {
-    pub(super) fn new(shared: Arc<Shared>, pd: u32) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, pd: u32) -> Self {
         let mut s = StreamSet {
             shared,
             pd,
@@ -450,7 +398,7 @@ impl StreamSet {
         }
     }
 
-    pub(super) fn create(&mut self, handle: u64, blocking: bool) -> Result<(), Status> {
+    pub(crate) fn create(&mut self, handle: u64, blocking: bool) -> Result<(), Status> {
         if self.spawn(handle, blocking) {
             Ok(())
         } else {
@@ -458,18 +406,18 @@ impl StreamSet {
         }
     }
 
-    pub(super) fn destroy(&mut self, handle: u64) -> Result<(), Status> {
+    pub(crate) fn destroy(&mut self, handle: u64) -> Result<(), Status> {
         // Dropping the sender lets the worker finish what is queued and exit.
         let s = self.streams.remove(&handle).ok_or(Status::INVALID_HANDLE)?;
         drop(s.tx);
         Ok(())
     }
 
-    pub(super) fn stream_count(&self) -> u32 {
+    pub(crate) fn stream_count(&self) -> u32 {
         self.streams.len().saturating_sub(1) as u32
     }
 
-    pub(super) fn event_count(&self) -> u32 {
+    pub(crate) fn event_count(&self) -> u32 {
         self.events.len() as u32
     }
 
@@ -523,7 +471,7 @@ impl StreamSet {
         Ok(())
     }
 
-    pub(super) fn submit(
+    pub(crate) fn submit(
         &mut self,
         handle: u64,
         op: Op,
@@ -627,7 +575,7 @@ impl StreamSet {
         Ok(())
     }
 
-    pub(super) fn sync(&mut self, handle: u64, done: Ticket) {
+    pub(crate) fn sync(&mut self, handle: u64, done: Ticket) {
         if !self.streams.contains_key(&handle) {
             return done.fire(Outcome::status(Status::INVALID_HANDLE));
         }
@@ -646,7 +594,7 @@ impl StreamSet {
         let _ = self.push(handle, job);
     }
 
-    pub(super) fn query(&mut self, handle: u64) -> Status {
+    pub(crate) fn query(&mut self, handle: u64) -> Status {
         let Some(s) = self.streams.get(&handle) else {
             return Status::INVALID_HANDLE;
         };
@@ -664,7 +612,7 @@ impl StreamSet {
 
     /// Fires `done` once every stream has finished what was submitted before; the outcome
     /// carries the oldest latched error (which is cleared on every stream).
-    pub(super) fn synchronize(&mut self, done: Ticket) {
+    pub(crate) fn synchronize(&mut self, done: Ticket) {
         if !self.captures.is_empty() {
             let capturing: Vec<u64> = self.captures.keys().copied().collect();
             for h in capturing {
@@ -707,7 +655,7 @@ impl StreamSet {
 
     /// Fires `done` once every stream has finished what was submitted before (no error
     /// reporting: for MEM_FREE and MODULE_UNLOAD).
-    pub(super) fn after_all(&mut self, done: Ticket) {
+    pub(crate) fn after_all(&mut self, done: Ticket) {
         let handles: Vec<u64> = self.streams.keys().copied().collect();
         let left = Arc::new(AtomicU32::new(handles.len() as u32));
         let done = Arc::new(Mutex::new(Some(done)));
@@ -820,7 +768,7 @@ impl StreamSet {
             .sum();
     }
 
-    pub(super) fn begin_capture(&mut self, handle: u64) -> Result<(), Status> {
+    pub(crate) fn begin_capture(&mut self, handle: u64) -> Result<(), Status> {
         if !self.streams.contains_key(&handle) {
             return Err(Status::INVALID_HANDLE);
         }
@@ -835,7 +783,7 @@ impl StreamSet {
         Ok(())
     }
 
-    pub(super) fn end_capture(&mut self, handle: u64, graph: u64) -> Result<u64, Status> {
+    pub(crate) fn end_capture(&mut self, handle: u64, graph: u64) -> Result<u64, Status> {
         let c = self
             .captures
             .remove(&handle)
@@ -848,11 +796,11 @@ impl StreamSet {
         Ok(graph)
     }
 
-    pub(super) fn is_capturing(&self, handle: u64) -> bool {
+    pub(crate) fn is_capturing(&self, handle: u64) -> bool {
         self.captures.contains_key(&handle)
     }
 
-    pub(super) fn graph_instantiate(&mut self, graph: u64, exec: u64) -> Result<u64, Status> {
+    pub(crate) fn graph_instantiate(&mut self, graph: u64, exec: u64) -> Result<u64, Status> {
         let nodes = self
             .graphs
             .get(&graph)
@@ -864,7 +812,7 @@ impl StreamSet {
     }
 
     /// Takes the parameters of `graph` into `exec` when both have the same shape.
-    pub(super) fn graph_exec_update(&mut self, exec: u64, graph: u64) -> Result<u64, Status> {
+    pub(crate) fn graph_exec_update(&mut self, exec: u64, graph: u64) -> Result<u64, Status> {
         let new = self
             .graphs
             .get(&graph)
@@ -885,23 +833,23 @@ impl StreamSet {
         Ok(0)
     }
 
-    pub(super) fn graph_destroy(&mut self, graph: u64) -> Result<(), Status> {
+    pub(crate) fn graph_destroy(&mut self, graph: u64) -> Result<(), Status> {
         self.graphs.remove(&graph).ok_or(Status::INVALID_HANDLE)?;
         self.restat();
         Ok(())
     }
 
-    pub(super) fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), Status> {
+    pub(crate) fn graph_exec_destroy(&mut self, exec: u64) -> Result<(), Status> {
         self.execs.remove(&exec).ok_or(Status::INVALID_HANDLE)?;
         self.restat();
         Ok(())
     }
 
-    pub(super) fn graph_counts(&self) -> (u32, u32) {
+    pub(crate) fn graph_counts(&self) -> (u32, u32) {
         (self.graphs.len() as u32, self.execs.len() as u32)
     }
 
-    pub(super) fn event_create(&mut self, handle: u64, flags: u32) {
+    pub(crate) fn event_create(&mut self, handle: u64, flags: u32) {
         let inner = Arc::new(EventInner {
             state: Mutex::new(EventState::default()),
             cv: Condvar::new(),
@@ -909,14 +857,14 @@ impl StreamSet {
         self.events.insert(handle, Event { flags, inner });
     }
 
-    pub(super) fn event_destroy(&mut self, handle: u64) -> Result<(), Status> {
+    pub(crate) fn event_destroy(&mut self, handle: u64) -> Result<(), Status> {
         self.events
             .remove(&handle)
             .map(|_| ())
             .ok_or(Status::INVALID_HANDLE)
     }
 
-    pub(super) fn event_sync(&mut self, handle: u64, done: Ticket) {
+    pub(crate) fn event_sync(&mut self, handle: u64, done: Ticket) {
         let Some(e) = self.events.get(&handle) else {
             return done.fire(Outcome::status(Status::INVALID_HANDLE));
         };
@@ -931,7 +879,7 @@ impl StreamSet {
         s.waiters.push((target, done));
     }
 
-    pub(super) fn event_query(&self, handle: u64) -> Status {
+    pub(crate) fn event_query(&self, handle: u64) -> Status {
         let Some(e) = self.events.get(&handle) else {
             return Status::INVALID_HANDLE;
         };
@@ -943,7 +891,7 @@ impl StreamSet {
         }
     }
 
-    pub(super) fn event_elapsed(&self, start: u64, end: u64) -> Result<f32, Status> {
+    pub(crate) fn event_elapsed(&self, start: u64, end: u64) -> Result<f32, Status> {
         let time = |h: u64| -> Result<Instant, Status> {
             let e = self.events.get(&h).ok_or(Status::INVALID_HANDLE)?;
             if e.flags & event_flags::DISABLE_TIMING != 0 {
@@ -970,7 +918,7 @@ impl StreamSet {
     /// Cancels every worker and waits for them, at most [`TEARDOWN_TIMEOUT`] in all. True
     /// when all of them ended; otherwise the busy ones keep the (cancelled) shared state,
     /// which must not be used again.
-    pub(super) fn stop(&mut self) -> bool {
+    pub(crate) fn stop(&mut self) -> bool {
         self.shared.cancelled.store(true, Ordering::Relaxed);
         for g in lock(&self.shared.host_funcs).drain().map(|(_, g)| g) {
             g.open();
@@ -1006,7 +954,7 @@ impl StreamSet {
     /// Cancels and joins every worker (bounded, see [`stop`](Self::stop)), forgets every
     /// stream and event, and starts a fresh NULL stream. False when a worker was still
     /// busy: the caller must then move the context to new shared state.
-    pub(super) fn reset(&mut self) -> bool {
+    pub(crate) fn reset(&mut self) -> bool {
         if !self.stop() {
             return false;
         }
@@ -1069,72 +1017,9 @@ fn finish(sh: &Shared, st: &StreamState, r: Result<(), Status>, notify: Option<T
     }
 }
 
-/// Executes one data op on the soft device.
+/// Executes one op on a worker: host functions here, data ops on the backend.
 fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
     match op {
-        // One copy each way, straight between guest memory and the allocation.
-        Op::CopyHtoD { dst, src } => match src {
-            crate::exec::HostSource::Inline(v) => {
-                sh.memory()
-                    .slice_mut(dst, v.len() as u64)?
-                    .copy_from_slice(&v);
-                Ok(())
-            }
-            crate::exec::HostSource::Range(r) => r.read(0, sh.memory().slice_mut(dst, r.len())?),
-        },
-        Op::CopyDtoH { src, dst } => dst.write(0, sh.memory().slice(src, dst.len())?),
-        Op::CopyDtoD { dst, src, len } => sh.memory().copy(dst, src, len),
-        Op::Copy2D {
-            src,
-            src_pitch,
-            dst,
-            dst_pitch,
-            width,
-            height,
-        } => {
-            let w = usize::try_from(width).map_err(|_| Status::INVALID_VALUE)?;
-            let mut row = vec![0u8; w];
-            for r in 0..height {
-                match &src {
-                    Side2D::Device(a) => {
-                        row.copy_from_slice(sh.memory().slice(a + r * src_pitch, width)?)
-                    }
-                    Side2D::Host(h) => h.read(r * src_pitch, &mut row)?,
-                }
-                match &dst {
-                    Side2D::Device(a) => sh
-                        .memory()
-                        .slice_mut(a + r * dst_pitch, width)?
-                        .copy_from_slice(&row),
-                    Side2D::Host(h) => h.write(r * dst_pitch, &row)?,
-                }
-            }
-            Ok(())
-        }
-        Op::Memset {
-            dst,
-            pitch,
-            width,
-            height,
-            value,
-            elem_size,
-        } => {
-            let es = u64::from(elem_size);
-            let bytes = value.to_le_bytes();
-            let row_len = width.checked_mul(es).ok_or(Status::INVALID_VALUE)?;
-            let mut mem = sh.memory();
-            for r in 0..height {
-                let at = r
-                    .checked_mul(pitch)
-                    .and_then(|o| dst.checked_add(o))
-                    .ok_or(Status::INVALID_VALUE)?;
-                let row = mem.slice_mut(at, row_len)?;
-                for chunk in row.chunks_exact_mut(elem_size as usize) {
-                    chunk.copy_from_slice(&bytes[..elem_size as usize]);
-                }
-            }
-            Ok(())
-        }
         Op::HostFunc { cookie } => {
             let gate = Arc::new(Gate::default());
             lock(&sh.host_funcs).insert(cookie, gate.clone());
@@ -1147,37 +1032,9 @@ fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
                 Err(Status::TIMEOUT)
             }
         }
-        Op::Gemm(g) => super::blas::gemm(&DeviceView(sh), &g),
-        Op::GemmBatched(g) => super::blas::gemm_batched(&DeviceView(sh), &g),
-        Op::TrsmBatched(t) => super::blas::trsm_batched(&DeviceView(sh), &t),
-        Op::LtMatmul(l) => super::blas::lt_matmul(&DeviceView(sh), &l),
-        Op::Launch {
-            func,
-            grid,
-            block,
-            shared_mem,
-            params,
-            ..
-        } => super::modules::launch(sh, func, grid, block, shared_mem, &params),
+        // Handled by the stream set before they reach a worker.
         Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
         Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
-    }
-}
-
-/// The context's device memory as the BLAS code reads and writes it.
-struct DeviceView<'a>(&'a Shared);
-
-impl super::blas::DeviceMemory for DeviceView<'_> {
-    fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Status> {
-        out.copy_from_slice(self.0.memory().slice(addr, out.len() as u64)?);
-        Ok(())
-    }
-
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), Status> {
-        self.0
-            .memory()
-            .slice_mut(addr, data.len() as u64)?
-            .copy_from_slice(data);
-        Ok(())
+        op => sh.backend.execute(op, &sh.cancelled),
     }
 }

@@ -1,0 +1,661 @@
+//! The CUDA driver, cuBLAS and NVML entry points the cuda executor calls, resolved once
+//! from the libraries cudarc finds (`cudarc::driver::sys::culib` and its cuBLAS twin), with
+//! their C prototypes: every status comes back as a plain `u32`, never as a Rust enum that
+//! an unexpected value would make undefined. The only `unsafe` of the executor is here;
+//! [`Gpu`] wraps each call in a safe method whose arguments it can vouch for.
+
+use super::layout::{Cu2D, CuLaunchAttr, CuLaunchConfig, CuUuid};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use vgpu_proto::Status;
+
+/// `CUdeviceptr`.
+pub type DevPtr = u64;
+/// `CUcontext`, `CUmodule`, `CUfunction`, `CUstream`, `cublasHandle_t`: an opaque
+/// pointer, passed as is.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Raw(*mut c_void);
+
+// SAFETY: CUDA's and cuBLAS's handles name driver objects, usable from any thread (a
+// context is made current per thread before use; a cuBLAS handle is used by one thread at
+// a time, taken from a pool); the pointer is never dereferenced here.
+unsafe impl Send for Raw {}
+// SAFETY: as above.
+unsafe impl Sync for Raw {}
+
+impl Raw {
+    /// NULL.
+    pub const NULL: Raw = Raw(std::ptr::null_mut());
+}
+
+/// `CU_STREAM_PER_THREAD`: each host thread's own default stream, which does not
+/// synchronise with other threads' streams.
+const STREAM_PER_THREAD: Raw = Raw(2 as *mut c_void);
+
+macro_rules! entry_points {
+    ($(#[$m:meta])* struct $name:ident { $( fn $f:ident($($t:ty),*) -> $r:ty; )* }) => {
+        $(#[$m])*
+        #[allow(non_snake_case)]
+        struct $name { $( $f: unsafe extern "C" fn($($t),*) -> $r, )* }
+
+        impl $name {
+            /// Resolves every entry point in `lib`; the first one missing fails the load.
+            fn resolve(lib: &libloading::Library) -> Result<Self, String> {
+                Ok($name { $( $f: {
+                    // SAFETY: the symbol is declared with its prototype from the library's
+                    // public header (cuda.h, cublas_api.h, nvml.h), and the library stays
+                    // loaded for the life of the process (cudarc keeps it in a static).
+                    let sym = unsafe {
+                        lib.get::<unsafe extern "C" fn($($t),*) -> $r>(
+                            concat!(stringify!($f), "\0").as_bytes(),
+                        )
+                    };
+                    *sym.map_err(|e| format!("{}: {e}", stringify!($f)))?
+                }, )* })
+            }
+        }
+    };
+}
+
+entry_points! {
+    /// libcuda.
+    struct Driver {
+        fn cuInit(c_uint) -> u32;
+        fn cuDriverGetVersion(*mut c_int) -> u32;
+        fn cuDeviceGet(*mut c_int, c_int) -> u32;
+        fn cuDeviceGetCount(*mut c_int) -> u32;
+        fn cuDeviceGetAttribute(*mut c_int, c_int, c_int) -> u32;
+        fn cuDeviceGetName(*mut c_char, c_int, c_int) -> u32;
+        fn cuDeviceGetUuid(*mut CuUuid, c_int) -> u32;
+        fn cuDeviceTotalMem_v2(*mut usize, c_int) -> u32;
+        fn cuGetExportTable(*mut *const c_void, *const CuUuid) -> u32;
+        fn cuCtxCreate_v2(*mut Raw, c_uint, c_int) -> u32;
+        fn cuCtxDestroy_v2(Raw) -> u32;
+        fn cuCtxSetCurrent(Raw) -> u32;
+        fn cuCtxPopCurrent_v2(*mut Raw) -> u32;
+        fn cuCtxGetLimit(*mut usize, c_int) -> u32;
+        fn cuCtxSetLimit(c_int, usize) -> u32;
+        fn cuMemAlloc_v2(*mut DevPtr, usize) -> u32;
+        fn cuMemFree_v2(DevPtr) -> u32;
+        fn cuMemGetInfo_v2(*mut usize, *mut usize) -> u32;
+        fn cuMemcpyHtoDAsync_v2(DevPtr, *const c_void, usize, Raw) -> u32;
+        fn cuMemcpyDtoHAsync_v2(*mut c_void, DevPtr, usize, Raw) -> u32;
+        fn cuMemcpyDtoDAsync_v2(DevPtr, DevPtr, usize, Raw) -> u32;
+        fn cuMemcpy2DAsync_v2(*const Cu2D, Raw) -> u32;
+        fn cuMemsetD2D8Async(DevPtr, usize, u8, usize, usize, Raw) -> u32;
+        fn cuMemsetD2D16Async(DevPtr, usize, u16, usize, usize, Raw) -> u32;
+        fn cuMemsetD2D32Async(DevPtr, usize, u32, usize, usize, Raw) -> u32;
+        fn cuStreamSynchronize(Raw) -> u32;
+        fn cuModuleLoadData(*mut Raw, *const c_void) -> u32;
+        fn cuModuleUnload(Raw) -> u32;
+        fn cuModuleGetFunction(*mut Raw, Raw, *const c_char) -> u32;
+        fn cuModuleGetGlobal_v2(*mut DevPtr, *mut usize, Raw, *const c_char) -> u32;
+        fn cuFuncGetAttribute(*mut c_int, c_int, Raw) -> u32;
+        fn cuFuncSetAttribute(Raw, c_int, c_int) -> u32;
+        fn cuFuncGetParamInfo(Raw, usize, *mut usize, *mut usize) -> u32;
+        fn cuLaunchKernel(Raw, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, Raw, *mut *mut c_void, *mut *mut c_void) -> u32;
+        fn cuLaunchKernelEx(*const CuLaunchConfig, Raw, *mut *mut c_void, *mut *mut c_void) -> u32;
+    }
+}
+
+entry_points! {
+    /// libcublas.
+    struct Blas {
+        fn cublasCreate_v2(*mut Raw) -> u32;
+        fn cublasDestroy_v2(Raw) -> u32;
+        fn cublasSetStream_v2(Raw, Raw) -> u32;
+        fn cublasSetMathMode(Raw, c_int) -> u32;
+        fn cublasSetWorkspace_v2(Raw, *mut c_void, usize) -> u32;
+        fn cublasGemmStridedBatchedEx(Raw, c_int, c_int, c_int, c_int, c_int, *const c_void, *const c_void, c_int, c_int, i64, *const c_void, c_int, c_int, i64, *const c_void, *mut c_void, c_int, c_int, i64, c_int, c_int, c_int) -> u32;
+    }
+}
+
+entry_points! {
+    /// libnvidia-ml (only for the driver version string).
+    struct Nvml {
+        fn nvmlInit_v2() -> u32;
+        fn nvmlSystemGetDriverVersion(*mut c_char, c_uint) -> u32;
+    }
+}
+
+/// A CUDA driver status as a device status (they share their numbers, spec §8).
+pub fn cu_status(r: u32) -> Result<(), Status> {
+    match r {
+        0 => Ok(()),
+        r if r < Status::PROTOCOL_BASE => Err(Status(r)),
+        r => {
+            log::warn!("CUDA returned {r}, outside CUresult's range");
+            Err(Status::UNKNOWN)
+        }
+    }
+}
+
+/// A cuBLAS status as a device status.
+pub fn blas_status(r: u32) -> Result<(), Status> {
+    match r {
+        0 => Ok(()),
+        r if r <= 0xFF => Err(Status::from_blas(r)),
+        r => {
+            log::warn!("cuBLAS returned {r}, outside cublasStatus_t's range");
+            Err(Status::BLAS_INTERNAL_ERROR)
+        }
+    }
+}
+
+/// The loaded libraries: the driver always, cuBLAS and NVML when present.
+pub struct Gpu {
+    cu: Driver,
+    blas: Option<Blas>,
+    nvml: Option<Nvml>,
+}
+
+/// The libraries cudarc would load, or why not.
+pub fn load() -> Result<Gpu, String> {
+    // SAFETY: is_culib_present only tries to open the library by its usual names.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver library (libcuda.so.1) on the library path".into());
+    }
+    // SAFETY: present (checked just above), so culib() opens it instead of panicking;
+    // loading runs the library's initialisers, as any CUDA application does.
+    let lib = unsafe { cudarc::driver::sys::culib() };
+    let cu = Driver::resolve(lib)?;
+    // SAFETY: as above, for cuBLAS.
+    let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        // SAFETY: present, so culib() does not panic.
+        match Blas::resolve(unsafe { cudarc::cublas::sys::culib() }) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log::warn!("cuBLAS lacks an entry point ({e}); BLAS commands will fail");
+                None
+            }
+        }
+    } else {
+        log::warn!("no cuBLAS library (libcublas.so.12); BLAS commands will fail");
+        None
+    };
+    let nvml = ["libnvidia-ml.so.1", "libnvidia-ml.so"]
+        .iter()
+        .find_map(|name| {
+            // SAFETY: opening NVML runs its initialisers, as nvidia-smi does; the handle is
+            // leaked so that the resolved entry points stay valid for the process's life.
+            let lib = unsafe { libloading::Library::new(*name) }.ok()?;
+            let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+            Nvml::resolve(lib).ok()
+        });
+    Ok(Gpu { cu, blas, nvml })
+}
+
+/// A kernel's parameters as `cuLaunchKernel` takes them: pointers into one buffer.
+pub struct KernelParams<'a> {
+    ptrs: Vec<*mut c_void>,
+    _buf: std::marker::PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> KernelParams<'a> {
+    /// Points at each parameter of `layout` ((offset, size) pairs) inside `buf`; None when
+    /// one leaves it.
+    pub fn new(buf: &'a mut [u8], layout: &[(u32, u32)]) -> Option<Self> {
+        let mut ptrs = Vec::with_capacity(layout.len());
+        for &(off, size) in layout {
+            let end = (off as usize).checked_add(size as usize)?;
+            if end > buf.len() {
+                return None;
+            }
+            ptrs.push(buf[off as usize..].as_mut_ptr().cast());
+        }
+        Some(KernelParams {
+            ptrs,
+            _buf: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A GEMM's arguments for cuBLAS (already checked against the PD's allocations).
+pub struct GemmCall<'a> {
+    pub transa: c_int,
+    pub transb: c_int,
+    pub m: c_int,
+    pub n: c_int,
+    pub k: c_int,
+    pub alpha: &'a [u8; 16],
+    pub a: DevPtr,
+    pub a_type: c_int,
+    pub lda: c_int,
+    pub stride_a: i64,
+    pub b: DevPtr,
+    pub b_type: c_int,
+    pub ldb: c_int,
+    pub stride_b: i64,
+    pub beta: &'a [u8; 16],
+    pub c: DevPtr,
+    pub c_type: c_int,
+    pub ldc: c_int,
+    pub stride_c: i64,
+    pub batch: c_int,
+    pub compute_type: c_int,
+    pub algo: c_int,
+}
+
+impl Gpu {
+    /// cuInit.
+    pub fn init(&self) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        cu_status(unsafe { (self.cu.cuInit)(0) })
+    }
+
+    /// True when the driver serves vgpu's private export table: it is vgpu's own
+    /// `libcuda.so.1`, and a cuda executor on it would loop back into a vGPU.
+    pub fn is_vgpu(&self) -> bool {
+        let id = CuUuid {
+            bytes: *b"vgpu-exports-v01",
+        };
+        let mut table: *const c_void = std::ptr::null();
+        // SAFETY: both pointers are valid for the call; the table is not dereferenced.
+        let r = unsafe { (self.cu.cuGetExportTable)(&mut table, &id) };
+        r == 0 && !table.is_null()
+    }
+
+    /// True when cuBLAS was loaded.
+    pub fn has_blas(&self) -> bool {
+        self.blas.is_some()
+    }
+
+    /// cuDriverGetVersion.
+    pub fn driver_version(&self) -> Result<i32, Status> {
+        let mut v = 0;
+        // SAFETY: v is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuDriverGetVersion)(&mut v) })?;
+        Ok(v)
+    }
+
+    /// cuDeviceGetCount.
+    pub fn device_count(&self) -> Result<i32, Status> {
+        let mut v = 0;
+        // SAFETY: v is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuDeviceGetCount)(&mut v) })?;
+        Ok(v)
+    }
+
+    /// cuDeviceGet.
+    pub fn device(&self, ordinal: i32) -> Result<i32, Status> {
+        let mut d = 0;
+        // SAFETY: d is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuDeviceGet)(&mut d, ordinal) })?;
+        Ok(d)
+    }
+
+    /// cuDeviceGetAttribute.
+    pub fn attribute(&self, dev: i32, attr: i32) -> Result<i32, Status> {
+        let mut v = 0;
+        // SAFETY: v is a valid out pointer; an unknown attribute is an error, not UB.
+        cu_status(unsafe { (self.cu.cuDeviceGetAttribute)(&mut v, attr, dev) })?;
+        Ok(v)
+    }
+
+    /// cuDeviceGetName.
+    pub fn name(&self, dev: i32) -> Result<String, Status> {
+        let mut buf = [0 as c_char; 256];
+        // SAFETY: the buffer holds 255 characters and the NUL.
+        cu_status(unsafe { (self.cu.cuDeviceGetName)(buf.as_mut_ptr(), 255, dev) })?;
+        // SAFETY: the last byte was never written, so the string is NUL-terminated.
+        Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned())
+    }
+
+    /// cuDeviceGetUuid.
+    pub fn uuid(&self, dev: i32) -> Result<[u8; 16], Status> {
+        let mut u = CuUuid { bytes: [0; 16] };
+        // SAFETY: u is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuDeviceGetUuid)(&mut u, dev) })?;
+        Ok(u.bytes)
+    }
+
+    /// cuDeviceTotalMem.
+    pub fn total_mem(&self, dev: i32) -> Result<u64, Status> {
+        let mut v = 0usize;
+        // SAFETY: v is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuDeviceTotalMem_v2)(&mut v, dev) })?;
+        Ok(v as u64)
+    }
+
+    /// NVML's driver version string, when NVML is there.
+    pub fn nvml_driver_version(&self) -> Option<String> {
+        let nvml = self.nvml.as_ref()?;
+        let mut buf = [0 as c_char; 96];
+        // SAFETY: no arguments; then a buffer of 95 characters and the NUL.
+        let ok = unsafe {
+            (nvml.nvmlInit_v2)() == 0
+                && (nvml.nvmlSystemGetDriverVersion)(buf.as_mut_ptr(), 95) == 0
+        };
+        if !ok {
+            return None;
+        }
+        // SAFETY: the last byte was never written, so the string is NUL-terminated.
+        let s = unsafe { CStr::from_ptr(buf.as_ptr()) };
+        Some(s.to_string_lossy().into_owned())
+    }
+
+    /// cuCtxCreate, left current on no thread.
+    pub fn ctx_create(&self, dev: i32) -> Result<Raw, Status> {
+        let mut ctx = Raw::NULL;
+        // SAFETY: ctx is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuCtxCreate_v2)(&mut ctx, 0, dev) })?;
+        let mut popped = Raw::NULL;
+        // SAFETY: popped is a valid out pointer; the new context is on top of the stack.
+        cu_status(unsafe { (self.cu.cuCtxPopCurrent_v2)(&mut popped) })?;
+        Ok(ctx)
+    }
+
+    /// cuCtxDestroy: every allocation, module and stream of the context goes with it.
+    pub fn ctx_destroy(&self, ctx: Raw) {
+        // SAFETY: the caller owns `ctx` and uses it no more.
+        if let Err(e) = cu_status(unsafe { (self.cu.cuCtxDestroy_v2)(ctx) }) {
+            log::warn!("cuCtxDestroy: {e}");
+        }
+    }
+
+    /// Makes `ctx` current on the calling thread.
+    pub fn enter(&self, ctx: Raw) -> Result<(), Status> {
+        // SAFETY: `ctx` is a live context of the caller.
+        cu_status(unsafe { (self.cu.cuCtxSetCurrent)(ctx) })
+    }
+
+    /// cuCtxGetLimit (context current).
+    pub fn get_limit(&self, limit: i32) -> Result<u64, Status> {
+        let mut v = 0usize;
+        // SAFETY: v is a valid out pointer; an unknown limit is an error.
+        cu_status(unsafe { (self.cu.cuCtxGetLimit)(&mut v, limit) })?;
+        Ok(v as u64)
+    }
+
+    /// cuCtxSetLimit (context current).
+    pub fn set_limit(&self, limit: i32, value: u64) -> Result<(), Status> {
+        let v = usize::try_from(value).map_err(|_| Status::INVALID_VALUE)?;
+        // SAFETY: no pointers.
+        cu_status(unsafe { (self.cu.cuCtxSetLimit)(limit, v) })
+    }
+
+    /// cuMemAlloc (context current).
+    pub fn alloc(&self, size: u64) -> Result<DevPtr, Status> {
+        let size = usize::try_from(size).map_err(|_| Status::OUT_OF_MEMORY)?;
+        let mut p: DevPtr = 0;
+        // SAFETY: p is a valid out pointer.
+        cu_status(unsafe { (self.cu.cuMemAlloc_v2)(&mut p, size) })?;
+        Ok(p)
+    }
+
+    /// cuMemFree (context current) of an allocation of the context.
+    pub fn free(&self, p: DevPtr) -> Result<(), Status> {
+        // SAFETY: the caller checked that `p` is an allocation of the current context.
+        cu_status(unsafe { (self.cu.cuMemFree_v2)(p) })
+    }
+
+    /// cuMemGetInfo (context current): (free, total).
+    pub fn mem_info(&self) -> Result<(u64, u64), Status> {
+        let (mut f, mut t) = (0usize, 0usize);
+        // SAFETY: valid out pointers.
+        cu_status(unsafe { (self.cu.cuMemGetInfo_v2)(&mut f, &mut t) })?;
+        Ok((f as u64, t as u64))
+    }
+
+    fn sync(&self) -> Result<(), Status> {
+        // SAFETY: the per-thread stream of the calling thread always exists.
+        cu_status(unsafe { (self.cu.cuStreamSynchronize)(STREAM_PER_THREAD) })
+    }
+
+    /// Copies `src` to device memory at `dst`, checked by the caller to hold it; returns
+    /// when the copy is done.
+    pub fn htod(&self, dst: DevPtr, src: &[u8]) -> Result<(), Status> {
+        // SAFETY: `src` is valid for its length until the copy is done (we wait for it);
+        // the destination range was checked against the PD's allocations.
+        cu_status(unsafe {
+            (self.cu.cuMemcpyHtoDAsync_v2)(dst, src.as_ptr().cast(), src.len(), STREAM_PER_THREAD)
+        })?;
+        self.sync()
+    }
+
+    /// Copies device memory at `src` (checked by the caller) into `dst`; returns when done.
+    pub fn dtoh(&self, dst: &mut [u8], src: DevPtr) -> Result<(), Status> {
+        // SAFETY: `dst` is valid and unaliased for its length until the copy is done.
+        cu_status(unsafe {
+            (self.cu.cuMemcpyDtoHAsync_v2)(
+                dst.as_mut_ptr().cast(),
+                src,
+                dst.len(),
+                STREAM_PER_THREAD,
+            )
+        })?;
+        self.sync()
+    }
+
+    /// Device-to-device copy of ranges the caller checked; returns when done.
+    pub fn dtod(&self, dst: DevPtr, src: DevPtr, len: u64) -> Result<(), Status> {
+        let n = usize::try_from(len).map_err(|_| Status::INVALID_VALUE)?;
+        // SAFETY: no host pointers; both ranges were checked against the PD's allocations.
+        cu_status(unsafe { (self.cu.cuMemcpyDtoDAsync_v2)(dst, src, n, STREAM_PER_THREAD) })?;
+        self.sync()
+    }
+
+    /// A 2-D copy whose device sides the caller checked and whose host sides point into
+    /// buffers that live until it returns; returns when done.
+    pub fn copy_2d(&self, p: &Cu2D) -> Result<(), Status> {
+        // SAFETY: see above: host pointers are valid for pitch × height bytes for the
+        // whole call, which waits for the copy.
+        cu_status(unsafe { (self.cu.cuMemcpy2DAsync_v2)(p, STREAM_PER_THREAD) })?;
+        self.sync()
+    }
+
+    /// A 2-D memset of `elem` bytes (1, 2 or 4) per element on a range the caller
+    /// checked; returns when done.
+    pub fn memset_2d(
+        &self,
+        dst: DevPtr,
+        pitch: u64,
+        value: u32,
+        elem: u32,
+        width: u64,
+        height: u64,
+    ) -> Result<(), Status> {
+        let u = |v: u64| usize::try_from(v).map_err(|_| Status::INVALID_VALUE);
+        let (pitch, width, height) = (u(pitch)?, u(width)?, u(height)?);
+        let s = STREAM_PER_THREAD;
+        // SAFETY: no host pointers; the range was checked against the PD's allocations.
+        let r = unsafe {
+            match elem {
+                1 => (self.cu.cuMemsetD2D8Async)(dst, pitch, value as u8, width, height, s),
+                2 => (self.cu.cuMemsetD2D16Async)(dst, pitch, value as u16, width, height, s),
+                4 => (self.cu.cuMemsetD2D32Async)(dst, pitch, value, width, height, s),
+                _ => return Err(Status::INVALID_VALUE),
+            }
+        };
+        cu_status(r)?;
+        self.sync()
+    }
+
+    /// cuModuleLoadData of an image the caller has parsed and bounded (a fatbin, cubin, or
+    /// PTX text ending in NUL).
+    pub fn module_load(&self, image: &[u8]) -> Result<Raw, Status> {
+        let mut m = Raw::NULL;
+        // SAFETY: the image is a structure the driver reads within its own stated sizes,
+        // which the fatbin parser has checked against the buffer, or NUL-terminated text.
+        cu_status(unsafe { (self.cu.cuModuleLoadData)(&mut m, image.as_ptr().cast()) })?;
+        Ok(m)
+    }
+
+    /// cuModuleUnload.
+    pub fn module_unload(&self, m: Raw) {
+        // SAFETY: the caller owns the module and uses it no more.
+        if let Err(e) = cu_status(unsafe { (self.cu.cuModuleUnload)(m) }) {
+            log::warn!("cuModuleUnload: {e}");
+        }
+    }
+
+    /// cuModuleGetFunction.
+    pub fn function(&self, m: Raw, name: &CStr) -> Result<Raw, Status> {
+        let mut f = Raw::NULL;
+        // SAFETY: valid out pointer, live module, NUL-terminated name.
+        cu_status(unsafe { (self.cu.cuModuleGetFunction)(&mut f, m, name.as_ptr()) })?;
+        Ok(f)
+    }
+
+    /// cuModuleGetGlobal: (address, size).
+    pub fn global(&self, m: Raw, name: &CStr) -> Result<(DevPtr, u64), Status> {
+        let (mut p, mut n) = (0u64, 0usize);
+        // SAFETY: valid out pointers, live module, NUL-terminated name.
+        cu_status(unsafe { (self.cu.cuModuleGetGlobal_v2)(&mut p, &mut n, m, name.as_ptr()) })?;
+        Ok((p, n as u64))
+    }
+
+    /// cuFuncGetAttribute.
+    pub fn func_attr(&self, f: Raw, attr: i32) -> Result<i32, Status> {
+        let mut v = 0;
+        // SAFETY: valid out pointer, live function.
+        cu_status(unsafe { (self.cu.cuFuncGetAttribute)(&mut v, attr, f) })?;
+        Ok(v)
+    }
+
+    /// cuFuncSetAttribute.
+    pub fn set_func_attr(&self, f: Raw, attr: i32, value: i32) -> Result<(), Status> {
+        // SAFETY: live function, no pointers.
+        cu_status(unsafe { (self.cu.cuFuncSetAttribute)(f, attr, value) })
+    }
+
+    /// The parameter layout from cuFuncGetParamInfo: (offset, size) in order; None when
+    /// the driver does not give it.
+    pub fn param_info(&self, f: Raw) -> Option<Vec<(u32, u32)>> {
+        let mut out = Vec::new();
+        for i in 0..4096usize {
+            let (mut off, mut size) = (0usize, 0usize);
+            // SAFETY: valid out pointers, live function.
+            let r = unsafe { (self.cu.cuFuncGetParamInfo)(f, i, &mut off, &mut size) };
+            match r {
+                0 => out.push((u32::try_from(off).ok()?, u32::try_from(size).ok()?)),
+                // CUDA_ERROR_INVALID_VALUE past the last parameter.
+                1 => return Some(out),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Launches on the calling thread's stream with launch attributes (none: a plain
+    /// launch) and waits for the kernel.
+    pub fn launch(
+        &self,
+        f: Raw,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared: u32,
+        attrs: &[CuLaunchAttr],
+        params: &mut KernelParams<'_>,
+    ) -> Result<(), Status> {
+        let r = if attrs.is_empty() {
+            // SAFETY: `params` points at each parameter inside a buffer that outlives the
+            // call, laid out as the function's layout says; the driver copies them.
+            unsafe {
+                (self.cu.cuLaunchKernel)(
+                    f,
+                    grid[0],
+                    grid[1],
+                    grid[2],
+                    block[0],
+                    block[1],
+                    block[2],
+                    shared,
+                    STREAM_PER_THREAD,
+                    params.ptrs.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+        } else {
+            let config = CuLaunchConfig {
+                grid,
+                block,
+                shared_mem_bytes: shared,
+                stream: STREAM_PER_THREAD.0,
+                attrs: attrs.as_ptr(),
+                num_attrs: u32::try_from(attrs.len()).map_err(|_| Status::INVALID_VALUE)?,
+            };
+            // SAFETY: as above; `config` and the attributes it points at live for the call.
+            unsafe {
+                (self.cu.cuLaunchKernelEx)(
+                    &config,
+                    f,
+                    params.ptrs.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+        };
+        cu_status(r)?;
+        self.sync()
+    }
+
+    /// A cuBLAS handle for the current context, on the calling thread's stream.
+    pub fn blas_create(&self) -> Result<Raw, Status> {
+        let b = self.blas.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
+        let mut h = Raw::NULL;
+        // SAFETY: valid out pointer.
+        blas_status(unsafe { (b.cublasCreate_v2)(&mut h) })?;
+        // SAFETY: a live handle; the per-thread stream is resolved per calling thread.
+        blas_status(unsafe { (b.cublasSetStream_v2)(h, STREAM_PER_THREAD) })?;
+        Ok(h)
+    }
+
+    /// Destroys a cuBLAS handle.
+    pub fn blas_destroy(&self, h: Raw) {
+        if let Some(b) = &self.blas {
+            // SAFETY: the caller owns the handle and uses it no more.
+            let _ = unsafe { (b.cublasDestroy_v2)(h) };
+        }
+    }
+
+    /// A strided-batched GEMM on operands the caller checked; returns when done.
+    pub fn gemm(
+        &self,
+        h: Raw,
+        math_mode: i32,
+        workspace: Option<(DevPtr, u64)>,
+        g: &GemmCall<'_>,
+    ) -> Result<(), Status> {
+        let b = self.blas.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
+        // SAFETY: a live handle of the current context.
+        blas_status(unsafe { (b.cublasSetMathMode)(h, math_mode) })?;
+        let (ws, ws_len) = workspace.unwrap_or((0, 0));
+        // SAFETY: the workspace range (possibly empty) was checked against the PD's
+        // allocations.
+        blas_status(unsafe {
+            (b.cublasSetWorkspace_v2)(h, ws as usize as *mut c_void, ws_len as usize)
+        })?;
+        // SAFETY: alpha and beta are 16-byte host buffers (large enough for every scale
+        // type); every matrix's extent was checked against the PD's allocations.
+        blas_status(unsafe {
+            (b.cublasGemmStridedBatchedEx)(
+                h,
+                g.transa,
+                g.transb,
+                g.m,
+                g.n,
+                g.k,
+                g.alpha.as_ptr().cast(),
+                g.a as usize as *const c_void,
+                g.a_type,
+                g.lda,
+                g.stride_a,
+                g.b as usize as *const c_void,
+                g.b_type,
+                g.ldb,
+                g.stride_b,
+                g.beta.as_ptr().cast(),
+                g.c as usize as *mut c_void,
+                g.c_type,
+                g.ldc,
+                g.stride_c,
+                g.batch,
+                g.compute_type,
+                g.algo,
+            )
+        })?;
+        self.sync()
+    }
+}

@@ -1,0 +1,1027 @@
+//! The cuda executor: the commands run on a real GPU through the CUDA driver and cuBLAS,
+//! loaded dynamically by cudarc's loader (the crate builds, and vgpu-stub starts, on
+//! machines without CUDA: [`CudaExecutor::open`] says why it cannot serve).
+//!
+//! Each PD gets a CUDA context of its own ([`CudaDevice`], the context's [`Backend`]) under
+//! the stream machinery every executor shares ([`super::streams`]): a vgpu stream is a
+//! worker thread, and each of its ops runs on the worker's own CUDA stream
+//! (`CU_STREAM_PER_THREAD`) and is waited for before the next, so a stream's order, its
+//! errors (latched or sticky) and its completions are exactly those of the soft executor.
+//! Streams still overlap on the GPU, as each worker has its own CUDA stream.
+//!
+//! Every address a command names is checked against the PD's own allocations and module
+//! globals ([`ranges`]) before it reaches CUDA, and the PD's quota is enforced there.
+//! Guest memory is staged through a bounce buffer on the way to and from the GPU.
+//!
+//! Refused with NOT_SUPPORTED and a log line: BLAS_GEMM_BATCHED (pointer arrays),
+//! BLAS_TRSM_BATCHED, BLASLT_MATMUL (cuBLASLt is not loaded), launch attributes other
+//! than cooperative, cluster, priority and programmatic serialisation, and a kernel whose
+//! parameter layout neither the driver
+//! (`cuFuncGetParamInfo`) nor the image gives.
+
+#[allow(unsafe_code, reason = "the CUDA driver's and cuBLAS's C entry points")]
+mod api;
+mod layout;
+pub mod ranges;
+
+use super::soft::attr;
+use super::soft::modules::{func_attr, image_status};
+use super::{Backend, CallbackSink, Context, Executor, HostSource, Limits, Op, Side2D};
+use crate::exec::context::StreamContext;
+use api::{GemmCall, Gpu, KernelParams, Raw};
+use layout::{Cu2D, CuLaunchAttr, MEMORYTYPE_DEVICE, MEMORYTYPE_HOST};
+use ranges::Ranges;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use vgpu_os::lock;
+use vgpu_proto::info::{
+    executor, func_flags, DeviceInfo, FuncRecord, FunctionEntry, ParamInfo, ATTR_SLOTS,
+    DEVICE_INFO_VERSION,
+};
+use vgpu_proto::payload::{launch_attr, GemmDesc, LaunchAttr};
+use vgpu_proto::regs::features;
+use vgpu_proto::Status;
+
+/// Device attributes the vGPU does not serve, and the value it reports instead, so that
+/// applications do not take paths that would fail: mapped and managed host memory, host
+/// registration, the VMM calls (ggml switches to its VMM pool when it sees attribute 102),
+/// memory pools, IPC handle types and GPUDirect.
+pub const MASKED_ATTRIBUTES: &[(usize, i32)] = &[
+    (attr::CAN_MAP_HOST_MEMORY, 0),
+    (attr::MANAGED_MEMORY, 0),
+    (86, 0), // HOST_NATIVE_ATOMIC_SUPPORTED
+    (88, 0), // PAGEABLE_MEMORY_ACCESS
+    (attr::CONCURRENT_MANAGED_ACCESS, 0),
+    (91, 0),  // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
+    (99, 0),  // HOST_REGISTER_SUPPORTED
+    (100, 0), // PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES
+    (101, 0), // DIRECT_MANAGED_MEM_ACCESS_FROM_HOST
+    (attr::VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, 0),
+    (103, 0), // HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED
+    (104, 0), // HANDLE_TYPE_WIN32_HANDLE_SUPPORTED
+    (105, 0), // HANDLE_TYPE_WIN32_KMT_HANDLE_SUPPORTED
+    (attr::MEMORY_POOLS_SUPPORTED, 0),
+    (116, 0), // GPU_DIRECT_RDMA_SUPPORTED
+    (117, 0), // GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS
+    (118, 0), // GPU_DIRECT_RDMA_WRITES_ORDERING
+    (119, 0), // MEMPOOL_SUPPORTED_HANDLE_TYPES
+];
+
+/// Replaces the attributes the vGPU does not serve ([`MASKED_ATTRIBUTES`]).
+pub fn mask_attributes(attrs: &mut [i32]) {
+    for &(i, v) in MASKED_ATTRIBUTES {
+        if let Some(a) = attrs.get_mut(i) {
+            *a = v;
+        }
+    }
+}
+
+/// How many bytes of guest memory one step of a copy stages.
+const BOUNCE: usize = 8 << 20;
+
+/// The cuda executor on one GPU.
+pub struct CudaExecutor {
+    gpu: Arc<Gpu>,
+    dev: i32,
+    info: DeviceInfo,
+}
+
+impl CudaExecutor {
+    /// Loads CUDA and opens GPU `ordinal`. Refuses vgpu's own `libcuda.so.1` (which would
+    /// loop back into a vGPU) unless `allow_loopback`. The error says what is missing.
+    pub fn open(ordinal: i32, allow_loopback: bool) -> Result<Self, String> {
+        let gpu = std::panic::catch_unwind(api::load)
+            .map_err(|_| "loading the CUDA libraries panicked".to_string())??;
+        if gpu.is_vgpu() {
+            if !allow_loopback {
+                return Err("the libcuda.so.1 on the library path is vgpu's own: the cuda executor would loop back into a vGPU (LD_LIBRARY_PATH names the shims?); --allow-loopback permits it, for tests".into());
+            }
+            log::warn!("the cuda executor runs on vgpu's own libcuda.so.1 (loop-back, allowed)");
+        }
+        gpu.init()
+            .map_err(|e| format!("cuInit failed: {e} (is the NVIDIA driver loaded?)"))?;
+        let count = gpu
+            .device_count()
+            .map_err(|e| format!("cuDeviceGetCount failed: {e}"))?;
+        if count == 0 {
+            return Err("CUDA reports no GPU".into());
+        }
+        let dev = gpu
+            .device(ordinal)
+            .map_err(|e| format!("no GPU {ordinal} (of {count}): {e}"))?;
+        let (info, name) =
+            device_info(&gpu, dev).map_err(|e| format!("reading GPU {ordinal}: {e}"))?;
+        log::info!(
+            "cuda executor on GPU {ordinal}: {name} (compute capability {}.{}, {} MiB)",
+            info.cc_major,
+            info.cc_minor,
+            info.total_mem >> 20
+        );
+        Ok(CudaExecutor {
+            gpu: Arc::new(gpu),
+            dev,
+            info,
+        })
+    }
+}
+
+/// IDENTIFY's answer from the GPU's own properties, with [`MASKED_ATTRIBUTES`] applied.
+/// Also returns the name.
+fn device_info(gpu: &Gpu, dev: i32) -> Result<(DeviceInfo, String), Status> {
+    let mut d: DeviceInfo = bytemuck::Zeroable::zeroed();
+    d.version = DEVICE_INFO_VERSION;
+    d.cuda_version = gpu.driver_version()? as u32;
+    d.total_mem = gpu.total_mem(dev)?;
+    d.uuid = gpu.uuid(dev)?;
+    d.executor = executor::CUDA;
+    let count = (attr::COUNT as usize).min(ATTR_SLOTS);
+    d.attr_count = count as u32;
+    let mut a = [0i32; ATTR_SLOTS];
+    for (i, v) in a.iter_mut().enumerate().take(count).skip(1) {
+        *v = gpu.attribute(dev, i as i32).unwrap_or(0);
+    }
+    mask_attributes(&mut a);
+    d.cc_major = a[attr::COMPUTE_CAPABILITY_MAJOR] as u32;
+    d.cc_minor = a[attr::COMPUTE_CAPABILITY_MINOR] as u32;
+    d.pci_domain = a[attr::PCI_DOMAIN_ID] as u32;
+    d.pci_bus = a[attr::PCI_BUS_ID] as u8;
+    d.pci_device = a[attr::PCI_DEVICE_ID] as u8;
+    d.attrs = a;
+    d.exec_features = features::INLINE_PAYLOAD | features::HOST_FUNC | features::GRAPHS;
+    if gpu.has_blas() {
+        d.exec_features |= features::BLAS;
+    }
+    let version = gpu.nvml_driver_version().unwrap_or_else(|| {
+        log::warn!("no NVML: the driver version reported is the CUDA version");
+        format!("{}.{}", d.cuda_version / 1000, d.cuda_version % 1000 / 10)
+    });
+    DeviceInfo::set_str(&mut d.driver_version, &version);
+    let name = gpu.name(dev)?;
+    DeviceInfo::set_str(&mut d.name, &name);
+    Ok((d, name))
+}
+
+impl Executor for CudaExecutor {
+    fn device_info(&self) -> DeviceInfo {
+        self.info
+    }
+
+    fn new_context(
+        &self,
+        pd: u32,
+        limits: Limits,
+        callbacks: Arc<dyn CallbackSink>,
+    ) -> Result<Box<dyn Context>, Status> {
+        let backend = CudaDevice::new(
+            pd,
+            self.gpu.clone(),
+            self.dev,
+            limits.mem_quota.min(self.info.total_mem),
+            self.info.total_mem,
+            self.info.cc_major * 10 + self.info.cc_minor,
+        )?;
+        Ok(Box::new(StreamContext::new(
+            pd,
+            limits,
+            Arc::new(backend),
+            callbacks,
+        )))
+    }
+}
+
+/// A kernel of a loaded module.
+struct Function {
+    raw: Raw,
+    name: String,
+    /// (offset, size) of each parameter; None when neither CUDA nor the image says.
+    layout: Option<Vec<(u32, u32)>>,
+    param_bytes: u32,
+}
+
+/// A loaded module.
+struct Module {
+    raw: Raw,
+    functions: Vec<u64>,
+    globals: HashMap<String, (u64, u64)>,
+}
+
+#[derive(Default)]
+struct Modules {
+    modules: HashMap<u64, Module>,
+    functions: HashMap<u64, Arc<Function>>,
+}
+
+/// One PD's CUDA context, its memory and modules, and the data ops on them.
+pub struct CudaDevice {
+    pd: u32,
+    gpu: Arc<Gpu>,
+    dev: i32,
+    total: u64,
+    /// Compute capability as an sm number (86 for 8.6): which code of an image to list.
+    sm: u32,
+    ctx: RwLock<Raw>,
+    ranges: Mutex<Ranges>,
+    modules: Mutex<Modules>,
+    /// Idle cuBLAS handles of the context (one per worker using it at a time).
+    blas: Mutex<Vec<Raw>>,
+}
+
+impl CudaDevice {
+    fn new(
+        pd: u32,
+        gpu: Arc<Gpu>,
+        dev: i32,
+        quota: u64,
+        total: u64,
+        sm: u32,
+    ) -> Result<Self, Status> {
+        let ctx = gpu.ctx_create(dev).inspect_err(|e| {
+            log::error!("PD {pd}: cuCtxCreate failed: {e}");
+        })?;
+        Ok(CudaDevice {
+            pd,
+            gpu,
+            dev,
+            total,
+            sm,
+            ctx: RwLock::new(ctx),
+            ranges: Mutex::new(Ranges::new(quota)),
+            modules: Mutex::new(Modules::default()),
+            blas: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Makes the context current on this thread; the guard keeps it from being replaced.
+    fn enter(&self) -> Result<std::sync::RwLockReadGuard<'_, Raw>, Status> {
+        let ctx = self.ctx.read().unwrap_or_else(|p| p.into_inner());
+        self.gpu.enter(*ctx)?;
+        Ok(ctx)
+    }
+
+    fn ranges(&self) -> MutexGuard<'_, Ranges> {
+        lock(&self.ranges)
+    }
+
+    fn modules(&self) -> MutexGuard<'_, Modules> {
+        lock(&self.modules)
+    }
+
+    fn function(&self, func: u64) -> Result<Arc<Function>, Status> {
+        self.modules()
+            .functions
+            .get(&func)
+            .cloned()
+            .ok_or(Status::INVALID_HANDLE)
+    }
+
+    fn check(&self, ptr: u64, len: u64) -> Result<(), Status> {
+        self.ranges().check(ptr, len)
+    }
+
+    fn not_supported(&self, what: &str) -> Result<(), Status> {
+        log::warn!(
+            "PD {}: {what} is not supported by the cuda executor",
+            self.pd
+        );
+        Err(Status::NOT_SUPPORTED)
+    }
+
+    /// Destroys the context's cuBLAS handles and the context (everything in it).
+    fn destroy_context(&self, ctx: Raw) {
+        if self.gpu.enter(ctx).is_ok() {
+            for h in lock(&self.blas).drain(..) {
+                self.gpu.blas_destroy(h);
+            }
+        }
+        self.gpu.ctx_destroy(ctx);
+    }
+
+    fn copy_htod(&self, dst: u64, src: HostSource) -> Result<(), Status> {
+        self.check(dst, src.len())?;
+        match src {
+            HostSource::Inline(v) => self.gpu.htod(dst, &v),
+            HostSource::Range(r) => {
+                let mut buf = bounce(r.len())?;
+                let mut off = 0u64;
+                while off < r.len() {
+                    let n = buf.len().min((r.len() - off) as usize);
+                    r.read(off, &mut buf[..n])?;
+                    self.gpu.htod(dst + off, &buf[..n])?;
+                    off += n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn copy_dtoh(&self, src: u64, dst: &super::HostRange) -> Result<(), Status> {
+        self.check(src, dst.len())?;
+        let mut buf = bounce(dst.len())?;
+        let mut off = 0u64;
+        while off < dst.len() {
+            let n = buf.len().min((dst.len() - off) as usize);
+            self.gpu.dtoh(&mut buf[..n], src + off)?;
+            dst.write(off, &buf[..n])?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    fn copy_2d(
+        &self,
+        src: &Side2D,
+        src_pitch: u64,
+        dst: &Side2D,
+        dst_pitch: u64,
+        width: u64,
+        height: u64,
+    ) -> Result<(), Status> {
+        if width == 0 || height == 0 {
+            return Ok(());
+        }
+        let span = |pitch: u64| {
+            (height - 1)
+                .checked_mul(pitch)
+                .and_then(|v| v.checked_add(width))
+                .ok_or(Status::INVALID_VALUE)
+        };
+        let (src_span, dst_span) = (span(src_pitch)?, span(dst_pitch)?);
+        let u = |v: u64| usize::try_from(v).map_err(|_| Status::INVALID_VALUE);
+        let mut p = Cu2D {
+            src_pitch: u(src_pitch)?,
+            dst_pitch: u(dst_pitch)?,
+            width_in_bytes: u(width)?,
+            height: u(height)?,
+            ..Cu2D::default()
+        };
+        // Host sides are staged whole (the rows and the gaps between them); only the rows
+        // are written back to guest memory.
+        let mut src_buf = Vec::new();
+        let mut dst_buf = Vec::new();
+        match src {
+            Side2D::Device(a) => {
+                self.check(*a, src_span)?;
+                p.src_device = *a;
+            }
+            Side2D::Host(h) => {
+                src_buf = staging(src_span)?;
+                h.read(0, &mut src_buf)?;
+                p.src_memory_type = MEMORYTYPE_HOST;
+                p.src_host = src_buf.as_ptr().cast();
+            }
+        }
+        match dst {
+            Side2D::Device(a) => {
+                self.check(*a, dst_span)?;
+                p.dst_device = *a;
+            }
+            Side2D::Host(_) => {
+                dst_buf = staging(dst_span)?;
+                p.dst_memory_type = MEMORYTYPE_HOST;
+                p.dst_host = dst_buf.as_mut_ptr().cast();
+            }
+        }
+        if p.src_memory_type == MEMORYTYPE_HOST && p.dst_memory_type == MEMORYTYPE_HOST {
+            // Both sides in guest memory: no GPU involved.
+            for r in 0..height as usize {
+                let (s, d) = (r * p.src_pitch, r * p.dst_pitch);
+                dst_buf[d..d + p.width_in_bytes].copy_from_slice(&src_buf[s..s + p.width_in_bytes]);
+            }
+        } else {
+            debug_assert!(p.src_memory_type == MEMORYTYPE_DEVICE || !src_buf.is_empty());
+            self.gpu.copy_2d(&p)?;
+        }
+        if let Side2D::Host(h) = dst {
+            for r in 0..height {
+                let at = (r * dst_pitch) as usize;
+                h.write(r * dst_pitch, &dst_buf[at..at + p.width_in_bytes])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn memset(
+        &self,
+        dst: u64,
+        pitch: u64,
+        width: u64,
+        height: u64,
+        value: u32,
+        elem: u32,
+    ) -> Result<(), Status> {
+        if width == 0 || height == 0 {
+            return Ok(());
+        }
+        let row = width
+            .checked_mul(u64::from(elem))
+            .ok_or(Status::INVALID_VALUE)?;
+        let span = (height - 1)
+            .checked_mul(pitch)
+            .and_then(|v| v.checked_add(row))
+            .ok_or(Status::INVALID_VALUE)?;
+        self.check(dst, span)?;
+        let pitch = if height == 1 { pitch.max(row) } else { pitch };
+        self.gpu.memset_2d(dst, pitch, value, elem, width, height)
+    }
+
+    fn launch(
+        &self,
+        func: u64,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem: u32,
+        attrs: &[LaunchAttr],
+        mut params: Vec<u8>,
+    ) -> Result<(), Status> {
+        let f = self.function(func)?;
+        let layout = f.layout.as_deref().ok_or(Status::NOT_SUPPORTED)?;
+        let mut kp = KernelParams::new(&mut params, layout).ok_or(Status::INVALID_VALUE)?;
+        let attrs: Vec<CuLaunchAttr> = attrs
+            .iter()
+            .map(|a| {
+                let mut value = [0u32; 16];
+                value[..3].copy_from_slice(&[a.v0, a.v1, a.v2]);
+                CuLaunchAttr {
+                    id: a.id,
+                    pad: [0; 4],
+                    value,
+                }
+            })
+            .collect();
+        self.gpu
+            .launch(f.raw, grid, block, shared_mem, &attrs, &mut kp)
+            .inspect_err(|e| log::warn!("PD {}: kernel {} failed: {e}", self.pd, f.name))
+    }
+
+    fn gemm(&self, d: &GemmDesc) -> Result<(), Status> {
+        let call = {
+            let ranges = self.ranges();
+            gemm_call(d, &ranges)?
+        };
+        let Some(call) = call else {
+            return Ok(()); // nothing to compute
+        };
+        let workspace = if d.workspace != 0 && d.workspace_size != 0 {
+            self.check(d.workspace, d.workspace_size)?;
+            Some((d.workspace, d.workspace_size))
+        } else {
+            None
+        };
+        let h = match lock(&self.blas).pop() {
+            Some(h) => h,
+            None => self.gpu.blas_create()?,
+        };
+        let r = self.gpu.gemm(h, d.math_mode as i32, workspace, &call);
+        lock(&self.blas).push(h);
+        r
+    }
+}
+
+/// A buffer for staging up to [`BOUNCE`] bytes of a copy of `len`.
+fn bounce(len: u64) -> Result<Vec<u8>, Status> {
+    staging(len.min(BOUNCE as u64))
+}
+
+/// A zeroed buffer of `len` bytes, or OUT_OF_MEMORY.
+fn staging(len: u64) -> Result<Vec<u8>, Status> {
+    let n = usize::try_from(len).map_err(|_| Status::OUT_OF_MEMORY)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Status::OUT_OF_MEMORY)?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+/// Bytes per element of a `cudaDataType` cuBLAS takes, None for those vgpu does not pass.
+fn data_type_size(t: u32) -> Option<u64> {
+    Some(match t {
+        0 => 4,       // CUDA_R_32F
+        1 => 8,       // CUDA_R_64F
+        2 | 14 => 2,  // CUDA_R_16F, CUDA_R_16BF
+        3 | 8 => 1,   // CUDA_R_8I, CUDA_R_8U
+        10 | 12 => 4, // CUDA_R_32I, CUDA_R_32U
+        4 => 8,       // CUDA_C_32F
+        5 => 16,      // CUDA_C_64F
+        _ => return None,
+    })
+}
+
+/// The cuBLAS call for a BLAS_GEMM whose every matrix (every batch) lies in the PD's
+/// memory; None when there is nothing to compute (m or n zero).
+fn gemm_call<'a>(d: &'a GemmDesc, ranges: &Ranges) -> Result<Option<GemmCall<'a>>, Status> {
+    let bad = |what: &str| {
+        log::warn!("BLAS_GEMM refused: {what}");
+        Status::BLAS_INVALID_VALUE
+    };
+    let int = |v: i64, what: &str| i32::try_from(v).map_err(|_| bad(what));
+    let (m, n, k) = (int(d.m, "m")?, int(d.n, "n")?, int(d.k, "k")?);
+    let batch = int(d.batch_count, "batch_count")?;
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(None);
+    }
+    let ab = data_type_size(d.a_type).ok_or_else(|| bad("A type"))?;
+    if d.b_type != d.a_type {
+        return Err(bad("A and B types differ"));
+    }
+    let cs = data_type_size(d.c_type).ok_or_else(|| bad("C type"))?;
+    let op = |t: u32| -> Result<bool, Status> {
+        match t {
+            0 => Ok(false),
+            1 | 2 => Ok(true),
+            _ => Err(bad("transpose")),
+        }
+    };
+    let (ta, tb) = (op(d.transa)?, op(d.transb)?);
+    // Bytes from a matrix's first element to one past its last, over every batch.
+    let extent = |rows: i64, cols: i64, ld: i64, stride: i64, es: u64| -> Result<u64, Status> {
+        if ld < rows.max(1) || (batch > 1 && stride < 0) {
+            return Err(bad("leading dimension or stride"));
+        }
+        let one = (cols - 1)
+            .checked_mul(ld)
+            .and_then(|v| v.checked_add(rows))
+            .ok_or_else(|| bad("size"))?;
+        let all = (i64::from(batch) - 1)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(one))
+            .ok_or_else(|| bad("size"))?;
+        (all as u64).checked_mul(es).ok_or_else(|| bad("size"))
+    };
+    let (m64, n64, k64) = (i64::from(m), i64::from(n), i64::from(k));
+    if k > 0 {
+        let (ar, ac) = if ta { (k64, m64) } else { (m64, k64) };
+        let (br, bc) = if tb { (n64, k64) } else { (k64, n64) };
+        ranges.check(d.a, extent(ar, ac, d.lda, d.stride_a, ab)?)?;
+        ranges.check(d.b, extent(br, bc, d.ldb, d.stride_b, ab)?)?;
+    }
+    ranges.check(d.c, extent(m64, n64, d.ldc, d.stride_c, cs)?)?;
+    Ok(Some(GemmCall {
+        transa: d.transa as i32,
+        transb: d.transb as i32,
+        m,
+        n,
+        k,
+        alpha: &d.alpha,
+        a: d.a,
+        a_type: d.a_type as i32,
+        lda: int(d.lda, "lda")?,
+        stride_a: d.stride_a,
+        b: d.b,
+        b_type: d.b_type as i32,
+        ldb: int(d.ldb, "ldb")?,
+        stride_b: d.stride_b,
+        beta: &d.beta,
+        c: d.c,
+        c_type: d.c_type as i32,
+        ldc: int(d.ldc, "ldc")?,
+        stride_c: d.stride_c,
+        batch,
+        compute_type: d.compute_type as i32,
+        algo: d.algo,
+    }))
+}
+
+/// A module image as `cuModuleLoadData` reads it: the bytes and sixteen NULs, so that
+/// PTX text is terminated and nothing is read past the copy.
+fn padded_image(image: &[u8]) -> Result<Vec<u8>, Status> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(image.len() + 16)
+        .map_err(|_| Status::OUT_OF_MEMORY)?;
+    v.extend_from_slice(image);
+    v.extend_from_slice(&[0; 16]);
+    Ok(v)
+}
+
+impl Backend for CudaDevice {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn execute(&self, op: Op, _cancel: &AtomicBool) -> Result<(), Status> {
+        let _ctx = self.enter()?;
+        match op {
+            Op::CopyHtoD { dst, src } => self.copy_htod(dst, src),
+            Op::CopyDtoH { src, dst } => self.copy_dtoh(src, &dst),
+            Op::CopyDtoD { dst, src, len } => {
+                self.check(dst, len)?;
+                self.check(src, len)?;
+                self.gpu.dtod(dst, src, len)
+            }
+            Op::Copy2D {
+                src,
+                src_pitch,
+                dst,
+                dst_pitch,
+                width,
+                height,
+            } => self.copy_2d(&src, src_pitch, &dst, dst_pitch, width, height),
+            Op::Memset {
+                dst,
+                pitch,
+                width,
+                height,
+                value,
+                elem_size,
+            } => self.memset(dst, pitch, width, height, value, elem_size),
+            Op::Launch {
+                func,
+                grid,
+                block,
+                shared_mem,
+                attrs,
+                params,
+            } => self.launch(func, grid, block, shared_mem, &attrs, params),
+            Op::Gemm(g) => self.gemm(&g),
+            Op::GemmBatched(_) => self.not_supported("BLAS_GEMM_BATCHED"),
+            Op::TrsmBatched(_) => self.not_supported("BLAS_TRSM_BATCHED"),
+            Op::LtMatmul(_) => self.not_supported("BLASLT_MATMUL"),
+            Op::HostFunc { .. }
+            | Op::GraphLaunch { .. }
+            | Op::EventRecord { .. }
+            | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
+        }
+    }
+
+    fn alloc(&self, size: u64) -> Result<u64, Status> {
+        let _ctx = self.enter()?;
+        let mut ranges = self.ranges();
+        ranges.admit(size)?;
+        let p = self.gpu.alloc(size.max(1))?;
+        ranges.add_alloc(p, size);
+        Ok(p)
+    }
+
+    fn free(&self, ptr: u64) -> Result<(), Status> {
+        let _ctx = self.enter()?;
+        self.ranges().remove_alloc(ptr)?;
+        self.gpu.free(ptr)
+    }
+
+    fn range_of(&self, ptr: u64) -> Option<(u64, u64)> {
+        self.ranges().range_of(ptr)
+    }
+
+    fn mem_info(&self) -> (u64, u64) {
+        let room = self.ranges().room();
+        let (used, _) = self.ranges().usage();
+        let quota = room + used;
+        let free = self
+            .enter()
+            .and_then(|_ctx| self.gpu.mem_info())
+            .map_or(room, |(free, _)| free.min(room));
+        (free, quota.min(self.total))
+    }
+
+    fn set_quota(&self, quota: u64) {
+        self.ranges().set_quota(quota.min(self.total))
+    }
+
+    fn mem_usage(&self) -> (u64, u32) {
+        self.ranges().usage()
+    }
+
+    fn get_limit(&self, limit: u32) -> Result<u64, Status> {
+        let _ctx = self.enter()?;
+        let limit = i32::try_from(limit).map_err(|_| Status::UNSUPPORTED_LIMIT)?;
+        self.gpu.get_limit(limit)
+    }
+
+    fn set_limit(&self, limit: u32, value: u64) -> Result<(), Status> {
+        let _ctx = self.enter()?;
+        let limit = i32::try_from(limit).map_err(|_| Status::UNSUPPORTED_LIMIT)?;
+        self.gpu.set_limit(limit, value)
+    }
+
+    fn module_load(
+        &self,
+        image: &[u8],
+        _sha256: &[u8; 32],
+        next: &mut dyn FnMut(bool) -> u64,
+        room: u64,
+    ) -> Result<(u64, Vec<FunctionEntry>), Status> {
+        // The parser lists the kernels and globals, and bounds the image before the
+        // driver reads it.
+        let img = vgpu_fatbin::parse_image(image, self.sm).map_err(|e| {
+            log::warn!("PD {}: module image refused: {e}", self.pd);
+            image_status(&e)
+        })?;
+        let need = 1 + img.kernels.len() as u64 + img.globals.len() as u64;
+        if need > room {
+            log::warn!("module with {need} objects exceeds the PD's object limit");
+            return Err(Status::OUT_OF_MEMORY);
+        }
+        let padded = padded_image(image)?;
+        let _ctx = self.enter()?;
+        let raw = self.gpu.module_load(&padded).inspect_err(|e| {
+            log::warn!("PD {}: cuModuleLoadData failed: {e}", self.pd);
+        })?;
+        let module = next(true);
+        let mut functions = Vec::new();
+        let mut entries = Vec::new();
+        let mut table = Vec::new();
+        let mut globals = HashMap::new();
+        let loaded: Result<(), Status> = (|| {
+            for k in &img.kernels {
+                let name = CString::new(k.name.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
+                let f = self.gpu.function(raw, &name)?;
+                let layout = self.gpu.param_info(f).or_else(|| {
+                    k.layout_known
+                        .then(|| k.params.iter().map(|p| (p.offset, p.size)).collect())
+                });
+                let param_bytes = layout
+                    .as_ref()
+                    .map_or(k.param_bytes, |l: &Vec<(u32, u32)>| {
+                        l.iter()
+                            .map(|(o, s)| o + s)
+                            .max()
+                            .unwrap_or(0)
+                            .max(k.param_bytes)
+                    });
+                let h = next(false);
+                let attr = |a: u32| self.gpu.func_attr(f, a as i32).unwrap_or(0);
+                let mut r: FuncRecord = bytemuck::Zeroable::zeroed();
+                r.handle = h;
+                r.param_bytes = param_bytes;
+                r.flags = if layout.is_some() {
+                    func_flags::LAYOUT_KNOWN
+                } else {
+                    0
+                };
+                r.max_threads_per_block = attr(func_attr::MAX_THREADS_PER_BLOCK);
+                r.shared_size_bytes = attr(func_attr::SHARED_SIZE_BYTES);
+                r.const_size_bytes = attr(func_attr::CONST_SIZE_BYTES);
+                r.local_size_bytes = attr(func_attr::LOCAL_SIZE_BYTES);
+                r.num_regs = attr(func_attr::NUM_REGS);
+                r.ptx_version = attr(func_attr::PTX_VERSION);
+                r.binary_version = attr(func_attr::BINARY_VERSION);
+                r.max_dynamic_shared_size_bytes = attr(func_attr::MAX_DYNAMIC_SHARED_SIZE_BYTES);
+                entries.push(FunctionEntry {
+                    record: r,
+                    name: k.name.clone(),
+                    params: layout
+                        .iter()
+                        .flatten()
+                        .map(|&(offset, size)| ParamInfo { offset, size })
+                        .collect(),
+                });
+                functions.push(h);
+                table.push((
+                    h,
+                    Arc::new(Function {
+                        raw: f,
+                        name: k.name.clone(),
+                        layout,
+                        param_bytes,
+                    }),
+                ));
+            }
+            for g in &img.globals {
+                let name = CString::new(g.name.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
+                let (addr, size) = self.gpu.global(raw, &name)?;
+                globals.insert(g.name.clone(), (addr, size));
+            }
+            Ok(())
+        })();
+        if let Err(e) = loaded {
+            log::warn!("PD {}: module refused: {e}", self.pd);
+            self.gpu.module_unload(raw);
+            return Err(e);
+        }
+        {
+            let mut ranges = self.ranges();
+            for &(addr, size) in globals.values() {
+                ranges.add_global(addr, size, module);
+            }
+        }
+        let mut mods = self.modules();
+        mods.functions.extend(table);
+        mods.modules.insert(
+            module,
+            Module {
+                raw,
+                functions,
+                globals,
+            },
+        );
+        log::info!(
+            "PD {}: module {module:#x} loaded on the GPU: {} kernels, {} globals",
+            self.pd,
+            img.kernels.len(),
+            img.globals.len()
+        );
+        Ok((module, entries))
+    }
+
+    fn has_module(&self, module: u64) -> bool {
+        self.modules().modules.contains_key(&module)
+    }
+
+    fn module_unload(&self, module: u64) -> Result<(), Status> {
+        let m = {
+            let mut mods = self.modules();
+            let m = mods.modules.remove(&module).ok_or(Status::INVALID_HANDLE)?;
+            for f in &m.functions {
+                mods.functions.remove(f);
+            }
+            m
+        };
+        self.ranges().remove_module(module);
+        let _ctx = self.enter()?;
+        self.gpu.module_unload(m.raw);
+        Ok(())
+    }
+
+    fn module_global(&self, module: u64, name: &str) -> Result<(u64, u64), Status> {
+        let mods = self.modules();
+        let m = mods.modules.get(&module).ok_or(Status::INVALID_HANDLE)?;
+        m.globals.get(name).copied().ok_or(Status::NOT_FOUND)
+    }
+
+    fn func_get_attr(&self, func: u64, attr: u32) -> Result<i32, Status> {
+        let f = self.function(func)?;
+        let _ctx = self.enter()?;
+        self.gpu.func_attr(
+            f.raw,
+            i32::try_from(attr).map_err(|_| Status::INVALID_VALUE)?,
+        )
+    }
+
+    fn func_set_attr(&self, func: u64, attr: u32, value: i32) -> Result<(), Status> {
+        let f = self.function(func)?;
+        let _ctx = self.enter()?;
+        self.gpu.set_func_attr(
+            f.raw,
+            i32::try_from(attr).map_err(|_| Status::INVALID_VALUE)?,
+            value,
+        )
+    }
+
+    fn check_launch(
+        &self,
+        func: u64,
+        _block: [u32; 3],
+        _shared_mem: u32,
+        params: &[u8],
+        attrs: &[LaunchAttr],
+    ) -> Result<(), Status> {
+        let f = self.function(func)?;
+        if f.layout.is_none() {
+            log::warn!(
+                "PD {}: kernel {} cannot be launched: neither CUDA nor its image gives its parameter layout",
+                self.pd,
+                f.name
+            );
+            return Err(Status::NOT_SUPPORTED);
+        }
+        if params.len() != f.param_bytes as usize {
+            log::warn!(
+                "PD {}: kernel {} takes {} bytes of parameters, got {}",
+                self.pd,
+                f.name,
+                f.param_bytes,
+                params.len()
+            );
+            return Err(Status::INVALID_VALUE);
+        }
+        // These take their values in the first words of CUlaunchAttributeValue, as
+        // LaunchAttr carries them; CUDA checks the values.
+        super::check_launch_attrs(attrs, self.pd, "cuda", |a| {
+            matches!(
+                a.id,
+                launch_attr::PROGRAMMATIC_STREAM_SERIALIZATION
+                    | launch_attr::PRIORITY
+                    | launch_attr::COOPERATIVE
+                    | launch_attr::CLUSTER_DIMENSION
+            )
+        })
+    }
+
+    fn module_counts(&self) -> (u32, u32) {
+        let m = self.modules();
+        (m.modules.len() as u32, m.functions.len() as u32)
+    }
+
+    fn clear(&self) {
+        // A fresh context: a sticky error leaves the old one unusable, and destroying it
+        // frees every allocation and module at once.
+        let mut ctx = self.ctx.write().unwrap_or_else(|p| p.into_inner());
+        *self.modules() = Modules::default();
+        let quota = {
+            let mut r = self.ranges();
+            r.drain_allocs();
+            r.room()
+        };
+        *self.ranges() = Ranges::new(quota);
+        self.destroy_context(*ctx);
+        match self.gpu.ctx_create(self.dev) {
+            Ok(c) => *ctx = c,
+            Err(e) => {
+                log::error!("PD {}: no new CUDA context after a reset: {e}", self.pd);
+                *ctx = Raw::NULL;
+            }
+        }
+    }
+
+    fn successor(&self, quota: u64) -> Result<Arc<dyn Backend>, Status> {
+        Ok(Arc::new(CudaDevice::new(
+            self.pd,
+            self.gpu.clone(),
+            self.dev,
+            quota.min(self.total),
+            self.total,
+            self.sm,
+        )?))
+    }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        let ctx = *self.ctx.get_mut().unwrap_or_else(|p| p.into_inner());
+        if ctx != Raw::NULL {
+            self.destroy_context(ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_the_vgpu_does_not_serve_are_masked() {
+        let mut a = [1i32; ATTR_SLOTS];
+        mask_attributes(&mut a);
+        assert_eq!(a[attr::VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED], 0);
+        assert_eq!(a[attr::MEMORY_POOLS_SUPPORTED], 0);
+        assert_eq!(a[attr::MANAGED_MEMORY], 0);
+        assert_eq!(a[attr::CAN_MAP_HOST_MEMORY], 0);
+        assert_eq!(a[attr::UNIFIED_ADDRESSING], 1, "kept");
+        assert_eq!(a[attr::COMPUTE_CAPABILITY_MAJOR], 1, "kept");
+    }
+
+    fn desc() -> GemmDesc {
+        let mut d: GemmDesc = bytemuck::Zeroable::zeroed();
+        d.handle = 1;
+        (d.m, d.n, d.k) = (4, 3, 2);
+        (d.a, d.lda) = (0x1000, 4);
+        (d.b, d.ldb) = (0x2000, 2);
+        (d.c, d.ldc) = (0x3000, 4);
+        d.batch_count = 1;
+        d
+    }
+
+    fn ranges() -> Ranges {
+        let mut r = Ranges::new(1 << 20);
+        r.add_alloc(0x1000, 4 * 2 * 4);
+        r.add_alloc(0x2000, 2 * 3 * 4);
+        r.add_alloc(0x3000, 4 * 3 * 4);
+        r
+    }
+
+    #[test]
+    fn gemm_operands_must_lie_in_the_pds_memory() {
+        let r = ranges();
+        assert!(gemm_call(&desc(), &r).unwrap().is_some());
+        let mut d = desc();
+        d.ldc = 5; // C now runs 4 bytes past its allocation
+        assert_eq!(gemm_call(&d, &r).err(), Some(Status::INVALID_VALUE));
+        let mut d = desc();
+        d.transa = 1; // op(A) = Aᵀ needs lda ≥ k and (m-1)·lda + k elements
+        d.lda = 2;
+        assert_eq!(gemm_call(&d, &r).err(), None);
+        let mut d = desc();
+        d.batch_count = 2;
+        d.stride_c = 12; // the second C lies outside
+        assert_eq!(gemm_call(&d, &r).err(), Some(Status::INVALID_VALUE));
+        let mut d = desc();
+        d.b = 0x9000; // memory of no PD
+        assert_eq!(gemm_call(&d, &r).err(), Some(Status::INVALID_VALUE));
+        let mut d = desc();
+        d.lda = 3; // below m
+        assert_eq!(gemm_call(&d, &r).err(), Some(Status::BLAS_INVALID_VALUE));
+        let mut d = desc();
+        d.m = 1 << 40; // past cuBLAS's int
+        assert_eq!(gemm_call(&d, &r).err(), Some(Status::BLAS_INVALID_VALUE));
+        let mut d = desc();
+        d.k = 0; // A and B are not read
+        d.a = 0;
+        d.b = 0;
+        assert!(gemm_call(&d, &r).unwrap().is_some());
+    }
+
+    #[test]
+    fn kernel_parameters_point_inside_the_buffer() {
+        let mut buf = vec![0u8; 16];
+        assert!(KernelParams::new(&mut buf, &[(0, 8), (8, 4), (12, 4)]).is_some());
+        assert!(KernelParams::new(&mut buf, &[(0, 8), (12, 8)]).is_none());
+        assert!(KernelParams::new(&mut buf, &[(u32::MAX, 2)]).is_none());
+    }
+
+    #[test]
+    fn images_reach_the_driver_terminated() {
+        let p = padded_image(b".version 7.0").unwrap();
+        assert_eq!(&p[..12], b".version 7.0");
+        assert!(p[12..].iter().all(|&b| b == 0) && p.len() == 28);
+    }
+}
