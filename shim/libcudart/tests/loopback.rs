@@ -107,6 +107,23 @@ fn samples_through_the_cuda_executor() {
     level1.finish();
 }
 
+/// Every GEMM variant (strided, batched by pointer arrays), batched TRSM and cuBLASLt
+/// matmuls with epilogues, through cuBLAS and cuBLASLt, checked against float64.
+#[test]
+fn cublas_sample_through_the_cuda_executor() {
+    let (level1, level2) = loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_sample(dir.path(), "cublas", &["cublas", "cublasLt", "cudart", "m"]);
+    let (code, out) = run_with_shims(&exe, &level2.control(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cublas: 48 cases checked against float64, all checks passed"),
+        "{out}"
+    );
+    drop(level2);
+    level1.finish();
+}
+
 #[test]
 fn cudarc_client_through_the_cuda_executor() {
     let (level1, level2) = loopback();

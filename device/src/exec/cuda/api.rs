@@ -106,7 +106,25 @@ entry_points! {
         fn cublasSetStream_v2(Raw, Raw) -> u32;
         fn cublasSetMathMode(Raw, c_int) -> u32;
         fn cublasSetWorkspace_v2(Raw, *mut c_void, usize) -> u32;
+        fn cublasGemmBatchedEx(Raw, c_int, c_int, c_int, c_int, c_int, *const c_void, *const c_void, c_int, c_int, *const c_void, c_int, c_int, *const c_void, *const c_void, c_int, c_int, c_int, c_int, c_int) -> u32;
+        fn cublasStrsmBatched(Raw, c_int, c_int, c_int, c_int, c_int, c_int, *const c_void, *const c_void, c_int, *const c_void, c_int, c_int) -> u32;
+        fn cublasDtrsmBatched(Raw, c_int, c_int, c_int, c_int, c_int, c_int, *const c_void, *const c_void, c_int, *const c_void, c_int, c_int) -> u32;
         fn cublasGemmStridedBatchedEx(Raw, c_int, c_int, c_int, c_int, c_int, *const c_void, *const c_void, c_int, c_int, i64, *const c_void, c_int, c_int, i64, *const c_void, *mut c_void, c_int, c_int, i64, c_int, c_int, c_int) -> u32;
+    }
+}
+
+entry_points! {
+    /// libcublasLt.
+    struct Lt {
+        fn cublasLtCreate(*mut Raw) -> u32;
+        fn cublasLtDestroy(Raw) -> u32;
+        fn cublasLtMatmulDescCreate(*mut Raw, c_int, c_int) -> u32;
+        fn cublasLtMatmulDescDestroy(Raw) -> u32;
+        fn cublasLtMatmulDescSetAttribute(Raw, c_int, *const c_void, usize) -> u32;
+        fn cublasLtMatrixLayoutCreate(*mut Raw, c_int, u64, u64, i64) -> u32;
+        fn cublasLtMatrixLayoutDestroy(Raw) -> u32;
+        fn cublasLtMatrixLayoutSetAttribute(Raw, c_int, *const c_void, usize) -> u32;
+        fn cublasLtMatmul(Raw, Raw, *const c_void, *const c_void, Raw, *const c_void, Raw, *const c_void, *const c_void, Raw, *mut c_void, Raw, *const c_void, *mut c_void, usize, Raw) -> u32;
     }
 }
 
@@ -142,10 +160,11 @@ pub fn blas_status(r: u32) -> Result<(), Status> {
     }
 }
 
-/// The loaded libraries: the driver always, cuBLAS and NVML when present.
+/// The loaded libraries: the driver always, cuBLAS, cuBLASLt and NVML when present.
 pub struct Gpu {
     cu: Driver,
     blas: Option<Blas>,
+    lt: Option<Lt>,
     nvml: Option<Nvml>,
 }
 
@@ -173,6 +192,20 @@ pub fn load() -> Result<Gpu, String> {
         log::warn!("no cuBLAS library (libcublas.so.12); BLAS commands will fail");
         None
     };
+    // SAFETY: as above, for cuBLASLt.
+    let lt = if unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+        // SAFETY: present, so culib() does not panic.
+        match Lt::resolve(unsafe { cudarc::cublaslt::sys::culib() }) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!("cuBLASLt lacks an entry point ({e}); BLASLT_MATMUL will fail");
+                None
+            }
+        }
+    } else {
+        log::warn!("no cuBLASLt library (libcublasLt.so.12); BLASLT_MATMUL will fail");
+        None
+    };
     let nvml = ["libnvidia-ml.so.1", "libnvidia-ml.so"]
         .iter()
         .find_map(|name| {
@@ -182,7 +215,7 @@ pub fn load() -> Result<Gpu, String> {
             let lib: &'static libloading::Library = Box::leak(Box::new(lib));
             Nvml::resolve(lib).ok()
         });
-    Ok(Gpu { cu, blas, nvml })
+    Ok(Gpu { cu, blas, lt, nvml })
 }
 
 /// A kernel's parameters as `cuLaunchKernel` takes them: pointers into one buffer.
@@ -236,6 +269,72 @@ pub struct GemmCall<'a> {
     pub algo: c_int,
 }
 
+/// A batched TRSM's arguments for cuBLAS (pointer arrays in memory of the executor's own,
+/// every matrix checked).
+pub struct TrsmCall<'a> {
+    pub double: bool,
+    pub side: c_int,
+    pub uplo: c_int,
+    pub trans: c_int,
+    pub diag: c_int,
+    pub m: c_int,
+    pub n: c_int,
+    pub alpha: &'a [u8; 16],
+    pub a: DevPtr,
+    pub lda: c_int,
+    pub b: DevPtr,
+    pub ldb: c_int,
+    pub batch: c_int,
+}
+
+/// One matrix of a cuBLASLt matmul: where it is and its layout.
+pub struct LtMatrix {
+    pub ptr: DevPtr,
+    pub data_type: c_int,
+    pub rows: u64,
+    pub cols: u64,
+    pub ld: i64,
+    pub batch: i32,
+    /// Elements between batches.
+    pub stride: i64,
+}
+
+/// A cuBLASLt matmul's arguments (every matrix, the bias and the workspace checked).
+pub struct LtCall<'a> {
+    pub compute_type: c_int,
+    pub scale_type: c_int,
+    pub transa: i32,
+    pub transb: i32,
+    pub epilogue: u32,
+    pub bias: DevPtr,
+    pub alpha: &'a [u8; 16],
+    pub beta: &'a [u8; 16],
+    /// A, B, C, D.
+    pub m: [LtMatrix; 4],
+    pub workspace: Option<(DevPtr, u64)>,
+}
+
+/// cuBLASLt objects made for one call, destroyed with it.
+struct LtObjects<'a> {
+    lt: &'a Lt,
+    desc: Raw,
+    layouts: Vec<Raw>,
+}
+
+impl Drop for LtObjects<'_> {
+    fn drop(&mut self) {
+        // SAFETY: objects this call created and no longer uses.
+        unsafe {
+            for l in self.layouts.drain(..) {
+                (self.lt.cublasLtMatrixLayoutDestroy)(l);
+            }
+            if self.desc != Raw::NULL {
+                (self.lt.cublasLtMatmulDescDestroy)(self.desc);
+            }
+        }
+    }
+}
+
 impl Gpu {
     /// cuInit.
     pub fn init(&self) -> Result<(), Status> {
@@ -258,6 +357,11 @@ impl Gpu {
     /// True when cuBLAS was loaded.
     pub fn has_blas(&self) -> bool {
         self.blas.is_some()
+    }
+
+    /// True when cuBLASLt was loaded.
+    pub fn has_lt(&self) -> bool {
+        self.lt.is_some()
     }
 
     /// cuDriverGetVersion.
@@ -610,6 +714,24 @@ impl Gpu {
         }
     }
 
+    /// Sets the handle's math mode and workspace (a checked range, or none).
+    fn blas_setup(
+        &self,
+        b: &Blas,
+        h: Raw,
+        math_mode: i32,
+        workspace: Option<(DevPtr, u64)>,
+    ) -> Result<(), Status> {
+        // SAFETY: a live handle of the current context.
+        blas_status(unsafe { (b.cublasSetMathMode)(h, math_mode) })?;
+        let (ws, ws_len) = workspace.unwrap_or((0, 0));
+        // SAFETY: the workspace range (possibly empty) was checked against the PD's
+        // allocations.
+        blas_status(unsafe {
+            (b.cublasSetWorkspace_v2)(h, ws as usize as *mut c_void, ws_len as usize)
+        })
+    }
+
     /// A strided-batched GEMM on operands the caller checked; returns when done.
     pub fn gemm(
         &self,
@@ -619,14 +741,7 @@ impl Gpu {
         g: &GemmCall<'_>,
     ) -> Result<(), Status> {
         let b = self.blas.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
-        // SAFETY: a live handle of the current context.
-        blas_status(unsafe { (b.cublasSetMathMode)(h, math_mode) })?;
-        let (ws, ws_len) = workspace.unwrap_or((0, 0));
-        // SAFETY: the workspace range (possibly empty) was checked against the PD's
-        // allocations.
-        blas_status(unsafe {
-            (b.cublasSetWorkspace_v2)(h, ws as usize as *mut c_void, ws_len as usize)
-        })?;
+        self.blas_setup(b, h, math_mode, workspace)?;
         // SAFETY: alpha and beta are 16-byte host buffers (large enough for every scale
         // type); every matrix's extent was checked against the PD's allocations.
         blas_status(unsafe {
@@ -656,6 +771,163 @@ impl Gpu {
                 g.algo,
             )
         })?;
+        self.sync()
+    }
+
+    /// A batched GEMM whose `a`, `b`, `c` are pointer arrays in memory of the executor's
+    /// own, every matrix checked; returns when done.
+    pub fn gemm_batched(
+        &self,
+        h: Raw,
+        math_mode: i32,
+        workspace: Option<(DevPtr, u64)>,
+        g: &GemmCall<'_>,
+    ) -> Result<(), Status> {
+        let b = self.blas.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
+        self.blas_setup(b, h, math_mode, workspace)?;
+        // SAFETY: as for `gemm`; the arrays hold `batch` checked pointers each.
+        blas_status(unsafe {
+            (b.cublasGemmBatchedEx)(
+                h,
+                g.transa,
+                g.transb,
+                g.m,
+                g.n,
+                g.k,
+                g.alpha.as_ptr().cast(),
+                g.a as usize as *const c_void,
+                g.a_type,
+                g.lda,
+                g.b as usize as *const c_void,
+                g.b_type,
+                g.ldb,
+                g.beta.as_ptr().cast(),
+                g.c as usize as *const c_void,
+                g.c_type,
+                g.ldc,
+                g.batch,
+                g.compute_type,
+                g.algo,
+            )
+        })?;
+        self.sync()
+    }
+
+    /// A batched TRSM (see [`TrsmCall`]); returns when done.
+    pub fn trsm_batched(&self, h: Raw, t: &TrsmCall<'_>) -> Result<(), Status> {
+        let b = self.blas.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
+        self.blas_setup(b, h, 0, None)?;
+        let f = if t.double {
+            b.cublasDtrsmBatched
+        } else {
+            b.cublasStrsmBatched
+        };
+        // SAFETY: alpha is a 16-byte host buffer holding the scalar of the data type; the
+        // arrays hold `batch` checked pointers each.
+        blas_status(unsafe {
+            f(
+                h,
+                t.side,
+                t.uplo,
+                t.trans,
+                t.diag,
+                t.m,
+                t.n,
+                t.alpha.as_ptr().cast(),
+                t.a as usize as *const c_void,
+                t.lda,
+                t.b as usize as *const c_void,
+                t.ldb,
+                t.batch,
+            )
+        })?;
+        self.sync()
+    }
+
+    /// A cuBLASLt handle for the current context.
+    pub fn lt_create(&self) -> Result<Raw, Status> {
+        let lt = self.lt.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
+        let mut h = Raw::NULL;
+        // SAFETY: valid out pointer.
+        blas_status(unsafe { (lt.cublasLtCreate)(&mut h) })?;
+        Ok(h)
+    }
+
+    /// Destroys a cuBLASLt handle.
+    pub fn lt_destroy(&self, h: Raw) {
+        if let Some(lt) = &self.lt {
+            // SAFETY: the caller owns the handle and uses it no more.
+            let _ = unsafe { (lt.cublasLtDestroy)(h) };
+        }
+    }
+
+    /// A cuBLASLt matmul (see [`LtCall`]) on the calling thread's stream, with cuBLASLt's
+    /// heuristic choosing the algorithm; returns when done.
+    pub fn lt_matmul(&self, h: Raw, c: &LtCall<'_>) -> Result<(), Status> {
+        let lt = self.lt.as_ref().ok_or(Status::BLAS_NOT_INITIALIZED)?;
+        let mut o = LtObjects {
+            lt,
+            desc: Raw::NULL,
+            layouts: Vec::new(),
+        };
+        let set = |desc: Raw, attr: c_int, v: &[u8]| {
+            // SAFETY: a live descriptor; `v` holds the attribute's value, of its size.
+            blas_status(unsafe {
+                (lt.cublasLtMatmulDescSetAttribute)(desc, attr, v.as_ptr().cast(), v.len())
+            })
+        };
+        // SAFETY: valid out pointer.
+        blas_status(unsafe {
+            (lt.cublasLtMatmulDescCreate)(&mut o.desc, c.compute_type, c.scale_type)
+        })?;
+        set(o.desc, 3, &c.transa.to_ne_bytes())?; // TRANSA
+        set(o.desc, 4, &c.transb.to_ne_bytes())?; // TRANSB
+        set(o.desc, 7, &c.epilogue.to_ne_bytes())?; // EPILOGUE
+        if c.bias != 0 {
+            set(o.desc, 8, &(c.bias as usize).to_ne_bytes())?; // BIAS_POINTER
+        }
+        for m in &c.m {
+            let mut l = Raw::NULL;
+            // SAFETY: valid out pointer.
+            blas_status(unsafe {
+                (lt.cublasLtMatrixLayoutCreate)(&mut l, m.data_type, m.rows, m.cols, m.ld)
+            })?;
+            o.layouts.push(l);
+            let attr = |a: c_int, v: &[u8]| {
+                // SAFETY: a live layout; `v` holds the attribute's value, of its size.
+                blas_status(unsafe {
+                    (lt.cublasLtMatrixLayoutSetAttribute)(l, a, v.as_ptr().cast(), v.len())
+                })
+            };
+            attr(5, &m.batch.to_ne_bytes())?; // BATCH_COUNT
+            attr(6, &m.stride.to_ne_bytes())?; // STRIDED_BATCH_OFFSET
+        }
+        let (ws, ws_len) = c.workspace.unwrap_or((0, 0));
+        let p = |d: DevPtr| d as usize as *const c_void;
+        // SAFETY: every matrix, the bias and the workspace were checked against the PD's
+        // allocations; alpha and beta are 16-byte host buffers; a NULL algorithm asks
+        // cuBLASLt to choose.
+        blas_status(unsafe {
+            (lt.cublasLtMatmul)(
+                h,
+                o.desc,
+                c.alpha.as_ptr().cast(),
+                p(c.m[0].ptr),
+                o.layouts[0],
+                p(c.m[1].ptr),
+                o.layouts[1],
+                c.beta.as_ptr().cast(),
+                p(c.m[2].ptr),
+                o.layouts[2],
+                c.m[3].ptr as usize as *mut c_void,
+                o.layouts[3],
+                std::ptr::null(),
+                ws as usize as *mut c_void,
+                ws_len as usize,
+                STREAM_PER_THREAD,
+            )
+        })?;
+        drop(o);
         self.sync()
     }
 }

@@ -13,14 +13,17 @@
 //! globals ([`ranges`]) before it reaches CUDA, and the PD's quota is enforced there.
 //! Guest memory is staged through a bounce buffer on the way to and from the GPU.
 //!
-//! Refused with NOT_SUPPORTED and a log line: BLAS_GEMM_BATCHED (pointer arrays),
-//! BLAS_TRSM_BATCHED, BLASLT_MATMUL (cuBLASLt is not loaded), launch attributes other
-//! than cooperative, cluster, priority and programmatic serialisation, and a kernel whose
-//! parameter layout neither the driver
-//! (`cuFuncGetParamInfo`) nor the image gives.
+//! The BLAS commands run on cuBLAS ([`blas`] checks their operands); the pointer arrays of
+//! the batched ones are read, checked and copied into memory of the executor's own before
+//! cuBLAS reads them, so that the PD cannot change them after the check.
+//!
+//! Refused with NOT_SUPPORTED and a log line: launch attributes other than cooperative,
+//! cluster, priority and programmatic serialisation, and a kernel whose parameter layout
+//! neither the driver (`cuFuncGetParamInfo`) nor the image gives.
 
 #[allow(unsafe_code, reason = "the CUDA driver's and cuBLAS's C entry points")]
 mod api;
+mod blas;
 mod layout;
 pub mod ranges;
 
@@ -28,7 +31,7 @@ use super::soft::attr;
 use super::soft::modules::{func_attr, image_status};
 use super::{Backend, CallbackSink, Context, Executor, HostSource, Limits, Op, Side2D};
 use crate::exec::context::StreamContext;
-use api::{GemmCall, Gpu, KernelParams, Raw};
+use api::{Gpu, KernelParams, Raw};
 use layout::{Cu2D, CuLaunchAttr, MEMORYTYPE_DEVICE, MEMORYTYPE_HOST};
 use ranges::Ranges;
 use std::collections::HashMap;
@@ -40,7 +43,7 @@ use vgpu_proto::info::{
     executor, func_flags, DeviceInfo, FuncRecord, FunctionEntry, ParamInfo, ATTR_SLOTS,
     DEVICE_INFO_VERSION,
 };
-use vgpu_proto::payload::{launch_attr, GemmDesc, LaunchAttr};
+use vgpu_proto::payload::{launch_attr, GemmDesc, LaunchAttr, LtMatmulDesc, TrsmBatchedDesc};
 use vgpu_proto::regs::features;
 use vgpu_proto::Status;
 
@@ -153,6 +156,9 @@ fn device_info(gpu: &Gpu, dev: i32) -> Result<(DeviceInfo, String), Status> {
     if gpu.has_blas() {
         d.exec_features |= features::BLAS;
     }
+    if gpu.has_lt() {
+        d.exec_features |= features::BLASLT;
+    }
     let version = gpu.nvml_driver_version().unwrap_or_else(|| {
         log::warn!("no NVML: the driver version reported is the CUDA version");
         format!("{}.{}", d.cuda_version / 1000, d.cuda_version % 1000 / 10)
@@ -226,6 +232,8 @@ pub struct CudaDevice {
     modules: Mutex<Modules>,
     /// Idle cuBLAS handles of the context (one per worker using it at a time).
     blas: Mutex<Vec<Raw>>,
+    /// Idle cuBLASLt handles, likewise.
+    lt: Mutex<Vec<Raw>>,
 }
 
 impl CudaDevice {
@@ -250,6 +258,7 @@ impl CudaDevice {
             ranges: Mutex::new(Ranges::new(quota)),
             modules: Mutex::new(Modules::default()),
             blas: Mutex::new(Vec::new()),
+            lt: Mutex::new(Vec::new()),
         })
     }
 
@@ -280,19 +289,14 @@ impl CudaDevice {
         self.ranges().check(ptr, len)
     }
 
-    fn not_supported(&self, what: &str) -> Result<(), Status> {
-        log::warn!(
-            "PD {}: {what} is not supported by the cuda executor",
-            self.pd
-        );
-        Err(Status::NOT_SUPPORTED)
-    }
-
     /// Destroys the context's cuBLAS handles and the context (everything in it).
     fn destroy_context(&self, ctx: Raw) {
         if self.gpu.enter(ctx).is_ok() {
             for h in lock(&self.blas).drain(..) {
                 self.gpu.blas_destroy(h);
+            }
+            for h in lock(&self.lt).drain(..) {
+                self.gpu.lt_destroy(h);
             }
         }
         self.gpu.ctx_destroy(ctx);
@@ -455,27 +459,125 @@ impl CudaDevice {
             .inspect_err(|e| log::warn!("PD {}: kernel {} failed: {e}", self.pd, f.name))
     }
 
-    fn gemm(&self, d: &GemmDesc) -> Result<(), Status> {
-        let call = {
-            let ranges = self.ranges();
-            gemm_call(d, &ranges)?
-        };
-        let Some(call) = call else {
-            return Ok(()); // nothing to compute
-        };
-        let workspace = if d.workspace != 0 && d.workspace_size != 0 {
-            self.check(d.workspace, d.workspace_size)?;
-            Some((d.workspace, d.workspace_size))
-        } else {
-            None
-        };
+    /// A cuBLAS handle of the context for the calling worker, back to the pool after `f`.
+    fn with_blas<T>(&self, f: impl FnOnce(Raw) -> Result<T, Status>) -> Result<T, Status> {
         let h = match lock(&self.blas).pop() {
             Some(h) => h,
             None => self.gpu.blas_create()?,
         };
-        let r = self.gpu.gemm(h, d.math_mode as i32, workspace, &call);
+        let r = f(h);
         lock(&self.blas).push(h);
         r
+    }
+
+    /// The workspace a BLAS command names, checked; None for none.
+    fn workspace(&self, at: u64, len: u64) -> Result<Option<(u64, u64)>, Status> {
+        if at == 0 || len == 0 {
+            return Ok(None);
+        }
+        self.check(at, len)?;
+        Ok(Some((at, len)))
+    }
+
+    /// Reads `batch` device pointers from the array at `at` (in the PD's memory).
+    fn read_pointers(&self, at: u64, batch: usize) -> Result<Vec<u64>, Status> {
+        let bytes = (batch as u64).checked_mul(8).ok_or(Status::INVALID_VALUE)?;
+        self.check(at, bytes)?;
+        let mut raw = staging(bytes)?;
+        self.gpu.dtoh(&mut raw, at)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Device memory of the executor's own holding `values` (counted against the PD's
+    /// quota while it lives): checked pointer arrays that the PD cannot change after the
+    /// check.
+    fn scratch(&self, values: &[u64]) -> Result<Scratch<'_>, Status> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let len = bytes.len() as u64;
+        self.ranges().reserve(len)?;
+        let ptr = match self.gpu.alloc(len.max(1)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ranges().release(len);
+                return Err(e);
+            }
+        };
+        let s = Scratch {
+            dev: self,
+            ptr,
+            len,
+        };
+        self.gpu.htod(ptr, &bytes)?;
+        Ok(s)
+    }
+
+    fn gemm(&self, d: &GemmDesc) -> Result<(), Status> {
+        let Some(shape) = blas::gemm_shape(d)? else {
+            return Ok(());
+        };
+        shape.check_strided(d, &self.ranges())?;
+        let ws = self.workspace(d.workspace, d.workspace_size)?;
+        let call = shape.call(d, d.a, d.b, d.c);
+        self.with_blas(|h| self.gpu.gemm(h, d.math_mode as i32, ws, &call))
+    }
+
+    fn gemm_batched(&self, d: &GemmDesc) -> Result<(), Status> {
+        let Some(shape) = blas::gemm_shape(d)? else {
+            return Ok(());
+        };
+        let batch = shape.batch as usize;
+        let a = self.read_pointers(d.a, batch)?;
+        let b = self.read_pointers(d.b, batch)?;
+        let c = self.read_pointers(d.c, batch)?;
+        shape.check_pointers(&a, &b, &c, &self.ranges())?;
+        let ws = self.workspace(d.workspace, d.workspace_size)?;
+        let (sa, sb, sc) = (self.scratch(&a)?, self.scratch(&b)?, self.scratch(&c)?);
+        let call = shape.call(d, sa.ptr, sb.ptr, sc.ptr);
+        self.with_blas(|h| self.gpu.gemm_batched(h, d.math_mode as i32, ws, &call))
+    }
+
+    fn lt_matmul(&self, d: &LtMatmulDesc) -> Result<(), Status> {
+        let Some(call) = blas::lt_call(d, &self.ranges())? else {
+            return Ok(());
+        };
+        let h = match lock(&self.lt).pop() {
+            Some(h) => h,
+            None => self.gpu.lt_create()?,
+        };
+        let r = self.gpu.lt_matmul(h, &call);
+        lock(&self.lt).push(h);
+        r
+    }
+
+    fn trsm_batched(&self, t: &TrsmBatchedDesc) -> Result<(), Status> {
+        let Some(shape) = blas::trsm_shape(t)? else {
+            return Ok(());
+        };
+        let a = self.read_pointers(t.a, shape.batch as usize)?;
+        let b = self.read_pointers(t.b, shape.batch as usize)?;
+        shape.check_pointers(&a, &b, &self.ranges())?;
+        let (sa, sb) = (self.scratch(&a)?, self.scratch(&b)?);
+        let call = shape.call(t, sa.ptr, sb.ptr);
+        self.with_blas(|h| self.gpu.trsm_batched(h, &call))
+    }
+}
+
+/// Device memory the executor holds for one command (see [`CudaDevice::scratch`]).
+struct Scratch<'a> {
+    dev: &'a CudaDevice,
+    ptr: u64,
+    len: u64,
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.dev.gpu.free(self.ptr) {
+            log::warn!("PD {}: freeing scratch memory: {e}", self.dev.pd);
+        }
+        self.dev.ranges().release(self.len);
     }
 }
 
@@ -491,95 +593,6 @@ fn staging(len: u64) -> Result<Vec<u8>, Status> {
     v.try_reserve_exact(n).map_err(|_| Status::OUT_OF_MEMORY)?;
     v.resize(n, 0);
     Ok(v)
-}
-
-/// Bytes per element of a `cudaDataType` cuBLAS takes, None for those vgpu does not pass.
-fn data_type_size(t: u32) -> Option<u64> {
-    Some(match t {
-        0 => 4,       // CUDA_R_32F
-        1 => 8,       // CUDA_R_64F
-        2 | 14 => 2,  // CUDA_R_16F, CUDA_R_16BF
-        3 | 8 => 1,   // CUDA_R_8I, CUDA_R_8U
-        10 | 12 => 4, // CUDA_R_32I, CUDA_R_32U
-        4 => 8,       // CUDA_C_32F
-        5 => 16,      // CUDA_C_64F
-        _ => return None,
-    })
-}
-
-/// The cuBLAS call for a BLAS_GEMM whose every matrix (every batch) lies in the PD's
-/// memory; None when there is nothing to compute (m or n zero).
-fn gemm_call<'a>(d: &'a GemmDesc, ranges: &Ranges) -> Result<Option<GemmCall<'a>>, Status> {
-    let bad = |what: &str| {
-        log::warn!("BLAS_GEMM refused: {what}");
-        Status::BLAS_INVALID_VALUE
-    };
-    let int = |v: i64, what: &str| i32::try_from(v).map_err(|_| bad(what));
-    let (m, n, k) = (int(d.m, "m")?, int(d.n, "n")?, int(d.k, "k")?);
-    let batch = int(d.batch_count, "batch_count")?;
-    if m == 0 || n == 0 || batch == 0 {
-        return Ok(None);
-    }
-    let ab = data_type_size(d.a_type).ok_or_else(|| bad("A type"))?;
-    if d.b_type != d.a_type {
-        return Err(bad("A and B types differ"));
-    }
-    let cs = data_type_size(d.c_type).ok_or_else(|| bad("C type"))?;
-    let op = |t: u32| -> Result<bool, Status> {
-        match t {
-            0 => Ok(false),
-            1 | 2 => Ok(true),
-            _ => Err(bad("transpose")),
-        }
-    };
-    let (ta, tb) = (op(d.transa)?, op(d.transb)?);
-    // Bytes from a matrix's first element to one past its last, over every batch.
-    let extent = |rows: i64, cols: i64, ld: i64, stride: i64, es: u64| -> Result<u64, Status> {
-        if ld < rows.max(1) || (batch > 1 && stride < 0) {
-            return Err(bad("leading dimension or stride"));
-        }
-        let one = (cols - 1)
-            .checked_mul(ld)
-            .and_then(|v| v.checked_add(rows))
-            .ok_or_else(|| bad("size"))?;
-        let all = (i64::from(batch) - 1)
-            .checked_mul(stride)
-            .and_then(|v| v.checked_add(one))
-            .ok_or_else(|| bad("size"))?;
-        (all as u64).checked_mul(es).ok_or_else(|| bad("size"))
-    };
-    let (m64, n64, k64) = (i64::from(m), i64::from(n), i64::from(k));
-    if k > 0 {
-        let (ar, ac) = if ta { (k64, m64) } else { (m64, k64) };
-        let (br, bc) = if tb { (n64, k64) } else { (k64, n64) };
-        ranges.check(d.a, extent(ar, ac, d.lda, d.stride_a, ab)?)?;
-        ranges.check(d.b, extent(br, bc, d.ldb, d.stride_b, ab)?)?;
-    }
-    ranges.check(d.c, extent(m64, n64, d.ldc, d.stride_c, cs)?)?;
-    Ok(Some(GemmCall {
-        transa: d.transa as i32,
-        transb: d.transb as i32,
-        m,
-        n,
-        k,
-        alpha: &d.alpha,
-        a: d.a,
-        a_type: d.a_type as i32,
-        lda: int(d.lda, "lda")?,
-        stride_a: d.stride_a,
-        b: d.b,
-        b_type: d.b_type as i32,
-        ldb: int(d.ldb, "ldb")?,
-        stride_b: d.stride_b,
-        beta: &d.beta,
-        c: d.c,
-        c_type: d.c_type as i32,
-        ldc: int(d.ldc, "ldc")?,
-        stride_c: d.stride_c,
-        batch,
-        compute_type: d.compute_type as i32,
-        algo: d.algo,
-    }))
 }
 
 /// A module image as `cuModuleLoadData` reads it: the bytes and sixteen NULs, so that
@@ -633,9 +646,9 @@ impl Backend for CudaDevice {
                 params,
             } => self.launch(func, grid, block, shared_mem, &attrs, params),
             Op::Gemm(g) => self.gemm(&g),
-            Op::GemmBatched(_) => self.not_supported("BLAS_GEMM_BATCHED"),
-            Op::TrsmBatched(_) => self.not_supported("BLAS_TRSM_BATCHED"),
-            Op::LtMatmul(_) => self.not_supported("BLASLT_MATMUL"),
+            Op::GemmBatched(g) => self.gemm_batched(&g),
+            Op::TrsmBatched(t) => self.trsm_batched(&t),
+            Op::LtMatmul(l) => self.lt_matmul(&l),
             Op::HostFunc { .. }
             | Op::GraphLaunch { .. }
             | Op::EventRecord { .. }
@@ -958,56 +971,6 @@ mod tests {
         assert_eq!(a[attr::CAN_MAP_HOST_MEMORY], 0);
         assert_eq!(a[attr::UNIFIED_ADDRESSING], 1, "kept");
         assert_eq!(a[attr::COMPUTE_CAPABILITY_MAJOR], 1, "kept");
-    }
-
-    fn desc() -> GemmDesc {
-        let mut d: GemmDesc = bytemuck::Zeroable::zeroed();
-        d.handle = 1;
-        (d.m, d.n, d.k) = (4, 3, 2);
-        (d.a, d.lda) = (0x1000, 4);
-        (d.b, d.ldb) = (0x2000, 2);
-        (d.c, d.ldc) = (0x3000, 4);
-        d.batch_count = 1;
-        d
-    }
-
-    fn ranges() -> Ranges {
-        let mut r = Ranges::new(1 << 20);
-        r.add_alloc(0x1000, 4 * 2 * 4);
-        r.add_alloc(0x2000, 2 * 3 * 4);
-        r.add_alloc(0x3000, 4 * 3 * 4);
-        r
-    }
-
-    #[test]
-    fn gemm_operands_must_lie_in_the_pds_memory() {
-        let r = ranges();
-        assert!(gemm_call(&desc(), &r).unwrap().is_some());
-        let mut d = desc();
-        d.ldc = 5; // C now runs 4 bytes past its allocation
-        assert_eq!(gemm_call(&d, &r).err(), Some(Status::INVALID_VALUE));
-        let mut d = desc();
-        d.transa = 1; // op(A) = Aᵀ needs lda ≥ k and (m-1)·lda + k elements
-        d.lda = 2;
-        assert_eq!(gemm_call(&d, &r).err(), None);
-        let mut d = desc();
-        d.batch_count = 2;
-        d.stride_c = 12; // the second C lies outside
-        assert_eq!(gemm_call(&d, &r).err(), Some(Status::INVALID_VALUE));
-        let mut d = desc();
-        d.b = 0x9000; // memory of no PD
-        assert_eq!(gemm_call(&d, &r).err(), Some(Status::INVALID_VALUE));
-        let mut d = desc();
-        d.lda = 3; // below m
-        assert_eq!(gemm_call(&d, &r).err(), Some(Status::BLAS_INVALID_VALUE));
-        let mut d = desc();
-        d.m = 1 << 40; // past cuBLAS's int
-        assert_eq!(gemm_call(&d, &r).err(), Some(Status::BLAS_INVALID_VALUE));
-        let mut d = desc();
-        d.k = 0; // A and B are not read
-        d.a = 0;
-        d.b = 0;
-        assert!(gemm_call(&d, &r).unwrap().is_some());
     }
 
     #[test]

@@ -46,6 +46,19 @@ impl Ranges {
         Ok(())
     }
 
+    /// Counts `len` bytes against the quota without naming them (the executor's own
+    /// memory for a command); OUT_OF_MEMORY past the quota.
+    pub fn reserve(&mut self, len: u64) -> Result<(), Status> {
+        self.admit(len)?;
+        self.used += len;
+        Ok(())
+    }
+
+    /// Returns what [`reserve`](Self::reserve) took.
+    pub fn release(&mut self, len: u64) {
+        self.used = self.used.saturating_sub(len);
+    }
+
     /// Records an allocation the GPU made.
     pub fn add_alloc(&mut self, base: u64, size: u64) {
         self.allocs.insert(base, size);
