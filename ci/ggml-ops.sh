@@ -3,7 +3,10 @@
 # ggml 0.27.0, CUDA 12.4) runs tests/ggml/ggml_ops.c's ops through the drop-in libraries on
 # the soft device — its kernels from their own PTX — and each result is checked against
 # ggml's CPU backend.
-#   ci/ggml-ops.sh [--debug]
+#   ci/ggml-ops.sh [--debug] [--loopback]
+# --loopback runs the ops (only) through the cuda executor on vgpu's own libraries on top of
+# the soft device (ci/stack-lib.sh start_loopback): every GEMM, copy and launch ggml makes
+# passes through the cuda executor's checks and CUDA calls.
 #
 # The soft device reports compute capability 7.5 here: registry builds carry compute_75 PTX
 # only, and ggml chooses its kernels by the device's capability (on 8.0 and later it picks
@@ -14,7 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
 flag=(--release)
-if [ "${1:-}" = --debug ]; then profile=debug; flag=(); fi
+loopback=0
+for a in "$@"; do
+  case $a in
+    --debug) profile=debug; flag=() ;;
+    --loopback) loopback=1 ;;
+    *) echo "usage: ci/ggml-ops.sh [--debug] [--loopback]" >&2; exit 2 ;;
+  esac
+done
 
 . ci/ggml-wheel.sh
 ci/python-env.sh >/dev/null
@@ -31,7 +41,11 @@ ci/build-shims.sh "${flag[@]}" target/shims >/dev/null
 . ci/stack-lib.sh
 work=$(mktemp -d)
 trap 'stop_stack; rm -rf "$work"' EXIT
-start_stack "$profile" "$work" --memory 4G --compute-capability 7.5 --no-reference-kernels
+if [ $loopback = 1 ]; then
+  start_loopback "$profile" "$work" --memory 4G --compute-capability 7.5 --no-reference-kernels
+else
+  start_stack "$profile" "$work" --memory 4G --compute-capability 7.5 --no-reference-kernels
+fi
 
 # libcublas logs each GEMM it posts at debug level: the products meant for cuBLAS must
 # have reached it (a newer ggml could pick its own kernels for them instead).
@@ -44,6 +58,10 @@ for f in cublasSgemm_v2 cublasGemmEx 'cublasGemm(Strided)?BatchedEx'; do
   echo "libcublas: $f called $n times"
   [ "$n" -gt 0 ] || { echo "ggml-ops: ggml never called $f" >&2; exit 1; }
 done
+if [ $loopback = 1 ]; then
+  echo "ggml-ops: the ops above ran through the cuda executor (loop-back)"
+  exit 0
+fi
 
 # Discovery under CUDA_VISIBLE_DEVICES, in the forms CUDA accepts: an index, the device's
 # UUID as GPU-<uuid> (here from vgpu's NVML, which agrees with cuDeviceGetUuid), a unique

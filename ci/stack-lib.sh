@@ -2,6 +2,10 @@
 #   start_stack PROFILE WORK [vgpu-stub options...]
 # starts target/PROFILE/vgpu-stub with the options and vgpu-driver on it, sockets in WORK
 # (WORK/vgpu.sock is the driver's), and stops both when the calling shell exits.
+#   start_loopback PROFILE WORK [vgpu-stub options of the soft stack...]
+# starts a soft stack in WORK/level1 and on it a second one whose vgpu-stub runs the cuda
+# executor on vgpu's own libcuda.so.1 (target/shims, loop-back allowed): WORK/vgpu.sock is
+# the second driver's, so applications there exercise the cuda executor without a GPU.
 
 vgpu_pids=()
 stop_stack() {
@@ -26,14 +30,32 @@ wait_for() {
   exit 1
 }
 
+start_driver() {
+  local profile=$1 work=$2
+  RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-driver" --vfio-user "$work/stub.sock" \
+    --socket "$work/vgpu.sock" &
+  vgpu_pids+=($!)
+  wait_for "$work/vgpu.sock" vgpu-driver
+}
+
 start_stack() {
   local profile=$1 work=$2
   shift 2
   RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" "$@" &
   vgpu_pids+=($!)
   wait_for "$work/stub.sock" vgpu-stub
-  RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-driver" --vfio-user "$work/stub.sock" \
-    --socket "$work/vgpu.sock" &
+  start_driver "$profile" "$work"
+}
+
+start_loopback() {
+  local profile=$1 work=$2
+  shift 2
+  mkdir -p "$work/level1"
+  start_stack "$profile" "$work/level1" "$@"
+  LD_LIBRARY_PATH="$PWD/target/shims" VGPU_SOCKET="$work/level1/vgpu.sock" \
+    RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" \
+    --executor cuda --allow-loopback &
   vgpu_pids+=($!)
-  wait_for "$work/vgpu.sock" vgpu-driver
+  wait_for "$work/stub.sock" "vgpu-stub (cuda executor, loop-back)"
+  start_driver "$profile" "$work"
 }

@@ -54,6 +54,10 @@ step "real ggml ops on the vGPU against ggml's CPU backend (ci/ggml-ops.sh)"
 ci/ggml-ops.sh --debug
 passed=$((passed + 1))
 
+step "the same ggml ops through the cuda executor by loop-back (ci/ggml-ops.sh --loopback)"
+ci/ggml-ops.sh --debug --loopback
+passed=$((passed + 1))
+
 step "LLM generation through the vGPU against ggml's CPU backend (ci/llm.sh)"
 ci/llm.sh --debug
 passed=$((passed + 1))
