@@ -58,6 +58,10 @@ step "the same ggml ops through the cuda executor by loop-back (ci/ggml-ops.sh -
 ci/ggml-ops.sh --debug --loopback
 passed=$((passed + 1))
 
+step "the GPU kit, checked without a GPU by loop-back (tests/gpu/kit.sh --loopback --debug --quick)"
+tests/gpu/kit.sh --loopback --debug --quick
+passed=$((passed + 1))
+
 step "LLM generation through the vGPU against ggml's CPU backend (ci/llm.sh)"
 ci/llm.sh --debug
 passed=$((passed + 1))
