@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: runs the whole stack locally — vgpu-stub (soft executor; the cuda executor
-# does not exist yet), vgpu-driver on a vfio-user connection to it, and sample CUDA programs
+# The main job: runs the whole stack locally — vgpu-stub (--executor auto: the cuda executor
+# where there is a GPU, the soft executor here), vgpu-driver on a vfio-user connection to it, and sample CUDA programs
 # through the drop-in libraries, reporting what they found — and ends with an LLM generating
 # text through the vGPU (ci/llm.sh --main).
 #   ci/run-stack.sh [--debug]

@@ -931,3 +931,27 @@ impl Gpu {
         self.sync()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_and_cublas_statuses_map_to_device_statuses() {
+        assert_eq!(cu_status(0), Ok(()));
+        assert_eq!(cu_status(2), Err(Status::OUT_OF_MEMORY));
+        assert_eq!(cu_status(700), Err(Status::ILLEGAL_ADDRESS));
+        assert!(
+            cu_status(700).unwrap_err().is_sticky(),
+            "sticky on the PD as on a GPU"
+        );
+        assert_eq!(cu_status(719), Err(Status::LAUNCH_FAILED));
+        // Nothing from CUDA may pose as a protocol or BLAS status.
+        assert_eq!(cu_status(0x1001), Err(Status::UNKNOWN));
+        assert_eq!(cu_status(u32::MAX), Err(Status::UNKNOWN));
+        assert_eq!(blas_status(0), Ok(()));
+        assert_eq!(blas_status(7), Err(Status::BLAS_INVALID_VALUE));
+        assert_eq!(blas_status(15), Err(Status::BLAS_NOT_SUPPORTED));
+        assert_eq!(blas_status(0x1234), Err(Status::BLAS_INTERNAL_ERROR));
+    }
+}
