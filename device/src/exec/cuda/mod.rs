@@ -81,6 +81,76 @@ pub fn mask_attributes(attrs: &mut [i32]) {
     }
 }
 
+/// What the cuda executor takes from a module image: its kernels (name, parameter layout
+/// from the image if it has one, parameter bytes) and its globals' names.
+#[derive(Debug)]
+struct ImageIndex {
+    kernels: Vec<ImageKernel>,
+    globals: Vec<String>,
+}
+
+/// A kernel of an image: name, the parameter layout the image gives ((offset, size) of
+/// each), parameter bytes.
+type ImageKernel = (String, Option<Vec<(u32, u32)>>, u32);
+
+/// The cache's images, and their SHA-256s oldest first.
+type CacheEntries = (
+    HashMap<[u8; 32], Arc<ImageIndex>>,
+    std::collections::VecDeque<[u8; 32]>,
+);
+
+impl ImageIndex {
+    fn parse(image: &[u8], sm: u32) -> Result<Self, Status> {
+        let img = vgpu_fatbin::parse_image(image, sm).map_err(|e| {
+            log::warn!("module image refused: {e}");
+            image_status(&e)
+        })?;
+        Ok(ImageIndex {
+            kernels: img
+                .kernels
+                .into_iter()
+                .map(|k| {
+                    let layout = k
+                        .layout_known
+                        .then(|| k.params.iter().map(|p| (p.offset, p.size)).collect());
+                    (k.name, layout, k.param_bytes)
+                })
+                .collect(),
+            globals: img.globals.into_iter().map(|g| g.name).collect(),
+        })
+    }
+}
+
+/// Parsed images by SHA-256, shared by every PD (each still loads the module into its own
+/// context); the oldest go first past [`ImageCache::CAPACITY`].
+#[derive(Default)]
+struct ImageCache {
+    entries: Mutex<CacheEntries>,
+}
+
+impl ImageCache {
+    /// Images kept (an index holds names and layouts only: a few KiB to a few MiB).
+    const CAPACITY: usize = 1024;
+
+    /// The index of `image` (SHA-256 `sha256`, checked by the engine), parsed once.
+    fn get(&self, image: &[u8], sha256: &[u8; 32], sm: u32) -> Result<Arc<ImageIndex>, Status> {
+        if let Some(i) = lock(&self.entries).0.get(sha256) {
+            return Ok(i.clone());
+        }
+        let index = Arc::new(ImageIndex::parse(image, sm)?);
+        let mut e = lock(&self.entries);
+        if e.0.insert(*sha256, index.clone()).is_none() {
+            e.1.push_back(*sha256);
+        }
+        while e.1.len() > Self::CAPACITY {
+            if let Some(old) = e.1.pop_front() {
+                e.0.remove(&old);
+            }
+        }
+        Ok(index)
+    }
+}
+
 /// How many bytes of guest memory one step of a copy stages.
 const BOUNCE: usize = 8 << 20;
 
@@ -89,6 +159,7 @@ pub struct CudaExecutor {
     gpu: Arc<Gpu>,
     dev: i32,
     info: DeviceInfo,
+    images: Arc<ImageCache>,
 }
 
 impl CudaExecutor {
@@ -126,6 +197,7 @@ impl CudaExecutor {
             gpu: Arc::new(gpu),
             dev,
             info,
+            images: Arc::new(ImageCache::default()),
         })
     }
 }
@@ -174,6 +246,13 @@ impl Executor for CudaExecutor {
         self.info
     }
 
+    fn prepare_module(&self, image: &[u8], sha256: &[u8; 32]) {
+        // What fails here fails again, and is reported, in the load itself.
+        let _ = self
+            .images
+            .get(image, sha256, self.info.cc_major * 10 + self.info.cc_minor);
+    }
+
     fn new_context(
         &self,
         pd: u32,
@@ -187,6 +266,7 @@ impl Executor for CudaExecutor {
             limits.mem_quota.min(self.info.total_mem),
             self.info.total_mem,
             self.info.cc_major * 10 + self.info.cc_minor,
+            self.images.clone(),
         )?;
         Ok(Box::new(StreamContext::new(
             pd,
@@ -234,6 +314,7 @@ pub struct CudaDevice {
     blas: Mutex<Vec<Raw>>,
     /// Idle cuBLASLt handles, likewise.
     lt: Mutex<Vec<Raw>>,
+    images: Arc<ImageCache>,
 }
 
 impl CudaDevice {
@@ -244,6 +325,7 @@ impl CudaDevice {
         quota: u64,
         total: u64,
         sm: u32,
+        images: Arc<ImageCache>,
     ) -> Result<Self, Status> {
         let ctx = gpu.ctx_create(dev).inspect_err(|e| {
             log::error!("PD {pd}: cuCtxCreate failed: {e}");
@@ -259,6 +341,7 @@ impl CudaDevice {
             modules: Mutex::new(Modules::default()),
             blas: Mutex::new(Vec::new()),
             lt: Mutex::new(Vec::new()),
+            images,
         })
     }
 
@@ -709,16 +792,13 @@ impl Backend for CudaDevice {
     fn module_load(
         &self,
         image: &[u8],
-        _sha256: &[u8; 32],
+        sha256: &[u8; 32],
         next: &mut dyn FnMut(bool) -> u64,
         room: u64,
     ) -> Result<(u64, Vec<FunctionEntry>), Status> {
         // The parser lists the kernels and globals, and bounds the image before the
         // driver reads it.
-        let img = vgpu_fatbin::parse_image(image, self.sm).map_err(|e| {
-            log::warn!("PD {}: module image refused: {e}", self.pd);
-            image_status(&e)
-        })?;
+        let img = self.images.get(image, sha256, self.sm)?;
         let need = 1 + img.kernels.len() as u64 + img.globals.len() as u64;
         if need > room {
             log::warn!("module with {need} objects exceeds the PD's object limit");
@@ -735,22 +815,17 @@ impl Backend for CudaDevice {
         let mut table = Vec::new();
         let mut globals = HashMap::new();
         let loaded: Result<(), Status> = (|| {
-            for k in &img.kernels {
-                let name = CString::new(k.name.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
+            for (kname, image_layout, image_bytes) in &img.kernels {
+                let name = CString::new(kname.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
                 let f = self.gpu.function(raw, &name)?;
-                let layout = self.gpu.param_info(f).or_else(|| {
-                    k.layout_known
-                        .then(|| k.params.iter().map(|p| (p.offset, p.size)).collect())
+                let layout = self.gpu.param_info(f).or_else(|| image_layout.clone());
+                let param_bytes = layout.as_ref().map_or(*image_bytes, |l: &Vec<(u32, u32)>| {
+                    l.iter()
+                        .map(|(o, s)| o + s)
+                        .max()
+                        .unwrap_or(0)
+                        .max(*image_bytes)
                 });
-                let param_bytes = layout
-                    .as_ref()
-                    .map_or(k.param_bytes, |l: &Vec<(u32, u32)>| {
-                        l.iter()
-                            .map(|(o, s)| o + s)
-                            .max()
-                            .unwrap_or(0)
-                            .max(k.param_bytes)
-                    });
                 let h = next(false);
                 let attr = |a: u32| self.gpu.func_attr(f, a as i32).unwrap_or(0);
                 let mut r: FuncRecord = bytemuck::Zeroable::zeroed();
@@ -771,7 +846,7 @@ impl Backend for CudaDevice {
                 r.max_dynamic_shared_size_bytes = attr(func_attr::MAX_DYNAMIC_SHARED_SIZE_BYTES);
                 entries.push(FunctionEntry {
                     record: r,
-                    name: k.name.clone(),
+                    name: kname.clone(),
                     params: layout
                         .iter()
                         .flatten()
@@ -783,16 +858,16 @@ impl Backend for CudaDevice {
                     h,
                     Arc::new(Function {
                         raw: f,
-                        name: k.name.clone(),
+                        name: kname.clone(),
                         layout,
                         param_bytes,
                     }),
                 ));
             }
             for g in &img.globals {
-                let name = CString::new(g.name.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
+                let name = CString::new(g.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
                 let (addr, size) = self.gpu.global(raw, &name)?;
-                globals.insert(g.name.clone(), (addr, size));
+                globals.insert(g.clone(), (addr, size));
             }
             Ok(())
         })();
@@ -944,6 +1019,7 @@ impl Backend for CudaDevice {
             quota.min(self.total),
             self.total,
             self.sm,
+            self.images.clone(),
         )?))
     }
 }
@@ -971,6 +1047,40 @@ mod tests {
         assert_eq!(a[attr::CAN_MAP_HOST_MEMORY], 0);
         assert_eq!(a[attr::UNIFIED_ADDRESSING], 1, "kept");
         assert_eq!(a[attr::COMPUTE_CAPABILITY_MAJOR], 1, "kept");
+    }
+
+    #[test]
+    fn images_are_parsed_once_for_every_pd() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fatbin/tests/fixtures/kernels.fatbin"
+        );
+        let image = std::fs::read(path).unwrap();
+        let cache = ImageCache::default();
+        let a = cache.get(&image, &[1; 32], 80).unwrap();
+        assert!(a
+            .kernels
+            .iter()
+            .any(|(n, l, _)| n == "_Z6vecAddPKfS0_Pfi" && l.is_some()));
+        let b = cache.get(&image, &[1; 32], 80).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "parsed once");
+        assert_eq!(
+            cache.get(b"not an image", &[2; 32], 80).err(),
+            Some(Status::INVALID_IMAGE)
+        );
+        for i in 0..ImageCache::CAPACITY as u32 + 1 {
+            let mut h = [3u8; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            cache.get(&image, &h, 80).unwrap();
+        }
+        assert!(
+            lock(&cache.entries).0.len() <= ImageCache::CAPACITY,
+            "bounded"
+        );
+        assert!(
+            !lock(&cache.entries).0.contains_key(&[1; 32]),
+            "the oldest went first"
+        );
     }
 
     #[test]
