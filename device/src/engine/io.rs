@@ -167,7 +167,7 @@ pub(super) fn execute(engine: &Inner, q: &Arc<Queue>, pd: &Arc<Pd>, req: Request
         }
         (Command::MGMT_QUERY(a), _) => {
             let (free, total) = pd.ctx().mem_info();
-            let mut m: MgmtInfo = bytemuck::Zeroable::zeroed();
+            let mut m: MgmtInfo = engine.env.executor.sensors();
             m.mem_total = total;
             m.mem_free = free;
             m.mem_used = total - free;

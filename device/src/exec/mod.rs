@@ -412,6 +412,11 @@ pub trait Executor: Send + Sync {
     /// take tens of milliseconds, during which the PD's other commands need not wait. What
     /// it finds wrong, the load itself reports. The default does nothing.
     fn prepare_module(&self, _image: &[u8], _sha256: &[u8; 32]) {}
+    /// The sensors MGMT_QUERY reports (utilisation, temperature, power, clocks); the
+    /// engine fills in memory and processes. The default: all unknown (0).
+    fn sensors(&self) -> vgpu_proto::info::MgmtInfo {
+        bytemuck::Zeroable::zeroed()
+    }
     /// A new, empty context.
     fn new_context(
         &self,

@@ -86,6 +86,12 @@ fn samples_through_the_cuda_executor() {
         ),
         ("memory", &["cudart"], &[], "memory: all checks passed"),
         (
+            "nvml",
+            &["nvidia-ml", "cuda"],
+            &[],
+            "agrees with the driver API, all checks passed",
+        ),
+        (
             "launch",
             &["cudart"],
             &[fatbin],

@@ -129,10 +129,16 @@ entry_points! {
 }
 
 entry_points! {
-    /// libnvidia-ml (only for the driver version string).
+    /// libnvidia-ml: the driver version string and the sensors MGMT_QUERY reports.
     struct Nvml {
         fn nvmlInit_v2() -> u32;
         fn nvmlSystemGetDriverVersion(*mut c_char, c_uint) -> u32;
+        fn nvmlDeviceGetHandleByUUID(*const c_char, *mut Raw) -> u32;
+        fn nvmlDeviceGetUtilizationRates(Raw, *mut [c_uint; 2]) -> u32;
+        fn nvmlDeviceGetTemperature(Raw, c_int, *mut c_uint) -> u32;
+        fn nvmlDeviceGetPowerUsage(Raw, *mut c_uint) -> u32;
+        fn nvmlDeviceGetEnforcedPowerLimit(Raw, *mut c_uint) -> u32;
+        fn nvmlDeviceGetClockInfo(Raw, c_int, *mut c_uint) -> u32;
     }
 }
 
@@ -213,7 +219,9 @@ pub fn load() -> Result<Gpu, String> {
             // leaked so that the resolved entry points stay valid for the process's life.
             let lib = unsafe { libloading::Library::new(*name) }.ok()?;
             let lib: &'static libloading::Library = Box::leak(Box::new(lib));
-            Nvml::resolve(lib).ok()
+            let nvml = Nvml::resolve(lib).ok()?;
+            // SAFETY: no arguments.
+            (unsafe { (nvml.nvmlInit_v2)() } == 0).then_some(nvml)
         });
     Ok(Gpu { cu, blas, lt, nvml })
 }
@@ -427,17 +435,59 @@ impl Gpu {
     pub fn nvml_driver_version(&self) -> Option<String> {
         let nvml = self.nvml.as_ref()?;
         let mut buf = [0 as c_char; 96];
-        // SAFETY: no arguments; then a buffer of 95 characters and the NUL.
-        let ok = unsafe {
-            (nvml.nvmlInit_v2)() == 0
-                && (nvml.nvmlSystemGetDriverVersion)(buf.as_mut_ptr(), 95) == 0
-        };
+        // SAFETY: a buffer of 95 characters and the NUL.
+        let ok = unsafe { (nvml.nvmlSystemGetDriverVersion)(buf.as_mut_ptr(), 95) == 0 };
         if !ok {
             return None;
         }
         // SAFETY: the last byte was never written, so the string is NUL-terminated.
         let s = unsafe { CStr::from_ptr(buf.as_ptr()) };
         Some(s.to_string_lossy().into_owned())
+    }
+
+    /// NVML's sensors of the GPU with CUDA UUID `uuid`: (GPU and memory utilisation in
+    /// percent, temperature in °C, power and its limit in mW, SM and memory clocks in MHz);
+    /// 0 for what NVML does not give, None without NVML.
+    pub fn nvml_sensors(&self, uuid: &[u8; 16]) -> Option<[u32; 7]> {
+        let nvml = self.nvml.as_ref()?;
+        let h = uuid.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let name = format!(
+            "GPU-{}-{}-{}-{}-{}\0",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        );
+        let mut dev = Raw::NULL;
+        // SAFETY: a NUL-terminated string and a valid out pointer.
+        if unsafe { (nvml.nvmlDeviceGetHandleByUUID)(name.as_ptr().cast(), &mut dev) } != 0 {
+            return None;
+        }
+        let get = |f: &dyn Fn(*mut c_uint) -> u32| {
+            let mut v: c_uint = 0;
+            if f(&mut v) == 0 {
+                v
+            } else {
+                0
+            }
+        };
+        let mut util = [0 as c_uint; 2];
+        // SAFETY: a live handle; nvmlUtilization_t is two unsigned ints.
+        if unsafe { (nvml.nvmlDeviceGetUtilizationRates)(dev, &mut util) } != 0 {
+            util = [0, 0];
+        }
+        // SAFETY: a live handle and a valid out pointer (NVML_TEMPERATURE_GPU = 0).
+        let temp = get(&|v| unsafe { (nvml.nvmlDeviceGetTemperature)(dev, 0, v) });
+        // SAFETY: as above.
+        let power = get(&|v| unsafe { (nvml.nvmlDeviceGetPowerUsage)(dev, v) });
+        // SAFETY: as above.
+        let limit = get(&|v| unsafe { (nvml.nvmlDeviceGetEnforcedPowerLimit)(dev, v) });
+        // SAFETY: as above (NVML_CLOCK_SM = 1).
+        let sm = get(&|v| unsafe { (nvml.nvmlDeviceGetClockInfo)(dev, 1, v) });
+        // SAFETY: as above (NVML_CLOCK_MEM = 2).
+        let mem = get(&|v| unsafe { (nvml.nvmlDeviceGetClockInfo)(dev, 2, v) });
+        Some([util[0], util[1], temp, power, limit, sm, mem])
     }
 
     /// cuCtxCreate, left current on no thread.

@@ -40,7 +40,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use vgpu_os::lock;
 use vgpu_proto::info::{
-    executor, func_flags, DeviceInfo, FuncRecord, FunctionEntry, ParamInfo, ATTR_SLOTS,
+    executor, func_flags, DeviceInfo, FuncRecord, FunctionEntry, MgmtInfo, ParamInfo, ATTR_SLOTS,
     DEVICE_INFO_VERSION,
 };
 use vgpu_proto::payload::{launch_attr, GemmDesc, LaunchAttr, LtMatmulDesc, TrsmBatchedDesc};
@@ -244,6 +244,22 @@ fn device_info(gpu: &Gpu, dev: i32) -> Result<(DeviceInfo, String), Status> {
 impl Executor for CudaExecutor {
     fn device_info(&self) -> DeviceInfo {
         self.info
+    }
+
+    fn sensors(&self) -> MgmtInfo {
+        let mut m: MgmtInfo = bytemuck::Zeroable::zeroed();
+        if let Some(v) = self.gpu.nvml_sensors(&self.info.uuid) {
+            [
+                m.gpu_util,
+                m.mem_util,
+                m.temperature_c,
+                m.power_mw,
+                m.power_limit_mw,
+                m.sm_clock_mhz,
+                m.mem_clock_mhz,
+            ] = v;
+        }
+        m
     }
 
     fn prepare_module(&self, image: &[u8], sha256: &[u8; 32]) {
