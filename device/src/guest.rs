@@ -8,6 +8,7 @@
 //! SIGBUS ([`crate::sigbus`]): if the memory behind it is taken away (its memfd shrunk),
 //! an access fails with [`DmaError::Lost`] instead of ending the process.
 
+use smallvec::SmallVec;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -211,14 +212,35 @@ impl Snapshot {
         Ok(mem)
     }
 
-    /// A view of `[iova, iova + len)`, which must lie in one mapping (writable if `write`):
-    /// repeated accesses through it skip the lookup of the mapping.
+    /// A view of `[iova, iova + len)`, which must be mapped (writable if `write`), by one
+    /// mapping or by several adjacent ones (behind an IOMMU with caching mode, mappings
+    /// arrive one IOTLB entry, often one 4 KiB page, at a time): repeated accesses through
+    /// it skip the lookup of the mappings.
     pub fn view(&self, iova: u64, len: u64, write: bool) -> Result<View<'_>, DmaError> {
         let mem = self.check(iova, len, write)?;
-        let n = usize::try_from(len).map_err(|_| DmaError::NotMapped { iova, len })?;
-        mem.get_slice(GuestAddress(iova), n)
-            .map(|slice| View { iova, slice })
-            .map_err(|_| DmaError::NotMapped { iova, len })
+        let not_mapped = DmaError::NotMapped { iova, len };
+        let total = usize::try_from(len).map_err(|_| not_mapped)?;
+        let end = iova + len; // checked by `check`
+        let mut parts = SmallVec::new();
+        let mut at = iova;
+        for &(a, l, _) in &self.0.ranges {
+            if at >= end {
+                break;
+            }
+            if a <= at && at < a + l {
+                let n = (a + l).min(end) - at;
+                let slice = mem
+                    .get_slice(GuestAddress(at), n as usize)
+                    .map_err(|_| not_mapped)?;
+                parts.push(((at - iova) as usize, slice));
+                at += n;
+            }
+        }
+        Ok(View {
+            iova,
+            len: total,
+            parts,
+        })
     }
 
     /// Copies guest memory at `iova` into `buf`.
@@ -269,11 +291,15 @@ fn guarded<T>(iova: u64, len: u64, f: impl FnOnce() -> Result<T, DmaError>) -> R
     })
 }
 
-/// A range of guest memory inside one mapping (see [`Snapshot::view`]), addressed by
-/// offset; every access is bounds-checked against the range.
+/// A mapped range of guest memory (see [`Snapshot::view`]), addressed by offset; every
+/// access is bounds-checked against the range. A read or write may cross from one mapping
+/// into the next; an atomic access must lie in one.
 pub struct View<'a> {
     iova: u64,
-    slice: VolatileSlice<'a>,
+    len: usize,
+    /// The range's pieces, one per mapping it crosses: (offset in the view, memory). One,
+    /// usually: inline, so that a view costs no allocation.
+    parts: SmallVec<[(usize, VolatileSlice<'a>); 1]>,
 }
 
 impl View<'_> {
@@ -293,39 +319,83 @@ impl View<'_> {
         }
     }
 
+    /// The piece holding byte `offset` and the offset in it.
+    fn part(&self, offset: usize) -> Option<(&VolatileSlice<'_>, usize)> {
+        let i = self
+            .parts
+            .partition_point(|(start, _)| *start <= offset)
+            .checked_sub(1)?;
+        let (start, slice) = &self.parts[i];
+        (offset - start < slice.len()).then_some((slice, offset - start))
+    }
+
+    /// Runs `step(piece, offset in it, offset in the access, length)` over each piece of
+    /// `[offset, offset + len)`.
+    fn each_part(
+        &self,
+        offset: usize,
+        len: usize,
+        mut step: impl FnMut(&VolatileSlice<'_>, usize, usize, usize) -> Result<(), DmaError>,
+    ) -> Result<(), DmaError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(self.err(offset, len));
+        }
+        let mut done = 0;
+        while done < len {
+            let (slice, inner) = self.part(offset + done).ok_or(self.err(offset, len))?;
+            let n = (slice.len() - inner).min(len - done);
+            step(slice, inner, done, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The piece holding all of `[offset, offset + n)`, for an atomic access.
+    fn whole(&self, offset: usize, n: usize) -> Result<(&VolatileSlice<'_>, usize), DmaError> {
+        match self.part(offset) {
+            Some((slice, inner)) if inner + n <= slice.len() => Ok((slice, inner)),
+            _ => Err(self.err(offset, n)),
+        }
+    }
+
     /// Copies `buf.len()` bytes at `offset` into `buf`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), DmaError> {
         let n = buf.len();
         self.guarded(offset, n, || {
-            self.slice
-                .read_slice(buf, offset)
-                .map_err(|_| self.err(offset, n))
+            self.each_part(offset, n, |slice, inner, done, len| {
+                slice
+                    .read_slice(&mut buf[done..done + len], inner)
+                    .map_err(|_| self.err(offset, n))
+            })
         })
     }
 
     /// Copies `buf` to `offset`.
     pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), DmaError> {
-        self.guarded(offset, buf.len(), || {
-            self.slice
-                .write_slice(buf, offset)
-                .map_err(|_| self.err(offset, buf.len()))
+        let n = buf.len();
+        self.guarded(offset, n, || {
+            self.each_part(offset, n, |slice, inner, done, len| {
+                slice
+                    .write_slice(&buf[done..done + len], inner)
+                    .map_err(|_| self.err(offset, n))
+            })
         })
     }
 
     /// Atomic load of the naturally aligned `u32` at `offset`.
     pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, DmaError> {
+        let (slice, inner) = self.whole(offset, 4)?;
         self.guarded(offset, 4, || {
-            self.slice
-                .load(offset, order)
-                .map_err(|_| self.err(offset, 4))
+            slice.load(inner, order).map_err(|_| self.err(offset, 4))
         })
     }
 
     /// Atomic store of the naturally aligned `u32` at `offset`.
     pub fn store_u32(&self, offset: usize, v: u32, order: Ordering) -> Result<(), DmaError> {
+        let (slice, inner) = self.whole(offset, 4)?;
         self.guarded(offset, 4, || {
-            self.slice
-                .store(v, offset, order)
+            slice
+                .store(v, inner, order)
                 .map_err(|_| self.err(offset, 4))
         })
     }
@@ -381,6 +451,49 @@ mod tests {
         assert_eq!(b, [1, 2, 3, 4]);
         g.unmap(0, u64::MAX).unwrap();
         assert!(!g.snapshot().covers(0x12000, 1, false));
+    }
+
+    /// Behind an IOMMU with caching mode a region arrives as many adjacent mappings, here
+    /// one page each of one memfd: a view spans them, reads and writes cross from one into
+    /// the next, and atomics work on either side (before, `view` required one mapping).
+    #[test]
+    fn a_view_spans_adjacent_mappings() {
+        let g = GuestMemory::new();
+        let file = memfd(4 * 4096);
+        for page in 0..4u64 {
+            g.map(
+                0x80000 + page * 4096,
+                4096,
+                file.try_clone().unwrap(),
+                page * 4096,
+                true,
+            )
+            .unwrap();
+        }
+        let s = g.snapshot();
+        let v = s.view(0x80000, 4 * 4096, true).unwrap();
+        let data: Vec<u8> = (0..9000u32).map(|i| i as u8).collect();
+        v.write(4000, &data).unwrap(); // crosses three page boundaries
+        let mut back = vec![0u8; 9000];
+        v.read(4000, &mut back).unwrap();
+        assert_eq!(back, data);
+        s.read(0x80000 + 4000, &mut back).unwrap();
+        assert_eq!(back, data, "the same bytes through the snapshot");
+        v.store_u32(4092, 0xabcd, Ordering::Release).unwrap();
+        v.store_u32(4096, 0x1234, Ordering::Release).unwrap();
+        assert_eq!(v.load_u32(4092, Ordering::Acquire), Ok(0xabcd));
+        assert_eq!(v.load_u32(4096, Ordering::Acquire), Ok(0x1234));
+        assert!(
+            v.load_u32(4094, Ordering::Acquire).is_err(),
+            "an atomic across two"
+        );
+        assert!(v.read(16380, &mut [0; 8]).is_err(), "past the view");
+        assert!(v.read(usize::MAX, &mut [0; 2]).is_err(), "overflow");
+        g.unmap(0x81000, 4096).unwrap();
+        assert!(
+            g.snapshot().view(0x80000, 4 * 4096, true).is_err(),
+            "a hole is refused"
+        );
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! `vfio_user::Client`, one connection at a time, starting every connection from a clean
 //! device.
 //!
-//! The `vfio_user` client hangs if a region access or an unmap is answered with an error,
-//! so those always succeed here: bad accesses are logged, reads of them return 0 and writes
-//! are dropped. A panic inside the protocol library (it has a few on malformed messages)
-//! ends that connection only.
+//! The `vfio_user` client hangs if a region access or an unmap is answered with an error
+//! (it waits for a reply body that an error reply lacks; QEMU reads error replies), so
+//! region accesses always succeed here: bad accesses are logged, reads of them return 0 and
+//! writes are dropped. An unmap the device cannot honour is refused all the same — answering
+//! it OK would let the VMM reuse memory the device still reaches — and vgpu-driver only ever
+//! unmaps whole mappings. A panic inside the protocol library (it has a few on malformed
+//! messages) ends that connection only.
 
 use crate::device::Device;
 use std::fs::File;
@@ -73,11 +76,14 @@ impl ServerBackend for Backend {
             .inspect_err(|e| log::warn!("DMA_MAP {address:#x}+{size:#x}: {e}"))
     }
 
+    /// An unmap the device cannot honour (one that would split a mapping) is refused, and
+    /// the mapping stays: answering OK would let the VMM reuse memory the device still
+    /// reaches.
     fn dma_unmap(&mut self, _flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
-        if let Err(e) = self.dev.mem.unmap(address, size) {
-            log::warn!("DMA_UNMAP {address:#x}+{size:#x}: {e}");
-        }
-        Ok(())
+        self.dev
+            .mem
+            .unmap(address, size)
+            .inspect_err(|e| log::warn!("DMA_UNMAP {address:#x}+{size:#x} refused: {e}"))
     }
 
     fn reset(&mut self) -> std::io::Result<()> {

@@ -1209,3 +1209,34 @@ fn a_client_that_never_reads_completions_stalls_only_itself() {
     drop((a, b, d));
     stub.join();
 }
+
+/// A DMA_UNMAP that would split a mapping cannot be honoured: vgpu-stub's vfio-user backend
+/// answers it with an error and keeps the mapping (before, it answered OK while the device
+/// could still reach the memory). Unmapping the whole mapping is answered OK.
+#[test]
+fn an_unmap_the_device_cannot_honour_is_refused() {
+    use vfio_user::{DmaMapFlags, DmaUnmapFlags, ServerBackend};
+    let dev = std::sync::Arc::new(vgpu_stub::device::Device::new(
+        Default::default(),
+        std::sync::Arc::new(vgpu_stub::exec::soft::SoftExecutor::new(Default::default())),
+    ));
+    let mut b = vgpu_stub::server::Backend::new(dev.clone());
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(1 << 20).unwrap();
+    b.dma_map(
+        DmaMapFlags::READ | DmaMapFlags::WRITE,
+        0,
+        1 << 32,
+        1 << 20,
+        Some(file),
+    )
+    .unwrap();
+    assert!(
+        b.dma_unmap(DmaUnmapFlags::empty(), 1 << 32, 4096).is_err(),
+        "half an unmap answered OK"
+    );
+    assert!(dev.mem.snapshot().covers(1 << 32, 1 << 20, true), "kept");
+    b.dma_unmap(DmaUnmapFlags::empty(), 1 << 32, 1 << 20)
+        .unwrap();
+    assert!(!dev.mem.snapshot().covers(1 << 32, 1, false), "gone");
+}

@@ -527,6 +527,31 @@ fn the_driver_runs_on_an_in_process_device() {
     st.finish();
 }
 
+/// Behind QEMU's intel-iommu with caching mode, DMA memory reaches the device one IOTLB
+/// entry (one 4 KiB page) at a time, so the admin queue, every client's queue and its
+/// windows span many adjacent mappings: the device serves them all the same (before, it
+/// required a queue region inside one mapping and failed ENABLE with ADMIN_DMA_FAULT).
+#[test]
+fn queues_and_windows_may_span_many_small_mappings() {
+    use std::sync::atomic::Ordering;
+    let faults = vgpu_test_stack::backing::Faults::none();
+    faults.page_mappings.store(true, Ordering::SeqCst);
+    let st = Stack::builder()
+        .link(Link::InProcess)
+        .faults(faults)
+        .window_bytes(1 << 20)
+        .start();
+    let mut c = DriverClient::connect(st.control(), "paged").unwrap();
+    assert!(
+        c.round_trip(1 << 20, 4),
+        "copies through a window of 256 mappings"
+    );
+    mixed_work(&mut c, 1);
+    drop(c);
+    eventually("the PD reclaimed", || st.totals().pds == 0);
+    st.finish();
+}
+
 /// `vgpu-smi` shows the device, the memory in use and the processes using it, from the
 /// driver's status, as a table and as JSON; and says why when there is no driver.
 #[test]

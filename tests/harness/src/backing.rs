@@ -26,6 +26,9 @@ pub struct Faults {
     pub dma_maps_refused: AtomicU64,
     /// Doorbells lost so far.
     pub doorbells_dropped: AtomicU64,
+    /// DMA memory is mapped one page (4 KiB, or the huge page backing it) at a time, as a
+    /// virtual IOMMU with caching mode hands it to the device (one IOTLB entry per mapping).
+    pub page_mappings: AtomicBool,
 }
 
 impl Faults {
@@ -140,8 +143,21 @@ impl DeviceBacking for InProcessBacking {
         if left != u64::MAX {
             self.faults.dma_maps_left.fetch_sub(1, Ordering::SeqCst);
         }
-        let file = r.file()?.try_clone()?;
-        self.dev.mem.map(r.iova, r.bytes(), file, 0, true)?;
+        let file = r.file()?;
+        if self.faults.page_mappings.load(Ordering::SeqCst) {
+            // One page of the memory's own size (huge-page memory maps in 2 MiB pieces).
+            let page = std::os::unix::fs::MetadataExt::blksize(&file.metadata()?).max(4096);
+            for off in (0..r.bytes()).step_by(page as usize) {
+                let n = (r.bytes() - off).min(page);
+                self.dev
+                    .mem
+                    .map(r.iova + off, n, file.try_clone()?, off, true)?;
+            }
+        } else {
+            self.dev
+                .mem
+                .map(r.iova, r.bytes(), file.try_clone()?, 0, true)?;
+        }
         Ok(r.iova)
     }
 

@@ -40,9 +40,17 @@ pub struct StackBuilder {
     limits: Limits,
     link: Link,
     wrap: Option<Wrap>,
+    faults: Option<Arc<Faults>>,
 }
 
 impl StackBuilder {
+    /// Faults injected from the start (in-process link only), before the first driver
+    /// brings the device up.
+    pub fn faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// Device memory of the soft executor (default 1 GiB).
     pub fn memory(mut self, bytes: u64) -> Self {
         self.memory = bytes;
@@ -108,7 +116,7 @@ impl StackBuilder {
             stub,
             stub_thread,
             link: self.link,
-            faults: Faults::none(),
+            faults: self.faults.unwrap_or_else(Faults::none),
             driver: None,
             driver_thread: None,
         };
@@ -141,6 +149,7 @@ impl Stack {
             limits: Limits::default(),
             link: Link::VfioUser,
             wrap: None,
+            faults: None,
         }
     }
 
