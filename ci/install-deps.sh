@@ -4,8 +4,9 @@
 set -euo pipefail
 
 need_apt=()
-# clang-16 and python3-venv: the real CUDA programs (ci/build-cuda-programs.sh).
-for pkg in build-essential pkg-config clang-16 python3-venv binutils; do
+# clang-16 and python3-venv: the real CUDA programs (ci/build-cuda-programs.sh); debootstrap,
+# mmdebstrap and e2fsprogs: the VM test's QEMU and guest roots (ci/vm.sh).
+for pkg in build-essential pkg-config clang-16 python3-venv binutils debootstrap mmdebstrap e2fsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

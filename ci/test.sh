@@ -62,6 +62,10 @@ step "the GPU kit, checked without a GPU by loop-back (tests/gpu/kit.sh --loopba
 tests/gpu/kit.sh --loopback --debug --quick
 passed=$((passed + 1))
 
+step "the VM test: QEMU with VGPU-STUB over vfio-user, udev, systemd and vgpu-driver on kernel VFIO in the guest (ci/vm.sh)"
+ci/vm.sh --debug
+passed=$((passed + 1))
+
 step "LLM generation through the vGPU against ggml's CPU backend (ci/llm.sh)"
 ci/llm.sh --debug
 passed=$((passed + 1))

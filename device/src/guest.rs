@@ -1,8 +1,11 @@
 //! Guest memory as the device sees it: the fd-backed regions the VMM maps for DMA
 //! (vfio-user DMA_MAP), addressed by IOVA.
 //!
-//! Mapping goes through `vm-memory`, which owns the `mmap` and gives bounds-checked,
-//! volatile access, so this module has no `unsafe`. Users take a [`Snapshot`]: an immutable
+//! Mapping goes through `vm-memory`, which gives bounds-checked, volatile access. Behind a
+//! virtual IOMMU the VMM maps guest memory one page at a time, each with its own descriptor
+//! of the same file: every file is therefore mapped once, in full ([`FileMap`]: one
+//! descriptor, one `mmap` and one SIGBUS guard however many pages point into it), and each
+//! DMA mapping is a region inside it (the one `unsafe` of this module). Users take a [`Snapshot`]: an immutable
 //! view that keeps its mappings alive even if the VMM unmaps them meanwhile, so a command
 //! that already started its access can finish it safely. Every mapping is guarded against
 //! SIGBUS ([`crate::sigbus`]): if the memory behind it is taken away (its memfd shrunk),
@@ -46,12 +49,22 @@ pub enum DmaError {
     },
 }
 
+/// A file the VMM maps DMA memory from, mapped in full once, with its SIGBUS guard.
+struct FileMap {
+    /// Declared before `mmap`, so that the guard goes before the mapping does.
+    _guard: Option<crate::sigbus::Guard>,
+    mmap: MmapRegion,
+}
+
+/// A file's identity and the access it is mapped with.
+type FileKey = (u64, u64, bool);
+
 #[derive(Clone, Default)]
 struct Map {
-    /// The SIGBUS guard of each mapping, by first IOVA: declared before `mem`, so that a
-    /// mapping's guard goes before the mapping does.
-    guards: Vec<(u64, Arc<crate::sigbus::Guard>)>,
+    /// Declared before `files`: the regions point into the files' mappings.
     mem: Option<GuestMemoryMmap>,
+    /// The file mapping each DMA mapping lies in, by first IOVA.
+    files: Vec<(u64, Arc<FileMap>)>,
     /// (first IOVA, length, writable) of every mapping, sorted by IOVA.
     ranges: Vec<(u64, u64, bool)>,
 }
@@ -60,9 +73,30 @@ struct Map {
 #[derive(Default)]
 pub struct GuestMemory {
     map: RwLock<Arc<Map>>,
+    /// Every file mapped, while some mapping lies in it.
+    files: std::sync::Mutex<std::collections::HashMap<FileKey, std::sync::Weak<FileMap>>>,
     /// Bumped on every change of the mappings, so that a holder of a [`Snapshot`] can tell
     /// cheaply when to take a new one.
     generation: AtomicU64,
+}
+
+/// `len` bytes at `offset` of the file mapping `fm`, as a region of its own.
+#[allow(
+    unsafe_code,
+    reason = "a vm-memory region over part of a mapping this module made and keeps alive"
+)]
+fn region_in(fm: &FileMap, offset: u64, len: usize, prot: i32) -> std::io::Result<MmapRegion> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "DMA range outside its file");
+    let off = usize::try_from(offset).map_err(|_| bad())?;
+    if off.checked_add(len).is_none_or(|end| end > fm.mmap.size()) || off % 4096 != 0 {
+        return Err(bad());
+    }
+    // SAFETY: [off, off + len) lies inside `fm`'s mapping (checked just above), made by this
+    // module with `prot` (or more) and MAP_SHARED, and page-aligned; the region does not own
+    // the memory (build_raw never unmaps), and every Map that holds the region also holds
+    // an Arc of `fm`, declared after the region, so the mapping outlives it.
+    unsafe { MmapRegion::build_raw(fm.mmap.as_ptr().add(off), len, prot, libc::MAP_SHARED) }
+        .map_err(|e| std::io::Error::other(format!("DMA region: {e}")))
 }
 
 /// An immutable view of guest memory at one moment.
@@ -73,6 +107,32 @@ impl GuestMemory {
     /// An empty address space.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The file mapping of `file` (with write access if `writable`): the one already made
+    /// for the same file, or a new one of the whole file.
+    fn file_map(&self, file: File, writable: bool) -> std::io::Result<Arc<FileMap>> {
+        use std::os::unix::fs::MetadataExt;
+        let md = file.metadata()?;
+        let key = (md.dev(), md.ino(), writable);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        files.retain(|_, w| w.strong_count() > 0);
+        if let Some(fm) = files.get(&key).and_then(|w| w.upgrade()) {
+            return Ok(fm); // `file`, a duplicate descriptor, is closed here
+        }
+        let len = usize::try_from(md.len())
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| std::io::Error::other("DMA file is empty or too large"))?;
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let mmap = MmapRegion::build(Some(FileOffset::new(file, 0)), len, prot, libc::MAP_SHARED)
+            .map_err(|e| std::io::Error::other(format!("mmap of DMA file failed: {e}")))?;
+        let fm = Arc::new(FileMap {
+            _guard: crate::sigbus::protect(mmap.as_ptr() as usize, len),
+            mmap,
+        });
+        files.insert(key, Arc::downgrade(&fm));
+        Ok(fm)
     }
 
     /// Maps `size` bytes of `file` at `offset` for DMA at `iova`.
@@ -90,15 +150,8 @@ impl GuestMemory {
         }
         let len = usize::try_from(size).map_err(|_| bad("DMA range too large"))?;
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
-        let mmap = MmapRegion::build(
-            Some(FileOffset::new(file, offset)),
-            len,
-            prot,
-            libc::MAP_SHARED,
-        )
-        .map_err(|e| std::io::Error::other(format!("mmap of DMA region failed: {e}")))?;
-        let sigbus = crate::sigbus::protect(mmap.as_ptr() as usize, len);
-        let region = GuestRegionMmap::new(mmap, GuestAddress(iova))
+        let fm = self.file_map(file, writable)?;
+        let region = GuestRegionMmap::new(region_in(&fm, offset, len, prot)?, GuestAddress(iova))
             .ok_or_else(|| bad("DMA range overflows"))?;
         let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
@@ -112,9 +165,9 @@ impl GuestMemory {
             ))
         })?;
         next.mem = Some(mem);
-        next.guards.extend(sigbus.map(|g| (iova, Arc::new(g))));
-        next.ranges.push((iova, size, writable));
-        next.ranges.sort_by_key(|r| r.0);
+        next.files.push((iova, fm));
+        let at = next.ranges.partition_point(|r| r.0 < iova);
+        next.ranges.insert(at, (iova, size, writable));
         *guard = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -153,7 +206,7 @@ impl GuestMemory {
         }
         next.ranges
             .retain(|&(a, l, _)| !(a >= iova && a + l <= end));
-        next.guards.retain(|&(a, _)| !(a >= iova && a < end));
+        next.files.retain(|&(a, _)| !(a >= iova && a < end));
         *guard = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -183,11 +236,11 @@ impl Snapshot {
             return false;
         };
         let mut at = iova;
-        for &(a, l, w) in &self.0.ranges {
-            if at >= end {
-                break;
+        for &(a, l, w) in &self.0.ranges[self.first(iova)..] {
+            if at >= end || a > at {
+                break; // covered, or a hole
             }
-            if a <= at && at < a + l {
+            if at < a + l {
                 if write && !w {
                     return false;
                 }
@@ -195,6 +248,15 @@ impl Snapshot {
             }
         }
         at >= end
+    }
+
+    /// The index of the first mapping that may hold `iova` (ranges are sorted and do not
+    /// overlap: the last one starting at or before it).
+    fn first(&self, iova: u64) -> usize {
+        self.0
+            .ranges
+            .partition_point(|r| r.0 <= iova)
+            .saturating_sub(1)
     }
 
     fn check(&self, iova: u64, len: u64, write: bool) -> Result<&GuestMemoryMmap, DmaError> {
@@ -223,7 +285,7 @@ impl Snapshot {
         let end = iova + len; // checked by `check`
         let mut parts = SmallVec::new();
         let mut at = iova;
-        for &(a, l, _) in &self.0.ranges {
+        for &(a, l, _) in &self.0.ranges[self.first(iova)..] {
             if at >= end {
                 break;
             }
