@@ -694,6 +694,25 @@ fn staging(len: u64) -> Result<Vec<u8>, Status> {
     Ok(v)
 }
 
+/// A kernel's parameter layout and parameter bytes: the driver's (`cuFuncGetParamInfo`)
+/// when it gives one, else the image's; neither leaves the kernel without a layout (its
+/// launches are refused).
+fn choose_layout(
+    from_driver: Option<Vec<(u32, u32)>>,
+    from_image: &Option<Vec<(u32, u32)>>,
+    image_bytes: u32,
+) -> (Option<Vec<(u32, u32)>>, u32) {
+    let layout = from_driver.or_else(|| from_image.clone());
+    let bytes = layout.as_ref().map_or(image_bytes, |l| {
+        l.iter()
+            .map(|(o, s)| o.saturating_add(*s))
+            .max()
+            .unwrap_or(0)
+            .max(image_bytes)
+    });
+    (layout, bytes)
+}
+
 /// A module image as `cuModuleLoadData` reads it: the bytes and sixteen NULs, so that
 /// PTX text is terminated and nothing is read past the copy.
 fn padded_image(image: &[u8]) -> Result<Vec<u8>, Status> {
@@ -834,14 +853,8 @@ impl Backend for CudaDevice {
             for (kname, image_layout, image_bytes) in &img.kernels {
                 let name = CString::new(kname.as_str()).map_err(|_| Status::INVALID_IMAGE)?;
                 let f = self.gpu.function(raw, &name)?;
-                let layout = self.gpu.param_info(f).or_else(|| image_layout.clone());
-                let param_bytes = layout.as_ref().map_or(*image_bytes, |l: &Vec<(u32, u32)>| {
-                    l.iter()
-                        .map(|(o, s)| o + s)
-                        .max()
-                        .unwrap_or(0)
-                        .max(*image_bytes)
-                });
+                let (layout, param_bytes) =
+                    choose_layout(self.gpu.param_info(f), image_layout, *image_bytes);
                 let h = next(false);
                 let attr = |a: u32| self.gpu.func_attr(f, a as i32).unwrap_or(0);
                 let mut r: FuncRecord = bytemuck::Zeroable::zeroed();
@@ -1096,6 +1109,20 @@ mod tests {
         assert!(
             !lock(&cache.entries).0.contains_key(&[1; 32]),
             "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn the_driver_s_layout_first_then_the_image_s() {
+        let image = Some(vec![(0, 8), (8, 4)]);
+        let driver = Some(vec![(0, 8), (8, 4), (16, 8)]);
+        assert_eq!(choose_layout(driver.clone(), &image, 12), (driver, 24));
+        assert_eq!(choose_layout(None, &image, 16), (image.clone(), 16));
+        assert_eq!(choose_layout(None, &None, 12), (None, 12));
+        assert_eq!(
+            choose_layout(Some(vec![]), &image, 0),
+            (Some(vec![]), 0),
+            "no parameters"
         );
     }
 
