@@ -59,6 +59,16 @@ for s in device_query memory launch driver_api; do
     -Wl,-rpath-link,target/shims -lcudart -lcuda
 done
 cp fatbin/tests/fixtures/kernels.fatbin tests/vm/run.sh "$g/usr/local/libexec/vgpu-vm/"
+# The real CUDA programs (ci/build-cuda-programs.sh), when built: both launch ABIs.
+rm -f "$g/usr/local/libexec/vgpu-vm/"kernels_app.*
+for abi in 12 13; do
+  p=target/cuda-programs/kernels_app.cuda$abi
+  if [ -x "$p" ]; then
+    cp "$p" "$g/usr/local/libexec/vgpu-vm/"
+  elif [ -n "${VGPU_REQUIRE_CUDA_PROGRAMS:-}" ]; then
+    echo "vm: $p is not built (ci/build-cuda-programs.sh)" >&2; exit 1
+  fi
+done
 install -m 0644 udev/70-vgpu-stub.rules "$g/etc/udev/rules.d/"
 install -m 0644 driver/vgpu-driver.service tests/vm/vgpu-vm-test.service "$g/etc/systemd/system/"
 # Small first windows: behind the emulated IOMMU every 4 KiB page is a DMA mapping of its

@@ -9,6 +9,7 @@
 
 use crate::backing::{AddressSpace, DeviceBacking, DmaRegion};
 use crate::{DriverError, SetupError};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vfio_bindings::bindings::vfio::*;
@@ -103,6 +104,9 @@ pub(crate) fn route_vector(
 /// VGPU-STUB through kernel VFIO.
 pub struct KernelVfioBacking {
     container: Arc<VfioContainer>,
+    /// BAR0 mapped into the process: register accesses are loads and stores. Declared
+    /// before `device`, so that it is unmapped before the device is closed.
+    bar0: crate::vfio_raw::MappedRegion,
     device: VfioDevice,
     path: PathBuf,
     vectors: std::sync::Mutex<Vec<EventFd>>,
@@ -143,6 +147,17 @@ impl KernelVfioBacking {
         device
             .enable_msix(vectors.iter().collect())
             .map_err(vfio("routing MSI-X"))?;
+        let region = crate::vfio_raw::RegionInfo {
+            offset: device.get_region_offset(VFIO_PCI_BAR0_REGION_INDEX),
+            size: device.get_region_size(VFIO_PCI_BAR0_REGION_INDEX),
+            flags: device.get_region_flags(VFIO_PCI_BAR0_REGION_INDEX),
+        };
+        let bar0 = crate::vfio_raw::MappedRegion::new(&device, region).map_err(|e| {
+            DriverError::Io(std::io::Error::new(
+                e.kind(),
+                format!("mapping BAR0 ({region:?}): {e}"),
+            ))
+        })?;
         let iova_ranges = match crate::vfio_raw::iommu_iova_ranges(container.as_ref())? {
             Some(r) => usable_ranges(&r),
             None => {
@@ -160,11 +175,40 @@ impl KernelVfioBacking {
         );
         Ok(KernelVfioBacking {
             container,
+            bar0,
             device,
             path,
             vectors: std::sync::Mutex::new(vectors),
             iova_ranges,
         })
+    }
+}
+
+fn io_error(e: nix::Error) -> DriverError {
+    DriverError::Io(std::io::Error::from(e))
+}
+
+fn short(what: &str, done: usize, wanted: usize) -> DriverError {
+    DriverError::Io(std::io::Error::other(format!(
+        "{what}: {done} of {wanted} bytes"
+    )))
+}
+
+impl KernelVfioBacking {
+    /// The device's descriptor, for the configuration-space reads and writes.
+    fn device_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor of `self.device`, open as long as `self` lives, which the
+        // returned borrow cannot outlive.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.device.as_raw_fd()) }
+    }
+
+    /// Where configuration-space offset `off` lies in the device file.
+    fn config_at(&self, off: u64) -> Result<libc::off_t, DriverError> {
+        self.device
+            .get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX)
+            .checked_add(off)
+            .and_then(|a| libc::off_t::try_from(a).ok())
+            .ok_or_else(|| DriverError::Io(std::io::Error::other("configuration offset")))
     }
 }
 
@@ -174,28 +218,29 @@ impl DeviceBacking for KernelVfioBacking {
     }
 
     fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), DriverError> {
-        self.device
-            .region_read(VFIO_PCI_CONFIG_REGION_INDEX, buf, off);
+        let at = self.config_at(off)?;
+        let n = nix::sys::uio::pread(self.device_fd(), buf, at).map_err(io_error)?;
+        if n != buf.len() {
+            return Err(short("configuration read", n, buf.len()));
+        }
         Ok(())
     }
 
     fn config_write(&self, off: u64, data: &[u8]) -> Result<(), DriverError> {
-        self.device
-            .region_write(VFIO_PCI_CONFIG_REGION_INDEX, data, off);
+        let at = self.config_at(off)?;
+        let n = nix::sys::uio::pwrite(self.device_fd(), data, at).map_err(io_error)?;
+        if n != data.len() {
+            return Err(short("configuration write", n, data.len()));
+        }
         Ok(())
     }
 
     fn read32(&self, off: u64) -> Result<u32, DriverError> {
-        let mut b = [0u8; 4];
-        self.device
-            .region_read(VFIO_PCI_BAR0_REGION_INDEX, &mut b, off);
-        Ok(u32::from_le_bytes(b))
+        self.bar0.read32(off).map_err(DriverError::Io)
     }
 
     fn write32(&self, off: u64, v: u32) -> Result<(), DriverError> {
-        self.device
-            .region_write(VFIO_PCI_BAR0_REGION_INDEX, &v.to_le_bytes(), off);
-        Ok(())
+        self.bar0.write32(off, v).map_err(DriverError::Io)
     }
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {

@@ -23,9 +23,10 @@
 //! [`vgpu_os::shm::SharedMemory`]; waiting on descriptors and adopting received ones is
 //! [`vgpu_os::fd`].
 //!
-//! `unsafe` is denied in the crate except in [`vfio_raw`] (the ioctls, and adopting the
-//! device descriptor one returns) and [`kernel_vfio`] (vfio-ioctls' DMA map, which takes a
-//! raw host address).
+//! `unsafe` is denied in the crate except in [`vfio_raw`] (the ioctls, adopting the device
+//! descriptor one returns, and BAR0 mapped into the process) and [`kernel_vfio`]
+//! (vfio-ioctls' DMA map, which takes a raw host address, and borrowing the device's
+//! descriptor for configuration-space reads and writes).
 
 #![deny(unsafe_code)]
 
@@ -33,12 +34,18 @@ pub mod backing;
 pub mod client;
 pub mod device;
 pub mod iova;
-#[allow(unsafe_code, reason = "vfio-ioctls maps DMA by raw host address")]
+#[allow(
+    unsafe_code,
+    reason = "vfio-ioctls maps DMA by raw host address; the device descriptor is borrowed"
+)]
 pub mod kernel_vfio;
 pub mod noiommu;
 pub mod physmem;
 pub mod server;
-#[allow(unsafe_code, reason = "VFIO ioctls; adopts the device descriptor")]
+#[allow(
+    unsafe_code,
+    reason = "VFIO ioctls; adopts the device descriptor; maps BAR0"
+)]
 pub mod vfio_raw;
 
 use std::path::PathBuf;

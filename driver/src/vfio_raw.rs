@@ -115,6 +115,93 @@ pub fn region_info(device: &File, index: u32) -> io::Result<RegionInfo> {
     })
 }
 
+/// A device region mapped into the process (`VFIO_REGION_INFO_FLAG_MMAP`): register
+/// accesses are loads and stores, not a system call each, and cannot fail short. Unmapped on
+/// drop.
+pub struct MappedRegion {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is device memory shared by the whole process; accesses are single
+// aligned 32-bit volatile loads and stores, which are atomic on the platforms VFIO runs on.
+unsafe impl Send for MappedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for MappedRegion {}
+
+impl MappedRegion {
+    /// Maps `region` of the device behind `fd`; fails when the region cannot be mapped
+    /// (no MMAP flag, or the kernel refuses).
+    pub fn new(fd: &impl AsRawFd, region: RegionInfo) -> io::Result<MappedRegion> {
+        if region.flags & VFIO_REGION_INFO_FLAG_MMAP == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the region cannot be mapped",
+            ));
+        }
+        let len = usize::try_from(region.size)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty region"))?;
+        let offset = libc::off_t::try_from(region.offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "region offset"))?;
+        // SAFETY: the descriptor is the device's, open for the call; the kernel picks the
+        // address; the mapping is owned by the MappedRegion and unmapped on its drop.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()),
+                offset,
+            )
+        }
+        .map_err(io::Error::from)?;
+        Ok(MappedRegion {
+            ptr: ptr.cast(),
+            len: len.get(),
+        })
+    }
+
+    fn at(&self, off: u64) -> io::Result<*mut u32> {
+        match usize::try_from(off) {
+            Ok(o) if o % 4 == 0 && o.checked_add(4).is_some_and(|e| e <= self.len) => {
+                // SAFETY: `o + 4 <= len`: the pointer stays inside the mapping.
+                Ok(unsafe { self.ptr.as_ptr().add(o) }.cast())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("register offset {off:#x} outside the region or unaligned"),
+            )),
+        }
+    }
+
+    /// The 32-bit register at `off`.
+    pub fn read32(&self, off: u64) -> io::Result<u32> {
+        let p = self.at(off)?;
+        // SAFETY: an aligned address inside the mapping (checked by `at`).
+        Ok(u32::from_le(unsafe { p.read_volatile() }))
+    }
+
+    /// Writes the 32-bit register at `off`.
+    pub fn write32(&self, off: u64, v: u32) -> io::Result<()> {
+        let p = self.at(off)?;
+        // SAFETY: an aligned address inside the mapping (checked by `at`).
+        unsafe { p.write_volatile(v.to_le()) };
+        Ok(())
+    }
+}
+
+impl Drop for MappedRegion {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        if let Err(e) = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) } {
+            log::warn!("munmap of a device region: {e}");
+        }
+    }
+}
+
 /// `VFIO_DEVICE_SET_IRQS`: routes vectors `start..start + fds.len()` of interrupt `index`
 /// to `fds` (with the interrupt enabled, the other vectors keep their routes).
 pub fn set_irq_eventfds(

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The VM test inside the guest (ci/vm.sh): checks that real udev applied vgpu's rule and
-# systemd started vgpu-driver on kernel VFIO, then runs the C samples in two processes at
-# once, kills one of them mid-run, and checks that its PD is reclaimed while the other
-# carries on. Markers on the serial console: "VGPU-VM: ..." lines, ending in PASS or FAIL.
+# systemd started vgpu-driver on kernel VFIO, then runs the C samples and the real CUDA
+# programs (when ci/vm.sh found them built) in two processes at once, kills one mid-run,
+# and checks that its PD is reclaimed while the other carries on. Markers on the serial
+# console: "VGPU-VM: ..." lines, ending in PASS or FAIL.
 set -u
 t=/usr/local/libexec/vgpu-vm
 say() { echo "VGPU-VM: $*"; }
@@ -39,6 +40,10 @@ sleep 5
 clients=$(vgpu-driver status | grep -o '"pid"' | wc -l)
 say "vgpu-driver status: $clients client(s) while B runs"
 run "$t/memory" || fail "memory (A) next to B"
+for p in "$t"/kernels_app.cuda*; do
+  [ -x "$p" ] || continue
+  run "$p" || fail "$(basename "$p") (A) next to B"
+done
 kill -9 "$b" 2>/dev/null
 pkill -9 -f "$t/memory"
 say "killed process B mid-run"
