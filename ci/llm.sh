@@ -11,6 +11,9 @@
 #                                tokens and compared step by step
 #   ci/llm.sh [--debug] --main   one generation on the vGPU (f16): the device, the text and
 #                                the speed (the end of the main job)
+#   ci/llm.sh [--debug] --loopback   the f16 comparison through the cuda executor on vgpu's
+#                                own libraries over the soft device (ci/stack-lib.sh
+#                                start_loopback)
 # The soft device reports compute capability 7.5, as in ci/ggml-ops.sh (registry builds carry
 # compute_75 PTX only); ggml turns CUDA graphs off below 8.0, so decode runs without them.
 set -euo pipefail
@@ -18,11 +21,14 @@ cd "$(dirname "$0")/.."
 profile=release
 flag=(--release)
 main=0
+loopback=0
+kinds=(f16 q8_0)
 for a in "$@"; do
   case $a in
     --debug) profile=debug; flag=() ;;
     --main) main=1 ;;
-    *) echo "usage: ci/llm.sh [--debug] [--main]" >&2; exit 2 ;;
+    --loopback) loopback=1; kinds=(f16) ;;
+    *) echo "usage: ci/llm.sh [--debug] [--main | --loopback]" >&2; exit 2 ;;
   esac
 done
 
@@ -30,7 +36,7 @@ done
 ci/python-env.sh >/dev/null
 out=target/llm
 mkdir -p "$out"
-for kind in f16 q8_0; do
+for kind in "${kinds[@]}"; do
   if [ ! -f "$out/tiny-$kind.gguf" ] || [ tests/llm/make_model.py -nt "$out/tiny-$kind.gguf" ]; then
     target/py/bin/python tests/llm/make_model.py "$out/tiny-$kind.gguf" "$kind"
   fi
@@ -43,7 +49,11 @@ ci/build-shims.sh "${flag[@]}" target/shims >/dev/null
 . ci/stack-lib.sh
 work=$(mktemp -d)
 trap 'stop_stack; rm -rf "$work"' EXIT
-start_stack "$profile" "$work" --memory 2G --compute-capability 7.5 --no-reference-kernels
+if [ "$loopback" = 1 ]; then
+  start_loopback "$profile" "$work" --memory 2G --compute-capability 7.5 --no-reference-kernels
+else
+  start_stack "$profile" "$work" --memory 2G --compute-capability 7.5 --no-reference-kernels
+fi
 
 # More than 16 tokens, so that ggml hands the f16 prompt's products to cuBLAS (its own mma
 # kernels take up to 16 columns) and the q8_0 ones to its MMQ kernels (int8 mma).
@@ -70,7 +80,7 @@ if [ "$main" = 1 ]; then
   exit 0
 fi
 
-for kind in f16 q8_0; do
+for kind in "${kinds[@]}"; do
   # f16: both backends compute in f32 from the same f16 weights. q8_0: the CPU quantizes the
   # activations to q8_0 and the CUDA backend to q8_1, so their logits differ by more.
   tol=1e-2
@@ -93,4 +103,8 @@ for kind in f16 q8_0; do
     "$out/generate" --compare "$work/cpu.bin" "$work/forced.bin" "$tol"
   fi
 done
-echo "llm: the vGPU generated what ggml's CPU backend generates, f16 and q8_0"
+if [ "$loopback" = 1 ]; then
+  echo "llm: through the cuda executor (loop-back), the vGPU generated what ggml's CPU backend generates (f16)"
+else
+  echo "llm: the vGPU generated what ggml's CPU backend generates, f16 and q8_0"
+fi

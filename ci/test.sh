@@ -70,6 +70,10 @@ step "LLM generation through the vGPU against ggml's CPU backend (ci/llm.sh)"
 ci/llm.sh --debug
 passed=$((passed + 1))
 
+step "the same LLM generation (f16) through the cuda executor by loop-back (ci/llm.sh --loopback)"
+ci/llm.sh --debug --loopback
+passed=$((passed + 1))
+
 step "vgpu install into an Ollama layout, found as Ollama loads it, uninstalled byte for byte (ci/install-check.sh)"
 ci/install-check.sh --debug
 passed=$((passed + 1))
