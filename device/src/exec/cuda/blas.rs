@@ -21,6 +21,23 @@ pub fn data_type_size(t: u32) -> Option<u64> {
     })
 }
 
+/// Most matrices a batched command may name by pointer array on the cuda executor: the
+/// arrays are read into host memory and copied into the executor's own device memory, so
+/// their size is bounded (8 MiB each).
+pub const MAX_POINTER_BATCH: usize = 1 << 20;
+
+/// Bytes of a pointer array of `batch` entries; BLAS_NOT_SUPPORTED past
+/// [`MAX_POINTER_BATCH`].
+pub fn pointer_array_bytes(batch: usize) -> Result<u64, Status> {
+    if batch > MAX_POINTER_BATCH {
+        log::warn!(
+            "a batched BLAS command names {batch} matrices by pointer array; the cuda executor takes at most {MAX_POINTER_BATCH}"
+        );
+        return Err(Status::BLAS_NOT_SUPPORTED);
+    }
+    Ok(batch as u64 * 8)
+}
+
 fn bad(what: &str) -> Status {
     log::warn!("BLAS command refused: {what}");
     Status::BLAS_INVALID_VALUE
@@ -409,6 +426,17 @@ mod tests {
             s.check_pointers(&a, &b, &[0x3000, 0x3004], &r),
             Err(Status::INVALID_VALUE),
             "the second C runs past"
+        );
+    }
+
+    #[test]
+    fn pointer_arrays_are_bounded() {
+        assert_eq!(pointer_array_bytes(3), Ok(24));
+        assert_eq!(pointer_array_bytes(MAX_POINTER_BATCH), Ok(8 << 20));
+        assert_eq!(
+            pointer_array_bytes(i32::MAX as usize),
+            Err(Status::BLAS_NOT_SUPPORTED),
+            "2^31 pointers would be 16 GiB of host memory"
         );
     }
 

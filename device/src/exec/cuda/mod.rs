@@ -32,7 +32,7 @@ use super::soft::modules::{func_attr, image_status};
 use super::{Backend, CallbackSink, Context, Executor, HostSource, Limits, Op, Side2D};
 use crate::exec::context::StreamContext;
 use api::{Gpu, KernelParams, Raw};
-use layout::{Cu2D, CuLaunchAttr, MEMORYTYPE_DEVICE, MEMORYTYPE_HOST};
+use layout::{Cu2D, CuLaunchAttr, MEMORYTYPE_HOST};
 use ranges::Ranges;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -450,56 +450,72 @@ impl CudaDevice {
                 .and_then(|v| v.checked_add(width))
                 .ok_or(Status::INVALID_VALUE)
         };
-        let (src_span, dst_span) = (span(src_pitch)?, span(dst_pitch)?);
+        if let Side2D::Device(a) = src {
+            self.check(*a, span(src_pitch)?)?;
+        }
+        if let Side2D::Device(a) = dst {
+            self.check(*a, span(dst_pitch)?)?;
+        }
         let u = |v: u64| usize::try_from(v).map_err(|_| Status::INVALID_VALUE);
-        let mut p = Cu2D {
-            src_pitch: u(src_pitch)?,
-            dst_pitch: u(dst_pitch)?,
-            width_in_bytes: u(width)?,
-            height: u(height)?,
-            ..Cu2D::default()
-        };
-        // Host sides are staged whole (the rows and the gaps between them); only the rows
-        // are written back to guest memory.
-        let mut src_buf = Vec::new();
-        let mut dst_buf = Vec::new();
-        match src {
-            Side2D::Device(a) => {
-                self.check(*a, src_span)?;
-                p.src_device = *a;
-            }
-            Side2D::Host(h) => {
-                src_buf = staging(src_span)?;
-                h.read(0, &mut src_buf)?;
-                p.src_memory_type = MEMORYTYPE_HOST;
-                p.src_host = src_buf.as_ptr().cast();
-            }
+        if let (Side2D::Device(s), Side2D::Device(d)) = (src, dst) {
+            let p = Cu2D {
+                src_device: *s,
+                src_pitch: u(src_pitch)?,
+                dst_device: *d,
+                dst_pitch: u(dst_pitch)?,
+                width_in_bytes: u(width)?,
+                height: u(height)?,
+                ..Cu2D::default()
+            };
+            return self.gpu.copy_2d(&p);
         }
-        match dst {
-            Side2D::Device(a) => {
-                self.check(*a, dst_span)?;
-                p.dst_device = *a;
+        // A side in guest memory: staged in pieces of at most BOUNCE bytes, rows packed
+        // (the gaps between rows are neither read nor written). The offsets below stay
+        // within the spans checked above.
+        let mut buf = staging(width.saturating_mul(height).min(BOUNCE as u64))?;
+        for (col, w, r0, rows) in pieces(width, height, BOUNCE as u64) {
+            let chunk = &mut buf[..(w * rows) as usize];
+            let row = |i: u64| (i * w) as usize..((i + 1) * w) as usize;
+            if let Side2D::Host(h) = src {
+                for i in 0..rows {
+                    h.read((r0 + i) * src_pitch + col, &mut chunk[row(i)])?;
+                }
             }
-            Side2D::Host(_) => {
-                dst_buf = staging(dst_span)?;
-                p.dst_memory_type = MEMORYTYPE_HOST;
-                p.dst_host = dst_buf.as_mut_ptr().cast();
+            let mut p = Cu2D {
+                width_in_bytes: u(w)?,
+                height: u(rows)?,
+                ..Cu2D::default()
+            };
+            match src {
+                Side2D::Device(a) => {
+                    p.src_device = a + r0 * src_pitch + col;
+                    p.src_pitch = u(src_pitch)?;
+                }
+                Side2D::Host(_) => {
+                    p.src_memory_type = MEMORYTYPE_HOST;
+                    p.src_host = chunk.as_ptr().cast();
+                    p.src_pitch = u(w)?;
+                }
             }
-        }
-        if p.src_memory_type == MEMORYTYPE_HOST && p.dst_memory_type == MEMORYTYPE_HOST {
-            // Both sides in guest memory: no GPU involved.
-            for r in 0..height as usize {
-                let (s, d) = (r * p.src_pitch, r * p.dst_pitch);
-                dst_buf[d..d + p.width_in_bytes].copy_from_slice(&src_buf[s..s + p.width_in_bytes]);
+            match dst {
+                Side2D::Device(a) => {
+                    p.dst_device = a + r0 * dst_pitch + col;
+                    p.dst_pitch = u(dst_pitch)?;
+                }
+                Side2D::Host(_) => {
+                    p.dst_memory_type = MEMORYTYPE_HOST;
+                    p.dst_host = chunk.as_mut_ptr().cast();
+                    p.dst_pitch = u(w)?;
+                }
             }
-        } else {
-            debug_assert!(p.src_memory_type == MEMORYTYPE_DEVICE || !src_buf.is_empty());
-            self.gpu.copy_2d(&p)?;
-        }
-        if let Side2D::Host(h) = dst {
-            for r in 0..height {
-                let at = (r * dst_pitch) as usize;
-                h.write(r * dst_pitch, &dst_buf[at..at + p.width_in_bytes])?;
+            // Both sides in guest memory: the piece is already read, no GPU involved.
+            if p.src_memory_type != MEMORYTYPE_HOST || p.dst_memory_type != MEMORYTYPE_HOST {
+                self.gpu.copy_2d(&p)?;
+            }
+            if let Side2D::Host(h) = dst {
+                for i in 0..rows {
+                    h.write((r0 + i) * dst_pitch + col, &chunk[row(i)])?;
+                }
             }
         }
         Ok(())
@@ -580,7 +596,7 @@ impl CudaDevice {
 
     /// Reads `batch` device pointers from the array at `at` (in the PD's memory).
     fn read_pointers(&self, at: u64, batch: usize) -> Result<Vec<u64>, Status> {
-        let bytes = (batch as u64).checked_mul(8).ok_or(Status::INVALID_VALUE)?;
+        let bytes = blas::pointer_array_bytes(batch)?;
         self.check(at, bytes)?;
         let mut raw = staging(bytes)?;
         self.gpu.dtoh(&mut raw, at)?;
@@ -678,6 +694,20 @@ impl Drop for Scratch<'_> {
         }
         self.dev.ranges().release(self.len);
     }
+}
+
+/// The pieces of a `width` × `height` 2-D copy staged through `bounce` bytes: (first
+/// column, width, first row, rows), each at most `bounce` bytes (a row wider than that in
+/// pieces of its own), covering every byte of the copy once.
+fn pieces(width: u64, height: u64, bounce: u64) -> impl Iterator<Item = (u64, u64, u64, u64)> {
+    let step = width.min(bounce).max(1);
+    (0..width).step_by(step as usize).flat_map(move |col| {
+        let w = step.min(width - col);
+        let rows = (bounce / w).max(1);
+        (0..height)
+            .step_by(rows as usize)
+            .map(move |r0| (col, w, r0, rows.min(height - r0)))
+    })
 }
 
 /// A buffer for staging up to [`BOUNCE`] bytes of a copy of `len`.
@@ -794,8 +824,10 @@ impl Backend for CudaDevice {
     }
 
     fn mem_info(&self) -> (u64, u64) {
-        let room = self.ranges().room();
-        let (used, _) = self.ranges().usage();
+        let (room, used) = {
+            let r = self.ranges();
+            (r.room(), r.usage().0)
+        };
         let quota = room + used;
         let free = self
             .enter()
@@ -1123,6 +1155,44 @@ mod tests {
             choose_layout(Some(vec![]), &image, 0),
             (Some(vec![]), 0),
             "no parameters"
+        );
+    }
+
+    /// A 2-D copy with a side in guest memory stages at most the bounce buffer at a time,
+    /// whatever its width, height and pitch (before, it staged each side's whole span: a
+    /// copy across a 4 GiB window took 4 GiB of host memory), and covers every byte once.
+    #[test]
+    fn two_dimensional_copies_are_staged_in_bounded_pieces() {
+        for (width, height, bounce) in [
+            (10, 7, 32),
+            (100, 3, 32),
+            (32, 32, 32),
+            (1, 1000, 64),
+            (65, 2, 64),
+        ] {
+            let mut seen = vec![0u8; (width * height) as usize];
+            for (col, w, r0, rows) in pieces(width, height, bounce) {
+                assert!(
+                    w * rows <= bounce.max(w),
+                    "{width}x{height}: a piece of {w}x{rows}"
+                );
+                assert!(w <= bounce);
+                for r in r0..r0 + rows {
+                    for c in col..col + w {
+                        seen[(r * width + c) as usize] += 1;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|&n| n == 1),
+                "{width}x{height}: every byte once"
+            );
+        }
+        let big = pieces(4 << 30, 1, BOUNCE as u64).count();
+        assert_eq!(
+            big,
+            (4 << 30) / BOUNCE,
+            "a 4 GiB row in bounce-sized pieces"
         );
     }
 
