@@ -381,19 +381,8 @@ fn module_cache_by_hash_and_bad_images() {
     stub.join();
 }
 
-/// Kernels from PTX text fault as on a GPU: a kernel that never ends fails with
-/// LAUNCH_TIMEOUT when the watchdog fires, an access outside every allocation with
-/// ILLEGAL_ADDRESS; both are sticky for their PD only, and another PD carries on.
-#[test]
-fn ptx_faults_are_sticky_for_their_pd_only() {
-    let cfg = vgpu_stub::exec::soft::SoftConfig {
-        memory: 1 << 30,
-        launch_timeout: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let stub = Stub::start_with(1, cfg);
-    let mut d = BareDriver::connect(&stub);
-    let text = b".version 8.0
+/// A kernel that never ends (`spin`) and one that stores 1 through its pointer (`poke`).
+const SPIN_AND_POKE: &[u8] = b".version 8.0
 .target sm_80
 .address_size 64
 .visible .entry spin()
@@ -409,6 +398,20 @@ LOOP:
     ret;
 }
 \0";
+
+/// Kernels from PTX text fault as on a GPU: a kernel that never ends fails with
+/// LAUNCH_TIMEOUT when the watchdog fires, an access outside every allocation with
+/// ILLEGAL_ADDRESS; both are sticky for their PD only, and another PD carries on.
+#[test]
+fn ptx_faults_are_sticky_for_their_pd_only() {
+    let cfg = vgpu_stub::exec::soft::SoftConfig {
+        memory: 1 << 30,
+        launch_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let stub = Stub::start_with(1, cfg);
+    let mut d = BareDriver::connect(&stub);
+    let text = SPIN_AND_POKE;
     let mut clients = Vec::new();
     for qid in 1..=3u16 {
         let mut c = d.pd_client(qid, 1 << 20, 0);
@@ -455,22 +458,19 @@ fn teardown_does_not_wait_for_kernels_that_never_end() {
     };
     let stub = Stub::start_with(2, cfg);
     let mut d = BareDriver::connect(&stub);
-    let text = b".version 8.0
-.target sm_80
-.address_size 64
-.visible .entry spin()
-{
-LOOP:
-    bra LOOP;
-}
-\0";
+    let text = SPIN_AND_POKE;
     let spinning = |d: &mut BareDriver, qid: u16| {
         let mut c = d.pd_client(qid, 1 << 20, 0);
         let r = load(d, &mut c, text, sha256(text), false);
         assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
         let (_, funcs) = decode_module_info(&d.read(c.window, r.result1 as usize)).unwrap();
         let args = LaunchArgs {
-            func: funcs[0].record.handle,
+            func: funcs
+                .iter()
+                .find(|f| f.name == "spin")
+                .unwrap()
+                .record
+                .handle,
             grid_x: 2,
             grid_y: 1,
             grid_z: 1,
