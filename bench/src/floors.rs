@@ -16,17 +16,24 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// An anonymous shared mapping: a page of flags, then `extra` bytes of data.
 struct SharedPage {
     ptr: *mut libc::c_void,
+    len: usize,
 }
 
 impl SharedPage {
     fn new() -> Self {
-        // SAFETY: an anonymous shared mapping of one page; checked for failure below.
+        Self::with_data(0)
+    }
+
+    fn with_data(extra: usize) -> Self {
+        let len = 4096 + extra;
+        // SAFETY: an anonymous shared mapping of `len` bytes; checked for failure below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                4096,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
@@ -34,7 +41,13 @@ impl SharedPage {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED, "mmap of the ping-pong page failed");
-        SharedPage { ptr }
+        SharedPage { ptr, len }
+    }
+
+    /// The data bytes after the flag page.
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the mapping is at least one page long.
+        unsafe { self.ptr.cast::<u8>().add(4096) }
     }
 
     fn word(&self, i: usize) -> &AtomicU32 {
@@ -46,8 +59,8 @@ impl SharedPage {
 
 impl Drop for SharedPage {
     fn drop(&mut self) {
-        // SAFETY: unmaps the page mapped in `new`.
-        unsafe { libc::munmap(self.ptr, 4096) };
+        // SAFETY: unmaps the mapping made in `with_data`.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -63,10 +76,23 @@ fn child_exit() -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// Two processes bouncing a counter through shared memory, both spinning.
+/// Two processes bouncing a counter through shared memory, both spinning. Must run before
+/// any thread exists.
 pub fn spin_ping_pong(rounds: usize) -> Vec<u64> {
-    let page = SharedPage::new();
+    handoff_ping_pong(0, rounds)
+}
+
+/// Two processes, both spinning, bouncing `size` bytes through shared memory: one writes
+/// them from its heap into the shared buffer and publishes them; the other copies them
+/// into its own heap and answers. One round trip that carries a copy across cores, as
+/// every synchronous copy between a process and the device does (the bytes were last
+/// written by another core). Must run before any thread exists.
+pub fn handoff_ping_pong(size: usize, rounds: usize) -> Vec<u64> {
+    let page = SharedPage::with_data(size);
     let (ping, pong) = (page.word(0), page.word(1));
+    let shared = page.data();
+    let src = vec![0x5Au8; size];
+    let mut dst = vec![0u8; size];
     let pid = fork();
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
@@ -74,6 +100,10 @@ pub fn spin_ping_pong(rounds: usize) -> Vec<u64> {
             while ping.load(Ordering::Acquire) != i {
                 std::hint::spin_loop();
             }
+            // SAFETY: `size` bytes of the mapping after the flag page, published by the
+            // parent's release store above; `dst` is this process's own buffer.
+            unsafe { std::ptr::copy_nonoverlapping(shared, dst.as_mut_ptr(), size) };
+            std::hint::black_box(&mut dst);
             pong.store(i, Ordering::Release);
         }
         child_exit();
@@ -81,6 +111,9 @@ pub fn spin_ping_pong(rounds: usize) -> Vec<u64> {
     let mut lat = Vec::with_capacity(rounds);
     for i in 1..=rounds as u32 + 100 {
         let t0 = Instant::now();
+        // SAFETY: as above; the child reads the bytes only after the release store below,
+        // and is done with the previous round's (it answered).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), shared, size) };
         ping.store(i, Ordering::Release);
         while pong.load(Ordering::Acquire) != i {
             std::hint::spin_loop();

@@ -38,6 +38,10 @@ struct Args {
     /// profiling the interpreter; no daemons are started).
     #[arg(long)]
     ptx_only: Option<u64>,
+    /// Only the small synchronous copies through libcuda, repeated for at least this many
+    /// seconds (for profiling them).
+    #[arg(long)]
+    small_only: Option<u64>,
     /// The module whose vecAdd the launch benchmark posts.
     #[arg(long, default_value = "fatbin/tests/fixtures/kernels.fatbin")]
     fatbin: PathBuf,
@@ -103,6 +107,8 @@ struct Row {
     /// True when smaller is better (latencies).
     lower_is_better: bool,
     target: Option<f64>,
+    /// For latency rows: the 99th percentile (the value is the median).
+    p99: Option<f64>,
 }
 
 impl Row {
@@ -233,6 +239,10 @@ fn main() {
 
     // Floors first: they fork, which must happen before any thread exists.
     let spin = floors::spin_ping_pong(rounds);
+    let handoff: Vec<Vec<u64>> = shims::SMALL_SIZES
+        .iter()
+        .map(|&size| floors::handoff_ping_pong(size, rounds / 4))
+        .collect();
     let efd = floors::eventfd_ping_pong(rounds);
 
     // The stack: vgpu-stub and vgpu-driver as processes, this process as the client.
@@ -266,6 +276,13 @@ fn main() {
         return;
     }
     let stack_spin = rtt(conn.queue(), rounds);
+    if let Some(secs) = args.small_only {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            print_rows(&shims::small_copies(&handoff, rounds / 4));
+        }
+        return;
+    }
     let sleepy = Connection::connect(&opts(Duration::ZERO)).expect("second connection");
     let stack_sleep = rtt(sleepy.queue(), rounds / 4);
     drop(sleepy);
@@ -280,6 +297,7 @@ fn main() {
             floor: us(floors::percentile(&spin, p)),
             lower_is_better: true,
             target: (name == "p50").then_some(2.0),
+            p99: None,
         });
     }
     for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
@@ -291,6 +309,7 @@ fn main() {
             floor: us(floors::percentile(&efd, p)),
             lower_is_better: true,
             target: None,
+            p99: None,
         });
     }
     let q = conn.queue();
@@ -325,6 +344,7 @@ fn main() {
                 floor: mc,
                 lower_is_better: false,
                 target: (size >= 4 << 20).then_some(0.9),
+                p99: None,
             });
         }
     }
@@ -403,6 +423,7 @@ fn main() {
                 floor,
                 lower_is_better: true,
                 target: None,
+                p99: None,
             });
             println!(
                 "async launches: {:.3} µs guest CPU per launch (target ≤ 0.5 µs), {rate:.0} launches/s executed by the soft executor, {events} completions while posting {posted} launches (round trips per launch: {})",
@@ -419,6 +440,7 @@ fn main() {
 
     // Through the drop-in libraries.
     rows.extend(shims::pageable(&sizes, min_time));
+    rows.extend(shims::small_copies(&handoff, rounds / 4));
     rows.push(shims::registration());
     rows.push(ptx::interpreter(min_time));
     let ring_post_ns = floors::ring_post_floor(100_000);
@@ -432,40 +454,20 @@ fn main() {
         ping_pong_ns,
     ));
 
-    println!(
-        "{:<36} {:>10} {:<6} {:<26} {:>10} {:>8} {:>8}",
-        "measure", "value", "unit", "floor", "floor", "ratio", "target"
-    );
-    for r in &rows {
-        let target = r.target.map_or("-".to_string(), |t| {
-            if r.lower_is_better {
-                format!("≤{t}×")
-            } else {
-                format!("≥{:.0}%", t * 100.0)
-            }
-        });
-        let ratio = if r.lower_is_better {
-            format!("{:.2}×", r.ratio())
-        } else {
-            format!("{:.0}%", r.ratio() * 100.0)
-        };
-        println!(
-            "{:<36} {:>10.2} {:<6} {:<26} {:>10.2} {:>8} {:>8}",
-            r.name, r.value, r.unit, r.floor_name, r.floor, ratio, target
-        );
-    }
+    print_rows(&rows);
     let json_rows: Vec<String> = rows
         .iter()
         .map(|r| {
             format!(
-                "{{\"measure\":\"{}\",\"value\":{:.4},\"unit\":\"{}\",\"floor\":\"{}\",\"floor_value\":{:.4},\"ratio\":{:.4},\"target\":{}}}",
+                "{{\"measure\":\"{}\",\"value\":{:.4},\"unit\":\"{}\",\"floor\":\"{}\",\"floor_value\":{:.4},\"ratio\":{:.4},\"target\":{},\"p99\":{}}}",
                 r.name,
                 r.value,
                 r.unit,
                 r.floor_name,
                 r.floor,
                 r.ratio(),
-                r.target.map_or("null".to_string(), |t| t.to_string())
+                r.target.map_or("null".to_string(), |t| t.to_string()),
+                r.p99.map_or("null".to_string(), |v| format!("{v:.4}"))
             )
         })
         .collect();
@@ -481,4 +483,31 @@ fn main() {
     println!("results written to {}", args.json.display());
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Prints `rows` as the benchmark's table.
+fn print_rows(rows: &[Row]) {
+    println!(
+        "{:<36} {:>10} {:<6} {:<26} {:>10} {:>8} {:>8} {:>8}",
+        "measure", "value", "unit", "floor", "floor", "ratio", "target", "p99"
+    );
+    for r in rows {
+        let target = r.target.map_or("-".to_string(), |t| {
+            if r.lower_is_better {
+                format!("≤{t}×")
+            } else {
+                format!("≥{:.0}%", t * 100.0)
+            }
+        });
+        let ratio = if r.lower_is_better {
+            format!("{:.2}×", r.ratio())
+        } else {
+            format!("{:.0}%", r.ratio() * 100.0)
+        };
+        let p99 = r.p99.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "{:<36} {:>10.2} {:<6} {:<26} {:>10.2} {:>8} {:>8} {:>8}",
+            r.name, r.value, r.unit, r.floor_name, r.floor, ratio, target, p99
+        );
+    }
 }

@@ -86,5 +86,6 @@ pub fn interpreter(min_time: Duration) -> Row {
         floor: floor / 1e6,
         lower_is_better: false,
         target: None,
+        p99: None,
     }
 }

@@ -158,6 +158,30 @@ mod cu {
         // SAFETY: see above.
         unsafe { sys::cuMemcpyDtoH_v2(d.as_mut_ptr().cast(), s, d.len()) }
     }
+    /// `s` is `n` bytes of host memory (pageable or pinned) this benchmark allocated.
+    pub fn cuMemcpyHtoD_raw(d: u64, s: *const u8, n: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemcpyHtoD_v2(d, s.cast(), n) }
+    }
+    /// `d` is `n` bytes of host memory (pageable or pinned) this benchmark allocated.
+    pub fn cuMemcpyDtoH_raw(d: *mut u8, s: u64, n: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemcpyDtoH_v2(d.cast(), s, n) }
+    }
+    /// What a program does with the pinned buffer `p` (`buf.len()` bytes this benchmark
+    /// allocated) around a copy: fills it before one to the device (`write`), else reads it
+    /// into `buf` after one from the device.
+    pub fn touch(p: *mut u8, buf: &mut [u8], write: bool) {
+        // SAFETY: see above; `buf` is the benchmark's own buffer, distinct from `p`.
+        unsafe {
+            if write {
+                std::ptr::write_bytes(p, 0x5A, buf.len());
+            } else {
+                std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len());
+            }
+        }
+        std::hint::black_box(buf);
+    }
     /// `s` is `n` bytes of pinned memory this benchmark allocated.
     pub fn cuMemcpyHtoDAsync_v2(d: u64, s: *const c_void, n: usize, st: usize) -> u32 {
         // SAFETY: see above.
@@ -252,9 +276,94 @@ pub fn pageable(sizes: &[u64], min_time: Duration) -> Vec<Row> {
                 floor: mc,
                 lower_is_better: false,
                 target: (size >= 4 << 20).then_some(0.7),
+                p99: None,
             });
         }
     }
+    check("cuMemFree", cu::cuMemFree_v2(dev));
+    rows
+}
+
+/// Latencies in nanoseconds (sorted) of `rounds` runs of `op`, after a warm-up; `untimed`
+/// runs before each, off the clock.
+fn latencies(rounds: usize, mut untimed: impl FnMut(), mut op: impl FnMut()) -> Vec<u64> {
+    for _ in 0..rounds.div_ceil(10) {
+        untimed();
+        op();
+    }
+    let mut lat: Vec<u64> = (0..rounds)
+        .map(|_| {
+            untimed();
+            let t0 = Instant::now();
+            op();
+            t0.elapsed().as_nanos() as u64
+        })
+        .collect();
+    lat.sort_unstable();
+    lat
+}
+
+/// Sizes of the small synchronous copies.
+pub const SMALL_SIZES: [usize; 4] = [4, 64, 4 << 10, 64 << 10];
+
+/// Synchronous copies of 4 B to 64 KiB, pageable and pinned, both ways, as latencies (p50,
+/// p99), each against a shared-memory round trip that carries the same bytes across
+/// cores (p50; `handoff[i]` for `SMALL_SIZES[i]`, sorted nanoseconds). The program touches
+/// its pinned buffer between copies (writes it before a host-to-device copy, reads it after
+/// a device-to-host one), off the clock, as a program does with its data: otherwise the
+/// bytes would never leave the caches of the device's core.
+pub fn small_copies(handoff: &[Vec<u64>], rounds: usize) -> Vec<Row> {
+    check("cuInit", cu::cuInit(0));
+    let max = *SMALL_SIZES.iter().max().unwrap_or(&4096);
+    let mut dev = 0u64;
+    check("cuMemAlloc", cu::cuMemAlloc_v2(&mut dev, max));
+    let mut pinned: *mut c_void = std::ptr::null_mut();
+    check("cuMemAllocHost", cu::cuMemAllocHost_v2(&mut pinned, max));
+    let pinned = pinned.cast::<u8>();
+    let mut heap = vec![1u8; max];
+    let mut sink = vec![0u8; max];
+    let mut rows = Vec::new();
+    let us = |ns: u64| ns as f64 / 1000.0;
+    for (size, floor) in SMALL_SIZES.into_iter().zip(handoff) {
+        let floor = us(crate::floors::percentile(floor, 0.5));
+        for kind in ["pageable", "pinned"] {
+            let host = if kind == "pinned" {
+                pinned
+            } else {
+                heap.as_mut_ptr()
+            };
+            for htod in [true, false] {
+                let touch = || {
+                    if kind == "pinned" {
+                        cu::touch(host, &mut sink[..size], htod);
+                    }
+                };
+                let lat = latencies(rounds, touch, || {
+                    let r = if htod {
+                        cu::cuMemcpyHtoD_raw(dev, host, size)
+                    } else {
+                        cu::cuMemcpyDtoH_raw(host, dev, size)
+                    };
+                    check("small copy", r);
+                });
+                rows.push(Row {
+                    name: format!(
+                        "{} {kind} {}, p50",
+                        if htod { "HtoD" } else { "DtoH" },
+                        crate::human(size as u64)
+                    ),
+                    value: us(crate::floors::percentile(&lat, 0.5)),
+                    unit: "µs",
+                    floor_name: "shm round trip with the bytes".into(),
+                    floor,
+                    lower_is_better: true,
+                    target: Some(2.0),
+                    p99: Some(us(crate::floors::percentile(&lat, 0.99))),
+                });
+            }
+        }
+    }
+    check("cuMemFreeHost", cu::cuMemFreeHost(pinned.cast()));
     check("cuMemFree", cu::cuMemFree_v2(dev));
     rows
 }
@@ -323,6 +432,7 @@ pub fn registration() -> Row {
         floor: floor.as_secs_f64() * 1e3,
         lower_is_better: true,
         target: None,
+        p99: None,
     }
 }
 
@@ -417,6 +527,7 @@ pub fn decode_loop(
             floor,
             lower_is_better: true,
             target: None,
+            p99: None,
         },
         Row {
             name: format!("decode token ({launches} launches), wall"),
@@ -426,6 +537,7 @@ pub fn decode_loop(
             floor,
             lower_is_better: true,
             target: None,
+            p99: None,
         },
     ]
 }

@@ -9,6 +9,12 @@
 //! Errors follow spec §8.3: an async failure latches on its stream (first one wins), and a
 //! sticky one poisons the whole context until reset.
 //!
+//! A small data op (a copy or memset of at most [`QUICK_BYTES`]) or an event record whose
+//! stream is idle, with nothing to wait for under the legacy ordering, runs at once on the
+//! submitting thread instead of waking the stream's worker; a synchronize of an idle
+//! stream is answered at once. Either way it is ordered exactly as if it had been queued:
+//! everything submitted to the stream before it has finished.
+//!
 //! Stream capture records the work submitted to a capturing stream as graph nodes instead
 //! of running it; launching an executable graph replays its nodes in order on a stream, as
 //! one job. Capture covers one stream: a stream waiting on an event recorded outside the
@@ -47,6 +53,30 @@ pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_GRAPH_NODES: usize = 1 << 16;
 /// Most bytes of graph nodes one PD holds in its captures, graphs and executable graphs.
 pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
+
+/// Largest data op (bytes moved or set) that runs on the submitting thread when its stream
+/// is idle: about what one wake-up of a stream worker costs in copying.
+pub const QUICK_BYTES: u64 = 64 << 10;
+
+/// True for an op cheap enough to run on the submitting thread (see [`QUICK_BYTES`]).
+fn is_quick(op: &Op) -> bool {
+    match op {
+        Op::CopyHtoD { src, .. } => src.len() <= QUICK_BYTES,
+        Op::CopyDtoH { dst, .. } => dst.len() <= QUICK_BYTES,
+        Op::CopyDtoD { len, .. } => *len <= QUICK_BYTES,
+        Op::Memset {
+            width,
+            height,
+            elem_size,
+            ..
+        } => {
+            let bytes = width.saturating_mul(u64::from(*elem_size));
+            bytes.saturating_mul(*height) <= QUICK_BYTES
+        }
+        Op::EventRecord { .. } => true,
+        _ => false,
+    }
+}
 
 /// Kinds of handle; the kind is kept in the top byte so that a handle of the wrong kind is
 /// never found.
@@ -421,6 +451,55 @@ impl StreamSet {
         self.events.len() as u32
     }
 
+    /// True when work submitted to `handle` now may run at once on the caller's thread:
+    /// nothing is queued on it and, under the NULL stream's legacy ordering, it waits for
+    /// no other stream. When true, the ordering state is updated as for work that was
+    /// queued and has finished.
+    fn idle(&mut self, handle: u64) -> bool {
+        let idle = |s: &Stream| s.state.queued.load(Ordering::Acquire) == 0;
+        let Some(s) = self.streams.get(&handle) else {
+            return false;
+        };
+        if !idle(s) {
+            return false;
+        }
+        if handle == 0 {
+            let busy = self
+                .streams
+                .iter()
+                .any(|(h, s)| *h != 0 && s.blocking && s.dirty && !idle(s));
+            if busy {
+                return false;
+            }
+            for (_, s) in self.streams.iter_mut().filter(|(h, _)| **h != 0) {
+                s.dirty = false;
+            }
+        } else {
+            let waits = s.blocking && s.null_epoch < self.null_epoch;
+            if waits && !self.streams.get(&0).is_some_and(idle) {
+                return false;
+            }
+            let epoch = self.null_epoch;
+            if let Some(s) = self.streams.get_mut(&handle) {
+                s.null_epoch = epoch;
+                s.dirty = false;
+            }
+        }
+        true
+    }
+
+    /// Runs `job` at once on this thread when `handle` is [`idle`](Self::idle), else
+    /// queues it.
+    fn run_or_push(&mut self, handle: u64, job: Job) {
+        if self.idle(handle) {
+            if let Some(state) = self.streams.get(&handle).map(|s| s.state.clone()) {
+                return job(&self.shared, &state);
+            }
+        }
+        // The stream exists (the callers checked), so push cannot fail.
+        let _ = self.push(handle, job);
+    }
+
     fn send(&mut self, handle: u64, job: Job) {
         if let Some(s) = self.streams.get(&handle) {
             s.state.queued.fetch_add(1, Ordering::Acquire);
@@ -514,6 +593,7 @@ impl StreamSet {
             let _ = self.push(handle, job);
             return Ok(());
         }
+        let quick = is_quick(&op);
         let event = match &op {
             Op::EventRecord { event } | Op::WaitEvent { event } => match self.events.get(event) {
                 Some(e) => Some(e.inner.clone()),
@@ -570,8 +650,12 @@ impl StreamSet {
             job(sh, st);
             release(sh);
         });
-        // The stream exists (checked above), so push cannot fail.
-        let _ = self.push(handle, job);
+        if quick {
+            self.run_or_push(handle, job);
+        } else {
+            // The stream exists (checked above), so push cannot fail.
+            let _ = self.push(handle, job);
+        }
         Ok(())
     }
 
@@ -590,8 +674,7 @@ impl StreamSet {
                 .unwrap_or(Status::SUCCESS);
             done.fire(Outcome::status(status));
         });
-        // The stream exists, so push cannot fail.
-        let _ = self.push(handle, job);
+        self.run_or_push(handle, job);
     }
 
     pub(crate) fn query(&mut self, handle: u64) -> Status {
@@ -619,6 +702,20 @@ impl StreamSet {
                 self.invalidate(h);
             }
             return done.fire(Outcome::status(Status::STREAM_CAPTURE_UNSUPPORTED));
+        }
+        let all_idle = self
+            .streams
+            .values()
+            .all(|s| s.state.queued.load(Ordering::Acquire) == 0);
+        if all_idle {
+            let first = self
+                .streams
+                .values()
+                .filter_map(|s| s.state.take_latched())
+                .min_by_key(|(seq, _)| *seq)
+                .map(|(_, s)| s);
+            let status = self.shared.sticky().or(first).unwrap_or(Status::SUCCESS);
+            return done.fire(Outcome::status(status));
         }
         struct Join {
             left: usize,
@@ -1036,5 +1133,124 @@ fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
         Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
         Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
         op => sh.backend.execute(op, &sh.cancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::soft::{SoftConfig, SoftExecutor};
+    use crate::exec::{Context, Executor, Limits};
+    use std::sync::mpsc;
+    use std::thread::ThreadId;
+
+    struct Sink;
+    impl CallbackSink for Sink {
+        fn host_func(&self, _cookie: u64) {}
+    }
+
+    fn context() -> Box<dyn Context> {
+        let exec = SoftExecutor::new(SoftConfig {
+            memory: 64 << 20,
+            ..SoftConfig::default()
+        });
+        let limits = Limits {
+            mem_quota: 64 << 20,
+            max_objects: 1024,
+        };
+        exec.new_context(1, limits, Arc::new(Sink))
+            .expect("context")
+    }
+
+    fn memset(dst: u64, count: u64) -> Op {
+        Op::Memset {
+            dst,
+            pitch: 0,
+            width: count,
+            height: 1,
+            value: 7,
+            elem_size: 4,
+        }
+    }
+
+    /// A ticket that reports the thread that fired it.
+    fn ticket() -> (Ticket, mpsc::Receiver<(ThreadId, Status)>) {
+        let (tx, rx) = mpsc::channel();
+        let t = Ticket::new(move |o: Outcome| {
+            let _ = tx.send((std::thread::current().id(), o.status));
+        });
+        (t, rx)
+    }
+
+    #[test]
+    fn small_ops_on_idle_streams_run_on_the_submitting_thread() {
+        let mut ctx = context();
+        let buf = ctx.mem_alloc(1 << 20).expect("alloc");
+        let me = std::thread::current().id();
+        let s = ctx.stream_create(0, 0).expect("stream");
+        for stream in [0, s] {
+            let (t, rx) = ticket();
+            assert!(ctx.submit(stream, memset(buf, 16), Some(t)).is_ok());
+            // Already done when submit returns, on this thread.
+            assert_eq!(rx.try_recv().ok(), Some((me, Status::SUCCESS)));
+            let (t, rx) = ticket();
+            ctx.stream_sync(stream, t);
+            assert_eq!(rx.try_recv().ok(), Some((me, Status::SUCCESS)));
+        }
+        // A large one goes to the stream's worker.
+        let (t, rx) = ticket();
+        let big = memset(buf, (QUICK_BYTES / 4) + 1);
+        assert!(ctx.submit(s, big, Some(t)).is_ok());
+        let (thread, status) = rx.recv_timeout(Duration::from_secs(10)).expect("done");
+        assert_eq!(status, Status::SUCCESS);
+        assert_ne!(thread, me);
+    }
+
+    #[test]
+    fn small_ops_wait_for_busy_streams_and_the_legacy_ordering() {
+        let mut ctx = context();
+        let buf = ctx.mem_alloc(1 << 20).expect("alloc");
+        let blocking = ctx.stream_create(0, 0).expect("stream");
+        let non_blocking = ctx
+            .stream_create(vgpu_proto::cmd::stream_flags::NON_BLOCKING, 0)
+            .expect("stream");
+        // A host function holds the blocking stream.
+        assert!(ctx
+            .submit(blocking, Op::HostFunc { cookie: 1 }, None)
+            .is_ok());
+        // Its own later work, and the NULL stream's (legacy ordering), wait for it.
+        let (t1, rx1) = ticket();
+        assert!(ctx.submit(blocking, memset(buf, 4), Some(t1)).is_ok());
+        let (t2, rx2) = ticket();
+        assert!(ctx.submit(0, memset(buf + 64, 4), Some(t2)).is_ok());
+        // A non-blocking stream does not.
+        let (t3, rx3) = ticket();
+        assert!(ctx
+            .submit(non_blocking, memset(buf + 128, 4), Some(t3))
+            .is_ok());
+        let me = std::thread::current().id();
+        assert_eq!(rx3.try_recv().ok(), Some((me, Status::SUCCESS)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx1.try_recv().is_err(), "ran before the host function");
+        assert!(rx2.try_recv().is_err(), "the NULL stream did not wait");
+        let (t, rx) = ticket();
+        ctx.synchronize(t);
+        assert!(rx.try_recv().is_err(), "synchronized with a stream busy");
+        ctx.host_func_done(1);
+        for rx in [rx1, rx2, rx] {
+            let (thread, status) = rx.recv_timeout(Duration::from_secs(10)).expect("done");
+            assert_eq!(status, Status::SUCCESS);
+            assert_ne!(thread, me);
+        }
+        // Everything idle again (the workers count a job done just after it completes
+        // its ticket): a synchronize is answered at once.
+        for stream in [0, blocking, non_blocking] {
+            while ctx.stream_query(stream) == Status::NOT_READY {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let (t, rx) = ticket();
+        ctx.synchronize(t);
+        assert_eq!(rx.try_recv().ok(), Some((me, Status::SUCCESS)));
     }
 }
