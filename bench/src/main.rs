@@ -42,6 +42,9 @@ struct Args {
     /// seconds (for profiling them).
     #[arg(long)]
     small_only: Option<u64>,
+    /// Only the decode loop with a graph, for this many tokens.
+    #[arg(long)]
+    graph_only: Option<usize>,
     /// The module whose vecAdd the launch benchmark posts.
     #[arg(long, default_value = "fatbin/tests/fixtures/kernels.fatbin")]
     fatbin: PathBuf,
@@ -283,6 +286,17 @@ fn main() {
         }
         return;
     }
+    if let Some(tokens) = args.graph_only {
+        let small = |i: usize| floors::percentile(&handoff[i], 0.5) as f64;
+        print_rows(&shims::decode_graph(
+            &args.fatbin,
+            tokens,
+            300,
+            small(0),
+            small(3),
+        ));
+        return;
+    }
     let sleepy = Connection::connect(&opts(Duration::ZERO)).expect("second connection");
     let stack_sleep = rtt(sleepy.queue(), rounds / 4);
     drop(sleepy);
@@ -454,6 +468,19 @@ fn main() {
         ping_pong_ns,
     ));
 
+    let small = |size: usize| {
+        shims::SMALL_SIZES
+            .iter()
+            .position(|&s| s == size)
+            .map_or(0.0, |i| floors::percentile(&handoff[i], 0.5) as f64)
+    };
+    rows.extend(shims::decode_graph(
+        &args.fatbin,
+        tokens,
+        300,
+        small(4),
+        small(shims::LOGITS),
+    ));
     print_rows(&rows);
     let json_rows: Vec<String> = rows
         .iter()

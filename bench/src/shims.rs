@@ -111,6 +111,16 @@ mod cu {
             pub fn cuStreamCreate(s: *mut usize, flags: u32) -> u32;
             pub fn cuStreamDestroy_v2(s: usize) -> u32;
             pub fn cuStreamSynchronize(s: usize) -> u32;
+            pub fn cuStreamBeginCapture_v2(s: usize, mode: u32) -> u32;
+            pub fn cuStreamEndCapture(s: usize, g: *mut usize) -> u32;
+            pub fn cuGraphInstantiateWithFlags(e: *mut usize, g: usize, flags: u64) -> u32;
+            pub fn cuGraphLaunch(e: usize, s: usize) -> u32;
+            pub fn cuGraphExecDestroy(e: usize) -> u32;
+            pub fn cuGraphDestroy(g: usize) -> u32;
+            pub fn cuEventCreate(e: *mut usize, flags: u32) -> u32;
+            pub fn cuEventDestroy_v2(e: usize) -> u32;
+            pub fn cuEventRecord(e: usize, s: usize) -> u32;
+            pub fn cuEventElapsedTime(ms: *mut f32, start: usize, end: usize) -> u32;
             pub fn cuLaunchKernel(
                 f: usize,
                 gx: u32,
@@ -211,6 +221,46 @@ mod cu {
     pub fn cuStreamSynchronize(s: usize) -> u32 {
         // SAFETY: see above.
         unsafe { sys::cuStreamSynchronize(s) }
+    }
+    pub fn cuStreamBeginCapture_v2(s: usize, mode: u32) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuStreamBeginCapture_v2(s, mode) }
+    }
+    pub fn cuStreamEndCapture(s: usize, g: &mut usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuStreamEndCapture(s, g) }
+    }
+    pub fn cuGraphInstantiateWithFlags(e: &mut usize, g: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuGraphInstantiateWithFlags(e, g, 0) }
+    }
+    pub fn cuGraphLaunch(e: usize, s: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuGraphLaunch(e, s) }
+    }
+    pub fn cuGraphExecDestroy(e: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuGraphExecDestroy(e) }
+    }
+    pub fn cuGraphDestroy(g: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuGraphDestroy(g) }
+    }
+    pub fn cuEventCreate(e: &mut usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuEventCreate(e, 0) }
+    }
+    pub fn cuEventDestroy_v2(e: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuEventDestroy_v2(e) }
+    }
+    pub fn cuEventRecord(e: usize, s: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuEventRecord(e, s) }
+    }
+    pub fn cuEventElapsedTime(ms: &mut f32, start: usize, end: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuEventElapsedTime(ms, start, end) }
     }
     /// A launch of a kernel without parameters.
     pub fn cuLaunchKernel(f: usize, grid: [u32; 3], block: [u32; 3], stream: usize) -> u32 {
@@ -436,6 +486,150 @@ pub fn registration() -> Row {
     }
 }
 
+/// Loads `fatbin` through libcuda and returns its kernel without parameters, or says why
+/// `what` is not measured.
+fn no_params_kernel(fatbin: &std::path::Path, what: &str) -> Option<usize> {
+    check("cuInit", cu::cuInit(0));
+    let image = match std::fs::read(fatbin) {
+        Ok(mut v) => {
+            v.resize(v.len().next_multiple_of(64), 0);
+            v
+        }
+        Err(e) => {
+            println!("{what}: not measured ({}: {e})", fatbin.display());
+            return None;
+        }
+    };
+    let mut module = 0usize;
+    check(
+        "cuModuleLoadData",
+        cu::cuModuleLoadData(&mut module, &image),
+    );
+    let mut func = 0usize;
+    check(
+        "cuModuleGetFunction",
+        cu::cuModuleGetFunction(&mut func, module, c"_Z9no_paramsv".as_ptr()),
+    );
+    Some(func)
+}
+
+/// Bytes of a token's logits in the graph decode loop (a 16k vocabulary in f32).
+pub const LOGITS: usize = 64 << 10;
+
+/// A decode step as ggml runs it with CUDA graphs on: per token, the token id and its
+/// position copied in from pageable memory (asynchronously), one launch of a graph of
+/// `launches` kernels captured once, the logits ([`LOGITS`] bytes) copied back into
+/// pageable memory, and a stream synchronize. Events around the graph time the kernels on
+/// the device; what is left of the token's wall time is the stack's overhead, against a
+/// floor of two shared-memory round trips carrying the same bytes (`handoff_small` for the
+/// inputs, `handoff_logits` for the logits; p50 nanoseconds).
+pub fn decode_graph(
+    fatbin: &std::path::Path,
+    tokens: usize,
+    launches: usize,
+    handoff_small: f64,
+    handoff_logits: f64,
+) -> Vec<Row> {
+    let Some(func) = no_params_kernel(fatbin, "decode loop with a graph") else {
+        return Vec::new();
+    };
+    let mut stream = 0usize;
+    check("cuStreamCreate", cu::cuStreamCreate(&mut stream, 1));
+    // Capture the token's kernels once (relaxed mode), as ggml does.
+    check(
+        "cuStreamBeginCapture",
+        cu::cuStreamBeginCapture_v2(stream, 2),
+    );
+    for _ in 0..launches {
+        check(
+            "cuLaunchKernel",
+            cu::cuLaunchKernel(func, [1, 1, 1], [32, 1, 1], stream),
+        );
+    }
+    let mut graph = 0usize;
+    check(
+        "cuStreamEndCapture",
+        cu::cuStreamEndCapture(stream, &mut graph),
+    );
+    let mut exec = 0usize;
+    check(
+        "cuGraphInstantiate",
+        cu::cuGraphInstantiateWithFlags(&mut exec, graph),
+    );
+    let (mut start, mut end) = (0usize, 0usize);
+    check("cuEventCreate", cu::cuEventCreate(&mut start));
+    check("cuEventCreate", cu::cuEventCreate(&mut end));
+    let mut dev = 0u64;
+    check("cuMemAlloc", cu::cuMemAlloc_v2(&mut dev, 8 + LOGITS));
+    let inputs = [7u32, 0u32];
+    let mut logits = vec![0u8; LOGITS];
+    // One token: (wall, kernel time) in microseconds.
+    let mut token = |pos: u32| {
+        let t0 = Instant::now();
+        for (i, v) in [inputs[0], pos].iter().enumerate() {
+            let r =
+                cu::cuMemcpyHtoDAsync_v2(dev + 4 * i as u64, (v as *const u32).cast(), 4, stream);
+            check("cuMemcpyHtoDAsync", r);
+        }
+        check("cuEventRecord", cu::cuEventRecord(start, stream));
+        check("cuGraphLaunch", cu::cuGraphLaunch(exec, stream));
+        check("cuEventRecord", cu::cuEventRecord(end, stream));
+        let r = cu::cuMemcpyDtoHAsync_v2(logits.as_mut_ptr().cast(), dev + 8, LOGITS, stream);
+        check("cuMemcpyDtoHAsync", r);
+        check("cuStreamSynchronize", cu::cuStreamSynchronize(stream));
+        let wall = t0.elapsed().as_secs_f64() * 1e6;
+        let mut ms = 0f32;
+        check(
+            "cuEventElapsedTime",
+            cu::cuEventElapsedTime(&mut ms, start, end),
+        );
+        (wall, f64::from(ms) * 1000.0)
+    };
+    for pos in 0..3 {
+        token(pos);
+    }
+    let mut overhead: Vec<u64> = Vec::with_capacity(tokens);
+    let (mut wall_sum, mut kernel_sum) = (0f64, 0f64);
+    for pos in 0..tokens as u32 {
+        let (wall, kernel) = token(pos);
+        wall_sum += wall;
+        kernel_sum += kernel;
+        overhead.push(((wall - kernel).max(0.0) * 1000.0) as u64);
+    }
+    overhead.sort_unstable();
+    check("cuMemFree", cu::cuMemFree_v2(dev));
+    check("cuEventDestroy", cu::cuEventDestroy_v2(start));
+    check("cuEventDestroy", cu::cuEventDestroy_v2(end));
+    check("cuGraphExecDestroy", cu::cuGraphExecDestroy(exec));
+    check("cuGraphDestroy", cu::cuGraphDestroy(graph));
+    check("cuStreamDestroy", cu::cuStreamDestroy_v2(stream));
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let floor = (handoff_small + handoff_logits) / 1000.0;
+    let floor_name = "shm round trips with the bytes".to_string();
+    vec![
+        Row {
+            name: format!("decode token, graph of {launches}: overhead"),
+            value: us(crate::floors::percentile(&overhead, 0.5)),
+            unit: "µs",
+            floor_name: floor_name.clone(),
+            floor,
+            lower_is_better: true,
+            target: None,
+            p99: Some(us(crate::floors::percentile(&overhead, 0.99))),
+        },
+        Row {
+            name: format!("decode token, graph of {launches}: wall"),
+            value: wall_sum / tokens as f64,
+            unit: "µs",
+            floor_name: "of which kernels (events)".to_string(),
+            floor: kernel_sum / tokens as f64,
+            lower_is_better: true,
+            target: None,
+            p99: None,
+        },
+    ]
+}
+
 /// A decode-shaped loop through libcuda: per token, `launches` small kernel launches on a
 /// stream, two small host-to-device copies and one device-to-host copy from pinned memory,
 /// then a stream synchronize. Returns rows of the guest CPU spent posting a token's work
@@ -449,30 +643,9 @@ pub fn decode_loop(
     ring_post_ns: f64,
     ping_pong_ns: f64,
 ) -> Vec<Row> {
-    check("cuInit", cu::cuInit(0));
-    let image = match std::fs::read(fatbin) {
-        Ok(mut v) => {
-            v.resize(v.len().next_multiple_of(64), 0);
-            v
-        }
-        Err(e) => {
-            println!(
-                "decode-shaped loop: not measured ({}: {e})",
-                fatbin.display()
-            );
-            return Vec::new();
-        }
+    let Some(func) = no_params_kernel(fatbin, "decode-shaped loop") else {
+        return Vec::new();
     };
-    let mut module = 0usize;
-    check(
-        "cuModuleLoadData",
-        cu::cuModuleLoadData(&mut module, &image),
-    );
-    let mut func = 0usize;
-    check(
-        "cuModuleGetFunction",
-        cu::cuModuleGetFunction(&mut func, module, c"_Z9no_paramsv".as_ptr()),
-    );
     let mut stream = 0usize;
     check("cuStreamCreate", cu::cuStreamCreate(&mut stream, 1));
     let mut pinned: *mut c_void = std::ptr::null_mut();

@@ -399,6 +399,12 @@ impl Handler for Worker {
         self.engine.handle(q, self.pd.as_ref(), taken)
     }
 
+    fn expects_more(&self) -> bool {
+        self.pd
+            .as_ref()
+            .is_some_and(|pd| pd.active_within(queue::SPIN))
+    }
+
     fn dma_allowed(&self) -> bool {
         self.engine.env.bus_master.load(Ordering::Acquire)
     }

@@ -75,6 +75,16 @@ impl Pd {
         lock(&self.ctx)
     }
 
+    /// True while work submitted to the PD's streams is queued or running, or finished
+    /// within `recent` (or someone holds the context right now: active enough).
+    pub fn active_within(&self, recent: std::time::Duration) -> bool {
+        match self.ctx.try_lock() {
+            Ok(c) => c.active_within(recent),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().active_within(recent),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        }
+    }
+
     /// WINDOW_REGISTER.
     pub fn add_window(&self, id: u32, w: Window) -> Result<(), Status> {
         let mut ws = lock(&self.windows);

@@ -13,6 +13,12 @@ use vgpu_proto::{DecodeError, Status};
 
 /// How long a worker keeps polling an empty ring before it parks.
 pub const SPIN: Duration = Duration::from_micros(50);
+/// How long a worker keeps polling an empty ring, yielding its CPU between polls, while
+/// the work its client submitted is still running or finished within [`SPIN`]
+/// ([`Handler::expects_more`]): the client posts again as soon as that work completes (a
+/// decode step: read the logits, synchronize, post the next token), and a parked worker
+/// costs a doorbell and a wake-up each time.
+pub const SPIN_BUSY: Duration = Duration::from_millis(10);
 /// How long an idle worker polls without giving up its CPU (see [`SPIN`]).
 const YIELD_AFTER: Duration = Duration::from_micros(5);
 /// How long a parked worker (or a completion waiting for room) sleeps before it looks at
@@ -306,6 +312,12 @@ pub trait Handler: Send + Sync {
     fn handle(&self, q: &Arc<Queue>, taken: Taken);
     /// True when the device may DMA (bus mastering on).
     fn dma_allowed(&self) -> bool;
+    /// True when the client is likely to post again soon: work it submitted is still
+    /// running or finished within [`SPIN`], and it acts on completions (see
+    /// [`SPIN_BUSY`]).
+    fn expects_more(&self) -> bool {
+        false
+    }
     /// The queue stopped on its own.
     fn fault(&self, q: &Arc<Queue>, fault: QueueFault);
 }
@@ -377,7 +389,7 @@ fn serve(
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             let idle = since.elapsed();
-            if idle < SPIN {
+            if idle < SPIN || (idle < SPIN_BUSY && handler.expects_more()) {
                 // Past the first few microseconds of an idle spell, let a thread that has
                 // work (a stream thread copying, say) have this CPU between polls.
                 if idle >= YIELD_AFTER {

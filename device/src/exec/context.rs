@@ -309,6 +309,10 @@ impl Context for StreamContext {
         }
     }
 
+    fn active_within(&self, recent: std::time::Duration) -> bool {
+        self.streams.active_within(recent)
+    }
+
     fn sticky_error(&self) -> Option<Status> {
         self.shared.sticky()
     }

@@ -503,6 +503,9 @@ pub trait Context: Send {
     fn reset(&mut self);
     /// The PD's sticky error, if any (§8.3).
     fn sticky_error(&self) -> Option<Status>;
+    /// True while work submitted to the context's streams is queued or running, or when
+    /// the last of it finished within `recent`.
+    fn active_within(&self, recent: std::time::Duration) -> bool;
     /// Live object counts.
     fn counts(&self) -> Counts;
 }

@@ -149,6 +149,14 @@ pub(crate) struct Shared {
     /// Jobs queued by [`StreamSet::submit`] and not yet run, and the bytes they hold.
     jobs: AtomicU32,
     held: AtomicU64,
+    /// When the last job finished, in nanoseconds since [`epoch`] (0: never).
+    last_done: AtomicU64,
+}
+
+/// The clock origin of [`Shared::last_done`].
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl Shared {
@@ -165,6 +173,7 @@ impl Shared {
             threads: AtomicU32::new(0),
             jobs: AtomicU32::new(0),
             held: AtomicU64::new(0),
+            last_done: AtomicU64::new(0),
         }
     }
 
@@ -183,6 +192,17 @@ impl Shared {
 
     pub(crate) fn pending(&self) -> u32 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// True while some stream has a job queued or running, or the last one finished
+    /// within `recent`.
+    fn active_within(&self, recent: Duration) -> bool {
+        if self.jobs.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        let done = self.last_done.load(Ordering::Relaxed);
+        let now = epoch().elapsed().as_nanos() as u64;
+        done != 0 && now.saturating_sub(done) < recent.as_nanos() as u64
     }
 
     fn cancelled(&self) -> bool {
@@ -443,6 +463,12 @@ impl StreamSet {
         Ok(())
     }
 
+    /// True while work submitted to a stream is queued or running, or finished within
+    /// `recent`.
+    pub(crate) fn active_within(&self, recent: Duration) -> bool {
+        self.shared.active_within(recent)
+    }
+
     pub(crate) fn stream_count(&self) -> u32 {
         self.streams.len().saturating_sub(1) as u32
     }
@@ -575,6 +601,8 @@ impl StreamSet {
         self.shared.jobs.fetch_add(1, Ordering::AcqRel);
         self.shared.held.fetch_add(bytes, Ordering::AcqRel);
         let release = move |sh: &Shared| {
+            let now = epoch().elapsed().as_nanos() as u64;
+            sh.last_done.store(now.max(1), Ordering::Relaxed);
             sh.jobs.fetch_sub(1, Ordering::AcqRel);
             sh.held.fetch_sub(bytes, Ordering::AcqRel);
         };

@@ -1,7 +1,9 @@
 //! Memory, copies, memsets, streams, events and synchronisation of the driver API, on the
 //! process's queue. Asynchronous work is posted with no round trip; synchronous calls wait
 //! for their completion. Copies from pageable memory are staged through the first window in
-//! chunks, several in flight at once; copies from pinned memory (a window) go straight.
+//! chunks, several in flight at once, except small host-to-device ones, which travel in the
+//! queue entry itself (asynchronous ones with no round trip); copies from pinned memory (a
+//! window) go straight.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -14,6 +16,9 @@ use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
 pub type CuResult = u32;
 /// Staging chunk for pageable copies.
 pub const CHUNK: usize = 1 << 20;
+/// Largest pageable host-to-device copy carried inline in its queue entry (64 ring slots)
+/// instead of staged through the window.
+pub const INLINE_COPY: usize = 4 << 10;
 
 /// Device allocations of this process (for pointer classification), base → size.
 static ALLOCATIONS: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
@@ -198,8 +203,9 @@ pub(crate) fn window_of(conn: &Connection, p: usize, n: usize) -> Option<(u32, u
     })
 }
 
-/// Copies host to device; asynchronous (no wait) when the source is pinned and `wait` is
-/// false, else staged and complete on return.
+/// Copies host to device; asynchronous (no wait) when `wait` is false and the source is
+/// pinned or at most [`INLINE_COPY`] bytes (carried in the queue entry: the caller may
+/// reuse its buffer at once, as after CUDA's staging), else staged and complete on return.
 pub(crate) fn htod(
     dst: u64,
     src: *const u8,
@@ -225,6 +231,21 @@ pub(crate) fn htod(
         } else {
             post(Command::MEMCPY_HTOD(args), stream_)
         };
+    }
+    if n <= INLINE_COPY && !crate::graph::is_capturing(stream_) {
+        let (_, q) = conn()?;
+        if n <= q.max_inline() as usize {
+            // SAFETY: the caller's source holds `n` bytes (CUDA's contract).
+            let data = unsafe { std::slice::from_raw_parts(src, n) };
+            let args = CopyHtoDArgs {
+                dst,
+                len: n as u64,
+                src_window: 0,
+                rsv0: 0,
+                src_offset: 0,
+            };
+            return run_inline(Command::MEMCPY_HTOD(args), stream_, data, wait);
+        }
     }
     staged(
         n,

@@ -52,8 +52,11 @@ use vgpu_os::shm::{OutOfBounds, SharedMemory};
 pub const TIMEOUT_ENV: &str = "VGPU_TIMEOUT_MS";
 /// The default bound on every wait.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(600_000);
-/// The default time a waiter polls the completion ring before it sleeps.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// The default time a waiter polls the completion ring (yielding its CPU between polls
+/// after the first microseconds) before it sleeps on the interrupt. Like CUDA's default
+/// scheduling, which spins or yields rather than block: a decode step's synchronize waits
+/// milliseconds, and waking from the interrupt costs tens of microseconds each time.
+pub const DEFAULT_SPIN: Duration = Duration::from_millis(10);
 
 /// How to connect. [`ConnectOptions::from_env`] (also the [`Default`]) reads the
 /// environment; tests and tools set the fields directly.

@@ -479,6 +479,11 @@ impl Context for FakeContext {
         *lock(&self.shared.script.sticky)
     }
 
+    /// The fake completes every op as it is submitted: nothing is ever in flight.
+    fn active_within(&self, _recent: std::time::Duration) -> bool {
+        false
+    }
+
     fn counts(&self) -> Counts {
         self.counts
     }
