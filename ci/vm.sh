@@ -72,9 +72,11 @@ done
 install -m 0644 udev/70-vgpu-stub.rules "$g/etc/udev/rules.d/"
 install -m 0644 driver/vgpu-driver.service tests/vm/vgpu-vm-test.service "$g/etc/systemd/system/"
 # Small first windows: behind the emulated IOMMU every 4 KiB page is a DMA mapping of its
-# own, and TCG maps them slowly.
+# own, and TCG maps them slowly. Two MSI-X vectors, as a guest short of vectors would
+# grant: the admin queue and the first client's queue get interrupts, the second
+# client's queue a timer (both kinds run at once below).
 mkdir -p "$g/etc/systemd/system/vgpu-driver.service.d"
-printf '[Service]\nEnvironment=RUST_LOG=info,vgpu_driver=debug\nExecStart=\nExecStart=/usr/local/bin/vgpu-driver --device 1234:7667 --socket /run/vgpu/vgpu.sock --group vgpu --window-size 4194304\n' \
+printf '[Service]\nEnvironment=RUST_LOG=info,vgpu_driver=debug\nExecStart=\nExecStart=/usr/local/bin/vgpu-driver --device 1234:7667 --socket /run/vgpu/vgpu.sock --group vgpu --window-size 4194304 --max-vectors 2\n' \
   > "$g/etc/systemd/system/vgpu-driver.service.d/vm-test.conf"
 grep -q '^vgpu:' "$g/etc/group" || echo 'vgpu:x:990:' >> "$g/etc/group"
 chroot "$g" systemctl enable vgpu-driver.service vgpu-vm-test.service >/dev/null 2>&1

@@ -447,6 +447,43 @@ fn ptx_faults_are_sticky_for_their_pd_only() {
     drop(d);
 }
 
+/// GPU utilisation (PD_STATS) is the share of the last complete second during which
+/// kernels ran: a PD whose kernel spun for 1.5 s shows most of a second, the device too,
+/// and a PD that ran nothing shows 0.
+#[test]
+fn utilisation_counts_the_time_kernels_run() {
+    let cfg = vgpu_stub::exec::soft::SoftConfig {
+        memory: 1 << 30,
+        launch_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let stub = Stub::start_with(1, cfg);
+    let mut d = BareDriver::connect(&stub);
+    let text = SPIN_AND_POKE;
+    let mut busy = d.pd_client(1, 1 << 20, 0);
+    let idle = d.pd_client(2, 1 << 20, 0);
+    let r = load(&mut d, &mut busy, text, sha256(text), false);
+    assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
+    let (_, funcs) = decode_module_info(&d.read(busy.window, r.result1 as usize)).unwrap();
+    let spin = funcs
+        .iter()
+        .find(|f| f.name == "spin")
+        .unwrap()
+        .record
+        .handle;
+    assert_eq!(d.stats(busy.pd).gpu_util, 0, "nothing ran yet");
+    assert_eq!(
+        launch(&mut busy, spin, 2, 32, &[]).status(),
+        Status::LAUNCH_TIMEOUT
+    );
+    let (mine, device, other) = (d.stats(busy.pd), d.stats(0), d.stats(idle.pd));
+    assert!(mine.gpu_util >= 50, "the busy PD: {}%", mine.gpu_util);
+    assert!(device.gpu_util >= 50, "the device: {}%", device.gpu_util);
+    assert_eq!(other.gpu_util, 0, "the idle PD");
+    drop((busy, idle));
+    drop(d);
+}
+
 /// Teardown is bounded and never waits on a guest's kernel: PD_DESTROY and CONTROL.RESET
 /// return promptly while kernels that never end run, and the device serves again.
 #[test]

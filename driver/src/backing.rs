@@ -64,6 +64,11 @@ pub trait DeviceBacking: Send + Sync {
     /// The backing keeps the current eventfd of each vector (kernel VFIO routes all of them
     /// at open).
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError>;
+    /// How many MSI-X vectors, from 0 up, [`vector_eventfd`](Self::vector_eventfd) can
+    /// route: all of them unless the system granted fewer.
+    fn vectors(&self) -> u16 {
+        pci::MSIX_VECTORS
+    }
     /// Maps memory for device DMA; returns the address the device reaches it at (`r.iova`
     /// under [`AddressSpace::Iova`]).
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError>;

@@ -101,6 +101,46 @@ pub(crate) fn route_vector(
     slot.try_clone().map_err(DriverError::Io)
 }
 
+/// Enables MSI-X on `device` with as many vectors as the system grants, at most `want`
+/// (trying `want`, then halving: a guest with few vCPUs may refuse 256), and returns one
+/// eventfd per routed vector. None granted is not an error: every queue then wakes its
+/// sleeping client by timer (see the server), and the admin queue is polled.
+pub(crate) fn enable_vectors(
+    want: u16,
+    mut route: impl FnMut(&[EventFd]) -> std::io::Result<()>,
+) -> Result<Vec<EventFd>, DriverError> {
+    let mut n = want.clamp(1, pci::MSIX_VECTORS);
+    loop {
+        let vectors: Vec<EventFd> = (0..n)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))
+            .collect::<Result<_, _>>()
+            .map_err(DriverError::Io)?;
+        match route(&vectors) {
+            Ok(()) => {
+                if n < pci::MSIX_VECTORS {
+                    log::warn!(
+                        "MSI-X: {n} of {} vectors routed (asked for {want}); queues {n} and up wake their sleeping clients by a {:?} timer instead of interrupts",
+                        pci::MSIX_VECTORS,
+                        crate::server::INTERRUPT_TICK
+                    );
+                }
+                return Ok(vectors);
+            }
+            Err(e) if n > 1 => {
+                log::info!("MSI-X: {n} vectors refused ({e}); trying {}", n / 2);
+                n /= 2;
+            }
+            Err(e) => {
+                log::warn!(
+                    "MSI-X: no vector could be routed ({e}); every queue wakes its sleeping client by a {:?} timer and the admin queue is polled",
+                    crate::server::INTERRUPT_TICK
+                );
+                return Ok(Vec::new());
+            }
+        }
+    }
+}
+
 /// VGPU-STUB through kernel VFIO.
 pub struct KernelVfioBacking {
     container: Arc<VfioContainer>,
@@ -131,8 +171,9 @@ fn vfio(what: &'static str) -> impl FnOnce(vfio_ioctls::VfioError) -> DriverErro
 }
 
 impl KernelVfioBacking {
-    /// Opens the device `spec` (see [`find_device`]) through a type1 container.
-    pub fn open(spec: &str) -> Result<Self, DriverError> {
+    /// Opens the device `spec` (see [`find_device`]) through a type1 container, with at
+    /// most `max_vectors` MSI-X vectors.
+    pub fn open(spec: &str, max_vectors: u16) -> Result<Self, DriverError> {
         let path = find_device(Path::new("/sys/bus/pci/devices"), spec)?;
         check_bound(&path)?;
         let container =
@@ -140,13 +181,11 @@ impl KernelVfioBacking {
         let ops: Arc<dyn VfioOps> = container.clone();
         let device = VfioDevice::new(&path, ops, false).map_err(vfio("opening the device"))?;
         device.reset();
-        let vectors: Vec<EventFd> = (0..pci::MSIX_VECTORS)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))
-            .collect::<Result<_, _>>()
-            .map_err(DriverError::Io)?;
-        device
-            .enable_msix(vectors.iter().collect())
-            .map_err(vfio("routing MSI-X"))?;
+        let vectors = enable_vectors(max_vectors, |fds| {
+            device
+                .enable_msix(fds.iter().collect())
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })?;
         let region = crate::vfio_raw::RegionInfo {
             offset: device.get_region_offset(VFIO_PCI_BAR0_REGION_INDEX),
             size: device.get_region_size(VFIO_PCI_BAR0_REGION_INDEX),
@@ -247,6 +286,10 @@ impl DeviceBacking for KernelVfioBacking {
         route_vector(&self.device, &self.vectors, vector)
     }
 
+    fn vectors(&self) -> u16 {
+        vgpu_os::lock(&self.vectors).len() as u16
+    }
+
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
         let len = r.mem.len();
         // SAFETY: `as_ptr()..+len` is a shared mapping owned by the DmaMem that owns this
@@ -280,6 +323,24 @@ impl DeviceBacking for KernelVfioBacking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msix_takes_the_vectors_the_system_grants() {
+        let grants = |most: usize| {
+            move |v: &[EventFd]| {
+                if v.len() <= most {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                }
+            }
+        };
+        assert_eq!(enable_vectors(256, grants(256)).unwrap().len(), 256);
+        assert_eq!(enable_vectors(256, grants(100)).unwrap().len(), 64);
+        assert_eq!(enable_vectors(3, grants(256)).unwrap().len(), 3);
+        assert_eq!(enable_vectors(1000, grants(1000)).unwrap().len(), 256);
+        assert!(enable_vectors(256, grants(0)).unwrap().is_empty());
+    }
 
     fn fake_sysfs() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

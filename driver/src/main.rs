@@ -58,6 +58,10 @@ struct Args {
     /// Device-memory quota per client in bytes (0 = all of it).
     #[arg(long, default_value_t = 0)]
     device_memory_quota: u64,
+    /// Most MSI-X vectors to route (1-256): queues past them wake their sleeping clients by
+    /// a timer. Kernel VFIO asks for this many and takes fewer if the system refuses.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_vectors: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,9 +83,11 @@ fn main() -> ExitCode {
         },
         (None, Some(dev)) => {
             let opened = if args.no_iommu {
-                NoIommuBacking::open(dev).map(|b| Box::new(b) as Box<dyn DeviceBacking>)
+                NoIommuBacking::open(dev, args.max_vectors)
+                    .map(|b| Box::new(b) as Box<dyn DeviceBacking>)
             } else {
-                KernelVfioBacking::open(dev).map(|b| Box::new(b) as Box<dyn DeviceBacking>)
+                KernelVfioBacking::open(dev, args.max_vectors)
+                    .map(|b| Box::new(b) as Box<dyn DeviceBacking>)
             };
             match opened {
                 Ok(b) => b,
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
         max_window_bytes: args.max_window_bytes,
         max_total_window_bytes: args.max_total_window_bytes,
         pd_mem_quota: args.device_memory_quota,
+        max_vectors: args.max_vectors,
     };
     let listener = match server::listen(&args.socket, 0o660, args.group.as_deref()) {
         Ok(l) => l,

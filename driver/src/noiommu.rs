@@ -22,7 +22,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vfio_bindings::bindings::vfio::*;
 use vgpu_os::shm::SharedMemory;
-use vgpu_proto::regs::pci;
 use vmm_sys_util::eventfd::EventFd;
 
 /// The vfio module's switch for the mode.
@@ -94,8 +93,9 @@ pub fn lock_physical(mem: &SharedMemory) -> Result<u64, DriverError> {
 }
 
 impl NoIommuBacking {
-    /// Opens the device `spec` (see [`find_device`]) through a no-IOMMU container.
-    pub fn open(spec: &str) -> Result<Self, DriverError> {
+    /// Opens the device `spec` (see [`find_device`]) through a no-IOMMU container, with at
+    /// most `max_vectors` MSI-X vectors.
+    pub fn open(spec: &str, max_vectors: u16) -> Result<Self, DriverError> {
         let path = find_device(Path::new("/sys/bus/pci/devices"), spec)?;
         check_bound(&path)?;
         check_noiommu_enabled(Path::new(NOIOMMU_PARAM))?;
@@ -137,13 +137,10 @@ impl NoIommuBacking {
             // The driver resets the device through CONTROL during bring-up as well.
             log::info!("VFIO reset of {name}: {e}; relying on the device's own reset");
         }
-        let vectors: Vec<EventFd> = (0..pci::MSIX_VECTORS)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))
-            .collect::<Result<_, _>>()
-            .map_err(DriverError::Io)?;
-        let fds: Vec<i32> = vectors.iter().map(|e| e.as_raw_fd()).collect();
-        vfio_raw::set_irq_eventfds(&device, VFIO_PCI_MSIX_IRQ_INDEX, 0, &fds)
-            .map_err(os("routing MSI-X"))?;
+        let vectors = crate::kernel_vfio::enable_vectors(max_vectors, |vectors| {
+            let fds: Vec<i32> = vectors.iter().map(|e| e.as_raw_fd()).collect();
+            vfio_raw::set_irq_eventfds(&device, VFIO_PCI_MSIX_IRQ_INDEX, 0, &fds)
+        })?;
         log::warn!(
             "no-IOMMU mode: {} can reach all of memory; DMA memory is locked huge pages given by physical address",
             path.display()
@@ -206,6 +203,10 @@ impl DeviceBacking for NoIommuBacking {
 
     fn vector_eventfd(&self, vector: u16) -> Result<EventFd, DriverError> {
         route_vector(&self.device, &self.vectors, vector)
+    }
+
+    fn vectors(&self) -> u16 {
+        vgpu_os::lock(&self.vectors).len() as u16
     }
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {

@@ -26,6 +26,47 @@ use vgpu_proto::regs::{self, caps};
 use vgpu_proto::Command;
 use vmm_sys_util::eventfd::EventFd;
 
+/// How often a queue without an MSI-X vector (the system granted fewer than there are
+/// queues) wakes its sleeping client, in place of the interrupt.
+pub const INTERRUPT_TICK: Duration = Duration::from_millis(1);
+
+/// What wakes a queue's sleeping client.
+enum Interrupt {
+    /// The eventfd of the queue's MSI-X vector.
+    Vector(EventFd),
+    /// A timer in its place, for a queue without a vector ([`interrupt_timer`]).
+    Timer(OwnedFd),
+}
+
+impl Interrupt {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Interrupt::Vector(e) => e.as_raw_fd(),
+            Interrupt::Timer(t) => t.as_raw_fd(),
+        }
+    }
+}
+
+/// The stand-in for the interrupt of a queue without an MSI-X vector: a timer readable
+/// every [`INTERRUPT_TICK`], which the client reads and polls like the eventfd (8 bytes,
+/// a count), so a sleeping client looks at its ring at that pace.
+fn interrupt_timer() -> Result<OwnedFd, Refusal> {
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    let refuse = |e: nix::Error| Refusal(error_code::DEVICE_ERROR, format!("interrupt timer: {e}"));
+    let t = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )
+    .map_err(refuse)?;
+    t.set(
+        Expiration::Interval(TimeSpec::from_duration(INTERRUPT_TICK)),
+        TimerSetTimeFlags::empty(),
+    )
+    .map_err(refuse)?;
+    Ok(OwnedFd::from(t))
+}
+
 /// Limits of the control plane (spec §9.7).
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -43,6 +84,8 @@ pub struct Limits {
     pub max_total_window_bytes: u64,
     /// Device-memory quota per client (0 = the device's default).
     pub pd_mem_quota: u64,
+    /// Most MSI-X vectors used (queues past them wake their clients by timer).
+    pub max_vectors: u16,
 }
 
 impl Default for Limits {
@@ -55,6 +98,7 @@ impl Default for Limits {
             max_window_bytes: 4 << 30,
             max_total_window_bytes: 16 << 30,
             pd_mem_quota: 0,
+            max_vectors: vgpu_proto::regs::pci::MSIX_VECTORS,
         }
     }
 }
@@ -115,6 +159,11 @@ impl Driver {
         &self.dev
     }
 
+    /// MSI-X vectors in use: queues from this number up wake their clients by timer.
+    pub fn msix_vectors(&self) -> u16 {
+        self.dev.backing().vectors().min(self.limits.max_vectors)
+    }
+
     /// Status as JSON (spec §9.4 STATUS_REPLY), listing the clients `viewer` may see.
     pub fn status_json(&self, viewer: Viewer) -> String {
         let (clients, others, queues, window_bytes) = {
@@ -136,19 +185,17 @@ impl Driver {
             vec![None; pds.len()]
         });
         let stats = |i: usize| {
-            counts
-                .get(i)
-                .copied()
-                .flatten()
-                .map_or((0, 0, 0), |c| (c.mem_bytes, c.mem_quota, c.objects()))
+            counts.get(i).copied().flatten().map_or((0, 0, 0, 0), |c| {
+                (c.mem_bytes, c.mem_quota, c.objects(), c.gpu_util)
+            })
         };
         let list: Vec<String> = clients
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let (used, quota, objects) = stats(i);
+                let (used, quota, objects, util) = stats(i);
                 format!(
-                    "{{\"pid\":{},\"uid\":{},\"name\":\"{}\",\"pd\":{},\"queue\":{},\"windows\":{},\"window_bytes\":{},\"mem_bytes\":{used},\"mem_quota\":{quota},\"objects\":{objects}}}",
+                    "{{\"pid\":{},\"uid\":{},\"name\":\"{}\",\"pd\":{},\"queue\":{},\"windows\":{},\"window_bytes\":{},\"mem_bytes\":{used},\"mem_quota\":{quota},\"objects\":{objects},\"gpu_util\":{util}}}",
                     c.pid,
                     c.uid,
                     c.name.escape_default(),
@@ -159,10 +206,10 @@ impl Driver {
                 )
             })
             .collect();
-        let (used, _, _) = stats(clients.len());
+        let (used, _, _, util) = stats(clients.len());
         let info = &self.dev.info;
         format!(
-            "{{\"device\":\"{}\",\"uuid\":\"GPU-{}\",\"pci_bus_id\":\"{:04x}:{:02x}:{:02x}.{:x}\",\"driver_version\":\"{}\",\"cuda_version\":\"{}.{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"mem_used\":{used},\"clients\":[{}],\"other_clients\":{others},\"queues\":{},\"window_bytes\":{},\"max_clients\":{}}}",
+            "{{\"device\":\"{}\",\"uuid\":\"GPU-{}\",\"pci_bus_id\":\"{:04x}:{:02x}:{:02x}.{:x}\",\"driver_version\":\"{}\",\"cuda_version\":\"{}.{}\",\"compute_capability\":\"{}.{}\",\"device_memory\":{},\"mem_used\":{used},\"gpu_util\":{util},\"clients\":[{}],\"other_clients\":{others},\"queues\":{},\"window_bytes\":{},\"max_clients\":{},\"msix_vectors\":{}}}",
             info.name().escape_default(),
             info.uuid_string(),
             info.pci_domain,
@@ -178,7 +225,8 @@ impl Driver {
             list.join(","),
             queues,
             window_bytes,
-            self.limits.max_clients
+            self.limits.max_clients,
+            self.msix_vectors()
         )
     }
 
@@ -342,7 +390,7 @@ struct Session {
     queue: Option<DmaMem>,
     windows: HashMap<u32, DmaMem>,
     next_window: u32,
-    irq: Option<EventFd>,
+    irq: Option<Interrupt>,
     doorbell: Option<Doorbell>,
 }
 
@@ -546,7 +594,16 @@ impl Session {
             .ok_or(Refusal(error_code::BAD_MESSAGE, "queue depth".into()))?;
         let queue = d.dev.dma_alloc("vgpu-queue", layout.region_size() as u64)?;
         // A new eventfd per session: the queue's previous owner may have kept its own.
-        let irq = d.dev.backing().vector_eventfd(qid)?;
+        let vectors = d.msix_vectors();
+        let irq = if qid < vectors {
+            Interrupt::Vector(d.dev.backing().vector_eventfd(qid)?)
+        } else {
+            log::info!(
+                "client {}: queue {qid} has no MSI-X vector ({vectors} routed); a {INTERRUPT_TICK:?} timer wakes the client instead",
+                self.id
+            );
+            Interrupt::Timer(interrupt_timer()?)
+        };
         d.dev
             .admin_ok(Command::QUEUE_CREATE(QueueCreateArgs {
                 pd,
@@ -586,7 +643,7 @@ impl Session {
                 .get(&wid)
                 .and_then(|w| w.shm.file())
                 .map_or(-1, |f| f.as_raw_fd()),
-            self.irq.as_ref().map_or(-1, |e| e.as_raw_fd()),
+            self.irq.as_ref().map_or(-1, Interrupt::as_raw_fd),
             bell.as_raw_fd(),
         ];
         send(

@@ -585,7 +585,8 @@ fn vgpu_smi_shows_the_device_and_its_clients() {
         "VGPU-STUB",
         "smi-client",
         "3MiB (",
-        " 1 / ",
+        "GPU-Util",
+        "0%  1 / ",
     ] {
         assert!(table.contains(want), "no {want:?} in\n{table}");
     }
@@ -594,6 +595,7 @@ fn vgpu_smi_shows_the_device_and_its_clients() {
         "\"mem_bytes\":3145728",
         "\"mem_used\":3145728",
         "\"uuid\":\"GPU-",
+        "\"gpu_util\":0,",
     ] {
         assert!(json.contains(want), "no {want:?} in {json}");
     }
@@ -881,4 +883,50 @@ fn a_driver_whose_device_is_lost_exits_to_be_restarted() {
     let st = vgpu_test_stack::ProcessStack::start_in(dir.path(), &stub_args, Some(&driver_args));
     let mut c = DriverClient::connect(&st.control(), "after").unwrap();
     assert!(c.round_trip(1 << 20, 2));
+}
+
+/// With fewer MSI-X vectors than queues (a guest with few vCPUs may grant fewer than 256),
+/// a queue past them gets a timer in place of its interrupt, so that a sleeping client
+/// still looks at its ring every millisecond; queues with a vector keep a real interrupt.
+/// The status says how many vectors are in use.
+#[test]
+fn queues_without_a_vector_wake_their_clients_by_timer() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::time::Duration;
+    use vgpu_proto::queue::qcb;
+    let st = Stack::builder()
+        .window_bytes(1 << 20)
+        .limits(Limits {
+            max_vectors: 2,
+            ..Limits::default()
+        })
+        .start();
+    let a = DriverClient::connect(st.control(), "with-vector").unwrap();
+    let mut b = DriverClient::connect(st.control(), "with-timer").unwrap();
+    assert!(
+        a.welcome.qid < 2 && b.welcome.qid >= 2,
+        "queues {} and {}",
+        a.welcome.qid,
+        b.welcome.qid
+    );
+    let readable = |fd: &OwnedFd, within: Duration| {
+        vgpu_os::fd::wait_readable(&[fd.as_raw_fd()], within).is_some()
+    };
+    let (interrupt, timer) = (a.queue.irq().unwrap(), b.queue.irq().unwrap());
+    assert!(
+        !readable(interrupt, Duration::from_millis(200)),
+        "an interrupt fired with nothing completed"
+    );
+    assert!(
+        readable(timer, Duration::from_millis(100)),
+        "the timer never fired"
+    );
+    b.queue.set_qcb(qcb::IRQ_ARMED, 1);
+    b.submit(Command::NOP(bytemuck::Zeroable::zeroed()), 0, &[], false);
+    let c = b.queue.next(Duration::from_secs(5)).expect("NOP");
+    assert_eq!(c.status(), Status::SUCCESS);
+    let status = st.driver().status_json(vgpu_driver::server::Viewer::All);
+    assert!(status.contains("\"msix_vectors\":2"), "{status}");
+    drop((a, b));
+    st.finish();
 }

@@ -152,9 +152,11 @@ abi_struct! {
         queues: u32,
         /// Commands accepted but not yet finished.
         pending: u32,
-        rsv0: u32,
+        /// GPU utilisation in percent over the last sample period (1 s): by this PD's
+        /// kernels, or (device totals) by all of them.
+        gpu_util: u32,
         rsv: [u64; 3],
-    } reserved [rsv0, rsv]
+    } reserved [rsv]
 }
 args_impl!(ObjectCounts);
 

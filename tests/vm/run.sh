@@ -30,6 +30,9 @@ say "/dev/vfio/$grp: group and mode $node"
 for _ in $(seq 120); do [ -S /run/vgpu/vgpu.sock ] && break; sleep 1; done
 systemctl is-active --quiet vgpu-driver || fail "vgpu-driver is not running"
 say "vgpu-driver is active (systemd), socket /run/vgpu/vgpu.sock"
+vec=$(vgpu-driver status | grep -o '"msix_vectors":[0-9]*' | cut -d: -f2)
+say "MSI-X vectors in use: $vec (at most 2 asked for; the second client's queue wakes by timer)"
+[ "$vec" = 2 ] || fail "vgpu-driver uses '$vec' MSI-X vectors, not 2"
 export LD_LIBRARY_PATH=/usr/local/lib/vgpu VGPU_SOCKET=/run/vgpu/vgpu.sock
 say "device_query (connects, gets a PD, a queue and a window through kernel VFIO)"
 run "$t/device_query" || fail "device_query"
@@ -56,5 +59,8 @@ for _ in $(seq 30); do
 done
 vgpu-driver status
 [ "$left" = 0 ] || fail "$left client(s) left after every process ended"
+timed=$(journalctl -b --no-pager -u vgpu-driver | grep -c "has no MSI-X vector")
+say "sessions whose queue had no MSI-X vector (woken by timer): $timed"
+[ "$timed" -gt 0 ] || fail "no session ran on a queue without an MSI-X vector"
 say "B's PD and windows reclaimed; A carried on"
 say PASS

@@ -202,6 +202,7 @@ impl Inner {
         for pd in lock(&self.pds).values() {
             pd::add_counts(&mut t, &pd.stats());
         }
+        t.gpu_util = self.env.executor.utilization();
         t
     }
 

@@ -172,6 +172,7 @@ impl Pd {
         o.windows = self.window_count();
         o.queues = lock(&self.queues).len() as u32;
         o.pending = c.pending;
+        o.gpu_util = c.gpu_util;
         o
     }
 }

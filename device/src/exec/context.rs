@@ -3,6 +3,7 @@
 //! memory, modules and data ops on the executor's [`Backend`].
 
 use super::streams::{Handles, Kind, Shared, StreamSet};
+use super::util::UtilMeter;
 use super::{Backend, CallbackSink, Context, Counts, Limits, Op, Outcome, Refused, Ticket};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,8 +28,9 @@ impl StreamContext {
         limits: Limits,
         backend: Arc<dyn Backend>,
         callbacks: Arc<dyn CallbackSink>,
+        device_util: Arc<UtilMeter>,
     ) -> Self {
-        let shared = Arc::new(Shared::new(backend.clone(), callbacks));
+        let shared = Arc::new(Shared::new(backend.clone(), callbacks, device_util));
         StreamContext {
             pd,
             limits,
@@ -299,6 +301,7 @@ impl Context for StreamContext {
                 self.shared = Arc::new(Shared::new(
                     self.backend.clone(),
                     self.shared.callbacks().clone(),
+                    self.shared.device_util().clone(),
                 ));
                 self.streams = StreamSet::new(self.shared.clone(), self.pd);
             }
@@ -332,6 +335,7 @@ impl Context for StreamContext {
             graphs,
             graph_execs,
             pending: self.shared.pending(),
+            gpu_util: self.shared.utilization(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod context;
 pub mod cuda;
 pub mod soft;
 pub(crate) mod streams;
+pub mod util;
 
 use crate::guest::{DmaError, Snapshot};
 use std::sync::atomic::AtomicBool;
@@ -314,6 +315,8 @@ pub struct Counts {
     pub blas_handles: u32,
     /// Commands accepted and not finished.
     pub pending: u32,
+    /// GPU utilisation by this context's kernels, percent ([`util`]).
+    pub gpu_util: u32,
 }
 
 /// One context's device resources and the data ops on them: what an executor provides
@@ -417,6 +420,8 @@ pub trait Executor: Send + Sync {
     fn sensors(&self) -> vgpu_proto::info::MgmtInfo {
         bytemuck::Zeroable::zeroed()
     }
+    /// GPU utilisation by every context's kernels, percent ([`util`]).
+    fn utilization(&self) -> u32;
     /// A new, empty context.
     fn new_context(
         &self,

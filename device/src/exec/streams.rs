@@ -21,6 +21,7 @@
 //! capture ends it with STREAM_CAPTURE_UNSUPPORTED (fork/join across streams is not
 //! supported).
 
+use crate::exec::util::UtilMeter;
 use crate::exec::{Backend, CallbackSink, Op, Outcome, Refused, Ticket};
 use crossbeam_channel::{unbounded, Sender};
 use std::collections::HashMap;
@@ -151,6 +152,9 @@ pub(crate) struct Shared {
     held: AtomicU64,
     /// When the last job finished, in nanoseconds since [`epoch`] (0: never).
     last_done: AtomicU64,
+    /// Kernel time of this context, and of the whole device.
+    util: UtilMeter,
+    device_util: Arc<UtilMeter>,
 }
 
 /// The clock origin of [`Shared::last_done`].
@@ -160,8 +164,13 @@ fn epoch() -> Instant {
 }
 
 impl Shared {
-    /// State for a context whose data ops run on `backend`.
-    pub(crate) fn new(backend: Arc<dyn Backend>, callbacks: Arc<dyn CallbackSink>) -> Self {
+    /// State for a context whose data ops run on `backend`; its kernels also count in
+    /// `device_util`.
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        callbacks: Arc<dyn CallbackSink>,
+        device_util: Arc<UtilMeter>,
+    ) -> Self {
         Shared {
             backend,
             sticky: Mutex::new(None),
@@ -174,6 +183,8 @@ impl Shared {
             jobs: AtomicU32::new(0),
             held: AtomicU64::new(0),
             last_done: AtomicU64::new(0),
+            util: UtilMeter::default(),
+            device_util,
         }
     }
 
@@ -192,6 +203,15 @@ impl Shared {
 
     pub(crate) fn pending(&self) -> u32 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// This context's GPU utilisation, percent.
+    pub(crate) fn utilization(&self) -> u32 {
+        self.util.percent(Instant::now())
+    }
+
+    pub(crate) fn device_util(&self) -> &Arc<UtilMeter> {
+        &self.device_util
     }
 
     /// True while some stream has a job queued or running, or the last one finished
@@ -1160,7 +1180,29 @@ fn execute(sh: &Shared, op: Op) -> Result<(), Status> {
         // Handled by the stream set before they reach a worker.
         Op::GraphLaunch { .. } => Err(Status::NOT_SUPPORTED),
         Op::EventRecord { .. } | Op::WaitEvent { .. } => Err(Status::UNKNOWN),
-        op => sh.backend.execute(op, &sh.cancelled),
+        op => {
+            // Kernels (launches and BLAS) count as GPU time; copies and memsets do not.
+            let kernel = matches!(
+                op,
+                Op::Launch { .. }
+                    | Op::Gemm(_)
+                    | Op::GemmBatched(_)
+                    | Op::TrsmBatched(_)
+                    | Op::LtMatmul(_)
+            );
+            if kernel {
+                let now = Instant::now();
+                sh.util.begin(now);
+                sh.device_util.begin(now);
+            }
+            let r = sh.backend.execute(op, &sh.cancelled);
+            if kernel {
+                let now = Instant::now();
+                sh.util.end(now);
+                sh.device_util.end(now);
+            }
+            r
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `vgpu-smi`: the first thing to run to check a vGPU, in a layout an `nvidia-smi` user reads
 //! at a glance: the device (name, UUID, PCI bus id, compute capability), the driver and CUDA
-//! versions, device memory in use and in all, and the processes using it (their PD, queue,
+//! versions, device memory in use and in all, GPU utilisation, and the processes using it (their PD, queue,
 //! windows and device memory), from vgpu-driver's status (STATUS_QUERY). `--json` prints the
 //! status as the driver gives it. Exit status 1, with the reason, when the driver cannot be
 //! reached.
@@ -72,7 +72,7 @@ fn table(st: &Value) -> String {
         )),
         format!("|{}+{}+{}|", "-".repeat(x), "-".repeat(y), "-".repeat(z)),
         cells("GPU  Name", "Bus-Id", "Compute cap."),
-        cells("     UUID", "Memory-Usage", "Clients"),
+        cells("     UUID", "Memory-Usage", "GPU-Util  Clients"),
         format!("|{}+{}+{}|", "=".repeat(x), "=".repeat(y), "=".repeat(z)),
         cells(
             &format!("  0  {}", fit(text(st, "device"), x - 7)),
@@ -87,7 +87,8 @@ fn table(st: &Value) -> String {
                 mib(&st["device_memory"])
             ),
             &format!(
-                "{} / {}",
+                "{:>7}%  {} / {}",
+                st["gpu_util"].as_u64().unwrap_or(0),
                 st["clients"].as_array().map_or(0, Vec::len)
                     + st["other_clients"].as_u64().unwrap_or(0) as usize,
                 st["max_clients"].as_u64().unwrap_or(0)

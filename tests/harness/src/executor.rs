@@ -150,6 +150,11 @@ impl Executor for FakeExecutor {
         device_info()
     }
 
+    /// The fake runs no kernels.
+    fn utilization(&self) -> u32 {
+        0
+    }
+
     fn new_context(
         &self,
         pd: u32,

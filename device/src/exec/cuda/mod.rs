@@ -160,6 +160,9 @@ pub struct CudaExecutor {
     dev: i32,
     info: DeviceInfo,
     images: Arc<ImageCache>,
+    /// Kernel time of every context (NVML's figure, when there is one, covers the whole
+    /// GPU instead).
+    util: Arc<crate::exec::util::UtilMeter>,
 }
 
 impl CudaExecutor {
@@ -198,6 +201,7 @@ impl CudaExecutor {
             dev,
             info,
             images: Arc::new(ImageCache::default()),
+            util: Arc::default(),
         })
     }
 }
@@ -246,8 +250,13 @@ impl Executor for CudaExecutor {
         self.info
     }
 
+    fn utilization(&self) -> u32 {
+        self.util.percent(std::time::Instant::now())
+    }
+
     fn sensors(&self) -> MgmtInfo {
         let mut m: MgmtInfo = bytemuck::Zeroable::zeroed();
+        m.gpu_util = self.utilization();
         if let Some(v) = self.gpu.nvml_sensors(&self.info.uuid) {
             [
                 m.gpu_util,
@@ -289,6 +298,7 @@ impl Executor for CudaExecutor {
             limits,
             Arc::new(backend),
             callbacks,
+            self.util.clone(),
         )))
     }
 }

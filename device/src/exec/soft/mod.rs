@@ -207,6 +207,8 @@ pub struct SoftExecutor {
     programs: Arc<modules::ProgramCache>,
     /// The device memory every context draws on.
     pool: Arc<memory::Pool>,
+    /// Kernel time of every context.
+    util: Arc<crate::exec::util::UtilMeter>,
 }
 
 impl SoftExecutor {
@@ -216,6 +218,7 @@ impl SoftExecutor {
             pool: memory::Pool::new(config.memory),
             config,
             programs: Arc::new(modules::ProgramCache::default()),
+            util: Arc::default(),
         }
     }
 }
@@ -223,6 +226,17 @@ impl SoftExecutor {
 impl Executor for SoftExecutor {
     fn device_info(&self) -> DeviceInfo {
         self.config.device_info()
+    }
+
+    fn utilization(&self) -> u32 {
+        self.util.percent(std::time::Instant::now())
+    }
+
+    /// The soft device measures only its utilisation (no sensors).
+    fn sensors(&self) -> vgpu_proto::info::MgmtInfo {
+        let mut m: vgpu_proto::info::MgmtInfo = bytemuck::Zeroable::zeroed();
+        m.gpu_util = self.utilization();
+        m
     }
 
     fn prepare_module(&self, image: &[u8], sha256: &[u8; 32]) {
@@ -250,7 +264,13 @@ impl Executor for SoftExecutor {
             reference_kernels: self.config.reference_kernels,
             programs: self.programs.clone(),
         });
-        Ok(Box::new(StreamContext::new(pd, limits, backend, callbacks)))
+        Ok(Box::new(StreamContext::new(
+            pd,
+            limits,
+            backend,
+            callbacks,
+            self.util.clone(),
+        )))
     }
 }
 
