@@ -253,7 +253,17 @@ fn main() {
     let window = (max + (4 << 20)).to_string();
     let stack = ProcessStack::start_in(
         &dir,
-        &["--executor", "auto", "--memory", "8G", "--connections", "1"],
+        // Queue workers poll while kernels run, as with a GPU (the soft device does not by
+        // default, to leave its CPUs to the kernels).
+        &[
+            "--executor",
+            "auto",
+            "--memory",
+            "8G",
+            "--connections",
+            "1",
+            "--poll-while-busy",
+        ],
         Some(&["--window-size", &window]),
     );
     let opts = |spin: Duration| ConnectOptions {

@@ -401,9 +401,11 @@ impl Handler for Worker {
     }
 
     fn expects_more(&self) -> bool {
-        self.pd
-            .as_ref()
-            .is_some_and(|pd| pd.active_within(queue::SPIN))
+        self.engine.env.executor.poll_while_busy()
+            && self
+                .pd
+                .as_ref()
+                .is_some_and(|pd| pd.active_within(queue::SPIN))
     }
 
     fn dma_allowed(&self) -> bool {

@@ -422,6 +422,13 @@ pub trait Executor: Send + Sync {
     }
     /// GPU utilisation by every context's kernels, percent ([`util`]).
     fn utilization(&self) -> u32;
+    /// True when a queue worker may keep polling (yielding its CPU between polls) while
+    /// its PD's work runs, so that the client's next command after a completion finds it
+    /// awake: right when kernels run elsewhere (a GPU), wrong when they run on the very
+    /// CPUs the worker would take (the soft device), unless configured so.
+    fn poll_while_busy(&self) -> bool {
+        true
+    }
     /// A new, empty context.
     fn new_context(
         &self,

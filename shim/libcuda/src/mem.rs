@@ -16,9 +16,12 @@ use vgpu_shim::client::{ClientError, Connection, QueuePair, Window};
 pub type CuResult = u32;
 /// Staging chunk for pageable copies.
 pub const CHUNK: usize = 1 << 20;
-/// Largest pageable host-to-device copy carried inline in its queue entry (64 ring slots)
-/// instead of staged through the window.
+/// Largest asynchronous pageable host-to-device copy carried inline in its queue entry (64
+/// ring slots) instead of staged through the window: it needs no round trip.
 pub const INLINE_COPY: usize = 4 << 10;
+/// Largest synchronous one: past a few slots the window is faster (one copy on each side,
+/// no ring slots to fill and empty).
+pub const INLINE_COPY_SYNC: usize = 256;
 
 /// Device allocations of this process (for pointer classification), base → size.
 static ALLOCATIONS: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
@@ -205,7 +208,8 @@ pub(crate) fn window_of(conn: &Connection, p: usize, n: usize) -> Option<(u32, u
 
 /// Copies host to device; asynchronous (no wait) when `wait` is false and the source is
 /// pinned or at most [`INLINE_COPY`] bytes (carried in the queue entry: the caller may
-/// reuse its buffer at once, as after CUDA's staging), else staged and complete on return.
+/// reuse its buffer at once, as after CUDA's staging), else staged and complete on return
+/// (inline too up to [`INLINE_COPY_SYNC`] bytes).
 pub(crate) fn htod(
     dst: u64,
     src: *const u8,
@@ -232,7 +236,8 @@ pub(crate) fn htod(
             post(Command::MEMCPY_HTOD(args), stream_)
         };
     }
-    if n <= INLINE_COPY && !crate::graph::is_capturing(stream_) {
+    let inline_max = if wait { INLINE_COPY_SYNC } else { INLINE_COPY };
+    if n <= inline_max && !crate::graph::is_capturing(stream_) {
         let (_, q) = conn()?;
         if n <= q.max_inline() as usize {
             // SAFETY: the caller's source holds `n` bytes (CUDA's contract).

@@ -49,6 +49,9 @@ pub struct SoftConfig {
     /// How long a kernel may run before its launch fails with LAUNCH_TIMEOUT (sticky), as
     /// a GPU's watchdog would end it: a guest cannot hold the host's CPUs forever.
     pub launch_timeout: std::time::Duration,
+    /// Let queue workers poll while their PD's kernels run ([`Executor::poll_while_busy`]):
+    /// off by default, since the soft device's kernels need those CPUs.
+    pub poll_while_busy: bool,
 }
 
 impl Default for SoftConfig {
@@ -62,6 +65,7 @@ impl Default for SoftConfig {
             pci: (0, 0x65, 0, 0),
             reference_kernels: true,
             launch_timeout: std::time::Duration::from_secs(120),
+            poll_while_busy: false,
         }
     }
 }
@@ -230,6 +234,10 @@ impl Executor for SoftExecutor {
 
     fn utilization(&self) -> u32 {
         self.util.percent(std::time::Instant::now())
+    }
+
+    fn poll_while_busy(&self) -> bool {
+        self.config.poll_while_busy
     }
 
     /// The soft device measures only its utilisation (no sensors).
