@@ -49,9 +49,10 @@ fi
 g=$vm/guest-root
 
 echo "== vgpu into the guest root"
-cargo build "${flag[@]}" --quiet -p vgpu-stub -p vgpu-driver
+cargo build "${flag[@]}" --quiet -p vgpu-stub -p vgpu-driver -p vgpu-bench
 ci/build-shims.sh "${flag[@]}" target/shims >/dev/null
-install -m 0755 "target/$profile/vgpu-driver" "target/$profile/vgpu-smi" "$g/usr/local/bin/"
+install -m 0755 "target/$profile/vgpu-driver" "target/$profile/vgpu-smi" \
+  "target/$profile/vgpu-bench" "$g/usr/local/bin/"
 mkdir -p "$g/usr/local/lib/vgpu" "$g/usr/local/libexec/vgpu-vm"
 cp -a target/shims/*.so* "$g/usr/local/lib/vgpu/"
 for s in device_query memory launch driver_api; do
@@ -108,7 +109,10 @@ timeout 900 bash -c "$(declare -f qemu); q=$q; qemu \
   -nographic -no-reboot" < /dev/null 2>&1 | tee "$work/console.txt"
 set -e
 if grep -q "VGPU-VM: PASS" "$work/console.txt"; then
-  echo "vm: PASS (TCG): udev bound the device, systemd started vgpu-driver on kernel VFIO, the samples ran"
+  # The guest's benchmark table, for the README (target/vm/bench-guest.txt).
+  grep "VGPU-VM-BENCH: " "$work/console.txt" | sed 's/^.*VGPU-VM-BENCH: //' | tr -d '\r' \
+    > "$vm/bench-guest.txt" || true
+  echo "vm: PASS (TCG): udev bound the device, systemd started vgpu-driver on kernel VFIO, the samples ran, vgpu-bench ran in the guest ($vm/bench-guest.txt)"
 else
   echo "vm: FAIL: no PASS marker from the guest" >&2
   exit 1

@@ -42,6 +42,10 @@ struct Args {
     /// seconds (for profiling them).
     #[arg(long)]
     small_only: Option<u64>,
+    /// Measure through the vgpu-driver already serving this control socket (inside a VM,
+    /// say) instead of starting vgpu-stub and vgpu-driver.
+    #[arg(long)]
+    driver: Option<PathBuf>,
     /// Only the decode loop with a graph, for this many tokens.
     #[arg(long)]
     graph_only: Option<usize>,
@@ -237,7 +241,7 @@ fn main() {
     // The drop-in libraries (linked in) find the driver through VGPU_SOCKET; set it while
     // this process has one thread.
     let dir = std::env::temp_dir().join(format!("vgpu-bench-{}", std::process::id()));
-    let drv_sock = dir.join("vgpu.sock");
+    let drv_sock = args.driver.clone().unwrap_or_else(|| dir.join("vgpu.sock"));
     std::env::set_var("VGPU_SOCKET", &drv_sock);
 
     // Floors first: they fork, which must happen before any thread exists.
@@ -248,10 +252,11 @@ fn main() {
         .collect();
     let efd = floors::eventfd_ping_pong(rounds);
 
-    // The stack: vgpu-stub and vgpu-driver as processes, this process as the client.
+    // The stack: vgpu-stub and vgpu-driver as processes, this process as the client (or
+    // the driver given).
     std::fs::create_dir_all(&dir).expect("temp dir");
     let window = (max + (4 << 20)).to_string();
-    let stack = ProcessStack::start_in(
+    let stack = args.driver.is_none().then(|| ProcessStack::start_in(
         &dir,
         // Queue workers poll while kernels run, as with a GPU (the soft device does not by
         // default, to leave its CPUs to the kernels).
@@ -265,7 +270,7 @@ fn main() {
             "--poll-while-busy",
         ],
         Some(&["--window-size", &window]),
-    );
+    ));
     let opts = |spin: Duration| ConnectOptions {
         socket: drv_sock.clone(),
         name: "vgpu-bench".into(),

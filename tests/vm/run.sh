@@ -2,8 +2,9 @@
 # The VM test inside the guest (ci/vm.sh): checks that real udev applied vgpu's rule and
 # systemd started vgpu-driver on kernel VFIO, then runs the C samples and the real CUDA
 # programs (when ci/vm.sh found them built) in two processes at once, kills one mid-run,
-# and checks that its PD is reclaimed while the other carries on. Markers on the serial
-# console: "VGPU-VM: ..." lines, ending in PASS or FAIL.
+# and checks that its PD is reclaimed while the other carries on; then runs vgpu-bench
+# through the guest's driver. Markers on the serial console: "VGPU-VM: ..." lines, ending
+# in PASS or FAIL, and the benchmark's table as "VGPU-VM-BENCH: ..." lines.
 set -u
 t=/usr/local/libexec/vgpu-vm
 say() { echo "VGPU-VM: $*"; }
@@ -63,4 +64,11 @@ timed=$(journalctl -b --no-pager -u vgpu-driver | grep -c "has no MSI-X vector")
 say "sessions whose queue had no MSI-X vector (woken by timer): $timed"
 [ "$timed" -gt 0 ] || fail "no session ran on a queue without an MSI-X vector"
 say "B's PD and windows reclaimed; A carried on"
+# The benchmark suite in the guest, through kernel VFIO (short run; TCG makes every figure
+# the emulator's): its table goes to the console, each line marked.
+say "vgpu-bench --quick in the guest"
+run vgpu-bench --quick --driver /run/vgpu/vgpu.sock --fatbin "$t/kernels.fatbin" \
+  --json /tmp/vgpu-bench.json > /tmp/vgpu-bench.txt 2>&1 ||
+  { cat /tmp/vgpu-bench.txt; fail "vgpu-bench in the guest"; }
+sed 's/^/VGPU-VM-BENCH: /' /tmp/vgpu-bench.txt
 say PASS
