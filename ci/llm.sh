@@ -14,8 +14,10 @@
 #   ci/llm.sh [--debug] --loopback   the f16 comparison through the cuda executor on vgpu's
 #                                own libraries over the soft device (ci/stack-lib.sh
 #                                start_loopback)
-# The soft device reports compute capability 7.5, as in ci/ggml-ops.sh (registry builds carry
-# compute_75 PTX only); ggml turns CUDA graphs off below 8.0, so decode runs without them.
+# The soft device reports compute capability 8.0: ggml turns CUDA graphs off below it, and
+# with it decode runs as on an Ampere GPU, each token one graph launch (checked below). The
+# kernels still come from the compute_75 PTX registry builds carry (the highest not above
+# the device's), and ggml picks its kernels by the architecture it was compiled for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
@@ -50,9 +52,9 @@ ci/build-shims.sh "${flag[@]}" target/shims >/dev/null
 work=$(mktemp -d)
 trap 'stop_stack; rm -rf "$work"' EXIT
 if [ "$loopback" = 1 ]; then
-  start_loopback "$profile" "$work" --memory 2G --compute-capability 7.5 --no-reference-kernels
+  start_loopback "$profile" "$work" --memory 2G --compute-capability 8.0 --no-reference-kernels
 else
-  start_stack "$profile" "$work" --memory 2G --compute-capability 7.5 --no-reference-kernels
+  start_stack "$profile" "$work" --memory 2G --compute-capability 8.0 --no-reference-kernels
 fi
 
 # More than 16 tokens, so that ggml hands the f16 prompt's products to cuBLAS (its own mma
@@ -64,12 +66,16 @@ export GENERATE_BACKENDS="$ggml_lib/$cpu:$ggml_lib/$cuda" LD_LIBRARY_PATH="$PWD/
 on_vgpu() { # model logits [env...]
   local m=$1 l=$2
   shift 2
-  env VGPU_SOCKET="$work/vgpu.sock" VGPU_LOG=warn,vgpu_cublas=debug "$@" \
+  env VGPU_SOCKET="$work/vgpu.sock" VGPU_LOG=warn,vgpu_cublas=debug,vgpu_cuda::graph=debug "$@" \
     timeout 900 "$out/generate" "$m" 32 "$l" "$prompt" > "$work/run.txt" 2> "$work/stderr.txt" ||
     { cat "$work/run.txt" "$work/stderr.txt"; exit 1; }
   cat "$work/run.txt"
-  grep -v vgpu_cublas "$work/stderr.txt" >&2 || true
+  grep -v 'vgpu_cublas\|vgpu_cuda::graph' "$work/stderr.txt" >&2 || true
   echo "(libcublas: $(grep -c 'libcublas: ' "$work/stderr.txt" || true) GEMMs posted to the device)"
+  local graphs
+  graphs=$(grep -c 'vgpu: graph launch' "$work/stderr.txt" || true)
+  echo "(CUDA graphs: $(grep -c 'vgpu: graph .* instantiated' "$work/stderr.txt" || true) instantiated, $graphs launched)"
+  [ "$graphs" -gt 0 ] || { echo "llm: decode launched no CUDA graph" >&2; exit 1; }
   grep -q "CUDA0 (VGPU-STUB" "$work/run.txt" ||
     { echo "llm: ggml did not find the vGPU" >&2; exit 1; }
 }

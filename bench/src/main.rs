@@ -256,21 +256,23 @@ fn main() {
     // the driver given).
     std::fs::create_dir_all(&dir).expect("temp dir");
     let window = (max + (4 << 20)).to_string();
-    let stack = args.driver.is_none().then(|| ProcessStack::start_in(
-        &dir,
-        // Queue workers poll while kernels run, as with a GPU (the soft device does not by
-        // default, to leave its CPUs to the kernels).
-        &[
-            "--executor",
-            "auto",
-            "--memory",
-            "8G",
-            "--connections",
-            "1",
-            "--poll-while-busy",
-        ],
-        Some(&["--window-size", &window]),
-    ));
+    let stack = args.driver.is_none().then(|| {
+        ProcessStack::start_in(
+            &dir,
+            // Queue workers poll while kernels run, as with a GPU (the soft device does not by
+            // default, to leave its CPUs to the kernels).
+            &[
+                "--executor",
+                "auto",
+                "--memory",
+                "8G",
+                "--connections",
+                "1",
+                "--poll-while-busy",
+            ],
+            Some(&["--window-size", &window]),
+        )
+    });
     let opts = |spin: Duration| ConnectOptions {
         socket: drv_sock.clone(),
         name: "vgpu-bench".into(),

@@ -90,6 +90,7 @@ fn instantiate(exec: Out<usize>, graph: usize, flags: u64) -> R {
     };
     let c = mem::call(Command::GRAPH_INSTANTIATE(args), 0)?;
     handles::created(Kind::GraphExec, c.result0);
+    log::debug!("vgpu: graph {graph:#x} instantiated as {:#x}", c.result0);
     Ok(exec.write(c.result0 as usize)?)
 }
 
@@ -99,6 +100,7 @@ fn launch(exec: usize, stream: usize) -> R {
         return Err(CuStatus::INVALID_VALUE);
     }
     handles::check(Kind::GraphExec, exec as u64)?;
+    log::debug!("vgpu: graph launch {exec:#x}");
     Ok(mem::post(
         Command::GRAPH_LAUNCH(handle(exec as u64)),
         mem::stream(stream),
