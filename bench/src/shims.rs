@@ -564,6 +564,8 @@ pub fn decode_graph(
     let inputs = [7u32, 0u32];
     let mut logits = vec![0u8; LOGITS];
     // One token: (wall, kernel time) in microseconds.
+    // One token: (wall, kernel time, [posting, the logits' call, the synchronize]) in
+    // microseconds.
     let mut token = |pos: u32| {
         let t0 = Instant::now();
         for (i, v) in [inputs[0], pos].iter().enumerate() {
@@ -574,8 +576,10 @@ pub fn decode_graph(
         check("cuEventRecord", cu::cuEventRecord(start, stream));
         check("cuGraphLaunch", cu::cuGraphLaunch(exec, stream));
         check("cuEventRecord", cu::cuEventRecord(end, stream));
+        let posted = t0.elapsed().as_secs_f64() * 1e6;
         let r = cu::cuMemcpyDtoHAsync_v2(logits.as_mut_ptr().cast(), dev + 8, LOGITS, stream);
         check("cuMemcpyDtoHAsync", r);
+        let copied = t0.elapsed().as_secs_f64() * 1e6;
         check("cuStreamSynchronize", cu::cuStreamSynchronize(stream));
         let wall = t0.elapsed().as_secs_f64() * 1e6;
         let mut ms = 0f32;
@@ -583,20 +587,29 @@ pub fn decode_graph(
             "cuEventElapsedTime",
             cu::cuEventElapsedTime(&mut ms, start, end),
         );
-        (wall, f64::from(ms) * 1000.0)
+        let kernel = f64::from(ms) * 1000.0;
+        (wall, kernel, [posted, copied - posted - kernel, wall - copied])
     };
     for pos in 0..3 {
         token(pos);
     }
     let mut overhead: Vec<u64> = Vec::with_capacity(tokens);
     let (mut wall_sum, mut kernel_sum) = (0f64, 0f64);
+    let mut parts = [0f64; 3];
     for pos in 0..tokens as u32 {
-        let (wall, kernel) = token(pos);
+        let (wall, kernel, split) = token(pos);
         wall_sum += wall;
         kernel_sum += kernel;
         overhead.push(((wall - kernel).max(0.0) * 1000.0) as u64);
+        for (sum, v) in parts.iter_mut().zip(split) {
+            *sum += v / tokens as f64;
+        }
     }
     overhead.sort_unstable();
+    println!(
+        "decode token with a graph, where the overhead goes (means): posting {:.1} µs; the logits' call beyond the kernels {:.1} µs (the graph's start on the stream, the copy, its completion); the synchronize {:.1} µs",
+        parts[0], parts[1], parts[2]
+    );
     check("cuMemFree", cu::cuMemFree_v2(dev));
     check("cuEventDestroy", cu::cuEventDestroy_v2(start));
     check("cuEventDestroy", cu::cuEventDestroy_v2(end));
