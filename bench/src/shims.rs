@@ -588,7 +588,11 @@ pub fn decode_graph(
             cu::cuEventElapsedTime(&mut ms, start, end),
         );
         let kernel = f64::from(ms) * 1000.0;
-        (wall, kernel, [posted, copied - posted - kernel, wall - copied])
+        (
+            wall,
+            kernel,
+            [posted, copied - posted - kernel, wall - copied],
+        )
     };
     for pos in 0..3 {
         token(pos);
