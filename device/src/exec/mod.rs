@@ -10,11 +10,14 @@
 //!
 //! Waits never block the caller: a command that must wait (STREAM_SYNCHRONIZE, MEM_FREE,
 //! ...) hands the executor a [`Ticket`], which the executor fires when the wait is over:
-//! from its own threads, or at once when there is nothing to wait for (a bad handle).
+//! from its own threads, or at once when there is nothing to wait for (a bad handle, an
+//! idle stream). A small copy or memset on an idle stream runs at once on the caller's
+//! thread (the queue worker), ordered as if it had been queued.
 //!
 //! Both executors share the stream machinery ([`streams`]) and the [`Context`] built on it
 //! ([`context::StreamContext`]); what differs between them is a [`Backend`]: a context's
-//! device memory, modules and the data ops that run on them.
+//! device memory, modules and the data ops that run on them. Both meter GPU utilisation the
+//! same way ([`util`]).
 
 pub mod context;
 pub mod cuda;
