@@ -4,8 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# A from-scratch build gains nothing from incremental caches, which cost gigabytes of disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { printf '\n=== %s\n' "$*"; }
+
+step "disk (a fresh run needs about 10 GiB)"
+df -h . | tail -n 1
+avail_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ "$avail_kib" -lt $((6 * 1024 * 1024)) ]; then
+  echo "WARNING: less than 6 GiB free here; the builds below may fail with ENOSPC"
+fi
 
 step "dependencies"
 ci/install-deps.sh
