@@ -59,6 +59,7 @@ for f in cublasSgemm_v2 cublasGemmEx 'cublasGemm(Strided)?BatchedEx'; do
   [ "$n" -gt 0 ] || { echo "ggml-ops: ggml never called $f" >&2; exit 1; }
 done
 if [ $loopback = 1 ]; then
+  check_loopback_pins "$work"
   echo "ggml-ops: the ops above ran through the cuda executor (loop-back)"
   exit 0
 fi

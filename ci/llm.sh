@@ -110,6 +110,7 @@ for kind in "${kinds[@]}"; do
   fi
 done
 if [ "$loopback" = 1 ]; then
+  check_loopback_pins "$work"
   echo "llm: through the cuda executor (loop-back), the vGPU generated what ggml's CPU backend generates (f16)"
 else
   echo "llm: the vGPU generated what ggml's CPU backend generates, f16 and q8_0"

@@ -52,10 +52,26 @@ start_loopback() {
   shift 2
   mkdir -p "$work/level1"
   start_stack "$profile" "$work/level1" "$@"
+  # The cuda executor's log also goes to $work/cuda-executor.log, for check_loopback_pins.
   LD_LIBRARY_PATH="$PWD/target/shims" VGPU_SOCKET="$work/level1/vgpu.sock" \
-    RUST_LOG=${RUST_LOG:-warn} "target/$profile/vgpu-stub" --socket "$work/stub.sock" \
-    --executor cuda --allow-loopback &
+    RUST_LOG="${RUST_LOG:-warn},vgpu_stub::exec::cuda=info" "target/$profile/vgpu-stub" \
+    --socket "$work/stub.sock" --executor cuda --allow-loopback \
+    2> >(tee -a "$work/cuda-executor.log" >&2) &
   vgpu_pids+=($!)
   wait_for "$work/stub.sock" "vgpu-stub (cuda executor, loop-back)"
   start_driver "$profile" "$work"
+}
+
+# After a loop-back run: the cuda executor registered the guest memory it copied from and
+# to with the GPU (cuMemHostRegister, here vgpu's own, which made it windows of the level
+# below), and none of it failed.
+check_loopback_pins() {
+  local log=$1/cuda-executor.log n
+  n=$(grep -c 'guest memory registered with the GPU' "$log" || true)
+  if [ "$n" = 0 ] || grep -q 'of guest memory with the GPU failed' "$log"; then
+    grep -i 'guest memory' "$log" >&2 || true
+    echo "vgpu: the cuda executor did not register the guest memory it copies with the GPU" >&2
+    exit 1
+  fi
+  echo "cuda executor: $n mappings of guest memory registered with the GPU (cuMemHostRegister); copies went straight"
 }

@@ -9,7 +9,7 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "disk (a fresh run needs about 10 GiB)"
+step "disk (a fresh run needs about 7 GiB)"
 df -h . | tail -n 1
 avail_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
 if [ "$avail_kib" -lt $((6 * 1024 * 1024)) ]; then

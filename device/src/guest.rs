@@ -14,7 +14,7 @@
 use smallvec::SmallVec;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestRegionMmap,
     MmapRegion, VolatileSlice,
@@ -51,9 +51,27 @@ pub enum DmaError {
 
 /// A file the VMM maps DMA memory from, mapped in full once, with its SIGBUS guard.
 struct FileMap {
+    /// What an executor did to pin the mapping for its device (see [`HostPiece::pin`]),
+    /// undone by dropping it while the memory is still mapped: declared first.
+    pin: OnceLock<Option<Pin>>,
     /// Declared before `mmap`, so that the guard goes before the mapping does.
     _guard: Option<crate::sigbus::Guard>,
     mmap: MmapRegion,
+}
+
+/// An executor's pinning of a file mapping (for example its registration with CUDA),
+/// released when dropped.
+pub type Pin = Box<dyn Send + Sync>;
+
+/// One DMA mapping.
+#[derive(Clone)]
+struct Mapping {
+    iova: u64,
+    len: u64,
+    writable: bool,
+    /// The file mapping it lies in, and where in it.
+    file: Arc<FileMap>,
+    offset: u64,
 }
 
 /// A file's identity and the access it is mapped with.
@@ -61,12 +79,10 @@ type FileKey = (u64, u64, bool);
 
 #[derive(Clone, Default)]
 struct Map {
-    /// Declared before `files`: the regions point into the files' mappings.
+    /// Declared before `ranges`: the regions point into the files' mappings.
     mem: Option<GuestMemoryMmap>,
-    /// The file mapping each DMA mapping lies in, by first IOVA.
-    files: Vec<(u64, Arc<FileMap>)>,
-    /// (first IOVA, length, writable) of every mapping, sorted by IOVA.
-    ranges: Vec<(u64, u64, bool)>,
+    /// Every mapping, sorted by IOVA.
+    ranges: Vec<Mapping>,
 }
 
 /// The device's DMA address space.
@@ -133,6 +149,7 @@ impl GuestMemory {
         let mmap = MmapRegion::build(Some(FileOffset::new(file, 0)), len, prot, libc::MAP_SHARED)
             .map_err(|e| std::io::Error::other(format!("mmap of DMA file failed: {e}")))?;
         let fm = Arc::new(FileMap {
+            pin: OnceLock::new(),
             _guard: crate::sigbus::protect(mmap.as_ptr() as usize, len),
             mmap,
         });
@@ -170,9 +187,17 @@ impl GuestMemory {
             ))
         })?;
         next.mem = Some(mem);
-        next.files.push((iova, fm));
-        let at = next.ranges.partition_point(|r| r.0 < iova);
-        next.ranges.insert(at, (iova, size, writable));
+        let at = next.ranges.partition_point(|r| r.iova < iova);
+        next.ranges.insert(
+            at,
+            Mapping {
+                iova,
+                len: size,
+                writable,
+                file: fm,
+                offset,
+            },
+        );
         *guard = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -183,10 +208,9 @@ impl GuestMemory {
     pub fn unmap(&self, iova: u64, size: u64) -> std::io::Result<()> {
         let end = iova.saturating_add(size);
         let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let partial = guard
-            .ranges
-            .iter()
-            .any(|&(a, l, _)| a < end && a + l > iova && (a < iova || a + l > end));
+        let partial = guard.ranges.iter().any(|r| {
+            r.iova < end && r.iova + r.len > iova && (r.iova < iova || r.iova + r.len > end)
+        });
         if partial {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -197,8 +221,8 @@ impl GuestMemory {
         let gone: Vec<(u64, u64)> = next
             .ranges
             .iter()
-            .filter(|&&(a, l, _)| a >= iova && a + l <= end)
-            .map(|&(a, l, _)| (a, l))
+            .filter(|r| r.iova >= iova && r.iova + r.len <= end)
+            .map(|r| (r.iova, r.len))
             .collect();
         for (a, l) in &gone {
             if let Some(mem) = &next.mem {
@@ -210,8 +234,7 @@ impl GuestMemory {
             }
         }
         next.ranges
-            .retain(|&(a, l, _)| !(a >= iova && a + l <= end));
-        next.files.retain(|&(a, _)| !(a >= iova && a < end));
+            .retain(|r| !(r.iova >= iova && r.iova + r.len <= end));
         *guard = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -241,7 +264,8 @@ impl Snapshot {
             return false;
         };
         let mut at = iova;
-        for &(a, l, w) in &self.0.ranges[self.first(iova)..] {
+        for r in &self.0.ranges[self.first(iova)..] {
+            let (a, l, w) = (r.iova, r.len, r.writable);
             if at >= end || a > at {
                 break; // covered, or a hole
             }
@@ -260,7 +284,7 @@ impl Snapshot {
     fn first(&self, iova: u64) -> usize {
         self.0
             .ranges
-            .partition_point(|r| r.0 <= iova)
+            .partition_point(|r| r.iova <= iova)
             .saturating_sub(1)
     }
 
@@ -290,7 +314,8 @@ impl Snapshot {
         let end = iova + len; // checked by `check`
         let mut parts = SmallVec::new();
         let mut at = iova;
-        for &(a, l, _) in &self.0.ranges[self.first(iova)..] {
+        for r in &self.0.ranges[self.first(iova)..] {
+            let (a, l) = (r.iova, r.len);
             if at >= end {
                 break;
             }
@@ -308,6 +333,48 @@ impl Snapshot {
             len: total,
             parts,
         })
+    }
+
+    /// `[iova, iova + len)`, which must be mapped (writable if `write`), as the pieces
+    /// that are contiguous in this process: adjacent mappings at adjacent offsets of one
+    /// file make one piece. For executors that hand guest memory to a device of their own
+    /// by address (with [`guarded`] around the accesses).
+    pub fn host_pieces(
+        &self,
+        iova: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<SmallVec<[HostPiece; 1]>, DmaError> {
+        self.check(iova, len, write)?;
+        let end = iova + len; // checked by `check`
+        let mut pieces: SmallVec<[HostPiece; 1]> = SmallVec::new();
+        let mut at = iova;
+        for r in &self.0.ranges[self.first(iova)..] {
+            if at >= end {
+                break;
+            }
+            if !(r.iova <= at && at < r.iova + r.len) {
+                continue;
+            }
+            let n = (r.iova + r.len).min(end) - at;
+            let file_off = r.offset + (at - r.iova);
+            match pieces.last_mut() {
+                Some(p) if Arc::ptr_eq(&p.file, &r.file) && p.file_off + p.len == file_off => {
+                    p.len += n;
+                }
+                _ => pieces.push(HostPiece {
+                    at: at - iova,
+                    file_off,
+                    len: n,
+                    file: r.file.clone(),
+                }),
+            }
+            at += n;
+        }
+        if at < end {
+            return Err(DmaError::NotMapped { iova, len });
+        }
+        Ok(pieces)
     }
 
     /// Copies guest memory at `iova` into `buf`.
@@ -347,6 +414,68 @@ impl Snapshot {
                 .map_err(|_| DmaError::NotMapped { iova, len: 4 })
         })
     }
+}
+
+/// A piece of guest memory contiguous in this process (see [`Snapshot::host_pieces`]).
+/// Its memory stays mapped while the piece lives.
+pub struct HostPiece {
+    /// Offset of the piece in the range asked for.
+    at: u64,
+    /// Offset of the piece in its file mapping.
+    file_off: u64,
+    len: u64,
+    file: Arc<FileMap>,
+}
+
+impl HostPiece {
+    /// Offset of the piece in the range it was asked for.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Never true: pieces are not empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address of the piece's first byte in this process, valid for [`len`](Self::len)
+    /// bytes while the piece lives. Other processes (the guest) may change the memory at any
+    /// time, and it may be taken away (an access then raises SIGBUS, which
+    /// [`crate::sigbus`] survives): access it only through a device, within
+    /// [`guarded_access`].
+    pub fn as_ptr(&self) -> *mut u8 {
+        // `file_off + len` lies inside the file mapping (host_pieces built it from mappings
+        // that `region_in` checked).
+        self.file.mmap.as_ptr().wrapping_add(self.file_off as usize)
+    }
+
+    /// Pins the whole file mapping this piece lies in for an executor's device, once:
+    /// `pin(address, length)` runs the first time a piece of that mapping asks, and what it
+    /// returns is kept until the mapping goes away, when it is dropped while the memory is
+    /// still mapped (the mapping goes only when no [`Snapshot`], and so no command, uses it
+    /// any more). True when the mapping is pinned; a failed pin (None) is not tried again.
+    pub fn pin(&self, pin: impl FnOnce(*mut u8, usize) -> Option<Pin>) -> bool {
+        self.file
+            .pin
+            .get_or_init(|| pin(self.file.mmap.as_ptr(), self.file.mmap.size()))
+            .is_some()
+    }
+}
+
+/// Runs `f`, an access of guest memory at `[iova, iova + len)` by other means than this
+/// module's (a device's DMA through [`HostPiece::as_ptr`]); it failed if guest memory was
+/// taken away under it.
+pub fn guarded_access<T>(
+    iova: u64,
+    len: u64,
+    f: impl FnOnce() -> Result<T, DmaError>,
+) -> Result<T, DmaError> {
+    guarded(iova, len, f)
 }
 
 /// Runs the access `f` of `[iova, iova + len)`; it failed if guest memory was taken away
@@ -561,6 +690,67 @@ mod tests {
             g.snapshot().view(0x80000, 4 * 4096, true).is_err(),
             "a hole is refused"
         );
+    }
+
+    /// Host pieces: adjacent mappings at consecutive offsets of one file are one piece,
+    /// scattered pages are several; each file mapping is pinned once, and its pin is dropped
+    /// only when no mapping and no snapshot holds the file any more.
+    #[test]
+    fn host_pieces_join_what_is_contiguous_and_pins_last_as_the_mapping() {
+        use std::sync::atomic::AtomicUsize;
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let g = GuestMemory::new();
+        let file = memfd(8 * 4096);
+        // IOVA pages 0..4 at file pages 0..4, then 4..6 at file pages 7 and 5.
+        for (page, at) in [(0u64, 0u64), (1, 1), (2, 2), (3, 3), (4, 7), (5, 5)] {
+            g.map(
+                0x40000 + page * 4096,
+                4096,
+                file.try_clone().unwrap(),
+                at * 4096,
+                true,
+            )
+            .unwrap();
+        }
+        let s = g.snapshot();
+        let p = s.host_pieces(0x40000 + 100, 6 * 4096 - 200, true).unwrap();
+        let shape: Vec<(u64, u64)> = p.iter().map(|p| (p.at(), p.len())).collect();
+        assert_eq!(
+            shape,
+            [
+                (0, 4 * 4096 - 100),
+                (4 * 4096 - 100, 4096),
+                (5 * 4096 - 100, 4096 - 100)
+            ]
+        );
+        assert_eq!(
+            p[1].as_ptr() as usize - p[0].as_ptr() as usize,
+            7 * 4096 - 100,
+            "the second piece is file page 7"
+        );
+        assert!(
+            s.host_pieces(0x40000, 7 * 4096, false).is_err(),
+            "past the mappings"
+        );
+        let (pins, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for piece in &p {
+            let (n, d) = (pins.clone(), drops.clone());
+            assert!(piece.pin(|_, len| {
+                assert_eq!(len, 8 * 4096, "the whole file mapping");
+                n.fetch_add(1, Ordering::SeqCst);
+                Some(Box::new(Counted(d)))
+            }));
+        }
+        assert_eq!(pins.load(Ordering::SeqCst), 1, "pinned once for its file");
+        g.unmap(0x40000, 6 * 4096).unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "snapshots still hold it");
+        drop((p, s));
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "unpinned with the mapping");
     }
 
     /// A VMM behind a virtual IOMMU maps guest RAM page by page, each page with a descriptor

@@ -190,7 +190,12 @@ impl DeviceBacking for VfioUserBacking {
 
     fn dma_map(&self, r: &DmaRegion<'_>) -> Result<u64, DriverError> {
         self.client()
-            .dma_map(0, r.iova, r.bytes(), r.file()?.as_raw_fd())
+            .dma_map(
+                r.mem.file_offset(),
+                r.iova,
+                r.bytes(),
+                r.file()?.as_raw_fd(),
+            )
             .map_err(self.vfio_user_error("mapping DMA memory"))?;
         Ok(r.iova)
     }

@@ -277,6 +277,42 @@ impl Device {
         Self::dma_alloc_inner(&self.inner, name, len)
     }
 
+    /// `len` bytes at `offset` of `file`, memory a client owns (HOST_REGISTER), mapped for
+    /// DMA. Only behind an IOMMU: with none, DMA memory must be physically contiguous huge
+    /// pages, which a client's file is not.
+    pub fn dma_import(
+        &self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<DmaMem, DriverError> {
+        let n = usize::try_from(len)
+            .map_err(|_| DriverError::NoMemory(format!("{len} bytes of DMA memory")))?;
+        let mut space = lock(&self.inner.iova);
+        let Some(alloc) = space.as_mut() else {
+            return Err(DriverError::NotSupported(
+                "registering host memory needs an IOMMU: with none, DMA memory must be physically contiguous huge pages".into(),
+            ));
+        };
+        let shm = SharedMemory::map_range(file, offset, n)?;
+        let iova = alloc
+            .alloc(len, PAGE as u64)
+            .ok_or(DriverError::NoMemory("IOVA space exhausted".into()))?;
+        match self.inner.backing.dma_map(&DmaRegion { iova, mem: &shm }) {
+            Ok(at) => debug_assert_eq!(at, iova),
+            Err(e) => {
+                alloc.free(iova, len);
+                return Err(e);
+            }
+        }
+        drop(space);
+        Ok(DmaMem {
+            shm,
+            iova,
+            dev: self.inner.clone(),
+        })
+    }
+
     /// The backing.
     pub fn backing(&self) -> &dyn DeviceBacking {
         self.inner.backing.as_ref()

@@ -187,6 +187,9 @@ pub enum DriverError {
     /// Memory or IOVA space ran out.
     #[error("out of memory: {0}")]
     NoMemory(String),
+    /// What was asked cannot be done on this backing; the message says why.
+    #[error("not supported: {0}")]
+    NotSupported(String),
     /// An operating-system call failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -19,7 +19,8 @@ use vgpu_proto::cmd::{
     window_access, PdArgs, PdCreateArgs, QueueCreateArgs, WindowArgs, WindowRegisterArgs,
 };
 use vgpu_proto::control::{
-    error_code, HelloBody, Message, WelcomeBody, WindowGrantedBody, MAX_FDS, MAX_MESSAGE, VERSION,
+    error_code, HelloBody, HostRegisterBody, Message, WelcomeBody, WindowGrantedBody, MAX_FDS,
+    MAX_MESSAGE, VERSION,
 };
 use vgpu_proto::queue::QueueLayout;
 use vgpu_proto::regs::{self, caps};
@@ -130,6 +131,15 @@ pub struct Driver {
     stopping: AtomicBool,
 }
 
+/// The body naming window `id` of `len` bytes.
+fn granted(id: u32, len: u64) -> WindowGrantedBody {
+    WindowGrantedBody {
+        window: id,
+        rsv: 0,
+        bytes: len,
+    }
+}
+
 /// A refusal sent back to a client.
 struct Refusal(u32, String);
 
@@ -137,6 +147,8 @@ impl From<DriverError> for Refusal {
     fn from(e: DriverError) -> Self {
         let code = match e {
             DriverError::NoMemory(_) => error_code::NO_MEMORY,
+            DriverError::NotSupported(_) => error_code::NOT_SUPPORTED,
+            DriverError::Shm(_) => error_code::INVALID,
             _ => error_code::DEVICE_ERROR,
         };
         Refusal(code, e.report())
@@ -448,7 +460,8 @@ impl Session {
             } else {
                 Message::decode(&bytes, fds.len())
             };
-            drop(fds); // clients send no descriptors the driver keeps
+            // Only HOST_REGISTER's descriptor is kept (decoding checked the count).
+            let mut fds = fds.into_iter();
             let (seq, msg) = match decoded {
                 Ok(m) => {
                     bad_in_a_row = 0;
@@ -474,6 +487,10 @@ impl Session {
                 Message::Hello(h) => self.hello(seq, &h),
                 Message::WindowAlloc(w) => self.window_alloc(seq, w.bytes),
                 Message::WindowFree(w) => self.window_free(seq, w.window),
+                Message::HostRegister(r) => match fds.next() {
+                    Some(fd) => self.host_register(seq, &r, fd),
+                    None => Err(Refusal(error_code::BAD_MESSAGE, "no descriptor".into())),
+                },
                 Message::StatusQuery => {
                     let text = self.driver.status_json(Viewer::of(self.uid));
                     send(self.conn.as_raw_fd(), &Message::StatusReply(text), seq, &[])
@@ -693,6 +710,17 @@ impl Session {
     }
 
     fn add_window(&mut self, bytes: u64) -> Result<(u32, u64), Refusal> {
+        let dev = self.driver.clone();
+        self.add_window_of(bytes, || dev.dev.dma_alloc("vgpu-window", bytes))
+    }
+
+    /// Registers `make()`'s memory, of `bytes` bytes, as a new window of the client's PD,
+    /// within the window limits.
+    fn add_window_of(
+        &mut self,
+        bytes: u64,
+        make: impl FnOnce() -> Result<DmaMem, DriverError>,
+    ) -> Result<(u32, u64), Refusal> {
         let d = self.driver.clone();
         let pd = self
             .pd
@@ -716,7 +744,7 @@ impl Session {
                 ));
             }
         }
-        let mem = d.dev.dma_alloc("vgpu-window", bytes)?;
+        let mem = make()?;
         let id = self.next_window;
         let args = WindowRegisterArgs {
             pd,
@@ -748,18 +776,33 @@ impl Session {
             .get(&id)
             .and_then(|w| w.shm.file())
             .map_or(-1, |f| f.as_raw_fd());
-        let body = WindowGrantedBody {
-            window: id,
-            rsv: 0,
-            bytes: len,
-        };
-        send(
-            self.conn.as_raw_fd(),
-            &Message::WindowGranted(body),
-            seq,
-            &[fd],
-        )
-        .map_err(|e| Refusal(0, e.to_string()))
+        self.reply(seq, &Message::WindowGranted(granted(id, len)), &[fd])
+    }
+
+    /// Sends `msg` as the reply to request `seq`; a failure means the client is gone.
+    fn reply(&self, seq: u32, msg: &Message, fds: &[RawFd]) -> Result<(), Refusal> {
+        send(self.conn.as_raw_fd(), msg, seq, fds).map_err(|e| Refusal(0, e.to_string()))
+    }
+
+    /// HOST_REGISTER: the client's own memory, `r.bytes` at `r.offset` of `file`, made a
+    /// window (spec §9.3).
+    fn host_register(
+        &mut self,
+        seq: u32,
+        r: &HostRegisterBody,
+        file: OwnedFd,
+    ) -> Result<(), Refusal> {
+        let dev = self.driver.clone();
+        let file = std::fs::File::from(file);
+        let (id, len) =
+            self.add_window_of(r.bytes, || dev.dev.dma_import(file, r.offset, r.bytes))?;
+        log::info!(
+            "client {}: host memory ({} bytes at offset {:#x} of its file) registered as window {id}",
+            self.id,
+            len,
+            r.offset
+        );
+        self.reply(seq, &Message::HostRegistered(granted(id, len)), &[])
     }
 
     fn window_free(&mut self, seq: u32, id: u32) -> Result<(), Refusal> {

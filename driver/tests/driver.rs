@@ -8,7 +8,9 @@ use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command as Proc, Stdio};
 use vgpu_driver::server::Limits;
-use vgpu_proto::control::{error_code, HelloBody, Message, WindowAllocBody, WindowFreeBody};
+use vgpu_proto::control::{
+    error_code, HelloBody, HostRegisterBody, Message, WindowAllocBody, WindowFreeBody,
+};
 use vgpu_proto::{Command, Status};
 
 const CHILD_ENV: &str = "VGPU_DRIVER_TEST_CHILD";
@@ -409,6 +411,100 @@ fn admission_limits_and_restart() {
 /// to the device by its physical address, as in a VM with no IOMMU (only the VFIO ioctls
 /// of that mode are not run here). Needs huge pages: `ci/test.sh` reserves them and sets
 /// VGPU_REQUIRE_HUGEPAGES.
+fn host_register(c: &mut DriverClient, offset: u64, bytes: u64, fd: i32) -> Message {
+    let body = HostRegisterBody {
+        offset,
+        bytes,
+        flags: 0,
+        rsv: 0,
+    };
+    c.control_with(&Message::HostRegister(body), &[fd]).0
+}
+
+fn refused_with(reply: &Message, want: u32) -> bool {
+    matches!(reply, Message::Error { code, .. } if *code == want)
+}
+
+/// HOST_REGISTER: part of a client's own memfd becomes a window the device reads and
+/// writes, counted in the status and given back with WINDOW_FREE; what the driver cannot
+/// map is refused with the reason's code.
+#[test]
+fn host_memory_is_registered_as_a_window() {
+    use std::os::fd::AsRawFd;
+    let st = Stack::builder().window_bytes(4 << 20).start();
+    let mut c = DriverClient::connect(st.control(), "reg").unwrap();
+    // A memfd of small pages, as a program's shared memory usually is.
+    let fd =
+        nix::sys::memfd::memfd_create("client-memory", nix::sys::memfd::MFdFlags::empty()).unwrap();
+    nix::unistd::ftruncate(&fd, 3 << 20).unwrap();
+    let mine = vgpu_os::shm::SharedMemory::from_file(std::fs::File::from(fd)).unwrap();
+    let file = mine.file().unwrap();
+    let reply = host_register(&mut c, 1 << 20, 2 << 20, file.as_raw_fd());
+    let Message::HostRegistered(g) = reply else {
+        panic!("not registered: {reply:?}")
+    };
+    assert_eq!(g.bytes, 2 << 20);
+    // The device reads and writes the client's pages through the window.
+    let view =
+        vgpu_os::shm::SharedMemory::map_range(file.try_clone().unwrap(), 1 << 20, 2 << 20).unwrap();
+    c.windows.insert(g.window, view);
+    assert!(c.round_trip_in(g.window, 1 << 20, 11));
+    let mut b = [0u8; 4];
+    mine.read_bytes((2 << 20) + 1, &mut b).unwrap();
+    let want: Vec<u8> = (1..5u8)
+        .map(|i| i.wrapping_mul(31).wrapping_add(11))
+        .collect();
+    assert_eq!(
+        &b[..],
+        &want[..],
+        "the device's write reached the client's memory"
+    );
+    let status = vgpu_driver::client::status(st.control()).unwrap();
+    assert!(status.contains("\"windows\":2"), "{status}");
+    // Refused: past the file's end, a read-only descriptor, not a regular file, unaligned,
+    // past the client's window limit.
+    let reply = host_register(&mut c, 2 << 20, 2 << 20, file.as_raw_fd());
+    assert!(refused_with(&reply, error_code::INVALID), "{reply:?}");
+    let ro = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+    let reply = host_register(&mut c, 0, 4096, ro.as_raw_fd());
+    assert!(refused_with(&reply, error_code::INVALID), "{reply:?}");
+    let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
+    let reply = host_register(&mut c, 0, 4096, pipe_r.as_raw_fd());
+    assert!(refused_with(&reply, error_code::INVALID), "{reply:?}");
+    let reply = host_register(&mut c, 100, 4096, file.as_raw_fd());
+    assert!(refused_with(&reply, error_code::BAD_MESSAGE), "{reply:?}");
+    let reply = host_register(&mut c, 0, 1 << 40, file.as_raw_fd());
+    assert!(refused_with(&reply, error_code::NO_MEMORY), "{reply:?}");
+    // Huge pages: whole ones only.
+    if let Ok(huge) = vgpu_os::shm::SharedMemory::new_huge("client-huge", 4 << 20) {
+        let hf = huge.file().unwrap().as_raw_fd();
+        let page = vgpu_os::shm::default_huge_page_size().unwrap() as u64;
+        let reply = host_register(&mut c, page / 2, page / 2, hf);
+        assert!(refused_with(&reply, error_code::INVALID), "{reply:?}");
+        let reply = host_register(&mut c, 0, page, hf);
+        let Message::HostRegistered(h) = reply else {
+            panic!("huge pages not registered: {reply:?}")
+        };
+        let (reply, _) = c.control(&Message::WindowFree(WindowFreeBody {
+            window: h.window,
+            rsv: 0,
+        }));
+        assert_eq!(reply, Message::Ok);
+    }
+    // Given back: the window is gone.
+    let (reply, _) = c.control(&Message::WindowFree(WindowFreeBody {
+        window: g.window,
+        rsv: 0,
+    }));
+    assert_eq!(reply, Message::Ok);
+    c.windows.remove(&g.window);
+    let status = vgpu_driver::client::status(st.control()).unwrap();
+    assert!(status.contains("\"windows\":1"), "{status}");
+    assert!(c.round_trip(1 << 20, 3));
+    drop(c);
+    st.finish();
+}
+
 #[test]
 fn physical_addressing_serves_clients() {
     let free = free_huge_pages();
@@ -451,6 +547,11 @@ fn physical_addressing_serves_clients() {
     }
     assert!(a.round_trip(1 << 20, 3));
     assert!(b.round_trip(1 << 20, 5));
+    // A client's own memory cannot be a window: it is not physically contiguous.
+    let mine = vgpu_os::shm::SharedMemory::new("client-memory", 1 << 20).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(mine.file().unwrap());
+    let reply = host_register(&mut a, 0, 1 << 20, fd);
+    assert!(refused_with(&reply, error_code::NOT_SUPPORTED), "{reply:?}");
     // A window of several huge pages is given only when they are physically contiguous.
     let (reply, fds) = a.control(&Message::WindowAlloc(WindowAllocBody {
         bytes: 4 * huge,

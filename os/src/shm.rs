@@ -113,6 +113,19 @@ pub enum ShmError {
     /// `mlock` failed.
     #[error("mlock failed: {0}")]
     Lock(Errno),
+    /// The descriptor is not open for reading and writing.
+    #[error("the descriptor is not open for reading and writing")]
+    NotReadWrite,
+    /// A range of a file does not start and end on page boundaries.
+    #[error("{len} bytes at offset {offset} of the file are not whole pages of {page} bytes")]
+    Unaligned {
+        /// Offset of the range in the file.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The file's page size.
+        page: usize,
+    },
 }
 
 /// A copy that does not fit inside its mapping.
@@ -134,6 +147,8 @@ pub struct SharedMemory {
     ptr: NonNull<u8>,
     len: usize,
     file: Option<File>,
+    /// Where the mapping starts in the file.
+    offset: u64,
     huge: bool,
 }
 
@@ -221,12 +236,53 @@ impl SharedMemory {
         Self::mmap(fd, len)
     }
 
+    /// Maps `len` bytes at `offset` of the regular file `file`, which must be open for
+    /// reading and writing, shared and read-write, and keeps the file (for
+    /// [`SharedMemory::file_offset`]'s users). `offset` and `len` must be multiples of the
+    /// file's page size ([`file_page_size`]), and the file must hold the range.
+    pub fn map_range(file: File, offset: u64, len: usize) -> Result<SharedMemory, ShmError> {
+        if len == 0 {
+            return Err(ShmError::Empty);
+        }
+        let page = file_page_size(file.as_fd())?;
+        if offset % page as u64 != 0 || len % page != 0 {
+            return Err(ShmError::Unaligned {
+                offset,
+                len: len as u64,
+                page,
+            });
+        }
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = fcntl(&file, FcntlArg::F_GETFL).map_err(ShmError::Stat)?;
+        if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+            return Err(ShmError::NotReadWrite);
+        }
+        let size = file_size(file.as_fd())?;
+        let want = offset
+            .checked_add(len as u64)
+            .ok_or(ShmError::TooLarge { len: len as u64 })?;
+        if size < want {
+            return Err(ShmError::TooSmall { file: size, want });
+        }
+        // The file holds the range (just checked).
+        let mut m = Self::mmap_at(file.as_fd(), offset, len)?;
+        m.file = Some(file);
+        Ok(m)
+    }
+
     /// Maps the first `len` bytes of `fd`, which the caller has checked holds at least
     /// `len` bytes.
     fn mmap(fd: BorrowedFd<'_>, len: usize) -> Result<SharedMemory, ShmError> {
+        Self::mmap_at(fd, 0, len)
+    }
+
+    /// Maps `len` bytes at `offset` (a multiple of the page size) of `fd`, which the caller
+    /// has checked holds them.
+    fn mmap_at(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<SharedMemory, ShmError> {
         let nz = NonZeroUsize::new(len).ok_or(ShmError::Empty)?;
+        let off = i64::try_from(offset).map_err(|_| ShmError::TooLarge { len: offset })?;
         // SAFETY: a fresh mapping at an address the kernel chooses cannot alias any Rust
-        // object; the file is at least `len` bytes long (every caller checked or set its
+        // object; the file holds `offset + len` bytes (every caller checked or set its
         // size), so no page of the mapping lies past its end at this point. The memory is
         // only ever accessed through this module's atomic and copying accessors.
         let ptr = unsafe {
@@ -236,7 +292,7 @@ impl SharedMemory {
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
                 fd,
-                0,
+                off,
             )
         }
         .map_err(ShmError::Mmap)?;
@@ -244,6 +300,7 @@ impl SharedMemory {
             ptr: ptr.cast(),
             len,
             file: None,
+            offset,
             huge: false,
         })
     }
@@ -279,6 +336,11 @@ impl SharedMemory {
     /// [`SharedMemory::map`].
     pub fn file(&self) -> Option<&File> {
         self.file.as_ref()
+    }
+
+    /// Where the mapping starts in its file (0 but after [`SharedMemory::map_range`]).
+    pub fn file_offset(&self) -> u64 {
+        self.offset
     }
 
     /// The address of the first byte. Valid for [`SharedMemory::len`] bytes while the
@@ -407,6 +469,22 @@ impl Drop for SharedMemory {
             log::warn!("munmap of {} bytes failed: {e}", self.len);
         }
     }
+}
+
+/// The size of the pages of the file `fd`: the huge page size for a file of hugetlbfs (a
+/// memfd made with `MFD_HUGETLB` included), else [`PAGE`]. Mappings of the file start and
+/// end on such pages.
+pub fn file_page_size(fd: BorrowedFd<'_>) -> Result<usize, ShmError> {
+    use nix::sys::statfs::{fstatfs, HUGETLBFS_MAGIC};
+    let fs = fstatfs(fd).map_err(ShmError::Stat)?;
+    if fs.filesystem_type() != HUGETLBFS_MAGIC {
+        return Ok(PAGE);
+    }
+    let st = fstat(fd).map_err(ShmError::Stat)?;
+    usize::try_from(st.st_blksize)
+        .ok()
+        .filter(|p| p.is_power_of_two() && *p >= PAGE)
+        .ok_or(ShmError::NotAFile)
 }
 
 /// The size of the regular file `fd`.

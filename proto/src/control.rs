@@ -60,6 +60,12 @@ pub mod kind {
     pub const ERROR: u16 = 9;
     /// Client → driver: orderly goodbye; the driver destroys the PD and closes.
     pub const GOODBYE: u16 = 10;
+    /// Client → driver: make part of a file the client has mapped `MAP_SHARED` a window
+    /// (`cuMemHostRegister`). Fds: the file, open read-write.
+    pub const HOST_REGISTER: u16 = 11;
+    /// Driver → client: the window made by HOST_REGISTER ([`WindowGrantedBody`]); given back
+    /// with WINDOW_FREE.
+    pub const HOST_REGISTERED: u16 = 12;
 }
 
 /// Error codes of [`ErrorBody::code`].
@@ -81,6 +87,11 @@ pub mod error_code {
     /// The message is not valid in this state (e.g. a second HELLO, or a request before
     /// HELLO).
     pub const BAD_STATE: u32 = 8;
+    /// The driver cannot do this here (for example register host memory with no IOMMU).
+    pub const NOT_SUPPORTED: u32 = 9;
+    /// The request names something invalid (a descriptor that is not a read-write regular
+    /// file, a range outside it).
+    pub const INVALID: u32 = 10;
 }
 
 abi_struct! {
@@ -183,6 +194,21 @@ args_impl!(WindowFreeBody, |s| {
 });
 
 abi_struct! {
+    /// HOST_REGISTER body: `bytes` bytes at `offset` of the file sent with it, both
+    /// multiples of 4096.
+    HostRegisterBody [24] { offset: u64, bytes: u64, flags: u32, rsv: u32 } reserved [rsv]
+}
+args_impl!(HostRegisterBody, |s| {
+    if s.bytes == 0 || s.flags != 0 || s.offset % 4096 != 0 || s.bytes % 4096 != 0 {
+        return Err(DecodeError::BadMessage("host_register"));
+    }
+    if s.offset.checked_add(s.bytes).is_none() {
+        return Err(DecodeError::BadMessage("host_register range"));
+    }
+    Ok(())
+});
+
+abi_struct! {
     /// Opens an ERROR body; a UTF-8 message follows.
     ErrorBody [8] { code: u32, rsv: u32 } reserved [rsv]
 }
@@ -216,6 +242,10 @@ pub enum Message {
     },
     /// [`kind::GOODBYE`].
     Goodbye,
+    /// [`kind::HOST_REGISTER`].
+    HostRegister(HostRegisterBody),
+    /// [`kind::HOST_REGISTERED`].
+    HostRegistered(WindowGrantedBody),
 }
 
 impl Message {
@@ -232,6 +262,8 @@ impl Message {
             Message::StatusReply(_) => kind::STATUS_REPLY,
             Message::Error { .. } => kind::ERROR,
             Message::Goodbye => kind::GOODBYE,
+            Message::HostRegister(_) => kind::HOST_REGISTER,
+            Message::HostRegistered(_) => kind::HOST_REGISTERED,
         }
     }
 
@@ -239,7 +271,7 @@ impl Message {
     pub fn fds_for(k: u16) -> usize {
         match k {
             kind::WELCOME => 4,
-            kind::WINDOW_GRANTED => 1,
+            kind::WINDOW_GRANTED | kind::HOST_REGISTER => 1,
             _ => 0,
         }
     }
@@ -252,6 +284,8 @@ impl Message {
             Message::WindowAlloc(b) => bytemuck::bytes_of(b).to_vec(),
             Message::WindowGranted(b) => bytemuck::bytes_of(b).to_vec(),
             Message::WindowFree(b) => bytemuck::bytes_of(b).to_vec(),
+            Message::HostRegister(b) => bytemuck::bytes_of(b).to_vec(),
+            Message::HostRegistered(b) => bytemuck::bytes_of(b).to_vec(),
             Message::Ok | Message::StatusQuery | Message::Goodbye => Vec::new(),
             Message::StatusReply(s) => truncated(s, MAX_MESSAGE - 16).as_bytes().to_vec(),
             Message::Error { code, message } => {
@@ -302,6 +336,8 @@ impl Message {
             kind::WINDOW_ALLOC => Message::WindowAlloc(exact(body)?),
             kind::WINDOW_GRANTED => Message::WindowGranted(exact(body)?),
             kind::WINDOW_FREE => Message::WindowFree(exact(body)?),
+            kind::HOST_REGISTER => Message::HostRegister(exact(body)?),
+            kind::HOST_REGISTERED => Message::HostRegistered(exact(body)?),
             kind::OK => empty(body, Message::Ok)?,
             kind::STATUS_QUERY => empty(body, Message::StatusQuery)?,
             kind::GOODBYE => empty(body, Message::Goodbye)?,

@@ -74,6 +74,7 @@ fn layouts() -> Vec<(&'static str, usize, Fields)> {
         WindowAllocBody,
         WindowGrantedBody,
         WindowFreeBody,
+        HostRegisterBody,
         ErrorBody,
     ]
 }
@@ -305,7 +306,7 @@ fn pci_identity_matches() {
 #[test]
 fn control_kinds_match() {
     let rows = &spec_tables()["control-kinds"];
-    let code: Vec<(u64, u64)> = (1u16..=10)
+    let code: Vec<(u64, u64)> = (1u16..=12)
         .map(|k| {
             (
                 u64::from(k),

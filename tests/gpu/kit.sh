@@ -78,6 +78,8 @@ for s in device_query memory "launch $fatbin" "driver_api $fatbin" cublas; do
   fi
 done
 
+if [ $mode = loopback ]; then check_loopback_pins "$work"; fi
+
 step "ggml ops (ggml's CUDA backend from the PyPI wheel) on the vGPU"
 if [ -d target/ggml/lib ]; then
   . ci/ggml-wheel.sh

@@ -1,10 +1,13 @@
 /* memory: copies of many sizes and alignments both ways (pageable and pinned), memsets,
  * device-to-device copies, streams, events and elapsed time, cudaMemcpyDefault, memory
- * info, host functions, and error paths, all through the runtime API. Exit status 0 when every check
+ * info, host functions, registered host memory, and error paths, all through the runtime API. Exit status 0 when every check
  * passed. Build: cc memory.c -L target/shims -lcudart -o memory */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef int cudaError_t;
 typedef void *cudaStream_t;
@@ -86,8 +89,62 @@ static void host_functions(void) {
     OK(cudaStreamDestroy(s));
 }
 
+extern cudaError_t cudaHostRegister(void *p, size_t n, unsigned flags);
+extern cudaError_t cudaHostUnregister(void *p);
+
+/* cudaHostRegister: part of a MAP_SHARED memfd mapping (not page aligned) becomes pinned
+ * memory, round trips through it, and is given back; private memory is refused with
+ * cudaErrorNotSupported (801), a second registration with 712, a second unregistration with
+ * 713. With `keep_fd` 0 the process holds no descriptor of the file, only the mapping (found
+ * through /proc/self/map_files, root only). Returns 1 when the round trip ran. */
+static int host_register(int keep_fd) {
+    if (!keep_fd && geteuid() != 0) return 0;
+    size_t n = (3u << 20) + 5, len = n + 3 * 4096;
+    int fd = memfd_create("memory-sample", MFD_CLOEXEC);
+    CHECK(fd >= 0 && ftruncate(fd, (off_t)len) == 0, "memfd of %zu bytes", len);
+    unsigned char *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(map != MAP_FAILED, "mmap of the memfd");
+    if (!keep_fd) close(fd);
+    unsigned char *buf = map + 4096 + 100, *check = malloc(n);
+    void *dev;
+    fill(buf, n, 9);
+    memcpy(check, buf, n);
+    cudaError_t e = cudaHostRegister(buf, n, 0);
+    if (e == 801) { /* no IOMMU: the driver cannot map it */
+        printf("memory: registering host memory is not supported here\n");
+        cudaGetLastError();
+        munmap(map, len);
+        if (keep_fd) close(fd);
+        free(check);
+        return 0;
+    }
+    CHECK(e == 0, "cudaHostRegister -> %s", cudaGetErrorString(e));
+    CHECK(cudaHostRegister(buf + 8, 16, 0) == 712, "registering registered memory again is refused (712)");
+    cudaGetLastError();
+    OK(cudaMalloc(&dev, n));
+    OK(cudaMemcpy(dev, buf, n, H2D));
+    memset(buf, 0, n);
+    OK(cudaMemcpyAsync(buf, dev, n, D2H, NULL));
+    OK(cudaStreamSynchronize(NULL));
+    CHECK(memcmp(buf, check, n) == 0, "round trip through registered memory (descriptor %s)", keep_fd ? "kept" : "closed");
+    CHECK(map[4096 + 99] == 0 && buf[n] == 0, "a copy through registered memory wrote outside its range");
+    OK(cudaHostUnregister(buf));
+    CHECK(cudaHostUnregister(buf) == 713, "unregistering twice is refused (713)");
+    cudaGetLastError();
+    void *priv = malloc(1 << 16);
+    CHECK(cudaHostRegister(priv, 1 << 16, 0) == 801, "private (malloc) memory cannot be registered (801)");
+    cudaGetLastError();
+    free(priv);
+    free(check);
+    OK(cudaFree(dev));
+    munmap(map, len);
+    if (keep_fd) close(fd);
+    return 1;
+}
+
 int main(void) {
     host_functions();
+    if (host_register(1) + host_register(0) > 0) printf("memory: registered host memory checked\n");
     size_t sizes[] = {1, 3, 255, 4095, 4096, 65537, 1u << 20, (17u << 20) + 7};
     size_t aligns[] = {0, 1, 7};
     for (unsigned s = 0; s < sizeof sizes / sizeof *sizes; s++)

@@ -25,7 +25,7 @@ pub mod soft;
 pub(crate) mod streams;
 pub mod util;
 
-use crate::guest::{DmaError, Snapshot};
+use crate::guest::{guarded_access, DmaError, HostPiece, Snapshot};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use vgpu_proto::info::{DeviceInfo, FunctionEntry};
@@ -107,6 +107,24 @@ impl HostRange {
         self.bounds(offset, buf.len())?;
         self.lease
             .access(|| self.mem.write(self.iova + offset, buf).map_err(dma_status))
+    }
+
+    /// Runs `f` over the range as the pieces that are contiguous in this process (see
+    /// [`Snapshot::host_pieces`]; writable ones if `write`), for an executor whose device
+    /// reaches guest memory by address. The window cannot be revoked meanwhile, and the
+    /// call fails if guest memory was taken away during it.
+    pub fn with_host_pieces<T>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&[HostPiece]) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        self.lease.access(|| {
+            let pieces = self
+                .mem
+                .host_pieces(self.iova, self.len, write)
+                .map_err(dma_status)?;
+            guarded_access(self.iova, self.len, || Ok(f(&pieces))).map_err(dma_status)?
+        })
     }
 
     fn bounds(&self, offset: u64, n: usize) -> Result<(), Status> {

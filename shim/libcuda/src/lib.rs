@@ -10,7 +10,7 @@
 //! strings, and memory, copies (pinned and staged pageable), memsets, streams, events and
 //! synchronisation (`mem.rs`), 2-D copies and memsets (`copy2d.rs`), modules, launches
 //! (with attributes) and function attributes (`module.rs`), stream capture and graphs
-//! (`graph.rs`), `cuGetProcAddress` (`proc.rs`) and `cuGetExportTable` with the private table the other vgpu libraries use (`table.rs`). Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
+//! (`graph.rs`), host registration of shared file mappings (`hostreg.rs`), `cuGetProcAddress` (`proc.rs`) and `cuGetExportTable` with the private table the other vgpu libraries use (`table.rs`). Every other exported function returns `CUDA_ERROR_NOT_SUPPORTED` and logs its
 //! name once (see `COVERAGE.md`). With no driver running, `cuInit` fails with
 //! `CUDA_ERROR_NO_DEVICE` and one log line, and the process carries on.
 
@@ -20,6 +20,7 @@ pub mod ffi;
 pub mod graph;
 pub mod handles;
 pub mod hostfn;
+pub mod hostreg;
 pub mod mem;
 pub mod module;
 pub mod proc;

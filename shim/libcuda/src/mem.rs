@@ -417,6 +417,72 @@ pub fn alloc_host(size: usize) -> Result<*mut u8, CuResult> {
     Ok(p)
 }
 
+/// Host memory registered with [`register_host`]: the address registered → (window id,
+/// first page, bytes of whole pages).
+static REGISTERED: Mutex<BTreeMap<usize, (u32, usize, usize)>> = Mutex::new(BTreeMap::new());
+
+/// `cuMemHostRegister`: `size` bytes at `p`, which must be part of a `MAP_SHARED` mapping
+/// of a file, become window memory (whole pages), so that copies from and to them go
+/// straight (see [`crate::hostreg`]). Flags: `PORTABLE` and `DEVICEMAP` change nothing
+/// (every context sees window memory), `READ_ONLY` is accepted, `IOMEMORY` is not
+/// supported.
+pub fn register_host(p: *mut u8, size: usize, flags: u32) -> Result<(), CuResult> {
+    const IOMEMORY: u32 = 4;
+    const ALREADY_REGISTERED: CuResult = 712;
+    const NOT_SUPPORTED: CuResult = 801;
+    const PAGE: usize = 4096;
+    let at = p as usize;
+    let end = at
+        .checked_add(size)
+        .and_then(|e| e.checked_next_multiple_of(PAGE));
+    let (Some(end), false, 0) = (end, p.is_null() || size == 0, flags & !0xF) else {
+        return Err(1); // INVALID_VALUE
+    };
+    if flags & IOMEMORY != 0 {
+        log::warn!("vgpu: cuMemHostRegister with CU_MEMHOSTREGISTER_IOMEMORY is not supported");
+        return Err(NOT_SUPPORTED);
+    }
+    let (c, _) = conn()?;
+    let refuse = |why: String| {
+        log::warn!("vgpu: cuMemHostRegister of {size} bytes at {p:p} is not supported: {why}; copies from and to it are staged");
+        NOT_SUPPORTED
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| refuse(format!("/proc/self/maps: {e}")))?;
+    let maps = crate::hostreg::parse_maps(&maps);
+    let (vma, _) = crate::hostreg::locate(&maps, at - at % PAGE, end).map_err(refuse)?;
+    let file = crate::hostreg::open_file(&vma).map_err(refuse)?;
+    // Whole pages of the file: huge pages for hugetlb memory.
+    let page = vgpu_os::shm::file_page_size(std::os::fd::AsFd::as_fd(&file)).unwrap_or(PAGE);
+    let start = at - at % page;
+    let end = end.checked_next_multiple_of(page).ok_or(1u32)?;
+    let (_, offset) = crate::hostreg::locate(&maps, start, end).map_err(refuse)?;
+    let overlaps = lock(&REGISTERED)
+        .values()
+        .any(|&(_, s, n)| s < end && start < s + n);
+    if overlaps || window_of(&lock(c), at, size).is_some() {
+        return Err(ALREADY_REGISTERED);
+    }
+    let id = lock(c)
+        .register_host(file.into(), offset, (end - start) as u64, start)
+        .map_err(client_err)?;
+    lock(&REGISTERED).insert(at, (id, start, end - start));
+    log::debug!("vgpu: {size} bytes at {p:p} registered as window {id}");
+    Ok(())
+}
+
+/// `cuMemHostUnregister` of an address [`register_host`] registered, once work that may
+/// still use it is done.
+pub fn unregister_host(p: *mut u8) -> Result<(), CuResult> {
+    const NOT_REGISTERED: CuResult = 713;
+    let (id, ..) = *lock(&REGISTERED).get(&(p as usize)).ok_or(NOT_REGISTERED)?;
+    let (c, _) = conn()?;
+    call(Command::CTX_SYNCHRONIZE(bytemuck::Zeroable::zeroed()), 0)?;
+    lock(c).free_window(id).map_err(client_err)?;
+    lock(&REGISTERED).remove(&(p as usize));
+    Ok(())
+}
+
 /// Frees pinned host memory from [`alloc_host`].
 pub fn free_host(p: *mut u8) -> Result<(), CuResult> {
     let (id, _) = pinned().remove(&(p as usize)).ok_or(1u32)?;

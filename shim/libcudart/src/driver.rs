@@ -53,6 +53,8 @@ driver_api! {
     event_elapsed = c"cuEventElapsedTime": (*mut f32, usize, usize);
     mem_alloc_host = c"cuMemAllocHost_v2": (*mut *mut c_void, usize);
     mem_free_host = c"cuMemFreeHost": (*mut c_void);
+    mem_host_register = c"cuMemHostRegister_v2": (*mut c_void, usize, u32);
+    mem_host_unregister = c"cuMemHostUnregister": (*mut c_void);
     pointer_get_attribute = c"cuPointerGetAttribute": (*mut c_void, i32, u64);
     module_load_data = c"cuModuleLoadData": (*mut usize, *const c_void);
     module_get_function = c"cuModuleGetFunction": (*mut usize, usize, *const c_char);

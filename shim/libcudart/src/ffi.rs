@@ -42,8 +42,8 @@ pub(crate) fn record(e: CudartStatus) {
 /// Driver results mapped to runtime errors (the numbers coincide for these).
 pub(crate) fn from_cu(e: u32) -> CudaError {
     match e {
-        0 | 1 | 2 | 3 | 46 | 98 | 100 | 101 | 200 | 209 | 400 | 500 | 600 | 700 | 705 | 719
-        | 801 | 900 | 901 | 903 | 908 | 909 | 910 => e,
+        0 | 1 | 2 | 3 | 46 | 98 | 100 | 101 | 200 | 209 | 400 | 500 | 600 | 700 | 705 | 712
+        | 713 | 719 | 801 | 900 | 901 | 903 | 908 | 909 | 910 => e,
         _ => UNKNOWN,
     }
 }
@@ -256,8 +256,6 @@ exports! {
     implemented fn __cudaPushCallConfiguration(grid: Dim3, block: Dim3, shared: usize, stream: usize) => push_config(grid, block, shared, stream);
     implemented fn __cudaPopCallConfiguration(grid: Out<Dim3>, block: Out<Dim3>, shared: Out<usize>, stream: Out<usize>) => pop_config(grid, block, shared, stream);
     not_supported fn cudaHostGetDevicePointer;
-    not_supported fn cudaHostRegister;
-    not_supported fn cudaHostUnregister;
     not_supported fn cudaMallocManaged;
     not_supported fn cudaMemcpy3DPeerAsync;
 }

@@ -268,6 +268,9 @@ exports! {
     implemented fn cudaLaunchHostFunc(s: usize, f: Option<unsafe extern "C" fn(*mut c_void)>, user: *mut c_void) => drv(|d| cu!(d, launch_host_func(s, f, user)));
     /// The runtime's `cudaStreamCallback_t` has the driver's layout (stream, error, data).
     implemented fn cudaStreamAddCallback(s: usize, f: Option<unsafe extern "C" fn(usize, u32, *mut c_void)>, user: *mut c_void, flags: u32) => drv(|d| cu!(d, stream_add_callback(s, f, user, flags)));
+    /// The driver's flags; only `MAP_SHARED` mappings of a file (libcuda's `hostreg.rs`).
+    implemented fn cudaHostRegister(p: *mut c_void, size: usize, flags: u32) => drv(|d| cu!(d, mem_host_register(p, size, flags)));
+    implemented fn cudaHostUnregister(p: *mut c_void) => drv(|d| cu!(d, mem_host_unregister(p)));
     /// Of null: nothing to do.
     implemented fn cudaFreeHost(p: *mut c_void) => if p.is_null() { Ok(()) } else { drv(|d| cu!(d, mem_free_host(p))) };
 }

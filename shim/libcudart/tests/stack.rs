@@ -18,6 +18,10 @@ fn device_query_and_memory_samples() {
     let (code, out) = st.run_sample("memory", &["cudart"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("memory: all checks passed"), "{out}");
+    assert!(
+        out.contains("memory: registered host memory checked"),
+        "{out}"
+    );
     // A kernel through the CUDA 12 launch ABI: registration, lazy load by hash, parameter
     // packing from the device's layout, the CPU reference kernel, and the result.
     let fatbin = root().join("fatbin/tests/fixtures/kernels.fatbin");

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
-    SockType, UnixAddr,
+    connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use vgpu_proto::control::{kind, Message, MAX_MESSAGE};
 
@@ -92,9 +92,20 @@ impl Control {
         msg: &Message,
         want: u16,
     ) -> Result<(Message, Vec<OwnedFd>), ClientError> {
+        self.request_with(msg, &[], want)
+    }
+
+    /// [`request`](Self::request) with descriptors sent along (as many as the kind
+    /// prescribes).
+    pub(crate) fn request_with(
+        &mut self,
+        msg: &Message,
+        fds: &[RawFd],
+        want: u16,
+    ) -> Result<(Message, Vec<OwnedFd>), ClientError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.send(msg, seq)?;
+        self.send(msg, fds, seq)?;
         let (rseq, reply, fds) = self.recv()?;
         if rseq != seq {
             return Err(ClientError::Protocol(format!(
@@ -114,26 +125,34 @@ impl Control {
     /// Sends GOODBYE without waiting for anything (best effort; errors are logged).
     pub(crate) fn goodbye(&mut self) {
         self.seq = self.seq.wrapping_add(1);
-        if let Err(e) = self.send(&Message::Goodbye, self.seq) {
+        if let Err(e) = self.send(&Message::Goodbye, &[], self.seq) {
             log::debug!("GOODBYE not sent: {e}");
         }
     }
 
-    fn send(&self, msg: &Message, seq: u32) -> Result<(), ClientError> {
+    fn send(&self, msg: &Message, fds: &[RawFd], seq: u32) -> Result<(), ClientError> {
         debug_assert_eq!(
             Message::fds_for(msg.kind()),
-            0,
-            "clients send no descriptors"
+            fds.len(),
+            "the descriptors a message kind carries"
         );
         let bytes = msg.encode(seq);
         if bytes.len() > MAX_MESSAGE {
             return Err(ClientError::BadRequest("control message too long"));
         }
         let iov = [IoSlice::new(&bytes)];
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
         loop {
             // MSG_NOSIGNAL: a closed peer must give EPIPE, not kill the process with
             // SIGPIPE (the shims live inside applications).
-            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None) {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => {
                     return Err(ClientError::Protocol(format!(

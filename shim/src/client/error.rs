@@ -110,6 +110,8 @@ pub fn error_code_name(code: u32) -> &'static str {
         error_code::UNKNOWN_WINDOW => "UNKNOWN_WINDOW",
         error_code::DEVICE_ERROR => "DEVICE_ERROR",
         error_code::BAD_STATE => "BAD_STATE",
+        error_code::NOT_SUPPORTED => "NOT_SUPPORTED",
+        error_code::INVALID => "INVALID",
         _ => "unknown error code",
     }
 }
@@ -132,7 +134,8 @@ impl ClientError {
             ClientError::Refused { code, .. } => match *code {
                 error_code::NO_MEMORY => Status::OUT_OF_MEMORY,
                 error_code::NOT_PERMITTED => Status::NOT_PERMITTED,
-                error_code::UNKNOWN_WINDOW => Status::INVALID_VALUE,
+                error_code::UNKNOWN_WINDOW | error_code::INVALID => Status::INVALID_VALUE,
+                error_code::NOT_SUPPORTED => Status::NOT_SUPPORTED,
                 error_code::VERSION_MISMATCH => Status::NO_DEVICE,
                 _ => Status::DEVICE_UNAVAILABLE,
             },

@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vgpu_proto::control::{
-    kind, HelloBody, Message, WindowAllocBody, WindowFreeBody, DEFAULT_SOCKET, SOCKET_ENV, VERSION,
+    kind, HelloBody, HostRegisterBody, Message, WindowAllocBody, WindowFreeBody, DEFAULT_SOCKET,
+    SOCKET_ENV, VERSION,
 };
 use vgpu_proto::info::DeviceInfo;
 use vgpu_proto::queue::QueueLayout;
@@ -144,6 +145,10 @@ fn name_field(name: &str) -> [u8; 32] {
 pub struct Window {
     id: u32,
     mem: SharedMemory,
+    /// For memory registered from the program's own mapping
+    /// ([`Connection::register_host`]): where the program has it (this value's own mapping
+    /// of the same pages is elsewhere).
+    alias: Option<usize>,
 }
 
 impl Window {
@@ -163,10 +168,19 @@ impl Window {
     }
 
     /// The address of the window's first byte in this process, valid for [`Window::len`]
-    /// bytes until the window is freed or the connection dropped. The device may write the
-    /// memory whenever a command that targets it runs.
+    /// bytes until the window is freed or the connection dropped (for registered memory:
+    /// the program's own address, valid while the program keeps it mapped). The device may
+    /// write the memory whenever a command that targets it runs.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.mem.as_ptr()
+        match self.alias {
+            Some(a) => a as *mut u8,
+            None => self.mem.as_ptr(),
+        }
+    }
+
+    /// True for memory registered from the program's own mapping.
+    pub fn is_registered(&self) -> bool {
+        self.alias.is_some()
     }
 
     /// Copies bytes out of the window at `offset`.
@@ -262,6 +276,7 @@ impl Connection {
         windows.insert(
             w.window,
             Window {
+                alias: None,
                 id: w.window,
                 mem: wmem,
             },
@@ -361,7 +376,67 @@ impl Connection {
             )));
         }
         let mem = map(&fd, g.bytes, "window")?;
-        self.windows.insert(g.window, Window { id: g.window, mem });
+        self.windows.insert(
+            g.window,
+            Window {
+                id: g.window,
+                mem,
+                alias: None,
+            },
+        );
+        Ok(g.window)
+    }
+
+    /// Makes memory the program has mapped a window (HOST_REGISTER): `len` bytes at
+    /// `offset` of `file` (open read-write; both page multiples), which the program has at
+    /// address `at`. The window's [`Window::as_ptr`] is then `at`. The driver's refusal
+    /// (NOT_SUPPORTED with no IOMMU, NO_MEMORY past the window limits) is
+    /// [`ClientError::Refused`]. Give it back with [`Connection::free_window`].
+    pub fn register_host(
+        &mut self,
+        file: OwnedFd,
+        offset: u64,
+        len: u64,
+        at: usize,
+    ) -> Result<u32, ClientError> {
+        let body = HostRegisterBody {
+            offset,
+            bytes: len,
+            flags: 0,
+            rsv: 0,
+        };
+        // Checked here so that a bad range is the caller's error, not a malformed message.
+        vgpu_proto::cmd::Args::check(&body)
+            .map_err(|_| ClientError::BadRequest("host memory must be whole, nonempty pages"))?;
+        let (reply, _) = self.control.request_with(
+            &Message::HostRegister(body),
+            &[std::os::fd::AsRawFd::as_raw_fd(&file)],
+            kind::HOST_REGISTERED,
+        )?;
+        let Message::HostRegistered(g) = reply else {
+            unreachable!("request() checked the kind")
+        };
+        if g.bytes != len || self.windows.contains_key(&g.window) {
+            return Err(ClientError::Protocol(format!(
+                "HOST_REGISTERED: window {} of {} bytes for {len} bytes",
+                g.window, g.bytes
+            )));
+        }
+        let n =
+            usize::try_from(len).map_err(|_| ClientError::BadRequest("host memory too large"))?;
+        let file = std::fs::File::from(file);
+        let mem = SharedMemory::map_range(file, offset, n).map_err(|source| ClientError::Map {
+            what: "registered host memory",
+            source,
+        })?;
+        self.windows.insert(
+            g.window,
+            Window {
+                id: g.window,
+                mem,
+                alias: Some(at),
+            },
+        );
         Ok(g.window)
     }
 

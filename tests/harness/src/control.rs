@@ -4,7 +4,7 @@
 
 use crate::queue::QueueClient;
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use vgpu_os::shm::SharedMemory;
@@ -92,13 +92,24 @@ impl DriverClient {
 
     /// Sends a control message and returns the reply.
     pub fn control(&mut self, msg: &Message) -> (Message, Vec<OwnedFd>) {
+        self.control_with(msg, &[])
+    }
+
+    /// Sends a control message with descriptors and returns the reply.
+    pub fn control_with(&mut self, msg: &Message, fds: &[RawFd]) -> (Message, Vec<OwnedFd>) {
         self.seq += 1;
-        vgpu_driver::client::request(&self.fd, msg, self.seq, &[]).expect("control request")
+        vgpu_driver::client::request(&self.fd, msg, self.seq, fds).expect("control request")
     }
 
     /// Allocates device memory, fills it from the first window, reads it back into the
     /// window and checks it; frees it again.
     pub fn round_trip(&mut self, len: u64, pattern: u8) -> bool {
+        self.round_trip_in(self.welcome.window, len, pattern)
+    }
+
+    /// [`round_trip`](Self::round_trip) through window `w` (of at least `2 * len` bytes,
+    /// mapped in [`windows`](Self::windows)): written at 0, read back at `len`.
+    pub fn round_trip_in(&mut self, w: u32, len: u64, pattern: u8) -> bool {
         use bytemuck::Zeroable;
         let a = self.call(
             Command::MEM_ALLOC(MemAllocArgs {
@@ -111,7 +122,6 @@ impl DriverClient {
         if !a.status().is_ok() {
             return false;
         }
-        let w = self.welcome.window;
         let data: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(pattern))
             .collect();

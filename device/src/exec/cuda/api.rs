@@ -5,6 +5,7 @@
 //! [`Gpu`] wraps each call in a safe method whose arguments it can vouch for.
 
 use super::layout::{Cu2D, CuLaunchAttr, CuLaunchConfig, CuUuid};
+use crate::guest::HostPiece;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use vgpu_proto::Status;
 
@@ -73,6 +74,9 @@ entry_points! {
         fn cuCtxDestroy_v2(Raw) -> u32;
         fn cuCtxSetCurrent(Raw) -> u32;
         fn cuCtxPopCurrent_v2(*mut Raw) -> u32;
+        fn cuCtxPushCurrent_v2(Raw) -> u32;
+        fn cuMemHostRegister_v2(*mut c_void, usize, c_uint) -> u32;
+        fn cuMemHostUnregister(*mut c_void) -> u32;
         fn cuCtxGetLimit(*mut usize, c_int) -> u32;
         fn cuCtxSetLimit(c_int, usize) -> u32;
         fn cuMemAlloc_v2(*mut DevPtr, usize) -> u32;
@@ -567,6 +571,64 @@ impl Gpu {
             (self.cu.cuMemcpyHtoDAsync_v2)(dst, src.as_ptr().cast(), src.len(), STREAM_PER_THREAD)
         })?;
         self.sync()
+    }
+
+    /// Copies the guest memory of `src` to device memory at `dst`, checked by the caller
+    /// to hold it; returns when the copy is done.
+    pub fn htod_piece(&self, dst: DevPtr, src: &HostPiece) -> Result<(), Status> {
+        let n = usize::try_from(src.len()).map_err(|_| Status::INVALID_VALUE)?;
+        // SAFETY: the piece keeps its memory mapped while it lives, which is until after
+        // the copy is done (we wait for it); a concurrent change by the guest only changes
+        // what is copied, and a lost page is survived (the caller runs this guarded). The
+        // destination range was checked against the PD's allocations.
+        cu_status(unsafe {
+            (self.cu.cuMemcpyHtoDAsync_v2)(dst, src.as_ptr().cast(), n, STREAM_PER_THREAD)
+        })?;
+        self.sync()
+    }
+
+    /// Copies device memory at `src` (checked by the caller) into the guest memory of
+    /// `dst`, which the caller checked is writable; returns when done.
+    pub fn dtoh_piece(&self, dst: &HostPiece, src: DevPtr) -> Result<(), Status> {
+        let n = usize::try_from(dst.len()).map_err(|_| Status::INVALID_VALUE)?;
+        // SAFETY: as in `htod_piece`; no Rust reference points into guest memory (it is
+        // only ever accessed through volatile copies), so the device's writes alias none.
+        cu_status(unsafe {
+            (self.cu.cuMemcpyDtoHAsync_v2)(dst.as_ptr().cast(), src, n, STREAM_PER_THREAD)
+        })?;
+        self.sync()
+    }
+
+    /// cuMemHostRegister (portable: every context sees it page-locked) of `len` bytes at
+    /// `base`, in `ctx`, leaving the calling thread's current context as it was. The
+    /// caller keeps the memory mapped until [`host_unregister`](Self::host_unregister).
+    pub fn host_register(&self, ctx: Raw, base: *mut u8, len: usize) -> Result<(), Status> {
+        const PORTABLE: c_uint = 1;
+        self.in_context(ctx, || {
+            // SAFETY: CUDA checks that the range is mapped (an error otherwise) and only
+            // locks its pages; it reads or writes them only in copies the executor asks for.
+            cu_status(unsafe { (self.cu.cuMemHostRegister_v2)(base.cast(), len, PORTABLE) })
+        })
+    }
+
+    /// cuMemHostUnregister of what [`host_register`](Self::host_register) registered at
+    /// `base` in `ctx`.
+    pub fn host_unregister(&self, ctx: Raw, base: *mut u8) -> Result<(), Status> {
+        self.in_context(ctx, || {
+            // SAFETY: `base` was registered in `ctx` and no copy uses it any more.
+            cu_status(unsafe { (self.cu.cuMemHostUnregister)(base.cast()) })
+        })
+    }
+
+    /// Runs `f` with `ctx` current, then restores the thread's context.
+    fn in_context<T>(&self, ctx: Raw, f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+        // SAFETY: `ctx` is a live context of the caller.
+        cu_status(unsafe { (self.cu.cuCtxPushCurrent_v2)(ctx) })?;
+        let r = f();
+        let mut popped = Raw::NULL;
+        // SAFETY: a valid out pointer; `ctx` is on top of the thread's stack.
+        let p = cu_status(unsafe { (self.cu.cuCtxPopCurrent_v2)(&mut popped) });
+        r.and_then(|v| p.map(|()| v))
     }
 
     /// Copies device memory at `src` (checked by the caller) into `dst`; returns when done.

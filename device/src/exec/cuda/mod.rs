@@ -11,7 +11,10 @@
 //!
 //! Every address a command names is checked against the PD's own allocations and module
 //! globals ([`ranges`]) before it reaches CUDA, and the PD's quota is enforced there.
-//! Guest memory is staged through a bounce buffer on the way to and from the GPU.
+//! Copies reach guest memory by address, with no staging: each file mapping of guest
+//! memory is registered with CUDA (`cuMemHostRegister`) when a copy first touches it, so
+//! that the GPU reaches it by DMA, and unregistered when the VMM unmaps it and no command
+//! uses it any more ([`HostPins`]). 2-D copies with a side in guest memory are staged.
 //!
 //! The BLAS commands run on cuBLAS ([`blas`] checks their operands); the pointer arrays of
 //! the batched ones are read, checked and copied into memory of the executor's own before
@@ -31,13 +34,14 @@ use super::soft::attr;
 use super::soft::modules::{func_attr, image_status};
 use super::{Backend, CallbackSink, Context, Executor, HostSource, Limits, Op, Side2D};
 use crate::exec::context::StreamContext;
+use crate::guest::{HostPiece, Pin};
 use api::{Gpu, KernelParams, Raw};
 use layout::{Cu2D, CuLaunchAttr, MEMORYTYPE_HOST};
 use ranges::Ranges;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use vgpu_os::lock;
 use vgpu_proto::info::{
     executor, func_flags, DeviceInfo, FuncRecord, FunctionEntry, MgmtInfo, ParamInfo, ATTR_SLOTS,
@@ -151,15 +155,93 @@ impl ImageCache {
     }
 }
 
-/// How many bytes of guest memory one step of a copy stages.
+/// How many bytes of guest memory one step of a 2-D copy stages.
 const BOUNCE: usize = 8 << 20;
+
+/// What every PD's context shares: parsed images, and guest memory registered with CUDA.
+struct Shared {
+    images: ImageCache,
+    pins: Arc<HostPins>,
+}
+
+/// Guest memory registered with CUDA (page-locked, so that copies from and to it are DMA
+/// with no staging), each file mapping once, when a copy first touches it, until the
+/// mapping goes away ([`HostPiece::pin`]). Registrations live in a context of their own:
+/// guest memory is shared by every PD, whose contexts come and go.
+struct HostPins {
+    gpu: Arc<Gpu>,
+    dev: i32,
+    /// Made at the first registration; None when that failed.
+    ctx: OnceLock<Option<Raw>>,
+}
+
+impl HostPins {
+    /// Registers the file mapping at `base` of `len` bytes; None (and a log line) when CUDA
+    /// refuses: copies from it are then staged by CUDA.
+    fn pin(self: &Arc<Self>, base: *mut u8, len: usize) -> Option<Pin> {
+        let ctx = (*self.ctx.get_or_init(|| {
+            self.gpu
+                .ctx_create(self.dev)
+                .inspect_err(|e| log::warn!("no CUDA context to register guest memory in: {e}"))
+                .ok()
+        }))?;
+        match self.gpu.host_register(ctx, base, len) {
+            Ok(()) => {
+                log::info!("guest memory registered with the GPU: {len} bytes at {base:p}");
+                Some(Box::new(Registration {
+                    pins: self.clone(),
+                    base: base as usize,
+                    len,
+                }))
+            }
+            Err(e) => {
+                log::warn!("registering {len} bytes of guest memory with the GPU failed ({e}): copies from and to it are staged");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for HostPins {
+    fn drop(&mut self) {
+        if let Some(Some(ctx)) = self.ctx.get() {
+            self.gpu.ctx_destroy(*ctx);
+        }
+    }
+}
+
+/// One registration of [`HostPins`], undone on drop.
+struct Registration {
+    pins: Arc<HostPins>,
+    base: usize,
+    len: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some(Some(ctx)) = self.pins.ctx.get() else {
+            return;
+        };
+        match self.pins.gpu.host_unregister(*ctx, self.base as *mut u8) {
+            Ok(()) => log::info!(
+                "guest memory unregistered from the GPU: {} bytes at {:#x}",
+                self.len,
+                self.base
+            ),
+            Err(e) => log::warn!(
+                "unregistering guest memory at {:#x} from the GPU failed: {e}",
+                self.base
+            ),
+        }
+    }
+}
 
 /// The cuda executor on one GPU.
 pub struct CudaExecutor {
     gpu: Arc<Gpu>,
     dev: i32,
     info: DeviceInfo,
-    images: Arc<ImageCache>,
+    shared: Arc<Shared>,
     /// Kernel time of every context (NVML's figure, when there is one, covers the whole
     /// GPU instead).
     util: Arc<crate::exec::util::UtilMeter>,
@@ -196,11 +278,20 @@ impl CudaExecutor {
             info.cc_minor,
             info.total_mem >> 20
         );
+        let gpu = Arc::new(gpu);
+        let pins = Arc::new(HostPins {
+            gpu: gpu.clone(),
+            dev,
+            ctx: OnceLock::new(),
+        });
         Ok(CudaExecutor {
-            gpu: Arc::new(gpu),
+            gpu,
             dev,
             info,
-            images: Arc::new(ImageCache::default()),
+            shared: Arc::new(Shared {
+                images: ImageCache::default(),
+                pins,
+            }),
             util: Arc::default(),
         })
     }
@@ -274,6 +365,7 @@ impl Executor for CudaExecutor {
     fn prepare_module(&self, image: &[u8], sha256: &[u8; 32]) {
         // What fails here fails again, and is reported, in the load itself.
         let _ = self
+            .shared
             .images
             .get(image, sha256, self.info.cc_major * 10 + self.info.cc_minor);
     }
@@ -291,7 +383,7 @@ impl Executor for CudaExecutor {
             limits.mem_quota.min(self.info.total_mem),
             self.info.total_mem,
             self.info.cc_major * 10 + self.info.cc_minor,
-            self.images.clone(),
+            self.shared.clone(),
         )?;
         Ok(Box::new(StreamContext::new(
             pd,
@@ -340,7 +432,7 @@ pub struct CudaDevice {
     blas: Mutex<Vec<Raw>>,
     /// Idle cuBLASLt handles, likewise.
     lt: Mutex<Vec<Raw>>,
-    images: Arc<ImageCache>,
+    shared: Arc<Shared>,
 }
 
 impl CudaDevice {
@@ -351,7 +443,7 @@ impl CudaDevice {
         quota: u64,
         total: u64,
         sm: u32,
-        images: Arc<ImageCache>,
+        shared: Arc<Shared>,
     ) -> Result<Self, Status> {
         let ctx = gpu.ctx_create(dev).inspect_err(|e| {
             log::error!("PD {pd}: cuCtxCreate failed: {e}");
@@ -367,7 +459,7 @@ impl CudaDevice {
             modules: Mutex::new(Modules::default()),
             blas: Mutex::new(Vec::new()),
             lt: Mutex::new(Vec::new()),
-            images,
+            shared,
         })
     }
 
@@ -415,31 +507,30 @@ impl CudaDevice {
         self.check(dst, src.len())?;
         match src {
             HostSource::Inline(v) => self.gpu.htod(dst, &v),
-            HostSource::Range(r) => {
-                let mut buf = bounce(r.len())?;
-                let mut off = 0u64;
-                while off < r.len() {
-                    let n = buf.len().min((r.len() - off) as usize);
-                    r.read(off, &mut buf[..n])?;
-                    self.gpu.htod(dst + off, &buf[..n])?;
-                    off += n as u64;
+            HostSource::Range(r) => r.with_host_pieces(false, |pieces| {
+                for p in pieces {
+                    self.pin(p);
+                    self.gpu.htod_piece(dst + p.at(), p)?;
                 }
                 Ok(())
-            }
+            }),
         }
     }
 
     fn copy_dtoh(&self, src: u64, dst: &super::HostRange) -> Result<(), Status> {
         self.check(src, dst.len())?;
-        let mut buf = bounce(dst.len())?;
-        let mut off = 0u64;
-        while off < dst.len() {
-            let n = buf.len().min((dst.len() - off) as usize);
-            self.gpu.dtoh(&mut buf[..n], src + off)?;
-            dst.write(off, &buf[..n])?;
-            off += n as u64;
-        }
-        Ok(())
+        dst.with_host_pieces(true, |pieces| {
+            for p in pieces {
+                self.pin(p);
+                self.gpu.dtoh_piece(p, src + p.at())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Registers the guest memory `p` lies in with CUDA, if that is not done yet.
+    fn pin(&self, p: &HostPiece) {
+        p.pin(|base, len| self.shared.pins.pin(base, len));
     }
 
     fn copy_2d(
@@ -720,11 +811,6 @@ fn pieces(width: u64, height: u64, bounce: u64) -> impl Iterator<Item = (u64, u6
     })
 }
 
-/// A buffer for staging up to [`BOUNCE`] bytes of a copy of `len`.
-fn bounce(len: u64) -> Result<Vec<u8>, Status> {
-    staging(len.min(BOUNCE as u64))
-}
-
 /// A zeroed buffer of `len` bytes, or OUT_OF_MEMORY.
 fn staging(len: u64) -> Result<Vec<u8>, Status> {
     let n = usize::try_from(len).map_err(|_| Status::OUT_OF_MEMORY)?;
@@ -875,7 +961,7 @@ impl Backend for CudaDevice {
     ) -> Result<(u64, Vec<FunctionEntry>), Status> {
         // The parser lists the kernels and globals, and bounds the image before the
         // driver reads it.
-        let img = self.images.get(image, sha256, self.sm)?;
+        let img = self.shared.images.get(image, sha256, self.sm)?;
         let need = 1 + img.kernels.len() as u64 + img.globals.len() as u64;
         if need > room {
             log::warn!("module with {need} objects exceeds the PD's object limit");
@@ -1090,7 +1176,7 @@ impl Backend for CudaDevice {
             quota.min(self.total),
             self.total,
             self.sm,
-            self.images.clone(),
+            self.shared.clone(),
         )?))
     }
 }

@@ -199,8 +199,6 @@ exports! {
     implemented fn cuKernelGetFunction(func: Out<usize>, kernel: usize) => Ok(func.write(kernel)?);
     implemented fn cuKernelGetAttribute(value: Out<i32>, attr: i32, kernel: usize, _dev: i32) => Ok(value.write(super::module::func_attr(kernel, attr, 0, false)?)?);
     not_supported fn cuMemAllocManaged;
-    not_supported fn cuMemHostRegister_v2;
-    not_supported fn cuMemHostUnregister;
     not_supported fn cuMemcpyPeer;
     not_supported fn cuMemcpyPeerAsync;
 }

@@ -140,6 +140,9 @@ exports! {
     implemented fn cuMemHostAlloc(pp: Out<*mut c_void>, size: usize, _flags: u32) => alloc_host(pp, size);
     implemented fn cuMemFreeHost(p: In<c_void>) => Ok(mem::free_host(p.as_ptr() as *mut u8)?);
     implemented fn cuPointerGetAttribute(data: Out<c_void>, attribute: i32, ptr: u64) => pointer_attribute(data, attribute, ptr);
+    /// Only `MAP_SHARED` mappings of a file (memfd, shared memory): see `hostreg.rs`.
+    implemented fn cuMemHostRegister_v2(p: In<c_void>, size: usize, flags: u32) => Ok(mem::register_host(p.as_ptr() as *mut u8, size, flags)?);
+    implemented fn cuMemHostUnregister(p: In<c_void>) => Ok(mem::unregister_host(p.as_ptr() as *mut u8)?);
     not_supported fn cuMemAddressFree;
     not_supported fn cuMemAddressReserve;
     not_supported fn cuMemCreate;
