@@ -43,7 +43,10 @@ b=$!
 sleep 5
 clients=$(vgpu-driver status | grep -o '"pid"' | wc -l)
 say "vgpu-driver status: $clients client(s) while B runs"
-run "$t/memory" || fail "memory (A) next to B"
+run "$t/memory" > /tmp/memory.out 2>&1 || { cat /tmp/memory.out; fail "memory (A) next to B"; }
+grep -q "registered host memory checked" /tmp/memory.out ||
+  { cat /tmp/memory.out; fail "memory (A): cudaHostRegister of a memfd did not run"; }
+say "memory (A): copies, and cudaHostRegister of a memfd mapping (the driver mapped it for DMA through the vIOMMU)"
 for p in "$t"/kernels_app.cuda*; do
   [ -x "$p" ] || continue
   run "$p" || fail "$(basename "$p") (A) next to B"
