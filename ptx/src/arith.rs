@@ -234,7 +234,7 @@ pub fn mad(ty: Ty, mode: u8, a: u64, b: u64, c: u64, ftz: bool, sat: bool) -> u6
             if ftz {
                 (x, y, z) = (flush(x), flush(y), flush(z));
             }
-            f32_result(x.mul_add(y, z), ftz, sat)
+            f32_result(fma_f32(x, y, z), ftz, sat)
         }
         Ty::F64 => f64_of(a).mul_add(f64_of(b), f64_of(c)).to_bits(),
         _ => {
@@ -268,6 +268,33 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
     let bb = s - a;
     (s, (a - (s - bb)) + (b - bb))
+}
+
+/// `x * y + z` rounded once to nearest even (f32 `fma`), in a few f64 operations instead
+/// of a call into libm's software `fmaf`: the product is exact in f64, the sum's rounding
+/// error is recovered exactly ([`two_sum`]), and a sum that fell exactly halfway between two
+/// f32 values is moved towards the exact value by one f64 ulp before the final rounding,
+/// so that it rounds as the exact value does. Subnormal results, and sums that round past
+/// the f32 range, take libm's path.
+pub fn fma_f32(x: f32, y: f32, z: f32) -> f32 {
+    let (hi, lo) = two_sum(f64::from(x) * f64::from(y), f64::from(z));
+    let n = hi as f32;
+    if lo == 0.0 || lo.is_nan() {
+        return n; // exact in f64 (one rounding), or infinities and NaNs
+    }
+    if !n.is_finite() || n.abs() < f32::MIN_POSITIVE {
+        return x.mul_add(y, z);
+    }
+    // The 29 mantissa bits f32 drops are exactly one half: hi is a tie.
+    if hi.to_bits() & 0x1FFF_FFFF == 0x1000_0000 {
+        let nudged = if lo > 0.0 {
+            hi.next_up()
+        } else {
+            hi.next_down()
+        };
+        return nudged as f32;
+    }
+    n
 }
 
 /// Rounds the exact value `hi + lo` (a double-double) to f32 in direction `r`.
@@ -995,6 +1022,57 @@ mod tests {
 
     fn f(x: f32) -> u64 {
         bits32(x)
+    }
+
+    /// `fma_f32` rounds as libm's `fmaf` (one rounding) on random operands of every
+    /// magnitude and on sums built to fall exactly halfway between two f32 values.
+    #[test]
+    fn fma_f32_rounds_once() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let same = |x: f32, y: f32, z: f32| {
+            let (got, want) = (fma_f32(x, y, z), x.mul_add(y, z));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "fma({x:e}, {y:e}, {z:e}) = {got:e}, libm says {want:e}"
+            );
+        };
+        for _ in 0..200_000 {
+            let r = next();
+            let (x, y, z) = (
+                f32::from_bits(r as u32),
+                f32::from_bits((r >> 32) as u32),
+                f32::from_bits(next() as u32),
+            );
+            same(x, y, z);
+            // Near cancellation and nearby magnitudes, where ties and tiny errors live.
+            same(x, y, -(x * y));
+            same(
+                1.0 + (r as u32 >> 9) as f32 * f32::EPSILON,
+                1.0 + 2f32.powi(-23),
+                z,
+            );
+        }
+        // Exact ties of the f64 sum: 1 + 2^-24 (halfway between 1 and its successor) plus a
+        // tiny product that decides the direction.
+        for (x, y, z) in [
+            (2f32.powi(-24), 1.0, 1.0),
+            (2f32.powi(-24) + 2f32.powi(-60), 1.0, 1.0),
+            (1.0 + 2f32.powi(-23), 2f32.powi(-24), 1.0),
+            (-(1.0 + 2f32.powi(-23)), 2f32.powi(-24), 1.0),
+            (3.0, 2f32.powi(-25), 1.0 + 2f32.powi(-22)),
+            (f32::MAX, 2.0, -f32::MAX),
+            (f32::MIN_POSITIVE, 0.5, 2f32.powi(-149)),
+            (f32::INFINITY, 0.0, 1.0),
+            (f32::INFINITY, 1.0, f32::NEG_INFINITY),
+        ] {
+            same(x, y, z);
+        }
     }
 
     #[test]

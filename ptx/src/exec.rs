@@ -419,8 +419,20 @@ impl<'k, 'l> BlockState<'k, 'l> {
         }
     }
 
-    #[inline]
+    /// A lane's operand: registers and immediates here, inlined into every instruction's
+    /// lane loop; the rest out of line ([`read_other`](Self::read_other)).
+    #[inline(always)]
     fn read(&self, wi: usize, lane: usize, s: Src) -> u64 {
+        match s {
+            Src::Reg(r) => self.warps[wi].regs[r as usize * LANES + lane],
+            Src::Imm(v) => v,
+            s => self.read_other(wi, lane, s),
+        }
+    }
+
+    /// Module globals and special registers.
+    #[inline(never)]
+    fn read_other(&self, wi: usize, lane: usize, s: Src) -> u64 {
         let w = &self.warps[wi];
         match s {
             Src::Reg(r) => w.regs[r as usize * LANES + lane],
