@@ -287,12 +287,14 @@ pub fn fma_f32(x: f32, y: f32, z: f32) -> f32 {
     }
     // The 29 mantissa bits f32 drops are exactly one half: hi is a tie.
     if hi.to_bits() & 0x1FFF_FFFF == 0x1000_0000 {
-        let nudged = if lo > 0.0 {
-            hi.next_up()
+        // One ulp away from zero when lo has hi's sign, else towards it (hi is normal).
+        let b = hi.to_bits();
+        let nudged = if (lo > 0.0) == (hi > 0.0) {
+            b + 1
         } else {
-            hi.next_down()
+            b - 1
         };
-        return nudged as f32;
+        return f64::from_bits(nudged) as f32;
     }
     n
 }
