@@ -54,6 +54,8 @@ struct FileMap {
     /// What an executor did to pin the mapping for its device (see [`HostPiece::pin`]),
     /// undone by dropping it while the memory is still mapped: declared first.
     pin: OnceLock<Option<Pin>>,
+    /// Mapped with write access.
+    writable: bool,
     /// Declared before `mmap`, so that the guard goes before the mapping does.
     _guard: Option<crate::sigbus::Guard>,
     mmap: MmapRegion,
@@ -150,6 +152,7 @@ impl GuestMemory {
             .map_err(|e| std::io::Error::other(format!("mmap of DMA file failed: {e}")))?;
         let fm = Arc::new(FileMap {
             pin: OnceLock::new(),
+            writable,
             _guard: crate::sigbus::protect(mmap.as_ptr() as usize, len),
             mmap,
         });
@@ -455,14 +458,14 @@ impl HostPiece {
     }
 
     /// Pins the whole file mapping this piece lies in for an executor's device, once:
-    /// `pin(address, length)` runs the first time a piece of that mapping asks, and what it
+    /// `pin(address, length, writable)` runs the first time a piece of that mapping asks, and what it
     /// returns is kept until the mapping goes away, when it is dropped while the memory is
     /// still mapped (the mapping goes only when no [`Snapshot`], and so no command, uses it
     /// any more). True when the mapping is pinned; a failed pin (None) is not tried again.
-    pub fn pin(&self, pin: impl FnOnce(*mut u8, usize) -> Option<Pin>) -> bool {
-        self.file
-            .pin
-            .get_or_init(|| pin(self.file.mmap.as_ptr(), self.file.mmap.size()))
+    pub fn pin(&self, pin: impl FnOnce(*mut u8, usize, bool) -> Option<Pin>) -> bool {
+        let f = &self.file;
+        f.pin
+            .get_or_init(|| pin(f.mmap.as_ptr(), f.mmap.size(), f.writable))
             .is_some()
     }
 }
@@ -740,7 +743,8 @@ mod tests {
         let (pins, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         for piece in &p {
             let (n, d) = (pins.clone(), drops.clone());
-            assert!(piece.pin(|_, len| {
+            assert!(piece.pin(|_, len, writable| {
+                assert!(writable);
                 assert_eq!(len, 8 * 4096, "the whole file mapping");
                 n.fetch_add(1, Ordering::SeqCst);
                 Some(Box::new(Counted(d)))

@@ -599,15 +599,28 @@ impl Gpu {
         self.sync()
     }
 
-    /// cuMemHostRegister (portable: every context sees it page-locked) of `len` bytes at
-    /// `base`, in `ctx`, leaving the calling thread's current context as it was. The
-    /// caller keeps the memory mapped until [`host_unregister`](Self::host_unregister).
-    pub fn host_register(&self, ctx: Raw, base: *mut u8, len: usize) -> Result<(), Status> {
+    /// cuMemHostRegister (portable: every context sees it page-locked; read-only unless
+    /// `writable`, as the memory is mapped) of `len` bytes at `base`, in `ctx`, leaving the
+    /// calling thread's current context as it was. The caller keeps the memory mapped until
+    /// [`host_unregister`](Self::host_unregister).
+    pub fn host_register(
+        &self,
+        ctx: Raw,
+        base: *mut u8,
+        len: usize,
+        writable: bool,
+    ) -> Result<(), Status> {
         const PORTABLE: c_uint = 1;
+        const READ_ONLY: c_uint = 8;
+        let flags = if writable {
+            PORTABLE
+        } else {
+            PORTABLE | READ_ONLY
+        };
         self.in_context(ctx, || {
             // SAFETY: CUDA checks that the range is mapped (an error otherwise) and only
             // locks its pages; it reads or writes them only in copies the executor asks for.
-            cu_status(unsafe { (self.cu.cuMemHostRegister_v2)(base.cast(), len, PORTABLE) })
+            cu_status(unsafe { (self.cu.cuMemHostRegister_v2)(base.cast(), len, flags) })
         })
     }
 

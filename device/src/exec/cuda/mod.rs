@@ -176,16 +176,16 @@ struct HostPins {
 }
 
 impl HostPins {
-    /// Registers the file mapping at `base` of `len` bytes; None (and a log line) when CUDA
-    /// refuses: copies from it are then staged by CUDA.
-    fn pin(self: &Arc<Self>, base: *mut u8, len: usize) -> Option<Pin> {
+    /// Registers the file mapping at `base` of `len` bytes (read-only unless `writable`);
+    /// None (and a log line) when CUDA refuses: copies from it are then staged by CUDA.
+    fn pin(self: &Arc<Self>, base: *mut u8, len: usize, writable: bool) -> Option<Pin> {
         let ctx = (*self.ctx.get_or_init(|| {
             self.gpu
                 .ctx_create(self.dev)
                 .inspect_err(|e| log::warn!("no CUDA context to register guest memory in: {e}"))
                 .ok()
         }))?;
-        match self.gpu.host_register(ctx, base, len) {
+        match self.gpu.host_register(ctx, base, len, writable) {
             Ok(()) => {
                 log::info!("guest memory registered with the GPU: {len} bytes at {base:p}");
                 Some(Box::new(Registration {
@@ -530,7 +530,7 @@ impl CudaDevice {
 
     /// Registers the guest memory `p` lies in with CUDA, if that is not done yet.
     fn pin(&self, p: &HostPiece) {
-        p.pin(|base, len| self.shared.pins.pin(base, len));
+        p.pin(|base, len, writable| self.shared.pins.pin(base, len, writable));
     }
 
     fn copy_2d(
