@@ -358,6 +358,54 @@ fn f32_result(r: f32, ftz: bool, sat: bool) -> u64 {
     bits32(if ftz { flush(r) } else { r })
 }
 
+/// [`bin_rounded`] as a plain function of the two operands, for the common cases whose
+/// result needs none of the other arguments: integer add, sub, mul.lo, and, or, xor and
+/// shifts of 32 and 64 bits without saturation, and f32 add, sub and mul rounded to
+/// nearest without `.ftz`, `.sat` or `.NaN`. None for the rest. The interpreter picks it
+/// once per warp instead of dispatching on every lane; it computes what [`bin_rounded`]
+/// computes (tested against it).
+pub fn bin_fn(
+    op: BinOp,
+    ty: Ty,
+    ftz: bool,
+    sat: bool,
+    round: Round,
+    nan: bool,
+) -> Option<fn(u64, u64) -> u64> {
+    use BinOp::*;
+    let f: fn(u64, u64) -> u64 = match (bits(ty), ty.float(), op) {
+        (_, _, _) if sat || nan => return None,
+        (32, true, _) if ftz || !matches!(round, Round::Default | Round::Nearest) => return None,
+        (32, true, Add) => |a, b| bits32(f32_of(a) + f32_of(b)),
+        (32, true, Sub) => |a, b| bits32(f32_of(a) - f32_of(b)),
+        (32, true, MulLo | MulHi | MulWide) => |a, b| bits32(f32_of(a) * f32_of(b)),
+        (_, true, _) => return None,
+        _ if ty == Ty::Pred => return None,
+        (32, false, Add) => |a, b| u64::from((a as u32).wrapping_add(b as u32)),
+        (32, false, Sub) => |a, b| u64::from((a as u32).wrapping_sub(b as u32)),
+        (32, false, MulLo) => |a, b| u64::from((a as u32).wrapping_mul(b as u32)),
+        (32, false, And) => |a, b| u64::from(a as u32 & b as u32),
+        (32, false, Or) => |a, b| u64::from(a as u32 | b as u32),
+        (32, false, Xor) => |a, b| u64::from(a as u32 ^ b as u32),
+        (32, false, Shl) => |a, b| u64::from((a as u32).checked_shl(b as u32).unwrap_or(0)),
+        (32, false, Shr) if ty.signed() => {
+            |a, b| u64::from(((a as i32) >> (b as u32).min(31)) as u32)
+        }
+        (32, false, Shr) => |a, b| u64::from((a as u32).checked_shr(b as u32).unwrap_or(0)),
+        (64, false, Add) => |a, b| a.wrapping_add(b),
+        (64, false, Sub) => |a, b| a.wrapping_sub(b),
+        (64, false, MulLo) => |a, b| a.wrapping_mul(b),
+        (64, false, And) => |a, b| a & b,
+        (64, false, Or) => |a, b| a | b,
+        (64, false, Xor) => |a, b| a ^ b,
+        (64, false, Shl) => |a, b| a.checked_shl(b as u32).unwrap_or(0),
+        (64, false, Shr) if ty.signed() => |a, b| ((a as i64) >> (b as u32).min(63)) as u64,
+        (64, false, Shr) => |a, b| a.checked_shr(b as u32).unwrap_or(0),
+        _ => return None,
+    };
+    Some(f)
+}
+
 /// [`bin`] with a rounding mode (directed modes for f32 `add`/`sub`/`mul`) and `.NaN`.
 #[allow(clippy::too_many_arguments)]
 pub fn bin_rounded(
@@ -1075,6 +1123,86 @@ mod tests {
         ] {
             same(x, y, z);
         }
+    }
+
+    /// Every fast form of [`bin_fn`] computes what [`bin_rounded`] computes, on edge and
+    /// random operands (shift counts past the width, signs, NaNs, high garbage bits).
+    #[test]
+    fn bin_fn_agrees_with_bin_rounded() {
+        use BinOp::*;
+        let ops = [
+            Add, Sub, MulLo, MulHi, MulWide, And, Or, Xor, Shl, Shr, Div, Min,
+        ];
+        let tys = [
+            Ty::U32,
+            Ty::S32,
+            Ty::U64,
+            Ty::S64,
+            Ty::F32,
+            Ty::F64,
+            Ty::F16,
+            Ty::U16,
+            Ty::S16,
+            Ty::Pred,
+        ];
+        let mut vals = vec![
+            0u64,
+            1,
+            31,
+            32,
+            33,
+            63,
+            64,
+            65,
+            u64::MAX,
+            0x8000_0000,
+            0x7FFF_FFFF,
+        ];
+        vals.extend([
+            0xFFFF_FFFF,
+            0x1_0000_0001,
+            bits32(1.5),
+            bits32(-2.25),
+            bits32(f32::NAN),
+        ]);
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            vals.push(seed);
+        }
+        let mut fast = 0;
+        for op in ops {
+            for ty in tys {
+                for (ftz, sat, nan) in [
+                    (false, false, false),
+                    (true, false, false),
+                    (false, true, false),
+                    (false, false, true),
+                ] {
+                    let Some(f) = bin_fn(op, ty, ftz, sat, Round::Default, nan) else {
+                        continue;
+                    };
+                    fast += 1;
+                    for &a in &vals {
+                        for &b in &vals {
+                            let want = bin_rounded(op, ty, a, b, ftz, sat, Round::Default, nan);
+                            let got = f(a, b);
+                            let nan_both =
+                                ty == Ty::F32 && f32_of(got).is_nan() && f32_of(want).is_nan();
+                            assert!(
+                                got == want || nan_both,
+                                "{op:?}.{ty:?} {a:#x} {b:#x}: {got:#x}, not {want:#x}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // 8 integer operations of 4 types (with and without .ftz, which they ignore), and
+        // f32 add, sub and the three mul forms.
+        assert_eq!(fast, 8 * 4 * 2 + 5, "the fast forms");
     }
 
     #[test]

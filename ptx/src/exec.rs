@@ -430,6 +430,75 @@ impl<'k, 'l> BlockState<'k, 'l> {
         }
     }
 
+    /// Operand `s` on all the lanes of warp `wi` at once: a register's lanes copied out, an
+    /// immediate repeated, anything else read lane by lane. A lane loop then reads it with
+    /// no dispatch and no bounds checks.
+    #[inline(always)]
+    fn row(&self, wi: usize, s: Src) -> [u64; LANES] {
+        match s {
+            Src::Reg(r) => {
+                let at = r as usize * LANES;
+                self.warps[wi]
+                    .regs
+                    .get(at..at + LANES)
+                    .and_then(|v| v.try_into().ok())
+                    .unwrap_or([0; LANES])
+            }
+            Src::Imm(v) => [v; LANES],
+            s => std::array::from_fn(|i| self.read_other(wi, i, s)),
+        }
+    }
+
+    /// Stores `v` into register `d` on the lanes of `on`.
+    #[inline(always)]
+    fn put(&mut self, wi: usize, d: Reg, on: u32, v: &[u64; LANES]) {
+        if d == SINK {
+            return;
+        }
+        let at = d as usize * LANES;
+        if let Some(dst) = self.warps[wi].regs.get_mut(at..at + LANES) {
+            for (i, (o, x)) in dst.iter_mut().zip(v).enumerate() {
+                if on >> i & 1 != 0 {
+                    *o = *x;
+                }
+            }
+        }
+    }
+
+    /// `d = f(a, b)` lane by lane on the lanes of `on`.
+    #[inline(always)]
+    fn map2(&mut self, wi: usize, on: u32, d: Reg, a: Src, b: Src, f: impl Fn(u64, u64) -> u64) {
+        let (x, y) = (self.row(wi, a), self.row(wi, b));
+        let mut r = [0u64; LANES];
+        for i in lanes(on) {
+            let i = i & (LANES - 1);
+            r[i] = f(x[i], y[i]);
+        }
+        self.put(wi, d, on, &r);
+    }
+
+    /// `d = f(a, b, c)` lane by lane on the lanes of `on`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn map3(
+        &mut self,
+        wi: usize,
+        on: u32,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+        f: impl Fn(u64, u64, u64) -> u64,
+    ) {
+        let (x, y, z) = (self.row(wi, a), self.row(wi, b), self.row(wi, c));
+        let mut r = [0u64; LANES];
+        for i in lanes(on) {
+            let i = i & (LANES - 1);
+            r[i] = f(x[i], y[i], z[i]);
+        }
+        self.put(wi, d, on, &r);
+    }
+
     /// Module globals and special registers.
     #[inline(never)]
     fn read_other(&self, wi: usize, lane: usize, s: Src) -> u64 {
@@ -531,10 +600,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
         let next = pc + 1;
         match &inst.op {
             Op::Mov { d, a } => {
-                for i in lanes(on) {
-                    let v = self.read(wi, i, *a);
-                    self.write(wi, i, *d, v);
-                }
+                let v = self.row(wi, *a);
+                self.put(wi, *d, on, &v);
             }
             Op::Pack { d, parts, bits } => {
                 let m = if *bits >= 64 {
@@ -670,11 +737,12 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 round,
                 nan,
             } => {
-                for i in lanes(on) {
-                    let x = self.read(wi, i, *a);
-                    let y = self.read(wi, i, *b);
-                    let r = crate::arith::bin_rounded(*op, *ty, x, y, *ftz, *sat, *round, *nan);
-                    self.write(wi, i, *d, r);
+                let (op, ty, ftz, sat, round, nan) = (*op, *ty, *ftz, *sat, *round, *nan);
+                match crate::arith::bin_fn(op, ty, ftz, sat, round, nan) {
+                    Some(f) => self.map2(wi, on, *d, *a, *b, f),
+                    None => self.map2(wi, on, *d, *a, *b, |x, y| {
+                        crate::arith::bin_rounded(op, ty, x, y, ftz, sat, round, nan)
+                    }),
                 }
             }
             Op::Mad {
@@ -688,19 +756,16 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 sat,
                 round,
             } => {
-                for i in lanes(on) {
-                    let x = self.read(wi, i, *a);
-                    let y = self.read(wi, i, *b);
-                    let z = self.read(wi, i, *c);
-                    let r = crate::arith::mad_rounded(*ty, *mode, x, y, z, *ftz, *sat, *round);
-                    self.write(wi, i, *d, r);
-                }
+                let (ty, mode, ftz, sat, round) = (*ty, *mode, *ftz, *sat, *round);
+                self.map3(wi, on, *d, *a, *b, *c, |x, y, z| {
+                    crate::arith::mad_rounded(ty, mode, x, y, z, ftz, sat, round)
+                });
             }
             Op::Un { op, ty, d, a, ftz } => {
-                for i in lanes(on) {
-                    let x = self.read(wi, i, *a);
-                    self.write(wi, i, *d, crate::arith::un(*op, *ty, x, *ftz));
-                }
+                let (op, ty, ftz) = (*op, *ty, *ftz);
+                self.map2(wi, on, *d, *a, Src::Imm(0), |x, _| {
+                    crate::arith::un(op, ty, x, ftz)
+                });
             }
             Op::Setp {
                 cmp,
@@ -712,19 +777,24 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 combine,
                 ftz,
             } => {
+                let (x, y) = (self.row(wi, *a), self.row(wi, *b));
+                let q = combine.map(|(op, p, neg)| (op, self.row(wi, p), neg));
+                let (mut r, mut r2) = ([0u64; LANES], [0u64; LANES]);
                 for i in lanes(on) {
-                    let x = self.read(wi, i, *a);
-                    let y = self.read(wi, i, *b);
+                    let i = i & (LANES - 1);
                     let (x, y) = if *ftz && *ty == Ty::F32 {
-                        (crate::arith::flush_bits(x), crate::arith::flush_bits(y))
+                        (
+                            crate::arith::flush_bits(x[i]),
+                            crate::arith::flush_bits(y[i]),
+                        )
                     } else {
-                        (x, y)
+                        (x[i], y[i])
                     };
                     let t = crate::arith::compare(*cmp, *ty, x, y);
-                    let (r, r2) = match combine {
+                    let (v, v2) = match &q {
                         None => (t, !t),
                         Some((op, p, neg)) => {
-                            let q = (self.read(wi, i, *p) != 0) != *neg;
+                            let q = (p[i] != 0) != *neg;
                             let f = |v: bool| match op {
                                 BoolOp::And => v && q,
                                 BoolOp::Or => v || q,
@@ -733,21 +803,15 @@ impl<'k, 'l> BlockState<'k, 'l> {
                             (f(t), f(!t))
                         }
                     };
-                    self.write(wi, i, *d, u64::from(r));
-                    if let Some(d2) = d2 {
-                        self.write(wi, i, *d2, u64::from(r2));
-                    }
+                    (r[i], r2[i]) = (u64::from(v), u64::from(v2));
+                }
+                self.put(wi, *d, on, &r);
+                if let Some(d2) = d2 {
+                    self.put(wi, *d2, on, &r2);
                 }
             }
             Op::Selp { d, a, b, p } => {
-                for i in lanes(on) {
-                    let v = if self.read(wi, i, *p) != 0 {
-                        self.read(wi, i, *a)
-                    } else {
-                        self.read(wi, i, *b)
-                    };
-                    self.write(wi, i, *d, v);
-                }
+                self.map3(wi, on, *d, *a, *b, *p, |x, y, q| if q != 0 { x } else { y });
             }
             Op::Cvt {
                 dty,
@@ -758,15 +822,10 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 d,
                 a,
             } => {
-                for i in lanes(on) {
-                    let x = self.read(wi, i, *a);
-                    self.write(
-                        wi,
-                        i,
-                        *d,
-                        crate::arith::cvt(*dty, *sty, *round, *sat, *ftz, x),
-                    );
-                }
+                let (dty, sty, round, sat, ftz) = (*dty, *sty, *round, *sat, *ftz);
+                self.map2(wi, on, *d, *a, Src::Imm(0), |x, _| {
+                    crate::arith::cvt(dty, sty, round, sat, ftz, x)
+                });
             }
             Op::Ld {
                 space,
