@@ -168,6 +168,53 @@ impl Memory {
         Ok(&mut buf[off..off + len as usize])
     }
 
+    /// Reads `size` bytes (at most 8, little-endian) at each of `addrs` into `out`; on the
+    /// first address outside every allocation, its index. Consecutive addresses in one
+    /// allocation (a warp's accesses, usually) take one lookup.
+    pub fn read_many(&self, addrs: &[u64], size: u32, out: &mut [u64]) -> Result<(), usize> {
+        let n = size.min(8) as usize;
+        let mut cur: Option<(u64, &[u8])> = None;
+        for (k, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
+            let (base, buf) = match cur {
+                Some((b, buf)) if a >= b && a - b + n as u64 <= buf.len() as u64 => (b, buf),
+                _ => {
+                    let (b, _) = self.locate(a, n as u64).map_err(|_| k)?;
+                    let buf = self.allocs.get(&b).ok_or(k)?.as_slice();
+                    cur = Some((b, buf));
+                    (b, buf)
+                }
+            };
+            let off = (a - base) as usize;
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&buf[off..off + n]);
+            *o = u64::from_le_bytes(b);
+        }
+        Ok(())
+    }
+
+    /// Writes the low `size` bytes (at most 8, little-endian) of each of `values` at the
+    /// matching one of `addrs`, in order; on the first address outside every allocation,
+    /// its index (the writes before it are done). One lookup per run of addresses in one
+    /// allocation.
+    pub fn write_many(&mut self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
+        let n = size.min(8) as usize;
+        let mut cur: Option<(u64, usize)> = None;
+        for (k, (&a, v)) in addrs.iter().zip(values).enumerate() {
+            let base = match cur {
+                Some((b, len)) if a >= b && a - b + n as u64 <= len as u64 => b,
+                _ => {
+                    let (b, _) = self.locate(a, n as u64).map_err(|_| k)?;
+                    cur = Some((b, self.allocs.get(&b).map_or(0, Vec::len)));
+                    b
+                }
+            };
+            let buf = self.allocs.get_mut(&base).ok_or(k)?;
+            let off = (a - base) as usize;
+            buf[off..off + n].copy_from_slice(&v.to_le_bytes()[..n]);
+        }
+        Ok(())
+    }
+
     /// `memmove` within device memory.
     pub fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), Status> {
         let (sb, so) = self.locate(src, len)?;
@@ -193,6 +240,37 @@ impl Drop for Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A warp's accesses across two allocations, each value at its own address; the first
+    /// address outside (or straddling the end of) an allocation is reported by index.
+    #[test]
+    fn many_accesses_at_once() {
+        let mut m = Memory::new(1 << 16, Pool::new(1 << 20));
+        let (a, b) = (m.alloc(256).unwrap(), m.alloc(256).unwrap());
+        let addrs: Vec<u64> = (0..32u64)
+            .map(|i| if i % 3 == 0 { b + i * 4 } else { a + i * 8 })
+            .collect();
+        let vals: Vec<u64> = (0..32u64).map(|i| 0x0102_0304_0506_0708 ^ i).collect();
+        m.write_many(&addrs[..1], 4, &vals[..1]).unwrap();
+        m.write_many(&addrs, 4, &vals).unwrap();
+        let mut out = vec![0u64; 32];
+        m.read_many(&addrs, 4, &mut out).unwrap();
+        for (o, v) in out.iter().zip(&vals) {
+            assert_eq!(*o, v & 0xFFFF_FFFF);
+        }
+        let mut bad = addrs.clone();
+        bad[5] = a + 254; // 8 bytes from here straddle the end
+        assert_eq!(m.read_many(&bad, 8, &mut out), Err(5));
+        bad[5] = 0x10;
+        assert_eq!(m.write_many(&bad, 4, &vals), Err(5));
+        let mut one = [0u64];
+        m.read_many(&addrs[4..5], 4, &mut one).unwrap();
+        assert_eq!(
+            one[0],
+            vals[4] & 0xFFFF_FFFF,
+            "the stores before the bad one were done"
+        );
+    }
 
     #[test]
     fn contexts_share_the_device_memory() {

@@ -532,24 +532,11 @@ impl vgpu_ptx::exec::Memory for KernelMemory<'_> {
     }
 
     fn read_many(&self, addrs: &[u64], size: u32, out: &mut [u64]) -> Result<(), usize> {
-        let m = self.mem();
-        for (k, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
-            let s = m.slice(a, u64::from(size)).map_err(|_| k)?;
-            let mut b = [0u8; 8];
-            b[..s.len()].copy_from_slice(s);
-            *o = u64::from_le_bytes(b);
-        }
-        Ok(())
+        self.mem().read_many(addrs, size, out)
     }
 
     fn write_many(&self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
-        let mut m = self.mem();
-        for (k, (&a, v)) in addrs.iter().zip(values).enumerate() {
-            let s = m.slice_mut(a, u64::from(size)).map_err(|_| k)?;
-            let n = s.len();
-            s.copy_from_slice(&v.to_le_bytes()[..n]);
-        }
-        Ok(())
+        self.mem().write_many(addrs, size, values)
     }
 
     fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
