@@ -14,7 +14,8 @@
 //!
 //! After that, commands go straight to the device through the [`QueuePair`]
 //! ([`Connection::queue`]); the control socket carries only window management
-//! ([`Connection::alloc_window`], [`Connection::free_window`]), status
+//! ([`Connection::alloc_window`], [`Connection::register_host`] for memory the program
+//! already has, [`Connection::free_window`]), status
 //! ([`Connection::status`]) and the GOODBYE sent when the connection is dropped.
 //!
 //! Threads: the queue is shared (`Arc<QueuePair>`, all methods take `&self`); the
