@@ -457,7 +457,16 @@ pub fn register_host(p: *mut u8, size: usize, flags: u32) -> Result<(), CuResult
     let start = at - at % page;
     let end = end.checked_next_multiple_of(page).ok_or(1u32)?;
     let (_, offset) = crate::hostreg::locate(&maps, start, end).map_err(refuse)?;
-    let overlaps = lock(&REGISTERED)
+    let size_of_file = file.metadata().map_or(0, |m| m.len());
+    if offset + (end - start) as u64 > size_of_file {
+        return Err(refuse(
+            "the range reaches into the partial page past the end of its file".into(),
+        ));
+    }
+    // Held until the range is recorded, so that two threads cannot both register it (the
+    // connection's lock is only ever taken inside this one).
+    let mut registered = lock(&REGISTERED);
+    let overlaps = registered
         .values()
         .any(|&(_, s, n)| s < end && start < s + n);
     if overlaps || window_of(&lock(c), at, size).is_some() {
@@ -466,7 +475,7 @@ pub fn register_host(p: *mut u8, size: usize, flags: u32) -> Result<(), CuResult
     let id = lock(c)
         .register_host(file.into(), offset, (end - start) as u64, start)
         .map_err(client_err)?;
-    lock(&REGISTERED).insert(at, (id, start, end - start));
+    registered.insert(at, (id, start, end - start));
     log::debug!("vgpu: {size} bytes at {p:p} registered as window {id}");
     Ok(())
 }

@@ -158,6 +158,10 @@ impl ImageCache {
 /// How many bytes of guest memory one step of a 2-D copy stages.
 const BOUNCE: usize = 8 << 20;
 
+/// The smallest file mapping of guest memory worth registering with CUDA: a registration
+/// costs more than staging the few copies a small mapping (a small pinned buffer) carries.
+const MIN_PIN: usize = 1 << 20;
+
 /// What every PD's context shares: parsed images, and guest memory registered with CUDA.
 struct Shared {
     images: ImageCache,
@@ -179,6 +183,13 @@ impl HostPins {
     /// Registers the file mapping at `base` of `len` bytes (read-only unless `writable`);
     /// None (and a log line) when CUDA refuses: copies from it are then staged by CUDA.
     fn pin(self: &Arc<Self>, base: *mut u8, len: usize, writable: bool) -> Option<Pin> {
+        // Whole pages: a file whose size is not a multiple of the page ends in a partial
+        // page, which vgpu's own libcuda (loop-back) cannot register, as its driver maps
+        // whole pages of a file only; copies that touch that page are staged.
+        let len = len - len % 4096;
+        if len < MIN_PIN {
+            return None;
+        }
         let ctx = (*self.ctx.get_or_init(|| {
             self.gpu
                 .ctx_create(self.dev)
