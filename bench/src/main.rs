@@ -471,6 +471,7 @@ fn main() {
 
     // Through the drop-in libraries.
     rows.extend(shims::pageable(&sizes, min_time));
+    rows.extend(shims::registered(&sizes, min_time));
     rows.extend(shims::small_copies(&handoff, rounds / 4));
     rows.push(shims::registration());
     rows.push(ptx::interpreter(min_time));

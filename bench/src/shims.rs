@@ -102,6 +102,8 @@ mod cu {
             pub fn cuMemFree_v2(p: u64) -> u32;
             pub fn cuMemAllocHost_v2(p: *mut *mut c_void, n: usize) -> u32;
             pub fn cuMemFreeHost(p: *mut c_void) -> u32;
+            pub fn cuMemHostRegister_v2(p: *mut c_void, n: usize, flags: u32) -> u32;
+            pub fn cuMemHostUnregister(p: *mut c_void) -> u32;
             pub fn cuMemcpyHtoD_v2(d: u64, s: *const c_void, n: usize) -> u32;
             pub fn cuMemcpyDtoH_v2(d: *mut c_void, s: u64, n: usize) -> u32;
             pub fn cuMemcpyHtoDAsync_v2(d: u64, s: *const c_void, n: usize, st: usize) -> u32;
@@ -159,6 +161,15 @@ mod cu {
     pub fn cuMemFreeHost(p: *mut c_void) -> u32 {
         // SAFETY: see above.
         unsafe { sys::cuMemFreeHost(p) }
+    }
+    /// `p` is `n` bytes of host memory this benchmark mapped.
+    pub fn cuMemHostRegister_v2(p: *mut u8, n: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemHostRegister_v2(p.cast(), n, 0) }
+    }
+    pub fn cuMemHostUnregister(p: *mut u8) -> u32 {
+        // SAFETY: see above.
+        unsafe { sys::cuMemHostUnregister(p.cast()) }
     }
     pub fn cuMemcpyHtoD_v2(d: u64, s: &[u8]) -> u32 {
         // SAFETY: see above.
@@ -331,6 +342,53 @@ pub fn pageable(sizes: &[u64], min_time: Duration) -> Vec<Row> {
         }
     }
     check("cuMemFree", cu::cuMemFree_v2(dev));
+    rows
+}
+
+/// Host-to-device and device-to-host copies from and to memory the program mapped itself
+/// and registered with `cuMemHostRegister` (a memfd mapping, which becomes a window: the
+/// copies go straight, as from `cuMemAllocHost` memory), against memcpy of the same size.
+pub fn registered(sizes: &[u64], min_time: Duration) -> Vec<Row> {
+    check("cuInit", cu::cuInit(0));
+    let max = *sizes.iter().max().unwrap_or(&(4 << 20)) as usize;
+    let mem = vgpu_os::shm::SharedMemory::new("vgpu-bench-registered", max).expect("a memfd");
+    mem.fill(0, mem.len(), 1).expect("touched");
+    let p = mem.as_ptr();
+    check("cuMemHostRegister", cu::cuMemHostRegister_v2(p, mem.len()));
+    let mut dev = 0u64;
+    check("cuMemAlloc", cu::cuMemAlloc_v2(&mut dev, max));
+    let mut rows = Vec::new();
+    for &size in sizes {
+        let size = size as usize;
+        let mc = floors::memcpy_bandwidth(size, min_time) / 1e9;
+        for htod in [true, false] {
+            let copy = || {
+                let r = if htod {
+                    cu::cuMemcpyHtoD_raw(dev, p, size)
+                } else {
+                    cu::cuMemcpyDtoH_raw(p, dev, size)
+                };
+                check("registered copy", r);
+            };
+            let best = floors::best_rate(size, min_time, copy, || {});
+            rows.push(Row {
+                name: format!(
+                    "{} registered {}",
+                    if htod { "HtoD" } else { "DtoH" },
+                    crate::human(size as u64)
+                ),
+                value: best / 1e9,
+                unit: "GB/s",
+                floor_name: format!("memcpy {}", crate::human(size as u64)),
+                floor: mc,
+                lower_is_better: false,
+                target: None,
+                p99: None,
+            });
+        }
+    }
+    check("cuMemFree", cu::cuMemFree_v2(dev));
+    check("cuMemHostUnregister", cu::cuMemHostUnregister(p));
     rows
 }
 
