@@ -475,6 +475,14 @@ fn host_memory_is_registered_as_a_window() {
     assert!(refused_with(&reply, error_code::BAD_MESSAGE), "{reply:?}");
     let reply = host_register(&mut c, 0, 1 << 40, file.as_raw_fd());
     assert!(refused_with(&reply, error_code::NO_MEMORY), "{reply:?}");
+    // Offsets at the top of the range: one that overflows with its length is malformed,
+    // one past any file (and past mmap's signed offsets) is refused.
+    let reply = host_register(&mut c, u64::MAX - 4095, 4096, file.as_raw_fd());
+    assert!(refused_with(&reply, error_code::BAD_MESSAGE), "{reply:?}");
+    for offset in [1 << 62, 1 << 63] {
+        let reply = host_register(&mut c, offset, 4096, file.as_raw_fd());
+        assert!(refused_with(&reply, error_code::INVALID), "{reply:?}");
+    }
     // Huge pages: whole ones only.
     if let Ok(huge) = vgpu_os::shm::SharedMemory::new_huge("client-huge", 4 << 20) {
         let hf = huge.file().unwrap().as_raw_fd();

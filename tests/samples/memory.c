@@ -120,6 +120,8 @@ static int host_register(int keep_fd) {
     }
     CHECK(e == 0, "cudaHostRegister -> %s", cudaGetErrorString(e));
     CHECK(cudaHostRegister(buf + 8, 16, 0) == 712, "registering registered memory again is refused (712)");
+    CHECK(cudaHostRegister(buf, (size_t)-1, 0) == 1, "a length that wraps the address space is invalid (1)");
+    CHECK(cudaHostRegister(map, len, 64) == 1, "unknown flags are invalid (1)");
     cudaGetLastError();
     OK(cudaMalloc(&dev, n));
     OK(cudaMemcpy(dev, buf, n, H2D));
