@@ -171,14 +171,6 @@ mod cu {
         // SAFETY: see above.
         unsafe { sys::cuMemHostUnregister(p.cast()) }
     }
-    pub fn cuMemcpyHtoD_v2(d: u64, s: &[u8]) -> u32 {
-        // SAFETY: see above.
-        unsafe { sys::cuMemcpyHtoD_v2(d, s.as_ptr().cast(), s.len()) }
-    }
-    pub fn cuMemcpyDtoH_v2(d: &mut [u8], s: u64) -> u32 {
-        // SAFETY: see above.
-        unsafe { sys::cuMemcpyDtoH_v2(d.as_mut_ptr().cast(), s, d.len()) }
-    }
     /// `s` is `n` bytes of host memory (pageable or pinned) this benchmark allocated.
     pub fn cuMemcpyHtoD_raw(d: u64, s: *const u8, n: usize) -> u32 {
         // SAFETY: see above.
@@ -303,46 +295,13 @@ fn check(what: &str, r: u32) {
 /// Host-to-device and device-to-host copies from and to pageable memory (staged through
 /// the window by libcuda), against memcpy of the same size.
 pub fn pageable(sizes: &[u64], min_time: Duration) -> Vec<Row> {
-    check("cuInit", cu::cuInit(0));
     let max = *sizes.iter().max().unwrap_or(&(4 << 20)) as usize;
-    let mut dev = 0u64;
-    check("cuMemAlloc", cu::cuMemAlloc_v2(&mut dev, max));
     // Touched first, so that page faults are not part of the copies.
     let mut host = vec![1u8; max];
-    let mut rows = Vec::new();
-    for &size in sizes {
-        let size = size as usize;
-        // Pageable memory is ordinary heap memory on both ends: heap-to-heap memcpy.
-        let mc = floors::memcpy_bandwidth(size, min_time) / 1e9;
-        for htod in [true, false] {
-            let copy = || {
-                let r = if htod {
-                    cu::cuMemcpyHtoD_v2(dev, &host[..size])
-                } else {
-                    cu::cuMemcpyDtoH_v2(&mut host[..size], dev)
-                };
-                check("pageable copy", r);
-            };
-            // Each copy is complete on return: nothing to settle.
-            let best = floors::best_rate(size, min_time, copy, || {});
-            rows.push(Row {
-                name: format!(
-                    "{} pageable {}",
-                    if htod { "HtoD" } else { "DtoH" },
-                    crate::human(size as u64)
-                ),
-                value: best / 1e9,
-                unit: "GB/s",
-                floor_name: format!("memcpy {}", crate::human(size as u64)),
-                floor: mc,
-                lower_is_better: false,
-                target: (size >= 4 << 20).then_some(0.7),
-                p99: None,
-            });
-        }
-    }
-    check("cuMemFree", cu::cuMemFree_v2(dev));
-    rows
+    // Pageable memory is ordinary heap memory on both ends: heap-to-heap memcpy.
+    copy_rows("pageable", host.as_mut_ptr(), sizes, min_time, |size| {
+        (size >= 4 << 20).then_some(0.7)
+    })
 }
 
 /// Host-to-device and device-to-host copies from and to memory the program mapped itself
@@ -355,6 +314,23 @@ pub fn registered(sizes: &[u64], min_time: Duration) -> Vec<Row> {
     mem.fill(0, mem.len(), 1).expect("touched");
     let p = mem.as_ptr();
     check("cuMemHostRegister", cu::cuMemHostRegister_v2(p, mem.len()));
+    let rows = copy_rows("registered", p, sizes, min_time, |_| None);
+    check("cuMemHostUnregister", cu::cuMemHostUnregister(p));
+    rows
+}
+
+/// One row per size and direction: synchronous copies between `host` (at least the
+/// largest size, this benchmark's own memory) and the device, as bandwidth against memcpy
+/// of the same size; rows named after `kind`, with `target(size)`.
+fn copy_rows(
+    kind: &str,
+    host: *mut u8,
+    sizes: &[u64],
+    min_time: Duration,
+    target: impl Fn(usize) -> Option<f64>,
+) -> Vec<Row> {
+    check("cuInit", cu::cuInit(0));
+    let max = *sizes.iter().max().unwrap_or(&(4 << 20)) as usize;
     let mut dev = 0u64;
     check("cuMemAlloc", cu::cuMemAlloc_v2(&mut dev, max));
     let mut rows = Vec::new();
@@ -364,16 +340,17 @@ pub fn registered(sizes: &[u64], min_time: Duration) -> Vec<Row> {
         for htod in [true, false] {
             let copy = || {
                 let r = if htod {
-                    cu::cuMemcpyHtoD_raw(dev, p, size)
+                    cu::cuMemcpyHtoD_raw(dev, host, size)
                 } else {
-                    cu::cuMemcpyDtoH_raw(p, dev, size)
+                    cu::cuMemcpyDtoH_raw(host, dev, size)
                 };
-                check("registered copy", r);
+                check(kind, r);
             };
+            // Each copy is complete on return: nothing to settle.
             let best = floors::best_rate(size, min_time, copy, || {});
             rows.push(Row {
                 name: format!(
-                    "{} registered {}",
+                    "{} {kind} {}",
                     if htod { "HtoD" } else { "DtoH" },
                     crate::human(size as u64)
                 ),
@@ -382,13 +359,12 @@ pub fn registered(sizes: &[u64], min_time: Duration) -> Vec<Row> {
                 floor_name: format!("memcpy {}", crate::human(size as u64)),
                 floor: mc,
                 lower_is_better: false,
-                target: None,
+                target: target(size),
                 p99: None,
             });
         }
     }
     check("cuMemFree", cu::cuMemFree_v2(dev));
-    check("cuMemHostUnregister", cu::cuMemHostUnregister(p));
     rows
 }
 

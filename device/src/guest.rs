@@ -449,8 +449,7 @@ impl HostPiece {
     /// The address of the piece's first byte in this process, valid for [`len`](Self::len)
     /// bytes while the piece lives. Other processes (the guest) may change the memory at any
     /// time, and it may be taken away (an access then raises SIGBUS, which
-    /// [`crate::sigbus`] survives): access it only through a device, within
-    /// [`guarded_access`].
+    /// [`crate::sigbus`] survives): access it only through a device, within [`guarded`].
     pub fn as_ptr(&self) -> *mut u8 {
         // `file_off + len` lies inside the file mapping (host_pieces built it from mappings
         // that `region_in` checked).
@@ -458,9 +457,9 @@ impl HostPiece {
     }
 
     /// Pins the whole file mapping this piece lies in for an executor's device, once:
-    /// `pin(address, length, writable)` runs the first time a piece of that mapping asks, and what it
-    /// returns is kept until the mapping goes away, when it is dropped while the memory is
-    /// still mapped (the mapping goes only when no [`Snapshot`], and so no command, uses it
+    /// `pin(address, length, writable)` runs the first time a piece of that mapping asks,
+    /// and what it returns is kept until the mapping goes away, when it is dropped while the
+    /// memory is still mapped (the mapping goes only when no [`Snapshot`], and so no command, uses it
     /// any more). True when the mapping is pinned; a failed pin (None) is not tried again.
     pub fn pin(&self, pin: impl FnOnce(*mut u8, usize, bool) -> Option<Pin>) -> bool {
         let f = &self.file;
@@ -470,20 +469,14 @@ impl HostPiece {
     }
 }
 
-/// Runs `f`, an access of guest memory at `[iova, iova + len)` by other means than this
-/// module's (a device's DMA through [`HostPiece::as_ptr`]); it failed if guest memory was
-/// taken away under it.
-pub fn guarded_access<T>(
+/// Runs the access `f` of `[iova, iova + len)` (this module's, or a device's DMA through
+/// [`HostPiece::as_ptr`]); it failed if guest memory was taken away under it (a SIGBUS
+/// survived meanwhile).
+pub fn guarded<T>(
     iova: u64,
     len: u64,
     f: impl FnOnce() -> Result<T, DmaError>,
 ) -> Result<T, DmaError> {
-    guarded(iova, len, f)
-}
-
-/// Runs the access `f` of `[iova, iova + len)`; it failed if guest memory was taken away
-/// under it (a SIGBUS survived meanwhile).
-fn guarded<T>(iova: u64, len: u64, f: impl FnOnce() -> Result<T, DmaError>) -> Result<T, DmaError> {
     crate::sigbus::checked(f, || {
         log::warn!("guest memory at IOVA {iova:#x}+{len:#x} was taken away (SIGBUS survived)");
         DmaError::Lost { iova, len }

@@ -226,12 +226,21 @@ impl Device {
             });
         };
         let shm = SharedMemory::new(name, len)?;
+        Self::map_at_new_iova(inner, alloc, shm)
+    }
+
+    /// Maps `shm` for DMA at a new IOVA from `alloc` (aligned to its pages). The caller holds
+    /// the allocator's lock: mapping with it held keeps a failed map's IOVA from being
+    /// handed out before it is returned.
+    fn map_at_new_iova(
+        inner: &Arc<DeviceInner>,
+        alloc: &mut IovaAllocator,
+        shm: SharedMemory,
+    ) -> Result<DmaMem, DriverError> {
         let align = if shm.huge() { HUGE_PAGE } else { PAGE };
         let iova = alloc
             .alloc(shm.len() as u64, align as u64)
             .ok_or(DriverError::NoMemory("IOVA space exhausted".into()))?;
-        // Mapping with the allocator held keeps a failed map's IOVA from being handed out
-        // before it is returned.
         match inner.backing.dma_map(&DmaRegion { iova, mem: &shm }) {
             Ok(at) => debug_assert_eq!(at, iova),
             Err(e) => {
@@ -239,7 +248,6 @@ impl Device {
                 return Err(e);
             }
         }
-        drop(space);
         Ok(DmaMem {
             shm,
             iova,
@@ -295,22 +303,7 @@ impl Device {
             ));
         };
         let shm = SharedMemory::map_range(file, offset, n)?;
-        let iova = alloc
-            .alloc(len, PAGE as u64)
-            .ok_or(DriverError::NoMemory("IOVA space exhausted".into()))?;
-        match self.inner.backing.dma_map(&DmaRegion { iova, mem: &shm }) {
-            Ok(at) => debug_assert_eq!(at, iova),
-            Err(e) => {
-                alloc.free(iova, len);
-                return Err(e);
-            }
-        }
-        drop(space);
-        Ok(DmaMem {
-            shm,
-            iova,
-            dev: self.inner.clone(),
-        })
+        Self::map_at_new_iova(&self.inner, alloc, shm)
     }
 
     /// The backing.

@@ -267,6 +267,7 @@ impl SharedMemory {
         // The file holds the range (just checked).
         let mut m = Self::mmap_at(file.as_fd(), offset, len)?;
         m.file = Some(file);
+        m.huge = page > PAGE;
         Ok(m)
     }
 
@@ -325,8 +326,8 @@ impl SharedMemory {
         self.len == 0
     }
 
-    /// True when [`SharedMemory::new`] or [`SharedMemory::new_huge`] made the memory on huge
-    /// pages.
+    /// True when the memory is on huge pages: made so by [`SharedMemory::new`] or
+    /// [`SharedMemory::new_huge`], or a hugetlbfs range given to [`SharedMemory::map_range`].
     pub fn huge(&self) -> bool {
         self.huge
     }

@@ -465,6 +465,18 @@ impl<'k, 'l> BlockState<'k, 'l> {
         }
     }
 
+    /// `d = f(a)` lane by lane on the lanes of `on`.
+    #[inline(always)]
+    fn map1(&mut self, wi: usize, on: u32, d: Reg, a: Src, f: impl Fn(u64) -> u64) {
+        let x = self.row(wi, a);
+        let mut r = [0u64; LANES];
+        for i in lanes(on) {
+            let i = i & (LANES - 1);
+            r[i] = f(x[i]);
+        }
+        self.put(wi, d, on, &r);
+    }
+
     /// `d = f(a, b)` lane by lane on the lanes of `on`.
     #[inline(always)]
     fn map2(&mut self, wi: usize, on: u32, d: Reg, a: Src, b: Src, f: impl Fn(u64, u64) -> u64) {
@@ -763,9 +775,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
             }
             Op::Un { op, ty, d, a, ftz } => {
                 let (op, ty, ftz) = (*op, *ty, *ftz);
-                self.map2(wi, on, *d, *a, Src::Imm(0), |x, _| {
-                    crate::arith::un(op, ty, x, ftz)
-                });
+                self.map1(wi, on, *d, *a, |x| crate::arith::un(op, ty, x, ftz));
             }
             Op::Setp {
                 cmp,
@@ -823,7 +833,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 a,
             } => {
                 let (dty, sty, round, sat, ftz) = (*dty, *sty, *round, *sat, *ftz);
-                self.map2(wi, on, *d, *a, Src::Imm(0), |x, _| {
+                self.map1(wi, on, *d, *a, |x| {
                     crate::arith::cvt(dty, sty, round, sat, ftz, x)
                 });
             }

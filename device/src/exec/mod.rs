@@ -25,7 +25,7 @@ pub mod soft;
 pub(crate) mod streams;
 pub mod util;
 
-use crate::guest::{guarded_access, DmaError, HostPiece, Snapshot};
+use crate::guest::{guarded, DmaError, HostPiece, Snapshot};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use vgpu_proto::info::{DeviceInfo, FunctionEntry};
@@ -123,7 +123,7 @@ impl HostRange {
                 .mem
                 .host_pieces(self.iova, self.len, write)
                 .map_err(dma_status)?;
-            guarded_access(self.iova, self.len, || Ok(f(&pieces))).map_err(dma_status)?
+            guarded(self.iova, self.len, || Ok(f(&pieces))).map_err(dma_status)?
         })
     }
 

@@ -463,8 +463,8 @@ pub fn register_host(p: *mut u8, size: usize, flags: u32) -> Result<(), CuResult
             "the range reaches into the partial page past the end of its file".into(),
         ));
     }
-    // Held until the range is recorded, so that two threads cannot both register it (the
-    // connection's lock is only ever taken inside this one).
+    // Held until the range is recorded, so that two threads cannot both register it. The
+    // connection's lock is taken under it here, and nowhere is this one taken under that.
     let mut registered = lock(&REGISTERED);
     let overlaps = registered
         .values()

@@ -194,8 +194,8 @@ impl Memory {
 
     /// Writes the low `size` bytes (at most 8, little-endian) of each of `values` at the
     /// matching one of `addrs`, in order; on the first address outside every allocation,
-    /// its index (the writes before it are done). One lookup per run of addresses in one
-    /// allocation.
+    /// its index (the writes before it are done). The allocation is searched for once per
+    /// run of addresses in it; each write then takes one map access.
     pub fn write_many(&mut self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
         let n = size.min(8) as usize;
         let mut cur: Option<(u64, usize)> = None;
