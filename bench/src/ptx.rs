@@ -69,6 +69,7 @@ pub fn interpreter(min_time: Duration) -> Row {
         threads: 1,
         deadline: None,
         cancel: None,
+        native: None,
     };
     let interp = best_rate(
         count,

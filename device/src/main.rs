@@ -60,6 +60,9 @@ struct Args {
     /// kernels (a kernel whose image carries no PTX then fails to launch).
     #[arg(long)]
     no_reference_kernels: bool,
+    /// Soft device: interpret every PTX instruction, compiling none to native code.
+    #[arg(long)]
+    no_jit: bool,
     /// Soft device: seconds a kernel may run before its launch fails with
     /// CUDA_ERROR_LAUNCH_TIMEOUT (the watchdog a GPU has).
     #[arg(long, default_value_t = 120)]
@@ -204,6 +207,7 @@ fn soft_executor(args: &Args) -> Arc<dyn Executor> {
         cfg.pci = p;
     }
     cfg.reference_kernels = !args.no_reference_kernels;
+    cfg.jit = !args.no_jit;
     cfg.launch_timeout = std::time::Duration::from_secs(args.launch_timeout);
     cfg.poll_while_busy = args.poll_while_busy;
     warn_past_host_memory(cfg.memory);

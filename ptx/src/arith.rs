@@ -95,7 +95,8 @@ pub fn bin(op: BinOp, ty: Ty, a: u64, b: u64, ftz: bool, sat: bool) -> u64 {
                 BinOp::Rem => x % y,
                 BinOp::Min => x.min(y),
                 BinOp::Max => x.max(y),
-                BinOp::CopySign => y.copysign(x),
+                // A bit operation: a NaN keeps its payload.
+                BinOp::CopySign => return bits32(y.copysign(x)),
                 // Bitwise operations on .f32 do not exist; the checker keeps them out.
                 _ => f32::NAN,
             };
@@ -344,7 +345,21 @@ fn f32_directed(hi: f64, lo: f64, r: Round) -> f32 {
     }
 }
 
-/// An f32 result as a register value, saturated (`.sat`) and flushed (`.ftz`) as asked.
+/// The NaN that f32 arithmetic gives, whatever NaNs went in (as NVIDIA GPUs do): the
+/// result does not depend on which operand's payload the host's instruction keeps.
+pub const CANONICAL_NAN_F32: u32 = 0x7FFF_FFFF;
+
+/// The register value of an f32 arithmetic result, its NaN canonical.
+fn arith32(r: f32) -> u64 {
+    if r.is_nan() {
+        CANONICAL_NAN_F32.into()
+    } else {
+        bits32(r)
+    }
+}
+
+/// An f32 arithmetic result as a register value, saturated (`.sat`) and flushed (`.ftz`)
+/// as asked, its NaN canonical.
 fn f32_result(r: f32, ftz: bool, sat: bool) -> u64 {
     let r = if sat {
         if r.is_nan() {
@@ -355,7 +370,7 @@ fn f32_result(r: f32, ftz: bool, sat: bool) -> u64 {
     } else {
         r
     };
-    bits32(if ftz { flush(r) } else { r })
+    arith32(if ftz { flush(r) } else { r })
 }
 
 /// [`bin_rounded`] as a plain function of the two operands, for the common cases whose
@@ -376,9 +391,9 @@ pub fn bin_fn(
     let f: fn(u64, u64) -> u64 = match (bits(ty), ty.float(), op) {
         (_, _, _) if sat || nan => return None,
         (32, true, _) if ftz || !matches!(round, Round::Default | Round::Nearest) => return None,
-        (32, true, Add) => |a, b| bits32(f32_of(a) + f32_of(b)),
-        (32, true, Sub) => |a, b| bits32(f32_of(a) - f32_of(b)),
-        (32, true, MulLo | MulHi | MulWide) => |a, b| bits32(f32_of(a) * f32_of(b)),
+        (32, true, Add) => |a, b| arith32(f32_of(a) + f32_of(b)),
+        (32, true, Sub) => |a, b| arith32(f32_of(a) - f32_of(b)),
+        (32, true, MulLo | MulHi | MulWide) => |a, b| arith32(f32_of(a) * f32_of(b)),
         (_, true, _) => return None,
         _ if ty == Ty::Pred => return None,
         (32, false, Add) => |a, b| u64::from((a as u32).wrapping_add(b as u32)),

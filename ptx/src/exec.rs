@@ -19,6 +19,7 @@
 //! (never less accurate than a GPU); `.ftz` flushes f32 subnormal inputs and results to
 //! zero. Integer division by zero gives all ones, as NVIDIA GPUs do.
 
+pub use crate::arith::CANONICAL_NAN_F32;
 use crate::ir::*;
 use crate::lower::SINK;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -153,6 +154,122 @@ pub struct Launch<'a> {
     pub deadline: Option<Instant>,
     /// Raised when the launch must stop at once (checked as often as the deadline).
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Native code for runs of the kernel's instructions (a JIT), used where it has some.
+    pub native: Option<&'a dyn Native>,
+}
+
+/// Compiled code for runs of a kernel's instructions, which the interpreter runs in place
+/// of interpreting them (`vgpu-ptx-jit` implements it).
+pub trait Native: Sync {
+    /// The compiled run that starts at instruction `pc`, or `None` to interpret it.
+    fn at(&self, pc: u32) -> Option<&dyn NativeRun>;
+}
+
+/// A compiled run of instructions that touch nothing but each lane's registers, the
+/// kernel's parameters and the warp's special registers (no memory, no other lane): each
+/// lane of a warp can run the whole run on its own, and the result is the same as running
+/// it instruction by instruction over the warp. It may end with a branch.
+pub trait NativeRun: Sync {
+    /// Runs the instructions for the lanes of `mask` over a warp's registers (register `r`
+    /// of lane `i` at `regs[r * 32 + i]`). Returns the lanes that take the branch that
+    /// ends the run (0 when there is none), or `None` if `regs` or the parameters are too
+    /// short for it (the interpreter then runs the instructions, and faults where they do).
+    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Option<u32>;
+    /// The instruction after the run.
+    fn end(&self) -> u32;
+    /// Where the run's branch goes, when it ends with one.
+    fn target(&self) -> Option<u32>;
+}
+
+/// What compiled code reads besides the lanes' registers.
+pub struct WarpEnv<'a> {
+    /// The kernel's parameter buffer.
+    pub params: &'a [u8],
+    /// The warp's special registers.
+    pub specials: &'a Specials,
+}
+
+/// The special registers of a warp, laid out for compiled code to read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Specials {
+    /// `%tid.x`, `%tid.y` and `%tid.z` of each lane.
+    pub tid: [[u32; LANES]; 3],
+    /// `%ntid`.
+    pub ntid: [u32; 3],
+    /// `%ctaid`.
+    pub ctaid: [u32; 3],
+    /// `%nctaid`.
+    pub nctaid: [u32; 3],
+    /// `%warpid`.
+    pub warpid: u32,
+    /// `%nwarpid`.
+    pub nwarpid: u32,
+    /// `%dynamic_smem_size`.
+    pub dynamic_smem: u32,
+}
+
+/// The value one lane gets from a per-lane operation with one result, given its operand
+/// values in order (`a`, `b`, `c`, then `bfi`'s length): what the interpreter computes
+/// (for `setp`, the comparison alone, before any combination with a predicate). Native
+/// code calls it for the operations it does not compile inline. Operations that are not
+/// per-lane, or have several results, give 0.
+pub fn lane_value(op: &Op, v: [u64; 4]) -> u64 {
+    use crate::arith;
+    let [x, y, z, w] = v;
+    match *op {
+        Op::Prmt { mode, .. } => arith::prmt(x as u32, y as u32, z as u32, mode).into(),
+        Op::Bfe { ty, .. } => arith::bfe(ty, x, y as u32, z as u32),
+        Op::Bfi { ty, .. } => arith::bfi(ty, x, y, z as u32, w as u32),
+        Op::Dp {
+            a_signed,
+            b_signed,
+            two,
+            hi,
+            ..
+        } => arith::dot(x as u32, y as u32, z as u32, a_signed, b_signed, two, hi).into(),
+        Op::Lop3 { lut, .. } => arith::lop3(x as u32, y as u32, z as u32, lut).into(),
+        Op::Shf { left, clamp, .. } => arith::shf(x as u32, y as u32, z as u32, left, clamp).into(),
+        Op::CvtPack { dty, relu, .. } => arith::cvt_pack(dty, x, y, relu),
+        Op::Half {
+            op, ty, ftz, sat, ..
+        } => arith::half(op, ty, x, y, z, ftz, sat),
+        Op::Bin {
+            op,
+            ty,
+            ftz,
+            sat,
+            round,
+            nan,
+            ..
+        } => arith::bin_rounded(op, ty, x, y, ftz, sat, round, nan),
+        Op::Mad {
+            ty,
+            mode,
+            ftz,
+            sat,
+            round,
+            ..
+        } => arith::mad_rounded(ty, mode, x, y, z, ftz, sat, round),
+        Op::Un { op, ty, ftz, .. } => arith::un(op, ty, x, ftz),
+        Op::Setp { cmp, ty, ftz, .. } => {
+            let (x, y) = if ftz && ty == Ty::F32 {
+                (arith::flush_bits(x), arith::flush_bits(y))
+            } else {
+                (x, y)
+            };
+            u64::from(arith::compare(cmp, ty, x, y))
+        }
+        Op::Cvt {
+            dty,
+            sty,
+            round,
+            sat,
+            ftz,
+            ..
+        } => arith::cvt(dty, sty, round, sat, ftz, x),
+        _ => 0,
+    }
 }
 
 /// Most threads of a block.
@@ -262,7 +379,8 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
     }
 }
 
-const LANES: usize = 32;
+/// Lanes of a warp.
+pub const LANES: usize = 32;
 
 struct Warp {
     regs: Vec<u64>,
@@ -278,6 +396,8 @@ struct Warp {
     stack: Vec<Vec<(u32, u32)>>,
     /// Thread index in the block of lane 0.
     first: u32,
+    /// The special registers, for compiled code.
+    specials: Specials,
 }
 
 struct BlockState<'k, 'l> {
@@ -327,6 +447,21 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 frame: zeroed(k.frame_bytes as usize * LANES)?,
                 stack: vec![Vec::new(); LANES],
                 first: w * LANES as u32,
+                specials: Specials {
+                    tid: std::array::from_fn(|d| {
+                        std::array::from_fn(|i| {
+                            let t = w * LANES as u32 + i as u32;
+                            let [bx, by, _] = l.block;
+                            [t % bx, (t / bx) % by, t / (bx * by)][d]
+                        })
+                    }),
+                    ntid: l.block,
+                    ctaid: [0; 3],
+                    nctaid: l.grid,
+                    warpid: w,
+                    nwarpid: nwarps,
+                    dynamic_smem: l.dynamic_shared,
+                },
             });
         }
         Ok(BlockState {
@@ -354,6 +489,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
             w.local.fill(0);
             w.frame.fill(0);
             w.stack.iter_mut().for_each(Vec::clear);
+            w.specials.ctaid = ctaid;
         }
         loop {
             let mut live = false;
@@ -400,23 +536,50 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     mask |= 1 << i;
                 }
             }
-            self.steps += 1;
-            if self.steps & 0xFFF == 0 {
-                if let Some(d) = self.l.deadline {
-                    if Instant::now() > d {
-                        return Err(Fault::Timeout);
+            // A compiled run, when one starts here and no other lane of the warp waits
+            // inside it (those lanes would have joined these on the way).
+            if let Some(n) = self.l.native.and_then(|n| n.at(pc)) {
+                let end = n.end();
+                let w = &mut self.warps[wi];
+                let others = lanes(runnable & !mask).all(|i| w.pc[i] >= end);
+                if others {
+                    let env = WarpEnv {
+                        params: self.l.params,
+                        specials: &w.specials,
+                    };
+                    if let Some(taken) = n.run(&mut w.regs, mask, &env) {
+                        let target = n.target().unwrap_or(end);
+                        for i in lanes(mask) {
+                            w.pc[i] = if taken >> i & 1 != 0 { target } else { end };
+                        }
+                        let before = self.steps;
+                        self.steps += u64::from(end.saturating_sub(pc));
+                        if before >> 12 != self.steps >> 12 {
+                            self.check_time()?;
+                        }
+                        continue;
                     }
                 }
-                if self
-                    .l
-                    .cancel
-                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-                {
-                    return Err(Fault::Cancelled);
-                }
+            }
+            self.steps += 1;
+            if self.steps & 0xFFF == 0 {
+                self.check_time()?;
             }
             self.step(wi, pc, mask)?;
         }
+    }
+
+    /// Ends the launch if it ran past its deadline or was cancelled.
+    fn check_time(&self) -> Result<(), Fault> {
+        if let Some(d) = self.l.deadline {
+            if Instant::now() > d {
+                return Err(Fault::Timeout);
+            }
+        }
+        if self.l.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Fault::Cancelled);
+        }
+        Ok(())
     }
 
     /// A lane's operand: registers and immediates here, inlined into every instruction's

@@ -32,6 +32,7 @@ fn launch_of<'a>(grid: u32, block: u32, mem: &'a Flat, params: &'a [u8]) -> Laun
         threads: 2,
         deadline: Some(Instant::now() + Duration::from_secs(30)),
         cancel: None,
+        native: None,
     }
 }
 

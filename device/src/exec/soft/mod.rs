@@ -46,6 +46,9 @@ pub struct SoftConfig {
     /// Run a kernel whose image carries no PTX through its CPU reference implementation,
     /// if it has one (`kernels.rs`); when false, only PTX runs.
     pub reference_kernels: bool,
+    /// Run PTX kernels through native code compiled from their per-lane instructions
+    /// (`vgpu-ptx-jit`) where it can; when false, the interpreter runs every instruction.
+    pub jit: bool,
     /// How long a kernel may run before its launch fails with LAUNCH_TIMEOUT (sticky), as
     /// a GPU's watchdog would end it: a guest cannot hold the host's CPUs forever.
     pub launch_timeout: std::time::Duration,
@@ -64,6 +67,7 @@ impl Default for SoftConfig {
             uuid: *b"vgpu-soft-device",
             pci: (0, 0x65, 0, 0),
             reference_kernels: true,
+            jit: true,
             launch_timeout: std::time::Duration::from_secs(120),
             poll_while_busy: false,
         }
@@ -270,6 +274,7 @@ impl Executor for SoftExecutor {
             pool: self.pool.clone(),
             sm: self.config.compute_capability.0 * 10 + self.config.compute_capability.1,
             reference_kernels: self.config.reference_kernels,
+            jit: self.config.jit,
             programs: self.programs.clone(),
         });
         Ok(Box::new(StreamContext::new(
@@ -300,6 +305,8 @@ pub struct SoftDevice {
     /// Compute capability as an sm number (90 for 9.0).
     sm: u32,
     reference_kernels: bool,
+    /// [`SoftConfig::jit`].
+    jit: bool,
     /// Checked PTX programs of every context, by image.
     programs: Arc<modules::ProgramCache>,
 }
@@ -453,6 +460,7 @@ impl Backend for SoftDevice {
             pool: self.pool.clone(),
             sm: self.sm,
             reference_kernels: self.reference_kernels,
+            jit: self.jit,
             programs: self.programs.clone(),
         }))
     }

@@ -65,6 +65,8 @@ pub struct Function {
     kernel: Option<Kernel>,
     /// The kernel's PTX program, or why it cannot run from PTX.
     ptx: Result<Arc<PtxModule>, String>,
+    /// Native code for the kernel's PTX, made at its first launch (`None`: none could be).
+    native: std::sync::OnceLock<Option<vgpu_ptx_jit::Jit>>,
     globals: Arc<HashMap<String, (u64, u64)>>,
 }
 
@@ -212,6 +214,7 @@ pub(super) fn load(
             carveout: (-1).into(),
             kernel,
             ptx: ptx_of(&ptx, &k.name),
+            native: std::sync::OnceLock::new(),
             globals: globals.clone(),
         };
         let mut r: FuncRecord = bytemuck::Zeroable::zeroed();
@@ -582,6 +585,18 @@ pub(super) fn launch(
             .kernels
             .get(&f.name)
             .ok_or(Status::NOT_SUPPORTED)?;
+        let native = if sh.jit {
+            f.native
+                .get_or_init(|| {
+                    vgpu_ptx_jit::Jit::new(k)
+                        .inspect_err(|e| log::warn!("kernel {}: interpreted: {e}", f.name))
+                        .ok()
+                })
+                .as_ref()
+                .map(|j| j as &dyn vgpu_ptx::exec::Native)
+        } else {
+            None
+        };
         let mut mem = sh.memory();
         let l = vgpu_ptx::exec::Launch {
             grid,
@@ -593,6 +608,7 @@ pub(super) fn launch(
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             deadline: Some(std::time::Instant::now() + sh.launch_timeout),
             cancel: Some(cancel),
+            native,
         };
         let started = std::time::Instant::now();
         let r = vgpu_ptx::exec::run(k, &l).map_err(|e| {

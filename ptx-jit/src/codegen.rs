@@ -1,0 +1,758 @@
+//! Cranelift code for one run: a loop over the lanes of the mask, each lane running every
+//! instruction of the run with its registers in SSA values, loaded on first use and stored
+//! back once at the end of the lane.
+
+use crate::Code;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, I16, I32, I64, I8};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlags, SigRef, Type, Value};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Module};
+use std::collections::{BTreeSet, HashMap};
+use std::mem::offset_of;
+use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32, LOCAL_WINDOW, SHARED_WINDOW};
+use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty};
+use vgpu_ptx::lower::SINK;
+
+/// A code generator for this host's CPU.
+pub(crate) fn module() -> Result<JITModule, String> {
+    let mut flags = settings::builder();
+    flags
+        .set("opt_level", "speed")
+        .map_err(|e| format!("cranelift flags: {e}"))?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| format!("no code generator for this CPU: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("code generator: {e}"))?;
+    Ok(JITModule::new(JITBuilder::with_isa(
+        isa,
+        default_libcall_names(),
+    )))
+}
+
+/// Registers whose slots lie too far for a load's offset are not compiled.
+const MAX_REG: Reg = (i32::MAX / 256) as Reg;
+
+/// Compiles a run; gives its code, the register slots it touches and the bytes of
+/// parameters it reads.
+pub(crate) fn compile(
+    module: &mut JITModule,
+    insts: &[Inst],
+) -> Result<(Code, usize, usize), String> {
+    let ptr = module.target_config().pointer_type();
+    let mut ctx = module.make_context();
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    ctx.func.signature.params.push(AbiParam::new(I32));
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    ctx.func.signature.returns.push(AbiParam::new(I32));
+    let mut helper = module.make_signature();
+    helper.params.push(AbiParam::new(ptr));
+    for _ in 0..4 {
+        helper.params.push(AbiParam::new(I64));
+    }
+    helper.returns.push(AbiParam::new(I64));
+
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    let helper = b.import_signature(helper);
+    let entry = b.create_block();
+    let head = b.create_block();
+    let body = b.create_block();
+    let exit = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    for blk in [head, body] {
+        b.append_block_param(blk, I32);
+        b.append_block_param(blk, I32);
+    }
+    b.append_block_param(exit, I32);
+
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let (regs, mask) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let (params, specials) = (b.block_params(entry)[2], b.block_params(entry)[3]);
+    let none = b.ins().iconst(I32, 0);
+    b.ins().jump(head, &[mask.into(), none.into()]);
+
+    b.switch_to_block(head);
+    let (m, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
+    b.ins()
+        .brif(m, body, &[m.into(), taken.into()], exit, &[taken.into()]);
+
+    b.switch_to_block(body);
+    b.seal_block(body);
+    let (m, taken) = (b.block_params(body)[0], b.block_params(body)[1]);
+    let lane32 = b.ins().ctz(m);
+    let below = b.ins().iadd_imm(m, -1);
+    let rest = b.ins().band(m, below);
+    let lane = b.ins().uextend(I64, lane32);
+    let off = b.ins().ishl_imm(lane, 3);
+    let off = if ptr == I64 {
+        off
+    } else {
+        b.ins().ireduce(ptr, off)
+    };
+    let base = b.ins().iadd(regs, off);
+    let mut l = Lane {
+        b,
+        ptr,
+        base,
+        params,
+        specials,
+        lane,
+        lane32,
+        helper,
+        vals: HashMap::new(),
+        dirty: BTreeSet::new(),
+        top: 0,
+        param_bytes: 0,
+    };
+    let mut taken = taken;
+    for inst in insts {
+        let on = l.guard(inst);
+        match &inst.op {
+            Op::Bra { .. } => {
+                let one = l.b.ins().iconst(I32, 1);
+                let bit = l.b.ins().ishl(one, lane32);
+                let bit = match on {
+                    Some(c) => l.b.ins().select(c, bit, none),
+                    None => bit,
+                };
+                taken = l.b.ins().bor(taken, bit);
+            }
+            op => l.op(op, on)?,
+        }
+    }
+    l.store_back();
+    let (top, param_bytes) = (l.top, l.param_bytes);
+    let mut b = l.b;
+    b.ins().jump(head, &[rest.into(), taken.into()]);
+    b.seal_block(head);
+    b.switch_to_block(exit);
+    b.seal_block(exit);
+    let t = b.block_params(exit)[0];
+    b.ins().return_(&[t]);
+    b.finalize();
+
+    let id = module
+        .declare_anonymous_function(&ctx.func.signature)
+        .map_err(|e| e.to_string())?;
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| e.to_string())?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().map_err(|e| e.to_string())?;
+    let p = module.get_finalized_function(id);
+    // SAFETY: `p` is the entry of the function just defined with the signature
+    // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
+    let code = unsafe { std::mem::transmute::<*const u8, Code>(p) };
+    Ok((code, (top as usize + 1) * 32, param_bytes))
+}
+
+/// The operations compiled code does not do inline: the interpreter's arithmetic.
+extern "C" fn lane_value(op: *const Op, a: u64, b: u64, c: u64, d: u64) -> u64 {
+    // SAFETY: compiled code passes a pointer into the `code` of the `Jit` that owns it,
+    // which outlives the code and is never changed.
+    let op = unsafe { &*op };
+    vgpu_ptx::exec::lane_value(op, [a, b, c, d])
+}
+
+/// The instructions of one lane, as they are built.
+struct Lane<'f> {
+    b: FunctionBuilder<'f>,
+    ptr: Type,
+    /// The address of the lane's slot of register 0.
+    base: Value,
+    /// The parameter buffer.
+    params: Value,
+    /// The warp's [`Specials`].
+    specials: Value,
+    lane: Value,
+    lane32: Value,
+    helper: SigRef,
+    /// Each register's value so far.
+    vals: HashMap<Reg, Value>,
+    /// Registers written, to store back.
+    dirty: BTreeSet<Reg>,
+    /// The highest register touched.
+    top: Reg,
+    /// The end of the parameters read.
+    param_bytes: usize,
+}
+
+impl Lane<'_> {
+    fn reg(&mut self, r: Reg) -> Value {
+        if let Some(v) = self.vals.get(&r) {
+            return *v;
+        }
+        self.top = self.top.max(r);
+        let v = self
+            .b
+            .ins()
+            .load(I64, MemFlags::trusted(), self.base, (r * 256) as i32);
+        self.vals.insert(r, v);
+        v
+    }
+
+    fn src(&mut self, s: &Src) -> Value {
+        match *s {
+            Src::Reg(r) => self.reg(r),
+            Src::Imm(v) => self.b.ins().iconst(I64, v as i64),
+            Src::Special(Special::LaneMask(k)) => {
+                let one = self.b.ins().iconst(I32, 1);
+                let bit = self.b.ins().ishl(one, self.lane32);
+                let lt = self.b.ins().iadd_imm(bit, -1);
+                let le = self.b.ins().bor(bit, lt);
+                let m = match k {
+                    0 => bit,
+                    1 => le,
+                    2 => lt,
+                    3 => self.b.ins().bnot(lt),
+                    _ => self.b.ins().bnot(le),
+                };
+                self.b.ins().uextend(I64, m)
+            }
+            Src::Special(Special::LaneId) => self.lane,
+            Src::Special(sp) => {
+                let field = |f: usize, d: u8| (f + 4 * usize::from(d)) as i32;
+                let at = match sp {
+                    Special::Tid(d) => {
+                        // tid[d][lane]
+                        let off = self.b.ins().ishl_imm(self.lane, 2);
+                        let off = self.address(off);
+                        let p = self.b.ins().iadd(self.specials, off);
+                        let v = self.b.ins().uload32(
+                            MemFlags::trusted(),
+                            p,
+                            (offset_of!(Specials, tid) + 128 * usize::from(d)) as i32,
+                        );
+                        return v;
+                    }
+                    Special::Ntid(d) => field(offset_of!(Specials, ntid), d),
+                    Special::Ctaid(d) => field(offset_of!(Specials, ctaid), d),
+                    Special::Nctaid(d) => field(offset_of!(Specials, nctaid), d),
+                    Special::WarpId => offset_of!(Specials, warpid) as i32,
+                    Special::NWarpId => offset_of!(Specials, nwarpid) as i32,
+                    Special::DynSmem => offset_of!(Specials, dynamic_smem) as i32,
+                    // `Zero`, and the clock, which `per_lane` keeps out of runs.
+                    _ => return self.b.ins().iconst(I64, 0),
+                };
+                self.b.ins().uload32(MemFlags::trusted(), self.specials, at)
+            }
+            // Module variables' addresses: `per_lane` keeps them out of runs.
+            Src::Global(..) => self.b.ins().iconst(I64, 0),
+        }
+    }
+
+    /// A 64-bit offset as a pointer-sized one.
+    fn address(&mut self, v: Value) -> Value {
+        if self.ptr == I64 {
+            v
+        } else {
+            self.b.ins().ireduce(self.ptr, v)
+        }
+    }
+
+    /// Writes `v` to `d`, or keeps the old value where the guard `on` is false.
+    fn set(&mut self, d: Reg, v: Value, on: Option<Value>) {
+        if d == SINK {
+            return;
+        }
+        let v = match on {
+            Some(c) => {
+                let old = self.reg(d);
+                self.b.ins().select(c, v, old)
+            }
+            None => v,
+        };
+        self.top = self.top.max(d);
+        self.vals.insert(d, v);
+        self.dirty.insert(d);
+    }
+
+    fn store_back(&mut self) {
+        for &r in &self.dirty {
+            let v = self.vals[&r];
+            self.b
+                .ins()
+                .store(MemFlags::trusted(), v, self.base, (r * 256) as i32);
+        }
+    }
+
+    /// The guard of an instruction as a condition, if it has one.
+    fn guard(&mut self, i: &Inst) -> Option<Value> {
+        let (p, neg) = i.guard?;
+        let v = self.reg(p);
+        let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+        Some(self.b.ins().icmp_imm(cc, v, 0))
+    }
+
+    fn helper(&mut self, op: &Op, args: &[Value]) -> Value {
+        let f = self
+            .b
+            .ins()
+            .iconst(self.ptr, lane_value as *const () as usize as i64);
+        let o = self.b.ins().iconst(self.ptr, op as *const Op as i64);
+        let zero = self.b.ins().iconst(I64, 0);
+        let mut all = vec![o];
+        all.extend(args.iter().copied());
+        all.resize(5, zero);
+        let call = self.b.ins().call_indirect(self.helper, f, &all);
+        self.b.inst_results(call)[0]
+    }
+
+    fn lo32(&mut self, v: Value) -> Value {
+        self.b.ins().ireduce(I32, v)
+    }
+
+    /// The low `bits` of `v`, sign- or zero-extended to 64 bits.
+    fn extend(&mut self, v: Value, bits: u32, signed: bool) -> Value {
+        let t = match bits {
+            8 => I8,
+            16 => I16,
+            32 => I32,
+            _ => return v,
+        };
+        let n = self.b.ins().ireduce(t, v);
+        if signed {
+            self.b.ins().sextend(I64, n)
+        } else {
+            self.b.ins().uextend(I64, n)
+        }
+    }
+
+    fn op(&mut self, op: &Op, on: Option<Value>) -> Result<(), String> {
+        for r in regs_of(op) {
+            if r != SINK && r > MAX_REG {
+                return Err(format!("register {r} is out of reach"));
+            }
+        }
+        match op {
+            Op::Nop => {}
+            Op::Ld { ty, n, d, .. } => {
+                let range = crate::param_load(op).ok_or("not a load from the parameters")?;
+                self.param_bytes = self.param_bytes.max(range.end);
+                let size = ty.size() as usize;
+                for (e, &dst) in d.iter().take(usize::from(*n)).enumerate() {
+                    let at = (range.start + e * size) as i32;
+                    let f = MemFlags::new().with_notrap();
+                    let p = self.params;
+                    let v = match (size, ty.signed()) {
+                        (1, true) => self.b.ins().sload8(I64, f, p, at),
+                        (1, false) => self.b.ins().uload8(I64, f, p, at),
+                        (2, true) => self.b.ins().sload16(I64, f, p, at),
+                        (2, false) => self.b.ins().uload16(I64, f, p, at),
+                        (4, true) => self.b.ins().sload32(f, p, at),
+                        (4, false) => self.b.ins().uload32(f, p, at),
+                        _ => self.b.ins().load(I64, f, p, at),
+                    };
+                    self.set(dst, v, on);
+                }
+            }
+            Op::Mov { d, a } => {
+                let v = self.src(a);
+                self.set(*d, v, on);
+            }
+            Op::Pack { d, parts, bits } => {
+                let m = mask(*bits);
+                let mut v = self.b.ins().iconst(I64, 0);
+                for (k, p) in parts.iter().enumerate() {
+                    let x = self.src(p);
+                    let x = self.b.ins().band_imm(x, m as i64);
+                    let x = self.b.ins().ishl_imm(x, i64::from(k as u32 * bits));
+                    v = self.b.ins().bor(v, x);
+                }
+                self.set(*d, v, on);
+            }
+            Op::Unpack { ds, a, bits } => {
+                let m = mask(*bits);
+                let x = self.src(a);
+                for (k, d) in ds.iter().enumerate() {
+                    let v = self.b.ins().ushr_imm(x, i64::from(k as u32 * bits));
+                    let v = self.b.ins().band_imm(v, m as i64);
+                    self.set(*d, v, on);
+                }
+            }
+            Op::Cvta {
+                d,
+                a,
+                space,
+                to_generic,
+            } => {
+                let base = match space {
+                    MemSpace::Shared => SHARED_WINDOW,
+                    MemSpace::Local => LOCAL_WINDOW,
+                    _ => 0,
+                } as i64;
+                let x = self.src(a);
+                let v = self.b.ins().iadd_imm(
+                    x,
+                    if *to_generic {
+                        base
+                    } else {
+                        base.wrapping_neg()
+                    },
+                );
+                self.set(*d, v, on);
+            }
+            Op::Selp { d, a, b, p } => {
+                let (x, y, q) = (self.src(a), self.src(b), self.src(p));
+                let c = self.b.ins().icmp_imm(IntCC::NotEqual, q, 0);
+                let v = self.b.ins().select(c, x, y);
+                self.set(*d, v, on);
+            }
+            Op::Bin {
+                op: bop,
+                ty,
+                d,
+                a,
+                b,
+                ftz,
+                sat,
+                round,
+                nan,
+            } => {
+                let (x, y) = (self.src(a), self.src(b));
+                let v = match self.bin(*bop, *ty, x, y, *ftz || *sat || *nan, *round) {
+                    Some(v) => v,
+                    None => self.helper(op, &[x, y]),
+                };
+                self.set(*d, v, on);
+            }
+            Op::Mad {
+                ty,
+                mode,
+                d,
+                a,
+                b,
+                c,
+                sat,
+                ..
+            } => {
+                let (x, y, z) = (self.src(a), self.src(b), self.src(c));
+                let w = ty.size() * 8;
+                let int = !ty.float() && *ty != Ty::Pred && !sat;
+                let v = match (int, w, mode) {
+                    (true, 32, 0) => {
+                        let (x, y, z) = (self.lo32(x), self.lo32(y), self.lo32(z));
+                        let p = self.b.ins().imul(x, y);
+                        let s = self.b.ins().iadd(p, z);
+                        self.b.ins().uextend(I64, s)
+                    }
+                    (true, 64, 0) => {
+                        let p = self.b.ins().imul(x, y);
+                        self.b.ins().iadd(p, z)
+                    }
+                    (true, 32, 2) => {
+                        let x = self.extend(x, 32, ty.signed());
+                        let y = self.extend(y, 32, ty.signed());
+                        let p = self.b.ins().imul(x, y);
+                        self.b.ins().iadd(p, z)
+                    }
+                    _ => self.helper(op, &[x, y, z]),
+                };
+                self.set(*d, v, on);
+            }
+            Op::Setp {
+                cmp,
+                ty,
+                d,
+                d2,
+                a,
+                b,
+                combine,
+                ..
+            } => {
+                let (x, y) = (self.src(a), self.src(b));
+                let t = match self.int_compare(*cmp, *ty, x, y) {
+                    Some(t) => t,
+                    None => {
+                        let v = self.helper(op, &[x, y]);
+                        self.b.ins().icmp_imm(IntCC::NotEqual, v, 0)
+                    }
+                };
+                let nt = self.b.ins().bxor_imm(t, 1);
+                let (v, v2) = match combine {
+                    None => (t, nt),
+                    Some((bop, p, neg)) => {
+                        let q = self.src(p);
+                        let cc = if *neg { IntCC::Equal } else { IntCC::NotEqual };
+                        let q = self.b.ins().icmp_imm(cc, q, 0);
+                        let f = |l: &mut Self, v: Value| match bop {
+                            BoolOp::And => l.b.ins().band(v, q),
+                            BoolOp::Or => l.b.ins().bor(v, q),
+                            BoolOp::Xor => l.b.ins().bxor(v, q),
+                        };
+                        (f(self, t), f(self, nt))
+                    }
+                };
+                let v = self.b.ins().uextend(I64, v);
+                self.set(*d, v, on);
+                if let Some(d2) = d2 {
+                    let v2 = self.b.ins().uextend(I64, v2);
+                    self.set(*d2, v2, on);
+                }
+            }
+            Op::Cvt {
+                dty,
+                sty,
+                sat,
+                d,
+                a,
+                ..
+            } => {
+                let x = self.src(a);
+                let int =
+                    |t: &Ty| !t.float() && *t != Ty::Pred && !matches!(t, Ty::F16x2 | Ty::BF16x2);
+                let v = if int(dty) && int(sty) && !sat {
+                    let v = self.extend(x, sty.size() * 8, sty.signed());
+                    self.extend(v, dty.size() * 8, dty.signed())
+                } else {
+                    self.helper(op, &[x])
+                };
+                self.set(*d, v, on);
+            }
+            Op::Un { d, a, .. } => {
+                let x = self.src(a);
+                let v = self.helper(op, &[x]);
+                self.set(*d, v, on);
+            }
+            Op::CvtPack { d, a, b, .. } => {
+                let (x, y) = (self.src(a), self.src(b));
+                let v = self.helper(op, &[x, y]);
+                self.set(*d, v, on);
+            }
+            Op::Prmt { d, a, b, c, .. }
+            | Op::Bfe { d, a, b, c, .. }
+            | Op::Dp { d, a, b, c, .. }
+            | Op::Lop3 { d, a, b, c, .. }
+            | Op::Shf { d, a, b, c, .. }
+            | Op::Half { d, a, b, c, .. } => {
+                let (x, y, z) = (self.src(a), self.src(b), self.src(c));
+                let v = self.helper(op, &[x, y, z]);
+                self.set(*d, v, on);
+            }
+            Op::Bfi {
+                d, a, b, pos, len, ..
+            } => {
+                let (x, y, p, n) = (self.src(a), self.src(b), self.src(pos), self.src(len));
+                let v = self.helper(op, &[x, y, p, n]);
+                self.set(*d, v, on);
+            }
+            other => return Err(format!("{other:?} is not a per-lane operation")),
+        }
+        Ok(())
+    }
+
+    /// A binary operation inline, where it has a plain machine form; `None` for the rest
+    /// (`special`: `.ftz`, `.sat` or `.NaN`).
+    fn bin(
+        &mut self,
+        op: BinOp,
+        ty: Ty,
+        x: Value,
+        y: Value,
+        special: bool,
+        round: Round,
+    ) -> Option<Value> {
+        use BinOp::*;
+        if special {
+            return None;
+        }
+        let w = ty.size() * 8;
+        let s = ty.signed();
+        if ty == Ty::F32 {
+            if !matches!(round, Round::Default | Round::Nearest) {
+                return None;
+            }
+            let (x, y) = (self.lo32(x), self.lo32(y));
+            let fx = self.b.ins().bitcast(F32, MemFlags::new(), x);
+            let fy = self.b.ins().bitcast(F32, MemFlags::new(), y);
+            let r = match op {
+                Add => self.b.ins().fadd(fx, fy),
+                Sub => self.b.ins().fsub(fx, fy),
+                MulLo | MulHi | MulWide => self.b.ins().fmul(fx, fy),
+                _ => return None,
+            };
+            // A NaN result is the canonical NaN, as the interpreter's.
+            let nan = self.b.ins().fcmp(FloatCC::Unordered, r, r);
+            let r = self.b.ins().bitcast(I32, MemFlags::new(), r);
+            let canonical = self.b.ins().iconst(I32, i64::from(CANONICAL_NAN_F32));
+            let r = self.b.ins().select(nan, canonical, r);
+            return Some(self.b.ins().uextend(I64, r));
+        }
+        if ty == Ty::Pred {
+            let x = self.b.ins().icmp_imm(IntCC::NotEqual, x, 0);
+            let y = self.b.ins().icmp_imm(IntCC::NotEqual, y, 0);
+            let r = match op {
+                And => self.b.ins().band(x, y),
+                Or => self.b.ins().bor(x, y),
+                Xor => self.b.ins().bxor(x, y),
+                _ => return None,
+            };
+            return Some(self.b.ins().uextend(I64, r));
+        }
+        if ty.float() || !(w == 32 || w == 64) {
+            return None;
+        }
+        if op == MulWide {
+            if w != 32 {
+                let r = self.b.ins().imul(x, y);
+                return Some(r);
+            }
+            let x = self.extend(x, 32, s);
+            let y = self.extend(y, 32, s);
+            return Some(self.b.ins().imul(x, y));
+        }
+        let (x, y) = if w == 32 {
+            (self.lo32(x), self.lo32(y))
+        } else {
+            (x, y)
+        };
+        let t = if w == 32 { I32 } else { I64 };
+        let r = match op {
+            Add => self.b.ins().iadd(x, y),
+            Sub => self.b.ins().isub(x, y),
+            MulLo => self.b.ins().imul(x, y),
+            MulHi if s => self.b.ins().smulhi(x, y),
+            MulHi => self.b.ins().umulhi(x, y),
+            And => self.b.ins().band(x, y),
+            Or => self.b.ins().bor(x, y),
+            Xor => self.b.ins().bxor(x, y),
+            Min if s => self.b.ins().smin(x, y),
+            Min => self.b.ins().umin(x, y),
+            Max if s => self.b.ins().smax(x, y),
+            Max => self.b.ins().umax(x, y),
+            Shl | Shr => {
+                // The amount is the low 32 bits of b; past the width, 0 (or the sign).
+                let n = if w == 32 {
+                    y
+                } else {
+                    self.b.ins().ireduce(I32, y)
+                };
+                if op == Shr && s {
+                    let cap = self.b.ins().iconst(I32, i64::from(w - 1));
+                    let n = self.b.ins().umin(n, cap);
+                    self.b.ins().sshr(x, n)
+                } else {
+                    let v = if op == Shl {
+                        self.b.ins().ishl(x, n)
+                    } else {
+                        self.b.ins().ushr(x, n)
+                    };
+                    let past =
+                        self.b
+                            .ins()
+                            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, n, i64::from(w));
+                    let zero = self.b.ins().iconst(t, 0);
+                    self.b.ins().select(past, zero, v)
+                }
+            }
+            _ => return None,
+        };
+        Some(if w == 32 {
+            self.b.ins().uextend(I64, r)
+        } else {
+            r
+        })
+    }
+
+    /// An integer comparison of 32 or 64 bits inline (`None` for the rest).
+    fn int_compare(&mut self, cmp: Cmp, ty: Ty, x: Value, y: Value) -> Option<Value> {
+        let w = ty.size() * 8;
+        if ty.float() || ty == Ty::Pred || !(w == 32 || w == 64) {
+            return None;
+        }
+        let s = ty.signed();
+        let cc = match (cmp, s) {
+            (Cmp::Eq, _) => IntCC::Equal,
+            (Cmp::Ne, _) => IntCC::NotEqual,
+            (Cmp::Lt, true) => IntCC::SignedLessThan,
+            (Cmp::Lt, false) => IntCC::UnsignedLessThan,
+            (Cmp::Le, true) => IntCC::SignedLessThanOrEqual,
+            (Cmp::Le, false) => IntCC::UnsignedLessThanOrEqual,
+            (Cmp::Gt, true) => IntCC::SignedGreaterThan,
+            (Cmp::Gt, false) => IntCC::UnsignedGreaterThan,
+            (Cmp::Ge, true) => IntCC::SignedGreaterThanOrEqual,
+            (Cmp::Ge, false) => IntCC::UnsignedGreaterThanOrEqual,
+            _ => return None,
+        };
+        let (x, y) = if w == 32 {
+            (self.lo32(x), self.lo32(y))
+        } else {
+            (x, y)
+        };
+        Some(self.b.ins().icmp(cc, x, y))
+    }
+}
+
+fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+/// The registers an operation names (read or written).
+fn regs_of(op: &Op) -> Vec<Reg> {
+    let mut v = Vec::new();
+    let mut src = |s: &Src| {
+        if let Src::Reg(r) = s {
+            v.push(*r)
+        }
+    };
+    match op {
+        Op::Mov { a, .. }
+        | Op::Unpack { a, .. }
+        | Op::Un { a, .. }
+        | Op::Cvt { a, .. }
+        | Op::Cvta { a, .. } => src(a),
+        Op::Pack { parts, .. } => parts.iter().for_each(&mut src),
+        Op::Prmt { a, b, c, .. }
+        | Op::Bfe { a, b, c, .. }
+        | Op::Dp { a, b, c, .. }
+        | Op::Lop3 { a, b, c, .. }
+        | Op::Shf { a, b, c, .. }
+        | Op::Half { a, b, c, .. }
+        | Op::Mad { a, b, c, .. } => [a, b, c].into_iter().for_each(&mut src),
+        Op::Selp { a, b, p, .. } => [a, b, p].into_iter().for_each(&mut src),
+        Op::Bfi { a, b, pos, len, .. } => [a, b, pos, len].into_iter().for_each(&mut src),
+        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => [a, b].into_iter().for_each(&mut src),
+        Op::Setp { a, b, combine, .. } => {
+            [a, b].into_iter().for_each(&mut src);
+            if let Some((_, p, _)) = combine {
+                src(p);
+            }
+        }
+        _ => {}
+    }
+    match op {
+        Op::Mov { d, .. }
+        | Op::Pack { d, .. }
+        | Op::Prmt { d, .. }
+        | Op::Bfe { d, .. }
+        | Op::Bfi { d, .. }
+        | Op::Dp { d, .. }
+        | Op::Lop3 { d, .. }
+        | Op::Shf { d, .. }
+        | Op::CvtPack { d, .. }
+        | Op::Half { d, .. }
+        | Op::Cvta { d, .. }
+        | Op::Bin { d, .. }
+        | Op::Mad { d, .. }
+        | Op::Un { d, .. }
+        | Op::Selp { d, .. }
+        | Op::Cvt { d, .. } => v.push(*d),
+        Op::Setp { d, d2, .. } => {
+            v.push(*d);
+            v.extend(d2);
+        }
+        Op::Unpack { ds, .. } => v.extend(ds),
+        Op::Ld { d, n, .. } => v.extend(d.iter().take(usize::from(*n))),
+        _ => {}
+    }
+    v
+}

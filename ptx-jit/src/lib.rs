@@ -1,0 +1,278 @@
+//! # vgpu-ptx-jit: native code for the PTX virtual machine
+//!
+//! The interpreter of `vgpu-ptx` pays for every warp instruction: it finds the lanes that
+//! run next, dispatches on the instruction, and moves each operand through a row of 32
+//! lanes. This crate compiles *runs* of a kernel's instructions to native code with
+//! Cranelift, and the interpreter calls them through [`vgpu_ptx::exec::Native`].
+//!
+//! A run is a stretch of straight-line code that touches nothing but each lane's own
+//! registers: moves, the integer, float and half arithmetic, comparisons, selections and
+//! conversions, bit manipulation (`prmt`, `lop3`, `bfe`, `dp4a`...), optionally ending with
+//! a branch. Memory, warp-collective instructions, barriers, calls and special registers
+//! other than the lane's own stay with the interpreter. Because no instruction in a run
+//! looks at another lane, the code runs the whole run for one lane, then the next: a lane's
+//! registers stay in machine registers across the run, and the warp pays for its
+//! scheduling once per run instead of once per instruction.
+//!
+//! * Runs start at *leaders* (the kernel's start, branch targets, the instruction after one
+//!   the run cannot hold) and end before the next leader, so a kernel has at most one run
+//!   per leader, compiled the first time a warp reaches it ([`Jit::at`]).
+//! * Integer, f32 `add`/`sub`/`mul` and the common conversions and comparisons are compiled
+//!   inline; every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's
+//!   own arithmetic, so the two agree by construction (and are tested against each other).
+//!
+//! `unsafe` is confined to [`Run::run`] (calling compiled code) and [`Jit`]'s ownership of
+//! the code's memory; each use says why it holds.
+
+mod codegen;
+
+use cranelift_jit::JITModule;
+use std::sync::{Mutex, OnceLock};
+use vgpu_ptx::exec::{Native, NativeRun, Specials, WarpEnv};
+use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Special, Src};
+use vgpu_ptx::lower::SINK;
+
+/// Compiled code: (the warp's registers, the lanes to run, the parameter buffer, the
+/// warp's special registers) → the lanes that take the run's branch.
+type Code = unsafe extern "C" fn(*mut u64, u32, *const u8, *const Specials) -> u32;
+
+/// The most instructions one run holds (longer stretches make several runs).
+pub const MAX_RUN: usize = 1024;
+
+/// A compiled run of instructions.
+pub struct Run {
+    code: Code,
+    end: u32,
+    target: Option<u32>,
+    /// Register slots the code touches: `(highest register + 1) * 32`.
+    slots: usize,
+    /// Bytes of the parameter buffer the code reads.
+    params: usize,
+}
+
+impl NativeRun for Run {
+    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Option<u32> {
+        if regs.len() < self.slots || env.params.len() < self.params {
+            return None;
+        }
+        let (p, s) = (env.params.as_ptr(), env.specials as *const Specials);
+        // SAFETY: the code reads and writes only `regs[r * 32 + lane]` for lanes below 32
+        // and the registers `r` of its instructions, all below `slots / 32`; it reads the
+        // parameters at constant offsets below `params`, and fields of `Specials` (lane
+        // indices below 32). Every access is thus inside what was checked just above or
+        // borrowed for the call; the code keeps no pointer past the call and calls nothing
+        // but `codegen::lane_value`, a safe function.
+        Some(unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s) })
+    }
+
+    fn end(&self) -> u32 {
+        self.end
+    }
+
+    fn target(&self) -> Option<u32> {
+        self.target
+    }
+}
+
+/// The code memory of one kernel's runs.
+struct CodeMemory(JITModule);
+
+// SAFETY: a `JITModule` is not `Send` only because it holds raw pointers to the code memory
+// it owns and a `RefCell` symbol table; it has no thread affinity. It is only ever used
+// behind the `Mutex` of [`Jit`], one thread at a time.
+unsafe impl Send for CodeMemory {}
+
+/// Native code for one kernel: a run per leader, compiled on first use.
+pub struct Jit {
+    /// The kernel's code, which compiled code points into (the operations it hands to
+    /// `lane_value`): owned here so that it lives as long as the code.
+    code: Vec<Inst>,
+    leaders: Vec<bool>,
+    slots: Vec<OnceLock<Option<Run>>>,
+    memory: Mutex<Option<CodeMemory>>,
+    name: String,
+}
+
+impl Jit {
+    /// Native code for `k`, none of it compiled yet. Fails when the host has no code
+    /// generator for its CPU.
+    pub fn new(k: &Kernel) -> Result<Jit, String> {
+        let module = codegen::module()?;
+        let code = k.code.clone();
+        let leaders = leaders(&code);
+        let slots = (0..code.len()).map(|_| OnceLock::new()).collect();
+        Ok(Jit {
+            code,
+            leaders,
+            slots,
+            memory: Mutex::new(Some(CodeMemory(module))),
+            name: k.name.clone(),
+        })
+    }
+
+    /// How many runs have been compiled so far.
+    pub fn compiled(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.get(), Some(Some(_))))
+            .count()
+    }
+
+    /// The instructions of the run that would start at `pc`, and its branch.
+    fn extent(&self, pc: usize) -> Option<(usize, Option<u32>)> {
+        if !*self.leaders.get(pc)? {
+            return None;
+        }
+        let mut end = pc;
+        while end < self.code.len()
+            && end - pc < MAX_RUN
+            && (end == pc || !self.leaders[end])
+            && per_lane(&self.code[end])
+        {
+            end += 1;
+        }
+        let mut target = None;
+        if let Some(Inst {
+            op: Op::Bra { target: t },
+            ..
+        }) = self.code.get(end)
+        {
+            if end == pc || !self.leaders[end] {
+                target = Some(*t);
+                end += 1;
+            }
+        }
+        // A single instruction gains nothing from a call.
+        (end - pc >= 2).then_some((end, target))
+    }
+
+    fn compile(&self, pc: usize) -> Option<Run> {
+        let (end, target) = self.extent(pc)?;
+        let insts = &self.code[pc..end];
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let module = &mut memory.as_mut()?.0;
+        match codegen::compile(module, insts) {
+            Ok((code, slots, params)) => Some(Run {
+                code,
+                end: end as u32,
+                target,
+                slots,
+                params,
+            }),
+            Err(e) => {
+                log::warn!(
+                    "kernel {}: instructions {pc}..{end} not compiled, interpreted: {e}",
+                    self.name
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Native for Jit {
+    fn at(&self, pc: u32) -> Option<&dyn NativeRun> {
+        let slot = self.slots.get(pc as usize)?;
+        slot.get_or_init(|| self.compile(pc as usize))
+            .as_ref()
+            .map(|r| r as &dyn NativeRun)
+    }
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        let memory = self.memory.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(CodeMemory(module)) = memory.take() {
+            // SAFETY: every pointer to this memory is in a `Run` in `self.slots`, and runs
+            // are lent out only for as long as `self` is borrowed: none is running or can
+            // be called once `self` is being dropped.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// Whether a source operand is one compiled code reads: a register, an immediate, or a
+/// special register other than the clock (which counts the interpreter's steps).
+fn lane_src(s: &Src) -> bool {
+    match s {
+        Src::Reg(r) => *r != SINK,
+        Src::Imm(_) => true,
+        Src::Special(Special::Clock) => false,
+        Src::Special(_) => true,
+        Src::Global(..) => false,
+    }
+}
+
+/// The byte range of a load from the parameters at a constant, aligned offset, which
+/// compiled code may hold (`None` for any other load).
+pub(crate) fn param_load(op: &Op) -> Option<std::ops::Range<usize>> {
+    let Op::Ld {
+        space: MemSpace::Param,
+        ty,
+        n,
+        addr: Addr {
+            base: None,
+            global: None,
+            offset,
+        },
+        ..
+    } = op
+    else {
+        return None;
+    };
+    let size = u64::from(ty.size());
+    let start = u64::try_from(*offset).ok()?;
+    if start % size != 0 {
+        return None;
+    }
+    let end = start.checked_add(size * u64::from(*n))?;
+    (end <= u64::from(u32::MAX)).then_some(start as usize..end as usize)
+}
+
+/// Whether an instruction touches nothing but the lane's registers (and so may be in a run).
+fn per_lane(i: &Inst) -> bool {
+    let srcs: &[Src] = match &i.op {
+        Op::Mov { a, .. } | Op::Unpack { a, .. } | Op::Un { a, .. } | Op::Cvt { a, .. } => {
+            std::slice::from_ref(a)
+        }
+        Op::Cvta { a, .. } => std::slice::from_ref(a),
+        Op::Pack { parts, .. } => parts,
+        Op::Prmt { a, b, c, .. }
+        | Op::Bfe { a, b, c, .. }
+        | Op::Dp { a, b, c, .. }
+        | Op::Lop3 { a, b, c, .. }
+        | Op::Shf { a, b, c, .. }
+        | Op::Half { a, b, c, .. }
+        | Op::Mad { a, b, c, .. } => return [a, b, c].into_iter().all(lane_src),
+        Op::Selp { a, b, p, .. } => return [a, b, p].into_iter().all(lane_src),
+        Op::Bfi { a, b, pos, len, .. } => return [a, b, pos, len].into_iter().all(lane_src),
+        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => return [a, b].into_iter().all(lane_src),
+        Op::Setp { a, b, combine, .. } => {
+            return [a, b].into_iter().all(lane_src) && combine.is_none_or(|(_, p, _)| lane_src(&p))
+        }
+        Op::Nop => &[],
+        op => return param_load(op).is_some(),
+    };
+    srcs.iter().all(lane_src)
+}
+
+/// Which instructions start a run: the first, each branch target and call target, and
+/// each instruction after a branch or after one that cannot be in a run.
+fn leaders(code: &[Inst]) -> Vec<bool> {
+    let mut l = vec![false; code.len() + 1];
+    l[0] = true;
+    for (i, inst) in code.iter().enumerate() {
+        match &inst.op {
+            Op::Bra { target } | Op::Call { target, .. } => {
+                if let Some(t) = l.get_mut(*target as usize) {
+                    *t = true;
+                }
+                l[i + 1] = true;
+            }
+            _ if !per_lane(inst) => l[i + 1] = true,
+            _ => {}
+        }
+    }
+    l.truncate(code.len());
+    l
+}

@@ -1,0 +1,620 @@
+//! Compiled runs compute what the interpreter computes: random programs of per-lane
+//! instructions (every operation a run may hold, random types, modifiers, operands, guards
+//! and forward branches that split the warp) run once interpreted and once with
+//! [`vgpu_ptx_jit::Jit`], over random register values (NaNs, infinities, subnormals and
+//! integer edges among them), and every register of every lane must come out bit for bit
+//! the same.
+
+use std::time::{Duration, Instant};
+use vgpu_ptx::exec::{run, Launch, Memory};
+use vgpu_ptx::host::HostMemory;
+use vgpu_ptx::ir::*;
+
+const BASE: u64 = 0x7f00_0000_0000;
+/// Registers the random instructions use (r2..r2+NR); r0 and r1 hold the lane's index and
+/// its slice of memory.
+const NR: u32 = 12;
+/// Threads of a block, and blocks.
+const BLOCK: [u32; 3] = [16, 2, 2];
+const BLOCKS: u32 = 2;
+const THREADS: u32 = 64 * BLOCKS;
+/// Bytes of the kernel's parameters.
+const PARAMS: u32 = 64;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+    /// A register value: an edge of some type, or random bits.
+    fn value(&mut self) -> u64 {
+        let edges: [u64; 16] = [
+            0,
+            1,
+            u64::MAX,
+            0x8000_0000,
+            0x7FFF_FFFF,
+            0xFFFF_FFFF,
+            f32::NAN.to_bits().into(),
+            f32::INFINITY.to_bits().into(),
+            (-1.5f32).to_bits().into(),
+            1.0f32.to_bits().into(),
+            0x0000_0001, // the smallest f32 subnormal
+            0x3C00_BC00, // f16x2: 1.0, -1.0
+            f64::NAN.to_bits(),
+            (-2.25f64).to_bits(),
+            i64::MIN as u64,
+            31,
+        ];
+        match self.below(3) {
+            0 => self.pick(&edges),
+            1 => self.below(70),
+            _ => self.next(),
+        }
+    }
+}
+
+fn reg(rng: &mut Rng) -> Reg {
+    2 + rng.below(u64::from(NR)) as Reg
+}
+
+fn src(rng: &mut Rng) -> Src {
+    match rng.below(12) {
+        0 => Src::Imm(rng.value()),
+        1 => Src::Special(Special::LaneId),
+        2 => Src::Special(Special::LaneMask(rng.below(5) as u8)),
+        3 => {
+            let d = rng.below(3) as u8;
+            Src::Special(rng.pick(&[
+                Special::Tid(d),
+                Special::Ntid(d),
+                Special::Ctaid(d),
+                Special::Nctaid(d),
+                Special::WarpId,
+                Special::NWarpId,
+                Special::DynSmem,
+                Special::Zero,
+            ]))
+        }
+        _ => Src::Reg(reg(rng)),
+    }
+}
+
+/// A load from the parameters at a constant offset, aligned and inside them.
+fn param_load(rng: &mut Rng) -> Op {
+    let ty = rng.pick(&[
+        Ty::U8,
+        Ty::S8,
+        Ty::U16,
+        Ty::S16,
+        Ty::U32,
+        Ty::S32,
+        Ty::U64,
+        Ty::S64,
+        Ty::F32,
+    ]);
+    let n = rng.pick(&[1u8, 1, 2, 4]);
+    let bytes = u64::from(ty.size()) * u64::from(n);
+    let slots = (u64::from(PARAMS) - bytes) / u64::from(ty.size()) + 1;
+    let mut d = [0; 4];
+    for x in d.iter_mut().take(usize::from(n)) {
+        *x = reg(rng);
+    }
+    Op::Ld {
+        space: MemSpace::Param,
+        ty,
+        n,
+        d,
+        addr: Addr {
+            base: None,
+            global: None,
+            offset: (rng.below(slots) * u64::from(ty.size())) as i64,
+        },
+    }
+}
+
+fn round(rng: &mut Rng) -> Round {
+    rng.pick(&[
+        Round::Default,
+        Round::Nearest,
+        Round::Zero,
+        Round::Down,
+        Round::Up,
+    ])
+}
+
+const INTS: [Ty; 6] = [Ty::U16, Ty::S16, Ty::U32, Ty::S32, Ty::U64, Ty::S64];
+
+/// A random per-lane operation.
+fn op(rng: &mut Rng) -> Op {
+    let d = reg(rng);
+    let (a, b, c) = (src(rng), src(rng), src(rng));
+    match rng.below(20) {
+        0 => Op::Mov { d, a },
+        19 => param_load(rng),
+        1..=3 => {
+            use BinOp::*;
+            let (op, ty, ftz, sat, round, nan) = match rng.below(3) {
+                0 => {
+                    let ty = rng.pick(&INTS);
+                    let op = rng.pick(&[
+                        Add, Sub, MulLo, MulHi, Div, Rem, Min, Max, And, Or, Xor, Shl, Shr,
+                    ]);
+                    let op = if ty.size() <= 4 && rng.chance(8) {
+                        MulWide
+                    } else {
+                        op
+                    };
+                    let sat = ty == Ty::S32 && matches!(op, Add | Sub) && rng.chance(2);
+                    (op, ty, false, sat, Round::Default, false)
+                }
+                1 => {
+                    let ty = rng.pick(&[Ty::F32, Ty::F32, Ty::F64]);
+                    let op = rng.pick(&[Add, Sub, MulLo, Div, Min, Max, CopySign]);
+                    let f32 = ty == Ty::F32;
+                    let r = if f32 && matches!(op, Add | Sub | MulLo) {
+                        round(rng)
+                    } else {
+                        Round::Default
+                    };
+                    let nan = matches!(op, Min | Max) && rng.chance(3);
+                    (op, ty, f32 && rng.chance(3), rng.chance(5), r, nan)
+                }
+                _ => (
+                    rng.pick(&[And, Or, Xor]),
+                    Ty::Pred,
+                    false,
+                    false,
+                    Round::Default,
+                    false,
+                ),
+            };
+            Op::Bin {
+                op,
+                ty,
+                d,
+                a,
+                b,
+                ftz,
+                sat,
+                round,
+                nan,
+            }
+        }
+        4 | 5 => {
+            let (ty, mode) = match rng.below(3) {
+                0 => {
+                    let ty = rng.pick(&[Ty::U32, Ty::S32]);
+                    (ty, rng.below(3) as u8)
+                }
+                1 => (rng.pick(&[Ty::U64, Ty::S64]), rng.below(2) as u8),
+                _ => (rng.pick(&[Ty::F32, Ty::F32, Ty::F64]), 0),
+            };
+            let f32 = ty == Ty::F32;
+            Op::Mad {
+                ty,
+                mode,
+                d,
+                a,
+                b,
+                c,
+                ftz: f32 && rng.chance(3),
+                sat: (f32 || (ty == Ty::S32 && mode == 0)) && rng.chance(4),
+                round: if f32 { round(rng) } else { Round::Default },
+            }
+        }
+        6 | 7 => {
+            let ty = rng.pick(&[
+                Ty::U16,
+                Ty::S16,
+                Ty::U32,
+                Ty::S32,
+                Ty::U64,
+                Ty::S64,
+                Ty::F32,
+                Ty::F64,
+            ]);
+            let mut cmps = vec![Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge];
+            if ty.float() {
+                cmps.extend([Cmp::Unordered(rng.below(6) as u8), Cmp::Num, Cmp::Nan]);
+            }
+            let combine = rng.chance(3).then(|| {
+                (
+                    rng.pick(&[BoolOp::And, BoolOp::Or, BoolOp::Xor]),
+                    src(rng),
+                    rng.chance(2),
+                )
+            });
+            Op::Setp {
+                cmp: rng.pick(&cmps),
+                ty,
+                d,
+                d2: rng.chance(3).then(|| reg(rng)),
+                a,
+                b,
+                combine,
+                ftz: ty == Ty::F32 && rng.chance(3),
+            }
+        }
+        8 => Op::Selp { d, a, b, p: c },
+        9 | 10 => {
+            let all = [
+                Ty::U8,
+                Ty::S8,
+                Ty::U16,
+                Ty::S16,
+                Ty::U32,
+                Ty::S32,
+                Ty::U64,
+                Ty::S64,
+                Ty::F16,
+                Ty::BF16,
+                Ty::F32,
+                Ty::F64,
+            ];
+            let (dty, sty) = if rng.chance(2) {
+                (rng.pick(&all[..8]), rng.pick(&all[..8]))
+            } else {
+                (rng.pick(&all), rng.pick(&all))
+            };
+            let float = dty.float() || sty.float();
+            let r = if float && dty != sty {
+                rng.pick(&[Round::Nearest, Round::Zero, Round::Down, Round::Up])
+            } else {
+                Round::Default
+            };
+            Op::Cvt {
+                dty,
+                sty,
+                round: r,
+                sat: rng.chance(3),
+                ftz: (dty == Ty::F32 || sty == Ty::F32) && rng.chance(3),
+                d,
+                a,
+            }
+        }
+        11 => {
+            let (op, ty) = if rng.chance(2) {
+                (
+                    rng.pick(&[
+                        UnOp::Neg,
+                        UnOp::Abs,
+                        UnOp::Not,
+                        UnOp::Popc,
+                        UnOp::Clz,
+                        UnOp::Brev,
+                    ]),
+                    rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+                )
+            } else {
+                (
+                    rng.pick(&[
+                        UnOp::Neg,
+                        UnOp::Abs,
+                        UnOp::Sqrt,
+                        UnOp::Rsqrt,
+                        UnOp::Rcp,
+                        UnOp::Sin,
+                        UnOp::Cos,
+                        UnOp::Lg2,
+                        UnOp::Ex2,
+                        UnOp::Tanh,
+                    ]),
+                    Ty::F32,
+                )
+            };
+            Op::Un {
+                op,
+                ty,
+                d,
+                a,
+                ftz: ty == Ty::F32 && rng.chance(2),
+            }
+        }
+        12 => Op::Lop3 {
+            d,
+            a,
+            b,
+            c,
+            lut: rng.below(256) as u8,
+        },
+        13 => Op::Prmt {
+            d,
+            a,
+            b,
+            c,
+            mode: rng.below(7) as u8,
+        },
+        14 => {
+            if rng.chance(2) {
+                Op::Bfe {
+                    ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+                    d,
+                    a,
+                    b,
+                    c,
+                }
+            } else {
+                Op::Bfi {
+                    ty: rng.pick(&[Ty::U32, Ty::U64]),
+                    d,
+                    a,
+                    b,
+                    pos: c,
+                    len: src(rng),
+                }
+            }
+        }
+        15 => {
+            if rng.chance(2) {
+                Op::Dp {
+                    d,
+                    a,
+                    b,
+                    c,
+                    a_signed: rng.chance(2),
+                    b_signed: rng.chance(2),
+                    two: rng.chance(3),
+                    hi: rng.chance(2),
+                }
+            } else {
+                Op::Shf {
+                    d,
+                    a,
+                    b,
+                    c,
+                    left: rng.chance(2),
+                    clamp: rng.chance(2),
+                }
+            }
+        }
+        16 => match rng.below(3) {
+            0 => Op::Pack {
+                d,
+                parts: vec![a, b],
+                bits: rng.pick(&[16, 32]),
+            },
+            1 => Op::Unpack {
+                ds: vec![d, reg(rng)],
+                a,
+                bits: rng.pick(&[16, 32]),
+            },
+            _ => Op::Cvta {
+                d,
+                a,
+                space: rng.pick(&[MemSpace::Shared, MemSpace::Local, MemSpace::Global]),
+                to_generic: rng.chance(2),
+            },
+        },
+        17 => {
+            let ty = rng.pick(&[Ty::F16, Ty::BF16, Ty::F16x2, Ty::BF16x2]);
+            Op::Half {
+                op: rng.pick(&[
+                    HalfOp::Add,
+                    HalfOp::Sub,
+                    HalfOp::Mul,
+                    HalfOp::Fma,
+                    HalfOp::Min,
+                    HalfOp::Max,
+                    HalfOp::Neg,
+                    HalfOp::Abs,
+                ]),
+                ty,
+                d,
+                a,
+                b,
+                c,
+                ftz: rng.chance(4),
+                sat: rng.chance(4),
+            }
+        }
+        18 => Op::CvtPack {
+            dty: rng.pick(&[Ty::F16x2, Ty::BF16x2]),
+            d,
+            a,
+            b,
+            relu: rng.chance(3),
+        },
+        _ => unreachable!(),
+    }
+}
+
+fn inst(op: Op, guard: Option<(Reg, bool)>) -> Inst {
+    Inst { guard, op, line: 1 }
+}
+
+/// A kernel: load NR registers per lane, `n` random instructions (with forward branches),
+/// store the NR registers back. Returns it and where its random part starts and ends.
+fn kernel(rng: &mut Rng, n: usize) -> Kernel {
+    let bytes = u64::from(NR) * 8;
+    // r0 = the thread's index in the grid (ctaid.x * 64 + warpid * 32 + laneid), r1 =
+    // its offset in memory.
+    let sp = |s| Src::Special(s);
+    let u64op = |op, d, a, b| {
+        inst(
+            Op::Bin {
+                op,
+                ty: Ty::U64,
+                d,
+                a,
+                b,
+                ftz: false,
+                sat: false,
+                round: Round::Default,
+                nan: false,
+            },
+            None,
+        )
+    };
+    let mut code = vec![
+        inst(
+            Op::Mov {
+                d: 0,
+                a: sp(Special::Ctaid(0)),
+            },
+            None,
+        ),
+        u64op(BinOp::MulLo, 0, Src::Reg(0), Src::Imm(64)),
+        inst(
+            Op::Mov {
+                d: 1,
+                a: sp(Special::WarpId),
+            },
+            None,
+        ),
+        u64op(BinOp::MulLo, 1, Src::Reg(1), Src::Imm(32)),
+        u64op(BinOp::Add, 0, Src::Reg(0), Src::Reg(1)),
+        inst(
+            Op::Mov {
+                d: 1,
+                a: sp(Special::LaneId),
+            },
+            None,
+        ),
+        u64op(BinOp::Add, 0, Src::Reg(0), Src::Reg(1)),
+        u64op(BinOp::MulLo, 1, Src::Reg(0), Src::Imm(bytes)),
+    ];
+    for k in 0..NR {
+        code.push(inst(
+            Op::Ld {
+                space: MemSpace::Global,
+                ty: Ty::U64,
+                n: 1,
+                d: [2 + k, 0, 0, 0],
+                addr: Addr {
+                    base: Some(1),
+                    global: None,
+                    offset: (BASE + u64::from(k) * 8) as i64,
+                },
+            },
+            None,
+        ));
+    }
+    let start = code.len();
+    let end = start + n;
+    for i in start..end {
+        let guard = rng.chance(4).then(|| (reg(rng), rng.chance(2)));
+        let op = if rng.chance(12) {
+            // Forward only, so that every program ends.
+            Op::Bra {
+                target: (i + 1 + rng.below((end - i) as u64) as usize) as u32,
+            }
+        } else if rng.chance(25) {
+            // An instruction no run holds, so that runs also start mid-program.
+            Op::Mov {
+                d: reg(rng),
+                a: Src::Special(Special::Ctaid(0)),
+            }
+        } else {
+            op(rng)
+        };
+        code.push(inst(op, guard));
+    }
+    let out = BASE + u64::from(THREADS) * bytes;
+    for k in 0..NR {
+        let mut a = [Src::Imm(0); 4];
+        a[0] = Src::Reg(2 + k);
+        code.push(inst(
+            Op::St {
+                space: MemSpace::Global,
+                ty: Ty::U64,
+                n: 1,
+                a,
+                addr: Addr {
+                    base: Some(1),
+                    global: None,
+                    offset: (out + u64::from(k) * 8) as i64,
+                },
+            },
+            None,
+        ));
+    }
+    code.push(inst(Op::Exit, None));
+    Kernel {
+        name: "random".into(),
+        params: vec![],
+        param_bytes: PARAMS,
+        regs: 2 + NR,
+        shared_bytes: 0,
+        local_bytes: 0,
+        frame_bytes: 0,
+        code,
+    }
+}
+
+/// Runs `k` over `input`, interpreted or with `native`; the registers that come out.
+fn outcome(
+    k: &Kernel,
+    input: &[u8],
+    params: &[u8],
+    native: Option<&dyn vgpu_ptx::exec::Native>,
+) -> Vec<u8> {
+    let half = input.len();
+    let mem = HostMemory::new(BASE, 2 * half);
+    mem.put(0, input);
+    run(
+        k,
+        &Launch {
+            grid: [BLOCKS, 1, 1],
+            block: BLOCK,
+            dynamic_shared: 48,
+            params,
+            globals: &[],
+            mem: &mem as &dyn Memory,
+            threads: 1,
+            deadline: Some(Instant::now() + Duration::from_secs(30)),
+            cancel: None,
+            native,
+        },
+    )
+    .expect("the program runs");
+    mem.get(half, half)
+}
+
+#[test]
+fn compiled_runs_agree_with_the_interpreter() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut compiled = 0;
+    for case in 0..300 {
+        let k = kernel(&mut rng, 40);
+        let input: Vec<u8> = (0..THREADS * NR)
+            .flat_map(|_| rng.value().to_le_bytes())
+            .collect();
+        let params: Vec<u8> = (0..PARAMS / 8)
+            .flat_map(|_| rng.value().to_le_bytes())
+            .collect();
+        let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+        let want = outcome(&k, &input, &params, None);
+        let got = outcome(&k, &input, &params, Some(&jit));
+        compiled += jit.compiled();
+        if want != got {
+            for (i, (w, g)) in want.chunks(8).zip(got.chunks(8)).enumerate() {
+                if w != g {
+                    let (thread, r) = (i as u32 / NR, 2 + i as u32 % NR);
+                    panic!(
+                        "case {case}: thread {thread} register {r}: interpreted {:#x}, compiled {:#x}\n{:#?}",
+                        u64::from_le_bytes(w.try_into().unwrap()),
+                        u64::from_le_bytes(g.try_into().unwrap()),
+                        k.code
+                    );
+                }
+            }
+        }
+    }
+    // Most programs hold several runs; all of them together must have compiled many.
+    assert!(compiled > 300, "only {compiled} runs compiled");
+}
