@@ -13,7 +13,7 @@ use cranelift_module::{default_libcall_names, Module};
 use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32, LOCAL_WINDOW, SHARED_WINDOW};
-use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty};
+use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// A code generator for this host's CPU.
@@ -303,6 +303,112 @@ impl Lane<'_> {
         self.b.inst_results(call)[0]
     }
 
+    /// An f32 operand: the low 32 bits of `v`, a subnormal flushed to a zero of its sign
+    /// under `.ftz`.
+    fn f32_in(&mut self, v: Value, ftz: bool) -> Value {
+        let mut x = self.lo32(v);
+        if ftz {
+            x = self.flush(x);
+        }
+        self.b.ins().bitcast(F32, MemFlags::new(), x)
+    }
+
+    /// The bits of an f32 with a subnormal flushed to a zero of its sign.
+    fn flush(&mut self, x: Value) -> Value {
+        let exp = self.b.ins().band_imm(x, 0x7F80_0000);
+        let sub = self.b.ins().icmp_imm(IntCC::Equal, exp, 0);
+        let sign = self.b.ins().band_imm(x, 0x8000_0000u32 as i32 as i64);
+        self.b.ins().select(sub, sign, x)
+    }
+
+    /// An f32 arithmetic result as a register value: flushed under `.ftz`, a NaN made the
+    /// canonical NaN, as the interpreter's.
+    fn f32_out(&mut self, r: Value, ftz: bool) -> Value {
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, r, r);
+        let mut bits = self.b.ins().bitcast(I32, MemFlags::new(), r);
+        if ftz {
+            bits = self.flush(bits);
+        }
+        let canonical = self.b.ins().iconst(I32, i64::from(CANONICAL_NAN_F32));
+        let bits = self.b.ins().select(nan, canonical, bits);
+        self.b.ins().uextend(I64, bits)
+    }
+
+    /// `dp4a` (or `dp2a` with `two`) of 32-bit operands, wrapping as the interpreter's.
+    #[allow(clippy::too_many_arguments)]
+    fn dot(
+        &mut self,
+        x: Value,
+        y: Value,
+        z: Value,
+        sa: bool,
+        sb: bool,
+        two: bool,
+        hi: bool,
+    ) -> Value {
+        let part = |l: &mut Self, v: Value, k: u32, bits: u32, signed: bool| {
+            let v = l.b.ins().ushr_imm(v, i64::from(k * bits));
+            let t = if bits == 8 { I8 } else { I16 };
+            let v = l.b.ins().ireduce(t, v);
+            if signed {
+                l.b.ins().sextend(I32, v)
+            } else {
+                l.b.ins().uextend(I32, v)
+            }
+        };
+        let (x, y) = (self.lo32(x), self.lo32(y));
+        let mut acc = self.lo32(z);
+        for k in 0..if two { 2 } else { 4 } {
+            let a = if two {
+                part(self, x, k, 16, sa)
+            } else {
+                part(self, x, k, 8, sa)
+            };
+            let kb = if two && hi { k + 2 } else { k };
+            let b = part(self, y, kb, 8, sb);
+            let p = self.b.ins().imul(a, b);
+            acc = self.b.ins().iadd(acc, p);
+        }
+        self.b.ins().uextend(I64, acc)
+    }
+
+    /// `cvt.f32.f16`: exact. Normal numbers and zeros are converted inline; subnormals,
+    /// infinities and NaNs by the interpreter's arithmetic (`op`).
+    fn f16_to_f32(&mut self, op: &Op, x: Value) -> Value {
+        let h = self.lo32(x);
+        let h = self.b.ins().band_imm(h, 0xFFFF);
+        let sign = self.b.ins().band_imm(h, 0x8000);
+        let sign = self.b.ins().ishl_imm(sign, 16);
+        let mag = self.b.ins().band_imm(h, 0x7FFF);
+        let moved = self.b.ins().ishl_imm(mag, 13);
+        let moved = self.b.ins().iadd_imm(moved, 112 << 23);
+        let zero = self.b.ins().icmp_imm(IntCC::Equal, mag, 0);
+        let zeroed = self.b.ins().iconst(I32, 0);
+        let moved = self.b.ins().select(zero, zeroed, moved);
+        let bits = self.b.ins().bor(sign, moved);
+        let fast = self.b.ins().uextend(I64, bits);
+        // Exponent 1..=30, or a zero.
+        let exp = self.b.ins().ushr_imm(mag, 10);
+        let low = self.b.ins().icmp_imm(IntCC::Equal, exp, 0);
+        let high = self.b.ins().icmp_imm(IntCC::Equal, exp, 31);
+        let odd = self.b.ins().bor(low, high);
+        let not_zero = self.b.ins().bxor_imm(zero, 1);
+        let slow_path = self.b.ins().band(odd, not_zero);
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        self.b
+            .ins()
+            .brif(slow_path, slow, &[], join, &[fast.into()]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        let v = self.helper(op, &[x]);
+        self.b.ins().jump(join, &[v.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        self.b.block_params(join)[0]
+    }
+
     fn lo32(&mut self, v: Value) -> Value {
         self.b.ins().ireduce(I32, v)
     }
@@ -415,7 +521,7 @@ impl Lane<'_> {
                 nan,
             } => {
                 let (x, y) = (self.src(a), self.src(b));
-                let v = match self.bin(*bop, *ty, x, y, *ftz || *sat || *nan, *round) {
+                let v = match self.bin(*bop, *ty, x, y, *ftz, *sat || *nan, *round) {
                     Some(v) => v,
                     None => self.helper(op, &[x, y]),
                 };
@@ -429,6 +535,8 @@ impl Lane<'_> {
                 b,
                 c,
                 sat,
+                ftz,
+                round,
                 ..
             } => {
                 let (x, y, z) = (self.src(a), self.src(b), self.src(c));
@@ -444,6 +552,19 @@ impl Lane<'_> {
                     (true, 64, 0) => {
                         let p = self.b.ins().imul(x, y);
                         self.b.ins().iadd(p, z)
+                    }
+                    (false, 32, _)
+                        if *ty == Ty::F32
+                            && !sat
+                            && matches!(round, Round::Default | Round::Nearest) =>
+                    {
+                        let (x, y, z) = (
+                            self.f32_in(x, *ftz),
+                            self.f32_in(y, *ftz),
+                            self.f32_in(z, *ftz),
+                        );
+                        let r = self.b.ins().fma(x, y, z);
+                        self.f32_out(r, *ftz)
                     }
                     (true, 32, 2) => {
                         let x = self.extend(x, 32, ty.signed());
@@ -499,6 +620,7 @@ impl Lane<'_> {
                 dty,
                 sty,
                 sat,
+                round,
                 d,
                 a,
                 ..
@@ -506,17 +628,40 @@ impl Lane<'_> {
                 let x = self.src(a);
                 let int =
                     |t: &Ty| !t.float() && *t != Ty::Pred && !matches!(t, Ty::F16x2 | Ty::BF16x2);
+                let nearest = matches!(round, Round::Default | Round::Nearest);
                 let v = if int(dty) && int(sty) && !sat {
                     let v = self.extend(x, sty.size() * 8, sty.signed());
                     self.extend(v, dty.size() * 8, dty.signed())
+                } else if *dty == Ty::F32 && int(sty) && !sat && nearest {
+                    // Rounded to nearest, as the host's conversion does.
+                    let v = self.extend(x, sty.size() * 8, sty.signed());
+                    let f = if sty.signed() {
+                        self.b.ins().fcvt_from_sint(F32, v)
+                    } else {
+                        self.b.ins().fcvt_from_uint(F32, v)
+                    };
+                    let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
+                    self.b.ins().uextend(I64, bits)
+                } else if *dty == Ty::F32 && *sty == Ty::F16 && !sat && *round == Round::Default {
+                    self.f16_to_f32(op, x)
                 } else {
                     self.helper(op, &[x])
                 };
                 self.set(*d, v, on);
             }
-            Op::Un { d, a, .. } => {
+            Op::Un {
+                op: un, ty, d, a, ..
+            } => {
                 let x = self.src(a);
-                let v = self.helper(op, &[x]);
+                let v = match (un, ty.size(), ty.float() || *ty == Ty::Pred) {
+                    (UnOp::Not, 4, false) => {
+                        let x = self.lo32(x);
+                        let n = self.b.ins().bnot(x);
+                        self.b.ins().uextend(I64, n)
+                    }
+                    (UnOp::Not, 8, false) => self.b.ins().bnot(x),
+                    _ => self.helper(op, &[x]),
+                };
                 self.set(*d, v, on);
             }
             Op::CvtPack { d, a, b, .. } => {
@@ -524,9 +669,22 @@ impl Lane<'_> {
                 let v = self.helper(op, &[x, y]);
                 self.set(*d, v, on);
             }
+            Op::Dp {
+                d,
+                a,
+                b,
+                c,
+                a_signed,
+                b_signed,
+                two,
+                hi,
+            } => {
+                let (x, y, z) = (self.src(a), self.src(b), self.src(c));
+                let v = self.dot(x, y, z, *a_signed, *b_signed, *two, *hi);
+                self.set(*d, v, on);
+            }
             Op::Prmt { d, a, b, c, .. }
             | Op::Bfe { d, a, b, c, .. }
-            | Op::Dp { d, a, b, c, .. }
             | Op::Lop3 { d, a, b, c, .. }
             | Op::Shf { d, a, b, c, .. }
             | Op::Half { d, a, b, c, .. } => {
@@ -554,11 +712,12 @@ impl Lane<'_> {
         ty: Ty,
         x: Value,
         y: Value,
+        ftz: bool,
         special: bool,
         round: Round,
     ) -> Option<Value> {
         use BinOp::*;
-        if special {
+        if special || (ftz && ty != Ty::F32) {
             return None;
         }
         let w = ty.size() * 8;
@@ -567,21 +726,14 @@ impl Lane<'_> {
             if !matches!(round, Round::Default | Round::Nearest) {
                 return None;
             }
-            let (x, y) = (self.lo32(x), self.lo32(y));
-            let fx = self.b.ins().bitcast(F32, MemFlags::new(), x);
-            let fy = self.b.ins().bitcast(F32, MemFlags::new(), y);
+            let (x, y) = (self.f32_in(x, ftz), self.f32_in(y, ftz));
             let r = match op {
-                Add => self.b.ins().fadd(fx, fy),
-                Sub => self.b.ins().fsub(fx, fy),
-                MulLo | MulHi | MulWide => self.b.ins().fmul(fx, fy),
+                Add => self.b.ins().fadd(x, y),
+                Sub => self.b.ins().fsub(x, y),
+                MulLo | MulHi | MulWide => self.b.ins().fmul(x, y),
                 _ => return None,
             };
-            // A NaN result is the canonical NaN, as the interpreter's.
-            let nan = self.b.ins().fcmp(FloatCC::Unordered, r, r);
-            let r = self.b.ins().bitcast(I32, MemFlags::new(), r);
-            let canonical = self.b.ins().iconst(I32, i64::from(CANONICAL_NAN_F32));
-            let r = self.b.ins().select(nan, canonical, r);
-            return Some(self.b.ins().uextend(I64, r));
+            return Some(self.f32_out(r, ftz));
         }
         if ty == Ty::Pred {
             let x = self.b.ins().icmp_imm(IntCC::NotEqual, x, 0);

@@ -42,7 +42,11 @@ impl Rng {
     }
     /// A register value: an edge of some type, or random bits.
     fn value(&mut self) -> u64 {
-        let edges: [u64; 16] = [
+        let edges: [u64; 20] = [
+            0x7C00,      // f16 infinity
+            0x8001,      // f16 subnormal, negative
+            0xFE01,      // f16 NaN with a payload
+            0x0080_0000, // the smallest normal f32
             0,
             1,
             u64::MAX,
@@ -273,7 +277,13 @@ fn op(rng: &mut Rng) -> Op {
             };
             let float = dty.float() || sty.float();
             let r = if float && dty != sty {
-                rng.pick(&[Round::Nearest, Round::Zero, Round::Down, Round::Up])
+                rng.pick(&[
+                    Round::Default,
+                    Round::Nearest,
+                    Round::Zero,
+                    Round::Down,
+                    Round::Up,
+                ])
             } else {
                 Round::Default
             };

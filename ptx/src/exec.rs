@@ -477,17 +477,17 @@ impl<'k, 'l> BlockState<'k, 'l> {
     }
 
     fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Fault> {
+        // Registers, local and shared memory start zeroed for a launch's first block on
+        // this host thread, and hold what the previous block left for the next (a GPU
+        // does not clear them either): clearing them for each block took a tenth of the
+        // time of short kernels. What is left is the same launch's own data.
         self.ctaid = ctaid;
-        self.shared.fill(0);
         self.red = None;
         self.red_dests.clear();
         for w in &mut self.warps {
-            w.regs.fill(0);
             w.pc = [0; LANES];
             w.exited = !w.valid;
             w.at_bar = 0;
-            w.local.fill(0);
-            w.frame.fill(0);
             w.stack.iter_mut().for_each(Vec::clear);
             w.specials.ctaid = ctaid;
         }
@@ -1136,29 +1136,30 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 b,
                 c,
             } => {
-                let vals: Vec<(usize, u64, bool)> = lanes(on)
-                    .map(|i| {
-                        let bval = (self.read(wi, i, *b) & 0x1f) as i64;
-                        let cv = self.read(wi, i, *c);
-                        let cval = (cv & 0x1f) as i64;
-                        let seg = ((cv >> 8) & 0x1f) as i64;
-                        let lane = i as i64;
-                        let min_lane = lane & seg;
-                        let max_lane = min_lane | (cval & !seg);
-                        let (j, ok) = match mode {
-                            ShflMode::Up => (lane - bval, lane - bval >= max_lane),
-                            ShflMode::Down => (lane + bval, lane + bval <= max_lane),
-                            ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
-                            ShflMode::Idx => {
-                                let j = min_lane | (bval & !seg);
-                                (j, j <= max_lane)
-                            }
-                        };
-                        let j = if ok { j as usize } else { i };
-                        (i, self.read(wi, j, *a), ok)
-                    })
-                    .collect();
-                for (i, v, ok) in vals {
+                // Every lane reads its source before any writes (d may be a).
+                let mut vals = [(0u64, false); LANES];
+                for i in lanes(on) {
+                    let bval = (self.read(wi, i, *b) & 0x1f) as i64;
+                    let cv = self.read(wi, i, *c);
+                    let cval = (cv & 0x1f) as i64;
+                    let seg = ((cv >> 8) & 0x1f) as i64;
+                    let lane = i as i64;
+                    let min_lane = lane & seg;
+                    let max_lane = min_lane | (cval & !seg);
+                    let (j, ok) = match mode {
+                        ShflMode::Up => (lane - bval, lane - bval >= max_lane),
+                        ShflMode::Down => (lane + bval, lane + bval <= max_lane),
+                        ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
+                        ShflMode::Idx => {
+                            let j = min_lane | (bval & !seg);
+                            (j, j <= max_lane)
+                        }
+                    };
+                    let j = if ok { (j as usize) & (LANES - 1) } else { i };
+                    vals[i & (LANES - 1)] = (self.read(wi, j, *a), ok);
+                }
+                for i in lanes(on) {
+                    let (v, ok) = vals[i & (LANES - 1)];
                     self.write(wi, i, *d, v);
                     if let Some(p) = p {
                         self.write(wi, i, *p, u64::from(ok));
