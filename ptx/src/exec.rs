@@ -520,6 +520,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
 
     /// Runs warp `wi` until all its lanes have exited or wait at a barrier.
     fn run_warp(&mut self, wi: usize) -> Result<(), Fault> {
+        // Where all the runnable lanes went together, when they did: the next step needs
+        // no pass over the warp.
+        let mut together: Option<(u32, u32)> = None;
         loop {
             let w = &self.warps[wi];
             let runnable = !w.exited & !w.at_bar;
@@ -528,14 +531,20 @@ impl<'k, 'l> BlockState<'k, 'l> {
             }
             // The lanes with the lowest program counter run next (one pass over the warp).
             let (mut pc, mut mask) = (u32::MAX, 0u32);
-            for i in lanes(runnable) {
-                let p = w.pc[i];
-                if p < pc {
-                    (pc, mask) = (p, 1 << i);
-                } else if p == pc {
-                    mask |= 1 << i;
+            match together {
+                Some((p, m)) if m == runnable => (pc, mask) = (p, m),
+                _ => {
+                    for i in lanes(runnable) {
+                        let p = w.pc[i];
+                        if p < pc {
+                            (pc, mask) = (p, 1 << i);
+                        } else if p == pc {
+                            mask |= 1 << i;
+                        }
+                    }
                 }
             }
+            together = None;
             // A compiled run, when one starts here and no other lane of the warp waits
             // inside it (those lanes would have joined these on the way).
             if let Some(n) = self.l.native.and_then(|n| n.at(pc)) {
@@ -552,6 +561,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
                         for i in lanes(mask) {
                             w.pc[i] = if taken >> i & 1 != 0 { target } else { end };
                         }
+                        if mask == runnable && (taken == 0 || taken == mask) {
+                            together = Some((if taken == 0 { end } else { target }, mask));
+                        }
                         let before = self.steps;
                         self.steps += u64::from(end.saturating_sub(pc));
                         if before >> 12 != self.steps >> 12 {
@@ -566,6 +578,14 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 self.check_time()?;
             }
             self.step(wi, pc, mask)?;
+            // Every instruction but these sends all its lanes to the next one.
+            let jumps = matches!(
+                self.k.code.get(pc as usize).map(|i| &i.op),
+                Some(Op::Bra { .. } | Op::Call { .. } | Op::Ret)
+            );
+            if mask == runnable && !jumps {
+                together = Some((pc + 1, mask));
+            }
         }
     }
 
