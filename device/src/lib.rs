@@ -15,8 +15,10 @@
 //! `unsafe` is denied in the crate except in [`exec::soft::blas`] (matrixmultiply's GEMM
 //! kernels take raw pointers), in `exec::cuda::api` (the CUDA driver's, cuBLAS's and NVML's
 //! C entry points), in [`sigbus`] (a signal handler that maps a page over a lost one), in
-//! one function of [`guest`] (a DMA mapping as a region inside its file's one mapping) and
-//! in the tests of [`msix`] (which adopt an eventfd's descriptor as a file).
+//! one function of [`guest`] (a DMA mapping as a region inside its file's one mapping), in
+//! the soft device's kernel launch (which lends a context's locked memory to the kernel as
+//! `vgpu_ptx_jit::DirectMemory`) and in the tests of [`msix`] (which adopt an eventfd's
+//! descriptor as a file).
 
 #![deny(unsafe_code)]
 

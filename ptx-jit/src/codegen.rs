@@ -2,6 +2,7 @@
 //! instruction of the run with its registers in SSA values, loaded on first use and stored
 //! back once at the end of the lane.
 
+use crate::direct::{Site, SITES};
 use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I16, I32, I64, I8};
@@ -47,7 +48,14 @@ pub(crate) fn compile(
     ctx.func.signature.params.push(AbiParam::new(I32));
     ctx.func.signature.params.push(AbiParam::new(ptr));
     ctx.func.signature.params.push(AbiParam::new(ptr));
+    ctx.func.signature.params.push(AbiParam::new(ptr));
     ctx.func.signature.returns.push(AbiParam::new(I32));
+    let mut find = module.make_signature();
+    find.params.push(AbiParam::new(ptr));
+    for _ in 0..4 {
+        find.params.push(AbiParam::new(I64));
+    }
+    find.returns.push(AbiParam::new(ptr));
     let mut helper = module.make_signature();
     helper.params.push(AbiParam::new(ptr));
     for _ in 0..4 {
@@ -58,6 +66,7 @@ pub(crate) fn compile(
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
     let helper = b.import_signature(helper);
+    let find = b.import_signature(find);
     let entry = b.create_block();
     let head = b.create_block();
     let body = b.create_block();
@@ -73,6 +82,7 @@ pub(crate) fn compile(
     b.seal_block(entry);
     let (regs, mask) = (b.block_params(entry)[0], b.block_params(entry)[1]);
     let (params, specials) = (b.block_params(entry)[2], b.block_params(entry)[3]);
+    let loads = b.block_params(entry)[4];
     let none = b.ins().iconst(I32, 0);
     b.ins().jump(head, &[mask.into(), none.into()]);
 
@@ -101,12 +111,15 @@ pub(crate) fn compile(
         base,
         params,
         specials,
+        loads,
         lane,
         lane32,
         helper,
+        find,
         vals: HashMap::new(),
         dirty: BTreeSet::new(),
         top: 0,
+        sites: 0,
         param_bytes: 0,
     };
     let mut taken = taken;
@@ -122,7 +135,7 @@ pub(crate) fn compile(
                 };
                 taken = l.b.ins().bor(taken, bit);
             }
-            op => l.op(op, on)?,
+            op => l.op(op, on, inst.line)?,
         }
     }
     l.store_back();
@@ -169,15 +182,20 @@ struct Lane<'f> {
     params: Value,
     /// The warp's [`Specials`].
     specials: Value,
+    /// The `direct::LoadCtx` of the call.
+    loads: Value,
     lane: Value,
     lane32: Value,
     helper: SigRef,
+    find: SigRef,
     /// Each register's value so far.
     vals: HashMap<Reg, Value>,
     /// Registers written, to store back.
     dirty: BTreeSet<Reg>,
     /// The highest register touched.
     top: Reg,
+    /// Load sites so far.
+    sites: u32,
     /// The end of the parameters read.
     param_bytes: usize,
 }
@@ -243,6 +261,73 @@ impl Lane<'_> {
             }
             // Module variables' addresses: `per_lane` keeps them out of runs.
             Src::Global(..) => self.b.ins().iconst(I64, 0),
+        }
+    }
+
+    /// The host address of a load of `size` bytes at device address `at`: inline when the
+    /// load site's last allocation holds it (and it is aligned), else by `direct::find`.
+    fn find(&mut self, at: Value, size: u32, line: u32, on: Value) -> Value {
+        let site = self.sites.min(SITES as u32 - 1);
+        self.sites += 1;
+        let slot = (std::mem::size_of::<Site>() * site as usize) as i32;
+        let f = MemFlags::trusted();
+        let base = self
+            .b
+            .ins()
+            .load(I64, f, self.loads, slot + offset_of!(Site, base) as i32);
+        let lim = self
+            .b
+            .ins()
+            .load(I64, f, self.loads, slot + offset_of!(Site, lim) as i32);
+        let host = self.b.ins().load(
+            self.ptr,
+            f,
+            self.loads,
+            slot + offset_of!(Site, host) as i32,
+        );
+        let off = self.b.ins().isub(at, base);
+        let inside = self.b.ins().icmp(IntCC::UnsignedLessThan, off, lim);
+        let odd = self.b.ins().band_imm(at, i64::from(size) - 1);
+        let aligned = self.b.ins().icmp_imm(IntCC::Equal, odd, 0);
+        let hit = self.b.ins().band(inside, aligned);
+        let off = self.address(off);
+        let fast = self.b.ins().iadd(host, off);
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, self.ptr);
+        self.b.ins().brif(hit, join, &[fast.into()], slow, &[]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        let func = self
+            .b
+            .ins()
+            .iconst(self.ptr, crate::direct::find as *const () as usize as i64);
+        let size_v = self.b.ins().iconst(I64, i64::from(size));
+        let where_v = self
+            .b
+            .ins()
+            .iconst(I64, (i64::from(line) << 8) | i64::from(site));
+        let call =
+            self.b
+                .ins()
+                .call_indirect(self.find, func, &[self.loads, at, size_v, where_v, on]);
+        let p = self.b.inst_results(call)[0];
+        self.b.ins().jump(join, &[p.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        self.b.block_params(join)[0]
+    }
+
+    /// The `size`-byte value at `p + at`, sign- or zero-extended to 64 bits.
+    fn load(&mut self, f: MemFlags, p: Value, at: i32, size: u32, signed: bool) -> Value {
+        match (size, signed) {
+            (1, true) => self.b.ins().sload8(I64, f, p, at),
+            (1, false) => self.b.ins().uload8(I64, f, p, at),
+            (2, true) => self.b.ins().sload16(I64, f, p, at),
+            (2, false) => self.b.ins().uload16(I64, f, p, at),
+            (4, true) => self.b.ins().sload32(f, p, at),
+            (4, false) => self.b.ins().uload32(f, p, at),
+            _ => self.b.ins().load(I64, f, p, at),
         }
     }
 
@@ -429,7 +514,7 @@ impl Lane<'_> {
         }
     }
 
-    fn op(&mut self, op: &Op, on: Option<Value>) -> Result<(), String> {
+    fn op(&mut self, op: &Op, on: Option<Value>, line: u32) -> Result<(), String> {
         for r in regs_of(op) {
             if r != SINK && r > MAX_REG {
                 return Err(format!("register {r} is out of reach"));
@@ -437,23 +522,38 @@ impl Lane<'_> {
         }
         match op {
             Op::Nop => {}
+            Op::Ld { ty, n, d, addr, .. } if crate::global_load(op) => {
+                let size = ty.size();
+                let base = match addr.base {
+                    Some(r) => self.reg(r),
+                    None => self.b.ins().iconst(I64, 0),
+                };
+                let on_v = match on {
+                    Some(c) => self.b.ins().uextend(I64, c),
+                    None => self.b.ins().iconst(I64, 1),
+                };
+                for (e, &dst) in d.iter().take(usize::from(*n)).enumerate() {
+                    let off = addr.offset.wrapping_add(e as i64 * i64::from(size));
+                    let at = self.b.ins().iadd_imm(base, off);
+                    let p = self.find(at, size, line, on_v);
+                    let v = self.load(MemFlags::trusted(), p, 0, size, ty.signed());
+                    self.set(dst, v, on);
+                }
+            }
             Op::Ld { ty, n, d, .. } => {
                 let range = crate::param_load(op).ok_or("not a load from the parameters")?;
                 self.param_bytes = self.param_bytes.max(range.end);
                 let size = ty.size() as usize;
                 for (e, &dst) in d.iter().take(usize::from(*n)).enumerate() {
                     let at = (range.start + e * size) as i32;
-                    let f = MemFlags::new().with_notrap();
                     let p = self.params;
-                    let v = match (size, ty.signed()) {
-                        (1, true) => self.b.ins().sload8(I64, f, p, at),
-                        (1, false) => self.b.ins().uload8(I64, f, p, at),
-                        (2, true) => self.b.ins().sload16(I64, f, p, at),
-                        (2, false) => self.b.ins().uload16(I64, f, p, at),
-                        (4, true) => self.b.ins().sload32(f, p, at),
-                        (4, false) => self.b.ins().uload32(f, p, at),
-                        _ => self.b.ins().load(I64, f, p, at),
-                    };
+                    let v = self.load(
+                        MemFlags::new().with_notrap(),
+                        p,
+                        at,
+                        size as u32,
+                        ty.signed(),
+                    );
                     self.set(dst, v, on);
                 }
             }
@@ -509,19 +609,9 @@ impl Lane<'_> {
                 let v = self.b.ins().select(c, x, y);
                 self.set(*d, v, on);
             }
-            Op::Bin {
-                op: bop,
-                ty,
-                d,
-                a,
-                b,
-                ftz,
-                sat,
-                round,
-                nan,
-            } => {
+            Op::Bin { d, a, b, .. } => {
                 let (x, y) = (self.src(a), self.src(b));
-                let v = match self.bin(*bop, *ty, x, y, *ftz, *sat || *nan, *round) {
+                let v = match self.bin(op, x, y) {
                     Some(v) => v,
                     None => self.helper(op, &[x, y]),
                 };
@@ -704,20 +794,23 @@ impl Lane<'_> {
         Ok(())
     }
 
-    /// A binary operation inline, where it has a plain machine form; `None` for the rest
-    /// (`special`: `.ftz`, `.sat` or `.NaN`).
-    fn bin(
-        &mut self,
-        op: BinOp,
-        ty: Ty,
-        x: Value,
-        y: Value,
-        ftz: bool,
-        special: bool,
-        round: Round,
-    ) -> Option<Value> {
+    /// A binary operation (`Op::Bin`) on `x` and `y` inline, where it has a plain machine
+    /// form; `None` for the rest (`.sat`, `.NaN`, `.ftz` but for f32...).
+    fn bin(&mut self, bin: &Op, x: Value, y: Value) -> Option<Value> {
         use BinOp::*;
-        if special || (ftz && ty != Ty::F32) {
+        let Op::Bin {
+            op,
+            ty,
+            ftz,
+            sat,
+            round,
+            nan,
+            ..
+        } = *bin
+        else {
+            return None;
+        };
+        if sat || nan || (ftz && ty != Ty::F32) {
             return None;
         }
         let w = ty.size() * 8;

@@ -25,16 +25,21 @@
 //! the code's memory; each use says why it holds.
 
 mod codegen;
+mod direct;
+
+pub use direct::DirectMemory;
 
 use cranelift_jit::JITModule;
 use std::sync::{Mutex, OnceLock};
-use vgpu_ptx::exec::{Native, NativeRun, Specials, WarpEnv};
+use vgpu_ptx::exec::{Fault, Native, NativeRun, Specials, WarpEnv};
 use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Special, Src};
 use vgpu_ptx::lower::SINK;
 
 /// Compiled code: (the warp's registers, the lanes to run, the parameter buffer, the
-/// warp's special registers) → the lanes that take the run's branch.
-type Code = unsafe extern "C" fn(*mut u64, u32, *const u8, *const Specials) -> u32;
+/// warp's special registers, the context of its loads) → the lanes that take the run's
+/// branch.
+type Code =
+    unsafe extern "C" fn(*mut u64, u32, *const u8, *const Specials, *mut direct::LoadCtx) -> u32;
 
 /// The most instructions one run holds (longer stretches make several runs).
 pub const MAX_RUN: usize = 1024;
@@ -48,21 +53,47 @@ pub struct Run {
     slots: usize,
     /// Bytes of the parameter buffer the code reads.
     params: usize,
+    /// Whether the code loads from global memory.
+    loads: bool,
 }
 
 impl NativeRun for Run {
-    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Option<u32> {
+    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Result<Option<u32>, Fault> {
         if regs.len() < self.slots || env.params.len() < self.params {
-            return None;
+            return Ok(None);
         }
+        let mem = env
+            .mem
+            .direct()
+            .and_then(|d| d.downcast_ref::<DirectMemory>());
+        if self.loads && mem.is_none() {
+            return Ok(None);
+        }
+        let mut ctx = direct::LoadCtx {
+            sites: [direct::Site::default(); direct::SITES],
+            mem: mem.map_or(std::ptr::null(), |m| m as *const DirectMemory),
+            fault: 0,
+            fault_size: 0,
+            fault_addr: 0,
+            fault_line: 0,
+        };
         let (p, s) = (env.params.as_ptr(), env.specials as *const Specials);
         // SAFETY: the code reads and writes only `regs[r * 32 + lane]` for lanes below 32
         // and the registers `r` of its instructions, all below `slots / 32`; it reads the
         // parameters at constant offsets below `params`, and fields of `Specials` (lane
-        // indices below 32). Every access is thus inside what was checked just above or
-        // borrowed for the call; the code keeps no pointer past the call and calls nothing
-        // but `codegen::lane_value`, a safe function.
-        Some(unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s) })
+        // indices below 32). Its loads from global memory read inside an allocation of
+        // `mem` (present whenever the code loads): one that a site of `ctx` holds, found
+        // by `direct::find` for this call, with the address checked against it inline, or
+        // where `direct::find` points them (such an allocation, or a static zero). Every access is thus inside what was checked just above or borrowed
+        // for the call; the code keeps no pointer past the call and calls nothing but
+        // `codegen::lane_value` and `direct::find`.
+        let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut ctx) };
+        let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
+        match ctx.fault {
+            0 => Ok(Some(taken)),
+            2 => Err(Fault::Misaligned { addr, size, line }),
+            _ => Err(Fault::IllegalAddress { addr, size, line }),
+        }
     }
 
     fn end(&self) -> u32 {
@@ -158,6 +189,7 @@ impl Jit {
                 target,
                 slots,
                 params,
+                loads: insts.iter().any(|i| global_load(&i.op)),
             }),
             Err(e) => {
                 log::warn!(
@@ -229,6 +261,19 @@ pub(crate) fn param_load(op: &Op) -> Option<std::ops::Range<usize>> {
     (end <= u64::from(u32::MAX)).then_some(start as usize..end as usize)
 }
 
+/// Whether an operation is a load from global memory at a register plus a constant (or
+/// a constant), which compiled code may hold.
+pub(crate) fn global_load(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Ld {
+            space: MemSpace::Global,
+            addr: Addr { global: None, .. },
+            ..
+        }
+    )
+}
+
 /// Whether an instruction touches nothing but the lane's registers (and so may be in a run).
 fn per_lane(i: &Inst) -> bool {
     let srcs: &[Src] = match &i.op {
@@ -251,6 +296,9 @@ fn per_lane(i: &Inst) -> bool {
             return [a, b].into_iter().all(lane_src) && combine.is_none_or(|(_, p, _)| lane_src(&p))
         }
         Op::Nop => &[],
+        Op::Ld { addr, .. } if global_load(&i.op) => {
+            return addr.base.is_none_or(|r| r != SINK);
+        }
         op => return param_load(op).is_some(),
     };
     srcs.iter().all(lane_src)

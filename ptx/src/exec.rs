@@ -58,6 +58,12 @@ pub trait Memory: Sync {
         Ok(())
     }
 
+    /// The memory as native code may reach it directly (`vgpu-ptx-jit`'s `DirectMemory`),
+    /// when it can: native code then loads from global memory itself.
+    fn direct(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        None
+    }
+
     /// Writes `size` bytes of each of `values` at the matching address of `addrs` (the
     /// stores of one warp instruction, in lane order). Fails with the index of the first
     /// address outside every allocation; the stores before it are done.
@@ -166,15 +172,18 @@ pub trait Native: Sync {
 }
 
 /// A compiled run of instructions that touch nothing but each lane's registers, the
-/// kernel's parameters and the warp's special registers (no memory, no other lane): each
+/// kernel's parameters, the warp's special registers and loads from global memory (no
+/// stores, no other lane): each
 /// lane of a warp can run the whole run on its own, and the result is the same as running
 /// it instruction by instruction over the warp. It may end with a branch.
 pub trait NativeRun: Sync {
     /// Runs the instructions for the lanes of `mask` over a warp's registers (register `r`
     /// of lane `i` at `regs[r * 32 + i]`). Returns the lanes that take the branch that
-    /// ends the run (0 when there is none), or `None` if `regs` or the parameters are too
-    /// short for it (the interpreter then runs the instructions, and faults where they do).
-    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Option<u32>;
+    /// ends the run (0 when there is none), or `None` if `regs`, the parameters or the
+    /// memory do not suit it (the interpreter then runs the instructions, and faults where
+    /// they do). A load outside memory ends the launch with its fault, as it would
+    /// interpreted (the registers of the warp are then left part way).
+    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Result<Option<u32>, Fault>;
     /// The instruction after the run.
     fn end(&self) -> u32;
     /// Where the run's branch goes, when it ends with one.
@@ -187,6 +196,8 @@ pub struct WarpEnv<'a> {
     pub params: &'a [u8],
     /// The warp's special registers.
     pub specials: &'a Specials,
+    /// Global memory.
+    pub mem: &'a dyn Memory,
 }
 
 /// The special registers of a warp, laid out for compiled code to read.
@@ -413,6 +424,16 @@ struct BlockState<'k, 'l> {
     red_dests: Vec<(usize, usize, Reg)>,
 }
 
+/// Sets the program counter of the lanes of `mask` to `pc` (a loop the compiler turns into
+/// vector blends).
+fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
+    for (i, p) in pcs.iter_mut().enumerate() {
+        if mask >> i & 1 != 0 {
+            *p = pc;
+        }
+    }
+}
+
 fn lanes(mask: u32) -> impl Iterator<Item = usize> {
     let mut m = mask;
     std::iter::from_fn(move || {
@@ -555,12 +576,12 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     let env = WarpEnv {
                         params: self.l.params,
                         specials: &w.specials,
+                        mem: self.l.mem,
                     };
-                    if let Some(taken) = n.run(&mut w.regs, mask, &env) {
+                    if let Some(taken) = n.run(&mut w.regs, mask, &env)? {
                         let target = n.target().unwrap_or(end);
-                        for i in lanes(mask) {
-                            w.pc[i] = if taken >> i & 1 != 0 { target } else { end };
-                        }
+                        set_pcs(&mut w.pc, mask & !taken, end);
+                        set_pcs(&mut w.pc, taken, target);
                         if mask == runnable && (taken == 0 || taken == mask) {
                             together = Some((if taken == 0 { end } else { target }, mask));
                         }
@@ -1437,10 +1458,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 }
             }
         }
-        let w = &mut self.warps[wi];
-        for i in lanes(mask) {
-            w.pc[i] = next;
-        }
+        set_pcs(&mut self.warps[wi].pc, mask, next);
         Ok(())
     }
 

@@ -155,6 +155,15 @@ impl Memory {
         }
     }
 
+    /// Each allocation as (device address, host address, bytes), for a view of the memory
+    /// that borrows it whole (a kernel's `vgpu_ptx_jit::DirectMemory`).
+    pub fn allocations(&mut self) -> Vec<(u64, *mut u8, usize)> {
+        self.allocs
+            .iter_mut()
+            .map(|(&base, buf)| (base, buf.as_mut_ptr(), buf.len()))
+            .collect()
+    }
+
     /// The bytes `[addr, addr + len)`, inside one allocation.
     pub fn slice(&self, addr: u64, len: u64) -> Result<&[u8], Status> {
         let (base, off) = self.locate(addr, len)?;

@@ -569,6 +569,10 @@ fn fault_status(f: &vgpu_ptx::exec::Fault) -> Status {
 }
 
 /// Runs a launch on the CPU: from PTX when the kernel has it, else its reference kernel.
+#[allow(
+    unsafe_code,
+    reason = "lends the context's locked memory to the kernel as vgpu_ptx_jit::DirectMemory"
+)]
 pub(super) fn launch(
     sh: &SoftDevice,
     cancel: &std::sync::atomic::AtomicBool,
@@ -598,13 +602,27 @@ pub(super) fn launch(
             None
         };
         let mut mem = sh.memory();
+        let spans = mem.allocations();
+        // SAFETY: the allocations stay in `mem`, which is locked for the whole launch and
+        // is not touched but through `direct` until `direct` is dropped, below.
+        let direct = unsafe { vgpu_ptx_jit::DirectMemory::new(spans) }
+            .inspect_err(|e| log::warn!("kernel {}: memory reached through a lock: {e}", f.name))
+            .ok();
+        let locked;
+        let memory: &dyn vgpu_ptx::exec::Memory = match &direct {
+            Some(d) => d,
+            None => {
+                locked = KernelMemory(std::sync::Mutex::new(&mut mem));
+                &locked
+            }
+        };
         let l = vgpu_ptx::exec::Launch {
             grid,
             block,
             dynamic_shared: shared_mem,
             params,
             globals: &m.addrs,
-            mem: &KernelMemory(std::sync::Mutex::new(&mut mem)),
+            mem: memory,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             deadline: Some(std::time::Instant::now() + sh.launch_timeout),
             cancel: Some(cancel),

@@ -1,0 +1,301 @@
+//! [`DirectMemory`]: device memory that compiled code loads from with plain machine loads,
+//! and that the interpreter reaches without a lock.
+//!
+//! Every access to the memory, while a `DirectMemory` over it lives, is atomic: the
+//! interpreter's through `std::sync::atomic` (relaxed, naturally aligned), compiled code's
+//! through aligned machine loads, which the host's memory model makes single-copy atomic.
+//! So blocks running at once on several host threads race only as threads of a GPU do,
+//! with no undefined behaviour on the host.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use vgpu_ptx::exec::Memory;
+
+/// One allocation: device addresses `[base, base + len)` at host address `host`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Span {
+    pub(crate) base: u64,
+    pub(crate) len: u64,
+    pub(crate) host: *mut u8,
+}
+
+/// Device memory as host memory, for the length of a launch.
+pub struct DirectMemory {
+    /// Sorted by `base`, disjoint.
+    spans: Vec<Span>,
+}
+
+// SAFETY: the spans point to memory that, by the contract of `new`, nothing but this value
+// accesses while it lives, and every access it makes is atomic: sharing it between threads
+// makes no data race.
+unsafe impl Send for DirectMemory {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for DirectMemory {}
+
+impl DirectMemory {
+    /// Memory made of `(device address, host address, bytes)` allocations. Fails if two
+    /// overlap, or a device or host address is not a multiple of 8 (accesses aligned on
+    /// the device must be aligned on the host).
+    ///
+    /// # Safety
+    ///
+    /// For as long as the result lives, each allocation's `bytes` at its host address must
+    /// stay valid for reads and writes, and must not be accessed but through the result.
+    pub unsafe fn new(
+        allocations: impl IntoIterator<Item = (u64, *mut u8, usize)>,
+    ) -> Result<DirectMemory, String> {
+        let mut spans: Vec<Span> = Vec::new();
+        for (base, host, len) in allocations {
+            if base % 8 != 0 || host as usize % 8 != 0 {
+                return Err(format!("allocation at {base:#x} is not 8-byte aligned"));
+            }
+            spans.push(Span {
+                base,
+                len: len as u64,
+                host,
+            });
+        }
+        spans.sort_by_key(|s| s.base);
+        for w in spans.windows(2) {
+            if w[0]
+                .base
+                .checked_add(w[0].len)
+                .is_none_or(|end| end > w[1].base)
+            {
+                return Err(format!("allocations at {:#x} overlap", w[0].base));
+            }
+        }
+        Ok(DirectMemory { spans })
+    }
+
+    /// The allocation holding `[addr, addr + size)`.
+    pub(crate) fn span(&self, addr: u64, size: u64) -> Option<Span> {
+        let i = self
+            .spans
+            .partition_point(|s| s.base <= addr)
+            .checked_sub(1)?;
+        let s = self.spans[i];
+        let off = addr - s.base;
+        (off.checked_add(size)? <= s.len).then_some(s)
+    }
+
+    /// The host address of `[addr, addr + size)`, inside one allocation.
+    fn host(&self, addr: u64, size: u64) -> Option<*mut u8> {
+        let s = self.span(addr, size)?;
+        // In bounds: `span` checked that the range lies inside the allocation.
+        Some(s.host.wrapping_add((addr - s.base) as usize))
+    }
+
+    /// The `size`-byte little-endian value at `addr` (`size` of 1, 2, 4 or 8).
+    pub fn load(&self, addr: u64, size: u32) -> Option<u64> {
+        let p = self.host(addr, u64::from(size))?;
+        Some(if p as usize % size as usize == 0 {
+            // SAFETY: `p` is inside an allocation (checked by `host`), aligned to `size`
+            // (checked just above), and the memory is only accessed atomically (`new`).
+            unsafe {
+                match size {
+                    1 => u64::from(AtomicU8::from_ptr(p).load(Relaxed)),
+                    2 => u64::from(AtomicU16::from_ptr(p.cast()).load(Relaxed)),
+                    4 => u64::from(AtomicU32::from_ptr(p.cast()).load(Relaxed)),
+                    _ => AtomicU64::from_ptr(p.cast()).load(Relaxed),
+                }
+            }
+        } else {
+            let mut b = [0u8; 8];
+            for (k, x) in b.iter_mut().take(size as usize).enumerate() {
+                // SAFETY: byte `k` of the range checked by `host`; bytes are always aligned.
+                *x = unsafe { AtomicU8::from_ptr(p.wrapping_add(k)).load(Relaxed) };
+            }
+            u64::from_le_bytes(b)
+        })
+    }
+
+    /// Stores the low `size` bytes of `v` at `addr`; false outside every allocation.
+    pub fn store(&self, addr: u64, size: u32, v: u64) -> bool {
+        let Some(p) = self.host(addr, u64::from(size)) else {
+            return false;
+        };
+        if p as usize % size as usize == 0 {
+            // SAFETY: as in `load`.
+            unsafe {
+                match size {
+                    1 => AtomicU8::from_ptr(p).store(v as u8, Relaxed),
+                    2 => AtomicU16::from_ptr(p.cast()).store(v as u16, Relaxed),
+                    4 => AtomicU32::from_ptr(p.cast()).store(v as u32, Relaxed),
+                    _ => AtomicU64::from_ptr(p.cast()).store(v, Relaxed),
+                }
+            }
+        } else {
+            for (k, x) in v.to_le_bytes().iter().take(size as usize).enumerate() {
+                // SAFETY: as in `load`'s byte loop.
+                unsafe { AtomicU8::from_ptr(p.wrapping_add(k)).store(*x, Relaxed) };
+            }
+        }
+        true
+    }
+
+    /// Replaces the `size`-byte value at `addr` with `f(old)` atomically; gives `old`.
+    /// `None` outside every allocation, or for an access not aligned to its size (which
+    /// the interpreter refuses before it gets here).
+    pub fn update(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
+        let p = self.host(addr, u64::from(size))?;
+        if p as usize % size as usize != 0 {
+            return None;
+        }
+        macro_rules! cas {
+            ($atomic:ty, $t:ty) => {{
+                // SAFETY: as in `load`.
+                let a = unsafe { <$atomic>::from_ptr(p.cast()) };
+                let mut old = a.load(Relaxed);
+                loop {
+                    let new = f(u64::from(old)) as $t;
+                    match a.compare_exchange_weak(old, new, Relaxed, Relaxed) {
+                        Ok(_) => return Some(u64::from(old)),
+                        Err(now) => old = now,
+                    }
+                }
+            }};
+        }
+        match size {
+            1 => cas!(AtomicU8, u8),
+            2 => cas!(AtomicU16, u16),
+            4 => cas!(AtomicU32, u32),
+            _ => cas!(AtomicU64, u64),
+        }
+    }
+}
+
+impl Memory for DirectMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        if let n @ (1 | 2 | 4 | 8) = buf.len() {
+            let Some(v) = self.load(addr, n as u32) else {
+                return false;
+            };
+            buf.copy_from_slice(&v.to_le_bytes()[..n]);
+            return true;
+        }
+        if self.host(addr, buf.len() as u64).is_none() {
+            return false;
+        }
+        for (k, b) in buf.iter_mut().enumerate() {
+            match self.load(addr + k as u64, 1) {
+                Some(v) => *b = v as u8,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> bool {
+        if let n @ (1 | 2 | 4 | 8) = data.len() {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(data);
+            return self.store(addr, n as u32, u64::from_le_bytes(b));
+        }
+        if self.host(addr, data.len() as u64).is_none() {
+            return false;
+        }
+        data.iter()
+            .enumerate()
+            .all(|(k, b)| self.store(addr + k as u64, 1, u64::from(*b)))
+    }
+
+    fn atomic(&self, addr: u64, size: u32, f: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
+        self.update(addr, size, f)
+    }
+
+    fn read_many(&self, addrs: &[u64], size: u32, out: &mut [u64]) -> Result<(), usize> {
+        for (k, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
+            *o = self.load(a, size).ok_or(k)?;
+        }
+        Ok(())
+    }
+
+    fn write_many(&self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
+        for (k, (&a, &v)) in addrs.iter().zip(values).enumerate() {
+            if !self.store(a, size, v) {
+                return Err(k);
+            }
+        }
+        Ok(())
+    }
+
+    fn direct(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        Some(self)
+    }
+}
+
+/// The load sites of a run that keep their own last allocation (later sites share the
+/// last slot).
+pub(crate) const SITES: usize = 32;
+
+/// The allocation a load site found last, for compiled code to check an address against
+/// inline: the address is in it if `addr - base < lim` (wrapping), where `lim` is the
+/// allocation's length less the access's size plus one (0 for none).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub(crate) struct Site {
+    pub(crate) base: u64,
+    pub(crate) lim: u64,
+    pub(crate) host: usize,
+}
+
+/// What compiled code's loads need: the memory, each site's last allocation, and the first
+/// fault.
+#[repr(C)]
+pub(crate) struct LoadCtx {
+    pub(crate) sites: [Site; SITES],
+    pub(crate) mem: *const DirectMemory,
+    /// 0: none; 1: illegal address; 2: misaligned.
+    pub(crate) fault: u32,
+    pub(crate) fault_size: u32,
+    pub(crate) fault_addr: u64,
+    pub(crate) fault_line: u64,
+}
+
+/// Eight zero bytes: where a load that faults, or whose guard is false, reads.
+static ZERO: u64 = 0;
+
+/// The host address compiled code loads `size` bytes of device address `addr` from, for
+/// load site `at & 0xFF` of an instruction at PTX line `at >> 8`, when the site's last
+/// allocation does not hold it; the site then remembers the allocation. When `on` is 0
+/// (the guard is false), or the access faults (the first fault is recorded in `ctx`),
+/// eight zero bytes.
+pub(crate) extern "C" fn find(
+    ctx: *mut LoadCtx,
+    addr: u64,
+    size: u64,
+    at: u64,
+    on: u64,
+) -> *const u8 {
+    // SAFETY: compiled code passes the `LoadCtx` that `Run::run` made for the call, which
+    // lives on its stack for the whole call, and nothing else uses it meanwhile.
+    let ctx = unsafe { &mut *ctx };
+    let zero = &ZERO as *const u64 as *const u8;
+    let (site, line) = ((at & 0xFF) as usize, at >> 8);
+    if on == 0 || ctx.fault != 0 || size == 0 {
+        return zero;
+    }
+    if addr % size != 0 {
+        (ctx.fault, ctx.fault_addr, ctx.fault_size, ctx.fault_line) = (2, addr, size as u32, line);
+        return zero;
+    }
+    // SAFETY: `mem` is the `DirectMemory` that `Run::run` borrowed for the call.
+    match unsafe { &*ctx.mem }.span(addr, size) {
+        Some(s) => {
+            if let Some(slot) = ctx.sites.get_mut(site) {
+                *slot = Site {
+                    base: s.base,
+                    lim: s.len - size + 1,
+                    host: s.host as usize,
+                };
+            }
+            s.host.wrapping_add((addr - s.base) as usize)
+        }
+        None => {
+            (ctx.fault, ctx.fault_addr, ctx.fault_size, ctx.fault_line) =
+                (1, addr, size as u32, line);
+            zero
+        }
+    }
+}
