@@ -230,11 +230,12 @@ fn main() {
     };
     let max = *sizes.iter().max().unwrap_or(&(4 << 20));
     if let Some(secs) = args.ptx_only {
-        let r = ptx::interpreter(Duration::from_secs(secs));
-        println!(
-            "{}: {:.1} {} against {:.1} {} ({})",
-            r.name, r.value, r.unit, r.floor, r.unit, r.floor_name
-        );
+        for r in ptx::interpreter(Duration::from_secs(secs)) {
+            println!(
+                "{}: {:.1} {} against {:.1} {} ({})",
+                r.name, r.value, r.unit, r.floor, r.unit, r.floor_name
+            );
+        }
         return;
     }
 
@@ -474,7 +475,7 @@ fn main() {
     rows.extend(shims::registered(&sizes, min_time));
     rows.extend(shims::small_copies(&handoff, rounds / 4));
     rows.push(shims::registration());
-    rows.push(ptx::interpreter(min_time));
+    rows.extend(ptx::interpreter(min_time));
     let ring_post_ns = floors::ring_post_floor(100_000);
     let ping_pong_ns = floors::percentile(&spin, 0.5) as f64;
     let tokens = if args.quick { 20 } else { 200 };

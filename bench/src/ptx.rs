@@ -1,12 +1,14 @@
-//! The soft device's PTX interpreter (`vgpu-ptx`) on one host thread, against native code
+//! The soft device's PTX interpreter (`vgpu-ptx`) on one host thread, alone and with the
+//! instructions it can compile run as native code (`vgpu-ptx-jit`), against native code
 //! doing the same work in the same run: a loop of a global load and an f32 fma per thread
 //! (the shape of a mat-vec inner loop), counted in lane-instructions per second.
 
 use crate::floors::best_rate;
 use crate::Row;
 use std::time::Duration;
-use vgpu_ptx::exec::{run, Launch};
+use vgpu_ptx::exec::{run, Launch, Memory, Native};
 use vgpu_ptx::host::HostMemory;
+use vgpu_ptx_jit::{DirectMemory, Jit};
 
 const BASE: u64 = 0x7f00_0000_0000;
 const THREADS: usize = 1024;
@@ -50,43 +52,49 @@ fn native(x: &mut [f32], iters: u32) {
     }
 }
 
-/// Lane-instructions per second of the interpreter, against native code.
-pub fn interpreter(min_time: Duration) -> Row {
+/// Lane-instructions per second of the interpreter, then of the interpreter with the
+/// compiled runs of `vgpu-ptx-jit`, each against native code.
+pub fn interpreter(min_time: Duration) -> Vec<Row> {
     let program = vgpu_ptx::load(PTX).expect("the benchmark kernel loads");
     let k = &program.kernels["loop"];
     let iters = 500u32;
     let count = THREADS * iters as usize * PER_ITERATION;
-    let mem = HostMemory::new(BASE, 4 * THREADS);
     let mut params = BASE.to_le_bytes().to_vec();
     params.extend_from_slice(&iters.to_le_bytes());
-    let launch = Launch {
-        grid: [(THREADS / 256) as u32, 1, 1],
-        block: [256, 1, 1],
-        dynamic_shared: 0,
-        params: &params,
-        globals: &[],
-        mem: &mem,
-        threads: 1,
-        deadline: None,
-        cancel: None,
-        native: None,
+    let host = HostMemory::new(BASE, 4 * THREADS);
+    let direct = DirectMemory::zeroed(BASE, 4 * THREADS).expect("aligned memory");
+    let jit = Jit::new(k).expect("a code generator for this host");
+    let launch = |mem: &'_ dyn Memory, native: Option<&'_ dyn Native>| {
+        let l = Launch {
+            grid: [(THREADS / 256) as u32, 1, 1],
+            block: [256, 1, 1],
+            dynamic_shared: 0,
+            params: &params,
+            globals: &[],
+            mem,
+            threads: 1,
+            deadline: None,
+            cancel: None,
+            native,
+        };
+        run(k, &l).expect("the benchmark kernel runs")
     };
-    let interp = best_rate(
-        count,
-        min_time,
-        || run(k, &launch).expect("the benchmark kernel runs"),
-        || {},
-    );
+    let interp = best_rate(count, min_time, || launch(&host, None), || {});
+    let compiled = best_rate(count, min_time, || launch(&direct, Some(&jit)), || {});
     let mut x = vec![1.0f32; THREADS];
     let floor = best_rate(count, min_time, || native(&mut x, iters), || {});
-    Row {
-        name: "PTX interpreter, 1 thread".into(),
-        value: interp / 1e6,
+    let row = |name: &str, rate: f64| Row {
+        name: name.into(),
+        value: rate / 1e6,
         unit: "M/s",
         floor_name: "native code, same work".into(),
         floor: floor / 1e6,
         lower_is_better: false,
         target: None,
         p99: None,
-    }
+    };
+    vec![
+        row("PTX interpreter, 1 thread", interp),
+        row("PTX interpreter and JIT, 1 thread", compiled),
+    ]
 }

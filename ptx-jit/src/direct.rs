@@ -23,6 +23,8 @@ pub(crate) struct Span {
 pub struct DirectMemory {
     /// Sorted by `base`, disjoint.
     spans: Vec<Span>,
+    /// The memory [`DirectMemory::zeroed`] made, which its one span points into.
+    _owned: Option<Box<[u64]>>,
 }
 
 // SAFETY: the spans point to memory that, by the contract of `new`, nothing but this value
@@ -65,7 +67,33 @@ impl DirectMemory {
                 return Err(format!("allocations at {:#x} overlap", w[0].base));
             }
         }
-        Ok(DirectMemory { spans })
+        Ok(DirectMemory {
+            spans,
+            _owned: None,
+        })
+    }
+
+    /// `len` zeroed bytes of memory of its own at device address `base` (a multiple of 8),
+    /// for tests and benchmarks.
+    pub fn zeroed(base: u64, len: usize) -> Result<DirectMemory, String> {
+        let mut owned = vec![0u64; len.div_ceil(8)].into_boxed_slice();
+        let host = owned.as_mut_ptr().cast::<u8>();
+        // SAFETY: `owned` is kept in the result and never touched but through its span; a
+        // box's memory does not move when the box does.
+        let mut m = unsafe { DirectMemory::new([(base, host, len)])? };
+        m._owned = Some(owned);
+        Ok(m)
+    }
+
+    /// Copies `data` to device address `addr`; false outside every allocation.
+    pub fn put(&self, addr: u64, data: &[u8]) -> bool {
+        self.write(addr, data)
+    }
+
+    /// `n` bytes from device address `addr`, if they are inside one allocation.
+    pub fn get(&self, addr: u64, n: usize) -> Option<Vec<u8>> {
+        let mut b = vec![0; n];
+        self.read(addr, &mut b).then_some(b)
     }
 
     /// The allocation holding `[addr, addr + size)`.
@@ -297,5 +325,85 @@ pub(crate) extern "C" fn find(
                 (1, addr, size as u32, line);
             zero
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x7f00_0000_0000;
+
+    #[test]
+    fn accesses_stay_inside_allocations() {
+        let m = DirectMemory::zeroed(BASE, 20).unwrap();
+        assert!(m.store(BASE + 8, 8, 0x1122_3344_5566_7788));
+        assert_eq!(m.load(BASE + 8, 4), Some(0x5566_7788));
+        assert_eq!(m.load(BASE + 12, 2), Some(0x3344));
+        assert_eq!(m.load(BASE + 16, 4), Some(0));
+        // One byte past the end, before the start, and where the sum wraps.
+        assert_eq!(m.load(BASE + 17, 4), None);
+        assert!(!m.store(BASE + 20, 1, 0));
+        assert_eq!(m.load(BASE - 1, 1), None);
+        assert_eq!(m.load(u64::MAX - 2, 8), None);
+        // Unaligned plain accesses work byte by byte; unaligned atomics are refused.
+        assert!(m.store(BASE + 3, 4, 0xAABB_CCDD));
+        assert_eq!(m.load(BASE + 3, 4), Some(0xAABB_CCDD));
+        assert_eq!(m.update(BASE + 3, 4, &mut |v| v + 1), None);
+        assert_eq!(m.update(BASE + 8, 4, &mut |v| v + 1), Some(0x5566_7788));
+        assert_eq!(m.load(BASE + 8, 4), Some(0x5566_7789));
+        assert_eq!(m.get(BASE + 18, 2), Some(vec![0, 0]));
+        assert_eq!(m.get(BASE + 18, 3), None);
+    }
+
+    #[test]
+    fn allocations_must_be_aligned_and_disjoint() {
+        let mut a = vec![0u64; 4];
+        let p = a.as_mut_ptr().cast::<u8>();
+        let try_new = |spans: &[(u64, usize, usize)]| {
+            let spans = spans.iter().map(|&(b, at, n)| (b, p.wrapping_add(at), n));
+            // SAFETY: `a` outlives the result, which is dropped at once, untouched.
+            unsafe { DirectMemory::new(spans) }.is_ok()
+        };
+        assert!(!try_new(&[(BASE, 0, 16), (BASE + 8, 16, 8)]));
+        assert!(!try_new(&[(BASE + 4, 0, 8)]));
+        assert!(!try_new(&[(BASE, 4, 8)]));
+        assert!(try_new(&[(BASE + 16, 0, 16), (BASE, 16, 16)]));
+    }
+
+    #[test]
+    fn find_records_the_first_fault_and_skips_guarded_loads() {
+        let m = DirectMemory::zeroed(BASE, 64).unwrap();
+        assert!(m.store(BASE + 8, 4, 7));
+        let mut ctx = LoadCtx {
+            sites: [Site::default(); SITES],
+            mem: &m,
+            fault: 0,
+            fault_size: 0,
+            fault_addr: 0,
+            fault_line: 0,
+        };
+        let zero = &ZERO as *const u64 as *const u8;
+        // A hit remembers its allocation in its site.
+        let p = find(&mut ctx, BASE + 8, 4, 5 << 8 | 3, 1);
+        assert_ne!(p, zero);
+        assert_eq!((ctx.sites[3].base, ctx.sites[3].lim), (BASE, 61));
+        // A false guard reads zeros and faults on nothing.
+        assert_eq!(find(&mut ctx, 0, 4, 6 << 8, 0), zero);
+        assert_eq!(ctx.fault, 0);
+        assert_eq!(find(&mut ctx, BASE + 2, 4, 7 << 8, 1), zero);
+        assert_eq!(
+            (ctx.fault, ctx.fault_addr, ctx.fault_line),
+            (2, BASE + 2, 7)
+        );
+        // The first fault stays.
+        assert_eq!(find(&mut ctx, 8, 4, 9 << 8, 1), zero);
+        assert_eq!((ctx.fault, ctx.fault_line), (2, 7));
+        ctx.fault = 0;
+        assert_eq!(find(&mut ctx, BASE + 64, 4, 9 << 8, 1), zero);
+        assert_eq!(
+            (ctx.fault, ctx.fault_addr, ctx.fault_size),
+            (1, BASE + 64, 4)
+        );
     }
 }

@@ -620,13 +620,8 @@ fn outcome(
     native: Option<&dyn vgpu_ptx::exec::Native>,
 ) -> Option<Vec<u8>> {
     let half = input.len();
-    let mut buf = vec![0u64; 2 * half / 8];
-    for (w, c) in buf.iter_mut().zip(input.chunks(8)) {
-        *w = u64::from_le_bytes(c.try_into().unwrap());
-    }
-    // SAFETY: `buf` outlives `mem`, and is not touched but through it until `mem` is gone.
-    let mem = unsafe { DirectMemory::new([(BASE, buf.as_mut_ptr().cast::<u8>(), 2 * half)]) }
-        .expect("an aligned allocation");
+    let mem = DirectMemory::zeroed(BASE, 2 * half).expect("aligned memory");
+    assert!(mem.put(BASE, input));
     let r = run(
         k,
         &Launch {
@@ -642,14 +637,8 @@ fn outcome(
             native,
         },
     );
-    drop(mem);
     r.ok()?;
-    Some(
-        buf[half / 8..]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect(),
-    )
+    mem.get(BASE + half as u64, half)
 }
 
 #[test]
