@@ -15,6 +15,11 @@
 //! what exists ends the launch with [`Fault::IllegalAddress`]; a misaligned one with
 //! [`Fault::Misaligned`].
 //!
+//! Native code: where [`Launch::native`] has a compiled run for the instruction a warp's
+//! lanes stand at ([`Native`], [`NativeRun`]), and no other lane of the warp waits inside
+//! it, the lanes run it in one call; the interpreter then carries on after it. A run
+//! computes what the interpreter would ([`lane_value`] is the arithmetic both share).
+//!
 //! Arithmetic follows the PTX ISA. `.approx` operations are computed in full precision
 //! (never less accurate than a GPU); `.ftz` flushes f32 subnormal inputs and results to
 //! zero. Integer division by zero gives all ones, as NVIDIA GPUs do.

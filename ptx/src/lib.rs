@@ -10,7 +10,8 @@
 //! * [`lower`]: the load-time checker: a module to an [`ir::Program`], refusing each kernel
 //!   it cannot run with the first unsupported instruction and its line.
 //! * [`ir`]: the executable form.
-//! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads.
+//! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads, and the
+//!   seam ([`exec::Native`]) through which native code (`vgpu-ptx-jit`) runs parts of it.
 //! * [`mma`]: the warp-level matrix instructions and their fragment layouts.
 //! * [`host`]: device memory in one host buffer, for tests and benchmarks.
 //! * `arith`: the arithmetic of each instruction on register values.
