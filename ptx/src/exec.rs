@@ -1183,10 +1183,12 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 c,
             } => {
                 // Every lane reads its source before any writes (d may be a).
+                let (av, bv, cv) = (self.row(wi, *a), self.row(wi, *b), self.row(wi, *c));
                 let mut vals = [(0u64, false); LANES];
                 for i in lanes(on) {
-                    let bval = (self.read(wi, i, *b) & 0x1f) as i64;
-                    let cv = self.read(wi, i, *c);
+                    let i = i & (LANES - 1);
+                    let bval = (bv[i] & 0x1f) as i64;
+                    let cv = cv[i];
                     let cval = (cv & 0x1f) as i64;
                     let seg = ((cv >> 8) & 0x1f) as i64;
                     let lane = i as i64;
@@ -1202,7 +1204,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                         }
                     };
                     let j = if ok { (j as usize) & (LANES - 1) } else { i };
-                    vals[i & (LANES - 1)] = (self.read(wi, j, *a), ok);
+                    vals[i] = (av[j], ok);
                 }
                 for i in lanes(on) {
                     let (v, ok) = vals[i & (LANES - 1)];
