@@ -5,7 +5,7 @@
 use crate::direct::{Site, SITES};
 use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, I16, I32, I64, I8};
+use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlags, SigRef, Type, Value};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -674,10 +674,14 @@ impl Lane<'_> {
                 a,
                 b,
                 combine,
-                ..
+                ftz,
             } => {
                 let (x, y) = (self.src(a), self.src(b));
-                let t = match self.int_compare(*cmp, *ty, x, y) {
+                let inline = match self.int_compare(*cmp, *ty, x, y) {
+                    Some(t) => Some(t),
+                    None => self.float_compare(*cmp, *ty, *ftz, x, y),
+                };
+                let t = match inline {
                     Some(t) => t,
                     None => {
                         let v = self.helper(op, &[x, y]);
@@ -740,7 +744,11 @@ impl Lane<'_> {
                 self.set(*d, v, on);
             }
             Op::Un {
-                op: un, ty, d, a, ..
+                op: un,
+                ty,
+                d,
+                a,
+                ftz,
             } => {
                 let x = self.src(a);
                 let v = match (un, ty.size(), ty.float() || *ty == Ty::Pred) {
@@ -750,6 +758,22 @@ impl Lane<'_> {
                         self.b.ins().uextend(I64, n)
                     }
                     (UnOp::Not, 8, false) => self.b.ins().bnot(x),
+                    (UnOp::Rcp | UnOp::Sqrt, 4, true) if *ty == Ty::F32 => {
+                        // Correctly rounded, as the interpreter's (computed in f64, rounded
+                        // once); a NaN keeps its payload.
+                        let x = self.f32_in(x, *ftz);
+                        let r = if *un == UnOp::Rcp {
+                            let one = self.b.ins().f32const(1.0);
+                            self.b.ins().fdiv(one, x)
+                        } else {
+                            self.b.ins().sqrt(x)
+                        };
+                        let mut bits = self.b.ins().bitcast(I32, MemFlags::new(), r);
+                        if *ftz {
+                            bits = self.flush(bits);
+                        }
+                        self.b.ins().uextend(I64, bits)
+                    }
                     _ => self.helper(op, &[x]),
                 };
                 self.set(*d, v, on);
@@ -824,6 +848,8 @@ impl Lane<'_> {
                 Add => self.b.ins().fadd(x, y),
                 Sub => self.b.ins().fsub(x, y),
                 MulLo | MulHi | MulWide => self.b.ins().fmul(x, y),
+                Div => self.b.ins().fdiv(x, y),
+                Min | Max => self.min_max(op == Max, x, y),
                 _ => return None,
             };
             return Some(self.f32_out(r, ftz));
@@ -858,6 +884,35 @@ impl Lane<'_> {
         };
         let t = if w == 32 { I32 } else { I64 };
         let r = match op {
+            // Dividing by zero gives all ones (rem: the dividend), as the interpreter's;
+            // 64-bit signed division, which can overflow, is left to it.
+            Div | Rem if w == 32 || !s => {
+                let zero = self.b.ins().icmp_imm(IntCC::Equal, y, 0);
+                let one = self.b.ins().iconst(t, 1);
+                let safe = self.b.ins().select(zero, one, y);
+                let q = if s {
+                    let (xs, ys) = (
+                        self.b.ins().sextend(I64, x),
+                        self.b.ins().sextend(I64, safe),
+                    );
+                    let q = if op == Div {
+                        self.b.ins().sdiv(xs, ys)
+                    } else {
+                        self.b.ins().srem(xs, ys)
+                    };
+                    self.b.ins().ireduce(I32, q)
+                } else if op == Div {
+                    self.b.ins().udiv(x, safe)
+                } else {
+                    self.b.ins().urem(x, safe)
+                };
+                let by_zero = if op == Div {
+                    self.b.ins().iconst(t, -1)
+                } else {
+                    x
+                };
+                self.b.ins().select(zero, by_zero, q)
+            }
             Add => self.b.ins().iadd(x, y),
             Sub => self.b.ins().isub(x, y),
             MulLo => self.b.ins().imul(x, y),
@@ -902,6 +957,62 @@ impl Lane<'_> {
         } else {
             r
         })
+    }
+
+    /// `max` (or `min`) of two floats as the interpreter's: a NaN gives the other operand,
+    /// and +0 is above -0.
+    fn min_max(&mut self, max: bool, x: Value, y: Value) -> Value {
+        let nx = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+        let ny = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+        let cc = if max {
+            FloatCC::GreaterThan
+        } else {
+            FloatCC::LessThan
+        };
+        let beats = self.b.ins().fcmp(cc, x, y);
+        let eq = self.b.ins().fcmp(FloatCC::Equal, x, y);
+        let bits = self.b.ins().bitcast(I32, MemFlags::new(), x);
+        let neg = self.b.ins().icmp_imm(IntCC::SignedLessThan, bits, 0);
+        let zero_x = if max {
+            self.b.ins().bxor_imm(neg, 1)
+        } else {
+            neg
+        };
+        let tie = self.b.ins().band(eq, zero_x);
+        let take = self.b.ins().bor(ny, beats);
+        let take = self.b.ins().bor(take, tie);
+        let r = self.b.ins().select(take, x, y);
+        self.b.ins().select(nx, y, r)
+    }
+
+    /// A float comparison of f32 (flushed under `.ftz`) or f64 inline (`None` for other
+    /// types).
+    fn float_compare(&mut self, cmp: Cmp, ty: Ty, ftz: bool, x: Value, y: Value) -> Option<Value> {
+        let cc = match cmp {
+            Cmp::Eq => FloatCC::Equal,
+            Cmp::Ne => FloatCC::OrderedNotEqual,
+            Cmp::Lt => FloatCC::LessThan,
+            Cmp::Le => FloatCC::LessThanOrEqual,
+            Cmp::Gt => FloatCC::GreaterThan,
+            Cmp::Ge => FloatCC::GreaterThanOrEqual,
+            Cmp::Unordered(0) => FloatCC::UnorderedOrEqual,
+            Cmp::Unordered(1) => FloatCC::NotEqual,
+            Cmp::Unordered(2) => FloatCC::UnorderedOrLessThan,
+            Cmp::Unordered(3) => FloatCC::UnorderedOrLessThanOrEqual,
+            Cmp::Unordered(4) => FloatCC::UnorderedOrGreaterThan,
+            Cmp::Unordered(_) => FloatCC::UnorderedOrGreaterThanOrEqual,
+            Cmp::Num => FloatCC::Ordered,
+            Cmp::Nan => FloatCC::Unordered,
+        };
+        let (x, y) = match ty {
+            Ty::F32 => (self.f32_in(x, ftz), self.f32_in(y, ftz)),
+            Ty::F64 => (
+                self.b.ins().bitcast(F64, MemFlags::new(), x),
+                self.b.ins().bitcast(F64, MemFlags::new(), y),
+            ),
+            _ => return None,
+        };
+        Some(self.b.ins().fcmp(cc, x, y))
     }
 
     /// An integer comparison of 32 or 64 bits inline (`None` for the rest).

@@ -65,6 +65,53 @@ fn bits(ty: Ty) -> u32 {
     ty.size() * 8
 }
 
+/// `max`: a NaN operand gives the other one (two give NaN), and +0 is above -0 (the
+/// host's `max` may give either zero).
+fn max_num<F: PartialOrd + Copy + Signed0>(x: F, y: F) -> F {
+    if x.nan() {
+        y
+    } else if y.nan() || x > y || (x == y && !x.negative()) {
+        x
+    } else {
+        y
+    }
+}
+
+/// `min`: a NaN operand gives the other one (two give NaN), and -0 is below +0.
+fn min_num<F: PartialOrd + Copy + Signed0>(x: F, y: F) -> F {
+    if x.nan() {
+        y
+    } else if y.nan() || x < y || (x == y && x.negative()) {
+        x
+    } else {
+        y
+    }
+}
+
+/// What [`max_num`] and [`min_num`] need of a float.
+trait Signed0 {
+    fn nan(self) -> bool;
+    fn negative(self) -> bool;
+}
+
+impl Signed0 for f32 {
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+    fn negative(self) -> bool {
+        self.is_sign_negative()
+    }
+}
+
+impl Signed0 for f64 {
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+    fn negative(self) -> bool {
+        self.is_sign_negative()
+    }
+}
+
 fn float_bin(op: BinOp, a: f64, b: f64) -> f64 {
     match op {
         BinOp::Add => a + b,
@@ -72,8 +119,8 @@ fn float_bin(op: BinOp, a: f64, b: f64) -> f64 {
         BinOp::MulLo | BinOp::MulHi | BinOp::MulWide => a * b,
         BinOp::Div => a / b,
         BinOp::Rem => a % b,
-        BinOp::Min => a.min(b),
-        BinOp::Max => a.max(b),
+        BinOp::Min => min_num(a, b),
+        BinOp::Max => max_num(a, b),
         BinOp::CopySign => b.copysign(a),
         _ => f64::NAN,
     }
@@ -93,8 +140,8 @@ pub fn bin(op: BinOp, ty: Ty, a: u64, b: u64, ftz: bool, sat: bool) -> u64 {
                 BinOp::MulLo | BinOp::MulHi | BinOp::MulWide => x * y,
                 BinOp::Div => x / y,
                 BinOp::Rem => x % y,
-                BinOp::Min => x.min(y),
-                BinOp::Max => x.max(y),
+                BinOp::Min => min_num(x, y),
+                BinOp::Max => max_num(x, y),
                 // A bit operation: a NaN keeps its payload.
                 BinOp::CopySign => return bits32(y.copysign(x)),
                 // Bitwise operations on .f32 do not exist; the checker keeps them out.
@@ -1063,8 +1110,8 @@ pub fn half(op: crate::ir::HalfOp, ty: Ty, a: u64, b: u64, c: u64, ftz: bool, sa
             HalfOp::Sub => f64::from((x - y) as f32),
             HalfOp::Mul => f64::from((x * y) as f32),
             HalfOp::Fma => x.mul_add(y, z),
-            HalfOp::Min => x.min(y),
-            HalfOp::Max => x.max(y),
+            HalfOp::Min => min_num(x, y),
+            HalfOp::Max => max_num(x, y),
             HalfOp::Neg => -x,
             HalfOp::Abs => x.abs(),
             HalfOp::Ex2 => x.exp2(),
@@ -1087,6 +1134,39 @@ mod tests {
 
     fn f(x: f32) -> u64 {
         bits32(x)
+    }
+
+    /// `min`/`max` do not depend on the host: +0 is above -0 either way round, a NaN gives
+    /// the other operand, two NaNs the canonical NaN; f32 arithmetic that makes a NaN
+    /// gives the canonical NaN whatever NaNs went in.
+    #[test]
+    fn min_max_and_nans_are_defined() {
+        let bin32 = |op, a: u64, b: u64| bin(op, Ty::F32, a, b, false, false);
+        let (pz, nz) = (f(0.0), f(-0.0));
+        for (a, b) in [(pz, nz), (nz, pz)] {
+            assert_eq!(bin32(BinOp::Max, a, b), pz);
+            assert_eq!(bin32(BinOp::Min, a, b), nz);
+        }
+        let qnan = 0x7FC0_1234u64;
+        let neg_nan = 0xFFFF_FFFFu64;
+        assert_eq!(bin32(BinOp::Max, qnan, f(2.0)), f(2.0));
+        assert_eq!(bin32(BinOp::Min, f(2.0), qnan), f(2.0));
+        assert_eq!(
+            bin32(BinOp::Max, qnan, neg_nan),
+            u64::from(CANONICAL_NAN_F32)
+        );
+        for op in [BinOp::Add, BinOp::MulLo, BinOp::Sub] {
+            assert_eq!(bin32(op, qnan, neg_nan), u64::from(CANONICAL_NAN_F32));
+            assert_eq!(bin32(op, neg_nan, qnan), u64::from(CANONICAL_NAN_F32));
+            let fast = bin_fn(op, Ty::F32, false, false, Round::Default, false).unwrap();
+            assert_eq!(fast(qnan, neg_nan), u64::from(CANONICAL_NAN_F32));
+        }
+        // copysign is a bit operation: the payload stays.
+        assert_eq!(bin32(BinOp::CopySign, f(-1.0), qnan), qnan | 0x8000_0000);
+        let f64max =
+            |a: f64, b: f64| bin(BinOp::Max, Ty::F64, a.to_bits(), b.to_bits(), false, false);
+        assert_eq!(f64max(-0.0, 0.0), 0.0f64.to_bits());
+        assert_eq!(f64max(0.0, -0.0), 0.0f64.to_bits());
     }
 
     /// `fma_f32` rounds as libm's `fmaf` (one rounding) on random operands of every
