@@ -634,8 +634,10 @@ pub(super) fn launch(
             fault_status(&e)
         });
         log::debug!(
-            "launch {} grid {grid:?} block {block:?}: {:.3} ms",
+            "launch {} grid {grid:?} block {block:?} ({} registers, {} B local a thread): {:.3} ms",
             f.name,
+            k.regs,
+            k.local_bytes,
             started.elapsed().as_secs_f64() * 1e3
         );
         return r;
