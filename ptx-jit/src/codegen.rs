@@ -13,8 +13,8 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
 use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
-use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32, LOCAL_WINDOW, SHARED_WINDOW};
-use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp};
+use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
+use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, Inst, Op, Reg, Round, Special, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// A code generator for this host's CPU.
@@ -587,11 +587,7 @@ impl Lane<'_> {
                 space,
                 to_generic,
             } => {
-                let base = match space {
-                    MemSpace::Shared => SHARED_WINDOW,
-                    MemSpace::Local => LOCAL_WINDOW,
-                    _ => 0,
-                } as i64;
+                let base = vgpu_ptx::exec::window(*space) as i64;
                 let x = self.src(a);
                 let v = self.b.ins().iadd_imm(
                     x,
@@ -1054,37 +1050,14 @@ fn mask(bits: u32) -> u64 {
 
 /// The registers an operation names (read or written).
 fn regs_of(op: &Op) -> Vec<Reg> {
-    let mut v = Vec::new();
-    let mut src = |s: &Src| {
-        if let Src::Reg(r) = s {
-            v.push(*r)
-        }
-    };
-    match op {
-        Op::Mov { a, .. }
-        | Op::Unpack { a, .. }
-        | Op::Un { a, .. }
-        | Op::Cvt { a, .. }
-        | Op::Cvta { a, .. } => src(a),
-        Op::Pack { parts, .. } => parts.iter().for_each(&mut src),
-        Op::Prmt { a, b, c, .. }
-        | Op::Bfe { a, b, c, .. }
-        | Op::Dp { a, b, c, .. }
-        | Op::Lop3 { a, b, c, .. }
-        | Op::Shf { a, b, c, .. }
-        | Op::Half { a, b, c, .. }
-        | Op::Mad { a, b, c, .. } => [a, b, c].into_iter().for_each(&mut src),
-        Op::Selp { a, b, p, .. } => [a, b, p].into_iter().for_each(&mut src),
-        Op::Bfi { a, b, pos, len, .. } => [a, b, pos, len].into_iter().for_each(&mut src),
-        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => [a, b].into_iter().for_each(&mut src),
-        Op::Setp { a, b, combine, .. } => {
-            [a, b].into_iter().for_each(&mut src);
-            if let Some((_, p, _)) = combine {
-                src(p);
-            }
-        }
-        _ => {}
-    }
+    let mut v: Vec<Reg> = crate::run_sources(op)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| match s {
+            Src::Reg(r) => Some(*r),
+            _ => None,
+        })
+        .collect();
     match op {
         Op::Mov { d, .. }
         | Op::Pack { d, .. }

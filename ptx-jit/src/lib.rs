@@ -274,34 +274,43 @@ pub(crate) fn global_load(op: &Op) -> bool {
     )
 }
 
-/// Whether an instruction touches nothing but the lane's registers (and so may be in a run).
-fn per_lane(i: &Inst) -> bool {
-    let srcs: &[Src] = match &i.op {
-        Op::Mov { a, .. } | Op::Unpack { a, .. } | Op::Un { a, .. } | Op::Cvt { a, .. } => {
-            std::slice::from_ref(a)
-        }
-        Op::Cvta { a, .. } => std::slice::from_ref(a),
-        Op::Pack { parts, .. } => parts,
+/// The source operands of an operation a run may hold (a load's base register among
+/// them); `None` for any other operation.
+pub(crate) fn run_sources(op: &Op) -> Option<Vec<Src>> {
+    Some(match op {
+        Op::Mov { a, .. }
+        | Op::Unpack { a, .. }
+        | Op::Un { a, .. }
+        | Op::Cvt { a, .. }
+        | Op::Cvta { a, .. } => vec![*a],
+        Op::Pack { parts, .. } => parts.clone(),
         Op::Prmt { a, b, c, .. }
         | Op::Bfe { a, b, c, .. }
         | Op::Dp { a, b, c, .. }
         | Op::Lop3 { a, b, c, .. }
         | Op::Shf { a, b, c, .. }
         | Op::Half { a, b, c, .. }
-        | Op::Mad { a, b, c, .. } => return [a, b, c].into_iter().all(lane_src),
-        Op::Selp { a, b, p, .. } => return [a, b, p].into_iter().all(lane_src),
-        Op::Bfi { a, b, pos, len, .. } => return [a, b, pos, len].into_iter().all(lane_src),
-        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => return [a, b].into_iter().all(lane_src),
+        | Op::Mad { a, b, c, .. } => vec![*a, *b, *c],
+        Op::Selp { a, b, p, .. } => vec![*a, *b, *p],
+        Op::Bfi { a, b, pos, len, .. } => vec![*a, *b, *pos, *len],
+        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => vec![*a, *b],
         Op::Setp { a, b, combine, .. } => {
-            return [a, b].into_iter().all(lane_src) && combine.is_none_or(|(_, p, _)| lane_src(&p))
+            let mut v = vec![*a, *b];
+            v.extend(combine.map(|(_, p, _)| p));
+            v
         }
-        Op::Nop => &[],
-        Op::Ld { addr, .. } if global_load(&i.op) => {
-            return addr.base.is_none_or(|r| r != SINK);
+        Op::Nop => vec![],
+        Op::Ld { addr, .. } if global_load(op) || param_load(op).is_some() => {
+            addr.base.map(Src::Reg).into_iter().collect()
         }
-        op => return param_load(op).is_some(),
-    };
-    srcs.iter().all(lane_src)
+        _ => return None,
+    })
+}
+
+/// Whether an instruction touches nothing but the lane's registers, the parameters,
+/// special registers and global memory it loads from (and so may be in a run).
+fn per_lane(i: &Inst) -> bool {
+    run_sources(&i.op).is_some_and(|s| s.iter().all(lane_src))
 }
 
 /// Which instructions start a run: the first, each branch target and call target, and

@@ -104,20 +104,23 @@ const CASES: usize = 300;
 /// Bytes of the memory the kernels load from: each thread's registers in, then out.
 const REGION: u64 = THREADS as u64 * NR as u64 * 8;
 
+/// The types loads are made of.
+const LOAD_TYPES: [Ty; 9] = [
+    Ty::U8,
+    Ty::S8,
+    Ty::U16,
+    Ty::S16,
+    Ty::U32,
+    Ty::S32,
+    Ty::U64,
+    Ty::S64,
+    Ty::F32,
+];
+
 /// A load from global memory: mostly inside it (r1, the thread's offset, plus a constant),
 /// now and then at a random register (a fault, usually).
 fn global_load(rng: &mut Rng) -> Op {
-    let ty = rng.pick(&[
-        Ty::U8,
-        Ty::S8,
-        Ty::U16,
-        Ty::S16,
-        Ty::U32,
-        Ty::S32,
-        Ty::U64,
-        Ty::S64,
-        Ty::F32,
-    ]);
+    let ty = rng.pick(&LOAD_TYPES);
     let n = rng.pick(&[1u8, 1, 2, 4]);
     let size = u64::from(ty.size());
     let mut d = [0; 4];
@@ -144,17 +147,7 @@ fn global_load(rng: &mut Rng) -> Op {
 
 /// A load from the parameters at a constant offset, aligned and inside them.
 fn param_load(rng: &mut Rng) -> Op {
-    let ty = rng.pick(&[
-        Ty::U8,
-        Ty::S8,
-        Ty::U16,
-        Ty::S16,
-        Ty::U32,
-        Ty::S32,
-        Ty::U64,
-        Ty::S64,
-        Ty::F32,
-    ]);
+    let ty = rng.pick(&LOAD_TYPES);
     let n = rng.pick(&[1u8, 1, 2, 4]);
     let bytes = u64::from(ty.size()) * u64::from(n);
     let slots = (u64::from(PARAMS) - bytes) / u64::from(ty.size()) + 1;

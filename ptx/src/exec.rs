@@ -38,6 +38,16 @@ pub const LOCAL_WINDOW: u64 = 0x2000_0000_0000;
 /// Size of each window.
 const WINDOW: u64 = 0x1000_0000_0000;
 
+/// Where the generic addresses of a state space start: [`SHARED_WINDOW`], [`LOCAL_WINDOW`],
+/// or 0 for global memory (what `cvta` adds or takes away).
+pub fn window(space: MemSpace) -> u64 {
+    match space {
+        MemSpace::Shared => SHARED_WINDOW,
+        MemSpace::Local => LOCAL_WINDOW,
+        _ => 0,
+    }
+}
+
 /// Device memory as a kernel sees it (global and constant space). Accesses come from
 /// several host threads at once.
 pub trait Memory: Sync {
@@ -932,11 +942,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 space,
                 to_generic,
             } => {
-                let base = match space {
-                    MemSpace::Shared => SHARED_WINDOW,
-                    MemSpace::Local => LOCAL_WINDOW,
-                    _ => 0,
-                };
+                let base = window(*space);
                 for i in lanes(on) {
                     let v = self.read(wi, i, *a);
                     let r = if *to_generic {
