@@ -2,7 +2,7 @@
 //! instruction of the run with its registers in SSA values, loaded on first use and stored
 //! back once at the end of the lane.
 
-use crate::direct::{Site, SITES};
+use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
@@ -63,90 +63,119 @@ pub(crate) fn compile(
     }
     helper.returns.push(AbiParam::new(I64));
 
+    let mut warp = module.make_signature();
+    for _ in 0..3 {
+        warp.params.push(AbiParam::new(ptr));
+    }
+    warp.params.push(AbiParam::new(I64));
+
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
     let helper = b.import_signature(helper);
     let find = b.import_signature(find);
+    let warp = b.import_signature(warp);
     let entry = b.create_block();
-    let head = b.create_block();
-    let body = b.create_block();
-    let exit = b.create_block();
     b.append_block_params_for_function_params(entry);
-    for blk in [head, body] {
-        b.append_block_param(blk, I32);
-        b.append_block_param(blk, I32);
-    }
-    b.append_block_param(exit, I32);
-
     b.switch_to_block(entry);
     b.seal_block(entry);
     let (regs, mask) = (b.block_params(entry)[0], b.block_params(entry)[1]);
     let (params, specials) = (b.block_params(entry)[2], b.block_params(entry)[3]);
     let loads = b.block_params(entry)[4];
     let none = b.ins().iconst(I32, 0);
-    b.ins().jump(head, &[mask.into(), none.into()]);
 
-    b.switch_to_block(head);
-    let (m, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
-    b.ins()
-        .brif(m, body, &[m.into(), taken.into()], exit, &[taken.into()]);
-
-    b.switch_to_block(body);
-    b.seal_block(body);
-    let (m, taken) = (b.block_params(body)[0], b.block_params(body)[1]);
-    let lane32 = b.ins().ctz(m);
-    let below = b.ins().iadd_imm(m, -1);
-    let rest = b.ins().band(m, below);
-    let lane = b.ins().uextend(I64, lane32);
-    let off = b.ins().ishl_imm(lane, 3);
-    let off = if ptr == I64 {
-        off
-    } else {
-        b.ins().ireduce(ptr, off)
-    };
-    let base = b.ins().iadd(regs, off);
-    let mut l = Lane {
-        b,
-        ptr,
-        base,
-        params,
-        specials,
-        loads,
-        lane,
-        lane32,
-        helper,
-        find,
-        vals: HashMap::new(),
-        dirty: BTreeSet::new(),
-        top: 0,
-        sites: 0,
-        param_bytes: 0,
-    };
-    let mut taken = taken;
-    for inst in insts {
-        let on = l.guard(inst);
-        match &inst.op {
-            Op::Bra { .. } => {
-                let one = l.b.ins().iconst(I32, 1);
-                let bit = l.b.ins().ishl(one, lane32);
-                let bit = match on {
-                    Some(c) => l.b.ins().select(c, bit, none),
-                    None => bit,
-                };
-                taken = l.b.ins().bor(taken, bit);
+    // Stretches of per-lane instructions, each a loop over the lanes, with the warp-wide
+    // instructions between them called once for the warp.
+    let mut taken_out = none;
+    let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
+    for segment in insts.split_inclusive(|i| vgpu_ptx::exec::is_warp_op(&i.op)) {
+        let (lane_part, warp_op) = match segment.split_last() {
+            Some((last, rest)) if vgpu_ptx::exec::is_warp_op(&last.op) => (rest, Some(last)),
+            _ => (segment, None),
+        };
+        if !lane_part.is_empty() {
+            let head = b.create_block();
+            let body = b.create_block();
+            let after = b.create_block();
+            for blk in [head, body] {
+                b.append_block_param(blk, I32);
+                b.append_block_param(blk, I32);
             }
-            op => l.op(op, on, inst.line)?,
+            b.append_block_param(after, I32);
+            b.ins().jump(head, &[mask.into(), none.into()]);
+            b.switch_to_block(head);
+            let (m, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
+            b.ins()
+                .brif(m, body, &[m.into(), taken.into()], after, &[taken.into()]);
+
+            b.switch_to_block(body);
+            b.seal_block(body);
+            let (m, taken) = (b.block_params(body)[0], b.block_params(body)[1]);
+            let lane32 = b.ins().ctz(m);
+            let below = b.ins().iadd_imm(m, -1);
+            let rest = b.ins().band(m, below);
+            let lane = b.ins().uextend(I64, lane32);
+            let off = b.ins().ishl_imm(lane, 3);
+            let off = if ptr == I64 {
+                off
+            } else {
+                b.ins().ireduce(ptr, off)
+            };
+            let base = b.ins().iadd(regs, off);
+            let mut l = Lane {
+                b,
+                ptr,
+                base,
+                params,
+                specials,
+                loads,
+                lane,
+                lane32,
+                helper,
+                find,
+                vals: HashMap::new(),
+                dirty: BTreeSet::new(),
+                top,
+                sites,
+                param_bytes,
+            };
+            let mut taken = taken;
+            for inst in lane_part {
+                let on = l.guard(inst);
+                match &inst.op {
+                    Op::Bra { .. } => {
+                        let one = l.b.ins().iconst(I32, 1);
+                        let bit = l.b.ins().ishl(one, lane32);
+                        let bit = match on {
+                            Some(c) => l.b.ins().select(c, bit, none),
+                            None => bit,
+                        };
+                        taken = l.b.ins().bor(taken, bit);
+                    }
+                    op => l.op(op, on, inst.line)?,
+                }
+            }
+            l.store_back();
+            (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
+            b = l.b;
+            b.ins().jump(head, &[rest.into(), taken.into()]);
+            b.seal_block(head);
+            b.switch_to_block(after);
+            b.seal_block(after);
+            taken_out = b.block_params(after)[0];
+        }
+        if let Some(w) = warp_op {
+            for r in regs_of(&w.op) {
+                if r != SINK {
+                    top = top.max(r);
+                }
+            }
+            let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
+            let i = b.ins().iconst(ptr, w as *const Inst as i64);
+            let m = b.ins().uextend(I64, mask);
+            b.ins().call_indirect(warp, f, &[loads, i, regs, m]);
         }
     }
-    l.store_back();
-    let (top, param_bytes) = (l.top, l.param_bytes);
-    let mut b = l.b;
-    b.ins().jump(head, &[rest.into(), taken.into()]);
-    b.seal_block(head);
-    b.switch_to_block(exit);
-    b.seal_block(exit);
-    let t = b.block_params(exit)[0];
-    b.ins().return_(&[t]);
+    b.ins().return_(&[taken_out]);
     b.finalize();
 
     let id = module
@@ -162,6 +191,24 @@ pub(crate) fn compile(
     // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
     let code = unsafe { std::mem::transmute::<*const u8, Code>(p) };
     Ok((code, (top as usize + 1) * 32, param_bytes))
+}
+
+/// A warp-wide instruction between stretches of per-lane code: the interpreter's own
+/// (`vgpu_ptx::exec::warp_op`). Should it refuse (it cannot: the instruction was checked when
+/// compiled, and the registers before the call), `ctx` records it.
+extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, mask: u64) {
+    // SAFETY: compiled code passes the `LoadCtx` of the call (see `direct::find`), a
+    // pointer into the `code` of the `Jit` that owns it (see `lane_value`), and the
+    // registers `Run::run` lent to the call, `regs_len` of them, which compiled code does
+    // not touch while this runs.
+    let (ctx, inst, regs) = unsafe {
+        let ctx = &mut *ctx;
+        let regs = std::slice::from_raw_parts_mut(regs, ctx.regs_len);
+        (ctx, &*inst, regs)
+    };
+    if !vgpu_ptx::exec::warp_op(inst, regs, mask as u32) && ctx.fault == 0 {
+        (ctx.fault, ctx.fault_line) = (3, u64::from(inst.line));
+    }
 }
 
 /// The operations compiled code does not do inline: the interpreter's arithmetic.
@@ -1081,6 +1128,21 @@ fn regs_of(op: &Op) -> Vec<Reg> {
         }
         Op::Unpack { ds, .. } => v.extend(ds),
         Op::Ld { d, n, .. } => v.extend(d.iter().take(usize::from(*n))),
+        Op::Shfl { d, p, a, b, c, .. } => {
+            v.push(*d);
+            v.extend(p);
+            v.extend([a, b, c].into_iter().filter_map(|s| match s {
+                Src::Reg(r) => Some(*r),
+                _ => None,
+            }));
+        }
+        Op::Vote { d, a, .. } => {
+            v.push(*d);
+            if let Src::Reg(r) = a {
+                v.push(*r);
+            }
+        }
+        Op::ActiveMask { d } => v.push(*d),
         _ => {}
     }
     v

@@ -274,7 +274,9 @@ pub(crate) struct Site {
 pub(crate) struct LoadCtx {
     pub(crate) sites: [Site; SITES],
     pub(crate) mem: *const DirectMemory,
-    /// 0: none; 1: illegal address; 2: misaligned.
+    /// The length of the warp's registers.
+    pub(crate) regs_len: usize,
+    /// 0: none; 1: illegal address; 2: misaligned; 3: a warp-wide instruction refused.
     pub(crate) fault: u32,
     pub(crate) fault_size: u32,
     pub(crate) fault_addr: u64,
@@ -378,6 +380,7 @@ mod tests {
         let mut ctx = LoadCtx {
             sites: [Site::default(); SITES],
             mem: &m,
+            regs_len: 0,
             fault: 0,
             fault_size: 0,
             fault_addr: 0,

@@ -72,6 +72,7 @@ impl NativeRun for Run {
         let mut ctx = direct::LoadCtx {
             sites: [direct::Site::default(); direct::SITES],
             mem: mem.map_or(std::ptr::null(), |m| m as *const DirectMemory),
+            regs_len: regs.len(),
             fault: 0,
             fault_size: 0,
             fault_addr: 0,
@@ -86,12 +87,16 @@ impl NativeRun for Run {
         // by `direct::find` for this call, with the address checked against it inline, or
         // where `direct::find` points them (such an allocation, or a static zero). Every access is thus inside what was checked just above or borrowed
         // for the call; the code keeps no pointer past the call and calls nothing but
-        // `codegen::lane_value` and `direct::find`.
+        // `codegen::lane_value`, `codegen::warp_step` (on these registers, with their
+        // length, while the code itself does not touch them) and `direct::find`.
         let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut ctx) };
         let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
         match ctx.fault {
             0 => Ok(Some(taken)),
             2 => Err(Fault::Misaligned { addr, size, line }),
+            3 => Err(Fault::OutOfResources(format!(
+                "compiled code's registers at line {line}"
+            ))),
             _ => Err(Fault::IllegalAddress { addr, size, line }),
         }
     }
@@ -158,7 +163,7 @@ impl Jit {
         while end < self.code.len()
             && end - pc < MAX_RUN
             && (end == pc || !self.leaders[end])
-            && per_lane(&self.code[end])
+            && in_run(&self.code[end])
         {
             end += 1;
         }
@@ -313,6 +318,13 @@ fn per_lane(i: &Inst) -> bool {
     run_sources(&i.op).is_some_and(|s| s.iter().all(lane_src))
 }
 
+/// Whether a run may hold an instruction: a per-lane one, or a warp-wide one that touches
+/// only the warp's registers (`shfl`, `vote`, `activemask`, the no-ops), which the code
+/// calls the interpreter for between its stretches of per-lane code.
+fn in_run(i: &Inst) -> bool {
+    per_lane(i) || vgpu_ptx::exec::is_warp_op(&i.op)
+}
+
 /// Which instructions start a run: the first, each branch target and call target, and
 /// each instruction after a branch or after one that cannot be in a run.
 fn leaders(code: &[Inst]) -> Vec<bool> {
@@ -326,7 +338,7 @@ fn leaders(code: &[Inst]) -> Vec<bool> {
                 }
                 l[i + 1] = true;
             }
-            _ if !per_lane(inst) => l[i + 1] = true,
+            _ if !in_run(inst) => l[i + 1] = true,
             _ => {}
         }
     }

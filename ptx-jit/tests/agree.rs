@@ -1,5 +1,6 @@
-//! Compiled runs compute what the interpreter computes: random programs of per-lane
-//! instructions (every operation a run may hold, random types, modifiers, operands, guards
+//! Compiled runs compute what the interpreter computes: random programs of the
+//! instructions a run may hold (every per-lane operation, and the warp-wide ones on
+//! registers: shuffles, votes, `activemask`; random types, modifiers, operands, guards
 //! and forward branches that split the warp) run once interpreted and once with
 //! [`vgpu_ptx_jit::Jit`], over random register values (NaNs, infinities, subnormals and
 //! integer edges among them), and every register of every lane must come out bit for bit
@@ -104,6 +105,49 @@ const CASES: usize = 300;
 /// Bytes of the memory the kernels load from: each thread's registers in, then out.
 const REGION: u64 = THREADS as u64 * NR as u64 * 8;
 
+/// A warp-wide instruction on registers alone: a shuffle of any mode and clamp (register
+/// or immediate lane and clamp operands), a vote, `activemask`.
+fn warp_op(rng: &mut Rng) -> Op {
+    let d = reg(rng);
+    let plain = |rng: &mut Rng| {
+        if rng.chance(2) {
+            Src::Reg(reg(rng))
+        } else {
+            Src::Imm(rng.value())
+        }
+    };
+    match rng.below(4) {
+        0 | 1 => Op::Shfl {
+            mode: rng.pick(&[ShflMode::Up, ShflMode::Down, ShflMode::Bfly, ShflMode::Idx]),
+            d,
+            p: rng.chance(2).then(|| reg(rng)),
+            a: Src::Reg(reg(rng)),
+            b: if rng.chance(2) {
+                Src::Imm(rng.below(32))
+            } else {
+                plain(rng)
+            },
+            c: if rng.chance(2) {
+                Src::Imm(rng.pick(&[0x1f, 0, 0x101f, 0x181f, 0x1c1f, 0x7]))
+            } else {
+                plain(rng)
+            },
+        },
+        2 => Op::Vote {
+            mode: rng.pick(&[
+                VoteMode::All,
+                VoteMode::Any,
+                VoteMode::Uni,
+                VoteMode::Ballot,
+            ]),
+            d,
+            a: plain(rng),
+            negate: rng.chance(2),
+        },
+        _ => Op::ActiveMask { d },
+    }
+}
+
 /// The types loads are made of.
 const LOAD_TYPES: [Ty; 9] = [
     Ty::U8,
@@ -184,8 +228,10 @@ const INTS: [Ty; 6] = [Ty::U16, Ty::S16, Ty::U32, Ty::S32, Ty::U64, Ty::S64];
 fn op(rng: &mut Rng) -> Op {
     let d = reg(rng);
     let (a, b, c) = (src(rng), src(rng), src(rng));
-    match rng.below(22) {
+    match rng.below(24) {
         0 => Op::Mov { d, a },
+        22 => warp_op(rng),
+        23 => Op::Nop,
         19 => param_load(rng),
         20 | 21 => global_load(rng),
         1..=3 => {

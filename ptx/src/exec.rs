@@ -439,6 +439,142 @@ struct BlockState<'k, 'l> {
     red_dests: Vec<(usize, usize, Reg)>,
 }
 
+/// `shfl.sync` over operand rows: for each lane of `on`, the value it gets and whether its
+/// source lane was in range (when not, its own value).
+fn shuffle(
+    mode: ShflMode,
+    av: &[u64; LANES],
+    bv: &[u64; LANES],
+    cv: &[u64; LANES],
+    on: u32,
+) -> [(u64, bool); LANES] {
+    let mut vals = [(0u64, false); LANES];
+    for i in lanes(on) {
+        let i = i & (LANES - 1);
+        let bval = (bv[i] & 0x1f) as i64;
+        let cval = (cv[i] & 0x1f) as i64;
+        let seg = ((cv[i] >> 8) & 0x1f) as i64;
+        let lane = i as i64;
+        let min_lane = lane & seg;
+        let max_lane = min_lane | (cval & !seg);
+        let (j, ok) = match mode {
+            ShflMode::Up => (lane - bval, lane - bval >= max_lane),
+            ShflMode::Down => (lane + bval, lane + bval <= max_lane),
+            ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
+            ShflMode::Idx => {
+                let j = min_lane | (bval & !seg);
+                (j, j <= max_lane)
+            }
+        };
+        let j = if ok { (j as usize) & (LANES - 1) } else { i };
+        vals[i] = (av[j], ok);
+    }
+    vals
+}
+
+/// `vote.sync` over the lanes of `on`, given each lane's predicate.
+fn vote(mode: VoteMode, av: &[u64; LANES], negate: bool, on: u32) -> u64 {
+    let ballot = lanes(on)
+        .filter(|&i| (av[i & (LANES - 1)] != 0) != negate)
+        .fold(0u32, |m, i| m | 1 << i);
+    match mode {
+        VoteMode::Ballot => u64::from(ballot),
+        VoteMode::All => u64::from(ballot == on),
+        VoteMode::Any => u64::from(ballot != 0),
+        VoteMode::Uni => u64::from(ballot == on || ballot == 0),
+    }
+}
+
+/// Whether [`warp_op`] does `op`: `shfl`, `vote`, `activemask` or a no-op, its operands
+/// registers or immediates.
+pub fn is_warp_op(op: &Op) -> bool {
+    let plain = |s: &Src| matches!(s, Src::Reg(_) | Src::Imm(_));
+    match op {
+        Op::Shfl { a, b, c, .. } => [a, b, c].into_iter().all(plain),
+        Op::Vote { a, .. } => plain(a),
+        Op::ActiveMask { .. } | Op::Nop => true,
+        _ => false,
+    }
+}
+
+/// What the interpreter does for a warp-wide instruction that touches nothing but the
+/// warp's registers ([`is_warp_op`]), on the registers alone (register `r` of lane `i` at
+/// `regs[r * 32 + i]`): native code calls it between its stretches of per-lane code.
+/// `mask`: the lanes that execute it together; the lanes of `mask` whose guard holds do
+/// it. False, with nothing done, for any other instruction or registers out of `regs`.
+pub fn warp_op(inst: &Inst, regs: &mut [u64], mask: u32) -> bool {
+    if !is_warp_op(&inst.op) {
+        return false;
+    }
+    let row = |regs: &[u64], s: &Src| -> Option<[u64; LANES]> {
+        match *s {
+            Src::Reg(r) => {
+                let at = r as usize * LANES;
+                regs.get(at..at + LANES)?.try_into().ok()
+            }
+            Src::Imm(v) => Some([v; LANES]),
+            _ => None,
+        }
+    };
+    let on = match inst.guard {
+        None => mask,
+        Some((p, neg)) => match row(regs, &Src::Reg(p)) {
+            Some(pv) => lanes(mask)
+                .filter(|&i| (pv[i & (LANES - 1)] != 0) != neg)
+                .fold(0u32, |m, i| m | 1 << i),
+            None => return false,
+        },
+    };
+    let fits = |d: Reg| d == SINK || (d as usize + 1) * LANES <= regs.len();
+    let put = |regs: &mut [u64], d: Reg, v: &dyn Fn(usize) -> u64| {
+        if d != SINK {
+            for i in lanes(on) {
+                regs[d as usize * LANES + i] = v(i);
+            }
+        }
+    };
+    match &inst.op {
+        Op::Shfl {
+            mode,
+            d,
+            p,
+            a,
+            b,
+            c,
+        } => {
+            let (Some(av), Some(bv), Some(cv)) = (row(regs, a), row(regs, b), row(regs, c)) else {
+                return false;
+            };
+            if !fits(*d) || !p.is_none_or(fits) {
+                return false;
+            }
+            let vals = shuffle(*mode, &av, &bv, &cv, on);
+            put(regs, *d, &|i| vals[i].0);
+            if let Some(p) = p {
+                put(regs, *p, &|i| u64::from(vals[i].1));
+            }
+        }
+        Op::Vote { mode, d, a, negate } => {
+            let Some(av) = row(regs, a) else {
+                return false;
+            };
+            if !fits(*d) {
+                return false;
+            }
+            let r = vote(*mode, &av, *negate, on);
+            put(regs, *d, &|_| r);
+        }
+        Op::ActiveMask { d } => {
+            if !fits(*d) {
+                return false;
+            }
+            put(regs, *d, &|_| u64::from(mask));
+        }
+        _ => {}
+    }
+    true
+}
+
 /// Sets the program counter of the lanes of `mask` to `pc` (a loop the compiler turns into
 /// vector blends).
 fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
@@ -1190,28 +1326,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
             } => {
                 // Every lane reads its source before any writes (d may be a).
                 let (av, bv, cv) = (self.row(wi, *a), self.row(wi, *b), self.row(wi, *c));
-                let mut vals = [(0u64, false); LANES];
-                for i in lanes(on) {
-                    let i = i & (LANES - 1);
-                    let bval = (bv[i] & 0x1f) as i64;
-                    let cv = cv[i];
-                    let cval = (cv & 0x1f) as i64;
-                    let seg = ((cv >> 8) & 0x1f) as i64;
-                    let lane = i as i64;
-                    let min_lane = lane & seg;
-                    let max_lane = min_lane | (cval & !seg);
-                    let (j, ok) = match mode {
-                        ShflMode::Up => (lane - bval, lane - bval >= max_lane),
-                        ShflMode::Down => (lane + bval, lane + bval <= max_lane),
-                        ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
-                        ShflMode::Idx => {
-                            let j = min_lane | (bval & !seg);
-                            (j, j <= max_lane)
-                        }
-                    };
-                    let j = if ok { (j as usize) & (LANES - 1) } else { i };
-                    vals[i] = (av[j], ok);
-                }
+                let vals = shuffle(*mode, &av, &bv, &cv, on);
                 for i in lanes(on) {
                     let (v, ok) = vals[i & (LANES - 1)];
                     self.write(wi, i, *d, v);
@@ -1221,15 +1336,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 }
             }
             Op::Vote { mode, d, a, negate } => {
-                let ballot = lanes(on)
-                    .filter(|&i| (self.read(wi, i, *a) != 0) != *negate)
-                    .fold(0u32, |m, i| m | 1 << i);
-                let r = match mode {
-                    VoteMode::Ballot => u64::from(ballot),
-                    VoteMode::All => u64::from(ballot == on),
-                    VoteMode::Any => u64::from(ballot != 0),
-                    VoteMode::Uni => u64::from(ballot == on || ballot == 0),
-                };
+                let r = vote(*mode, &self.row(wi, *a), *negate, on);
                 for i in lanes(on) {
                     self.write(wi, i, *d, r);
                 }
