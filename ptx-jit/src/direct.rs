@@ -114,52 +114,44 @@ impl DirectMemory {
         Some(s.host.wrapping_add((addr - s.base) as usize))
     }
 
+    /// The host address of `[addr, addr + size)`, looked up in `last` (the allocation the
+    /// previous access of a warp's run found) before the whole memory.
+    fn host_near(&self, last: &mut Option<Span>, addr: u64, size: u32) -> Option<*mut u8> {
+        let size = u64::from(size);
+        let inside = |s: &Span| {
+            addr.checked_sub(s.base)
+                .and_then(|o| o.checked_add(size))
+                .is_some_and(|end| end <= s.len)
+        };
+        let s = match *last {
+            Some(s) if inside(&s) => s,
+            _ => {
+                let s = self.span(addr, size)?;
+                *last = Some(s);
+                s
+            }
+        };
+        // In bounds: `inside` or `span` checked that the range lies in the allocation.
+        Some(s.host.wrapping_add((addr - s.base) as usize))
+    }
+
     /// The `size`-byte little-endian value at `addr` (`size` of 1, 2, 4 or 8).
     pub fn load(&self, addr: u64, size: u32) -> Option<u64> {
         let p = self.host(addr, u64::from(size))?;
-        Some(if p as usize % size as usize == 0 {
-            // SAFETY: `p` is inside an allocation (checked by `host`), aligned to `size`
-            // (checked just above), and the memory is only accessed atomically (`new`).
-            unsafe {
-                match size {
-                    1 => u64::from(AtomicU8::from_ptr(p).load(Relaxed)),
-                    2 => u64::from(AtomicU16::from_ptr(p.cast()).load(Relaxed)),
-                    4 => u64::from(AtomicU32::from_ptr(p.cast()).load(Relaxed)),
-                    _ => AtomicU64::from_ptr(p.cast()).load(Relaxed),
-                }
-            }
-        } else {
-            let mut b = [0u8; 8];
-            for (k, x) in b.iter_mut().take(size as usize).enumerate() {
-                // SAFETY: byte `k` of the range checked by `host`; bytes are always aligned.
-                *x = unsafe { AtomicU8::from_ptr(p.wrapping_add(k)).load(Relaxed) };
-            }
-            u64::from_le_bytes(b)
-        })
+        // SAFETY: `host` found the range inside an allocation of `self`.
+        Some(unsafe { access(p, size, None) })
     }
 
     /// Stores the low `size` bytes of `v` at `addr`; false outside every allocation.
     pub fn store(&self, addr: u64, size: u32, v: u64) -> bool {
-        let Some(p) = self.host(addr, u64::from(size)) else {
-            return false;
-        };
-        if p as usize % size as usize == 0 {
-            // SAFETY: as in `load`.
-            unsafe {
-                match size {
-                    1 => AtomicU8::from_ptr(p).store(v as u8, Relaxed),
-                    2 => AtomicU16::from_ptr(p.cast()).store(v as u16, Relaxed),
-                    4 => AtomicU32::from_ptr(p.cast()).store(v as u32, Relaxed),
-                    _ => AtomicU64::from_ptr(p.cast()).store(v, Relaxed),
-                }
+        match self.host(addr, u64::from(size)) {
+            Some(p) => {
+                // SAFETY: `host` found the range inside an allocation of `self`.
+                unsafe { access(p, size, Some(v)) };
+                true
             }
-        } else {
-            for (k, x) in v.to_le_bytes().iter().take(size as usize).enumerate() {
-                // SAFETY: as in `load`'s byte loop.
-                unsafe { AtomicU8::from_ptr(p.wrapping_add(k)).store(*x, Relaxed) };
-            }
+            None => false,
         }
-        true
     }
 
     /// Replaces the `size`-byte value at `addr` with `f(old)` atomically; gives `old`.
@@ -189,6 +181,58 @@ impl DirectMemory {
             2 => cas!(AtomicU16, u16),
             4 => cas!(AtomicU32, u32),
             _ => cas!(AtomicU64, u64),
+        }
+    }
+}
+
+/// Loads the `size`-byte value at `p` (`None`), or stores the low bytes of `v` there
+/// (`Some(v)`, giving 0): atomically, byte by byte where `p` is not aligned to `size`.
+///
+/// # Safety
+///
+/// `p` must point at `size` bytes inside an allocation of a live [`DirectMemory`].
+unsafe fn access(p: *mut u8, size: u32, v: Option<u64>) -> u64 {
+    if p as usize % size as usize != 0 {
+        let mut b = v.unwrap_or(0).to_le_bytes();
+        for (k, x) in b.iter_mut().take(size as usize).enumerate() {
+            // SAFETY: byte `k` of the range the caller checked; bytes are always aligned,
+            // and the memory is only accessed atomically (`DirectMemory::new`).
+            let a = unsafe { AtomicU8::from_ptr(p.wrapping_add(k)) };
+            match v {
+                Some(_) => a.store(*x, Relaxed),
+                None => *x = a.load(Relaxed),
+            }
+        }
+        return if v.is_some() {
+            0
+        } else {
+            u64::from_le_bytes(b)
+        };
+    }
+    // SAFETY: `p` is inside an allocation (the caller checked), aligned to `size` (checked
+    // just above), and the memory is only accessed atomically (`DirectMemory::new`).
+    unsafe {
+        match (size, v) {
+            (1, None) => u64::from(AtomicU8::from_ptr(p).load(Relaxed)),
+            (2, None) => u64::from(AtomicU16::from_ptr(p.cast()).load(Relaxed)),
+            (4, None) => u64::from(AtomicU32::from_ptr(p.cast()).load(Relaxed)),
+            (_, None) => AtomicU64::from_ptr(p.cast()).load(Relaxed),
+            (1, Some(v)) => {
+                AtomicU8::from_ptr(p).store(v as u8, Relaxed);
+                0
+            }
+            (2, Some(v)) => {
+                AtomicU16::from_ptr(p.cast()).store(v as u16, Relaxed);
+                0
+            }
+            (4, Some(v)) => {
+                AtomicU32::from_ptr(p.cast()).store(v as u32, Relaxed);
+                0
+            }
+            (_, Some(v)) => {
+                AtomicU64::from_ptr(p.cast()).store(v, Relaxed);
+                0
+            }
         }
     }
 }
@@ -233,17 +277,21 @@ impl Memory for DirectMemory {
     }
 
     fn read_many(&self, addrs: &[u64], size: u32, out: &mut [u64]) -> Result<(), usize> {
+        let mut last = None;
         for (k, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
-            *o = self.load(a, size).ok_or(k)?;
+            let p = self.host_near(&mut last, a, size).ok_or(k)?;
+            // SAFETY: `host_near` found the range inside an allocation of `self`.
+            *o = unsafe { access(p, size, None) };
         }
         Ok(())
     }
 
     fn write_many(&self, addrs: &[u64], size: u32, values: &[u64]) -> Result<(), usize> {
+        let mut last = None;
         for (k, (&a, &v)) in addrs.iter().zip(values).enumerate() {
-            if !self.store(a, size, v) {
-                return Err(k);
-            }
+            let p = self.host_near(&mut last, a, size).ok_or(k)?;
+            // SAFETY: `host_near` found the range inside an allocation of `self`.
+            unsafe { access(p, size, Some(v)) };
         }
         Ok(())
     }

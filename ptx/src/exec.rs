@@ -575,6 +575,37 @@ pub fn warp_op(inst: &Inst, regs: &mut [u64], mask: u32) -> bool {
     true
 }
 
+/// The `size`-byte (1, 2, 4 or 8) little-endian value at byte `off` of `buf`, if it is
+/// inside.
+fn get_le(buf: &[u8], off: u64, size: u32) -> Option<u64> {
+    let o = usize::try_from(off).ok()?;
+    let s = buf.get(o..o.checked_add(size as usize)?)?;
+    Some(match size {
+        1 => u64::from(s[0]),
+        2 => u64::from(u16::from_le_bytes(s.try_into().ok()?)),
+        4 => u64::from(u32::from_le_bytes(s.try_into().ok()?)),
+        _ => u64::from_le_bytes(s.try_into().ok()?),
+    })
+}
+
+/// Stores the low `size` bytes (1, 2, 4 or 8) of `v` at byte `off` of `buf`; false if
+/// they are not inside.
+fn put_le(buf: &mut [u8], off: u64, size: u32, v: u64) -> bool {
+    let Some(s) = usize::try_from(off)
+        .ok()
+        .and_then(|o| buf.get_mut(o..o.checked_add(size as usize)?))
+    else {
+        return false;
+    };
+    match size {
+        1 => s[0] = v as u8,
+        2 => s.copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => s.copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => s.copy_from_slice(&v.to_le_bytes()),
+    }
+    true
+}
+
 /// Sets the program counter of the lanes of `mask` to `pc` (a loop the compiler turns into
 /// vector blends).
 fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
@@ -1679,11 +1710,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
             }
             _ => {
                 let buf = self.buffer(wi, lane, space).ok_or(bad.clone())?;
-                let s = usize::try_from(off)
-                    .ok()
-                    .and_then(|o| buf.get(o..o + n))
-                    .ok_or(bad)?;
-                b[..n].copy_from_slice(s);
+                return get_le(buf, off, size).ok_or(bad);
             }
         }
         Ok(u64::from_le_bytes(b))
@@ -1714,11 +1741,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
             MemSpace::Param => return Err(bad),
             _ => {
                 let buf = self.buffer(wi, lane, space).ok_or(bad.clone())?;
-                let s = usize::try_from(off)
-                    .ok()
-                    .and_then(|o| buf.get_mut(o..o + n))
-                    .ok_or(bad)?;
-                s.copy_from_slice(&bytes[..n]);
+                if !put_le(buf, off, size, v) {
+                    return Err(bad);
+                }
             }
         }
         Ok(())
