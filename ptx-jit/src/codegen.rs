@@ -14,7 +14,7 @@ use cranelift_module::{default_libcall_names, Module};
 use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
-use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, Inst, Op, Reg, Round, Special, Src, Ty, UnOp};
+use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, HalfOp, Inst, Op, Reg, Round, Special, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// A code generator for this host's CPU.
@@ -508,6 +508,15 @@ impl Lane<'_> {
     /// infinities and NaNs by the interpreter's arithmetic (`op`).
     fn f16_to_f32(&mut self, op: &Op, x: Value) -> Value {
         let h = self.lo32(x);
+        let (f, ok) = self.f16_in(h);
+        let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
+        let fast = self.b.ins().uextend(I64, bits);
+        self.fast_or_helper(fast, ok, op, &[x])
+    }
+
+    /// The f16 in the low 16 bits of `h` (an I32) as an f32, and whether that was exact
+    /// here: true for normal numbers and zeros, false for subnormals, infinities and NaNs.
+    fn f16_in(&mut self, h: Value) -> (Value, Value) {
         let h = self.b.ins().band_imm(h, 0xFFFF);
         let sign = self.b.ins().band_imm(h, 0x8000);
         let sign = self.b.ins().ishl_imm(sign, 16);
@@ -518,27 +527,121 @@ impl Lane<'_> {
         let zeroed = self.b.ins().iconst(I32, 0);
         let moved = self.b.ins().select(zero, zeroed, moved);
         let bits = self.b.ins().bor(sign, moved);
-        let fast = self.b.ins().uextend(I64, bits);
         // Exponent 1..=30, or a zero.
         let exp = self.b.ins().ushr_imm(mag, 10);
         let low = self.b.ins().icmp_imm(IntCC::Equal, exp, 0);
         let high = self.b.ins().icmp_imm(IntCC::Equal, exp, 31);
         let odd = self.b.ins().bor(low, high);
-        let not_zero = self.b.ins().bxor_imm(zero, 1);
-        let slow_path = self.b.ins().band(odd, not_zero);
+        let odd = self.b.ins().bxor_imm(odd, 1);
+        let ok = self.b.ins().bor(odd, zero);
+        (self.b.ins().bitcast(F32, MemFlags::new(), bits), ok)
+    }
+
+    /// An f32 rounded to the nearest f16 (ties to even), in the low 16 bits of an I32, and
+    /// whether that was done here: true when the result is a normal f16, a zero or an
+    /// overflow of a normal f16 to infinity; false for subnormal results, infinities, NaNs.
+    fn f16_out(&mut self, f: Value) -> (Value, Value) {
+        let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
+        let sign = self.b.ins().ushr_imm(bits, 16);
+        let sign = self.b.ins().band_imm(sign, 0x8000);
+        let abs = self.b.ins().band_imm(bits, 0x7FFF_FFFF);
+        let exp = self.b.ins().ushr_imm(abs, 23);
+        let mant = self.b.ins().band_imm(abs, 0x7F_FFFF);
+        let h = self.b.ins().iadd_imm(exp, -112);
+        let h = self.b.ins().ishl_imm(h, 10);
+        let top = self.b.ins().ushr_imm(mant, 13);
+        let h = self.b.ins().iadd(h, top);
+        let rem = self.b.ins().band_imm(mant, 0x1FFF);
+        let above = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::UnsignedGreaterThan, rem, 0x1000);
+        let tie = self.b.ins().icmp_imm(IntCC::Equal, rem, 0x1000);
+        let odd = self.b.ins().band_imm(h, 1);
+        let odd = self.b.ins().icmp_imm(IntCC::NotEqual, odd, 0);
+        let tie_up = self.b.ins().band(tie, odd);
+        let up = self.b.ins().bor(above, tie_up);
+        let up = self.b.ins().uextend(I32, up);
+        // A carry out of the mantissa moves into the exponent (to infinity from the top).
+        let h = self.b.ins().iadd(h, up);
+        let zero = self.b.ins().icmp_imm(IntCC::Equal, abs, 0);
+        let none = self.b.ins().iconst(I32, 0);
+        let h = self.b.ins().select(zero, none, h);
+        let r = self.b.ins().bor(sign, h);
+        let from = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, exp, 113);
+        let to = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::UnsignedLessThanOrEqual, exp, 142);
+        let normal = self.b.ins().band(from, to);
+        (r, self.b.ins().bor(normal, zero))
+    }
+
+    /// `fast` where `ok`, else what the interpreter's arithmetic gives for `op` on `args`
+    /// (called only then).
+    fn fast_or_helper(&mut self, fast: Value, ok: Value, op: &Op, args: &[Value]) -> Value {
         let slow = self.b.create_block();
         let join = self.b.create_block();
         self.b.append_block_param(join, I64);
-        self.b
-            .ins()
-            .brif(slow_path, slow, &[], join, &[fast.into()]);
+        self.b.ins().brif(ok, join, &[fast.into()], slow, &[]);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
-        let v = self.helper(op, &[x]);
+        let v = self.helper(op, args);
         self.b.ins().jump(join, &[v.into()]);
         self.b.switch_to_block(join);
         self.b.seal_block(join);
         self.b.block_params(join)[0]
+    }
+
+    /// `add`, `sub` or `mul` of `.f16` or `.f16x2` (no `.ftz`, `.sat`): each half in f32,
+    /// rounded once to f16, inline for normal numbers; the interpreter's arithmetic for the
+    /// rest. `None` for other half operations.
+    fn half(&mut self, op: &Op, x: Value, y: Value, z: Value) -> Option<Value> {
+        let Op::Half {
+            op: hop,
+            ty,
+            ftz: false,
+            sat: false,
+            ..
+        } = *op
+        else {
+            return None;
+        };
+        let halves = match ty {
+            Ty::F16 => 1,
+            Ty::F16x2 => 2,
+            _ => return None,
+        };
+        if !matches!(hop, HalfOp::Add | HalfOp::Sub | HalfOp::Mul) {
+            return None;
+        }
+        let (a, b) = (self.lo32(x), self.lo32(y));
+        let mut ok = self.b.ins().iconst(I8, 1);
+        let mut r = self.b.ins().iconst(I32, 0);
+        for k in 0..halves {
+            let (ha, hb) = (
+                self.b.ins().ushr_imm(a, 16 * k),
+                self.b.ins().ushr_imm(b, 16 * k),
+            );
+            let (fa, oka) = self.f16_in(ha);
+            let (fb, okb) = self.f16_in(hb);
+            let f = match hop {
+                HalfOp::Add => self.b.ins().fadd(fa, fb),
+                HalfOp::Sub => self.b.ins().fsub(fa, fb),
+                _ => self.b.ins().fmul(fa, fb),
+            };
+            let (h, okr) = self.f16_out(f);
+            let h = self.b.ins().ishl_imm(h, 16 * k);
+            r = self.b.ins().bor(r, h);
+            for o in [oka, okb, okr] {
+                ok = self.b.ins().band(ok, o);
+            }
+        }
+        let fast = self.b.ins().uextend(I64, r);
+        Some(self.fast_or_helper(fast, ok, op, &[x, y, z]))
     }
 
     fn lo32(&mut self, v: Value) -> Value {
@@ -758,9 +861,9 @@ impl Lane<'_> {
                 sty,
                 sat,
                 round,
+                ftz,
                 d,
                 a,
-                ..
             } => {
                 let x = self.src(a);
                 let int =
@@ -781,6 +884,11 @@ impl Lane<'_> {
                     self.b.ins().uextend(I64, bits)
                 } else if *dty == Ty::F32 && *sty == Ty::F16 && !sat && *round == Round::Default {
                     self.f16_to_f32(op, x)
+                } else if *dty == Ty::F16 && *sty == Ty::F32 && !sat && !ftz && nearest {
+                    let f = self.f32_in(x, false);
+                    let (h, ok) = self.f16_out(f);
+                    let fast = self.b.ins().uextend(I64, h);
+                    self.fast_or_helper(fast, ok, op, &[x])
                 } else {
                     self.helper(op, &[x])
                 };
@@ -846,7 +954,10 @@ impl Lane<'_> {
             | Op::Shf { d, a, b, c, .. }
             | Op::Half { d, a, b, c, .. } => {
                 let (x, y, z) = (self.src(a), self.src(b), self.src(c));
-                let v = self.helper(op, &[x, y, z]);
+                let v = match self.half(op, x, y, z) {
+                    Some(v) => v,
+                    None => self.helper(op, &[x, y, z]),
+                };
                 self.set(*d, v, on);
             }
             Op::Bfi {

@@ -728,3 +728,130 @@ fn compiled_runs_agree_with_the_interpreter() {
         "{faulted} programs faulted"
     );
 }
+
+/// The conversions between f32 and f16 and the f16 arithmetic compiled code does inline,
+/// against the interpreter over every f16 value and every sign, exponent and upper
+/// mantissa of f32, with the halfway cases of rounding to f16 among them.
+#[test]
+fn f16_conversions_and_arithmetic_agree_on_every_f16() {
+    const N: u32 = 1 << 16;
+    let bin = |op, ty, d, a, b| Op::Bin {
+        op,
+        ty,
+        d,
+        a,
+        b,
+        ftz: false,
+        sat: false,
+        round: Round::Default,
+        nan: false,
+    };
+    let half = |op, d| Op::Half {
+        op,
+        ty: Ty::F16x2,
+        d,
+        a: Src::Reg(2),
+        b: Src::Reg(3),
+        c: Src::Imm(0),
+        ftz: false,
+        sat: false,
+    };
+    let cvt = |dty, sty, round, d, a| Op::Cvt {
+        dty,
+        sty,
+        round,
+        sat: false,
+        ftz: false,
+        d,
+        a: Src::Reg(a),
+    };
+    let out = |k: u32, r: Reg| {
+        let mut a = [Src::Imm(0); 4];
+        a[0] = Src::Reg(r);
+        Op::St {
+            space: MemSpace::Global,
+            ty: Ty::U64,
+            n: 1,
+            a,
+            addr: Addr {
+                base: Some(1),
+                global: None,
+                offset: (BASE + u64::from(N) * 8 * u64::from(k)) as i64,
+            },
+        }
+    };
+    let t = |d| Op::Mov {
+        d,
+        a: Src::Special(Special::Tid(0)),
+    };
+    let code = [
+        // r0 = thread index, r1 = its offset; r2 = an f32 with the thread's top 16 bits
+        // and a halfway low part, r3 = the f16 pair (t, !t).
+        Op::Mov {
+            d: 0,
+            a: Src::Special(Special::Ctaid(0)),
+        },
+        bin(BinOp::MulLo, Ty::U32, 0, Src::Reg(0), Src::Imm(256)),
+        t(1),
+        bin(BinOp::Add, Ty::U32, 0, Src::Reg(0), Src::Reg(1)),
+        bin(BinOp::MulLo, Ty::U64, 1, Src::Reg(0), Src::Imm(8)),
+        bin(BinOp::Shl, Ty::U32, 2, Src::Reg(0), Src::Imm(16)),
+        bin(BinOp::And, Ty::U32, 4, Src::Reg(0), Src::Imm(3)),
+        bin(BinOp::MulLo, Ty::U32, 4, Src::Reg(4), Src::Imm(0x1000)),
+        bin(BinOp::Or, Ty::U32, 2, Src::Reg(2), Src::Reg(4)),
+        bin(BinOp::Xor, Ty::U32, 3, Src::Reg(0), Src::Imm(0xFFFF_0000)),
+        cvt(Ty::F16, Ty::F32, Round::Nearest, 5, 2),
+        cvt(Ty::F32, Ty::F16, Round::Default, 6, 3),
+        half(HalfOp::Add, 7),
+        half(HalfOp::Mul, 8),
+        half(HalfOp::Sub, 9),
+        out(0, 5),
+        out(1, 6),
+        out(2, 7),
+        out(3, 8),
+        out(4, 9),
+        Op::Exit,
+    ];
+    let k = Kernel {
+        name: "f16".into(),
+        params: vec![],
+        param_bytes: 0,
+        regs: 10,
+        shared_bytes: 0,
+        local_bytes: 0,
+        frame_bytes: 0,
+        code: code.into_iter().map(|op| inst(op, None)).collect(),
+    };
+    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+    let results = |native: Option<&dyn vgpu_ptx::exec::Native>| {
+        let mem = DirectMemory::zeroed(BASE, 5 * N as usize * 8).expect("aligned memory");
+        run(
+            &k,
+            &Launch {
+                grid: [N / 256, 1, 1],
+                block: [256, 1, 1],
+                dynamic_shared: 0,
+                params: &[],
+                globals: &[],
+                mem: &mem as &dyn Memory,
+                threads: 2,
+                deadline: Some(Instant::now() + Duration::from_secs(60)),
+                cancel: None,
+                native,
+            },
+        )
+        .expect("the kernel runs");
+        mem.get(BASE, 5 * N as usize * 8).expect("the results")
+    };
+    let (want, got) = (results(None), results(Some(&jit)));
+    assert!(jit.compiled() > 0);
+    for (i, (w, g)) in want.chunks(8).zip(got.chunks(8)).enumerate() {
+        assert_eq!(
+            w,
+            g,
+            "result {} of thread {}",
+            i / N as usize,
+            i % N as usize
+        );
+    }
+}
