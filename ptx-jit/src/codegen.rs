@@ -313,9 +313,26 @@ impl Lane<'_> {
 
     /// The host address of a load of `size` bytes at device address `at`: inline when the
     /// load site's last allocation holds it (and it is aligned), else by `direct::find`.
+    /// Each site's slot holds a limit for its own access size, so a slot serves one site:
+    /// loads past the first [`SITES`] always ask `direct::find`.
     fn find(&mut self, at: Value, size: u32, line: u32, on: Value) -> Value {
-        let site = self.sites.min(SITES as u32 - 1);
+        let site = self.sites;
         self.sites += 1;
+        let func = self
+            .b
+            .ins()
+            .iconst(self.ptr, crate::direct::find as *const () as usize as i64);
+        let size_v = self.b.ins().iconst(I64, i64::from(size));
+        let slot_id = if (site as usize) < SITES { site } else { 0xFF };
+        let where_v = self
+            .b
+            .ins()
+            .iconst(I64, (i64::from(line) << 8) | i64::from(slot_id));
+        if site as usize >= SITES {
+            let args = [self.loads, at, size_v, where_v, on];
+            let call = self.b.ins().call_indirect(self.find, func, &args);
+            return self.b.inst_results(call)[0];
+        }
         let slot = (std::mem::size_of::<Site>() * site as usize) as i32;
         let f = MemFlags::trusted();
         let base = self
@@ -345,19 +362,8 @@ impl Lane<'_> {
         self.b.ins().brif(hit, join, &[fast.into()], slow, &[]);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
-        let func = self
-            .b
-            .ins()
-            .iconst(self.ptr, crate::direct::find as *const () as usize as i64);
-        let size_v = self.b.ins().iconst(I64, i64::from(size));
-        let where_v = self
-            .b
-            .ins()
-            .iconst(I64, (i64::from(line) << 8) | i64::from(site));
-        let call =
-            self.b
-                .ins()
-                .call_indirect(self.find, func, &[self.loads, at, size_v, where_v, on]);
+        let args = [self.loads, at, size_v, where_v, on];
+        let call = self.b.ins().call_indirect(self.find, func, &args);
         let p = self.b.inst_results(call)[0];
         self.b.ins().jump(join, &[p.into()]);
         self.b.switch_to_block(join);

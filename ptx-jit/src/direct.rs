@@ -301,8 +301,8 @@ impl Memory for DirectMemory {
     }
 }
 
-/// The load sites of a run that keep their own last allocation (later sites share the
-/// last slot).
+/// The load sites of a run that keep their own last allocation (the later ones look theirs
+/// up at every load: a slot's limit holds for its own site's access size only).
 pub(crate) const SITES: usize = 32;
 
 /// The allocation a load site found last, for compiled code to check an address against
@@ -336,7 +336,8 @@ static ZERO: u64 = 0;
 
 /// The host address compiled code loads `size` bytes of device address `addr` from, for
 /// load site `at & 0xFF` of an instruction at PTX line `at >> 8`, when the site's last
-/// allocation does not hold it; the site then remembers the allocation. When `on` is 0
+/// allocation does not hold it; the site then remembers the allocation (sites past
+/// [`SITES`] have no slot). When `on` is 0
 /// (the guard is false), or the access faults (the first fault is recorded in `ctx`),
 /// eight zero bytes.
 pub(crate) extern "C" fn find(

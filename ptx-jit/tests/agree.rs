@@ -855,3 +855,67 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
         );
     }
 }
+
+/// A run with more loads than it has sites to remember allocations in: the later loads,
+/// of another size, near the end of a small allocation, must fault as interpreted rather
+/// than read past it.
+#[test]
+fn loads_past_the_sites_are_checked_in_full() {
+    let ld = |ty: Ty, d: Reg, offset: u64| Op::Ld {
+        space: MemSpace::Global,
+        ty,
+        n: 1,
+        d: [d, 0, 0, 0],
+        addr: Addr {
+            base: None,
+            global: None,
+            offset: (BASE + offset) as i64,
+        },
+    };
+    // 40 byte loads of the last byte of a 20-byte allocation, then an 8-byte load that
+    // starts inside it and ends 4 bytes past it.
+    let mut code: Vec<Inst> = (0..40)
+        .map(|i| inst(ld(Ty::U8, 1 + i % 4, 19), None))
+        .collect();
+    code.push(inst(ld(Ty::U64, 5, 16), None));
+    code.push(inst(Op::Exit, None));
+    let k = Kernel {
+        name: "sites".into(),
+        params: vec![],
+        param_bytes: 0,
+        regs: 6,
+        shared_bytes: 0,
+        local_bytes: 0,
+        frame_bytes: 0,
+        code,
+    };
+    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+    for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
+        let mem = DirectMemory::zeroed(BASE, 20).expect("aligned memory");
+        let r = run(
+            &k,
+            &Launch {
+                grid: [1, 1, 1],
+                block: [32, 1, 1],
+                dynamic_shared: 0,
+                params: &[],
+                globals: &[],
+                mem: &mem as &dyn Memory,
+                threads: 1,
+                deadline: Some(Instant::now() + Duration::from_secs(30)),
+                cancel: None,
+                native,
+            },
+        );
+        assert!(
+            matches!(r, Err(vgpu_ptx::exec::Fault::IllegalAddress { addr, size: 8, .. }) if addr == BASE + 16),
+            "{}: {r:?}",
+            if native.is_some() {
+                "compiled"
+            } else {
+                "interpreted"
+            }
+        );
+    }
+    assert_eq!(jit.compiled(), 1);
+}
