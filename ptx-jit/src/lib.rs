@@ -5,14 +5,17 @@
 //! lanes. This crate compiles *runs* of a kernel's instructions to native code with
 //! Cranelift, and the interpreter calls them through [`vgpu_ptx::exec::Native`].
 //!
-//! A run is a stretch of straight-line code that touches nothing but each lane's own
-//! registers: moves, the integer, float and half arithmetic, comparisons, selections and
-//! conversions, bit manipulation (`prmt`, `lop3`, `bfe`, `dp4a`...), optionally ending with
-//! a branch. Memory, warp-collective instructions, barriers, calls and special registers
-//! other than the lane's own stay with the interpreter. Because no instruction in a run
-//! looks at another lane, the code runs the whole run for one lane, then the next: a lane's
-//! registers stay in machine registers across the run, and the warp pays for its
-//! scheduling once per run instead of once per instruction.
+//! A run is a stretch of straight-line code: per-lane instructions that touch nothing but
+//! the lane's own registers, the kernel's parameters, special registers and loads from
+//! global memory (moves, the integer, float and half arithmetic, comparisons, selections,
+//! conversions, bit manipulation such as `prmt`, `lop3`, `bfe`, `dp4a`), and the warp-wide
+//! instructions that touch only registers (`shfl`, `vote`, `activemask`, `bar.warp.sync`),
+//! optionally ending with a branch. Stores, shared and local memory, barriers, atomics,
+//! calls and the clock stay with the interpreter. The per-lane stretches between two
+//! warp-wide instructions run one lane at a time: a lane's registers stay in machine
+//! registers across the stretch; the warp-wide instructions between them are the
+//! interpreter's own ([`vgpu_ptx::exec::warp_op`]), called once for the warp. So the warp
+//! pays for its scheduling once per run instead of once per instruction.
 //!
 //! * Runs start at *leaders* (the kernel's start, branch targets, the instruction after one
 //!   the run cannot hold) and end before the next leader, so a kernel has at most one run
@@ -21,8 +24,14 @@
 //!   inline; every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's
 //!   own arithmetic, so the two agree by construction (and are tested against each other).
 //!
-//! `unsafe` is confined to [`Run::run`] (calling compiled code) and [`Jit`]'s ownership of
-//! the code's memory; each use says why it holds.
+//! * Loads reach memory through [`DirectMemory`]: the context's allocations, lent for the
+//!   launch, read and written atomically by the interpreter and by plain aligned loads in
+//!   compiled code, each load site checking an address against the allocation it found
+//!   last before asking for a lookup.
+//!
+//! `unsafe` is confined to [`Run::run`] (calling compiled code), the helpers compiled code
+//! calls, [`Jit`]'s ownership of the code's memory and [`DirectMemory`]; each use says why
+//! it holds.
 
 mod codegen;
 mod direct;
