@@ -440,15 +440,15 @@ struct BlockState<'k, 'l> {
 }
 
 /// `shfl.sync` over operand rows: for each lane of `on`, the value it gets and whether its
-/// source lane was in range (when not, its own value).
+/// source lane was in range, 1 or 0 (when not, it gets its own value).
 fn shuffle(
     mode: ShflMode,
     av: &[u64; LANES],
     bv: &[u64; LANES],
     cv: &[u64; LANES],
     on: u32,
-) -> [(u64, bool); LANES] {
-    let mut vals = [(0u64, false); LANES];
+) -> ([u64; LANES], [u64; LANES]) {
+    let (mut vals, mut oks) = ([0u64; LANES], [0u64; LANES]);
     for i in lanes(on) {
         let i = i & (LANES - 1);
         let bval = (bv[i] & 0x1f) as i64;
@@ -467,9 +467,26 @@ fn shuffle(
             }
         };
         let j = if ok { (j as usize) & (LANES - 1) } else { i };
-        vals[i] = (av[j], ok);
+        (vals[i], oks[i]) = (av[j], u64::from(ok));
     }
-    vals
+    (vals, oks)
+}
+
+/// Stores `v` into register `d` of the lanes of `on` (nothing for [`SINK`] or a register
+/// outside `regs`).
+#[inline]
+fn put_row(regs: &mut [u64], d: Reg, on: u32, v: &[u64; LANES]) {
+    if d == SINK {
+        return;
+    }
+    let at = d as usize * LANES;
+    if let Some(dst) = regs.get_mut(at..at + LANES) {
+        for (i, (o, x)) in dst.iter_mut().zip(v).enumerate() {
+            if on >> i & 1 != 0 {
+                *o = *x;
+            }
+        }
+    }
 }
 
 /// `vote.sync` over the lanes of `on`, given each lane's predicate.
@@ -526,13 +543,6 @@ pub fn warp_op(inst: &Inst, regs: &mut [u64], mask: u32) -> bool {
         },
     };
     let fits = |d: Reg| d == SINK || (d as usize + 1) * LANES <= regs.len();
-    let put = |regs: &mut [u64], d: Reg, v: &dyn Fn(usize) -> u64| {
-        if d != SINK {
-            for i in lanes(on) {
-                regs[d as usize * LANES + i] = v(i);
-            }
-        }
-    };
     match &inst.op {
         Op::Shfl {
             mode,
@@ -548,10 +558,10 @@ pub fn warp_op(inst: &Inst, regs: &mut [u64], mask: u32) -> bool {
             if !fits(*d) || !p.is_none_or(fits) {
                 return false;
             }
-            let vals = shuffle(*mode, &av, &bv, &cv, on);
-            put(regs, *d, &|i| vals[i].0);
+            let (vals, oks) = shuffle(*mode, &av, &bv, &cv, on);
+            put_row(regs, *d, on, &vals);
             if let Some(p) = p {
-                put(regs, *p, &|i| u64::from(vals[i].1));
+                put_row(regs, *p, on, &oks);
             }
         }
         Op::Vote { mode, d, a, negate } => {
@@ -562,13 +572,13 @@ pub fn warp_op(inst: &Inst, regs: &mut [u64], mask: u32) -> bool {
                 return false;
             }
             let r = vote(*mode, &av, *negate, on);
-            put(regs, *d, &|_| r);
+            put_row(regs, *d, on, &[r; LANES]);
         }
         Op::ActiveMask { d } => {
             if !fits(*d) {
                 return false;
             }
-            put(regs, *d, &|_| u64::from(mask));
+            put_row(regs, *d, on, &[u64::from(mask); LANES]);
         }
         _ => {}
     }
@@ -838,17 +848,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
     /// Stores `v` into register `d` on the lanes of `on`.
     #[inline(always)]
     fn put(&mut self, wi: usize, d: Reg, on: u32, v: &[u64; LANES]) {
-        if d == SINK {
-            return;
-        }
-        let at = d as usize * LANES;
-        if let Some(dst) = self.warps[wi].regs.get_mut(at..at + LANES) {
-            for (i, (o, x)) in dst.iter_mut().zip(v).enumerate() {
-                if on >> i & 1 != 0 {
-                    *o = *x;
-                }
-            }
-        }
+        put_row(&mut self.warps[wi].regs, d, on, v);
     }
 
     /// `d = f(a)` lane by lane on the lanes of `on`.
@@ -1357,13 +1357,10 @@ impl<'k, 'l> BlockState<'k, 'l> {
             } => {
                 // Every lane reads its source before any writes (d may be a).
                 let (av, bv, cv) = (self.row(wi, *a), self.row(wi, *b), self.row(wi, *c));
-                let vals = shuffle(*mode, &av, &bv, &cv, on);
-                for i in lanes(on) {
-                    let (v, ok) = vals[i & (LANES - 1)];
-                    self.write(wi, i, *d, v);
-                    if let Some(p) = p {
-                        self.write(wi, i, *p, u64::from(ok));
-                    }
+                let (vals, oks) = shuffle(*mode, &av, &bv, &cv, on);
+                self.put(wi, *d, on, &vals);
+                if let Some(p) = p {
+                    self.put(wi, *p, on, &oks);
                 }
             }
             Op::Vote { mode, d, a, negate } => {
