@@ -650,6 +650,28 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
     }
 }
 
+/// A launch of `grid` blocks of `block` threads over `mem` on `threads` host threads,
+/// interpreted or with `native`.
+fn launch<'a>(
+    (grid, block, threads): (u32, [u32; 3], usize),
+    params: &'a [u8],
+    mem: &'a DirectMemory,
+    native: Option<&'a dyn vgpu_ptx::exec::Native>,
+) -> Launch<'a> {
+    Launch {
+        grid: [grid, 1, 1],
+        block,
+        dynamic_shared: 48,
+        params,
+        globals: &[],
+        mem: mem as &dyn Memory,
+        threads,
+        deadline: Some(Instant::now() + Duration::from_secs(60)),
+        cancel: None,
+        native,
+    }
+}
+
 /// Runs `k` over `input`, interpreted or with `native`: the registers that come out, or
 /// that it faulted.
 fn outcome(
@@ -661,21 +683,9 @@ fn outcome(
     let half = input.len();
     let mem = DirectMemory::zeroed(BASE, 2 * half).expect("aligned memory");
     assert!(mem.put(BASE, input));
-    let r = run(
-        k,
-        &Launch {
-            grid: [BLOCKS, 1, 1],
-            block: BLOCK,
-            dynamic_shared: 48,
-            params,
-            globals: &[],
-            mem: &mem as &dyn Memory,
-            threads: 1,
-            deadline: Some(Instant::now() + Duration::from_secs(30)),
-            cancel: None,
-            native,
-        },
-    );
+    // One host thread: the programs load what other blocks store, which blocks running at
+    // once would make a race.
+    let r = run(k, &launch((BLOCKS, BLOCK, 1), params, &mem, native));
     r.ok()?;
     mem.get(BASE + half as u64, half)
 }
@@ -825,22 +835,7 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
     let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
     let results = |native: Option<&dyn vgpu_ptx::exec::Native>| {
         let mem = DirectMemory::zeroed(BASE, 5 * N as usize * 8).expect("aligned memory");
-        run(
-            &k,
-            &Launch {
-                grid: [N / 256, 1, 1],
-                block: [256, 1, 1],
-                dynamic_shared: 0,
-                params: &[],
-                globals: &[],
-                mem: &mem as &dyn Memory,
-                threads: 2,
-                deadline: Some(Instant::now() + Duration::from_secs(60)),
-                cancel: None,
-                native,
-            },
-        )
-        .expect("the kernel runs");
+        run(&k, &launch((N / 256, [256, 1, 1], 2), &[], &mem, native)).expect("the kernel runs");
         mem.get(BASE, 5 * N as usize * 8).expect("the results")
     };
     let (want, got) = (results(None), results(Some(&jit)));
@@ -892,21 +887,7 @@ fn loads_past_the_sites_are_checked_in_full() {
     let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
     for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
         let mem = DirectMemory::zeroed(BASE, 20).expect("aligned memory");
-        let r = run(
-            &k,
-            &Launch {
-                grid: [1, 1, 1],
-                block: [32, 1, 1],
-                dynamic_shared: 0,
-                params: &[],
-                globals: &[],
-                mem: &mem as &dyn Memory,
-                threads: 1,
-                deadline: Some(Instant::now() + Duration::from_secs(30)),
-                cancel: None,
-                native,
-            },
-        );
+        let r = run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, native));
         assert!(
             matches!(r, Err(vgpu_ptx::exec::Fault::IllegalAddress { addr, size: 8, .. }) if addr == BASE + 16),
             "{}: {r:?}",
