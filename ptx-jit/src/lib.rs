@@ -20,10 +20,11 @@
 //! * Runs start at *leaders* (the kernel's start, branch targets, the instruction after one
 //!   the run cannot hold) and end before the next leader, so a kernel has at most one run
 //!   per leader, compiled the first time a warp reaches it ([`Jit::at`]).
-//! * Integer, f32 `add`/`sub`/`mul` and the common conversions and comparisons are compiled
-//!   inline; every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's
-//!   own arithmetic, so the two agree by construction (and are tested against each other).
-//!
+//! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
+//!   conversions are compiled inline, rare inputs (NaN, infinite or subnormal halves) aside;
+//!   every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's own
+//!   arithmetic. Both are tested against the interpreter bit for bit
+//!   (`tests/agree.rs`).
 //! * Loads reach memory through [`DirectMemory`]: the context's allocations, lent for the
 //!   launch, read and written atomically by the interpreter and by plain aligned loads in
 //!   compiled code, each load site checking an address against the allocation it found
@@ -94,8 +95,9 @@ impl NativeRun for Run {
         // indices below 32). Its loads from global memory read inside an allocation of
         // `mem` (present whenever the code loads): one that a site of `ctx` holds, found
         // by `direct::find` for this call, with the address checked against it inline, or
-        // where `direct::find` points them (such an allocation, or a static zero). Every access is thus inside what was checked just above or borrowed
-        // for the call; the code keeps no pointer past the call and calls nothing but
+        // where `direct::find` points them (such an allocation, or a static zero). Every
+        // access is thus inside what was checked just above or borrowed for the call;
+        // the code keeps no pointer past the call and calls nothing but
         // `codegen::lane_value`, `codegen::warp_step` (on these registers, with their
         // length, while the code itself does not touch them) and `direct::find`.
         let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut ctx) };
