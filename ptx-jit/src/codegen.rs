@@ -1,6 +1,7 @@
-//! Cranelift code for one run: a loop over the lanes of the mask, each lane running every
-//! instruction of the run with its registers in SSA values, loaded on first use and stored
-//! back once at the end of the lane.
+//! Cranelift code for one run: for each stretch of per-lane instructions, a loop over the
+//! lanes of the mask, each lane running the whole stretch with its registers in SSA values
+//! (loaded on first use, stored back once at the end of the lane); between two stretches,
+//! one call of the interpreter's warp-wide step for the instruction there.
 
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
