@@ -356,3 +356,77 @@ fn leaders(code: &[Inst]) -> Vec<bool> {
     l.truncate(code.len());
     l
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vgpu_ptx::ir::{Reg, Ty};
+
+    fn kernel(code: Vec<Op>) -> Kernel {
+        Kernel {
+            name: "k".into(),
+            params: vec![],
+            param_bytes: 8,
+            regs: 4,
+            shared_bytes: 0,
+            local_bytes: 0,
+            frame_bytes: 0,
+            code: code
+                .into_iter()
+                .map(|op| Inst {
+                    guard: None,
+                    op,
+                    line: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn mov(d: Reg) -> Op {
+        Op::Mov { d, a: Src::Imm(7) }
+    }
+
+    /// Register numbers whose slots no load offset reaches are left to the interpreter
+    /// (which refuses such a block as out of resources), not compiled.
+    #[test]
+    fn registers_out_of_reach_are_not_compiled() {
+        let k = kernel(vec![mov(1), mov(u32::MAX - 1), Op::Exit]);
+        let jit = Jit::new(&k).unwrap();
+        assert!(jit.at(0).is_none());
+        assert_eq!(jit.compiled(), 0);
+    }
+
+    /// A run never touches registers or parameters past what it is lent: with too few, it
+    /// declines and the interpreter runs the instructions.
+    #[test]
+    fn short_registers_and_parameters_are_declined() {
+        let load = Op::Ld {
+            space: MemSpace::Param,
+            ty: Ty::U64,
+            n: 1,
+            d: [2, 0, 0, 0],
+            addr: Addr {
+                base: None,
+                global: None,
+                offset: 0,
+            },
+        };
+        let k = kernel(vec![mov(3), load, Op::Exit]);
+        let jit = Jit::new(&k).unwrap();
+        let run = jit.at(0).expect("a run");
+        let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
+        let specials = Specials::default();
+        let params = [1u8; 8];
+        let env = |params| WarpEnv {
+            params,
+            specials: &specials,
+            mem: &mem,
+        };
+        let mut regs = vec![0u64; 4 * 32];
+        assert_eq!(run.run(&mut regs[..3 * 32], 1, &env(&params)), Ok(None));
+        assert_eq!(run.run(&mut regs, 1, &env(&params[..4])), Ok(None));
+        assert!(regs.iter().all(|&r| r == 0));
+        assert_eq!(run.run(&mut regs, 1, &env(&params)), Ok(Some(0)));
+        assert_eq!((regs[3 * 32], regs[2 * 32]), (7, 0x0101_0101_0101_0101));
+    }
+}
