@@ -713,3 +713,160 @@ pub struct Program {
     /// Kernels the checker refused, with why (the rest of the module still runs).
     pub refused: HashMap<String, crate::lower::LowerError>,
 }
+
+impl Inst {
+    /// Calls `f` on each register the instruction reads (`false`) and writes (`true`), its
+    /// guard included, so that a pass can find or rename them all. [`crate::lower::SINK`]
+    /// is not a register and is skipped. A vector's unused elements (past `n` of `ld` and
+    /// `st`) are skipped too.
+    pub fn visit_regs(&mut self, mut f: impl FnMut(&mut Reg, bool)) {
+        let mut reg = |r: &mut Reg, def: bool| {
+            if *r != crate::lower::SINK {
+                f(r, def)
+            }
+        };
+        if let Some((g, _)) = &mut self.guard {
+            reg(g, false);
+        }
+        // Sources first, then destinations, in no particular order within each.
+        macro_rules! uses {
+            ($($s:expr),*) => {{ $(if let Src::Reg(r) = $s { reg(r, false); })* }};
+        }
+        macro_rules! uses_all {
+            ($v:expr) => {{
+                for s in $v.iter_mut() {
+                    uses!(s);
+                }
+            }};
+        }
+        let base = |a: &mut Addr, reg: &mut dyn FnMut(&mut Reg, bool)| {
+            if let Some(b) = &mut a.base {
+                reg(b, false);
+            }
+        };
+        match &mut self.op {
+            Op::Mov { d, a }
+            | Op::Un { d, a, .. }
+            | Op::Cvt { d, a, .. }
+            | Op::Cvta { d, a, .. }
+            | Op::MovMatrix { d, a } => {
+                uses!(a);
+                reg(d, true);
+            }
+            Op::Pack { d, parts, .. } => {
+                uses_all!(parts);
+                reg(d, true);
+            }
+            Op::Unpack { ds, a, .. } => {
+                uses!(a);
+                ds.iter_mut().for_each(|d| reg(d, true));
+            }
+            Op::Prmt { d, a, b, c, .. }
+            | Op::Bfe { d, a, b, c, .. }
+            | Op::Dp { d, a, b, c, .. }
+            | Op::Lop3 { d, a, b, c, .. }
+            | Op::Shf { d, a, b, c, .. }
+            | Op::Half { d, a, b, c, .. }
+            | Op::Mad { d, a, b, c, .. } => {
+                uses!(a, b, c);
+                reg(d, true);
+            }
+            Op::Selp { d, a, b, p } => {
+                uses!(a, b, p);
+                reg(d, true);
+            }
+            Op::Bfi {
+                d, a, b, pos, len, ..
+            } => {
+                uses!(a, b, pos, len);
+                reg(d, true);
+            }
+            Op::CvtPack { d, a, b, .. } | Op::Bin { d, a, b, .. } => {
+                uses!(a, b);
+                reg(d, true);
+            }
+            Op::Setp {
+                d,
+                d2,
+                a,
+                b,
+                combine,
+                ..
+            } => {
+                uses!(a, b);
+                if let Some((_, p, _)) = combine {
+                    uses!(p);
+                }
+                reg(d, true);
+                if let Some(d2) = d2 {
+                    reg(d2, true);
+                }
+            }
+            Op::Ld { n, d, addr, .. } => {
+                base(addr, &mut reg);
+                let n = usize::from(*n).min(d.len());
+                d[..n].iter_mut().for_each(|d| reg(d, true));
+            }
+            Op::St { n, a, addr, .. } => {
+                base(addr, &mut reg);
+                let n = usize::from(*n).min(a.len());
+                uses_all!(a[..n]);
+            }
+            Op::Atom { d, addr, b, c, .. } => {
+                base(addr, &mut reg);
+                uses!(b, c);
+                if let Some(d) = d {
+                    reg(d, true);
+                }
+            }
+            Op::BarRed { d, p, .. } => {
+                uses!(p);
+                reg(d, true);
+            }
+            Op::Shfl { d, p, a, b, c, .. } => {
+                uses!(a, b, c);
+                reg(d, true);
+                if let Some(p) = p {
+                    reg(p, true);
+                }
+            }
+            Op::Vote { d, a, .. } => {
+                uses!(a);
+                reg(d, true);
+            }
+            Op::ActiveMask { d } => reg(d, true),
+            Op::Mma { d, a, b, c, .. } | Op::WmmaMma { d, a, b, c, .. } => {
+                uses_all!(a);
+                uses_all!(b);
+                uses_all!(c);
+                d.iter_mut().for_each(|d| reg(d, true));
+            }
+            Op::LdMatrix { d, addr, .. } => {
+                base(addr, &mut reg);
+                d.iter_mut().for_each(|d| reg(d, true));
+            }
+            Op::WmmaLoad {
+                d, addr, stride, ..
+            } => {
+                base(addr, &mut reg);
+                uses!(stride);
+                d.iter_mut().for_each(|d| reg(d, true));
+            }
+            Op::WmmaStore {
+                addr, a, stride, ..
+            } => {
+                base(addr, &mut reg);
+                uses!(stride);
+                uses_all!(a);
+            }
+            Op::Bra { .. }
+            | Op::Bar
+            | Op::Nop
+            | Op::Call { .. }
+            | Op::Ret
+            | Op::Printf { .. }
+            | Op::Exit
+            | Op::Trap => {}
+        }
+    }
+}

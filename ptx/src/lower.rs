@@ -362,7 +362,7 @@ impl<'a> Lowering<'a> {
                 format!("recursive calls ({a} calls {b}) are not supported"),
             );
         }
-        Ok(Kernel {
+        let mut k = Kernel {
             name: f.name.clone(),
             params,
             param_bytes,
@@ -371,7 +371,9 @@ impl<'a> Lowering<'a> {
             local_bytes: self.local,
             frame_bytes: self.frame,
             code: self.code,
-        })
+        };
+        crate::liveness::compact(&mut k);
+        Ok(k)
     }
 
     /// Lowers one function body (the kernel's or a called function's) at the end of the

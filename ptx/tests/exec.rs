@@ -690,8 +690,13 @@ fn hostile_sizes_are_refused() {
         "{:?}",
         p.refused
     );
-    // A block whose state does not fit: the launch fails, nothing is allocated.
-    let p = load(".visible .entry k() { .reg .b64 %r<100000>; ret; }").unwrap();
+    // A block whose state does not fit: the launch fails, nothing is allocated. (Registers
+    // declared but never used take no room: the local memory is what does not fit.)
+    let p = load(
+        ".visible .entry k() { .local .b8 l[524288]; .reg .b64 %r<100000>;
+         mov.u64 %r1, 5; st.local.u64 [l], %r1; ret; }",
+    )
+    .unwrap();
     let mem = flat(16);
     let r = run(&p.kernels["k"], &launch_of(1, 1024, &mem, &[]));
     assert!(matches!(r, Err(Fault::OutOfResources(_))), "{r:?}");

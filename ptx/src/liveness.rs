@@ -1,0 +1,328 @@
+//! Register liveness, and the compaction of a kernel's register slots it allows.
+//!
+//! A compiler's PTX names a fresh virtual register for nearly every value: ggml's kernels
+//! declare 150–360 registers a thread, of which a few dozen are live at once. Each
+//! register is a slot of 32 lanes × 8 bytes in a warp's register file, so a block of
+//! 1,024 threads of such a kernel would carry megabytes of registers, far more than the
+//! host's caches hold. [`compact`] gives registers whose live ranges never overlap the same
+//! slot, which is what a GPU's register allocator does too.
+//!
+//! The analysis is the classic one over the kernel's control-flow graph, for one thread:
+//! each lane follows its own path through the code whatever the warp does, and the warp-wide
+//! instructions read other lanes' registers only at the instruction the lanes execute
+//! together, where those registers are live in every lane. Calls go to their callee and
+//! `ret` goes back to every call's next instruction, a safe over-approximation. A guarded
+//! write leaves the register as it was in lanes whose guard is false, so it counts as a
+//! use too.
+//!
+//! Each register's live range is widened to one interval of instruction indices (from the
+//! first instruction where it is live to the last), and registers whose intervals do not
+//! meet share a slot, chosen by a linear scan. Intervals that touch at an instruction do
+//! not share, so an instruction may read its sources and write its destinations in any
+//! order.
+
+use crate::ir::{Inst, Kernel, Op, Reg};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// A set of registers.
+#[derive(Clone, PartialEq)]
+struct Set(Vec<u64>);
+
+impl Set {
+    fn new(regs: usize) -> Set {
+        Set(vec![0; regs.div_ceil(64)])
+    }
+    fn insert(&mut self, r: Reg) {
+        self.0[r as usize / 64] |= 1 << (r % 64);
+    }
+    fn contains(&self, r: Reg) -> bool {
+        self.0[r as usize / 64] & (1 << (r % 64)) != 0
+    }
+    fn iter(&self) -> impl Iterator<Item = Reg> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut b = bits;
+            std::iter::from_fn(move || {
+                (b != 0).then(|| {
+                    let t = b.trailing_zeros();
+                    b &= b - 1;
+                    w as Reg * 64 + t
+                })
+            })
+        })
+    }
+}
+
+/// Whether control never falls through to the next instruction when `i` runs unguarded.
+fn ends_flow(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Bra { .. } | Op::Call { .. } | Op::Ret | Op::Exit | Op::Trap
+    )
+}
+
+/// The basic blocks of `code` as `start..end` ranges, and each block's successors.
+fn blocks(code: &[Inst]) -> (Vec<std::ops::Range<usize>>, Vec<Vec<usize>>) {
+    let n = code.len();
+    let mut leader = vec![false; n + 1];
+    leader[0] = true;
+    let mut returns = Vec::new();
+    for (i, inst) in code.iter().enumerate() {
+        match inst.op {
+            Op::Bra { target } | Op::Call { target, .. } => {
+                if let Some(l) = leader.get_mut(target as usize) {
+                    *l = true;
+                }
+            }
+            _ => {}
+        }
+        if matches!(inst.op, Op::Call { .. }) {
+            returns.push(i + 1);
+        }
+        if ends_flow(&inst.op) {
+            leader[i + 1] = true;
+        }
+    }
+    let mut ranges = Vec::new();
+    let mut block_of = vec![0usize; n + 1];
+    let mut start = 0;
+    for i in 1..=n {
+        if leader[i] || i == n {
+            for b in &mut block_of[start..i] {
+                *b = ranges.len();
+            }
+            ranges.push(start..i);
+            start = i;
+        }
+    }
+    block_of[n] = usize::MAX;
+    let succs = ranges
+        .iter()
+        .map(|r| {
+            let last = &code[r.end - 1];
+            let mut s = Vec::new();
+            let mut to = |pc: usize| {
+                if pc < n {
+                    s.push(block_of[pc]);
+                }
+            };
+            match last.op {
+                Op::Bra { target } | Op::Call { target, .. } => to(target as usize),
+                Op::Ret => returns.iter().for_each(|&pc| to(pc)),
+                _ => {}
+            }
+            if !ends_flow(&last.op) || last.guard.is_some() {
+                to(r.end);
+            }
+            s.sort_unstable();
+            s.dedup();
+            s
+        })
+        .collect();
+    (ranges, succs)
+}
+
+/// Renumbers the registers of `k` so that registers never live at once share a slot, and
+/// sets `k.regs` to the slots used. The kernel computes exactly what it computed before.
+pub fn compact(k: &mut Kernel) {
+    let code = &mut k.code;
+    if code.is_empty() {
+        return;
+    }
+    let mut regs = 0usize;
+    for inst in code.iter_mut() {
+        inst.visit_regs(|r, _| regs = regs.max(*r as usize + 1));
+    }
+    // Upward-exposed uses and unconditional writes of each block.
+    let (ranges, succs) = blocks(code);
+    let (mut gen, mut kill) = (Vec::new(), Vec::new());
+    for r in &ranges {
+        let (mut g, mut kl) = (Set::new(regs), Set::new(regs));
+        for inst in &mut code[r.clone()] {
+            let guarded = inst.guard.is_some();
+            let mut defs = Vec::new();
+            inst.visit_regs(|r, def| {
+                if !def || guarded {
+                    if !kl.contains(*r) {
+                        g.insert(*r);
+                    }
+                }
+                if def && !guarded {
+                    defs.push(*r);
+                }
+            });
+            defs.into_iter().for_each(|d| kl.insert(d));
+        }
+        gen.push(g);
+        kill.push(kl);
+    }
+    // Live-in and live-out of each block, to a fixed point.
+    let nb = ranges.len();
+    let mut live_in: Vec<Set> = gen.clone();
+    let mut live_out = vec![Set::new(regs); nb];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for b in (0..nb).rev() {
+            let mut out = Set::new(regs);
+            for &s in &succs[b] {
+                for (o, i) in out.0.iter_mut().zip(&live_in[s].0) {
+                    *o |= i;
+                }
+            }
+            let mut inn = gen[b].clone();
+            for ((x, o), kl) in inn.0.iter_mut().zip(&out.0).zip(&kill[b].0) {
+                *x |= o & !kl;
+            }
+            if inn != live_in[b] {
+                live_in[b] = inn;
+                changed = true;
+            }
+            live_out[b] = out;
+        }
+    }
+    // Each register's interval: every instruction where it is read or written, and the
+    // ends of the blocks it is live into or out of.
+    let mut lo = vec![u32::MAX; regs];
+    let mut hi = vec![0u32; regs];
+    let mut reach = |r: Reg, at: usize| {
+        let (r, at) = (r as usize, at as u32);
+        lo[r] = lo[r].min(at);
+        hi[r] = hi[r].max(at);
+    };
+    for (b, range) in ranges.iter().enumerate() {
+        live_in[b].iter().for_each(|r| reach(r, range.start));
+        live_out[b].iter().for_each(|r| reach(r, range.end - 1));
+        for at in range.clone() {
+            code[at].visit_regs(|r, _| reach(*r, at));
+        }
+    }
+    // Linear scan: a slot is free again once the interval holding it has ended.
+    let mut order: Vec<Reg> = (0..regs as Reg).filter(|&r| lo[r as usize] != u32::MAX).collect();
+    order.sort_unstable_by_key(|&r| (lo[r as usize], r));
+    let mut slot = vec![0 as Reg; regs];
+    let mut active: BinaryHeap<Reverse<(u32, Reg)>> = BinaryHeap::new();
+    let mut free: Vec<Reg> = Vec::new();
+    let mut slots = 0;
+    for r in order {
+        let start = lo[r as usize];
+        while let Some(&Reverse((end, s))) = active.peek() {
+            if end >= start {
+                break;
+            }
+            active.pop();
+            free.push(s);
+        }
+        let s = free.pop().unwrap_or_else(|| {
+            slots += 1;
+            slots - 1
+        });
+        slot[r as usize] = s;
+        active.push(Reverse((hi[r as usize], s)));
+    }
+    for inst in code.iter_mut() {
+        inst.visit_regs(|r, _| *r = slot[*r as usize]);
+    }
+    k.regs = slots;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Src;
+
+    fn kernel(code: Vec<(Option<(Reg, bool)>, Op)>, regs: u32) -> Kernel {
+        Kernel {
+            name: "k".into(),
+            params: vec![],
+            param_bytes: 0,
+            regs,
+            shared_bytes: 0,
+            local_bytes: 0,
+            frame_bytes: 0,
+            code: code
+                .into_iter()
+                .map(|(guard, op)| Inst {
+                    guard,
+                    op,
+                    line: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn mov(d: Reg, a: Src) -> Op {
+        Op::Mov { d, a }
+    }
+
+    fn add(d: Reg, a: Reg, b: Reg) -> Op {
+        Op::Bin {
+            op: crate::ir::BinOp::Add,
+            ty: crate::ir::Ty::U32,
+            d,
+            a: Src::Reg(a),
+            b: Src::Reg(b),
+            ftz: false,
+            sat: false,
+            round: Default::default(),
+            nan: false,
+        }
+    }
+
+    /// Values used one after another share a slot; values live at once do not, nor do an
+    /// instruction's sources and destination.
+    #[test]
+    fn sequential_values_share_slots() {
+        let mut k = kernel(
+            vec![
+                (None, mov(10, Src::Imm(1))),
+                (None, mov(11, Src::Imm(2))),
+                (None, add(12, 10, 11)),
+                (None, add(13, 12, 12)),
+                (None, add(14, 13, 13)),
+                (None, Op::Exit),
+            ],
+            20,
+        );
+        compact(&mut k);
+        assert_eq!(k.regs, 3);
+        let Op::Bin { d, a, b, .. } = &k.code[2].op else {
+            panic!()
+        };
+        assert_ne!(a, b);
+        assert_ne!(Src::Reg(*d), *a);
+        assert_ne!(Src::Reg(*d), *b);
+    }
+
+    /// A value live around a loop's back edge keeps its slot through the whole loop, and a
+    /// guarded write keeps the old value alive.
+    #[test]
+    fn loops_and_guarded_writes_keep_values_alive() {
+        let mut k = kernel(
+            vec![
+                (None, mov(1, Src::Imm(0))),              // 0: acc
+                (None, mov(2, Src::Imm(5))),              // 1: old value of 2
+                (None, mov(3, Src::Imm(1))),              // 2: loop top: temp
+                (None, add(1, 1, 3)),                     // 3: acc += temp
+                (Some((4, false)), mov(2, Src::Imm(7))), // 4: guarded: 2 stays live
+                (None, Op::Bra { target: 2 }),            // 5
+                (None, add(5, 1, 2)),                     // 6: unreachable but read
+                (None, Op::Exit),
+            ],
+            6,
+        );
+        compact(&mut k);
+        let regs_at = |i: usize| {
+            let mut v = Vec::new();
+            k.code[i].clone().visit_regs(|r, _| v.push(*r));
+            v
+        };
+        // acc (1), 2, the temp (3) and the guard (4) are live at once in the loop.
+        let (acc, two, temp) = (regs_at(0)[0], regs_at(1)[0], regs_at(2)[0]);
+        let guard = regs_at(4)[0];
+        let mut all = vec![acc, two, temp, guard];
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4, "{all:?}");
+    }
+}
