@@ -1,7 +1,9 @@
 //! Cranelift code for one run: for each stretch of per-lane instructions, a loop over the
 //! lanes of the mask, each lane running the whole stretch with its registers in SSA values
 //! (loaded on first use, stored back once at the end of the lane); between two stretches,
-//! one call of the interpreter's warp-wide step for the instruction there.
+//! one call of the interpreter's warp-wide step for the instruction there. A stretch also
+//! ends where running lane after lane could reorder memory accesses the lanes may share
+//! ([`segments`]).
 
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
@@ -15,7 +17,9 @@ use cranelift_module::{default_libcall_names, Module};
 use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
-use vgpu_ptx::ir::{BinOp, BoolOp, Cmp, HalfOp, Inst, Op, Reg, Round, Special, Src, Ty, UnOp};
+use vgpu_ptx::ir::{
+    Addr, BinOp, BoolOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp,
+};
 use vgpu_ptx::lower::SINK;
 
 /// A code generator for this host's CPU.
@@ -88,11 +92,7 @@ pub(crate) fn compile(
     // instructions between them called once for the warp.
     let mut taken_out = none;
     let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
-    for segment in insts.split_inclusive(|i| vgpu_ptx::exec::is_warp_op(&i.op)) {
-        let (lane_part, warp_op) = match segment.split_last() {
-            Some((last, rest)) if vgpu_ptx::exec::is_warp_op(&last.op) => (rest, Some(last)),
-            _ => (segment, None),
-        };
+    for (lane_part, warp_op) in segments(insts) {
         if !lane_part.is_empty() {
             let head = b.create_block();
             let body = b.create_block();
@@ -141,6 +141,10 @@ pub(crate) fn compile(
             };
             let mut taken = taken;
             for inst in lane_part {
+                let r = highest_reg(inst);
+                if r > MAX_REG {
+                    return Err(format!("register {r} is out of reach"));
+                }
                 let on = l.guard(inst);
                 match &inst.op {
                     Op::Bra { .. } => {
@@ -165,11 +169,7 @@ pub(crate) fn compile(
             taken_out = b.block_params(after)[0];
         }
         if let Some(w) = warp_op {
-            for r in regs_of(&w.op) {
-                if r != SINK {
-                    top = top.max(r);
-                }
-            }
+            top = top.max(highest_reg(w));
             let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
             let i = b.ins().iconst(ptr, w as *const Inst as i64);
             let m = b.ins().uextend(I64, mask);
@@ -192,6 +192,43 @@ pub(crate) fn compile(
     // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
     let code = unsafe { std::mem::transmute::<*const u8, Code>(p) };
     Ok((code, (top as usize + 1) * 32, param_bytes))
+}
+
+/// The stretches of per-lane instructions of a run, each with the warp-wide instruction
+/// that follows it, if any. Each lane runs a stretch on its own, lane after lane, so a
+/// stretch ends before a memory access whose order against another lane's access in the
+/// same stretch could matter: one that may see or overwrite a store of the stretch to the
+/// same state space, or a store after a load. So within a stretch, a state space has either
+/// loads only, or a single store, and the lanes' accesses happen in the order the
+/// interpreter gives them (the lanes of one instruction in order, one instruction after
+/// the other). Global and shared memory never overlap.
+fn segments(insts: &[Inst]) -> Vec<(&[Inst], Option<&Inst>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    // Per state space (global, shared): loaded, stored.
+    let mut seen = [[false; 2]; 2];
+    for (k, i) in insts.iter().enumerate() {
+        if vgpu_ptx::exec::is_warp_op(&i.op) {
+            out.push((&insts[start..k], Some(i)));
+            start = k + 1;
+            seen = [[false; 2]; 2];
+            continue;
+        }
+        if let Some((space, store)) = crate::memory_access(&i.op) {
+            let s = &mut seen[usize::from(space == MemSpace::Shared)];
+            let clash = if store { s[0] || s[1] } else { s[1] };
+            if clash {
+                out.push((&insts[start..k], None));
+                start = k;
+                seen = [[false; 2]; 2];
+            }
+            seen[usize::from(space == MemSpace::Shared)][usize::from(store)] = true;
+        }
+    }
+    if start < insts.len() {
+        out.push((&insts[start..], None));
+    }
+    out
 }
 
 /// A warp-wide instruction between stretches of per-lane code: the interpreter's own
@@ -218,6 +255,18 @@ extern "C" fn lane_value(op: *const Op, a: u64, b: u64, c: u64, d: u64) -> u64 {
     // which outlives the code and is never changed.
     let op = unsafe { &*op };
     vgpu_ptx::exec::lane_value(op, [a, b, c, d])
+}
+
+/// A load or store as compiled: its state space, base register value, constant offset,
+/// guard (a 64-bit 0 or 1), element size, PTX line and direction.
+struct Access {
+    shared: bool,
+    base: Value,
+    offset: i64,
+    on: Value,
+    size: u32,
+    line: u32,
+    store: bool,
 }
 
 /// The instructions of one lane, as they are built.
@@ -316,13 +365,17 @@ impl Lane<'_> {
     /// load site's last allocation holds it (and it is aligned), else by `direct::find`.
     /// Each site's slot holds a limit for its own access size, so a slot serves one site:
     /// loads past the first [`SITES`] always ask `direct::find`.
-    fn find(&mut self, at: Value, size: u32, line: u32, on: Value) -> Value {
+    /// A store's site also checks its guard `on` inline: a store whose guard is false goes
+    /// to `direct::find_store`, which points it at the sink.
+    fn find(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
         let site = self.sites;
         self.sites += 1;
-        let func = self
-            .b
-            .ins()
-            .iconst(self.ptr, crate::direct::find as *const () as usize as i64);
+        let helper = if store {
+            crate::direct::find_store as *const ()
+        } else {
+            crate::direct::find as *const ()
+        };
+        let func = self.b.ins().iconst(self.ptr, helper as usize as i64);
         let size_v = self.b.ins().iconst(I64, i64::from(size));
         let slot_id = if (site as usize) < SITES { site } else { 0xFF };
         let where_v = self
@@ -354,22 +407,110 @@ impl Lane<'_> {
         let inside = self.b.ins().icmp(IntCC::UnsignedLessThan, off, lim);
         let odd = self.b.ins().band_imm(at, i64::from(size) - 1);
         let aligned = self.b.ins().icmp_imm(IntCC::Equal, odd, 0);
-        let hit = self.b.ins().band(inside, aligned);
+        let mut hit = self.b.ins().band(inside, aligned);
+        if store {
+            let on = self.b.ins().icmp_imm(IntCC::NotEqual, on, 0);
+            hit = self.b.ins().band(hit, on);
+        }
         let off = self.address(off);
         let fast = self.b.ins().iadd(host, off);
+        self.slow_path(hit, fast, func, [self.loads, at, size_v, where_v, on])
+    }
+
+    /// `fast` where `hit`, else the result of calling `func` (a `direct` lookup) on `args`.
+    fn slow_path(&mut self, hit: Value, fast: Value, func: Value, args: [Value; 5]) -> Value {
         let slow = self.b.create_block();
         let join = self.b.create_block();
         self.b.append_block_param(join, self.ptr);
         self.b.ins().brif(hit, join, &[fast.into()], slow, &[]);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
-        let args = [self.loads, at, size_v, where_v, on];
         let call = self.b.ins().call_indirect(self.find, func, &args);
         let p = self.b.inst_results(call)[0];
         self.b.ins().jump(join, &[p.into()]);
         self.b.switch_to_block(join);
         self.b.seal_block(join);
         self.b.block_params(join)[0]
+    }
+
+    /// The host address of an access of `size` bytes at byte `at` of the block's shared
+    /// memory: inline when it is inside and aligned (and, for a store, its guard `on` is
+    /// true), else by `direct::find_shared`.
+    fn shared(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
+        let f = MemFlags::trusted();
+        let len = self
+            .b
+            .ins()
+            .load(I64, f, self.loads, offset_of!(LoadCtx, shared_len) as i32);
+        let host = self
+            .b
+            .ins()
+            .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
+        // at < len and len - at >= size, without overflow.
+        let below = self.b.ins().icmp(IntCC::UnsignedLessThan, at, len);
+        let room = self.b.ins().isub(len, at);
+        let fits = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, room, i64::from(size));
+        let odd = self.b.ins().band_imm(at, i64::from(size) - 1);
+        let aligned = self.b.ins().icmp_imm(IntCC::Equal, odd, 0);
+        let mut hit = self.b.ins().band(below, fits);
+        hit = self.b.ins().band(hit, aligned);
+        if store {
+            let on = self.b.ins().icmp_imm(IntCC::NotEqual, on, 0);
+            hit = self.b.ins().band(hit, on);
+        }
+        let off = self.address(at);
+        let fast = self.b.ins().iadd(host, off);
+        let func = self.b.ins().iconst(
+            self.ptr,
+            crate::direct::find_shared as *const () as usize as i64,
+        );
+        let size_v = self.b.ins().iconst(I64, i64::from(size));
+        let where_v = self.b.ins().iconst(I64, i64::from(line) << 8);
+        self.slow_path(hit, fast, func, [self.loads, at, size_v, where_v, on])
+    }
+
+    /// A load or store of `size`-byte elements at `addr` in `space` (global or shared),
+    /// under the guard `on`.
+    fn access(
+        &mut self,
+        space: MemSpace,
+        addr: &Addr,
+        on: Option<Value>,
+        size: u32,
+        line: u32,
+        store: bool,
+    ) -> Access {
+        let base = match addr.base {
+            Some(r) => self.reg(r),
+            None => self.b.ins().iconst(I64, 0),
+        };
+        let on = match on {
+            Some(c) => self.b.ins().uextend(I64, c),
+            None => self.b.ins().iconst(I64, 1),
+        };
+        Access {
+            shared: space == MemSpace::Shared,
+            base,
+            offset: addr.offset,
+            on,
+            size,
+            line,
+            store,
+        }
+    }
+
+    /// The host address of element `e` of an access.
+    fn element(&mut self, a: &Access, e: usize) -> Value {
+        let off = a.offset.wrapping_add(e as i64 * i64::from(a.size));
+        let at = self.b.ins().iadd_imm(a.base, off);
+        if a.shared {
+            self.shared(at, a.size, a.line, a.on, a.store)
+        } else {
+            self.find(at, a.size, a.line, a.on, a.store)
+        }
     }
 
     /// The `size`-byte value at `p + at`, sign- or zero-extended to 64 bits.
@@ -672,29 +813,42 @@ impl Lane<'_> {
     }
 
     fn op(&mut self, op: &Op, on: Option<Value>, line: u32) -> Result<(), String> {
-        for r in regs_of(op) {
-            if r != SINK && r > MAX_REG {
-                return Err(format!("register {r} is out of reach"));
-            }
-        }
         match op {
             Op::Nop => {}
-            Op::Ld { ty, n, d, addr, .. } if crate::global_load(op) => {
+            Op::Ld {
+                space,
+                ty,
+                n,
+                d,
+                addr,
+            } if crate::memory_access(op).is_some() => {
                 let size = ty.size();
-                let base = match addr.base {
-                    Some(r) => self.reg(r),
-                    None => self.b.ins().iconst(I64, 0),
-                };
-                let on_v = match on {
-                    Some(c) => self.b.ins().uextend(I64, c),
-                    None => self.b.ins().iconst(I64, 1),
-                };
+                let a = self.access(*space, addr, on, size, line, false);
                 for (e, &dst) in d.iter().take(usize::from(*n)).enumerate() {
-                    let off = addr.offset.wrapping_add(e as i64 * i64::from(size));
-                    let at = self.b.ins().iadd_imm(base, off);
-                    let p = self.find(at, size, line, on_v);
+                    let p = self.element(&a, e);
                     let v = self.load(MemFlags::trusted(), p, 0, size, ty.signed());
                     self.set(dst, v, on);
+                }
+            }
+            Op::St {
+                space,
+                ty,
+                n,
+                a,
+                addr,
+            } if crate::memory_access(op).is_some() => {
+                let size = ty.size();
+                let acc = self.access(*space, addr, on, size, line, true);
+                for (e, src) in a.iter().take(usize::from(*n)).enumerate() {
+                    let p = self.element(&acc, e);
+                    let v = self.src(src);
+                    let f = MemFlags::trusted();
+                    match size {
+                        1 => self.b.ins().istore8(f, v, p, 0),
+                        2 => self.b.ins().istore16(f, v, p, 0),
+                        4 => self.b.ins().istore32(f, v, p, 0),
+                        _ => self.b.ins().store(f, v, p, 0),
+                    };
                 }
             }
             Op::Ld { ty, n, d, .. } => {
@@ -1213,55 +1367,9 @@ fn mask(bits: u32) -> u64 {
     }
 }
 
-/// The registers an operation names (read or written).
-fn regs_of(op: &Op) -> Vec<Reg> {
-    let mut v: Vec<Reg> = crate::run_sources(op)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| match s {
-            Src::Reg(r) => Some(*r),
-            _ => None,
-        })
-        .collect();
-    match op {
-        Op::Mov { d, .. }
-        | Op::Pack { d, .. }
-        | Op::Prmt { d, .. }
-        | Op::Bfe { d, .. }
-        | Op::Bfi { d, .. }
-        | Op::Dp { d, .. }
-        | Op::Lop3 { d, .. }
-        | Op::Shf { d, .. }
-        | Op::CvtPack { d, .. }
-        | Op::Half { d, .. }
-        | Op::Cvta { d, .. }
-        | Op::Bin { d, .. }
-        | Op::Mad { d, .. }
-        | Op::Un { d, .. }
-        | Op::Selp { d, .. }
-        | Op::Cvt { d, .. } => v.push(*d),
-        Op::Setp { d, d2, .. } => {
-            v.push(*d);
-            v.extend(d2);
-        }
-        Op::Unpack { ds, .. } => v.extend(ds),
-        Op::Ld { d, n, .. } => v.extend(d.iter().take(usize::from(*n))),
-        Op::Shfl { d, p, a, b, c, .. } => {
-            v.push(*d);
-            v.extend(p);
-            v.extend([a, b, c].into_iter().filter_map(|s| match s {
-                Src::Reg(r) => Some(*r),
-                _ => None,
-            }));
-        }
-        Op::Vote { d, a, .. } => {
-            v.push(*d);
-            if let Src::Reg(r) = a {
-                v.push(*r);
-            }
-        }
-        Op::ActiveMask { d } => v.push(*d),
-        _ => {}
-    }
-    v
+/// The highest register an instruction names (its guard included), or 0.
+fn highest_reg(i: &Inst) -> Reg {
+    let mut top = 0;
+    i.clone().visit_regs(|r, _| top = top.max(*r));
+    top
 }

@@ -324,6 +324,11 @@ pub(crate) struct LoadCtx {
     pub(crate) mem: *const DirectMemory,
     /// The length of the warp's registers.
     pub(crate) regs_len: usize,
+    /// The block's shared memory, and its length.
+    pub(crate) shared: *mut u8,
+    pub(crate) shared_len: u64,
+    /// Where a store whose guard is false, or that faults, goes.
+    pub(crate) sink: [u64; 2],
     /// 0: none; 1: illegal address; 2: misaligned; 3: a warp-wide instruction refused.
     pub(crate) fault: u32,
     pub(crate) fault_size: u32,
@@ -379,6 +384,53 @@ pub(crate) extern "C" fn find(
     }
 }
 
+/// [`find`] for a store: where a store whose guard is false or that faults goes is
+/// `ctx.sink`, not the static zero.
+pub(crate) extern "C" fn find_store(
+    ctx: *mut LoadCtx,
+    addr: u64,
+    size: u64,
+    at: u64,
+    on: u64,
+) -> *mut u8 {
+    let p = find(ctx, addr, size, at, on);
+    if p == &ZERO as *const u64 as *const u8 {
+        // SAFETY: as in `find`: the `LoadCtx` of the call, used by nothing else meanwhile.
+        return unsafe { (*ctx).sink.as_mut_ptr() as *mut u8 };
+    }
+    p as *mut u8
+}
+
+/// The host address of a `size`-byte access to byte `addr` of the block's shared memory,
+/// for an instruction at PTX line `at >> 8`, when compiled code's inline check failed or
+/// the guard `on` is false: the address in shared memory when it is inside and aligned,
+/// else `ctx.sink`, with the first fault recorded as the interpreter would report it
+/// (misaligned, then illegal address).
+pub(crate) extern "C" fn find_shared(
+    ctx: *mut LoadCtx,
+    addr: u64,
+    size: u64,
+    at: u64,
+    on: u64,
+) -> *mut u8 {
+    // SAFETY: as in `find`: the `LoadCtx` of the call, used by nothing else meanwhile.
+    let ctx = unsafe { &mut *ctx };
+    let sink = ctx.sink.as_mut_ptr() as *mut u8;
+    let line = at >> 8;
+    if on == 0 || ctx.fault != 0 || size == 0 || size > 8 {
+        return sink;
+    }
+    if addr % size != 0 {
+        (ctx.fault, ctx.fault_addr, ctx.fault_size, ctx.fault_line) = (2, addr, size as u32, line);
+        return sink;
+    }
+    if addr >= ctx.shared_len || ctx.shared_len - addr < size {
+        (ctx.fault, ctx.fault_addr, ctx.fault_size, ctx.fault_line) = (1, addr, size as u32, line);
+        return sink;
+    }
+    ctx.shared.wrapping_add(addr as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +482,9 @@ mod tests {
             sites: [Site::default(); SITES],
             mem: &m,
             regs_len: 0,
+            shared: std::ptr::null_mut(),
+            shared_len: 0,
+            sink: [0; 2],
             fault: 0,
             fault_size: 0,
             fault_addr: 0,
@@ -457,5 +512,76 @@ mod tests {
             (ctx.fault, ctx.fault_addr, ctx.fault_size),
             (1, BASE + 64, 4)
         );
+    }
+
+    fn ctx(mem: *const DirectMemory, shared: &mut [u8]) -> LoadCtx {
+        LoadCtx {
+            sites: [Site::default(); SITES],
+            mem,
+            regs_len: 0,
+            shared: shared.as_mut_ptr(),
+            shared_len: shared.len() as u64,
+            sink: [0; 2],
+            fault: 0,
+            fault_size: 0,
+            fault_addr: 0,
+            fault_line: 0,
+        }
+    }
+
+    /// Stores whose guard is false or that fault go to the sink, never to the static zero
+    /// loads read, and never into memory.
+    #[test]
+    fn stores_that_do_not_happen_go_to_the_sink() {
+        let m = DirectMemory::zeroed(BASE, 64).unwrap();
+        let mut c = ctx(&m, &mut []);
+        let sink = c.sink.as_mut_ptr() as *mut u8;
+        assert_eq!(find_store(&mut c, BASE + 8, 8, 1 << 8, 0), sink);
+        assert_eq!(c.fault, 0);
+        assert_eq!(find_store(&mut c, BASE + 64, 1, 2 << 8, 1), sink);
+        assert_eq!((c.fault, c.fault_addr, c.fault_line), (1, BASE + 64, 2));
+        c.fault = 0;
+        let p = find_store(&mut c, BASE + 56, 8, 3 << 8, 1);
+        assert_ne!(p, sink);
+        assert_eq!(c.fault, 0);
+    }
+
+    /// Shared memory accesses: inside and aligned, or the interpreter's fault (misaligned
+    /// before outside), with no wrap-around of `addr + size`.
+    #[test]
+    fn shared_accesses_are_checked_as_interpreted() {
+        let mut shared = [0u8; 24];
+        let start = shared.as_mut_ptr();
+        let mut c = ctx(std::ptr::null(), &mut shared);
+        let sink = c.sink.as_mut_ptr() as *mut u8;
+        assert_eq!(
+            find_shared(&mut c, 16, 8, 1 << 8, 1),
+            start.wrapping_add(16)
+        );
+        assert_eq!(
+            find_shared(&mut c, 23, 1, 1 << 8, 1),
+            start.wrapping_add(23)
+        );
+        // A false guard touches nothing and faults on nothing.
+        assert_eq!(find_shared(&mut c, 1 << 40, 4, 1 << 8, 0), sink);
+        assert_eq!(c.fault, 0);
+        for (addr, size, fault) in [
+            (24, 1, 1),
+            (20, 8, 2),
+            (24, 8, 1),
+            (u64::MAX - 3, 4, 1),
+            (u64::MAX, 2, 2),
+        ] {
+            c.fault = 0;
+            assert_eq!(find_shared(&mut c, addr, size, 7 << 8, 1), sink);
+            assert_eq!(
+                (c.fault, c.fault_addr, c.fault_size, c.fault_line),
+                (fault, addr, size as u32, 7),
+                "{addr:#x}+{size}"
+            );
+        }
+        // The first fault stays.
+        assert_eq!(find_shared(&mut c, 0, 4, 9 << 8, 1), sink);
+        assert_eq!(c.fault_line, 7);
     }
 }

@@ -6,16 +6,22 @@
 //! Cranelift, and the interpreter calls them through [`vgpu_ptx::exec::Native`].
 //!
 //! A run is a stretch of straight-line code: per-lane instructions that touch nothing but
-//! the lane's own registers, the kernel's parameters, special registers and loads from
-//! global memory (moves, the integer, float and half arithmetic, comparisons, selections,
-//! conversions, bit manipulation such as `prmt`, `lop3`, `bfe`, `dp4a`), and the warp-wide
-//! instructions that touch only registers (`shfl`, `vote`, `activemask`, `bar.warp.sync`),
-//! optionally ending with a branch. Stores, shared and local memory, barriers, atomics,
-//! calls and the clock stay with the interpreter. The per-lane stretches between two
-//! warp-wide instructions run one lane at a time: a lane's registers stay in machine
-//! registers across the stretch; the warp-wide instructions between them are the
-//! interpreter's own ([`vgpu_ptx::exec::warp_op`]), called once for the warp. So the warp
-//! pays for its scheduling once per run instead of once per instruction.
+//! the lane's own registers, the kernel's parameters, special registers, global memory and
+//! the block's shared memory (moves, the integer, float and half arithmetic, comparisons,
+//! selections, conversions, bit manipulation such as `prmt`, `lop3`, `bfe`, `dp4a`, loads
+//! and stores), and the warp-wide instructions that touch only registers (`shfl`, `vote`,
+//! `activemask`, `bar.warp.sync`), optionally ending with a branch. Local memory, generic
+//! addresses, barriers, atomics, calls and the clock stay with the interpreter. The
+//! per-lane stretches between two warp-wide instructions run one lane at a time: a lane's
+//! registers stay in machine registers across the stretch; the warp-wide instructions
+//! between them are the interpreter's own ([`vgpu_ptx::exec::warp_op`]), called once for
+//! the warp. So the warp pays for its scheduling once per run instead of once per
+//! instruction.
+//!
+//! Running lane after lane reorders the lanes' memory accesses against the interpreter,
+//! which runs instruction after instruction. So a stretch also ends where that could be
+//! seen: within one stretch, each state space has either loads only or a single store
+//! (`codegen::segments`), and the result is the interpreter's, whatever the lanes share.
 //!
 //! * Runs start at *leaders* (the kernel's start, branch targets, the instruction after one
 //!   the run cannot hold) and end before the next leader, so a kernel has at most one run
@@ -25,10 +31,13 @@
 //!   every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's own
 //!   arithmetic. Both are tested against the interpreter bit for bit
 //!   (`tests/agree.rs`).
-//! * Loads reach memory through [`DirectMemory`]: the context's allocations, lent for the
-//!   launch, read and written atomically by the interpreter and by plain aligned loads in
-//!   compiled code, each load site checking an address against the allocation it found
-//!   last before asking for a lookup.
+//! * Global loads and stores reach memory through [`DirectMemory`]: the context's
+//!   allocations, lent for the launch, read and written atomically by the interpreter and
+//!   by plain aligned accesses in compiled code, each access site checking an address
+//!   against the allocation it found last before asking for a lookup. Shared memory
+//!   accesses are checked inline against the block's shared memory. A faulting access
+//!   records the interpreter's fault; a store whose guard is false or that faults goes to
+//!   a sink.
 //!
 //! `unsafe` is confined to [`Run::run`] (calling compiled code), the helpers compiled code
 //! calls, [`Jit`]'s ownership of the code's memory and [`DirectMemory`]; each use says why
@@ -63,12 +72,18 @@ pub struct Run {
     slots: usize,
     /// Bytes of the parameter buffer the code reads.
     params: usize,
-    /// Whether the code loads from global memory.
-    loads: bool,
+    /// Whether the code touches global memory.
+    global: bool,
 }
 
 impl NativeRun for Run {
-    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Result<Option<u32>, Fault> {
+    fn run(
+        &self,
+        regs: &mut [u64],
+        shared: &mut [u8],
+        mask: u32,
+        env: &WarpEnv<'_>,
+    ) -> Result<Option<u32>, Fault> {
         if regs.len() < self.slots || env.params.len() < self.params {
             return Ok(None);
         }
@@ -76,13 +91,16 @@ impl NativeRun for Run {
             .mem
             .direct()
             .and_then(|d| d.downcast_ref::<DirectMemory>());
-        if self.loads && mem.is_none() {
+        if self.global && mem.is_none() {
             return Ok(None);
         }
         let mut ctx = direct::LoadCtx {
             sites: [direct::Site::default(); direct::SITES],
             mem: mem.map_or(std::ptr::null(), |m| m as *const DirectMemory),
             regs_len: regs.len(),
+            shared: shared.as_mut_ptr(),
+            shared_len: shared.len() as u64,
+            sink: [0; 2],
             fault: 0,
             fault_size: 0,
             fault_addr: 0,
@@ -92,14 +110,18 @@ impl NativeRun for Run {
         // SAFETY: the code reads and writes only `regs[r * 32 + lane]` for lanes below 32
         // and the registers `r` of its instructions, all below `slots / 32`; it reads the
         // parameters at constant offsets below `params`, and fields of `Specials` (lane
-        // indices below 32). Its loads from global memory read inside an allocation of
-        // `mem` (present whenever the code loads): one that a site of `ctx` holds, found
-        // by `direct::find` for this call, with the address checked against it inline, or
-        // where `direct::find` points them (such an allocation, or a static zero). Every
-        // access is thus inside what was checked just above or borrowed for the call;
-        // the code keeps no pointer past the call and calls nothing but
-        // `codegen::lane_value`, `codegen::warp_step` (on these registers, with their
-        // length, while the code itself does not touch them) and `direct::find`.
+        // indices below 32). Its accesses to global memory fall inside an allocation of
+        // `mem` (present whenever the code touches global memory): one that a site of
+        // `ctx` holds, found by `direct::find` for this call, with the address checked
+        // against it inline, or where `direct::find` and `direct::find_store` point them
+        // (such an allocation, a static zero for loads, `ctx.sink` for stores). Its
+        // accesses to shared memory are checked inline against `ctx.shared_len`, the
+        // length of `shared`, or go where `direct::find_shared` points them (inside
+        // `shared`, or `ctx.sink`). Every access is thus inside what was checked just
+        // above or borrowed for the call; the code keeps no pointer past the call and
+        // calls nothing but `codegen::lane_value`, `codegen::warp_step` (on these
+        // registers, with their length, while the code itself does not touch them) and
+        // the `direct` lookups.
         let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut ctx) };
         let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
         match ctx.fault {
@@ -205,7 +227,9 @@ impl Jit {
                 target,
                 slots,
                 params,
-                loads: insts.iter().any(|i| global_load(&i.op)),
+                global: insts
+                    .iter()
+                    .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _)))),
             }),
             Err(e) => {
                 log::warn!(
@@ -277,17 +301,22 @@ pub(crate) fn param_load(op: &Op) -> Option<std::ops::Range<usize>> {
     (end <= u64::from(u32::MAX)).then_some(start as usize..end as usize)
 }
 
-/// Whether an operation is a load from global memory at a register plus a constant (or
-/// a constant), which compiled code may hold.
-pub(crate) fn global_load(op: &Op) -> bool {
-    matches!(
-        op,
+/// The state space and direction (`true`: a store) of a load or store compiled code may
+/// hold besides parameter loads: global or shared memory at a register plus a constant.
+pub(crate) fn memory_access(op: &Op) -> Option<(MemSpace, bool)> {
+    match op {
         Op::Ld {
-            space: MemSpace::Global,
+            space: s @ (MemSpace::Global | MemSpace::Shared),
             addr: Addr { global: None, .. },
             ..
-        }
-    )
+        } => Some((*s, false)),
+        Op::St {
+            space: s @ (MemSpace::Global | MemSpace::Shared),
+            addr: Addr { global: None, .. },
+            ..
+        } => Some((*s, true)),
+        _ => None,
+    }
 }
 
 /// The source operands of an operation a run may hold (a load's base register among
@@ -316,15 +345,20 @@ pub(crate) fn run_sources(op: &Op) -> Option<Vec<Src>> {
             v
         }
         Op::Nop => vec![],
-        Op::Ld { addr, .. } if global_load(op) || param_load(op).is_some() => {
+        Op::Ld { addr, .. } if memory_access(op).is_some() || param_load(op).is_some() => {
             addr.base.map(Src::Reg).into_iter().collect()
+        }
+        Op::St { addr, a, n, .. } if memory_access(op).is_some() => {
+            let mut v: Vec<Src> = a.iter().take(usize::from(*n)).copied().collect();
+            v.extend(addr.base.map(Src::Reg));
+            v
         }
         _ => return None,
     })
 }
 
 /// Whether an instruction touches nothing but the lane's registers, the parameters,
-/// special registers and global memory it loads from (and so may be in a run).
+/// special registers, and global or shared memory (and so may be in a run).
 fn per_lane(i: &Inst) -> bool {
     run_sources(&i.op).is_some_and(|s| s.iter().all(lane_src))
 }
@@ -394,6 +428,11 @@ mod tests {
         let jit = Jit::new(&k).unwrap();
         assert!(jit.at(0).is_none());
         assert_eq!(jit.compiled(), 0);
+        // A guard's register too.
+        let mut k = kernel(vec![mov(1), mov(2), Op::Exit]);
+        k.code[1].guard = Some((u32::MAX - 1, false));
+        let jit = Jit::new(&k).unwrap();
+        assert!(jit.at(0).is_none());
     }
 
     /// A run never touches registers or parameters past what it is lent: with too few, it
@@ -423,10 +462,13 @@ mod tests {
             mem: &mem,
         };
         let mut regs = vec![0u64; 4 * 32];
-        assert_eq!(run.run(&mut regs[..3 * 32], 1, &env(&params)), Ok(None));
-        assert_eq!(run.run(&mut regs, 1, &env(&params[..4])), Ok(None));
+        assert_eq!(
+            run.run(&mut regs[..3 * 32], &mut [], 1, &env(&params)),
+            Ok(None)
+        );
+        assert_eq!(run.run(&mut regs, &mut [], 1, &env(&params[..4])), Ok(None));
         assert!(regs.iter().all(|&r| r == 0));
-        assert_eq!(run.run(&mut regs, 1, &env(&params)), Ok(Some(0)));
+        assert_eq!(run.run(&mut regs, &mut [], 1, &env(&params)), Ok(Some(0)));
         assert_eq!((regs[3 * 32], regs[2 * 32]), (7, 0x0101_0101_0101_0101));
     }
 }

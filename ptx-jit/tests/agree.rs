@@ -21,6 +21,10 @@ const BLOCKS: u32 = 2;
 const THREADS: u32 = 64 * BLOCKS;
 /// Bytes of the kernel's parameters.
 const PARAMS: u32 = 64;
+/// Bytes of a block's shared memory (dynamic).
+const SHARED: u64 = 512;
+/// The register that holds the lane's index times 8 (no random instruction writes it).
+const LANE8: Reg = 2 + NR;
 
 struct Rng(u64);
 
@@ -189,6 +193,79 @@ fn global_load(rng: &mut Rng) -> Op {
     }
 }
 
+/// A store to global memory of 1 to 4 random operands: mostly to the thread's own slice,
+/// now and then to one place all the lanes store to (the last lane's value must win, as
+/// interpreted), or at a random register (a fault, usually).
+fn global_store(rng: &mut Rng) -> Op {
+    let ty = rng.pick(&LOAD_TYPES);
+    let n = rng.pick(&[1u8, 1, 2, 4]);
+    let size = u64::from(ty.size());
+    let mut a = [Src::Imm(0); 4];
+    for x in a.iter_mut().take(usize::from(n)) {
+        *x = src(rng);
+    }
+    let (base, offset) = match rng.below(40) {
+        0 => (Some(reg(rng)), rng.below(64) as i64),
+        1..=6 => (None, (BASE + rng.below(8) * 8) as i64),
+        _ => (Some(1), (BASE + rng.below(REGION / size - 4) * size) as i64),
+    };
+    Op::St {
+        space: MemSpace::Global,
+        ty,
+        n,
+        a,
+        addr: Addr {
+            base,
+            global: None,
+            offset,
+        },
+    }
+}
+
+/// A load or store of 1 to 4 elements in the block's shared memory: at the lane's own
+/// place (r14 = its lane index times 8, plus a constant), at one place all the lanes use,
+/// or now and then at a random register (often outside, or misaligned).
+fn shared_access(rng: &mut Rng) -> Op {
+    let ty = rng.pick(&LOAD_TYPES);
+    let n = rng.pick(&[1u8, 1, 2, 4]);
+    let size = u64::from(ty.size());
+    let (base, offset) = match rng.below(30) {
+        0 => (Some(reg(rng)), rng.below(16) as i64),
+        1..=14 => (Some(LANE8), (rng.below(64 / size) * size) as i64),
+        _ => (None, (rng.below(SHARED / size - 4) * size) as i64),
+    };
+    let addr = Addr {
+        base,
+        global: None,
+        offset,
+    };
+    if rng.chance(2) {
+        let mut a = [Src::Imm(0); 4];
+        for x in a.iter_mut().take(usize::from(n)) {
+            *x = src(rng);
+        }
+        Op::St {
+            space: MemSpace::Shared,
+            ty,
+            n,
+            a,
+            addr,
+        }
+    } else {
+        let mut d = [0; 4];
+        for x in d.iter_mut().take(usize::from(n)) {
+            *x = reg(rng);
+        }
+        Op::Ld {
+            space: MemSpace::Shared,
+            ty,
+            n,
+            d,
+            addr,
+        }
+    }
+}
+
 /// A load from the parameters at a constant offset, aligned and inside them.
 fn param_load(rng: &mut Rng) -> Op {
     let ty = rng.pick(&LOAD_TYPES);
@@ -228,8 +305,10 @@ const INTS: [Ty; 6] = [Ty::U16, Ty::S16, Ty::U32, Ty::S32, Ty::U64, Ty::S64];
 fn op(rng: &mut Rng) -> Op {
     let d = reg(rng);
     let (a, b, c) = (src(rng), src(rng), src(rng));
-    match rng.below(24) {
+    match rng.below(28) {
         0 => Op::Mov { d, a },
+        24 => global_store(rng),
+        25..=27 => shared_access(rng),
         22 => warp_op(rng),
         23 => Op::Nop,
         19 => param_load(rng),
@@ -581,6 +660,14 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
         ),
         u64op(BinOp::Add, 0, Src::Reg(0), Src::Reg(1)),
         u64op(BinOp::MulLo, 1, Src::Reg(0), Src::Imm(bytes)),
+        inst(
+            Op::Mov {
+                d: LANE8,
+                a: sp(Special::LaneId),
+            },
+            None,
+        ),
+        u64op(BinOp::MulLo, LANE8, Src::Reg(LANE8), Src::Imm(8)),
     ];
     for k in 0..NR {
         code.push(inst(
@@ -642,7 +729,7 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
         name: "random".into(),
         params: vec![],
         param_bytes: PARAMS,
-        regs: 2 + NR,
+        regs: 3 + NR,
         shared_bytes: 0,
         local_bytes: 0,
         frame_bytes: 0,
@@ -661,7 +748,7 @@ fn launch<'a>(
     Launch {
         grid: [grid, 1, 1],
         block,
-        dynamic_shared: 48,
+        dynamic_shared: SHARED as u32,
         params,
         globals: &[],
         mem: mem as &dyn Memory,
@@ -672,8 +759,9 @@ fn launch<'a>(
     }
 }
 
-/// Runs `k` over `input`, interpreted or with `native`: the registers that come out, or
-/// that it faulted.
+/// Runs `k` over `input`, interpreted or with `native`: the memory that comes out (the
+/// input as the program's stores left it, then the registers stored at its end), or that
+/// it faulted.
 fn outcome(
     k: &Kernel,
     input: &[u8],
@@ -687,7 +775,7 @@ fn outcome(
     // once would make a race.
     let r = run(k, &launch((BLOCKS, BLOCK, 1), params, &mem, native));
     r.ok()?;
-    mem.get(BASE + half as u64, half)
+    mem.get(BASE, 2 * half)
 }
 
 #[test]
@@ -719,9 +807,11 @@ fn compiled_runs_agree_with_the_interpreter() {
         if want != got {
             for (i, (w, g)) in want.chunks(8).zip(got.chunks(8)).enumerate() {
                 if w != g {
-                    let (thread, r) = (i as u32 / NR, 2 + i as u32 % NR);
+                    let (part, i) = (i as u32 / (THREADS * NR), i as u32 % (THREADS * NR));
+                    let (thread, r) = (i / NR, 2 + i % NR);
+                    let what = ["input", "registers"][part as usize];
                     panic!(
-                        "case {case}: thread {thread} register {r}: interpreted {:#x}, compiled {:#x}\n{:#?}",
+                        "case {case}: {what} of thread {thread} register {r}: interpreted {:#x}, compiled {:#x}\n{:#?}",
                         u64::from_le_bytes(w.try_into().unwrap()),
                         u64::from_le_bytes(g.try_into().unwrap()),
                         k.code

@@ -74,7 +74,7 @@ pub trait Memory: Sync {
     }
 
     /// The memory as native code may reach it directly (`vgpu-ptx-jit`'s `DirectMemory`),
-    /// when it can: native code then loads from global memory itself.
+    /// when it can: native code then loads from and stores to global memory itself.
     fn direct(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
         None
     }
@@ -187,18 +187,26 @@ pub trait Native: Sync {
 }
 
 /// A compiled run of instructions that touch nothing but each lane's registers, the
-/// kernel's parameters, the warp's special registers and loads from global memory (no
-/// stores, no other lane): each
-/// lane of a warp can run the whole run on its own, and the result is the same as running
-/// it instruction by instruction over the warp. It may end with a branch.
+/// kernel's parameters, the warp's special registers, global memory and the block's shared
+/// memory, and the warp-wide instructions that touch only registers. The run orders its
+/// memory accesses so that running each lane through a stretch of it on its own gives the
+/// same result as running it instruction by instruction over the warp. It may end with a
+/// branch.
 pub trait NativeRun: Sync {
     /// Runs the instructions for the lanes of `mask` over a warp's registers (register `r`
-    /// of lane `i` at `regs[r * 32 + i]`). Returns the lanes that take the branch that
-    /// ends the run (0 when there is none), or `None` if `regs`, the parameters or the
-    /// memory do not suit it (the interpreter then runs the instructions, and faults where
-    /// they do). A load outside memory ends the launch with its fault, as it would
-    /// interpreted (the registers of the warp are then left part way).
-    fn run(&self, regs: &mut [u64], mask: u32, env: &WarpEnv<'_>) -> Result<Option<u32>, Fault>;
+    /// of lane `i` at `regs[r * 32 + i]`) and its block's shared memory. Returns the lanes
+    /// that take the branch that ends the run (0 when there is none), or `None` if `regs`,
+    /// the parameters or the memory do not suit it (the interpreter then runs the
+    /// instructions, and faults where they do). An access outside memory ends the launch
+    /// with its fault, as it would interpreted (the registers of the warp and the memory
+    /// are then left part way, which memory is after a fault on a GPU too).
+    fn run(
+        &self,
+        regs: &mut [u64],
+        shared: &mut [u8],
+        mask: u32,
+        env: &WarpEnv<'_>,
+    ) -> Result<Option<u32>, Fault>;
     /// The instruction after the run.
     fn end(&self) -> u32;
     /// Where the run's branch goes, when it ends with one.
@@ -770,7 +778,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                         specials: &w.specials,
                         mem: self.l.mem,
                     };
-                    if let Some(taken) = n.run(&mut w.regs, mask, &env)? {
+                    if let Some(taken) = n.run(&mut w.regs, &mut self.shared, mask, &env)? {
                         let target = n.target().unwrap_or(end);
                         set_pcs(&mut w.pc, mask & !taken, end);
                         set_pcs(&mut w.pc, taken, target);

@@ -794,8 +794,8 @@ impl Inst {
                 ..
             } => {
                 uses!(a, b);
-                if let Some((_, p, _)) = combine {
-                    uses!(p);
+                if let Some((_, Src::Reg(p), _)) = combine {
+                    reg(p, false);
                 }
                 reg(d, true);
                 if let Some(d2) = d2 {

@@ -142,10 +142,8 @@ pub fn compact(k: &mut Kernel) {
             let guarded = inst.guard.is_some();
             let mut defs = Vec::new();
             inst.visit_regs(|r, def| {
-                if !def || guarded {
-                    if !kl.contains(*r) {
-                        g.insert(*r);
-                    }
+                if (!def || guarded) && !kl.contains(*r) {
+                    g.insert(*r);
                 }
                 if def && !guarded {
                     defs.push(*r);
@@ -198,7 +196,9 @@ pub fn compact(k: &mut Kernel) {
         }
     }
     // Linear scan: a slot is free again once the interval holding it has ended.
-    let mut order: Vec<Reg> = (0..regs as Reg).filter(|&r| lo[r as usize] != u32::MAX).collect();
+    let mut order: Vec<Reg> = (0..regs as Reg)
+        .filter(|&r| lo[r as usize] != u32::MAX)
+        .collect();
     order.sort_unstable_by_key(|&r| (lo[r as usize], r));
     let mut slot = vec![0 as Reg; regs];
     let mut active: BinaryHeap<Reverse<(u32, Reg)>> = BinaryHeap::new();
@@ -242,11 +242,7 @@ mod tests {
             frame_bytes: 0,
             code: code
                 .into_iter()
-                .map(|(guard, op)| Inst {
-                    guard,
-                    op,
-                    line: 1,
-                })
+                .map(|(guard, op)| Inst { guard, op, line: 1 })
                 .collect(),
         }
     }
@@ -300,13 +296,13 @@ mod tests {
     fn loops_and_guarded_writes_keep_values_alive() {
         let mut k = kernel(
             vec![
-                (None, mov(1, Src::Imm(0))),              // 0: acc
-                (None, mov(2, Src::Imm(5))),              // 1: old value of 2
-                (None, mov(3, Src::Imm(1))),              // 2: loop top: temp
-                (None, add(1, 1, 3)),                     // 3: acc += temp
+                (None, mov(1, Src::Imm(0))),             // 0: acc
+                (None, mov(2, Src::Imm(5))),             // 1: old value of 2
+                (None, mov(3, Src::Imm(1))),             // 2: loop top: temp
+                (None, add(1, 1, 3)),                    // 3: acc += temp
                 (Some((4, false)), mov(2, Src::Imm(7))), // 4: guarded: 2 stays live
-                (None, Op::Bra { target: 2 }),            // 5
-                (None, add(5, 1, 2)),                     // 6: unreachable but read
+                (None, Op::Bra { target: 2 }),           // 5
+                (None, add(5, 1, 2)),                    // 6: unreachable but read
                 (None, Op::Exit),
             ],
             6,
