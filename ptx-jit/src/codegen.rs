@@ -42,10 +42,13 @@ pub(crate) fn module() -> Result<JITModule, String> {
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
 /// Compiles a run; gives its code, the register slots it touches and the bytes of
-/// parameters it reads.
+/// parameters it reads. `live(i, r)` says whether register `r` may be read after
+/// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
+/// those of the registers it wrote.
 pub(crate) fn compile(
     module: &mut JITModule,
     insts: &[Inst],
+    live: &dyn Fn(usize, Reg) -> bool,
 ) -> Result<(Code, usize, usize), String> {
     let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
@@ -92,7 +95,8 @@ pub(crate) fn compile(
     // instructions between them called once for the warp.
     let mut taken_out = none;
     let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
-    for (lane_part, warp_op) in segments(insts) {
+    for (range, warp_at) in segments(insts) {
+        let (lane_part, warp_op) = (&insts[range.clone()], warp_at.map(|k| &insts[k]));
         if !lane_part.is_empty() {
             let head = b.create_block();
             let body = b.create_block();
@@ -159,7 +163,7 @@ pub(crate) fn compile(
                     op => l.op(op, on, inst.line)?,
                 }
             }
-            l.store_back();
+            l.store_back(|r| live(range.end - 1, r));
             (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
             b = l.b;
             b.ins().jump(head, &[rest.into(), taken.into()]);
@@ -202,14 +206,14 @@ pub(crate) fn compile(
 /// loads only, or a single store, and the lanes' accesses happen in the order the
 /// interpreter gives them (the lanes of one instruction in order, one instruction after
 /// the other). Global and shared memory never overlap.
-fn segments(insts: &[Inst]) -> Vec<(&[Inst], Option<&Inst>)> {
+fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
     let mut out = Vec::new();
     let mut start = 0;
     // Per state space (global, shared): loaded, stored.
     let mut seen = [[false; 2]; 2];
     for (k, i) in insts.iter().enumerate() {
         if vgpu_ptx::exec::is_warp_op(&i.op) {
-            out.push((&insts[start..k], Some(i)));
+            out.push((start..k, Some(k)));
             start = k + 1;
             seen = [[false; 2]; 2];
             continue;
@@ -218,7 +222,7 @@ fn segments(insts: &[Inst]) -> Vec<(&[Inst], Option<&Inst>)> {
             let s = &mut seen[usize::from(space == MemSpace::Shared)];
             let clash = if store { s[0] || s[1] } else { s[1] };
             if clash {
-                out.push((&insts[start..k], None));
+                out.push((start..k, None));
                 start = k;
                 seen = [[false; 2]; 2];
             }
@@ -226,7 +230,7 @@ fn segments(insts: &[Inst]) -> Vec<(&[Inst], Option<&Inst>)> {
         }
     }
     if start < insts.len() {
-        out.push((&insts[start..], None));
+        out.push((start..insts.len(), None));
     }
     out
 }
@@ -552,8 +556,9 @@ impl Lane<'_> {
         self.dirty.insert(d);
     }
 
-    fn store_back(&mut self) {
-        for &r in &self.dirty {
+    /// Stores the registers written that are `live` into the lane's slots.
+    fn store_back(&mut self, live: impl Fn(Reg) -> bool) {
+        for &r in self.dirty.iter().filter(|&&r| live(r)) {
             let v = self.vals[&r];
             self.b
                 .ins()

@@ -51,7 +51,8 @@ pub use direct::DirectMemory;
 use cranelift_jit::JITModule;
 use std::sync::{Mutex, OnceLock};
 use vgpu_ptx::exec::{Fault, Native, NativeRun, Specials, WarpEnv};
-use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Special, Src};
+use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Reg, Special, Src};
+use vgpu_ptx::liveness::Liveness;
 use vgpu_ptx::lower::SINK;
 
 /// Compiled code: (the warp's registers, the lanes to run, the parameter buffer, the
@@ -156,6 +157,8 @@ pub struct Jit {
     /// The kernel's code, which compiled code points into (the operations it hands to
     /// `lane_value`): owned here so that it lives as long as the code.
     code: Vec<Inst>,
+    /// Which registers each instruction leaves live: a run stores back only those.
+    live: Liveness,
     leaders: Vec<bool>,
     slots: Vec<OnceLock<Option<Run>>>,
     memory: Mutex<Option<CodeMemory>>,
@@ -169,9 +172,11 @@ impl Jit {
         let module = codegen::module()?;
         let code = k.code.clone();
         let leaders = leaders(&code);
+        let live = Liveness::of(&code);
         let slots = (0..code.len()).map(|_| OnceLock::new()).collect();
         Ok(Jit {
             code,
+            live,
             leaders,
             slots,
             memory: Mutex::new(Some(CodeMemory(module))),
@@ -220,7 +225,8 @@ impl Jit {
         let insts = &self.code[pc..end];
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
-        match codegen::compile(module, insts) {
+        let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
+        match codegen::compile(module, insts, &live) {
             Ok((code, slots, params)) => Some(Run {
                 code,
                 end: end as u32,
@@ -450,7 +456,12 @@ mod tests {
                 offset: 0,
             },
         };
-        let k = kernel(vec![mov(3), load, Op::Exit]);
+        // Registers 2 and 3 are read after the run (which ends at the barrier).
+        let read = |r| Op::Mov {
+            d: 1,
+            a: Src::Reg(r),
+        };
+        let k = kernel(vec![mov(3), load, Op::Bar, read(2), read(3), Op::Exit]);
         let jit = Jit::new(&k).unwrap();
         let run = jit.at(0).expect("a run");
         let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
@@ -470,5 +481,45 @@ mod tests {
         assert!(regs.iter().all(|&r| r == 0));
         assert_eq!(run.run(&mut regs, &mut [], 1, &env(&params)), Ok(Some(0)));
         assert_eq!((regs[3 * 32], regs[2 * 32]), (7, 0x0101_0101_0101_0101));
+    }
+
+    /// A run stores back only the registers read after it: values nothing reads again stay
+    /// in machine registers.
+    #[test]
+    fn dead_registers_are_not_stored() {
+        let add = |d, a| Op::Bin {
+            op: vgpu_ptx::ir::BinOp::Add,
+            ty: Ty::U32,
+            d,
+            a: Src::Reg(a),
+            b: Src::Imm(1),
+            ftz: false,
+            sat: false,
+            round: Default::default(),
+            nan: false,
+        };
+        // r1 is read after the run, r2 only inside it, r3 never.
+        let read = Op::Mov {
+            d: 1,
+            a: Src::Reg(1),
+        };
+        let k = kernel(vec![mov(2), add(1, 2), mov(3), Op::Bar, read, Op::Exit]);
+        let jit = Jit::new(&k).unwrap();
+        let run = jit.at(0).expect("a run");
+        let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
+        let specials = Specials::default();
+        let env = WarpEnv {
+            params: &[0; 8],
+            specials: &specials,
+            mem: &mem,
+        };
+        let mut regs = vec![0u64; 4 * 32];
+        assert_eq!(run.run(&mut regs, &mut [], 0b101, &env), Ok(Some(0)));
+        for lane in 0..32 {
+            let want = if lane == 0 || lane == 2 { 8 } else { 0 };
+            assert_eq!(regs[32 + lane], want, "r1 of lane {lane}");
+            assert_eq!(regs[2 * 32 + lane], 0, "r2 of lane {lane}");
+            assert_eq!(regs[3 * 32 + lane], 0, "r3 of lane {lane}");
+        }
     }
 }

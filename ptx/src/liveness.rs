@@ -122,13 +122,23 @@ fn blocks(code: &[Inst]) -> (Vec<std::ops::Range<usize>>, Vec<Vec<usize>>) {
     (ranges, succs)
 }
 
-/// Renumbers the registers of `k` so that registers never live at once share a slot, and
-/// sets `k.regs` to the slots used. The kernel computes exactly what it computed before.
-pub fn compact(k: &mut Kernel) {
-    let code = &mut k.code;
-    if code.is_empty() {
-        return;
-    }
+/// The liveness of each block of some code: its blocks, and the registers live on entry to
+/// and exit from each.
+struct Flow {
+    regs: usize,
+    ranges: Vec<std::ops::Range<usize>>,
+    live_in: Vec<Set>,
+    live_out: Vec<Set>,
+}
+
+/// Calls `f` with the registers an instruction reads (a guarded write counts as a read:
+/// lanes whose guard is false keep the old value) and those it surely writes.
+fn uses_defs(inst: &mut Inst, mut f: impl FnMut(Reg, bool)) {
+    let guarded = inst.guard.is_some();
+    inst.visit_regs(|r, def| f(*r, def && !guarded));
+}
+
+fn flow(code: &mut [Inst]) -> Flow {
     let mut regs = 0usize;
     for inst in code.iter_mut() {
         inst.visit_regs(|r, _| regs = regs.max(*r as usize + 1));
@@ -139,14 +149,12 @@ pub fn compact(k: &mut Kernel) {
     for r in &ranges {
         let (mut g, mut kl) = (Set::new(regs), Set::new(regs));
         for inst in &mut code[r.clone()] {
-            let guarded = inst.guard.is_some();
             let mut defs = Vec::new();
-            inst.visit_regs(|r, def| {
-                if (!def || guarded) && !kl.contains(*r) {
-                    g.insert(*r);
-                }
-                if def && !guarded {
-                    defs.push(*r);
+            uses_defs(inst, |r, def| {
+                if def {
+                    defs.push(r);
+                } else if !kl.contains(r) {
+                    g.insert(r);
                 }
             });
             defs.into_iter().for_each(|d| kl.insert(d));
@@ -179,6 +187,73 @@ pub fn compact(k: &mut Kernel) {
             live_out[b] = out;
         }
     }
+    Flow {
+        regs,
+        ranges,
+        live_in,
+        live_out,
+    }
+}
+
+/// The registers live after each instruction of some code: those that a later instruction
+/// may read before writing them, on some path from there.
+pub struct Liveness {
+    words: usize,
+    /// `words` words for each instruction.
+    bits: Vec<u64>,
+}
+
+impl Liveness {
+    /// The liveness of `code`.
+    pub fn of(code: &[Inst]) -> Liveness {
+        let mut code = code.to_vec();
+        let f = flow(&mut code);
+        let words = f.regs.div_ceil(64);
+        let mut bits = vec![0u64; words * code.len()];
+        for (b, range) in f.ranges.iter().enumerate() {
+            let mut live = f.live_out[b].clone();
+            for at in range.clone().rev() {
+                bits[at * words..(at + 1) * words].copy_from_slice(&live.0);
+                let mut uses = Vec::new();
+                uses_defs(&mut code[at], |r, def| {
+                    if def {
+                        live.0[r as usize / 64] &= !(1 << (r % 64));
+                    } else {
+                        uses.push(r);
+                    }
+                });
+                uses.into_iter().for_each(|r| live.insert(r));
+            }
+        }
+        Liveness { words, bits }
+    }
+
+    /// Whether register `r` may be read after instruction `pc` before it is written again
+    /// (`true` for anything this analysis did not see, to be safe).
+    pub fn live_after(&self, pc: usize, r: Reg) -> bool {
+        let w = r as usize / 64;
+        if w >= self.words {
+            return true;
+        }
+        self.bits
+            .get(pc * self.words + w)
+            .is_none_or(|b| b & (1 << (r % 64)) != 0)
+    }
+}
+
+/// Renumbers the registers of `k` so that registers never live at once share a slot, and
+/// sets `k.regs` to the slots used. The kernel computes exactly what it computed before.
+pub fn compact(k: &mut Kernel) {
+    let code = &mut k.code;
+    if code.is_empty() {
+        return;
+    }
+    let Flow {
+        regs,
+        ranges,
+        live_in,
+        live_out,
+    } = flow(code);
     // Each register's interval: every instruction where it is read or written, and the
     // ends of the blocks it is live into or out of.
     let mut lo = vec![u32::MAX; regs];
@@ -320,5 +395,35 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 4, "{all:?}");
+    }
+
+    /// What each instruction leaves live: values read later (around loops too), not values
+    /// overwritten first or never read; a guarded write keeps the old value live.
+    #[test]
+    fn live_after_each_instruction() {
+        let k = kernel(
+            vec![
+                (None, mov(1, Src::Imm(0))),             // 0
+                (None, mov(2, Src::Imm(5))),             // 1: overwritten before read
+                (None, mov(2, Src::Imm(6))),             // 2
+                (None, add(1, 1, 2)),                    // 3: loop top
+                (Some((3, false)), mov(2, Src::Imm(7))), // 4: guarded
+                (None, Op::Bra { target: 3 }),           // 5
+                (None, Op::Exit),                        // 6
+            ],
+            4,
+        );
+        let l = Liveness::of(&k.code);
+        let live = |pc| (0..4).filter(|&r| l.live_after(pc, r)).collect::<Vec<_>>();
+        assert_eq!(live(0), [1, 3]);
+        assert_eq!(live(1), [1, 3]);
+        assert_eq!(live(2), [1, 2, 3]);
+        assert_eq!(live(3), [1, 2, 3]);
+        assert_eq!(live(4), [1, 2, 3]);
+        assert_eq!(live(5), [1, 2, 3]);
+        assert!(live(6).is_empty());
+        // Registers and places it never saw are live, to be safe.
+        assert!(l.live_after(0, 1000));
+        assert!(l.live_after(99, 0));
     }
 }
