@@ -448,7 +448,10 @@ struct BlockState<'k, 'l> {
 }
 
 /// `shfl.sync` over operand rows: for each lane of `on`, the value it gets and whether its
-/// source lane was in range, 1 or 0 (when not, it gets its own value).
+/// source lane was in range, 1 or 0 (when not, it gets its own value). A source lane that
+/// does not execute the instruction (not in `on`) gives an undefined value on a GPU; here
+/// the lane gets its own value, so that the result never depends on what an inactive
+/// lane's registers hold (native code does not store registers nothing reads again).
 fn shuffle(
     mode: ShflMode,
     av: &[u64; LANES],
@@ -475,6 +478,7 @@ fn shuffle(
             }
         };
         let j = if ok { (j as usize) & (LANES - 1) } else { i };
+        let j = if on & (1 << j) != 0 { j } else { i };
         (vals[i], oks[i]) = (av[j], u64::from(ok));
     }
     (vals, oks)

@@ -222,6 +222,50 @@ fn warp_shuffles_and_votes() {
     }
 }
 
+/// A lane whose shuffle reads a lane that does not execute it (here: an odd lane, which
+/// branched away) gets its own value, whatever the other lane's registers hold; a source
+/// lane that executes it gives its value.
+#[test]
+fn shuffles_from_inactive_lanes_give_the_own_value() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry warp(.param .u64 out)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %laneid;
+    add.u32 %r2, %r1, 100;
+    and.b32 %r3, %r1, 1;
+    setp.ne.u32 %p1, %r3, 0;
+    @%p1 bra ODD;
+    shfl.sync.idx.b32 %r4|%p2, %r2, 1, 31, 0x55555555;
+    shfl.sync.idx.b32 %r5, %r2, 2, 31, 0x55555555;
+    bra.uni DONE;
+ODD:
+    mov.u32 %r4, 7;
+    mov.u32 %r5, 7;
+DONE:
+    mul.wide.u32 %rd2, %r1, 8;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v2.u32 [%rd3], {{%r4, %r5}};
+    ret;
+}}"
+    );
+    let mem = flat(8 * 32);
+    launch(&ptx, "warp", 1, 32, &mem, &params(&[BASE])).unwrap();
+    let out = mem.u32s(0, 2 * 32);
+    for lane in 0..32u32 {
+        let want = if lane % 2 == 1 {
+            [7, 7]
+        } else {
+            [lane + 100, 102]
+        };
+        assert_eq!(out[2 * lane as usize..][..2], want, "lane {lane}");
+    }
+}
+
 #[test]
 fn atomics_from_many_blocks_lose_nothing() {
     let ptx = format!(
