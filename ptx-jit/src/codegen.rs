@@ -1091,6 +1091,20 @@ impl Lane<'_> {
                         }
                         self.b.ins().uextend(I64, bits)
                     }
+                    (UnOp::Rsqrt, 4, true) if *ty == Ty::F32 => {
+                        // As the interpreter's: 1 / sqrt in f64, rounded once to f32.
+                        let x = self.f32_in(x, *ftz);
+                        let x = self.b.ins().fpromote(F64, x);
+                        let s = self.b.ins().sqrt(x);
+                        let one = self.b.ins().f64const(1.0);
+                        let r = self.b.ins().fdiv(one, s);
+                        let r = self.b.ins().fdemote(F32, r);
+                        let mut bits = self.b.ins().bitcast(I32, MemFlags::new(), r);
+                        if *ftz {
+                            bits = self.flush(bits);
+                        }
+                        self.b.ins().uextend(I64, bits)
+                    }
                     _ => self.helper(op, &[x]),
                 };
                 self.set(*d, v, on);
