@@ -18,7 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
 use vgpu_ptx::ir::{
-    Addr, BinOp, BoolOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp,
+    Addr, BinOp, BoolOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, ShflMode, Special, Src, Ty,
+    UnOp,
 };
 use vgpu_ptx::lower::SINK;
 
@@ -174,6 +175,9 @@ pub(crate) fn compile(
         }
         if let Some(w) = warp_op {
             top = top.max(highest_reg(w));
+            if shuffle(&mut b, ptr, regs, mask, w) {
+                continue;
+            }
             let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
             let i = b.ins().iconst(ptr, w as *const Inst as i64);
             let m = b.ins().uextend(I64, mask);
@@ -233,6 +237,125 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
         out.push((start..insts.len(), None));
     }
     out
+}
+
+/// An unguarded `shfl.sync` compiled inline, as the interpreter's (`vgpu_ptx::exec`'s
+/// `shuffle`): a loop over the lanes of `mask`, each reading its operands from the
+/// registers the stretch before stored and writing its results. Only when the destinations
+/// are none of the sources, so that no lane's write changes what a later lane reads; `false`
+/// (and nothing built) otherwise, or for a guarded one.
+fn shuffle(b: &mut FunctionBuilder<'_>, ptr: Type, regs: Value, mask: Value, w: &Inst) -> bool {
+    let Op::Shfl {
+        mode,
+        d,
+        p,
+        a,
+        b: bs,
+        c,
+    } = &w.op
+    else {
+        return false;
+    };
+    let reg_or_imm = |s: &Src| match *s {
+        Src::Reg(r) => Some(Ok(r)),
+        Src::Imm(v) => Some(Err(v)),
+        _ => None,
+    };
+    let (Some(a), Some(bs), Some(c)) = (reg_or_imm(a), reg_or_imm(bs), reg_or_imm(c)) else {
+        return false;
+    };
+    let sources: Vec<Reg> = [a, bs, c].into_iter().filter_map(Result::ok).collect();
+    let p = p.filter(|&p| p != SINK);
+    let clash = |r: Reg| sources.contains(&r) || r == SINK;
+    if w.guard.is_some() || clash(*d) || p.is_some_and(|p| clash(p) || p == *d) {
+        return false;
+    }
+    let f = MemFlags::trusted();
+    let head = b.create_block();
+    let body = b.create_block();
+    let after = b.create_block();
+    b.append_block_param(head, I32);
+    b.append_block_param(body, I32);
+    b.ins().jump(head, &[mask.into()]);
+    b.switch_to_block(head);
+    let m = b.block_params(head)[0];
+    b.ins().brif(m, body, &[m.into()], after, &[]);
+    b.switch_to_block(body);
+    b.seal_block(body);
+    let m = b.block_params(body)[0];
+    let lane32 = b.ins().ctz(m);
+    let below = b.ins().iadd_imm(m, -1);
+    let rest = b.ins().band(m, below);
+    let lane = b.ins().uextend(I64, lane32);
+    let slot = |b: &mut FunctionBuilder<'_>, l: Value| {
+        let off = b.ins().ishl_imm(l, 3);
+        let off = if ptr == I64 {
+            off
+        } else {
+            b.ins().ireduce(ptr, off)
+        };
+        b.ins().iadd(regs, off)
+    };
+    let mine = slot(b, lane);
+    let value = |b: &mut FunctionBuilder<'_>, s: Result<Reg, u64>| match s {
+        Ok(r) => b.ins().load(I64, f, mine, (r * 256) as i32),
+        Err(v) => b.ins().iconst(I64, v as i64),
+    };
+    let bv = value(b, bs);
+    let cv = value(b, c);
+    let bval = b.ins().band_imm(bv, 0x1f);
+    let cval = b.ins().band_imm(cv, 0x1f);
+    let seg = b.ins().ushr_imm(cv, 8);
+    let seg = b.ins().band_imm(seg, 0x1f);
+    let min_lane = b.ins().band(lane, seg);
+    let open = b.ins().band_not(cval, seg);
+    let max_lane = b.ins().bor(min_lane, open);
+    let (j, ok) = match mode {
+        ShflMode::Up => {
+            let j = b.ins().isub(lane, bval);
+            (
+                j,
+                b.ins().icmp(IntCC::SignedGreaterThanOrEqual, j, max_lane),
+            )
+        }
+        ShflMode::Down => {
+            let j = b.ins().iadd(lane, bval);
+            (j, b.ins().icmp(IntCC::SignedLessThanOrEqual, j, max_lane))
+        }
+        ShflMode::Bfly => {
+            let j = b.ins().bxor(lane, bval);
+            (j, b.ins().icmp(IntCC::SignedLessThanOrEqual, j, max_lane))
+        }
+        ShflMode::Idx => {
+            let free = b.ins().band_not(bval, seg);
+            let j = b.ins().bor(min_lane, free);
+            (j, b.ins().icmp(IntCC::SignedLessThanOrEqual, j, max_lane))
+        }
+    };
+    let j = b.ins().band_imm(j, 0x1f);
+    let j = b.ins().select(ok, j, lane);
+    // A source lane that does not execute the shuffle gives the lane its own value.
+    let m64 = b.ins().uextend(I64, mask);
+    let bit = b.ins().ushr(m64, j);
+    let bit = b.ins().band_imm(bit, 1);
+    let j = b.ins().select(bit, j, lane);
+    let v = match a {
+        Ok(r) => {
+            let theirs = slot(b, j);
+            b.ins().load(I64, f, theirs, (r * 256) as i32)
+        }
+        Err(v) => b.ins().iconst(I64, v as i64),
+    };
+    b.ins().store(f, v, mine, (*d * 256) as i32);
+    if let Some(p) = p {
+        let ok = b.ins().uextend(I64, ok);
+        b.ins().store(f, ok, mine, (p * 256) as i32);
+    }
+    b.ins().jump(head, &[rest.into()]);
+    b.seal_block(head);
+    b.switch_to_block(after);
+    b.seal_block(after);
+    true
 }
 
 /// A warp-wide instruction between stretches of per-lane code: the interpreter's own

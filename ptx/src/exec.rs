@@ -628,13 +628,12 @@ fn put_le(buf: &mut [u8], off: u64, size: u32, v: u64) -> bool {
     true
 }
 
-/// Sets the program counter of the lanes of `mask` to `pc` (a loop the compiler turns into
-/// vector blends).
+/// Sets the program counter of the lanes of `mask` to `pc`.
 fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
-    for (i, p) in pcs.iter_mut().enumerate() {
-        if mask >> i & 1 != 0 {
-            *p = pc;
-        }
+    match mask {
+        0 => {}
+        u32::MAX => *pcs = [pc; LANES],
+        _ => lanes(mask).for_each(|i| pcs[i & (LANES - 1)] = pc),
     }
 }
 
