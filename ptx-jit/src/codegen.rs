@@ -99,6 +99,40 @@ pub(crate) fn compile(
     for (range, warp_at) in segments(insts) {
         let (lane_part, warp_op) = (&insts[range.clone()], warp_at.map(|k| &insts[k]));
         if !lane_part.is_empty() {
+            for inst in lane_part {
+                let r = highest_reg(inst);
+                if r > MAX_REG {
+                    return Err(format!("register {r} is out of reach"));
+                }
+            }
+            // The instructions whose values are the same in every lane, computed once
+            // before the loop over the lanes.
+            let hoisted = uniform(lane_part);
+            let zero = b.ins().iconst(I64, 0);
+            let zero32 = b.ins().iconst(I32, 0);
+            let mut u = Lane {
+                b,
+                ptr,
+                base: regs,
+                params,
+                specials,
+                loads,
+                lane: zero,
+                lane32: zero32,
+                helper,
+                find,
+                vals: HashMap::new(),
+                dirty: BTreeSet::new(),
+                top,
+                sites,
+                param_bytes,
+            };
+            for (inst, _) in lane_part.iter().zip(&hoisted).filter(|(_, &h)| h) {
+                u.op(&inst.op, None, inst.line)?;
+            }
+            let (uniform_vals, uniform_dirty) = (u.vals, u.dirty);
+            (top, sites, param_bytes) = (u.top, u.sites, u.param_bytes);
+            b = u.b;
             let head = b.create_block();
             let body = b.create_block();
             let after = b.create_block();
@@ -138,18 +172,14 @@ pub(crate) fn compile(
                 lane32,
                 helper,
                 find,
-                vals: HashMap::new(),
-                dirty: BTreeSet::new(),
+                vals: uniform_vals,
+                dirty: uniform_dirty,
                 top,
                 sites,
                 param_bytes,
             };
             let mut taken = taken;
-            for inst in lane_part {
-                let r = highest_reg(inst);
-                if r > MAX_REG {
-                    return Err(format!("register {r} is out of reach"));
-                }
+            for (inst, _) in lane_part.iter().zip(&hoisted).filter(|(_, &h)| !h) {
                 let on = l.guard(inst);
                 match &inst.op {
                     Op::Bra { .. } => {
@@ -237,6 +267,64 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
         out.push((start..insts.len(), None));
     }
     out
+}
+
+/// Which instructions of a stretch compute the same value in every lane, so that they can be
+/// computed once before the loop over the lanes: unguarded per-lane operations (loads from
+/// the parameters among them, no other loads) whose operands are immediates, special
+/// registers that are the same across a warp (`%ntid`, `%ctaid`, `%nctaid`, `%warpid`,
+/// ...), or registers such an instruction wrote earlier in the stretch. An instruction
+/// qualifies only if no instruction left in the loop read or wrote its destinations
+/// before it: the loop then starts from the values computed before it, which are what the
+/// lanes would have computed at that point.
+fn uniform(insts: &[Inst]) -> Vec<bool> {
+    let mut same: HashMap<Reg, bool> = HashMap::new();
+    let mut touched: BTreeSet<Reg> = BTreeSet::new();
+    insts
+        .iter()
+        .map(|inst| {
+            let pure = match &inst.op {
+                Op::Ld { .. } => crate::param_load(&inst.op).is_some(),
+                Op::Bra { .. } | Op::Nop | Op::St { .. } => false,
+                op => crate::run_sources(op).is_some(),
+            };
+            let sources_same = crate::run_sources(&inst.op).is_some_and(|srcs| {
+                srcs.iter().all(|s| match s {
+                    Src::Imm(_) => true,
+                    Src::Reg(r) => same.get(r) == Some(&true),
+                    Src::Special(sp) => matches!(
+                        sp,
+                        Special::Ntid(_)
+                            | Special::Ctaid(_)
+                            | Special::Nctaid(_)
+                            | Special::WarpId
+                            | Special::NWarpId
+                            | Special::DynSmem
+                            | Special::Zero
+                    ),
+                    Src::Global(..) => false,
+                })
+            });
+            let (mut reads, mut writes) = (Vec::new(), Vec::new());
+            inst.clone()
+                .visit_regs(|r, def| if def { writes.push(*r) } else { reads.push(*r) });
+            let hoist = pure
+                && sources_same
+                && inst.guard.is_none()
+                && writes.iter().all(|d| !touched.contains(d));
+            if hoist {
+                writes.iter().for_each(|&d| {
+                    same.insert(d, true);
+                });
+            } else {
+                touched.extend(reads.iter().chain(&writes));
+                writes.iter().for_each(|&d| {
+                    same.insert(d, false);
+                });
+            }
+            hoist
+        })
+        .collect()
 }
 
 /// An unguarded `shfl.sync` compiled inline, as the interpreter's (`vgpu_ptx::exec`'s
