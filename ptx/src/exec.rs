@@ -1450,21 +1450,19 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 }
             }
             Op::Mma { shape, d, a, b, c } => {
-                let regs = |srcs: &[Src]| -> Vec<Vec<u64>> {
-                    (0..LANES)
-                        .map(|i| {
-                            if on & (1 << i) == 0 {
-                                vec![0; srcs.len()]
-                            } else {
-                                srcs.iter().map(|&s| self.read(wi, i, s)).collect()
-                            }
-                        })
-                        .collect()
+                let regs = |srcs: &[Src]| -> crate::mma::Fragments {
+                    let mut f = [[0u64; 4]; LANES];
+                    for i in lanes(on) {
+                        for (v, &s) in f[i & (LANES - 1)].iter_mut().zip(srcs) {
+                            *v = self.read(wi, i, s);
+                        }
+                    }
+                    f
                 };
                 let (ra, rb, rc) = (regs(a), regs(b), regs(c));
                 let out = crate::mma::mma(shape, &ra, &rb, &rc);
                 for i in lanes(on) {
-                    for (&dst, &v) in d.iter().zip(&out[i]) {
+                    for (&dst, &v) in d.iter().zip(&out[i & (LANES - 1)]) {
                         self.write(wi, i, dst, v);
                     }
                 }
@@ -1476,7 +1474,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 addr,
             } => {
                 // Lanes 8j..8j+7 give the rows of matrix j.
-                let mut mats = vec![[[0u16; 8]; 8]; d.len()];
+                let mut all = [[[0u16; 8]; 8]; 4];
+                let mats = &mut all[..d.len().min(4)];
                 for (j, m) in mats.iter_mut().enumerate() {
                     for (r, row) in m.iter_mut().enumerate() {
                         let lane = 8 * j + r;
@@ -1488,7 +1487,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     }
                 }
                 for i in lanes(on) {
-                    let vals = crate::mma::ldmatrix_reg(&mats, i, *trans);
+                    let vals = crate::mma::ldmatrix_reg(mats, i, *trans);
                     for (&dst, v) in d.iter().zip(vals) {
                         self.write(wi, i, dst, v);
                     }

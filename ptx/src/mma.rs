@@ -128,28 +128,34 @@ fn element(ty: Ty, reg: u64, e: usize) -> f64 {
     }
 }
 
+/// The registers of one operand of `mma.sync` across the warp: `[lane][register]` (at most
+/// four registers a lane for any supported shape; the unused ones are ignored).
+pub type Fragments = [[u64; 4]; 32];
+
 /// `mma.sync`: D = A·B + C over the warp. `a`, `b`, `c` hold each lane's registers (lanes
-/// that do not take part hold zeros); the result is each lane's D registers.
-pub fn mma(s: &MmaShape, a: &[Vec<u64>], b: &[Vec<u64>], c: &[Vec<u64>]) -> Vec<Vec<u64>> {
+/// that do not take part hold zeros); the result is each lane's D registers. Allocates
+/// nothing: every supported shape fits fixed arrays.
+pub fn mma(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragments {
     let (pa, pcd) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
-    let mut am = vec![0f64; s.m * s.k];
-    let mut bm = vec![0f64; s.k * s.n];
-    let mut cm = vec![0f64; s.m * s.n];
-    let mut im = vec![0i64; s.m * s.n];
+    let (na, nb, nc) = s.regs();
+    let mut am = [0f64; 16 * 32];
+    let mut bm = [0f64; 32 * 8];
+    let mut cm = [0f64; 16 * 8];
+    let mut im = [0i64; 16 * 8];
     for lane in 0..32 {
-        for (r, &v) in a[lane].iter().enumerate() {
+        for (r, &v) in a[lane].iter().take(na).enumerate() {
             for e in 0..pa {
                 let (row, col) = s.a_at(lane, r * pa + e);
                 am[row * s.k + col] = element(s.ab, v, e);
             }
         }
-        for (r, &v) in b[lane].iter().enumerate() {
+        for (r, &v) in b[lane].iter().take(nb).enumerate() {
             for e in 0..pa {
                 let (row, col) = s.b_at(lane, r * pa + e);
                 bm[row * s.n + col] = element(s.b, v, e);
             }
         }
-        for (r, &v) in c[lane].iter().enumerate() {
+        for (r, &v) in c[lane].iter().take(nc).enumerate() {
             for e in 0..pcd {
                 let (row, col) = s.cd_at(lane, r * pcd + e);
                 cm[row * s.n + col] = element(s.cd, v, e);
@@ -158,8 +164,8 @@ pub fn mma(s: &MmaShape, a: &[Vec<u64>], b: &[Vec<u64>], c: &[Vec<u64>]) -> Vec<
         }
     }
     let int = s.cd == Ty::S32;
-    let mut d = vec![0f64; s.m * s.n];
-    let mut di = vec![0i64; s.m * s.n];
+    let mut d = [0f64; 16 * 8];
+    let mut di = [0i64; 16 * 8];
     for r in 0..s.m {
         for col in 0..s.n {
             if int {
@@ -177,43 +183,39 @@ pub fn mma(s: &MmaShape, a: &[Vec<u64>], b: &[Vec<u64>], c: &[Vec<u64>]) -> Vec<
             }
         }
     }
-    let (_, _, nd) = s.regs();
-    (0..32)
-        .map(|lane| {
-            (0..nd)
-                .map(|r| {
-                    let mut v = 0u64;
-                    for e in 0..pcd {
-                        let (row, col) = s.cd_at(lane, r * pcd + e);
-                        let x = row * s.n + col;
-                        v |= match s.cd {
-                            Ty::F32 => u64::from((d[x] as f32).to_bits()),
-                            Ty::F16 => u64::from(half::f16::from_f64(d[x]).to_bits()) << (16 * e),
-                            _ => u64::from(di[x] as i32 as u32),
-                        };
-                    }
-                    v
-                })
-                .collect()
-        })
-        .collect()
+    let mut out = [[0u64; 4]; 32];
+    for (lane, regs) in out.iter_mut().enumerate() {
+        for (r, v) in regs.iter_mut().take(nc).enumerate() {
+            for e in 0..pcd {
+                let (row, col) = s.cd_at(lane, r * pcd + e);
+                let x = row * s.n + col;
+                *v |= match s.cd {
+                    Ty::F32 => u64::from((d[x] as f32).to_bits()),
+                    Ty::F16 => u64::from(half::f16::from_f64(d[x]).to_bits()) << (16 * e),
+                    _ => u64::from(di[x] as i32 as u32),
+                };
+            }
+        }
+    }
+    out
 }
 
 /// `ldmatrix.m8n8.xN.b16`: from each matrix's 8 rows of 8 16-bit elements (`rows[j][r]`),
 /// the registers of `lane`: for matrix j, elements (lane/4, 2·(lane%4)) and the next, or
-/// with `.trans` the transposed pair.
-pub fn ldmatrix_reg(rows: &[[[u16; 8]; 8]], lane: usize, trans: bool) -> Vec<u64> {
-    rows.iter()
-        .map(|m| {
-            let (r, c) = (lane / 4, (lane % 4) * 2);
-            let (lo, hi) = if trans {
-                (m[c][r], m[c + 1][r])
-            } else {
-                (m[r][c], m[r][c + 1])
-            };
-            u64::from(lo) | u64::from(hi) << 16
-        })
-        .collect()
+/// with `.trans` the transposed pair (the first `rows.len()` of the four; at most four
+/// matrices).
+pub fn ldmatrix_reg(rows: &[[[u16; 8]; 8]], lane: usize, trans: bool) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (o, m) in out.iter_mut().zip(rows) {
+        let (r, c) = (lane / 4, (lane % 4) * 2);
+        let (lo, hi) = if trans {
+            (m[c][r], m[c + 1][r])
+        } else {
+            (m[r][c], m[r][c + 1])
+        };
+        *o = u64::from(lo) | u64::from(hi) << 16;
+    }
+    out
 }
 
 /// `movmatrix.m8n8.trans.b16`: the registers of the warp (one each) after transposing the
@@ -402,9 +404,9 @@ mod tests {
         let bv = |r: usize, c: usize| (r * 3 + c) as f32 / 8.0;
         let h = |f: f32| u64::from(half::f16::from_f32(f).to_bits());
         let (ra, rb, rc) = s.regs();
-        let mut a = vec![vec![0u64; ra]; 32];
-        let mut b = vec![vec![0u64; rb]; 32];
-        let mut c = vec![vec![0u64; rc]; 32];
+        let mut a = [[0u64; 4]; 32];
+        let mut b = [[0u64; 4]; 32];
+        let mut c = [[0u64; 4]; 32];
         for lane in 0..32 {
             for i in 0..ra * 2 {
                 let (r, col) = s.a_at(lane, i);
@@ -414,14 +416,14 @@ mod tests {
                 let (r, col) = s.b_at(lane, i);
                 b[lane][i / 2] |= h(bv(r, col)) << (16 * (i % 2));
             }
-            for (i, reg) in c[lane].iter_mut().enumerate() {
+            for (i, reg) in c[lane].iter_mut().take(rc).enumerate() {
                 let (r, col) = s.cd_at(lane, i);
                 *reg = u64::from(((r * 8 + col) as f32).to_bits());
             }
         }
         let d = mma(&s, &a, &b, &c);
         for (lane, regs) in d.iter().enumerate() {
-            for (i, &v) in regs.iter().enumerate() {
+            for (i, &v) in regs.iter().take(rc).enumerate() {
                 let (r, col) = s.cd_at(lane, i);
                 let want: f32 =
                     (0..8).map(|x| av(r, x) * bv(x, col)).sum::<f32>() + (r * 8 + col) as f32;
