@@ -1,9 +1,11 @@
 //! Cranelift code for one run: for each stretch of per-lane instructions, a loop over the
 //! lanes of the mask, each lane running the whole stretch with its registers in SSA values
-//! (loaded on first use, stored back once at the end of the lane); between two stretches,
-//! one call of the interpreter's warp-wide step for the instruction there. A stretch also
-//! ends where running lane after lane could reorder memory accesses the lanes may share
-//! ([`segments`]).
+//! (loaded on first use, stored back once at the end of the lane if read after the run),
+//! after the stretch's instructions that compute the same value in every lane
+//! ([`uniform`]); between two stretches, the warp-wide instruction there: a shuffle inline
+//! ([`shuffle`]), anything else by a call of the interpreter's warp-wide step. A stretch
+//! also ends where running lane after lane could reorder memory accesses the lanes may
+//! share ([`segments`]).
 
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;

@@ -14,9 +14,12 @@
 //! addresses, barriers, atomics, calls and the clock stay with the interpreter. The
 //! per-lane stretches between two warp-wide instructions run one lane at a time: a lane's
 //! registers stay in machine registers across the stretch; the warp-wide instructions
-//! between them are the interpreter's own ([`vgpu_ptx::exec::warp_op`]), called once for
-//! the warp. So the warp pays for its scheduling once per run instead of once per
-//! instruction.
+//! between them are compiled inline (an unguarded `shfl`) or the interpreter's own
+//! ([`vgpu_ptx::exec::warp_op`]), called once for the warp. So the warp pays for its
+//! scheduling once per run instead of once per instruction. Instructions whose value is
+//! the same in every lane (from parameters, block indices and immediates alone) run once
+//! per stretch, before its loop over the lanes; a lane stores back only the registers that
+//! are read after the run ([`vgpu_ptx::liveness::Liveness`]).
 //!
 //! Running lane after lane reorders the lanes' memory accesses against the interpreter,
 //! which runs instruction after instruction. So a stretch also ends where that could be
