@@ -80,9 +80,14 @@ pub(crate) fn compile(
     }
     warp.params.push(AbiParam::new(I64));
 
+    let mut math = module.make_signature();
+    math.params.push(AbiParam::new(F64));
+    math.returns.push(AbiParam::new(F64));
+
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
     let helper = b.import_signature(helper);
+    let math = b.import_signature(math);
     let find = b.import_signature(find);
     let warp = b.import_signature(warp);
     let entry = b.create_block();
@@ -122,6 +127,7 @@ pub(crate) fn compile(
                 lane: zero,
                 lane32: zero32,
                 helper,
+                math,
                 find,
                 vals: HashMap::new(),
                 dirty: BTreeSet::new(),
@@ -173,6 +179,7 @@ pub(crate) fn compile(
                 lane,
                 lane32,
                 helper,
+                math,
                 find,
                 vals: uniform_vals,
                 dirty: uniform_dirty,
@@ -466,6 +473,27 @@ extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, ma
     }
 }
 
+/// The host math library's functions that the interpreter's f32 `ex2`, `lg2`, `sin`, `cos`
+/// and `tanh` use (`vgpu_ptx::exec::lane_value` of a `Un`), for compiled code to call
+/// without going through the interpreter's dispatch: the same functions, so the same bits.
+mod math {
+    pub(super) extern "C" fn ex2(x: f64) -> f64 {
+        x.exp2()
+    }
+    pub(super) extern "C" fn lg2(x: f64) -> f64 {
+        x.log2()
+    }
+    pub(super) extern "C" fn sin(x: f64) -> f64 {
+        x.sin()
+    }
+    pub(super) extern "C" fn cos(x: f64) -> f64 {
+        x.cos()
+    }
+    pub(super) extern "C" fn tanh(x: f64) -> f64 {
+        x.tanh()
+    }
+}
+
 /// The operations compiled code does not do inline: the interpreter's arithmetic.
 extern "C" fn lane_value(op: *const Op, a: u64, b: u64, c: u64, d: u64) -> u64 {
     // SAFETY: compiled code passes a pointer into the `code` of the `Jit` that owns it,
@@ -501,6 +529,8 @@ struct Lane<'f> {
     lane: Value,
     lane32: Value,
     helper: SigRef,
+    /// `(f64) -> f64`, of the functions in [`math`].
+    math: SigRef,
     find: SigRef,
     /// Each register's value so far.
     vals: HashMap<Reg, Value>,
@@ -1298,6 +1328,30 @@ impl Lane<'_> {
                         } else {
                             self.b.ins().sqrt(x)
                         };
+                        let mut bits = self.b.ins().bitcast(I32, MemFlags::new(), r);
+                        if *ftz {
+                            bits = self.flush(bits);
+                        }
+                        self.b.ins().uextend(I64, bits)
+                    }
+                    (UnOp::Ex2 | UnOp::Lg2 | UnOp::Sin | UnOp::Cos | UnOp::Tanh, 4, true)
+                        if *ty == Ty::F32 =>
+                    {
+                        // As the interpreter's: the same function of the host's math library
+                        // on the value in f64, rounded once to f32.
+                        let f = match un {
+                            UnOp::Ex2 => math::ex2 as *const (),
+                            UnOp::Lg2 => math::lg2 as *const (),
+                            UnOp::Sin => math::sin as *const (),
+                            UnOp::Cos => math::cos as *const (),
+                            _ => math::tanh as *const (),
+                        };
+                        let x = self.f32_in(x, *ftz);
+                        let x = self.b.ins().fpromote(F64, x);
+                        let f = self.b.ins().iconst(self.ptr, f as usize as i64);
+                        let call = self.b.ins().call_indirect(self.math, f, &[x]);
+                        let r = self.b.inst_results(call)[0];
+                        let r = self.b.ins().fdemote(F32, r);
                         let mut bits = self.b.ins().bitcast(I32, MemFlags::new(), r);
                         if *ftz {
                             bits = self.flush(bits);
