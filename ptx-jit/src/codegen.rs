@@ -11,7 +11,7 @@ use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlags, SigRef, Type, Value};
+use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlags, SigRef, Type, Value};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -41,6 +41,11 @@ pub(crate) fn module() -> Result<JITModule, String> {
     )))
 }
 
+/// The most iterations one lane runs of a loop inside compiled code in one call; a lane
+/// that would run more stops at the loop's start, and the interpreter calls the run again
+/// (after checking the launch's watchdog as it does between runs).
+const LOOP_BUDGET: i64 = 1 << 10;
+
 /// Registers whose slots lie too far for a load's offset are not compiled.
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
@@ -52,6 +57,7 @@ pub(crate) fn compile(
     module: &mut JITModule,
     insts: &[Inst],
     live: &dyn Fn(usize, Reg) -> bool,
+    looping: bool,
 ) -> Result<(Code, usize, usize), String> {
     let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
@@ -103,7 +109,18 @@ pub(crate) fn compile(
     // instructions between them called once for the warp.
     let mut taken_out = none;
     let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
-    for (range, warp_at) in segments(insts) {
+    let segs = segments(insts);
+    let segments_count = segs.len();
+    // A run that branches back to its own start, in one stretch with no stores, loops
+    // inside the compiled code: each lane runs its iterations on its own.
+    let looping = looping
+        && segments_count == 1
+        && segs[0].1.is_none()
+        && matches!(insts.last().map(|i| &i.op), Some(Op::Bra { .. }))
+        && !insts
+            .iter()
+            .any(|i| matches!(crate::memory_access(&i.op), Some((_, true))));
+    for (range, warp_at) in segs {
         let (lane_part, warp_op) = (&insts[range.clone()], warp_at.map(|k| &insts[k]));
         if !lane_part.is_empty() {
             for inst in lane_part {
@@ -188,6 +205,30 @@ pub(crate) fn compile(
                 param_bytes,
             };
             let mut taken = taken;
+            if looping && segments_count == 1 {
+                let uniform_vals = l.vals.clone();
+                let body_insts: Vec<&Inst> = lane_part
+                    .iter()
+                    .zip(&hoisted)
+                    .filter(|(_, &h)| !h)
+                    .map(|(i, _)| i)
+                    .collect();
+                let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
+                let cond = l.lane_loop(rest_insts, last, &uniform_vals)?;
+                let one = l.b.ins().iconst(I32, 1);
+                let bit = l.b.ins().ishl(one, lane32);
+                let bit = l.b.ins().select(cond, bit, none);
+                taken = l.b.ins().bor(taken, bit);
+                l.store_back(|r| live(range.end - 1, r));
+                (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
+                b = l.b;
+                b.ins().jump(head, &[rest.into(), taken.into()]);
+                b.seal_block(head);
+                b.switch_to_block(after);
+                b.seal_block(after);
+                taken_out = b.block_params(after)[0];
+                continue;
+            }
             for (inst, _) in lane_part.iter().zip(&hoisted).filter(|(_, &h)| !h) {
                 let on = l.guard(inst);
                 match &inst.op {
@@ -797,6 +838,76 @@ impl Lane<'_> {
         self.top = self.top.max(d);
         self.vals.insert(d, v);
         self.dirty.insert(d);
+    }
+
+    /// The iterations of one lane through a run that branches back to its start: `body`,
+    /// then the branch `last`, again while its guard holds, up to [`LOOP_BUDGET`] times.
+    /// Every register the loop touches is loaded once before it and carried around it in
+    /// block parameters; the values computed before the loop over the lanes (`uniform`)
+    /// are the same in every iteration. Gives whether the lane takes the branch when it
+    /// leaves (true only when the budget ran out: the lane then resumes at the start).
+    fn lane_loop(
+        &mut self,
+        body: &[&Inst],
+        last: &Inst,
+        uniform: &HashMap<Reg, Value>,
+    ) -> Result<Value, String> {
+        let mut touched = BTreeSet::new();
+        for i in body.iter().copied().chain([last]) {
+            i.clone().visit_regs(|r, _| {
+                touched.insert(*r);
+            });
+        }
+        let regs: Vec<Reg> = touched.into_iter().collect();
+        let entry: Vec<BlockArg> = regs.iter().map(|&r| self.reg(r).into()).collect();
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        for _ in &regs {
+            self.b.append_block_param(head, I64);
+            self.b.append_block_param(exit, I64);
+        }
+        self.b.append_block_param(head, I32);
+        self.b.append_block_param(exit, I8);
+        let zero = self.b.ins().iconst(I32, 0);
+        let mut args = entry;
+        args.push(zero.into());
+        self.b.ins().jump(head, &args);
+        self.b.switch_to_block(head);
+        let params = self.b.block_params(head).to_vec();
+        for (&r, &v) in regs.iter().zip(&params) {
+            self.vals.insert(r, v);
+        }
+        for (&r, &v) in uniform {
+            self.vals.insert(r, v);
+        }
+        let iter = params[regs.len()];
+        for inst in body {
+            let on = self.guard(inst);
+            self.op(&inst.op, on, inst.line)?;
+        }
+        let cond = match self.guard(last) {
+            Some(c) => c,
+            None => self.b.ins().iconst(I8, 1),
+        };
+        let next = self.b.ins().iadd_imm(iter, 1);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::UnsignedLessThan, next, LOOP_BUDGET);
+        let again = self.b.ins().band(cond, more);
+        let mut back: Vec<BlockArg> = regs.iter().map(|&r| self.reg(r).into()).collect();
+        let mut out = back.clone();
+        back.push(next.into());
+        out.push(cond.into());
+        self.b.ins().brif(again, head, &back, exit, &out);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        let params = self.b.block_params(exit).to_vec();
+        for (&r, &v) in regs.iter().zip(&params) {
+            self.vals.insert(r, v);
+        }
+        Ok(params[regs.len()])
     }
 
     /// Stores the registers written that are `live` into the lane's slots.

@@ -229,7 +229,8 @@ impl Jit {
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
         let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
-        match codegen::compile(module, insts, &live) {
+        let looping = target == Some(pc as u32);
+        match codegen::compile(module, insts, &live, looping) {
             Ok((code, slots, params)) => Some(Run {
                 code,
                 end: end as u32,
@@ -523,6 +524,76 @@ mod tests {
             assert_eq!(regs[32 + lane], want, "r1 of lane {lane}");
             assert_eq!(regs[2 * 32 + lane], 0, "r2 of lane {lane}");
             assert_eq!(regs[3 * 32 + lane], 0, "r3 of lane {lane}");
+        }
+    }
+
+    /// A run that branches back to its own start loops inside compiled code: one call runs
+    /// each lane's iterations until it leaves the loop.
+    #[test]
+    fn loops_run_inside_compiled_code() {
+        let add = |d, a, b| Op::Bin {
+            op: vgpu_ptx::ir::BinOp::Add,
+            ty: Ty::U32,
+            d,
+            a: Src::Reg(a),
+            b,
+            ftz: false,
+            sat: false,
+            round: Default::default(),
+            nan: false,
+        };
+        let read = |r| Op::Mov {
+            d: 0,
+            a: Src::Reg(r),
+        };
+        // r1 = 0, r2 = laneid; loop: r1 += 3; r2 += 1; p3 = r2 < 5; @p3 bra loop.
+        let mut k = kernel(vec![
+            Op::Mov {
+                d: 1,
+                a: Src::Imm(0),
+            },
+            Op::Mov {
+                d: 2,
+                a: Src::Special(Special::LaneId),
+            },
+            Op::Bar,
+            add(1, 1, Src::Imm(3)),
+            add(2, 2, Src::Imm(1)),
+            Op::Setp {
+                cmp: vgpu_ptx::ir::Cmp::Lt,
+                ty: Ty::U32,
+                d: 3,
+                d2: None,
+                a: Src::Reg(2),
+                b: Src::Imm(5),
+                combine: None,
+                ftz: false,
+            },
+            Op::Bra { target: 3 },
+            Op::Bar,
+            read(1),
+            read(2),
+            Op::Exit,
+        ]);
+        k.code[6].guard = Some((3, false));
+        let jit = Jit::new(&k).unwrap();
+        let run = jit.at(3).expect("the loop compiled");
+        let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
+        let specials = Specials::default();
+        let env = WarpEnv {
+            params: &[0; 8],
+            specials: &specials,
+            mem: &mem,
+        };
+        let mut regs = vec![0u64; 4 * 32];
+        for lane in 0..32 {
+            regs[2 * 32 + lane] = lane as u64;
+        }
+        assert_eq!(run.run(&mut regs, &mut [], u32::MAX, &env), Ok(Some(0)));
+        for lane in 0..32 {
+            let n = 5u64.saturating_sub(lane as u64).max(1);
+            assert_eq!(regs[32 + lane], 3 * n, "r1 of lane {lane}");
+            assert_eq!(regs[2 * 32 + lane], lane as u64 + n, "r2 of lane {lane}");
         }
     }
 }

@@ -25,6 +25,9 @@ const PARAMS: u32 = 64;
 const SHARED: u64 = 512;
 /// The register that holds the lane's index times 8 (no random instruction writes it).
 const LANE8: Reg = 2 + NR;
+/// A loop's counter and its condition (no random instruction writes them).
+const COUNTER: Reg = 3 + NR;
+const LOOP_P: Reg = 4 + NR;
 
 struct Rng(u64);
 
@@ -610,8 +613,75 @@ fn inst(op: Op, guard: Option<(Reg, bool)>) -> Inst {
     Inst { guard, op, line: 1 }
 }
 
-/// A kernel: load NR registers per lane, `n` random instructions (with forward branches),
-/// store the NR registers back. Returns it and where its random part starts and ends.
+/// `code` with a counted loop around a short stretch of its random part (`start..end`):
+/// the counter (COUNTER) set to 0 before the stretch, then after it incremented, compared
+/// with 1 to 5 (into LOOP_P), and a guarded branch back to the stretch's start. Branches
+/// into the stretch land after the counter is set, except those to its first instruction,
+/// which set it (the program's start sets it too, so that it is never read unset).
+fn with_loop(rng: &mut Rng, code: Vec<Inst>, start: usize, end: usize) -> Vec<Inst> {
+    let s = start + rng.below((end - start) as u64) as usize;
+    let e = (s + rng.below(5) as usize).min(end - 1);
+    let remap = |t: u32| {
+        let t = t as usize;
+        (if t <= s {
+            t
+        } else if t <= e {
+            t + 1
+        } else {
+            t + 4
+        }) as u32
+    };
+    let mut out: Vec<Inst> = Vec::with_capacity(code.len() + 4);
+    for (i, mut ins) in code.into_iter().enumerate() {
+        if let Op::Bra { target } = &mut ins.op {
+            *target = remap(*target);
+        }
+        if i == s {
+            out.push(inst_of(Op::Mov {
+                d: COUNTER,
+                a: Src::Imm(0),
+            }));
+        }
+        out.push(ins);
+        if i == e {
+            out.push(inst_of(Op::Bin {
+                op: BinOp::Add,
+                ty: Ty::U32,
+                d: COUNTER,
+                a: Src::Reg(COUNTER),
+                b: Src::Imm(1),
+                ftz: false,
+                sat: false,
+                round: Round::Default,
+                nan: false,
+            }));
+            out.push(inst_of(Op::Setp {
+                cmp: Cmp::Lt,
+                ty: Ty::U32,
+                d: LOOP_P,
+                d2: None,
+                a: Src::Reg(COUNTER),
+                b: Src::Imm(1 + rng.below(5)),
+                combine: None,
+                ftz: false,
+            }));
+            out.push(inst(
+                Op::Bra {
+                    target: s as u32 + 1,
+                },
+                Some((LOOP_P, false)),
+            ));
+        }
+    }
+    out
+}
+
+fn inst_of(op: Op) -> Inst {
+    inst(op, None)
+}
+
+/// A kernel: load NR registers per lane, `n` random instructions (with forward branches,
+/// and half the time a loop around a few of them), store the NR registers back.
 fn kernel(rng: &mut Rng, n: usize) -> Kernel {
     let bytes = u64::from(NR) * 8;
     // r0 = the thread's index in the grid (ctaid.x * 64 + warpid * 32 + laneid), r1 =
@@ -685,6 +755,11 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
             None,
         ));
     }
+    // The loop's counter starts at 0 for branches into the loop past where it is set.
+    code.push(inst_of(Op::Mov {
+        d: COUNTER,
+        a: Src::Imm(0),
+    }));
     let start = code.len();
     let end = start + n;
     for i in start..end {
@@ -704,6 +779,9 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
             op(rng)
         };
         code.push(inst(op, guard));
+    }
+    if rng.chance(2) {
+        code = with_loop(rng, code, start, end);
     }
     let out = BASE + u64::from(THREADS) * bytes;
     for k in 0..NR {
@@ -729,7 +807,7 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
         name: "random".into(),
         params: vec![],
         param_bytes: PARAMS,
-        regs: 3 + NR,
+        regs: 5 + NR,
         shared_bytes: 0,
         local_bytes: 0,
         frame_bytes: 0,
