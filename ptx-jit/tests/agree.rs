@@ -1068,3 +1068,45 @@ fn loads_past_the_sites_are_checked_in_full() {
     }
     assert_eq!(jit.compiled(), 1);
 }
+
+/// A kernel that loops forever inside compiled code still ends at the launch's deadline:
+/// each call runs a bounded number of iterations and the interpreter checks the watchdog
+/// between calls.
+#[test]
+fn endless_compiled_loops_meet_the_watchdog() {
+    let add = Op::Bin {
+        op: BinOp::Add,
+        ty: Ty::U32,
+        d: 2,
+        a: Src::Reg(2),
+        b: Src::Imm(1),
+        ftz: false,
+        sat: false,
+        round: Round::Default,
+        nan: false,
+    };
+    let k = Kernel {
+        name: "spin".into(),
+        params: vec![],
+        param_bytes: 0,
+        regs: 3,
+        shared_bytes: 0,
+        local_bytes: 0,
+        frame_bytes: 0,
+        code: vec![
+            inst_of(Op::Bar),
+            inst_of(add.clone()),
+            inst_of(add),
+            inst_of(Op::Bra { target: 1 }),
+            inst_of(Op::Exit),
+        ],
+    };
+    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+    let mem = DirectMemory::zeroed(BASE, 64).expect("aligned memory");
+    let mut l = launch((2, [64, 1, 1], 1), &[], &mem, Some(&jit));
+    l.deadline = Some(Instant::now() + Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(run(&k, &l), Err(vgpu_ptx::exec::Fault::Timeout));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(jit.compiled() >= 1, "the loop ran compiled");
+}
