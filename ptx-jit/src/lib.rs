@@ -430,6 +430,33 @@ mod tests {
         Op::Mov { d, a: Src::Imm(7) }
     }
 
+    /// `add.u32 d, a, b`.
+    fn add(d: Reg, a: Reg, b: Src) -> Op {
+        Op::Bin {
+            op: vgpu_ptx::ir::BinOp::Add,
+            ty: Ty::U32,
+            d,
+            a: Src::Reg(a),
+            b,
+            ftz: false,
+            sat: false,
+            round: Default::default(),
+            nan: false,
+        }
+    }
+
+    /// Calls `f` with what a warp of block 0 sees: eight zero bytes of parameters and
+    /// eight bytes of global memory.
+    fn with_env<R>(f: impl FnOnce(&WarpEnv<'_>) -> R) -> R {
+        let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
+        let specials = Specials::default();
+        f(&WarpEnv {
+            params: &[0; 8],
+            specials: &specials,
+            mem: &mem,
+        })
+    }
+
     /// Register numbers whose slots no load offset reaches are left to the interpreter
     /// (which refuses such a block as out of resources), not compiled.
     #[test]
@@ -491,34 +518,24 @@ mod tests {
     /// in machine registers.
     #[test]
     fn dead_registers_are_not_stored() {
-        let add = |d, a| Op::Bin {
-            op: vgpu_ptx::ir::BinOp::Add,
-            ty: Ty::U32,
-            d,
-            a: Src::Reg(a),
-            b: Src::Imm(1),
-            ftz: false,
-            sat: false,
-            round: Default::default(),
-            nan: false,
-        };
         // r1 is read after the run, r2 only inside it, r3 never.
         let read = Op::Mov {
             d: 1,
             a: Src::Reg(1),
         };
-        let k = kernel(vec![mov(2), add(1, 2), mov(3), Op::Bar, read, Op::Exit]);
+        let k = kernel(vec![
+            mov(2),
+            add(1, 2, Src::Imm(1)),
+            mov(3),
+            Op::Bar,
+            read,
+            Op::Exit,
+        ]);
         let jit = Jit::new(&k).unwrap();
         let run = jit.at(0).expect("a run");
-        let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
-        let specials = Specials::default();
-        let env = WarpEnv {
-            params: &[0; 8],
-            specials: &specials,
-            mem: &mem,
-        };
         let mut regs = vec![0u64; 4 * 32];
-        assert_eq!(run.run(&mut regs, &mut [], 0b101, &env), Ok(Some(0)));
+        let r = with_env(|env| run.run(&mut regs, &mut [], 0b101, env));
+        assert_eq!(r, Ok(Some(0)));
         for lane in 0..32 {
             let want = if lane == 0 || lane == 2 { 8 } else { 0 };
             assert_eq!(regs[32 + lane], want, "r1 of lane {lane}");
@@ -531,17 +548,6 @@ mod tests {
     /// each lane's iterations until it leaves the loop.
     #[test]
     fn loops_run_inside_compiled_code() {
-        let add = |d, a, b| Op::Bin {
-            op: vgpu_ptx::ir::BinOp::Add,
-            ty: Ty::U32,
-            d,
-            a: Src::Reg(a),
-            b,
-            ftz: false,
-            sat: false,
-            round: Default::default(),
-            nan: false,
-        };
         let read = |r| Op::Mov {
             d: 0,
             a: Src::Reg(r),
@@ -578,18 +584,12 @@ mod tests {
         k.code[6].guard = Some((3, false));
         let jit = Jit::new(&k).unwrap();
         let run = jit.at(3).expect("the loop compiled");
-        let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
-        let specials = Specials::default();
-        let env = WarpEnv {
-            params: &[0; 8],
-            specials: &specials,
-            mem: &mem,
-        };
         let mut regs = vec![0u64; 4 * 32];
         for lane in 0..32 {
             regs[2 * 32 + lane] = lane as u64;
         }
-        assert_eq!(run.run(&mut regs, &mut [], u32::MAX, &env), Ok(Some(0)));
+        let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env));
+        assert_eq!(r, Ok(Some(0)));
         for lane in 0..32 {
             let n = 5u64.saturating_sub(lane as u64).max(1);
             assert_eq!(regs[32 + lane], 3 * n, "r1 of lane {lane}");

@@ -138,13 +138,27 @@ fn uses_defs(inst: &mut Inst, mut f: impl FnMut(Reg, bool)) {
     inst.visit_regs(|r, def| f(*r, def && !guarded));
 }
 
-fn flow(code: &mut [Inst]) -> Flow {
+/// The most words of register sets (64 registers a word) an analysis keeps for one
+/// kernel's blocks or instructions: 16 MiB a table. A kernel that would need more (a
+/// hostile one: hundreds of thousands of registers and of blocks) is not analysed: its
+/// registers keep their slots, and every register counts as live everywhere.
+const MAX_WORDS: usize = 1 << 21;
+
+/// Register numbers past this are not analysed either (tables of one entry a register).
+const MAX_REGS: usize = 1 << 20;
+
+/// The liveness of `code`'s blocks, or `None` when its tables would pass [`MAX_WORDS`] or
+/// it names registers past [`MAX_REGS`].
+fn flow(code: &mut [Inst]) -> Option<Flow> {
     let mut regs = 0usize;
     for inst in code.iter_mut() {
         inst.visit_regs(|r, _| regs = regs.max(*r as usize + 1));
     }
     // Upward-exposed uses and unconditional writes of each block.
     let (ranges, succs) = blocks(code);
+    if regs > MAX_REGS || regs.div_ceil(64).saturating_mul(ranges.len()) > MAX_WORDS {
+        return None;
+    }
     let (mut gen, mut kill) = (Vec::new(), Vec::new());
     for r in &ranges {
         let (mut g, mut kl) = (Set::new(regs), Set::new(regs));
@@ -187,12 +201,12 @@ fn flow(code: &mut [Inst]) -> Flow {
             live_out[b] = out;
         }
     }
-    Flow {
+    Some(Flow {
         regs,
         ranges,
         live_in,
         live_out,
-    }
+    })
 }
 
 /// The registers live after each instruction of some code: those that a later instruction
@@ -206,9 +220,18 @@ pub struct Liveness {
 impl Liveness {
     /// The liveness of `code`.
     pub fn of(code: &[Inst]) -> Liveness {
+        let everything = Liveness {
+            words: 0,
+            bits: Vec::new(),
+        };
         let mut code = code.to_vec();
-        let f = flow(&mut code);
+        let Some(f) = flow(&mut code) else {
+            return everything;
+        };
         let words = f.regs.div_ceil(64);
+        if words.saturating_mul(code.len()) > MAX_WORDS {
+            return everything;
+        }
         let mut bits = vec![0u64; words * code.len()];
         for (b, range) in f.ranges.iter().enumerate() {
             let mut live = f.live_out[b].clone();
@@ -229,7 +252,7 @@ impl Liveness {
     }
 
     /// Whether register `r` may be read after instruction `pc` before it is written again
-    /// (`true` for anything this analysis did not see, to be safe).
+    /// (`true` for anything this analysis did not see or did not analyse, to be safe).
     pub fn live_after(&self, pc: usize, r: Reg) -> bool {
         let w = r as usize / 64;
         if w >= self.words {
@@ -248,12 +271,15 @@ pub fn compact(k: &mut Kernel) {
     if code.is_empty() {
         return;
     }
-    let Flow {
+    let Some(Flow {
         regs,
         ranges,
         live_in,
         live_out,
-    } = flow(code);
+    }) = flow(code)
+    else {
+        return;
+    };
     // Each register's interval: every instruction where it is read or written, and the
     // ends of the blocks it is live into or out of.
     let mut lo = vec![u32::MAX; regs];
@@ -425,5 +451,24 @@ mod tests {
         // Registers and places it never saw are live, to be safe.
         assert!(l.live_after(0, 1000));
         assert!(l.live_after(99, 0));
+    }
+
+    /// A kernel whose tables would be too large is left as it is, and everything in it
+    /// counts as live: its analysis takes no more than a bounded amount of memory.
+    #[test]
+    fn huge_register_numbers_are_not_analysed() {
+        let mut k = kernel(
+            vec![
+                (None, mov(u32::MAX - 1, Src::Imm(1))),
+                (None, mov(3, Src::Reg(u32::MAX - 1))),
+                (None, Op::Exit),
+            ],
+            4,
+        );
+        let before = k.clone();
+        compact(&mut k);
+        assert_eq!(k, before);
+        let l = Liveness::of(&k.code);
+        assert!(l.live_after(1, 3) && l.live_after(2, 0));
     }
 }
