@@ -514,6 +514,27 @@ extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, ma
     }
 }
 
+/// The f32 bits of every f16, by the interpreter's own `cvt.f32.f16`
+/// ([`vgpu_ptx::exec::lane_value`]): compiled code converts f16 operands with one load
+/// (256 KiB, made once for the process).
+fn f16_table() -> &'static [u32] {
+    static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let cvt = Op::Cvt {
+            dty: Ty::F32,
+            sty: Ty::F16,
+            round: Round::Default,
+            sat: false,
+            ftz: false,
+            d: 0,
+            a: Src::Reg(0),
+        };
+        (0..=u16::MAX)
+            .map(|h| vgpu_ptx::exec::lane_value(&cvt, [u64::from(h), 0, 0, 0]) as u32)
+            .collect()
+    })
+}
+
 /// The host math library's functions that the interpreter's f32 `ex2`, `lg2`, `sin`, `cos`
 /// and `tanh` use (`vgpu_ptx::exec::lane_value` of a `Un`), for compiled code to call
 /// without going through the interpreter's dispatch: the same functions, so the same bits.
@@ -1011,36 +1032,32 @@ impl Lane<'_> {
         self.b.ins().uextend(I64, acc)
     }
 
-    /// `cvt.f32.f16`: exact. Normal numbers and zeros are converted inline; subnormals,
-    /// infinities and NaNs by the interpreter's arithmetic (`op`).
-    fn f16_to_f32(&mut self, op: &Op, x: Value) -> Value {
+    /// `cvt.f32.f16`: exact, by [`f16_table`].
+    fn f16_to_f32(&mut self, x: Value) -> Value {
         let h = self.lo32(x);
-        let (f, ok) = self.f16_in(h);
+        let (f, _) = self.f16_in(h);
         let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
-        let fast = self.b.ins().uextend(I64, bits);
-        self.fast_or_helper(fast, ok, op, &[x])
+        self.b.ins().uextend(I64, bits)
     }
 
-    /// The f16 in the low 16 bits of `h` (an I32) as an f32, and whether that was exact
-    /// here: true for normal numbers and zeros, false for subnormals, infinities and NaNs.
+    /// The f16 in the low 16 bits of `h` (an I32) as an f32, looked up in [`f16_table`]:
+    /// exact for every f16 (a NaN as the interpreter's `cvt.f32.f16` gives it), so the
+    /// second value, whether that was done here, is always true.
     fn f16_in(&mut self, h: Value) -> (Value, Value) {
         let h = self.b.ins().band_imm(h, 0xFFFF);
-        let sign = self.b.ins().band_imm(h, 0x8000);
-        let sign = self.b.ins().ishl_imm(sign, 16);
-        let mag = self.b.ins().band_imm(h, 0x7FFF);
-        let moved = self.b.ins().ishl_imm(mag, 13);
-        let moved = self.b.ins().iadd_imm(moved, 112 << 23);
-        let zero = self.b.ins().icmp_imm(IntCC::Equal, mag, 0);
-        let zeroed = self.b.ins().iconst(I32, 0);
-        let moved = self.b.ins().select(zero, zeroed, moved);
-        let bits = self.b.ins().bor(sign, moved);
-        // Exponent 1..=30, or a zero.
-        let exp = self.b.ins().ushr_imm(mag, 10);
-        let low = self.b.ins().icmp_imm(IntCC::Equal, exp, 0);
-        let high = self.b.ins().icmp_imm(IntCC::Equal, exp, 31);
-        let odd = self.b.ins().bor(low, high);
-        let odd = self.b.ins().bxor_imm(odd, 1);
-        let ok = self.b.ins().bor(odd, zero);
+        let at = self.b.ins().uextend(I64, h);
+        let at = self.b.ins().ishl_imm(at, 2);
+        let at = self.address(at);
+        let table = self
+            .b
+            .ins()
+            .iconst(self.ptr, f16_table().as_ptr() as usize as i64);
+        let p = self.b.ins().iadd(table, at);
+        let bits = self
+            .b
+            .ins()
+            .load(I32, MemFlags::trusted().with_readonly(), p, 0);
+        let ok = self.b.ins().iconst(I8, 1);
         (self.b.ins().bitcast(F32, MemFlags::new(), bits), ok)
     }
 
@@ -1104,8 +1121,8 @@ impl Lane<'_> {
     }
 
     /// `add`, `sub` or `mul` of `.f16` or `.f16x2` (no `.ftz`, `.sat`): each half in f32,
-    /// rounded once to f16, inline for normal numbers; the interpreter's arithmetic for the
-    /// rest. `None` for other half operations.
+    /// rounded once to f16, inline when every result is a normal f16 or a zero; the
+    /// interpreter's arithmetic for the rest. `None` for other half operations.
     fn half(&mut self, op: &Op, x: Value, y: Value, z: Value) -> Option<Value> {
         let Op::Half {
             op: hop,
@@ -1403,7 +1420,7 @@ impl Lane<'_> {
                     let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
                     self.b.ins().uextend(I64, bits)
                 } else if *dty == Ty::F32 && *sty == Ty::F16 && !sat && *round == Round::Default {
-                    self.f16_to_f32(op, x)
+                    self.f16_to_f32(x)
                 } else if *dty == Ty::F16 && *sty == Ty::F32 && !sat && !ftz && nearest {
                     let f = self.f32_in(x, false);
                     let (h, ok) = self.f16_out(f);

@@ -30,7 +30,9 @@
 //!   the run cannot hold) and end before the next leader, so a kernel has at most one run
 //!   per leader, compiled the first time a warp reaches it ([`Jit::at`]).
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
-//!   conversions are compiled inline, rare inputs (NaN, infinite or subnormal halves) aside;
+//!   conversions are compiled inline (f16 operands through a table of every f16 made by the
+//!   interpreter's own conversion), rare results (NaN, infinite or subnormal halves) aside;
+//!   the f32 transcendental functions call the host math library as the interpreter does;
 //!   every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's own
 //!   arithmetic. Both are tested against the interpreter bit for bit
 //!   (`tests/agree.rs`).
@@ -113,8 +115,9 @@ impl NativeRun for Run {
         let (p, s) = (env.params.as_ptr(), env.specials as *const Specials);
         // SAFETY: the code reads and writes only `regs[r * 32 + lane]` for lanes below 32
         // and the registers `r` of its instructions, all below `slots / 32`; it reads the
-        // parameters at constant offsets below `params`, and fields of `Specials` (lane
-        // indices below 32). Its accesses to global memory fall inside an allocation of
+        // parameters at constant offsets below `params`, fields of `Specials` (lane
+        // indices below 32) and the static f16 table (`codegen::f16_table`, at indices
+        // below its 65,536). Its accesses to global memory fall inside an allocation of
         // `mem` (present whenever the code touches global memory): one that a site of
         // `ctx` holds, found by `direct::find` for this call, with the address checked
         // against it inline, or where `direct::find` and `direct::find_store` point them
