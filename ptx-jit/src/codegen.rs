@@ -205,43 +205,35 @@ pub(crate) fn compile(
                 param_bytes,
             };
             let mut taken = taken;
-            if looping && segments_count == 1 {
-                let uniform_vals = l.vals.clone();
-                let body_insts: Vec<&Inst> = lane_part
-                    .iter()
-                    .zip(&hoisted)
-                    .filter(|(_, &h)| !h)
-                    .map(|(i, _)| i)
-                    .collect();
-                let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
-                let cond = l.lane_loop(rest_insts, last, &uniform_vals)?;
+            let body_insts: Vec<&Inst> = lane_part
+                .iter()
+                .zip(&hoisted)
+                .filter(|(_, &h)| !h)
+                .map(|(i, _)| i)
+                .collect();
+            // The lane's branch: taken where its guard holds (a loop's, only where the lane
+            // stopped at the loop's start).
+            let mut take = |l: &mut Lane<'_>, on: Option<Value>| {
                 let one = l.b.ins().iconst(I32, 1);
                 let bit = l.b.ins().ishl(one, lane32);
-                let bit = l.b.ins().select(cond, bit, none);
+                let bit = match on {
+                    Some(c) => l.b.ins().select(c, bit, none),
+                    None => bit,
+                };
                 taken = l.b.ins().bor(taken, bit);
-                l.store_back(|r| live(range.end - 1, r));
-                (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
-                b = l.b;
-                b.ins().jump(head, &[rest.into(), taken.into()]);
-                b.seal_block(head);
-                b.switch_to_block(after);
-                b.seal_block(after);
-                taken_out = b.block_params(after)[0];
-                continue;
-            }
-            for (inst, _) in lane_part.iter().zip(&hoisted).filter(|(_, &h)| !h) {
-                let on = l.guard(inst);
-                match &inst.op {
-                    Op::Bra { .. } => {
-                        let one = l.b.ins().iconst(I32, 1);
-                        let bit = l.b.ins().ishl(one, lane32);
-                        let bit = match on {
-                            Some(c) => l.b.ins().select(c, bit, none),
-                            None => bit,
-                        };
-                        taken = l.b.ins().bor(taken, bit);
+            };
+            if looping {
+                let uniform_vals = l.vals.clone();
+                let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
+                let cond = l.lane_loop(rest_insts, last, &uniform_vals)?;
+                take(&mut l, Some(cond));
+            } else {
+                for inst in body_insts {
+                    let on = l.guard(inst);
+                    match &inst.op {
+                        Op::Bra { .. } => take(&mut l, on),
+                        op => l.op(op, on, inst.line)?,
                     }
-                    op => l.op(op, on, inst.line)?,
                 }
             }
             l.store_back(|r| live(range.end - 1, r));

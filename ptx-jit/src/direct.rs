@@ -478,18 +478,7 @@ mod tests {
     fn find_records_the_first_fault_and_skips_guarded_loads() {
         let m = DirectMemory::zeroed(BASE, 64).unwrap();
         assert!(m.store(BASE + 8, 4, 7));
-        let mut ctx = LoadCtx {
-            sites: [Site::default(); SITES],
-            mem: &m,
-            regs_len: 0,
-            shared: std::ptr::null_mut(),
-            shared_len: 0,
-            sink: [0; 2],
-            fault: 0,
-            fault_size: 0,
-            fault_addr: 0,
-            fault_line: 0,
-        };
+        let mut ctx = ctx(&m, &mut []);
         let zero = &ZERO as *const u64 as *const u8;
         // A hit remembers its allocation in its site.
         let p = find(&mut ctx, BASE + 8, 4, 5 << 8 | 3, 1);
