@@ -114,6 +114,12 @@ if grep -q "VGPU-VM: PASS" "$work/console.txt"; then
     > "$vm/bench-guest.txt" || true
   echo "vm: PASS (TCG): udev bound the device, systemd started vgpu-driver on kernel VFIO, the samples ran, vgpu-bench ran in the guest ($vm/bench-guest.txt)"
 else
+  # The console above ends in the guest's shutdown, and a log's tail may be all a reader
+  # sees: what the failing step printed around its FAIL (its output, the driver's
+  # journal), then the guest's markers again.
+  echo "== the guest's failing step and its markers (the whole console is above)" >&2
+  grep -a -B 20 -A 30 "VGPU-VM: FAIL" "$work/console.txt" | tr -d '\r' >&2 || true
+  grep -a "VGPU-VM: " "$work/console.txt" | tr -d '\r' >&2 || true
   echo "vm: FAIL: no PASS marker from the guest" >&2
   exit 1
 fi
