@@ -52,11 +52,13 @@ const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 /// Compiles a run; gives its code, the register slots it touches and the bytes of
 /// parameters it reads. `live(i, r)` says whether register `r` may be read after
 /// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
-/// those of the registers it wrote.
+/// those of the registers it wrote. `known(i, r)` is the value register `r` holds on
+/// every path to the warp-wide instruction `insts[i]`, where one is known.
 pub(crate) fn compile(
     module: &mut JITModule,
     insts: &[Inst],
     live: &dyn Fn(usize, Reg) -> bool,
+    known: &dyn Fn(usize, Reg) -> Option<u64>,
     looping: bool,
 ) -> Result<(Code, usize, usize), String> {
     let ptr = module.target_config().pointer_type();
@@ -166,6 +168,12 @@ pub(crate) fn compile(
                 b.append_block_param(blk, I32);
             }
             b.append_block_param(after, I32);
+            let body_insts: Vec<&Inst> = lane_part
+                .iter()
+                .zip(&hoisted)
+                .filter(|(_, &h)| !h)
+                .map(|(i, _)| i)
+                .collect();
             b.ins().jump(head, &[mask.into(), none.into()]);
             b.switch_to_block(head);
             let (m, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
@@ -204,38 +212,15 @@ pub(crate) fn compile(
                 sites,
                 param_bytes,
             };
-            let mut taken = taken;
-            let body_insts: Vec<&Inst> = lane_part
-                .iter()
-                .zip(&hoisted)
-                .filter(|(_, &h)| !h)
-                .map(|(i, _)| i)
-                .collect();
-            // The lane's branch: taken where its guard holds (a loop's, only where the lane
-            // stopped at the loop's start).
-            let mut take = |l: &mut Lane<'_>, on: Option<Value>| {
-                let one = l.b.ins().iconst(I32, 1);
-                let bit = l.b.ins().ishl(one, lane32);
-                let bit = match on {
-                    Some(c) => l.b.ins().select(c, bit, none),
-                    None => bit,
-                };
-                taken = l.b.ins().bor(taken, bit);
-            };
-            if looping {
+            let taken = if looping {
+                // The lane's branch: taken only where it stopped at the loop's start.
                 let uniform_vals = l.vals.clone();
                 let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
                 let cond = l.lane_loop(rest_insts, last, &uniform_vals)?;
-                take(&mut l, Some(cond));
+                l.take(taken, Some(cond))
             } else {
-                for inst in body_insts {
-                    let on = l.guard(inst);
-                    match &inst.op {
-                        Op::Bra { .. } => take(&mut l, on),
-                        op => l.op(op, on, inst.line)?,
-                    }
-                }
-            }
+                l.straight(&body_insts, taken)?
+            };
             l.store_back(|r| live(range.end - 1, r));
             (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
             b = l.b;
@@ -245,9 +230,13 @@ pub(crate) fn compile(
             b.seal_block(after);
             taken_out = b.block_params(after)[0];
         }
-        if let Some(w) = warp_op {
-            top = top.max(highest_reg(w));
-            if shuffle(&mut b, ptr, regs, mask, w) {
+        if let (Some(w), Some(k)) = (warp_op, warp_at) {
+            let r = highest_reg(w);
+            if r > MAX_REG {
+                return Err(format!("register {r} is out of reach"));
+            }
+            top = top.max(r);
+            if shuffle(&mut b, ptr, regs, mask, w, &|r| known(k, r)) {
                 continue;
             }
             let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
@@ -374,7 +363,14 @@ fn uniform(insts: &[Inst]) -> Vec<bool> {
 /// registers the stretch before stored and writing its results. Only when the destinations
 /// are none of the sources, so that no lane's write changes what a later lane reads; `false`
 /// (and nothing built) otherwise, or for a guarded one.
-fn shuffle(b: &mut FunctionBuilder<'_>, ptr: Type, regs: Value, mask: Value, w: &Inst) -> bool {
+fn shuffle(
+    b: &mut FunctionBuilder<'_>,
+    ptr: Type,
+    regs: Value,
+    mask: Value,
+    w: &Inst,
+    known: &dyn Fn(Reg) -> Option<u64>,
+) -> bool {
     let Op::Shfl {
         mode,
         d,
@@ -391,7 +387,12 @@ fn shuffle(b: &mut FunctionBuilder<'_>, ptr: Type, regs: Value, mask: Value, w: 
         Src::Imm(v) => Some(Err(v)),
         _ => None,
     };
-    let (Some(a), Some(bs), Some(c)) = (reg_or_imm(a), reg_or_imm(bs), reg_or_imm(c)) else {
+    // The lane and clamp operands as immediates where their registers are known.
+    let value_of = |s: &Src| match *s {
+        Src::Reg(r) if r != SINK => known(r).map_or(Some(Ok(r)), |v| Some(Err(v))),
+        _ => reg_or_imm(s),
+    };
+    let (Some(a), Some(bs), Some(c)) = (reg_or_imm(a), value_of(bs), value_of(c)) else {
         return false;
     };
     let sources: Vec<Reg> = [a, bs, c].into_iter().filter_map(Result::ok).collect();
@@ -406,7 +407,34 @@ fn shuffle(b: &mut FunctionBuilder<'_>, ptr: Type, regs: Value, mask: Value, w: 
     let after = b.create_block();
     b.append_block_param(head, I32);
     b.append_block_param(body, I32);
-    b.ins().jump(head, &[mask.into()]);
+    if let (Err(bv), Err(cv)) = (bs, c) {
+        // Lane and clamp operands known: when the whole warp runs, each lane's source lane
+        // is known too, and the shuffle is a move per lane.
+        let whole = b.create_block();
+        let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
+        b.ins().brif(all, whole, &[], head, &[mask.into()]);
+        b.switch_to_block(whole);
+        b.seal_block(whole);
+        for lane in 0..32usize {
+            let (j, ok) = vgpu_ptx::exec::shuffle_source(*mode, lane, bv, cv);
+            let v = match a {
+                Ok(r) => b
+                    .ins()
+                    .load(I64, f, regs, (r as usize * 256 + j * 8) as i32),
+                Err(v) => b.ins().iconst(I64, v as i64),
+            };
+            b.ins()
+                .store(f, v, regs, (*d as usize * 256 + lane * 8) as i32);
+            if let Some(p) = p {
+                let ok = b.ins().iconst(I64, i64::from(ok));
+                b.ins()
+                    .store(f, ok, regs, (p as usize * 256 + lane * 8) as i32);
+            }
+        }
+        b.ins().jump(after, &[]);
+    } else {
+        b.ins().jump(head, &[mask.into()]);
+    }
     b.switch_to_block(head);
     let m = b.block_params(head)[0];
     b.ins().brif(m, body, &[m.into()], after, &[]);
@@ -924,6 +952,34 @@ impl Lane<'_> {
     }
 
     /// Stores the registers written that are `live` into the lane's slots.
+    /// The lane's pass over a straight stretch: its instructions, and its bit added to
+    /// `taken` where the stretch's branch is taken.
+    fn straight(&mut self, insts: &[&Inst], taken: Value) -> Result<Value, String> {
+        let mut taken = taken;
+        for inst in insts {
+            let on = self.guard(inst);
+            match &inst.op {
+                Op::Bra { .. } => taken = self.take(taken, on),
+                op => self.op(op, on, inst.line)?,
+            }
+        }
+        Ok(taken)
+    }
+
+    /// `taken` with the lane's bit set, where `on` holds (always, without it).
+    fn take(&mut self, taken: Value, on: Option<Value>) -> Value {
+        let one = self.b.ins().iconst(I32, 1);
+        let bit = self.b.ins().ishl(one, self.lane32);
+        let bit = match on {
+            Some(c) => {
+                let none = self.b.ins().iconst(I32, 0);
+                self.b.ins().select(c, bit, none)
+            }
+            None => bit,
+        };
+        self.b.ins().bor(taken, bit)
+    }
+
     fn store_back(&mut self, live: impl Fn(Reg) -> bool) {
         for &r in self.dirty.iter().filter(|&&r| live(r)) {
             let v = self.vals[&r];

@@ -55,6 +55,7 @@ pub use direct::DirectMemory;
 
 use cranelift_jit::JITModule;
 use std::sync::{Mutex, OnceLock};
+use vgpu_ptx::constants::Constants;
 use vgpu_ptx::exec::{Fault, Native, NativeRun, Specials, WarpEnv};
 use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Reg, Special, Src};
 use vgpu_ptx::liveness::Liveness;
@@ -165,6 +166,8 @@ pub struct Jit {
     code: Vec<Inst>,
     /// Which registers each instruction leaves live: a run stores back only those.
     live: Liveness,
+    /// The register values known at each warp-wide instruction (`None`: not analysed).
+    known: Option<Constants>,
     leaders: Vec<bool>,
     slots: Vec<OnceLock<Option<Run>>>,
     memory: Mutex<Option<CodeMemory>>,
@@ -179,10 +182,12 @@ impl Jit {
         let code = k.code.clone();
         let leaders = leaders(&code);
         let live = Liveness::of(&code);
+        let known = Constants::of(&code);
         let slots = (0..code.len()).map(|_| OnceLock::new()).collect();
         Ok(Jit {
             code,
             live,
+            known,
             leaders,
             slots,
             memory: Mutex::new(Some(CodeMemory(module))),
@@ -232,8 +237,9 @@ impl Jit {
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
         let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
+        let known = |i: usize, r: Reg| self.known.as_ref()?.at(pc + i, r);
         let looping = target == Some(pc as u32);
-        match codegen::compile(module, insts, &live, looping) {
+        match codegen::compile(module, insts, &live, &known, looping) {
             Ok((code, slots, params)) => Some(Run {
                 code,
                 end: end as u32,

@@ -680,6 +680,44 @@ fn inst_of(op: Op) -> Inst {
     inst(op, None)
 }
 
+/// Sets, half the time, a shuffle's register lane or clamp operand with a `mov` of an
+/// immediate (now and then guarded) somewhere before it (the instruction there replaced,
+/// at or after `start`): just before it, in the same run, or further up, past branches,
+/// guards and other writes, so that the value is sometimes known at the shuffle and
+/// sometimes not.
+fn known_shuffle_operands(rng: &mut Rng, code: &mut [Inst], start: usize) {
+    for j in start..code.len() {
+        let Op::Shfl { b, c, .. } = code[j].op else {
+            continue;
+        };
+        for (s, clamp) in [(b, false), (c, true)] {
+            let Src::Reg(r) = s else { continue };
+            if j == start || !rng.chance(2) {
+                continue;
+            }
+            let i = if rng.chance(2) {
+                j - 1
+            } else {
+                start + rng.below((j - start) as u64) as usize
+            };
+            let v = if clamp {
+                rng.pick(&[0x1f, 0, 0x101f, 0x181f, 0x1c1f, 0x7])
+            } else {
+                rng.below(32)
+            };
+            // Now and then guarded: known only where every lane holds that value already.
+            let guard = rng.chance(4).then(|| (reg(rng), rng.chance(2)));
+            code[i] = inst(
+                Op::Mov {
+                    d: r,
+                    a: Src::Imm(v),
+                },
+                guard,
+            );
+        }
+    }
+}
+
 /// A kernel: load NR registers per lane, `n` random instructions (with forward branches,
 /// and half the time a loop around a few of them), store the NR registers back.
 fn kernel(rng: &mut Rng, n: usize) -> Kernel {
@@ -780,6 +818,7 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
         };
         code.push(inst(op, guard));
     }
+    known_shuffle_operands(rng, &mut code, start);
     if rng.chance(2) {
         code = with_loop(rng, code, start, end);
     }

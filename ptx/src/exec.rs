@@ -490,6 +490,33 @@ struct BlockState<'k, 'l> {
     red_dests: Vec<(usize, usize, Reg)>,
 }
 
+/// The lane that lane `lane` of a shuffle with lane operand `b` and clamp operand `c` reads,
+/// and whether that lane is in range; where it is not, the lane reads its own value (PTX
+/// ISA, `shfl.sync`). Compiled code computes it too, for shuffles whose operands are known.
+pub fn shuffle_source(mode: ShflMode, lane: usize, b: u64, c: u64) -> (usize, bool) {
+    let bval = (b & 0x1f) as i64;
+    let cval = (c & 0x1f) as i64;
+    let seg = ((c >> 8) & 0x1f) as i64;
+    let lane = (lane & (LANES - 1)) as i64;
+    let min_lane = lane & seg;
+    let max_lane = min_lane | (cval & !seg);
+    let (j, ok) = match mode {
+        ShflMode::Up => (lane - bval, lane - bval >= max_lane),
+        ShflMode::Down => (lane + bval, lane + bval <= max_lane),
+        ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
+        ShflMode::Idx => {
+            let j = min_lane | (bval & !seg);
+            (j, j <= max_lane)
+        }
+    };
+    let j = if ok {
+        j as usize & (LANES - 1)
+    } else {
+        lane as usize
+    };
+    (j, ok)
+}
+
 /// `shfl.sync` over operand rows: for each lane of `on`, the value it gets and whether its
 /// source lane was in range, 1 or 0 (when not, it gets its own value). A source lane that
 /// does not execute the instruction (not in `on`) gives an undefined value on a GPU; here
@@ -505,22 +532,7 @@ fn shuffle(
     let (mut vals, mut oks) = ([0u64; LANES], [0u64; LANES]);
     for i in lanes(on) {
         let i = i & (LANES - 1);
-        let bval = (bv[i] & 0x1f) as i64;
-        let cval = (cv[i] & 0x1f) as i64;
-        let seg = ((cv[i] >> 8) & 0x1f) as i64;
-        let lane = i as i64;
-        let min_lane = lane & seg;
-        let max_lane = min_lane | (cval & !seg);
-        let (j, ok) = match mode {
-            ShflMode::Up => (lane - bval, lane - bval >= max_lane),
-            ShflMode::Down => (lane + bval, lane + bval <= max_lane),
-            ShflMode::Bfly => (lane ^ bval, (lane ^ bval) <= max_lane),
-            ShflMode::Idx => {
-                let j = min_lane | (bval & !seg);
-                (j, j <= max_lane)
-            }
-        };
-        let j = if ok { (j as usize) & (LANES - 1) } else { i };
+        let (j, ok) = shuffle_source(mode, i, bv[i], cv[i]);
         let j = if on & (1 << j) != 0 { j } else { i };
         (vals[i], oks[i]) = (av[j], u64::from(ok));
     }

@@ -24,6 +24,7 @@
 
 mod arith;
 pub mod ast;
+pub mod constants;
 pub mod exec;
 pub mod host;
 pub mod ir;

@@ -62,7 +62,7 @@ fn ends_flow(op: &Op) -> bool {
 }
 
 /// The basic blocks of `code` as `start..end` ranges, and each block's successors.
-fn blocks(code: &[Inst]) -> (Vec<std::ops::Range<usize>>, Vec<Vec<usize>>) {
+pub(crate) fn blocks(code: &[Inst]) -> (Vec<std::ops::Range<usize>>, Vec<Vec<usize>>) {
     let n = code.len();
     let mut leader = vec![false; n + 1];
     leader[0] = true;
