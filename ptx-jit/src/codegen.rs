@@ -16,7 +16,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::offset_of;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
 use vgpu_ptx::ir::{
@@ -149,6 +149,7 @@ pub(crate) fn compile(
                 math,
                 find,
                 vals: HashMap::new(),
+                flushed: HashSet::new(),
                 dirty: BTreeSet::new(),
                 top,
                 sites,
@@ -207,6 +208,7 @@ pub(crate) fn compile(
                 math,
                 find,
                 vals: uniform_vals,
+                flushed: HashSet::new(),
                 dirty: uniform_dirty,
                 top,
                 sites,
@@ -616,6 +618,9 @@ struct Lane<'f> {
     find: SigRef,
     /// Each register's value so far.
     vals: HashMap<Reg, Value>,
+    /// Register values that are f32 results with no subnormal to flush (those of `.ftz`
+    /// arithmetic): a `.ftz` operand among them needs no flushing again.
+    flushed: HashSet<Value>,
     /// Registers written, to store back.
     dirty: BTreeSet<Reg>,
     /// The highest register touched.
@@ -1015,7 +1020,7 @@ impl Lane<'_> {
     /// under `.ftz`.
     fn f32_in(&mut self, v: Value, ftz: bool) -> Value {
         let mut x = self.lo32(v);
-        if ftz {
+        if ftz && !self.flushed.contains(&v) {
             x = self.flush(x);
         }
         self.b.ins().bitcast(F32, MemFlags::new(), x)
@@ -1039,7 +1044,11 @@ impl Lane<'_> {
         }
         let canonical = self.b.ins().iconst(I32, i64::from(CANONICAL_NAN_F32));
         let bits = self.b.ins().select(nan, canonical, bits);
-        self.b.ins().uextend(I64, bits)
+        let v = self.b.ins().uextend(I64, bits);
+        if ftz {
+            self.flushed.insert(v);
+        }
+        v
     }
 
     /// `dp4a` (or `dp2a` with `two`) of 32-bit operands, wrapping as the interpreter's.
