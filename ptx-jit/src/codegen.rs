@@ -18,6 +18,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::offset_of;
+use vgpu_ptx::constants::Facts;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
 use vgpu_ptx::ir::{
     Addr, BinOp, BoolOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, ShflMode, Special, Src, Ty,
@@ -52,13 +53,14 @@ const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 /// Compiles a run; gives its code, the register slots it touches and the bytes of
 /// parameters it reads. `live(i, r)` says whether register `r` may be read after
 /// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
-/// those of the registers it wrote. `known(i, r)` is the value register `r` holds on
-/// every path to the warp-wide instruction `insts[i]`, where one is known.
+/// those of the registers it wrote. `facts(i)` is what is known of the registers on every
+/// path to `insts[i]`: values (a shuffle's known operands make it a move per lane) and
+/// which hold no f32 subnormal (a `.ftz` operand read from one needs no flushing).
 pub(crate) fn compile(
     module: &mut JITModule,
     insts: &[Inst],
     live: &dyn Fn(usize, Reg) -> bool,
-    known: &dyn Fn(usize, Reg) -> Option<u64>,
+    facts: &dyn Fn(usize) -> Option<Facts>,
     looping: bool,
 ) -> Result<(Code, usize, usize), String> {
     let ptr = module.target_config().pointer_type();
@@ -134,6 +136,17 @@ pub(crate) fn compile(
             // The instructions whose values are the same in every lane, computed once
             // before the loop over the lanes.
             let hoisted = uniform(lane_part);
+            // The registers the stretch reads that hold no f32 subnormal when it starts.
+            let mut normal_in = HashSet::new();
+            if let Some(f) = facts(range.start) {
+                for inst in lane_part {
+                    inst.clone().visit_regs(|r, def| {
+                        if !def && f.normal(*r) {
+                            normal_in.insert(*r);
+                        }
+                    });
+                }
+            }
             let zero = b.ins().iconst(I64, 0);
             let zero32 = b.ins().iconst(I32, 0);
             let mut u = Lane {
@@ -150,6 +163,7 @@ pub(crate) fn compile(
                 find,
                 vals: HashMap::new(),
                 flushed: HashSet::new(),
+                normal_in: normal_in.clone(),
                 dirty: BTreeSet::new(),
                 top,
                 sites,
@@ -209,6 +223,7 @@ pub(crate) fn compile(
                 find,
                 vals: uniform_vals,
                 flushed: HashSet::new(),
+                normal_in,
                 dirty: uniform_dirty,
                 top,
                 sites,
@@ -238,7 +253,8 @@ pub(crate) fn compile(
                 return Err(format!("register {r} is out of reach"));
             }
             top = top.max(r);
-            if shuffle(&mut b, ptr, regs, mask, w, &|r| known(k, r)) {
+            let f = facts(k);
+            if shuffle(&mut b, ptr, regs, mask, w, &|r| f.as_ref()?.value(r)) {
                 continue;
             }
             let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
@@ -621,6 +637,9 @@ struct Lane<'f> {
     /// Register values that are f32 results with no subnormal to flush (those of `.ftz`
     /// arithmetic): a `.ftz` operand among them needs no flushing again.
     flushed: HashSet<Value>,
+    /// Registers that hold no f32 subnormal when the stretch starts: their values, loaded,
+    /// join `flushed`.
+    normal_in: HashSet<Reg>,
     /// Registers written, to store back.
     dirty: BTreeSet<Reg>,
     /// The highest register touched.
@@ -642,6 +661,9 @@ impl Lane<'_> {
             .ins()
             .load(I64, MemFlags::trusted(), self.base, (r * 256) as i32);
         self.vals.insert(r, v);
+        if self.normal_in.contains(&r) {
+            self.flushed.insert(v);
+        }
         v
     }
 

@@ -166,7 +166,7 @@ pub struct Jit {
     code: Vec<Inst>,
     /// Which registers each instruction leaves live: a run stores back only those.
     live: Liveness,
-    /// The register values known at each warp-wide instruction (`None`: not analysed).
+    /// What is known of the registers at each instruction (`None`: not analysed).
     known: Option<Constants>,
     leaders: Vec<bool>,
     slots: Vec<OnceLock<Option<Run>>>,
@@ -237,9 +237,9 @@ impl Jit {
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
         let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
-        let known = |i: usize, r: Reg| self.known.as_ref()?.at(pc + i, r);
+        let facts = |i: usize| self.known.as_ref()?.at(&self.code, pc + i);
         let looping = target == Some(pc as u32);
-        match codegen::compile(module, insts, &live, &known, looping) {
+        match codegen::compile(module, insts, &live, &facts, looping) {
             Ok((code, slots, params)) => Some(Run {
                 code,
                 end: end as u32,

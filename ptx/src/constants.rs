@@ -1,16 +1,27 @@
-//! Registers that hold the same known value on every path to an instruction.
+//! What is known of a kernel's registers at each instruction, on every path there: a value
+//! set by a `mov` of an immediate, and whether an f32 in the register needs no flushing.
 //!
 //! Compilers keep a warp shuffle's lane and clamp operands in registers (`mov.u32 %r43, 16;`
 //! … `shfl.sync.bfly.b32 %r45, %r41, %r43, %r42, %r44;`), often set far from the shuffles
 //! that use them: ggml's block reductions set them once and shuffle again after a barrier.
-//! Knowing them lets compiled code turn a shuffle into a move per lane. This is the classic
-//! forward analysis over the kernel's control-flow graph (the one of
-//! [`crate::liveness`], calls and returns included), for one thread: a register is known at
-//! an instruction when every path from the kernel's start sets it with an unguarded
+//! Knowing them lets compiled code turn a shuffle into a move per lane. And the values of
+//! `.ftz` arithmetic are never subnormal, so a later `.ftz` instruction need not flush them
+//! again, wherever they were computed (compiled code otherwise flushes each operand it reads
+//! from the register file).
+//!
+//! This is the classic forward analysis over the kernel's control-flow graph (the one of
+//! [`crate::liveness`], calls and returns included), for one thread. A register's value is
+//! known at an instruction when every path from the kernel's start sets it with an unguarded
 //! `mov` of the same immediate and nothing writes it after; a guarded `mov` keeps it known
-//! only where it writes the value the register already holds. Registers start unknown.
+//! only where it writes the value the register already holds. A register needs no flushing
+//! when on every path its last write is f32 `.ftz` arithmetic (`add`, `sub`, `mul`, `div`,
+//! `rem`, `min`, `max`, `fma`/`mad`: their results are flushed, NaNs canonical), a `mov` of
+//! such a register or of an immediate that is no subnormal, or a shuffle of such a register
+//! (whichever lane it reads, the register holds such a value there too); a guarded write
+//! keeps it so only when it writes such a value. Registers start unknown, and needing
+//! flushing.
 
-use crate::ir::{Inst, Op, Reg, Src};
+use crate::ir::{BinOp, Inst, Op, Reg, Src, Ty};
 
 /// What a register holds at a point: not reached yet, one known value, or anything.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -31,41 +42,116 @@ impl Value {
     }
 }
 
-/// The most register values the analysis keeps for one kernel's blocks (16 MiB); a kernel
-/// that would need more is not analysed, and no register is known in it.
-const MAX_VALUES: usize = 1 << 20;
+/// What is known of one register at a point.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Fact {
+    value: Value,
+    /// No f32 subnormal in its low 32 bits (true where not reached yet).
+    normal: bool,
+}
 
-/// Known register values of a kernel's code, at its warp-wide instructions (the registers
-/// each reads).
+impl Fact {
+    const UNREACHED: Fact = Fact {
+        value: Value::Unreached,
+        normal: true,
+    };
+    const ANY: Fact = Fact {
+        value: Value::Any,
+        normal: false,
+    };
+
+    fn meet(self, other: Fact) -> Fact {
+        Fact {
+            value: self.value.meet(other.value),
+            normal: self.normal && other.normal,
+        }
+    }
+}
+
+/// The most register facts the analysis keeps for one kernel's blocks (8 MiB); a kernel
+/// that would need more is not analysed, and nothing is known of its registers.
+const MAX_FACTS: usize = 1 << 19;
+
+/// What is known of a kernel's registers: each block's facts on entry, from which
+/// [`Constants::at`] follows the block to the instruction asked about.
 pub struct Constants {
-    known: std::collections::HashMap<usize, Vec<(Reg, u64)>>,
+    ranges: Vec<std::ops::Range<usize>>,
+    /// For each instruction, its block.
+    block_of: Vec<u32>,
+    entry: Vec<Vec<Fact>>,
+}
+
+/// Whether `bits` (the low 32 of them) are an f32 subnormal.
+fn subnormal(bits: u64) -> bool {
+    let b = bits as u32;
+    b & 0x7F80_0000 == 0 && b & 0x007F_FFFF != 0
+}
+
+/// What `inst` writes into its destination `d`, from the facts before it (`state`).
+fn written(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
+    let fact_of = |s: &Src| match *s {
+        Src::Reg(r) => state.get(r as usize).copied().unwrap_or(Fact::ANY),
+        Src::Imm(v) => Fact {
+            value: Value::Known(v),
+            normal: !subnormal(v),
+        },
+        _ => Fact::ANY,
+    };
+    let flushed = Fact {
+        value: Value::Any,
+        normal: true,
+    };
+    match &inst.op {
+        Op::Mov { a, .. } => fact_of(a),
+        Op::Bin {
+            op:
+                BinOp::Add
+                | BinOp::Sub
+                | BinOp::MulLo
+                | BinOp::MulHi
+                | BinOp::MulWide
+                | BinOp::Div
+                | BinOp::Rem
+                | BinOp::Min
+                | BinOp::Max,
+            ty: Ty::F32,
+            ftz: true,
+            ..
+        } => flushed,
+        Op::Mad {
+            ty: Ty::F32,
+            ftz: true,
+            ..
+        } => flushed,
+        Op::Shfl { d: sd, p, a, .. } if *sd == d && *p != Some(d) => Fact {
+            value: Value::Any,
+            normal: fact_of(a).normal,
+        },
+        _ => Fact::ANY,
+    }
 }
 
 /// `state` after `inst`.
-fn step(inst: &Inst, state: &mut [Value]) {
+fn step(inst: &Inst, state: &mut [Fact]) {
     let guarded = inst.guard.is_some();
-    let known = match inst.op {
-        Op::Mov { d, a: Src::Imm(v) } => Some((d, v)),
-        _ => None,
-    };
+    let mut defs = Vec::new();
     inst.clone().visit_regs(|r, def| {
-        if !def {
-            return;
+        if def {
+            defs.push(*r);
         }
-        let Some(slot) = state.get_mut(*r as usize) else {
-            return;
-        };
-        *slot = match known {
-            Some((d, v)) if d == *r && guarded => slot.meet(Value::Known(v)),
-            Some((d, v)) if d == *r => Value::Known(v),
-            _ => Value::Any,
-        };
     });
+    let new: Vec<(Reg, Fact)> = defs.iter().map(|&d| (d, written(inst, d, state))).collect();
+    for (d, fact) in new {
+        let Some(slot) = state.get_mut(d as usize) else {
+            continue;
+        };
+        *slot = if guarded { slot.meet(fact) } else { fact };
+    }
 }
 
 impl Constants {
-    /// The known values of `code`'s registers, or `None` when its tables would pass
-    /// [`MAX_VALUES`].
+    /// What is known of `code`'s registers, or `None` when its tables would pass
+    /// [`MAX_FACTS`].
     pub fn of(code: &[Inst]) -> Option<Constants> {
         let mut regs = 0usize;
         for inst in code {
@@ -73,15 +159,19 @@ impl Constants {
                 .visit_regs(|r, _| regs = regs.max(*r as usize + 1));
         }
         let (ranges, succs) = crate::liveness::blocks(code);
-        if regs.saturating_mul(ranges.len()) > MAX_VALUES {
+        if regs.saturating_mul(ranges.len()) > MAX_FACTS {
             return None;
         }
-        let mut entry = vec![vec![Value::Unreached; regs]; ranges.len()];
-        if let Some(first) = entry.first_mut() {
-            first.iter_mut().for_each(|v| *v = Value::Any);
+        let mut block_of = vec![0; code.len()];
+        for (b, r) in ranges.iter().enumerate() {
+            block_of[r.clone()].iter_mut().for_each(|x| *x = b as u32);
         }
-        // Each block's exit flows into its successors' entries, to a fixed point: a value
-        // only moves down (unreached, known, any), so this ends.
+        let mut entry = vec![vec![Fact::UNREACHED; regs]; ranges.len()];
+        if let Some(first) = entry.first_mut() {
+            first.iter_mut().for_each(|v| *v = Fact::ANY);
+        }
+        // Each block's exit flows into its successors' entries, to a fixed point: a fact
+        // only moves down (unreached, known, any; no flushing needed, needed), so this ends.
         let mut work: Vec<usize> = (0..ranges.len()).rev().collect();
         let mut queued = vec![true; ranges.len()];
         while let Some(b) = work.pop() {
@@ -103,40 +193,47 @@ impl Constants {
                 }
             }
         }
-        // What the warp-wide instructions read, where it is known.
-        let mut known = std::collections::HashMap::new();
-        for (b, r) in ranges.iter().enumerate() {
-            let mut state = entry[b].clone();
-            for i in r.clone() {
-                if crate::exec::is_warp_op(&code[i].op) {
-                    let mut found = Vec::new();
-                    code[i].clone().visit_regs(|r, def| {
-                        if let (false, Some(Value::Known(v))) = (def, state.get(*r as usize)) {
-                            found.push((*r, *v));
-                        }
-                    });
-                    if !found.is_empty() {
-                        known.insert(i, found);
-                    }
-                }
-                step(&code[i], &mut state);
-            }
-        }
-        Some(Constants { known })
+        Some(Constants {
+            ranges,
+            block_of,
+            entry,
+        })
     }
 
-    /// The value register `r` holds when the warp-wide instruction `i` starts, on every
-    /// path there, if one is known.
-    pub fn at(&self, i: usize, r: Reg) -> Option<u64> {
-        let found = self.known.get(&i)?;
-        found.iter().find(|(x, _)| *x == r).map(|(_, v)| *v)
+    /// What is known of the registers when instruction `i` of `code` (the code analysed)
+    /// starts.
+    pub fn at(&self, code: &[Inst], i: usize) -> Option<Facts> {
+        let b = *self.block_of.get(i)? as usize;
+        let mut state = self.entry[b].clone();
+        for inst in code.get(self.ranges[b].start..i)? {
+            step(inst, &mut state);
+        }
+        Some(Facts(state))
+    }
+}
+
+/// What is known of every register when one instruction starts ([`Constants::at`]).
+pub struct Facts(Vec<Fact>);
+
+impl Facts {
+    /// The value register `r` holds, on every path here, if one is known.
+    pub fn value(&self, r: Reg) -> Option<u64> {
+        match self.0.get(r as usize)?.value {
+            Value::Known(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether the low 32 bits of register `r` are no f32 subnormal, on every path here.
+    pub fn normal(&self, r: Reg) -> bool {
+        self.0.get(r as usize).is_some_and(|f| f.normal)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{BinOp, ShflMode, Ty};
+    use crate::ir::ShflMode;
 
     fn code(ops: Vec<(Option<(Reg, bool)>, Op)>) -> Vec<Inst> {
         ops.into_iter()
@@ -166,7 +263,9 @@ mod tests {
     }
 
     fn known(ops: Vec<(Option<(Reg, bool)>, Op)>, at: usize, r: Reg) -> Option<u64> {
-        Constants::of(&code(ops)).expect("analysed").at(at, r)
+        let code = code(ops);
+        let facts = Constants::of(&code).expect("analysed").at(&code, at);
+        facts.expect("an instruction").value(r)
     }
 
     #[test]
@@ -175,7 +274,7 @@ mod tests {
         assert_eq!(known(ops.clone(), 2, 1), Some(16));
         assert_eq!(known(ops.clone(), 2, 2), Some(31));
         assert_eq!(known(ops.clone(), 3, 1), Some(16));
-        // Registers nothing set are not known, nor registers the shuffle does not read.
+        // Registers nothing set are not known.
         assert_eq!(known(ops.clone(), 2, 0), None);
         assert_eq!(known(ops, 2, 3), None);
     }
@@ -243,6 +342,95 @@ mod tests {
         ];
         assert_eq!(known(ops.clone(), 2, 1), None);
         assert_eq!(known(ops, 2, 2), Some(31));
+    }
+
+    /// `d = a + b` in f32, with or without `.ftz`.
+    fn fadd(d: Reg, a: Reg, b: Reg, ftz: bool) -> (Option<(Reg, bool)>, Op) {
+        let op = Op::Bin {
+            op: BinOp::Add,
+            ty: Ty::F32,
+            d,
+            a: Src::Reg(a),
+            b: Src::Reg(b),
+            ftz,
+            sat: false,
+            round: crate::ir::Round::Default,
+            nan: false,
+        };
+        (None, op)
+    }
+
+    fn normal(ops: Vec<(Option<(Reg, bool)>, Op)>, at: usize, r: Reg) -> bool {
+        let code = code(ops);
+        let facts = Constants::of(&code).expect("analysed").at(&code, at);
+        facts.expect("an instruction").normal(r)
+    }
+
+    #[test]
+    fn ftz_results_need_no_flushing_again() {
+        // r1 = r0 + r0 (.ftz); r2 = r1; r9 = shuffle of r0 (reads r1 below)...
+        let ops = vec![
+            fadd(1, 0, 0, true),
+            (
+                None,
+                Op::Mov {
+                    d: 2,
+                    a: Src::Reg(1),
+                },
+            ),
+            fadd(3, 0, 0, false),
+            mov(4, 0x3F80_0000),
+            mov(5, 1),
+            (None, Op::Exit),
+        ];
+        assert!(normal(ops.clone(), 1, 1), "an .ftz sum");
+        assert!(normal(ops.clone(), 2, 2), "a copy of one");
+        assert!(!normal(ops.clone(), 3, 3), "a sum without .ftz");
+        assert!(!normal(ops.clone(), 1, 0), "what the kernel starts with");
+        assert!(normal(ops.clone(), 5, 4), "an immediate 1.0");
+        assert!(!normal(ops, 5, 5), "an immediate that is a subnormal");
+        // A shuffle moves what its source holds, in whichever lane.
+        let shuffled = |ftz| {
+            vec![
+                fadd(0, 0, 0, ftz),
+                mov(1, 1),
+                mov(2, 31),
+                shfl(1, 2),
+                (None, Op::Exit),
+            ]
+        };
+        assert!(normal(shuffled(true), 4, 9));
+        assert!(!normal(shuffled(false), 4, 9));
+    }
+
+    #[test]
+    fn flushing_is_needed_where_a_path_or_a_guarded_write_brings_a_subnormal() {
+        // 0: r1 = .ftz sum; 1: @p bra 3; 2: r1 = 1 (a subnormal's bits); 3: exit.
+        let paths = |v| {
+            vec![
+                fadd(1, 0, 0, true),
+                bra(3, Some((5, false))),
+                mov(1, v),
+                (None, Op::Exit),
+            ]
+        };
+        assert!(!normal(paths(1), 3, 1));
+        assert!(normal(paths(0x4000_0000), 3, 1));
+        let guarded = |v| {
+            vec![
+                fadd(1, 0, 0, true),
+                (
+                    Some((5, false)),
+                    Op::Mov {
+                        d: 1,
+                        a: Src::Imm(v),
+                    },
+                ),
+                (None, Op::Exit),
+            ]
+        };
+        assert!(!normal(guarded(1), 2, 1));
+        assert!(normal(guarded(0), 2, 1));
     }
 
     #[test]
