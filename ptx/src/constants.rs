@@ -68,9 +68,12 @@ impl Fact {
     }
 }
 
-/// The most register facts the analysis keeps for one kernel's blocks (8 MiB); a kernel
-/// that would need more is not analysed, and nothing is known of its registers.
+/// The most register facts the analysis keeps for one kernel's blocks (12 MiB), and the
+/// most registers it follows (each answer of [`Constants::at`] copies them: 96 KiB); a
+/// kernel that would need more is not analysed, and nothing is known of its registers.
+/// Compilers' kernels have a few hundred registers, and tens once compacted.
 const MAX_FACTS: usize = 1 << 19;
+const MAX_REGS: usize = 1 << 12;
 
 /// What is known of a kernel's registers: each block's facts on entry, from which
 /// [`Constants::at`] follows the block to the instruction asked about.
@@ -150,8 +153,8 @@ fn step(inst: &Inst, state: &mut [Fact]) {
 }
 
 impl Constants {
-    /// What is known of `code`'s registers, or `None` when its tables would pass
-    /// [`MAX_FACTS`].
+    /// What is known of `code`'s registers, or `None` when it names registers past
+    /// [`MAX_REGS`] or its tables would pass [`MAX_FACTS`].
     pub fn of(code: &[Inst]) -> Option<Constants> {
         let mut regs = 0usize;
         for inst in code {
@@ -159,7 +162,7 @@ impl Constants {
                 .visit_regs(|r, _| regs = regs.max(*r as usize + 1));
         }
         let (ranges, succs) = crate::liveness::blocks(code);
-        if regs.saturating_mul(ranges.len()) > MAX_FACTS {
+        if regs > MAX_REGS || regs.saturating_mul(ranges.len()) > MAX_FACTS {
             return None;
         }
         let mut block_of = vec![0; code.len()];
@@ -437,5 +440,10 @@ mod tests {
     fn huge_register_numbers_are_not_analysed() {
         let ops = vec![mov(1 << 22, 16), mov(2, 31), shfl(1 << 22, 2)];
         assert!(Constants::of(&code(ops)).is_none());
+        // Past MAX_REGS in one block too, whose table alone would fit.
+        let ops = vec![mov(5000, 16), mov(2, 31), shfl(5000, 2)];
+        assert!(Constants::of(&code(ops)).is_none());
+        let ops = vec![mov(4000, 16), mov(2, 31), shfl(4000, 2)];
+        assert!(Constants::of(&code(ops)).is_some());
     }
 }
