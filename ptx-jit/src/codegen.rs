@@ -253,7 +253,8 @@ pub(crate) fn compile(
                 return Err(format!("register {r} is out of reach"));
             }
             top = top.max(r);
-            let f = facts(k);
+            // What is known where a shuffle starts (nothing else needs it).
+            let f = matches!(w.op, Op::Shfl { .. }).then(|| facts(k)).flatten();
             if shuffle(&mut b, ptr, regs, mask, w, &|r| f.as_ref()?.value(r)) {
                 continue;
             }
@@ -978,7 +979,6 @@ impl Lane<'_> {
         Ok(params[regs.len()])
     }
 
-    /// Stores the registers written that are `live` into the lane's slots.
     /// The lane's pass over a straight stretch: its instructions, and its bit added to
     /// `taken` where the stretch's branch is taken.
     fn straight(&mut self, insts: &[&Inst], taken: Value) -> Result<Value, String> {
@@ -1007,6 +1007,7 @@ impl Lane<'_> {
         self.b.ins().bor(taken, bit)
     }
 
+    /// Stores the registers written that are `live` into the lane's slots.
     fn store_back(&mut self, live: impl Fn(Reg) -> bool) {
         for &r in self.dirty.iter().filter(|&&r| live(r)) {
             let v = self.vals[&r];
