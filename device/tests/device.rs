@@ -957,6 +957,13 @@ fn an_unregistered_window_is_never_accessed_again() {
     c.copy_to_window(s, buf, 12, 16);
     let cb = c.next(Duration::from_secs(5)).expect("callback");
     assert_eq!((cb.cid, cb.result0), (hf, 0x77));
+    // The queue is served in order: once a NOP after the copy completes, the copy has been
+    // taken and queued on the stream, holding its grant. Unregistering before that would
+    // refuse the copy at submission instead, a completion of its own.
+    assert_eq!(
+        c.io(0, Command::NOP(Zeroable::zeroed()), &[]).status(),
+        Status::SUCCESS
+    );
     // The driver takes the window back; from now on its pages may hold anything.
     d.admin_ok(Command::WINDOW_UNREGISTER(window_args(&c)));
     c.post(0, Command::HOST_FUNC_DONE(handle(0x77)), &[], false);
