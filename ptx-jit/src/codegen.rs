@@ -10,8 +10,10 @@
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
-use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlags, SigRef, Type, Value};
+use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I8, I8X16};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
+};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -727,6 +729,12 @@ impl Lane<'_> {
     fn find(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
         let site = self.sites;
         self.sites += 1;
+        // A slot's limit is counted in accesses of the site's size, a power of two.
+        let site = if size.is_power_of_two() && size <= 8 {
+            site
+        } else {
+            SITES as u32
+        };
         let helper = if store {
             crate::direct::find_store as *const ()
         } else {
@@ -761,10 +769,7 @@ impl Lane<'_> {
             slot + offset_of!(Site, host) as i32,
         );
         let off = self.b.ins().isub(at, base);
-        let inside = self.b.ins().icmp(IntCC::UnsignedLessThan, off, lim);
-        let odd = self.b.ins().band_imm(at, i64::from(size) - 1);
-        let aligned = self.b.ins().icmp_imm(IntCC::Equal, odd, 0);
-        let mut hit = self.b.ins().band(inside, aligned);
+        let mut hit = self.aligned_below(off, lim, size);
         if store {
             let on = self.b.ins().icmp_imm(IntCC::NotEqual, on, 0);
             hit = self.b.ins().band(hit, on);
@@ -772,6 +777,19 @@ impl Lane<'_> {
         let off = self.address(off);
         let fast = self.b.ins().iadd(host, off);
         self.slow_path(hit, fast, func, [self.loads, at, size_v, where_v, on])
+    }
+
+    /// Whether `off` is a multiple of `size` (a power of two) below `lim * size`, in one
+    /// comparison: rotated right by log2(`size`), an offset that is not a multiple has
+    /// its low bits at the top, above any limit.
+    fn aligned_below(&mut self, off: Value, lim: Value, size: u32) -> Value {
+        let k = size.trailing_zeros();
+        let rot = if k == 0 {
+            off
+        } else {
+            self.b.ins().rotr_imm(off, i64::from(k))
+        };
+        self.b.ins().icmp(IntCC::UnsignedLessThan, rot, lim)
     }
 
     /// `fast` where `hit`, else the result of calling `func` (a `direct` lookup) on `args`.
@@ -803,17 +821,14 @@ impl Lane<'_> {
             .b
             .ins()
             .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
-        // at < len and len - at >= size, without overflow.
-        let below = self.b.ins().icmp(IntCC::UnsignedLessThan, at, len);
-        let room = self.b.ins().isub(len, at);
-        let fits = self
-            .b
-            .ins()
-            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, room, i64::from(size));
-        let odd = self.b.ins().band_imm(at, i64::from(size) - 1);
-        let aligned = self.b.ins().icmp_imm(IntCC::Equal, odd, 0);
-        let mut hit = self.b.ins().band(below, fits);
-        hit = self.b.ins().band(hit, aligned);
+        // Aligned, and at + size <= len: the access is one of the len / size whole
+        // accesses that fit.
+        let mut hit = if size.is_power_of_two() && size <= 8 {
+            let lim = self.b.ins().ushr_imm(len, i64::from(size.trailing_zeros()));
+            self.aligned_below(at, lim, size)
+        } else {
+            self.b.ins().iconst(I8, 0)
+        };
         if store {
             let on = self.b.ins().icmp_imm(IntCC::NotEqual, on, 0);
             hit = self.b.ins().band(hit, on);
@@ -1098,13 +1113,33 @@ impl Lane<'_> {
         };
         let (x, y) = (self.lo32(x), self.lo32(y));
         let mut acc = self.lo32(z);
-        for k in 0..if two { 2 } else { 4 } {
-            let a = if two {
-                part(self, x, k, 16, sa)
-            } else {
-                part(self, x, k, 8, sa)
+        if !two {
+            // The four bytes of each operand widened into the lanes of a vector, multiplied
+            // lane by lane and summed: exact in 32 bits, then added to `acc` wrapping.
+            let bytes = |l: &mut Self, v: Value, signed: bool| {
+                let v = l.b.ins().scalar_to_vector(I32X4, v);
+                let little = MemFlags::new().with_endianness(Endianness::Little);
+                let v = l.b.ins().bitcast(I8X16, little, v);
+                let v = if signed {
+                    l.b.ins().swiden_low(v)
+                } else {
+                    l.b.ins().uwiden_low(v)
+                };
+                // Each byte fits a signed 16 bits, so this widening keeps it either way.
+                l.b.ins().swiden_low(v)
             };
-            let kb = if two && hi { k + 2 } else { k };
+            let (a, b) = (bytes(self, x, sa), bytes(self, y, sb));
+            let p = self.b.ins().imul(a, b);
+            let pairs = self.b.ins().iadd_pairwise(p, p);
+            let lo = self.b.ins().extractlane(pairs, 0);
+            let hi = self.b.ins().extractlane(pairs, 1);
+            let sum = self.b.ins().iadd(lo, hi);
+            let acc = self.b.ins().iadd(acc, sum);
+            return self.b.ins().uextend(I64, acc);
+        }
+        for k in 0..2 {
+            let a = part(self, x, k, 16, sa);
+            let kb = if hi { k + 2 } else { k };
             let b = part(self, y, kb, 8, sb);
             let p = self.b.ins().imul(a, b);
             acc = self.b.ins().iadd(acc, p);
@@ -1498,9 +1533,15 @@ impl Lane<'_> {
                         self.b.ins().fcvt_from_uint(F32, v)
                     };
                     let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
-                    self.b.ins().uextend(I64, bits)
+                    let v = self.b.ins().uextend(I64, bits);
+                    // An integer is never an f32 subnormal.
+                    self.flushed.insert(v);
+                    v
                 } else if *dty == Ty::F32 && *sty == Ty::F16 && !sat && *round == Round::Default {
-                    self.f16_to_f32(x)
+                    // Nor is an f16: its least magnitude, 2^-24, is a normal f32.
+                    let v = self.f16_to_f32(x);
+                    self.flushed.insert(v);
+                    v
                 } else if *dty == Ty::F16 && *sty == Ty::F32 && !sat && !ftz && nearest {
                     let f = self.f32_in(x, false);
                     let (h, ok) = self.f16_out(f);

@@ -306,8 +306,10 @@ impl Memory for DirectMemory {
 pub(crate) const SITES: usize = 32;
 
 /// The allocation a load site found last, for compiled code to check an address against
-/// inline: the address is in it if `addr - base < lim` (wrapping), where `lim` is the
-/// allocation's length less the access's size plus one (0 for none).
+/// inline. The site's accesses have one size, a power of two at most 8, and allocations
+/// start 8-byte aligned; so an access is aligned and inside when `addr - base` (wrapping),
+/// rotated right by log2(size), is below `lim`, the allocation's length in accesses
+/// (0 for none).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub(crate) struct Site {
@@ -367,10 +369,10 @@ pub(crate) extern "C" fn find(
     // SAFETY: `mem` is the `DirectMemory` that `Run::run` borrowed for the call.
     match unsafe { &*ctx.mem }.span(addr, size) {
         Some(s) => {
-            if let Some(slot) = ctx.sites.get_mut(site) {
+            if let Some(slot) = ctx.sites.get_mut(site).filter(|_| size.is_power_of_two()) {
                 *slot = Site {
                     base: s.base,
-                    lim: s.len - size + 1,
+                    lim: s.len >> size.trailing_zeros(),
                     host: s.host as usize,
                 };
             }
@@ -480,10 +482,10 @@ mod tests {
         assert!(m.store(BASE + 8, 4, 7));
         let mut ctx = ctx(&m, &mut []);
         let zero = &ZERO as *const u64 as *const u8;
-        // A hit remembers its allocation in its site.
+        // A hit remembers its allocation in its site: 64 bytes hold 16 accesses of 4.
         let p = find(&mut ctx, BASE + 8, 4, 5 << 8 | 3, 1);
         assert_ne!(p, zero);
-        assert_eq!((ctx.sites[3].base, ctx.sites[3].lim), (BASE, 61));
+        assert_eq!((ctx.sites[3].base, ctx.sites[3].lim), (BASE, 16));
         // A false guard reads zeros and faults on nothing.
         assert_eq!(find(&mut ctx, 0, 4, 6 << 8, 0), zero);
         assert_eq!(ctx.fault, 0);

@@ -1108,6 +1108,109 @@ fn loads_past_the_sites_are_checked_in_full() {
     assert_eq!(jit.compiled(), 1);
 }
 
+/// Lane `i` of a warp accesses `start + i * stride`, `size` bytes, in global memory (an
+/// allocation of 64 bytes) or shared memory: lane 0 finds the allocation, and the later
+/// lanes are checked inline against what it found. The last whole access, the first one
+/// past the end and misaligned ones must fault, or not, as interpreted.
+#[test]
+fn accesses_at_the_edges_fault_as_interpreted() {
+    const LEN: u64 = 64;
+    for space in [MemSpace::Global, MemSpace::Shared] {
+        let (origin, len) = match space {
+            MemSpace::Global => (BASE, LEN),
+            _ => (0, SHARED),
+        };
+        for ty in [Ty::U8, Ty::U16, Ty::U32, Ty::U64] {
+            let size = u64::from(ty.size());
+            // Lanes 0-3 fit and lane 4 is just past the end; or lane 0 is aligned and
+            // every other lane is not.
+            let mut cases = vec![(len - 4 * size, size)];
+            if size > 1 {
+                cases.extend([(0, size + size / 2), (0, size / 2)]);
+            }
+            for (start, stride) in cases {
+                for store in [false, true] {
+                    let addr = Addr {
+                        base: Some(0),
+                        global: None,
+                        offset: (origin + start) as i64,
+                    };
+                    let access = if store {
+                        Op::St {
+                            space,
+                            ty,
+                            n: 1,
+                            a: [Src::Reg(0), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+                            addr,
+                        }
+                    } else {
+                        Op::Ld {
+                            space,
+                            ty,
+                            n: 1,
+                            d: [1, 0, 0, 0],
+                            addr,
+                        }
+                    };
+                    let code = vec![
+                        inst(
+                            Op::Mov {
+                                d: 0,
+                                a: Src::Special(Special::LaneId),
+                            },
+                            None,
+                        ),
+                        inst(
+                            Op::Bin {
+                                op: BinOp::MulLo,
+                                ty: Ty::U64,
+                                d: 0,
+                                a: Src::Reg(0),
+                                b: Src::Imm(stride),
+                                ftz: false,
+                                sat: false,
+                                round: Round::Default,
+                                nan: false,
+                            },
+                            None,
+                        ),
+                        inst(access, None),
+                        inst(Op::Exit, None),
+                    ];
+                    let k = Kernel {
+                        name: "edges".into(),
+                        params: vec![],
+                        param_bytes: 0,
+                        regs: 2,
+                        shared_bytes: 0,
+                        local_bytes: 0,
+                        frame_bytes: 0,
+                        code,
+                    };
+                    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+                    let results: Vec<String> = [None, Some(&jit as &dyn vgpu_ptx::exec::Native)]
+                        .into_iter()
+                        .map(|native| {
+                            let mem = DirectMemory::zeroed(BASE, LEN as usize).expect("memory");
+                            let r = run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, native));
+                            format!("{r:?}")
+                        })
+                        .collect();
+                    let case =
+                        format!("{space:?} {ty:?} store {store} at {start} + lane * {stride}");
+                    assert_eq!(results[0], results[1], "{case}");
+                    assert!(
+                        results[0].starts_with("Err"),
+                        "{case} faults: {}",
+                        results[0]
+                    );
+                    assert_eq!(jit.compiled(), 1, "{case}");
+                }
+            }
+        }
+    }
+}
+
 /// A kernel that loops forever inside compiled code still ends at the launch's deadline:
 /// each call runs a bounded number of iterations and the interpreter checks the watchdog
 /// between calls.

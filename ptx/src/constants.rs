@@ -126,6 +126,14 @@ fn written(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
             ftz: true,
             ..
         } => flushed,
+        // Integers and f16 values are never f32 subnormals (an f16's least magnitude,
+        // 2^-24, is a normal f32); a bf16 can be one.
+        Op::Cvt {
+            dty: Ty::F32,
+            sty:
+                Ty::U8 | Ty::S8 | Ty::U16 | Ty::S16 | Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64 | Ty::F16,
+            ..
+        } => flushed,
         Op::Shfl { d: sd, p, a, .. } if *sd == d && *p != Some(d) => Fact {
             value: Value::Any,
             normal: fact_of(a).normal,
@@ -404,6 +412,37 @@ mod tests {
         };
         assert!(normal(shuffled(true), 4, 9));
         assert!(!normal(shuffled(false), 4, 9));
+    }
+
+    #[test]
+    fn conversions_from_integers_and_f16_need_no_flushing() {
+        let cvt = |d, sty| {
+            (
+                None,
+                Op::Cvt {
+                    dty: Ty::F32,
+                    sty,
+                    round: crate::ir::Round::Default,
+                    sat: false,
+                    ftz: false,
+                    d,
+                    a: Src::Reg(0),
+                },
+            )
+        };
+        let ops = vec![
+            cvt(1, Ty::S32),
+            cvt(2, Ty::U64),
+            cvt(3, Ty::F16),
+            cvt(4, Ty::BF16),
+            cvt(5, Ty::F64),
+            (None, Op::Exit),
+        ];
+        assert!(normal(ops.clone(), 5, 1), "from s32");
+        assert!(normal(ops.clone(), 5, 2), "from u64");
+        assert!(normal(ops.clone(), 5, 3), "from f16");
+        assert!(!normal(ops.clone(), 5, 4), "a bf16 can be an f32 subnormal");
+        assert!(!normal(ops, 5, 5), "so can an f64");
     }
 
     #[test]
