@@ -227,8 +227,9 @@ impl Jit {
                 end += 1;
             }
         }
-        // A single instruction gains nothing from a call.
-        (end - pc >= 2).then_some((end, target))
+        // Even a single instruction, a lone branch included, costs less called than
+        // interpreted, lane by lane.
+        (end > pc).then_some((end, target))
     }
 
     fn compile(&self, pc: usize) -> Option<Run> {
