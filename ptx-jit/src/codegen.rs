@@ -177,13 +177,12 @@ pub(crate) fn compile(
             let (uniform_vals, uniform_dirty) = (u.vals, u.dirty);
             (top, sites, param_bytes) = (u.top, u.sites, u.param_bytes);
             b = u.b;
-            let head = b.create_block();
+            // The loop over the lanes, tested at its end (a shape whose invariant code
+            // the code generator moves out of the loop).
             let body = b.create_block();
             let after = b.create_block();
-            for blk in [head, body] {
-                b.append_block_param(blk, I32);
-                b.append_block_param(blk, I32);
-            }
+            b.append_block_param(body, I32);
+            b.append_block_param(body, I32);
             b.append_block_param(after, I32);
             let body_insts: Vec<&Inst> = lane_part
                 .iter()
@@ -191,14 +190,14 @@ pub(crate) fn compile(
                 .filter(|(_, &h)| !h)
                 .map(|(i, _)| i)
                 .collect();
-            b.ins().jump(head, &[mask.into(), none.into()]);
-            b.switch_to_block(head);
-            let (m, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
-            b.ins()
-                .brif(m, body, &[m.into(), taken.into()], after, &[taken.into()]);
-
+            b.ins().brif(
+                mask,
+                body,
+                &[mask.into(), none.into()],
+                after,
+                &[none.into()],
+            );
             b.switch_to_block(body);
-            b.seal_block(body);
             let (m, taken) = (b.block_params(body)[0], b.block_params(body)[1]);
             let lane32 = b.ins().ctz(m);
             let below = b.ins().iadd_imm(m, -1);
@@ -243,8 +242,14 @@ pub(crate) fn compile(
             l.store_back(|r| live(range.end - 1, r));
             (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
             b = l.b;
-            b.ins().jump(head, &[rest.into(), taken.into()]);
-            b.seal_block(head);
+            b.ins().brif(
+                rest,
+                body,
+                &[rest.into(), taken.into()],
+                after,
+                &[taken.into()],
+            );
+            b.seal_block(body);
             b.switch_to_block(after);
             b.seal_block(after);
             taken_out = b.block_params(after)[0];
