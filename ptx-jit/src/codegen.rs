@@ -135,31 +135,48 @@ pub(crate) fn compile(
                     return Err(format!("register {r} is out of reach"));
                 }
             }
-            // The instructions whose values are the same in every lane, computed once
-            // before the loop over the lanes.
-            let hoisted = uniform(lane_part);
-            // The registers the stretch reads that hold no f32 subnormal when it starts.
-            let mut normal_in = HashSet::new();
+            // The registers the stretch reads that hold no f32 subnormal when it starts,
+            // and those that hold the same value in every lane then (in a loop, only those
+            // it does not write: a next pass would read what it wrote).
+            let (mut normal_in, mut same_in) = (HashSet::new(), HashSet::new());
             if let Some(f) = facts(range.start) {
+                let mut written = HashSet::new();
+                for inst in lane_part {
+                    inst.clone().visit_regs(|r, def| {
+                        if def {
+                            written.insert(*r);
+                        }
+                    });
+                }
                 for inst in lane_part {
                     inst.clone().visit_regs(|r, def| {
                         if !def && f.normal(*r) {
                             normal_in.insert(*r);
                         }
+                        if !def && f.uniform(*r) && !(looping && written.contains(r)) {
+                            same_in.insert(*r);
+                        }
                     });
                 }
             }
-            let zero = b.ins().iconst(I64, 0);
-            let zero32 = b.ins().iconst(I32, 0);
+            // The instructions whose values are the same in every lane, computed once
+            // before the loop over the lanes, from the first lane's registers.
+            let hoisted = uniform(lane_part, &same_in);
+            // The first lane of the mask (any lane, when it is empty: then no lane runs the
+            // stretch and what the hoisted code computes goes nowhere).
+            let first32 = b.ins().ctz(mask);
+            let first32 = b.ins().band_imm(first32, 31);
+            let first = b.ins().uextend(I64, first32);
+            let first_base = lane_slots(&mut b, ptr, regs, first);
             let mut u = Lane {
                 b,
                 ptr,
-                base: regs,
+                base: first_base,
                 params,
                 specials,
                 loads,
-                lane: zero,
-                lane32: zero32,
+                lane: first,
+                lane32: first32,
                 helper,
                 math,
                 find,
@@ -203,13 +220,7 @@ pub(crate) fn compile(
             let below = b.ins().iadd_imm(m, -1);
             let rest = b.ins().band(m, below);
             let lane = b.ins().uextend(I64, lane32);
-            let off = b.ins().ishl_imm(lane, 3);
-            let off = if ptr == I64 {
-                off
-            } else {
-                b.ins().ireduce(ptr, off)
-            };
-            let base = b.ins().iadd(regs, off);
+            let base = lane_slots(&mut b, ptr, regs, lane);
             let mut l = Lane {
                 b,
                 ptr,
@@ -326,15 +337,28 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
     out
 }
 
+/// The address of lane `lane`'s slot of register 0 in the warp's registers at `regs`.
+fn lane_slots(b: &mut FunctionBuilder<'_>, ptr: Type, regs: Value, lane: Value) -> Value {
+    let off = b.ins().ishl_imm(lane, 3);
+    let off = if ptr == I64 {
+        off
+    } else {
+        b.ins().ireduce(ptr, off)
+    };
+    b.ins().iadd(regs, off)
+}
+
 /// Which instructions of a stretch compute the same value in every lane, so that they can be
 /// computed once before the loop over the lanes: unguarded per-lane operations (loads from
 /// the parameters among them, no other loads) whose operands are immediates, special
 /// registers that are the same across a warp (`%ntid`, `%ctaid`, `%nctaid`, `%warpid`,
-/// ...), or registers such an instruction wrote earlier in the stretch. An instruction
+/// ...), registers such an instruction wrote earlier in the stretch, or registers of
+/// `same_in` (the same in every lane when the stretch starts) not written before it in the
+/// stretch. An instruction
 /// qualifies only if no instruction left in the loop read or wrote its destinations
 /// before it: the loop then starts from the values computed before it, which are what the
 /// lanes would have computed at that point.
-fn uniform(insts: &[Inst]) -> Vec<bool> {
+fn uniform(insts: &[Inst], same_in: &HashSet<Reg>) -> Vec<bool> {
     let mut same: HashMap<Reg, bool> = HashMap::new();
     let mut touched: BTreeSet<Reg> = BTreeSet::new();
     insts
@@ -348,17 +372,8 @@ fn uniform(insts: &[Inst]) -> Vec<bool> {
             let sources_same = crate::run_sources(&inst.op).is_some_and(|srcs| {
                 srcs.iter().all(|s| match s {
                     Src::Imm(_) => true,
-                    Src::Reg(r) => same.get(r) == Some(&true),
-                    Src::Special(sp) => matches!(
-                        sp,
-                        Special::Ntid(_)
-                            | Special::Ctaid(_)
-                            | Special::Nctaid(_)
-                            | Special::WarpId
-                            | Special::NWarpId
-                            | Special::DynSmem
-                            | Special::Zero
-                    ),
+                    Src::Reg(r) => same.get(r).copied().unwrap_or(same_in.contains(r)),
+                    Src::Special(sp) => sp.same_in_every_lane(),
                     Src::Global(..) => false,
                 })
             });

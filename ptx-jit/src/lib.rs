@@ -17,7 +17,8 @@
 //! between them are compiled inline (an unguarded `shfl`) or the interpreter's own
 //! ([`vgpu_ptx::exec::warp_op`]), called once for the warp. So the warp pays for its
 //! scheduling once per run instead of once per instruction. Instructions whose value is
-//! the same in every lane (from parameters, block indices and immediates alone) run once
+//! the same in every lane (from parameters, block indices, immediates and registers that
+//! [`vgpu_ptx::constants`] finds the same in every lane, read from the first lane) run once
 //! per stretch, before its loop over the lanes; a lane stores back only the registers that
 //! are read after the run ([`vgpu_ptx::liveness::Liveness`]).
 //!
@@ -343,27 +344,6 @@ pub(crate) fn memory_access(op: &Op) -> Option<(MemSpace, bool)> {
 /// them); `None` for any other operation.
 pub(crate) fn run_sources(op: &Op) -> Option<Vec<Src>> {
     Some(match op {
-        Op::Mov { a, .. }
-        | Op::Unpack { a, .. }
-        | Op::Un { a, .. }
-        | Op::Cvt { a, .. }
-        | Op::Cvta { a, .. } => vec![*a],
-        Op::Pack { parts, .. } => parts.clone(),
-        Op::Prmt { a, b, c, .. }
-        | Op::Bfe { a, b, c, .. }
-        | Op::Dp { a, b, c, .. }
-        | Op::Lop3 { a, b, c, .. }
-        | Op::Shf { a, b, c, .. }
-        | Op::Half { a, b, c, .. }
-        | Op::Mad { a, b, c, .. } => vec![*a, *b, *c],
-        Op::Selp { a, b, p, .. } => vec![*a, *b, *p],
-        Op::Bfi { a, b, pos, len, .. } => vec![*a, *b, *pos, *len],
-        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => vec![*a, *b],
-        Op::Setp { a, b, combine, .. } => {
-            let mut v = vec![*a, *b];
-            v.extend(combine.map(|(_, p, _)| p));
-            v
-        }
         Op::Nop => vec![],
         Op::Ld { addr, .. } if memory_access(op).is_some() || param_load(op).is_some() => {
             addr.base.map(Src::Reg).into_iter().collect()
@@ -373,7 +353,8 @@ pub(crate) fn run_sources(op: &Op) -> Option<Vec<Src>> {
             v.extend(addr.base.map(Src::Reg));
             v
         }
-        _ => return None,
+        Op::Ld { .. } | Op::St { .. } => return None,
+        op => return vgpu_ptx::constants::pure_sources(op),
     })
 }
 

@@ -609,6 +609,24 @@ fn op(rng: &mut Rng) -> Op {
     }
 }
 
+/// A kernel of `code` with `regs` registers, `param_bytes` of parameters and no memory of
+/// its own.
+fn small_kernel(name: &str, param_bytes: u32, regs: u32, code: Vec<Inst>) -> Kernel {
+    Kernel {
+        name: name.into(),
+        params: vec![],
+        param_bytes,
+        regs,
+        shared_bytes: 0,
+        local_bytes: 0,
+        frame_bytes: 0,
+        code,
+    }
+}
+
+/// An operation and its guard.
+type Guarded = (Op, Option<(Reg, bool)>);
+
 fn inst(op: Op, guard: Option<(Reg, bool)>) -> Inst {
     Inst { guard, op, line: 1 }
 }
@@ -854,6 +872,21 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
     }
 }
 
+/// `d = a op b` in `ty`, with no modifiers.
+fn bin(op: BinOp, ty: Ty, d: Reg, a: Src, b: Src) -> Op {
+    Op::Bin {
+        op,
+        ty,
+        d,
+        a,
+        b,
+        ftz: false,
+        sat: false,
+        round: Round::Default,
+        nan: false,
+    }
+}
+
 /// A launch of `grid` blocks of `block` threads over `mem` on `threads` host threads,
 /// interpreted or with `native`.
 fn launch<'a>(
@@ -952,17 +985,6 @@ fn compiled_runs_agree_with_the_interpreter() {
 #[test]
 fn f16_conversions_and_arithmetic_agree_on_every_f16() {
     const N: u32 = 1 << 16;
-    let bin = |op, ty, d, a, b| Op::Bin {
-        op,
-        ty,
-        d,
-        a,
-        b,
-        ftz: false,
-        sat: false,
-        round: Round::Default,
-        nan: false,
-    };
     let half = |op, d| Op::Half {
         op,
         ty: Ty::F16x2,
@@ -1081,16 +1103,7 @@ fn loads_past_the_sites_are_checked_in_full() {
         .collect();
     code.push(inst(ld(Ty::U64, 5, 16), None));
     code.push(inst(Op::Exit, None));
-    let k = Kernel {
-        name: "sites".into(),
-        params: vec![],
-        param_bytes: 0,
-        regs: 6,
-        shared_bytes: 0,
-        local_bytes: 0,
-        frame_bytes: 0,
-        code,
-    };
+    let k = small_kernel("sites", 0, 6, code);
     let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
     for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
         let mem = DirectMemory::zeroed(BASE, 20).expect("aligned memory");
@@ -1177,16 +1190,7 @@ fn accesses_at_the_edges_fault_as_interpreted() {
                         inst(access, None),
                         inst(Op::Exit, None),
                     ];
-                    let k = Kernel {
-                        name: "edges".into(),
-                        params: vec![],
-                        param_bytes: 0,
-                        regs: 2,
-                        shared_bytes: 0,
-                        local_bytes: 0,
-                        frame_bytes: 0,
-                        code,
-                    };
+                    let k = small_kernel("edges", 0, 2, code);
                     let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
                     let results: Vec<String> = [None, Some(&jit as &dyn vgpu_ptx::exec::Native)]
                         .into_iter()
@@ -1208,6 +1212,150 @@ fn accesses_at_the_edges_fault_as_interpreted() {
                 }
             }
         }
+    }
+}
+
+/// Compiled code computes once for the warp what is the same in every lane; what differs
+/// between lanes must never be taken for that. Each kernel here leaves in register 4 a
+/// value that differs between lanes only through a thread index, a branch that lanes take
+/// apart, or a guard that differs between them, reaching compiled code through registers
+/// written before it; each lane then stores it to its own place. Interpreted and compiled,
+/// the memory must agree.
+#[test]
+fn what_differs_between_lanes_is_never_computed_once() {
+    let param = Op::Ld {
+        space: MemSpace::Param,
+        ty: Ty::U32,
+        n: 1,
+        d: [3, 0, 0, 0],
+        addr: Addr {
+            base: None,
+            global: None,
+            offset: 0,
+        },
+    };
+    let lane = Op::Mov {
+        d: 0,
+        a: Src::Special(Special::LaneId),
+    };
+    // r1: lane < 7, which lanes do not share.
+    let apart = Op::Setp {
+        cmp: Cmp::Lt,
+        ty: Ty::U32,
+        d: 1,
+        d2: None,
+        a: Src::Reg(0),
+        b: Src::Imm(7),
+        combine: None,
+        ftz: false,
+    };
+    let plus_one = bin(BinOp::Add, Ty::U32, 3, Src::Reg(3), Src::Imm(1));
+    // r4 = r3 * 3 + 11 and r5 = lane * 8, after a leader (so in a run of their own); then
+    // each lane stores r4 at BASE + r5.
+    let tail = |code: &mut Vec<Inst>| {
+        code.push(inst(
+            bin(BinOp::MulLo, Ty::U32, 4, Src::Reg(3), Src::Imm(3)),
+            None,
+        ));
+        code.push(inst(
+            bin(BinOp::Add, Ty::U32, 4, Src::Reg(4), Src::Imm(11)),
+            None,
+        ));
+        code.push(inst(
+            bin(BinOp::MulLo, Ty::U64, 5, Src::Reg(0), Src::Imm(8)),
+            None,
+        ));
+        code.push(inst(
+            Op::St {
+                space: MemSpace::Global,
+                ty: Ty::U32,
+                n: 1,
+                a: [Src::Reg(4), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+                addr: Addr {
+                    base: Some(5),
+                    global: None,
+                    offset: BASE as i64,
+                },
+            },
+            None,
+        ));
+        code.push(inst(Op::Exit, None));
+    };
+    // After r0 = %laneid at 0, each kernel's own instructions, then `tail`.
+    let plain = |ops: Vec<Op>| ops.into_iter().map(|op| (op, None)).collect::<Vec<_>>();
+    let tid = Op::Mov {
+        d: 3,
+        a: Src::Special(Special::Tid(0)),
+    };
+    let lane0 = Op::Setp {
+        cmp: Cmp::Eq,
+        ty: Ty::U32,
+        d: 1,
+        d2: None,
+        a: Src::Reg(0),
+        b: Src::Imm(0),
+        combine: None,
+        ftz: false,
+    };
+    let kernels: Vec<(&str, Vec<Guarded>)> = vec![
+        // A branch the lanes take apart, around a write of r3.
+        (
+            "a branch",
+            vec![
+                (param.clone(), None),
+                (apart.clone(), None),
+                (Op::Bra { target: 5 }, Some((1, false))),
+                (plus_one.clone(), None),
+            ],
+        ),
+        // A guard the lanes do not share, in a run before the one that reads r3.
+        (
+            "a guard",
+            vec![
+                (param.clone(), None),
+                (apart.clone(), None),
+                (plus_one.clone(), Some((1, false))),
+                (Op::Bra { target: 5 }, None),
+            ],
+        ),
+        // r3 from the thread's index.
+        ("a thread index", plain(vec![tid, Op::Bra { target: 3 }])),
+        // Lane 0 leaves, and the others then set r3 alike: the value is the same in every
+        // lane that runs on, and it is theirs, not lane 0's, that compiled code must read.
+        (
+            "a lane that left",
+            vec![
+                (lane0, None),
+                (Op::Exit, Some((1, false))),
+                (param.clone(), None),
+                (Op::Bra { target: 5 }, None),
+                (plus_one.clone(), None),
+            ],
+        ),
+    ];
+    for (what, own) in kernels {
+        let mut code = vec![inst(lane.clone(), None)];
+        code.extend(own.into_iter().map(|(op, guard)| inst(op, guard)));
+        tail(&mut code);
+        let k = small_kernel("apart", 4, 6, code);
+        let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+        let params = 40u32.to_le_bytes();
+        let memory: Vec<Vec<u8>> = [None, Some(&jit as &dyn vgpu_ptx::exec::Native)]
+            .into_iter()
+            .map(|native| {
+                let mem = DirectMemory::zeroed(BASE, 256).expect("memory");
+                run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, native)).expect("runs");
+                mem.get(BASE, 256).expect("memory")
+            })
+            .collect();
+        assert_eq!(memory[0], memory[1], "{what}");
+        let lane9 = &memory[0][8 * 9..8 * 9 + 4];
+        if what == "a lane that left" {
+            assert_eq!(lane9, (41u32 * 3 + 11).to_le_bytes(), "{what}");
+        } else {
+            assert_ne!(memory[0][..4], *lane9, "{what}: lanes 0 and 9 differ");
+        }
+        assert!(jit.compiled() >= 2, "{what}");
     }
 }
 

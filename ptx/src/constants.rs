@@ -1,5 +1,6 @@
 //! What is known of a kernel's registers at each instruction, on every path there: a value
-//! set by a `mov` of an immediate, and whether an f32 in the register needs no flushing.
+//! set by a `mov` of an immediate, whether an f32 in the register needs no flushing, and
+//! whether every lane of a warp holds the same value.
 //!
 //! Compilers keep a warp shuffle's lane and clamp operands in registers (`mov.u32 %r43, 16;`
 //! … `shfl.sync.bfly.b32 %r45, %r41, %r43, %r42, %r44;`), often set far from the shuffles
@@ -8,6 +9,15 @@
 //! `.ftz` arithmetic are never subnormal, so a later `.ftz` instruction need not flush them
 //! again, wherever they were computed (compiled code otherwise flushes each operand it reads
 //! from the register file).
+//!
+//! And compiled code runs each lane through a stretch of code on its own: what is the same
+//! in every lane it can compute once for the warp, not once a lane. A register holds the
+//! same value in every lane of a warp that runs an instruction together when on every
+//! path its last write computed it from such values alone (immediates, the kernel's
+//! parameters, `%ctaid`, `%ntid`, `%warpid` and the like; not `%tid`, `%laneid` or memory)
+//! where all the warp's lanes run together, or when its value is known. Lanes may run
+//! apart after a branch, call or return whose guard differs between them: a write in any
+//! block after one, or under a guard that differs between lanes, makes a register differ.
 //!
 //! This is the classic forward analysis over the kernel's control-flow graph (the one of
 //! [`crate::liveness`], calls and returns included), for one thread. A register's value is
@@ -21,7 +31,7 @@
 //! keeps it so only when it writes such a value. Registers start unknown, and needing
 //! flushing.
 
-use crate::ir::{BinOp, Inst, Op, Reg, Src, Ty};
+use crate::ir::{Addr, BinOp, Inst, MemSpace, Op, Reg, Src, Ty};
 
 /// What a register holds at a point: not reached yet, one known value, or anything.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -48,23 +58,34 @@ struct Fact {
     value: Value,
     /// No f32 subnormal in its low 32 bits (true where not reached yet).
     normal: bool,
+    /// The same in every lane of a warp that runs the instruction together (true where
+    /// not reached yet).
+    uniform: bool,
 }
 
 impl Fact {
     const UNREACHED: Fact = Fact {
         value: Value::Unreached,
         normal: true,
+        uniform: true,
     };
     const ANY: Fact = Fact {
         value: Value::Any,
         normal: false,
+        uniform: false,
     };
 
     fn meet(self, other: Fact) -> Fact {
         Fact {
             value: self.value.meet(other.value),
             normal: self.normal && other.normal,
+            uniform: self.uniform && other.uniform,
         }
+    }
+
+    /// Whether every lane holds the same value: a known one, or one made the same.
+    fn same(self) -> bool {
+        self.uniform || matches!(self.value, Value::Known(_))
     }
 }
 
@@ -82,6 +103,8 @@ pub struct Constants {
     /// For each instruction, its block.
     block_of: Vec<u32>,
     entry: Vec<Vec<Fact>>,
+    /// For each block, whether lanes of a warp may reach it apart.
+    diverged: Vec<bool>,
 }
 
 /// Whether `bits` (the low 32 of them) are an f32 subnormal.
@@ -90,19 +113,81 @@ fn subnormal(bits: u64) -> bool {
     b & 0x7F80_0000 == 0 && b & 0x007F_FFFF != 0
 }
 
-/// What `inst` writes into its destination `d`, from the facts before it (`state`).
-fn written(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
+/// The sources of an instruction whose result is a function of them alone, the same in
+/// every lane that has the same sources; `None` for any other.
+pub fn pure_sources(op: &Op) -> Option<Vec<Src>> {
+    Some(match op {
+        Op::Mov { a, .. }
+        | Op::Unpack { a, .. }
+        | Op::Un { a, .. }
+        | Op::Cvt { a, .. }
+        | Op::Cvta { a, .. } => vec![*a],
+        Op::Pack { parts, .. } => parts.clone(),
+        Op::Prmt { a, b, c, .. }
+        | Op::Bfe { a, b, c, .. }
+        | Op::Dp { a, b, c, .. }
+        | Op::Lop3 { a, b, c, .. }
+        | Op::Shf { a, b, c, .. }
+        | Op::Half { a, b, c, .. }
+        | Op::Mad { a, b, c, .. } => vec![*a, *b, *c],
+        Op::Selp { a, b, p, .. } => vec![*a, *b, *p],
+        Op::Bfi { a, b, pos, len, .. } => vec![*a, *b, *pos, *len],
+        Op::CvtPack { a, b, .. } | Op::Bin { a, b, .. } => vec![*a, *b],
+        Op::Setp { a, b, combine, .. } => {
+            let mut v = vec![*a, *b];
+            v.extend(combine.map(|(_, p, _)| p));
+            v
+        }
+        // The kernel's parameters, at a constant offset.
+        Op::Ld {
+            space: MemSpace::Param,
+            addr:
+                Addr {
+                    base: None,
+                    global: None,
+                    ..
+                },
+            ..
+        } => vec![],
+        _ => return None,
+    })
+}
+
+/// Whether what `inst` writes is the same in every lane that runs it together, from the
+/// facts before it (`state`), in a block that lanes may reach apart (`diverged`) or not.
+fn same_in_every_lane(inst: &Inst, state: &[Fact], diverged: bool) -> bool {
+    let same = |s: &Src| match *s {
+        Src::Imm(_) => true,
+        Src::Reg(r) => state.get(r as usize).is_some_and(|f| f.same()),
+        Src::Special(sp) => sp.same_in_every_lane(),
+        Src::Global(..) => false,
+    };
+    !diverged && pure_sources(&inst.op).is_some_and(|srcs| srcs.iter().all(same))
+}
+
+/// What `inst` writes into its destination `d`, from the facts before it (`state`), in a
+/// block that lanes may reach apart (`diverged`) or not.
+fn written(inst: &Inst, d: Reg, state: &[Fact], diverged: bool) -> Fact {
+    let mut fact = written_value(inst, d, state);
+    fact.uniform = same_in_every_lane(inst, state, diverged);
+    fact
+}
+
+/// [`written`] but for its `uniform`.
+fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
     let fact_of = |s: &Src| match *s {
         Src::Reg(r) => state.get(r as usize).copied().unwrap_or(Fact::ANY),
         Src::Imm(v) => Fact {
             value: Value::Known(v),
             normal: !subnormal(v),
+            uniform: true,
         },
         _ => Fact::ANY,
     };
     let flushed = Fact {
         value: Value::Any,
         normal: true,
+        uniform: false,
     };
     match &inst.op {
         Op::Mov { a, .. } => fact_of(a),
@@ -137,27 +222,45 @@ fn written(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
         Op::Shfl { d: sd, p, a, .. } if *sd == d && *p != Some(d) => Fact {
             value: Value::Any,
             normal: fact_of(a).normal,
+            uniform: false,
         },
         _ => Fact::ANY,
     }
 }
 
-/// `state` after `inst`.
-fn step(inst: &Inst, state: &mut [Fact]) {
+/// `state` after `inst`, in a block that lanes may reach apart (`diverged`) or not.
+fn step(inst: &Inst, state: &mut [Fact], diverged: bool) {
     let guarded = inst.guard.is_some();
+    // A guard that differs between lanes writes some of them only.
+    let guard_same = inst
+        .guard
+        .is_none_or(|(p, _)| state.get(p as usize).is_some_and(|f| f.same()));
     let mut defs = Vec::new();
     inst.clone().visit_regs(|r, def| {
         if def {
             defs.push(*r);
         }
     });
-    let new: Vec<(Reg, Fact)> = defs.iter().map(|&d| (d, written(inst, d, state))).collect();
+    let new: Vec<(Reg, Fact)> = defs
+        .iter()
+        .map(|&d| (d, written(inst, d, state, diverged)))
+        .collect();
     for (d, fact) in new {
         let Some(slot) = state.get_mut(d as usize) else {
             continue;
         };
         *slot = if guarded { slot.meet(fact) } else { fact };
+        slot.uniform &= guard_same;
     }
+}
+
+/// Whether the lanes of a warp that run `inst` together may leave it apart: a branch, call
+/// or return under a guard that differs between them (`state`: the facts before it).
+fn splits(inst: &Inst, state: &[Fact]) -> bool {
+    matches!(inst.op, Op::Bra { .. } | Op::Call { .. } | Op::Ret)
+        && inst
+            .guard
+            .is_some_and(|(p, _)| !state.get(p as usize).is_some_and(|f| f.same()))
 }
 
 impl Constants {
@@ -181,18 +284,25 @@ impl Constants {
         if let Some(first) = entry.first_mut() {
             first.iter_mut().for_each(|v| *v = Fact::ANY);
         }
+        // The blocks that lanes of a warp may reach apart: those after a branch whose lanes
+        // may go different ways. Elsewhere all the warp's lanes run together.
+        let mut diverged = vec![false; ranges.len()];
         // Each block's exit flows into its successors' entries, to a fixed point: a fact
-        // only moves down (unreached, known, any; no flushing needed, needed), so this ends.
+        // only moves down (unreached, known, any; no flushing needed, needed; the same in
+        // every lane, not), and a block once diverged stays so, so this ends.
         let mut work: Vec<usize> = (0..ranges.len()).rev().collect();
         let mut queued = vec![true; ranges.len()];
         while let Some(b) = work.pop() {
             queued[b] = false;
             let mut state = entry[b].clone();
+            let mut split = diverged[b];
             for inst in &code[ranges[b].clone()] {
-                step(inst, &mut state);
+                split |= splits(inst, &state);
+                step(inst, &mut state, diverged[b]);
             }
             for &s in &succs[b] {
-                let mut changed = false;
+                let mut changed = split && !diverged[s];
+                diverged[s] |= split;
                 for (e, &v) in entry[s].iter_mut().zip(&state) {
                     let m = e.meet(v);
                     changed |= m != *e;
@@ -208,6 +318,7 @@ impl Constants {
             ranges,
             block_of,
             entry,
+            diverged,
         })
     }
 
@@ -217,7 +328,7 @@ impl Constants {
         let b = *self.block_of.get(i)? as usize;
         let mut state = self.entry[b].clone();
         for inst in code.get(self.ranges[b].start..i)? {
-            step(inst, &mut state);
+            step(inst, &mut state, self.diverged[b]);
         }
         Some(Facts(state))
     }
@@ -239,12 +350,18 @@ impl Facts {
     pub fn normal(&self, r: Reg) -> bool {
         self.0.get(r as usize).is_some_and(|f| f.normal)
     }
+
+    /// Whether register `r` holds the same value in every lane of a warp that runs this
+    /// instruction together.
+    pub fn uniform(&self, r: Reg) -> bool {
+        self.0.get(r as usize).is_some_and(|f| f.same())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::ShflMode;
+    use crate::ir::{ShflMode, Special};
 
     fn code(ops: Vec<(Option<(Reg, bool)>, Op)>) -> Vec<Inst> {
         ops.into_iter()
@@ -473,6 +590,125 @@ mod tests {
         };
         assert!(!normal(guarded(1), 2, 1));
         assert!(normal(guarded(0), 2, 1));
+    }
+
+    fn uniform(ops: Vec<(Option<(Reg, bool)>, Op)>, at: usize, r: Reg) -> bool {
+        let code = code(ops);
+        let facts = Constants::of(&code).expect("analysed").at(&code, at);
+        facts.expect("an instruction").uniform(r)
+    }
+
+    fn from(d: Reg, a: Src) -> (Option<(Reg, bool)>, Op) {
+        (None, Op::Mov { d, a })
+    }
+
+    /// `d = a + b` in u32.
+    fn add(d: Reg, a: Src, b: Src) -> (Option<(Reg, bool)>, Op) {
+        let op = Op::Bin {
+            op: BinOp::Add,
+            ty: Ty::U32,
+            d,
+            a,
+            b,
+            ftz: false,
+            sat: false,
+            round: crate::ir::Round::Default,
+            nan: false,
+        };
+        (None, op)
+    }
+
+    /// `p = a < b` in u32.
+    fn less(p: Reg, a: Src, b: Src) -> (Option<(Reg, bool)>, Op) {
+        let op = Op::Setp {
+            cmp: crate::ir::Cmp::Lt,
+            ty: Ty::U32,
+            d: p,
+            d2: None,
+            a,
+            b,
+            combine: None,
+            ftz: false,
+        };
+        (None, op)
+    }
+
+    #[test]
+    fn values_the_same_in_every_lane() {
+        let param = (
+            None,
+            Op::Ld {
+                space: MemSpace::Param,
+                ty: Ty::U32,
+                n: 1,
+                d: [1, 0, 0, 0],
+                addr: Addr {
+                    base: None,
+                    global: None,
+                    offset: 0,
+                },
+            },
+        );
+        let global = (
+            None,
+            Op::Ld {
+                space: MemSpace::Global,
+                ty: Ty::U32,
+                n: 1,
+                d: [6, 0, 0, 0],
+                addr: Addr {
+                    base: Some(1),
+                    global: None,
+                    offset: 0,
+                },
+            },
+        );
+        // 0: r1 = param; 1: r2 = ctaid.x + r1; 3: r3 = laneid; 4: r4 = r3 + 1; 5: a global
+        // load; 6: p5 = r2 < 9 (the same everywhere); 7: @p5 bra 9; 8: r2 = r2 + 1;
+        // 9: p7 = r3 < 9 (lanes apart); 10: @p7 bra 12; 11: r1 = r1 + 1 and r8 = 5;
+        // 13: exit.
+        let ops = vec![
+            param,
+            add(2, Src::Special(Special::Ctaid(0)), Src::Reg(1)),
+            from(0, Src::Special(Special::Tid(0))),
+            from(3, Src::Special(Special::LaneId)),
+            add(4, Src::Reg(3), Src::Imm(1)),
+            global,
+            less(5, Src::Reg(2), Src::Imm(9)),
+            bra(9, Some((5, false))),
+            add(2, Src::Reg(2), Src::Imm(1)),
+            less(7, Src::Reg(3), Src::Imm(9)),
+            bra(12, Some((7, false))),
+            add(1, Src::Reg(1), Src::Imm(1)),
+            mov(8, 5),
+            (None, Op::Exit),
+        ];
+        let at = |i, r| uniform(ops.clone(), i, r);
+        assert!(at(2, 1) && at(2, 2), "a parameter, and a sum with %ctaid");
+        assert!(
+            !at(5, 0) && !at(5, 3) && !at(5, 4),
+            "%tid, %laneid, a sum with it"
+        );
+        assert!(!at(6, 6), "a load from global memory");
+        assert!(
+            at(9, 2),
+            "a branch the lanes take together, and a write behind it"
+        );
+        assert!(!at(10, 7), "a comparison with %laneid");
+        assert!(at(11, 1), "before the lanes part, the same");
+        assert!(!at(13, 1), "written where some lanes may be and others not");
+        assert!(at(13, 2), "not written since");
+        assert!(at(13, 8), "a known value, wherever written");
+        // A write under a guard the lanes do not share.
+        let guarded = vec![
+            from(3, Src::Special(Special::LaneId)),
+            less(7, Src::Reg(3), Src::Imm(9)),
+            mov(1, 4),
+            (Some((7, false)), add(1, Src::Reg(1), Src::Imm(1)).1),
+            (None, Op::Exit),
+        ];
+        assert!(uniform(guarded.clone(), 3, 1));
+        assert!(!uniform(guarded, 4, 1));
     }
 
     #[test]

@@ -129,6 +129,23 @@ pub enum Special {
     DynSmem,
 }
 
+impl Special {
+    /// Whether every lane of a warp reads the same value (not `%tid`, `%laneid`, the lane
+    /// masks, nor the clock).
+    pub fn same_in_every_lane(self) -> bool {
+        matches!(
+            self,
+            Special::Ntid(_)
+                | Special::Ctaid(_)
+                | Special::Nctaid(_)
+                | Special::WarpId
+                | Special::NWarpId
+                | Special::DynSmem
+                | Special::Zero
+        )
+    }
+}
+
 /// Memory state spaces the interpreter addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemSpace {
