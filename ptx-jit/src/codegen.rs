@@ -5,7 +5,8 @@
 //! ([`uniform`]); between two stretches, the warp-wide instruction there: a shuffle inline
 //! ([`shuffle`]), anything else by a call of the interpreter's warp-wide step. A stretch
 //! also ends where running lane after lane could reorder memory accesses the lanes may
-//! share ([`segments`]).
+//! share ([`segments`]). A stretch with a vector form also gets one for the warps whose
+//! lanes all run it ([`crate::vector`]), chosen when the run is called.
 
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
@@ -52,8 +53,9 @@ const LOOP_BUDGET: i64 = 1 << 10;
 /// Registers whose slots lie too far for a load's offset are not compiled.
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
-/// Compiles a run; gives its code, the register slots it touches and the bytes of
-/// parameters it reads. `live(i, r)` says whether register `r` may be read after
+/// Compiles a run; gives its code, the register slots it touches, the bytes of
+/// parameters it reads and how many of its stretches have a vector form for whole warps
+/// (with `vectors`, [`crate::vector`]). `live(i, r)` says whether register `r` may be read after
 /// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
 /// those of the registers it wrote. `facts(i)` is what is known of the registers on every
 /// path to `insts[i]`: values (a shuffle's known operands make it a move per lane) and
@@ -64,7 +66,8 @@ pub(crate) fn compile(
     live: &dyn Fn(usize, Reg) -> bool,
     facts: &dyn Fn(usize) -> Option<Facts>,
     looping: bool,
-) -> Result<(Code, usize, usize), String> {
+    vectors: bool,
+) -> Result<(Code, usize, usize, usize), String> {
     let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
     ctx.func.signature.params.push(AbiParam::new(ptr));
@@ -117,6 +120,7 @@ pub(crate) fn compile(
     let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
     let segs = segments(insts);
     let segments_count = segs.len();
+    let mut vector_stretches = 0;
     // A run that branches back to its own start, in one stretch with no stores, loops
     // inside the compiled code: each lane runs its iterations on its own.
     let looping = looping
@@ -207,6 +211,29 @@ pub(crate) fn compile(
                 .filter(|(_, &h)| !h)
                 .map(|(i, _)| i)
                 .collect();
+            if vectors && !looping && crate::vector::vectorizable(&body_insts) {
+                // When the whole warp runs the stretch: four lanes at a time.
+                let (whole, some) = (b.create_block(), b.create_block());
+                let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
+                b.ins().brif(all, whole, &[], some, &[]);
+                b.switch_to_block(whole);
+                b.seal_block(whole);
+                let end = range.end - 1;
+                let r = crate::vector::build(
+                    &mut b,
+                    regs,
+                    &body_insts,
+                    &uniform_vals,
+                    &uniform_dirty,
+                    &normal_in,
+                    &|r| live(end, r),
+                    after,
+                );
+                top = top.max(r);
+                vector_stretches += 1;
+                b.switch_to_block(some);
+                b.seal_block(some);
+            }
             b.ins().brif(
                 mask,
                 body,
@@ -297,7 +324,7 @@ pub(crate) fn compile(
     // SAFETY: `p` is the entry of the function just defined with the signature
     // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
     let code = unsafe { std::mem::transmute::<*const u8, Code>(p) };
-    Ok((code, (top as usize + 1) * 32, param_bytes))
+    Ok((code, (top as usize + 1) * 32, param_bytes, vector_stretches))
 }
 
 /// The stretches of per-lane instructions of a run, each with the warp-wide instruction

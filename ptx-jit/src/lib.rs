@@ -20,7 +20,10 @@
 //! the same in every lane (from parameters, block indices, immediates and registers that
 //! [`vgpu_ptx::constants`] finds the same in every lane, read from the first lane) run once
 //! per stretch, before its loop over the lanes; a lane stores back only the registers that
-//! are read after the run ([`vgpu_ptx::liveness::Liveness`]).
+//! are read after the run ([`vgpu_ptx::liveness::Liveness`]). When every lane of the warp
+//! runs a stretch made only of moves and the plain f32 and integer arithmetic (the
+//! butterfly steps of a reduction, say), it runs four lanes at a time in SIMD registers
+//! instead ([`vector`]), bit for bit as lane by lane.
 //!
 //! Running lane after lane reorders the lanes' memory accesses against the interpreter,
 //! which runs instruction after instruction. So a stretch also ends where that could be
@@ -51,6 +54,7 @@
 
 mod codegen;
 mod direct;
+mod vector;
 
 pub use direct::DirectMemory;
 
@@ -82,6 +86,8 @@ pub struct Run {
     params: usize,
     /// Whether the code touches global memory.
     global: bool,
+    /// Stretches with a vector form for the whole warp.
+    vector_stretches: usize,
 }
 
 impl NativeRun for Run {
@@ -204,6 +210,15 @@ impl Jit {
             .count()
     }
 
+    /// How many stretches of the runs compiled so far have a vector form for whole warps.
+    pub fn vector_stretches(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.get()?.as_ref())
+            .map(|r| r.vector_stretches)
+            .sum()
+    }
+
     /// The instructions of the run that would start at `pc`, and its branch.
     fn extent(&self, pc: usize) -> Option<(usize, Option<u32>)> {
         if !*self.leaders.get(pc)? {
@@ -241,8 +256,17 @@ impl Jit {
         let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
         let facts = |i: usize| self.known.as_ref()?.at(&self.code, pc + i);
         let looping = target == Some(pc as u32);
-        match codegen::compile(module, insts, &live, &facts, looping) {
-            Ok((code, slots, params)) => Some(Run {
+        // The vector form of whole-warp stretches needs SIMD instructions a host may lack:
+        // without them, the run is compiled lane by lane.
+        let compiled = codegen::compile(module, insts, &live, &facts, looping, true).or_else(|e| {
+            log::debug!(
+                "kernel {}: instructions {pc}..{end}: no vector form ({e}), compiled lane by lane",
+                self.name
+            );
+            codegen::compile(module, insts, &live, &facts, looping, false)
+        });
+        match compiled {
+            Ok((code, slots, params, vector_stretches)) => Some(Run {
                 code,
                 end: end as u32,
                 target,
@@ -251,6 +275,7 @@ impl Jit {
                 global: insts
                     .iter()
                     .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _)))),
+                vector_stretches,
             }),
             Err(e) => {
                 log::warn!(

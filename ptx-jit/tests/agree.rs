@@ -738,7 +738,10 @@ fn known_shuffle_operands(rng: &mut Rng, code: &mut [Inst], start: usize) {
 
 /// A kernel: load NR registers per lane, `n` random instructions (with forward branches,
 /// and half the time a loop around a few of them), store the NR registers back.
-fn kernel(rng: &mut Rng, n: usize) -> Kernel {
+/// A random program of `n` instructions made by `gen`, one in `guard_one_in` guarded, with
+/// forward branches, loops and the loads of the threads' registers before and their stores
+/// after.
+fn program(rng: &mut Rng, n: usize, gen: fn(&mut Rng) -> Op, guard_one_in: u64) -> Kernel {
     let bytes = u64::from(NR) * 8;
     // r0 = the thread's index in the grid (ctaid.x * 64 + warpid * 32 + laneid), r1 =
     // its offset in memory.
@@ -819,7 +822,7 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
     let start = code.len();
     let end = start + n;
     for i in start..end {
-        let guard = rng.chance(4).then(|| (reg(rng), rng.chance(2)));
+        let guard = rng.chance(guard_one_in).then(|| (reg(rng), rng.chance(2)));
         let op = if rng.chance(12) {
             // Forward only, so that every program ends.
             Op::Bra {
@@ -832,7 +835,7 @@ fn kernel(rng: &mut Rng, n: usize) -> Kernel {
                 a: Src::Special(Special::Ctaid(0)),
             }
         } else {
-            op(rng)
+            gen(rng)
         };
         code.push(inst(op, guard));
     }
@@ -928,13 +931,15 @@ fn outcome(
     mem.get(BASE, 2 * half)
 }
 
-#[test]
-fn compiled_runs_agree_with_the_interpreter() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut compiled = 0;
-    let mut faulted = 0;
+/// Runs [`CASES`] random programs of `gen`'s instructions (one in `guard_one_in`
+/// guarded) interpreted and compiled, and panics where they differ. Gives how many runs
+/// were compiled, how many programs faulted (both ways) and how many stretches were
+/// compiled in vector form.
+fn agree(seed: u64, gen: fn(&mut Rng) -> Op, guard_one_in: u64) -> (usize, usize, usize) {
+    let mut rng = Rng(seed);
+    let (mut compiled, mut faulted, mut vector) = (0, 0, 0);
     for case in 0..CASES {
-        let k = kernel(&mut rng, 40);
+        let k = program(&mut rng, 40, gen, guard_one_in);
         let input: Vec<u8> = (0..THREADS * NR)
             .flat_map(|_| rng.value().to_le_bytes())
             .collect();
@@ -945,6 +950,7 @@ fn compiled_runs_agree_with_the_interpreter() {
         let want = outcome(&k, &input, &params, None);
         let got = outcome(&k, &input, &params, Some(&jit));
         compiled += jit.compiled();
+        vector += jit.vector_stretches();
         let (Some(want), Some(got)) = (&want, &got) else {
             assert_eq!(
                 want.is_some(),
@@ -970,6 +976,12 @@ fn compiled_runs_agree_with_the_interpreter() {
             }
         }
     }
+    (compiled, faulted, vector)
+}
+
+#[test]
+fn compiled_runs_agree_with_the_interpreter() {
+    let (compiled, faulted, _) = agree(0x9E37_79B9_7F4A_7C15, op, 4);
     // Most programs hold several runs; all of them together must have compiled many.
     assert!(compiled > 300, "only {compiled} runs compiled");
     // Some programs load where nothing is, and both fault; most do not.
@@ -977,6 +989,59 @@ fn compiled_runs_agree_with_the_interpreter() {
         (1..CASES / 5).contains(&faulted),
         "{faulted} programs faulted"
     );
+}
+
+/// An operation of those whole-warp stretches run in vector form (moves, f32 add, sub and
+/// mul, integer add, sub and logic), now and then one that has none (other rounding, a
+/// special register) or a shuffle, which ends a stretch.
+fn vector_op(rng: &mut Rng) -> Op {
+    use BinOp::*;
+    let d = reg(rng);
+    let operand = |rng: &mut Rng| {
+        if rng.chance(5) {
+            Src::Imm(rng.value())
+        } else {
+            Src::Reg(reg(rng))
+        }
+    };
+    let (a, b) = (operand(rng), operand(rng));
+    match rng.below(16) {
+        0 | 1 => warp_op(rng),
+        2 => Op::Mov { d, a },
+        3 => Op::Mov { d, a: src(rng) },
+        4..=9 => Op::Bin {
+            op: rng.pick(&[Add, Sub, MulLo]),
+            ty: Ty::F32,
+            d,
+            a,
+            b,
+            ftz: rng.chance(2),
+            sat: false,
+            round: if rng.chance(10) {
+                round(rng)
+            } else {
+                rng.pick(&[Round::Default, Round::Nearest])
+            },
+            nan: false,
+        },
+        _ => bin(
+            rng.pick(&[Add, Sub, And, Or, Xor]),
+            rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+            d,
+            a,
+            b,
+        ),
+    }
+}
+
+/// Whole warps run stretches four lanes at a time (`vector.rs`): random programs of the
+/// operations that have a vector form, mostly unguarded, with the branches that split
+/// warps (the stretches after them run lane by lane), agree with the interpreter.
+#[test]
+fn whole_warp_stretches_agree_with_the_interpreter() {
+    let (compiled, _, vector) = agree(0x2545_F491_4F6C_DD1D, vector_op, 20);
+    assert!(compiled > 300, "only {compiled} runs compiled");
+    assert!(vector > CASES, "only {vector} stretches in vector form");
 }
 
 /// The conversions between f32 and f16 and the f16 arithmetic compiled code does inline,

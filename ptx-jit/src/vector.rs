@@ -1,0 +1,388 @@
+//! Whole-warp stretches in vector registers. When every lane of the warp runs a stretch
+//! whose per-lane instructions all have a vector form here (moves and the plain f32 and
+//! integer arithmetic of reductions and address updates), the stretch runs four lanes at
+//! a time in SIMD registers instead of lane after lane: each register's four 64-bit slots
+//! are two `i64x2` loads, f32 operations work on the four low halves as one `f32x4`, with
+//! `.ftz` flushing and NaN canonicalisation done lane-wise as the scalar code does them.
+//! The scalar lane loop stays for the warps where some lanes do not run (`codegen`).
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32X4, I32, I32X4, I64, I64X2, I8X16};
+use cranelift_codegen::ir::{Block, ConstantData, Endianness, InstBuilder, MemFlags, Value};
+use cranelift_frontend::FunctionBuilder;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use vgpu_ptx::exec::CANONICAL_NAN_F32;
+use vgpu_ptx::ir::{BinOp, Inst, Op, Reg, Round, Src, Ty};
+use vgpu_ptx::lower::SINK;
+
+/// The most instructions a vector stretch holds (its code is one more copy of the stretch).
+const MAX_VECTOR: usize = 64;
+
+/// Whether a stretch (its per-lane instructions, not those computed once for the warp) has
+/// a vector form: unguarded moves of registers and immediates, f32 add, sub and mul (round
+/// to nearest, `.ftz` or not), 32- and 64-bit integer add, sub, and, or and xor, and a
+/// branch (guarded or not) at its end.
+pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
+    use BinOp::*;
+    let reads_sink = |i: &Inst| {
+        let mut sink = false;
+        i.clone().visit_regs(|r, def| sink |= !def && *r == SINK);
+        sink
+    };
+    !insts.is_empty()
+        && insts.len() <= MAX_VECTOR
+        && insts.iter().enumerate().all(|(k, i)| {
+            if reads_sink(i) {
+                return false;
+            }
+            match &i.op {
+                Op::Bra { .. } => k + 1 == insts.len(),
+                _ if i.guard.is_some() => false,
+                Op::Mov {
+                    a: Src::Reg(_) | Src::Imm(_),
+                    ..
+                } => true,
+                Op::Bin {
+                    op,
+                    ty,
+                    ftz,
+                    sat: false,
+                    nan: false,
+                    round,
+                    a,
+                    b,
+                    ..
+                } if operand(a) && operand(b) => match ty {
+                    Ty::F32 => {
+                        matches!(op, Add | Sub | MulLo)
+                            && matches!(round, Round::Default | Round::Nearest)
+                    }
+                    Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64 => {
+                        !ftz && matches!(op, Add | Sub | And | Or | Xor)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        })
+}
+
+/// The flags of a vector access to register slots: they cannot trap (`Run::run` checks
+/// the registers' length), but are only 8-byte aligned, so no instruction may assume 16.
+fn slots() -> MemFlags {
+    MemFlags::new().with_notrap()
+}
+
+fn operand(s: &Src) -> bool {
+    matches!(s, Src::Reg(_) | Src::Imm(_))
+}
+
+/// Four lanes of a register: their 64-bit slots as two `i64x2`, and their low halves as
+/// one `i32x4` once made.
+#[derive(Clone, Copy)]
+struct Quad {
+    lo: Value,
+    hi: Value,
+    low32: Option<Value>,
+}
+
+/// The builder of one vector stretch.
+struct Vector<'a, 'f> {
+    b: &'a mut FunctionBuilder<'f>,
+    /// The address of the four lanes' slots of register 0.
+    at: Value,
+    vals: HashMap<Reg, Quad>,
+    /// Values computed once for the warp, before the stretch.
+    uniform: &'a HashMap<Reg, Value>,
+    /// Registers with no f32 subnormal when the stretch starts.
+    normal_in: &'a HashSet<Reg>,
+    /// Quads (by their `lo`) whose f32 halves hold no subnormal.
+    flushed: HashSet<Value>,
+    dirty: BTreeSet<Reg>,
+}
+
+/// Builds the stretch `insts` for all 32 lanes, in the current block, ending with a jump to
+/// `after` with the lanes that take the stretch's branch. `uniform` holds the registers
+/// computed (or read) once for the warp before it and `uniform_dirty` those of them
+/// written; registers `live` after the stretch are stored back. Returns the highest
+/// register touched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build(
+    b: &mut FunctionBuilder<'_>,
+    regs: Value,
+    insts: &[&Inst],
+    uniform: &HashMap<Reg, Value>,
+    uniform_dirty: &BTreeSet<Reg>,
+    normal_in: &HashSet<Reg>,
+    live: &dyn Fn(Reg) -> bool,
+    after: Block,
+) -> Reg {
+    let head = b.create_block();
+    b.append_block_param(head, I64);
+    b.append_block_param(head, I32);
+    let (zero64, zero32) = (b.ins().iconst(I64, 0), b.ins().iconst(I32, 0));
+    b.ins().jump(head, &[zero64.into(), zero32.into()]);
+    b.switch_to_block(head);
+    let (group, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
+    let at = b.ins().iadd(regs, group);
+    let mut v = Vector {
+        b,
+        at,
+        vals: HashMap::new(),
+        uniform,
+        normal_in,
+        flushed: HashSet::new(),
+        dirty: uniform_dirty.clone(),
+    };
+    let mut top = 0;
+    let mut taken = taken;
+    for inst in insts {
+        (*inst).clone().visit_regs(|r, _| {
+            if *r != SINK {
+                top = top.max(*r);
+            }
+        });
+        match &inst.op {
+            Op::Bra { .. } => {
+                let bits = match inst.guard {
+                    None => v.b.ins().iconst(I32, 0xF),
+                    Some((p, neg)) => v.guard_bits(p, neg),
+                };
+                // Four lanes per 32 bytes of a register's row: this group's first lane
+                // is group / 8.
+                let shift = v.b.ins().ushr_imm(group, 3);
+                let shift = v.b.ins().ireduce(I32, shift);
+                let bits = v.b.ins().ishl(bits, shift);
+                taken = v.b.ins().bor(taken, bits);
+            }
+            op => v.op(op),
+        }
+    }
+    let flags = slots();
+    for r in v.dirty.clone().into_iter().filter(|&r| live(r)) {
+        let q = v.reg(r);
+        v.b.ins().store(flags, q.lo, v.at, (r * 256) as i32);
+        v.b.ins().store(flags, q.hi, v.at, (r * 256 + 16) as i32);
+    }
+    let next = v.b.ins().iadd_imm(group, 32);
+    let more = v.b.ins().icmp_imm(IntCC::UnsignedLessThan, next, 256);
+    b.ins().brif(
+        more,
+        head,
+        &[next.into(), taken.into()],
+        after,
+        &[taken.into()],
+    );
+    b.seal_block(head);
+    top
+}
+
+impl Vector<'_, '_> {
+    fn splat(&mut self, x: Value) -> Quad {
+        let v = self.b.ins().splat(I64X2, x);
+        Quad {
+            lo: v,
+            hi: v,
+            low32: None,
+        }
+    }
+
+    fn reg(&mut self, r: Reg) -> Quad {
+        if let Some(q) = self.vals.get(&r) {
+            return *q;
+        }
+        let q = match self.uniform.get(&r) {
+            Some(&x) => self.splat(x),
+            None => {
+                let f = slots();
+                let lo = self.b.ins().load(I64X2, f, self.at, (r * 256) as i32);
+                let hi = self.b.ins().load(I64X2, f, self.at, (r * 256 + 16) as i32);
+                if self.normal_in.contains(&r) {
+                    self.flushed.insert(lo);
+                }
+                Quad {
+                    lo,
+                    hi,
+                    low32: None,
+                }
+            }
+        };
+        self.vals.insert(r, q);
+        q
+    }
+
+    /// The four low halves of operand `s`, kept with its register for later uses.
+    fn src_f32(&mut self, s: &Src, ftz: bool) -> Value {
+        let mut q = self.src(s);
+        let v = self.f32_in(&mut q, ftz);
+        if let Src::Reg(r) = s {
+            if let Some(e) = self.vals.get_mut(r) {
+                e.low32 = q.low32;
+            }
+        }
+        v
+    }
+
+    fn src(&mut self, s: &Src) -> Quad {
+        match *s {
+            Src::Reg(r) => self.reg(r),
+            Src::Imm(x) => {
+                let x = self.b.ins().iconst(I64, x as i64);
+                self.splat(x)
+            }
+            // `vectorizable` admits no other operand.
+            _ => unreachable!("a vector stretch reads only registers and immediates"),
+        }
+    }
+
+    fn set(&mut self, d: Reg, q: Quad) {
+        if d != SINK {
+            self.vals.insert(d, q);
+            self.dirty.insert(d);
+        }
+    }
+
+    /// The lanes (bit `i` for the group's lane `i`) where predicate `p` is true, or false
+    /// with `neg`.
+    fn guard_bits(&mut self, p: Reg, neg: bool) -> Value {
+        let q = self.reg(p);
+        let zero = self.b.ins().iconst(I64, 0);
+        let zero = self.b.ins().splat(I64X2, zero);
+        let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+        let lo = self.b.ins().icmp(cc, q.lo, zero);
+        let hi = self.b.ins().icmp(cc, q.hi, zero);
+        let lo = self.b.ins().vhigh_bits(I32, lo);
+        let hi = self.b.ins().vhigh_bits(I32, hi);
+        let hi = self.b.ins().ishl_imm(hi, 2);
+        self.b.ins().bor(lo, hi)
+    }
+
+    /// The low 32 bits of the four lanes.
+    fn low32(&mut self, q: &mut Quad) -> Value {
+        if let Some(v) = q.low32 {
+            return v;
+        }
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let lo = self.b.ins().bitcast(I8X16, little, q.lo);
+        let hi = self.b.ins().bitcast(I8X16, little, q.hi);
+        let pick: Vec<u8> = [0u8, 8, 16, 24].iter().flat_map(|&k| k..k + 4).collect();
+        let pick = self.b.func.dfg.immediates.push(ConstantData::from(pick));
+        let v = self.b.ins().shuffle(lo, hi, pick);
+        let v = self.b.ins().bitcast(I32X4, little, v);
+        q.low32 = Some(v);
+        v
+    }
+
+    /// Four 32-bit lanes zero-extended into their 64-bit slots.
+    fn widen(&mut self, v: Value) -> Quad {
+        let lo = self.b.ins().uwiden_low(v);
+        let hi = self.b.ins().uwiden_high(v);
+        Quad {
+            lo,
+            hi,
+            low32: Some(v),
+        }
+    }
+
+    /// The bits of four f32 with subnormals flushed to a zero of their sign.
+    fn flush(&mut self, x: Value) -> Value {
+        let exp = self.b.ins().iconst(I32, 0x7F80_0000);
+        let exp = self.b.ins().splat(I32X4, exp);
+        let exp = self.b.ins().band(x, exp);
+        let zero = self.b.ins().iconst(I32, 0);
+        let zero = self.b.ins().splat(I32X4, zero);
+        let sub = self.b.ins().icmp(IntCC::Equal, exp, zero);
+        let sign = self.b.ins().iconst(I32, 0x8000_0000u32 as i32 as i64);
+        let sign = self.b.ins().splat(I32X4, sign);
+        let sign = self.b.ins().band(x, sign);
+        self.b.ins().bitselect(sub, sign, x)
+    }
+
+    /// An f32 operand: four low halves, flushed under `.ftz` unless known normal.
+    fn f32_in(&mut self, q: &mut Quad, ftz: bool) -> Value {
+        let mut x = self.low32(q);
+        if ftz && !self.flushed.contains(&q.lo) {
+            x = self.flush(x);
+        }
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        self.b.ins().bitcast(F32X4, little, x)
+    }
+
+    /// Four f32 results as register values: flushed under `.ftz`, NaNs made the
+    /// canonical NaN, as the scalar code's.
+    fn f32_out(&mut self, r: Value, ftz: bool) -> Quad {
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, r, r);
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let mut bits = self.b.ins().bitcast(I32X4, little, r);
+        if ftz {
+            bits = self.flush(bits);
+        }
+        let canonical = self.b.ins().iconst(I32, i64::from(CANONICAL_NAN_F32));
+        let canonical = self.b.ins().splat(I32X4, canonical);
+        let bits = self.b.ins().bitselect(nan, canonical, bits);
+        let q = self.widen(bits);
+        if ftz {
+            self.flushed.insert(q.lo);
+        }
+        q
+    }
+
+    fn op(&mut self, op: &Op) {
+        use BinOp::*;
+        match op {
+            Op::Mov { d, a } => {
+                let q = self.src(a);
+                self.set(*d, q);
+            }
+            Op::Bin {
+                op: bop,
+                ty,
+                d,
+                a,
+                b,
+                ftz,
+                ..
+            } => {
+                let q = if *ty == Ty::F32 {
+                    let (x, y) = (self.src_f32(a, *ftz), self.src_f32(b, *ftz));
+                    let r = match bop {
+                        Add => self.b.ins().fadd(x, y),
+                        Sub => self.b.ins().fsub(x, y),
+                        _ => self.b.ins().fmul(x, y),
+                    };
+                    self.f32_out(r, *ftz)
+                } else {
+                    let (x, y) = (self.src(a), self.src(b));
+                    let f = |v: &mut Self, x: Value, y: Value| match bop {
+                        Add => v.b.ins().iadd(x, y),
+                        Sub => v.b.ins().isub(x, y),
+                        And => v.b.ins().band(x, y),
+                        Or => v.b.ins().bor(x, y),
+                        _ => v.b.ins().bxor(x, y),
+                    };
+                    let (lo, hi) = (f(self, x.lo, y.lo), f(self, x.hi, y.hi));
+                    if ty.size() == 4 {
+                        // A 32-bit result is zero-extended into its slot.
+                        let m = self.b.ins().iconst(I64, 0xFFFF_FFFF);
+                        let m = self.b.ins().splat(I64X2, m);
+                        let (lo, hi) = (self.b.ins().band(lo, m), self.b.ins().band(hi, m));
+                        Quad {
+                            lo,
+                            hi,
+                            low32: None,
+                        }
+                    } else {
+                        Quad {
+                            lo,
+                            hi,
+                            low32: None,
+                        }
+                    }
+                };
+                self.set(*d, q);
+            }
+            // `vectorizable` admits nothing else.
+            _ => unreachable!("not a vector instruction"),
+        }
+    }
+}
