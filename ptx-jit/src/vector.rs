@@ -7,21 +7,21 @@
 //! The scalar lane loop stays for the warps where some lanes do not run (`codegen`).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32X4, I32, I32X4, I64, I64X2, I8X16};
+use cranelift_codegen::ir::types::{F32X4, F64X2, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Block, ConstantData, Endianness, InstBuilder, MemFlags, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use vgpu_ptx::exec::CANONICAL_NAN_F32;
-use vgpu_ptx::ir::{BinOp, Inst, Op, Reg, Round, Src, Ty};
+use vgpu_ptx::ir::{BinOp, Inst, Op, Reg, Round, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// The most instructions a vector stretch holds (its code is one more copy of the stretch).
 const MAX_VECTOR: usize = 64;
 
 /// Whether a stretch (its per-lane instructions, not those computed once for the warp) has
-/// a vector form: unguarded moves of registers and immediates, f32 add, sub and mul (round
-/// to nearest, `.ftz` or not), 32- and 64-bit integer add, sub, and, or and xor, and a
-/// branch (guarded or not) at its end.
+/// a vector form: unguarded moves of registers and immediates, f32 add, sub, mul, div, min,
+/// max and fma (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt` and `rsqrt`, 32- and
+/// 64-bit integer add, sub, and, or and xor, and a branch (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
     use BinOp::*;
     let reads_sink = |i: &Inst| {
@@ -54,7 +54,7 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     ..
                 } if operand(a) && operand(b) => match ty {
                     Ty::F32 => {
-                        matches!(op, Add | Sub | MulLo)
+                        matches!(op, Add | Sub | MulLo | Div | Min | Max)
                             && matches!(round, Round::Default | Round::Nearest)
                     }
                     Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64 => {
@@ -62,6 +62,21 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     }
                     _ => false,
                 },
+                Op::Un {
+                    op: UnOp::Rcp | UnOp::Sqrt | UnOp::Rsqrt,
+                    ty: Ty::F32,
+                    a,
+                    ..
+                } => operand(a),
+                Op::Mad {
+                    ty: Ty::F32,
+                    sat: false,
+                    round: Round::Default | Round::Nearest,
+                    a,
+                    b,
+                    c,
+                    ..
+                } => operand(a) && operand(b) && operand(c),
                 _ => false,
             }
         })
@@ -265,9 +280,7 @@ impl Vector<'_, '_> {
         let little = MemFlags::new().with_endianness(Endianness::Little);
         let lo = self.b.ins().bitcast(I8X16, little, q.lo);
         let hi = self.b.ins().bitcast(I8X16, little, q.hi);
-        let pick: Vec<u8> = [0u8, 8, 16, 24].iter().flat_map(|&k| k..k + 4).collect();
-        let pick = self.b.func.dfg.immediates.push(ConstantData::from(pick));
-        let v = self.b.ins().shuffle(lo, hi, pick);
+        let v = self.shuffle(lo, hi, [0u8, 8, 16, 24].into_iter().flat_map(|k| k..k + 4));
         let v = self.b.ins().bitcast(I32X4, little, v);
         q.low32 = Some(v);
         v
@@ -327,6 +340,60 @@ impl Vector<'_, '_> {
         q
     }
 
+    /// `max` (or `min`) of four pairs of f32 as the scalar code's: a NaN gives the other
+    /// operand, and +0 is above -0. (A NaN `x` loses every comparison, so `y` is taken;
+    /// two NaNs give a NaN, which [`Self::f32_out`] makes the canonical one.)
+    fn min_max(&mut self, max: bool, x: Value, y: Value) -> Value {
+        let ny = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+        let cc = if max {
+            FloatCC::GreaterThan
+        } else {
+            FloatCC::LessThan
+        };
+        let beats = self.b.ins().fcmp(cc, x, y);
+        let eq = self.b.ins().fcmp(FloatCC::Equal, x, y);
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let (xb, yb) = (
+            self.b.ins().bitcast(I32X4, little, x),
+            self.b.ins().bitcast(I32X4, little, y),
+        );
+        let zero = self.b.ins().iconst(I32, 0);
+        let zero = self.b.ins().splat(I32X4, zero);
+        let neg = self.b.ins().icmp(IntCC::SignedLessThan, xb, zero);
+        let zero_x = if max { self.b.ins().bnot(neg) } else { neg };
+        let tie = self.b.ins().band(eq, zero_x);
+        let take = self.b.ins().bor(ny, beats);
+        let take = self.b.ins().bor(take, tie);
+        let r = self.b.ins().bitselect(take, xb, yb);
+        self.b.ins().bitcast(F32X4, little, r)
+    }
+
+    /// `1 / sqrt(x)` of four f32, each computed in f64 and rounded once to f32.
+    fn rsqrt(&mut self, x: Value) -> Value {
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let bytes = self.b.ins().bitcast(I8X16, little, x);
+        let high = self.shuffle(bytes, bytes, (8u8..16).chain(8..16));
+        let high = self.b.ins().bitcast(F32X4, little, high);
+        let one = self.b.ins().f64const(1.0);
+        let one = self.b.ins().splat(F64X2, one);
+        let [lo, hi] = [x, high].map(|h| {
+            let h = self.b.ins().fvpromote_low(h);
+            let s = self.b.ins().sqrt(h);
+            let r = self.b.ins().fdiv(one, s);
+            let r = self.b.ins().fvdemote(r);
+            self.b.ins().bitcast(I8X16, little, r)
+        });
+        let r = self.shuffle(lo, hi, (0u8..8).chain(16..24));
+        self.b.ins().bitcast(F32X4, little, r)
+    }
+
+    /// The bytes `pick` of `x` (0 to 15) and `y` (16 to 31), two `i8x16`.
+    fn shuffle(&mut self, x: Value, y: Value, pick: impl Iterator<Item = u8>) -> Value {
+        let pick = ConstantData::from(pick.collect::<Vec<u8>>());
+        let pick = self.b.func.dfg.immediates.push(pick);
+        self.b.ins().shuffle(x, y, pick)
+    }
+
     fn op(&mut self, op: &Op) {
         use BinOp::*;
         match op {
@@ -348,6 +415,8 @@ impl Vector<'_, '_> {
                     let r = match bop {
                         Add => self.b.ins().fadd(x, y),
                         Sub => self.b.ins().fsub(x, y),
+                        Div => self.b.ins().fdiv(x, y),
+                        Min | Max => self.min_max(*bop == Max, x, y),
                         _ => self.b.ins().fmul(x, y),
                     };
                     self.f32_out(r, *ftz)
@@ -379,6 +448,42 @@ impl Vector<'_, '_> {
                         }
                     }
                 };
+                self.set(*d, q);
+            }
+            Op::Un {
+                op: un, d, a, ftz, ..
+            } => {
+                // As the scalar code's: correctly rounded (`rsqrt` computed in f64 and
+                // rounded once), a NaN keeping its payload.
+                let x = self.src_f32(a, *ftz);
+                let r = match un {
+                    UnOp::Rcp => {
+                        let one = self.b.ins().f32const(1.0);
+                        let one = self.b.ins().splat(F32X4, one);
+                        self.b.ins().fdiv(one, x)
+                    }
+                    UnOp::Sqrt => self.b.ins().sqrt(x),
+                    _ => self.rsqrt(x),
+                };
+                let little = MemFlags::new().with_endianness(Endianness::Little);
+                let mut bits = self.b.ins().bitcast(I32X4, little, r);
+                if *ftz {
+                    bits = self.flush(bits);
+                }
+                let q = self.widen(bits);
+                if *ftz {
+                    self.flushed.insert(q.lo);
+                }
+                self.set(*d, q);
+            }
+            Op::Mad {
+                d, a, b, c, ftz, ..
+            } => {
+                let x = self.src_f32(a, *ftz);
+                let y = self.src_f32(b, *ftz);
+                let z = self.src_f32(c, *ftz);
+                let r = self.b.ins().fma(x, y, z);
+                let q = self.f32_out(r, *ftz);
                 self.set(*d, q);
             }
             // `vectorizable` admits nothing else.

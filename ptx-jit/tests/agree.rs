@@ -50,7 +50,7 @@ impl Rng {
     }
     /// A register value: an edge of some type, or random bits.
     fn value(&mut self) -> u64 {
-        let edges: [u64; 20] = [
+        let edges: [u64; 21] = [
             0x7C00,      // f16 infinity
             0x8001,      // f16 subnormal, negative
             0xFE01,      // f16 NaN with a payload
@@ -66,6 +66,7 @@ impl Rng {
             (-1.5f32).to_bits().into(),
             1.0f32.to_bits().into(),
             0x0000_0001, // the smallest f32 subnormal
+            0x7F7F_FFFF, // the largest f32, whose reciprocal is subnormal
             0x3C00_BC00, // f16x2: 1.0, -1.0
             f64::NAN.to_bits(),
             (-2.25f64).to_bits(),
@@ -991,8 +992,8 @@ fn compiled_runs_agree_with_the_interpreter() {
     );
 }
 
-/// An operation of those whole-warp stretches run in vector form (moves, f32 add, sub and
-/// mul, integer add, sub and logic), now and then one that has none (other rounding, a
+/// An operation of those whole-warp stretches run in vector form (moves, f32 add, sub,
+/// mul, div, min, max, fma, rcp, sqrt and rsqrt, integer add, sub and logic), now and then one that has none (other rounding, a
 /// special register) or a shuffle, which ends a stretch.
 fn vector_op(rng: &mut Rng) -> Op {
     use BinOp::*;
@@ -1008,9 +1009,27 @@ fn vector_op(rng: &mut Rng) -> Op {
     match rng.below(16) {
         0 | 1 => warp_op(rng),
         2 => Op::Mov { d, a },
+        3 if rng.chance(2) => Op::Un {
+            op: rng.pick(&[UnOp::Rcp, UnOp::Sqrt, UnOp::Rsqrt]),
+            ty: Ty::F32,
+            d,
+            a,
+            ftz: rng.chance(2),
+        },
         3 => Op::Mov { d, a: src(rng) },
-        4..=9 => Op::Bin {
-            op: rng.pick(&[Add, Sub, MulLo]),
+        4 => Op::Mad {
+            ty: Ty::F32,
+            mode: 0,
+            d,
+            a,
+            b,
+            c: operand(rng),
+            ftz: rng.chance(2),
+            sat: false,
+            round: rng.pick(&[Round::Default, Round::Nearest]),
+        },
+        5..=9 => Op::Bin {
+            op: rng.pick(&[Add, Sub, MulLo, Div, Min, Max]),
             ty: Ty::F32,
             d,
             a,
@@ -1042,6 +1061,78 @@ fn whole_warp_stretches_agree_with_the_interpreter() {
     let (compiled, _, vector) = agree(0x2545_F491_4F6C_DD1D, vector_op, 20);
     assert!(compiled > 300, "only {compiled} runs compiled");
     assert!(vector > CASES, "only {vector} stretches in vector form");
+}
+
+/// Each operation that has a vector form compiles to it (none falls back, unseen, to lane
+/// by lane for want of a SIMD instruction).
+#[test]
+fn every_vector_operation_has_its_vector_form() {
+    use BinOp::*;
+    let (x, y) = (Src::Reg(3), Src::Reg(4));
+    let f32op = |op| Op::Bin {
+        op,
+        ty: Ty::F32,
+        d: 2,
+        a: x,
+        b: y,
+        ftz: true,
+        sat: false,
+        round: Round::Default,
+        nan: false,
+    };
+    let mut ops: Vec<Op> = [Add, Sub, MulLo, Div, Min, Max].map(f32op).to_vec();
+    for ty in [Ty::U32, Ty::S64] {
+        for op in [Add, Sub, And, Or, Xor] {
+            ops.push(bin(op, ty, 2, x, y));
+        }
+    }
+    for op in [UnOp::Rcp, UnOp::Sqrt, UnOp::Rsqrt] {
+        ops.push(Op::Un {
+            op,
+            ty: Ty::F32,
+            d: 2,
+            a: x,
+            ftz: true,
+        });
+    }
+    ops.push(Op::Mad {
+        ty: Ty::F32,
+        mode: 0,
+        d: 2,
+        a: x,
+        b: y,
+        c: Src::Imm(0x3F80_0000),
+        ftz: false,
+        sat: false,
+        round: Round::Nearest,
+    });
+    ops.push(Op::Mov { d: 2, a: x });
+    for op in ops {
+        let what = format!("{op:?}");
+        // r3 = %tid.x and r4 its shuffle, different in every lane (nothing to compute once
+        // for the warp), then the operation in a stretch of its own.
+        let code = vec![
+            inst_of(Op::Mov {
+                d: 3,
+                a: Src::Special(Special::Tid(0)),
+            }),
+            inst_of(Op::Shfl {
+                mode: ShflMode::Bfly,
+                d: 4,
+                p: None,
+                a: x,
+                b: Src::Imm(1),
+                c: Src::Imm(0x1f),
+            }),
+            inst_of(op),
+            inst_of(Op::Exit),
+        ];
+        let k = small_kernel("vector", 0, 5, code);
+        let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+        let mem = DirectMemory::zeroed(BASE, 64).expect("aligned memory");
+        run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect(&what);
+        assert_eq!(jit.vector_stretches(), 1, "{what}");
+    }
 }
 
 /// The conversions between f32 and f16 and the f16 arithmetic compiled code does inline,
