@@ -221,7 +221,7 @@ pub(crate) fn compile(
                 let end = range.end - 1;
                 let r = crate::vector::build(
                     &mut b,
-                    regs,
+                    (regs, specials),
                     &body_insts,
                     &uniform_vals,
                     &uniform_dirty,
@@ -362,6 +362,22 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
         out.push((start..insts.len(), None));
     }
     out
+}
+
+/// Where in [`Specials`] the special register `sp` is, when it is one of those the same in
+/// every lane of the warp (`%ntid`, `%ctaid`, `%nctaid`, `%warpid`, `%nwarpid`,
+/// `%dynamic_smem_size`), a `u32`.
+pub(crate) fn warp_special(sp: Special) -> Option<i32> {
+    let field = |f: usize, d: u8| (f + 4 * usize::from(d)) as i32;
+    Some(match sp {
+        Special::Ntid(d) => field(offset_of!(Specials, ntid), d),
+        Special::Ctaid(d) => field(offset_of!(Specials, ctaid), d),
+        Special::Nctaid(d) => field(offset_of!(Specials, nctaid), d),
+        Special::WarpId => offset_of!(Specials, warpid) as i32,
+        Special::NWarpId => offset_of!(Specials, nwarpid) as i32,
+        Special::DynSmem => offset_of!(Specials, dynamic_smem) as i32,
+        _ => return None,
+    })
 }
 
 /// The address of lane `lane`'s slot of register 0 in the warp's registers at `regs`.
@@ -736,32 +752,22 @@ impl Lane<'_> {
                 self.b.ins().uextend(I64, m)
             }
             Src::Special(Special::LaneId) => self.lane,
-            Src::Special(sp) => {
-                let field = |f: usize, d: u8| (f + 4 * usize::from(d)) as i32;
-                let at = match sp {
-                    Special::Tid(d) => {
-                        // tid[d][lane]
-                        let off = self.b.ins().ishl_imm(self.lane, 2);
-                        let off = self.address(off);
-                        let p = self.b.ins().iadd(self.specials, off);
-                        let v = self.b.ins().uload32(
-                            MemFlags::trusted(),
-                            p,
-                            (offset_of!(Specials, tid) + 128 * usize::from(d)) as i32,
-                        );
-                        return v;
-                    }
-                    Special::Ntid(d) => field(offset_of!(Specials, ntid), d),
-                    Special::Ctaid(d) => field(offset_of!(Specials, ctaid), d),
-                    Special::Nctaid(d) => field(offset_of!(Specials, nctaid), d),
-                    Special::WarpId => offset_of!(Specials, warpid) as i32,
-                    Special::NWarpId => offset_of!(Specials, nwarpid) as i32,
-                    Special::DynSmem => offset_of!(Specials, dynamic_smem) as i32,
-                    // `Zero`, and the clock, which `per_lane` keeps out of runs.
-                    _ => return self.b.ins().iconst(I64, 0),
-                };
-                self.b.ins().uload32(MemFlags::trusted(), self.specials, at)
+            Src::Special(Special::Tid(d)) => {
+                // tid[d][lane]
+                let off = self.b.ins().ishl_imm(self.lane, 2);
+                let off = self.address(off);
+                let p = self.b.ins().iadd(self.specials, off);
+                self.b.ins().uload32(
+                    MemFlags::trusted(),
+                    p,
+                    (offset_of!(Specials, tid) + 128 * usize::from(d)) as i32,
+                )
             }
+            Src::Special(sp) => match warp_special(sp) {
+                Some(at) => self.b.ins().uload32(MemFlags::trusted(), self.specials, at),
+                // `Zero`, and the clock, which `per_lane` keeps out of runs.
+                None => self.b.ins().iconst(I64, 0),
+            },
             // Module variables' addresses: `per_lane` keeps them out of runs.
             Src::Global(..) => self.b.ins().iconst(I64, 0),
         }

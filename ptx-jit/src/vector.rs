@@ -11,17 +11,23 @@ use cranelift_codegen::ir::types::{F32X4, F64X2, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Block, ConstantData, Endianness, InstBuilder, MemFlags, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::mem::offset_of;
+use vgpu_ptx::exec::Specials;
 use vgpu_ptx::exec::CANONICAL_NAN_F32;
-use vgpu_ptx::ir::{BinOp, Inst, Op, Reg, Round, Src, Ty, UnOp};
+use vgpu_ptx::ir::{BinOp, Cmp, Inst, Op, Reg, Round, Special, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// The most instructions a vector stretch holds (its code is one more copy of the stretch).
 const MAX_VECTOR: usize = 64;
 
 /// Whether a stretch (its per-lane instructions, not those computed once for the warp) has
-/// a vector form: unguarded moves of registers and immediates, f32 add, sub, mul, div, min,
-/// max and fma (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt` and `rsqrt`, 32- and
-/// 64-bit integer add, sub, and, or and xor, and a branch (guarded or not) at its end.
+/// a vector form: unguarded moves of registers, immediates, `%tid`, `%laneid` and the
+/// special registers the same in every lane; f32 add,
+/// sub, mul, div, min, max and fma (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`
+/// and `rsqrt`; 32- and 64-bit integer add, sub, mul (`.lo`, and `.wide` of 32 bits),
+/// and, or, xor, not, shifts by an immediate, comparisons (`setp` with no predicate to
+/// combine) and `selp`; conversions between integers; and a branch (guarded or not) at
+/// its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
     use BinOp::*;
     let reads_sink = |i: &Inst| {
@@ -29,6 +35,8 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
         i.clone().visit_regs(|r, def| sink |= !def && *r == SINK);
         sink
     };
+    let int = |t: &Ty| matches!(t, Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64);
+    let narrow_int = |t: &Ty| int(t) || matches!(t, Ty::U8 | Ty::S8 | Ty::U16 | Ty::S16);
     !insts.is_empty()
         && insts.len() <= MAX_VECTOR
         && insts.iter().enumerate().all(|(k, i)| {
@@ -38,10 +46,11 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
             match &i.op {
                 Op::Bra { .. } => k + 1 == insts.len(),
                 _ if i.guard.is_some() => false,
-                Op::Mov {
-                    a: Src::Reg(_) | Src::Imm(_),
-                    ..
-                } => true,
+                Op::Mov { a, .. } => match a {
+                    Src::Special(Special::Tid(_) | Special::LaneId) => true,
+                    Src::Special(sp) => crate::codegen::warp_special(*sp).is_some(),
+                    a => operand(a),
+                },
                 Op::Bin {
                     op,
                     ty,
@@ -57,8 +66,10 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                         matches!(op, Add | Sub | MulLo | Div | Min | Max)
                             && matches!(round, Round::Default | Round::Nearest)
                     }
-                    Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64 => {
-                        !ftz && matches!(op, Add | Sub | And | Or | Xor)
+                    t if int(t) => {
+                        !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo)
+                            || (matches!(op, Shl | Shr) && matches!(b, Src::Imm(_)))
+                            || (*op == MulWide && t.size() == 4))
                     }
                     _ => false,
                 },
@@ -68,6 +79,12 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     a,
                     ..
                 } => operand(a),
+                Op::Un {
+                    op: UnOp::Not,
+                    ty,
+                    a,
+                    ..
+                } => int(ty) && operand(a),
                 Op::Mad {
                     ty: Ty::F32,
                     sat: false,
@@ -77,6 +94,22 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     c,
                     ..
                 } => operand(a) && operand(b) && operand(c),
+                Op::Setp {
+                    cmp: Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge,
+                    ty,
+                    combine: None,
+                    a,
+                    b,
+                    ..
+                } => int(ty) && operand(a) && operand(b),
+                Op::Selp { a, b, p, .. } => operand(a) && operand(b) && operand(p),
+                Op::Cvt {
+                    dty,
+                    sty,
+                    sat: false,
+                    a,
+                    ..
+                } => narrow_int(dty) && narrow_int(sty) && operand(a),
                 _ => false,
             }
         })
@@ -106,6 +139,10 @@ struct Vector<'a, 'f> {
     b: &'a mut FunctionBuilder<'f>,
     /// The address of the four lanes' slots of register 0.
     at: Value,
+    /// The byte offset of the four lanes' slots in a register's row (32 per group).
+    group: Value,
+    /// The warp's [`Specials`].
+    specials: Value,
     vals: HashMap<Reg, Quad>,
     /// Values computed once for the warp, before the stretch.
     uniform: &'a HashMap<Reg, Value>,
@@ -124,7 +161,7 @@ struct Vector<'a, 'f> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     b: &mut FunctionBuilder<'_>,
-    regs: Value,
+    (regs, specials): (Value, Value),
     insts: &[&Inst],
     uniform: &HashMap<Reg, Value>,
     uniform_dirty: &BTreeSet<Reg>,
@@ -143,6 +180,8 @@ pub(crate) fn build(
     let mut v = Vector {
         b,
         at,
+        group,
+        specials,
         vals: HashMap::new(),
         uniform,
         normal_in,
@@ -245,8 +284,31 @@ impl Vector<'_, '_> {
                 let x = self.b.ins().iconst(I64, x as i64);
                 self.splat(x)
             }
+            Src::Special(Special::Tid(d)) => {
+                // tid[d][lane] for the group's four lanes: 16 bytes per group.
+                let off = self.b.ins().ushr_imm(self.group, 1);
+                let p = self.b.ins().iadd(self.specials, off);
+                let at = offset_of!(Specials, tid) + 128 * usize::from(d);
+                let v = self.b.ins().load(I32X4, slots(), p, at as i32);
+                self.widen(v)
+            }
+            Src::Special(Special::LaneId) => {
+                let first = self.b.ins().ushr_imm(self.group, 3);
+                let first = self.b.ins().ireduce(I32, first);
+                let first = self.b.ins().splat(I32X4, first);
+                let steps = self.constant(&[0u32, 1, 2, 3]);
+                let v = self.b.ins().iadd(first, steps);
+                self.widen(v)
+            }
+            Src::Special(sp) => {
+                let Some(at) = crate::codegen::warp_special(sp) else {
+                    unreachable!("a vector stretch reads no other special register")
+                };
+                let x = self.b.ins().uload32(slots(), self.specials, at);
+                self.splat(x)
+            }
             // `vectorizable` admits no other operand.
-            _ => unreachable!("a vector stretch reads only registers and immediates"),
+            _ => unreachable!("a vector stretch reads only registers, immediates, %tid, %laneid"),
         }
     }
 
@@ -394,6 +456,180 @@ impl Vector<'_, '_> {
         self.b.ins().shuffle(x, y, pick)
     }
 
+    /// A constant `i32x4`.
+    fn constant(&mut self, lanes: &[u32; 4]) -> Value {
+        let bytes: Vec<u8> = lanes.iter().flat_map(|l| l.to_le_bytes()).collect();
+        let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
+        self.b.ins().vconst(I32X4, c)
+    }
+
+    /// A splat of `x` in `i64x2` or `i32x4`.
+    fn splat_of(&mut self, ty: cranelift_codegen::ir::Type, x: i64) -> Value {
+        let lane = ty.lane_type();
+        let x = self.b.ins().iconst(lane, x);
+        self.b.ins().splat(ty, x)
+    }
+
+    /// `q` with each lane's low `bits` sign- or zero-extended, as the scalar code's
+    /// `extend`.
+    fn extend(&mut self, mut q: Quad, bits: u32, signed: bool) -> Quad {
+        match (bits, signed) {
+            (64, _) => q,
+            (32, true) => {
+                let v = self.low32(&mut q);
+                Quad {
+                    lo: self.b.ins().swiden_low(v),
+                    hi: self.b.ins().swiden_high(v),
+                    low32: Some(v),
+                }
+            }
+            (32, false) => {
+                let v = self.low32(&mut q);
+                self.widen(v)
+            }
+            _ => {
+                let n = i64::from(64 - bits);
+                let f = |v: &mut Self, x: Value| {
+                    let x = v.b.ins().ishl_imm(x, n);
+                    if signed {
+                        v.b.ins().sshr_imm(x, n)
+                    } else {
+                        v.b.ins().ushr_imm(x, n)
+                    }
+                };
+                Quad {
+                    lo: f(self, q.lo),
+                    hi: f(self, q.hi),
+                    low32: None,
+                }
+            }
+        }
+    }
+
+    /// Comparison masks (all ones where true) made the values 1 and 0, and `!`.
+    fn truth(&mut self, lo: Value, hi: Value) -> (Quad, Quad) {
+        let one = self.splat_of(I64X2, 1);
+        let t = Quad {
+            lo: self.b.ins().band(lo, one),
+            hi: self.b.ins().band(hi, one),
+            low32: None,
+        };
+        let f = Quad {
+            lo: self.b.ins().band_not(one, lo),
+            hi: self.b.ins().band_not(one, hi),
+            low32: None,
+        };
+        (t, f)
+    }
+
+    /// An integer operation of 32 or 64 bits (`ty`), as the scalar code's.
+    fn int(&mut self, op: BinOp, ty: Ty, a: &Src, b: &Src) -> Quad {
+        use BinOp::*;
+        let (x, y) = (self.src(a), self.src(b));
+        let w = ty.size() * 8;
+        if op == MulWide {
+            let (x, y) = (
+                self.extend(x, 32, ty.signed()),
+                self.extend(y, 32, ty.signed()),
+            );
+            return Quad {
+                lo: self.b.ins().imul(x.lo, y.lo),
+                hi: self.b.ins().imul(x.hi, y.hi),
+                low32: None,
+            };
+        }
+        if let (Shl | Shr, Src::Imm(n)) = (op, b) {
+            // The amount is the low 32 bits of b; past the width, 0 (or the sign).
+            let n = i64::from(*n as u32);
+            let past = n >= i64::from(w);
+            let n = n.min(i64::from(w) - 1);
+            let shift = |v: &mut Self, x: Value| match op {
+                Shl => v.b.ins().ishl_imm(x, n),
+                _ if ty.signed() => v.b.ins().sshr_imm(x, n),
+                _ => v.b.ins().ushr_imm(x, n),
+            };
+            if past && !(op == Shr && ty.signed()) {
+                let zero = self.b.ins().iconst(I64, 0);
+                return self.splat(zero);
+            }
+            if w == 32 {
+                let mut x = x;
+                let v = self.low32(&mut x);
+                let v = shift(self, v);
+                return self.widen(v);
+            }
+            return Quad {
+                lo: shift(self, x.lo),
+                hi: shift(self, x.hi),
+                low32: None,
+            };
+        }
+        if op == MulLo && w == 32 {
+            let (mut x, mut y) = (x, y);
+            let (x, y) = (self.low32(&mut x), self.low32(&mut y));
+            let v = self.b.ins().imul(x, y);
+            return self.widen(v);
+        }
+        let f = |v: &mut Self, x: Value, y: Value| match op {
+            Add => v.b.ins().iadd(x, y),
+            Sub => v.b.ins().isub(x, y),
+            MulLo => v.b.ins().imul(x, y),
+            And => v.b.ins().band(x, y),
+            Or => v.b.ins().bor(x, y),
+            _ => v.b.ins().bxor(x, y),
+        };
+        let (lo, hi) = (f(self, x.lo, y.lo), f(self, x.hi, y.hi));
+        self.low_bits(lo, hi, w)
+    }
+
+    /// Two `i64x2` of results of `w` bits: a 32-bit result is zero-extended into its slot.
+    fn low_bits(&mut self, lo: Value, hi: Value, w: u32) -> Quad {
+        if w == 32 {
+            let m = self.splat_of(I64X2, 0xFFFF_FFFF);
+            Quad {
+                lo: self.b.ins().band(lo, m),
+                hi: self.b.ins().band(hi, m),
+                low32: None,
+            }
+        } else {
+            Quad {
+                lo,
+                hi,
+                low32: None,
+            }
+        }
+    }
+
+    /// An integer comparison of 32 or 64 bits, as the scalar code's `int_compare`:
+    /// all-ones masks in two `i64x2`.
+    fn compare(&mut self, cmp: Cmp, ty: Ty, a: &Src, b: &Src) -> (Value, Value) {
+        let s = ty.signed();
+        let cc = match (cmp, s) {
+            (Cmp::Eq, _) => IntCC::Equal,
+            (Cmp::Ne, _) => IntCC::NotEqual,
+            (Cmp::Lt, true) => IntCC::SignedLessThan,
+            (Cmp::Lt, false) => IntCC::UnsignedLessThan,
+            (Cmp::Le, true) => IntCC::SignedLessThanOrEqual,
+            (Cmp::Le, false) => IntCC::UnsignedLessThanOrEqual,
+            (Cmp::Gt, true) => IntCC::SignedGreaterThan,
+            (Cmp::Gt, false) => IntCC::UnsignedGreaterThan,
+            (Cmp::Ge, true) => IntCC::SignedGreaterThanOrEqual,
+            // `vectorizable` admits only these six.
+            _ => IntCC::UnsignedGreaterThanOrEqual,
+        };
+        let (mut x, mut y) = (self.src(a), self.src(b));
+        if ty.size() == 4 {
+            let (x, y) = (self.low32(&mut x), self.low32(&mut y));
+            let m = self.b.ins().icmp(cc, x, y);
+            (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m))
+        } else {
+            (
+                self.b.ins().icmp(cc, x.lo, y.lo),
+                self.b.ins().icmp(cc, x.hi, y.hi),
+            )
+        }
+    }
+
     fn op(&mut self, op: &Op) {
         use BinOp::*;
         match op {
@@ -421,33 +657,54 @@ impl Vector<'_, '_> {
                     };
                     self.f32_out(r, *ftz)
                 } else {
-                    let (x, y) = (self.src(a), self.src(b));
-                    let f = |v: &mut Self, x: Value, y: Value| match bop {
-                        Add => v.b.ins().iadd(x, y),
-                        Sub => v.b.ins().isub(x, y),
-                        And => v.b.ins().band(x, y),
-                        Or => v.b.ins().bor(x, y),
-                        _ => v.b.ins().bxor(x, y),
-                    };
-                    let (lo, hi) = (f(self, x.lo, y.lo), f(self, x.hi, y.hi));
-                    if ty.size() == 4 {
-                        // A 32-bit result is zero-extended into its slot.
-                        let m = self.b.ins().iconst(I64, 0xFFFF_FFFF);
-                        let m = self.b.ins().splat(I64X2, m);
-                        let (lo, hi) = (self.b.ins().band(lo, m), self.b.ins().band(hi, m));
-                        Quad {
-                            lo,
-                            hi,
-                            low32: None,
-                        }
-                    } else {
-                        Quad {
-                            lo,
-                            hi,
-                            low32: None,
-                        }
-                    }
+                    self.int(*bop, *ty, a, b)
                 };
+                self.set(*d, q);
+            }
+            Op::Un {
+                op: UnOp::Not,
+                ty,
+                d,
+                a,
+                ..
+            } => {
+                let x = self.src(a);
+                let (lo, hi) = (self.b.ins().bnot(x.lo), self.b.ins().bnot(x.hi));
+                let q = self.low_bits(lo, hi, ty.size() * 8);
+                self.set(*d, q);
+            }
+            Op::Setp {
+                cmp,
+                ty,
+                d,
+                d2,
+                a,
+                b,
+                ..
+            } => {
+                let (lo, hi) = self.compare(*cmp, *ty, a, b);
+                let (t, f) = self.truth(lo, hi);
+                self.set(*d, t);
+                if let Some(d2) = d2 {
+                    self.set(*d2, f);
+                }
+            }
+            Op::Selp { d, a, b, p } => {
+                let (x, y, c) = (self.src(a), self.src(b), self.src(p));
+                let zero = self.splat_of(I64X2, 0);
+                let on = |v: &mut Self, c: Value| v.b.ins().icmp(IntCC::NotEqual, c, zero);
+                let (clo, chi) = (on(self, c.lo), on(self, c.hi));
+                let q = Quad {
+                    lo: self.b.ins().bitselect(clo, x.lo, y.lo),
+                    hi: self.b.ins().bitselect(chi, x.hi, y.hi),
+                    low32: None,
+                };
+                self.set(*d, q);
+            }
+            Op::Cvt { dty, sty, d, a, .. } => {
+                let x = self.src(a);
+                let x = self.extend(x, sty.size() * 8, sty.signed());
+                let q = self.extend(x, dty.size() * 8, dty.signed());
                 self.set(*d, q);
             }
             Op::Un {

@@ -993,7 +993,8 @@ fn compiled_runs_agree_with_the_interpreter() {
 }
 
 /// An operation of those whole-warp stretches run in vector form (moves, f32 add, sub,
-/// mul, div, min, max, fma, rcp, sqrt and rsqrt, integer add, sub and logic), now and then one that has none (other rounding, a
+/// mul, div, min, max, fma, rcp, sqrt and rsqrt, integer arithmetic, logic, shifts,
+/// comparisons, `selp` and conversions), now and then one that has none (other rounding, a
 /// special register) or a shuffle, which ends a stretch.
 fn vector_op(rng: &mut Rng) -> Op {
     use BinOp::*;
@@ -1006,7 +1007,7 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     };
     let (a, b) = (operand(rng), operand(rng));
-    match rng.below(16) {
+    match rng.below(18) {
         0 | 1 => warp_op(rng),
         2 => Op::Mov { d, a },
         3 if rng.chance(2) => Op::Un {
@@ -1016,7 +1017,14 @@ fn vector_op(rng: &mut Rng) -> Op {
             a,
             ftz: rng.chance(2),
         },
-        3 => Op::Mov { d, a: src(rng) },
+        3 => Op::Mov {
+            d,
+            a: match rng.below(5) {
+                0..=2 => Src::Special(Special::Tid(rng.below(3) as u8)),
+                3 => Src::Special(Special::LaneId),
+                _ => src(rng),
+            },
+        },
         4 => Op::Mad {
             ty: Ty::F32,
             mode: 0,
@@ -1043,15 +1051,75 @@ fn vector_op(rng: &mut Rng) -> Op {
             },
             nan: false,
         },
-        _ => bin(
-            rng.pick(&[Add, Sub, And, Or, Xor]),
-            rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+        10 => Op::Un {
+            op: UnOp::Not,
+            ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+            d,
+            a,
+            ftz: false,
+        },
+        11 => Op::Setp {
+            cmp: rng.pick(&[
+                Cmp::Eq,
+                Cmp::Ne,
+                Cmp::Lt,
+                Cmp::Le,
+                Cmp::Gt,
+                Cmp::Ge,
+                Cmp::Unordered(0),
+            ]),
+            ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+            d,
+            d2: rng.chance(2).then(|| reg(rng)),
+            a,
+            b,
+            combine: None,
+            ftz: false,
+        },
+        12 => Op::Selp {
             d,
             a,
             b,
-        ),
+            p: Src::Reg(reg(rng)),
+        },
+        13 => Op::Cvt {
+            dty: rng.pick(&INT_TYPES),
+            sty: rng.pick(&INT_TYPES),
+            round: Round::Default,
+            sat: rng.chance(10),
+            ftz: false,
+            d,
+            a,
+        },
+        _ => {
+            let ty = rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]);
+            let op = rng.pick(&[Add, Sub, And, Or, Xor, MulLo, MulWide, Shl, Shr]);
+            let op = if op == MulWide && ty.size() == 8 {
+                MulLo
+            } else {
+                op
+            };
+            let b = if matches!(op, Shl | Shr) && !rng.chance(8) {
+                Src::Imm(rng.below(70))
+            } else {
+                b
+            };
+            bin(op, ty, d, a, b)
+        }
     }
 }
+
+/// The integer types of conversions.
+const INT_TYPES: [Ty; 8] = [
+    Ty::U8,
+    Ty::S8,
+    Ty::U16,
+    Ty::S16,
+    Ty::U32,
+    Ty::S32,
+    Ty::U64,
+    Ty::S64,
+];
 
 /// Whole warps run stretches four lanes at a time (`vector.rs`): random programs of the
 /// operations that have a vector form, mostly unguarded, with the branches that split
@@ -1081,10 +1149,67 @@ fn every_vector_operation_has_its_vector_form() {
         nan: false,
     };
     let mut ops: Vec<Op> = [Add, Sub, MulLo, Div, Min, Max].map(f32op).to_vec();
-    for ty in [Ty::U32, Ty::S64] {
-        for op in [Add, Sub, And, Or, Xor] {
+    for ty in [Ty::U32, Ty::S32, Ty::U64, Ty::S64] {
+        for op in [Add, Sub, And, Or, Xor, MulLo] {
             ops.push(bin(op, ty, 2, x, y));
         }
+        for op in [Shl, Shr] {
+            ops.push(bin(op, ty, 2, x, Src::Imm(5)));
+        }
+        ops.push(Op::Un {
+            op: UnOp::Not,
+            ty,
+            d: 2,
+            a: x,
+            ftz: false,
+        });
+        for cmp in [Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge] {
+            ops.push(Op::Setp {
+                cmp,
+                ty,
+                d: 2,
+                d2: Some(1),
+                a: x,
+                b: y,
+                combine: None,
+                ftz: false,
+            });
+        }
+    }
+    for ty in [Ty::U32, Ty::S32] {
+        ops.push(bin(MulWide, ty, 2, x, y));
+    }
+    for dty in INT_TYPES {
+        for sty in INT_TYPES {
+            ops.push(Op::Cvt {
+                dty,
+                sty,
+                round: Round::Default,
+                sat: false,
+                ftz: false,
+                d: 2,
+                a: x,
+            });
+        }
+    }
+    ops.push(Op::Selp {
+        d: 2,
+        a: x,
+        b: y,
+        p: Src::Reg(4),
+    });
+    for s in [
+        Special::Tid(0),
+        Special::Tid(2),
+        Special::LaneId,
+        Special::Ctaid(0),
+        Special::Nctaid(1),
+        Special::WarpId,
+    ] {
+        ops.push(Op::Mov {
+            d: 2,
+            a: Src::Special(s),
+        });
     }
     for op in [UnOp::Rcp, UnOp::Sqrt, UnOp::Rsqrt] {
         ops.push(Op::Un {
@@ -1109,8 +1234,8 @@ fn every_vector_operation_has_its_vector_form() {
     ops.push(Op::Mov { d: 2, a: x });
     for op in ops {
         let what = format!("{op:?}");
-        // r3 = %tid.x and r4 its shuffle, different in every lane (nothing to compute once
-        // for the warp), then the operation in a stretch of its own.
+        // r3 = %tid.x and r4 its shuffle, different in every lane, then the operation in a
+        // stretch of its own.
         let code = vec![
             inst_of(Op::Mov {
                 d: 3,
@@ -1124,6 +1249,9 @@ fn every_vector_operation_has_its_vector_form() {
                 b: Src::Imm(1),
                 c: Src::Imm(0x1f),
             }),
+            // r2 written first, so that the operation is never computed once for the warp
+            // (it writes r2), even when its operands are the same in every lane.
+            inst_of(bin(Add, Ty::U32, 2, x, y)),
             inst_of(op),
             inst_of(Op::Exit),
         ];
@@ -1131,7 +1259,9 @@ fn every_vector_operation_has_its_vector_form() {
         let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
         let mem = DirectMemory::zeroed(BASE, 64).expect("aligned memory");
         run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect(&what);
-        assert_eq!(jit.vector_stretches(), 1, "{what}");
+        // Both stretches (the move of %tid too): a run that fails to compile in vector
+        // form is compiled lane by lane, with none.
+        assert_eq!(jit.vector_stretches(), 2, "{what}");
     }
 }
 
