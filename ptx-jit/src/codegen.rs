@@ -222,6 +222,7 @@ pub(crate) fn compile(
                 let r = crate::vector::build(
                     &mut b,
                     (regs, specials),
+                    (loads, find, ptr, sites),
                     &body_insts,
                     &uniform_vals,
                     &uniform_dirty,
@@ -680,108 +681,34 @@ struct Access {
     store: bool,
 }
 
-/// The instructions of one lane, as they are built.
-struct Lane<'f> {
-    b: FunctionBuilder<'f>,
-    ptr: Type,
-    /// The address of the lane's slot of register 0.
-    base: Value,
-    /// The parameter buffer.
-    params: Value,
-    /// The warp's [`Specials`].
-    specials: Value,
+/// The checked accesses to global and shared memory, built for one lane (the lane code)
+/// or one lane of a group (the vector code).
+pub(crate) struct Checked<'a, 'f> {
+    pub(crate) b: &'a mut FunctionBuilder<'f>,
+    pub(crate) ptr: Type,
     /// The `direct::LoadCtx` of the call.
-    loads: Value,
-    lane: Value,
-    lane32: Value,
-    helper: SigRef,
-    /// `(f64) -> f64`, of the functions in [`math`].
-    math: SigRef,
-    find: SigRef,
-    /// Each register's value so far.
-    vals: HashMap<Reg, Value>,
-    /// Register values that are f32 results with no subnormal to flush (those of `.ftz`
-    /// arithmetic): a `.ftz` operand among them needs no flushing again.
-    flushed: HashSet<Value>,
-    /// Registers that hold no f32 subnormal when the stretch starts: their values, loaded,
-    /// join `flushed`.
-    normal_in: HashSet<Reg>,
-    /// Registers written, to store back.
-    dirty: BTreeSet<Reg>,
-    /// The highest register touched.
-    top: Reg,
-    /// Load sites so far.
-    sites: u32,
-    /// The end of the parameters read.
-    param_bytes: usize,
+    pub(crate) loads: Value,
+    /// The signature of the `direct` lookups.
+    pub(crate) find: SigRef,
 }
 
-impl Lane<'_> {
-    fn reg(&mut self, r: Reg) -> Value {
-        if let Some(v) = self.vals.get(&r) {
-            return *v;
-        }
-        self.top = self.top.max(r);
-        let v = self
-            .b
-            .ins()
-            .load(I64, MemFlags::trusted(), self.base, (r * 256) as i32);
-        self.vals.insert(r, v);
-        if self.normal_in.contains(&r) {
-            self.flushed.insert(v);
-        }
-        v
-    }
-
-    fn src(&mut self, s: &Src) -> Value {
-        match *s {
-            Src::Reg(r) => self.reg(r),
-            Src::Imm(v) => self.b.ins().iconst(I64, v as i64),
-            Src::Special(Special::LaneMask(k)) => {
-                let one = self.b.ins().iconst(I32, 1);
-                let bit = self.b.ins().ishl(one, self.lane32);
-                let lt = self.b.ins().iadd_imm(bit, -1);
-                let le = self.b.ins().bor(bit, lt);
-                let m = match k {
-                    0 => bit,
-                    1 => le,
-                    2 => lt,
-                    3 => self.b.ins().bnot(lt),
-                    _ => self.b.ins().bnot(le),
-                };
-                self.b.ins().uextend(I64, m)
-            }
-            Src::Special(Special::LaneId) => self.lane,
-            Src::Special(Special::Tid(d)) => {
-                // tid[d][lane]
-                let off = self.b.ins().ishl_imm(self.lane, 2);
-                let off = self.address(off);
-                let p = self.b.ins().iadd(self.specials, off);
-                self.b.ins().uload32(
-                    MemFlags::trusted(),
-                    p,
-                    (offset_of!(Specials, tid) + 128 * usize::from(d)) as i32,
-                )
-            }
-            Src::Special(sp) => match warp_special(sp) {
-                Some(at) => self.b.ins().uload32(MemFlags::trusted(), self.specials, at),
-                // `Zero`, and the clock, which `per_lane` keeps out of runs.
-                None => self.b.ins().iconst(I64, 0),
-            },
-            // Module variables' addresses: `per_lane` keeps them out of runs.
-            Src::Global(..) => self.b.ins().iconst(I64, 0),
-        }
-    }
-
+impl Checked<'_, '_> {
     /// The host address of a load of `size` bytes at device address `at`: inline when the
     /// load site's last allocation holds it (and it is aligned), else by `direct::find`.
     /// Each site's slot holds a limit for its own access size, so a slot serves one site:
     /// loads past the first [`SITES`] always ask `direct::find`.
     /// A store's site also checks its guard `on` inline: a store whose guard is false goes
     /// to `direct::find_store`, which points it at the sink.
-    fn find(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
-        let site = self.sites;
-        self.sites += 1;
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn find(
+        &mut self,
+        site: u32,
+        at: Value,
+        size: u32,
+        line: u32,
+        on: Value,
+        store: bool,
+    ) -> Value {
         // A slot's limit is counted in accesses of the site's size, a power of two.
         let site = if size.is_power_of_two() && size <= 8 {
             site
@@ -864,7 +791,14 @@ impl Lane<'_> {
     /// The host address of an access of `size` bytes at byte `at` of the block's shared
     /// memory: inline when it is inside and aligned (and, for a store, its guard `on` is
     /// true), else by `direct::find_shared`.
-    fn shared(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
+    pub(crate) fn shared(
+        &mut self,
+        at: Value,
+        size: u32,
+        line: u32,
+        on: Value,
+        store: bool,
+    ) -> Value {
         let f = MemFlags::trusted();
         let len = self
             .b
@@ -895,6 +829,158 @@ impl Lane<'_> {
         let size_v = self.b.ins().iconst(I64, i64::from(size));
         let where_v = self.b.ins().iconst(I64, i64::from(line) << 8);
         self.slow_path(hit, fast, func, [self.loads, at, size_v, where_v, on])
+    }
+
+    /// The `size`-byte value at `p + at`, sign- or zero-extended to 64 bits.
+    pub(crate) fn load(
+        &mut self,
+        f: MemFlags,
+        p: Value,
+        at: i32,
+        size: u32,
+        signed: bool,
+    ) -> Value {
+        match (size, signed) {
+            (1, true) => self.b.ins().sload8(I64, f, p, at),
+            (1, false) => self.b.ins().uload8(I64, f, p, at),
+            (2, true) => self.b.ins().sload16(I64, f, p, at),
+            (2, false) => self.b.ins().uload16(I64, f, p, at),
+            (4, true) => self.b.ins().sload32(f, p, at),
+            (4, false) => self.b.ins().uload32(f, p, at),
+            _ => self.b.ins().load(I64, f, p, at),
+        }
+    }
+
+    /// A 64-bit offset as a pointer-sized one.
+    pub(crate) fn address(&mut self, v: Value) -> Value {
+        if self.ptr == I64 {
+            v
+        } else {
+            self.b.ins().ireduce(self.ptr, v)
+        }
+    }
+}
+
+/// The instructions of one lane, as they are built.
+struct Lane<'f> {
+    b: FunctionBuilder<'f>,
+    ptr: Type,
+    /// The address of the lane's slot of register 0.
+    base: Value,
+    /// The parameter buffer.
+    params: Value,
+    /// The warp's [`Specials`].
+    specials: Value,
+    /// The `direct::LoadCtx` of the call.
+    loads: Value,
+    lane: Value,
+    lane32: Value,
+    helper: SigRef,
+    /// `(f64) -> f64`, of the functions in [`math`].
+    math: SigRef,
+    find: SigRef,
+    /// Each register's value so far.
+    vals: HashMap<Reg, Value>,
+    /// Register values that are f32 results with no subnormal to flush (those of `.ftz`
+    /// arithmetic): a `.ftz` operand among them needs no flushing again.
+    flushed: HashSet<Value>,
+    /// Registers that hold no f32 subnormal when the stretch starts: their values, loaded,
+    /// join `flushed`.
+    normal_in: HashSet<Reg>,
+    /// Registers written, to store back.
+    dirty: BTreeSet<Reg>,
+    /// The highest register touched.
+    top: Reg,
+    /// Load sites so far.
+    sites: u32,
+    /// The end of the parameters read.
+    param_bytes: usize,
+}
+
+impl<'f> Lane<'f> {
+    fn reg(&mut self, r: Reg) -> Value {
+        if let Some(v) = self.vals.get(&r) {
+            return *v;
+        }
+        self.top = self.top.max(r);
+        let v = self
+            .b
+            .ins()
+            .load(I64, MemFlags::trusted(), self.base, (r * 256) as i32);
+        self.vals.insert(r, v);
+        if self.normal_in.contains(&r) {
+            self.flushed.insert(v);
+        }
+        v
+    }
+
+    fn src(&mut self, s: &Src) -> Value {
+        match *s {
+            Src::Reg(r) => self.reg(r),
+            Src::Imm(v) => self.b.ins().iconst(I64, v as i64),
+            Src::Special(Special::LaneMask(k)) => {
+                let one = self.b.ins().iconst(I32, 1);
+                let bit = self.b.ins().ishl(one, self.lane32);
+                let lt = self.b.ins().iadd_imm(bit, -1);
+                let le = self.b.ins().bor(bit, lt);
+                let m = match k {
+                    0 => bit,
+                    1 => le,
+                    2 => lt,
+                    3 => self.b.ins().bnot(lt),
+                    _ => self.b.ins().bnot(le),
+                };
+                self.b.ins().uextend(I64, m)
+            }
+            Src::Special(Special::LaneId) => self.lane,
+            Src::Special(Special::Tid(d)) => {
+                // tid[d][lane]
+                let off = self.b.ins().ishl_imm(self.lane, 2);
+                let off = self.address(off);
+                let p = self.b.ins().iadd(self.specials, off);
+                self.b.ins().uload32(
+                    MemFlags::trusted(),
+                    p,
+                    (offset_of!(Specials, tid) + 128 * usize::from(d)) as i32,
+                )
+            }
+            Src::Special(sp) => match warp_special(sp) {
+                Some(at) => self.b.ins().uload32(MemFlags::trusted(), self.specials, at),
+                // `Zero`, and the clock, which `per_lane` keeps out of runs.
+                None => self.b.ins().iconst(I64, 0),
+            },
+            // Module variables' addresses: `per_lane` keeps them out of runs.
+            Src::Global(..) => self.b.ins().iconst(I64, 0),
+        }
+    }
+
+    /// The builder of checked memory accesses.
+    fn checked(&mut self) -> Checked<'_, 'f> {
+        Checked {
+            b: &mut self.b,
+            ptr: self.ptr,
+            loads: self.loads,
+            find: self.find,
+        }
+    }
+
+    /// An access to global memory at its own site (`Checked::find`).
+    fn find(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
+        let site = self.sites;
+        self.sites += 1;
+        self.checked().find(site, at, size, line, on, store)
+    }
+
+    fn shared(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
+        self.checked().shared(at, size, line, on, store)
+    }
+
+    fn load(&mut self, f: MemFlags, p: Value, at: i32, size: u32, signed: bool) -> Value {
+        self.checked().load(f, p, at, size, signed)
+    }
+
+    fn address(&mut self, v: Value) -> Value {
+        self.checked().address(v)
     }
 
     /// A load or store of `size`-byte elements at `addr` in `space` (global or shared),
@@ -935,28 +1021,6 @@ impl Lane<'_> {
             self.shared(at, a.size, a.line, a.on, a.store)
         } else {
             self.find(at, a.size, a.line, a.on, a.store)
-        }
-    }
-
-    /// The `size`-byte value at `p + at`, sign- or zero-extended to 64 bits.
-    fn load(&mut self, f: MemFlags, p: Value, at: i32, size: u32, signed: bool) -> Value {
-        match (size, signed) {
-            (1, true) => self.b.ins().sload8(I64, f, p, at),
-            (1, false) => self.b.ins().uload8(I64, f, p, at),
-            (2, true) => self.b.ins().sload16(I64, f, p, at),
-            (2, false) => self.b.ins().uload16(I64, f, p, at),
-            (4, true) => self.b.ins().sload32(f, p, at),
-            (4, false) => self.b.ins().uload32(f, p, at),
-            _ => self.b.ins().load(I64, f, p, at),
-        }
-    }
-
-    /// A 64-bit offset as a pointer-sized one.
-    fn address(&mut self, v: Value) -> Value {
-        if self.ptr == I64 {
-            v
-        } else {
-            self.b.ins().ireduce(self.ptr, v)
         }
     }
 

@@ -6,15 +6,18 @@
 //! `.ftz` flushing and NaN canonicalisation done lane-wise as the scalar code does them.
 //! The scalar lane loop stays for the warps where some lanes do not run (`codegen`).
 
+use crate::codegen::Checked;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32X4, F64X2, I32, I32X4, I64, I64X2, I8X16};
-use cranelift_codegen::ir::{Block, ConstantData, Endianness, InstBuilder, MemFlags, Value};
+use cranelift_codegen::ir::{
+    Block, ConstantData, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
+};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::offset_of;
 use vgpu_ptx::exec::Specials;
 use vgpu_ptx::exec::CANONICAL_NAN_F32;
-use vgpu_ptx::ir::{BinOp, Cmp, Inst, Op, Reg, Round, Special, Src, Ty, UnOp};
+use vgpu_ptx::ir::{BinOp, Cmp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// The most instructions a vector stretch holds (its code is one more copy of the stretch).
@@ -26,8 +29,9 @@ const MAX_VECTOR: usize = 64;
 /// sub, mul, div, min, max and fma (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`
 /// and `rsqrt`; 32- and 64-bit integer add, sub, mul (`.lo`, and `.wide` of 32 bits),
 /// and, or, xor, not, shifts by an immediate, comparisons (`setp` with no predicate to
-/// combine) and `selp`; conversions between integers; and a branch (guarded or not) at
-/// its end.
+/// combine) and `selp`; conversions between integers; loads and stores of global and
+/// shared memory (each lane's access checked as the lane code checks it, lane after lane);
+/// and a branch (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
     use BinOp::*;
     let reads_sink = |i: &Inst| {
@@ -103,6 +107,11 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     ..
                 } => int(ty) && operand(a) && operand(b),
                 Op::Selp { a, b, p, .. } => operand(a) && operand(b) && operand(p),
+                Op::Ld { .. } => crate::memory_access(&i.op).is_some(),
+                Op::St { a, n, .. } => {
+                    crate::memory_access(&i.op).is_some()
+                        && a.iter().take(usize::from(*n)).all(operand)
+                }
                 Op::Cvt {
                     dty,
                     sty,
@@ -143,6 +152,13 @@ struct Vector<'a, 'f> {
     group: Value,
     /// The warp's [`Specials`].
     specials: Value,
+    /// The `direct::LoadCtx` of the call, the signature of its lookups, the pointer type.
+    loads: Value,
+    find: SigRef,
+    ptr: Type,
+    /// The next global access's site (as the lane code numbers them, so that both use
+    /// the same slot for the same access).
+    sites: u32,
     vals: HashMap<Reg, Quad>,
     /// Values computed once for the warp, before the stretch.
     uniform: &'a HashMap<Reg, Value>,
@@ -162,6 +178,7 @@ struct Vector<'a, 'f> {
 pub(crate) fn build(
     b: &mut FunctionBuilder<'_>,
     (regs, specials): (Value, Value),
+    (loads, find, ptr, sites): (Value, SigRef, Type, u32),
     insts: &[&Inst],
     uniform: &HashMap<Reg, Value>,
     uniform_dirty: &BTreeSet<Reg>,
@@ -182,6 +199,10 @@ pub(crate) fn build(
         at,
         group,
         specials,
+        loads,
+        find,
+        ptr,
+        sites,
         vals: HashMap::new(),
         uniform,
         normal_in,
@@ -209,7 +230,7 @@ pub(crate) fn build(
                 let bits = v.b.ins().ishl(bits, shift);
                 taken = v.b.ins().bor(taken, bits);
             }
-            op => v.op(op),
+            op => v.op(op, inst.line),
         }
     }
     let flags = slots();
@@ -231,7 +252,7 @@ pub(crate) fn build(
     top
 }
 
-impl Vector<'_, '_> {
+impl<'f> Vector<'_, 'f> {
     fn splat(&mut self, x: Value) -> Quad {
         let v = self.b.ins().splat(I64X2, x);
         Quad {
@@ -456,6 +477,46 @@ impl Vector<'_, '_> {
         self.b.ins().shuffle(x, y, pick)
     }
 
+    fn checked(&mut self) -> Checked<'_, 'f> {
+        Checked {
+            b: self.b,
+            ptr: self.ptr,
+            loads: self.loads,
+            find: self.find,
+        }
+    }
+
+    /// The host address of element `e` of lane `k`'s access (a `store` or a load) of
+    /// `size` bytes at its base register's value (or 0) plus `offset`: checked as the lane
+    /// code checks it, a global access at the slot of `site + e`.
+    fn lane_address(
+        &mut self,
+        space: MemSpace,
+        base: Option<Quad>,
+        (offset, k, e): (i64, usize, usize),
+        size: u32,
+        line: u32,
+        (site, store): (u32, bool),
+    ) -> Value {
+        let off = offset.wrapping_add(e as i64 * i64::from(size));
+        let at = match base {
+            Some(q) => {
+                let half = if k < 2 { q.lo } else { q.hi };
+                let x = self.b.ins().extractlane(half, (k % 2) as u8);
+                self.b.ins().iadd_imm(x, off)
+            }
+            None => self.b.ins().iconst(I64, off),
+        };
+        // Every lane of a whole-warp stretch runs it: no guard.
+        let on = self.b.ins().iconst(I64, 1);
+        let mut c = self.checked();
+        if space == MemSpace::Shared {
+            c.shared(at, size, line, on, store)
+        } else {
+            c.find(site + e as u32, at, size, line, on, store)
+        }
+    }
+
     /// A constant `i32x4`.
     fn constant(&mut self, lanes: &[u32; 4]) -> Value {
         let bytes: Vec<u8> = lanes.iter().flat_map(|l| l.to_le_bytes()).collect();
@@ -630,7 +691,7 @@ impl Vector<'_, '_> {
         }
     }
 
-    fn op(&mut self, op: &Op) {
+    fn op(&mut self, op: &Op, line: u32) {
         use BinOp::*;
         match op {
             Op::Mov { d, a } => {
@@ -742,6 +803,77 @@ impl Vector<'_, '_> {
                 let r = self.b.ins().fma(x, y, z);
                 let q = self.f32_out(r, *ftz);
                 self.set(*d, q);
+            }
+            Op::Ld {
+                space,
+                ty,
+                n,
+                d,
+                addr,
+            } => {
+                let size = ty.size();
+                let n = usize::from(*n);
+                let base = addr.base.map(|r| self.reg(r));
+                let site = self.sites;
+                if *space == MemSpace::Global {
+                    self.sites += n as u32;
+                }
+                let mut vals = vec![[None; 4]; n];
+                // Lane after lane, each its elements in order, as the lane code.
+                for k in 0..4 {
+                    for (e, val) in vals.iter_mut().enumerate() {
+                        let at = (addr.offset, k, e);
+                        let p = self.lane_address(*space, base, at, size, line, (site, false));
+                        let mut c = self.checked();
+                        val[k] = Some(c.load(MemFlags::trusted(), p, 0, size, ty.signed()));
+                    }
+                }
+                for (&dst, val) in d.iter().zip(vals) {
+                    let [a, b, c, e] = val.map(|x| x.expect("every lane loaded"));
+                    let lo = self.b.ins().scalar_to_vector(I64X2, a);
+                    let lo = self.b.ins().insertlane(lo, b, 1);
+                    let hi = self.b.ins().scalar_to_vector(I64X2, c);
+                    let hi = self.b.ins().insertlane(hi, e, 1);
+                    self.set(
+                        dst,
+                        Quad {
+                            lo,
+                            hi,
+                            low32: None,
+                        },
+                    );
+                }
+            }
+            Op::St {
+                space,
+                ty,
+                n,
+                a,
+                addr,
+            } => {
+                let size = ty.size();
+                let n = usize::from(*n);
+                let base = addr.base.map(|r| self.reg(r));
+                let site = self.sites;
+                if *space == MemSpace::Global {
+                    self.sites += n as u32;
+                }
+                let vals: Vec<Quad> = a.iter().take(n).map(|s| self.src(s)).collect();
+                for k in 0..4 {
+                    for (e, q) in vals.iter().enumerate() {
+                        let at = (addr.offset, k, e);
+                        let p = self.lane_address(*space, base, at, size, line, (site, true));
+                        let half = if k < 2 { q.lo } else { q.hi };
+                        let v = self.b.ins().extractlane(half, (k % 2) as u8);
+                        let f = MemFlags::trusted();
+                        match size {
+                            1 => self.b.ins().istore8(f, v, p, 0),
+                            2 => self.b.ins().istore16(f, v, p, 0),
+                            4 => self.b.ins().istore32(f, v, p, 0),
+                            _ => self.b.ins().store(f, v, p, 0),
+                        };
+                    }
+                }
             }
             // `vectorizable` admits nothing else.
             _ => unreachable!("not a vector instruction"),

@@ -994,7 +994,7 @@ fn compiled_runs_agree_with_the_interpreter() {
 
 /// An operation of those whole-warp stretches run in vector form (moves, f32 add, sub,
 /// mul, div, min, max, fma, rcp, sqrt and rsqrt, integer arithmetic, logic, shifts,
-/// comparisons, `selp` and conversions), now and then one that has none (other rounding, a
+/// comparisons, `selp`, conversions, loads and stores of global and shared memory), now and then one that has none (other rounding, a
 /// special register) or a shuffle, which ends a stretch.
 fn vector_op(rng: &mut Rng) -> Op {
     use BinOp::*;
@@ -1007,9 +1007,12 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     };
     let (a, b) = (operand(rng), operand(rng));
-    match rng.below(18) {
+    match rng.below(21) {
         0 | 1 => warp_op(rng),
         2 => Op::Mov { d, a },
+        18 => global_load(rng),
+        19 => global_store(rng),
+        20 => shared_access(rng),
         3 if rng.chance(2) => Op::Un {
             op: rng.pick(&[UnOp::Rcp, UnOp::Sqrt, UnOp::Rsqrt]),
             ty: Ty::F32,
