@@ -622,7 +622,7 @@ extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, ma
 /// The f32 bits of every f16, by the interpreter's own `cvt.f32.f16`
 /// ([`vgpu_ptx::exec::lane_value`]): compiled code converts f16 operands with one load
 /// (256 KiB, made once for the process).
-fn f16_table() -> &'static [u32] {
+pub(crate) fn f16_table() -> &'static [u32] {
     static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         let cvt = Op::Cvt {
@@ -2011,7 +2011,8 @@ impl<'f> Lane<'f> {
     }
 }
 
-fn mask(bits: u32) -> u64 {
+/// The low `bits` bits set (all 64 from 64 on).
+pub(crate) fn mask(bits: u32) -> u64 {
     if bits >= 64 {
         u64::MAX
     } else {

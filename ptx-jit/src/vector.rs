@@ -29,7 +29,8 @@ const MAX_VECTOR: usize = 64;
 /// sub, mul, div, min, max and fma (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`
 /// and `rsqrt`; 32- and 64-bit integer add, sub, mul (`.lo`, and `.wide` of 32 bits),
 /// and, or, xor, not, shifts by an immediate, comparisons (`setp` with no predicate to
-/// combine) and `selp`; conversions between integers; loads and stores of global and
+/// combine) and `selp`; `dp4a`; conversions between integers, to f32 from 32-bit and
+/// narrower integers and from f16; packing and unpacking; loads and stores of global and
 /// shared memory (each lane's access checked as the lane code checks it, lane after lane);
 /// and a branch (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
@@ -107,6 +108,33 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     ..
                 } => int(ty) && operand(a) && operand(b),
                 Op::Selp { a, b, p, .. } => operand(a) && operand(b) && operand(p),
+                Op::Cvt {
+                    dty: Ty::F32,
+                    sty,
+                    sat: false,
+                    round,
+                    a,
+                    ..
+                } => {
+                    operand(a)
+                        && match sty {
+                            Ty::F16 => *round == Round::Default,
+                            t => {
+                                narrow_int(t)
+                                    && t.size() <= 4
+                                    && matches!(round, Round::Default | Round::Nearest)
+                            }
+                        }
+                }
+                Op::Pack { parts, .. } => parts.iter().all(operand),
+                Op::Unpack { a, .. } => operand(a),
+                Op::Dp {
+                    two: false,
+                    a,
+                    b,
+                    c,
+                    ..
+                } => operand(a) && operand(b) && operand(c),
                 Op::Ld { .. } => crate::memory_access(&i.op).is_some(),
                 Op::St { a, n, .. } => {
                     crate::memory_access(&i.op).is_some()
@@ -517,6 +545,39 @@ impl<'f> Vector<'_, 'f> {
         }
     }
 
+    /// `dp4a` of four lanes, as the lane code's: each lane's four byte products summed
+    /// exactly in 32 bits, then added to `c` wrapping.
+    fn dp4a(&mut self, a: &Src, b: &Src, c: &Src, sa: bool, sb: bool) -> Quad {
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let (mut x, mut y, mut z) = (self.src(a), self.src(b), self.src(c));
+        // Each lane's four bytes widened into an i32x4: lane k's in products[k].
+        let widen = |v: &mut Self, q: &mut Quad, signed: bool| {
+            let w = v.low32(q);
+            let bytes = v.b.ins().bitcast(I8X16, little, w);
+            let halves = if signed {
+                [v.b.ins().swiden_low(bytes), v.b.ins().swiden_high(bytes)]
+            } else {
+                [v.b.ins().uwiden_low(bytes), v.b.ins().uwiden_high(bytes)]
+            };
+            // Each byte fits a signed 16 bits, so this widening keeps it either way.
+            halves.map(|h| [v.b.ins().swiden_low(h), v.b.ins().swiden_high(h)])
+        };
+        let xs = widen(self, &mut x, sa);
+        let ys = widen(self, &mut y, sb);
+        let mut products = Vec::with_capacity(4);
+        for h in 0..2 {
+            for k in 0..2 {
+                products.push(self.b.ins().imul(xs[h][k], ys[h][k]));
+            }
+        }
+        let p01 = self.b.ins().iadd_pairwise(products[0], products[1]);
+        let p23 = self.b.ins().iadd_pairwise(products[2], products[3]);
+        let sums = self.b.ins().iadd_pairwise(p01, p23);
+        let acc = self.low32(&mut z);
+        let r = self.b.ins().iadd(acc, sums);
+        self.widen(r)
+    }
+
     /// A constant `i32x4`.
     fn constant(&mut self, lanes: &[u32; 4]) -> Value {
         let bytes: Vec<u8> = lanes.iter().flat_map(|l| l.to_le_bytes()).collect();
@@ -760,6 +821,116 @@ impl<'f> Vector<'_, 'f> {
                     hi: self.b.ins().bitselect(chi, x.hi, y.hi),
                     low32: None,
                 };
+                self.set(*d, q);
+            }
+            Op::Cvt {
+                dty: Ty::F32,
+                sty: Ty::F16,
+                d,
+                a,
+                ..
+            } => {
+                // Exact, by the lane code's table of every f16.
+                let x = self.src(a);
+                let table = self.b.ins().iconst(
+                    self.ptr,
+                    crate::codegen::f16_table().as_ptr() as usize as i64,
+                );
+                let mut lanes = [None; 4];
+                for (k, lane) in lanes.iter_mut().enumerate() {
+                    let half = if k < 2 { x.lo } else { x.hi };
+                    let h = self.b.ins().extractlane(half, (k % 2) as u8);
+                    let h = self.b.ins().band_imm(h, 0xFFFF);
+                    let at = self.b.ins().ishl_imm(h, 2);
+                    let at = self.checked().address(at);
+                    let p = self.b.ins().iadd(table, at);
+                    let f = MemFlags::trusted().with_readonly();
+                    *lane = Some(self.b.ins().load(I32, f, p, 0));
+                }
+                let [w, x, y, z] = lanes.map(|l| l.expect("every lane converted"));
+                let v = self.b.ins().scalar_to_vector(I32X4, w);
+                let v = self.b.ins().insertlane(v, x, 1);
+                let v = self.b.ins().insertlane(v, y, 2);
+                let v = self.b.ins().insertlane(v, z, 3);
+                let q = self.widen(v);
+                // An f16's least magnitude, 2^-24, is a normal f32.
+                self.flushed.insert(q.lo);
+                self.set(*d, q);
+            }
+            Op::Cvt {
+                dty: Ty::F32,
+                sty,
+                d,
+                a,
+                ..
+            } => {
+                // Rounded to nearest, as the host's conversion does.
+                let x = self.src(a);
+                let mut x = self.extend(x, sty.size() * 8, sty.signed());
+                let v = self.low32(&mut x);
+                let f = if sty.signed() {
+                    self.b.ins().fcvt_from_sint(F32X4, v)
+                } else {
+                    self.b.ins().fcvt_from_uint(F32X4, v)
+                };
+                let little = MemFlags::new().with_endianness(Endianness::Little);
+                let bits = self.b.ins().bitcast(I32X4, little, f);
+                let q = self.widen(bits);
+                // An integer is never an f32 subnormal.
+                self.flushed.insert(q.lo);
+                self.set(*d, q);
+            }
+            Op::Pack { d, parts, bits } => {
+                let m = self.splat_of(I64X2, crate::codegen::mask(*bits) as i64);
+                let zero = self.splat_of(I64X2, 0);
+                let (mut lo, mut hi) = (zero, zero);
+                for (k, part) in parts.iter().enumerate() {
+                    let x = self.src(part);
+                    let shift = i64::from(k as u32 * bits);
+                    let f = |v: &mut Self, x: Value| {
+                        let x = v.b.ins().band(x, m);
+                        v.b.ins().ishl_imm(x, shift)
+                    };
+                    let (xl, xh) = (f(self, x.lo), f(self, x.hi));
+                    lo = self.b.ins().bor(lo, xl);
+                    hi = self.b.ins().bor(hi, xh);
+                }
+                self.set(
+                    *d,
+                    Quad {
+                        lo,
+                        hi,
+                        low32: None,
+                    },
+                );
+            }
+            Op::Unpack { ds, a, bits } => {
+                let m = self.splat_of(I64X2, crate::codegen::mask(*bits) as i64);
+                let x = self.src(a);
+                for (k, &d) in ds.iter().enumerate() {
+                    let shift = i64::from(k as u32 * bits);
+                    let f = |v: &mut Self, x: Value| {
+                        let x = v.b.ins().ushr_imm(x, shift);
+                        v.b.ins().band(x, m)
+                    };
+                    let q = Quad {
+                        lo: f(self, x.lo),
+                        hi: f(self, x.hi),
+                        low32: None,
+                    };
+                    self.set(d, q);
+                }
+            }
+            Op::Dp {
+                d,
+                a,
+                b,
+                c,
+                a_signed,
+                b_signed,
+                ..
+            } => {
+                let q = self.dp4a(a, b, c, *a_signed, *b_signed);
                 self.set(*d, q);
             }
             Op::Cvt { dty, sty, d, a, .. } => {

@@ -994,7 +994,8 @@ fn compiled_runs_agree_with_the_interpreter() {
 
 /// An operation of those whole-warp stretches run in vector form (moves, f32 add, sub,
 /// mul, div, min, max, fma, rcp, sqrt and rsqrt, integer arithmetic, logic, shifts,
-/// comparisons, `selp`, conversions, loads and stores of global and shared memory), now and then one that has none (other rounding, a
+/// comparisons, `selp`, `dp4a`, packing, conversions, loads and stores of global and
+/// shared memory), now and then one that has none (other rounding, a
 /// special register) or a shuffle, which ends a stretch.
 fn vector_op(rng: &mut Rng) -> Op {
     use BinOp::*;
@@ -1007,9 +1008,42 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     };
     let (a, b) = (operand(rng), operand(rng));
-    match rng.below(21) {
+    match rng.below(25) {
         0 | 1 => warp_op(rng),
         2 => Op::Mov { d, a },
+        21 => Op::Dp {
+            d,
+            a,
+            b,
+            c: operand(rng),
+            a_signed: rng.chance(2),
+            b_signed: rng.chance(2),
+            two: rng.chance(8),
+            hi: rng.chance(2),
+        },
+        22 => Op::Pack {
+            d,
+            parts: if rng.chance(2) {
+                vec![a, b]
+            } else {
+                vec![a, b, operand(rng), operand(rng)]
+            },
+            bits: rng.pick(&[8, 16, 32]),
+        },
+        23 => Op::Unpack {
+            ds: vec![d, reg(rng)],
+            a,
+            bits: rng.pick(&[16, 32]),
+        },
+        24 => Op::Cvt {
+            dty: Ty::F32,
+            sty: rng.pick(&[Ty::F16, Ty::U8, Ty::S16, Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+            round: rng.pick(&[Round::Default, Round::Nearest, Round::Zero]),
+            sat: rng.chance(10),
+            ftz: rng.chance(2),
+            d,
+            a,
+        },
         18 => global_load(rng),
         19 => global_store(rng),
         20 => shared_access(rng),
@@ -1200,6 +1234,39 @@ fn every_vector_operation_has_its_vector_form() {
         a: x,
         b: y,
         p: Src::Reg(4),
+    });
+    for sty in [Ty::F16, Ty::U8, Ty::S16, Ty::U32, Ty::S32] {
+        ops.push(Op::Cvt {
+            dty: Ty::F32,
+            sty,
+            round: Round::Default,
+            sat: false,
+            ftz: false,
+            d: 2,
+            a: x,
+        });
+    }
+    for (a_signed, b_signed) in [(true, true), (false, true), (true, false), (false, false)] {
+        ops.push(Op::Dp {
+            d: 2,
+            a: x,
+            b: y,
+            c: x,
+            a_signed,
+            b_signed,
+            two: false,
+            hi: false,
+        });
+    }
+    ops.push(Op::Pack {
+        d: 2,
+        parts: vec![x, y],
+        bits: 16,
+    });
+    ops.push(Op::Unpack {
+        ds: vec![2, 1],
+        a: x,
+        bits: 16,
     });
     for s in [
         Special::Tid(0),
