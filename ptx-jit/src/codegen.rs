@@ -48,7 +48,7 @@ pub(crate) fn module() -> Result<JITModule, String> {
 /// The most iterations one lane runs of a loop inside compiled code in one call; a lane
 /// that would run more stops at the loop's start, and the interpreter calls the run again
 /// (after checking the launch's watchdog as it does between runs).
-const LOOP_BUDGET: i64 = 1 << 10;
+pub(crate) const LOOP_BUDGET: i64 = 1 << 10;
 
 /// Registers whose slots lie too far for a load's offset are not compiled.
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
@@ -211,7 +211,7 @@ pub(crate) fn compile(
                 .filter(|(_, &h)| !h)
                 .map(|(i, _)| i)
                 .collect();
-            if vectors && !looping && crate::vector::vectorizable(&body_insts) {
+            if vectors && crate::vector::vectorizable(&body_insts) {
                 // When the whole warp runs the stretch: four lanes at a time.
                 let (whole, some) = (b.create_block(), b.create_block());
                 let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
@@ -219,17 +219,19 @@ pub(crate) fn compile(
                 b.switch_to_block(whole);
                 b.seal_block(whole);
                 let end = range.end - 1;
-                let r = crate::vector::build(
-                    &mut b,
-                    (regs, specials),
-                    (loads, find, ptr, sites),
-                    &body_insts,
-                    &uniform_vals,
-                    &uniform_dirty,
-                    &normal_in,
-                    &|r| live(end, r),
-                    after,
-                );
+                let env = crate::vector::Env {
+                    regs,
+                    specials,
+                    loads,
+                    find,
+                    ptr,
+                    sites,
+                    uniform: &uniform_vals,
+                    uniform_dirty: &uniform_dirty,
+                    normal_in: &normal_in,
+                    live: &|r| live(end, r),
+                };
+                let r = crate::vector::build(&mut b, &env, &body_insts, looping, after);
                 top = top.max(r);
                 vector_stretches += 1;
                 b.switch_to_block(some);

@@ -10,7 +10,7 @@ use crate::codegen::Checked;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32X4, F64X2, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{
-    Block, ConstantData, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
+    Block, BlockArg, ConstantData, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
 };
 use cranelift_frontend::FunctionBuilder;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -195,23 +195,41 @@ struct Vector<'a, 'f> {
     /// Quads (by their `lo`) whose f32 halves hold no subnormal.
     flushed: HashSet<Value>,
     dirty: BTreeSet<Reg>,
+    /// In a loop, the lanes still iterating (all ones), as two `i64x2`: the others' loads
+    /// are not made (a false guard).
+    active: Option<(Value, Value)>,
 }
 
-/// Builds the stretch `insts` for all 32 lanes, in the current block, ending with a jump to
-/// `after` with the lanes that take the stretch's branch. `uniform` holds the registers
-/// computed (or read) once for the warp before it and `uniform_dirty` those of them
-/// written; registers `live` after the stretch are stored back. Returns the highest
-/// register touched.
-#[allow(clippy::too_many_arguments)]
+/// What a vector stretch reads besides its instructions: the warp's registers and
+/// special registers, the call's `direct::LoadCtx` with the signature of its lookups,
+/// the pointer type, the site of the stretch's first global access, the registers computed
+/// (or read) once for the warp before it (`uniform`) and those of them written
+/// (`uniform_dirty`), those with no f32 subnormal when it starts (`normal_in`), and
+/// those `live` after it, which it stores back.
+pub(crate) struct Env<'a> {
+    pub(crate) regs: Value,
+    pub(crate) specials: Value,
+    pub(crate) loads: Value,
+    pub(crate) find: SigRef,
+    pub(crate) ptr: Type,
+    pub(crate) sites: u32,
+    pub(crate) uniform: &'a HashMap<Reg, Value>,
+    pub(crate) uniform_dirty: &'a BTreeSet<Reg>,
+    pub(crate) normal_in: &'a HashSet<Reg>,
+    pub(crate) live: &'a dyn Fn(Reg) -> bool,
+}
+
+/// Builds the stretch `insts` for all 32 lanes, four at a time, in the current block,
+/// ending with a jump to `after` with the lanes that take the stretch's branch. With
+/// `looping` (the stretch ends with a branch back to its start, and stores nothing), the
+/// four lanes iterate together while any of them takes the branch, a lane that left
+/// keeping its registers, up to `LOOP_BUDGET` times as the lane code: a lane takes the
+/// branch only when the budget ran out. Returns the highest register touched.
 pub(crate) fn build(
     b: &mut FunctionBuilder<'_>,
-    (regs, specials): (Value, Value),
-    (loads, find, ptr, sites): (Value, SigRef, Type, u32),
+    env: &Env<'_>,
     insts: &[&Inst],
-    uniform: &HashMap<Reg, Value>,
-    uniform_dirty: &BTreeSet<Reg>,
-    normal_in: &HashSet<Reg>,
-    live: &dyn Fn(Reg) -> bool,
+    looping: bool,
     after: Block,
 ) -> Reg {
     let head = b.create_block();
@@ -221,52 +239,47 @@ pub(crate) fn build(
     b.ins().jump(head, &[zero64.into(), zero32.into()]);
     b.switch_to_block(head);
     let (group, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
-    let at = b.ins().iadd(regs, group);
+    let at = b.ins().iadd(env.regs, group);
     let mut v = Vector {
         b,
         at,
         group,
-        specials,
-        loads,
-        find,
-        ptr,
-        sites,
+        specials: env.specials,
+        loads: env.loads,
+        find: env.find,
+        ptr: env.ptr,
+        sites: env.sites,
         vals: HashMap::new(),
-        uniform,
-        normal_in,
+        uniform: env.uniform,
+        normal_in: env.normal_in,
         flushed: HashSet::new(),
-        dirty: uniform_dirty.clone(),
+        dirty: env.uniform_dirty.clone(),
+        active: None,
     };
     let mut top = 0;
-    let mut taken = taken;
     for inst in insts {
         (*inst).clone().visit_regs(|r, _| {
             if *r != SINK {
                 top = top.max(*r);
             }
         });
-        match &inst.op {
-            Op::Bra { .. } => {
-                let bits = match inst.guard {
-                    None => v.b.ins().iconst(I32, 0xF),
-                    Some((p, neg)) => v.guard_bits(p, neg),
-                };
-                // Four lanes per 32 bytes of a register's row: this group's first lane
-                // is group / 8.
-                let shift = v.b.ins().ushr_imm(group, 3);
-                let shift = v.b.ins().ireduce(I32, shift);
-                let bits = v.b.ins().ishl(bits, shift);
-                taken = v.b.ins().bor(taken, bits);
-            }
-            op => v.op(op, inst.line),
-        }
     }
+    let bits = if looping {
+        v.looped(insts)
+    } else {
+        v.straight(insts)
+    };
     let flags = slots();
-    for r in v.dirty.clone().into_iter().filter(|&r| live(r)) {
+    for r in v.dirty.clone().into_iter().filter(|&r| (env.live)(r)) {
         let q = v.reg(r);
         v.b.ins().store(flags, q.lo, v.at, (r * 256) as i32);
         v.b.ins().store(flags, q.hi, v.at, (r * 256 + 16) as i32);
     }
+    // Four lanes per 32 bytes of a register's row: this group's first lane is group / 8.
+    let shift = v.b.ins().ushr_imm(group, 3);
+    let shift = v.b.ins().ireduce(I32, shift);
+    let bits = v.b.ins().ishl(bits, shift);
+    let taken = v.b.ins().bor(taken, bits);
     let next = v.b.ins().iadd_imm(group, 32);
     let more = v.b.ins().icmp_imm(IntCC::UnsignedLessThan, next, 256);
     b.ins().brif(
@@ -281,6 +294,158 @@ pub(crate) fn build(
 }
 
 impl<'f> Vector<'_, 'f> {
+    /// The instructions of a straight stretch; gives the group's lanes (bits 0 to 3) that
+    /// take its branch.
+    fn straight(&mut self, insts: &[&Inst]) -> Value {
+        let mut bits = self.b.ins().iconst(I32, 0);
+        for inst in insts {
+            match &inst.op {
+                Op::Bra { .. } => {
+                    bits = match inst.guard {
+                        None => self.b.ins().iconst(I32, 0xF),
+                        Some((p, neg)) => self.guard_bits(p, neg),
+                    };
+                }
+                op => self.op(op, inst.line),
+            }
+        }
+        bits
+    }
+
+    /// The iterations of the group's lanes through a stretch that ends with a branch back
+    /// to its start: see [`build`]. Every register the stretch writes is carried around
+    /// the loop in block parameters. Gives the lanes that take the branch when they leave.
+    fn looped(&mut self, insts: &[&Inst]) -> Value {
+        let Some((last, body)) = insts.split_last() else {
+            unreachable!("a loop ends with its branch")
+        };
+        // The registers the loop writes are carried around it; those it only reads keep
+        // the values they had before it.
+        let (mut read, mut written) = (BTreeSet::new(), BTreeSet::new());
+        for i in insts {
+            (*i).clone().visit_regs(|r, def| {
+                if *r != SINK {
+                    if def { &mut written } else { &mut read }.insert(*r);
+                }
+            });
+        }
+        let invariant: HashMap<Reg, Quad> = read
+            .difference(&written)
+            .map(|&r| (r, self.reg(r)))
+            .collect();
+        let regs: Vec<Reg> = written.into_iter().collect();
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        let ones = self.splat_of(I64X2, -1);
+        let none = self.splat_of(I64X2, 0);
+        let mut args = Vec::new();
+        for &r in &regs {
+            let q = self.reg(r);
+            args.extend([q.lo, q.hi]);
+        }
+        // Lanes active, lanes that took the branch when they left, iterations so far.
+        args.extend([ones, ones, none, none]);
+        let zero = self.b.ins().iconst(I32, 0);
+        args.push(zero);
+        for _ in 0..2 * regs.len() + 4 {
+            self.b.append_block_param(head, I64X2);
+        }
+        self.b.append_block_param(head, I32);
+        for _ in 0..2 * regs.len() + 2 {
+            self.b.append_block_param(exit, I64X2);
+        }
+        let block_args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
+        self.b.ins().jump(head, &block_args);
+        self.b.switch_to_block(head);
+        let params = self.b.block_params(head).to_vec();
+        let n = 2 * regs.len();
+        let old: Vec<Quad> = params[..n]
+            .chunks(2)
+            .map(|c| Quad {
+                lo: c[0],
+                hi: c[1],
+                low32: None,
+            })
+            .collect();
+        let (alo, ahi, tlo, thi, iter) = (
+            params[n],
+            params[n + 1],
+            params[n + 2],
+            params[n + 3],
+            params[n + 4],
+        );
+        self.vals = regs.iter().copied().zip(old.iter().copied()).collect();
+        self.vals.extend(invariant.iter().map(|(&r, &q)| (r, q)));
+        self.flushed.clear();
+        self.active = Some((alo, ahi));
+        for inst in body {
+            self.op(&inst.op, inst.line);
+        }
+        self.active = None;
+        // Each lane's branch: taken where its guard holds.
+        let (clo, chi) = match last.guard {
+            None => (ones, ones),
+            Some((p, neg)) => {
+                let q = self.reg(p);
+                let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+                (
+                    self.b.ins().icmp(cc, q.lo, none),
+                    self.b.ins().icmp(cc, q.hi, none),
+                )
+            }
+        };
+        let next = self.b.ins().iadd_imm(iter, 1);
+        let more =
+            self.b
+                .ins()
+                .icmp_imm(IntCC::UnsignedLessThan, next, crate::codegen::LOOP_BUDGET);
+        let more = self.b.ins().select(more, ones, none);
+        let again = [(alo, clo), (ahi, chi)].map(|(a, c)| {
+            let a = self.b.ins().band(a, c);
+            self.b.ins().band(a, more)
+        });
+        // A lane leaving now took the branch where its guard held (the budget ran out).
+        let took = [(alo, clo, again[0], tlo), (ahi, chi, again[1], thi)].map(|(a, c, g, t)| {
+            let leaving = self.b.ins().band_not(a, g);
+            let took = self.b.ins().band(leaving, c);
+            self.b.ins().bor(t, took)
+        });
+        let mut out = Vec::new();
+        for (&r, o) in regs.iter().zip(&old) {
+            let q = self.reg(r);
+            out.push(self.b.ins().bitselect(alo, q.lo, o.lo));
+            out.push(self.b.ins().bitselect(ahi, q.hi, o.hi));
+        }
+        let any = self.b.ins().bor(again[0], again[1]);
+        let any = self.b.ins().vhigh_bits(I32, any);
+        let mut back = out.clone();
+        let mut leave = out;
+        back.extend([again[0], again[1], took[0], took[1], next]);
+        leave.extend([took[0], took[1]]);
+        let back: Vec<BlockArg> = back.into_iter().map(BlockArg::from).collect();
+        let leave: Vec<BlockArg> = leave.into_iter().map(BlockArg::from).collect();
+        self.b.ins().brif(any, head, &back, exit, &leave);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        let params = self.b.block_params(exit).to_vec();
+        self.vals = regs
+            .iter()
+            .copied()
+            .zip(params[..n].chunks(2).map(|c| Quad {
+                lo: c[0],
+                hi: c[1],
+                low32: None,
+            }))
+            .collect();
+        self.vals.extend(invariant);
+        self.flushed.clear();
+        let lo = self.b.ins().vhigh_bits(I32, params[n]);
+        let hi = self.b.ins().vhigh_bits(I32, params[n + 1]);
+        let hi = self.b.ins().ishl_imm(hi, 2);
+        self.b.ins().bor(lo, hi)
+    }
+
     fn splat(&mut self, x: Value) -> Quad {
         let v = self.b.ins().splat(I64X2, x);
         Quad {
@@ -535,8 +700,14 @@ impl<'f> Vector<'_, 'f> {
             }
             None => self.b.ins().iconst(I64, off),
         };
-        // Every lane of a whole-warp stretch runs it: no guard.
-        let on = self.b.ins().iconst(I64, 1);
+        // Every lane of a whole-warp stretch runs it, but those that left a loop.
+        let on = match self.active {
+            None => self.b.ins().iconst(I64, 1),
+            Some((lo, hi)) => {
+                let half = if k < 2 { lo } else { hi };
+                self.b.ins().extractlane(half, (k % 2) as u8)
+            }
+        };
         let mut c = self.checked();
         if space == MemSpace::Shared {
             c.shared(at, size, line, on, store)

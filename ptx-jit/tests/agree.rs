@@ -28,6 +28,8 @@ const LANE8: Reg = 2 + NR;
 /// A loop's counter and its condition (no random instruction writes them).
 const COUNTER: Reg = 3 + NR;
 const LOOP_P: Reg = 4 + NR;
+/// The number of passes of a loop that differs between lanes: 1 + the lane's index mod 4.
+const LOOP_N: Reg = 5 + NR;
 
 struct Rng(u64);
 
@@ -634,7 +636,8 @@ fn inst(op: Op, guard: Option<(Reg, bool)>) -> Inst {
 
 /// `code` with a counted loop around a short stretch of its random part (`start..end`):
 /// the counter (COUNTER) set to 0 before the stretch, then after it incremented, compared
-/// with 1 to 5 (into LOOP_P), and a guarded branch back to the stretch's start. Branches
+/// with 1 to 5 or with LOOP_N, which differs between lanes (into LOOP_P), and a guarded
+/// branch back to the stretch's start. Branches
 /// into the stretch land after the counter is set, except those to its first instruction,
 /// which set it (the program's start sets it too, so that it is never read unset).
 fn with_loop(rng: &mut Rng, code: Vec<Inst>, start: usize, end: usize) -> Vec<Inst> {
@@ -680,7 +683,11 @@ fn with_loop(rng: &mut Rng, code: Vec<Inst>, start: usize, end: usize) -> Vec<In
                 d: LOOP_P,
                 d2: None,
                 a: Src::Reg(COUNTER),
-                b: Src::Imm(1 + rng.below(5)),
+                b: if rng.chance(2) {
+                    Src::Reg(LOOP_N)
+                } else {
+                    Src::Imm(1 + rng.below(5))
+                },
                 combine: None,
                 ftz: false,
             }));
@@ -798,6 +805,15 @@ fn program(rng: &mut Rng, n: usize, gen: fn(&mut Rng) -> Op, guard_one_in: u64) 
             None,
         ),
         u64op(BinOp::MulLo, LANE8, Src::Reg(LANE8), Src::Imm(8)),
+        inst(
+            Op::Mov {
+                d: LOOP_N,
+                a: sp(Special::LaneId),
+            },
+            None,
+        ),
+        u64op(BinOp::And, LOOP_N, Src::Reg(LOOP_N), Src::Imm(3)),
+        u64op(BinOp::Add, LOOP_N, Src::Reg(LOOP_N), Src::Imm(1)),
     ];
     for k in 0..NR {
         code.push(inst(
@@ -868,7 +884,7 @@ fn program(rng: &mut Rng, n: usize, gen: fn(&mut Rng) -> Op, guard_one_in: u64) 
         name: "random".into(),
         params: vec![],
         param_bytes: PARAMS,
-        regs: 5 + NR,
+        regs: 6 + NR,
         shared_bytes: 0,
         local_bytes: 0,
         frame_bytes: 0,
@@ -1166,6 +1182,82 @@ fn whole_warp_stretches_agree_with_the_interpreter() {
     let (compiled, _, vector) = agree(0x2545_F491_4F6C_DD1D, vector_op, 20);
     assert!(compiled > 300, "only {compiled} runs compiled");
     assert!(vector > CASES, "only {vector} stretches in vector form");
+}
+
+/// In a loop run four lanes at a time, a lane that left makes no more accesses: lane `i`
+/// loads at 64 - 8 (1 + i mod 4) + 8 k in pass k of its 1 + i mod 4, the last 8 bytes of
+/// a 64-byte allocation at most, and a pass more would load past its end.
+#[test]
+fn lanes_that_left_a_loop_make_no_access() {
+    use BinOp::*;
+    let (n, k, p, acc, at) = (0, 1, 2, 3, 4);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(Op::Mov {
+            d: n,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(bin(And, Ty::U64, n, r(n), Src::Imm(3))),
+        inst_of(bin(Add, Ty::U64, n, r(n), Src::Imm(1))),
+        inst_of(Op::Mov {
+            d: k,
+            a: Src::Imm(0),
+        }),
+        inst_of(Op::Mov {
+            d: acc,
+            a: Src::Imm(0),
+        }),
+        // The loop, at 5.
+        inst_of(bin(Add, Ty::U64, at, r(k), Src::Imm(8))),
+        inst_of(bin(Sub, Ty::U64, at, r(at), r(n))),
+        inst_of(bin(Shl, Ty::U64, at, r(at), Src::Imm(3))),
+        inst_of(Op::Ld {
+            space: MemSpace::Global,
+            ty: Ty::U64,
+            n: 1,
+            d: [5, 0, 0, 0],
+            addr: Addr {
+                base: Some(at),
+                global: None,
+                offset: BASE as i64,
+            },
+        }),
+        inst_of(bin(Add, Ty::U64, acc, r(acc), r(5))),
+        inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
+        inst_of(Op::Setp {
+            cmp: Cmp::Lt,
+            ty: Ty::U64,
+            d: p,
+            d2: None,
+            a: r(k),
+            b: r(n),
+            combine: None,
+            ftz: false,
+        }),
+        inst(Op::Bra { target: 5 }, Some((p, false))),
+        // Each lane's sum, at a place of its own or one it shares.
+        inst_of(bin(And, Ty::U64, at, r(n), Src::Imm(7))),
+        inst_of(bin(Shl, Ty::U64, at, r(at), Src::Imm(3))),
+        inst_of(Op::St {
+            space: MemSpace::Global,
+            ty: Ty::U64,
+            n: 1,
+            a: [r(acc), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+            addr: Addr {
+                base: Some(at),
+                global: None,
+                offset: BASE as i64,
+            },
+        }),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("left", 0, 6, code);
+    let input: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37)).collect();
+    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
+    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
+    assert_eq!(want, got);
+    assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
 }
 
 /// Each operation that has a vector form compiles to it (none falls back, unseen, to lane
