@@ -1362,6 +1362,18 @@ fn every_vector_operation_has_its_vector_form() {
         a: x,
         bits: 16,
     });
+    // Each lane's byte of the 64 at BASE (%tid.x in r3).
+    ops.push(Op::Ld {
+        space: MemSpace::Global,
+        ty: Ty::U8,
+        n: 1,
+        d: [2, 0, 0, 0],
+        addr: Addr {
+            base: Some(3),
+            global: None,
+            offset: BASE as i64,
+        },
+    });
     for s in [
         Special::Tid(0),
         Special::Tid(2),
@@ -1661,6 +1673,64 @@ fn accesses_at_the_edges_fault_as_interpreted() {
                     assert_eq!(jit.compiled(), 1, "{case}");
                 }
             }
+        }
+    }
+}
+
+/// A whole warp's loads in vector form, once the load's site holds the allocation (lanes
+/// 0-3 fill it), meet the edge in lanes 4-7: lane 7 one access past the end, or lanes 4-7
+/// misaligned by half an access. The first fault must be the interpreter's (a check made
+/// for four lanes at once must not let one of them through).
+#[test]
+fn whole_warp_loads_at_the_edges_fault_as_interpreted() {
+    use BinOp::*;
+    const LEN: u64 = 64;
+    for ty in [Ty::U8, Ty::U16, Ty::U32, Ty::U64] {
+        let size = u64::from(ty.size());
+        let mut cases = vec![(LEN - 7 * size, 0)];
+        if size > 1 {
+            cases.push((0, size / 2));
+        }
+        for (start, shift) in cases {
+            // r0 = start + lane * size + ((lane >> 2) & 1) * shift.
+            let r = Src::Reg;
+            let code = vec![
+                inst_of(Op::Mov {
+                    d: 0,
+                    a: Src::Special(Special::LaneId),
+                }),
+                inst_of(bin(Shr, Ty::U64, 1, r(0), Src::Imm(2))),
+                inst_of(bin(And, Ty::U64, 1, r(1), Src::Imm(1))),
+                inst_of(bin(MulLo, Ty::U64, 1, r(1), Src::Imm(shift))),
+                inst_of(bin(MulLo, Ty::U64, 0, r(0), Src::Imm(size))),
+                inst_of(bin(Add, Ty::U64, 0, r(0), r(1))),
+                inst_of(Op::Ld {
+                    space: MemSpace::Global,
+                    ty,
+                    n: 1,
+                    d: [2, 0, 0, 0],
+                    addr: Addr {
+                        base: Some(0),
+                        global: None,
+                        offset: (BASE + start) as i64,
+                    },
+                }),
+                inst_of(Op::Exit),
+            ];
+            let k = small_kernel("edges", 0, 3, code);
+            let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+            let results: Vec<String> = [None, Some(&jit as &dyn vgpu_ptx::exec::Native)]
+                .into_iter()
+                .map(|native| {
+                    let mem = DirectMemory::zeroed(BASE, LEN as usize).expect("memory");
+                    let r = run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, native));
+                    format!("{r:?}")
+                })
+                .collect();
+            let case = format!("{ty:?} at {start} + lane * {size}, lanes 4-7 + {shift}");
+            assert_eq!(results[0], results[1], "{case}");
+            assert!(results[0].starts_with("Err"), "{case}: {}", results[0]);
+            assert_eq!(jit.vector_stretches(), 1, "{case}");
         }
     }
 }
