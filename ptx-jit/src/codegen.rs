@@ -55,7 +55,7 @@ const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
 /// Compiles a run; gives its code, the register slots it touches, the bytes of
 /// parameters it reads and how many of its stretches have a vector form for whole warps
-/// (with `vectors`, [`crate::vector`]). `live(i, r)` says whether register `r` may be read after
+/// ([`crate::vector`]; built only with `vectors`). `live(i, r)` says whether register `r` may be read after
 /// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
 /// those of the registers it wrote. `facts(i)` is what is known of the registers on every
 /// path to `insts[i]`: values (a shuffle's known operands make it a move per lane) and
@@ -211,7 +211,11 @@ pub(crate) fn compile(
                 .filter(|(_, &h)| !h)
                 .map(|(i, _)| i)
                 .collect();
-            if vectors && crate::vector::vectorizable(&body_insts) {
+            let vector = crate::vector::vectorizable(&body_insts);
+            if vector {
+                vector_stretches += 1;
+            }
+            if vectors && vector {
                 // When the whole warp runs the stretch: four lanes at a time.
                 let (whole, some) = (b.create_block(), b.create_block());
                 let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
@@ -233,7 +237,6 @@ pub(crate) fn compile(
                 };
                 let r = crate::vector::build(&mut b, &env, &body_insts, looping, after);
                 top = top.max(r);
-                vector_stretches += 1;
                 b.switch_to_block(some);
                 b.seal_block(some);
             }

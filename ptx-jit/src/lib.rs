@@ -59,6 +59,7 @@ mod vector;
 pub use direct::DirectMemory;
 
 use cranelift_jit::JITModule;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use vgpu_ptx::constants::Constants;
 use vgpu_ptx::exec::{Fault, Native, NativeRun, Specials, WarpEnv};
@@ -176,27 +177,55 @@ pub struct Jit {
     /// What is known of the registers at each instruction (`None`: not analysed).
     known: Option<Constants>,
     leaders: Vec<bool>,
+    /// Each leader's run, lane by lane.
     slots: Vec<OnceLock<Option<Run>>>,
+    /// Each leader's run with the vector forms of its stretches, compiled once the run
+    /// has been called `tier` times (compiling costs time a cold run never wins back).
+    vector: Vec<OnceLock<Option<Run>>>,
+    calls: Vec<AtomicU32>,
+    tier: u32,
     memory: Mutex<Option<CodeMemory>>,
     name: String,
 }
 
+/// The calls of a run (one warp's pass through it) after which its vector form is
+/// compiled. Compiling it costs more than a few hundred calls of a run win back: with the
+/// vector forms compiled at once, a small LLM's prompt ran about 20% slower through the
+/// soft device, and about the same as without them from 1,024 calls on.
+pub const VECTOR_TIER: u32 = 1024;
+
 impl Jit {
-    /// Native code for `k`, none of it compiled yet. Fails when the host has no code
-    /// generator for its CPU.
+    /// Native code for `k`, none of it compiled yet: each run lane by lane first, with the
+    /// vector forms of its stretches once it has been called [`VECTOR_TIER`] times. Fails
+    /// when the host has no code generator for its CPU.
     pub fn new(k: &Kernel) -> Result<Jit, String> {
+        Jit::tiered(k, VECTOR_TIER)
+    }
+
+    /// [`Jit::new`] with the vector forms compiled at a run's first call.
+    pub fn eager(k: &Kernel) -> Result<Jit, String> {
+        Jit::tiered(k, 0)
+    }
+
+    /// [`Jit::new`] with the vector forms compiled once a run has been called `tier` times.
+    pub fn tiered(k: &Kernel, tier: u32) -> Result<Jit, String> {
         let module = codegen::module()?;
         let code = k.code.clone();
         let leaders = leaders(&code);
         let live = Liveness::of(&code);
         let known = Constants::of(&code);
         let slots = (0..code.len()).map(|_| OnceLock::new()).collect();
+        let vector = (0..code.len()).map(|_| OnceLock::new()).collect();
+        let calls = (0..code.len()).map(|_| AtomicU32::new(0)).collect();
         Ok(Jit {
             code,
             live,
             known,
             leaders,
             slots,
+            vector,
+            calls,
+            tier,
             memory: Mutex::new(Some(CodeMemory(module))),
             name: k.name.clone(),
         })
@@ -210,9 +239,9 @@ impl Jit {
             .count()
     }
 
-    /// How many stretches of the runs compiled so far have a vector form for whole warps.
+    /// How many stretches of the runs compiled so far in vector form have one.
     pub fn vector_stretches(&self) -> usize {
-        self.slots
+        self.vector
             .iter()
             .filter_map(|s| s.get()?.as_ref())
             .map(|r| r.vector_stretches)
@@ -248,7 +277,9 @@ impl Jit {
         (end > pc).then_some((end, target))
     }
 
-    fn compile(&self, pc: usize) -> Option<Run> {
+    /// The run at `pc`, lane by lane or (`vectors`) with the vector forms of its
+    /// stretches; `None` where it cannot be compiled (or has no vector form that compiles).
+    fn compile(&self, pc: usize, vectors: bool) -> Option<Run> {
         let (end, target) = self.extent(pc)?;
         let insts = &self.code[pc..end];
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
@@ -256,16 +287,7 @@ impl Jit {
         let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
         let facts = |i: usize| self.known.as_ref()?.at(&self.code, pc + i);
         let looping = target == Some(pc as u32);
-        // The vector form of whole-warp stretches needs SIMD instructions a host may lack:
-        // without them, the run is compiled lane by lane.
-        let compiled = codegen::compile(module, insts, &live, &facts, looping, true).or_else(|e| {
-            log::debug!(
-                "kernel {}: instructions {pc}..{end}: no vector form ({e}), compiled lane by lane",
-                self.name
-            );
-            codegen::compile(module, insts, &live, &facts, looping, false)
-        });
-        match compiled {
+        match codegen::compile(module, insts, &live, &facts, looping, vectors) {
             Ok((code, slots, params, vector_stretches)) => Some(Run {
                 code,
                 end: end as u32,
@@ -277,6 +299,15 @@ impl Jit {
                     .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _)))),
                 vector_stretches,
             }),
+            // The vector forms need SIMD instructions a host may lack: the run then stays
+            // lane by lane.
+            Err(e) if vectors => {
+                log::debug!(
+                    "kernel {}: instructions {pc}..{end}: no vector form ({e}), lane by lane",
+                    self.name
+                );
+                None
+            }
             Err(e) => {
                 log::warn!(
                     "kernel {}: instructions {pc}..{end} not compiled, interpreted: {e}",
@@ -290,10 +321,22 @@ impl Jit {
 
 impl Native for Jit {
     fn at(&self, pc: u32) -> Option<&dyn NativeRun> {
-        let slot = self.slots.get(pc as usize)?;
-        slot.get_or_init(|| self.compile(pc as usize))
-            .as_ref()
-            .map(|r| r as &dyn NativeRun)
+        let pc = pc as usize;
+        let vector = self.vector.get(pc)?;
+        if let Some(Some(v)) = vector.get() {
+            return Some(v);
+        }
+        let run = self.slots[pc]
+            .get_or_init(|| self.compile(pc, false))
+            .as_ref()?;
+        // A run with no stretch that has a vector form never gets one.
+        if run.vector_stretches == 0 || self.calls[pc].fetch_add(1, Ordering::Relaxed) < self.tier {
+            return Some(run);
+        }
+        match vector.get_or_init(|| self.compile(pc, true)) {
+            Some(v) => Some(v),
+            None => Some(run),
+        }
     }
 }
 
@@ -301,7 +344,8 @@ impl Drop for Jit {
     fn drop(&mut self) {
         let memory = self.memory.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(CodeMemory(module)) = memory.take() {
-            // SAFETY: every pointer to this memory is in a `Run` in `self.slots`, and runs
+            // SAFETY: every pointer to this memory is in a `Run` in `self.slots` or
+            // `self.vector`, and runs
             // are lent out only for as long as `self` is borrowed: none is running or can
             // be called once `self` is being dropped.
             unsafe { module.free_memory() };

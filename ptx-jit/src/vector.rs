@@ -1,10 +1,12 @@
 //! Whole-warp stretches in vector registers. When every lane of the warp runs a stretch
-//! whose per-lane instructions all have a vector form here (moves and the plain f32 and
-//! integer arithmetic of reductions and address updates), the stretch runs four lanes at
-//! a time in SIMD registers instead of lane after lane: each register's four 64-bit slots
-//! are two `i64x2` loads, f32 operations work on the four low halves as one `f32x4`, with
-//! `.ftz` flushing and NaN canonicalisation done lane-wise as the scalar code does them.
-//! The scalar lane loop stays for the warps where some lanes do not run (`codegen`).
+//! whose per-lane instructions all have a vector form here ([`vectorizable`]: the
+//! arithmetic, comparisons, conversions and memory accesses of reductions, address
+//! updates and dot products, and loops of them), the stretch runs four lanes at a time in
+//! SIMD registers instead of lane after lane: each register's four 64-bit slots are two
+//! `i64x2` loads, f32 operations work on the four low halves as one `f32x4`, with `.ftz`
+//! flushing and NaN canonicalisation done lane-wise as the lane code does them, and each
+//! lane's memory access is checked as the lane code checks it. The lane loop stays for
+//! the warps where some lanes do not run (`codegen`).
 
 use crate::codegen::Checked;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -25,14 +27,13 @@ const MAX_VECTOR: usize = 64;
 
 /// Whether a stretch (its per-lane instructions, not those computed once for the warp) has
 /// a vector form: unguarded moves of registers, immediates, `%tid`, `%laneid` and the
-/// special registers the same in every lane; f32 add,
-/// sub, mul, div, min, max and fma (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`
-/// and `rsqrt`; 32- and 64-bit integer add, sub, mul (`.lo`, and `.wide` of 32 bits),
-/// and, or, xor, not, shifts by an immediate, comparisons (`setp` with no predicate to
-/// combine) and `selp`; `dp4a`; conversions between integers, to f32 from 32-bit and
-/// narrower integers and from f16; packing and unpacking; loads and stores of global and
-/// shared memory (each lane's access checked as the lane code checks it, lane after lane);
-/// and a branch (guarded or not) at its end.
+/// special registers the same in every lane; f32 add, sub, mul, div, min, max and fma
+/// (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt` and `rsqrt`; 32- and 64-bit
+/// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), and, or, xor, not, shifts by an
+/// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
+/// conversions between integers, to f32 from 32-bit and narrower integers and from f16;
+/// packing and unpacking; loads and stores of global and shared memory; and a branch
+/// (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
     use BinOp::*;
     let reads_sink = |i: &Inst| {

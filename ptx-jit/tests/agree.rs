@@ -952,7 +952,12 @@ fn outcome(
 /// guarded) interpreted and compiled, and panics where they differ. Gives how many runs
 /// were compiled, how many programs faulted (both ways) and how many stretches were
 /// compiled in vector form.
-fn agree(seed: u64, gen: fn(&mut Rng) -> Op, guard_one_in: u64) -> (usize, usize, usize) {
+fn agree(
+    seed: u64,
+    gen: fn(&mut Rng) -> Op,
+    guard_one_in: u64,
+    jit: fn(&Kernel) -> Result<vgpu_ptx_jit::Jit, String>,
+) -> (usize, usize, usize) {
     let mut rng = Rng(seed);
     let (mut compiled, mut faulted, mut vector) = (0, 0, 0);
     for case in 0..CASES {
@@ -963,7 +968,7 @@ fn agree(seed: u64, gen: fn(&mut Rng) -> Op, guard_one_in: u64) -> (usize, usize
         let params: Vec<u8> = (0..PARAMS / 8)
             .flat_map(|_| rng.value().to_le_bytes())
             .collect();
-        let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+        let jit = jit(&k).expect("a code generator for this host");
         let want = outcome(&k, &input, &params, None);
         let got = outcome(&k, &input, &params, Some(&jit));
         compiled += jit.compiled();
@@ -998,7 +1003,8 @@ fn agree(seed: u64, gen: fn(&mut Rng) -> Op, guard_one_in: u64) -> (usize, usize
 
 #[test]
 fn compiled_runs_agree_with_the_interpreter() {
-    let (compiled, faulted, _) = agree(0x9E37_79B9_7F4A_7C15, op, 4);
+    // Lane by lane: these launches are too short for a run to get its vector form.
+    let (compiled, faulted, _) = agree(0x9E37_79B9_7F4A_7C15, op, 4, vgpu_ptx_jit::Jit::new);
     // Most programs hold several runs; all of them together must have compiled many.
     assert!(compiled > 300, "only {compiled} runs compiled");
     // Some programs load where nothing is, and both fault; most do not.
@@ -1181,7 +1187,12 @@ const INT_TYPES: [Ty; 8] = [
 /// warps (the stretches after them run lane by lane), agree with the interpreter.
 #[test]
 fn whole_warp_stretches_agree_with_the_interpreter() {
-    let (compiled, _, vector) = agree(0x2545_F491_4F6C_DD1D, vector_op, 20);
+    let (compiled, _, vector) = agree(
+        0x2545_F491_4F6C_DD1D,
+        vector_op,
+        20,
+        vgpu_ptx_jit::Jit::eager,
+    );
     assert!(compiled > 300, "only {compiled} runs compiled");
     assert!(vector > CASES, "only {vector} stretches in vector form");
 }
@@ -1255,7 +1266,7 @@ fn lanes_that_left_a_loop_make_no_access() {
     ];
     let k = small_kernel("left", 0, 6, code);
     let input: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37)).collect();
-    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
     let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
     assert_eq!(want, got);
@@ -1432,7 +1443,7 @@ fn every_vector_operation_has_its_vector_form() {
             inst_of(Op::Exit),
         ];
         let k = small_kernel("vector", 0, 5, code);
-        let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+        let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
         let mem = DirectMemory::zeroed(BASE, 64).expect("aligned memory");
         run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect(&what);
         // Both stretches (the move of %tid too): a run that fails to compile in vector
@@ -1718,7 +1729,7 @@ fn whole_warp_loads_at_the_edges_fault_as_interpreted() {
                 inst_of(Op::Exit),
             ];
             let k = small_kernel("edges", 0, 3, code);
-            let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
+            let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
             let results: Vec<String> = [None, Some(&jit as &dyn vgpu_ptx::exec::Native)]
                 .into_iter()
                 .map(|native| {
@@ -1919,4 +1930,27 @@ fn endless_compiled_loops_meet_the_watchdog() {
     assert_eq!(run(&k, &l), Err(vgpu_ptx::exec::Fault::Timeout));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(jit.compiled() >= 1, "the loop ran compiled");
+    assert!(jit.vector_stretches() >= 1, "the loop got its vector form");
+}
+
+/// A run gets its vector form only once it has been called the tier's number of times
+/// (one warp's pass a call): a run that is not hot stays lane by lane.
+#[test]
+fn vector_forms_wait_for_hot_runs() {
+    let code = vec![
+        inst_of(Op::Mov {
+            d: 1,
+            a: Src::Special(Special::Tid(0)),
+        }),
+        inst_of(bin(BinOp::Add, Ty::U32, 2, Src::Reg(1), Src::Reg(1))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("hot", 0, 3, code);
+    let jit = vgpu_ptx_jit::Jit::tiered(&k, 3).expect("a code generator for this host");
+    let mem = DirectMemory::zeroed(BASE, 64).expect("aligned memory");
+    for launch_no in 1..=5 {
+        run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("no fault");
+        let want = if launch_no <= 3 { 0 } else { 1 };
+        assert_eq!(jit.vector_stretches(), want, "after {launch_no} launches");
+    }
 }
