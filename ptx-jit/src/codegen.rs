@@ -1993,20 +1993,7 @@ impl<'f> Lane<'f> {
         if ty.float() || ty == Ty::Pred || !(w == 32 || w == 64) {
             return None;
         }
-        let s = ty.signed();
-        let cc = match (cmp, s) {
-            (Cmp::Eq, _) => IntCC::Equal,
-            (Cmp::Ne, _) => IntCC::NotEqual,
-            (Cmp::Lt, true) => IntCC::SignedLessThan,
-            (Cmp::Lt, false) => IntCC::UnsignedLessThan,
-            (Cmp::Le, true) => IntCC::SignedLessThanOrEqual,
-            (Cmp::Le, false) => IntCC::UnsignedLessThanOrEqual,
-            (Cmp::Gt, true) => IntCC::SignedGreaterThan,
-            (Cmp::Gt, false) => IntCC::UnsignedGreaterThan,
-            (Cmp::Ge, true) => IntCC::SignedGreaterThanOrEqual,
-            (Cmp::Ge, false) => IntCC::UnsignedGreaterThanOrEqual,
-            _ => return None,
-        };
+        let cc = int_cc(cmp, ty.signed())?;
         let (x, y) = if w == 32 {
             (self.lo32(x), self.lo32(y))
         } else {
@@ -2014,6 +2001,24 @@ impl<'f> Lane<'f> {
         };
         Some(self.b.ins().icmp(cc, x, y))
     }
+}
+
+/// The condition of an integer comparison (`signed` or not); `None` for the float-only
+/// ones.
+pub(crate) fn int_cc(cmp: Cmp, signed: bool) -> Option<IntCC> {
+    Some(match (cmp, signed) {
+        (Cmp::Eq, _) => IntCC::Equal,
+        (Cmp::Ne, _) => IntCC::NotEqual,
+        (Cmp::Lt, true) => IntCC::SignedLessThan,
+        (Cmp::Lt, false) => IntCC::UnsignedLessThan,
+        (Cmp::Le, true) => IntCC::SignedLessThanOrEqual,
+        (Cmp::Le, false) => IntCC::UnsignedLessThanOrEqual,
+        (Cmp::Gt, true) => IntCC::SignedGreaterThan,
+        (Cmp::Gt, false) => IntCC::UnsignedGreaterThan,
+        (Cmp::Ge, true) => IntCC::SignedGreaterThanOrEqual,
+        (Cmp::Ge, false) => IntCC::UnsignedGreaterThanOrEqual,
+        _ => return None,
+    })
 }
 
 /// The low `bits` bits set (all 64 from 64 on).

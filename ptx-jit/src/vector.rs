@@ -897,19 +897,8 @@ impl<'f> Vector<'_, 'f> {
     /// An integer comparison of 32 or 64 bits, as the scalar code's `int_compare`:
     /// all-ones masks in two `i64x2`.
     fn compare(&mut self, cmp: Cmp, ty: Ty, a: &Src, b: &Src) -> (Value, Value) {
-        let s = ty.signed();
-        let cc = match (cmp, s) {
-            (Cmp::Eq, _) => IntCC::Equal,
-            (Cmp::Ne, _) => IntCC::NotEqual,
-            (Cmp::Lt, true) => IntCC::SignedLessThan,
-            (Cmp::Lt, false) => IntCC::UnsignedLessThan,
-            (Cmp::Le, true) => IntCC::SignedLessThanOrEqual,
-            (Cmp::Le, false) => IntCC::UnsignedLessThanOrEqual,
-            (Cmp::Gt, true) => IntCC::SignedGreaterThan,
-            (Cmp::Gt, false) => IntCC::UnsignedGreaterThan,
-            (Cmp::Ge, true) => IntCC::SignedGreaterThanOrEqual,
-            // `vectorizable` admits only these six.
-            _ => IntCC::UnsignedGreaterThanOrEqual,
+        let Some(cc) = crate::codegen::int_cc(cmp, ty.signed()) else {
+            unreachable!("`vectorizable` admits only the integer comparisons")
         };
         let (mut x, mut y) = (self.src(a), self.src(b));
         if ty.size() == 4 {
