@@ -266,7 +266,7 @@ pub(crate) fn build(
         });
     }
     let bits = if looping {
-        v.looped(insts)
+        v.looped(insts, env.live)
     } else {
         v.straight(insts)
     };
@@ -314,9 +314,11 @@ impl<'f> Vector<'_, 'f> {
     }
 
     /// The iterations of the group's lanes through a stretch that ends with a branch back
-    /// to its start: see [`build`]. Every register the stretch writes is carried around
-    /// the loop in block parameters. Gives the lanes that take the branch when they leave.
-    fn looped(&mut self, insts: &[&Inst]) -> Value {
+    /// to its start: see [`build`]. The registers the stretch writes that are `live` after
+    /// its branch (read in a later pass before they are written, or after the loop) are
+    /// carried around the loop in block parameters; the others are temporaries of one
+    /// pass. Gives the lanes that take the branch when they leave.
+    fn looped(&mut self, insts: &[&Inst], live: &dyn Fn(Reg) -> bool) -> Value {
         let Some((last, body)) = insts.split_last() else {
             unreachable!("a loop ends with its branch")
         };
@@ -334,7 +336,7 @@ impl<'f> Vector<'_, 'f> {
             .difference(&written)
             .map(|&r| (r, self.reg(r)))
             .collect();
-        let regs: Vec<Reg> = written.into_iter().collect();
+        let regs: Vec<Reg> = written.into_iter().filter(|&r| live(r)).collect();
         let head = self.b.create_block();
         let exit = self.b.create_block();
         let ones = self.splat_of(I64X2, -1);
