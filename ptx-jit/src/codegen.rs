@@ -278,7 +278,8 @@ pub(crate) fn compile(
                 // The lane's branch: taken only where it stopped at the loop's start.
                 let uniform_vals = l.vals.clone();
                 let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
-                let cond = l.lane_loop(rest_insts, last, &uniform_vals)?;
+                let cond =
+                    l.lane_loop(rest_insts, last, &uniform_vals, &|r| live(range.end - 1, r))?;
                 l.take(taken, Some(cond))
             } else {
                 l.straight(&body_insts, taken)?
@@ -1048,23 +1049,31 @@ impl<'f> Lane<'f> {
 
     /// The iterations of one lane through a run that branches back to its start: `body`,
     /// then the branch `last`, again while its guard holds, up to [`LOOP_BUDGET`] times.
-    /// Every register the loop touches is loaded once before it and carried around it in
-    /// block parameters; the values computed before the loop over the lanes (`uniform`)
-    /// are the same in every iteration. Gives whether the lane takes the branch when it
-    /// leaves (true only when the budget ran out: the lane then resumes at the start).
+    /// The registers it writes that are `live` after the branch (read in a later pass
+    /// before they are written, or after the loop) are carried around it in block
+    /// parameters; those it only reads are loaded once before it; the others are
+    /// temporaries of one pass. The values computed before the loop over the lanes
+    /// (`uniform`) are the same in every iteration. Gives whether the lane takes the branch
+    /// when it leaves (true only when the budget ran out: the lane then resumes at the
+    /// start).
     fn lane_loop(
         &mut self,
         body: &[&Inst],
         last: &Inst,
         uniform: &HashMap<Reg, Value>,
+        live: &dyn Fn(Reg) -> bool,
     ) -> Result<Value, String> {
-        let mut touched = BTreeSet::new();
+        let (mut read, mut written) = (BTreeSet::new(), BTreeSet::new());
         for i in body.iter().copied().chain([last]) {
-            i.clone().visit_regs(|r, _| {
-                touched.insert(*r);
+            i.clone().visit_regs(|r, def| {
+                if def { &mut written } else { &mut read }.insert(*r);
             });
         }
-        let regs: Vec<Reg> = touched.into_iter().collect();
+        for &r in read.difference(&written) {
+            let v = self.reg(r);
+            self.vals.insert(r, v);
+        }
+        let regs: Vec<Reg> = written.into_iter().filter(|&r| live(r)).collect();
         let entry: Vec<BlockArg> = regs.iter().map(|&r| self.reg(r).into()).collect();
         let head = self.b.create_block();
         let exit = self.b.create_block();
