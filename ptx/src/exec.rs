@@ -683,6 +683,29 @@ fn put_le(buf: &mut [u8], off: u64, size: u32, v: u64) -> bool {
     true
 }
 
+/// The lanes that run next after a compiled run of the lanes `mask` (of the `runnable`
+/// ones) sent those of `stay` to its end and those of `taken` to its branch's target,
+/// and where, with `runnable`: when it is sure that no other runnable lane is there or
+/// lower. The other runnable lanes wait at the run's end or further.
+fn next_lanes(
+    runnable: u32,
+    mask: u32,
+    (end, stay): (u32, u32),
+    (target, taken): (u32, u32),
+) -> Option<(u32, u32, u32)> {
+    let (pc, lanes) = if taken == 0 {
+        (end, stay)
+    } else if stay == 0 || target < end {
+        (target, taken)
+    } else if end < target {
+        (end, stay)
+    } else {
+        (end, mask)
+    };
+    // Other lanes may wait at `end`, or at a forward target.
+    (mask == runnable || pc < end).then_some((pc, lanes, runnable))
+}
+
 /// Sets the program counter of the lanes of `mask` to `pc`.
 fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
     match mask {
@@ -799,9 +822,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
 
     /// Runs warp `wi` until all its lanes have exited or wait at a barrier.
     fn run_warp(&mut self, wi: usize) -> Result<(), Fault> {
-        // Where all the runnable lanes went together, when they did: the next step needs
-        // no pass over the warp.
-        let mut together: Option<(u32, u32)> = None;
+        // The lanes that run next and where, when the last step knew them (with the lanes
+        // that were runnable then): the next step needs no pass over the warp.
+        let mut next: Option<(u32, u32, u32)> = None;
         loop {
             let w = &self.warps[wi];
             let runnable = !w.exited & !w.at_bar;
@@ -810,8 +833,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
             }
             // The lanes with the lowest program counter run next (one pass over the warp).
             let (mut pc, mut mask) = (u32::MAX, 0u32);
-            match together {
-                Some((p, m)) if m == runnable => (pc, mask) = (p, m),
+            match next {
+                Some((p, m, r)) if r == runnable => (pc, mask) = (p, m),
                 _ => {
                     for i in lanes(runnable) {
                         let p = w.pc[i];
@@ -823,7 +846,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     }
                 }
             }
-            together = None;
+            next = None;
             // A compiled run, when one starts here and no other lane of the warp waits
             // inside it (those lanes would have joined these on the way).
             if let Some(n) = self.l.native.and_then(|n| n.at(pc)) {
@@ -838,11 +861,10 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     };
                     if let Some(taken) = n.run(&mut w.regs, &mut self.shared, mask, &env)? {
                         let target = n.target().unwrap_or(end);
-                        set_pcs(&mut w.pc, mask & !taken, end);
+                        let stay = mask & !taken;
+                        set_pcs(&mut w.pc, stay, end);
                         set_pcs(&mut w.pc, taken, target);
-                        if mask == runnable && (taken == 0 || taken == mask) {
-                            together = Some((if taken == 0 { end } else { target }, mask));
-                        }
+                        next = next_lanes(runnable, mask, (end, stay), (target, taken));
                         let before = self.steps;
                         self.steps += u64::from(end.saturating_sub(pc));
                         if before >> 12 != self.steps >> 12 {
@@ -863,7 +885,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 Some(Op::Bra { .. } | Op::Call { .. } | Op::Ret)
             );
             if mask == runnable && !jumps {
-                together = Some((pc + 1, mask));
+                next = Some((pc + 1, mask, runnable));
             }
         }
     }
