@@ -53,9 +53,23 @@ pub(crate) const LOOP_BUDGET: i64 = 1 << 10;
 /// Registers whose slots lie too far for a load's offset are not compiled.
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
+/// A run's compiled code, and what it touches.
+pub(crate) struct Compiled {
+    pub(crate) code: Code,
+    /// Register slots: `(highest register + 1) * 32`.
+    pub(crate) slots: usize,
+    /// Bytes of the parameter buffer it reads.
+    pub(crate) params: usize,
+    /// Global access sites it numbers (the slots of `direct::LoadCtx::sites` below
+    /// `SITES` it may read).
+    pub(crate) sites: usize,
+    /// Stretches with a vector form for whole warps.
+    pub(crate) vector_stretches: usize,
+}
+
 /// Compiles a run; gives its code, the register slots it touches, the bytes of
-/// parameters it reads and how many of its stretches have a vector form for whole warps
-/// ([`crate::vector`]; built only with `vectors`). `live(i, r)` says whether register `r` may be read after
+/// parameters it reads, its load sites and how many of its stretches have a vector form
+/// for whole warps ([`crate::vector`]; built only with `vectors`). `live(i, r)` says whether register `r` may be read after
 /// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
 /// those of the registers it wrote. `facts(i)` is what is known of the registers on every
 /// path to `insts[i]`: values (a shuffle's known operands make it a move per lane) and
@@ -67,7 +81,7 @@ pub(crate) fn compile(
     facts: &dyn Fn(usize) -> Option<Facts>,
     looping: bool,
     vectors: bool,
-) -> Result<(Code, usize, usize, usize), String> {
+) -> Result<Compiled, String> {
     let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
     ctx.func.signature.params.push(AbiParam::new(ptr));
@@ -212,6 +226,8 @@ pub(crate) fn compile(
                 .map(|(i, _)| i)
                 .collect();
             let vector = crate::vector::vectorizable(&body_insts);
+            // The vector form numbers the stretch's sites as the lane code does.
+            let mut vector_sites = sites;
             if vector {
                 vector_stretches += 1;
             }
@@ -235,8 +251,9 @@ pub(crate) fn compile(
                     normal_in: &normal_in,
                     live: &|r| live(end, r),
                 };
-                let r = crate::vector::build(&mut b, &env, &body_insts, looping, after);
+                let (r, s) = crate::vector::build(&mut b, &env, &body_insts, looping, after);
                 top = top.max(r);
+                vector_sites = s;
                 b.switch_to_block(some);
                 b.seal_block(some);
             }
@@ -285,7 +302,9 @@ pub(crate) fn compile(
                 l.straight(&body_insts, taken)?
             };
             l.store_back(|r| live(range.end - 1, r));
-            (top, sites, param_bytes) = (l.top, l.sites, l.param_bytes);
+            (top, param_bytes) = (l.top, l.param_bytes);
+            // Both forms number the same sites; the larger count covers every slot read.
+            sites = l.sites.max(vector_sites);
             b = l.b;
             b.ins().brif(
                 rest,
@@ -331,7 +350,13 @@ pub(crate) fn compile(
     // SAFETY: `p` is the entry of the function just defined with the signature
     // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
     let code = unsafe { std::mem::transmute::<*const u8, Code>(p) };
-    Ok((code, (top as usize + 1) * 32, param_bytes, vector_stretches))
+    Ok(Compiled {
+        code,
+        slots: (top as usize + 1) * 32,
+        params: param_bytes,
+        sites: sites as usize,
+        vector_stretches,
+    })
 }
 
 /// The stretches of per-lane instructions of a run, each with the warp-wide instruction

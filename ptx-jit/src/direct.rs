@@ -7,6 +7,7 @@
 //! So blocks running at once on several host threads race only as threads of a GPU do,
 //! with no undefined behaviour on the host.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use vgpu_ptx::exec::Memory;
 
@@ -322,7 +323,8 @@ pub(crate) struct Site {
 /// fault.
 #[repr(C)]
 pub(crate) struct LoadCtx {
-    pub(crate) sites: [Site; SITES],
+    /// Only the slots of the run's own sites are initialised.
+    pub(crate) sites: [MaybeUninit<Site>; SITES],
     pub(crate) mem: *const DirectMemory,
     /// The length of the warp's registers.
     pub(crate) regs_len: usize,
@@ -370,11 +372,11 @@ pub(crate) extern "C" fn find(
     match unsafe { &*ctx.mem }.span(addr, size) {
         Some(s) => {
             if let Some(slot) = ctx.sites.get_mut(site).filter(|_| size.is_power_of_two()) {
-                *slot = Site {
+                slot.write(Site {
                     base: s.base,
                     lim: s.len >> size.trailing_zeros(),
                     host: s.host as usize,
-                };
+                });
             }
             s.host.wrapping_add((addr - s.base) as usize)
         }
@@ -485,7 +487,9 @@ mod tests {
         // A hit remembers its allocation in its site: 64 bytes hold 16 accesses of 4.
         let p = find(&mut ctx, BASE + 8, 4, 5 << 8 | 3, 1);
         assert_ne!(p, zero);
-        assert_eq!((ctx.sites[3].base, ctx.sites[3].lim), (BASE, 16));
+        // SAFETY: `find` just wrote this slot.
+        let site = unsafe { ctx.sites[3].assume_init() };
+        assert_eq!((site.base, site.lim), (BASE, 16));
         // A false guard reads zeros and faults on nothing.
         assert_eq!(find(&mut ctx, 0, 4, 6 << 8, 0), zero);
         assert_eq!(ctx.fault, 0);
@@ -507,7 +511,7 @@ mod tests {
 
     fn ctx(mem: *const DirectMemory, shared: &mut [u8]) -> LoadCtx {
         LoadCtx {
-            sites: [Site::default(); SITES],
+            sites: [MaybeUninit::new(Site::default()); SITES],
             mem,
             regs_len: 0,
             shared: shared.as_mut_ptr(),

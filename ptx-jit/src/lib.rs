@@ -59,6 +59,7 @@ mod vector;
 pub use direct::DirectMemory;
 
 use cranelift_jit::JITModule;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use vgpu_ptx::constants::Constants;
@@ -87,6 +88,8 @@ pub struct Run {
     params: usize,
     /// Whether the code touches global memory.
     global: bool,
+    /// The load sites it numbers: the slots of its `direct::LoadCtx` it may read.
+    sites: usize,
     /// Stretches with a vector form for the whole warp.
     vector_stretches: usize,
 }
@@ -110,7 +113,7 @@ impl NativeRun for Run {
             return Ok(None);
         }
         let mut ctx = direct::LoadCtx {
-            sites: [direct::Site::default(); direct::SITES],
+            sites: [const { MaybeUninit::uninit() }; direct::SITES],
             mem: mem.map_or(std::ptr::null(), |m| m as *const DirectMemory),
             regs_len: regs.len(),
             shared: shared.as_mut_ptr(),
@@ -121,6 +124,11 @@ impl NativeRun for Run {
             fault_addr: 0,
             fault_line: 0,
         };
+        // Only the slots of the run's own sites need to start empty: the code reads no
+        // other (clearing them all took a tenth of a short run's time).
+        for s in ctx.sites.iter_mut().take(self.sites) {
+            s.write(direct::Site::default());
+        }
         let (p, s) = (env.params.as_ptr(), env.specials as *const Specials);
         // SAFETY: the code reads and writes only `regs[r * 32 + lane]` for lanes below 32
         // and the registers `r` of its instructions, all below `slots / 32`; it reads the
@@ -128,7 +136,8 @@ impl NativeRun for Run {
         // indices below 32) and the static f16 table (`codegen::f16_table`, at indices
         // below its 65,536). Its accesses to global memory fall inside an allocation of
         // `mem` (present whenever the code touches global memory): one that a site of
-        // `ctx` holds, found by `direct::find` for this call, with the address checked
+        // `ctx` holds (the code reads only the slots of its own sites, below `self.sites`,
+        // initialised above), found by `direct::find` for this call, with the address checked
         // against it inline, or where `direct::find` and `direct::find_store` point them
         // (such an allocation, a static zero for loads, `ctx.sink` for stores). Its
         // accesses to shared memory are checked inline against `ctx.shared_len`, the
@@ -288,16 +297,17 @@ impl Jit {
         let facts = |i: usize| self.known.as_ref()?.at(&self.code, pc + i);
         let looping = target == Some(pc as u32);
         match codegen::compile(module, insts, &live, &facts, looping, vectors) {
-            Ok((code, slots, params, vector_stretches)) => Some(Run {
-                code,
+            Ok(c) => Some(Run {
+                code: c.code,
                 end: end as u32,
                 target,
-                slots,
-                params,
+                slots: c.slots,
+                params: c.params,
                 global: insts
                     .iter()
                     .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _)))),
-                vector_stretches,
+                sites: c.sites,
+                vector_stretches: c.vector_stretches,
             }),
             // The vector forms need SIMD instructions a host may lack: the run then stays
             // lane by lane.

@@ -225,14 +225,15 @@ pub(crate) struct Env<'a> {
 /// `looping` (the stretch ends with a branch back to its start, and stores nothing), the
 /// four lanes iterate together while any of them takes the branch, a lane that left
 /// keeping its registers, up to `LOOP_BUDGET` times as the lane code: a lane takes the
-/// branch only when the budget ran out. Returns the highest register touched.
+/// branch only when the budget ran out. Returns the highest register touched and the
+/// sites numbered so far (`env.sites` and those of the stretch's global accesses).
 pub(crate) fn build(
     b: &mut FunctionBuilder<'_>,
     env: &Env<'_>,
     insts: &[&Inst],
     looping: bool,
     after: Block,
-) -> Reg {
+) -> (Reg, u32) {
     let head = b.create_block();
     b.append_block_param(head, I64);
     b.append_block_param(head, I32);
@@ -283,6 +284,7 @@ pub(crate) fn build(
     let taken = v.b.ins().bor(taken, bits);
     let next = v.b.ins().iadd_imm(group, 32);
     let more = v.b.ins().icmp_imm(IntCC::UnsignedLessThan, next, 256);
+    let sites = v.sites;
     b.ins().brif(
         more,
         head,
@@ -291,7 +293,7 @@ pub(crate) fn build(
         &[taken.into()],
     );
     b.seal_block(head);
-    top
+    (top, sites)
 }
 
 impl<'f> Vector<'_, 'f> {
