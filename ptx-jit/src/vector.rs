@@ -1047,19 +1047,27 @@ impl<'f> Vector<'_, 'f> {
             }
             Op::Pack { d, parts, bits } => {
                 let m = self.splat_of(I64X2, crate::codegen::mask(*bits) as i64);
-                let zero = self.splat_of(I64X2, 0);
-                let (mut lo, mut hi) = (zero, zero);
+                let mut packed: Option<(Value, Value)> = None;
                 for (k, part) in parts.iter().enumerate() {
                     let x = self.src(part);
                     let shift = i64::from(k as u32 * bits);
+                    // (The code generator keeps a vector shift by 0, and an or with 0.)
                     let f = |v: &mut Self, x: Value| {
                         let x = v.b.ins().band(x, m);
-                        v.b.ins().ishl_imm(x, shift)
+                        if shift == 0 {
+                            x
+                        } else {
+                            v.b.ins().ishl_imm(x, shift)
+                        }
                     };
                     let (xl, xh) = (f(self, x.lo), f(self, x.hi));
-                    lo = self.b.ins().bor(lo, xl);
-                    hi = self.b.ins().bor(hi, xh);
+                    packed = Some(match packed {
+                        None => (xl, xh),
+                        Some((lo, hi)) => (self.b.ins().bor(lo, xl), self.b.ins().bor(hi, xh)),
+                    });
                 }
+                let zero = self.splat_of(I64X2, 0);
+                let (lo, hi) = packed.unwrap_or((zero, zero));
                 self.set(
                     *d,
                     Quad {
@@ -1075,7 +1083,11 @@ impl<'f> Vector<'_, 'f> {
                 for (k, &d) in ds.iter().enumerate() {
                     let shift = i64::from(k as u32 * bits);
                     let f = |v: &mut Self, x: Value| {
-                        let x = v.b.ins().ushr_imm(x, shift);
+                        let x = if shift == 0 {
+                            x
+                        } else {
+                            v.b.ins().ushr_imm(x, shift)
+                        };
                         v.b.ins().band(x, m)
                     };
                     let q = Quad {
