@@ -241,6 +241,7 @@ pub(crate) fn compile(
                 let end = range.end - 1;
                 let env = crate::vector::Env {
                     regs,
+                    params,
                     specials,
                     loads,
                     find,

@@ -75,7 +75,7 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     t if int(t) => {
                         !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo)
                             || (matches!(op, Shl | Shr) && matches!(b, Src::Imm(_)))
-                            || (*op == MulWide && t.size() == 4))
+                            || (matches!(op, MulWide | MulHi) && t.size() == 4))
                     }
                     _ => false,
                 },
@@ -100,6 +100,18 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     c,
                     ..
                 } => operand(a) && operand(b) && operand(c),
+                // Integer `mad.lo`, and `mad.wide` of 32 bits.
+                Op::Mad {
+                    ty,
+                    mode,
+                    sat: false,
+                    a,
+                    b,
+                    c,
+                    ..
+                } if int(ty) && (*mode == 0 || (*mode == 2 && ty.size() == 4)) => {
+                    operand(a) && operand(b) && operand(c)
+                }
                 Op::Setp {
                     cmp: Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge,
                     ty,
@@ -136,7 +148,9 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     c,
                     ..
                 } => operand(a) && operand(b) && operand(c),
-                Op::Ld { .. } => crate::memory_access(&i.op).is_some(),
+                Op::Ld { .. } => {
+                    crate::memory_access(&i.op).is_some() || crate::param_load(&i.op).is_some()
+                }
                 Op::St { a, n, .. } => {
                     crate::memory_access(&i.op).is_some()
                         && a.iter().take(usize::from(*n)).all(operand)
@@ -179,6 +193,8 @@ struct Vector<'a, 'f> {
     at: Value,
     /// The byte offset of the four lanes' slots in a register's row (32 per group).
     group: Value,
+    /// The parameter buffer.
+    params: Value,
     /// The warp's [`Specials`].
     specials: Value,
     /// The `direct::LoadCtx` of the call, the signature of its lookups, the pointer type.
@@ -201,14 +217,15 @@ struct Vector<'a, 'f> {
     active: Option<(Value, Value)>,
 }
 
-/// What a vector stretch reads besides its instructions: the warp's registers and
-/// special registers, the call's `direct::LoadCtx` with the signature of its lookups,
+/// What a vector stretch reads besides its instructions: the warp's registers, the
+/// parameters (those of the lane code's same loads) and special registers, the call's `direct::LoadCtx` with the signature of its lookups,
 /// the pointer type, the site of the stretch's first global access, the registers computed
 /// (or read) once for the warp before it (`uniform`) and those of them written
 /// (`uniform_dirty`), those with no f32 subnormal when it starts (`normal_in`), and
 /// those `live` after it, which it stores back.
 pub(crate) struct Env<'a> {
     pub(crate) regs: Value,
+    pub(crate) params: Value,
     pub(crate) specials: Value,
     pub(crate) loads: Value,
     pub(crate) find: SigRef,
@@ -246,6 +263,7 @@ pub(crate) fn build(
         b,
         at,
         group,
+        params: env.params,
         specials: env.specials,
         loads: env.loads,
         find: env.find,
@@ -381,6 +399,10 @@ impl<'f> Vector<'_, 'f> {
         );
         self.vals = regs.iter().copied().zip(old.iter().copied()).collect();
         self.vals.extend(invariant.iter().map(|(&r, &q)| (r, q)));
+        // Each pass starts with the values computed once for the warp, as the lane code's:
+        // the instructions that computed them come before any other access to their
+        // registers in the loop (`codegen::uniform`), even those the loop writes later.
+        self.vals.retain(|r, _| !self.uniform.contains_key(r));
         self.flushed.clear();
         self.active = Some((alo, ahi));
         for inst in body {
@@ -825,14 +847,20 @@ impl<'f> Vector<'_, 'f> {
         use BinOp::*;
         let (x, y) = (self.src(a), self.src(b));
         let w = ty.size() * 8;
-        if op == MulWide {
+        if matches!(op, MulWide | MulHi) {
+            // Of 32 bits (`vectorizable`): the whole product, or its high half.
             let (x, y) = (
                 self.extend(x, 32, ty.signed()),
                 self.extend(y, 32, ty.signed()),
             );
+            let (lo, hi) = (self.b.ins().imul(x.lo, y.lo), self.b.ins().imul(x.hi, y.hi));
+            if op == MulHi {
+                let (lo, hi) = (self.b.ins().ushr_imm(lo, 32), self.b.ins().ushr_imm(hi, 32));
+                return self.low_bits(lo, hi, 32);
+            }
             return Quad {
-                lo: self.b.ins().imul(x.lo, y.lo),
-                hi: self.b.ins().imul(x.hi, y.hi),
+                lo,
+                hi,
                 low32: None,
             };
         }
@@ -1143,6 +1171,34 @@ impl<'f> Vector<'_, 'f> {
                 self.set(*d, q);
             }
             Op::Mad {
+                ty,
+                mode,
+                d,
+                a,
+                b,
+                c,
+                ..
+            } if *ty != Ty::F32 => {
+                // `vectorizable`: `mad.lo` (mode 0), or `mad.wide` (2) of 32 bits.
+                let (wide, w) = (*mode == 2, ty.size() * 8);
+                let mut p = self.int(if wide { BinOp::MulWide } else { BinOp::MulLo }, *ty, a, b);
+                let mut z = self.src(c);
+                let q = if w == 32 && !wide {
+                    let (x, y) = (self.low32(&mut p), self.low32(&mut z));
+                    let v = self.b.ins().iadd(x, y);
+                    self.widen(v)
+                } else {
+                    let lo = self.b.ins().iadd(p.lo, z.lo);
+                    let hi = self.b.ins().iadd(p.hi, z.hi);
+                    Quad {
+                        lo,
+                        hi,
+                        low32: None,
+                    }
+                };
+                self.set(*d, q);
+            }
+            Op::Mad {
                 d, a, b, c, ftz, ..
             } => {
                 let x = self.src_f32(a, *ftz);
@@ -1151,6 +1207,21 @@ impl<'f> Vector<'_, 'f> {
                 let r = self.b.ins().fma(x, y, z);
                 let q = self.f32_out(r, *ftz);
                 self.set(*d, q);
+            }
+            // A load from the parameters, the same for every lane; the lane code of the
+            // same stretch counts the bytes it reads.
+            Op::Ld { ty, n, d, .. } if crate::param_load(op).is_some() => {
+                let start = crate::param_load(op).map_or(0, |r| r.start);
+                let size = ty.size() as usize;
+                for (e, &dst) in d.iter().take(usize::from(*n)).enumerate() {
+                    let at = (start + e * size) as i32;
+                    let f = MemFlags::new().with_notrap();
+                    let params = self.params;
+                    let mut c = self.checked();
+                    let x = c.load(f, params, at, size as u32, ty.signed());
+                    let q = self.splat(x);
+                    self.set(dst, q);
+                }
             }
             Op::Ld {
                 space,

@@ -1030,8 +1030,20 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     };
     let (a, b) = (operand(rng), operand(rng));
-    match rng.below(25) {
+    match rng.below(27) {
         0 | 1 => warp_op(rng),
+        25 => param_load(rng),
+        26 => Op::Mad {
+            ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
+            mode: rng.pick(&[0, 0, 1, 2]),
+            d,
+            a,
+            b,
+            c: operand(rng),
+            ftz: false,
+            sat: rng.chance(10),
+            round: Round::Default,
+        },
         2 => Op::Mov { d, a },
         21 => Op::Dp {
             d,
@@ -1154,8 +1166,8 @@ fn vector_op(rng: &mut Rng) -> Op {
         },
         _ => {
             let ty = rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]);
-            let op = rng.pick(&[Add, Sub, And, Or, Xor, MulLo, MulWide, Shl, Shr]);
-            let op = if op == MulWide && ty.size() == 8 {
+            let op = rng.pick(&[Add, Sub, And, Or, Xor, MulLo, MulWide, MulHi, Shl, Shr]);
+            let op = if matches!(op, MulWide | MulHi) && ty.size() == 8 && !rng.chance(8) {
                 MulLo
             } else {
                 op
@@ -1273,6 +1285,74 @@ fn lanes_that_left_a_loop_make_no_access() {
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
 }
 
+/// A value computed once for the warp at the top of a loop, which the loop then
+/// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
+/// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
+/// from pass to pass.
+#[test]
+fn values_computed_once_start_every_pass_of_a_vector_loop() {
+    use BinOp::*;
+    let (lane, x, acc, k, p, at) = (0, 1, 2, 3, 4, 5);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(Op::Mov {
+            d: acc,
+            a: Src::Imm(0),
+        }),
+        inst_of(Op::Mov {
+            d: k,
+            a: Src::Imm(0),
+        }),
+        // The loop, at 3: x = 7, the same in every lane, then x += %laneid.
+        inst_of(Op::Mov {
+            d: x,
+            a: Src::Imm(7),
+        }),
+        inst_of(bin(Add, Ty::U64, x, r(x), r(lane))),
+        inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
+        inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
+        inst_of(Op::Setp {
+            cmp: Cmp::Lt,
+            ty: Ty::U64,
+            d: p,
+            d2: None,
+            a: r(k),
+            b: Src::Imm(3),
+            combine: None,
+            ftz: false,
+        }),
+        inst(Op::Bra { target: 3 }, Some((p, false))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
+        inst_of(Op::St {
+            space: MemSpace::Global,
+            ty: Ty::U64,
+            n: 1,
+            a: [r(acc), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+            addr: Addr {
+                base: Some(at),
+                global: None,
+                offset: BASE as i64,
+            },
+        }),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("afresh", 0, 6, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
+    let sums = mem.get(BASE, 256).expect("inside");
+    for (i, s) in sums.chunks(8).enumerate() {
+        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        assert_eq!(s, 4 * (7 + i as u64), "lane {i}");
+    }
+    assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
+}
+
 /// Each operation that has a vector form compiles to it (none falls back, unseen, to lane
 /// by lane for want of a SIMD instruction).
 #[test]
@@ -1320,6 +1400,41 @@ fn every_vector_operation_has_its_vector_form() {
     }
     for ty in [Ty::U32, Ty::S32] {
         ops.push(bin(MulWide, ty, 2, x, y));
+        ops.push(bin(MulHi, ty, 2, x, y));
+    }
+    for (ty, mode) in [
+        (Ty::U32, 0),
+        (Ty::S32, 0),
+        (Ty::U64, 0),
+        (Ty::S64, 0),
+        (Ty::U32, 2),
+        (Ty::S32, 2),
+    ] {
+        ops.push(Op::Mad {
+            ty,
+            mode,
+            d: 2,
+            a: x,
+            b: y,
+            c: x,
+            ftz: false,
+            sat: false,
+            round: Round::Default,
+        });
+    }
+    // The parameters (the launch has 64 bytes of them).
+    for (ty, n) in [(Ty::U64, 1), (Ty::S32, 2), (Ty::U16, 4)] {
+        ops.push(Op::Ld {
+            space: MemSpace::Param,
+            ty,
+            n,
+            d: [2, 1, 5, 6],
+            addr: Addr {
+                base: None,
+                global: None,
+                offset: 8,
+            },
+        });
     }
     for dty in INT_TYPES {
         for sty in INT_TYPES {
@@ -1442,10 +1557,11 @@ fn every_vector_operation_has_its_vector_form() {
             inst_of(op),
             inst_of(Op::Exit),
         ];
-        let k = small_kernel("vector", 0, 5, code);
+        let k = small_kernel("vector", 64, 7, code);
         let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
         let mem = DirectMemory::zeroed(BASE, 64).expect("aligned memory");
-        run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect(&what);
+        let params = [7u8; 64];
+        run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, Some(&jit))).expect(&what);
         // Both stretches (the move of %tid too): a run that fails to compile in vector
         // form is compiled lane by lane, with none.
         assert_eq!(jit.vector_stretches(), 2, "{what}");
