@@ -72,6 +72,8 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                         matches!(op, Add | Sub | MulLo | Div | Min | Max)
                             && matches!(round, Round::Default | Round::Nearest)
                     }
+                    // Predicates: their logic, on whether each is non-zero.
+                    Ty::Pred => !ftz && matches!(op, And | Or | Xor),
                     t if int(t) => {
                         !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo)
                             || (matches!(op, Shl | Shr) && matches!(b, Src::Imm(_)))
@@ -908,6 +910,29 @@ impl<'f> Vector<'_, 'f> {
         self.low_bits(lo, hi, w)
     }
 
+    /// `and`, `or` or `xor` (`vectorizable`) of two predicates, as the interpreter's: on
+    /// whether each is non-zero, giving 1 or 0.
+    fn pred_logic(&mut self, op: BinOp, a: &Src, b: &Src) -> Quad {
+        let (x, y) = (self.src(a), self.src(b));
+        let zero = self.splat_of(I64X2, 0);
+        let one = self.splat_of(I64X2, 1);
+        let mut half = |p: Value, q: Value| {
+            let p = self.b.ins().icmp(IntCC::NotEqual, p, zero);
+            let q = self.b.ins().icmp(IntCC::NotEqual, q, zero);
+            let r = match op {
+                BinOp::And => self.b.ins().band(p, q),
+                BinOp::Or => self.b.ins().bor(p, q),
+                _ => self.b.ins().bxor(p, q),
+            };
+            self.b.ins().band(r, one)
+        };
+        Quad {
+            lo: half(x.lo, y.lo),
+            hi: half(x.hi, y.hi),
+            low32: None,
+        }
+    }
+
     /// Two `i64x2` of results of `w` bits: a 32-bit result is zero-extended into its slot.
     fn low_bits(&mut self, lo: Value, hi: Value, w: u32) -> Quad {
         if w == 32 {
@@ -971,6 +996,8 @@ impl<'f> Vector<'_, 'f> {
                         _ => self.b.ins().fmul(x, y),
                     };
                     self.f32_out(r, *ftz)
+                } else if *ty == Ty::Pred {
+                    self.pred_logic(*bop, a, b)
                 } else {
                     self.int(*bop, *ty, a, b)
                 };

@@ -1030,8 +1030,9 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     };
     let (a, b) = (operand(rng), operand(rng));
-    match rng.below(27) {
+    match rng.below(28) {
         0 | 1 => warp_op(rng),
+        27 => bin(rng.pick(&[And, Or, Xor]), Ty::Pred, d, a, b),
         25 => param_load(rng),
         26 => Op::Mad {
             ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
@@ -1401,6 +1402,9 @@ fn every_vector_operation_has_its_vector_form() {
     for ty in [Ty::U32, Ty::S32] {
         ops.push(bin(MulWide, ty, 2, x, y));
         ops.push(bin(MulHi, ty, 2, x, y));
+    }
+    for op in [And, Or, Xor] {
+        ops.push(bin(op, Ty::Pred, 2, x, y));
     }
     for (ty, mode) in [
         (Ty::U32, 0),
