@@ -1995,22 +1995,7 @@ impl<'f> Lane<'f> {
     /// A float comparison of f32 (flushed under `.ftz`) or f64 inline (`None` for other
     /// types).
     fn float_compare(&mut self, cmp: Cmp, ty: Ty, ftz: bool, x: Value, y: Value) -> Option<Value> {
-        let cc = match cmp {
-            Cmp::Eq => FloatCC::Equal,
-            Cmp::Ne => FloatCC::OrderedNotEqual,
-            Cmp::Lt => FloatCC::LessThan,
-            Cmp::Le => FloatCC::LessThanOrEqual,
-            Cmp::Gt => FloatCC::GreaterThan,
-            Cmp::Ge => FloatCC::GreaterThanOrEqual,
-            Cmp::Unordered(0) => FloatCC::UnorderedOrEqual,
-            Cmp::Unordered(1) => FloatCC::NotEqual,
-            Cmp::Unordered(2) => FloatCC::UnorderedOrLessThan,
-            Cmp::Unordered(3) => FloatCC::UnorderedOrLessThanOrEqual,
-            Cmp::Unordered(4) => FloatCC::UnorderedOrGreaterThan,
-            Cmp::Unordered(_) => FloatCC::UnorderedOrGreaterThanOrEqual,
-            Cmp::Num => FloatCC::Ordered,
-            Cmp::Nan => FloatCC::Unordered,
-        };
+        let cc = float_cc(cmp);
         let (x, y) = match ty {
             Ty::F32 => (self.f32_in(x, ftz), self.f32_in(y, ftz)),
             Ty::F64 => (
@@ -2062,6 +2047,27 @@ pub(crate) fn mask(bits: u32) -> u64 {
         u64::MAX
     } else {
         (1u64 << bits) - 1
+    }
+}
+
+/// The condition of a floating-point comparison (`ne` is ordered; the `u` forms, in
+/// `Cmp::Unordered`'s order `equ`, `neu`, `ltu`, `leu`, `gtu`, `geu`, hold for NaNs too).
+pub(crate) fn float_cc(cmp: Cmp) -> FloatCC {
+    match cmp {
+        Cmp::Eq => FloatCC::Equal,
+        Cmp::Ne => FloatCC::OrderedNotEqual,
+        Cmp::Lt => FloatCC::LessThan,
+        Cmp::Le => FloatCC::LessThanOrEqual,
+        Cmp::Gt => FloatCC::GreaterThan,
+        Cmp::Ge => FloatCC::GreaterThanOrEqual,
+        Cmp::Unordered(0) => FloatCC::UnorderedOrEqual,
+        Cmp::Unordered(1) => FloatCC::NotEqual,
+        Cmp::Unordered(2) => FloatCC::UnorderedOrLessThan,
+        Cmp::Unordered(3) => FloatCC::UnorderedOrLessThanOrEqual,
+        Cmp::Unordered(4) => FloatCC::UnorderedOrGreaterThan,
+        Cmp::Unordered(_) => FloatCC::UnorderedOrGreaterThanOrEqual,
+        Cmp::Num => FloatCC::Ordered,
+        Cmp::Nan => FloatCC::Unordered,
     }
 }
 

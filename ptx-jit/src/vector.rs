@@ -121,7 +121,15 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     a,
                     b,
                     ..
-                } => int(ty) && operand(a) && operand(b),
+                } if int(ty) => operand(a) && operand(b),
+                // f32 comparisons, every condition.
+                Op::Setp {
+                    ty: Ty::F32,
+                    combine: None,
+                    a,
+                    b,
+                    ..
+                } => operand(a) && operand(b),
                 Op::Selp { a, b, p, .. } => operand(a) && operand(b) && operand(p),
                 Op::Cvt {
                     dty: Ty::F32,
@@ -951,9 +959,15 @@ impl<'f> Vector<'_, 'f> {
         }
     }
 
-    /// An integer comparison of 32 or 64 bits, as the scalar code's `int_compare`:
-    /// all-ones masks in two `i64x2`.
-    fn compare(&mut self, cmp: Cmp, ty: Ty, a: &Src, b: &Src) -> (Value, Value) {
+    /// An integer comparison of 32 or 64 bits, as the scalar code's `int_compare`, or an
+    /// f32 one (its operands flushed with `ftz`), as its `float_compare`: all-ones masks
+    /// in two `i64x2`.
+    fn compare(&mut self, cmp: Cmp, ty: Ty, ftz: bool, a: &Src, b: &Src) -> (Value, Value) {
+        if ty == Ty::F32 {
+            let (x, y) = (self.src_f32(a, ftz), self.src_f32(b, ftz));
+            let m = self.b.ins().fcmp(crate::codegen::float_cc(cmp), x, y);
+            return (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m));
+        }
         let Some(cc) = crate::codegen::int_cc(cmp, ty.signed()) else {
             unreachable!("`vectorizable` admits only the integer comparisons")
         };
@@ -1022,9 +1036,10 @@ impl<'f> Vector<'_, 'f> {
                 d2,
                 a,
                 b,
+                ftz,
                 ..
             } => {
-                let (lo, hi) = self.compare(*cmp, *ty, a, b);
+                let (lo, hi) = self.compare(*cmp, *ty, *ftz, a, b);
                 let (t, f) = self.truth(lo, hi);
                 self.set(*d, t);
                 if let Some(d2) = d2 {

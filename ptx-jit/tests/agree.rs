@@ -1132,24 +1132,30 @@ fn vector_op(rng: &mut Rng) -> Op {
             a,
             ftz: false,
         },
-        11 => Op::Setp {
-            cmp: rng.pick(&[
-                Cmp::Eq,
-                Cmp::Ne,
-                Cmp::Lt,
-                Cmp::Le,
-                Cmp::Gt,
-                Cmp::Ge,
-                Cmp::Unordered(0),
-            ]),
-            ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
-            d,
-            d2: rng.chance(2).then(|| reg(rng)),
-            a,
-            b,
-            combine: None,
-            ftz: false,
-        },
+        11 => {
+            let ty = rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64, Ty::F32, Ty::F32]);
+            let unordered = Cmp::Unordered(rng.below(6) as u8);
+            Op::Setp {
+                cmp: rng.pick(&[
+                    Cmp::Eq,
+                    Cmp::Ne,
+                    Cmp::Lt,
+                    Cmp::Le,
+                    Cmp::Gt,
+                    Cmp::Ge,
+                    unordered,
+                    Cmp::Num,
+                    Cmp::Nan,
+                ]),
+                ty,
+                d,
+                d2: rng.chance(2).then(|| reg(rng)),
+                a,
+                b,
+                combine: None,
+                ftz: ty == Ty::F32 && rng.chance(2),
+            }
+        }
         12 => Op::Selp {
             d,
             a,
@@ -1405,6 +1411,29 @@ fn every_vector_operation_has_its_vector_form() {
     }
     for op in [And, Or, Xor] {
         ops.push(bin(op, Ty::Pred, 2, x, y));
+    }
+    let unordered = (0..6).map(Cmp::Unordered);
+    let ordered = [
+        Cmp::Eq,
+        Cmp::Ne,
+        Cmp::Lt,
+        Cmp::Le,
+        Cmp::Gt,
+        Cmp::Ge,
+        Cmp::Num,
+        Cmp::Nan,
+    ];
+    for cmp in ordered.into_iter().chain(unordered) {
+        ops.push(Op::Setp {
+            cmp,
+            ty: Ty::F32,
+            d: 2,
+            d2: Some(1),
+            a: x,
+            b: y,
+            combine: None,
+            ftz: true,
+        });
     }
     for (ty, mode) in [
         (Ty::U32, 0),
