@@ -893,6 +893,35 @@ fn program(rng: &mut Rng, n: usize, gen: fn(&mut Rng) -> Op, guard_one_in: u64) 
 }
 
 /// `d = a op b` in `ty`, with no modifiers.
+/// `setp.lt.u64 d, a, b`.
+fn lt_u64(d: Reg, a: Src, b: Src) -> Op {
+    Op::Setp {
+        cmp: Cmp::Lt,
+        ty: Ty::U64,
+        d,
+        d2: None,
+        a,
+        b,
+        combine: None,
+        ftz: false,
+    }
+}
+
+/// `st.global.u64 [at + BASE], v`.
+fn store_u64(at: Reg, v: Src) -> Op {
+    Op::St {
+        space: MemSpace::Global,
+        ty: Ty::U64,
+        n: 1,
+        a: [v, Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+        addr: Addr {
+            base: Some(at),
+            global: None,
+            offset: BASE as i64,
+        },
+    }
+}
+
 fn bin(op: BinOp, ty: Ty, d: Reg, a: Src, b: Src) -> Op {
     Op::Bin {
         op,
@@ -1256,31 +1285,12 @@ fn lanes_that_left_a_loop_make_no_access() {
         }),
         inst_of(bin(Add, Ty::U64, acc, r(acc), r(5))),
         inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
-        inst_of(Op::Setp {
-            cmp: Cmp::Lt,
-            ty: Ty::U64,
-            d: p,
-            d2: None,
-            a: r(k),
-            b: r(n),
-            combine: None,
-            ftz: false,
-        }),
+        inst_of(lt_u64(p, r(k), r(n))),
         inst(Op::Bra { target: 5 }, Some((p, false))),
         // Each lane's sum, at a place of its own or one it shares.
         inst_of(bin(And, Ty::U64, at, r(n), Src::Imm(7))),
         inst_of(bin(Shl, Ty::U64, at, r(at), Src::Imm(3))),
-        inst_of(Op::St {
-            space: MemSpace::Global,
-            ty: Ty::U64,
-            n: 1,
-            a: [r(acc), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
-            addr: Addr {
-                base: Some(at),
-                global: None,
-                offset: BASE as i64,
-            },
-        }),
+        inst_of(store_u64(at, r(acc))),
         inst_of(Op::Exit),
     ];
     let k = small_kernel("left", 0, 6, code);
@@ -1322,30 +1332,11 @@ fn values_computed_once_start_every_pass_of_a_vector_loop() {
         inst_of(bin(Add, Ty::U64, x, r(x), r(lane))),
         inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
         inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
-        inst_of(Op::Setp {
-            cmp: Cmp::Lt,
-            ty: Ty::U64,
-            d: p,
-            d2: None,
-            a: r(k),
-            b: Src::Imm(3),
-            combine: None,
-            ftz: false,
-        }),
+        inst_of(lt_u64(p, r(k), Src::Imm(3))),
         inst(Op::Bra { target: 3 }, Some((p, false))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
         inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
-        inst_of(Op::St {
-            space: MemSpace::Global,
-            ty: Ty::U64,
-            n: 1,
-            a: [r(acc), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
-            addr: Addr {
-                base: Some(at),
-                global: None,
-                offset: BASE as i64,
-            },
-        }),
+        inst_of(store_u64(at, r(acc))),
         inst_of(Op::Exit),
     ];
     let k = small_kernel("afresh", 0, 6, code);
