@@ -35,6 +35,18 @@ pub(crate) fn module() -> Result<JITModule, String> {
     flags
         .set("opt_level", "speed")
         .map_err(|e| format!("cranelift flags: {e}"))?;
+    // Cranelift's IR verifier costs about 40% of a compilation. Debug builds (the test
+    // suites) run it on every function compiled; release builds skip it.
+    flags
+        .set(
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .map_err(|e| format!("cranelift flags: {e}"))?;
     let isa = cranelift_native::builder()
         .map_err(|e| format!("no code generator for this CPU: {e}"))?
         .finish(settings::Flags::new(flags))
