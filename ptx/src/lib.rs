@@ -10,6 +10,7 @@
 //! * [`lower`]: the load-time checker: a module to an [`ir::Program`], refusing each kernel
 //!   it cannot run with the first unsupported instruction and its line.
 //! * [`ir`]: the executable form.
+//! * [`lazy`]: a module whose kernels are parsed and checked at their first use.
 //! * [`liveness`]: register liveness; compacts a kernel's register slots at load.
 //! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads, and the
 //!   seam ([`exec::Native`]) through which native code (`vgpu-ptx-jit`) runs parts of it.
@@ -28,6 +29,7 @@ pub mod constants;
 pub mod exec;
 pub mod host;
 pub mod ir;
+pub mod lazy;
 pub mod liveness;
 pub mod lower;
 pub mod mma;

@@ -69,8 +69,36 @@ fn module_names(
 /// Checks and resolves `m`. A module-scope problem fails the whole module; a kernel that
 /// cannot run is listed in [`Program::refused`] and the others are kept.
 pub fn lower(m: &Module) -> Result<Program, LowerError> {
-    let mut prog = Program::default();
-    let (globals, module_shared, functions) = module_names(m)?;
+    let (globals, bad) = variables(m)?;
+    let mut prog = Program {
+        globals,
+        ..Program::default()
+    };
+    for f in &m.functions {
+        if !f.entry {
+            continue;
+        }
+        let Some(body) = &f.body else {
+            continue;
+        };
+        match kernel(m, &bad, f, body) {
+            Ok(k) => {
+                prog.kernels.insert(k.name.clone(), k);
+            }
+            Err(e) => {
+                prog.refused.insert(f.name.clone(), e);
+            }
+        }
+    }
+    Ok(prog)
+}
+
+/// The module-scope variables of `m` that live in device memory, in declaration order (as
+/// [`Program::globals`] holds them), and the errors of those a kernel cannot use, by index.
+/// Fails for a module-scope problem.
+pub(crate) fn variables(m: &Module) -> Result<(Vec<Global>, HashMap<u32, LowerError>), LowerError> {
+    let (names, _, _) = module_names(m)?;
+    let mut out = Vec::new();
     let mut bad: HashMap<u32, LowerError> = HashMap::new();
     let mut init_bytes = 0u64;
     for v in m
@@ -81,10 +109,10 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
         for name in &v.names {
             // A variable whose initializer cannot be represented is left zeroed, and every
             // kernel that uses it is refused.
-            let g = match global(v, name, &globals) {
+            let g = match global(v, name, &names) {
                 Ok(g) => g,
                 Err(e) => {
-                    bad.insert(prog.globals.len() as u32, e.clone());
+                    bad.insert(out.len() as u32, e.clone());
                     Global {
                         name: name.clone(),
                         size: var_size(v)?,
@@ -102,29 +130,24 @@ pub fn lower(m: &Module) -> Result<Program, LowerError> {
                     format!("more than {MAX_INIT_BYTES} bytes of initialized variables"),
                 );
             }
-            prog.globals.push(g);
+            out.push(g);
         }
     }
-    for f in &m.functions {
-        if !f.entry {
-            continue;
-        }
-        let Some(body) = &f.body else {
-            continue;
-        };
-        match Lowering::new(&globals, &module_shared, &functions)
-            .kernel(f, body)
-            .and_then(|k| uses_bad_global(&k, &bad).map_or(Ok(k), Err))
-        {
-            Ok(k) => {
-                prog.kernels.insert(k.name.clone(), k);
-            }
-            Err(e) => {
-                prog.refused.insert(f.name.clone(), e);
-            }
-        }
-    }
-    Ok(prog)
+    Ok((out, bad))
+}
+
+/// Checks and resolves kernel `f` of `m`, whose body is `body`; `bad` holds the errors of
+/// the module's unusable variables ([`variables`]).
+pub(crate) fn kernel(
+    m: &Module,
+    bad: &HashMap<u32, LowerError>,
+    f: &ast::Function,
+    body: &[Statement],
+) -> Result<Kernel, LowerError> {
+    let (globals, module_shared, functions) = module_names(m)?;
+    Lowering::new(&globals, &module_shared, &functions)
+        .kernel(f, body)
+        .and_then(|k| uses_bad_global(&k, bad).map_or(Ok(k), Err))
 }
 
 /// The error of the first unusable module variable `k` refers to, if any.

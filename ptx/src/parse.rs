@@ -102,6 +102,58 @@ pub fn parse(text: &str) -> Result<ast::Module, ParseError> {
     Parser::new(text).module()
 }
 
+/// Where a kernel's body lies in the text of its module: its `{` and its `}` (bytes) and the
+/// line of the `{`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodySpan {
+    open: usize,
+    close: usize,
+    line: u32,
+}
+
+/// Parses a module as [`parse`] does, but skips the body of each kernel (`.entry`) with a
+/// scan for its closing brace that reads only comments, strings and braces: those kernels
+/// have no `body` in the tree, and the result says where each body lies, by the kernel's
+/// index in `functions`, for [`body`] to parse it when it is needed. Functions (`.func`)
+/// are parsed whole. Every other error is found as [`parse`] finds it.
+pub fn parse_skipping_kernels(
+    text: &str,
+) -> Result<(ast::Module, Vec<(usize, BodySpan)>), ParseError> {
+    let mut p = Parser::new(text);
+    p.skip_kernels = true;
+    p.module_and_skipped()
+}
+
+/// Parses the body of kernel `f`, which [`parse_skipping_kernels`] skipped at `span` of
+/// `text` (the same text). Its lines and errors are those [`parse`] gives it; an error too
+/// if the body does not end at the `}` the scan found.
+pub fn body(text: &str, f: &Function, span: BodySpan) -> Result<Vec<Statement>, ParseError> {
+    let mut p = Parser::at(text, span.open, span.line);
+    if !p.is(b'{') {
+        return Err(p.unexpected("`{` opening the kernel's body"));
+    }
+    let open = p.bump();
+    p.enter_function(f);
+    let body = p.statements(open)?;
+    // The token after the `}` the scan found is where this parse must have stopped. The
+    // scan reads comments, strings and line ends as the lexer does, so this holds for any
+    // text; the text comes from a guest, and a body that ran past its scan would be
+    // refused rather than read from the wrong place.
+    let after = Lexer {
+        bytes: text.as_bytes(),
+        pos: span.close.saturating_add(1),
+        line: 0,
+    }
+    .clone_next();
+    if p.tok.start != after {
+        return Err(p.error(
+            open,
+            "the body's braces do not match the scan that skipped it".to_string(),
+        ));
+    }
+    Ok(body)
+}
+
 type Result<T, E = ParseError> = std::result::Result<T, E>;
 
 // ---------------------------------------------------------------------------------------
@@ -161,6 +213,11 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
+    /// Where the next token starts.
+    fn clone_next(mut self) -> usize {
+        self.next().start
+    }
+
     fn at(&self, i: usize) -> u8 {
         self.bytes.get(i).copied().unwrap_or(0)
     }
@@ -437,6 +494,12 @@ struct Parser<'a> {
     bare_regs: Vec<HashSet<String>>,
     /// Register names parameterized declarations have expanded to so far.
     expanded: u64,
+    /// Whether kernels' bodies are skipped ([`parse_skipping_kernels`]).
+    skip_kernels: bool,
+    /// The body the last [`Parser::function`] skipped.
+    skipped: Option<BodySpan>,
+    /// The bodies skipped so far, by the index of their kernel in the module's functions.
+    spans: Vec<(usize, BodySpan)>,
 }
 
 fn space_of(name: &str) -> Option<Space> {
@@ -465,10 +528,15 @@ fn linkage_of(name: &str) -> Option<Linkage> {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
+        Self::at(src, 0, 1)
+    }
+
+    /// A parser of `src` from byte `pos`, which is on line `line`.
+    fn at(src: &'a str, pos: usize, line: u32) -> Self {
         let mut lexer = Lexer {
             bytes: src.as_bytes(),
-            pos: 0,
-            line: 1,
+            pos,
+            line,
         };
         let tok = lexer.next();
         let ahead = lexer.next();
@@ -480,6 +548,9 @@ impl<'a> Parser<'a> {
             depth: 0,
             bare_regs: Vec::new(),
             expanded: 0,
+            skip_kernels: false,
+            skipped: None,
+            spans: Vec::new(),
         }
     }
 
@@ -605,14 +676,19 @@ impl<'a> Parser<'a> {
 
     // --- module -----------------------------------------------------------------------
 
-    fn module(mut self) -> Result<ast::Module> {
+    fn module(self) -> Result<ast::Module> {
+        self.module_and_skipped().map(|(m, _)| m)
+    }
+
+    /// The module, and where the bodies it skipped lie.
+    fn module_and_skipped(mut self) -> Result<(ast::Module, Vec<(usize, BodySpan)>)> {
         let mut module = ast::Module {
             address_size: 64,
             ..Default::default()
         };
         loop {
             match self.dot() {
-                "" if self.tok.kind == Kind::Eof => return Ok(module),
+                "" if self.tok.kind == Kind::Eof => return Ok((module, self.spans)),
                 "" => return Err(self.unexpected("a directive (`.version`, `.entry`, ...)")),
                 ".version" => {
                     self.bump();
@@ -732,6 +808,9 @@ impl<'a> Parser<'a> {
         match self.dot() {
             ".entry" | ".func" => {
                 let f = self.function(linkage)?;
+                if let Some(span) = self.skipped.take() {
+                    self.spans.push((module.functions.len(), span));
+                }
                 module.functions.push(f);
             }
             d => match space_of(d) {
@@ -1018,31 +1097,107 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
-        let body = if self.eat(b';') {
-            None
-        } else if self.is(b'{') {
-            let open = self.bump();
-            let regs = returns
-                .iter()
-                .chain(&params)
-                .filter(|v| v.space == Space::Reg);
-            let bare = regs.flat_map(|v| &v.names).filter(|n| !n.starts_with('%'));
-            self.bare_regs.push(bare.cloned().collect());
-            let body = self.statements(open)?;
-            self.bare_regs.pop();
-            Some(body)
-        } else {
-            return Err(self.unexpected("`{`, `;` or a performance directive (`.maxntid`, ...)"));
-        };
-        Ok(Function {
+        let mut f = Function {
             name,
             entry,
             linkage,
             returns,
             params,
             directives,
-            body,
+            body: None,
             line: kw.line,
+        };
+        if self.eat(b';') {
+        } else if self.is(b'{') && entry && self.skip_kernels {
+            self.skipped = Some(self.skip_body()?);
+        } else if self.is(b'{') {
+            let open = self.bump();
+            self.enter_function(&f);
+            let body = self.statements(open)?;
+            self.bare_regs.pop();
+            f.body = Some(body);
+        } else {
+            return Err(self.unexpected("`{`, `;` or a performance directive (`.maxntid`, ...)"));
+        }
+        Ok(f)
+    }
+
+    /// Opens the scope of a function's body: the names of its `.reg` parameters and
+    /// return values that have no `%` are registers in it.
+    fn enter_function(&mut self, f: &Function) {
+        let regs = f
+            .returns
+            .iter()
+            .chain(&f.params)
+            .filter(|v| v.space == Space::Reg);
+        let bare = regs.flat_map(|v| &v.names).filter(|n| !n.starts_with('%'));
+        self.bare_regs.push(bare.cloned().collect());
+    }
+
+    /// Skips a body from its `{` (the current token) to its matching `}`, reading only
+    /// comments, strings, braces and line ends, as the lexer reads them; the parser goes on
+    /// after the `}`.
+    fn skip_body(&mut self) -> Result<BodySpan> {
+        let open = self.tok;
+        let bytes = self.src.as_bytes();
+        let at = |i: usize| bytes.get(i).copied();
+        let (mut i, mut depth, mut line) = (open.start + 1, 1usize, open.line);
+        let unclosed = |p: &Self, what: &str| {
+            p.error(open, format!("{what} in the kernel's body is never closed"))
+        };
+        while depth > 0 {
+            match at(i) {
+                None => return Err(unclosed(self, "its `{`")),
+                Some(b'{') => depth += 1,
+                Some(b'}') => depth -= 1,
+                Some(b'\n') => line = line.saturating_add(1),
+                Some(b'/') if at(i + 1) == Some(b'/') => {
+                    // To the end of the line (the line end itself is read next).
+                    while !matches!(at(i + 1), None | Some(b'\n')) {
+                        i += 1;
+                    }
+                }
+                Some(b'/') if at(i + 1) == Some(b'*') => {
+                    i += 2;
+                    loop {
+                        match at(i) {
+                            None => return Err(unclosed(self, "a `/*` comment")),
+                            Some(b'*') if at(i + 1) == Some(b'/') => break,
+                            Some(b'\n') => line = line.saturating_add(1),
+                            Some(_) => {}
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                Some(b'"') => loop {
+                    i += 1;
+                    match at(i) {
+                        None => return Err(unclosed(self, "a string")),
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            if at(i + 1) == Some(b'\n') {
+                                line = line.saturating_add(1);
+                            }
+                            i += 1;
+                        }
+                        Some(b'\n') => line = line.saturating_add(1),
+                        Some(_) => {}
+                    }
+                },
+                Some(_) => {}
+            }
+            i += 1;
+        }
+        let close = i - 1;
+        self.lexer.pos = i;
+        self.lexer.line = line;
+        self.tok = self.lexer.next();
+        self.ahead = self.lexer.next();
+        Ok(BodySpan {
+            open: open.start,
+            close,
+            line: open.line,
         })
     }
 
