@@ -656,3 +656,57 @@ fn other_pds_objects_cannot_be_named() {
     drop((a, b, d));
     stub.join();
 }
+
+/// `poke`, a kernel with an instruction the checker does not support (`bad`) and one whose
+/// body does not parse (`broken`).
+const POKE_AND_REFUSED: &[u8] = b".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry bad(.param .u64 p)
+{
+    .reg .b32 %r<2>;
+    bogus.op.u32 %r0, %r1;
+    ret;
+}
+.visible .entry poke(.param .u64 p)
+{
+    .reg .b64 %rd<2>;
+    ld.param.u64 %rd1, [p];
+    st.global.u32 [%rd1], 1;
+    ret;
+}
+.visible .entry broken(.param .u64 p)
+{
+    .reg .b32 %r<2>;
+    add.s32 %r0, , %r1;
+    ret;
+}
+\0";
+
+/// Kernels are parsed and checked at their first launch: a module whose kernels the
+/// checker refuses, or whose bodies do not parse, loads; each such kernel's launch fails
+/// with NOT_SUPPORTED (at submission, not sticky, every time), and the module's other
+/// kernels run.
+#[test]
+fn kernels_the_checker_refuses_fail_their_own_launches_only() {
+    let stub = Stub::start(1, 1 << 30);
+    let mut d = BareDriver::connect(&stub);
+    let mut c = d.pd_client(1, 1 << 20, 0);
+    let text = POKE_AND_REFUSED;
+    let r = load(&mut d, &mut c, text, sha256(text), false);
+    assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
+    let (_, funcs) = decode_module_info(&d.read(c.window, r.result1 as usize)).unwrap();
+    let h = |name: &str| funcs.iter().find(|f| f.name == name).unwrap().record.handle;
+    let (bad, poke, broken) = (h("bad"), h("poke"), h("broken"));
+    let mine = c.mem_alloc(4);
+    let p = mine.to_le_bytes();
+    for _ in 0..2 {
+        for f in [bad, broken] {
+            assert_eq!(launch(&mut c, f, 1, 1, &p).status(), Status::NOT_SUPPORTED);
+        }
+    }
+    assert_eq!(launch(&mut c, poke, 1, 1, &p).status(), Status::SUCCESS);
+    assert_eq!(c.synchronize(0), Status::SUCCESS, "not sticky");
+    drop(c);
+    drop(d);
+}

@@ -3,10 +3,11 @@
 //!
 //! A kernel runs from its PTX on the `vgpu-ptx` virtual machine: at load, the PTX a device
 //! of this compute capability would JIT (the highest `compute_XX` not above it, per fatbin
-//! container) is parsed and checked, and each kernel the checker accepts runs from it. A
-//! kernel the checker refuses, or one whose image carries no PTX, runs through its CPU
-//! reference implementation if it has one (`kernels.rs`), else its launch fails with
-//! NOT_SUPPORTED and a log line that says why.
+//! container) is parsed but for its kernels' bodies, and its variables are checked
+//! (`vgpu_ptx::lazy`); each kernel is parsed and checked at its first launch, and runs from
+//! its PTX if the checker accepts it. A kernel the checker refuses, or one whose image
+//! carries no PTX, runs through its CPU reference implementation if it has one
+//! (`kernels.rs`), else its launch fails with NOT_SUPPORTED and a log line that says why.
 
 use super::kernels::{self, Kernel};
 use super::SoftDevice;
@@ -70,9 +71,9 @@ pub struct Function {
     globals: Arc<HashMap<String, (u64, u64)>>,
 }
 
-/// A checked PTX module and the device addresses of its variables.
+/// A PTX module and the device addresses of its variables.
 pub struct PtxModule {
-    program: Arc<vgpu_ptx::ir::Program>,
+    program: Arc<vgpu_ptx::lazy::LazyProgram>,
     /// Device address of each of `program.globals`.
     addrs: Vec<u64>,
 }
@@ -356,7 +357,7 @@ pub fn check_launch(
     if shared_mem > f.max_dyn_shared.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Status::INVALID_VALUE);
     }
-    if let (None, Err(why)) = (&f.kernel, &f.ptx) {
+    if let (None, Err(why)) = (&f.kernel, f.ptx_kernel()) {
         log::warn!(
             "PD {pd}: kernel {} cannot run on the soft device: {why}",
             f.name
@@ -395,8 +396,8 @@ struct CacheEntries {
 
 /// An image's SHA-256 and the compute capability it was checked for.
 type ImageKey = ([u8; 32], u32);
-/// The checked programs of one image.
-type Programs = Arc<[Arc<vgpu_ptx::ir::Program>]>;
+/// The programs of one image.
+type Programs = Arc<[Arc<vgpu_ptx::lazy::LazyProgram>]>;
 
 impl ProgramCache {
     /// Images kept.
@@ -434,8 +435,9 @@ impl ProgramCache {
     }
 }
 
-/// The checked PTX programs of an image (one per fatbin container that has usable PTX).
-fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::ir::Program> {
+/// The PTX programs of an image (one per fatbin container that has usable PTX), their
+/// kernels to be checked at their first launch.
+fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::lazy::LazyProgram> {
     let texts = match vgpu_fatbin::ptx_for(image, sm) {
         Ok(t) => t,
         Err(e) => {
@@ -445,13 +447,8 @@ fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::ir::Program> {
     };
     texts
         .iter()
-        .filter_map(|t| match vgpu_ptx::load(t) {
-            Ok(p) => {
-                for (name, e) in &p.refused {
-                    log::info!("kernel {name} cannot run from PTX: {e}");
-                }
-                Some(p)
-            }
+        .filter_map(|t| match vgpu_ptx::lazy::LazyProgram::new(t) {
+            Ok(p) => Some(p),
             Err(e) => {
                 log::warn!("module PTX refused: {e}");
                 None
@@ -462,7 +459,7 @@ fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::ir::Program> {
 
 /// Gives each program the device addresses of its variables.
 fn link(
-    programs: &[Arc<vgpu_ptx::ir::Program>],
+    programs: &[Arc<vgpu_ptx::lazy::LazyProgram>],
     globals: &HashMap<String, (u64, u64)>,
 ) -> Vec<Result<Arc<PtxModule>, String>> {
     programs
@@ -484,7 +481,8 @@ fn link(
         .collect()
 }
 
-/// The PTX module that runs kernel `name`, or why there is none.
+/// The PTX module that holds kernel `name` (checked at its first launch), or why there is
+/// none.
 fn ptx_of(
     modules: &[Result<Arc<PtxModule>, String>],
     name: &str,
@@ -492,16 +490,25 @@ fn ptx_of(
     let mut why = "its image carries no PTX for this device".to_string();
     for m in modules {
         match m {
-            Ok(m) if m.program.kernels.contains_key(name) => return Ok(m.clone()),
-            Ok(m) => {
-                if let Some(e) = m.program.refused.get(name) {
-                    why = format!("its PTX is not supported: {e}");
-                }
-            }
+            Ok(m) if m.program.has_kernel(name) => return Ok(m.clone()),
+            Ok(_) => {}
             Err(e) => why = e.clone(),
         }
     }
     Err(why)
+}
+
+impl Function {
+    /// The kernel's PTX module and checked program (parsed and checked at the first call),
+    /// or why it cannot run from PTX.
+    fn ptx_kernel(&self) -> Result<(&PtxModule, &vgpu_ptx::ir::Kernel), String> {
+        let m = self.ptx.as_ref().map_err(String::clone)?;
+        match m.program.kernel(&self.name) {
+            Some(Ok(k)) => Ok((m, k)),
+            Some(Err(e)) => Err(format!("its PTX cannot run: {e}")),
+            None => Err("its image carries no PTX for this device".to_string()),
+        }
+    }
 }
 
 /// Global memory of a context as a PTX kernel reads and writes it.
@@ -583,12 +590,7 @@ pub(super) fn launch(
     params: &[u8],
 ) -> Result<(), Status> {
     let f = sh.modules().function(func).ok_or(Status::INVALID_HANDLE)?;
-    if let Ok(m) = &f.ptx {
-        let k = m
-            .program
-            .kernels
-            .get(&f.name)
-            .ok_or(Status::NOT_SUPPORTED)?;
+    if let Ok((m, k)) = f.ptx_kernel() {
         let native = if sh.jit {
             f.native
                 .get_or_init(|| {
