@@ -339,8 +339,14 @@ impl Native for Jit {
         let run = self.slots[pc]
             .get_or_init(|| self.compile(pc, false))
             .as_ref()?;
-        // A run with no stretch that has a vector form never gets one.
-        if run.vector_stretches == 0 || self.calls[pc].fetch_add(1, Ordering::Relaxed) < self.tier {
+        // A run with no stretch that has a vector form never gets one. The count is read
+        // before it is bumped: once the tier is reached, calls (from every host thread of
+        // the launch) only read its cache line and no longer write it.
+        let calls = &self.calls[pc];
+        if run.vector_stretches == 0
+            || (calls.load(Ordering::Relaxed) < self.tier
+                && calls.fetch_add(1, Ordering::Relaxed) < self.tier)
+        {
             return Some(run);
         }
         match vector.get_or_init(|| self.compile(pc, true)) {
