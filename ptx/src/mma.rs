@@ -134,70 +134,136 @@ pub type Fragments = [[u64; 4]; 32];
 
 /// `mma.sync`: D = A·B + C over the warp. `a`, `b`, `c` hold each lane's registers (lanes
 /// that do not take part hold zeros); the result is each lane's D registers. Allocates
-/// nothing: every supported shape fits fixed arrays.
+/// nothing: every supported shape fits fixed arrays (`n` is 8 in all of them).
+///
+/// Each element of D is C's plus the products in order of `k`: in f64 for floating point
+/// (then rounded once; a NaN canonical), in i32 with wrap-around for integers (the low 32
+/// bits of the exact sum, which is what an `.s32` accumulator keeps). The loops run along
+/// D's rows, eight columns at a time, which the compiler turns into vector instructions.
 pub fn mma(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragments {
+    let (ab, bt, cd) = (s.ab, s.b, s.cd);
+    if cd == Ty::S32 {
+        let d = product::<i32, 32>(
+            s,
+            [a, b, c],
+            |v, e| byte(ab, v, e),
+            |v, e| byte(bt, v, e),
+            |v, _| v as u32 as i32,
+            |d, a, b| d.wrapping_add(a.wrapping_mul(b)),
+        );
+        registers(s, |x, _| u64::from(d[x.0][x.1] as u32))
+    } else {
+        let d = product::<f64, 16>(
+            s,
+            [a, b, c],
+            |v, e| element(ab, v, e),
+            |v, e| element(bt, v, e),
+            |v, e| element(cd, v, e),
+            |d, a, b| d + a * b,
+        );
+        registers(s, |x, e| float_result(cd, d[x.0][x.1]) << (16 * e))
+    }
+}
+
+/// D = A·B + C as matrices (rows of D, eight columns; A at most 16 by `K`): the elements of
+/// `frags` (A, B, C) converted by `a`, `b` and `c` (from a register and the element's place
+/// in it), each element of D summed as `madd(d, a, b)` in order of `k`.
+fn product<T: Copy + Default, const K: usize>(
+    s: &MmaShape,
+    [fa, fb, fc]: [&Fragments; 3],
+    a: impl Fn(u64, usize) -> T,
+    b: impl Fn(u64, usize) -> T,
+    c: impl Fn(u64, usize) -> T,
+    madd: impl Fn(T, T, T) -> T,
+) -> [[T; 8]; 16] {
     let (pa, pcd) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
     let (na, nb, nc) = s.regs();
-    let mut am = [0f64; 16 * 32];
-    let mut bm = [0f64; 32 * 8];
-    let mut cm = [0f64; 16 * 8];
-    let mut im = [0i64; 16 * 8];
-    for lane in 0..32 {
-        for (r, &v) in a[lane].iter().take(na).enumerate() {
-            for e in 0..pa {
-                let (row, col) = s.a_at(lane, r * pa + e);
-                am[row * s.k + col] = element(s.ab, v, e);
-            }
-        }
-        for (r, &v) in b[lane].iter().take(nb).enumerate() {
-            for e in 0..pa {
-                let (row, col) = s.b_at(lane, r * pa + e);
-                bm[row * s.n + col] = element(s.b, v, e);
-            }
-        }
-        for (r, &v) in c[lane].iter().take(nc).enumerate() {
-            for e in 0..pcd {
-                let (row, col) = s.cd_at(lane, r * pcd + e);
-                cm[row * s.n + col] = element(s.cd, v, e);
-                im[row * s.n + col] = i64::from(v as u32 as i32);
-            }
-        }
-    }
-    let int = s.cd == Ty::S32;
-    let mut d = [0f64; 16 * 8];
-    let mut di = [0i64; 16 * 8];
-    for r in 0..s.m {
-        for col in 0..s.n {
-            if int {
-                let mut acc = im[r * s.n + col];
-                for x in 0..s.k {
-                    acc += am[r * s.k + x] as i64 * bm[x * s.n + col] as i64;
-                }
-                di[r * s.n + col] = acc;
-            } else {
-                let mut acc = cm[r * s.n + col];
-                for x in 0..s.k {
-                    acc += am[r * s.k + x] * bm[x * s.n + col];
-                }
-                d[r * s.n + col] = acc;
+    let mut am = [[T::default(); K]; 16];
+    let mut bm = [[T::default(); 8]; K];
+    let mut dm = [[T::default(); 8]; 16];
+    let (row, column) = ((0, 1), (1, 0));
+    let at_a = |l, i| s.a_at(l, i);
+    each_element(fa, (na, pa), at_a, row, |r, x, v, e| {
+        am[r & 15][x % K] = a(v, e)
+    });
+    let at_b = |l, i| s.b_at(l, i);
+    each_element(fb, (nb, pa), at_b, column, |x, col, v, e| {
+        bm[x % K][col & 7] = b(v, e)
+    });
+    let at_c = |l, i| s.cd_at(l, i);
+    each_element(fc, (nc, pcd), at_c, row, |r, col, v, e| {
+        dm[r & 15][col & 7] = c(v, e)
+    });
+    for (arow, drow) in am.iter().zip(dm.iter_mut()).take(s.m) {
+        for (&av, brow) in arow.iter().zip(&bm).take(s.k) {
+            for (d, &bv) in drow.iter_mut().zip(brow) {
+                *d = madd(*d, av, bv);
             }
         }
     }
+    dm
+}
+
+/// Each lane's D registers: element `e` of a register (at (row, column) of D) is
+/// `bits((row, column), e)`, already shifted to its place.
+fn registers(s: &MmaShape, bits: impl Fn((usize, usize), usize) -> u64) -> Fragments {
+    let pcd = MmaShape::per_reg(s.cd);
+    let (_, _, nc) = s.regs();
     let mut out = [[0u64; 4]; 32];
     for (lane, regs) in out.iter_mut().enumerate() {
         for (r, v) in regs.iter_mut().take(nc).enumerate() {
             for e in 0..pcd {
                 let (row, col) = s.cd_at(lane, r * pcd + e);
-                let x = row * s.n + col;
-                *v |= match s.cd {
-                    Ty::F32 => u64::from((d[x] as f32).to_bits()),
-                    Ty::F16 => u64::from(half::f16::from_f64(d[x]).to_bits()) << (16 * e),
-                    _ => u64::from(di[x] as i32 as u32),
-                };
+                *v |= bits((row & 15, col & 7), e);
             }
         }
     }
     out
+}
+
+/// Calls `f(row, column, register, e)` for each element `e` of each register of one
+/// operand's fragments: `at` gives the (row, column) of a lane's element, `per` elements in
+/// each of its first `regs` registers. The elements of a register lie next to each other,
+/// along a row (`step` = (0, 1): A, C and D) or down a column (`step` = (1, 0): B), as the
+/// ISA lays them out (`registers_hold_neighbouring_elements` checks it for every shape), so
+/// `at` is asked once a register.
+fn each_element(
+    frags: &Fragments,
+    (regs, per): (usize, usize),
+    at: impl Fn(usize, usize) -> (usize, usize),
+    step: (usize, usize),
+    mut f: impl FnMut(usize, usize, u64, usize),
+) {
+    for (lane, lane_regs) in frags.iter().enumerate() {
+        for (r, &v) in lane_regs.iter().take(regs).enumerate() {
+            let (row, col) = at(lane, r * per);
+            for e in 0..per {
+                f(row + step.0 * e, col + step.1 * e, v, e);
+            }
+        }
+    }
+}
+
+/// The register bits of an f32 or f16 element of D, rounded once from its f64 sum; a NaN is
+/// the canonical one (`CANONICAL_NAN_F32`, or `0x7FFF` for f16), as NVIDIA GPUs give,
+/// whatever NaNs went in, so that it does not depend on the order of the host's operations.
+fn float_result(ty: Ty, x: f64) -> u64 {
+    match ty {
+        Ty::F32 if x.is_nan() => u64::from(crate::arith::CANONICAL_NAN_F32),
+        Ty::F32 => u64::from((x as f32).to_bits()),
+        _ if x.is_nan() => 0x7FFF,
+        _ => u64::from(half::f16::from_f64(x).to_bits()),
+    }
+}
+
+/// Byte `e` of `reg` as an `S8` or `U8` element.
+fn byte(ty: Ty, reg: u64, e: usize) -> i32 {
+    let b = (reg >> (8 * e)) as u8;
+    if ty == Ty::S8 {
+        i32::from(b as i8)
+    } else {
+        i32::from(b)
+    }
 }
 
 /// `ldmatrix.m8n8.xN.b16`: from each matrix's 8 rows of 8 16-bit elements (`rows[j][r]`),
@@ -392,6 +458,143 @@ mod tests {
                 assert!(seen.iter().all(|&n| n >= 1), "{name} {f:?}");
                 if f == Fragment::C {
                     assert!(seen.iter().all(|&n| n == 1), "{name} {f:?}");
+                }
+            }
+        }
+    }
+
+    /// Every form `MmaShape::new` accepts.
+    const FORMS: [(&str, Ty, Ty, Ty, Ty); 11] = [
+        ("m16n8k8", Ty::F32, Ty::F16, Ty::F16, Ty::F32),
+        ("m16n8k8", Ty::F16, Ty::F16, Ty::F16, Ty::F16),
+        ("m16n8k8", Ty::F32, Ty::BF16, Ty::BF16, Ty::F32),
+        ("m16n8k16", Ty::F32, Ty::F16, Ty::F16, Ty::F32),
+        ("m16n8k16", Ty::F16, Ty::F16, Ty::F16, Ty::F16),
+        ("m16n8k16", Ty::F32, Ty::BF16, Ty::BF16, Ty::F32),
+        ("m8n8k16", Ty::S32, Ty::S8, Ty::S8, Ty::S32),
+        ("m16n8k16", Ty::S32, Ty::U8, Ty::S8, Ty::S32),
+        ("m16n8k32", Ty::S32, Ty::S8, Ty::S8, Ty::S32),
+        ("m16n8k32", Ty::S32, Ty::S8, Ty::U8, Ty::S32),
+        ("m16n8k32", Ty::S32, Ty::U8, Ty::U8, Ty::S32),
+    ];
+
+    /// `mma.sync` as the ISA defines it, one element at a time: every product of A's row and
+    /// B's column summed exactly (i64, or f64 in order of `k`) onto C's element.
+    fn reference(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragments {
+        let (pa, pcd) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
+        let (na, nb, nc) = s.regs();
+        let mut am = vec![0f64; s.m * s.k];
+        let mut bm = vec![0f64; s.k * s.n];
+        let mut cm = vec![0f64; s.m * s.n];
+        let mut im = vec![0i64; s.m * s.n];
+        for lane in 0..32 {
+            for (r, &v) in a[lane].iter().take(na).enumerate() {
+                for e in 0..pa {
+                    let (row, col) = s.a_at(lane, r * pa + e);
+                    am[row * s.k + col] = element(s.ab, v, e);
+                }
+            }
+            for (r, &v) in b[lane].iter().take(nb).enumerate() {
+                for e in 0..pa {
+                    let (row, col) = s.b_at(lane, r * pa + e);
+                    bm[row * s.n + col] = element(s.b, v, e);
+                }
+            }
+            for (r, &v) in c[lane].iter().take(nc).enumerate() {
+                for e in 0..pcd {
+                    let (row, col) = s.cd_at(lane, r * pcd + e);
+                    cm[row * s.n + col] = element(s.cd, v, e);
+                    im[row * s.n + col] = i64::from(v as u32 as i32);
+                }
+            }
+        }
+        let mut out = [[0u64; 4]; 32];
+        for (lane, regs) in out.iter_mut().enumerate() {
+            for (r, v) in regs.iter_mut().take(nc).enumerate() {
+                for e in 0..pcd {
+                    let (row, col) = s.cd_at(lane, r * pcd + e);
+                    let (mut f, mut i) = (cm[row * s.n + col], im[row * s.n + col]);
+                    for x in 0..s.k {
+                        let (p, q) = (am[row * s.k + x], bm[x * s.n + col]);
+                        if s.cd == Ty::S32 {
+                            i += p as i64 * q as i64;
+                        } else {
+                            f += p * q;
+                        }
+                    }
+                    *v |= match s.cd {
+                        Ty::F32 if f.is_nan() => 0x7FFF_FFFF,
+                        Ty::F32 => u64::from((f as f32).to_bits()),
+                        Ty::F16 if f.is_nan() => 0x7FFF << (16 * e),
+                        Ty::F16 => u64::from(half::f16::from_f64(f).to_bits()) << (16 * e),
+                        _ => u64::from(i as i32 as u32),
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    /// Every supported shape and type, on random registers (NaNs, infinities and
+    /// subnormals among the halves; accumulators that wrap), agrees bit for bit with the
+    /// definition.
+    #[test]
+    fn every_shape_agrees_with_the_definition() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (shape, d, a, b, c) in FORMS {
+            let s = MmaShape::new(shape, d, a, b, c).unwrap();
+            for round in 0..50 {
+                let mut frags = [[[0u64; 4]; 32]; 3];
+                for f in frags.iter_mut() {
+                    for lane in f.iter_mut() {
+                        for r in lane.iter_mut() {
+                            // 32-bit registers; small values now and then, so that sums
+                            // are exact as often as not.
+                            let v = rng() as u32;
+                            *r = u64::from(if round % 2 == 0 { v & 0x3C3F_3C3F } else { v });
+                        }
+                    }
+                }
+                let [fa, fb, fc] = &frags;
+                assert_eq!(
+                    mma(&s, fa, fb, fc),
+                    reference(&s, fa, fb, fc),
+                    "{shape} .{d:?}.{a:?}.{b:?}.{c:?}, round {round}"
+                );
+            }
+        }
+    }
+
+    /// The elements packed in one register lie next to each other: along a row of A, C and
+    /// D, down a column of B (what `each_element` relies on).
+    #[test]
+    fn registers_hold_neighbouring_elements() {
+        for (shape, d, a, b, c) in FORMS {
+            let s = MmaShape::new(shape, d, a, b, c).unwrap();
+            let (na, nb, nc) = s.regs();
+            let (pa, pcd) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
+            for lane in 0..32 {
+                for e in 0..pa {
+                    for r in 0..na {
+                        let (row, col) = s.a_at(lane, r * pa);
+                        assert_eq!(s.a_at(lane, r * pa + e), (row, col + e), "{shape} A");
+                    }
+                    for r in 0..nb {
+                        let (row, col) = s.b_at(lane, r * pa);
+                        assert_eq!(s.b_at(lane, r * pa + e), (row + e, col), "{shape} B");
+                    }
+                }
+                for e in 0..pcd {
+                    for r in 0..nc {
+                        let (row, col) = s.cd_at(lane, r * pcd);
+                        assert_eq!(s.cd_at(lane, r * pcd + e), (row, col + e), "{shape} D");
+                    }
                 }
             }
         }
