@@ -706,6 +706,19 @@ fn next_lanes(
     (mask == runnable || pc < end).then_some((pc, lanes, runnable))
 }
 
+/// Ends launch `l` if it ran past its deadline or was cancelled.
+fn check_time(l: &Launch<'_>) -> Result<(), Fault> {
+    if let Some(d) = l.deadline {
+        if Instant::now() > d {
+            return Err(Fault::Timeout);
+        }
+    }
+    if l.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(Fault::Cancelled);
+    }
+    Ok(())
+}
+
 /// Sets the program counter of the lanes of `mask` to `pc`.
 fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
     match mask {
@@ -849,27 +862,47 @@ impl<'k, 'l> BlockState<'k, 'l> {
             next = None;
             // A compiled run, when one starts here and no other lane of the warp waits
             // inside it (those lanes would have joined these on the way).
-            if let Some(n) = self.l.native.and_then(|n| n.at(pc)) {
-                let end = n.end();
+            if let Some(mut n) = self.l.native.and_then(|n| n.at(pc)) {
                 let w = &mut self.warps[wi];
-                let others = lanes(runnable & !mask).all(|i| w.pc[i] >= end);
+                let others = lanes(runnable & !mask).all(|i| w.pc[i] >= n.end());
                 if others {
                     let env = WarpEnv {
                         params: self.l.params,
                         specials: &w.specials,
                         mem: self.l.mem,
                     };
-                    if let Some(taken) = n.run(&mut w.regs, &mut self.shared, mask, &env)? {
+                    // While every runnable lane runs and they all go the same way, the run
+                    // where they go is called at once: their program counters are written
+                    // only when they part or stop at an instruction no run starts at. (When
+                    // a run declines, the step below runs its first instruction from `pc`
+                    // and sets the lanes' program counters.)
+                    let mut declined = false;
+                    loop {
+                        let end = n.end();
+                        let Some(taken) = n.run(&mut w.regs, &mut self.shared, mask, &env)? else {
+                            declined = true;
+                            break;
+                        };
                         let target = n.target().unwrap_or(end);
+                        let before = self.steps;
+                        self.steps += u64::from(end.saturating_sub(pc));
+                        if before >> 12 != self.steps >> 12 {
+                            check_time(self.l)?;
+                        }
+                        let to = if taken == 0 { end } else { target };
+                        if mask == runnable && (taken == 0 || taken == mask) {
+                            if let Some(m) = self.l.native.and_then(|n| n.at(to)) {
+                                (n, pc) = (m, to);
+                                continue;
+                            }
+                        }
                         let stay = mask & !taken;
                         set_pcs(&mut w.pc, stay, end);
                         set_pcs(&mut w.pc, taken, target);
                         next = next_lanes(runnable, mask, (end, stay), (target, taken));
-                        let before = self.steps;
-                        self.steps += u64::from(end.saturating_sub(pc));
-                        if before >> 12 != self.steps >> 12 {
-                            self.check_time()?;
-                        }
+                        break;
+                    }
+                    if !declined {
                         continue;
                     }
                 }
@@ -892,15 +925,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
 
     /// Ends the launch if it ran past its deadline or was cancelled.
     fn check_time(&self) -> Result<(), Fault> {
-        if let Some(d) = self.l.deadline {
-            if Instant::now() > d {
-                return Err(Fault::Timeout);
-            }
-        }
-        if self.l.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(Fault::Cancelled);
-        }
-        Ok(())
+        check_time(self.l)
     }
 
     /// A lane's operand: registers and immediates here, inlined into every instruction's
