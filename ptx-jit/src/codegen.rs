@@ -663,6 +663,36 @@ extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, ma
     }
 }
 
+/// `shl` (`left`) or `shr` of `x` by `y`, both of 32 bits (I32) or 64 (I64), as the
+/// interpreter's: the amount is the low 32 bits of `y`; past the width, 0 (or the sign,
+/// for a `signed` `shr`).
+pub(crate) fn shift(
+    b: &mut FunctionBuilder<'_>,
+    left: bool,
+    signed: bool,
+    x: Value,
+    y: Value,
+) -> Value {
+    let t = b.func.dfg.value_type(x);
+    let w = t.bits();
+    let n = if w == 32 { y } else { b.ins().ireduce(I32, y) };
+    if !left && signed {
+        let cap = b.ins().iconst(I32, i64::from(w - 1));
+        let n = b.ins().umin(n, cap);
+        return b.ins().sshr(x, n);
+    }
+    let v = if left {
+        b.ins().ishl(x, n)
+    } else {
+        b.ins().ushr(x, n)
+    };
+    let past = b
+        .ins()
+        .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, n, i64::from(w));
+    let zero = b.ins().iconst(t, 0);
+    b.ins().select(past, zero, v)
+}
+
 /// The f32 bits of every f16, by the interpreter's own `cvt.f32.f16`
 /// ([`vgpu_ptx::exec::lane_value`]): compiled code converts f16 operands with one load
 /// (256 KiB, made once for the process).
@@ -1944,31 +1974,7 @@ impl<'f> Lane<'f> {
             Min => self.b.ins().umin(x, y),
             Max if s => self.b.ins().smax(x, y),
             Max => self.b.ins().umax(x, y),
-            Shl | Shr => {
-                // The amount is the low 32 bits of b; past the width, 0 (or the sign).
-                let n = if w == 32 {
-                    y
-                } else {
-                    self.b.ins().ireduce(I32, y)
-                };
-                if op == Shr && s {
-                    let cap = self.b.ins().iconst(I32, i64::from(w - 1));
-                    let n = self.b.ins().umin(n, cap);
-                    self.b.ins().sshr(x, n)
-                } else {
-                    let v = if op == Shl {
-                        self.b.ins().ishl(x, n)
-                    } else {
-                        self.b.ins().ushr(x, n)
-                    };
-                    let past =
-                        self.b
-                            .ins()
-                            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, n, i64::from(w));
-                    let zero = self.b.ins().iconst(t, 0);
-                    self.b.ins().select(past, zero, v)
-                }
-            }
+            Shl | Shr => shift(&mut self.b, op == Shl, s, x, y),
             _ => return None,
         };
         Some(if w == 32 {

@@ -76,7 +76,7 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     Ty::Pred => !ftz && matches!(op, And | Or | Xor),
                     t if int(t) => {
                         !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo)
-                            || (matches!(op, Shl | Shr) && matches!(b, Src::Imm(_)))
+                            || matches!(op, Shl | Shr)
                             || (matches!(op, MulWide | MulHi) && t.size() == 4))
                     }
                     _ => false,
@@ -897,6 +897,33 @@ impl<'f> Vector<'_, 'f> {
             return Quad {
                 lo: shift(self, x.lo),
                 hi: shift(self, x.hi),
+                low32: None,
+            };
+        }
+        if matches!(op, Shl | Shr) {
+            // By a register, whose amount may differ between lanes (SSE shifts every lane
+            // of a vector by one amount): each lane shifts by its own, as the lane code.
+            let mut lanes = [None; 4];
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                let (xh, yh) = if k < 2 { (x.lo, y.lo) } else { (x.hi, y.hi) };
+                let xv = self.b.ins().extractlane(xh, (k % 2) as u8);
+                let yv = self.b.ins().extractlane(yh, (k % 2) as u8);
+                *lane = Some(if w == 32 {
+                    let (xv, yv) = (self.b.ins().ireduce(I32, xv), self.b.ins().ireduce(I32, yv));
+                    let v = crate::codegen::shift(self.b, op == Shl, ty.signed(), xv, yv);
+                    self.b.ins().uextend(I64, v)
+                } else {
+                    crate::codegen::shift(self.b, op == Shl, ty.signed(), xv, yv)
+                });
+            }
+            let [a, b, c, e] = lanes.map(|l| l.expect("every lane shifted"));
+            let lo = self.b.ins().scalar_to_vector(I64X2, a);
+            let lo = self.b.ins().insertlane(lo, b, 1);
+            let hi = self.b.ins().scalar_to_vector(I64X2, c);
+            let hi = self.b.ins().insertlane(hi, e, 1);
+            return Quad {
+                lo,
+                hi,
                 low32: None,
             };
         }

@@ -1208,7 +1208,7 @@ fn vector_op(rng: &mut Rng) -> Op {
             } else {
                 op
             };
-            let b = if matches!(op, Shl | Shr) && !rng.chance(8) {
+            let b = if matches!(op, Shl | Shr) && rng.chance(2) {
                 Src::Imm(rng.below(70))
             } else {
                 b
@@ -1375,6 +1375,7 @@ fn every_vector_operation_has_its_vector_form() {
         }
         for op in [Shl, Shr] {
             ops.push(bin(op, ty, 2, x, Src::Imm(5)));
+            ops.push(bin(op, ty, 2, x, y));
         }
         ops.push(Op::Un {
             op: UnOp::Not,
