@@ -257,6 +257,7 @@ pub(crate) fn compile(
                     specials,
                     loads,
                     find,
+                    math,
                     ptr,
                     sites,
                     uniform: &uniform_vals,
@@ -712,6 +713,18 @@ pub(crate) fn f16_table() -> &'static [u32] {
             .map(|h| vgpu_ptx::exec::lane_value(&cvt, [u64::from(h), 0, 0, 0]) as u32)
             .collect()
     })
+}
+
+/// The host math library's function for an f32 `ex2`, `lg2`, `sin`, `cos` or `tanh` (see
+/// [`math`]), which compiled code calls with the value in f64.
+pub(crate) fn math_function(op: UnOp) -> *const () {
+    match op {
+        UnOp::Ex2 => math::ex2 as *const (),
+        UnOp::Lg2 => math::lg2 as *const (),
+        UnOp::Sin => math::sin as *const (),
+        UnOp::Cos => math::cos as *const (),
+        _ => math::tanh as *const (),
+    }
 }
 
 /// The host math library's functions that the interpreter's f32 `ex2`, `lg2`, `sin`, `cos`
@@ -1787,13 +1800,7 @@ impl<'f> Lane<'f> {
                     {
                         // As the interpreter's: the same function of the host's math library
                         // on the value in f64, rounded once to f32.
-                        let f = match un {
-                            UnOp::Ex2 => math::ex2 as *const (),
-                            UnOp::Lg2 => math::lg2 as *const (),
-                            UnOp::Sin => math::sin as *const (),
-                            UnOp::Cos => math::cos as *const (),
-                            _ => math::tanh as *const (),
-                        };
+                        let f = math_function(*un);
                         let x = self.f32_in(x, *ftz);
                         let x = self.b.ins().fpromote(F64, x);
                         let f = self.b.ins().iconst(self.ptr, f as usize as i64);

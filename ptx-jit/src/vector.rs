@@ -10,7 +10,7 @@
 
 use crate::codegen::Checked;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32X4, F64X2, I32, I32X4, I64, I64X2, I8X16};
+use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{
     Block, BlockArg, ConstantData, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
 };
@@ -82,7 +82,15 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     _ => false,
                 },
                 Op::Un {
-                    op: UnOp::Rcp | UnOp::Sqrt | UnOp::Rsqrt,
+                    op:
+                        UnOp::Rcp
+                        | UnOp::Sqrt
+                        | UnOp::Rsqrt
+                        | UnOp::Ex2
+                        | UnOp::Lg2
+                        | UnOp::Sin
+                        | UnOp::Cos
+                        | UnOp::Tanh,
                     ty: Ty::F32,
                     a,
                     ..
@@ -210,6 +218,8 @@ struct Vector<'a, 'f> {
     /// The `direct::LoadCtx` of the call, the signature of its lookups, the pointer type.
     loads: Value,
     find: SigRef,
+    /// The signature of the host math functions (`codegen::math_function`).
+    math: SigRef,
     ptr: Type,
     /// The next global access's site (as the lane code numbers them, so that both use
     /// the same slot for the same access).
@@ -239,6 +249,7 @@ pub(crate) struct Env<'a> {
     pub(crate) specials: Value,
     pub(crate) loads: Value,
     pub(crate) find: SigRef,
+    pub(crate) math: SigRef,
     pub(crate) ptr: Type,
     pub(crate) sites: u32,
     pub(crate) uniform: &'a HashMap<Reg, Value>,
@@ -277,6 +288,7 @@ pub(crate) fn build(
         specials: env.specials,
         loads: env.loads,
         find: env.find,
+        math: env.math,
         ptr: env.ptr,
         sites: env.sites,
         vals: HashMap::new(),
@@ -1217,7 +1229,8 @@ impl<'f> Vector<'_, 'f> {
                 op: un, d, a, ftz, ..
             } => {
                 // As the scalar code's: correctly rounded (`rsqrt` computed in f64 and
-                // rounded once), a NaN keeping its payload.
+                // rounded once), a NaN keeping its payload; the transcendental functions
+                // lane by lane, by the same host math function on the value in f64.
                 let x = self.src_f32(a, *ftz);
                 let r = match un {
                     UnOp::Rcp => {
@@ -1226,7 +1239,24 @@ impl<'f> Vector<'_, 'f> {
                         self.b.ins().fdiv(one, x)
                     }
                     UnOp::Sqrt => self.b.ins().sqrt(x),
-                    _ => self.rsqrt(x),
+                    UnOp::Rsqrt => self.rsqrt(x),
+                    un => {
+                        let f = crate::codegen::math_function(*un);
+                        let f = self.b.ins().iconst(self.ptr, f as usize as i64);
+                        let mut r = None;
+                        for k in 0..4u8 {
+                            let v = self.b.ins().extractlane(x, k);
+                            let v = self.b.ins().fpromote(F64, v);
+                            let call = self.b.ins().call_indirect(self.math, f, &[v]);
+                            let v = self.b.inst_results(call)[0];
+                            let v = self.b.ins().fdemote(F32, v);
+                            r = Some(match r {
+                                None => self.b.ins().scalar_to_vector(F32X4, v),
+                                Some(q) => self.b.ins().insertlane(q, v, k),
+                            });
+                        }
+                        r.expect("four lanes")
+                    }
                 };
                 let little = MemFlags::new().with_endianness(Endianness::Little);
                 let mut bits = self.b.ins().bitcast(I32X4, little, r);

@@ -1114,7 +1114,7 @@ fn vector_op(rng: &mut Rng) -> Op {
         19 => global_store(rng),
         20 => shared_access(rng),
         3 if rng.chance(2) => Op::Un {
-            op: rng.pick(&[UnOp::Rcp, UnOp::Sqrt, UnOp::Rsqrt]),
+            op: rng.pick(&VECTOR_UNARY),
             ty: Ty::F32,
             d,
             a,
@@ -1217,6 +1217,18 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     }
 }
+
+/// The f32 unary operations that have a vector form.
+const VECTOR_UNARY: [UnOp; 8] = [
+    UnOp::Rcp,
+    UnOp::Sqrt,
+    UnOp::Rsqrt,
+    UnOp::Ex2,
+    UnOp::Lg2,
+    UnOp::Sin,
+    UnOp::Cos,
+    UnOp::Tanh,
+];
 
 /// The integer types of conversions.
 const INT_TYPES: [Ty; 8] = [
@@ -1538,14 +1550,16 @@ fn every_vector_operation_has_its_vector_form() {
             a: Src::Special(s),
         });
     }
-    for op in [UnOp::Rcp, UnOp::Sqrt, UnOp::Rsqrt] {
-        ops.push(Op::Un {
-            op,
-            ty: Ty::F32,
-            d: 2,
-            a: x,
-            ftz: true,
-        });
+    for op in VECTOR_UNARY {
+        for ftz in [true, false] {
+            ops.push(Op::Un {
+                op,
+                ty: Ty::F32,
+                d: 2,
+                a: x,
+                ftz,
+            });
+        }
     }
     ops.push(Op::Mad {
         ty: Ty::F32,
