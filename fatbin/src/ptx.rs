@@ -25,26 +25,19 @@ enum Tok<'a> {
     Punct(char),
 }
 
-/// Tokenize PTX: words (directives, identifiers, numbers) and punctuation; comments and
-/// string literals are dropped.
-fn tokenize(text: &str) -> Vec<Tok<'_>> {
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.' | b'%')
+}
+
+/// The token at byte `i` of `text` (after blanks and comments, which are skipped, as are
+/// string literals), and the byte after it; `None` at the end.
+fn next_token(text: &str, mut i: usize) -> (Option<Tok<'_>>, usize) {
     let b = text.as_bytes();
-    let mut toks = Vec::new();
-    let mut i = 0usize;
-    let is_word = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.' | b'%');
     while let Some(&c) = b.get(i) {
         if c.is_ascii_whitespace() {
             i += 1;
-        } else if c == b'/' && b.get(i + 1) == Some(&b'/') {
-            while b.get(i).is_some_and(|&c| c != b'\n') {
-                i += 1;
-            }
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i += 2;
-            while i < b.len() && !(b.get(i) == Some(&b'*') && b.get(i + 1) == Some(&b'/')) {
-                i += 1;
-            }
-            i = i.saturating_add(2);
+        } else if c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'*')) {
+            i = skip_comment(b, i);
         } else if c == b'"' {
             i += 1;
             while b.get(i).is_some_and(|&c| c != b'"') {
@@ -56,17 +49,117 @@ fn tokenize(text: &str) -> Vec<Tok<'_>> {
             while b.get(i).is_some_and(|&c| is_word(c)) {
                 i += 1;
             }
-            if let Some(w) = text.get(start..i) {
-                toks.push(Tok::Word(w));
-            }
+            return (text.get(start..i).map(Tok::Word), i);
         } else {
             // Punctuation, or any other (possibly multi-byte) character.
             let ch = text.get(i..).and_then(|s| s.chars().next()).unwrap_or('?');
-            toks.push(Tok::Punct(ch));
-            i += ch.len_utf8().max(1);
+            return (Some(Tok::Punct(ch)), i + ch.len_utf8().max(1));
         }
     }
-    toks
+    (None, i)
+}
+
+/// Tokenize PTX: words (directives, identifiers, numbers) and punctuation; comments and
+/// string literals are dropped. Of what a top-level `{ }` holds (a body, an initializer),
+/// only its `.shared` declarations are kept (with an `.extern` before them), between its
+/// outer braces: nothing else there is read, and a body is most of a module's text.
+fn tokenize(text: &str) -> Vec<Tok<'_>> {
+    let mut toks = Vec::new();
+    let mut i = 0usize;
+    loop {
+        let (t, next) = next_token(text, i);
+        let Some(t) = t else {
+            return toks;
+        };
+        toks.push(t.clone());
+        i = next;
+        if t == Tok::Punct('{') {
+            i = braced(text, i, &mut toks);
+        }
+    }
+}
+
+/// The byte after the comment at `i` (`//` to its line's end, `/* */` past its `*/`), as
+/// [`next_token`] skips it.
+fn skip_comment(b: &[u8], mut i: usize) -> usize {
+    if b.get(i + 1) == Some(&b'/') {
+        while b.get(i).is_some_and(|&c| c != b'\n') {
+            i += 1;
+        }
+        return i;
+    }
+    i += 2;
+    while i < b.len() && !(b.get(i) == Some(&b'*') && b.get(i + 1) == Some(&b'/')) {
+        i += 1;
+    }
+    i.saturating_add(2)
+}
+
+/// The word that ends, blanks aside, just before byte `i` of `text`.
+fn preceding_word(text: &str, i: usize) -> Option<&str> {
+    let before = text.get(..i)?.trim_end();
+    let start = before
+        .bytes()
+        .rposition(|c| !is_word(c))
+        .map_or(0, |p| p + 1);
+    before.get(start..).filter(|w| !w.is_empty())
+}
+
+/// Scans a top-level group from just after its `{` to just after its `}`, pushing the
+/// tokens of each `.shared` declaration in it and then the `}`; returns where it ends.
+fn braced<'a>(text: &'a str, mut i: usize, toks: &mut Vec<Tok<'a>>) -> usize {
+    let b = text.as_bytes();
+    let mut depth = 1usize;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    toks.push(Tok::Punct('}'));
+                    return i + 1;
+                }
+            }
+            b'/' if matches!(b.get(i + 1), Some(b'/' | b'*')) => {
+                i = skip_comment(b, i);
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while b.get(i).is_some_and(|&c| c != b'"') {
+                    i += if b.get(i) == Some(&b'\\') { 2 } else { 1 };
+                }
+            }
+            b'.' if (i == 0 || !is_word(b[i - 1]))
+                && text.get(i..).is_some_and(|s| s.starts_with(".shared"))
+                && !b.get(i + 7).is_some_and(|&c| is_word(c)) =>
+            {
+                if preceding_word(text, i) == Some(".extern") {
+                    toks.push(Tok::Word(".extern"));
+                }
+                // The declaration, to its `;` (or the group's end).
+                loop {
+                    let (t, next) = next_token(text, i);
+                    match t {
+                        None => return next,
+                        Some(Tok::Punct('{' | '}')) => break,
+                        Some(t) => {
+                            i = next;
+                            let end = t == Tok::Punct(';');
+                            toks.push(t);
+                            if end {
+                                break;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    i
 }
 
 /// Byte size (= natural alignment) of a PTX fundamental type directive.
@@ -427,5 +520,46 @@ mod tests {
             .map(|g| (g.name.as_str(), g.size))
             .collect();
         assert_eq!(g, vec![("pair", 24), ("tbl", 40)]);
+    }
+
+    /// In a body only its `.shared` declarations are read: not those in comments or
+    /// strings, nor `ld.shared`, nor the dynamic `.extern .shared`; those of nested blocks
+    /// are, and braces in comments and strings do not end the body.
+    #[test]
+    fn bodies_are_read_for_their_shared_declarations_only() {
+        let ptx = r#"
+            .version 8.0
+            .target sm_80
+            .global .align 4 .u32 init[3] = { 1, 2, 3 };
+            .visible .entry a(.param .u64 p)
+            {
+                // .shared .b8 commented[1000]; and a brace }
+                /* .shared .b8 block[1000]; } */
+                .pragma "} .shared .b8 quoted[1000];";
+                .shared .align 4 .b8 one[12];
+                .extern .shared .align 16 .b8 dynamic[64];
+                ld.shared.u32 %r1, [one];
+                { { .shared .align 8 .b8 nested[8]; } }
+                .shared.u32 tight;
+                ret;
+            }
+            .visible .entry b() .maxntid 128 { .shared .b8 x[3]; ret; }
+            .global .u32 after;
+        "#;
+        let p = parse_ptx(ptx).unwrap();
+        let got: Vec<_> = p
+            .kernels
+            .iter()
+            .map(|k| {
+                (
+                    k.name.as_str(),
+                    k.shared_size_bytes,
+                    k.max_threads_per_block,
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![("a", 24, 1024), ("b", 3, 128)]);
+        let g: Vec<_> = p.globals.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(g, vec!["init", "after"]);
     }
 }
