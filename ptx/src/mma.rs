@@ -182,16 +182,14 @@ fn product<T: Copy + Default, const K: usize>(
     let mut bm = [[T::default(); 8]; K];
     let mut dm = [[T::default(); 8]; 16];
     let (row, column) = ((0, 1), (1, 0));
-    let at_a = |l, i| s.a_at(l, i);
-    each_element(fa, (na, pa), at_a, row, |r, x, v, e| {
+    let layout = s.layout();
+    each_element(fa, (na, pa), &layout.a, row, |r, x, v, e| {
         am[r & 15][x % K] = a(v, e)
     });
-    let at_b = |l, i| s.b_at(l, i);
-    each_element(fb, (nb, pa), at_b, column, |x, col, v, e| {
+    each_element(fb, (nb, pa), &layout.b, column, |x, col, v, e| {
         bm[x % K][col & 7] = b(v, e)
     });
-    let at_c = |l, i| s.cd_at(l, i);
-    each_element(fc, (nc, pcd), at_c, row, |r, col, v, e| {
+    each_element(fc, (nc, pcd), &layout.cd, row, |r, col, v, e| {
         dm[r & 15][col & 7] = c(v, e)
     });
     for (arow, drow) in am.iter().zip(dm.iter_mut()).take(s.m) {
@@ -222,25 +220,69 @@ fn registers(s: &MmaShape, bits: impl Fn((usize, usize), usize) -> u64) -> Fragm
 }
 
 /// Calls `f(row, column, register, e)` for each element `e` of each register of one
-/// operand's fragments: `at` gives the (row, column) of a lane's element, `per` elements in
-/// each of its first `regs` registers. The elements of a register lie next to each other,
-/// along a row (`step` = (0, 1): A, C and D) or down a column (`step` = (1, 0): B), as the
-/// ISA lays them out (`registers_hold_neighbouring_elements` checks it for every shape), so
-/// `at` is asked once a register.
+/// operand's fragments: `places` gives the (row, column) of each lane's register's first
+/// element, `per` elements in each of its first `regs` registers. The elements of a
+/// register lie next to each other, along a row (`step` = (0, 1): A, C and D) or down a
+/// column (`step` = (1, 0): B), as the ISA lays them out
+/// (`registers_hold_neighbouring_elements` checks it for every shape).
 fn each_element(
     frags: &Fragments,
     (regs, per): (usize, usize),
-    at: impl Fn(usize, usize) -> (usize, usize),
+    places: &Places,
     step: (usize, usize),
     mut f: impl FnMut(usize, usize, u64, usize),
 ) {
-    for (lane, lane_regs) in frags.iter().enumerate() {
-        for (r, &v) in lane_regs.iter().take(regs).enumerate() {
-            let (row, col) = at(lane, r * per);
+    for (lane_regs, lane_places) in frags.iter().zip(places) {
+        for (&v, &(row, col)) in lane_regs.iter().zip(lane_places).take(regs) {
+            let (row, col) = (usize::from(row), usize::from(col));
             for e in 0..per {
                 f(row + step.0 * e, col + step.1 * e, v, e);
             }
         }
+    }
+}
+
+/// Each lane's registers' first elements: (row, column) by lane and register.
+type Places = [[(u8, u8); 4]; 32];
+
+/// Where the registers of A, B and C/D of one shape put their first elements.
+struct Layout {
+    a: Places,
+    b: Places,
+    cd: Places,
+}
+
+impl MmaShape {
+    /// The shape's [`Layout`], worked out once for the process from `a_at`, `b_at` and
+    /// `cd_at`.
+    fn layout(&self) -> &'static Layout {
+        static LAYOUTS: [std::sync::OnceLock<Layout>; 7] =
+            [const { std::sync::OnceLock::new() }; 7];
+        let (pa, pcd) = (Self::per_reg(self.ab), Self::per_reg(self.cd));
+        let key = match (self.m, self.k, pa, pcd) {
+            (16, 8, _, 1) => 0,
+            (16, 8, ..) => 1,
+            (16, 16, 2, 1) => 2,
+            (16, 16, 2, _) => 3,
+            (8, ..) => 4,
+            (16, 16, ..) => 5,
+            _ => 6,
+        };
+        LAYOUTS[key].get_or_init(|| {
+            let places = |per: usize, at: &dyn Fn(usize, usize) -> (usize, usize)| {
+                std::array::from_fn(|lane| {
+                    std::array::from_fn(|r| {
+                        let (row, col) = at(lane, r * per);
+                        (row as u8, col as u8)
+                    })
+                })
+            };
+            Layout {
+                a: places(pa, &|l, i| self.a_at(l, i)),
+                b: places(pa, &|l, i| self.b_at(l, i)),
+                cd: places(pcd, &|l, i| self.cd_at(l, i)),
+            }
+        })
     }
 }
 
