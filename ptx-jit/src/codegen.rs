@@ -258,6 +258,7 @@ pub(crate) fn compile(
                     loads,
                     find,
                     math,
+                    helper,
                     ptr,
                     sites,
                     uniform: &uniform_vals,
@@ -746,6 +747,11 @@ mod math {
     pub(super) extern "C" fn tanh(x: f64) -> f64 {
         x.tanh()
     }
+}
+
+/// [`lane_value`], for the vector code's calls.
+pub(crate) fn lane_value_fn() -> *const () {
+    lane_value as *const ()
 }
 
 /// The operations compiled code does not do inline: the interpreter's arithmetic.

@@ -173,6 +173,16 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     crate::memory_access(&i.op).is_some()
                         && a.iter().take(usize::from(*n)).all(operand)
                 }
+                // f32 to f16 rounded to nearest even, as the lane code's.
+                Op::Cvt {
+                    dty: Ty::F16,
+                    sty: Ty::F32,
+                    sat: false,
+                    ftz: false,
+                    round: Round::Default | Round::Nearest,
+                    a,
+                    ..
+                } => operand(a),
                 Op::Cvt {
                     dty,
                     sty,
@@ -220,6 +230,8 @@ struct Vector<'a, 'f> {
     find: SigRef,
     /// The signature of the host math functions (`codegen::math_function`).
     math: SigRef,
+    /// The signature of the interpreter's arithmetic (`codegen::lane_value`).
+    helper: SigRef,
     ptr: Type,
     /// The next global access's site (as the lane code numbers them, so that both use
     /// the same slot for the same access).
@@ -250,6 +262,7 @@ pub(crate) struct Env<'a> {
     pub(crate) loads: Value,
     pub(crate) find: SigRef,
     pub(crate) math: SigRef,
+    pub(crate) helper: SigRef,
     pub(crate) ptr: Type,
     pub(crate) sites: u32,
     pub(crate) uniform: &'a HashMap<Reg, Value>,
@@ -289,6 +302,7 @@ pub(crate) fn build(
         loads: env.loads,
         find: env.find,
         math: env.math,
+        helper: env.helper,
         ptr: env.ptr,
         sites: env.sites,
         vals: HashMap::new(),
@@ -805,6 +819,49 @@ impl<'f> Vector<'_, 'f> {
         self.b.ins().vconst(I32X4, c)
     }
 
+    /// Four f32 (their bits) rounded to nearest even f16, as the lane code's `f16_out`: the
+    /// f16 bits, and the lanes where they are right (a normal f16 or a zero; the others
+    /// need the interpreter's conversion).
+    fn f16_out(&mut self, bits: Value) -> (Value, Value) {
+        let sign = self.b.ins().ushr_imm(bits, 16);
+        let m = self.splat_of(I32X4, 0x8000);
+        let sign = self.b.ins().band(sign, m);
+        let m = self.splat_of(I32X4, 0x7FFF_FFFF);
+        let abs = self.b.ins().band(bits, m);
+        let exp = self.b.ins().ushr_imm(abs, 23);
+        let m = self.splat_of(I32X4, 0x7F_FFFF);
+        let mant = self.b.ins().band(abs, m);
+        let bias = self.splat_of(I32X4, -112);
+        let h = self.b.ins().iadd(exp, bias);
+        let h = self.b.ins().ishl_imm(h, 10);
+        let top = self.b.ins().ushr_imm(mant, 13);
+        let h = self.b.ins().iadd(h, top);
+        let m = self.splat_of(I32X4, 0x1FFF);
+        let rem = self.b.ins().band(mant, m);
+        // `rem` and the exponent are small and positive: signed comparisons will do.
+        let half = self.splat_of(I32X4, 0x1000);
+        let above = self.b.ins().icmp(IntCC::SignedGreaterThan, rem, half);
+        let tie = self.b.ins().icmp(IntCC::Equal, rem, half);
+        let one = self.splat_of(I32X4, 1);
+        let odd = self.b.ins().band(h, one);
+        let odd = self.b.ins().icmp(IntCC::Equal, odd, one);
+        let tie_up = self.b.ins().band(tie, odd);
+        let up = self.b.ins().bor(above, tie_up);
+        // A carry out of the mantissa moves into the exponent (to infinity from the top);
+        // `up` is all ones where the lane rounds up.
+        let h = self.b.ins().isub(h, up);
+        let none = self.splat_of(I32X4, 0);
+        let zero = self.b.ins().icmp(IntCC::Equal, abs, none);
+        let h = self.b.ins().band_not(h, zero);
+        let r = self.b.ins().bor(sign, h);
+        let lo = self.splat_of(I32X4, 113);
+        let hi = self.splat_of(I32X4, 142);
+        let from = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, exp, lo);
+        let to = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, exp, hi);
+        let normal = self.b.ins().band(from, to);
+        (r, self.b.ins().bor(normal, zero))
+    }
+
     /// A splat of `x` in `i64x2` or `i32x4`.
     fn splat_of(&mut self, ty: cranelift_codegen::ir::Type, x: i64) -> Value {
         let lane = ty.lane_type();
@@ -1129,6 +1186,51 @@ impl<'f> Vector<'_, 'f> {
                 let q = self.widen(v);
                 // An f16's least magnitude, 2^-24, is a normal f32.
                 self.flushed.insert(q.lo);
+                self.set(*d, q);
+            }
+            Op::Cvt {
+                dty: Ty::F16,
+                sty: Ty::F32,
+                d,
+                a,
+                ..
+            } => {
+                // As the lane code's: inline where every lane's result is a normal f16 or
+                // a zero, else every lane through the interpreter's conversion.
+                let mut x = self.src(a);
+                let bits = self.low32(&mut x);
+                let (h, ok) = self.f16_out(bits);
+                let all = self.b.ins().vall_true(ok);
+                let (slow, join) = (self.b.create_block(), self.b.create_block());
+                self.b.append_block_param(join, I32X4);
+                self.b.ins().brif(all, join, &[h.into()], slow, &[]);
+                self.b.switch_to_block(slow);
+                self.b.seal_block(slow);
+                let f = crate::codegen::lane_value_fn();
+                let f = self.b.ins().iconst(self.ptr, f as usize as i64);
+                let o = self.b.ins().iconst(self.ptr, op as *const Op as i64);
+                let zero = self.b.ins().iconst(I64, 0);
+                let mut r = None;
+                for k in 0..4u8 {
+                    let half = if k < 2 { x.lo } else { x.hi };
+                    let v = self.b.ins().extractlane(half, k % 2);
+                    let call =
+                        self.b
+                            .ins()
+                            .call_indirect(self.helper, f, &[o, v, zero, zero, zero]);
+                    let v = self.b.inst_results(call)[0];
+                    let v = self.b.ins().ireduce(I32, v);
+                    r = Some(match r {
+                        None => self.b.ins().scalar_to_vector(I32X4, v),
+                        Some(q) => self.b.ins().insertlane(q, v, k),
+                    });
+                }
+                let r = r.expect("four lanes");
+                self.b.ins().jump(join, &[r.into()]);
+                self.b.switch_to_block(join);
+                self.b.seal_block(join);
+                let v = self.b.block_params(join)[0];
+                let q = self.widen(v);
                 self.set(*d, q);
             }
             Op::Cvt {

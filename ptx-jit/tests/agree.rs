@@ -52,7 +52,7 @@ impl Rng {
     }
     /// A register value: an edge of some type, or random bits.
     fn value(&mut self) -> u64 {
-        let edges: [u64; 21] = [
+        let edges: [u64; 25] = [
             0x7C00,      // f16 infinity
             0x8001,      // f16 subnormal, negative
             0xFE01,      // f16 NaN with a payload
@@ -74,6 +74,10 @@ impl Rng {
             (-2.25f64).to_bits(),
             i64::MIN as u64,
             31,
+            0x3F80_1000, // 1 + 2^-11: an f16 tie, kept even
+            0x3F80_3000, // 1 + 3·2^-11: an f16 tie, rounded up
+            0x477F_F000, // 65520: rounds to the f16 infinity
+            0x3DCC_CCCD, // 0.1: rounded to f16
         ];
         match self.below(3) {
             0 => self.pick(&edges),
@@ -1101,6 +1105,15 @@ fn vector_op(rng: &mut Rng) -> Op {
             a,
             bits: rng.pick(&[16, 32]),
         },
+        24 if rng.chance(3) => Op::Cvt {
+            dty: Ty::F16,
+            sty: Ty::F32,
+            round: rng.pick(&[Round::Default, Round::Nearest]),
+            sat: false,
+            ftz: false,
+            d,
+            a,
+        },
         24 => Op::Cvt {
             dty: Ty::F32,
             sty: rng.pick(&[Ty::F16, Ty::U8, Ty::S16, Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
@@ -1503,6 +1516,15 @@ fn every_vector_operation_has_its_vector_form() {
             a: x,
         });
     }
+    ops.push(Op::Cvt {
+        dty: Ty::F16,
+        sty: Ty::F32,
+        round: Round::Nearest,
+        sat: false,
+        ftz: false,
+        d: 2,
+        a: x,
+    });
     for (a_signed, b_signed) in [(true, true), (false, true), (true, false), (false, false)] {
         ops.push(Op::Dp {
             d: 2,
@@ -1679,32 +1701,48 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
         out(4, 9),
         Op::Exit,
     ];
-    let k = Kernel {
-        name: "f16".into(),
-        params: vec![],
-        param_bytes: 0,
-        regs: 10,
-        shared_bytes: 0,
-        local_bytes: 0,
-        frame_bytes: 0,
-        code: code.into_iter().map(|op| inst(op, None)).collect(),
-    };
-    let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
-    let results = |native: Option<&dyn vgpu_ptx::exec::Native>| {
-        let mem = DirectMemory::zeroed(BASE, 5 * N as usize * 8).expect("aligned memory");
-        run(&k, &launch((N / 256, [256, 1, 1], 2), &[], &mem, native)).expect("the kernel runs");
-        mem.get(BASE, 5 * N as usize * 8).expect("the results")
-    };
-    let (want, got) = (results(None), results(Some(&jit)));
-    assert!(jit.compiled() > 0);
-    for (i, (w, g)) in want.chunks(8).zip(got.chunks(8)).enumerate() {
-        assert_eq!(
-            w,
-            g,
-            "result {} of thread {}",
-            i / N as usize,
-            i % N as usize
+    // The whole program (the f16 arithmetic has no vector form), and the conversion to f16
+    // alone, in one stretch that has one (inline where all four lanes' results are normal
+    // f16 or zeros, else through the interpreter's conversion).
+    let (convert, store) = (code[..11].to_vec(), out(0, 5));
+    for (code, vector) in [
+        (code.to_vec(), false),
+        ([convert, vec![store, Op::Exit]].concat(), true),
+    ] {
+        let outs = code.iter().filter(|op| matches!(op, Op::St { .. })).count();
+        let k = Kernel {
+            name: "f16".into(),
+            params: vec![],
+            param_bytes: 0,
+            regs: 10,
+            shared_bytes: 0,
+            local_bytes: 0,
+            frame_bytes: 0,
+            code: code.into_iter().map(|op| inst(op, None)).collect(),
+        };
+        let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+        let bytes = outs * N as usize * 8;
+        let results = |native: Option<&dyn vgpu_ptx::exec::Native>| {
+            let mem = DirectMemory::zeroed(BASE, bytes).expect("aligned memory");
+            let l = launch((N / 256, [256, 1, 1], 2), &[], &mem, native);
+            run(&k, &l).expect("the kernel runs");
+            mem.get(BASE, bytes).expect("the results")
+        };
+        let (want, got) = (results(None), results(Some(&jit)));
+        assert!(jit.compiled() > 0);
+        assert!(
+            !vector || jit.vector_stretches() > 0,
+            "the conversion's vector form"
         );
+        for (i, (w, g)) in want.chunks(8).zip(got.chunks(8)).enumerate() {
+            assert_eq!(
+                w,
+                g,
+                "result {} of thread {}",
+                i / N as usize,
+                i % N as usize
+            );
+        }
     }
 }
 
