@@ -1178,17 +1178,11 @@ fn vector_op(rng: &mut Rng) -> Op {
             let ty = rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64, Ty::F32, Ty::F32]);
             let unordered = Cmp::Unordered(rng.below(6) as u8);
             Op::Setp {
-                cmp: rng.pick(&[
-                    Cmp::Eq,
-                    Cmp::Ne,
-                    Cmp::Lt,
-                    Cmp::Le,
-                    Cmp::Gt,
-                    Cmp::Ge,
-                    unordered,
-                    Cmp::Num,
-                    Cmp::Nan,
-                ]),
+                cmp: if rng.chance(9) {
+                    unordered
+                } else {
+                    rng.pick(&ORDERED)
+                },
                 ty,
                 d,
                 d2: rng.chance(2).then(|| reg(rng)),
@@ -1230,6 +1224,18 @@ fn vector_op(rng: &mut Rng) -> Op {
         }
     }
 }
+
+/// The comparisons other than the unordered forms (`Cmp::Unordered`).
+const ORDERED: [Cmp; 8] = [
+    Cmp::Eq,
+    Cmp::Ne,
+    Cmp::Lt,
+    Cmp::Le,
+    Cmp::Gt,
+    Cmp::Ge,
+    Cmp::Num,
+    Cmp::Nan,
+];
 
 /// The f32 unary operations that have a vector form.
 const VECTOR_UNARY: [UnOp; 8] = [
@@ -1430,16 +1436,7 @@ fn every_vector_operation_has_its_vector_form() {
         ops.push(bin(op, Ty::Pred, 2, x, y));
     }
     let unordered = (0..6).map(Cmp::Unordered);
-    let ordered = [
-        Cmp::Eq,
-        Cmp::Ne,
-        Cmp::Lt,
-        Cmp::Le,
-        Cmp::Gt,
-        Cmp::Ge,
-        Cmp::Num,
-        Cmp::Nan,
-    ];
+    let ordered = ORDERED;
     for cmp in ordered.into_iter().chain(unordered) {
         ops.push(Op::Setp {
             cmp,

@@ -446,15 +446,7 @@ mod tests {
     /// Every element of A, B and C/D is held by exactly one (lane, element) of the warp.
     #[test]
     fn fragments_cover_each_matrix_once() {
-        let shapes = [
-            ("m16n8k8", Ty::F32, Ty::F16, Ty::F16, Ty::F32),
-            ("m16n8k16", Ty::F32, Ty::BF16, Ty::BF16, Ty::F32),
-            ("m16n8k16", Ty::F16, Ty::F16, Ty::F16, Ty::F16),
-            ("m8n8k16", Ty::S32, Ty::S8, Ty::S8, Ty::S32),
-            ("m16n8k16", Ty::S32, Ty::S8, Ty::U8, Ty::S32),
-            ("m16n8k32", Ty::S32, Ty::U8, Ty::S8, Ty::S32),
-        ];
-        for (name, d, a, b, c) in shapes {
+        for (name, d, a, b, c) in FORMS {
             let s = MmaShape::new(name, d, a, b, c).unwrap();
             let (ra, rb, rc) = s.regs();
             let (pa, pc) = (MmaShape::per_reg(s.ab), MmaShape::per_reg(s.cd));
