@@ -137,3 +137,19 @@ fn unclosed_bodies_and_module_errors_fail_the_module() {
     let text = format!("{HEADER}.local .u32 x;\n.visible .entry k()\n{{\n    ret;\n}}\n");
     assert_eq!(LazyProgram::new(&text).err(), vgpu_ptx::load(&text).err());
 }
+
+/// A kernel's body is bounded at its first use as a whole load bounds the module: more
+/// register names than a parse may expand to refuse that kernel, and the others run.
+#[test]
+fn hostile_bodies_are_refused_at_first_use() {
+    let text = format!(
+        "{HEADER}.visible .entry many() {{ .reg .b32 %a<1048576>; .reg .b32 %b<1048576>; \
+         .reg .b32 %c<1048576>; ret; }}\n.visible .entry fine() {{ ret; }}\n"
+    );
+    let lazy = LazyProgram::new(&text).expect("the module indexes");
+    match lazy.kernel("many") {
+        Some(Err(e)) => assert!(e.to_string().contains("registers in one module"), "{e}"),
+        other => panic!("many: {other:?}"),
+    }
+    assert!(matches!(lazy.kernel("fine"), Some(Ok(_))));
+}
