@@ -15,6 +15,7 @@ use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I8, I8X16};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
 };
+use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -62,6 +63,15 @@ pub(crate) fn module() -> Result<JITModule, String> {
 /// (after checking the launch's watchdog as it does between runs).
 pub(crate) const LOOP_BUDGET: i64 = 1 << 10;
 
+/// The calling convention of the host functions compiled code calls (see `helpers!`).
+fn helper_conv(module: &JITModule) -> CallConv {
+    if cfg!(target_arch = "x86_64") {
+        CallConv::WindowsFastcall
+    } else {
+        module.isa().default_call_conv()
+    }
+}
+
 /// Registers whose slots lie too far for a load's offset are not compiled.
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
@@ -103,12 +113,14 @@ pub(crate) fn compile(
     ctx.func.signature.params.push(AbiParam::new(ptr));
     ctx.func.signature.returns.push(AbiParam::new(I32));
     let mut find = module.make_signature();
+    find.call_conv = helper_conv(module);
     find.params.push(AbiParam::new(ptr));
     for _ in 0..4 {
         find.params.push(AbiParam::new(I64));
     }
     find.returns.push(AbiParam::new(ptr));
     let mut helper = module.make_signature();
+    helper.call_conv = helper_conv(module);
     helper.params.push(AbiParam::new(ptr));
     for _ in 0..4 {
         helper.params.push(AbiParam::new(I64));
@@ -116,12 +128,14 @@ pub(crate) fn compile(
     helper.returns.push(AbiParam::new(I64));
 
     let mut warp = module.make_signature();
+    warp.call_conv = helper_conv(module);
     for _ in 0..3 {
         warp.params.push(AbiParam::new(ptr));
     }
     warp.params.push(AbiParam::new(I64));
 
     let mut math = module.make_signature();
+    math.call_conv = helper_conv(module);
     math.params.push(AbiParam::new(F64));
     math.returns.push(AbiParam::new(F64));
 
@@ -647,10 +661,11 @@ fn shuffle(
     true
 }
 
+helpers! {
 /// A warp-wide instruction between stretches of per-lane code: the interpreter's own
 /// (`vgpu_ptx::exec::warp_op`). Should it refuse (it cannot: the instruction was checked when
 /// compiled, and the registers before the call), `ctx` records it.
-extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, mask: u64) {
+fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, mask: u64) {
     // SAFETY: compiled code passes the `LoadCtx` of the call (see `direct::find`), a
     // pointer into the `code` of the `Jit` that owns it (see `lane_value`), and the
     // registers `Run::run` lent to the call, `regs_len` of them, which compiled code does
@@ -663,6 +678,7 @@ extern "C" fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, ma
     if !vgpu_ptx::exec::warp_op(inst, regs, mask as u32) && ctx.fault == 0 {
         (ctx.fault, ctx.fault_line) = (3, u64::from(inst.line));
     }
+}
 }
 
 /// `shl` (`left`) or `shr` of `x` by `y`, both of 32 bits (I32) or 64 (I64), as the
@@ -732,20 +748,22 @@ pub(crate) fn math_function(op: UnOp) -> *const () {
 /// and `tanh` use (`vgpu_ptx::exec::lane_value` of a `Un`), for compiled code to call
 /// without going through the interpreter's dispatch: the same functions, so the same bits.
 mod math {
-    pub(super) extern "C" fn ex2(x: f64) -> f64 {
+    helpers! {
+    pub(super) fn ex2(x: f64) -> f64 {
         x.exp2()
     }
-    pub(super) extern "C" fn lg2(x: f64) -> f64 {
+    pub(super) fn lg2(x: f64) -> f64 {
         x.log2()
     }
-    pub(super) extern "C" fn sin(x: f64) -> f64 {
+    pub(super) fn sin(x: f64) -> f64 {
         x.sin()
     }
-    pub(super) extern "C" fn cos(x: f64) -> f64 {
+    pub(super) fn cos(x: f64) -> f64 {
         x.cos()
     }
-    pub(super) extern "C" fn tanh(x: f64) -> f64 {
+    pub(super) fn tanh(x: f64) -> f64 {
         x.tanh()
+    }
     }
 }
 
@@ -754,12 +772,14 @@ pub(crate) fn lane_value_fn() -> *const () {
     lane_value as *const ()
 }
 
+helpers! {
 /// The operations compiled code does not do inline: the interpreter's arithmetic.
-extern "C" fn lane_value(op: *const Op, a: u64, b: u64, c: u64, d: u64) -> u64 {
+fn lane_value(op: *const Op, a: u64, b: u64, c: u64, d: u64) -> u64 {
     // SAFETY: compiled code passes a pointer into the `code` of the `Jit` that owns it,
     // which outlives the code and is never changed.
     let op = unsafe { &*op };
     vgpu_ptx::exec::lane_value(op, [a, b, c, d])
+}
 }
 
 /// A load or store as compiled: its state space, base register value, constant offset,
@@ -802,45 +822,47 @@ impl Checked<'_, '_> {
         on: Value,
         store: bool,
     ) -> Value {
-        // A slot's limit is counted in accesses of the site's size, a power of two.
-        let site = if size.is_power_of_two() && size <= 8 {
-            site
-        } else {
-            SITES as u32
-        };
-        let helper = if store {
-            crate::direct::find_store as *const ()
-        } else {
-            crate::direct::find as *const ()
-        };
-        let func = self.b.ins().iconst(self.ptr, helper as usize as i64);
+        self.find_in_row(&mut Vec::new(), site, at, size, line, on, store)
+    }
+
+    /// The call of `direct::find` (or, for a `store`, `direct::find_store`) for an access
+    /// at site `site` (`None`: a site with no slot).
+    fn lookup(
+        &mut self,
+        site: Option<u32>,
+        at: Value,
+        size: u32,
+        line: u32,
+        on: Value,
+        store: bool,
+    ) -> Value {
+        let func = self.helper_fn(store);
         let size_v = self.b.ins().iconst(I64, i64::from(size));
-        let slot_id = if (site as usize) < SITES { site } else { 0xFF };
-        let where_v = self
-            .b
-            .ins()
-            .iconst(I64, (i64::from(line) << 8) | i64::from(slot_id));
-        if site as usize >= SITES {
-            let args = [self.loads, at, size_v, where_v, on];
-            let call = self.b.ins().call_indirect(self.find, func, &args);
-            return self.b.inst_results(call)[0];
-        }
-        let slot = (std::mem::size_of::<Site>() * site as usize) as i32;
-        let f = MemFlags::trusted();
-        let base = self
-            .b
-            .ins()
-            .load(I64, f, self.loads, slot + offset_of!(Site, base) as i32);
-        let lim = self
-            .b
-            .ins()
-            .load(I64, f, self.loads, slot + offset_of!(Site, lim) as i32);
-        let host = self.b.ins().load(
-            self.ptr,
-            f,
-            self.loads,
-            slot + offset_of!(Site, host) as i32,
-        );
+        let where_v = self.where_v(line, site);
+        let call =
+            self.b
+                .ins()
+                .call_indirect(self.find, func, &[self.loads, at, size_v, where_v, on]);
+        self.b.inst_results(call)[0]
+    }
+
+    /// What a lookup is told of the access: its PTX line, and its site's slot (0xFF: none).
+    fn where_v(&mut self, line: u32, site: Option<u32>) -> Value {
+        let slot = site.map_or(0xFF, i64::from);
+        self.b.ins().iconst(I64, (i64::from(line) << 8) | slot)
+    }
+
+    /// Whether an access of `size` bytes at `at` (a store's only where its guard `on` is
+    /// true) falls inside the allocation `[base, lim, host]` of a site's slot, and its host
+    /// address if it does.
+    fn inline_check(
+        &mut self,
+        at: Value,
+        [base, lim, host]: [Value; 3],
+        size: u32,
+        on: Value,
+        store: bool,
+    ) -> (Value, Value) {
         let off = self.b.ins().isub(at, base);
         let mut hit = self.aligned_below(off, lim, size);
         if store {
@@ -848,8 +870,137 @@ impl Checked<'_, '_> {
             hit = self.b.ins().band(hit, on);
         }
         let off = self.address(off);
+        (hit, self.b.ins().iadd(host, off))
+    }
+
+    /// [`Checked::find`] for one of several accesses in a row: `slots` holds the sites'
+    /// allocations as last loaded (`(site, [base, lim, host])`), so that a site's slot is
+    /// loaded once for them all, and again only after a lookup (which may change it), in a
+    /// block laid out apart.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn find_in_row(
+        &mut self,
+        slots: &mut Vec<(u32, [Value; 3])>,
+        site: u32,
+        at: Value,
+        size: u32,
+        line: u32,
+        on: Value,
+        store: bool,
+    ) -> Value {
+        // A slot's limit is counted in accesses of the site's size, a power of two.
+        if !(size.is_power_of_two() && size <= 8) || site as usize >= SITES {
+            return self.lookup(None, at, size, line, on, store);
+        }
+        let k = match slots.iter().position(|s| s.0 == site) {
+            Some(k) => k,
+            None => {
+                let v = self.site(site);
+                slots.push((site, v));
+                slots.len() - 1
+            }
+        };
+        let (hit, fast) = self.inline_check(at, slots[k].1, size, on, store);
+        let [base, lim, host] = slots[k].1;
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, self.ptr);
+        for t in [I64, I64, self.ptr] {
+            self.b.append_block_param(join, t);
+        }
+        let args = [fast, base, lim, host].map(BlockArg::from);
+        self.b.ins().brif(hit, join, &args, slow, &[]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        self.b.set_cold_block(slow);
+        let p = self.lookup(Some(site), at, size, line, on, store);
+        let [base, lim, host] = self.site(site);
+        let args = [p, base, lim, host].map(BlockArg::from);
+        self.b.ins().jump(join, &args);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        let params = self.b.block_params(join).to_vec();
+        slots[k].1 = [params[1], params[2], params[3]];
+        params[0]
+    }
+
+    /// The allocation in the slot of load site `site`: its base, limit and host address.
+    fn site(&mut self, site: u32) -> [Value; 3] {
+        let slot = (std::mem::size_of::<Site>() * site as usize) as i32;
+        let f = MemFlags::trusted();
+        let at = |field: usize| slot + field as i32;
+        [
+            self.b
+                .ins()
+                .load(I64, f, self.loads, at(offset_of!(Site, base))),
+            self.b
+                .ins()
+                .load(I64, f, self.loads, at(offset_of!(Site, lim))),
+            self.b
+                .ins()
+                .load(self.ptr, f, self.loads, at(offset_of!(Site, host))),
+        ]
+    }
+
+    /// [`Checked::shared`] for one of several accesses in a row: `row` holds the block's
+    /// shared memory (its host address, and its length in accesses of `size` bytes), loaded
+    /// once for them all; the lookup's block is laid out apart.
+    pub(crate) fn shared_in_row(
+        &mut self,
+        row: &mut Option<(Value, Value)>,
+        at: Value,
+        size: u32,
+        line: u32,
+        on: Value,
+        store: bool,
+    ) -> Value {
+        let (host, lim) = match *row {
+            Some(r) => r,
+            None => {
+                let f = MemFlags::trusted();
+                let len =
+                    self.b
+                        .ins()
+                        .load(I64, f, self.loads, offset_of!(LoadCtx, shared_len) as i32);
+                let host =
+                    self.b
+                        .ins()
+                        .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
+                let lim = self.b.ins().ushr_imm(len, i64::from(size.trailing_zeros()));
+                *row = Some((host, lim));
+                (host, lim)
+            }
+        };
+        // Aligned, and at + size <= len: the access is one of the len / size whole
+        // accesses that fit.
+        let mut hit = if size.is_power_of_two() && size <= 8 {
+            self.aligned_below(at, lim, size)
+        } else {
+            self.b.ins().iconst(I8, 0)
+        };
+        if store {
+            let on = self.b.ins().icmp_imm(IntCC::NotEqual, on, 0);
+            hit = self.b.ins().band(hit, on);
+        }
+        let off = self.address(at);
         let fast = self.b.ins().iadd(host, off);
+        let func = self.b.ins().iconst(
+            self.ptr,
+            crate::direct::find_shared as *const () as usize as i64,
+        );
+        let size_v = self.b.ins().iconst(I64, i64::from(size));
+        let where_v = self.b.ins().iconst(I64, i64::from(line) << 8);
         self.slow_path(hit, fast, func, [self.loads, at, size_v, where_v, on])
+    }
+
+    /// The lookup a global load (or a `store`) calls when its inline check fails.
+    fn helper_fn(&mut self, store: bool) -> Value {
+        let helper = if store {
+            crate::direct::find_store as *const ()
+        } else {
+            crate::direct::find as *const ()
+        };
+        self.b.ins().iconst(self.ptr, helper as usize as i64)
     }
 
     /// Whether `off` is a multiple of `size` (a power of two) below `lim * size`, in one
@@ -873,6 +1024,7 @@ impl Checked<'_, '_> {
         self.b.ins().brif(hit, join, &[fast.into()], slow, &[]);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
+        self.b.set_cold_block(slow);
         let call = self.b.ins().call_indirect(self.find, func, &args);
         let p = self.b.inst_results(call)[0];
         self.b.ins().jump(join, &[p.into()]);
@@ -892,36 +1044,7 @@ impl Checked<'_, '_> {
         on: Value,
         store: bool,
     ) -> Value {
-        let f = MemFlags::trusted();
-        let len = self
-            .b
-            .ins()
-            .load(I64, f, self.loads, offset_of!(LoadCtx, shared_len) as i32);
-        let host = self
-            .b
-            .ins()
-            .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
-        // Aligned, and at + size <= len: the access is one of the len / size whole
-        // accesses that fit.
-        let mut hit = if size.is_power_of_two() && size <= 8 {
-            let lim = self.b.ins().ushr_imm(len, i64::from(size.trailing_zeros()));
-            self.aligned_below(at, lim, size)
-        } else {
-            self.b.ins().iconst(I8, 0)
-        };
-        if store {
-            let on = self.b.ins().icmp_imm(IntCC::NotEqual, on, 0);
-            hit = self.b.ins().band(hit, on);
-        }
-        let off = self.address(at);
-        let fast = self.b.ins().iadd(host, off);
-        let func = self.b.ins().iconst(
-            self.ptr,
-            crate::direct::find_shared as *const () as usize as i64,
-        );
-        let size_v = self.b.ins().iconst(I64, i64::from(size));
-        let where_v = self.b.ins().iconst(I64, i64::from(line) << 8);
-        self.slow_path(hit, fast, func, [self.loads, at, size_v, where_v, on])
+        self.shared_in_row(&mut None, at, size, line, on, store)
     }
 
     /// The `size`-byte value at `p + at`, sign- or zero-extended to 64 bits.

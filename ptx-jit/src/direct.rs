@@ -343,13 +343,14 @@ pub(crate) struct LoadCtx {
 /// Eight zero bytes: where a load that faults, or whose guard is false, reads.
 static ZERO: u64 = 0;
 
+helpers! {
 /// The host address compiled code loads `size` bytes of device address `addr` from, for
 /// load site `at & 0xFF` of an instruction at PTX line `at >> 8`, when the site's last
 /// allocation does not hold it; the site then remembers the allocation (sites past
 /// [`SITES`] have no slot). When `on` is 0
 /// (the guard is false), or the access faults (the first fault is recorded in `ctx`),
 /// eight zero bytes.
-pub(crate) extern "C" fn find(
+pub(crate) fn find(
     ctx: *mut LoadCtx,
     addr: u64,
     size: u64,
@@ -387,10 +388,12 @@ pub(crate) extern "C" fn find(
         }
     }
 }
+}
 
+helpers! {
 /// [`find`] for a store: where a store whose guard is false or that faults goes is
 /// `ctx.sink`, not the static zero.
-pub(crate) extern "C" fn find_store(
+pub(crate) fn find_store(
     ctx: *mut LoadCtx,
     addr: u64,
     size: u64,
@@ -404,13 +407,15 @@ pub(crate) extern "C" fn find_store(
     }
     p as *mut u8
 }
+}
 
+helpers! {
 /// The host address of a `size`-byte access to byte `addr` of the block's shared memory,
 /// for an instruction at PTX line `at >> 8`, when compiled code's inline check failed or
 /// the guard `on` is false: the address in shared memory when it is inside and aligned,
 /// else `ctx.sink`, with the first fault recorded as the interpreter would report it
 /// (misaligned, then illegal address).
-pub(crate) extern "C" fn find_shared(
+pub(crate) fn find_shared(
     ctx: *mut LoadCtx,
     addr: u64,
     size: u64,
@@ -433,6 +438,7 @@ pub(crate) extern "C" fn find_shared(
         return sink;
     }
     ctx.shared.wrapping_add(addr as usize)
+}
 }
 
 #[cfg(test)]

@@ -52,6 +52,21 @@
 //! calls, [`Jit`]'s ownership of the code's memory and [`DirectMemory`]; each use says why
 //! it holds.
 
+/// Defines host functions that compiled code calls, in the convention of
+/// [`codegen::helper_conv`]: on x86-64, Windows' (`win64`), which keeps `xmm6`–`xmm15`
+/// across the call. A warp's vectors then stay in registers across a call on a rarely
+/// taken path (an access its site's allocation does not hold, a rare operand), where
+/// System V's convention, which keeps no vector register, made the code generator keep
+/// them on the stack around it. Elsewhere, the C convention.
+macro_rules! helpers {
+    ($($(#[$m:meta])* $v:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block)*) => {$(
+        #[cfg(target_arch = "x86_64")]
+        $(#[$m])* $v extern "win64" fn $name($($a: $t),*) $(-> $r)? $body
+        #[cfg(not(target_arch = "x86_64"))]
+        $(#[$m])* $v extern "C" fn $name($($a: $t),*) $(-> $r)? $body
+    )*};
+}
+
 mod codegen;
 mod direct;
 mod vector;

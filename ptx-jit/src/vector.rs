@@ -195,6 +195,14 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
         })
 }
 
+/// What the accesses of one instruction's lanes loaded of what they are checked against:
+/// the sites' slots and the shared memory's bounds.
+#[derive(Default)]
+struct Row {
+    sites: Vec<(u32, [Value; 3])>,
+    shared: Option<(Value, Value)>,
+}
+
 /// The flags of a vector access to register slots: they cannot trap (`Run::run` checks
 /// the registers' length), but are only 8-byte aligned, so no instruction may assume 16.
 fn slots() -> MemFlags {
@@ -742,18 +750,14 @@ impl<'f> Vector<'_, 'f> {
         }
     }
 
-    /// The host address of element `e` of lane `k`'s access (a `store` or a load) of
-    /// `size` bytes at its base register's value (or 0) plus `offset`: checked as the lane
-    /// code checks it, a global access at the slot of `site + e`.
-    fn lane_address(
+    /// The device address of element `e` of lane `k`'s access of `size` bytes at its base
+    /// register's value (or 0) plus `offset`, and whether the lane runs it.
+    fn lane_access(
         &mut self,
-        space: MemSpace,
         base: Option<Quad>,
         (offset, k, e): (i64, usize, usize),
         size: u32,
-        line: u32,
-        (site, store): (u32, bool),
-    ) -> Value {
+    ) -> (Value, Value) {
         let off = offset.wrapping_add(e as i64 * i64::from(size));
         let at = match base {
             Some(q) => {
@@ -771,11 +775,30 @@ impl<'f> Vector<'_, 'f> {
                 self.b.ins().extractlane(half, (k % 2) as u8)
             }
         };
+        (at, on)
+    }
+
+    /// The host address of element `e` of lane `k`'s access (a `store` or a load): checked
+    /// as the lane code checks it, a global access at the slot of `site + e`. `row` holds
+    /// what the instruction's earlier accesses loaded of the sites' slots, or of the shared
+    /// memory's bounds ([`Checked::find_in_row`], [`Checked::shared_in_row`]).
+    #[allow(clippy::too_many_arguments)]
+    fn lane_address(
+        &mut self,
+        space: MemSpace,
+        base: Option<Quad>,
+        (offset, k, e): (i64, usize, usize),
+        size: u32,
+        line: u32,
+        (site, store): (u32, bool),
+        row: &mut Row,
+    ) -> Value {
+        let (at, on) = self.lane_access(base, (offset, k, e), size);
         let mut c = self.checked();
         if space == MemSpace::Shared {
-            c.shared(at, size, line, on, store)
+            c.shared_in_row(&mut row.shared, at, size, line, on, store)
         } else {
-            c.find(site + e as u32, at, size, line, on, store)
+            c.find_in_row(&mut row.sites, site + e as u32, at, size, line, on, store)
         }
     }
 
@@ -1439,11 +1462,20 @@ impl<'f> Vector<'_, 'f> {
                     self.sites += n as u32;
                 }
                 let mut vals = vec![[None; 4]; n];
+                let mut row = Row::default();
                 // Lane after lane, each its elements in order, as the lane code.
                 for k in 0..4 {
                     for (e, val) in vals.iter_mut().enumerate() {
                         let at = (addr.offset, k, e);
-                        let p = self.lane_address(*space, base, at, size, line, (site, false));
+                        let p = self.lane_address(
+                            *space,
+                            base,
+                            at,
+                            size,
+                            line,
+                            (site, false),
+                            &mut row,
+                        );
                         let mut c = self.checked();
                         val[k] = Some(c.load(MemFlags::trusted(), p, 0, size, ty.signed()));
                     }
@@ -1479,10 +1511,12 @@ impl<'f> Vector<'_, 'f> {
                     self.sites += n as u32;
                 }
                 let vals: Vec<Quad> = a.iter().take(n).map(|s| self.src(s)).collect();
+                let mut row = Row::default();
                 for k in 0..4 {
                     for (e, q) in vals.iter().enumerate() {
                         let at = (addr.offset, k, e);
-                        let p = self.lane_address(*space, base, at, size, line, (site, true));
+                        let p =
+                            self.lane_address(*space, base, at, size, line, (site, true), &mut row);
                         let half = if k < 2 { q.lo } else { q.hi };
                         let v = self.b.ins().extractlane(half, (k % 2) as u8);
                         let f = MemFlags::trusted();
