@@ -11,7 +11,7 @@
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I8, I8X16};
+use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I64X2, I8, I8X16};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
 };
@@ -355,7 +355,9 @@ pub(crate) fn compile(
             top = top.max(r);
             // What is known where a shuffle starts (nothing else needs it).
             let f = matches!(w.op, Op::Shfl { .. }).then(|| facts(k)).flatten();
-            if shuffle(&mut b, ptr, regs, mask, w, &|r| f.as_ref()?.value(r)) {
+            let known = |r| f.as_ref()?.value(r);
+            let (simd, live_after) = (vectors, |r| live(k, r));
+            if shuffle(&mut b, (ptr, simd), regs, mask, w, &known, &live_after) {
                 continue;
             }
             let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
@@ -510,11 +512,12 @@ fn uniform(insts: &[Inst], same_in: &HashSet<Reg>) -> Vec<bool> {
 /// (and nothing built) otherwise, or for a guarded one.
 fn shuffle(
     b: &mut FunctionBuilder<'_>,
-    ptr: Type,
+    (ptr, simd): (Type, bool),
     regs: Value,
     mask: Value,
     w: &Inst,
     known: &dyn Fn(Reg) -> Option<u64>,
+    live: &dyn Fn(Reg) -> bool,
 ) -> bool {
     let Op::Shfl {
         mode,
@@ -541,7 +544,8 @@ fn shuffle(
         return false;
     };
     let sources: Vec<Reg> = [a, bs, c].into_iter().filter_map(Result::ok).collect();
-    let p = p.filter(|&p| p != SINK);
+    // A predicate nothing reads after the shuffle is not written (a reduction's never are).
+    let p = p.filter(|&p| p != SINK && live(p));
     let clash = |r: Reg| sources.contains(&r) || r == SINK;
     if w.guard.is_some() || clash(*d) || p.is_some_and(|p| clash(p) || p == *d) {
         return false;
@@ -560,20 +564,34 @@ fn shuffle(
         b.ins().brif(all, whole, &[], head, &[mask.into()]);
         b.switch_to_block(whole);
         b.seal_block(whole);
-        for lane in 0..32usize {
-            let (j, ok) = vgpu_ptx::exec::shuffle_source(*mode, lane, bv, cv);
-            let v = match a {
-                Ok(r) => b
-                    .ins()
-                    .load(I64, f, regs, (r as usize * 256 + j * 8) as i32),
-                Err(v) => b.ins().iconst(I64, v as i64),
-            };
-            b.ins()
-                .store(f, v, regs, (*d as usize * 256 + lane * 8) as i32);
+        let source = |lane| vgpu_ptx::exec::shuffle_source(*mode, lane, bv, cv);
+        let row = |r: Reg, lane: usize| (r as usize * 256 + lane * 8) as i32;
+        for pair in 0..16usize {
+            let (l0, l1) = (2 * pair, 2 * pair + 1);
+            let ((j0, ok0), (j1, ok1)) = (source(l0), source(l1));
+            // Two lanes whose sources are neighbours, in order (as most of a butterfly's
+            // and every whole-warp `up` or `down`'s are), move in one 16-byte access.
+            let two = simd && j1 == j0 + 1;
+            for (lane, j) in [(l0, j0), (l1, j1)] {
+                if two && lane == l1 {
+                    continue;
+                }
+                let ty = if two { I64X2 } else { I64 };
+                let v = match a {
+                    Ok(r) => b.ins().load(ty, f, regs, row(r, j)),
+                    Err(v) if two => {
+                        let v = b.ins().iconst(I64, v as i64);
+                        b.ins().splat(I64X2, v)
+                    }
+                    Err(v) => b.ins().iconst(I64, v as i64),
+                };
+                b.ins().store(f, v, regs, row(*d, lane));
+            }
             if let Some(p) = p {
-                let ok = b.ins().iconst(I64, i64::from(ok));
-                b.ins()
-                    .store(f, ok, regs, (p as usize * 256 + lane * 8) as i32);
+                for (lane, ok) in [(l0, ok0), (l1, ok1)] {
+                    let ok = b.ins().iconst(I64, i64::from(ok));
+                    b.ins().store(f, ok, regs, row(p, lane));
+                }
             }
         }
         b.ins().jump(after, &[]);
