@@ -13,7 +13,7 @@ use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I64X2, I8, I8X16};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
+    AbiParam, Block, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
@@ -75,6 +75,19 @@ fn helper_conv(module: &JITModule) -> CallConv {
 /// Registers whose slots lie too far for a load's offset are not compiled.
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
+/// One run of a region that [`compile`] makes one function of: the instructions
+/// `start..end` of the kernel (ending with the run's branch, if it has one), whether that
+/// branch goes back to `start`, and the runs of the region (by index) that the whole warp
+/// goes on to when every lane falls through (`fall`) or every lane takes the branch
+/// (`jump`).
+pub(crate) struct Sub {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) looping: bool,
+    pub(crate) fall: Option<usize>,
+    pub(crate) jump: Option<usize>,
+}
+
 /// A run's compiled code, and what it touches.
 pub(crate) struct Compiled {
     pub(crate) code: Code,
@@ -98,10 +111,10 @@ pub(crate) struct Compiled {
 /// which hold no f32 subnormal (a `.ftz` operand read from one needs no flushing).
 pub(crate) fn compile(
     module: &mut JITModule,
-    insts: &[Inst],
-    live: &dyn Fn(usize, Reg) -> bool,
-    facts: &dyn Fn(usize) -> Option<Facts>,
-    looping: bool,
+    code: &[Inst],
+    subs: &[Sub],
+    live_at: &dyn Fn(usize, Reg) -> bool,
+    facts_at: &dyn Fn(usize) -> Option<Facts>,
     vectors: bool,
 ) -> Result<Compiled, String> {
     let ptr = module.target_config().pointer_type();
@@ -154,219 +167,250 @@ pub(crate) fn compile(
     let loads = b.block_params(entry)[4];
     let none = b.ins().iconst(I32, 0);
 
-    // Stretches of per-lane instructions, each a loop over the lanes, with the warp-wide
-    // instructions between them called once for the warp.
-    let mut taken_out = none;
+    // The runs of the region, one after the other, each entered from its branch's block
+    // in the run before (the first from the function's entry), each returning when the
+    // warp does not go on to another run of the region together.
+    let heads: Vec<Block> = (0..subs.len())
+        .map(|i| if i == 0 { entry } else { b.create_block() })
+        .collect();
     let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
-    let segs = segments(insts);
-    let segments_count = segs.len();
     let mut vector_stretches = 0;
-    // A run that branches back to its own start, in one stretch with no stores, loops
-    // inside the compiled code: each lane runs its iterations on its own.
-    let looping = looping
-        && segments_count == 1
-        && segs[0].1.is_none()
-        && matches!(insts.last().map(|i| &i.op), Some(Op::Bra { .. }))
-        && !insts
-            .iter()
-            .any(|i| matches!(crate::memory_access(&i.op), Some((_, true))));
-    for (range, warp_at) in segs {
-        let (lane_part, warp_op) = (&insts[range.clone()], warp_at.map(|k| &insts[k]));
-        if !lane_part.is_empty() {
-            for inst in lane_part {
-                let r = highest_reg(inst);
-                if r > MAX_REG {
-                    return Err(format!("register {r} is out of reach"));
-                }
-            }
-            // The registers the stretch reads that hold no f32 subnormal when it starts,
-            // and those that hold the same value in every lane then (in a loop, only those
-            // it does not write: a next pass would read what it wrote).
-            let (mut normal_in, mut same_in) = (HashSet::new(), HashSet::new());
-            if let Some(f) = facts(range.start) {
-                let mut written = HashSet::new();
-                for inst in lane_part {
-                    inst.clone().visit_regs(|r, def| {
-                        if def {
-                            written.insert(*r);
-                        }
-                    });
-                }
-                for inst in lane_part {
-                    inst.clone().visit_regs(|r, def| {
-                        if !def && f.normal(*r) {
-                            normal_in.insert(*r);
-                        }
-                        if !def && f.uniform(*r) && !(looping && written.contains(r)) {
-                            same_in.insert(*r);
-                        }
-                    });
-                }
-            }
-            // The instructions whose values are the same in every lane, computed once
-            // before the loop over the lanes, from the first lane's registers.
-            let hoisted = uniform(lane_part, &same_in);
-            // The first lane of the mask (any lane, when it is empty: then no lane runs the
-            // stretch and what the hoisted code computes goes nowhere).
-            let first32 = b.ins().ctz(mask);
-            let first32 = b.ins().band_imm(first32, 31);
-            let first = b.ins().uextend(I64, first32);
-            let first_base = lane_slots(&mut b, ptr, regs, first);
-            let mut u = Lane {
-                b,
-                ptr,
-                base: first_base,
-                params,
-                specials,
-                loads,
-                lane: first,
-                lane32: first32,
-                helper,
-                math,
-                find,
-                vals: HashMap::new(),
-                flushed: HashSet::new(),
-                normal_in: normal_in.clone(),
-                dirty: BTreeSet::new(),
-                top,
-                sites,
-                param_bytes,
-            };
-            for (inst, _) in lane_part.iter().zip(&hoisted).filter(|(_, &h)| h) {
-                u.op(&inst.op, None, inst.line)?;
-            }
-            let (uniform_vals, uniform_dirty) = (u.vals, u.dirty);
-            (top, sites, param_bytes) = (u.top, u.sites, u.param_bytes);
-            b = u.b;
-            // The loop over the lanes, tested at its end (a shape whose invariant code
-            // the code generator moves out of the loop).
-            let body = b.create_block();
-            let after = b.create_block();
-            b.append_block_param(body, I32);
-            b.append_block_param(body, I32);
-            b.append_block_param(after, I32);
-            let body_insts: Vec<&Inst> = lane_part
+    for (index, sub) in subs.iter().enumerate() {
+        if index > 0 {
+            b.switch_to_block(heads[index]);
+        }
+        let insts = &code[sub.start..sub.end];
+        let live = |i: usize, r: Reg| live_at(sub.start + i, r);
+        let facts = |i: usize| facts_at(sub.start + i);
+        // Stretches of per-lane instructions, each a loop over the lanes, with the warp-wide
+        // instructions between them called once for the warp.
+        let mut taken_out = none;
+        let segs = segments(insts);
+        let segments_count = segs.len();
+        // A run that branches back to its own start, in one stretch with no stores, loops
+        // inside the compiled code: each lane runs its iterations on its own.
+        let looping = sub.looping
+            && segments_count == 1
+            && segs[0].1.is_none()
+            && matches!(insts.last().map(|i| &i.op), Some(Op::Bra { .. }))
+            && !insts
                 .iter()
-                .zip(&hoisted)
-                .filter(|(_, &h)| !h)
-                .map(|(i, _)| i)
-                .collect();
-            let vector = crate::vector::vectorizable(&body_insts);
-            // The vector form numbers the stretch's sites as the lane code does.
-            let mut vector_sites = sites;
-            if vector {
-                vector_stretches += 1;
-            }
-            if vectors && vector {
-                // When the whole warp runs the stretch: four lanes at a time.
-                let (whole, some) = (b.create_block(), b.create_block());
-                let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
-                b.ins().brif(all, whole, &[], some, &[]);
-                b.switch_to_block(whole);
-                b.seal_block(whole);
-                let end = range.end - 1;
-                let env = crate::vector::Env {
-                    regs,
+                .any(|i| matches!(crate::memory_access(&i.op), Some((_, true))));
+        for (range, warp_at) in segs {
+            let (lane_part, warp_op) = (&insts[range.clone()], warp_at.map(|k| &insts[k]));
+            if !lane_part.is_empty() {
+                for inst in lane_part {
+                    let r = highest_reg(inst);
+                    if r > MAX_REG {
+                        return Err(format!("register {r} is out of reach"));
+                    }
+                }
+                // The registers the stretch reads that hold no f32 subnormal when it starts,
+                // and those that hold the same value in every lane then (in a loop, only those
+                // it does not write: a next pass would read what it wrote).
+                let (mut normal_in, mut same_in) = (HashSet::new(), HashSet::new());
+                if let Some(f) = facts(range.start) {
+                    let mut written = HashSet::new();
+                    for inst in lane_part {
+                        inst.clone().visit_regs(|r, def| {
+                            if def {
+                                written.insert(*r);
+                            }
+                        });
+                    }
+                    for inst in lane_part {
+                        inst.clone().visit_regs(|r, def| {
+                            if !def && f.normal(*r) {
+                                normal_in.insert(*r);
+                            }
+                            if !def && f.uniform(*r) && !(looping && written.contains(r)) {
+                                same_in.insert(*r);
+                            }
+                        });
+                    }
+                }
+                // The instructions whose values are the same in every lane, computed once
+                // before the loop over the lanes, from the first lane's registers.
+                let hoisted = uniform(lane_part, &same_in);
+                // The first lane of the mask (any lane, when it is empty: then no lane runs the
+                // stretch and what the hoisted code computes goes nowhere).
+                let first32 = b.ins().ctz(mask);
+                let first32 = b.ins().band_imm(first32, 31);
+                let first = b.ins().uextend(I64, first32);
+                let first_base = lane_slots(&mut b, ptr, regs, first);
+                let mut u = Lane {
+                    b,
+                    ptr,
+                    base: first_base,
                     params,
                     specials,
                     loads,
-                    find,
-                    math,
+                    lane: first,
+                    lane32: first32,
                     helper,
-                    ptr,
+                    math,
+                    find,
+                    vals: HashMap::new(),
+                    flushed: HashSet::new(),
+                    normal_in: normal_in.clone(),
+                    dirty: BTreeSet::new(),
+                    top,
                     sites,
-                    uniform: &uniform_vals,
-                    uniform_dirty: &uniform_dirty,
-                    normal_in: &normal_in,
-                    live: &|r| live(end, r),
+                    param_bytes,
                 };
-                let (r, s) = crate::vector::build(&mut b, &env, &body_insts, looping, after);
+                for (inst, _) in lane_part.iter().zip(&hoisted).filter(|(_, &h)| h) {
+                    u.op(&inst.op, None, inst.line)?;
+                }
+                let (uniform_vals, uniform_dirty) = (u.vals, u.dirty);
+                (top, sites, param_bytes) = (u.top, u.sites, u.param_bytes);
+                b = u.b;
+                // The loop over the lanes, tested at its end (a shape whose invariant code
+                // the code generator moves out of the loop).
+                let body = b.create_block();
+                let after = b.create_block();
+                b.append_block_param(body, I32);
+                b.append_block_param(body, I32);
+                b.append_block_param(after, I32);
+                let body_insts: Vec<&Inst> = lane_part
+                    .iter()
+                    .zip(&hoisted)
+                    .filter(|(_, &h)| !h)
+                    .map(|(i, _)| i)
+                    .collect();
+                let vector = crate::vector::vectorizable(&body_insts);
+                // The vector form numbers the stretch's sites as the lane code does.
+                let mut vector_sites = sites;
+                if vector {
+                    vector_stretches += 1;
+                }
+                if vectors && vector {
+                    // When the whole warp runs the stretch: four lanes at a time.
+                    let (whole, some) = (b.create_block(), b.create_block());
+                    let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
+                    b.ins().brif(all, whole, &[], some, &[]);
+                    b.switch_to_block(whole);
+                    b.seal_block(whole);
+                    let end = range.end - 1;
+                    let env = crate::vector::Env {
+                        regs,
+                        params,
+                        specials,
+                        loads,
+                        find,
+                        math,
+                        helper,
+                        ptr,
+                        sites,
+                        uniform: &uniform_vals,
+                        uniform_dirty: &uniform_dirty,
+                        normal_in: &normal_in,
+                        live: &|r| live(end, r),
+                    };
+                    let (r, s) = crate::vector::build(&mut b, &env, &body_insts, looping, after);
+                    top = top.max(r);
+                    vector_sites = s;
+                    b.switch_to_block(some);
+                    b.seal_block(some);
+                }
+                b.ins().brif(
+                    mask,
+                    body,
+                    &[mask.into(), none.into()],
+                    after,
+                    &[none.into()],
+                );
+                b.switch_to_block(body);
+                let (m, taken) = (b.block_params(body)[0], b.block_params(body)[1]);
+                let lane32 = b.ins().ctz(m);
+                let below = b.ins().iadd_imm(m, -1);
+                let rest = b.ins().band(m, below);
+                let lane = b.ins().uextend(I64, lane32);
+                let base = lane_slots(&mut b, ptr, regs, lane);
+                let mut l = Lane {
+                    b,
+                    ptr,
+                    base,
+                    params,
+                    specials,
+                    loads,
+                    lane,
+                    lane32,
+                    helper,
+                    math,
+                    find,
+                    vals: uniform_vals,
+                    flushed: HashSet::new(),
+                    normal_in,
+                    dirty: uniform_dirty,
+                    top,
+                    sites,
+                    param_bytes,
+                };
+                let taken = if looping {
+                    // The lane's branch: taken only where it stopped at the loop's start.
+                    let uniform_vals = l.vals.clone();
+                    let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
+                    let cond =
+                        l.lane_loop(rest_insts, last, &uniform_vals, &|r| live(range.end - 1, r))?;
+                    l.take(taken, Some(cond))
+                } else {
+                    l.straight(&body_insts, taken)?
+                };
+                l.store_back(|r| live(range.end - 1, r));
+                (top, param_bytes) = (l.top, l.param_bytes);
+                // Both forms number the same sites; the larger count covers every slot read.
+                sites = l.sites.max(vector_sites);
+                b = l.b;
+                b.ins().brif(
+                    rest,
+                    body,
+                    &[rest.into(), taken.into()],
+                    after,
+                    &[taken.into()],
+                );
+                b.seal_block(body);
+                b.switch_to_block(after);
+                b.seal_block(after);
+                taken_out = b.block_params(after)[0];
+            }
+            if let (Some(w), Some(k)) = (warp_op, warp_at) {
+                let r = highest_reg(w);
+                if r > MAX_REG {
+                    return Err(format!("register {r} is out of reach"));
+                }
                 top = top.max(r);
-                vector_sites = s;
-                b.switch_to_block(some);
-                b.seal_block(some);
+                // What is known where a shuffle starts (nothing else needs it).
+                let f = matches!(w.op, Op::Shfl { .. }).then(|| facts(k)).flatten();
+                let known = |r| f.as_ref()?.value(r);
+                let (simd, live_after) = (vectors, |r| live(k, r));
+                if shuffle(&mut b, (ptr, simd), regs, mask, w, &known, &live_after) {
+                    continue;
+                }
+                let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
+                let i = b.ins().iconst(ptr, w as *const Inst as i64);
+                let m = b.ins().uextend(I64, mask);
+                b.ins().call_indirect(warp, f, &[loads, i, regs, m]);
             }
-            b.ins().brif(
-                mask,
-                body,
-                &[mask.into(), none.into()],
-                after,
-                &[none.into()],
-            );
-            b.switch_to_block(body);
-            let (m, taken) = (b.block_params(body)[0], b.block_params(body)[1]);
-            let lane32 = b.ins().ctz(m);
-            let below = b.ins().iadd_imm(m, -1);
-            let rest = b.ins().band(m, below);
-            let lane = b.ins().uextend(I64, lane32);
-            let base = lane_slots(&mut b, ptr, regs, lane);
-            let mut l = Lane {
-                b,
-                ptr,
-                base,
-                params,
-                specials,
-                loads,
-                lane,
-                lane32,
-                helper,
-                math,
-                find,
-                vals: uniform_vals,
-                flushed: HashSet::new(),
-                normal_in,
-                dirty: uniform_dirty,
-                top,
-                sites,
-                param_bytes,
-            };
-            let taken = if looping {
-                // The lane's branch: taken only where it stopped at the loop's start.
-                let uniform_vals = l.vals.clone();
-                let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
-                let cond =
-                    l.lane_loop(rest_insts, last, &uniform_vals, &|r| live(range.end - 1, r))?;
-                l.take(taken, Some(cond))
-            } else {
-                l.straight(&body_insts, taken)?
-            };
-            l.store_back(|r| live(range.end - 1, r));
-            (top, param_bytes) = (l.top, l.param_bytes);
-            // Both forms number the same sites; the larger count covers every slot read.
-            sites = l.sites.max(vector_sites);
-            b = l.b;
-            b.ins().brif(
-                rest,
-                body,
-                &[rest.into(), taken.into()],
-                after,
-                &[taken.into()],
-            );
-            b.seal_block(body);
-            b.switch_to_block(after);
-            b.seal_block(after);
-            taken_out = b.block_params(after)[0];
         }
-        if let (Some(w), Some(k)) = (warp_op, warp_at) {
-            let r = highest_reg(w);
-            if r > MAX_REG {
-                return Err(format!("register {r} is out of reach"));
-            }
-            top = top.max(r);
-            // What is known where a shuffle starts (nothing else needs it).
-            let f = matches!(w.op, Op::Shfl { .. }).then(|| facts(k)).flatten();
-            let known = |r| f.as_ref()?.value(r);
-            let (simd, live_after) = (vectors, |r| live(k, r));
-            if shuffle(&mut b, (ptr, simd), regs, mask, w, &known, &live_after) {
-                continue;
-            }
-            let f = b.ins().iconst(ptr, warp_step as *const () as usize as i64);
-            let i = b.ins().iconst(ptr, w as *const Inst as i64);
-            let m = b.ins().uextend(I64, mask);
-            b.ins().call_indirect(warp, f, &[loads, i, regs, m]);
+
+        // The whole warp goes on to the run where its branch sends every lane, when the
+        // region holds it; else the code returns, saying where the lanes stopped.
+        let full = b.ins().icmp_imm(IntCC::Equal, mask, -1);
+        for (next, all) in [(sub.fall, 0), (sub.jump, -1)] {
+            let Some(next) = next else { continue };
+            let same = b.ins().icmp_imm(IntCC::Equal, taken_out, all);
+            let go = b.ins().band(full, same);
+            let stay = b.create_block();
+            b.ins().brif(go, heads[next], &[], stay, &[]);
+            b.switch_to_block(stay);
+            b.seal_block(stay);
         }
+        let at = b.ins().iconst(I32, index as i64);
+        let exit = offset_of!(LoadCtx, exit) as i32;
+        b.ins().store(MemFlags::trusted(), at, loads, exit);
+        b.ins().return_(&[taken_out]);
     }
-    b.ins().return_(&[taken_out]);
+    b.seal_all_blocks();
     b.finalize();
 
     let id = module

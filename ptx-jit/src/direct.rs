@@ -338,6 +338,8 @@ pub(crate) struct LoadCtx {
     pub(crate) fault_size: u32,
     pub(crate) fault_addr: u64,
     pub(crate) fault_line: u64,
+    /// The run of the region (its index) where the lanes stopped.
+    pub(crate) exit: u32,
 }
 
 /// Eight zero bytes: where a load that faults, or whose guard is false, reads.
@@ -527,6 +529,7 @@ mod tests {
             fault_size: 0,
             fault_addr: 0,
             fault_line: 0,
+            exit: 0,
         }
     }
 

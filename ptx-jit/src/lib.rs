@@ -31,8 +31,11 @@
 //! (`codegen::segments`), and the result is the interpreter's, whatever the lanes share.
 //!
 //! * Runs start at *leaders* (the kernel's start, branch targets, the instruction after one
-//!   the run cannot hold) and end before the next leader, so a kernel has at most one run
-//!   per leader, compiled the first time a warp reaches it ([`Jit::at`]).
+//!   the run cannot hold) and end before the next leader. The first time a warp reaches a
+//!   leader, the run there is compiled with the runs after it that a warp may go on to
+//!   forward (a *region*, [`MAX_REGION`] runs at most): a whole warp whose lanes all fall
+//!   through or all take a run's branch goes on to the next run inside the compiled code,
+//!   as the interpreter would call it, without returning to it ([`Jit::at`]).
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
 //!   interpreter's own conversion), rare results (NaN, infinite or subnormal halves) aside;
@@ -78,7 +81,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use vgpu_ptx::constants::Constants;
-use vgpu_ptx::exec::{Fault, Native, NativeRun, Specials, WarpEnv};
+use vgpu_ptx::exec::{Exit, Fault, Native, NativeRun, Specials, WarpEnv};
 use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Reg, Special, Src};
 use vgpu_ptx::liveness::Liveness;
 use vgpu_ptx::lower::SINK;
@@ -89,14 +92,18 @@ use vgpu_ptx::lower::SINK;
 type Code =
     unsafe extern "C" fn(*mut u64, u32, *const u8, *const Specials, *mut direct::LoadCtx) -> u32;
 
-/// The most instructions one run holds (longer stretches make several runs).
+/// The most instructions one run holds (longer stretches make several runs), and one
+/// region.
 pub const MAX_RUN: usize = 1024;
+
+/// The most runs one region holds.
+pub const MAX_REGION: usize = 16;
 
 /// A compiled run of instructions.
 pub struct Run {
     code: Code,
-    end: u32,
-    target: Option<u32>,
+    /// Each run of the region: where it ends, and where its branch goes.
+    exits: Vec<(u32, Option<u32>)>,
     /// Register slots the code touches: `(highest register + 1) * 32`.
     slots: usize,
     /// Bytes of the parameter buffer the code reads.
@@ -116,7 +123,7 @@ impl NativeRun for Run {
         shared: &mut [u8],
         mask: u32,
         env: &WarpEnv<'_>,
-    ) -> Result<Option<u32>, Fault> {
+    ) -> Result<Option<Exit>, Fault> {
         if regs.len() < self.slots || env.params.len() < self.params {
             return Ok(None);
         }
@@ -138,6 +145,7 @@ impl NativeRun for Run {
             fault_size: 0,
             fault_addr: 0,
             fault_line: 0,
+            exit: 0,
         };
         // Only the slots of the run's own sites need to start empty: the code reads no
         // other (clearing them all took a tenth of a short run's time).
@@ -165,7 +173,10 @@ impl NativeRun for Run {
         let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut ctx) };
         let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
         match ctx.fault {
-            0 => Ok(Some(taken)),
+            0 => {
+                let (end, target) = self.exits[ctx.exit as usize];
+                Ok(Some(Exit { taken, end, target }))
+            }
             2 => Err(Fault::Misaligned { addr, size, line }),
             3 => Err(Fault::OutOfResources(format!(
                 "compiled code's registers at line {line}"
@@ -175,11 +186,7 @@ impl NativeRun for Run {
     }
 
     fn end(&self) -> u32 {
-        self.end
-    }
-
-    fn target(&self) -> Option<u32> {
-        self.target
+        self.exits[0].0
     }
 }
 
@@ -255,12 +262,13 @@ impl Jit {
         })
     }
 
-    /// How many runs have been compiled so far.
+    /// How many runs have been compiled so far (lane by lane; each region counts its runs).
     pub fn compiled(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| matches!(s.get(), Some(Some(_))))
-            .count()
+            .filter_map(|s| s.get()?.as_ref())
+            .map(|r| r.exits.len())
+            .sum()
     }
 
     /// How many stretches of the runs compiled so far in vector form have one.
@@ -301,26 +309,100 @@ impl Jit {
         (end > pc).then_some((end, target))
     }
 
-    /// The run at `pc`, lane by lane or (`vectors`) with the vector forms of its
+    /// The region that starts with the run at `pc`: that run, and the runs after it that
+    /// the whole warp may go on to (only forward, so the warp leaves the region after at
+    /// most one pass through each), as long as they hold at most [`MAX_REGION`] runs,
+    /// [`MAX_RUN`] instructions and [`direct::SITES`] global accesses. Every run of a
+    /// region starts at a leader, as it would alone.
+    fn region(&self, pc: usize) -> Option<Vec<codegen::Sub>> {
+        let mut subs: Vec<codegen::Sub> = Vec::new();
+        let mut targets = Vec::new();
+        let (mut queue, mut size, mut accesses) = (std::collections::VecDeque::from([pc]), 0, 0);
+        while let Some(start) = queue.pop_front() {
+            if subs.len() >= MAX_REGION || subs.iter().any(|s| s.start == start) {
+                continue;
+            }
+            let Some((end, target)) = self.extent(start) else {
+                continue;
+            };
+            let global: usize = self.code[start..end]
+                .iter()
+                .filter(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _))))
+                .map(|i| match i.op {
+                    Op::Ld { n, .. } | Op::St { n, .. } => usize::from(n),
+                    _ => 1,
+                })
+                .sum();
+            if !subs.is_empty()
+                && (size + end - start > MAX_RUN || accesses + global > direct::SITES)
+            {
+                continue;
+            }
+            (size, accesses) = (size + end - start, accesses + global);
+            subs.push(codegen::Sub {
+                start,
+                end,
+                looping: target == Some(start as u32),
+                fall: None,
+                jump: None,
+            });
+            targets.push(target);
+            queue.push_back(end);
+            if let Some(t) = target.filter(|&t| t as usize > start) {
+                queue.push_back(t as usize);
+            }
+        }
+        let index = |to: usize, from: usize| {
+            (to > from)
+                .then(|| subs.iter().position(|s| s.start == to))
+                .flatten()
+        };
+        let links: Vec<(Option<usize>, Option<usize>)> = subs
+            .iter()
+            .zip(&targets)
+            .map(|(s, t)| {
+                (
+                    index(s.end, s.start),
+                    t.and_then(|t| index(t as usize, s.start)),
+                )
+            })
+            .collect();
+        for (s, (fall, jump)) in subs.iter_mut().zip(links) {
+            (s.fall, s.jump) = (fall, jump);
+        }
+        (!subs.is_empty()).then_some(subs)
+    }
+
+    /// The region at `pc`, lane by lane or (`vectors`) with the vector forms of its
     /// stretches; `None` where it cannot be compiled (or has no vector form that compiles).
     fn compile(&self, pc: usize, vectors: bool) -> Option<Run> {
-        let (end, target) = self.extent(pc)?;
-        let insts = &self.code[pc..end];
+        let subs = self.region(pc)?;
+        let end = subs[0].end;
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
-        let live = |i: usize, r: Reg| self.live.live_after(pc + i, r);
-        let facts = |i: usize| self.known.as_ref()?.at(&self.code, pc + i);
-        let looping = target == Some(pc as u32);
-        match codegen::compile(module, insts, &live, &facts, looping, vectors) {
+        let live = |i: usize, r: Reg| self.live.live_after(i, r);
+        let facts = |i: usize| self.known.as_ref()?.at(&self.code, i);
+        match codegen::compile(module, &self.code, &subs, &live, &facts, vectors) {
             Ok(c) => Some(Run {
                 code: c.code,
-                end: end as u32,
-                target,
+                exits: subs
+                    .iter()
+                    .map(|s| {
+                        let last = s.end.checked_sub(1).map(|k| &self.code[k].op);
+                        let target = match last {
+                            Some(Op::Bra { target }) => Some(*target),
+                            _ => None,
+                        };
+                        (s.end as u32, target)
+                    })
+                    .collect(),
                 slots: c.slots,
                 params: c.params,
-                global: insts
-                    .iter()
-                    .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _)))),
+                global: subs.iter().any(|s| {
+                    self.code[s.start..s.end]
+                        .iter()
+                        .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _))))
+                }),
                 sites: c.sites,
                 vector_stretches: c.vector_stretches,
             }),
@@ -601,7 +683,8 @@ mod tests {
         );
         assert_eq!(run.run(&mut regs, &mut [], 1, &env(&params[..4])), Ok(None));
         assert!(regs.iter().all(|&r| r == 0));
-        assert_eq!(run.run(&mut regs, &mut [], 1, &env(&params)), Ok(Some(0)));
+        let r = run.run(&mut regs, &mut [], 1, &env(&params));
+        assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
         assert_eq!((regs[3 * 32], regs[2 * 32]), (7, 0x0101_0101_0101_0101));
     }
 
@@ -626,13 +709,61 @@ mod tests {
         let run = jit.at(0).expect("a run");
         let mut regs = vec![0u64; 4 * 32];
         let r = with_env(|env| run.run(&mut regs, &mut [], 0b101, env));
-        assert_eq!(r, Ok(Some(0)));
+        assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
         for lane in 0..32 {
             let want = if lane == 0 || lane == 2 { 8 } else { 0 };
             assert_eq!(regs[32 + lane], want, "r1 of lane {lane}");
             assert_eq!(regs[2 * 32 + lane], 0, "r2 of lane {lane}");
             assert_eq!(regs[3 * 32 + lane], 0, "r3 of lane {lane}");
         }
+    }
+
+    /// A whole warp whose lanes all go the same way goes on to the next run of the region
+    /// in the same call, and says where it stopped; part of a warp stops after the first
+    /// run, at its branch.
+    #[test]
+    fn whole_warps_go_on_through_a_region() {
+        let read = Op::Mov {
+            d: 0,
+            a: Src::Reg(1),
+        };
+        // 0: r1 = 7; 1: bra 3; 2: r2 = 7 (skipped); 3: r1 += 1; 4: bar (no run).
+        let k = kernel(vec![
+            mov(1),
+            Op::Bra { target: 3 },
+            mov(2),
+            add(1, 1, Src::Imm(1)),
+            Op::Bar,
+            read,
+            Op::Mov {
+                d: 0,
+                a: Src::Reg(2),
+            },
+            Op::Exit,
+        ]);
+        let jit = Jit::new(&k).unwrap();
+        let run = jit.at(0).expect("a region");
+        assert_eq!(run.end(), 2);
+        assert_eq!(jit.compiled(), 3, "three runs in the region");
+        let mut regs = vec![0u64; 4 * 32];
+        let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env));
+        let stop = Exit {
+            taken: 0,
+            end: 4,
+            target: None,
+        };
+        assert_eq!(r, Ok(Some(stop)));
+        assert!(regs[32..64].iter().all(|&v| v == 8), "r1 of every lane");
+        assert!(regs[64..96].iter().all(|&v| v == 0), "r2 untouched");
+        let mut regs = vec![0u64; 4 * 32];
+        let r = with_env(|env| run.run(&mut regs, &mut [], 0b1, env));
+        let stop = Exit {
+            taken: 0b1,
+            end: 2,
+            target: Some(3),
+        };
+        assert_eq!(r, Ok(Some(stop)));
+        assert_eq!((regs[32], regs[33]), (7, 0), "r1 of lanes 0 and 1");
     }
 
     /// A run that branches back to its own start loops inside compiled code: one call runs
@@ -680,7 +811,7 @@ mod tests {
             regs[2 * 32 + lane] = lane as u64;
         }
         let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env));
-        assert_eq!(r, Ok(Some(0)));
+        assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
         for lane in 0..32 {
             let n = 5u64.saturating_sub(lane as u64).max(1);
             assert_eq!(regs[32 + lane], 3 * n, "r1 of lane {lane}");

@@ -192,26 +192,35 @@ pub trait Native: Sync {
 /// memory, and the warp-wide instructions that touch only registers. The run orders its
 /// memory accesses so that running each lane through a stretch of it on its own gives the
 /// same result as running it instruction by instruction over the warp. It may end with a
-/// branch.
+/// branch. When the whole warp runs it and its branch sends every lane the same way, it may
+/// go on with the run there, inside the compiled code, as the interpreter would call it.
 pub trait NativeRun: Sync {
     /// Runs the instructions for the lanes of `mask` over a warp's registers (register `r`
-    /// of lane `i` at `regs[r * 32 + i]`) and its block's shared memory. Returns the lanes
-    /// that take the branch that ends the run (0 when there is none), or `None` if `regs`,
-    /// the parameters or the memory do not suit it (the interpreter then runs the
-    /// instructions, and faults where they do). An access outside memory ends the launch
-    /// with its fault, as it would interpreted (the registers of the warp and the memory
-    /// are then left part way, which memory is after a fault on a GPU too).
+    /// of lane `i` at `regs[r * 32 + i]`) and its block's shared memory. Returns where the
+    /// lanes stopped, or `None` if `regs`, the parameters or the memory do not suit it (the
+    /// interpreter then runs the instructions, and faults where they do). An access outside
+    /// memory ends the launch with its fault, as it would interpreted (the registers of the
+    /// warp and the memory are then left part way, which memory is after a fault on a GPU
+    /// too).
     fn run(
         &self,
         regs: &mut [u64],
         shared: &mut [u8],
         mask: u32,
         env: &WarpEnv<'_>,
-    ) -> Result<Option<u32>, Fault>;
-    /// The instruction after the run.
+    ) -> Result<Option<Exit>, Fault>;
+    /// The instruction after the run's first stretch of straight code (and its branch): no
+    /// lane outside the mask may wait inside it.
     fn end(&self) -> u32;
-    /// Where the run's branch goes, when it ends with one.
-    fn target(&self) -> Option<u32>;
+}
+
+/// Where the lanes of a [`NativeRun`] stopped: the last run they went through ended at
+/// `end`, and its branch, if any, goes to `target`, which the lanes of `taken` took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub taken: u32,
+    pub end: u32,
+    pub target: Option<u32>,
 }
 
 /// What compiled code reads besides the lanes' registers.
@@ -878,12 +887,12 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     // and sets the lanes' program counters.)
                     let mut declined = false;
                     loop {
-                        let end = n.end();
-                        let Some(taken) = n.run(&mut w.regs, &mut self.shared, mask, &env)? else {
+                        let Some(exit) = n.run(&mut w.regs, &mut self.shared, mask, &env)? else {
                             declined = true;
                             break;
                         };
-                        let target = n.target().unwrap_or(end);
+                        let (taken, end) = (exit.taken, exit.end);
+                        let target = exit.target.unwrap_or(end);
                         let before = self.steps;
                         self.steps += u64::from(end.saturating_sub(pc));
                         if before >> 12 != self.steps >> 12 {
