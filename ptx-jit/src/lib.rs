@@ -97,7 +97,7 @@ type Code =
 pub const MAX_RUN: usize = 1024;
 
 /// The most runs one region holds.
-pub const MAX_REGION: usize = 16;
+pub const MAX_REGION: usize = 8;
 
 /// A compiled run of instructions.
 pub struct Run {
@@ -114,6 +114,9 @@ pub struct Run {
     sites: usize,
     /// Stretches with a vector form for the whole warp.
     vector_stretches: usize,
+    /// Whether the second tier ([`VECTOR_TIER`]) would compile more: the run has a stretch
+    /// with a vector form, or runs after it that a whole warp may go on to.
+    hot: bool,
 }
 
 impl NativeRun for Run {
@@ -210,7 +213,7 @@ pub struct Jit {
     leaders: Vec<bool>,
     /// Each leader's run, lane by lane.
     slots: Vec<OnceLock<Option<Run>>>,
-    /// Each leader's run with the vector forms of its stretches, compiled once the run
+    /// Each leader's region with the vector forms of its stretches, compiled once the run
     /// has been called `tier` times (compiling costs time a cold run never wins back).
     vector: Vec<OnceLock<Option<Run>>>,
     calls: Vec<AtomicU32>,
@@ -219,8 +222,8 @@ pub struct Jit {
     name: String,
 }
 
-/// The calls of a run (one warp's pass through it) after which its vector form is
-/// compiled. Compiling it costs more than a few hundred calls of a run win back: with the
+/// The calls of a run (one warp's pass through it) after which its region, with the
+/// vector forms of its stretches, is compiled. Compiling it costs more than a few hundred calls of a run win back: with the
 /// vector forms compiled at once, a small LLM's prompt ran about 20% slower through the
 /// soft device, and about the same as without them from 1,024 calls on.
 pub const VECTOR_TIER: u32 = 1024;
@@ -311,15 +314,15 @@ impl Jit {
 
     /// The region that starts with the run at `pc`: that run, and the runs after it that
     /// the whole warp may go on to (only forward, so the warp leaves the region after at
-    /// most one pass through each), as long as they hold at most [`MAX_REGION`] runs,
+    /// most one pass through each), as long as they hold at most `most` runs,
     /// [`MAX_RUN`] instructions and [`direct::SITES`] global accesses. Every run of a
     /// region starts at a leader, as it would alone.
-    fn region(&self, pc: usize) -> Option<Vec<codegen::Sub>> {
+    fn region(&self, pc: usize, most: usize) -> Option<Vec<codegen::Sub>> {
         let mut subs: Vec<codegen::Sub> = Vec::new();
         let mut targets = Vec::new();
         let (mut queue, mut size, mut accesses) = (std::collections::VecDeque::from([pc]), 0, 0);
         while let Some(start) = queue.pop_front() {
-            if subs.len() >= MAX_REGION || subs.iter().any(|s| s.start == start) {
+            if subs.len() >= most || subs.iter().any(|s| s.start == start) {
                 continue;
             }
             let Some((end, target)) = self.extent(start) else {
@@ -373,10 +376,13 @@ impl Jit {
         (!subs.is_empty()).then_some(subs)
     }
 
-    /// The region at `pc`, lane by lane or (`vectors`) with the vector forms of its
-    /// stretches; `None` where it cannot be compiled (or has no vector form that compiles).
+    /// The run at `pc` lane by lane, or (`vectors`, the second tier) its region of up to
+    /// [`MAX_REGION`] runs with the vector forms of their stretches; `None` where it cannot
+    /// be compiled (or has no vector form that compiles). A cold run is compiled alone:
+    /// regions cost more to compile than the few calls of a cold one win back.
     fn compile(&self, pc: usize, vectors: bool) -> Option<Run> {
-        let subs = self.region(pc)?;
+        let subs = self.region(pc, if vectors { MAX_REGION } else { 1 })?;
+        let hot = vectors || self.region(pc, 2).is_some_and(|r| r.len() > 1);
         let end = subs[0].end;
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
@@ -405,6 +411,7 @@ impl Jit {
                 }),
                 sites: c.sites,
                 vector_stretches: c.vector_stretches,
+                hot: hot || c.vector_stretches > 0,
             }),
             // The vector forms need SIMD instructions a host may lack: the run then stays
             // lane by lane.
@@ -427,20 +434,28 @@ impl Jit {
 }
 
 impl Native for Jit {
-    fn at(&self, pc: u32) -> Option<&dyn NativeRun> {
+    fn at(&self, pc: u32, mask: u32) -> Option<&dyn NativeRun> {
         let pc = pc as usize;
         let vector = self.vector.get(pc)?;
-        if let Some(Some(v)) = vector.get() {
-            return Some(v);
+        if mask == u32::MAX {
+            if let Some(Some(v)) = vector.get() {
+                return Some(v);
+            }
         }
         let run = self.slots[pc]
             .get_or_init(|| self.compile(pc, false))
             .as_ref()?;
-        // A run with no stretch that has a vector form never gets one. The count is read
-        // before it is bumped: once the tier is reached, calls (from every host thread of
-        // the launch) only read its cache line and no longer write it.
+        // Only whole warps use the second tier (its vector forms and its regions), and only
+        // their calls count toward it.
+        if mask != u32::MAX {
+            return Some(run);
+        }
+        // A run with no stretch that has a vector form and no run to go on to never gets a
+        // second tier. The count is read before it is bumped: once the tier is reached,
+        // calls (from every host thread of the launch) only read its cache line and no
+        // longer write it.
         let calls = &self.calls[pc];
-        if run.vector_stretches == 0
+        if !run.hot
             || (calls.load(Ordering::Relaxed) < self.tier
                 && calls.fetch_add(1, Ordering::Relaxed) < self.tier)
         {
@@ -636,13 +651,13 @@ mod tests {
     fn registers_out_of_reach_are_not_compiled() {
         let k = kernel(vec![mov(1), mov(u32::MAX - 1), Op::Exit]);
         let jit = Jit::new(&k).unwrap();
-        assert!(jit.at(0).is_none());
+        assert!(jit.at(0, u32::MAX).is_none());
         assert_eq!(jit.compiled(), 0);
         // A guard's register too.
         let mut k = kernel(vec![mov(1), mov(2), Op::Exit]);
         k.code[1].guard = Some((u32::MAX - 1, false));
         let jit = Jit::new(&k).unwrap();
-        assert!(jit.at(0).is_none());
+        assert!(jit.at(0, u32::MAX).is_none());
     }
 
     /// A run never touches registers or parameters past what it is lent: with too few, it
@@ -667,7 +682,7 @@ mod tests {
         };
         let k = kernel(vec![mov(3), load, Op::Bar, read(2), read(3), Op::Exit]);
         let jit = Jit::new(&k).unwrap();
-        let run = jit.at(0).expect("a run");
+        let run = jit.at(0, u32::MAX).expect("a run");
         let mem = DirectMemory::zeroed(0x1000, 8).unwrap();
         let specials = Specials::default();
         let params = [1u8; 8];
@@ -706,7 +721,7 @@ mod tests {
             Op::Exit,
         ]);
         let jit = Jit::new(&k).unwrap();
-        let run = jit.at(0).expect("a run");
+        let run = jit.at(0, u32::MAX).expect("a run");
         let mut regs = vec![0u64; 4 * 32];
         let r = with_env(|env| run.run(&mut regs, &mut [], 0b101, env));
         assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
@@ -741,10 +756,10 @@ mod tests {
             },
             Op::Exit,
         ]);
-        let jit = Jit::new(&k).unwrap();
-        let run = jit.at(0).expect("a region");
+        // Regions are the second tier: at once, here.
+        let jit = Jit::eager(&k).unwrap();
+        let run = jit.at(0, u32::MAX).expect("a region");
         assert_eq!(run.end(), 2);
-        assert_eq!(jit.compiled(), 3, "three runs in the region");
         let mut regs = vec![0u64; 4 * 32];
         let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env));
         let stop = Exit {
@@ -805,7 +820,7 @@ mod tests {
         ]);
         k.code[6].guard = Some((3, false));
         let jit = Jit::new(&k).unwrap();
-        let run = jit.at(3).expect("the loop compiled");
+        let run = jit.at(3, u32::MAX).expect("the loop compiled");
         let mut regs = vec![0u64; 4 * 32];
         for lane in 0..32 {
             regs[2 * 32 + lane] = lane as u64;

@@ -183,8 +183,10 @@ pub struct Launch<'a> {
 /// Compiled code for runs of a kernel's instructions, which the interpreter runs in place
 /// of interpreting them (`vgpu-ptx-jit` implements it).
 pub trait Native: Sync {
-    /// The compiled run that starts at instruction `pc`, or `None` to interpret it.
-    fn at(&self, pc: u32) -> Option<&dyn NativeRun>;
+    /// The compiled run that starts at instruction `pc`, for the lanes of `mask`, or `None`
+    /// to interpret it. (Code made for whole warps, which a partial warp could not use,
+    /// is made only for the runs whole warps reach often.)
+    fn at(&self, pc: u32, mask: u32) -> Option<&dyn NativeRun>;
 }
 
 /// A compiled run of instructions that touch nothing but each lane's registers, the
@@ -871,7 +873,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
             next = None;
             // A compiled run, when one starts here and no other lane of the warp waits
             // inside it (those lanes would have joined these on the way).
-            if let Some(mut n) = self.l.native.and_then(|n| n.at(pc)) {
+            if let Some(mut n) = self.l.native.and_then(|n| n.at(pc, mask)) {
                 let w = &mut self.warps[wi];
                 let others = lanes(runnable & !mask).all(|i| w.pc[i] >= n.end());
                 if others {
@@ -900,7 +902,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                         }
                         let to = if taken == 0 { end } else { target };
                         if mask == runnable && (taken == 0 || taken == mask) {
-                            if let Some(m) = self.l.native.and_then(|n| n.at(to)) {
+                            if let Some(m) = self.l.native.and_then(|n| n.at(to, mask)) {
                                 (n, pc) = (m, to);
                                 continue;
                             }
