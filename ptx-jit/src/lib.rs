@@ -31,11 +31,12 @@
 //! (`codegen::segments`), and the result is the interpreter's, whatever the lanes share.
 //!
 //! * Runs start at *leaders* (the kernel's start, branch targets, the instruction after one
-//!   the run cannot hold) and end before the next leader. The first time a warp reaches a
-//!   leader, the run there is compiled with the runs after it that a warp may go on to
-//!   forward (a *region*, [`MAX_REGION`] runs at most): a whole warp whose lanes all fall
-//!   through or all take a run's branch goes on to the next run inside the compiled code,
-//!   as the interpreter would call it, without returning to it ([`Jit::at`]).
+//!   the run cannot hold) and end before the next leader. A run is compiled alone the
+//!   first time a warp reaches it ([`Jit::at`]); once whole warps have called it
+//!   [`VECTOR_TIER`] times, again with the runs after it that a warp may go on to forward
+//!   (a *region*, [`MAX_REGION`] runs at most): a whole warp whose lanes all fall through or
+//!   all take a run's branch goes on to the next run inside the compiled code, as the
+//!   interpreter would call it, without returning to it.
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
 //!   interpreter's own conversion), rare results (NaN, infinite or subnormal halves) aside;
