@@ -202,7 +202,8 @@ struct CodeMemory(JITModule);
 // behind the `Mutex` of [`Jit`], one thread at a time.
 unsafe impl Send for CodeMemory {}
 
-/// Native code for one kernel: a run per leader, compiled on first use.
+/// Native code for one kernel: a run per leader, compiled on first use, and its region (with
+/// the vector forms) once whole warps call it often.
 pub struct Jit {
     /// The kernel's code, which compiled code points into (the operations it hands to
     /// `lane_value`): owned here so that it lives as long as the code.
