@@ -734,12 +734,17 @@ fn a_refused_dma_mapping_refuses_the_client_and_leaks_nothing() {
         .unwrap();
     assert!(refused.contains("injected fault"), "{refused}");
     assert_eq!(st.faults().dma_maps_refused.load(Ordering::SeqCst), 1);
-    eventually("the refused client's PD reclaimed", || {
-        let t = st.totals();
-        (t.pds, t.windows, t.queues) == (before.pds, before.windows, before.queues)
-    });
-    let status = vgpu_driver::client::status(st.control()).unwrap();
-    assert_eq!(status.matches("\"pid\"").count(), 0, "{status}");
+    // The device reclaims the PD as the driver drops the client: wait for both (the
+    // driver's status may list the client a moment after the device let go of its PD).
+    eventually(
+        "the refused client's PD reclaimed and its client gone",
+        || {
+            let t = st.totals();
+            let status = vgpu_driver::client::status(st.control()).unwrap();
+            (t.pds, t.windows, t.queues) == (before.pds, before.windows, before.queues)
+                && status.matches("\"pid\"").count() == 0
+        },
+    );
     st.faults().dma_maps_left.store(u64::MAX, Ordering::SeqCst);
     let mut c = DriverClient::connect(st.control(), "next").unwrap();
     assert!(c.round_trip(1 << 16, 6));
