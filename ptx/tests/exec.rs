@@ -175,6 +175,61 @@ EVEN:
 }
 
 #[test]
+fn lanes_that_left_early_or_wait_do_not_hold_back_the_others() {
+    // A lane in four exits at once, so the lowest program counters of its warp belong to
+    // lanes that are gone; of the others, one in three jumps ahead and one waits at the
+    // barrier while the rest still loop: each of the rest must still run, and run first.
+    // A warp of 40 threads also has a part-filled second warp.
+    let ptx = format!(
+        "{HEADER}
+.visible .entry k(.param .u64 out)
+{{
+    .reg .pred %p<4>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    and.b32 %r2, %r1, 3;
+    setp.eq.u32 %p1, %r2, 0;
+    @%p1 exit;
+    rem.u32 %r3, %r1, 3;
+    setp.eq.u32 %p2, %r3, 0;
+    @%p2 bra AHEAD;
+    mov.u32 %r4, 0;
+    mov.u32 %r5, 0;
+LOOP:
+    add.s32 %r5, %r5, %r1;
+    add.s32 %r4, %r4, 1;
+    setp.lt.u32 %p3, %r4, %r2;
+    @%p3 bra LOOP;
+    st.global.u32 [%rd3], %r5;
+    bar.sync 0;
+    exit;
+AHEAD:
+    add.s32 %r6, %r1, 7000;
+    st.global.u32 [%rd3], %r6;
+    bar.sync 0;
+    exit;
+}}"
+    );
+    let mem = flat(4 * 40);
+    launch(&ptx, "k", 1, 40, &mem, &params(&[BASE])).unwrap();
+    let out = mem.u32s(0, 40);
+    for t in 0..40u32 {
+        let want = if t % 4 == 0 {
+            0
+        } else if t % 3 == 0 {
+            t + 7000
+        } else {
+            t * (t % 4)
+        };
+        assert_eq!(out[t as usize], want, "thread {t}");
+    }
+}
+
+#[test]
 fn warp_shuffles_and_votes() {
     // Butterfly sum of lane ids over each warp, a ballot of odd lanes, and an up-shuffle
     // whose lowest lanes keep their own value.
