@@ -95,15 +95,12 @@ pub(crate) struct Compiled {
     pub(crate) slots: usize,
     /// Bytes of the parameter buffer it reads.
     pub(crate) params: usize,
-    /// Global access sites it numbers (the slots of `direct::LoadCtx::sites` below
-    /// `SITES` it may read).
-    pub(crate) sites: usize,
     /// Stretches with a vector form for whole warps.
     pub(crate) vector_stretches: usize,
 }
 
 /// Compiles a run; gives its code, the register slots it touches, the bytes of
-/// parameters it reads, its load sites and how many of its stretches have a vector form
+/// parameters it reads and how many of its stretches have a vector form
 /// for whole warps ([`crate::vector`]; built only with `vectors`). `live(i, r)` says whether register `r` may be read after
 /// `insts[i]` (by the rest of the run, or the code after it): a lane stores back only
 /// those of the registers it wrote. `facts(i)` is what is known of the registers on every
@@ -429,7 +426,6 @@ pub(crate) fn compile(
         code,
         slots: (top as usize + 1) * 32,
         params: param_bytes,
-        sites: sites as usize,
         vector_stretches,
     })
 }

@@ -7,7 +7,6 @@
 //! So blocks running at once on several host threads race only as threads of a GPU do,
 //! with no undefined behaviour on the host.
 
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use vgpu_ptx::exec::Memory;
 
@@ -323,8 +322,7 @@ pub(crate) struct Site {
 /// fault.
 #[repr(C)]
 pub(crate) struct LoadCtx {
-    /// Only the slots of the run's own sites are initialised.
-    pub(crate) sites: [MaybeUninit<Site>; SITES],
+    pub(crate) sites: [Site; SITES],
     pub(crate) mem: *const DirectMemory,
     /// The length of the warp's registers.
     pub(crate) regs_len: usize,
@@ -340,6 +338,25 @@ pub(crate) struct LoadCtx {
     pub(crate) fault_line: u64,
     /// The run of the region (its index) where the lanes stopped.
     pub(crate) exit: u32,
+}
+
+impl LoadCtx {
+    /// A context over memory `mem` with every site empty, no shared memory and no fault.
+    pub(crate) fn new(mem: *const DirectMemory) -> LoadCtx {
+        LoadCtx {
+            sites: [Site::default(); SITES],
+            mem,
+            regs_len: 0,
+            shared: std::ptr::null_mut(),
+            shared_len: 0,
+            sink: [0; 2],
+            fault: 0,
+            fault_size: 0,
+            fault_addr: 0,
+            fault_line: 0,
+            exit: 0,
+        }
+    }
 }
 
 /// Eight zero bytes: where a load that faults, or whose guard is false, reads.
@@ -375,11 +392,11 @@ pub(crate) fn find(
     match unsafe { &*ctx.mem }.span(addr, size) {
         Some(s) => {
             if let Some(slot) = ctx.sites.get_mut(site).filter(|_| size.is_power_of_two()) {
-                slot.write(Site {
+                *slot = Site {
                     base: s.base,
                     lim: s.len >> size.trailing_zeros(),
                     host: s.host as usize,
-                });
+                };
             }
             s.host.wrapping_add((addr - s.base) as usize)
         }
@@ -495,8 +512,7 @@ mod tests {
         // A hit remembers its allocation in its site: 64 bytes hold 16 accesses of 4.
         let p = find(&mut ctx, BASE + 8, 4, 5 << 8 | 3, 1);
         assert_ne!(p, zero);
-        // SAFETY: `find` just wrote this slot.
-        let site = unsafe { ctx.sites[3].assume_init() };
+        let site = ctx.sites[3];
         assert_eq!((site.base, site.lim), (BASE, 16));
         // A false guard reads zeros and faults on nothing.
         assert_eq!(find(&mut ctx, 0, 4, 6 << 8, 0), zero);
@@ -519,17 +535,9 @@ mod tests {
 
     fn ctx(mem: *const DirectMemory, shared: &mut [u8]) -> LoadCtx {
         LoadCtx {
-            sites: [MaybeUninit::new(Site::default()); SITES],
-            mem,
-            regs_len: 0,
             shared: shared.as_mut_ptr(),
             shared_len: shared.len() as u64,
-            sink: [0; 2],
-            fault: 0,
-            fault_size: 0,
-            fault_addr: 0,
-            fault_line: 0,
-            exit: 0,
+            ..LoadCtx::new(mem)
         }
     }
 

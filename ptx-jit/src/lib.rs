@@ -78,8 +78,8 @@ mod vector;
 pub use direct::DirectMemory;
 
 use cranelift_jit::JITModule;
-use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::any::Any;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use vgpu_ptx::constants::Constants;
 use vgpu_ptx::exec::{Exit, Fault, Native, NativeRun, Specials, WarpEnv};
@@ -111,14 +111,29 @@ pub struct Run {
     params: usize,
     /// Whether the code touches global memory.
     global: bool,
-    /// The load sites it numbers: the slots of its `direct::LoadCtx` it may read.
-    sites: usize,
     /// Stretches with a vector form for the whole warp.
     vector_stretches: usize,
     /// Whether the second tier ([`VECTOR_TIER`]) would compile more: the run has a stretch
     /// with a vector form, or runs after it that a whole warp may go on to.
     hot: bool,
+    /// Its number among the kernel's compiled runs: the index of its context in a
+    /// [`State`].
+    id: usize,
 }
+
+/// What a kernel's runs keep on one host thread for one launch ([`Native::state`]): each
+/// run's `direct::LoadCtx`, whose sites remember across the run's calls the allocations
+/// they found, so that only a thread's first call of a run looks its sites up. (A context
+/// made for each call took a twentieth of a launch's host instructions in lookups.)
+#[derive(Default)]
+pub struct State {
+    loads: Vec<Option<Box<direct::LoadCtx>>>,
+}
+
+// SAFETY: a `LoadCtx` holds pointers only into the launch's `DirectMemory` (which is `Sync`
+// and outlives the launch's states), and into the shared memory of the block being run,
+// which `Run::run` sets again at every call; nothing in it is tied to a thread.
+unsafe impl Send for State {}
 
 impl NativeRun for Run {
     fn run(
@@ -127,6 +142,7 @@ impl NativeRun for Run {
         shared: &mut [u8],
         mask: u32,
         env: &WarpEnv<'_>,
+        state: &mut (dyn Any + Send),
     ) -> Result<Option<Exit>, Fault> {
         if regs.len() < self.slots || env.params.len() < self.params {
             return Ok(None);
@@ -138,24 +154,16 @@ impl NativeRun for Run {
         if self.global && mem.is_none() {
             return Ok(None);
         }
-        let mut ctx = direct::LoadCtx {
-            sites: [const { MaybeUninit::uninit() }; direct::SITES],
-            mem: mem.map_or(std::ptr::null(), |m| m as *const DirectMemory),
-            regs_len: regs.len(),
-            shared: shared.as_mut_ptr(),
-            shared_len: shared.len() as u64,
-            sink: [0; 2],
-            fault: 0,
-            fault_size: 0,
-            fault_addr: 0,
-            fault_line: 0,
-            exit: 0,
+        let Some(state) = state.downcast_mut::<State>() else {
+            return Ok(None);
         };
-        // Only the slots of the run's own sites need to start empty: the code reads no
-        // other (clearing them all took a tenth of a short run's time).
-        for s in ctx.sites.iter_mut().take(self.sites) {
-            s.write(direct::Site::default());
-        }
+        let mem = mem.map_or(std::ptr::null(), |m| m as *const DirectMemory);
+        let ctx = state.loads_of(self.id, mem);
+        ctx.regs_len = regs.len();
+        ctx.shared = shared.as_mut_ptr();
+        ctx.shared_len = shared.len() as u64;
+        ctx.fault = 0;
+        ctx.exit = 0;
         let (p, s) = (env.params.as_ptr(), env.specials as *const Specials);
         // SAFETY: the code reads and writes only `regs[r * 32 + lane]` for lanes below 32
         // and the registers `r` of its instructions, all below `slots / 32`; it reads the
@@ -163,8 +171,8 @@ impl NativeRun for Run {
         // indices below 32) and the static f16 table (`codegen::f16_table`, at indices
         // below its 65,536). Its accesses to global memory fall inside an allocation of
         // `mem` (present whenever the code touches global memory): one that a site of
-        // `ctx` holds (the code reads only the slots of its own sites, below `self.sites`,
-        // initialised above), found by `direct::find` for this call, with the address checked
+        // `ctx` holds (empty, or found by `direct::find` in `mem` during this launch, as
+        // `State::loads_of` ensures), with the address checked
         // against it inline, or where `direct::find` and `direct::find_store` point them
         // (such an allocation, a static zero for loads, `ctx.sink` for stores). Its
         // accesses to shared memory are checked inline against `ctx.shared_len`, the
@@ -174,7 +182,7 @@ impl NativeRun for Run {
         // calls nothing but `codegen::lane_value`, `codegen::warp_step` (on these
         // registers, with their length, while the code itself does not touch them) and
         // the `direct` lookups.
-        let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut ctx) };
+        let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut *ctx) };
         let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
         match ctx.fault {
             0 => {
@@ -222,6 +230,8 @@ pub struct Jit {
     tier: u32,
     memory: Mutex<Option<CodeMemory>>,
     name: String,
+    /// Runs compiled so far: the next run's [`Run::id`].
+    runs: AtomicUsize,
 }
 
 /// The calls of a run (one warp's pass through it) after which its region, with the
@@ -264,6 +274,7 @@ impl Jit {
             tier,
             memory: Mutex::new(Some(CodeMemory(module))),
             name: k.name.clone(),
+            runs: AtomicUsize::new(0),
         })
     }
 
@@ -411,9 +422,9 @@ impl Jit {
                         .iter()
                         .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _))))
                 }),
-                sites: c.sites,
                 vector_stretches: c.vector_stretches,
                 hot: hot || c.vector_stretches > 0,
+                id: self.runs.fetch_add(1, Ordering::Relaxed),
             }),
             // The vector forms need SIMD instructions a host may lack: the run then stays
             // lane by lane.
@@ -435,7 +446,27 @@ impl Jit {
     }
 }
 
+impl State {
+    /// The `LoadCtx` of run `id`, made (its sites empty) at the run's first call on this
+    /// thread. Its sites hold only allocations of `mem`, the launch's memory: should a
+    /// call bring other memory, they are emptied.
+    fn loads_of(&mut self, id: usize, mem: *const DirectMemory) -> &mut direct::LoadCtx {
+        if self.loads.len() <= id {
+            self.loads.resize_with(id + 1, || None);
+        }
+        let ctx = self.loads[id].get_or_insert_with(|| Box::new(direct::LoadCtx::new(mem)));
+        if ctx.mem != mem {
+            **ctx = direct::LoadCtx::new(mem);
+        }
+        ctx
+    }
+}
+
 impl Native for Jit {
+    fn state(&self) -> Box<dyn Any + Send> {
+        Box::new(State::default())
+    }
+
     fn at(&self, pc: u32, mask: u32) -> Option<&dyn NativeRun> {
         let pc = pc as usize;
         let vector = self.vector.get(pc)?;
@@ -695,14 +726,72 @@ mod tests {
         };
         let mut regs = vec![0u64; 4 * 32];
         assert_eq!(
-            run.run(&mut regs[..3 * 32], &mut [], 1, &env(&params)),
+            run.run(
+                &mut regs[..3 * 32],
+                &mut [],
+                1,
+                &env(&params),
+                &mut State::default()
+            ),
             Ok(None)
         );
-        assert_eq!(run.run(&mut regs, &mut [], 1, &env(&params[..4])), Ok(None));
+        assert_eq!(
+            run.run(
+                &mut regs,
+                &mut [],
+                1,
+                &env(&params[..4]),
+                &mut State::default()
+            ),
+            Ok(None)
+        );
         assert!(regs.iter().all(|&r| r == 0));
-        let r = run.run(&mut regs, &mut [], 1, &env(&params));
+        let r = run.run(&mut regs, &mut [], 1, &env(&params), &mut State::default());
         assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
         assert_eq!((regs[3 * 32], regs[2 * 32]), (7, 0x0101_0101_0101_0101));
+    }
+
+    /// A thread's state keeps each run's load sites from call to call, but never carries
+    /// an allocation over to other memory: a call over other memory looks its sites up
+    /// again.
+    #[test]
+    fn sites_kept_across_calls_stay_with_their_memory() {
+        let load = Op::Ld {
+            space: MemSpace::Global,
+            ty: Ty::U64,
+            n: 1,
+            d: [2, 0, 0, 0],
+            addr: Addr {
+                base: Some(1),
+                global: None,
+                offset: 0,
+            },
+        };
+        let read = Op::Mov {
+            d: 3,
+            a: Src::Reg(2),
+        };
+        let k = kernel(vec![load, Op::Bar, read, Op::Exit]);
+        let jit = Jit::new(&k).unwrap();
+        let run = jit.at(0, 1).expect("a run");
+        // Two memories at the same device address, with different values there.
+        let a = DirectMemory::zeroed(0x1000, 8).unwrap();
+        let b = DirectMemory::zeroed(0x1000, 8).unwrap();
+        assert!(a.put(0x1000, &7u64.to_le_bytes()) && b.put(0x1000, &9u64.to_le_bytes()));
+        let specials = Specials::default();
+        let mut state = State::default();
+        let mut regs = vec![0u64; 4 * 32];
+        for (mem, want) in [(&a, 7), (&a, 7), (&b, 9), (&a, 7)] {
+            (regs[32], regs[64]) = (0x1000, 0);
+            let env = WarpEnv {
+                params: &[0; 8],
+                specials: &specials,
+                mem,
+            };
+            let r = run.run(&mut regs, &mut [], 1, &env, &mut state);
+            assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
+            assert_eq!(regs[64], want);
+        }
     }
 
     /// A run stores back only the registers read after it: values nothing reads again stay
@@ -725,7 +814,7 @@ mod tests {
         let jit = Jit::new(&k).unwrap();
         let run = jit.at(0, u32::MAX).expect("a run");
         let mut regs = vec![0u64; 4 * 32];
-        let r = with_env(|env| run.run(&mut regs, &mut [], 0b101, env));
+        let r = with_env(|env| run.run(&mut regs, &mut [], 0b101, env, &mut State::default()));
         assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
         for lane in 0..32 {
             let want = if lane == 0 || lane == 2 { 8 } else { 0 };
@@ -763,7 +852,7 @@ mod tests {
         let run = jit.at(0, u32::MAX).expect("a region");
         assert_eq!(run.end(), 2);
         let mut regs = vec![0u64; 4 * 32];
-        let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env));
+        let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env, &mut State::default()));
         let stop = Exit {
             taken: 0,
             end: 4,
@@ -773,7 +862,7 @@ mod tests {
         assert!(regs[32..64].iter().all(|&v| v == 8), "r1 of every lane");
         assert!(regs[64..96].iter().all(|&v| v == 0), "r2 untouched");
         let mut regs = vec![0u64; 4 * 32];
-        let r = with_env(|env| run.run(&mut regs, &mut [], 0b1, env));
+        let r = with_env(|env| run.run(&mut regs, &mut [], 0b1, env, &mut State::default()));
         let stop = Exit {
             taken: 0b1,
             end: 2,
@@ -827,7 +916,7 @@ mod tests {
         for lane in 0..32 {
             regs[2 * 32 + lane] = lane as u64;
         }
-        let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env));
+        let r = with_env(|env| run.run(&mut regs, &mut [], u32::MAX, env, &mut State::default()));
         assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
         for lane in 0..32 {
             let n = 5u64.saturating_sub(lane as u64).max(1);

@@ -27,6 +27,7 @@
 pub use crate::arith::CANONICAL_NAN_F32;
 use crate::ir::*;
 use crate::lower::SINK;
+use std::any::Any;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -187,6 +188,10 @@ pub trait Native: Sync {
     /// to interpret it. (Code made for whole warps, which a partial warp could not use,
     /// is made only for the runs whole warps reach often.)
     fn at(&self, pc: u32, mask: u32) -> Option<&dyn NativeRun>;
+    /// What the runs keep on one host thread for the length of one launch (the
+    /// allocations their memory accesses found last): each host thread of a launch makes
+    /// one, and hands it to every run it calls.
+    fn state(&self) -> Box<dyn Any + Send>;
 }
 
 /// A compiled run of instructions that touch nothing but each lane's registers, the
@@ -203,13 +208,14 @@ pub trait NativeRun: Sync {
     /// interpreter then runs the instructions, and faults where they do). An access outside
     /// memory ends the launch with its fault, as it would interpreted (the registers of the
     /// warp and the memory are then left part way, which memory is after a fault on a GPU
-    /// too).
+    /// too). `state` is the calling thread's [`Native::state`] for the launch.
     fn run(
         &self,
         regs: &mut [u64],
         shared: &mut [u8],
         mask: u32,
         env: &WarpEnv<'_>,
+        state: &mut (dyn Any + Send),
     ) -> Result<Option<Exit>, Fault>;
     /// The instruction after the run's first stretch of straight code (and its branch): no
     /// lane outside the mask may wait inside it.
@@ -499,6 +505,8 @@ struct BlockState<'k, 'l> {
     red: Option<(BarRed, u32, bool, bool)>,
     /// Where its result goes: (warp, lane, register).
     red_dests: Vec<(usize, usize, Reg)>,
+    /// The launch's native code's state on this thread ([`Native::state`]).
+    native: Box<dyn Any + Send>,
 }
 
 /// The lane that lane `lane` of a shuffle with lane operand `b` and clamp operand `c` reads,
@@ -824,6 +832,10 @@ impl<'k, 'l> BlockState<'k, 'l> {
             steps: 0,
             red: None,
             red_dests: Vec::new(),
+            native: match l.native {
+                Some(n) => n.state(),
+                None => Box::new(()),
+            },
         })
     }
 
@@ -904,7 +916,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
                     // and sets the lanes' program counters.)
                     let mut declined = false;
                     loop {
-                        let Some(exit) = n.run(&mut w.regs, &mut self.shared, mask, &env)? else {
+                        let Some(exit) =
+                            n.run(&mut w.regs, &mut self.shared, mask, &env, &mut *self.native)?
+                        else {
                             declined = true;
                             break;
                         };
