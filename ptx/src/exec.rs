@@ -772,6 +772,15 @@ fn lowest(pcs: &[u32; LANES], runnable: u32) -> (u32, u32) {
     (pc, at(pc))
 }
 
+/// The lanes whose program counter is below `end`, with no branch per lane (vector code).
+fn lanes_below(pcs: &[u32; LANES], end: u32) -> u32 {
+    let mut m = 0;
+    for (i, &p) in pcs.iter().enumerate() {
+        m |= u32::from(p < end) << i;
+    }
+    m
+}
+
 fn lanes(mask: u32) -> impl Iterator<Item = usize> {
     let mut m = mask;
     std::iter::from_fn(move || {
@@ -902,7 +911,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
             // inside it (those lanes would have joined these on the way).
             if let Some(mut n) = self.l.native.and_then(|n| n.at(pc, mask)) {
                 let w = &mut self.warps[wi];
-                let others = lanes(runnable & !mask).all(|i| w.pc[i] >= n.end());
+                let rest = runnable & !mask;
+                let others = rest == 0 || lanes_below(&w.pc, n.end()) & rest == 0;
                 if others {
                     let env = WarpEnv {
                         params: self.l.params,
