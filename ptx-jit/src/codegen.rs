@@ -896,7 +896,7 @@ impl Checked<'_, '_> {
     ) -> Value {
         let func = self.helper_fn(store);
         let size_v = self.b.ins().iconst(I64, i64::from(size));
-        let where_v = self.where_v(line, site);
+        let where_v = self.where_v(at, line, site);
         let call =
             self.b
                 .ins()
@@ -905,9 +905,16 @@ impl Checked<'_, '_> {
     }
 
     /// What a lookup is told of the access: its PTX line, and its site's slot (0xFF: none).
-    fn where_v(&mut self, line: u32, site: Option<u32>) -> Value {
+    /// The bits from 40 up are a tag of the call's own (the number of its address value),
+    /// which the lookup ignores: equal constants would be shared by the calls, and the code
+    /// generator then made them on the hot path, before the first, and kept them on the
+    /// stack; each its own, they are made in the call's cold block.
+    fn where_v(&mut self, at: Value, line: u32, site: Option<u32>) -> Value {
         let slot = site.map_or(0xFF, i64::from);
-        self.b.ins().iconst(I64, (i64::from(line) << 8) | slot)
+        let tag = i64::from(at.as_u32() & 0x7F_FFFF);
+        self.b
+            .ins()
+            .iconst(I64, (tag << 40) | (i64::from(line) << 8) | slot)
     }
 
     /// Whether an access of `size` bytes at `at` (a store's only where its guard `on` is

@@ -364,7 +364,8 @@ static ZERO: u64 = 0;
 
 helpers! {
 /// The host address compiled code loads `size` bytes of device address `addr` from, for
-/// load site `at & 0xFF` of an instruction at PTX line `at >> 8`, when the site's last
+/// load site `at & 0xFF` of an instruction at PTX line `(at >> 8) & 0xFFFF_FFFF` (the
+/// bits above are the call's own tag, `codegen::Checked::where_v`), when the site's last
 /// allocation does not hold it; the site then remembers the allocation (sites past
 /// [`SITES`] have no slot). When `on` is 0
 /// (the guard is false), or the access faults (the first fault is recorded in `ctx`),
@@ -376,11 +377,12 @@ pub(crate) fn find(
     at: u64,
     on: u64,
 ) -> *const u8 {
-    // SAFETY: compiled code passes the `LoadCtx` that `Run::run` made for the call, which
-    // lives on its stack for the whole call, and nothing else uses it meanwhile.
+    // SAFETY: compiled code passes the `LoadCtx` that `Run::run` lent the call (its
+    // thread's, from the launch's `State`), which lives for the whole call, and nothing
+    // else uses it meanwhile.
     let ctx = unsafe { &mut *ctx };
     let zero = &ZERO as *const u64 as *const u8;
-    let (site, line) = ((at & 0xFF) as usize, at >> 8);
+    let (site, line) = ((at & 0xFF) as usize, (at >> 8) & 0xFFFF_FFFF);
     if on == 0 || ctx.fault != 0 || size == 0 {
         return zero;
     }

@@ -753,7 +753,7 @@ mod tests {
 
     /// A thread's state keeps each run's load sites from call to call, but never carries
     /// an allocation over to other memory: a call over other memory looks its sites up
-    /// again.
+    /// again. An access outside every allocation faults with its own line.
     #[test]
     fn sites_kept_across_calls_stay_with_their_memory() {
         let load = Op::Ld {
@@ -771,7 +771,8 @@ mod tests {
             d: 3,
             a: Src::Reg(2),
         };
-        let k = kernel(vec![load, Op::Bar, read, Op::Exit]);
+        let mut k = kernel(vec![load, Op::Bar, read, Op::Exit]);
+        k.code[0].line = 40;
         let jit = Jit::new(&k).unwrap();
         let run = jit.at(0, 1).expect("a run");
         // Two memories at the same device address, with different values there.
@@ -792,6 +793,20 @@ mod tests {
             assert_eq!(r.map(|e| e.map(|e| e.taken)), Ok(Some(0)));
             assert_eq!(regs[64], want);
         }
+        regs[32] = 0x2000;
+        let env = WarpEnv {
+            params: &[0; 8],
+            specials: &specials,
+            mem: &a,
+        };
+        assert_eq!(
+            run.run(&mut regs, &mut [], 1, &env, &mut state),
+            Err(Fault::IllegalAddress {
+                addr: 0x2000,
+                size: 8,
+                line: 40
+            })
+        );
     }
 
     /// A run stores back only the registers read after it: values nothing reads again stay
