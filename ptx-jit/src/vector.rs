@@ -381,7 +381,10 @@ impl<'f> Vector<'_, 'f> {
     /// to its start: see [`build`]. The registers the stretch writes that are `live` after
     /// its branch (read in a later pass before they are written, or after the loop) are
     /// carried around the loop in block parameters; the others are temporaries of one
-    /// pass. Gives the lanes that take the branch when they leave.
+    /// pass. The first pass is peeled off: every lane makes it, so it needs no mask of
+    /// the lanes still iterating and carries nothing around the loop (ggml's loops mostly
+    /// end after one pass, and the loop's carried registers outnumber the machine's).
+    /// Gives the lanes that take the branch when they leave.
     fn looped(&mut self, insts: &[&Inst], live: &dyn Fn(Reg) -> bool) -> Value {
         let Some((last, body)) = insts.split_last() else {
             unreachable!("a loop ends with its branch")
@@ -405,15 +408,6 @@ impl<'f> Vector<'_, 'f> {
         let exit = self.b.create_block();
         let ones = self.splat_of(I64X2, -1);
         let none = self.splat_of(I64X2, 0);
-        let mut args = Vec::new();
-        for &r in &regs {
-            let q = self.reg(r);
-            args.extend([q.lo, q.hi]);
-        }
-        // Lanes active, lanes that took the branch when they left, iterations so far.
-        args.extend([ones, ones, none, none]);
-        let zero = self.b.ins().iconst(I32, 0);
-        args.push(zero);
         for _ in 0..2 * regs.len() + 4 {
             self.b.append_block_param(head, I64X2);
         }
@@ -421,8 +415,33 @@ impl<'f> Vector<'_, 'f> {
         for _ in 0..2 * regs.len() + 2 {
             self.b.append_block_param(exit, I64X2);
         }
-        let block_args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
-        self.b.ins().jump(head, &block_args);
+        // The first pass, by every lane; the same accesses use the same sites in both
+        // copies of the body.
+        let sites = self.sites;
+        self.vals.retain(|r, _| !self.uniform.contains_key(r));
+        for inst in body {
+            self.op(&inst.op, inst.line);
+        }
+        self.sites = sites;
+        let (clo, chi) = self.taken(last, ones, none);
+        let mut after = Vec::new();
+        for &r in &regs {
+            let q = self.reg(r);
+            after.extend([q.lo, q.hi]);
+        }
+        // On into the loop with the lanes that take the branch (lanes active, lanes that
+        // took the branch when they left, passes so far), or out with none.
+        let mut back = after.clone();
+        let mut leave = after;
+        const _: () = assert!(crate::codegen::LOOP_BUDGET > 1);
+        let one = self.b.ins().iconst(I32, 1);
+        back.extend([clo, chi, none, none, one]);
+        leave.extend([none, none]);
+        let any = self.b.ins().bor(clo, chi);
+        let any = self.b.ins().vhigh_bits(I32, any);
+        let back: Vec<BlockArg> = back.into_iter().map(BlockArg::from).collect();
+        let leave: Vec<BlockArg> = leave.into_iter().map(BlockArg::from).collect();
+        self.b.ins().brif(any, head, &back, exit, &leave);
         self.b.switch_to_block(head);
         let params = self.b.block_params(head).to_vec();
         let n = 2 * regs.len();
@@ -453,18 +472,7 @@ impl<'f> Vector<'_, 'f> {
             self.op(&inst.op, inst.line);
         }
         self.active = None;
-        // Each lane's branch: taken where its guard holds.
-        let (clo, chi) = match last.guard {
-            None => (ones, ones),
-            Some((p, neg)) => {
-                let q = self.reg(p);
-                let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
-                (
-                    self.b.ins().icmp(cc, q.lo, none),
-                    self.b.ins().icmp(cc, q.hi, none),
-                )
-            }
-        };
+        let (clo, chi) = self.taken(last, ones, none);
         let next = self.b.ins().iadd_imm(iter, 1);
         let more =
             self.b
@@ -515,6 +523,21 @@ impl<'f> Vector<'_, 'f> {
         let hi = self.b.ins().vhigh_bits(I32, params[n + 1]);
         let hi = self.b.ins().ishl_imm(hi, 2);
         self.b.ins().bor(lo, hi)
+    }
+
+    /// Each lane's branch `last`: taken (all ones) where its guard holds.
+    fn taken(&mut self, last: &Inst, ones: Value, none: Value) -> (Value, Value) {
+        match last.guard {
+            None => (ones, ones),
+            Some((p, neg)) => {
+                let q = self.reg(p);
+                let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+                (
+                    self.b.ins().icmp(cc, q.lo, none),
+                    self.b.ins().icmp(cc, q.hi, none),
+                )
+            }
+        }
     }
 
     fn splat(&mut self, x: Value) -> Quad {

@@ -1333,6 +1333,52 @@ fn lanes_that_left_a_loop_make_no_access() {
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
 }
 
+/// A vector loop's first pass is compiled apart from its other passes: four lanes go on
+/// with the loop when any of them does. Lanes 1 and 3 of each four make a second pass,
+/// lanes 0 and 2 leave after the first, and each lane adds 7 + %laneid to its sum in each
+/// of its passes.
+#[test]
+fn a_vector_loop_goes_on_after_its_first_pass_for_any_lane() {
+    use BinOp::*;
+    let (lane, n, acc, k, p, at, x) = (0, 1, 2, 3, 4, 5, 6);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(bin(And, Ty::U64, n, r(lane), Src::Imm(1))),
+        inst_of(bin(Add, Ty::U64, n, r(n), Src::Imm(1))),
+        inst_of(Op::Mov {
+            d: acc,
+            a: Src::Imm(0),
+        }),
+        inst_of(Op::Mov {
+            d: k,
+            a: Src::Imm(0),
+        }),
+        // The loop, at 5.
+        inst_of(bin(Add, Ty::U64, x, r(lane), Src::Imm(7))),
+        inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
+        inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
+        inst_of(lt_u64(p, r(k), r(n))),
+        inst(Op::Bra { target: 5 }, Some((p, false))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(store_u64(at, r(acc))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("again", 0, 7, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
+    let sums = mem.get(BASE, 256).expect("inside");
+    for (i, s) in sums.chunks(8).enumerate() {
+        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        assert_eq!(s, (1 + (i as u64 & 1)) * (7 + i as u64), "lane {i}");
+    }
+    assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
+}
+
 /// A value computed once for the warp at the top of a loop, which the loop then
 /// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
 /// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
