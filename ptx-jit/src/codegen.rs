@@ -1470,6 +1470,16 @@ impl<'f> Lane<'f> {
         self.b.ins().bitcast(F32, MemFlags::new(), x)
     }
 
+    /// An f32 rounded to an integer in direction `round` (to nearest even by default).
+    fn round_f32(&mut self, f: Value, round: Round) -> Value {
+        match round {
+            Round::Zero => self.b.ins().trunc(f),
+            Round::Down => self.b.ins().floor(f),
+            Round::Up => self.b.ins().ceil(f),
+            Round::Nearest | Round::Default => self.b.ins().nearest(f),
+        }
+    }
+
     /// The bits of an f32 with a subnormal flushed to a zero of its sign.
     fn flush(&mut self, x: Value) -> Value {
         let exp = self.b.ins().band_imm(x, 0x7F80_0000);
@@ -1953,6 +1963,31 @@ impl<'f> Lane<'f> {
                     let (h, ok) = self.f16_out(f);
                     let fast = self.b.ins().uextend(I64, h);
                     self.fast_or_helper(fast, ok, op, &[x])
+                } else if *sty == Ty::F32 && int(dty) && dty.size() >= 4 {
+                    // cvt.rzi.s32.f32 and the like, as the interpreter's: rounded to an
+                    // integer, then clamped to the destination (a NaN gives 0); `.sat`
+                    // changes nothing.
+                    let f = self.f32_in(x, *ftz);
+                    let f = self.round_f32(f, *round);
+                    let ty = if dty.size() == 4 { I32 } else { I64 };
+                    let v = if dty.signed() {
+                        self.b.ins().fcvt_to_sint_sat(ty, f)
+                    } else {
+                        self.b.ins().fcvt_to_uint_sat(ty, f)
+                    };
+                    if ty == I32 {
+                        self.b.ins().uextend(I64, v)
+                    } else {
+                        v
+                    }
+                } else if *dty == Ty::F32 && *sty == Ty::F32 && !sat && *round != Round::Default {
+                    // cvt.rni.f32.f32 and the like: rounded to an integer, which is never
+                    // subnormal (a NaN stays one, quieted, as the host's conversions
+                    // leave the interpreter's).
+                    let f = self.f32_in(x, *ftz);
+                    let f = self.round_f32(f, *round);
+                    let bits = self.b.ins().bitcast(I32, MemFlags::new(), f);
+                    self.b.ins().uextend(I64, bits)
                 } else {
                     self.helper(op, &[x])
                 };
@@ -1967,6 +2002,31 @@ impl<'f> Lane<'f> {
             } => {
                 let x = self.src(a);
                 let v = match (un, ty.size(), ty.float() || *ty == Ty::Pred) {
+                    (UnOp::Not | UnOp::CNot, _, true) if *ty == Ty::Pred => {
+                        let z = self.b.ins().icmp_imm(IntCC::Equal, x, 0);
+                        self.b.ins().uextend(I64, z)
+                    }
+                    (UnOp::Abs | UnOp::Neg, 4, true) if *ty == Ty::F32 => {
+                        // The sign bit cleared or flipped, as the interpreter's (in f64,
+                        // which quiets a NaN).
+                        let mut bits = self.lo32(x);
+                        if *ftz && !self.flushed.contains(&x) {
+                            bits = self.flush(bits);
+                        }
+                        let r = if *un == UnOp::Abs {
+                            self.b.ins().band_imm(bits, 0x7FFF_FFFF)
+                        } else {
+                            self.b.ins().bxor_imm(bits, 0x8000_0000u32 as i32 as i64)
+                        };
+                        let mag = self.b.ins().band_imm(bits, 0x7FFF_FFFF);
+                        let nan =
+                            self.b
+                                .ins()
+                                .icmp_imm(IntCC::UnsignedGreaterThan, mag, 0x7F80_0000);
+                        let quiet = self.b.ins().bor_imm(r, 0x0040_0000);
+                        let r = self.b.ins().select(nan, quiet, r);
+                        self.b.ins().uextend(I64, r)
+                    }
                     (UnOp::Not, 4, false) => {
                         let x = self.lo32(x);
                         let n = self.b.ins().bnot(x);

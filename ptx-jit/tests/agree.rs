@@ -449,7 +449,8 @@ fn op(rng: &mut Rng) -> Op {
                 (rng.pick(&all), rng.pick(&all))
             };
             let float = dty.float() || sty.float();
-            let r = if float && dty != sty {
+            // A float to itself rounds to an integer when it has a rounding modifier.
+            let r = if float && (dty != sty || rng.chance(2)) {
                 rng.pick(&[
                     Round::Default,
                     Round::Nearest,
@@ -483,6 +484,8 @@ fn op(rng: &mut Rng) -> Op {
                     ]),
                     rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
                 )
+            } else if rng.chance(8) {
+                (rng.pick(&[UnOp::Not, UnOp::CNot]), Ty::Pred)
             } else {
                 (
                     rng.pick(&[
