@@ -28,7 +28,8 @@ const MAX_VECTOR: usize = 64;
 /// Whether a stretch (its per-lane instructions, not those computed once for the warp) has
 /// a vector form: unguarded moves of registers, immediates, `%tid`, `%laneid` and the
 /// special registers the same in every lane; f32 add, sub, mul, div, min, max and fma
-/// (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt` and `rsqrt`; 32- and 64-bit
+/// (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`, `rsqrt`, `abs` and `neg`; `not`
+/// of a predicate; 32- and 64-bit
 /// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
 /// conversions between integers, to f32 from 32-bit and narrower integers and from f16;
@@ -91,6 +92,18 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                         | UnOp::Sin
                         | UnOp::Cos
                         | UnOp::Tanh,
+                    ty: Ty::F32,
+                    a,
+                    ..
+                } => operand(a),
+                Op::Un {
+                    op: UnOp::Not | UnOp::CNot,
+                    ty: Ty::Pred,
+                    a,
+                    ..
+                }
+                | Op::Un {
+                    op: UnOp::Abs | UnOp::Neg,
                     ty: Ty::F32,
                     a,
                     ..
@@ -1157,6 +1170,50 @@ impl<'f> Vector<'_, 'f> {
                 } else {
                     self.int(*bop, *ty, a, b)
                 };
+                self.set(*d, q);
+            }
+            Op::Un {
+                op: UnOp::Not | UnOp::CNot,
+                ty: Ty::Pred,
+                d,
+                a,
+                ..
+            } => {
+                let x = self.src(a);
+                let zero = self.splat_of(I64X2, 0);
+                let lo = self.b.ins().icmp(IntCC::Equal, x.lo, zero);
+                let hi = self.b.ins().icmp(IntCC::Equal, x.hi, zero);
+                let (t, _) = self.truth(lo, hi);
+                self.set(*d, t);
+            }
+            Op::Un {
+                op: un @ (UnOp::Abs | UnOp::Neg),
+                ty: Ty::F32,
+                d,
+                a,
+                ftz,
+            } => {
+                // The sign bit cleared or flipped, and a NaN quieted, as the lane code's.
+                let mut x = self.src(a);
+                let mut bits = self.low32(&mut x);
+                if *ftz && !self.flushed.contains(&x.lo) {
+                    bits = self.flush(bits);
+                }
+                let r = if *un == UnOp::Abs {
+                    let m = self.constant(&[0x7FFF_FFFF; 4]);
+                    self.b.ins().band(bits, m)
+                } else {
+                    let m = self.constant(&[0x8000_0000; 4]);
+                    self.b.ins().bxor(bits, m)
+                };
+                let m = self.constant(&[0x7FFF_FFFF; 4]);
+                let mag = self.b.ins().band(bits, m);
+                let inf = self.constant(&[0x7F80_0000; 4]);
+                let nan = self.b.ins().icmp(IntCC::SignedGreaterThan, mag, inf);
+                let q = self.constant(&[0x0040_0000; 4]);
+                let quiet = self.b.ins().bor(r, q);
+                let r = self.b.ins().bitselect(nan, quiet, r);
+                let q = self.widen(r);
                 self.set(*d, q);
             }
             Op::Un {

@@ -52,7 +52,7 @@ impl Rng {
     }
     /// A register value: an edge of some type, or random bits.
     fn value(&mut self) -> u64 {
-        let edges: [u64; 25] = [
+        let edges: [u64; 26] = [
             0x7C00,      // f16 infinity
             0x8001,      // f16 subnormal, negative
             0xFE01,      // f16 NaN with a payload
@@ -78,6 +78,7 @@ impl Rng {
             0x3F80_3000, // 1 + 3·2^-11: an f16 tie, rounded up
             0x477F_F000, // 65520: rounds to the f16 infinity
             0x3DCC_CCCD, // 0.1: rounded to f16
+            0xFF80_0001, // a signalling f32 NaN, negative
         ];
         match self.below(3) {
             0 => self.pick(&edges),
@@ -1170,6 +1171,13 @@ fn vector_op(rng: &mut Rng) -> Op {
             },
             nan: false,
         },
+        10 if rng.chance(4) => Op::Un {
+            op: rng.pick(&[UnOp::Not, UnOp::CNot]),
+            ty: Ty::Pred,
+            d,
+            a,
+            ftz: false,
+        },
         10 => Op::Un {
             op: UnOp::Not,
             ty: rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]),
@@ -1241,7 +1249,7 @@ const ORDERED: [Cmp; 8] = [
 ];
 
 /// The f32 unary operations that have a vector form.
-const VECTOR_UNARY: [UnOp; 8] = [
+const VECTOR_UNARY: [UnOp; 10] = [
     UnOp::Rcp,
     UnOp::Sqrt,
     UnOp::Rsqrt,
@@ -1250,6 +1258,8 @@ const VECTOR_UNARY: [UnOp; 8] = [
     UnOp::Sin,
     UnOp::Cos,
     UnOp::Tanh,
+    UnOp::Abs,
+    UnOp::Neg,
 ];
 
 /// The integer types of conversions.
@@ -1449,6 +1459,15 @@ fn every_vector_operation_has_its_vector_form() {
         nan: false,
     };
     let mut ops: Vec<Op> = [Add, Sub, MulLo, Div, Min, Max].map(f32op).to_vec();
+    for op in [UnOp::Not, UnOp::CNot] {
+        ops.push(Op::Un {
+            op,
+            ty: Ty::Pred,
+            d: 2,
+            a: x,
+            ftz: false,
+        });
+    }
     for ty in [Ty::U32, Ty::S32, Ty::U64, Ty::S64] {
         for op in [Add, Sub, And, Or, Xor, MulLo] {
             ops.push(bin(op, ty, 2, x, y));
