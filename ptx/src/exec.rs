@@ -18,7 +18,9 @@
 //! Native code: where [`Launch::native`] has a compiled run for the instruction a warp's
 //! lanes stand at ([`Native`], [`NativeRun`]), and no other lane of the warp waits inside
 //! it, the lanes run it in one call; the interpreter then carries on after it. A run
-//! computes what the interpreter would ([`lane_value`] is the arithmetic both share).
+//! computes what the interpreter would ([`lane_value`] is the arithmetic both share). Each
+//! host thread of a launch holds the native code's state for the launch
+//! ([`Native::state`]) and lends it to every run it calls.
 //!
 //! Arithmetic follows the PTX ISA. `.approx` operations are computed in full precision
 //! (never less accurate than a GPU); `.ftz` flushes f32 subnormal inputs and results to
