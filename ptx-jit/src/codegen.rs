@@ -76,13 +76,14 @@ fn helper_conv(module: &JITModule) -> CallConv {
 const MAX_REG: Reg = (i32::MAX / 256) as Reg;
 
 /// One run of a region that [`compile`] makes one function of: the instructions
-/// `start..end` of the kernel (ending with the run's branch, if it has one), whether that
-/// branch goes back to `start`, and the runs of the region (by index) that the whole warp
-/// goes on to when every lane falls through (`fall`) or every lane takes the branch
-/// (`jump`).
+/// `start..end` of the kernel (ending with the run's branch, if it has one), where that
+/// branch goes (`target`), whether it goes back to `start`, and the runs of the region (by
+/// index) that the whole warp goes on to when every lane falls through (`fall`) or every
+/// lane takes the branch (`jump`).
 pub(crate) struct Sub {
     pub(crate) start: usize,
     pub(crate) end: usize,
+    pub(crate) target: Option<u32>,
     pub(crate) looping: bool,
     pub(crate) fall: Option<usize>,
     pub(crate) jump: Option<usize>,

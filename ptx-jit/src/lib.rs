@@ -332,7 +332,6 @@ impl Jit {
     /// region starts at a leader, as it would alone.
     fn region(&self, pc: usize, most: usize) -> Option<Vec<codegen::Sub>> {
         let mut subs: Vec<codegen::Sub> = Vec::new();
-        let mut targets = Vec::new();
         let (mut queue, mut size, mut accesses) = (std::collections::VecDeque::from([pc]), 0, 0);
         while let Some(start) = queue.pop_front() {
             if subs.len() >= most || subs.iter().any(|s| s.start == start) {
@@ -358,11 +357,11 @@ impl Jit {
             subs.push(codegen::Sub {
                 start,
                 end,
+                target,
                 looping: target == Some(start as u32),
                 fall: None,
                 jump: None,
             });
-            targets.push(target);
             queue.push_back(end);
             if let Some(t) = target.filter(|&t| t as usize > start) {
                 queue.push_back(t as usize);
@@ -375,11 +374,10 @@ impl Jit {
         };
         let links: Vec<(Option<usize>, Option<usize>)> = subs
             .iter()
-            .zip(&targets)
-            .map(|(s, t)| {
+            .map(|s| {
                 (
                     index(s.end, s.start),
-                    t.and_then(|t| index(t as usize, s.start)),
+                    s.target.and_then(|t| index(t as usize, s.start)),
                 )
             })
             .collect();
@@ -404,17 +402,7 @@ impl Jit {
         match codegen::compile(module, &self.code, &subs, &live, &facts, vectors) {
             Ok(c) => Some(Run {
                 code: c.code,
-                exits: subs
-                    .iter()
-                    .map(|s| {
-                        let last = s.end.checked_sub(1).map(|k| &self.code[k].op);
-                        let target = match last {
-                            Some(Op::Bra { target }) => Some(*target),
-                            _ => None,
-                        };
-                        (s.end as u32, target)
-                    })
-                    .collect(),
+                exits: subs.iter().map(|s| (s.end as u32, s.target)).collect(),
                 slots: c.slots,
                 params: c.params,
                 global: subs.iter().any(|s| {
