@@ -402,20 +402,18 @@ impl<'f> Vector<'_, 'f> {
         let Some((last, body)) = insts.split_last() else {
             unreachable!("a loop ends with its branch")
         };
-        // The registers the loop writes are carried around it; those it only reads keep
-        // the values they had before it.
-        let (mut read, mut written) = (BTreeSet::new(), BTreeSet::new());
+        // The registers the loop writes are carried around it. Those it only reads keep
+        // the values they had before it, in their slots: each pass, and the code after the
+        // loop, loads them where it first reads them (kept in machine registers across the
+        // passes, they were spilled to the stack at every group, and reloaded from there).
+        let mut written = BTreeSet::new();
         for i in insts {
             (*i).clone().visit_regs(|r, def| {
-                if *r != SINK {
-                    if def { &mut written } else { &mut read }.insert(*r);
+                if def && *r != SINK {
+                    written.insert(*r);
                 }
             });
         }
-        let invariant: HashMap<Reg, Quad> = read
-            .difference(&written)
-            .map(|&r| (r, self.reg(r)))
-            .collect();
         let regs: Vec<Reg> = written.into_iter().filter(|&r| live(r)).collect();
         let head = self.b.create_block();
         let exit = self.b.create_block();
@@ -474,7 +472,6 @@ impl<'f> Vector<'_, 'f> {
             params[n + 4],
         );
         self.vals = regs.iter().copied().zip(old.iter().copied()).collect();
-        self.vals.extend(invariant.iter().map(|(&r, &q)| (r, q)));
         // Each pass starts with the values computed once for the warp, as the lane code's:
         // the instructions that computed them come before any other access to their
         // registers in the loop (`codegen::uniform`), even those the loop writes later.
@@ -530,7 +527,6 @@ impl<'f> Vector<'_, 'f> {
                 low32: None,
             }))
             .collect();
-        self.vals.extend(invariant);
         self.flushed.clear();
         let lo = self.b.ins().vhigh_bits(I32, params[n]);
         let hi = self.b.ins().vhigh_bits(I32, params[n + 1]);
