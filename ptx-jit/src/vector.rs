@@ -586,20 +586,30 @@ impl<'f> Vector<'_, 'f> {
     fn src_f32(&mut self, s: &Src, ftz: bool) -> Value {
         let mut q = self.src(s);
         let v = self.f32_in(&mut q, ftz);
+        self.keep_low32(s, q);
+        v
+    }
+
+    /// Keeps the low halves made of operand `s`'s value `q` with its register.
+    fn keep_low32(&mut self, s: &Src, q: Quad) {
         if let Src::Reg(r) = s {
             if let Some(e) = self.vals.get_mut(r) {
-                e.low32 = q.low32;
+                if e.lo == q.lo && e.hi == q.hi {
+                    e.low32 = e.low32.or(q.low32);
+                }
             }
         }
-        v
     }
 
     fn src(&mut self, s: &Src) -> Quad {
         match *s {
             Src::Reg(r) => self.reg(r),
             Src::Imm(x) => {
-                let x = self.b.ins().iconst(I64, x as i64);
-                self.splat(x)
+                let v = self.b.ins().iconst(I64, x as i64);
+                let mut q = self.splat(v);
+                let low = self.b.ins().iconst(I32, i64::from(x as u32));
+                q.low32 = Some(self.b.ins().splat(I32X4, low));
+                q
             }
             Src::Special(Special::Tid(d)) => {
                 // tid[d][lane] for the group's four lanes: 16 bytes per group.
@@ -1065,6 +1075,17 @@ impl<'f> Vector<'_, 'f> {
             Or => v.b.ins().bor(x, y),
             _ => v.b.ins().bxor(x, y),
         };
+        // Of 32 bits, with at most one operand's low halves still to be gathered: in one
+        // `i32x4` (then zero-extended where the 64-bit slots are read), instead of two
+        // `i64x2` and the masks that clear their high halves.
+        if w == 32 && usize::from(x.low32.is_none()) + usize::from(y.low32.is_none()) <= 1 {
+            let (mut x, mut y) = (x, y);
+            let (lx, ly) = (self.low32(&mut x), self.low32(&mut y));
+            self.keep_low32(a, x);
+            self.keep_low32(b, y);
+            let v = f(self, lx, ly);
+            return self.widen(v);
+        }
         let (lo, hi) = (f(self, x.lo, y.lo), f(self, x.hi, y.hi));
         self.low_bits(lo, hi, w)
     }
