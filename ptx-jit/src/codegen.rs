@@ -194,6 +194,42 @@ pub(crate) fn compile(
             && !insts
                 .iter()
                 .any(|i| matches!(crate::memory_access(&i.op), Some((_, true))));
+        // A whole warp runs a butterfly reduction's stretches and shuffles in one vector
+        // chain (`vector::chain`).
+        let mut chained = None;
+        if vectors && !looping {
+            if let Some(parts) = chain_parts(insts, &segs, &facts, &live) {
+                let (whole, some, done) = (b.create_block(), b.create_block(), b.create_block());
+                b.append_block_param(done, I32);
+                let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
+                b.ins().brif(all, whole, &[], some, &[]);
+                b.switch_to_block(whole);
+                b.seal_block(whole);
+                let (no_uniform, no_dirty, no_normal) =
+                    (HashMap::new(), BTreeSet::new(), HashSet::new());
+                let end = insts.len() - 1;
+                let env = crate::vector::Env {
+                    regs,
+                    params,
+                    specials,
+                    loads,
+                    find,
+                    math,
+                    helper,
+                    ptr,
+                    sites,
+                    uniform: &no_uniform,
+                    uniform_dirty: &no_dirty,
+                    normal_in: &no_normal,
+                    live: &|r| live(end, r),
+                };
+                let (bits, s) = crate::vector::chain(&mut b, &env, &parts);
+                b.ins().jump(done, &[bits.into()]);
+                b.switch_to_block(some);
+                b.seal_block(some);
+                chained = Some((done, s));
+            }
+        }
         for (range, warp_at) in segs {
             let (lane_part, warp_op) = (&insts[range.clone()], warp_at.map(|k| &insts[k]));
             if !lane_part.is_empty() {
@@ -391,6 +427,13 @@ pub(crate) fn compile(
             }
         }
 
+        if let Some((done, s)) = chained {
+            b.ins().jump(done, &[taken_out.into()]);
+            b.switch_to_block(done);
+            b.seal_block(done);
+            taken_out = b.block_params(done)[0];
+            sites = sites.max(s);
+        }
         // The whole warp goes on to the run where its branch sends every lane, when the
         // region holds it; else the code returns, saying where the lanes stopped.
         let full = b.ins().icmp_imm(IntCC::Equal, mask, -1);
@@ -544,6 +587,74 @@ fn uniform(insts: &[Inst], same_in: &HashSet<Reg>) -> Vec<bool> {
             hoist
         })
         .collect()
+}
+
+/// The stretches of a run and the shuffles between them, when the whole warp can run them
+/// as one vector chain (`vector::chain`): every stretch has a vector form, and every
+/// warp-wide instruction is an unguarded shuffle whose lanes' sources are known, whose
+/// predicate nothing reads, and whose destination is none of its sources; at least one.
+fn chain_parts<'c>(
+    insts: &'c [Inst],
+    segs: &[(std::ops::Range<usize>, Option<usize>)],
+    facts: &dyn Fn(usize) -> Option<Facts>,
+    live: &dyn Fn(usize, Reg) -> bool,
+) -> Option<Vec<(Vec<&'c Inst>, Option<crate::vector::KnownShuffle>)>> {
+    if insts.len() > crate::vector::MAX_CHAIN {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut shuffles = 0;
+    for (range, warp_at) in segs {
+        let part: Vec<&Inst> = insts[range.clone()].iter().collect();
+        if !crate::vector::vectorizable(&part) {
+            return None;
+        }
+        let shuffle = match warp_at {
+            None => None,
+            Some(k) => {
+                let w = &insts[*k];
+                let Op::Shfl {
+                    mode,
+                    d,
+                    p,
+                    a,
+                    b: bs,
+                    c,
+                } = &w.op
+                else {
+                    return None;
+                };
+                let f = facts(*k);
+                let value = |s: &Src| match *s {
+                    Src::Imm(v) => Some(v),
+                    Src::Reg(r) if r != SINK => f.as_ref()?.value(r),
+                    _ => None,
+                };
+                let (bv, cv) = (value(bs)?, value(c)?);
+                let a_reg = match a {
+                    Src::Reg(r) => Some(*r),
+                    Src::Imm(_) => None,
+                    _ => return None,
+                };
+                let p_live = p.is_some_and(|p| p != SINK && live(*k, p));
+                if w.guard.is_some() || *d == SINK || a_reg == Some(*d) || p_live {
+                    return None;
+                }
+                let mut source = [0u8; 32];
+                for (lane, s) in source.iter_mut().enumerate() {
+                    *s = vgpu_ptx::exec::shuffle_source(*mode, lane, bv, cv).0 as u8;
+                }
+                shuffles += 1;
+                Some(crate::vector::KnownShuffle {
+                    d: *d,
+                    a: *a,
+                    source,
+                })
+            }
+        };
+        parts.push((part, shuffle));
+    }
+    (shuffles > 0).then_some(parts)
 }
 
 /// An unguarded `shfl.sync` compiled inline, as the interpreter's (`vgpu_ptx::exec`'s

@@ -23,7 +23,10 @@
 //! are read after the run ([`vgpu_ptx::liveness::Liveness`]). When every lane of the warp
 //! runs a stretch made only of moves and the plain f32 and integer arithmetic (the
 //! butterfly steps of a reduction, say), it runs four lanes at a time in SIMD registers
-//! instead ([`vector`]), bit for bit as lane by lane.
+//! instead ([`vector`]), bit for bit as lane by lane. A whole run of such stretches with
+//! shuffles of known sources between them (a butterfly reduction) runs for the whole warp
+//! as one chain, its values kept in SIMD registers across the shuffles
+//! (`vector::chain`).
 //!
 //! Running lane after lane reorders the lanes' memory accesses against the interpreter,
 //! which runs instruction after instruction. So a stretch also ends where that could be

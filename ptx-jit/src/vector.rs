@@ -6,7 +6,12 @@
 //! `i64x2` loads, f32 operations work on the four low halves as one `f32x4`, with `.ftz`
 //! flushing and NaN canonicalisation done lane-wise as the lane code does them, and each
 //! lane's memory access is checked as the lane code checks it. The lane loop stays for
-//! the warps where some lanes do not run (`codegen`).
+//! the warps where some lanes do not run (`codegen`). A run whose stretches all have
+//! vector forms, with shuffles of known sources between them (a butterfly reduction),
+//! runs for a whole warp as one chain ([`chain`]): the eight groups keep their values in
+//! SSA values from one stretch to the next, and a shuffle only moves them between groups
+//! (renaming) or within one (a lane shuffle), where the stretch-by-stretch form stored
+//! every register at each stretch's end and moved the shuffled one through memory.
 
 use crate::codegen::Checked;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -24,6 +29,10 @@ use vgpu_ptx::lower::SINK;
 
 /// The most instructions a vector stretch holds (its code is one more copy of the stretch).
 const MAX_VECTOR: usize = 64;
+
+/// The most instructions of a run built as one chain ([`chain`]): its code holds eight
+/// copies of them, one per group of four lanes.
+pub(crate) const MAX_CHAIN: usize = 96;
 
 /// Whether a stretch (its per-lane instructions, not those computed once for the warp) has
 /// a vector form: unguarded moves of registers, immediates, `%tid`, `%laneid` and the
@@ -314,25 +323,7 @@ pub(crate) fn build(
     b.switch_to_block(head);
     let (group, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
     let at = b.ins().iadd(env.regs, group);
-    let mut v = Vector {
-        b,
-        at,
-        group,
-        params: env.params,
-        specials: env.specials,
-        loads: env.loads,
-        find: env.find,
-        math: env.math,
-        helper: env.helper,
-        ptr: env.ptr,
-        sites: env.sites,
-        vals: HashMap::new(),
-        uniform: env.uniform,
-        normal_in: env.normal_in,
-        flushed: HashSet::new(),
-        dirty: env.uniform_dirty.clone(),
-        active: None,
-    };
+    let mut v = Vector::new(b, env, at, group);
     let mut top = 0;
     for inst in insts {
         (*inst).clone().visit_regs(|r, _| {
@@ -371,7 +362,177 @@ pub(crate) fn build(
     (top, sites)
 }
 
-impl<'f> Vector<'_, 'f> {
+/// A shuffle whose every lane's source lane is known (`shfl.sync` with immediate or known
+/// lane and clamp operands, unguarded, its predicate read by nothing): the destination,
+/// the operand, and each lane's source lane.
+pub(crate) struct KnownShuffle {
+    pub(crate) d: Reg,
+    pub(crate) a: Src,
+    pub(crate) source: [u8; 32],
+}
+
+/// Builds a whole run for all 32 lanes when its stretches all have vector forms and the
+/// warp-wide instructions between them are shuffles with known sources (a butterfly
+/// reduction's): stretch after stretch, each for the eight groups of four lanes in turn,
+/// every group keeping its values in SSA values across the run; a shuffle moves the
+/// groups' values between them (a group's own lanes by a lane shuffle, another group's by
+/// renaming). Stores the registers `live` after the run once, at its end. Gives the lanes
+/// that take the run's branch (bit `i` for lane `i`), and the sites numbered so far.
+pub(crate) fn chain(
+    b: &mut FunctionBuilder<'_>,
+    env: &Env<'_>,
+    parts: &[(Vec<&Inst>, Option<KnownShuffle>)],
+) -> (Value, u32) {
+    // Each group's place and values are swapped in before its instructions are built.
+    let mut v = Vector::new(b, env, env.regs, env.regs);
+    let mut groups: Vec<Group> = (0..8)
+        .map(|g| {
+            let group = v.b.ins().iconst(I64, 32 * g);
+            let at = v.b.ins().iadd(env.regs, group);
+            Group {
+                group,
+                at,
+                vals: HashMap::new(),
+                dirty: BTreeSet::new(),
+            }
+        })
+        .collect();
+    let mut bits = v.b.ins().iconst(I32, 0);
+    for (insts, shuffle) in parts {
+        let sites = v.sites;
+        for (g, state) in groups.iter_mut().enumerate() {
+            v.sites = sites;
+            v.swap(state);
+            let taken = v.straight(insts);
+            if insts.last().is_some_and(|i| matches!(i.op, Op::Bra { .. })) {
+                let t = v.b.ins().ishl_imm(taken, 4 * g as i64);
+                bits = v.b.ins().bor(bits, t);
+            }
+            v.swap(state);
+        }
+        let Some(sh) = shuffle else { continue };
+        let mut from = Vec::new();
+        for state in groups.iter_mut() {
+            v.swap(state);
+            from.push(v.src(&sh.a));
+            v.swap(state);
+        }
+        for (g, state) in groups.iter_mut().enumerate() {
+            let lanes: Vec<usize> = (0..4).map(|k| sh.source[4 * g + k] as usize).collect();
+            let pick = |v: &mut Vector<'_, '_>, l0: usize, l1: usize| {
+                let half = |l: usize| {
+                    let q = &from[l / 4];
+                    if l % 4 < 2 {
+                        q.lo
+                    } else {
+                        q.hi
+                    }
+                };
+                let (x, y) = (half(l0), half(l1));
+                let (i0, i1) = ((l0 % 2) as u8, (l1 % 2) as u8);
+                let little = MemFlags::new().with_endianness(Endianness::Little);
+                let (bx, by) = (
+                    v.b.ins().bitcast(I8X16, little, x),
+                    v.b.ins().bitcast(I8X16, little, y),
+                );
+                let second = if x == y { i1 } else { 2 + i1 };
+                let pick = (8 * i0..8 * i0 + 8).chain(8 * second..8 * second + 8);
+                let r = v.shuffle(bx, if x == y { bx } else { by }, pick);
+                v.b.ins().bitcast(I64X2, little, r)
+            };
+            let lo = pick(&mut v, lanes[0], lanes[1]);
+            let hi = pick(&mut v, lanes[2], lanes[3]);
+            // The low halves, when the sources' are at hand in at most two vectors.
+            let low: Vec<(Value, usize)> = lanes
+                .iter()
+                .filter_map(|&l| from[l / 4].low32.map(|x| (x, l % 4)))
+                .collect();
+            let mut low32 = None;
+            if low.len() == 4 {
+                let mut vs: Vec<Value> = low.iter().map(|x| x.0).collect();
+                vs.dedup();
+                vs.sort_by_key(|x| x.as_u32());
+                vs.dedup();
+                if vs.len() <= 2 {
+                    let little = MemFlags::new().with_endianness(Endianness::Little);
+                    let x = v.b.ins().bitcast(I8X16, little, vs[0]);
+                    let y =
+                        v.b.ins()
+                            .bitcast(I8X16, little, *vs.last().unwrap_or(&vs[0]));
+                    let bytes: Vec<u8> = low
+                        .iter()
+                        .flat_map(|&(val, k)| {
+                            let base = if val == vs[0] { 4 * k } else { 16 + 4 * k };
+                            (base..base + 4).map(|b| b as u8)
+                        })
+                        .collect();
+                    let r = v.shuffle(x, y, bytes.into_iter());
+                    low32 = Some(v.b.ins().bitcast(I32X4, little, r));
+                }
+            }
+            if sh.d != SINK {
+                state.vals.insert(sh.d, Quad { lo, hi, low32 });
+                state.dirty.insert(sh.d);
+            }
+        }
+    }
+    let flags = slots();
+    for state in groups.iter_mut() {
+        v.swap(state);
+        for r in v.dirty.clone().into_iter().filter(|&r| (env.live)(r)) {
+            let q = v.reg(r);
+            v.b.ins().store(flags, q.lo, v.at, (r * 256) as i32);
+            v.b.ins().store(flags, q.hi, v.at, (r * 256 + 16) as i32);
+        }
+        v.swap(state);
+    }
+    (bits, v.sites)
+}
+
+/// One group of four lanes in a [`chain`]: its offset in a register's row, the address of
+/// its slots of register 0, its registers' values so far and those it wrote.
+struct Group {
+    group: Value,
+    at: Value,
+    vals: HashMap<Reg, Quad>,
+    dirty: BTreeSet<Reg>,
+}
+
+impl<'a, 'f> Vector<'a, 'f> {
+    /// A builder of the group whose slots of register 0 are at `at`, `group` bytes into
+    /// each register's row, with nothing computed yet but the values of `env.uniform`
+    /// (whose written registers, `env.uniform_dirty`, it stores at the end).
+    fn new(b: &'a mut FunctionBuilder<'f>, env: &Env<'a>, at: Value, group: Value) -> Self {
+        Vector {
+            b,
+            at,
+            group,
+            params: env.params,
+            specials: env.specials,
+            loads: env.loads,
+            find: env.find,
+            math: env.math,
+            helper: env.helper,
+            ptr: env.ptr,
+            sites: env.sites,
+            vals: HashMap::new(),
+            uniform: env.uniform,
+            normal_in: env.normal_in,
+            flushed: HashSet::new(),
+            dirty: env.uniform_dirty.clone(),
+            active: None,
+        }
+    }
+
+    /// Makes `g` the group being built (its values and writes in, the last group's out):
+    /// called again with the same `g`, puts things back.
+    fn swap(&mut self, g: &mut Group) {
+        std::mem::swap(&mut self.group, &mut g.group);
+        std::mem::swap(&mut self.at, &mut g.at);
+        std::mem::swap(&mut self.vals, &mut g.vals);
+        std::mem::swap(&mut self.dirty, &mut g.dirty);
+    }
+
     /// The instructions of a straight stretch; gives the group's lanes (bits 0 to 3) that
     /// take its branch.
     fn straight(&mut self, insts: &[&Inst]) -> Value {

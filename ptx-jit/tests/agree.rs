@@ -1392,6 +1392,55 @@ fn a_vector_loop_goes_on_after_its_first_pass_for_any_lane() {
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
 }
 
+/// A butterfly reduction whose run ends with a branch some lanes take (the whole warp runs
+/// it as one vector chain, `vector::chain`): every lane gets the sum of the 32 lanes'
+/// values, and the lanes below 6 (all of the first group, half of the second) take the
+/// branch and store the sum plus 1000.
+#[test]
+fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
+    use BinOp::*;
+    let (lane, at, x, y, p, z) = (0, 1, 2, 3, 4, 5);
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
+    ];
+    for m in [16, 8, 4, 2, 1] {
+        code.push(inst_of(Op::Shfl {
+            mode: ShflMode::Bfly,
+            d: y,
+            p: None,
+            a: r(x),
+            b: Src::Imm(m),
+            c: Src::Imm(0x1f),
+        }));
+        code.push(inst_of(bin(Add, Ty::U32, x, r(x), r(y))));
+    }
+    code.extend([
+        inst_of(lt_u64(p, r(lane), Src::Imm(6))),
+        inst(Op::Bra { target: 17 }, Some((p, false))),
+        inst_of(store_u64(at, r(x))),
+        inst_of(Op::Exit),
+        inst_of(bin(Add, Ty::U64, z, r(x), Src::Imm(1000))),
+        inst_of(store_u64(at, r(z))),
+        inst_of(Op::Exit),
+    ]);
+    assert!(matches!(code[17].op, Op::Bin { .. }), "the branch's target");
+    let k = small_kernel("chain", 0, 6, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
+    let sums = mem.get(BASE, 256).expect("inside");
+    for (i, s) in sums.chunks(8).enumerate() {
+        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        assert_eq!(s, if i < 6 { 1528 } else { 528 }, "lane {i}");
+    }
+}
+
 /// A value computed once for the warp at the top of a loop, which the loop then
 /// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
 /// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
