@@ -470,6 +470,10 @@ pub(crate) fn chain(
                     low32 = Some(v.b.ins().bitcast(I32X4, little, r));
                 }
             }
+            // Lanes taken from values with no f32 subnormal hold none either.
+            if lanes.iter().all(|&l| v.flushed.contains(&from[l / 4].lo)) {
+                v.flushed.insert(lo);
+            }
             if sh.d != SINK {
                 state.vals.insert(sh.d, Quad { lo, hi, low32 });
                 state.dirty.insert(sh.d);

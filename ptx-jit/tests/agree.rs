@@ -1441,6 +1441,74 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     }
 }
 
+/// A shuffle in a vector chain passes on a subnormal it did not flush: the `add.ftz`
+/// after it flushes it. Odd lanes load the subnormal 3 × 2^-149, even lanes 2^-126; each
+/// lane adds its neighbour's value to 2^-126 with `.ftz`, so even lanes get 2^-126 (the
+/// subnormal flushed, not 2^-126 + 3 × 2^-149) and odd lanes 2^-125.
+#[test]
+fn a_shuffled_subnormal_is_flushed_by_the_ftz_add_after_it() {
+    use BinOp::*;
+    let (lane, at, x, y, c, z) = (0, 1, 2, 3, 4, 5);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(Op::Ld {
+            space: MemSpace::Global,
+            ty: Ty::U32,
+            n: 1,
+            d: [x, 0, 0, 0],
+            addr: Addr {
+                base: Some(at),
+                global: None,
+                offset: BASE as i64,
+            },
+        }),
+        inst_of(Op::Shfl {
+            mode: ShflMode::Bfly,
+            d: y,
+            p: None,
+            a: r(x),
+            b: Src::Imm(1),
+            c: Src::Imm(0x1f),
+        }),
+        inst_of(Op::Mov {
+            d: c,
+            a: Src::Imm(0x0080_0000),
+        }),
+        inst_of(Op::Bin {
+            op: Add,
+            ty: Ty::F32,
+            d: z,
+            a: r(y),
+            b: r(c),
+            ftz: true,
+            sat: false,
+            round: Round::Default,
+            nan: false,
+        }),
+        inst_of(store_u64(at, r(z))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("flushed", 0, 6, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let input: Vec<u8> = (0..32u64)
+        .flat_map(|i| (if i % 2 == 1 { 3u64 } else { 0x0080_0000 }).to_le_bytes())
+        .collect();
+    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+    assert!(mem.put(BASE, &input));
+    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
+    let sums = mem.get(BASE, 256).expect("inside");
+    for (i, s) in sums.chunks(8).enumerate() {
+        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let want = if i % 2 == 0 { 0x0080_0000 } else { 0x0100_0000 };
+        assert_eq!(s, want, "lane {i}");
+    }
+}
+
 /// A value computed once for the warp at the top of a loop, which the loop then
 /// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
 /// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
