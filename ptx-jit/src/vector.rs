@@ -1154,8 +1154,30 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// An integer operation of 32 or 64 bits (`ty`), as the scalar code's.
     fn int(&mut self, op: BinOp, ty: Ty, a: &Src, b: &Src) -> Quad {
         use BinOp::*;
-        let (x, y) = (self.src(a), self.src(b));
         let w = ty.size() * 8;
+        // A 64-bit product by an immediate of at most three set bits (the sizes of
+        // structures in address arithmetic): shifts and adds, where a product of two
+        // `i64x2` takes eight instructions.
+        if op == MulWide || (op == MulLo && w == 64) {
+            if let Some((s, c)) = match (a, b) {
+                (_, Src::Imm(c)) => Some((a, *c)),
+                (Src::Imm(c), _) => Some((b, *c)),
+                _ => None,
+            } {
+                // The immediate as the 64-bit operand the product takes.
+                let c = match (op, ty.signed()) {
+                    (MulLo, _) => c,
+                    (_, true) => c as u32 as i32 as i64 as u64,
+                    _ => u64::from(c as u32),
+                };
+                if c.count_ones() <= 3 {
+                    let x = self.src(s);
+                    let x = self.extend(x, if op == MulLo { 64 } else { 32 }, ty.signed());
+                    return self.times(x, c);
+                }
+            }
+        }
+        let (x, y) = (self.src(a), self.src(b));
         if matches!(op, MulWide | MulHi) {
             // Of 32 bits (`vectorizable`): the whole product, or its high half.
             let (x, y) = (
@@ -1253,6 +1275,36 @@ impl<'a, 'f> Vector<'a, 'f> {
         }
         let (lo, hi) = (f(self, x.lo, y.lo), f(self, x.hi, y.hi));
         self.low_bits(lo, hi, w)
+    }
+
+    /// `x` times `c` (wrapping), as the sum of `x` shifted by each set bit of `c`.
+    fn times(&mut self, x: Quad, c: u64) -> Quad {
+        let mut sum: Option<(Value, Value)> = None;
+        for bit in (0..64).filter(|k| c >> k & 1 == 1) {
+            let (lo, hi) = if bit == 0 {
+                (x.lo, x.hi)
+            } else {
+                (
+                    self.b.ins().ishl_imm(x.lo, bit),
+                    self.b.ins().ishl_imm(x.hi, bit),
+                )
+            };
+            sum = Some(match sum {
+                None => (lo, hi),
+                Some((l, h)) => (self.b.ins().iadd(l, lo), self.b.ins().iadd(h, hi)),
+            });
+        }
+        match sum {
+            Some((lo, hi)) => Quad {
+                lo,
+                hi,
+                low32: None,
+            },
+            None => {
+                let zero = self.b.ins().iconst(I64, 0);
+                self.splat(zero)
+            }
+        }
     }
 
     /// `and`, `or` or `xor` (`vectorizable`) of two predicates, as the interpreter's: on

@@ -1509,6 +1509,53 @@ fn a_shuffled_subnormal_is_flushed_by_the_ftz_add_after_it() {
     }
 }
 
+/// Products by immediates in vector form, as the interpreter's: those of at most three
+/// set bits are made of shifts and adds, so each kind is tried with such an immediate and
+/// with one that only looks like one before it is extended (`mul.wide.s32` by
+/// 0x8000_0000 is by -2^31).
+#[test]
+fn products_by_immediates_agree_with_the_interpreter() {
+    use BinOp::*;
+    let (lane, v, at, p) = (0, 1, 2, 3);
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        // A value of each lane, negative in some as an s32 and wide as a u64.
+        inst_of(bin(MulLo, Ty::U32, v, r(lane), Src::Imm(0x9E37_79B9))),
+        inst_of(bin(Sub, Ty::U32, v, r(v), Src::Imm(5))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+    ];
+    let products = [
+        (MulWide, Ty::S32, 34),
+        (MulWide, Ty::S32, 0x8000_0000),
+        (MulWide, Ty::S32, 0x4000_0001),
+        (MulWide, Ty::U32, 0x8000_0011),
+        (MulWide, Ty::U32, 36),
+        (MulLo, Ty::U64, 36),
+        (MulLo, Ty::S64, 0x8000_0000_0000_0003),
+        (MulLo, Ty::U64, 0),
+    ];
+    for (op, ty, c) in products {
+        code.push(inst_of(bin(op, ty, p, r(v), Src::Imm(c))));
+        code.push(inst_of(store_u64(at, r(p))));
+        code.push(inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(256))));
+    }
+    code.push(inst_of(Op::Exit));
+    let k = small_kernel("products", 0, 4, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let input = vec![0u8; 256 * products.len()];
+    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
+    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
+    assert_eq!(want, got);
+    assert!(
+        jit.vector_stretches() >= products.len(),
+        "each product has a vector form"
+    );
+}
+
 /// A value computed once for the warp at the top of a loop, which the loop then
 /// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
 /// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
