@@ -312,6 +312,16 @@ pub(crate) fn compile(
                     .map(|(i, _)| i)
                     .collect();
                 let vector = crate::vector::vectorizable(&body_insts);
+                // Which instructions keep a stretch lane by lane, for whoever makes the next
+                // vector form.
+                if !vector && log::log_enabled!(log::Level::Trace) {
+                    for i in body_insts
+                        .iter()
+                        .filter(|i| !crate::vector::vectorizable(&[**i]))
+                    {
+                        log::trace!("no vector form: line {}: {:?}", i.line, i.op);
+                    }
+                }
                 // The vector form numbers the stretch's sites as the lane code does.
                 let mut vector_sites = sites;
                 if vector {

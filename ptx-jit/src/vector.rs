@@ -42,7 +42,7 @@ pub(crate) const MAX_CHAIN: usize = 96;
 /// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
 /// conversions between integers, to f32 from 32-bit and narrower integers and from f16;
-/// packing and unpacking; loads and stores of global and shared memory; and a branch
+/// packing and unpacking; `cvta`; loads and stores of global and shared memory; and a branch
 /// (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
     use BinOp::*;
@@ -105,6 +105,7 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     a,
                     ..
                 } => operand(a),
+                Op::Cvta { a, .. } => operand(a),
                 Op::Un {
                     op: UnOp::Not | UnOp::CNot,
                     ty: Ty::Pred,
@@ -1378,6 +1379,34 @@ impl<'a, 'f> Vector<'a, 'f> {
         match op {
             Op::Mov { d, a } => {
                 let q = self.src(a);
+                self.set(*d, q);
+            }
+            // The state space's window added or taken away, as the lane code's.
+            Op::Cvta {
+                d,
+                a,
+                space,
+                to_generic,
+            } => {
+                let q = self.src(a);
+                let base = vgpu_ptx::exec::window(*space) as i64;
+                let q = if base == 0 {
+                    q
+                } else {
+                    let w = self.splat_of(
+                        I64X2,
+                        if *to_generic {
+                            base
+                        } else {
+                            base.wrapping_neg()
+                        },
+                    );
+                    Quad {
+                        lo: self.b.ins().iadd(q.lo, w),
+                        hi: self.b.ins().iadd(q.hi, w),
+                        low32: None,
+                    }
+                };
                 self.set(*d, q);
             }
             Op::Bin {

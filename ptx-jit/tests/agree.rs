@@ -1556,6 +1556,57 @@ fn products_by_immediates_agree_with_the_interpreter() {
     );
 }
 
+/// `cvta` in vector form, as the interpreter's: to and from the generic addresses of
+/// global memory (the same address) and of shared memory (its window added or taken
+/// away), of each lane's own value.
+#[test]
+fn cvta_has_a_vector_form_that_agrees_with_the_interpreter() {
+    use BinOp::*;
+    let (lane, v, at, p) = (0, 1, 2, 3);
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(bin(
+            MulLo,
+            Ty::U64,
+            v,
+            r(lane),
+            Src::Imm(0x9E37_79B9_7F4A_7C15),
+        )),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+    ];
+    let kinds = [
+        (MemSpace::Global, false),
+        (MemSpace::Global, true),
+        (MemSpace::Shared, false),
+        (MemSpace::Shared, true),
+    ];
+    for (space, to_generic) in kinds {
+        code.push(inst_of(Op::Cvta {
+            d: p,
+            a: r(v),
+            space,
+            to_generic,
+        }));
+        code.push(inst_of(store_u64(at, r(p))));
+        code.push(inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(256))));
+    }
+    code.push(inst_of(Op::Exit));
+    let k = small_kernel("cvta", 0, 4, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let input = vec![0u8; 256 * kinds.len()];
+    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
+    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
+    assert_eq!(want, got);
+    assert!(
+        jit.vector_stretches() >= kinds.len(),
+        "each cvta has a vector form"
+    );
+}
+
 /// A value computed once for the warp at the top of a loop, which the loop then
 /// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
 /// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
