@@ -39,7 +39,7 @@ pub(crate) const MAX_CHAIN: usize = 96;
 /// special registers the same in every lane; f32 add, sub, mul, div, min, max and fma
 /// (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`, `rsqrt`, `abs` and `neg`; `not`
 /// of a predicate; 32- and 64-bit
-/// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), and, or, xor, not, shifts by an
+/// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), min, max, and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
 /// conversions between integers, to f32 from 32-bit and narrower integers and from f16;
 /// packing and unpacking; `cvta`; loads and stores of global and shared memory; and a branch
@@ -85,7 +85,7 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     // Predicates: their logic, on whether each is non-zero.
                     Ty::Pred => !ftz && matches!(op, And | Or | Xor),
                     t if int(t) => {
-                        !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo)
+                        !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo | Min | Max)
                             || matches!(op, Shl | Shr)
                             || (matches!(op, MulWide | MulHi) && t.size() == 4))
                     }
@@ -1254,6 +1254,36 @@ impl<'a, 'f> Vector<'a, 'f> {
             let (x, y) = (self.low32(&mut x), self.low32(&mut y));
             let v = self.b.ins().imul(x, y);
             return self.widen(v);
+        }
+        if matches!(op, Min | Max) {
+            let (max, signed) = (op == Max, ty.signed());
+            if w == 32 {
+                let (mut x, mut y) = (x, y);
+                let (lx, ly) = (self.low32(&mut x), self.low32(&mut y));
+                let v = match (max, signed) {
+                    (false, true) => self.b.ins().smin(lx, ly),
+                    (false, false) => self.b.ins().umin(lx, ly),
+                    (true, true) => self.b.ins().smax(lx, ly),
+                    (true, false) => self.b.ins().umax(lx, ly),
+                };
+                return self.widen(v);
+            }
+            // Of 64 bits: a comparison and a selection (SSE has no 64-bit min or max).
+            let cc = match (max, signed) {
+                (false, true) => IntCC::SignedLessThan,
+                (false, false) => IntCC::UnsignedLessThan,
+                (true, true) => IntCC::SignedGreaterThan,
+                (true, false) => IntCC::UnsignedGreaterThan,
+            };
+            let mut pick = |a: Value, b: Value| {
+                let c = self.b.ins().icmp(cc, a, b);
+                self.b.ins().bitselect(c, a, b)
+            };
+            return Quad {
+                lo: pick(x.lo, y.lo),
+                hi: pick(x.hi, y.hi),
+                low32: None,
+            };
         }
         let f = |v: &mut Self, x: Value, y: Value| match op {
             Add => v.b.ins().iadd(x, y),

@@ -1220,7 +1220,9 @@ fn vector_op(rng: &mut Rng) -> Op {
         },
         _ => {
             let ty = rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]);
-            let op = rng.pick(&[Add, Sub, And, Or, Xor, MulLo, MulWide, MulHi, Shl, Shr]);
+            let op = rng.pick(&[
+                Add, Sub, And, Or, Xor, MulLo, MulWide, MulHi, Shl, Shr, Min, Max,
+            ]);
             let op = if matches!(op, MulWide | MulHi) && ty.size() == 8 && !rng.chance(8) {
                 MulLo
             } else {
@@ -1684,7 +1686,7 @@ fn every_vector_operation_has_its_vector_form() {
         });
     }
     for ty in [Ty::U32, Ty::S32, Ty::U64, Ty::S64] {
-        for op in [Add, Sub, And, Or, Xor, MulLo] {
+        for op in [Add, Sub, And, Or, Xor, MulLo, Min, Max] {
             ops.push(bin(op, ty, 2, x, y));
         }
         for op in [Shl, Shr] {
