@@ -861,6 +861,37 @@ fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, mask: u64) {
 }
 }
 
+/// `div` (`quotient`) or `rem` of `x` by `y`, both of 32 bits (I32) or, unsigned, 64
+/// (I64), as the interpreter's: dividing by zero gives all ones (rem: the dividend). (A
+/// 32-bit signed division is made in 64 bits, where it cannot overflow.)
+pub(crate) fn divide(
+    b: &mut FunctionBuilder<'_>,
+    quotient: bool,
+    signed: bool,
+    x: Value,
+    y: Value,
+) -> Value {
+    let t = b.func.dfg.value_type(x);
+    let zero = b.ins().icmp_imm(IntCC::Equal, y, 0);
+    let one = b.ins().iconst(t, 1);
+    let safe = b.ins().select(zero, one, y);
+    let q = if signed {
+        let (xs, ys) = (b.ins().sextend(I64, x), b.ins().sextend(I64, safe));
+        let q = if quotient {
+            b.ins().sdiv(xs, ys)
+        } else {
+            b.ins().srem(xs, ys)
+        };
+        b.ins().ireduce(I32, q)
+    } else if quotient {
+        b.ins().udiv(x, safe)
+    } else {
+        b.ins().urem(x, safe)
+    };
+    let by_zero = if quotient { b.ins().iconst(t, -1) } else { x };
+    b.ins().select(zero, by_zero, q)
+}
+
 /// `shl` (`left`) or `shr` of `x` by `y`, both of 32 bits (I32) or 64 (I64), as the
 /// interpreter's: the amount is the low 32 bits of `y`; past the width, 0 (or the sign,
 /// for a `signed` `shr`).
@@ -2314,37 +2345,10 @@ impl<'f> Lane<'f> {
         } else {
             (x, y)
         };
-        let t = if w == 32 { I32 } else { I64 };
         let r = match op {
             // Dividing by zero gives all ones (rem: the dividend), as the interpreter's;
             // 64-bit signed division, which can overflow, is left to it.
-            Div | Rem if w == 32 || !s => {
-                let zero = self.b.ins().icmp_imm(IntCC::Equal, y, 0);
-                let one = self.b.ins().iconst(t, 1);
-                let safe = self.b.ins().select(zero, one, y);
-                let q = if s {
-                    let (xs, ys) = (
-                        self.b.ins().sextend(I64, x),
-                        self.b.ins().sextend(I64, safe),
-                    );
-                    let q = if op == Div {
-                        self.b.ins().sdiv(xs, ys)
-                    } else {
-                        self.b.ins().srem(xs, ys)
-                    };
-                    self.b.ins().ireduce(I32, q)
-                } else if op == Div {
-                    self.b.ins().udiv(x, safe)
-                } else {
-                    self.b.ins().urem(x, safe)
-                };
-                let by_zero = if op == Div {
-                    self.b.ins().iconst(t, -1)
-                } else {
-                    x
-                };
-                self.b.ins().select(zero, by_zero, q)
-            }
+            Div | Rem if w == 32 || !s => divide(&mut self.b, op == Div, s, x, y),
             Add => self.b.ins().iadd(x, y),
             Sub => self.b.ins().isub(x, y),
             MulLo => self.b.ins().imul(x, y),

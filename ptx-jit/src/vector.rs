@@ -39,7 +39,8 @@ pub(crate) const MAX_CHAIN: usize = 96;
 /// special registers the same in every lane; f32 add, sub, mul, div, min, max and fma
 /// (round to nearest, `.ftz` or not), f32 `rcp`, `sqrt`, `rsqrt`, `abs` and `neg`; `not`
 /// of a predicate; 32- and 64-bit
-/// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), min, max, and, or, xor, not, shifts by an
+/// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), div and rem (but of signed 64
+/// bits), min, max, and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
 /// conversions between integers, to f32 from 32-bit and narrower integers and from f16;
 /// packing and unpacking; `cvta`; loads and stores of global and shared memory; and a branch
@@ -87,6 +88,9 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     t if int(t) => {
                         !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo | Min | Max)
                             || matches!(op, Shl | Shr)
+                            // Each lane on its own; 64-bit signed division, which can
+                            // overflow, is left to the interpreter, as in the lane code.
+                            || (matches!(op, Div | Rem) && (t.size() == 4 || !t.signed()))
                             || (matches!(op, MulWide | MulHi) && t.size() == 4))
                     }
                     _ => false,
@@ -1222,20 +1226,25 @@ impl<'a, 'f> Vector<'a, 'f> {
                 low32: None,
             };
         }
-        if matches!(op, Shl | Shr) {
-            // By a register, whose amount may differ between lanes (SSE shifts every lane
-            // of a vector by one amount): each lane shifts by its own, as the lane code.
+        if matches!(op, Shl | Shr | Div | Rem) {
+            // Shifts by a register, whose amount may differ between lanes (SSE shifts every
+            // lane of a vector by one amount), and divisions (SSE has none of integers):
+            // each lane on its own, as the lane code.
             let mut lanes = [None; 4];
             for (k, lane) in lanes.iter_mut().enumerate() {
                 let (xh, yh) = if k < 2 { (x.lo, y.lo) } else { (x.hi, y.hi) };
                 let xv = self.b.ins().extractlane(xh, (k % 2) as u8);
                 let yv = self.b.ins().extractlane(yh, (k % 2) as u8);
+                let f = |b: &mut FunctionBuilder<'_>, x: Value, y: Value| match op {
+                    Div | Rem => crate::codegen::divide(b, op == Div, ty.signed(), x, y),
+                    _ => crate::codegen::shift(b, op == Shl, ty.signed(), x, y),
+                };
                 *lane = Some(if w == 32 {
                     let (xv, yv) = (self.b.ins().ireduce(I32, xv), self.b.ins().ireduce(I32, yv));
-                    let v = crate::codegen::shift(self.b, op == Shl, ty.signed(), xv, yv);
+                    let v = f(self.b, xv, yv);
                     self.b.ins().uextend(I64, v)
                 } else {
-                    crate::codegen::shift(self.b, op == Shl, ty.signed(), xv, yv)
+                    f(self.b, xv, yv)
                 });
             }
             let [a, b, c, e] = lanes.map(|l| l.expect("every lane shifted"));

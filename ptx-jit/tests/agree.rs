@@ -1221,7 +1221,7 @@ fn vector_op(rng: &mut Rng) -> Op {
         _ => {
             let ty = rng.pick(&[Ty::U32, Ty::S32, Ty::U64, Ty::S64]);
             let op = rng.pick(&[
-                Add, Sub, And, Or, Xor, MulLo, MulWide, MulHi, Shl, Shr, Min, Max,
+                Add, Sub, And, Or, Xor, MulLo, MulWide, MulHi, Shl, Shr, Min, Max, Div, Rem,
             ]);
             let op = if matches!(op, MulWide | MulHi) && ty.size() == 8 && !rng.chance(8) {
                 MulLo
@@ -1692,6 +1692,11 @@ fn every_vector_operation_has_its_vector_form() {
         for op in [Shl, Shr] {
             ops.push(bin(op, ty, 2, x, Src::Imm(5)));
             ops.push(bin(op, ty, 2, x, y));
+        }
+        // Each lane on its own, but 64-bit signed division.
+        if ty != Ty::S64 {
+            ops.push(bin(Div, ty, 2, x, y));
+            ops.push(bin(Rem, ty, 2, x, y));
         }
         ops.push(Op::Un {
             op: UnOp::Not,
