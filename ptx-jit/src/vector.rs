@@ -42,7 +42,8 @@ pub(crate) const MAX_CHAIN: usize = 96;
 /// integer add, sub, mul (`.lo`, and `.wide` of 32 bits), div and rem (but of signed 64
 /// bits), min, max, and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
-/// conversions between integers, to f32 from 32-bit and narrower integers and from f16;
+/// conversions between integers, to f32 from 32-bit and narrower integers and from f16,
+/// from f32 to 32-bit integers;
 /// packing and unpacking; `cvta`; loads and stores of global and shared memory; and a branch
 /// (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
@@ -207,6 +208,14 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     sat: false,
                     ftz: false,
                     round: Round::Default | Round::Nearest,
+                    a,
+                    ..
+                } => operand(a),
+                // f32 to a 32-bit integer, in any rounding.
+                Op::Cvt {
+                    dty: Ty::S32 | Ty::U32,
+                    sty: Ty::F32,
+                    sat: false,
                     a,
                     ..
                 } => operand(a),
@@ -1724,6 +1733,31 @@ impl<'a, 'f> Vector<'a, 'f> {
                 ..
             } => {
                 let q = self.dp4a(a, b, c, *a_signed, *b_signed);
+                self.set(*d, q);
+            }
+            Op::Cvt {
+                dty: dty @ (Ty::S32 | Ty::U32),
+                sty: Ty::F32,
+                round,
+                ftz,
+                d,
+                a,
+                ..
+            } => {
+                // As the interpreter's: rounded to an integer, then saturated (NaN gives 0).
+                let x = self.src_f32(a, *ftz);
+                let r = match round {
+                    Round::Zero => self.b.ins().trunc(x),
+                    Round::Down => self.b.ins().floor(x),
+                    Round::Up => self.b.ins().ceil(x),
+                    Round::Nearest | Round::Default => self.b.ins().nearest(x),
+                };
+                let v = if dty.signed() {
+                    self.b.ins().fcvt_to_sint_sat(I32X4, r)
+                } else {
+                    self.b.ins().fcvt_to_uint_sat(I32X4, r)
+                };
+                let q = self.widen(v);
                 self.set(*d, q);
             }
             Op::Cvt { dty, sty, d, a, .. } => {

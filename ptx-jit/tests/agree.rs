@@ -1209,6 +1209,21 @@ fn vector_op(rng: &mut Rng) -> Op {
             b,
             p: Src::Reg(reg(rng)),
         },
+        13 if rng.chance(3) => Op::Cvt {
+            dty: rng.pick(&[Ty::S32, Ty::U32]),
+            sty: Ty::F32,
+            round: rng.pick(&[
+                Round::Default,
+                Round::Nearest,
+                Round::Zero,
+                Round::Down,
+                Round::Up,
+            ]),
+            sat: false,
+            ftz: rng.chance(2),
+            d,
+            a,
+        },
         13 => Op::Cvt {
             dty: rng.pick(&INT_TYPES),
             sty: rng.pick(&INT_TYPES),
@@ -1812,6 +1827,19 @@ fn every_vector_operation_has_its_vector_form() {
         d: 2,
         a: x,
     });
+    for dty in [Ty::S32, Ty::U32] {
+        for round in [Round::Nearest, Round::Zero, Round::Down, Round::Up] {
+            ops.push(Op::Cvt {
+                dty,
+                sty: Ty::F32,
+                round,
+                sat: false,
+                ftz: true,
+                d: 2,
+                a: x,
+            });
+        }
+    }
     for (a_signed, b_signed) in [(true, true), (false, true), (true, false), (false, false)] {
         ops.push(Op::Dp {
             d: 2,
