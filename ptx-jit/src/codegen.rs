@@ -955,13 +955,15 @@ pub(crate) fn math_function(op: UnOp) -> *const () {
     }
 }
 
-/// The host math library's functions that the interpreter's f32 `ex2`, `lg2`, `sin`, `cos`
-/// and `tanh` use (`vgpu_ptx::exec::lane_value` of a `Un`), for compiled code to call
-/// without going through the interpreter's dispatch: the same functions, so the same bits.
+/// The functions that the interpreter's f32 `ex2` (`vgpu_ptx::ex2_f32`), `lg2`, `sin`, `cos`
+/// and `tanh` use (those of the host math library but `ex2`; `vgpu_ptx::exec::lane_value` of
+/// a `Un`), for compiled code to call without going through the interpreter's dispatch: the
+/// same functions, so the same bits.
 mod math {
     helpers! {
     pub(super) fn ex2(x: f64) -> f64 {
-        x.exp2()
+        // Exact: the argument is an f32 widened.
+        f64::from(vgpu_ptx::ex2_f32(x as f32))
     }
     pub(super) fn lg2(x: f64) -> f64 {
         x.log2()

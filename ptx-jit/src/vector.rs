@@ -1326,6 +1326,63 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.low_bits(lo, hi, w)
     }
 
+    /// Four f32 `ex2` (`x`, an `f32x4`), as `vgpu_ptx::ex2_f32` computes each: the same
+    /// f64 operations in the same order, two lanes to an `f64x2`.
+    fn ex2(&mut self, x: Value) -> Value {
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let f64s = |v: &mut Self, c: f64| {
+            let c = v.b.ins().f64const(c);
+            v.b.ins().splat(F64X2, c)
+        };
+        let (low, high) = (
+            f64s(self, vgpu_ptx::EX2_RANGE.0),
+            f64s(self, vgpu_ptx::EX2_RANGE.1),
+        );
+        // n + 1.5 * 2^52 holds the integer n in its low bits; less the bits of 1.5 * 2^52,
+        // plus the bias 1023, shifted to the exponent: 2^n.
+        let magic = f64s(self, 6_755_399_441_055_744.0);
+        let bias = self.splat_of(I64X2, 0x4338_0000_0000_0000 - 1023);
+        // Lanes 2 and 3 moved to 0 and 1.
+        let bytes = self.b.ins().bitcast(I8X16, little, x);
+        let upper = self.shuffle(bytes, bytes, (8..16).chain(8..16));
+        let upper = self.b.ins().bitcast(F32X4, little, upper);
+        let mut halves = Vec::with_capacity(2);
+        for v in [x, upper] {
+            let v = self.b.ins().fvpromote_low(v);
+            // As `f64::clamp` (a NaN lane's result is replaced below).
+            let below = self.b.ins().fcmp(FloatCC::LessThan, v, low);
+            let v = self.b.ins().bitselect(below, low, v);
+            let above = self.b.ins().fcmp(FloatCC::GreaterThan, v, high);
+            let v = self.b.ins().bitselect(above, high, v);
+            let n = self.b.ins().nearest(v);
+            let f = self.b.ins().fsub(v, n);
+            let mut p = f64s(self, vgpu_ptx::EX2_POLY[12]);
+            for &c in vgpu_ptx::EX2_POLY[..12].iter().rev() {
+                let c = f64s(self, c);
+                let m = self.b.ins().fmul(p, f);
+                p = self.b.ins().fadd(m, c);
+            }
+            let t = self.b.ins().fadd(n, magic);
+            let e = self.b.ins().bitcast(I64X2, little, t);
+            let e = self.b.ins().isub(e, bias);
+            let e = self.b.ins().ishl_imm(e, 52);
+            let scale = self.b.ins().bitcast(F64X2, little, e);
+            let r = self.b.ins().fmul(p, scale);
+            let r = self.b.ins().fvdemote(r);
+            halves.push(self.b.ins().bitcast(I8X16, little, r));
+        }
+        let r = self.shuffle(halves[0], halves[1], (0..8).chain(16..24));
+        let r = self.b.ins().bitcast(I32X4, little, r);
+        // A NaN gives itself, quieted.
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+        let nan = self.b.ins().bitcast(I32X4, little, nan);
+        let bits = self.b.ins().bitcast(I32X4, little, x);
+        let quiet = self.splat_of(I32X4, 0x0040_0000);
+        let quiet = self.b.ins().bor(bits, quiet);
+        let r = self.b.ins().bitselect(nan, quiet, r);
+        self.b.ins().bitcast(F32X4, little, r)
+    }
+
     /// `x` times `c` (wrapping), as the sum of `x` shifted by each set bit of `c`.
     fn times(&mut self, x: Quad, c: u64) -> Quad {
         let mut sum: Option<(Value, Value)> = None;
@@ -1770,8 +1827,9 @@ impl<'a, 'f> Vector<'a, 'f> {
                 op: un, d, a, ftz, ..
             } => {
                 // As the scalar code's: correctly rounded (`rsqrt` computed in f64 and
-                // rounded once), a NaN keeping its payload; the transcendental functions
-                // lane by lane, by the same host math function on the value in f64.
+                // rounded once), a NaN keeping its payload; `ex2` inline, by the operations
+                // of `vgpu_ptx::ex2_f32`; the other transcendental functions lane by lane,
+                // by the same host math function on the value in f64.
                 let x = self.src_f32(a, *ftz);
                 let r = match un {
                     UnOp::Rcp => {
@@ -1781,6 +1839,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     }
                     UnOp::Sqrt => self.b.ins().sqrt(x),
                     UnOp::Rsqrt => self.rsqrt(x),
+                    UnOp::Ex2 => self.ex2(x),
                     un => {
                         let f = crate::codegen::math_function(*un);
                         let f = self.b.ins().iconst(self.ptr, f as usize as i64);

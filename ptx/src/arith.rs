@@ -533,6 +533,51 @@ pub fn mad_rounded(
     f32_result(f32_directed(hi, lo, round), ftz, sat)
 }
 
+/// The coefficients of 2^f for |f| <= 1/2 in [`ex2_f32`]: ln(2)^k / k!, k = 0 to 12 (the
+/// Taylor series of e^(f·ln 2); what it leaves out is below 2^-52 of the result).
+pub const EX2_POLY: [f64; 13] = [
+    1.0,
+    std::f64::consts::LN_2,
+    0.240_226_506_959_100_72,
+    0.055_504_108_664_821_58,
+    0.009_618_129_107_628_477,
+    0.001_333_355_814_642_844_3,
+    0.000_154_035_303_933_816_1,
+    1.525_273_380_405_984_1e-5,
+    1.321_548_679_014_431e-6,
+    1.017_808_600_923_97e-7,
+    7.054_911_620_801_123e-9,
+    4.445_538_271_870_811_6e-10,
+    2.567_843_599_348_820_6e-11,
+];
+
+/// The range [`ex2_f32`] clamps its argument to: beyond it, 2^x is 0 or infinite in f32
+/// either way.
+pub const EX2_RANGE: (f64, f64) = (-152.0, 130.0);
+
+/// f32 `ex2` as the device computes it, in f64: with `n` the integer nearest `x` (ties to
+/// even) and `f = x - n`, 2^f by [`EX2_POLY`] (Horner's scheme, a multiplication then an
+/// addition at each step) times 2^n, rounded once to f32. The result is within 2^-50
+/// (relative) of 2^x before that rounding, so it is the correctly rounded f32 but where
+/// 2^x lies that close to halfway between two; the GPU's `ex2.approx` is within 2 ulp. A
+/// NaN gives itself, quieted. Compiled code computes it with the same operations in the
+/// same order, so to the same bits.
+pub fn ex2_f32(x: f32) -> f32 {
+    if x.is_nan() {
+        return f32::from_bits(x.to_bits() | 0x0040_0000);
+    }
+    let x = f64::from(x).clamp(EX2_RANGE.0, EX2_RANGE.1);
+    let n = x.round_ties_even();
+    let f = x - n;
+    let mut p = EX2_POLY[12];
+    for c in EX2_POLY[..12].iter().rev() {
+        p = p * f + c;
+    }
+    // 2^n, exactly: n is an integer of the clamped range.
+    let scale = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (p * scale) as f32
+}
+
 /// A unary operation.
 pub fn un(op: UnOp, ty: Ty, a: u64, ftz: bool) -> u64 {
     let float = |x: f64| -> f64 {
@@ -552,10 +597,15 @@ pub fn un(op: UnOp, ty: Ty, a: u64, ftz: bool) -> u64 {
     };
     match ty {
         // f32 is computed in f64 and rounded once: correctly rounded for sqrt and rcp,
-        // at least as accurate as the GPU's .approx forms for the others.
+        // at least as accurate as the GPU's .approx forms for the others (`ex2` by the
+        // polynomial of `ex2_f32`, the others by the host's math library).
         Ty::F32 => {
             let x = if ftz { flush(f32_of(a)) } else { f32_of(a) };
-            let r = float(f64::from(x)) as f32;
+            let r = if op == UnOp::Ex2 {
+                ex2_f32(x)
+            } else {
+                float(f64::from(x)) as f32
+            };
             bits32(if ftz { flush(r) } else { r })
         }
         Ty::F64 => float(f64_of(a)).to_bits(),
@@ -1406,6 +1456,56 @@ mod tests {
         assert!(!compare(Cmp::Ne, Ty::F32, f(f32::NAN), f(1.0)));
         assert!(compare(Cmp::Lt, Ty::S32, (-1i32) as u32 as u64, 0));
         assert!(!compare(Cmp::Lt, Ty::U32, (-1i32) as u32 as u64, 0));
+    }
+
+    /// `ex2_f32` against the host's `exp2` rounded to f32, over every 4093rd f32 and the
+    /// edges: never more than an ulp apart, and the same but for a handful.
+    #[test]
+    fn ex2_is_within_an_ulp_of_the_correctly_rounded_result() {
+        let host = |x: f32| f64::from(x).exp2() as f32;
+        let mut differ = 0;
+        let mut n = 0;
+        let edges = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            -0.5,
+            127.0,
+            127.999_99,
+            128.0,
+            200.0,
+            -126.0,
+            -149.0,
+            -149.5,
+            -150.0,
+            -150.000_02,
+            -151.0,
+            -1000.0,
+            1e-30,
+            -1e-30,
+        ];
+        let sweep = (0..u32::MAX / 4093).map(|i| f32::from_bits(i * 4093));
+        for x in edges.into_iter().chain(sweep) {
+            if x.is_nan() {
+                continue;
+            }
+            let (got, want) = (ex2_f32(x), host(x));
+            n += 1;
+            if got.to_bits() != want.to_bits() {
+                differ += 1;
+                let ulps = (i64::from(got.to_bits()) - i64::from(want.to_bits())).abs();
+                assert!(ulps <= 1, "ex2({x:e}) = {got:e}, the host's {want:e}");
+            }
+        }
+        assert!(differ * 100_000 <= n, "{differ} of {n} differ");
+        assert_eq!(ex2_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(ex2_f32(f32::NEG_INFINITY).to_bits(), 0);
+        assert_eq!(ex2_f32(10.0), 1024.0);
+        assert_eq!(ex2_f32(-149.0).to_bits(), 1);
+        let nan = f32::from_bits(0x7F80_0001);
+        assert_eq!(ex2_f32(nan).to_bits(), 0x7FC0_0001);
     }
 
     #[test]

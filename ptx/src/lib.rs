@@ -16,7 +16,8 @@
 //!   seam ([`exec::Native`]) through which native code (`vgpu-ptx-jit`) runs parts of it.
 //! * [`mma`]: the warp-level matrix instructions and their fragment layouts.
 //! * [`host`]: device memory in one host buffer, for tests and benchmarks.
-//! * `arith`: the arithmetic of each instruction on register values.
+//! * `arith`: the arithmetic of each instruction on register values ([`ex2_f32`], the f32
+//!   `ex2` that compiled code computes with the same operations, is public).
 //! * `printf`: device-side `printf` (`vprintf`), into the `vgpu_ptx::printf` log target.
 //!
 //! [`load`] does the first two steps at once. `unsafe` is not used in this crate.
@@ -36,6 +37,7 @@ pub mod mma;
 pub mod parse;
 mod printf;
 
+pub use arith::{ex2_f32, EX2_POLY, EX2_RANGE};
 pub use parse::{parse, ParseError};
 
 /// Why a module cannot be loaded at all.
