@@ -2020,9 +2020,16 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
     // alone, in one stretch that has one (inline where all four lanes' results are normal
     // f16 or zeros, else through the interpreter's conversion).
     let (convert, store) = (code[..11].to_vec(), out(0, 5));
+    // And the conversion from f16 alone (of every f16: each thread's own in r3's low half).
+    let widen = [
+        code[..10].to_vec(),
+        vec![code[11].clone(), out(0, 6), Op::Exit],
+    ]
+    .concat();
     for (code, vector) in [
         (code.to_vec(), false),
         ([convert, vec![store, Op::Exit]].concat(), true),
+        (widen, true),
     ] {
         let outs = code.iter().filter(|op| matches!(op, Op::St { .. })).count();
         let k = Kernel {
