@@ -43,7 +43,9 @@
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
 //!   interpreter's own conversion), rare results (NaN, infinite or subnormal halves) aside;
-//!   the f32 transcendental functions call the host math library as the interpreter does;
+//!   f32 `ex2` is computed inline by the interpreter's own operations
+//!   ([`vgpu_ptx::ex2_f32`]), the other f32 transcendental functions call the host math
+//!   library as the interpreter does;
 //!   every other operation calls [`vgpu_ptx::exec::lane_value`], the interpreter's own
 //!   arithmetic. Both are tested against the interpreter bit for bit
 //!   (`tests/agree.rs`).
