@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::offset_of;
 use vgpu_ptx::exec::Specials;
 use vgpu_ptx::exec::CANONICAL_NAN_F32;
-use vgpu_ptx::ir::{BinOp, Cmp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp};
+use vgpu_ptx::ir::{BinOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp};
 use vgpu_ptx::lower::SINK;
 
 /// The most instructions a vector stretch holds (its code is one more copy of the stretch).
@@ -43,7 +43,7 @@ pub(crate) const MAX_CHAIN: usize = 96;
 /// bits), min, max, and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
 /// conversions between integers, to f32 from 32-bit and narrower integers and from f16,
-/// from f32 to 32-bit integers;
+/// from f32 to 32-bit integers; f16 and f16x2 add, sub and mul;
 /// packing and unpacking; `cvta`; loads and stores of global and shared memory; and a branch
 /// (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
@@ -111,6 +111,17 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     ..
                 } => operand(a),
                 Op::Cvta { a, .. } => operand(a),
+                // f16 add, sub and mul, as the lane code's: in f32, rounded once.
+                Op::Half {
+                    op: HalfOp::Add | HalfOp::Sub | HalfOp::Mul,
+                    ty: Ty::F16 | Ty::F16x2,
+                    ftz: false,
+                    sat: false,
+                    a,
+                    b,
+                    c,
+                    ..
+                } => operand(a) && operand(b) && operand(c),
                 Op::Un {
                     op: UnOp::Not | UnOp::CNot,
                     ty: Ty::Pred,
@@ -1326,6 +1337,74 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.low_bits(lo, hi, w)
     }
 
+    /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
+    /// `q`: exact, by the lane code's table of every f16 (the interpreter's conversion).
+    fn f32_of_f16(&mut self, q: Quad, shift: i64) -> Value {
+        let table = self.b.ins().iconst(
+            self.ptr,
+            crate::codegen::f16_table().as_ptr() as usize as i64,
+        );
+        let lanes = [0usize, 1, 2, 3].map(|k| {
+            let half = if k < 2 { q.lo } else { q.hi };
+            let h = self.b.ins().extractlane(half, (k % 2) as u8);
+            let h = self.b.ins().ushr_imm(h, shift);
+            let h = self.b.ins().band_imm(h, 0xFFFF);
+            let at = self.b.ins().ishl_imm(h, 2);
+            let at = self.checked().address(at);
+            let p = self.b.ins().iadd(table, at);
+            let f = MemFlags::trusted().with_readonly();
+            self.b.ins().load(I32, f, p, 0)
+        });
+        self.gather(I32X4, lanes)
+    }
+
+    /// `op` of four lanes by the interpreter's arithmetic (`codegen::lane_value`), each lane
+    /// on its operands' values `args` (at most three): the low 32 bits of its results.
+    fn by_interpreter(&mut self, op: &Op, args: &[Quad]) -> Value {
+        let f = crate::codegen::lane_value_fn();
+        let f = self.b.ins().iconst(self.ptr, f as usize as i64);
+        let o = self.b.ins().iconst(self.ptr, op as *const Op as i64);
+        let zero = self.b.ins().iconst(I64, 0);
+        let lanes = [0u8, 1, 2, 3].map(|k| {
+            let mut call_args = vec![o];
+            for q in args {
+                let half = if k < 2 { q.lo } else { q.hi };
+                call_args.push(self.b.ins().extractlane(half, k % 2));
+            }
+            call_args.resize(5, zero);
+            let call = self.b.ins().call_indirect(self.helper, f, &call_args);
+            let v = self.b.inst_results(call)[0];
+            self.b.ins().ireduce(I32, v)
+        });
+        self.gather(I32X4, lanes)
+    }
+
+    /// `fast` (an `i32x4`) where every lane of `ok` is all ones, else `op` of the four lanes
+    /// by the interpreter ([`Self::by_interpreter`]), in a block laid out apart.
+    fn fast_or_interpreter(&mut self, fast: Value, ok: Value, op: &Op, args: &[Quad]) -> Value {
+        let all = self.b.ins().vall_true(ok);
+        let (slow, join) = (self.b.create_block(), self.b.create_block());
+        self.b.append_block_param(join, I32X4);
+        self.b.ins().brif(all, join, &[fast.into()], slow, &[]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        self.b.set_cold_block(slow);
+        let r = self.by_interpreter(op, args);
+        self.b.ins().jump(join, &[r.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        self.b.block_params(join)[0]
+    }
+
+    /// A vector of type `ty` (four lanes) of the scalars `v`.
+    fn gather(&mut self, ty: cranelift_codegen::ir::Type, v: [Value; 4]) -> Value {
+        let mut r = self.b.ins().scalar_to_vector(ty, v[0]);
+        for (k, &x) in v.iter().enumerate().skip(1) {
+            r = self.b.ins().insertlane(r, x, k as u8);
+        }
+        r
+    }
+
     /// Four f32 `ex2` (`x`, an `f32x4`), as `vgpu_ptx::ex2_f32` computes each: the same
     /// f64 operations in the same order, two lanes to an `f64x2`.
     fn ex2(&mut self, x: Value) -> Value {
@@ -1486,6 +1565,42 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let q = self.src(a);
                 self.set(*d, q);
             }
+            // As the lane code's: each half in f32 (exact, from the table of every f16),
+            // rounded once to f16; inline where every lane's results are normal f16, zeros
+            // or overflows to infinity, else every lane by the interpreter's arithmetic.
+            Op::Half {
+                op: hop,
+                ty,
+                d,
+                a,
+                b,
+                c,
+                ..
+            } => {
+                let (x, y, z) = (self.src(a), self.src(b), self.src(c));
+                let mut r = self.splat_of(I32X4, 0);
+                let mut ok = self.splat_of(I32X4, -1);
+                for k in 0..if *ty == Ty::F16x2 { 2 } else { 1 } {
+                    let little = MemFlags::new().with_endianness(Endianness::Little);
+                    let [fx, fy] = [x, y].map(|q| {
+                        let v = self.f32_of_f16(q, 16 * k);
+                        self.b.ins().bitcast(F32X4, little, v)
+                    });
+                    let f = match hop {
+                        HalfOp::Add => self.b.ins().fadd(fx, fy),
+                        HalfOp::Sub => self.b.ins().fsub(fx, fy),
+                        _ => self.b.ins().fmul(fx, fy),
+                    };
+                    let bits = self.b.ins().bitcast(I32X4, little, f);
+                    let (h, right) = self.f16_out(bits);
+                    let h = self.b.ins().ishl_imm(h, 16 * k);
+                    r = self.b.ins().bor(r, h);
+                    ok = self.b.ins().band(ok, right);
+                }
+                let v = self.fast_or_interpreter(r, ok, op, &[x, y, z]);
+                let q = self.widen(v);
+                self.set(*d, q);
+            }
             // The state space's window added or taken away, as the lane code's.
             Op::Cvta {
                 d,
@@ -1632,28 +1747,8 @@ impl<'a, 'f> Vector<'a, 'f> {
                 a,
                 ..
             } => {
-                // Exact, by the lane code's table of every f16.
                 let x = self.src(a);
-                let table = self.b.ins().iconst(
-                    self.ptr,
-                    crate::codegen::f16_table().as_ptr() as usize as i64,
-                );
-                let mut lanes = [None; 4];
-                for (k, lane) in lanes.iter_mut().enumerate() {
-                    let half = if k < 2 { x.lo } else { x.hi };
-                    let h = self.b.ins().extractlane(half, (k % 2) as u8);
-                    let h = self.b.ins().band_imm(h, 0xFFFF);
-                    let at = self.b.ins().ishl_imm(h, 2);
-                    let at = self.checked().address(at);
-                    let p = self.b.ins().iadd(table, at);
-                    let f = MemFlags::trusted().with_readonly();
-                    *lane = Some(self.b.ins().load(I32, f, p, 0));
-                }
-                let [w, x, y, z] = lanes.map(|l| l.expect("every lane converted"));
-                let v = self.b.ins().scalar_to_vector(I32X4, w);
-                let v = self.b.ins().insertlane(v, x, 1);
-                let v = self.b.ins().insertlane(v, y, 2);
-                let v = self.b.ins().insertlane(v, z, 3);
+                let v = self.f32_of_f16(x, 0);
                 let q = self.widen(v);
                 // An f16's least magnitude, 2^-24, is a normal f32.
                 self.flushed.insert(q.lo);
@@ -1671,36 +1766,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let mut x = self.src(a);
                 let bits = self.low32(&mut x);
                 let (h, ok) = self.f16_out(bits);
-                let all = self.b.ins().vall_true(ok);
-                let (slow, join) = (self.b.create_block(), self.b.create_block());
-                self.b.append_block_param(join, I32X4);
-                self.b.ins().brif(all, join, &[h.into()], slow, &[]);
-                self.b.switch_to_block(slow);
-                self.b.seal_block(slow);
-                let f = crate::codegen::lane_value_fn();
-                let f = self.b.ins().iconst(self.ptr, f as usize as i64);
-                let o = self.b.ins().iconst(self.ptr, op as *const Op as i64);
-                let zero = self.b.ins().iconst(I64, 0);
-                let mut r = None;
-                for k in 0..4u8 {
-                    let half = if k < 2 { x.lo } else { x.hi };
-                    let v = self.b.ins().extractlane(half, k % 2);
-                    let call =
-                        self.b
-                            .ins()
-                            .call_indirect(self.helper, f, &[o, v, zero, zero, zero]);
-                    let v = self.b.inst_results(call)[0];
-                    let v = self.b.ins().ireduce(I32, v);
-                    r = Some(match r {
-                        None => self.b.ins().scalar_to_vector(I32X4, v),
-                        Some(q) => self.b.ins().insertlane(q, v, k),
-                    });
-                }
-                let r = r.expect("four lanes");
-                self.b.ins().jump(join, &[r.into()]);
-                self.b.switch_to_block(join);
-                self.b.seal_block(join);
-                let v = self.b.block_params(join)[0];
+                let v = self.fast_or_interpreter(h, ok, op, &[x]);
                 let q = self.widen(v);
                 self.set(*d, q);
             }
@@ -1843,19 +1909,14 @@ impl<'a, 'f> Vector<'a, 'f> {
                     un => {
                         let f = crate::codegen::math_function(*un);
                         let f = self.b.ins().iconst(self.ptr, f as usize as i64);
-                        let mut r = None;
-                        for k in 0..4u8 {
+                        let lanes = [0u8, 1, 2, 3].map(|k| {
                             let v = self.b.ins().extractlane(x, k);
                             let v = self.b.ins().fpromote(F64, v);
                             let call = self.b.ins().call_indirect(self.math, f, &[v]);
                             let v = self.b.inst_results(call)[0];
-                            let v = self.b.ins().fdemote(F32, v);
-                            r = Some(match r {
-                                None => self.b.ins().scalar_to_vector(F32X4, v),
-                                Some(q) => self.b.ins().insertlane(q, v, k),
-                            });
-                        }
-                        r.expect("four lanes")
+                            self.b.ins().fdemote(F32, v)
+                        });
+                        self.gather(F32X4, lanes)
                     }
                 };
                 let little = MemFlags::new().with_endianness(Endianness::Little);

@@ -1130,6 +1130,16 @@ fn vector_op(rng: &mut Rng) -> Op {
         18 => global_load(rng),
         19 => global_store(rng),
         20 => shared_access(rng),
+        3 if rng.chance(4) => Op::Half {
+            op: rng.pick(&[HalfOp::Add, HalfOp::Sub, HalfOp::Mul]),
+            ty: rng.pick(&[Ty::F16, Ty::F16x2]),
+            d,
+            a,
+            b,
+            c: Src::Imm(0),
+            ftz: false,
+            sat: false,
+        },
         3 if rng.chance(2) => Op::Un {
             op: rng.pick(&VECTOR_UNARY),
             ty: Ty::F32,
@@ -1827,6 +1837,20 @@ fn every_vector_operation_has_its_vector_form() {
         d: 2,
         a: x,
     });
+    for op in [HalfOp::Add, HalfOp::Sub, HalfOp::Mul] {
+        for ty in [Ty::F16, Ty::F16x2] {
+            ops.push(Op::Half {
+                op,
+                ty,
+                d: 2,
+                a: x,
+                b: y,
+                c: Src::Imm(0),
+                ftz: false,
+                sat: false,
+            });
+        }
+    }
     for dty in [Ty::S32, Ty::U32] {
         for round in [Round::Nearest, Round::Zero, Round::Down, Round::Up] {
             ops.push(Op::Cvt {
@@ -2016,9 +2040,9 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
         out(4, 9),
         Op::Exit,
     ];
-    // The whole program (the f16 arithmetic has no vector form), and the conversion to f16
-    // alone, in one stretch that has one (inline where all four lanes' results are normal
-    // f16 or zeros, else through the interpreter's conversion).
+    // The whole program, and the conversion to f16 alone, each in one stretch that has a
+    // vector form (inline where all four lanes' results are normal f16 or zeros, else
+    // through the interpreter's conversion or arithmetic).
     let (convert, store) = (code[..11].to_vec(), out(0, 5));
     // And the conversion from f16 alone (of every f16: each thread's own in r3's low half).
     let widen = [
@@ -2027,7 +2051,7 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
     ]
     .concat();
     for (code, vector) in [
-        (code.to_vec(), false),
+        (code.to_vec(), true),
         ([convert, vec![store, Op::Exit]].concat(), true),
         (widen, true),
     ] {
