@@ -1430,8 +1430,10 @@ impl<'a, 'f> Vector<'a, 'f> {
             let v = self.b.ins().fvpromote_low(v);
             // As `f64::clamp` (a NaN lane's result is replaced below).
             let below = self.b.ins().fcmp(FloatCC::LessThan, v, low);
+            let below = self.b.ins().bitcast(F64X2, little, below);
             let v = self.b.ins().bitselect(below, low, v);
             let above = self.b.ins().fcmp(FloatCC::GreaterThan, v, high);
+            let above = self.b.ins().bitcast(F64X2, little, above);
             let v = self.b.ins().bitselect(above, high, v);
             let n = self.b.ins().nearest(v);
             let f = self.b.ins().fsub(v, n);
@@ -1454,7 +1456,6 @@ impl<'a, 'f> Vector<'a, 'f> {
         let r = self.b.ins().bitcast(I32X4, little, r);
         // A NaN gives itself, quieted.
         let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
-        let nan = self.b.ins().bitcast(I32X4, little, nan);
         let bits = self.b.ins().bitcast(I32X4, little, x);
         let quiet = self.splat_of(I32X4, 0x0040_0000);
         let quiet = self.b.ins().bor(bits, quiet);
