@@ -43,7 +43,7 @@ pub(crate) const MAX_CHAIN: usize = 96;
 /// bits), min, max, and, or, xor, not, shifts by an
 /// immediate, comparisons (`setp` with no predicate to combine) and `selp`; `dp4a`;
 /// conversions between integers, to f32 from 32-bit and narrower integers and from f16,
-/// from f32 to 32-bit integers; f16 and f16x2 add, sub and mul;
+/// from f32 to 32-bit integers and to integral f32; f16 and f16x2 add, sub and mul;
 /// packing and unpacking; `cvta`; loads and stores of global and shared memory; and a branch
 /// (guarded or not) at its end.
 pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
@@ -178,6 +178,15 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     ..
                 } => operand(a) && operand(b),
                 Op::Selp { a, b, p, .. } => operand(a) && operand(b) && operand(p),
+                // f32 to an integral f32.
+                Op::Cvt {
+                    dty: Ty::F32,
+                    sty: Ty::F32,
+                    sat: false,
+                    round: Round::Nearest | Round::Zero | Round::Down | Round::Up,
+                    a,
+                    ..
+                } => operand(a),
                 Op::Cvt {
                     dty: Ty::F32,
                     sty,
@@ -222,7 +231,7 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     a,
                     ..
                 } => operand(a),
-                // f32 to a 32-bit integer, in any rounding.
+                // f32 to a 32-bit integer, in any rounding, and f32 to an integral f32.
                 Op::Cvt {
                     dty: Ty::S32 | Ty::U32,
                     sty: Ty::F32,
@@ -1396,6 +1405,17 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.b.block_params(join)[0]
     }
 
+    /// Four f32 (`x`, an `f32x4`) rounded to integers in direction `round` (to nearest,
+    /// ties to even, by default), as the interpreter's `round_f64`.
+    fn round(&mut self, round: Round, x: Value) -> Value {
+        match round {
+            Round::Zero => self.b.ins().trunc(x),
+            Round::Down => self.b.ins().floor(x),
+            Round::Up => self.b.ins().ceil(x),
+            Round::Nearest | Round::Default => self.b.ins().nearest(x),
+        }
+    }
+
     /// A vector of type `ty` (four lanes) of the scalars `v`.
     fn gather(&mut self, ty: cranelift_codegen::ir::Type, v: [Value; 4]) -> Value {
         let mut r = self.b.ins().scalar_to_vector(ty, v[0]);
@@ -1743,6 +1763,28 @@ impl<'a, 'f> Vector<'a, 'f> {
             }
             Op::Cvt {
                 dty: Ty::F32,
+                sty: Ty::F32,
+                round,
+                ftz,
+                d,
+                a,
+                ..
+            } => {
+                // As the interpreter's: rounded to an integral f32 (`vectorizable`: a rounding
+                // is given), a NaN keeping its payload, quieted.
+                let x = self.src_f32(a, *ftz);
+                let r = self.round(*round, x);
+                let little = MemFlags::new().with_endianness(Endianness::Little);
+                let bits = self.b.ins().bitcast(I32X4, little, r);
+                let q = self.widen(bits);
+                if *ftz {
+                    // Integral or a zero: no subnormal.
+                    self.flushed.insert(q.lo);
+                }
+                self.set(*d, q);
+            }
+            Op::Cvt {
+                dty: Ty::F32,
                 sty: Ty::F16,
                 d,
                 a,
@@ -1870,12 +1912,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             } => {
                 // As the interpreter's: rounded to an integer, then saturated (NaN gives 0).
                 let x = self.src_f32(a, *ftz);
-                let r = match round {
-                    Round::Zero => self.b.ins().trunc(x),
-                    Round::Down => self.b.ins().floor(x),
-                    Round::Up => self.b.ins().ceil(x),
-                    Round::Nearest | Round::Default => self.b.ins().nearest(x),
-                };
+                let r = self.round(*round, x);
                 let v = if dty.signed() {
                     self.b.ins().fcvt_to_sint_sat(I32X4, r)
                 } else {

@@ -1220,7 +1220,7 @@ fn vector_op(rng: &mut Rng) -> Op {
             p: Src::Reg(reg(rng)),
         },
         13 if rng.chance(3) => Op::Cvt {
-            dty: rng.pick(&[Ty::S32, Ty::U32]),
+            dty: rng.pick(&[Ty::S32, Ty::U32, Ty::F32]),
             sty: Ty::F32,
             round: rng.pick(&[
                 Round::Default,
@@ -1634,6 +1634,83 @@ fn cvta_has_a_vector_form_that_agrees_with_the_interpreter() {
     );
 }
 
+/// Rounding f32 to integral f32 (`cvt.rni`, `.rzi`, `.rmi`, `.rpi`, with `.ftz` and
+/// without) in vector form, as the interpreter's: halfway cases, negative subnormals
+/// (which `.ftz` makes -0 before `.rmi` rounds them), infinities and a NaN's payload.
+#[test]
+fn integral_f32_conversions_agree_with_the_interpreter() {
+    use BinOp::*;
+    let (lane, at, x, y) = (0, 1, 2, 3);
+    let r = Src::Reg;
+    let values: [u32; 16] = [
+        0.5f32.to_bits(),
+        (-0.5f32).to_bits(),
+        1.5f32.to_bits(),
+        2.5f32.to_bits(),
+        (-2.5f32).to_bits(),
+        (-1.25f32).to_bits(),
+        3.75f32.to_bits(),
+        0x8000_0001,
+        0x0000_0001,
+        f32::INFINITY.to_bits(),
+        f32::NEG_INFINITY.to_bits(),
+        0x7F80_1234,
+        (-0.0f32).to_bits(),
+        16_777_215.0f32.to_bits(),
+        (-7.5f32).to_bits(),
+        1e30f32.to_bits(),
+    ];
+    let mut code = vec![
+        inst_of(Op::Mov {
+            d: lane,
+            a: Src::Special(Special::LaneId),
+        }),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(Op::Ld {
+            space: MemSpace::Global,
+            ty: Ty::U32,
+            n: 1,
+            d: [x, 0, 0, 0],
+            addr: Addr {
+                base: Some(at),
+                global: None,
+                offset: BASE as i64,
+            },
+        }),
+    ];
+    let mut outs = 0;
+    for round in [Round::Nearest, Round::Zero, Round::Down, Round::Up] {
+        for ftz in [false, true] {
+            code.push(inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(256))));
+            code.push(inst_of(Op::Cvt {
+                dty: Ty::F32,
+                sty: Ty::F32,
+                round,
+                sat: false,
+                ftz,
+                d: y,
+                a: r(x),
+            }));
+            code.push(inst_of(store_u64(at, r(y))));
+            outs += 1;
+        }
+    }
+    code.push(inst_of(Op::Exit));
+    let k = small_kernel("integral", 0, 4, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let mut input = vec![0u8; 256 * (outs + 1)];
+    for (i, v) in input.chunks_mut(8).take(32).enumerate() {
+        v[..4].copy_from_slice(&values[i % 16].to_le_bytes());
+    }
+    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
+    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
+    assert_eq!(want, got);
+    assert!(
+        jit.vector_stretches() >= outs,
+        "each conversion has a vector form"
+    );
+}
+
 /// A value computed once for the warp at the top of a loop, which the loop then
 /// overwrites and reads after it, starts every pass afresh in the loop's vector form too:
 /// each lane adds 7 + %laneid to its sum in each of three passes, not a value that grows
@@ -1851,7 +1928,7 @@ fn every_vector_operation_has_its_vector_form() {
             });
         }
     }
-    for dty in [Ty::S32, Ty::U32] {
+    for dty in [Ty::S32, Ty::U32, Ty::F32] {
         for round in [Round::Nearest, Round::Zero, Round::Down, Round::Up] {
             ops.push(Op::Cvt {
                 dty,
