@@ -1093,6 +1093,41 @@ impl Checked<'_, '_> {
         (hit, self.b.ins().iadd(host, off))
     }
 
+    /// Whether, from each address of `ats`, the `count` accesses of `size` bytes one
+    /// after the other are all inside the allocation of site `site`'s slot and aligned
+    /// (each as [`Checked::find`] checks one; the slot is left as it is), in one check per
+    /// address, and each address's host address; `None` where the site has no slot.
+    pub(crate) fn span(
+        &mut self,
+        site: u32,
+        ats: &[Value],
+        size: u32,
+        count: u64,
+    ) -> Option<(Value, Vec<Value>)> {
+        if !(size.is_power_of_two() && size <= 8) || site as usize >= SITES {
+            return None;
+        }
+        let more = i64::try_from(count.checked_sub(1)?).ok()?;
+        let [base, lim, host] = self.site(site);
+        // The first access is one of the first `lim - more` of the allocation (none when
+        // it holds fewer than `count`).
+        let short = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, lim, more);
+        let rest = self.b.ins().iadd_imm(lim, -more);
+        let zero = self.b.ins().iconst(I64, 0);
+        let lim = self.b.ins().select(short, zero, rest);
+        let mut all = None;
+        let mut hosts = Vec::new();
+        for &at in ats {
+            let (hit, p) = self.inline_check(at, [base, lim, host], size, zero, false);
+            all = Some(match all {
+                None => hit,
+                Some(a) => self.b.ins().band(a, hit),
+            });
+            hosts.push(p);
+        }
+        Some((all?, hosts))
+    }
+
     /// [`Checked::find`] for one of several accesses in a row: `slots` holds the sites'
     /// allocations as last loaded (`(site, [base, lim, host])`), so that a site's slot is
     /// loaded once for them all, and again only after a lookup (which may change it), in a

@@ -24,7 +24,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::offset_of;
 use vgpu_ptx::exec::Specials;
 use vgpu_ptx::exec::CANONICAL_NAN_F32;
-use vgpu_ptx::ir::{BinOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp};
+use vgpu_ptx::ir::{
+    Addr, BinOp, Cmp, HalfOp, Inst, MemSpace, Op, Reg, Round, Special, Src, Ty, UnOp,
+};
 use vgpu_ptx::lower::SINK;
 
 /// The most instructions a vector stretch holds (its code is one more copy of the stretch).
@@ -251,6 +253,111 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
         })
 }
 
+/// The most bytes from the start of a span's first access to the start of its last
+/// ([`spans`]).
+const MAX_SPAN: i64 = 4096;
+
+/// A global load's part in a *span*: the stretch's global loads of one access size at
+/// constant offsets from the same value of one base register (nothing between them
+/// writes it), a whole number of accesses apart (a block's fields, an unrolled loop's
+/// elements, a vector load's). Each lane checks its whole span once, at the first load,
+/// against that load's site; when every lane's span is inside, each load of the span
+/// reads from there unchecked, else it checks its own accesses as before. A stretch with
+/// several global loads stores nothing to global memory (`codegen::segments`), and no
+/// access of a span can fault when its check passes, so the loads see what they saw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Span {
+    /// The first load of a span: the span's lowest offset and its length in accesses.
+    First { lo: i64, count: u64 },
+    /// A later load: the index in the stretch of its span's first.
+    Later(usize),
+}
+
+/// The spans of a stretch's loads, by their index in it (loads in no span of two accesses
+/// or more have none).
+fn spans(insts: &[&Inst]) -> HashMap<usize, Span> {
+    /// A span still open: its access size, its first load's offset, the lowest and
+    /// highest offsets of its accesses, and its loads.
+    struct Open {
+        size: u32,
+        offset: i64,
+        lo: i64,
+        hi: i64,
+        loads: Vec<usize>,
+    }
+    fn close(o: Open, out: &mut HashMap<usize, Span>) {
+        let count = (o.hi - o.lo) as u64 / u64::from(o.size) + 1;
+        if count > 1 {
+            out.insert(o.loads[0], Span::First { lo: o.lo, count });
+            for &i in &o.loads[1..] {
+                out.insert(i, Span::Later(o.loads[0]));
+            }
+        }
+    }
+    let mut open: HashMap<Reg, Open> = HashMap::new();
+    let mut out = HashMap::new();
+    for (i, inst) in insts.iter().enumerate() {
+        if let Op::Ld {
+            space: MemSpace::Global,
+            ty,
+            n,
+            addr:
+                Addr {
+                    base: Some(r),
+                    global: None,
+                    offset,
+                },
+            ..
+        } = &inst.op
+        {
+            let size = ty.size();
+            let last = (i64::from(*n) - 1) * i64::from(size);
+            let last = offset.checked_add(last);
+            if let (true, Some(last)) = (size.is_power_of_two() && size <= 8, last) {
+                let joins = |o: &Open| {
+                    let apart = offset.checked_sub(o.offset)?;
+                    let (lo, hi) = (o.lo.min(*offset), o.hi.max(last));
+                    let fits = o.size == size
+                        && apart % i64::from(size) == 0
+                        && hi.checked_sub(lo)? <= MAX_SPAN;
+                    fits.then_some((lo, hi))
+                };
+                match open.get_mut(r) {
+                    Some(o) if joins(o).is_some() => {
+                        (o.lo, o.hi) = joins(o).expect("it joins");
+                        o.loads.push(i);
+                    }
+                    _ => {
+                        if let Some(o) = open.remove(r) {
+                            close(o, &mut out);
+                        }
+                        let o = Open {
+                            size,
+                            offset: *offset,
+                            lo: *offset,
+                            hi: last,
+                            loads: vec![i],
+                        };
+                        open.insert(*r, o);
+                    }
+                }
+            }
+        }
+        // A register written ends the spans based on it.
+        (*inst).clone().visit_regs(|r, def| {
+            if def {
+                if let Some(o) = open.remove(r) {
+                    close(o, &mut out);
+                }
+            }
+        });
+    }
+    for (_, o) in open {
+        close(o, &mut out);
+    }
+    out
+}
+
 /// What the accesses of one instruction's lanes loaded of what they are checked against:
 /// the sites' slots and the shared memory's bounds.
 #[derive(Default)]
@@ -311,6 +418,12 @@ struct Vector<'a, 'f> {
     /// In a loop, the lanes still iterating (all ones), as two `i64x2`: the others' loads
     /// are not made (a false guard).
     active: Option<(Value, Value)>,
+    /// The index in the stretch of the instruction being built, the spans of the
+    /// stretch's loads ([`spans`]), and what each span's first load found: whether every
+    /// lane's span is inside, each lane's host address of it, and its lowest offset.
+    index: usize,
+    spans: HashMap<usize, Span>,
+    spanned: HashMap<usize, (Value, [Value; 4], i64)>,
 }
 
 /// What a vector stretch reads besides its instructions: the warp's registers, the
@@ -559,6 +672,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             flushed: HashSet::new(),
             dirty: env.uniform_dirty.clone(),
             active: None,
+            index: 0,
+            spans: HashMap::new(),
+            spanned: HashMap::new(),
         }
     }
 
@@ -575,7 +691,9 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// take its branch.
     fn straight(&mut self, insts: &[&Inst]) -> Value {
         let mut bits = self.b.ins().iconst(I32, 0);
-        for inst in insts {
+        self.spans = spans(insts);
+        for (i, inst) in insts.iter().enumerate() {
+            self.index = i;
             match &inst.op {
                 Op::Bra { .. } => {
                     bits = match inst.guard {
@@ -629,7 +747,9 @@ impl<'a, 'f> Vector<'a, 'f> {
         // copies of the body.
         let sites = self.sites;
         self.vals.retain(|r, _| !self.uniform.contains_key(r));
-        for inst in body {
+        self.spans = spans(body);
+        for (i, inst) in body.iter().enumerate() {
+            self.index = i;
             self.op(&inst.op, inst.line);
         }
         self.sites = sites;
@@ -677,10 +797,12 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.vals.retain(|r, _| !self.uniform.contains_key(r));
         self.flushed.clear();
         self.active = Some((alo, ahi));
-        for inst in body {
+        for (i, inst) in body.iter().enumerate() {
+            self.index = i;
             self.op(&inst.op, inst.line);
         }
         self.active = None;
+        self.spans.clear();
         let (clo, chi) = self.taken(last, ones, none);
         let next = self.b.ins().iadd_imm(iter, 1);
         let more =
@@ -1041,6 +1163,66 @@ impl<'a, 'f> Vector<'a, 'f> {
         } else {
             c.find_in_row(&mut row.sites, site + e as u32, at, size, line, on, store)
         }
+    }
+
+    /// The check of a span of `count` accesses of `size` bytes from offset `lo` of the
+    /// four lanes' base `q`, against site `site`'s slot ([`Checked::span`]): whether every
+    /// lane's is inside, each lane's host address of offset `lo`, and `lo`.
+    fn span_check(
+        &mut self,
+        q: Quad,
+        lo: i64,
+        count: u64,
+        size: u32,
+        site: u32,
+    ) -> Option<(Value, [Value; 4], i64)> {
+        let ats: Vec<Value> = (0..4)
+            .map(|k| {
+                let half = if k < 2 { q.lo } else { q.hi };
+                let x = self.b.ins().extractlane(half, (k % 2) as u8);
+                self.b.ins().iadd_imm(x, lo)
+            })
+            .collect();
+        let mut c = self.checked();
+        let (all, hosts) = c.span(site, &ats, size, count)?;
+        Some((all, [hosts[0], hosts[1], hosts[2], hosts[3]], lo))
+    }
+
+    /// The four lanes' loads of the `n` elements of `size` bytes of an access (its state
+    /// space, base, offset, line and first site), lane after lane, each its elements in
+    /// order, each checked as the lane code checks it: by element, the four lanes' values.
+    fn checked_loads(
+        &mut self,
+        (space, base, offset, line, site): (MemSpace, Option<Quad>, i64, u32, u32),
+        n: usize,
+        size: u32,
+        signed: bool,
+    ) -> Vec<[Value; 4]> {
+        let mut vals = vec![[None; 4]; n];
+        let mut row = Row::default();
+        for k in 0..4 {
+            for (e, val) in vals.iter_mut().enumerate() {
+                let at = (offset, k, e);
+                let p = self.lane_address(space, base, at, size, line, (site, false), &mut row);
+                let mut c = self.checked();
+                val[k] = Some(c.load(MemFlags::trusted(), p, 0, size, signed));
+            }
+        }
+        vals.into_iter()
+            .map(|v| v.map(|x| x.expect("every lane loaded")))
+            .collect()
+    }
+
+    /// Each element's four lane values as two `i64x2`, one after the other.
+    fn halves(&mut self, vals: &[[Value; 4]]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for &[a, b, c, e] in vals {
+            for (x, y) in [(a, b), (c, e)] {
+                let v = self.b.ins().scalar_to_vector(I64X2, x);
+                out.push(self.b.ins().insertlane(v, y, 1));
+            }
+        }
+        out
     }
 
     /// `dp4a` of four lanes, as the lane code's: each lane's four byte products summed
@@ -2035,39 +2217,68 @@ impl<'a, 'f> Vector<'a, 'f> {
                 if *space == MemSpace::Global {
                     self.sites += n as u32;
                 }
-                let mut vals = vec![[None; 4]; n];
-                let mut row = Row::default();
-                // Lane after lane, each its elements in order, as the lane code.
-                for k in 0..4 {
-                    for (e, val) in vals.iter_mut().enumerate() {
-                        let at = (addr.offset, k, e);
-                        let p = self.lane_address(
-                            *space,
-                            base,
-                            at,
-                            size,
-                            line,
-                            (site, false),
-                            &mut row,
-                        );
-                        let mut c = self.checked();
-                        val[k] = Some(c.load(MemFlags::trusted(), p, 0, size, ty.signed()));
+                let first = match self.spans.get(&self.index) {
+                    Some(&Span::First { lo, count }) => {
+                        self.spanned.remove(&self.index);
+                        if let Some(q) = base {
+                            if let Some(s) = self.span_check(q, lo, count, size, site) {
+                                self.spanned.insert(self.index, s);
+                            }
+                        }
+                        Some(self.index)
                     }
-                }
-                for (&dst, val) in d.iter().zip(vals) {
-                    let [a, b, c, e] = val.map(|x| x.expect("every lane loaded"));
-                    let lo = self.b.ins().scalar_to_vector(I64X2, a);
-                    let lo = self.b.ins().insertlane(lo, b, 1);
-                    let hi = self.b.ins().scalar_to_vector(I64X2, c);
-                    let hi = self.b.ins().insertlane(hi, e, 1);
-                    self.set(
-                        dst,
-                        Quad {
-                            lo,
-                            hi,
-                            low32: None,
-                        },
-                    );
+                    Some(&Span::Later(f)) => Some(f),
+                    None => None,
+                };
+                let spanned = first.and_then(|f| self.spanned.get(&f).copied());
+                let access = (*space, base, addr.offset, line, site);
+                // By element, the four lanes' values as two `i64x2`.
+                let halves = match spanned {
+                    None => {
+                        let vals = self.checked_loads(access, n, size, ty.signed());
+                        self.halves(&vals)
+                    }
+                    Some((all, hosts, lo)) => {
+                        let (fast, slow, join) = (
+                            self.b.create_block(),
+                            self.b.create_block(),
+                            self.b.create_block(),
+                        );
+                        for _ in 0..2 * n {
+                            self.b.append_block_param(join, I64X2);
+                        }
+                        self.b.ins().brif(all, fast, &[], slow, &[]);
+                        self.b.switch_to_block(fast);
+                        self.b.seal_block(fast);
+                        let mut vals = Vec::new();
+                        for e in 0..n {
+                            let at = addr.offset + (e as i64) * i64::from(size) - lo;
+                            let f = MemFlags::trusted();
+                            let mut c = self.checked();
+                            vals.push(hosts.map(|p| c.load(f, p, at as i32, size, ty.signed())));
+                        }
+                        let args: Vec<BlockArg> =
+                            self.halves(&vals).into_iter().map(BlockArg::from).collect();
+                        self.b.ins().jump(join, &args);
+                        self.b.switch_to_block(slow);
+                        self.b.seal_block(slow);
+                        self.b.set_cold_block(slow);
+                        let vals = self.checked_loads(access, n, size, ty.signed());
+                        let args: Vec<BlockArg> =
+                            self.halves(&vals).into_iter().map(BlockArg::from).collect();
+                        self.b.ins().jump(join, &args);
+                        self.b.switch_to_block(join);
+                        self.b.seal_block(join);
+                        self.b.block_params(join).to_vec()
+                    }
+                };
+                for (&dst, h) in d.iter().zip(halves.chunks(2)) {
+                    let q = Quad {
+                        lo: h[0],
+                        hi: h[1],
+                        low32: None,
+                    };
+                    self.set(dst, q);
                 }
             }
             Op::St {

@@ -2570,3 +2570,65 @@ fn vector_forms_wait_for_hot_runs() {
         assert_eq!(jit.vector_stretches(), want, "after {launch_no} launches");
     }
 }
+
+/// Loads of one size at constant offsets from one base register are checked as one span
+/// per lane in vector form (`vector::spans`): inside the allocation they load what the
+/// interpreter loads (a span ends where its base register is written); when only the
+/// last access of one lane is past its end,
+/// the launch faults as interpreted, and when it is the allocation's last bytes, it does
+/// not.
+#[test]
+fn a_span_of_loads_faults_only_where_one_of_its_accesses_does() {
+    use BinOp::*;
+    let (lane, at, out, v) = (0, 1, 2, [3, 4, 5, 6]);
+    let r = Src::Reg;
+    let u16_at = |d: [Reg; 4], n: u8, offset: u64| Op::Ld {
+        space: MemSpace::Global,
+        ty: Ty::U16,
+        n,
+        d,
+        addr: Addr {
+            base: Some(at),
+            global: None,
+            offset: (BASE + offset) as i64,
+        },
+    };
+    // The input's 256 bytes, then 256 for the lanes' results: a 512-byte allocation.
+    let input: Vec<u8> = (0..256u32).map(|i| (i * 37 + 11) as u8).collect();
+    let program = |start: u64| {
+        let mut code = vec![
+            inst_of(Op::Mov {
+                d: lane,
+                a: Src::Special(Special::LaneId),
+            }),
+            // Lane 4 the highest: the first lane of its four, which are not the first four
+            // (those find the sites empty).
+            inst_of(bin(Xor, Ty::U64, at, r(lane), Src::Imm(27))),
+            inst_of(bin(Shl, Ty::U64, at, r(at), Src::Imm(1))),
+            inst_of(bin(Shl, Ty::U64, out, r(lane), Src::Imm(3))),
+            inst_of(u16_at([v[0], 0, 0, 0], 1, start)),
+            inst_of(u16_at([v[1], 0, 0, 0], 1, start + 2)),
+            // A new base value: a new span.
+            inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(4))),
+            inst_of(u16_at([v[2], v[3], 0, 0], 2, start + 4)),
+        ];
+        for (k, &x) in v.iter().enumerate().skip(1) {
+            code.push(inst_of(bin(Shl, Ty::U64, x, r(x), Src::Imm(16 * k as u64))));
+            code.push(inst_of(bin(Or, Ty::U64, v[0], r(v[0]), r(x))));
+        }
+        code.push(inst_of(bin(Add, Ty::U64, out, r(out), Src::Imm(256))));
+        code.push(inst_of(store_u64(out, r(v[0]))));
+        code.push(inst_of(Op::Exit));
+        small_kernel("span", 0, 7, code)
+    };
+    // Lane 4's accesses start at 62 bytes past `start`; its last ends 12 bytes later.
+    for (start, faults) in [(0, false), (438, false), (440, true)] {
+        let k = program(start);
+        let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+        let want = outcome(&k, &input, &[], None);
+        let got = outcome(&k, &input, &[], Some(&jit));
+        assert_eq!(want.is_none(), faults, "from {start}: interpreted");
+        assert_eq!(want, got, "from {start}");
+        assert!(jit.vector_stretches() >= 1, "the loads have a vector form");
+    }
+}
