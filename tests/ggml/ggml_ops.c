@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct ggml_init_params { size_t mem_size; void *mem_buffer; bool no_alloc; };
 typedef struct ggml_context ggml_context;
@@ -60,6 +61,7 @@ int ggml_backend_cuda_get_device_count(void);
 void ggml_backend_cuda_get_device_description(int, char *, size_t);
 void ggml_backend_cuda_get_device_memory(int, size_t *, size_t *);
 ggml_backend_t ggml_backend_cpu_init(void);
+void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 void ggml_backend_free(ggml_backend_t);
 
 #define N 320 /* a row: ten 32-element quantization blocks, not a power of two */
@@ -336,10 +338,15 @@ static double bench_op(ggml_backend_t be, int which, int reps) {
 static int bench(void) {
     ggml_backend_t c = ggml_backend_cpu_init();
     ggml_backend_t cuda = ggml_backend_cuda_init(0);
-    if (!cuda) {
-        fprintf(stderr, "ggml_ops: ggml found no CUDA device\n");
+    if (!c || !cuda) {
+        fprintf(stderr, "ggml_ops: ggml found no %s backend\n", c ? "CUDA" : "CPU");
         return 2;
     }
+    /* One thread per core, as llama.cpp sets it: ggml's default of 4 threads, on a host
+     * with fewer cores, spins threads against each other at every barrier and makes the
+     * CPU backend several times slower than it can be (and the ratio look better). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    ggml_backend_cpu_set_n_threads(c, cores > 0 ? (int)cores : 1);
     for (int i = 0; i < BENCH; i++) {
         double cpu = bench_op(c, i, 15), gpu = bench_op(cuda, i, 5);
         printf("ggml_ops bench: %-34s cpu backend %8.3f ms   vgpu %8.3f ms   vgpu/cpu %6.1fx\n",
