@@ -19,7 +19,7 @@ use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Module};
+use cranelift_module::{default_libcall_names, Module, ModuleError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::offset_of;
 use vgpu_ptx::constants::Facts;
@@ -100,6 +100,25 @@ pub(crate) struct Compiled {
     pub(crate) vector_stretches: usize,
 }
 
+/// Why a run was not compiled.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CodegenError {
+    /// Cranelift's IR verifier (on in debug builds) refused the function: a defect of
+    /// the code built here.
+    #[error("the IR verifier refused it: {0}")]
+    Verifier(String),
+    /// Anything else: a register out of reach, an operation with no compiled form, SIMD
+    /// instructions the host lacks, the code memory.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for CodegenError {
+    fn from(e: String) -> Self {
+        CodegenError::Other(e)
+    }
+}
+
 /// Compiles a run; gives its code, the register slots it touches, the bytes of
 /// parameters it reads and how many of its stretches have a vector form
 /// for whole warps ([`crate::vector`]; built only with `vectors`). `live(i, r)` says whether register `r` may be read after
@@ -114,7 +133,7 @@ pub(crate) fn compile(
     live_at: &dyn Fn(usize, Reg) -> bool,
     facts_at: &dyn Fn(usize) -> Option<Facts>,
     vectors: bool,
-) -> Result<Compiled, String> {
+) -> Result<Compiled, CodegenError> {
     let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
     ctx.func.signature.params.push(AbiParam::new(ptr));
@@ -236,7 +255,7 @@ pub(crate) fn compile(
                 for inst in lane_part {
                     let r = highest_reg(inst);
                     if r > MAX_REG {
-                        return Err(format!("register {r} is out of reach"));
+                        return Err(format!("register {r} is out of reach").into());
                     }
                 }
                 // The registers the stretch reads that hold no f32 subnormal when it starts,
@@ -393,7 +412,8 @@ pub(crate) fn compile(
                 let taken = if looping {
                     // The lane's branch: taken only where it stopped at the loop's start.
                     let uniform_vals = l.vals.clone();
-                    let (last, rest_insts) = body_insts.split_last().ok_or("an empty loop")?;
+                    let (last, rest_insts) =
+                        body_insts.split_last().ok_or("an empty loop".to_string())?;
                     let cond =
                         l.lane_loop(rest_insts, last, &uniform_vals, &|r| live(range.end - 1, r))?;
                     l.take(taken, Some(cond))
@@ -420,7 +440,7 @@ pub(crate) fn compile(
             if let (Some(w), Some(k)) = (warp_op, warp_at) {
                 let r = highest_reg(w);
                 if r > MAX_REG {
-                    return Err(format!("register {r} is out of reach"));
+                    return Err(format!("register {r} is out of reach").into());
                 }
                 top = top.max(r);
                 // What is known where a shuffle starts (nothing else needs it).
@@ -467,9 +487,12 @@ pub(crate) fn compile(
     let id = module
         .declare_anonymous_function(&ctx.func.signature)
         .map_err(|e| e.to_string())?;
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| e.to_string())?;
+    module.define_function(id, &mut ctx).map_err(|e| match e {
+        ModuleError::Compilation(cranelift_codegen::CodegenError::Verifier(v)) => {
+            CodegenError::Verifier(v.to_string())
+        }
+        e => CodegenError::Other(e.to_string()),
+    })?;
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let p = module.get_finalized_function(id);
