@@ -930,6 +930,42 @@ fn store_u64(at: Reg, v: Src) -> Op {
     }
 }
 
+/// Runs kernel `k` over `input` interpreted and compiled in vector form
+/// (`Jit::eager`): neither faults, the memory that comes out is the same, and at least
+/// `vector` of its stretches have a vector form (`what`: which ones, for the message).
+fn agrees_in_vector_form(k: &Kernel, input: &[u8], vector: usize, what: &str) {
+    let jit = vgpu_ptx_jit::Jit::eager(k).expect("a code generator for this host");
+    let want = outcome(k, input, &[], None).expect("no fault interpreted");
+    let got = outcome(k, input, &[], Some(&jit)).expect("no fault compiled");
+    assert_eq!(want, got);
+    assert!(jit.vector_stretches() >= vector, "{what} has a vector form");
+}
+
+/// Runs one warp of `k` compiled by `jit` over 256 bytes of memory that start as `input`
+/// (zeros after it): the 32 64-bit values that come out, one a lane.
+fn lane_values(k: &Kernel, jit: &vgpu_ptx_jit::Jit, input: &[u8]) -> Vec<u64> {
+    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+    assert!(mem.put(BASE, input));
+    run(k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(jit))).expect("runs");
+    let out = mem.get(BASE, 256).expect("inside");
+    out.chunks(8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .collect()
+}
+
+/// `st.global.u64 [at + BASE], v`, then `at` moved on to the next 256 bytes (a warp's
+/// row of 64-bit values).
+fn store_row(code: &mut Vec<Inst>, at: Reg, v: Reg) {
+    code.push(inst_of(store_u64(at, Src::Reg(v))));
+    code.push(inst_of(bin(
+        BinOp::Add,
+        Ty::U64,
+        at,
+        Src::Reg(at),
+        Src::Imm(256),
+    )));
+}
+
 fn bin(op: BinOp, ty: Ty, d: Reg, a: Src, b: Src) -> Op {
     Op::Bin {
         op,
@@ -1366,11 +1402,7 @@ fn lanes_that_left_a_loop_make_no_access() {
     ];
     let k = small_kernel("left", 0, 6, code);
     let input: Vec<u8> = (0..32u8).map(|b| b.wrapping_mul(37)).collect();
-    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
-    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
-    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
-    assert_eq!(want, got);
-    assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
+    agrees_in_vector_form(&k, &input, 1, "the loop");
 }
 
 /// A vector loop's first pass is compiled apart from its other passes: four lanes go on
@@ -1409,11 +1441,7 @@ fn a_vector_loop_goes_on_after_its_first_pass_for_any_lane() {
     ];
     let k = small_kernel("again", 0, 7, code);
     let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
-    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
-    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
-    let sums = mem.get(BASE, 256).expect("inside");
-    for (i, s) in sums.chunks(8).enumerate() {
-        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+    for (i, s) in lane_values(&k, &jit, &[]).into_iter().enumerate() {
         assert_eq!(s, (1 + (i as u64 & 1)) * (7 + i as u64), "lane {i}");
     }
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
@@ -1459,11 +1487,7 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     assert!(matches!(code[17].op, Op::Bin { .. }), "the branch's target");
     let k = small_kernel("chain", 0, 6, code);
     let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
-    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
-    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
-    let sums = mem.get(BASE, 256).expect("inside");
-    for (i, s) in sums.chunks(8).enumerate() {
-        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+    for (i, s) in lane_values(&k, &jit, &[]).into_iter().enumerate() {
         assert_eq!(s, if i < 6 { 1528 } else { 528 }, "lane {i}");
     }
 }
@@ -1525,12 +1549,7 @@ fn a_shuffled_subnormal_is_flushed_by_the_ftz_add_after_it() {
     let input: Vec<u8> = (0..32u64)
         .flat_map(|i| (if i % 2 == 1 { 3u64 } else { 0x0080_0000 }).to_le_bytes())
         .collect();
-    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
-    assert!(mem.put(BASE, &input));
-    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
-    let sums = mem.get(BASE, 256).expect("inside");
-    for (i, s) in sums.chunks(8).enumerate() {
-        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+    for (i, s) in lane_values(&k, &jit, &input).into_iter().enumerate() {
         let want = if i % 2 == 0 { 0x0080_0000 } else { 0x0100_0000 };
         assert_eq!(s, want, "lane {i}");
     }
@@ -1567,20 +1586,12 @@ fn products_by_immediates_agree_with_the_interpreter() {
     ];
     for (op, ty, c) in products {
         code.push(inst_of(bin(op, ty, p, r(v), Src::Imm(c))));
-        code.push(inst_of(store_u64(at, r(p))));
-        code.push(inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(256))));
+        store_row(&mut code, at, p);
     }
     code.push(inst_of(Op::Exit));
     let k = small_kernel("products", 0, 4, code);
-    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     let input = vec![0u8; 256 * products.len()];
-    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
-    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
-    assert_eq!(want, got);
-    assert!(
-        jit.vector_stretches() >= products.len(),
-        "each product has a vector form"
-    );
+    agrees_in_vector_form(&k, &input, products.len(), "each product");
 }
 
 /// `cvta` in vector form, as the interpreter's: to and from the generic addresses of
@@ -1618,20 +1629,12 @@ fn cvta_has_a_vector_form_that_agrees_with_the_interpreter() {
             space,
             to_generic,
         }));
-        code.push(inst_of(store_u64(at, r(p))));
-        code.push(inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(256))));
+        store_row(&mut code, at, p);
     }
     code.push(inst_of(Op::Exit));
     let k = small_kernel("cvta", 0, 4, code);
-    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     let input = vec![0u8; 256 * kinds.len()];
-    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
-    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
-    assert_eq!(want, got);
-    assert!(
-        jit.vector_stretches() >= kinds.len(),
-        "each cvta has a vector form"
-    );
+    agrees_in_vector_form(&k, &input, kinds.len(), "each cvta");
 }
 
 /// Rounding f32 to integral f32 (`cvt.rni`, `.rzi`, `.rmi`, `.rpi`, with `.ftz` and
@@ -1697,18 +1700,11 @@ fn integral_f32_conversions_agree_with_the_interpreter() {
     }
     code.push(inst_of(Op::Exit));
     let k = small_kernel("integral", 0, 4, code);
-    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     let mut input = vec![0u8; 256 * (outs + 1)];
     for (i, v) in input.chunks_mut(8).take(32).enumerate() {
         v[..4].copy_from_slice(&values[i % 16].to_le_bytes());
     }
-    let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
-    let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
-    assert_eq!(want, got);
-    assert!(
-        jit.vector_stretches() >= outs,
-        "each conversion has a vector form"
-    );
+    agrees_in_vector_form(&k, &input, outs, "each conversion");
 }
 
 /// A value computed once for the warp at the top of a loop, which the loop then
@@ -1750,11 +1746,7 @@ fn values_computed_once_start_every_pass_of_a_vector_loop() {
     ];
     let k = small_kernel("afresh", 0, 6, code);
     let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
-    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
-    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
-    let sums = mem.get(BASE, 256).expect("inside");
-    for (i, s) in sums.chunks(8).enumerate() {
-        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+    for (i, s) in lane_values(&k, &jit, &[]).into_iter().enumerate() {
         assert_eq!(s, 4 * (7 + i as u64), "lane {i}");
     }
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
