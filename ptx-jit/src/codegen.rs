@@ -136,38 +136,25 @@ pub(crate) fn compile(
 ) -> Result<Compiled, CodegenError> {
     let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
-    ctx.func.signature.params.push(AbiParam::new(ptr));
-    ctx.func.signature.params.push(AbiParam::new(I32));
-    ctx.func.signature.params.push(AbiParam::new(ptr));
-    ctx.func.signature.params.push(AbiParam::new(ptr));
-    ctx.func.signature.params.push(AbiParam::new(ptr));
-    ctx.func.signature.returns.push(AbiParam::new(I32));
-    let mut find = module.make_signature();
-    find.call_conv = helper_conv(module);
-    find.params.push(AbiParam::new(ptr));
-    for _ in 0..4 {
-        find.params.push(AbiParam::new(I64));
-    }
-    find.returns.push(AbiParam::new(ptr));
-    let mut helper = module.make_signature();
-    helper.call_conv = helper_conv(module);
-    helper.params.push(AbiParam::new(ptr));
-    for _ in 0..4 {
-        helper.params.push(AbiParam::new(I64));
-    }
-    helper.returns.push(AbiParam::new(I64));
-
-    let mut warp = module.make_signature();
-    warp.call_conv = helper_conv(module);
-    for _ in 0..3 {
-        warp.params.push(AbiParam::new(ptr));
-    }
-    warp.params.push(AbiParam::new(I64));
-
-    let mut math = module.make_signature();
-    math.call_conv = helper_conv(module);
-    math.params.push(AbiParam::new(F64));
-    math.returns.push(AbiParam::new(F64));
+    // The registers, the mask of lanes, the parameters, the specials, the `LoadCtx`: the
+    // lanes that take the last branch.
+    let sig = &mut ctx.func.signature;
+    sig.params
+        .extend([ptr, I32, ptr, ptr, ptr].map(AbiParam::new));
+    sig.returns.push(AbiParam::new(I32));
+    // The helpers compiled code calls: the `direct` lookups, the interpreter's
+    // arithmetic (`lane_value`), its warp-wide step (`warp_step`), the host's math.
+    let signature = |params: &[Type], returns: &[Type]| {
+        let mut s = module.make_signature();
+        s.call_conv = helper_conv(module);
+        s.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        s.returns.extend(returns.iter().map(|&t| AbiParam::new(t)));
+        s
+    };
+    let find = signature(&[ptr, I64, I64, I64, I64], &[ptr]);
+    let helper = signature(&[ptr, I64, I64, I64, I64], &[I64]);
+    let warp = signature(&[ptr, ptr, ptr, I64], &[]);
+    let math = signature(&[F64], &[F64]);
 
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
