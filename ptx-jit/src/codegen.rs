@@ -169,6 +169,16 @@ pub(crate) fn compile(
     let (regs, mask) = (b.block_params(entry)[0], b.block_params(entry)[1]);
     let (params, specials) = (b.block_params(entry)[2], b.block_params(entry)[3]);
     let loads = b.block_params(entry)[4];
+    let call = crate::vector::Call {
+        regs,
+        params,
+        specials,
+        loads,
+        find,
+        math,
+        helper,
+        ptr,
+    };
     let none = b.ins().iconst(I32, 0);
 
     // The runs of the region, one after the other, each entered from its branch's block
@@ -215,14 +225,7 @@ pub(crate) fn compile(
                     (HashMap::new(), BTreeSet::new(), HashSet::new());
                 let end = insts.len() - 1;
                 let env = crate::vector::Env {
-                    regs,
-                    params,
-                    specials,
-                    loads,
-                    find,
-                    math,
-                    helper,
-                    ptr,
+                    call,
                     sites,
                     uniform: &no_uniform,
                     uniform_dirty: &no_dirty,
@@ -342,14 +345,7 @@ pub(crate) fn compile(
                     b.seal_block(whole);
                     let end = range.end - 1;
                     let env = crate::vector::Env {
-                        regs,
-                        params,
-                        specials,
-                        loads,
-                        find,
-                        math,
-                        helper,
-                        ptr,
+                        call,
                         sites,
                         uniform: &uniform_vals,
                         uniform_dirty: &uniform_dirty,

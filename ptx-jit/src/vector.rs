@@ -426,13 +426,12 @@ struct Vector<'a, 'f> {
     spanned: HashMap<usize, (Value, [Value; 4], i64)>,
 }
 
-/// What a vector stretch reads besides its instructions: the warp's registers, the
-/// parameters (those of the lane code's same loads) and special registers, the call's `direct::LoadCtx` with the signature of its lookups,
-/// the pointer type, the site of the stretch's first global access, the registers computed
-/// (or read) once for the warp before it (`uniform`) and those of them written
-/// (`uniform_dirty`), those with no f32 subnormal when it starts (`normal_in`), and
-/// those `live` after it, which it stores back.
-pub(crate) struct Env<'a> {
+/// What every stretch of a compiled call reads: the warp's registers, the parameters, the
+/// special registers, the call's `direct::LoadCtx`, the signatures of the `direct`
+/// lookups, the host's math functions and the interpreter's arithmetic, and the pointer
+/// type.
+#[derive(Clone, Copy)]
+pub(crate) struct Call {
     pub(crate) regs: Value,
     pub(crate) params: Value,
     pub(crate) specials: Value,
@@ -441,6 +440,15 @@ pub(crate) struct Env<'a> {
     pub(crate) math: SigRef,
     pub(crate) helper: SigRef,
     pub(crate) ptr: Type,
+}
+
+/// What a vector stretch reads besides its instructions: the call's values ([`Call`]; the
+/// parameters as the lane code's same loads read them), the site of the stretch's first
+/// global access, the registers computed (or read) once for the warp before it
+/// (`uniform`) and those of them written (`uniform_dirty`), those with no f32 subnormal
+/// when it starts (`normal_in`), and those `live` after it, which it stores back.
+pub(crate) struct Env<'a> {
+    pub(crate) call: Call,
     pub(crate) sites: u32,
     pub(crate) uniform: &'a HashMap<Reg, Value>,
     pub(crate) uniform_dirty: &'a BTreeSet<Reg>,
@@ -469,7 +477,7 @@ pub(crate) fn build(
     b.ins().jump(head, &[zero64.into(), zero32.into()]);
     b.switch_to_block(head);
     let (group, taken) = (b.block_params(head)[0], b.block_params(head)[1]);
-    let at = b.ins().iadd(env.regs, group);
+    let at = b.ins().iadd(env.call.regs, group);
     let mut v = Vector::new(b, env, at, group);
     let mut top = 0;
     for inst in insts {
@@ -531,11 +539,11 @@ pub(crate) fn chain(
     parts: &[(Vec<&Inst>, Option<KnownShuffle>)],
 ) -> (Value, u32) {
     // Each group's place and values are swapped in before its instructions are built.
-    let mut v = Vector::new(b, env, env.regs, env.regs);
+    let mut v = Vector::new(b, env, env.call.regs, env.call.regs);
     let mut groups: Vec<Group> = (0..8)
         .map(|g| {
             let group = v.b.ins().iconst(I64, 32 * g);
-            let at = v.b.ins().iadd(env.regs, group);
+            let at = v.b.ins().iadd(env.call.regs, group);
             Group {
                 group,
                 at,
@@ -658,13 +666,13 @@ impl<'a, 'f> Vector<'a, 'f> {
             b,
             at,
             group,
-            params: env.params,
-            specials: env.specials,
-            loads: env.loads,
-            find: env.find,
-            math: env.math,
-            helper: env.helper,
-            ptr: env.ptr,
+            params: env.call.params,
+            specials: env.call.specials,
+            loads: env.call.loads,
+            find: env.call.find,
+            math: env.call.math,
+            helper: env.call.helper,
+            ptr: env.call.ptr,
             sites: env.sites,
             vals: HashMap::new(),
             uniform: env.uniform,
