@@ -667,10 +667,7 @@ fn with_loop(rng: &mut Rng, code: Vec<Inst>, start: usize, end: usize) -> Vec<In
             *target = remap(*target);
         }
         if i == s {
-            out.push(inst_of(Op::Mov {
-                d: COUNTER,
-                a: Src::Imm(0),
-            }));
+            out.push(inst_of(mov(COUNTER, Src::Imm(0))));
         }
         out.push(ins);
         if i == e {
@@ -840,10 +837,7 @@ fn program(rng: &mut Rng, n: usize, gen: fn(&mut Rng) -> Op, guard_one_in: u64) 
         ));
     }
     // The loop's counter starts at 0 for branches into the loop past where it is set.
-    code.push(inst_of(Op::Mov {
-        d: COUNTER,
-        a: Src::Imm(0),
-    }));
+    code.push(inst_of(mov(COUNTER, Src::Imm(0))));
     let start = code.len();
     let end = start + n;
     for i in start..end {
@@ -964,6 +958,11 @@ fn store_row(code: &mut Vec<Inst>, at: Reg, v: Reg) {
         Src::Reg(at),
         Src::Imm(256),
     )));
+}
+
+/// `mov d, a`.
+fn mov(d: Reg, a: Src) -> Op {
+    Op::Mov { d, a }
 }
 
 fn bin(op: BinOp, ty: Ty, d: Reg, a: Src, b: Src) -> Op {
@@ -1361,20 +1360,11 @@ fn lanes_that_left_a_loop_make_no_access() {
     let (n, k, p, acc, at) = (0, 1, 2, 3, 4);
     let r = Src::Reg;
     let code = vec![
-        inst_of(Op::Mov {
-            d: n,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(n, Src::Special(Special::LaneId))),
         inst_of(bin(And, Ty::U64, n, r(n), Src::Imm(3))),
         inst_of(bin(Add, Ty::U64, n, r(n), Src::Imm(1))),
-        inst_of(Op::Mov {
-            d: k,
-            a: Src::Imm(0),
-        }),
-        inst_of(Op::Mov {
-            d: acc,
-            a: Src::Imm(0),
-        }),
+        inst_of(mov(k, Src::Imm(0))),
+        inst_of(mov(acc, Src::Imm(0))),
         // The loop, at 5.
         inst_of(bin(Add, Ty::U64, at, r(k), Src::Imm(8))),
         inst_of(bin(Sub, Ty::U64, at, r(at), r(n))),
@@ -1415,20 +1405,11 @@ fn a_vector_loop_goes_on_after_its_first_pass_for_any_lane() {
     let (lane, n, acc, k, p, at, x) = (0, 1, 2, 3, 4, 5, 6);
     let r = Src::Reg;
     let code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(And, Ty::U64, n, r(lane), Src::Imm(1))),
         inst_of(bin(Add, Ty::U64, n, r(n), Src::Imm(1))),
-        inst_of(Op::Mov {
-            d: acc,
-            a: Src::Imm(0),
-        }),
-        inst_of(Op::Mov {
-            d: k,
-            a: Src::Imm(0),
-        }),
+        inst_of(mov(acc, Src::Imm(0))),
+        inst_of(mov(k, Src::Imm(0))),
         // The loop, at 5.
         inst_of(bin(Add, Ty::U64, x, r(lane), Src::Imm(7))),
         inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
@@ -1457,10 +1438,7 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     let (lane, at, x, y, p, z) = (0, 1, 2, 3, 4, 5);
     let r = Src::Reg;
     let mut code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
         inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
     ];
@@ -1502,10 +1480,7 @@ fn a_shuffled_subnormal_is_flushed_by_the_ftz_add_after_it() {
     let (lane, at, x, y, c, z) = (0, 1, 2, 3, 4, 5);
     let r = Src::Reg;
     let code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
         inst_of(Op::Ld {
             space: MemSpace::Global,
@@ -1526,10 +1501,7 @@ fn a_shuffled_subnormal_is_flushed_by_the_ftz_add_after_it() {
             b: Src::Imm(1),
             c: Src::Imm(0x1f),
         }),
-        inst_of(Op::Mov {
-            d: c,
-            a: Src::Imm(0x0080_0000),
-        }),
+        inst_of(mov(c, Src::Imm(0x0080_0000))),
         inst_of(Op::Bin {
             op: Add,
             ty: Ty::F32,
@@ -1565,10 +1537,7 @@ fn products_by_immediates_agree_with_the_interpreter() {
     let (lane, v, at, p) = (0, 1, 2, 3);
     let r = Src::Reg;
     let mut code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
         // A value of each lane, negative in some as an s32 and wide as a u64.
         inst_of(bin(MulLo, Ty::U32, v, r(lane), Src::Imm(0x9E37_79B9))),
         inst_of(bin(Sub, Ty::U32, v, r(v), Src::Imm(5))),
@@ -1603,10 +1572,7 @@ fn cvta_has_a_vector_form_that_agrees_with_the_interpreter() {
     let (lane, v, at, p) = (0, 1, 2, 3);
     let r = Src::Reg;
     let mut code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(
             MulLo,
             Ty::U64,
@@ -1664,10 +1630,7 @@ fn integral_f32_conversions_agree_with_the_interpreter() {
         1e30f32.to_bits(),
     ];
     let mut code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
         inst_of(Op::Ld {
             space: MemSpace::Global,
@@ -1717,23 +1680,11 @@ fn values_computed_once_start_every_pass_of_a_vector_loop() {
     let (lane, x, acc, k, p, at) = (0, 1, 2, 3, 4, 5);
     let r = Src::Reg;
     let code = vec![
-        inst_of(Op::Mov {
-            d: lane,
-            a: Src::Special(Special::LaneId),
-        }),
-        inst_of(Op::Mov {
-            d: acc,
-            a: Src::Imm(0),
-        }),
-        inst_of(Op::Mov {
-            d: k,
-            a: Src::Imm(0),
-        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(mov(acc, Src::Imm(0))),
+        inst_of(mov(k, Src::Imm(0))),
         // The loop, at 3: x = 7, the same in every lane, then x += %laneid.
-        inst_of(Op::Mov {
-            d: x,
-            a: Src::Imm(7),
-        }),
+        inst_of(mov(x, Src::Imm(7))),
         inst_of(bin(Add, Ty::U64, x, r(x), r(lane))),
         inst_of(bin(Add, Ty::U64, acc, r(acc), r(x))),
         inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
@@ -2008,10 +1959,7 @@ fn every_vector_operation_has_its_vector_form() {
         // r3 = %tid.x and r4 its shuffle, different in every lane, then the operation in a
         // stretch of its own.
         let code = vec![
-            inst_of(Op::Mov {
-                d: 3,
-                a: Src::Special(Special::Tid(0)),
-            }),
+            inst_of(mov(3, Src::Special(Special::Tid(0)))),
             inst_of(Op::Shfl {
                 mode: ShflMode::Bfly,
                 d: 4,
@@ -2314,10 +2262,7 @@ fn whole_warp_loads_at_the_edges_fault_as_interpreted() {
             // r0 = start + lane * size + ((lane >> 2) & 1) * shift.
             let r = Src::Reg;
             let code = vec![
-                inst_of(Op::Mov {
-                    d: 0,
-                    a: Src::Special(Special::LaneId),
-                }),
+                inst_of(mov(0, Src::Special(Special::LaneId))),
                 inst_of(bin(Shr, Ty::U64, 1, r(0), Src::Imm(2))),
                 inst_of(bin(And, Ty::U64, 1, r(1), Src::Imm(1))),
                 inst_of(bin(MulLo, Ty::U64, 1, r(1), Src::Imm(shift))),
@@ -2546,10 +2491,7 @@ fn endless_compiled_loops_meet_the_watchdog() {
 #[test]
 fn vector_forms_wait_for_hot_runs() {
     let code = vec![
-        inst_of(Op::Mov {
-            d: 1,
-            a: Src::Special(Special::Tid(0)),
-        }),
+        inst_of(mov(1, Src::Special(Special::Tid(0)))),
         inst_of(bin(BinOp::Add, Ty::U32, 2, Src::Reg(1), Src::Reg(1))),
         inst_of(Op::Exit),
     ];
@@ -2589,10 +2531,7 @@ fn a_span_of_loads_faults_only_where_one_of_its_accesses_does() {
     let input: Vec<u8> = (0..256u32).map(|i| (i * 37 + 11) as u8).collect();
     let program = |start: u64| {
         let mut code = vec![
-            inst_of(Op::Mov {
-                d: lane,
-                a: Src::Special(Special::LaneId),
-            }),
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
             // Lane 4 the highest: the first lane of its four, which are not the first four
             // (those find the sites empty).
             inst_of(bin(Xor, Ty::U64, at, r(lane), Src::Imm(27))),
