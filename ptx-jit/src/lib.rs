@@ -42,7 +42,8 @@
 //!   interpreter would call it, without returning to it.
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
-//!   interpreter's own conversion), rare results (NaN, infinite or subnormal halves) aside;
+//!   interpreter's own conversion, or, for f16 arithmetic in vector form, converted in SIMD
+//!   registers to the same bits), rare results (NaN, infinite or subnormal halves) aside;
 //!   f32 `ex2` is computed inline by the interpreter's own operations
 //!   ([`vgpu_ptx::ex2_f32`]), the other f32 transcendental functions call the host math
 //!   library as the interpreter does;

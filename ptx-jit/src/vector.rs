@@ -1537,6 +1537,46 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
+    /// `q`, computed in SIMD registers as the interpreter's conversion makes them (its
+    /// table, [`Vector::f32_of_f16`], is what the tests compare with): the magnitude's
+    /// bits moved to f32's place are an f32 2^112 times too small (a subnormal f16 an
+    /// f32 subnormal), scaled exactly; infinities and NaNs (quieted, their payload kept)
+    /// apart; the sign put back. Four table lookups a half cost more where both halves
+    /// of both operands of an f16x2 operation need them.
+    fn f32_of_f16_simd(&mut self, q: &mut Quad, shift: i64) -> Value {
+        let v = self.low32(q);
+        let h = if shift == 0 {
+            v
+        } else {
+            self.b.ins().ushr_imm(v, shift)
+        };
+        let magnitude = self.splat_of(I32X4, 0x7FFF);
+        let mag = self.b.ins().band(h, magnitude);
+        let sign_bit = self.splat_of(I32X4, 0x8000);
+        let sign = self.b.ins().band(h, sign_bit);
+        let sign = self.b.ins().ishl_imm(sign, 16);
+        let moved = self.b.ins().ishl_imm(mag, 13);
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let f = self.b.ins().bitcast(F32X4, little, moved);
+        let scale = self.b.ins().f32const(2f32.powi(112));
+        let scale = self.b.ins().splat(F32X4, scale);
+        let f = self.b.ins().fmul(f, scale);
+        let scaled = self.b.ins().bitcast(I32X4, little, f);
+        let (inf, exp) = (
+            self.splat_of(I32X4, 0x7C00),
+            self.splat_of(I32X4, 0x7F80_0000),
+        );
+        let quiet = self.splat_of(I32X4, 0x0040_0000);
+        let infnan = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, mag, inf);
+        let nan = self.b.ins().icmp(IntCC::SignedGreaterThan, mag, inf);
+        let special = self.b.ins().bor(moved, exp);
+        let quiet = self.b.ins().band(nan, quiet);
+        let special = self.b.ins().bor(special, quiet);
+        let r = self.b.ins().bitselect(infnan, special, scaled);
+        self.b.ins().bor(r, sign)
+    }
+
+    /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
     /// `q`: exact, by the lane code's table of every f16 (the interpreter's conversion).
     fn f32_of_f16(&mut self, q: Quad, shift: i64) -> Value {
         let table = self.b.ins().iconst(
@@ -1776,7 +1816,8 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let q = self.src(a);
                 self.set(*d, q);
             }
-            // As the lane code's: each half in f32 (exact, from the table of every f16),
+            // As the lane code's: each half in f32 (exact: converted in SIMD registers,
+            // `f32_of_f16_simd`, where the lane code reads the table of every f16),
             // rounded once to f16; inline where every lane's results are normal f16, zeros
             // or overflows to infinity, else every lane by the interpreter's arithmetic.
             Op::Half {
@@ -1788,13 +1829,13 @@ impl<'a, 'f> Vector<'a, 'f> {
                 c,
                 ..
             } => {
-                let (x, y, z) = (self.src(a), self.src(b), self.src(c));
+                let (mut x, mut y, z) = (self.src(a), self.src(b), self.src(c));
                 let mut r = self.splat_of(I32X4, 0);
                 let mut ok = self.splat_of(I32X4, -1);
                 for k in 0..if *ty == Ty::F16x2 { 2 } else { 1 } {
                     let little = MemFlags::new().with_endianness(Endianness::Little);
-                    let [fx, fy] = [x, y].map(|q| {
-                        let v = self.f32_of_f16(q, 16 * k);
+                    let [fx, fy] = [&mut x, &mut y].map(|q| {
+                        let v = self.f32_of_f16_simd(q, 16 * k);
                         self.b.ins().bitcast(F32X4, little, v)
                     });
                     let f = match hop {
