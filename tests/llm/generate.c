@@ -16,7 +16,8 @@
  *
  * Only llama.h's stable C API is used. The parameter structs are passed through as libllama
  * returns them except n_ctx, n_batch and n_ubatch, the struct's first three fields; their
- * defaults offload every layer to the GPU when there is one. */
+ * defaults offload every layer to the GPU when there is one. The context's CPU threads are
+ * set to the number of cores (llama_set_n_threads). */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* llama_model_params and llama_context_params are larger than these in every version this
  * harness meets (80 and 168 bytes here); they go by memory in the x86-64 ABI either way. */
@@ -45,6 +47,7 @@ extern struct model_params llama_model_default_params(void);
 extern struct context_params llama_context_default_params(void);
 extern void *llama_model_load_from_file(const char *path, struct model_params p);
 extern void *llama_init_from_model(void *model, struct context_params p);
+extern void llama_set_n_threads(void *ctx, int32_t n_threads, int32_t n_threads_batch);
 extern const void *llama_model_get_vocab(const void *model);
 extern int32_t llama_vocab_n_tokens(const void *vocab);
 extern int32_t llama_tokenize(const void *vocab, const char *text, int32_t len, int32_t *tokens,
@@ -140,6 +143,12 @@ int main(int argc, char **argv) {
     cp.n_batch = cp.n_ubatch = 64;
     void *ctx = llama_init_from_model(model, cp);
     if (!ctx) { fprintf(stderr, "generate: cannot make a context\n"); return 2; }
+    /* One CPU thread per core, as llama.cpp's tools set it: libllama's default of 4, on a
+     * host with fewer cores, spins its threads against each other at every barrier and
+     * makes the CPU backend's run, the speed the vGPU's is set against, slower than it can
+     * be. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    llama_set_n_threads(ctx, cores > 0 ? (int32_t)cores : 1, cores > 0 ? (int32_t)cores : 1);
     const void *vocab = llama_model_get_vocab(model);
     int nv = llama_vocab_n_tokens(vocab);
     int32_t tokens[256];
