@@ -909,6 +909,21 @@ fn lt_u64(d: Reg, a: Src, b: Src) -> Op {
     }
 }
 
+/// `ld.global.<ty> d, [at + BASE + offset]`.
+fn load_at(ty: Ty, d: Reg, at: Reg, offset: u64) -> Op {
+    Op::Ld {
+        space: MemSpace::Global,
+        ty,
+        n: 1,
+        d: [d, 0, 0, 0],
+        addr: Addr {
+            base: Some(at),
+            global: None,
+            offset: (BASE + offset) as i64,
+        },
+    }
+}
+
 /// `st.global.u64 [at + BASE], v`.
 fn store_u64(at: Reg, v: Src) -> Op {
     Op::St {
@@ -1369,17 +1384,7 @@ fn lanes_that_left_a_loop_make_no_access() {
         inst_of(bin(Add, Ty::U64, at, r(k), Src::Imm(8))),
         inst_of(bin(Sub, Ty::U64, at, r(at), r(n))),
         inst_of(bin(Shl, Ty::U64, at, r(at), Src::Imm(3))),
-        inst_of(Op::Ld {
-            space: MemSpace::Global,
-            ty: Ty::U64,
-            n: 1,
-            d: [5, 0, 0, 0],
-            addr: Addr {
-                base: Some(at),
-                global: None,
-                offset: BASE as i64,
-            },
-        }),
+        inst_of(load_at(Ty::U64, 5, at, 0)),
         inst_of(bin(Add, Ty::U64, acc, r(acc), r(5))),
         inst_of(bin(Add, Ty::U64, k, r(k), Src::Imm(1))),
         inst_of(lt_u64(p, r(k), r(n))),
@@ -1482,17 +1487,7 @@ fn a_shuffled_subnormal_is_flushed_by_the_ftz_add_after_it() {
     let code = vec![
         inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
-        inst_of(Op::Ld {
-            space: MemSpace::Global,
-            ty: Ty::U32,
-            n: 1,
-            d: [x, 0, 0, 0],
-            addr: Addr {
-                base: Some(at),
-                global: None,
-                offset: BASE as i64,
-            },
-        }),
+        inst_of(load_at(Ty::U32, x, at, 0)),
         inst_of(Op::Shfl {
             mode: ShflMode::Bfly,
             d: y,
@@ -1632,17 +1627,7 @@ fn integral_f32_conversions_agree_with_the_interpreter() {
     let mut code = vec![
         inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
-        inst_of(Op::Ld {
-            space: MemSpace::Global,
-            ty: Ty::U32,
-            n: 1,
-            d: [x, 0, 0, 0],
-            addr: Addr {
-                base: Some(at),
-                global: None,
-                offset: BASE as i64,
-            },
-        }),
+        inst_of(load_at(Ty::U32, x, at, 0)),
     ];
     let mut outs = 0;
     for round in [Round::Nearest, Round::Zero, Round::Down, Round::Up] {
@@ -1907,17 +1892,7 @@ fn every_vector_operation_has_its_vector_form() {
         bits: 16,
     });
     // Each lane's byte of the 64 at BASE (%tid.x in r3).
-    ops.push(Op::Ld {
-        space: MemSpace::Global,
-        ty: Ty::U8,
-        n: 1,
-        d: [2, 0, 0, 0],
-        addr: Addr {
-            base: Some(3),
-            global: None,
-            offset: BASE as i64,
-        },
-    });
+    ops.push(load_at(Ty::U8, 2, 3, 0));
     for s in [
         Special::Tid(0),
         Special::Tid(2),
@@ -2575,22 +2550,11 @@ fn a_span_of_loads_faults_only_where_one_of_its_accesses_does() {
 #[test]
 fn f16x2_arithmetic_with_infinities_agrees_with_the_interpreter() {
     let (lane, at, x, y, r) = (0, 1, 2, 3, 4);
-    let u32_at = |d: Reg, row: u64| Op::Ld {
-        space: MemSpace::Global,
-        ty: Ty::U32,
-        n: 1,
-        d: [d, 0, 0, 0],
-        addr: Addr {
-            base: Some(at),
-            global: None,
-            offset: (BASE + 256 * row) as i64,
-        },
-    };
     let mut code = vec![
         inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(BinOp::Shl, Ty::U64, at, Src::Reg(lane), Src::Imm(3))),
-        inst_of(u32_at(x, 0)),
-        inst_of(u32_at(y, 1)),
+        inst_of(load_at(Ty::U32, x, at, 0)),
+        inst_of(load_at(Ty::U32, y, at, 256)),
         inst_of(bin(BinOp::Add, Ty::U64, at, Src::Reg(at), Src::Imm(512))),
     ];
     for op in [HalfOp::Add, HalfOp::Sub, HalfOp::Mul] {
