@@ -392,18 +392,9 @@ struct Vector<'a, 'f> {
     at: Value,
     /// The byte offset of the four lanes' slots in a register's row (32 per group).
     group: Value,
-    /// The parameter buffer.
-    params: Value,
-    /// The warp's [`Specials`].
-    specials: Value,
-    /// The `direct::LoadCtx` of the call, the signature of its lookups, the pointer type.
-    loads: Value,
-    find: SigRef,
-    /// The signature of the host math functions (`codegen::math_function`).
-    math: SigRef,
-    /// The signature of the interpreter's arithmetic (`codegen::lane_value`).
-    helper: SigRef,
-    ptr: Type,
+    /// The call's parameters, specials, `direct::LoadCtx`, helpers' signatures and
+    /// pointer type.
+    call: Call,
     /// The next global access's site (as the lane code numbers them, so that both use
     /// the same slot for the same access).
     sites: u32,
@@ -666,13 +657,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             b,
             at,
             group,
-            params: env.call.params,
-            specials: env.call.specials,
-            loads: env.call.loads,
-            find: env.call.find,
-            math: env.call.math,
-            helper: env.call.helper,
-            ptr: env.call.ptr,
+            call: env.call,
             sites: env.sites,
             vals: HashMap::new(),
             uniform: env.uniform,
@@ -943,7 +928,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             Src::Special(Special::Tid(d)) => {
                 // tid[d][lane] for the group's four lanes: 16 bytes per group.
                 let off = self.b.ins().ushr_imm(self.group, 1);
-                let p = self.b.ins().iadd(self.specials, off);
+                let p = self.b.ins().iadd(self.call.specials, off);
                 let at = offset_of!(Specials, tid) + 128 * usize::from(d);
                 let v = self.b.ins().load(I32X4, slots(), p, at as i32);
                 self.widen(v)
@@ -960,7 +945,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let Some(at) = crate::codegen::warp_special(sp) else {
                     unreachable!("a vector stretch reads no other special register")
                 };
-                let x = self.b.ins().uload32(slots(), self.specials, at);
+                let x = self.b.ins().uload32(slots(), self.call.specials, at);
                 self.splat(x)
             }
             // `vectorizable` admits no other operand.
@@ -1115,9 +1100,9 @@ impl<'a, 'f> Vector<'a, 'f> {
     fn checked(&mut self) -> Checked<'_, 'f> {
         Checked {
             b: self.b,
-            ptr: self.ptr,
-            loads: self.loads,
-            find: self.find,
+            ptr: self.call.ptr,
+            loads: self.call.loads,
+            find: self.call.find,
         }
     }
 
@@ -1580,7 +1565,7 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// `q`: exact, by the lane code's table of every f16 (the interpreter's conversion).
     fn f32_of_f16(&mut self, q: Quad, shift: i64) -> Value {
         let table = self.b.ins().iconst(
-            self.ptr,
+            self.call.ptr,
             crate::codegen::f16_table().as_ptr() as usize as i64,
         );
         let lanes = [0usize, 1, 2, 3].map(|k| {
@@ -1601,8 +1586,8 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// on its operands' values `args` (at most three): the low 32 bits of its results.
     fn by_interpreter(&mut self, op: &Op, args: &[Quad]) -> Value {
         let f = crate::codegen::lane_value_fn();
-        let f = self.b.ins().iconst(self.ptr, f as usize as i64);
-        let o = self.b.ins().iconst(self.ptr, op as *const Op as i64);
+        let f = self.b.ins().iconst(self.call.ptr, f as usize as i64);
+        let o = self.b.ins().iconst(self.call.ptr, op as *const Op as i64);
         let zero = self.b.ins().iconst(I64, 0);
         let lanes = [0u8, 1, 2, 3].map(|k| {
             let mut call_args = vec![o];
@@ -1611,7 +1596,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 call_args.push(self.b.ins().extractlane(half, k % 2));
             }
             call_args.resize(5, zero);
-            let call = self.b.ins().call_indirect(self.helper, f, &call_args);
+            let call = self.b.ins().call_indirect(self.call.helper, f, &call_args);
             let v = self.b.inst_results(call)[0];
             self.b.ins().ireduce(I32, v)
         });
@@ -2177,11 +2162,11 @@ impl<'a, 'f> Vector<'a, 'f> {
                     UnOp::Ex2 => self.ex2(x),
                     un => {
                         let f = crate::codegen::math_function(*un);
-                        let f = self.b.ins().iconst(self.ptr, f as usize as i64);
+                        let f = self.b.ins().iconst(self.call.ptr, f as usize as i64);
                         let lanes = [0u8, 1, 2, 3].map(|k| {
                             let v = self.b.ins().extractlane(x, k);
                             let v = self.b.ins().fpromote(F64, v);
-                            let call = self.b.ins().call_indirect(self.math, f, &[v]);
+                            let call = self.b.ins().call_indirect(self.call.math, f, &[v]);
                             let v = self.b.inst_results(call)[0];
                             self.b.ins().fdemote(F32, v)
                         });
@@ -2245,7 +2230,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 for (e, &dst) in d.iter().take(usize::from(*n)).enumerate() {
                     let at = (start + e * size) as i32;
                     let f = MemFlags::new().with_notrap();
-                    let params = self.params;
+                    let params = self.call.params;
                     let mut c = self.checked();
                     let x = c.load(f, params, at, size as u32, ty.signed());
                     let q = self.splat(x);
