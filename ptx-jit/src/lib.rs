@@ -43,7 +43,9 @@
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
 //!   interpreter's own conversion, or, for f16 arithmetic in vector form, converted in SIMD
-//!   registers to the same bits), rare results (NaN, infinite or subnormal halves) aside;
+//!   registers to the same bits; a vector stretch hands the f16 it made itself to the next
+//!   f16 operation, packing or unpacking as its f32 value, not converted again), rare
+//!   results (NaN, infinite or subnormal halves) aside;
 //!   f32 `ex2` is computed inline by the interpreter's own operations
 //!   ([`vgpu_ptx::ex2_f32`]), the other f32 transcendental functions call the host math
 //!   library as the interpreter does;

@@ -405,6 +405,11 @@ struct Vector<'a, 'f> {
     normal_in: &'a HashSet<Reg>,
     /// Quads (by their `lo`) whose f32 halves hold no subnormal.
     flushed: HashSet<Value>,
+    /// Of `i32x4` values (a quad's `low32`) made of f16: the f32 bits of the f16 at bit 0
+    /// and at bit 16 where the stretch has them already (the f16 arithmetic's and
+    /// conversion's own results, before rounding to f16 bits), so that the next f16
+    /// operation need not convert them again.
+    halves: HashMap<Value, [Option<Value>; 2]>,
     dirty: BTreeSet<Reg>,
     /// In a loop, the lanes still iterating (all ones), as two `i64x2`: the others' loads
     /// are not made (a false guard).
@@ -663,6 +668,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             uniform: env.uniform,
             normal_in: env.normal_in,
             flushed: HashSet::new(),
+            halves: HashMap::new(),
             dirty: env.uniform_dirty.clone(),
             active: None,
             index: 0,
@@ -1259,46 +1265,44 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// Four f32 (their bits) rounded to nearest even f16, as the lane code's `f16_out`: the
-    /// f16 bits, and the lanes where they are right (a normal f16 or a zero; the others
-    /// need the interpreter's conversion).
-    fn f16_out(&mut self, bits: Value) -> (Value, Value) {
-        let sign = self.b.ins().ushr_imm(bits, 16);
-        let m = self.splat_of(I32X4, 0x8000);
-        let sign = self.b.ins().band(sign, m);
-        let m = self.splat_of(I32X4, 0x7FFF_FFFF);
-        let abs = self.b.ins().band(bits, m);
-        let exp = self.b.ins().ushr_imm(abs, 23);
-        let m = self.splat_of(I32X4, 0x7F_FFFF);
-        let mant = self.b.ins().band(abs, m);
-        let bias = self.splat_of(I32X4, -112);
-        let h = self.b.ins().iadd(exp, bias);
-        let h = self.b.ins().ishl_imm(h, 10);
-        let top = self.b.ins().ushr_imm(mant, 13);
-        let h = self.b.ins().iadd(h, top);
-        let m = self.splat_of(I32X4, 0x1FFF);
-        let rem = self.b.ins().band(mant, m);
-        // `rem` and the exponent are small and positive: signed comparisons will do.
-        let half = self.splat_of(I32X4, 0x1000);
-        let above = self.b.ins().icmp(IntCC::SignedGreaterThan, rem, half);
-        let tie = self.b.ins().icmp(IntCC::Equal, rem, half);
+    /// f16 bits, the lanes where they are right (a finite normal f16 or a zero; the others
+    /// need the interpreter's conversion), and, in those lanes, the f32 bits of the f16.
+    ///
+    /// Rounded in place: the f32's mantissa rounded to f16's 10 bits (to nearest, ties to
+    /// the even one, a carry moving into the exponent) is the f16's value as an f32, from
+    /// which the f16's bits are its exponent rebiased and its mantissa moved down.
+    fn f16_out(&mut self, bits: Value) -> (Value, Value, Value) {
+        let odd = self.b.ins().ushr_imm(bits, 13);
         let one = self.splat_of(I32X4, 1);
-        let odd = self.b.ins().band(h, one);
-        let odd = self.b.ins().icmp(IntCC::Equal, odd, one);
-        let tie_up = self.b.ins().band(tie, odd);
-        let up = self.b.ins().bor(above, tie_up);
-        // A carry out of the mantissa moves into the exponent (to infinity from the top);
-        // `up` is all ones where the lane rounds up.
-        let h = self.b.ins().isub(h, up);
+        let odd = self.b.ins().band(odd, one);
+        let below_half = self.splat_of(I32X4, 0xFFF);
+        let up = self.b.ins().iadd(bits, below_half);
+        let up = self.b.ins().iadd(up, odd);
+        let m = self.splat_of(I32X4, !0x1FFF);
+        let rounded = self.b.ins().band(up, m);
+        let m = self.splat_of(I32X4, 0x7FFF_FFFF);
+        let (abs, rabs) = (self.b.ins().band(bits, m), self.b.ins().band(rounded, m));
+        let h = self.b.ins().ushr_imm(rabs, 13);
+        let bias = self.splat_of(I32X4, 112 << 10);
+        let h = self.b.ins().isub(h, bias);
         let none = self.splat_of(I32X4, 0);
         let zero = self.b.ins().icmp(IntCC::Equal, abs, none);
         let h = self.b.ins().band_not(h, zero);
+        let sign = self.b.ins().ushr_imm(bits, 16);
+        let m = self.splat_of(I32X4, 0x8000);
+        let sign = self.b.ins().band(sign, m);
         let r = self.b.ins().bor(sign, h);
-        let lo = self.splat_of(I32X4, 113);
-        let hi = self.splat_of(I32X4, 142);
-        let from = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, exp, lo);
-        let to = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, exp, hi);
+        // From 2^-14 (no f16 subnormal, no double rounding) to below 65520, which rounds
+        // to f16's greatest, 65504, not to infinity (nor is it a NaN); the magnitudes are
+        // below 2^31, so signed comparisons will do.
+        let (lo, hi) = (
+            self.splat_of(I32X4, 0x3880_0000),
+            self.splat_of(I32X4, 0x477F_EFFF),
+        );
+        let from = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, abs, lo);
+        let to = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, abs, hi);
         let normal = self.b.ins().band(from, to);
-        (r, self.b.ins().bor(normal, zero))
+        (r, self.b.ins().bor(normal, zero), rounded)
     }
 
     /// A splat of `x` in `i64x2` or `i32x4`.
@@ -1530,6 +1534,15 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// of both operands of an f16x2 operation need them.
     fn f32_of_f16_simd(&mut self, q: &mut Quad, shift: i64) -> Value {
         let v = self.low32(q);
+        if let Some(f) = self.halves.get(&v).and_then(|h| h[shift as usize / 16]) {
+            return f;
+        }
+        self.f32_bits_of_f16(v, shift)
+    }
+
+    /// The f32 bits of the f16 at bit `shift` of `v` (an `i32x4`), as
+    /// [`Self::f32_of_f16_simd`] computes them.
+    fn f32_bits_of_f16(&mut self, v: Value, shift: i64) -> Value {
         let h = if shift == 0 {
             v
         } else {
@@ -1564,6 +1577,13 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
     /// `q`: exact, by the lane code's table of every f16 (the interpreter's conversion).
     fn f32_of_f16(&mut self, q: Quad, shift: i64) -> Value {
+        if let Some(f) = q
+            .low32
+            .and_then(|v| self.halves.get(&v))
+            .and_then(|h| h[shift as usize / 16])
+        {
+            return f;
+        }
         let table = self.b.ins().iconst(
             self.call.ptr,
             crate::codegen::f16_table().as_ptr() as usize as i64,
@@ -1603,21 +1623,46 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.gather(I32X4, lanes)
     }
 
-    /// `fast` (an `i32x4`) where every lane of `ok` is all ones, else `op` of the four lanes
-    /// by the interpreter ([`Self::by_interpreter`]), in a block laid out apart.
-    fn fast_or_interpreter(&mut self, fast: Value, ok: Value, op: &Op, args: &[Quad]) -> Value {
+    /// The f16 (or f16 pair) `fast` (an `i32x4`) where every lane of `ok` is all ones, else
+    /// `op` of the four lanes by the interpreter ([`Self::by_interpreter`]), in a block
+    /// laid out apart. `exact` holds the f32 bits of `fast`'s f16 at bit 0 (and at bit 16
+    /// for a pair) where `ok`; the result's are recorded in `halves` (from the
+    /// interpreter's result, converted, where it made it).
+    fn fast_or_interpreter(
+        &mut self,
+        (fast, ok, exact): (Value, Value, &[Value]),
+        op: &Op,
+        args: &[Quad],
+    ) -> Value {
         let all = self.b.ins().vall_true(ok);
         let (slow, join) = (self.b.create_block(), self.b.create_block());
-        self.b.append_block_param(join, I32X4);
-        self.b.ins().brif(all, join, &[fast.into()], slow, &[]);
+        for _ in 0..=exact.len() {
+            self.b.append_block_param(join, I32X4);
+        }
+        let fast_args: Vec<BlockArg> = std::iter::once(fast)
+            .chain(exact.iter().copied())
+            .map(BlockArg::from)
+            .collect();
+        self.b.ins().brif(all, join, &fast_args, slow, &[]);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         self.b.set_cold_block(slow);
         let r = self.by_interpreter(op, args);
-        self.b.ins().jump(join, &[r.into()]);
+        let mut slow_args = vec![BlockArg::from(r)];
+        for k in 0..exact.len() {
+            let f = self.f32_bits_of_f16(r, 16 * k as i64);
+            slow_args.push(f.into());
+        }
+        self.b.ins().jump(join, &slow_args);
         self.b.switch_to_block(join);
         self.b.seal_block(join);
-        self.b.block_params(join)[0]
+        let params = self.b.block_params(join).to_vec();
+        let mut halves = [None; 2];
+        for (h, &f) in halves.iter_mut().zip(&params[1..]) {
+            *h = Some(f);
+        }
+        self.halves.insert(params[0], halves);
+        params[0]
     }
 
     /// Four f32 (`x`, an `f32x4`) rounded to integers in direction `round` (to nearest,
@@ -1817,6 +1862,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let (mut x, mut y, z) = (self.src(a), self.src(b), self.src(c));
                 let mut r = self.splat_of(I32X4, 0);
                 let mut ok = self.splat_of(I32X4, -1);
+                let mut exact = vec![];
                 for k in 0..if *ty == Ty::F16x2 { 2 } else { 1 } {
                     let little = MemFlags::new().with_endianness(Endianness::Little);
                     let [fx, fy] = [&mut x, &mut y].map(|q| {
@@ -1829,12 +1875,13 @@ impl<'a, 'f> Vector<'a, 'f> {
                         _ => self.b.ins().fmul(fx, fy),
                     };
                     let bits = self.b.ins().bitcast(I32X4, little, f);
-                    let (h, right) = self.f16_out(bits);
+                    let (h, right, f) = self.f16_out(bits);
                     let h = self.b.ins().ishl_imm(h, 16 * k);
                     r = self.b.ins().bor(r, h);
                     ok = self.b.ins().band(ok, right);
+                    exact.push(f);
                 }
-                let v = self.fast_or_interpreter(r, ok, op, &[x, y, z]);
+                let v = self.fast_or_interpreter((r, ok, &exact), op, &[x, y, z]);
                 let q = self.widen(v);
                 self.set(*d, q);
             }
@@ -2024,8 +2071,8 @@ impl<'a, 'f> Vector<'a, 'f> {
                 // a zero, else every lane through the interpreter's conversion.
                 let mut x = self.src(a);
                 let bits = self.low32(&mut x);
-                let (h, ok) = self.f16_out(bits);
-                let v = self.fast_or_interpreter(h, ok, op, &[x]);
+                let (h, ok, f) = self.f16_out(bits);
+                let v = self.fast_or_interpreter((h, ok, &[f]), op, &[x]);
                 let q = self.widen(v);
                 self.set(*d, q);
             }
@@ -2050,6 +2097,32 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let q = self.widen(bits);
                 // An integer is never an f32 subnormal.
                 self.flushed.insert(q.lo);
+                self.set(*d, q);
+            }
+            // Of 32 bits at most (an f16 pair, say): in one `i32x4`.
+            Op::Pack { d, parts, bits } if parts.len() as u32 * bits <= 32 => {
+                let m =
+                    (*bits < 32).then(|| self.splat_of(I32X4, crate::codegen::mask(*bits) as i64));
+                let mut packed = self.splat_of(I32X4, 0);
+                let mut halves = [None; 2];
+                for (k, part) in parts.iter().enumerate() {
+                    let mut x = self.src(part);
+                    let v = self.low32(&mut x);
+                    self.keep_low32(part, x);
+                    if *bits == 16 {
+                        halves[k] = self.halves.get(&v).and_then(|h| h[0]);
+                    }
+                    let v = m.map_or(v, |m| self.b.ins().band(v, m));
+                    let v = match k as u32 * bits {
+                        0 => v,
+                        shift => self.b.ins().ishl_imm(v, i64::from(shift)),
+                    };
+                    packed = self.b.ins().bor(packed, v);
+                }
+                if halves.iter().any(Option::is_some) {
+                    self.halves.insert(packed, halves);
+                }
+                let q = self.widen(packed);
                 self.set(*d, q);
             }
             Op::Pack { d, parts, bits } => {
@@ -2083,6 +2156,27 @@ impl<'a, 'f> Vector<'a, 'f> {
                         low32: None,
                     },
                 );
+            }
+            // Parts of the low 32 bits: from their `i32x4`.
+            Op::Unpack { ds, a, bits } if ds.len() as u32 * bits <= 32 => {
+                let m =
+                    (*bits < 32).then(|| self.splat_of(I32X4, crate::codegen::mask(*bits) as i64));
+                let mut x = self.src(a);
+                let v = self.low32(&mut x);
+                self.keep_low32(a, x);
+                let halves = self.halves.get(&v).copied().filter(|_| *bits == 16);
+                for (k, &d) in ds.iter().enumerate() {
+                    let part = match k as u32 * bits {
+                        0 => v,
+                        shift => self.b.ins().ushr_imm(v, i64::from(shift)),
+                    };
+                    let part = m.map_or(part, |m| self.b.ins().band(part, m));
+                    if let Some(f) = halves.and_then(|h| h[k]) {
+                        self.halves.insert(part, [Some(f), None]);
+                    }
+                    let q = self.widen(part);
+                    self.set(d, q);
+                }
             }
             Op::Unpack { ds, a, bits } => {
                 let m = self.splat_of(I64X2, crate::codegen::mask(*bits) as i64);

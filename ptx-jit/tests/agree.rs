@@ -2594,3 +2594,121 @@ fn f16x2_arithmetic_with_infinities_agrees_with_the_interpreter() {
     }
     agrees_in_vector_form(&k, &input, 2, "the arithmetic");
 }
+
+/// A chain of f16 work in one vector stretch, as ggml's f16 mat-vec makes it: f32 values
+/// converted to f16, packed in pairs, multiplied and added as f16 pairs, unpacked and
+/// widened again. The stretch hands each f16 result's f32 value to the next operation
+/// instead of converting it back; the values at the edges of f16 (a NaN, 65504, what
+/// rounds to 65504 or overflows, 2^-14 and what falls below it, ties) send some lanes'
+/// groups to the interpreter, whose results must be handed on the same way.
+#[test]
+fn chained_f16_arithmetic_agrees_with_the_interpreter() {
+    let (lane, at, x0, x1, w, h0, h1, p, m, a, u0, u1, v0, v1, d, f) =
+        (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let cvt = |dty, sty, d, a| {
+        inst_of(Op::Cvt {
+            dty,
+            sty,
+            // f32 to f16 rounded to nearest; f16 to f32 exact.
+            round: if dty == Ty::F16 {
+                Round::Nearest
+            } else {
+                Round::Default
+            },
+            sat: false,
+            ftz: false,
+            d,
+            a: Src::Reg(a),
+        })
+    };
+    let half = |op, ty, d, a, b| {
+        inst_of(Op::Half {
+            op,
+            ty,
+            d,
+            a: Src::Reg(a),
+            b: Src::Reg(b),
+            c: Src::Imm(0),
+            ftz: false,
+            sat: false,
+        })
+    };
+    let mut code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(BinOp::Shl, Ty::U64, at, Src::Reg(lane), Src::Imm(3))),
+        inst_of(load_at(Ty::U32, x0, at, 0)),
+        inst_of(load_at(Ty::U32, x1, at, 256)),
+        inst_of(load_at(Ty::U32, w, at, 512)),
+        inst_of(bin(BinOp::Add, Ty::U64, at, Src::Reg(at), Src::Imm(768))),
+        cvt(Ty::F16, Ty::F32, h0, x0),
+        cvt(Ty::F16, Ty::F32, h1, x1),
+        inst_of(Op::Pack {
+            d: p,
+            parts: vec![Src::Reg(h0), Src::Reg(h1)],
+            bits: 16,
+        }),
+        half(HalfOp::Mul, Ty::F16x2, m, w, p),
+        half(HalfOp::Add, Ty::F16x2, a, m, p),
+        inst_of(Op::Unpack {
+            ds: vec![u0, u1],
+            a: Src::Reg(a),
+            bits: 16,
+        }),
+        half(HalfOp::Sub, Ty::F16, d, u1, h0),
+        inst_of(Op::Unpack {
+            ds: vec![v0, v1],
+            a: Src::Reg(m),
+            bits: 16,
+        }),
+    ];
+    // Each f16 widened as the stretch has it (a stretch ends at a store): its f32 value,
+    // handed on.
+    let halves = [u0, u1, h0, h1, v0, v1, d];
+    for (k, &half) in halves.iter().enumerate() {
+        code.push(cvt(Ty::F32, Ty::F16, f + k as Reg, half));
+    }
+    for r in [p, m, a, d].into_iter().chain(f..f + halves.len() as Reg) {
+        store_row(&mut code, at, r);
+    }
+    code.push(inst_of(Op::Exit));
+    let k = small_kernel("chained f16", 0, 23, code);
+    // f32 bits: ordinary values and ties, then the edges.
+    let ordinary: [u32; 8] = [
+        0x3F80_0000, // 1
+        0x3F80_1000, // 1 + 2^-11: a tie, to the even 1
+        0x3F80_3000, // a tie to the even above
+        0xC040_0000, // -3
+        0x3E2A_AAAB, // 1/6
+        0x4479_C000, // 999
+        0x3880_0000, // 2^-14, f16's least normal
+        0x8000_0000, // -0
+    ];
+    let edges: [u32; 8] = [
+        0xFFFF_FFFF, // a NaN whose rounding would carry out
+        0x477F_E000, // 65504
+        0x477F_EFFF, // rounds to 65504
+        0x477F_F000, // rounds to infinity
+        0x387F_E000, // 2^-14 - 2^-25: an f16 subnormal
+        0x3280_0000, // 2^-26: rounds to zero
+        0x7F80_0000, // infinity
+        0x0000_0001, // an f32 subnormal
+    ];
+    // Weights: f16 pairs (2, 1), (1/3, -1/2), (1, 14), (-3, 1.5).
+    let weights: [u32; 4] = [0x3C00_4000, 0xB800_3555, 0x4B00_3C00, 0x3E00_C200];
+    let mut input = vec![0u8; 256 * 14];
+    for l in 0..32 {
+        // Lanes 0-7 and 16-23 ordinary (their groups stay inline); in the others' groups,
+        // one lane of four with two of the edges.
+        let edge = (l / 16) * 2 + (l % 8) / 4;
+        let (a, b) = if (l / 8) % 2 == 0 || l % 4 != 1 {
+            (ordinary[l % 8], ordinary[(l + 3) % 8])
+        } else {
+            (edges[edge], edges[edge + 4])
+        };
+        input[8 * l..8 * l + 4].copy_from_slice(&a.to_le_bytes());
+        input[256 + 8 * l..256 + 8 * l + 4].copy_from_slice(&b.to_le_bytes());
+        let w = weights[l % 4];
+        input[512 + 8 * l..512 + 8 * l + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    agrees_in_vector_form(&k, &input, 1, "the f16 chain");
+}
