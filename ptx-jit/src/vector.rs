@@ -562,10 +562,15 @@ pub(crate) fn chain(
             v.swap(state);
         }
         let Some(sh) = shuffle else { continue };
+        // Each source's low halves made before the shuffle (a shuffle moves 32 bits): the
+        // results have theirs at hand, and the sources' 64-bit slots need not live on.
         let mut from = Vec::new();
         for state in groups.iter_mut() {
             v.swap(state);
-            from.push(v.src(&sh.a));
+            let mut q = v.src(&sh.a);
+            v.low32(&mut q);
+            v.keep_low32(&sh.a, q);
+            from.push(q);
             v.swap(state);
         }
         for (g, state) in groups.iter_mut().enumerate() {
@@ -1098,7 +1103,13 @@ impl<'a, 'f> Vector<'a, 'f> {
 
     /// The bytes `pick` of `x` (0 to 15) and `y` (16 to 31), two `i8x16`.
     fn shuffle(&mut self, x: Value, y: Value, pick: impl Iterator<Item = u8>) -> Value {
-        let pick = ConstantData::from(pick.collect::<Vec<u8>>());
+        let pick: Vec<u8> = pick.collect();
+        // Every byte of `x` in its place (a shuffle between groups, which only renames): no
+        // instruction.
+        if pick.iter().copied().eq(0..16) {
+            return x;
+        }
+        let pick = ConstantData::from(pick);
         let pick = self.b.func.dfg.immediates.push(pick);
         self.b.ins().shuffle(x, y, pick)
     }
