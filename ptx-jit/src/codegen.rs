@@ -511,14 +511,28 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
             continue;
         }
         if let Some((space, store)) = crate::memory_access(&i.op) {
-            let s = &mut seen[usize::from(space == MemSpace::Shared)];
-            let clash = if store { s[0] || s[1] } else { s[1] };
+            // A generic load may read either space.
+            let spaces: &[usize] = match space {
+                MemSpace::Generic => &[0, 1],
+                MemSpace::Shared => &[1],
+                _ => &[0],
+            };
+            let clash = spaces.iter().any(|&s| {
+                let s = seen[s];
+                if store {
+                    s[0] || s[1]
+                } else {
+                    s[1]
+                }
+            });
             if clash {
                 out.push((start..k, None));
                 start = k;
                 seen = [[false; 2]; 2];
             }
-            seen[usize::from(space == MemSpace::Shared)][usize::from(store)] = true;
+            for &s in spaces {
+                seen[s][usize::from(store)] = true;
+            }
         }
     }
     if start < insts.len() {
@@ -1005,6 +1019,7 @@ fn lane_value(op: *const Op, a: u64, b: u64, c: u64, d: u64) -> u64 {
 /// guard (a 64-bit 0 or 1), element size, PTX line and direction.
 struct Access {
     shared: bool,
+    generic: bool,
     base: Value,
     offset: i64,
     on: Value,
@@ -1022,6 +1037,9 @@ pub(crate) struct Checked<'a, 'f> {
     pub(crate) loads: Value,
     /// The signature of the `direct` lookups.
     pub(crate) find: SigRef,
+    /// Whether the accesses are generic: a lookup then finds an address in the shared
+    /// window in the block's shared memory.
+    pub(crate) generic: bool,
 }
 
 impl Checked<'_, '_> {
@@ -1065,7 +1083,8 @@ impl Checked<'_, '_> {
         self.b.inst_results(call)[0]
     }
 
-    /// What a lookup is told of the access: its PTX line, and its site's slot (0xFF: none).
+    /// What a lookup is told of the access: its PTX line, its site's slot (0xFF: none), and
+    /// in bit 63 whether it is generic.
     /// The bits from 40 up are a tag of the call's own (the number of its address value),
     /// which the lookup ignores: equal constants would be shared by the calls, and the code
     /// generator then made them on the hot path, before the first, and kept them on the
@@ -1073,9 +1092,10 @@ impl Checked<'_, '_> {
     fn where_v(&mut self, at: Value, line: u32, site: Option<u32>) -> Value {
         let slot = site.map_or(0xFF, i64::from);
         let tag = i64::from(at.as_u32() & 0x7F_FFFF);
+        let generic = i64::from(self.generic) << 63;
         self.b
             .ins()
-            .iconst(I64, (tag << 40) | (i64::from(line) << 8) | slot)
+            .iconst(I64, generic | (tag << 40) | (i64::from(line) << 8) | slot)
     }
 
     /// Whether an access of `size` bytes at `at` (a store's only where its guard `on` is
@@ -1438,14 +1458,8 @@ impl<'f> Lane<'f> {
             ptr: self.ptr,
             loads: self.loads,
             find: self.find,
+            generic: false,
         }
-    }
-
-    /// An access to global memory at its own site (`Checked::find`).
-    fn find(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
-        let site = self.sites;
-        self.sites += 1;
-        self.checked().find(site, at, size, line, on, store)
     }
 
     fn shared(&mut self, at: Value, size: u32, line: u32, on: Value, store: bool) -> Value {
@@ -1481,6 +1495,7 @@ impl<'f> Lane<'f> {
         };
         Access {
             shared: space == MemSpace::Shared,
+            generic: space == MemSpace::Generic,
             base,
             offset: addr.offset,
             on,
@@ -1497,7 +1512,11 @@ impl<'f> Lane<'f> {
         if a.shared {
             self.shared(at, a.size, a.line, a.on, a.store)
         } else {
-            self.find(at, a.size, a.line, a.on, a.store)
+            let site = self.sites;
+            self.sites += 1;
+            let mut c = self.checked();
+            c.generic = a.generic;
+            c.find(site, at, a.size, a.line, a.on, a.store)
         }
     }
 

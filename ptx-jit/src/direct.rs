@@ -390,6 +390,20 @@ pub(crate) fn find(
         (ctx.fault, ctx.fault_addr, ctx.fault_size, ctx.fault_line) = (2, addr, size as u32, line);
         return zero;
     }
+    // A generic address (bit 63 of `at`) in the shared window is the block's shared
+    // memory, as the interpreter places it; one in the local window is no allocation's
+    // (compiled code makes generic accesses only for kernels with no local memory, where
+    // the interpreter finds nothing there either).
+    use vgpu_ptx::exec::{LOCAL_WINDOW, SHARED_WINDOW};
+    if at >> 63 == 1 && (SHARED_WINDOW..LOCAL_WINDOW).contains(&addr) {
+        let shared = addr - SHARED_WINDOW;
+        if shared >= ctx.shared_len || ctx.shared_len - shared < size {
+            (ctx.fault, ctx.fault_addr, ctx.fault_size, ctx.fault_line) =
+                (1, addr, size as u32, line);
+            return zero;
+        }
+        return ctx.shared.wrapping_add(shared as usize);
+    }
     // SAFETY: `mem` is the `DirectMemory` that `Run::run` borrowed for the call.
     match unsafe { &*ctx.mem }.span(addr, size) {
         Some(s) => {

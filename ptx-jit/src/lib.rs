@@ -10,8 +10,10 @@
 //! the block's shared memory (moves, the integer, float and half arithmetic, comparisons,
 //! selections, conversions, bit manipulation such as `prmt`, `lop3`, `bfe`, `dp4a`, loads
 //! and stores), and the warp-wide instructions that touch only registers (`shfl`, `vote`,
-//! `activemask`, `bar.warp.sync`), optionally ending with a branch. Local memory, generic
-//! addresses, barriers, atomics, calls and the clock stay with the interpreter. The
+//! `activemask`, `bar.warp.sync`), optionally ending with a branch; loads by generic
+//! address too, in kernels with no local memory. Local memory, generic stores (and loads
+//! where a generic address may name local memory), barriers, atomics, calls and the clock
+//! stay with the interpreter. The
 //! per-lane stretches between two warp-wide instructions run one lane at a time: a lane's
 //! registers stay in machine registers across the stretch; the warp-wide instructions
 //! between them are compiled inline (an unguarded `shfl`) or the interpreter's own
@@ -55,7 +57,9 @@
 //! * Global loads and stores reach memory through [`DirectMemory`]: the context's
 //!   allocations, lent for the launch, read and written atomically by the interpreter and
 //!   by plain aligned accesses in compiled code, each access site checking an address
-//!   against the allocation it found last before asking for a lookup. Shared memory
+//!   against the allocation it found last before asking for a lookup. A generic load is a
+//!   global one whose lookup, where no allocation holds its address, places it in the
+//!   shared window as the interpreter does (no allocation reaches a window). Shared memory
 //!   accesses are checked inline against the block's shared memory. A faulting access
 //!   records the interpreter's fault; a store whose guard is false or that faults goes to
 //!   a sink.
@@ -264,7 +268,23 @@ impl Jit {
     /// [`Jit::new`] with the vector forms compiled once a run has been called `tier` times.
     pub fn tiered(k: &Kernel, tier: u32) -> Result<Jit, String> {
         let module = codegen::module()?;
-        let code = k.code.clone();
+        let mut code = k.code.clone();
+        // A generic address may name a lane's local memory, which compiled code does not
+        // reach: in a kernel that has some, generic loads are the interpreter's (in the
+        // copy compiled from, they read as the local loads they may be, which no run
+        // holds). Elsewhere a generic load's address is global memory's or the shared
+        // window's (`direct::find`), or no memory's.
+        if k.local_bytes > 0 {
+            for i in &mut code {
+                if let Op::Ld {
+                    space: space @ MemSpace::Generic,
+                    ..
+                } = &mut i.op
+                {
+                    *space = MemSpace::Local;
+                }
+            }
+        }
         let leaders = leaders(&code);
         let live = Liveness::of(&code);
         let known = Constants::of(&code);
@@ -350,7 +370,12 @@ impl Jit {
             };
             let global: usize = self.code[start..end]
                 .iter()
-                .filter(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _))))
+                .filter(|i| {
+                    matches!(
+                        memory_access(&i.op),
+                        Some((MemSpace::Global | MemSpace::Generic, _))
+                    )
+                })
                 .map(|i| match i.op {
                     Op::Ld { n, .. } | Op::St { n, .. } => usize::from(n),
                     _ => 1,
@@ -414,9 +439,12 @@ impl Jit {
                 slots: c.slots,
                 params: c.params,
                 global: subs.iter().any(|s| {
-                    self.code[s.start..s.end]
-                        .iter()
-                        .any(|i| matches!(memory_access(&i.op), Some((MemSpace::Global, _))))
+                    self.code[s.start..s.end].iter().any(|i| {
+                        matches!(
+                            memory_access(&i.op),
+                            Some((MemSpace::Global | MemSpace::Generic, _))
+                        )
+                    })
                 }),
                 vector_stretches: c.vector_stretches,
                 hot: hot || c.vector_stretches > 0,
@@ -555,11 +583,12 @@ pub(crate) fn param_load(op: &Op) -> Option<std::ops::Range<usize>> {
 }
 
 /// The state space and direction (`true`: a store) of a load or store compiled code may
-/// hold besides parameter loads: global or shared memory at a register plus a constant.
+/// hold besides parameter loads: global or shared memory at a register plus a constant,
+/// and generic loads (see [`Jit::tiered`]).
 pub(crate) fn memory_access(op: &Op) -> Option<(MemSpace, bool)> {
     match op {
         Op::Ld {
-            space: s @ (MemSpace::Global | MemSpace::Shared),
+            space: s @ (MemSpace::Global | MemSpace::Shared | MemSpace::Generic),
             addr: Addr { global: None, .. },
             ..
         } => Some((*s, false)),

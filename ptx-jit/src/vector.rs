@@ -1120,6 +1120,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             ptr: self.call.ptr,
             loads: self.call.loads,
             find: self.call.find,
+            generic: false,
         }
     }
 
@@ -1168,6 +1169,7 @@ impl<'a, 'f> Vector<'a, 'f> {
     ) -> Value {
         let (at, on) = self.lane_access(base, (offset, k, e), size);
         let mut c = self.checked();
+        c.generic = space == MemSpace::Generic;
         if space == MemSpace::Shared {
             c.shared_in_row(&mut row.shared, at, size, line, on, store)
         } else {
@@ -2353,7 +2355,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let n = usize::from(*n);
                 let base = addr.base.map(|r| self.reg(r));
                 let site = self.sites;
-                if *space == MemSpace::Global {
+                if matches!(space, MemSpace::Global | MemSpace::Generic) {
                     self.sites += n as u32;
                 }
                 let first = match self.spans.get(&self.index) {

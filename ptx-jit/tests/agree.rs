@@ -191,6 +191,29 @@ fn global_load(rng: &mut Rng) -> Op {
     } else {
         (1, (BASE + rng.below(REGION / size) * size) as i64)
     };
+    // Now and then a generic load: of the same global memory, or in the shared window (at
+    // the lane's own place, or past the block's shared memory), or in the local window
+    // (these kernels have no local memory: a fault).
+    if rng.chance(3) {
+        use vgpu_ptx::exec::{LOCAL_WINDOW, SHARED_WINDOW};
+        let (base, offset) = match rng.below(12) {
+            0..=5 => (base, offset),
+            6..=9 => (LANE8, (SHARED_WINDOW + rng.below(64 / size) * size) as i64),
+            10 => (LANE8, (SHARED_WINDOW + SHARED) as i64),
+            _ => (LANE8, LOCAL_WINDOW as i64),
+        };
+        return Op::Ld {
+            space: MemSpace::Generic,
+            ty,
+            n,
+            d,
+            addr: Addr {
+                base: Some(base),
+                global: None,
+                offset,
+            },
+        };
+    }
     Op::Ld {
         space: MemSpace::Global,
         ty,
@@ -2129,17 +2152,20 @@ fn loads_past_the_sites_are_checked_in_full() {
 }
 
 /// Lane `i` of a warp accesses `start + i * stride`, `size` bytes, in global memory (an
-/// allocation of 64 bytes) or shared memory: lane 0 finds the allocation, and the later
-/// lanes are checked inline against what it found. The last whole access, the first one
+/// allocation of 64 bytes) or shared memory, or loads either by a generic address: lane 0
+/// finds the allocation, and the later lanes are checked inline against what it found. The last whole access, the first one
 /// past the end and misaligned ones must fault, or not, as interpreted.
 #[test]
 fn accesses_at_the_edges_fault_as_interpreted() {
     const LEN: u64 = 64;
-    for space in [MemSpace::Global, MemSpace::Shared] {
-        let (origin, len) = match space {
-            MemSpace::Global => (BASE, LEN),
-            _ => (0, SHARED),
-        };
+    // Generic loads too, of global memory and of the shared window.
+    let window = vgpu_ptx::exec::SHARED_WINDOW;
+    for (space, origin, len) in [
+        (MemSpace::Global, BASE, LEN),
+        (MemSpace::Shared, 0, SHARED),
+        (MemSpace::Generic, BASE, LEN),
+        (MemSpace::Generic, window, SHARED),
+    ] {
         for ty in [Ty::U8, Ty::U16, Ty::U32, Ty::U64] {
             let size = u64::from(ty.size());
             // Lanes 0-3 fit and lane 4 is just past the end; or lane 0 is aligned and
@@ -2150,6 +2176,9 @@ fn accesses_at_the_edges_fault_as_interpreted() {
             }
             for (start, stride) in cases {
                 for store in [false, true] {
+                    if store && space == MemSpace::Generic {
+                        continue;
+                    }
                     let addr = Addr {
                         base: Some(0),
                         global: None,
@@ -2207,8 +2236,9 @@ fn accesses_at_the_edges_fault_as_interpreted() {
                             format!("{r:?}")
                         })
                         .collect();
-                    let case =
-                        format!("{space:?} {ty:?} store {store} at {start} + lane * {stride}");
+                    let case = format!(
+                        "{space:?} {ty:?} store {store} at {origin:#x} + {start} + lane * {stride}"
+                    );
                     assert_eq!(results[0], results[1], "{case}");
                     assert!(
                         results[0].starts_with("Err"),
@@ -2711,4 +2741,54 @@ fn chained_f16_arithmetic_agrees_with_the_interpreter() {
         input[512 + 8 * l..512 + 8 * l + 4].copy_from_slice(&w.to_le_bytes());
     }
     agrees_in_vector_form(&k, &input, 1, "the f16 chain");
+}
+
+/// In a kernel with local memory, a generic address may name a lane's own local memory,
+/// which compiled code does not reach: such loads are left to the interpreter, and read
+/// what each lane stored there.
+#[test]
+fn generic_loads_of_local_memory_agree_with_the_interpreter() {
+    let (lane, v, at) = (0, 1, 2);
+    let local = |store: bool| {
+        let addr = Addr {
+            base: None,
+            global: None,
+            offset: 4,
+        };
+        if store {
+            Op::St {
+                space: MemSpace::Local,
+                ty: Ty::U32,
+                n: 1,
+                a: [Src::Reg(lane), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+                addr,
+            }
+        } else {
+            Op::Ld {
+                space: MemSpace::Generic,
+                ty: Ty::U32,
+                n: 1,
+                d: [v, 0, 0, 0],
+                addr: Addr {
+                    offset: (vgpu_ptx::exec::LOCAL_WINDOW + 4) as i64,
+                    ..addr
+                },
+            }
+        }
+    };
+    let code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(local(true)),
+        inst_of(bin(BinOp::Shl, Ty::U64, at, Src::Reg(lane), Src::Imm(3))),
+        inst_of(local(false)),
+        inst_of(store_u64(at, Src::Reg(v))),
+        inst_of(Op::Exit),
+    ];
+    let mut k = small_kernel("local", 0, 3, code);
+    k.local_bytes = 8;
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let got = lane_values(&k, &jit, &[]);
+    let want: Vec<u64> = (0..32).collect();
+    assert_eq!(got, want);
+    assert!(jit.compiled() >= 1, "the other instructions are compiled");
 }
