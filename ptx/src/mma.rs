@@ -116,18 +116,6 @@ impl MmaShape {
     }
 }
 
-fn element(ty: Ty, reg: u64, e: usize) -> f64 {
-    match ty {
-        Ty::F16 => f64::from(half::f16::from_bits((reg >> (16 * e)) as u16).to_f32()),
-        Ty::BF16 => f64::from(half::bf16::from_bits((reg >> (16 * e)) as u16).to_f32()),
-        Ty::S8 => f64::from((reg >> (8 * e)) as u8 as i8),
-        Ty::U8 => f64::from((reg >> (8 * e)) as u8),
-        Ty::F32 => f64::from(f32::from_bits(reg as u32)),
-        Ty::S32 => f64::from(reg as u32 as i32),
-        _ => 0.0,
-    }
-}
-
 /// The registers of one operand of `mma.sync` across the warp: `[lane][register]` (at most
 /// four registers a lane for any supported shape; the unused ones are ignored).
 pub type Fragments = [[u64; 4]; 32];
@@ -153,16 +141,36 @@ pub fn mma(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragmen
         );
         registers(s, |x, _| u64::from(d[x.0][x.1] as u32))
     } else {
-        let d = product::<f64, 16>(
-            s,
-            [a, b, c],
-            |v, e| element(ab, v, e),
-            |v, e| element(bt, v, e),
-            |v, e| element(cd, v, e),
-            |d, a, b| d + a * b,
-        );
-        registers(s, |x, e| float_result(cd, d[x.0][x.1]) << (16 * e))
+        // Each operand type's conversion chosen once, outside the loops over the elements
+        // (f16 by a table of every f16: `half`'s own conversion asks for the host's f16
+        // instructions at every call).
+        let table = f16_table();
+        let f16 = move |v: u64, e: usize| f64::from(table[usize::from((v >> (16 * e)) as u16)]);
+        let bf16 = |v: u64, e: usize| f64::from(f32::from_bits(((v >> (16 * e)) as u32) << 16));
+        let f32 = |v: u64, _: usize| f64::from(f32::from_bits(v as u32));
+        let madd = |d: f64, a: f64, b: f64| d + a * b;
+        let d = match (ab, cd) {
+            (Ty::BF16, Ty::F32) => product::<f64, 16>(s, [a, b, c], bf16, bf16, f32, madd),
+            (Ty::BF16, _) => product::<f64, 16>(s, [a, b, c], bf16, bf16, f16, madd),
+            (_, Ty::F32) => product::<f64, 16>(s, [a, b, c], f16, f16, f32, madd),
+            _ => product::<f64, 16>(s, [a, b, c], f16, f16, f16, madd),
+        };
+        if cd == Ty::F32 {
+            registers(s, |x, _| float_result(Ty::F32, d[x.0][x.1]))
+        } else {
+            registers(s, |x, e| float_result(Ty::F16, d[x.0][x.1]) << (16 * e))
+        }
     }
+}
+
+/// The f32 of every f16 (by bits), made once by `half`'s conversion.
+fn f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|h| half::f16::from_bits(h).to_f32())
+            .collect()
+    })
 }
 
 /// D = A·B + C as matrices (rows of D, eight columns; A at most 16 by `K`): the elements of
@@ -192,27 +200,51 @@ fn product<T: Copy + Default, const K: usize>(
     each_element(fc, (nc, pcd), &layout.cd, row, |r, col, v, e| {
         dm[r & 15][col & 7] = c(v, e)
     });
-    for (arow, drow) in am.iter().zip(dm.iter_mut()).take(s.m) {
-        for (&av, brow) in arow.iter().zip(&bm).take(s.k) {
-            for (d, &bv) in drow.iter_mut().zip(brow) {
+    // The shape's bounds as constants, so that the loops unroll.
+    match (s.m, s.k) {
+        (16, 8) => products::<T, K, 16, 8>(&am, &bm, &mut dm, madd),
+        (16, 16) => products::<T, K, 16, 16>(&am, &bm, &mut dm, madd),
+        (8, 16) => products::<T, K, 8, 16>(&am, &bm, &mut dm, madd),
+        _ => products::<T, K, 16, 32>(&am, &bm, &mut dm, madd),
+    }
+    dm
+}
+
+/// D += A·B for the first `M` rows of A and D and the first `KK` columns of A (rows of B),
+/// in order of `k`.
+fn products<T: Copy, const K: usize, const M: usize, const KK: usize>(
+    am: &[[T; K]; 16],
+    bm: &[[T; 8]; K],
+    dm: &mut [[T; 8]; 16],
+    madd: impl Fn(T, T, T) -> T,
+) {
+    for r in 0..M {
+        // The row's eight sums kept in registers across `k`.
+        let mut acc = dm[r];
+        for k in 0..KK.min(K) {
+            let av = am[r][k];
+            for (d, &bv) in acc.iter_mut().zip(&bm[k]) {
                 *d = madd(*d, av, bv);
             }
         }
+        dm[r] = acc;
     }
-    dm
 }
 
 /// Each lane's D registers: element `e` of a register (at (row, column) of D) is
 /// `bits((row, column), e)`, already shifted to its place.
 fn registers(s: &MmaShape, bits: impl Fn((usize, usize), usize) -> u64) -> Fragments {
-    let pcd = MmaShape::per_reg(s.cd);
+    let pcd = MmaShape::per_reg(s.cd).min(4);
     let (_, _, nc) = s.regs();
+    let places = &s.layout().cd;
     let mut out = [[0u64; 4]; 32];
-    for (lane, regs) in out.iter_mut().enumerate() {
-        for (r, v) in regs.iter_mut().take(nc).enumerate() {
+    for lane in 0..32 {
+        for r in 0..nc.min(4) {
+            // A register's elements lie along a row of D.
+            let (row, col) = places[lane][r];
+            let (row, col) = (usize::from(row), usize::from(col));
             for e in 0..pcd {
-                let (row, col) = s.cd_at(lane, r * pcd + e);
-                *v |= bits((row & 15, col & 7), e);
+                out[lane][r] |= bits((row & 15, (col + e) & 7), e);
             }
         }
     }
@@ -232,8 +264,10 @@ fn each_element(
     step: (usize, usize),
     mut f: impl FnMut(usize, usize, u64, usize),
 ) {
-    for (lane_regs, lane_places) in frags.iter().zip(places) {
-        for (&v, &(row, col)) in lane_regs.iter().zip(lane_places).take(regs) {
+    let (regs, per) = (regs.min(4), per.min(4));
+    for lane in 0..32 {
+        for r in 0..regs {
+            let (v, (row, col)) = (frags[lane][r], places[lane][r]);
             let (row, col) = (usize::from(row), usize::from(col));
             for e in 0..per {
                 f(row + step.0 * e, col + step.1 * e, v, e);
@@ -442,6 +476,19 @@ pub fn wmma(s: &WmmaShape, a: &[Vec<f64>], b: &[Vec<f64>], c: &[Vec<f64>]) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Element `e` of `reg` as the definition reads it.
+    fn element(ty: Ty, reg: u64, e: usize) -> f64 {
+        match ty {
+            Ty::F16 => f64::from(half::f16::from_bits((reg >> (16 * e)) as u16).to_f32()),
+            Ty::BF16 => f64::from(half::bf16::from_bits((reg >> (16 * e)) as u16).to_f32()),
+            Ty::S8 => f64::from((reg >> (8 * e)) as u8 as i8),
+            Ty::U8 => f64::from((reg >> (8 * e)) as u8),
+            Ty::F32 => f64::from(f32::from_bits(reg as u32)),
+            Ty::S32 => f64::from(reg as u32 as i32),
+            _ => 0.0,
+        }
+    }
 
     /// Every element of A, B and C/D is held by exactly one (lane, element) of the warp.
     #[test]
