@@ -348,7 +348,7 @@ static int bench(void) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     ggml_backend_cpu_set_n_threads(c, cores > 0 ? (int)cores : 1);
     for (int i = 0; i < BENCH; i++) {
-        double cpu = bench_op(c, i, 15), gpu = bench_op(cuda, i, 5);
+        double cpu = bench_op(c, i, 15), gpu = bench_op(cuda, i, 15);
         printf("ggml_ops bench: %-34s cpu backend %8.3f ms   vgpu %8.3f ms   vgpu/cpu %6.1fx\n",
                bench_names[i], cpu, gpu, gpu / cpu);
     }
