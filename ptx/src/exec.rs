@@ -1627,13 +1627,27 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 d,
                 addr,
             } => {
-                // Lanes 8j..8j+7 give the rows of matrix j.
+                // Lanes 8j..8j+7 give the rows of matrix j: a row of shared memory at
+                // once where all of it is inside, else element by element (which finds
+                // the fault an element makes).
                 let mut all = [[[0u16; 8]; 8]; 4];
                 let mats = &mut all[..d.len().min(4)];
                 for (j, m) in mats.iter_mut().enumerate() {
                     for (r, row) in m.iter_mut().enumerate() {
                         let lane = 8 * j + r;
                         let at = self.addr(wi, lane, addr);
+                        let inside = match self.place(*space, at) {
+                            (MemSpace::Shared, off) if at % 2 == 0 => usize::try_from(off)
+                                .ok()
+                                .and_then(|o| self.shared.get(o..o.checked_add(16)?)),
+                            _ => None,
+                        };
+                        if let Some(bytes) = inside {
+                            for (v, b) in row.iter_mut().zip(bytes.chunks_exact(2)) {
+                                *v = u16::from_le_bytes([b[0], b[1]]);
+                            }
+                            continue;
+                        }
                         for (c, v) in row.iter_mut().enumerate() {
                             let e = at.wrapping_add(2 * c as u64);
                             *v = self.load(wi, lane, *space, e, 2, line)? as u16;

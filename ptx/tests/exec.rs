@@ -800,3 +800,102 @@ fn hostile_sizes_are_refused() {
     let r = run(&p.kernels["k"], &launch_of(1, 1024, &mem, &[]));
     assert!(matches!(r, Err(Fault::OutOfResources(_))), "{r:?}");
 }
+
+/// `ldmatrix.x4` gives each lane the elements the ISA lays out from the rows the lanes
+/// point at (a row of shared memory read at once), and a row that leaves shared memory or
+/// is misaligned faults at its first bad element, as element by element.
+#[test]
+fn ldmatrix_rows_and_their_faults() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry ldm(.param .u64 out, .param .u32 shift)
+{{
+    .reg .b16 %h<2>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<4>;
+    .shared .align 16 .b8 tile[512];
+    ld.param.u64 %rd1, [out];
+    ld.param.u32 %r9, [shift];
+    mov.u32 %r1, %tid.x;
+    // Each lane fills its 16 bytes: halves 8 * lane + k, k = 0..7.
+    mov.u32 %r2, tile;
+    shl.b32 %r3, %r1, 4;
+    add.u32 %r4, %r2, %r3;
+    shl.b32 %r5, %r1, 3;
+    mov.u32 %r6, 0;
+FILL:
+    add.u32 %r7, %r5, %r6;
+    cvt.u16.u32 %h1, %r7;
+    shl.b32 %r8, %r6, 1;
+    add.u32 %r8, %r4, %r8;
+    st.shared.u16 [%r8], %h1;
+    add.u32 %r6, %r6, 1;
+    setp.lt.u32 %p1, %r6, 8;
+    @%p1 bra FILL;
+    bar.sync 0;
+    // Lane i points at row (i + 5) % 32, moved by `shift` bytes.
+    add.u32 %r10, %r1, 5;
+    and.b32 %r10, %r10, 31;
+    shl.b32 %r10, %r10, 4;
+    add.u32 %r10, %r10, %r2;
+    add.u32 %r10, %r10, %r9;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%r0, %r1, %r2, %r3}}, [%r10];
+    mov.u32 %r11, %tid.x;
+    mul.wide.u32 %rd2, %r11, 16;
+    add.u64 %rd3, %rd1, %rd2;
+    st.global.v4.u32 [%rd3], {{%r0, %r1, %r2, %r3}};
+}}"
+    );
+    let ptx = ptx.replace(
+        ".reg .b16 %h<2>;",
+        ".reg .b16 %h<2>;\n    .reg .pred %p<2>;",
+    );
+    let mem = flat(32 * 16);
+    let p = |shift: u32| {
+        let mut v = params(&[BASE]);
+        v.extend_from_slice(&shift.to_le_bytes());
+        v
+    };
+    launch(&ptx, "ldm", 1, 32, &mem, &p(0)).expect("runs");
+    let mut out = vec![0u8; 32 * 16];
+    assert!(mem.read(BASE, &mut out));
+    for lane in 0..32usize {
+        for j in 0..4usize {
+            // Matrix j's row lane / 4 is the row lane 8j + lane / 4 points at; this lane
+            // holds its elements 2 (lane % 4) and the next.
+            let row = (8 * j + lane / 4 + 5) % 32;
+            let first = (8 * row + 2 * (lane % 4)) as u32;
+            let want = first | (first + 1) << 16;
+            let at = 16 * lane + 4 * j;
+            let got = u32::from_le_bytes(out[at..at + 4].try_into().unwrap());
+            assert_eq!(got, want, "lane {lane} matrix {j}");
+        }
+    }
+    // Past the end: row 31 (lane 26's) moved by 16 bytes starts at byte 512.
+    assert!(matches!(
+        launch(&ptx, "ldm", 1, 32, &mem, &p(16)),
+        Err(Fault::IllegalAddress {
+            addr: 512,
+            size: 2,
+            ..
+        })
+    ));
+    // Its last element only: moved by 2 bytes, byte 512 is its eighth element's.
+    assert!(matches!(
+        launch(&ptx, "ldm", 1, 32, &mem, &p(2)),
+        Err(Fault::IllegalAddress {
+            addr: 512,
+            size: 2,
+            ..
+        })
+    ));
+    // Misaligned from the first row read: lane 0's, row 5 at byte 80, moved by one.
+    assert!(matches!(
+        launch(&ptx, "ldm", 1, 32, &mem, &p(1)),
+        Err(Fault::Misaligned {
+            addr: 81,
+            size: 2,
+            ..
+        })
+    ));
+}
