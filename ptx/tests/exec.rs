@@ -20,6 +20,13 @@ fn params(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
+/// The parameters `(.u64 pointer, .u32 x)`.
+fn pointer_and_u32(pointer: u64, x: u32) -> Vec<u8> {
+    let mut v = params(&[pointer]);
+    v.extend_from_slice(&x.to_le_bytes());
+    v
+}
+
 /// A launch of `grid` blocks of `block` threads on two host threads, ending within 30 s.
 fn launch_of<'a>(grid: u32, block: u32, mem: &'a Flat, params: &'a [u8]) -> Launch<'a> {
     Launch {
@@ -411,11 +418,7 @@ TRAP:
 }}"
     );
     let mem = flat(64);
-    let p = |mode: u64| {
-        let mut v = params(&[BASE]);
-        v.extend_from_slice(&(mode as u32).to_le_bytes());
-        v
-    };
+    let p = |mode: u32| pointer_and_u32(BASE, mode);
     assert!(matches!(
         launch(&ptx, "bad", 1, 32, &mem, &p(0)),
         Err(Fault::IllegalAddress { addr, .. }) if addr == BASE + 64
@@ -810,6 +813,7 @@ fn ldmatrix_rows_and_their_faults() {
         "{HEADER}
 .visible .entry ldm(.param .u64 out, .param .u32 shift)
 {{
+    .reg .pred %p<2>;
     .reg .b16 %h<2>;
     .reg .b32 %r<12>;
     .reg .b64 %rd<4>;
@@ -846,16 +850,8 @@ FILL:
     st.global.v4.u32 [%rd3], {{%r0, %r1, %r2, %r3}};
 }}"
     );
-    let ptx = ptx.replace(
-        ".reg .b16 %h<2>;",
-        ".reg .b16 %h<2>;\n    .reg .pred %p<2>;",
-    );
     let mem = flat(32 * 16);
-    let p = |shift: u32| {
-        let mut v = params(&[BASE]);
-        v.extend_from_slice(&shift.to_le_bytes());
-        v
-    };
+    let p = |shift: u32| pointer_and_u32(BASE, shift);
     launch(&ptx, "ldm", 1, 32, &mem, &p(0)).expect("runs");
     let mut out = vec![0u8; 32 * 16];
     assert!(mem.read(BASE, &mut out));
