@@ -131,14 +131,17 @@ pub type Fragments = [[u64; 4]; 32];
 pub fn mma(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragments {
     let (ab, bt, cd) = (s.ab, s.b, s.cd);
     if cd == Ty::S32 {
-        let d = product::<i32, 32>(
-            s,
-            [a, b, c],
-            |v, e| byte(ab, v, e),
-            |v, e| byte(bt, v, e),
-            |v, _| v as u32 as i32,
-            |d, a, b| d.wrapping_add(a.wrapping_mul(b)),
-        );
+        // As for floats: each operand's signedness chosen once.
+        let s8 = |v: u64, e: usize| i32::from((v >> (8 * e)) as u8 as i8);
+        let u8 = |v: u64, e: usize| i32::from((v >> (8 * e)) as u8);
+        let s32 = |v: u64, _: usize| v as u32 as i32;
+        let madd = |d: i32, a: i32, b: i32| d.wrapping_add(a.wrapping_mul(b));
+        let d = match (ab, bt) {
+            (Ty::S8, Ty::S8) => product::<i32, 32>(s, [a, b, c], s8, s8, s32, madd),
+            (Ty::S8, _) => product::<i32, 32>(s, [a, b, c], s8, u8, s32, madd),
+            (_, Ty::S8) => product::<i32, 32>(s, [a, b, c], u8, s8, s32, madd),
+            _ => product::<i32, 32>(s, [a, b, c], u8, u8, s32, madd),
+        };
         registers(s, |x, _| u64::from(d[x.0][x.1] as u32))
     } else {
         // Each operand type's conversion chosen once, outside the loops over the elements
@@ -329,16 +332,6 @@ fn float_result(ty: Ty, x: f64) -> u64 {
         Ty::F32 => u64::from((x as f32).to_bits()),
         _ if x.is_nan() => 0x7FFF,
         _ => u64::from(half::f16::from_f64(x).to_bits()),
-    }
-}
-
-/// Byte `e` of `reg` as an `S8` or `U8` element.
-fn byte(ty: Ty, reg: u64, e: usize) -> i32 {
-    let b = (reg >> (8 * e)) as u8;
-    if ty == Ty::S8 {
-        i32::from(b as i8)
-    } else {
-        i32::from(b)
     }
 }
 
