@@ -1861,8 +1861,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             }
             // As the lane code's: each half in f32 (exact: converted in SIMD registers,
             // `f32_of_f16_simd`, where the lane code reads the table of every f16),
-            // rounded once to f16; inline where every lane's results are normal f16, zeros
-            // or overflows to infinity, else every lane by the interpreter's arithmetic.
+            // rounded once to f16; inline where every lane's results are normal f16 or zeros,
+            // else every lane by the interpreter's arithmetic. Operands the stretch made
+            // itself come as their f32 values (`halves`), and so do the results.
             Op::Half {
                 op: hop,
                 ty,
