@@ -943,24 +943,9 @@ pub(crate) fn shift(
 }
 
 /// The f32 bits of every f16, by the interpreter's own `cvt.f32.f16`
-/// ([`vgpu_ptx::exec::lane_value`]): compiled code converts f16 operands with one load
-/// (256 KiB, made once for the process).
+/// ([`vgpu_ptx::exec::f16_table`]): compiled code converts f16 operands with one load.
 pub(crate) fn f16_table() -> &'static [u32] {
-    static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let cvt = Op::Cvt {
-            dty: Ty::F32,
-            sty: Ty::F16,
-            round: Round::Default,
-            sat: false,
-            ftz: false,
-            d: 0,
-            a: Src::Reg(0),
-        };
-        (0..=u16::MAX)
-            .map(|h| vgpu_ptx::exec::lane_value(&cvt, [u64::from(h), 0, 0, 0]) as u32)
-            .collect()
-    })
+    vgpu_ptx::exec::f16_table()
 }
 
 /// The host math library's function for an f32 `ex2`, `lg2`, `sin`, `cos` or `tanh` (see

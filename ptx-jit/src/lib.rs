@@ -370,12 +370,7 @@ impl Jit {
             };
             let global: usize = self.code[start..end]
                 .iter()
-                .filter(|i| {
-                    matches!(
-                        memory_access(&i.op),
-                        Some((MemSpace::Global | MemSpace::Generic, _))
-                    )
-                })
+                .filter(|i| global_access(&i.op))
                 .map(|i| match i.op {
                     Op::Ld { n, .. } | Op::St { n, .. } => usize::from(n),
                     _ => 1,
@@ -439,12 +434,9 @@ impl Jit {
                 slots: c.slots,
                 params: c.params,
                 global: subs.iter().any(|s| {
-                    self.code[s.start..s.end].iter().any(|i| {
-                        matches!(
-                            memory_access(&i.op),
-                            Some((MemSpace::Global | MemSpace::Generic, _))
-                        )
-                    })
+                    self.code[s.start..s.end]
+                        .iter()
+                        .any(|i| global_access(&i.op))
                 }),
                 vector_stretches: c.vector_stretches,
                 hot: hot || c.vector_stretches > 0,
@@ -599,6 +591,15 @@ pub(crate) fn memory_access(op: &Op) -> Option<(MemSpace, bool)> {
         } => Some((*s, true)),
         _ => None,
     }
+}
+
+/// Whether compiled code makes `op` as an access of global memory through a load site
+/// (a generic load is one).
+fn global_access(op: &Op) -> bool {
+    matches!(
+        memory_access(op),
+        Some((MemSpace::Global | MemSpace::Generic, _))
+    )
 }
 
 /// The source operands of an operation a run may hold (a load's base register among

@@ -1547,10 +1547,16 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// of both operands of an f16x2 operation need them.
     fn f32_of_f16_simd(&mut self, q: &mut Quad, shift: i64) -> Value {
         let v = self.low32(q);
-        if let Some(f) = self.halves.get(&v).and_then(|h| h[shift as usize / 16]) {
+        if let Some(f) = self.half_f32(v, shift) {
             return f;
         }
         self.f32_bits_of_f16(v, shift)
+    }
+
+    /// The f32 bits of the f16 at bit `shift` of `v`, where the stretch has them already
+    /// (`halves`).
+    fn half_f32(&self, v: Value, shift: i64) -> Option<Value> {
+        self.halves.get(&v)?[shift as usize / 16]
     }
 
     /// The f32 bits of the f16 at bit `shift` of `v` (an `i32x4`), as
@@ -1590,11 +1596,7 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
     /// `q`: exact, by the lane code's table of every f16 (the interpreter's conversion).
     fn f32_of_f16(&mut self, q: Quad, shift: i64) -> Value {
-        if let Some(f) = q
-            .low32
-            .and_then(|v| self.halves.get(&v))
-            .and_then(|h| h[shift as usize / 16])
-        {
+        if let Some(f) = q.low32.and_then(|v| self.half_f32(v, shift)) {
             return f;
         }
         let table = self.b.ins().iconst(
@@ -2124,7 +2126,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     let v = self.low32(&mut x);
                     self.keep_low32(part, x);
                     if *bits == 16 {
-                        halves[k] = self.halves.get(&v).and_then(|h| h[0]);
+                        halves[k] = self.half_f32(v, 0);
                     }
                     let v = m.map_or(v, |m| self.b.ins().band(v, m));
                     let v = match k as u32 * bits {

@@ -263,6 +263,26 @@ pub struct Specials {
     pub dynamic_smem: u32,
 }
 
+/// The f32 bits of every f16, by `cvt.f32.f16` ([`lane_value`]): the interpreter's `mma`
+/// and compiled code convert f16 with one load (256 KiB, made once for the process).
+pub fn f16_table() -> &'static [u32] {
+    static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let cvt = Op::Cvt {
+            dty: Ty::F32,
+            sty: Ty::F16,
+            round: Round::Default,
+            sat: false,
+            ftz: false,
+            d: 0,
+            a: Src::Reg(0),
+        };
+        (0..=u16::MAX)
+            .map(|h| lane_value(&cvt, [u64::from(h), 0, 0, 0]) as u32)
+            .collect()
+    })
+}
+
 /// The value one lane gets from a per-lane operation with one result, given its operand
 /// values in order (`a`, `b`, `c`, then `bfi`'s length): what the interpreter computes
 /// (for `setp`, the comparison alone, before any combination with a predicate). Native

@@ -145,10 +145,13 @@ pub fn mma(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragmen
         registers(s, |x, _| u64::from(d[x.0][x.1] as u32))
     } else {
         // Each operand type's conversion chosen once, outside the loops over the elements
-        // (f16 by a table of every f16: `half`'s own conversion asks for the host's f16
-        // instructions at every call).
-        let table = f16_table();
-        let f16 = move |v: u64, e: usize| f64::from(table[usize::from((v >> (16 * e)) as u16)]);
+        // (f16 by the table of every f16 `cvt.f32.f16` makes, `exec::f16_table`: `half`'s
+        // own conversion asks for the host's f16 instructions at every call; a NaN's
+        // payload is lost in the canonical NaN of the result either way).
+        let table = crate::exec::f16_table();
+        let f16 = move |v: u64, e: usize| {
+            f64::from(f32::from_bits(table[usize::from((v >> (16 * e)) as u16)]))
+        };
         let bf16 = |v: u64, e: usize| f64::from(f32::from_bits(((v >> (16 * e)) as u32) << 16));
         let f32 = |v: u64, _: usize| f64::from(f32::from_bits(v as u32));
         let madd = |d: f64, a: f64, b: f64| d + a * b;
@@ -164,16 +167,6 @@ pub fn mma(s: &MmaShape, a: &Fragments, b: &Fragments, c: &Fragments) -> Fragmen
             registers(s, |x, e| float_result(Ty::F16, d[x.0][x.1]) << (16 * e))
         }
     }
-}
-
-/// The f32 of every f16 (by bits), made once by `half`'s conversion.
-fn f16_table() -> &'static [f32] {
-    static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|h| half::f16::from_bits(h).to_f32())
-            .collect()
-    })
 }
 
 /// D = A·B + C as matrices (rows of D, eight columns; A at most 16 by `K`): the elements of
