@@ -476,9 +476,21 @@ pub(crate) fn compile(
         }
         e => CodegenError::Other(e.to_string()),
     })?;
+    let len = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let p = module.get_finalized_function(id);
+    // Names the code for profiles: `perf` reads the addresses of code it finds in no file
+    // from `/tmp/perf-PID.map`, which Cranelift writes where `PERF_BUILDID_DIR` is set (as
+    // `perf record` sets it), with anonymous names.
+    if log::log_enabled!(log::Level::Debug) {
+        let runs: Vec<String> = subs
+            .iter()
+            .map(|s| format!("{}-{}", s.start, s.end))
+            .collect();
+        let kind = if vectors { "vector" } else { "lanes" };
+        log::debug!("{kind} region {} at {p:?}, {len} bytes", runs.join(","));
+    }
     // SAFETY: `p` is the entry of the function just defined with the signature
     // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
     let code = unsafe { std::mem::transmute::<*const u8, Code>(p) };
