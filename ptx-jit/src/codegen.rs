@@ -320,7 +320,9 @@ pub(crate) fn compile(
                     .filter(|(_, &h)| !h)
                     .map(|(i, _)| i)
                     .collect();
-                let vector = crate::vector::vectorizable(&body_insts);
+                // A stretch whose every instruction is computed once for the warp stores
+                // their values four lanes at a time (its lane loop only stored them).
+                let vector = body_insts.is_empty() || crate::vector::vectorizable(&body_insts);
                 // Which instructions keep a stretch lane by lane, for whoever makes the next
                 // vector form.
                 if !vector && log::log_enabled!(log::Level::Trace) {

@@ -2792,3 +2792,51 @@ fn generic_loads_of_local_memory_agree_with_the_interpreter() {
     assert_eq!(got, want);
     assert!(jit.compiled() >= 1, "the other instructions are compiled");
 }
+
+#[test]
+fn a_stretch_of_values_computed_once_stores_them_for_every_lane() {
+    // A run of instructions the same in every lane, ended by a barrier: its one stretch
+    // has nothing left for the lanes but to store the values, which the interpreter then
+    // reads in every lane (a local store of each lane's copy, read back and stored).
+    let (block, v, back, lane, at) = (0, 1, 2, 3, 4);
+    let local = Addr {
+        base: None,
+        global: None,
+        offset: 0,
+    };
+    let code = vec![
+        inst_of(mov(block, Src::Special(Special::Ctaid(0)))),
+        inst_of(bin(BinOp::Add, Ty::U64, v, Src::Reg(block), Src::Imm(7))),
+        inst_of(bin(BinOp::MulLo, Ty::U64, v, Src::Reg(v), Src::Imm(3))),
+        inst_of(Op::Bar),
+        inst_of(Op::St {
+            space: MemSpace::Local,
+            ty: Ty::U64,
+            n: 1,
+            a: [Src::Reg(v), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+            addr: local,
+        }),
+        inst_of(Op::Ld {
+            space: MemSpace::Local,
+            ty: Ty::U64,
+            n: 1,
+            d: [back, 0, 0, 0],
+            addr: local,
+        }),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(BinOp::Shl, Ty::U64, at, Src::Reg(lane), Src::Imm(3))),
+        inst_of(store_u64(at, Src::Reg(back))),
+        inst_of(Op::Exit),
+    ];
+    let mut k = small_kernel("once", 0, 5, code);
+    k.local_bytes = 8;
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let got = lane_values(&k, &jit, &[]);
+    assert_eq!(got, vec![21; 32]);
+    // This stretch and the one after the local accesses (the lane index and its store).
+    assert_eq!(
+        jit.vector_stretches(),
+        2,
+        "the stretch of values computed once has a vector form"
+    );
+}
