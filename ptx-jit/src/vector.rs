@@ -262,9 +262,11 @@ const MAX_SPAN: i64 = 4096;
 /// writes it), a whole number of accesses apart (a block's fields, an unrolled loop's
 /// elements, a vector load's). Each lane checks its whole span once, at the first load,
 /// against that load's site; when every lane's span is inside, each load of the span
-/// reads from there unchecked, else it checks its own accesses as before. A stretch with
-/// several global loads stores nothing to global memory (`codegen::segments`), and no
-/// access of a span can fault when its check passes, so the loads see what they saw.
+/// reads from there unchecked, else it checks its own accesses as before; a span of 2, 4
+/// or 8 bytes is then read whole, in one access per lane, at its first load, and its
+/// unsigned loads take their bytes from that ([`Spanned`]). A stretch with several global
+/// loads stores nothing to global memory (`codegen::segments`), and no access of a span
+/// can fault when its check passes, so the loads see what they saw.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Span {
     /// The first load of a span: the span's lowest offset and its length in accesses.
@@ -358,6 +360,19 @@ fn spans(insts: &[&Inst]) -> HashMap<usize, Span> {
     out
 }
 
+/// What a span's first load found ([`spans`]): whether every lane's span is inside, each
+/// lane's host address of its lowest offset, that offset, and, where the span is 2, 4 or 8
+/// bytes, its bytes in each lane (two `i64x2`, read where every lane's span is inside):
+/// the span's unsigned loads then take their values from there, with no access of their
+/// own.
+#[derive(Clone, Copy)]
+struct Spanned {
+    all: Value,
+    hosts: [Value; 4],
+    lo: i64,
+    words: Option<(Value, Value)>,
+}
+
 /// What the accesses of one instruction's lanes loaded of what they are checked against:
 /// the sites' slots and the shared memory's bounds.
 #[derive(Default)]
@@ -419,7 +434,7 @@ struct Vector<'a, 'f> {
     /// lane's span is inside, each lane's host address of it, and its lowest offset.
     index: usize,
     spans: HashMap<usize, Span>,
-    spanned: HashMap<usize, (Value, [Value; 4], i64)>,
+    spanned: HashMap<usize, Spanned>,
 }
 
 /// What every stretch of a compiled call reads: the warp's registers, the parameters, the
@@ -1187,7 +1202,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         count: u64,
         size: u32,
         site: u32,
-    ) -> Option<(Value, [Value; 4], i64)> {
+    ) -> Option<Spanned> {
         let ats: Vec<Value> = (0..4)
             .map(|k| {
                 let half = if k < 2 { q.lo } else { q.hi };
@@ -1197,7 +1212,29 @@ impl<'a, 'f> Vector<'a, 'f> {
             .collect();
         let mut c = self.checked();
         let (all, hosts) = c.span(site, &ats, size, count)?;
-        Some((all, [hosts[0], hosts[1], hosts[2], hosts[3]], lo))
+        Some(Spanned {
+            all,
+            hosts: [hosts[0], hosts[1], hosts[2], hosts[3]],
+            lo,
+            words: None,
+        })
+    }
+
+    /// The `size` bytes at byte `at` of each lane's span `words` (two `i64x2`), zero-extended.
+    fn bytes_of(&mut self, words: (Value, Value), at: i64, size: u32) -> [Value; 2] {
+        let mask = self.splat_of(I64X2, ((1u128 << (8 * size)) - 1) as i64);
+        [words.0, words.1].map(|w| {
+            let w = if at > 0 {
+                self.b.ins().ushr_imm(w, 8 * at)
+            } else {
+                w
+            };
+            if size < 8 {
+                self.b.ins().band(w, mask)
+            } else {
+                w
+            }
+        })
     }
 
     /// The four lanes' loads of the `n` elements of `size` bytes of an access (its state
@@ -2361,12 +2398,18 @@ impl<'a, 'f> Vector<'a, 'f> {
                 if matches!(space, MemSpace::Global | MemSpace::Generic) {
                     self.sites += n as u32;
                 }
+                // Where a span is 2, 4 or 8 bytes, its first load reads each lane's whole
+                // span at once, when every lane's is inside (as ggml's quantized blocks,
+                // aligned to 2 bytes only, are read: 16-bit loads, packed in pairs).
+                let mut words_of = None;
                 let first = match self.spans.get(&self.index) {
                     Some(&Span::First { lo, count }) => {
                         self.spanned.remove(&self.index);
                         if let Some(q) = base {
                             if let Some(s) = self.span_check(q, lo, count, size, site) {
                                 self.spanned.insert(self.index, s);
+                                let bytes = count * u64::from(size);
+                                words_of = matches!(bytes, 2 | 4 | 8).then_some(bytes as u32);
                             }
                         }
                         Some(self.index)
@@ -2382,38 +2425,75 @@ impl<'a, 'f> Vector<'a, 'f> {
                         let vals = self.checked_loads(access, n, size, ty.signed());
                         self.halves(&vals)
                     }
-                    Some((all, hosts, lo)) => {
+                    Some(sp) => {
                         let (fast, slow, join) = (
                             self.b.create_block(),
                             self.b.create_block(),
                             self.b.create_block(),
                         );
-                        for _ in 0..2 * n {
+                        let extra = if words_of.is_some() { 2 } else { 0 };
+                        for _ in 0..2 * n + extra {
                             self.b.append_block_param(join, I64X2);
                         }
-                        self.b.ins().brif(all, fast, &[], slow, &[]);
+                        self.b.ins().brif(sp.all, fast, &[], slow, &[]);
                         self.b.switch_to_block(fast);
                         self.b.seal_block(fast);
-                        let mut vals = Vec::new();
+                        let f = MemFlags::trusted();
+                        let words = match words_of {
+                            Some(bytes) => {
+                                // Aligned to its elements' size only.
+                                let f = MemFlags::new().with_notrap();
+                                let mut c = self.checked();
+                                let w = sp.hosts.map(|p| c.load(f, p, 0, bytes, false));
+                                let h = self.halves(&[w]);
+                                Some((h[0], h[1]))
+                            }
+                            None => sp.words,
+                        };
+                        let mut args = Vec::new();
                         for e in 0..n {
-                            let at = addr.offset + (e as i64) * i64::from(size) - lo;
-                            let f = MemFlags::trusted();
-                            let mut c = self.checked();
-                            vals.push(hosts.map(|p| c.load(f, p, at as i32, size, ty.signed())));
+                            let at = addr.offset + (e as i64) * i64::from(size) - sp.lo;
+                            match words {
+                                // A value of fewer than 8 bytes, zero-extended: its bytes.
+                                Some(w) if !ty.signed() => {
+                                    args.extend(self.bytes_of(w, at, size));
+                                }
+                                _ => {
+                                    let mut c = self.checked();
+                                    let v = sp
+                                        .hosts
+                                        .map(|p| c.load(f, p, at as i32, size, ty.signed()));
+                                    args.extend(self.halves(&[v]));
+                                }
+                            }
                         }
-                        let args: Vec<BlockArg> =
-                            self.halves(&vals).into_iter().map(BlockArg::from).collect();
+                        if let Some(w) = words.filter(|_| words_of.is_some()) {
+                            args.extend([w.0, w.1]);
+                        }
+                        let args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
                         self.b.ins().jump(join, &args);
                         self.b.switch_to_block(slow);
                         self.b.seal_block(slow);
                         self.b.set_cold_block(slow);
                         let vals = self.checked_loads(access, n, size, ty.signed());
-                        let args: Vec<BlockArg> =
-                            self.halves(&vals).into_iter().map(BlockArg::from).collect();
+                        let mut args = self.halves(&vals);
+                        if words_of.is_some() {
+                            // Never read: the span's later loads take the slow path too.
+                            let zero = self.splat_of(I64X2, 0);
+                            args.extend([zero, zero]);
+                        }
+                        let args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
                         self.b.ins().jump(join, &args);
                         self.b.switch_to_block(join);
                         self.b.seal_block(join);
-                        self.b.block_params(join).to_vec()
+                        let params = self.b.block_params(join).to_vec();
+                        if words_of.is_some() {
+                            let w = (params[2 * n], params[2 * n + 1]);
+                            if let Some(e) = self.spanned.get_mut(&self.index) {
+                                e.words = Some(w);
+                            }
+                        }
+                        params[..2 * n].to_vec()
                     }
                 };
                 for (&dst, h) in d.iter().zip(halves.chunks(2)) {
