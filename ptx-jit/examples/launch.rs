@@ -62,7 +62,8 @@ fn unit(rng: &mut TestRng) -> f32 {
 fn item(s: &str, size: usize, bufs: &[u64]) -> Vec<u8> {
     let v: u64 = if let Some(p) = s.strip_prefix('p') {
         let (n, off) = p.split_once('+').unwrap_or((p, "0"));
-        bufs[n.parse::<usize>().expect("a buffer number")] + off.parse::<u64>().expect("an offset")
+        let n: usize = n.parse().expect("a buffer number");
+        bufs.get(n).expect("no such buffer in BUFS") + off.parse::<u64>().expect("an offset")
     } else if let Some(f) = s.strip_prefix('f') {
         let x: f32 = f.parse().expect("an f32");
         return x.to_le_bytes().to_vec();
@@ -160,7 +161,10 @@ fn main() {
             let (off, v) = rest.split_once('=').expect("@OFF=ITEM");
             let off: usize = off.parse().expect("an offset");
             let b = item(v, if v.starts_with('p') { 8 } else { 4 }, &bufs);
-            params[off..off + b.len()].copy_from_slice(&b);
+            params
+                .get_mut(off..off + b.len())
+                .expect("an @OFF inside the kernel's parameters")
+                .copy_from_slice(&b);
             continue;
         }
         let p = k.params.get(next).expect("more PARAMS than parameters");

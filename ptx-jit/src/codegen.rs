@@ -482,9 +482,9 @@ pub(crate) fn compile(
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let p = module.get_finalized_function(id);
-    // Names the code for profiles: `perf` reads the addresses of code it finds in no file
-    // from `/tmp/perf-PID.map`, which Cranelift writes where `PERF_BUILDID_DIR` is set (as
-    // `perf record` sets it), with anonymous names.
+    // Which PTX instructions each function holds, for profiles: Cranelift's own map for
+    // `perf` (`/tmp/perf-PID.map`, written where `PERF_BUILDID_DIR` is set, as `perf record`
+    // sets it) names its functions by number only.
     if log::log_enabled!(log::Level::Debug) {
         let runs: Vec<String> = subs
             .iter()
