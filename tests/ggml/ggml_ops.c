@@ -18,7 +18,7 @@ typedef struct ggml_tensor ggml_tensor;
 typedef struct ggml_cgraph ggml_cgraph;
 typedef void *ggml_backend_t;
 typedef void *ggml_backend_buffer_t;
-enum { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q6_K = 14, I32 = 26 };
+enum { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q6_K = 14, I32 = 26, I64 = 27 };
 
 ggml_context *ggml_init(struct ggml_init_params);
 void ggml_free(ggml_context *);
@@ -28,6 +28,8 @@ ggml_tensor *ggml_new_tensor_3d(ggml_context *, int, int64_t, int64_t, int64_t);
 ggml_tensor *ggml_rms_norm(ggml_context *, ggml_tensor *, float);
 ggml_tensor *ggml_norm(ggml_context *, ggml_tensor *, float);
 ggml_tensor *ggml_add(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_sub(ggml_context *, ggml_tensor *, ggml_tensor *);
+ggml_tensor *ggml_div(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_mul(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_scale(ggml_context *, ggml_tensor *, float);
 ggml_tensor *ggml_silu(ggml_context *, ggml_tensor *);
@@ -37,6 +39,8 @@ ggml_tensor *ggml_get_rows(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_cpy(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_mul_mat(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_swiglu(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_geglu(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_set_rows(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_transpose(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_cont(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_diag_mask_inf(ggml_context *, ggml_tensor *, int);
@@ -87,7 +91,8 @@ void ggml_backend_free(ggml_backend_t);
 enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16, ROPE,
        MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, MATVEC_Q4_K,
        MATVEC_Q6_K, MMQ_Q4_K, MMQ_Q6_K, SWIGLU, TRANSPOSE, DIAG_MASK, SUM_ROWS, ARGMAX,
-       FLASH_ATTN_1, FLASH_ATTN_8, GEMM_F32, GEMM_F16, GEMM_KQ, OPS };
+       FLASH_ATTN_1, FLASH_ATTN_8, GEMM_F32, GEMM_F16, GEMM_KQ, SUB, DIV, GEGLU, SET_ROWS_F16,
+       SET_ROWS_Q8_0, CPY_Q8_0, CPY_F32, GET_ROWS_F16, GET_ROWS_Q8_0, OPS };
 static const char *names[OPS] = {
     "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
     "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
@@ -96,11 +101,14 @@ static const char *names[OPS] = {
     "mul_mat q4_K (16 columns)", "mul_mat q6_K (16 columns)", "swiglu", "cont(transpose)",
     "diag_mask_inf + soft_max", "sum_rows", "argmax", "flash_attn_ext (1 query)",
     "flash_attn_ext (8 queries)", "mul_mat f32 (64 cols, cuBLAS)", "mul_mat f16 (64 cols, cuBLAS)",
-    "mul_mat f16 K·Q (batched cuBLAS)",
+    "mul_mat f16 K·Q (batched cuBLAS)", "sub (broadcast row)", "div (broadcast row)", "geglu",
+    "set_rows f32->f16", "set_rows f32->q8_0", "cpy f32->q8_0", "cpy f16->f32", "get_rows f16",
+    "get_rows q8_0",
 };
 static const double tolerance[OPS] = {
     1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4,
-    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0, 5e-4, 5e-4, 1e-7, 5e-4, 5e-4,
+    1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0, 5e-4, 5e-4, 1e-7, 5e-4, 5e-4, 0, 1e-7,
+    1e-6, 0, 1e-7, 1e-7, 0, 0, 0,
 };
 
 static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B], wks[K * M], vks[K * B], gs[N * BG];
@@ -108,6 +116,9 @@ static unsigned char wq4k[K * M], wq6k[K * M];
 static float qs[HEAD_DIM * 8 * HEADS], kvs[HEAD_DIM * KV * HEADS];
 static uint16_t kh[HEAD_DIM * KV * HEADS], vh[HEAD_DIM * KV * HEADS];
 static int32_t rows[3] = {4, 0, 2}, pos[R] = {0, 1, 2, 7, 30};
+/* Where set_rows puts the R rows of x among the SR rows of its destination (others keep theirs). */
+#define SR 8
+static int64_t dest_rows[R] = {6, 0, 3, 7, 1};
 static unsigned char wq8[N * N * 2], wq4[N * N];
 static uint16_t wh[N * N];
 
@@ -130,6 +141,14 @@ static void inputs(void) {
     ggml_quantize_chunk(Q8_0, ws, wq8, 0, N, N, NULL);
     ggml_quantize_chunk(Q4_0, ws, wq4, 0, N, N, NULL);
     ggml_quantize_chunk(F16, ws, wh, 0, N, N, NULL);
+}
+
+/* An f16's value: sign, exponent and mantissa moved into place. */
+static float half_to_float(uint16_t hb) {
+    uint32_t s = hb & 0x8000u, e = (hb >> 10) & 0x1f, m = hb & 0x3ff;
+    float f = e == 31 ? (m ? NAN : INFINITY)
+                      : e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 0x400), (int)e - 25);
+    return s ? -f : f;
 }
 
 /* Computes every op on backend `be`; out[op] gets its result, count[op] its length. */
@@ -159,6 +178,12 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_tensor *q = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, HEADS, R);
     ggml_tensor *vg = ggml_new_tensor_2d(ctx, F32, N, BG);
     ggml_tensor *qg = ggml_new_tensor_3d(ctx, F32, HEAD_DIM, QG, HEADS);
+    ggml_tensor *sh = ggml_new_tensor_2d(ctx, F16, N, SR);
+    ggml_tensor *s8 = ggml_new_tensor_2d(ctx, Q8_0, N, SR);
+    ggml_tensor *dst = ggml_new_tensor_1d(ctx, I64, R);
+    ggml_tensor *h8 = ggml_new_tensor_2d(ctx, Q8_0, N, R);
+    ggml_tensor *hin = ggml_new_tensor_2d(ctx, F16, N, R);
+    ggml_tensor *hout = ggml_new_tensor_2d(ctx, F32, N, R);
     ggml_tensor *o[OPS];
     o[RMS_NORM] = ggml_rms_norm(ctx, x, 1e-5f);
     o[NORM] = ggml_norm(ctx, x, 1e-5f);
@@ -192,6 +217,15 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     o[GEMM_F32] = ggml_mul_mat(ctx, w, vg);
     o[GEMM_F16] = ggml_mul_mat(ctx, w16, vg);
     o[GEMM_KQ] = ggml_mul_mat(ctx, kk, qg);
+    o[SUB] = ggml_sub(ctx, x, y);
+    o[DIV] = ggml_div(ctx, x, y);
+    o[GEGLU] = ggml_geglu(ctx, x);
+    o[SET_ROWS_F16] = ggml_set_rows(ctx, sh, x, dst);
+    o[SET_ROWS_Q8_0] = ggml_set_rows(ctx, s8, x, dst);
+    o[CPY_Q8_0] = ggml_cpy(ctx, x, h8);
+    o[CPY_F32] = ggml_cpy(ctx, hin, hout);
+    o[GET_ROWS_F16] = ggml_get_rows(ctx, w16, idx);
+    o[GET_ROWS_Q8_0] = ggml_get_rows(ctx, w8, idx);
     ggml_cgraph *g = ggml_new_graph(ctx);
     for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
@@ -221,6 +255,10 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_backend_tensor_set(qg, gs, 0, ggml_nbytes(qg));
     ggml_backend_tensor_set(idx, rows, 0, sizeof rows);
     ggml_backend_tensor_set(ps, pos, 0, sizeof pos);
+    ggml_backend_tensor_set(sh, wh, 0, ggml_nbytes(sh));
+    ggml_backend_tensor_set(s8, wq8, 0, ggml_nbytes(s8));
+    ggml_backend_tensor_set(dst, dest_rows, 0, sizeof dest_rows);
+    ggml_backend_tensor_set(hin, wh + N * SR, 0, ggml_nbytes(hin));
     int status = ggml_backend_graph_compute(be, g);
     if (status != 0) {
         fprintf(stderr, "ggml_ops: graph compute failed with status %d\n", status);
@@ -228,16 +266,22 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     }
     for (int i = 0; i < OPS; i++) {
         size_t bytes = ggml_nbytes(o[i]);
-        if (i == CPY_F16) {
-            uint16_t half[N * R];
+        if (i == CPY_F16 || i == SET_ROWS_F16) {
+            static uint16_t half[N * SR];
+            int n = (int)(bytes / sizeof half[0]);
             ggml_backend_tensor_get(o[i], half, 0, bytes);
-            for (int k = 0; k < N * R; k++) {
-                /* f16 to f32: sign, exponent and mantissa moved into place. */
-                uint32_t hb = half[k], s = (hb & 0x8000u) << 16, e = (hb >> 10) & 0x1f, m = hb & 0x3ff;
-                float f = e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 0x400), (int)e - 25);
-                out[i][k] = s ? -f : f;
+            for (int k = 0; k < n; k++) out[i][k] = half_to_float(half[k]);
+            count[i] = n;
+        } else if (i == SET_ROWS_Q8_0 || i == CPY_Q8_0) {
+            static unsigned char q[N * SR * 34 / 32];
+            int n = (int)(bytes / 34 * 32);
+            ggml_backend_tensor_get(o[i], q, 0, bytes);
+            /* A q8_0 block: an f16 scale, then 32 signed quants. */
+            for (int k = 0; k < n; k++) {
+                const unsigned char *blk = q + k / 32 * 34;
+                out[i][k] = half_to_float((uint16_t)(blk[0] | blk[1] << 8)) * (signed char)blk[2 + k % 32];
             }
-            count[i] = N * R;
+            count[i] = n;
         } else if (i == ARGMAX) {
             int32_t at[R];
             ggml_backend_tensor_get(o[i], at, 0, bytes);
@@ -268,6 +312,19 @@ static int kquant_as_close(int op, const float *cpu, const float *gpu, int cols)
     int ok = eg <= 1.25 * ec;
     printf("  %-24s against the exact product: cpu NMSE %.2e, vgpu NMSE %.2e  %s\n", names[op],
            ec / ref, eg / ref, ok ? "ok" : "FAILED");
+    return ok;
+}
+
+/* The q8_0 copy of x, read back, against x itself: the blocks are read as they are laid out
+ * (an 8-bit quant keeps the NMSE near 1e-5). */
+static int q8_0_as_close(const float *gpu, int n) {
+    double err = 0, ref = 0;
+    for (int k = 0; k < n && k < N * R; k++) {
+        err += ((double)gpu[k] - xs[k]) * ((double)gpu[k] - xs[k]);
+        ref += (double)xs[k] * xs[k];
+    }
+    int ok = n == N * R && err <= 1e-4 * ref;
+    printf("  %-24s against its input: NMSE %.2e  %s\n", names[CPY_Q8_0], err / ref, ok ? "ok" : "FAILED");
     return ok;
 }
 
@@ -400,6 +457,7 @@ int main(int argc, char **argv) {
                tolerance[i], ok ? "ok" : "FAILED");
         if (i >= MATVEC_Q4_K && i <= MMQ_Q6_K)
             ok &= kquant_as_close(i, cpu[i], gpu[i], i >= MMQ_Q4_K ? B : 1);
+        if (i == CPY_Q8_0) ok &= q8_0_as_close(gpu[i], ngpu[i]);
         bad |= !ok;
     }
     ggml_backend_free(cuda);
