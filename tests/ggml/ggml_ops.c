@@ -35,6 +35,7 @@ ggml_tensor *ggml_scale(ggml_context *, ggml_tensor *, float);
 ggml_tensor *ggml_silu(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_gelu(ggml_context *, ggml_tensor *);
 ggml_tensor *ggml_soft_max(ggml_context *, ggml_tensor *);
+ggml_tensor *ggml_soft_max_ext(ggml_context *, ggml_tensor *, ggml_tensor *, float, float);
 ggml_tensor *ggml_get_rows(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_cpy(ggml_context *, ggml_tensor *, ggml_tensor *);
 ggml_tensor *ggml_mul_mat(ggml_context *, ggml_tensor *, ggml_tensor *);
@@ -92,7 +93,7 @@ enum { RMS_NORM, NORM, ADD, MUL, SCALE, SILU, GELU, SOFT_MAX, GET_ROWS, CPY_F16,
        MATVEC_F32, MATVEC_F16, MATVEC_Q8_0, MATVEC_Q4_0, MMQ_Q8_0, MMQ_Q4_0, MATVEC_Q4_K,
        MATVEC_Q6_K, MMQ_Q4_K, MMQ_Q6_K, SWIGLU, TRANSPOSE, DIAG_MASK, SUM_ROWS, ARGMAX,
        FLASH_ATTN_1, FLASH_ATTN_8, GEMM_F32, GEMM_F16, GEMM_KQ, SUB, DIV, GEGLU, SET_ROWS_F16,
-       SET_ROWS_Q8_0, CPY_Q8_0, CPY_F32, GET_ROWS_F16, GET_ROWS_Q8_0, OPS };
+       SET_ROWS_Q8_0, CPY_Q8_0, CPY_F32, GET_ROWS_F16, GET_ROWS_Q8_0, ROPE_NORM, SOFT_MAX_EXT, OPS };
 static const char *names[OPS] = {
     "rms_norm", "norm", "add (broadcast row)", "mul", "scale", "silu", "gelu", "soft_max",
     "get_rows", "cpy f32->f16", "rope (neox)", "mul_mat f32 (mat-vec)", "mul_mat f16 (mat-vec)",
@@ -103,12 +104,12 @@ static const char *names[OPS] = {
     "flash_attn_ext (8 queries)", "mul_mat f32 (64 cols, cuBLAS)", "mul_mat f16 (64 cols, cuBLAS)",
     "mul_mat f16 K·Q (batched cuBLAS)", "sub (broadcast row)", "div (broadcast row)", "geglu",
     "set_rows f32->f16", "set_rows f32->q8_0", "cpy f32->q8_0", "cpy f16->f32", "get_rows f16",
-    "get_rows q8_0",
+    "get_rows q8_0", "rope (normal)", "soft_max (scale, mask)",
 };
 static const double tolerance[OPS] = {
     1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-6, 1e-7, 0, 0, 1e-7, 1e-7, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4,
     1e-3, 1e-3, 1e-3, 1e-3, 1e-7, 0, 1e-7, 1e-7, 0, 5e-4, 5e-4, 1e-7, 5e-4, 5e-4, 0, 1e-7,
-    1e-6, 0, 1e-7, 1e-7, 0, 0, 0,
+    1e-6, 0, 1e-7, 1e-7, 0, 0, 0, 1e-7, 1e-7,
 };
 
 static float xs[N * R], ys[N], ws[N * N], vs[N], bs[N * B], wks[K * M], vks[K * B], gs[N * BG];
@@ -119,6 +120,8 @@ static int32_t rows[3] = {4, 0, 2}, pos[R] = {0, 1, 2, 7, 30};
 /* Where set_rows puts the R rows of x among the SR rows of its destination (others keep theirs). */
 #define SR 8
 static int64_t dest_rows[R] = {6, 0, 3, 7, 1};
+/* An attention mask: each row hides the columns past its own, as a causal one does. */
+static float mask[N * R];
 static unsigned char wq8[N * N * 2], wq4[N * N];
 static uint16_t wh[N * N];
 
@@ -132,6 +135,7 @@ static void inputs(void) {
     for (int i = 0; i < K * M; i++) wks[i] = cosf(i * 0.021f) * 0.7f;
     for (int i = 0; i < K * B; i++) vks[i] = sinf(i * 0.43f);
     for (int i = 0; i < HEAD_DIM * 8 * HEADS; i++) qs[i] = sinf(i * 0.3f);
+    for (int i = 0; i < N * R; i++) mask[i] = i % N > 250 + 10 * (i / N) ? -INFINITY : 0.0f;
     for (int i = 0; i < HEAD_DIM * KV * HEADS; i++) kvs[i] = cosf(i * 0.017f);
     ggml_quantize_chunk(F16, kvs, kh, 0, KV * HEADS, HEAD_DIM, NULL);
     for (int i = 0; i < HEAD_DIM * KV * HEADS; i++) kvs[i] = sinf(i * 0.05f);
@@ -184,6 +188,7 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_tensor *h8 = ggml_new_tensor_2d(ctx, Q8_0, N, R);
     ggml_tensor *hin = ggml_new_tensor_2d(ctx, F16, N, R);
     ggml_tensor *hout = ggml_new_tensor_2d(ctx, F32, N, R);
+    ggml_tensor *m = ggml_new_tensor_2d(ctx, F32, N, R);
     ggml_tensor *o[OPS];
     o[RMS_NORM] = ggml_rms_norm(ctx, x, 1e-5f);
     o[NORM] = ggml_norm(ctx, x, 1e-5f);
@@ -226,6 +231,9 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     o[CPY_F32] = ggml_cpy(ctx, hin, hout);
     o[GET_ROWS_F16] = ggml_get_rows(ctx, w16, idx);
     o[GET_ROWS_Q8_0] = ggml_get_rows(ctx, w8, idx);
+    o[ROPE_NORM] = ggml_rope_ext(ctx, q, ps, NULL, HEAD_DIM, 0, 128, 10000.0f, 1.0f, 0.0f, 1.0f,
+                                 32.0f, 1.0f);
+    o[SOFT_MAX_EXT] = ggml_soft_max_ext(ctx, x, m, 0.125f, 0.0f);
     ggml_cgraph *g = ggml_new_graph(ctx);
     for (int i = 0; i < OPS; i++) ggml_build_forward_expand(g, o[i]);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
@@ -258,6 +266,7 @@ static void run(ggml_backend_t be, float out[OPS][MAX_OUT], int count[OPS]) {
     ggml_backend_tensor_set(sh, wh, 0, ggml_nbytes(sh));
     ggml_backend_tensor_set(s8, wq8, 0, ggml_nbytes(s8));
     ggml_backend_tensor_set(dst, dest_rows, 0, sizeof dest_rows);
+    ggml_backend_tensor_set(m, mask, 0, sizeof mask);
     ggml_backend_tensor_set(hin, wh + N * SR, 0, ggml_nbytes(hin));
     int status = ggml_backend_graph_compute(be, g);
     if (status != 0) {
