@@ -200,6 +200,12 @@ pub(crate) fn compile(
         // instructions between them called once for the warp.
         let mut taken_out = none;
         let segs = segments(insts);
+        // The accesses the vector forms test for coalesced lanes.
+        let hints = if vectors {
+            coalesced(insts, &facts)
+        } else {
+            HashSet::new()
+        };
         let segments_count = segs.len();
         // A run that branches back to its own start, in one stretch with no stores, loops
         // inside the compiled code: each lane runs its iterations on its own.
@@ -231,6 +237,7 @@ pub(crate) fn compile(
                     uniform_dirty: &no_dirty,
                     normal_in: &no_normal,
                     live: &|r| live(end, r),
+                    coalesced: &hints,
                 };
                 let (bits, s) = crate::vector::chain(&mut b, &env, &parts);
                 b.ins().jump(done, &[bits.into()]);
@@ -353,6 +360,7 @@ pub(crate) fn compile(
                         uniform_dirty: &uniform_dirty,
                         normal_in: &normal_in,
                         live: &|r| live(end, r),
+                        coalesced: &hints,
                     };
                     let (r, s) = crate::vector::build(&mut b, &env, &body_insts, looping, after);
                     top = top.max(r);
@@ -502,6 +510,36 @@ pub(crate) fn compile(
         params: param_bytes,
         vector_stretches,
     })
+}
+
+/// The one-element global and shared accesses of 4 or 8 bytes among a run's `insts` whose
+/// lanes' addresses are most likely one after the other (the stride of the base register,
+/// [`Facts::stride`], is the access's size), by the addresses of their instructions: the
+/// vector code tests these for a coalesced access.
+fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashSet<usize> {
+    let mut out = HashSet::new();
+    for (i, inst) in insts.iter().enumerate() {
+        let (space, ty, n, addr) = match &inst.op {
+            Op::Ld {
+                space, ty, n, addr, ..
+            }
+            | Op::St {
+                space, ty, n, addr, ..
+            } => (space, ty, n, addr),
+            _ => continue,
+        };
+        let Some(base) = addr.base.filter(|_| addr.global.is_none()) else {
+            continue;
+        };
+        if *n != 1 || !matches!(space, MemSpace::Global | MemSpace::Shared) {
+            continue;
+        }
+        let size = u64::from(ty.size());
+        if matches!(size, 4 | 8) && facts(i).and_then(|f| f.stride(base)) == Some(size) {
+            out.insert(inst as *const Inst as usize);
+        }
+    }
+    out
 }
 
 /// The stretches of per-lane instructions of a run, each with the warp-wide instruction
@@ -1220,6 +1258,32 @@ impl Checked<'_, '_> {
                 .ins()
                 .load(self.ptr, f, self.loads, at(offset_of!(Site, host))),
         ]
+    }
+
+    /// Whether the `count` accesses of `size` bytes (a power of two, at most 8) one after
+    /// the other from byte `at` of the block's shared memory are all inside it and aligned
+    /// (each as [`Checked::shared_in_row`] checks one), in one check, and the host address
+    /// of the first.
+    pub(crate) fn shared_span(&mut self, at: Value, size: u32, count: u64) -> (Value, Value) {
+        let f = MemFlags::trusted();
+        let len = self
+            .b
+            .ins()
+            .load(I64, f, self.loads, offset_of!(LoadCtx, shared_len) as i32);
+        let host = self
+            .b
+            .ins()
+            .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
+        let lim = self.b.ins().ushr_imm(len, i64::from(size.trailing_zeros()));
+        // The first access is one of the first `lim - more` (none when fewer fit).
+        let more = count.saturating_sub(1) as i64;
+        let short = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, lim, more);
+        let rest = self.b.ins().iadd_imm(lim, -more);
+        let zero = self.b.ins().iconst(I64, 0);
+        let lim = self.b.ins().select(short, zero, rest);
+        let hit = self.aligned_below(at, lim, size);
+        let off = self.address(at);
+        (hit, self.b.ins().iadd(host, off))
     }
 
     /// [`Checked::shared`] for one of several accesses in a row: `row` holds the block's

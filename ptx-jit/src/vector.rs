@@ -435,6 +435,10 @@ struct Vector<'a, 'f> {
     index: usize,
     spans: HashMap<usize, Span>,
     spanned: HashMap<usize, Spanned>,
+    /// The accesses most likely coalesced ([`Env::coalesced`]), and whether the one being
+    /// built is.
+    env_hints: &'a HashSet<usize>,
+    hinted: bool,
 }
 
 /// What every stretch of a compiled call reads: the warp's registers, the parameters, the
@@ -465,6 +469,9 @@ pub(crate) struct Env<'a> {
     pub(crate) uniform_dirty: &'a BTreeSet<Reg>,
     pub(crate) normal_in: &'a HashSet<Reg>,
     pub(crate) live: &'a dyn Fn(Reg) -> bool,
+    /// The accesses (the addresses of their instructions) whose lanes' addresses are most
+    /// likely one after the other (`codegen::coalesced`): only these test for it.
+    pub(crate) coalesced: &'a HashSet<usize>,
 }
 
 /// Builds the stretch `insts` for all 32 lanes, four at a time, in the current block,
@@ -694,6 +701,8 @@ impl<'a, 'f> Vector<'a, 'f> {
             index: 0,
             spans: HashMap::new(),
             spanned: HashMap::new(),
+            env_hints: env.coalesced,
+            hinted: false,
         }
     }
 
@@ -720,7 +729,10 @@ impl<'a, 'f> Vector<'a, 'f> {
                         Some((p, neg)) => self.guard_bits(p, neg),
                     };
                 }
-                op => self.op(op, inst.line),
+                op => {
+                    self.hinted = self.env_hints.contains(&(*inst as *const Inst as usize));
+                    self.op(op, inst.line)
+                }
             }
         }
         bits
@@ -1218,6 +1230,213 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo,
             words: None,
         })
+    }
+
+    /// Whether a one-element access of `size` bytes in `space` by the four lanes at
+    /// global site `site` has a coalesced form ([`Self::coalesced_load`],
+    /// [`Self::coalesced_store`]): one the analysis finds most likely coalesced
+    /// ([`Env::coalesced`]), of 4 or 8 bytes, in global (a site with a slot) or shared
+    /// memory, every lane running it (not a loop's remaining lanes).
+    fn coalescable(&self, space: MemSpace, n: usize, size: u32, site: u32) -> bool {
+        let at = match space {
+            MemSpace::Global => (site as usize) < crate::direct::SITES,
+            MemSpace::Shared => true,
+            _ => false,
+        };
+        at && self.hinted && n == 1 && matches!(size, 4 | 8) && self.active.is_none()
+    }
+
+    /// Whether the four lanes' accesses of `size` bytes at `q` plus `offset` lie one after
+    /// the other (the lanes of a coalesced access, as a GPU kernel mostly makes them), and
+    /// lane 0's address.
+    fn contiguous(&mut self, q: Quad, offset: i64, size: u32) -> (Value, Value) {
+        let b0 = self.b.ins().extractlane(q.lo, 0);
+        let first = self.b.ins().splat(I64X2, b0);
+        let step = u64::from(size);
+        let mut all = None;
+        for (half, k) in [(q.lo, 0u64), (q.hi, 2)] {
+            let apart = self.b.ins().isub(half, first);
+            let bytes: Vec<u8> = [k * step, (k + 1) * step]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
+            let want = self.b.ins().vconst(I64X2, c);
+            let eq = self.b.ins().icmp(IntCC::Equal, apart, want);
+            all = Some(match all {
+                None => eq,
+                Some(a) => self.b.ins().band(a, eq),
+            });
+        }
+        let all = all.expect("two halves");
+        let all = self.b.ins().vall_true(all);
+        (all, self.b.ins().iadd_imm(b0, offset))
+    }
+
+    /// Whether the four accesses of `size` bytes from `at` one after the other are inside
+    /// and aligned (global: the allocation of site `site`'s slot, as [`Checked::span`]
+    /// checks; shared: the block's shared memory), and the host address of the first.
+    fn run_check(&mut self, space: MemSpace, at: Value, size: u32, site: u32) -> (Value, Value) {
+        let mut c = self.checked();
+        match space {
+            MemSpace::Shared => c.shared_span(at, size, 4),
+            _ => match c.span(site, &[at], size, 4) {
+                Some((all, hosts)) => (all, hosts[0]),
+                // `coalescable` admitted only sites with slots.
+                None => unreachable!("a global site with no slot"),
+            },
+        }
+    }
+
+    /// A one-element load of 4 or 8 bytes by the four lanes as one vector access, where
+    /// their addresses lie one after the other and inside (one check for the run of
+    /// bytes, no lane's value gathered), else lane by lane as [`Self::checked_loads`]
+    /// makes it (where a lane's access faults, or the lanes are apart); `None`, with
+    /// nothing built, where it has no such form ([`Self::coalescable`]).
+    fn coalesced_load(
+        &mut self,
+        (space, base, offset, line, site): (MemSpace, Option<Quad>, i64, u32, u32),
+        n: usize,
+        size: u32,
+        signed: bool,
+    ) -> Option<Quad> {
+        let q = base.filter(|_| self.coalescable(space, n, size, site))?;
+        let (contig, at) = self.contiguous(q, offset, size);
+        let (check, fast, slow, join) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.append_block_param(join, I64X2);
+        self.b.append_block_param(join, I64X2);
+        if size == 4 {
+            self.b.append_block_param(join, I32X4);
+        }
+        self.b.ins().brif(contig, check, &[], slow, &[]);
+        self.b.switch_to_block(check);
+        self.b.seal_block(check);
+        let (hit, host) = self.run_check(space, at, size, site);
+        self.b.ins().brif(hit, fast, &[], slow, &[]);
+        self.b.switch_to_block(fast);
+        self.b.seal_block(fast);
+        // Aligned to the elements' size only.
+        let f = MemFlags::new().with_notrap();
+        let args = if size == 4 {
+            let v = self.b.ins().load(I32X4, f, host, 0);
+            let (lo, hi) = if signed {
+                (self.b.ins().swiden_low(v), self.b.ins().swiden_high(v))
+            } else {
+                (self.b.ins().uwiden_low(v), self.b.ins().uwiden_high(v))
+            };
+            vec![lo, hi, v]
+        } else {
+            let lo = self.b.ins().load(I64X2, f, host, 0);
+            let hi = self.b.ins().load(I64X2, f, host, 16);
+            vec![lo, hi]
+        };
+        let args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
+        self.b.ins().jump(join, &args);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        let vals = self.checked_loads((space, base, offset, line, site), 1, size, signed);
+        let h = self.halves(&vals);
+        let mut args = vec![h[0], h[1]];
+        if size == 4 {
+            let mut q = Quad {
+                lo: h[0],
+                hi: h[1],
+                low32: None,
+            };
+            args.push(self.low32(&mut q));
+        }
+        let args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
+        self.b.ins().jump(join, &args);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        let p = self.b.block_params(join).to_vec();
+        Some(Quad {
+            lo: p[0],
+            hi: p[1],
+            low32: p.get(2).copied(),
+        })
+    }
+
+    /// A one-element store of 4 or 8 bytes of `v` by the four lanes as one vector access,
+    /// where their addresses lie one after the other and inside, else lane by lane as
+    /// [`Self::lane_stores`] makes it; false, with nothing built, where it has no such
+    /// form ([`Self::coalescable`]). The lanes' bytes do not overlap, so their order does
+    /// not matter. The vector store is made on every path, to the call's sink where the
+    /// lanes are not one after the other and inside (then followed by the lanes' own
+    /// stores): a store only on one path had the code generator make the value there,
+    /// where it makes a value at its first use, and again after the paths joined.
+    fn coalesced_store(
+        &mut self,
+        (space, base, offset, line, site): (MemSpace, Option<Quad>, i64, u32, u32),
+        size: u32,
+        mut v: Quad,
+    ) -> bool {
+        let Some(q) = base.filter(|_| self.coalescable(space, 1, size, site)) else {
+            return false;
+        };
+        let words = if size == 4 {
+            vec![self.low32(&mut v)]
+        } else {
+            vec![v.lo, v.hi]
+        };
+        let (contig, at) = self.contiguous(q, offset, size);
+        let (hit, host) = self.run_check(space, at, size, site);
+        let ok = self.b.ins().band(contig, hit);
+        let sink = offset_of!(crate::direct::LoadCtx, sink) as i64;
+        let sink = self.b.ins().iadd_imm(self.call.loads, sink);
+        let f = MemFlags::new().with_notrap();
+        for (k, w) in words.iter().enumerate() {
+            let at = self.b.ins().iadd_imm(host, 16 * k as i64);
+            let p = self.b.ins().select(ok, at, sink);
+            self.b.ins().store(f, *w, p, 0);
+        }
+        let (slow, join) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(ok, join, &[], slow, &[]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        self.lane_stores((space, base, offset, line, site), size, &[v]);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        true
+    }
+
+    /// The four lanes' stores of the elements `vals` of `size` bytes of an access (its
+    /// state space, base, offset, line and first site), lane after lane, each its elements
+    /// in order, each checked as the lane code checks it.
+    fn lane_stores(
+        &mut self,
+        (space, base, offset, line, site): (MemSpace, Option<Quad>, i64, u32, u32),
+        size: u32,
+        vals: &[Quad],
+    ) {
+        let mut row = Row::default();
+        for k in 0..4 {
+            for (e, q) in vals.iter().enumerate() {
+                let at = (offset, k, e);
+                let p = self.lane_address(space, base, at, size, line, (site, true), &mut row);
+                let f = MemFlags::trusted();
+                // The low halves where they are at hand (nothing else is stored).
+                if let (4, Some(low)) = (size, q.low32) {
+                    let v = self.b.ins().extractlane(low, k as u8);
+                    self.b.ins().store(f, v, p, 0);
+                    continue;
+                }
+                let half = if k < 2 { q.lo } else { q.hi };
+                let v = self.b.ins().extractlane(half, (k % 2) as u8);
+                match size {
+                    1 => self.b.ins().istore8(f, v, p, 0),
+                    2 => self.b.ins().istore16(f, v, p, 0),
+                    4 => self.b.ins().istore32(f, v, p, 0),
+                    _ => self.b.ins().store(f, v, p, 0),
+                };
+            }
+        }
     }
 
     /// The `size` bytes at byte `at` of each lane's span `words` (two `i64x2`), zero-extended.
@@ -2422,6 +2641,10 @@ impl<'a, 'f> Vector<'a, 'f> {
                 // By element, the four lanes' values as two `i64x2`.
                 let halves = match spanned {
                     None => {
+                        if let Some(q) = self.coalesced_load(access, n, size, ty.signed()) {
+                            self.set(d[0], q);
+                            return;
+                        }
                         let vals = self.checked_loads(access, n, size, ty.signed());
                         self.halves(&vals)
                     }
@@ -2520,22 +2743,9 @@ impl<'a, 'f> Vector<'a, 'f> {
                     self.sites += n as u32;
                 }
                 let vals: Vec<Quad> = a.iter().take(n).map(|s| self.src(s)).collect();
-                let mut row = Row::default();
-                for k in 0..4 {
-                    for (e, q) in vals.iter().enumerate() {
-                        let at = (addr.offset, k, e);
-                        let p =
-                            self.lane_address(*space, base, at, size, line, (site, true), &mut row);
-                        let half = if k < 2 { q.lo } else { q.hi };
-                        let v = self.b.ins().extractlane(half, (k % 2) as u8);
-                        let f = MemFlags::trusted();
-                        match size {
-                            1 => self.b.ins().istore8(f, v, p, 0),
-                            2 => self.b.ins().istore16(f, v, p, 0),
-                            4 => self.b.ins().istore32(f, v, p, 0),
-                            _ => self.b.ins().store(f, v, p, 0),
-                        };
-                    }
+                let access = (*space, base, addr.offset, line, site);
+                if !(n == 1 && self.coalesced_store(access, size, vals[0])) {
+                    self.lane_stores(access, size, &vals);
                 }
             }
             // `vectorizable` admits nothing else.

@@ -30,6 +30,13 @@
 //! (whichever lane it reads, the register holds such a value there too); a guarded write
 //! keeps it so only when it writes such a value. Registers start unknown, and needing
 //! flushing.
+//!
+//! And a hint for compiled code's memory accesses: a register's *stride*, what lane `i`
+//! holds more than lane 0, divided by `i`, as far as integer arithmetic on `%tid.x` or
+//! `%laneid` and values the same in every lane tells (`%tid.x` counted as one apart from
+//! lane to lane, as it is in a block at least a warp wide). An access whose address has a
+//! stride of its own size is most likely coalesced (the lanes' bytes one after the other),
+//! which compiled code then tests for at run time; the hint decides only whether it tests.
 
 use crate::ir::{Addr, BinOp, Inst, MemSpace, Op, Reg, Src, Ty};
 
@@ -61,6 +68,8 @@ struct Fact {
     /// The same in every lane of a warp that runs the instruction together (true where
     /// not reached yet).
     uniform: bool,
+    /// Its stride (the module's documentation): a hint, known or not.
+    stride: Value,
 }
 
 impl Fact {
@@ -68,11 +77,13 @@ impl Fact {
         value: Value::Unreached,
         normal: true,
         uniform: true,
+        stride: Value::Unreached,
     };
     const ANY: Fact = Fact {
         value: Value::Any,
         normal: false,
         uniform: false,
+        stride: Value::Any,
     };
 
     fn meet(self, other: Fact) -> Fact {
@@ -80,6 +91,7 @@ impl Fact {
             value: self.value.meet(other.value),
             normal: self.normal && other.normal,
             uniform: self.uniform && other.uniform,
+            stride: self.stride.meet(other.stride),
         }
     }
 
@@ -170,7 +182,106 @@ fn same_in_every_lane(inst: &Inst, state: &[Fact], diverged: bool) -> bool {
 fn written(inst: &Inst, d: Reg, state: &[Fact], diverged: bool) -> Fact {
     let mut fact = written_value(inst, d, state);
     fact.uniform = same_in_every_lane(inst, state, diverged);
+    fact.stride = if fact.uniform {
+        Value::Known(0)
+    } else {
+        stride(&inst.op, state)
+    };
     fact
+}
+
+/// The stride (the module's documentation) of what `op` writes, from the facts before it.
+fn stride(op: &Op, state: &[Fact]) -> Value {
+    use crate::ir::Special;
+    let of = |s: &Src| match *s {
+        Src::Imm(_) => Value::Known(0),
+        Src::Reg(r) => match state.get(r as usize) {
+            Some(f) if f.same() => Value::Known(0),
+            Some(f) => f.stride,
+            None => Value::Any,
+        },
+        Src::Special(Special::Tid(0) | Special::LaneId) => Value::Known(1),
+        Src::Special(sp) if sp.same_in_every_lane() => Value::Known(0),
+        _ => Value::Any,
+    };
+    let imm = |s: &Src| match *s {
+        Src::Imm(v) => Some(v),
+        Src::Reg(r) => match state.get(r as usize).map(|f| f.value) {
+            Some(Value::Known(v)) => Some(v),
+            _ => None,
+        },
+        _ => None,
+    };
+    let int = |t: &Ty| {
+        matches!(
+            t,
+            Ty::U8 | Ty::S8 | Ty::U16 | Ty::S16 | Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64
+        )
+    };
+    let both = |a: &Src, b: &Src, f: fn(u64, u64) -> u64| match (of(a), of(b)) {
+        (Value::Known(x), Value::Known(y)) => Value::Known(f(x, y)),
+        (Value::Unreached, _) | (_, Value::Unreached) => Value::Unreached,
+        _ => Value::Any,
+    };
+    // A stride times a known value (either operand).
+    let times = |a: &Src, b: &Src| match (imm(a), imm(b)) {
+        (_, Some(c)) => of(a).times(c),
+        (Some(c), _) => of(b).times(c),
+        _ => Value::Any,
+    };
+    // A function of sources of stride 0 (the same in every lane, as far as the hint
+    // goes: where lanes run apart they may not be), has stride 0 too.
+    if pure_sources(op).is_some_and(|srcs| srcs.iter().all(|s| of(s) == Value::Known(0))) {
+        return Value::Known(0);
+    }
+    match op {
+        Op::Mov { a, .. } | Op::Cvta { a, .. } => of(a),
+        Op::Cvt { dty, sty, a, .. } if int(dty) && int(sty) => of(a),
+        Op::Bin { op, ty, a, b, .. } if int(ty) => match op {
+            BinOp::Add => both(a, b, u64::wrapping_add),
+            BinOp::Sub => both(a, b, u64::wrapping_sub),
+            BinOp::Shl => match imm(b) {
+                Some(s) if s < 64 => of(a).times(1 << s),
+                _ => Value::Any,
+            },
+            BinOp::MulLo | BinOp::MulWide => times(a, b),
+            // A mask that lets the five bits of the lane index through (`%tid.x & 31`,
+            // `(%tid.x << 2) & 124`), on a warp's first lane at a multiple of 32.
+            BinOp::And => match (of(a), imm(b)) {
+                (Value::Known(k), Some(m))
+                    if k.is_power_of_two() && (m >> k.trailing_zeros()) & 31 == 31 =>
+                {
+                    Value::Known(k)
+                }
+                (v @ Value::Unreached, _) => v,
+                _ => Value::Any,
+            },
+            _ => Value::Any,
+        },
+        Op::Mad {
+            ty,
+            mode: 0,
+            a,
+            b,
+            c,
+            ..
+        } if int(ty) => match (times(a, b), of(c)) {
+            (Value::Known(x), Value::Known(y)) => Value::Known(x.wrapping_add(y)),
+            (Value::Unreached, _) | (_, Value::Unreached) => Value::Unreached,
+            _ => Value::Any,
+        },
+        _ => Value::Any,
+    }
+}
+
+impl Value {
+    /// A known value times `c` (wrapping); anything else as it is.
+    fn times(self, c: u64) -> Value {
+        match self {
+            Value::Known(k) => Value::Known(k.wrapping_mul(c)),
+            v => v,
+        }
+    }
 }
 
 /// [`written`] but for its `uniform`.
@@ -181,6 +292,7 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
             value: Value::Known(v),
             normal: !subnormal(v),
             uniform: true,
+            stride: Value::Known(0),
         },
         _ => Fact::ANY,
     };
@@ -188,6 +300,7 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
         value: Value::Any,
         normal: true,
         uniform: false,
+        stride: Value::Any,
     };
     match &inst.op {
         Op::Mov { a, .. } => fact_of(a),
@@ -223,6 +336,7 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
             value: Value::Any,
             normal: fact_of(a).normal,
             uniform: false,
+            stride: Value::Any,
         },
         _ => Fact::ANY,
     }
@@ -356,6 +470,16 @@ impl Facts {
     pub fn uniform(&self, r: Reg) -> bool {
         self.0.get(r as usize).is_some_and(|f| f.same())
     }
+
+    /// Register `r`'s stride (the module's documentation), where known: a hint.
+    pub fn stride(&self, r: Reg) -> Option<u64> {
+        let f = self.0.get(r as usize)?;
+        match f.stride {
+            _ if f.same() => Some(0),
+            Value::Known(k) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +518,82 @@ mod tests {
         let code = code(ops);
         let facts = Constants::of(&code).expect("analysed").at(&code, at);
         facts.expect("an instruction").value(r)
+    }
+
+    fn stride_at(ops: Vec<(Option<(Reg, bool)>, Op)>, at: usize, r: Reg) -> Option<u64> {
+        let code = code(ops);
+        let facts = Constants::of(&code).expect("analysed").at(&code, at);
+        facts.expect("an instruction").stride(r)
+    }
+
+    #[test]
+    fn an_address_made_from_the_thread_index_has_the_stride_of_its_arithmetic() {
+        let bin = |op, ty, d, a: Src, b: Src| {
+            let op = Op::Bin {
+                op,
+                ty,
+                d,
+                a,
+                b,
+                ftz: false,
+                sat: false,
+                round: crate::ir::Round::Default,
+                nan: false,
+            };
+            (None, op)
+        };
+        let param = Op::Ld {
+            space: MemSpace::Param,
+            ty: Ty::U64,
+            n: 1,
+            d: [2, 0, 0, 0],
+            addr: Addr {
+                base: None,
+                global: None,
+                offset: 0,
+            },
+        };
+        let cvt = Op::Cvt {
+            dty: Ty::S64,
+            sty: Ty::S32,
+            round: crate::ir::Round::Default,
+            sat: false,
+            ftz: false,
+            d: 1,
+            a: Src::Reg(0),
+        };
+        let tid = Op::Mov {
+            d: 0,
+            a: Src::Special(Special::Tid(0)),
+        };
+        let ops = vec![
+            (None, tid),
+            (None, cvt),
+            (None, param),
+            bin(BinOp::Shl, Ty::U64, 3, Src::Reg(1), Src::Imm(2)),
+            bin(BinOp::Add, Ty::S64, 4, Src::Reg(2), Src::Reg(3)),
+            bin(BinOp::MulWide, Ty::S32, 5, Src::Reg(0), Src::Imm(8)),
+            bin(BinOp::Sub, Ty::S64, 6, Src::Reg(5), Src::Reg(4)),
+            bin(BinOp::Shr, Ty::U32, 7, Src::Reg(0), Src::Imm(2)),
+            bin(BinOp::And, Ty::U32, 8, Src::Reg(3), Src::Imm(124)),
+            bin(BinOp::And, Ty::U32, 10, Src::Reg(3), Src::Imm(60)),
+            mov(11, 0),
+        ];
+        let at = ops.len() - 1;
+        assert_eq!(stride_at(ops.clone(), at, 0), Some(1));
+        assert_eq!(stride_at(ops.clone(), at, 1), Some(1));
+        assert_eq!(stride_at(ops.clone(), at, 2), Some(0));
+        assert_eq!(stride_at(ops.clone(), at, 3), Some(4));
+        assert_eq!(stride_at(ops.clone(), at, 4), Some(4));
+        assert_eq!(stride_at(ops.clone(), at, 5), Some(8));
+        assert_eq!(stride_at(ops.clone(), at, 6), Some(4));
+        // A mask that keeps the lane's bits keeps the stride.
+        assert_eq!(stride_at(ops.clone(), at, 8), Some(4));
+        // A shift right, a mask that drops some of the lane's bits, or a register nothing
+        // set, has none known.
+        assert_eq!(stride_at(ops.clone(), at, 7), None);
+        assert_eq!(stride_at(ops.clone(), at, 10), None);
+        assert_eq!(stride_at(ops, at, 9), None);
     }
 
     #[test]
