@@ -204,7 +204,7 @@ pub(crate) fn compile(
         let hints = if vectors {
             coalesced(insts, &facts)
         } else {
-            HashSet::new()
+            HashMap::new()
         };
         let segments_count = segs.len();
         // A run that branches back to its own start, in one stretch with no stores, loops
@@ -512,20 +512,21 @@ pub(crate) fn compile(
     })
 }
 
-/// The one-element global and shared accesses of 4 or 8 bytes among a run's `insts` whose
-/// lanes' addresses are most likely one after the other (the stride of the base register,
-/// [`Facts::stride`], is the access's size), by the addresses of their instructions: the
-/// vector code tests these for a coalesced access.
-fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashSet<usize> {
-    let mut out = HashSet::new();
+/// The one-element global and shared accesses among a run's `insts` whose lanes' addresses
+/// are most likely one after the other (4 or 8 bytes, their base register's stride,
+/// [`Facts::stride`], the access's size) or at one place (loads, their base's stride 0),
+/// by the addresses of their instructions, with that stride: the vector code tests these
+/// for a coalesced access or one for the four lanes.
+fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashMap<usize, u64> {
+    let mut out = HashMap::new();
     for (i, inst) in insts.iter().enumerate() {
-        let (space, ty, n, addr) = match &inst.op {
+        let (space, ty, n, addr, load) = match &inst.op {
             Op::Ld {
                 space, ty, n, addr, ..
-            }
-            | Op::St {
+            } => (space, ty, n, addr, true),
+            Op::St {
                 space, ty, n, addr, ..
-            } => (space, ty, n, addr),
+            } => (space, ty, n, addr, false),
             _ => continue,
         };
         let Some(base) = addr.base.filter(|_| addr.global.is_none()) else {
@@ -535,8 +536,14 @@ fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashSet<
             continue;
         }
         let size = u64::from(ty.size());
-        if matches!(size, 4 | 8) && facts(i).and_then(|f| f.stride(base)) == Some(size) {
-            out.insert(inst as *const Inst as usize);
+        match facts(i).and_then(|f| f.stride(base)) {
+            Some(k) if k == size && matches!(size, 4 | 8) => {
+                out.insert(inst as *const Inst as usize, k);
+            }
+            Some(0) if load && size <= 8 => {
+                out.insert(inst as *const Inst as usize, 0);
+            }
+            _ => {}
         }
     }
     out

@@ -11,7 +11,11 @@
 //! runs for a whole warp as one chain ([`chain`]): the eight groups keep their values in
 //! SSA values from one stretch to the next, and a shuffle only moves them between groups
 //! (renaming) or within one (a lane shuffle), where the stretch-by-stretch form stored
-//! every register at each stretch's end and moved the shuffled one through memory.
+//! every register at each stretch's end and moved the shuffled one through memory. A
+//! load or store whose four lanes' addresses the register analysis finds most likely one
+//! after the other (or, for a load, at one place) is tested for that at run time and made
+//! as one access with one check where it holds ([`Vector::coalesced_load`]), lane by lane
+//! where not.
 
 use crate::codegen::Checked;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -435,10 +439,10 @@ struct Vector<'a, 'f> {
     index: usize,
     spans: HashMap<usize, Span>,
     spanned: HashMap<usize, Spanned>,
-    /// The accesses most likely coalesced ([`Env::coalesced`]), and whether the one being
-    /// built is.
-    env_hints: &'a HashSet<usize>,
-    hinted: bool,
+    /// The accesses most likely coalesced or at one place, and how far apart their lanes'
+    /// addresses are ([`Env::coalesced`]); and that of the one being built, if it is one.
+    env_hints: &'a HashMap<usize, u64>,
+    hinted: Option<u64>,
 }
 
 /// What every stretch of a compiled call reads: the warp's registers, the parameters, the
@@ -469,9 +473,10 @@ pub(crate) struct Env<'a> {
     pub(crate) uniform_dirty: &'a BTreeSet<Reg>,
     pub(crate) normal_in: &'a HashSet<Reg>,
     pub(crate) live: &'a dyn Fn(Reg) -> bool,
-    /// The accesses (the addresses of their instructions) whose lanes' addresses are most
-    /// likely one after the other (`codegen::coalesced`): only these test for it.
-    pub(crate) coalesced: &'a HashSet<usize>,
+    /// The accesses (by the addresses of their instructions) whose lanes' addresses are
+    /// most likely one after the other or one place, and how far apart they are
+    /// (`codegen::coalesced`): only these test for it.
+    pub(crate) coalesced: &'a HashMap<usize, u64>,
 }
 
 /// Builds the stretch `insts` for all 32 lanes, four at a time, in the current block,
@@ -702,7 +707,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             spans: HashMap::new(),
             spanned: HashMap::new(),
             env_hints: env.coalesced,
-            hinted: false,
+            hinted: None,
         }
     }
 
@@ -713,6 +718,14 @@ impl<'a, 'f> Vector<'a, 'f> {
         std::mem::swap(&mut self.at, &mut g.at);
         std::mem::swap(&mut self.vals, &mut g.vals);
         std::mem::swap(&mut self.dirty, &mut g.dirty);
+    }
+
+    /// Builds `inst` (no branch), with its access's hint ([`Env::coalesced`]).
+    fn inst(&mut self, inst: &Inst) {
+        let at = inst as *const Inst as usize;
+        self.hinted = self.env_hints.get(&at).copied();
+        self.op(&inst.op, inst.line);
+        self.hinted = None;
     }
 
     /// The instructions of a straight stretch; gives the group's lanes (bits 0 to 3) that
@@ -729,10 +742,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                         Some((p, neg)) => self.guard_bits(p, neg),
                     };
                 }
-                op => {
-                    self.hinted = self.env_hints.contains(&(*inst as *const Inst as usize));
-                    self.op(op, inst.line)
-                }
+                _ => self.inst(inst),
             }
         }
         bits
@@ -781,7 +791,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.spans = spans(body);
         for (i, inst) in body.iter().enumerate() {
             self.index = i;
-            self.op(&inst.op, inst.line);
+            self.inst(inst);
         }
         self.sites = sites;
         let (clo, chi) = self.taken(last, ones, none);
@@ -830,7 +840,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.active = Some((alo, ahi));
         for (i, inst) in body.iter().enumerate() {
             self.index = i;
-            self.op(&inst.op, inst.line);
+            self.inst(inst);
         }
         self.active = None;
         self.spans.clear();
@@ -1232,23 +1242,30 @@ impl<'a, 'f> Vector<'a, 'f> {
         })
     }
 
-    /// Whether a one-element access of `size` bytes in `space` by the four lanes at
-    /// global site `site` has a coalesced form ([`Self::coalesced_load`],
-    /// [`Self::coalesced_store`]): one the analysis finds most likely coalesced
-    /// ([`Env::coalesced`]), of 4 or 8 bytes, in global (a site with a slot) or shared
-    /// memory, every lane running it (not a loop's remaining lanes).
-    fn coalescable(&self, space: MemSpace, n: usize, size: u32, site: u32) -> bool {
+    /// The form of a one-element access of `size` bytes in `space` by the four lanes at
+    /// global site `site` ([`Self::coalesced_load`], [`Self::coalesced_store`]): how far
+    /// apart the analysis finds their addresses most likely are ([`Env::coalesced`]): the
+    /// access's size (4 or 8 bytes: coalesced) or 0 (a load of one place); `None` for none,
+    /// and in a state space other than global (a site with a slot) and shared memory. (In
+    /// a loop, the four lanes must also all be running it: [`Self::contiguous`].)
+    fn coalescable(&self, space: MemSpace, n: usize, size: u32, site: u32) -> Option<u32> {
         let at = match space {
             MemSpace::Global => (site as usize) < crate::direct::SITES,
             MemSpace::Shared => true,
             _ => false,
         };
-        at && self.hinted && n == 1 && matches!(size, 4 | 8) && self.active.is_none()
+        let step = self.hinted?;
+        let sized = match step {
+            0 => size.is_power_of_two() && size <= 8,
+            _ => step == u64::from(size) && matches!(size, 4 | 8),
+        };
+        (at && sized && n == 1).then_some(step as u32)
     }
 
-    /// Whether the four lanes' accesses of `size` bytes at `q` plus `offset` lie one after
-    /// the other (the lanes of a coalesced access, as a GPU kernel mostly makes them), and
-    /// lane 0's address.
+    /// Whether the four lanes' addresses (`q` plus `offset`) are `size` bytes apart one
+    /// after the other (the lanes of a coalesced access, as a GPU kernel mostly makes them;
+    /// with `size` 0, one place), and all four lanes make the access (in a loop, all are
+    /// still in it), and lane 0's address.
     fn contiguous(&mut self, q: Quad, offset: i64, size: u32) -> (Value, Value) {
         let b0 = self.b.ins().extractlane(q.lo, 0);
         let first = self.b.ins().splat(I64X2, b0);
@@ -1268,19 +1285,30 @@ impl<'a, 'f> Vector<'a, 'f> {
                 Some(a) => self.b.ins().band(a, eq),
             });
         }
-        let all = all.expect("two halves");
+        let mut all = all.expect("two halves");
+        if let Some((lo, hi)) = self.active {
+            let running = self.b.ins().band(lo, hi);
+            all = self.b.ins().band(all, running);
+        }
         let all = self.b.ins().vall_true(all);
         (all, self.b.ins().iadd_imm(b0, offset))
     }
 
-    /// Whether the four accesses of `size` bytes from `at` one after the other are inside
-    /// and aligned (global: the allocation of site `site`'s slot, as [`Checked::span`]
-    /// checks; shared: the block's shared memory), and the host address of the first.
-    fn run_check(&mut self, space: MemSpace, at: Value, size: u32, site: u32) -> (Value, Value) {
+    /// Whether the `count` accesses of `size` bytes from `at` one after the other are
+    /// inside and aligned (global: the allocation of site `site`'s slot, as
+    /// [`Checked::span`] checks; shared: the block's shared memory), and the host address
+    /// of the first.
+    fn run_check(
+        &mut self,
+        space: MemSpace,
+        at: Value,
+        (size, count): (u32, u64),
+        site: u32,
+    ) -> (Value, Value) {
         let mut c = self.checked();
         match space {
-            MemSpace::Shared => c.shared_span(at, size, 4),
-            _ => match c.span(site, &[at], size, 4) {
+            MemSpace::Shared => c.shared_span(at, size, count),
+            _ => match c.span(site, &[at], size, count) {
                 Some((all, hosts)) => (all, hosts[0]),
                 // `coalescable` admitted only sites with slots.
                 None => unreachable!("a global site with no slot"),
@@ -1288,11 +1316,13 @@ impl<'a, 'f> Vector<'a, 'f> {
         }
     }
 
-    /// A one-element load of 4 or 8 bytes by the four lanes as one vector access, where
-    /// their addresses lie one after the other and inside (one check for the run of
-    /// bytes, no lane's value gathered), else lane by lane as [`Self::checked_loads`]
-    /// makes it (where a lane's access faults, or the lanes are apart); `None`, with
-    /// nothing built, where it has no such form ([`Self::coalescable`]).
+    /// A one-element load by the four lanes as one access where the analysis finds them
+    /// most likely coalesced or at one place ([`Self::coalescable`]) and a test finds them
+    /// so and inside: coalesced (4 or 8 bytes), one vector access and one check for the
+    /// run of bytes, no lane's value gathered; at one place, one load and one check for
+    /// the four. Else lane by lane as [`Self::checked_loads`] makes it (where a lane's
+    /// access faults, or the lanes are elsewhere). `None`, with nothing built, where it
+    /// has no such form.
     fn coalesced_load(
         &mut self,
         (space, base, offset, line, site): (MemSpace, Option<Quad>, i64, u32, u32),
@@ -1300,8 +1330,9 @@ impl<'a, 'f> Vector<'a, 'f> {
         size: u32,
         signed: bool,
     ) -> Option<Quad> {
-        let q = base.filter(|_| self.coalescable(space, n, size, site))?;
-        let (contig, at) = self.contiguous(q, offset, size);
+        let q = base?;
+        let step = self.coalescable(space, n, size, site)?;
+        let (together, at) = self.contiguous(q, offset, step);
         let (check, fast, slow, join) = (
             self.b.create_block(),
             self.b.create_block(),
@@ -1313,16 +1344,27 @@ impl<'a, 'f> Vector<'a, 'f> {
         if size == 4 {
             self.b.append_block_param(join, I32X4);
         }
-        self.b.ins().brif(contig, check, &[], slow, &[]);
+        self.b.ins().brif(together, check, &[], slow, &[]);
         self.b.switch_to_block(check);
         self.b.seal_block(check);
-        let (hit, host) = self.run_check(space, at, size, site);
+        let count = if step == 0 { 1 } else { 4 };
+        let (hit, host) = self.run_check(space, at, (size, count), site);
         self.b.ins().brif(hit, fast, &[], slow, &[]);
         self.b.switch_to_block(fast);
         self.b.seal_block(fast);
         // Aligned to the elements' size only.
         let f = MemFlags::new().with_notrap();
-        let args = if size == 4 {
+        let args = if step == 0 {
+            let mut c = self.checked();
+            let x = c.load(f, host, 0, size, signed);
+            let both = self.b.ins().splat(I64X2, x);
+            let mut args = vec![both, both];
+            if size == 4 {
+                let low = self.b.ins().ireduce(I32, x);
+                args.push(self.b.ins().splat(I32X4, low));
+            }
+            args
+        } else if size == 4 {
             let v = self.b.ins().load(I32X4, f, host, 0);
             let (lo, hi) = if signed {
                 (self.b.ins().swiden_low(v), self.b.ins().swiden_high(v))
@@ -1376,7 +1418,8 @@ impl<'a, 'f> Vector<'a, 'f> {
         size: u32,
         mut v: Quad,
     ) -> bool {
-        let Some(q) = base.filter(|_| self.coalescable(space, 1, size, site)) else {
+        // Stores at one place are left lane by lane: the last lane's value stays.
+        let Some(q) = base.filter(|_| self.coalescable(space, 1, size, site) == Some(size)) else {
             return false;
         };
         let words = if size == 4 {
@@ -1385,7 +1428,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             vec![v.lo, v.hi]
         };
         let (contig, at) = self.contiguous(q, offset, size);
-        let (hit, host) = self.run_check(space, at, size, site);
+        let (hit, host) = self.run_check(space, at, (size, 4), site);
         let ok = self.b.ins().band(contig, hit);
         let sink = offset_of!(crate::direct::LoadCtx, sink) as i64;
         let sink = self.b.ins().iadd_imm(self.call.loads, sink);

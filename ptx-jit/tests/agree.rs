@@ -2844,14 +2844,15 @@ fn a_stretch_of_values_computed_once_stores_them_for_every_lane() {
 /// Loads and stores of 4 and 8 bytes whose addresses come from `%tid.x` times their size
 /// (what the analysis takes for coalesced: `vector::coalesced_load`), in global and shared
 /// memory: one vector access where each four lanes' bytes lie one after the other and
-/// inside, else lane by lane. In blocks two threads wide the lanes are not one after the
-/// other (and two store to each address: the later lane's value stays, as interpreted);
-/// misaligned or partly outside, the first lane that faults is the interpreter's, and
-/// nothing after it is stored.
+/// inside, else lane by lane; and a 2-byte load by `%tid.y` (taken for one place for each
+/// four lanes): one load where it is. In blocks two threads wide the lanes are not one
+/// after the other (and two store to each address: the later lane's value stays, as
+/// interpreted), and `%tid.y` differs within four lanes; misaligned or partly outside,
+/// the first lane that faults is the interpreter's, and nothing after it is stored.
 #[test]
 fn coalesced_accesses_agree_with_the_interpreter() {
     use BinOp::*;
-    let (tid, at4, at8, v, w, x) = (0, 1, 2, 3, 4, 5);
+    let (tid, at4, at8, v, w, x, ty, z) = (0, 1, 2, 3, 4, 5, 6, 7);
     let r = Src::Reg;
     let input: Vec<u8> = (0..512u32).map(|i| (i * 29 + 5) as u8).collect();
     let access = |store: bool, space, ty, d: Reg, base: Reg, offset: u64| {
@@ -2877,9 +2878,12 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             },
         }
     };
-    let program = |start: u64, shared: u64| {
+    let program = |start: u64, shared: u64, one: u64| {
         let g = MemSpace::Global;
         let code = vec![
+            inst_of(mov(ty, Src::Special(Special::Tid(1)))),
+            inst_of(bin(Shl, Ty::U64, ty, r(ty), Src::Imm(2))),
+            inst_of(access(false, g, Ty::S16, z, ty, BASE + one)),
             inst_of(mov(tid, Src::Special(Special::Tid(0)))),
             inst_of(bin(Shl, Ty::U64, at4, r(tid), Src::Imm(2))),
             inst_of(bin(Shl, Ty::U64, at8, r(tid), Src::Imm(3))),
@@ -2888,10 +2892,11 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             inst_of(access(true, MemSpace::Shared, Ty::U32, v, at4, shared)),
             inst_of(access(false, MemSpace::Shared, Ty::U32, x, at4, shared)),
             inst_of(access(true, g, Ty::U32, x, at4, BASE + 512)),
+            inst_of(bin(Add, Ty::U64, w, r(w), r(z))),
             inst_of(access(true, g, Ty::U64, w, at8, BASE + 768)),
             inst_of(Op::Exit),
         ];
-        small_kernel("coalesced", 0, 6, code)
+        small_kernel("coalesced", 0, 8, code)
     };
     let run_one = |k: &Kernel, block: [u32; 3], native: Option<&dyn vgpu_ptx::exec::Native>| {
         let mem = DirectMemory::zeroed(BASE, 1024).expect("aligned memory");
@@ -2899,21 +2904,34 @@ fn coalesced_accesses_agree_with_the_interpreter() {
         let r = run(k, &launch((BLOCKS, block, 1), &[], &mem, native));
         (r, mem.get(BASE, 1024))
     };
-    // The 4-byte global loads from 0: inside; from 2: misaligned; from 968: those of the
-    // threads with `%tid.x` from 14 up outside, the first lanes' inside (their four find
-    // the site's allocation, the later four, partly outside, must not be read at once).
+    // The 4-byte global loads from 0: inside; from 2: misaligned; from 964: that of the
+    // threads with `%tid.x` 15 outside, the first lanes' inside (their four find the
+    // site's allocation; the four with the last one outside must not be read at once).
     // (Only they fault: which of two instructions that fault in one stretch is reported
     // first is the order the lanes ran them in.) The shared accesses from 0: inside; from
-    // 2: misaligned; from 488 (of 512 bytes): those with `%tid.x` from 6 up outside. In
-    // blocks two threads wide, `%tid.x` is 0 or 1: only the misaligned fault.
-    for (start, shared) in [(0, 0), (2, 0), (968, 0), (0, 2), (0, 488)] {
+    // 2: misaligned; from 484 (of 512 bytes): that of the threads with `%tid.x` 7 outside
+    // (the last of its four), and the later. The
+    // 2-byte loads from 0: inside; from 1: misaligned; from 1022: those with `%tid.y` 1
+    // outside (the lanes after the first sixteen). In blocks two threads wide, `%tid.x` is
+    // 0 or 1: only the misaligned accesses and the 2-byte loads from 1022 fault.
+    let cases = [
+        (0, 0, 0),
+        (2, 0, 0),
+        (964, 0, 0),
+        (0, 2, 0),
+        (0, 484, 0),
+        (0, 0, 1),
+        (0, 0, 1022),
+    ];
+    for (start, shared, one) in cases {
         for block in [BLOCK, [2, 16, 2]] {
-            let faults = start == 2 || shared == 2 || (block[0] == 16 && start + shared > 2);
-            let k = program(start, shared);
+            let faults =
+                start == 2 || shared == 2 || one > 0 || (block[0] == 16 && start + shared > 2);
+            let k = program(start, shared, one);
             let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
             let want = run_one(&k, block, None);
             let got = run_one(&k, block, Some(&jit));
-            let at = format!("from {start} and {shared}, blocks of {block:?}");
+            let at = format!("from {start}, {shared} and {one}, blocks of {block:?}");
             assert_eq!(want.0.is_err(), faults, "{at}: interpreted");
             assert_eq!(want, got, "{at}");
             assert!(

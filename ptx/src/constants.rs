@@ -32,11 +32,16 @@
 //! flushing.
 //!
 //! And a hint for compiled code's memory accesses: a register's *stride*, what lane `i`
-//! holds more than lane 0, divided by `i`, as far as integer arithmetic on `%tid.x` or
+//! of each four (the lanes compiled code takes together, from lane 0, 4, 8, …) holds more
+//! than the first of them, divided by `i`, as far as integer arithmetic on `%tid.x` or
 //! `%laneid` and values the same in every lane tells (`%tid.x` counted as one apart from
-//! lane to lane, as it is in a block at least a warp wide). An access whose address has a
-//! stride of its own size is most likely coalesced (the lanes' bytes one after the other),
-//! which compiled code then tests for at run time; the hint decides only whether it tests.
+//! lane to lane and `%tid.y`, `%tid.z` as the same in the four, as they are in a block a
+//! multiple of four threads wide, and the four lanes' values taken to start at a
+//! multiple of four strides, as they do from `%tid.x`). An
+//! access whose address has a stride of its own size is most likely coalesced (the four
+//! lanes' bytes one after the other), and one with a stride of 0 reads one place for the
+//! four lanes; compiled code tests for these at run time, and the hint decides only
+//! whether it tests.
 
 use crate::ir::{Addr, BinOp, Inst, MemSpace, Op, Reg, Src, Ty};
 
@@ -201,6 +206,8 @@ fn stride(op: &Op, state: &[Fact]) -> Value {
             None => Value::Any,
         },
         Src::Special(Special::Tid(0) | Special::LaneId) => Value::Known(1),
+        // The same in each four lanes of a block whose rows are a multiple of four wide.
+        Src::Special(Special::Tid(_)) => Value::Known(0),
         Src::Special(sp) if sp.same_in_every_lane() => Value::Known(0),
         _ => Value::Any,
     };
@@ -245,13 +252,38 @@ fn stride(op: &Op, state: &[Fact]) -> Value {
                 _ => Value::Any,
             },
             BinOp::MulLo | BinOp::MulWide => times(a, b),
-            // A mask that lets the five bits of the lane index through (`%tid.x & 31`,
-            // `(%tid.x << 2) & 124`), on a warp's first lane at a multiple of 32.
+            // Bits below the stride set or flipped in every lane (`4 * i | 1`): an add.
+            BinOp::Or | BinOp::Xor => match (of(a), imm(b)) {
+                (Value::Known(k), Some(c)) if k.is_power_of_two() && c < k => Value::Known(k),
+                (v @ Value::Unreached, _) => v,
+                _ => Value::Any,
+            },
+            // A mask that lets the four lanes' two bits of the lane index through keeps
+            // the stride (`%tid.x & 31`, `(%tid.x << 2) & 124`); one that drops them
+            // leaves the same value in the four (`%tid.x & ~3`).
             BinOp::And => match (of(a), imm(b)) {
-                (Value::Known(k), Some(m))
-                    if k.is_power_of_two() && (m >> k.trailing_zeros()) & 31 == 31 =>
-                {
-                    Value::Known(k)
+                (Value::Known(k), Some(m)) if k.is_power_of_two() => {
+                    match (m >> k.trailing_zeros()) & 3 {
+                        3 => Value::Known(k),
+                        0 => Value::Known(0),
+                        _ => Value::Any,
+                    }
+                }
+                (v @ Value::Unreached, _) => v,
+                _ => Value::Any,
+            },
+            // Likewise a shift right: past the two bits, the same value in the four
+            // (`%tid.x >> 2`); below them, a smaller stride.
+            BinOp::Shr => match (of(a), imm(b)) {
+                (Value::Known(k), Some(s)) if k.is_power_of_two() => {
+                    let z = u64::from(k.trailing_zeros());
+                    if s >= z + 2 {
+                        Value::Known(0)
+                    } else if s <= z {
+                        Value::Known(k >> s)
+                    } else {
+                        Value::Any
+                    }
                 }
                 (v @ Value::Unreached, _) => v,
                 _ => Value::Any,
@@ -574,10 +606,15 @@ mod tests {
             bin(BinOp::Add, Ty::S64, 4, Src::Reg(2), Src::Reg(3)),
             bin(BinOp::MulWide, Ty::S32, 5, Src::Reg(0), Src::Imm(8)),
             bin(BinOp::Sub, Ty::S64, 6, Src::Reg(5), Src::Reg(4)),
-            bin(BinOp::Shr, Ty::U32, 7, Src::Reg(0), Src::Imm(2)),
+            bin(BinOp::Shr, Ty::U32, 7, Src::Reg(0), Src::Imm(1)),
             bin(BinOp::And, Ty::U32, 8, Src::Reg(3), Src::Imm(124)),
-            bin(BinOp::And, Ty::U32, 10, Src::Reg(3), Src::Imm(60)),
-            mov(11, 0),
+            bin(BinOp::And, Ty::U32, 10, Src::Reg(3), Src::Imm(36)),
+            bin(BinOp::Shr, Ty::U32, 11, Src::Reg(3), Src::Imm(4)),
+            bin(BinOp::And, Ty::U32, 12, Src::Reg(3), Src::Imm(!15)),
+            bin(BinOp::Shr, Ty::U32, 13, Src::Reg(3), Src::Imm(1)),
+            bin(BinOp::Or, Ty::U32, 14, Src::Reg(3), Src::Imm(2)),
+            bin(BinOp::Or, Ty::U32, 15, Src::Reg(3), Src::Imm(4)),
+            mov(16, 0),
         ];
         let at = ops.len() - 1;
         assert_eq!(stride_at(ops.clone(), at, 0), Some(1));
@@ -587,10 +624,18 @@ mod tests {
         assert_eq!(stride_at(ops.clone(), at, 4), Some(4));
         assert_eq!(stride_at(ops.clone(), at, 5), Some(8));
         assert_eq!(stride_at(ops.clone(), at, 6), Some(4));
-        // A mask that keeps the lane's bits keeps the stride.
+        // A mask that keeps the four lanes' bits keeps the stride; a shift right or a mask
+        // that drops them leaves the same value in the four; a shift below them, a smaller
+        // stride.
         assert_eq!(stride_at(ops.clone(), at, 8), Some(4));
-        // A shift right, a mask that drops some of the lane's bits, or a register nothing
-        // set, has none known.
+        assert_eq!(stride_at(ops.clone(), at, 11), Some(0));
+        assert_eq!(stride_at(ops.clone(), at, 12), Some(0));
+        assert_eq!(stride_at(ops.clone(), at, 13), Some(2));
+        // Setting bits below the stride adds to every lane alike; above, not.
+        assert_eq!(stride_at(ops.clone(), at, 14), Some(4));
+        assert_eq!(stride_at(ops.clone(), at, 15), None);
+        // A shift through them, a mask that keeps one of them, or a register nothing set,
+        // has none known.
         assert_eq!(stride_at(ops.clone(), at, 7), None);
         assert_eq!(stride_at(ops.clone(), at, 10), None);
         assert_eq!(stride_at(ops, at, 9), None);
