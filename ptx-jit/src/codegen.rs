@@ -514,7 +514,8 @@ pub(crate) fn compile(
 
 /// The one-element global and shared accesses among a run's `insts` whose lanes' addresses
 /// are most likely one after the other (4 or 8 bytes, their base register's stride,
-/// [`Facts::stride`], the access's size) or at one place (loads, their base's stride 0),
+/// [`Facts::stride`], the access's size), every other 4 bytes (loads of 4 bytes, stride
+/// 8) or at one place (loads, their base's stride 0),
 /// by the addresses of their instructions, with that stride: the vector code tests these
 /// for a coalesced access or one for the four lanes.
 fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashMap<usize, u64> {
@@ -540,8 +541,8 @@ fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashMap<
             Some(k) if k == size && matches!(size, 4 | 8) => {
                 out.insert(inst as *const Inst as usize, k);
             }
-            Some(0) if load && size <= 8 => {
-                out.insert(inst as *const Inst as usize, 0);
+            Some(k @ (0 | 8)) if load && (k == 0 || size == 4) => {
+                out.insert(inst as *const Inst as usize, k);
             }
             _ => {}
         }

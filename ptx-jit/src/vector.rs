@@ -1245,7 +1245,8 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// The form of a one-element access of `size` bytes in `space` by the four lanes at
     /// global site `site` ([`Self::coalesced_load`], [`Self::coalesced_store`]): how far
     /// apart the analysis finds their addresses most likely are ([`Env::coalesced`]): the
-    /// access's size (4 or 8 bytes: coalesced) or 0 (a load of one place); `None` for none,
+    /// access's size (4 or 8 bytes: coalesced), 8 for a load of 4 bytes (every other 4
+    /// bytes), or 0 (a load of one place); `None` for none,
     /// and in a state space other than global (a site with a slot) and shared memory. (In
     /// a loop, the four lanes must also all be running it: [`Self::contiguous`].)
     fn coalescable(&self, space: MemSpace, n: usize, size: u32, site: u32) -> Option<u32> {
@@ -1257,7 +1258,10 @@ impl<'a, 'f> Vector<'a, 'f> {
         let step = self.hinted?;
         let sized = match step {
             0 => size.is_power_of_two() && size <= 8,
-            _ => step == u64::from(size) && matches!(size, 4 | 8),
+            // 8 bytes one after the other, or every other 4 bytes (a thread's first or
+            // second of two values).
+            8 => size == 4 || size == 8,
+            _ => step == u64::from(size) && size == 4,
         };
         (at && sized && n == 1).then_some(step as u32)
     }
@@ -1347,7 +1351,8 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.b.ins().brif(together, check, &[], slow, &[]);
         self.b.switch_to_block(check);
         self.b.seal_block(check);
-        let count = if step == 0 { 1 } else { 4 };
+        // The accesses of `size` bytes from the first lane's to the last lane's.
+        let count = u64::from(3 * step / size + 1);
         let (hit, host) = self.run_check(space, at, (size, count), site);
         self.b.ins().brif(hit, fast, &[], slow, &[]);
         self.b.switch_to_block(fast);
@@ -1365,7 +1370,18 @@ impl<'a, 'f> Vector<'a, 'f> {
             }
             args
         } else if size == 4 {
-            let v = self.b.ins().load(I32X4, f, host, 0);
+            let v = if step == 4 {
+                self.b.ins().load(I32X4, f, host, 0)
+            } else {
+                // Lanes 0 and 1 at bytes 0 and 8, lanes 2 and 3 at 16 and 24: read from 0
+                // and from 12 (28 bytes, those checked), each lane's 4 bytes picked.
+                let little = MemFlags::new().with_endianness(Endianness::Little);
+                let w0 = self.b.ins().load(I8X16, f, host, 0);
+                let w1 = self.b.ins().load(I8X16, f, host, 12);
+                let pick = (0u8..4).chain(8..12).chain(20..24).chain(28..32);
+                let v = self.shuffle(w0, w1, pick);
+                self.b.ins().bitcast(I32X4, little, v)
+            };
             let (lo, hi) = if signed {
                 (self.b.ins().swiden_low(v), self.b.ins().swiden_high(v))
             } else {

@@ -2844,15 +2844,16 @@ fn a_stretch_of_values_computed_once_stores_them_for_every_lane() {
 /// Loads and stores of 4 and 8 bytes whose addresses come from `%tid.x` times their size
 /// (what the analysis takes for coalesced: `vector::coalesced_load`), in global and shared
 /// memory: one vector access where each four lanes' bytes lie one after the other and
-/// inside, else lane by lane; and a 2-byte load by `%tid.y` (taken for one place for each
-/// four lanes): one load where it is. In blocks two threads wide the lanes are not one
+/// inside, else lane by lane; a 4-byte load by `%tid.x` times 8 (every other 4 bytes: two
+/// 16-byte reads); and a 2-byte load by `%tid.y` (taken for one place for each four
+/// lanes): one load where it is. In blocks two threads wide the lanes are not one
 /// after the other (and two store to each address: the later lane's value stays, as
 /// interpreted), and `%tid.y` differs within four lanes; misaligned or partly outside,
 /// the first lane that faults is the interpreter's, and nothing after it is stored.
 #[test]
 fn coalesced_accesses_agree_with_the_interpreter() {
     use BinOp::*;
-    let (tid, at4, at8, v, w, x, ty, z) = (0, 1, 2, 3, 4, 5, 6, 7);
+    let (tid, at4, at8, v, w, x, ty, z, e) = (0, 1, 2, 3, 4, 5, 6, 7, 8);
     let r = Src::Reg;
     let input: Vec<u8> = (0..512u32).map(|i| (i * 29 + 5) as u8).collect();
     let access = |store: bool, space, ty, d: Reg, base: Reg, offset: u64| {
@@ -2878,7 +2879,7 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             },
         }
     };
-    let program = |start: u64, shared: u64, one: u64| {
+    let program = |(start, shared, one, pair): (u64, u64, u64, u64)| {
         let g = MemSpace::Global;
         let code = vec![
             inst_of(mov(ty, Src::Special(Special::Tid(1)))),
@@ -2889,14 +2890,16 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             inst_of(bin(Shl, Ty::U64, at8, r(tid), Src::Imm(3))),
             inst_of(access(false, g, Ty::U32, v, at4, BASE + start)),
             inst_of(access(false, g, Ty::U64, w, at8, BASE)),
+            inst_of(access(false, g, Ty::U32, e, at8, BASE + pair)),
             inst_of(access(true, MemSpace::Shared, Ty::U32, v, at4, shared)),
             inst_of(access(false, MemSpace::Shared, Ty::U32, x, at4, shared)),
             inst_of(access(true, g, Ty::U32, x, at4, BASE + 512)),
             inst_of(bin(Add, Ty::U64, w, r(w), r(z))),
+            inst_of(bin(Add, Ty::U64, w, r(w), r(e))),
             inst_of(access(true, g, Ty::U64, w, at8, BASE + 768)),
             inst_of(Op::Exit),
         ];
-        small_kernel("coalesced", 0, 8, code)
+        small_kernel("coalesced", 0, 9, code)
     };
     let run_one = |k: &Kernel, block: [u32; 3], native: Option<&dyn vgpu_ptx::exec::Native>| {
         let mem = DirectMemory::zeroed(BASE, 1024).expect("aligned memory");
@@ -2910,28 +2913,34 @@ fn coalesced_accesses_agree_with_the_interpreter() {
     // (Only they fault: which of two instructions that fault in one stretch is reported
     // first is the order the lanes ran them in.) The shared accesses from 0: inside; from
     // 2: misaligned; from 484 (of 512 bytes): that of the threads with `%tid.x` 7 outside
-    // (the last of its four), and the later. The
-    // 2-byte loads from 0: inside; from 1: misaligned; from 1022: those with `%tid.y` 1
-    // outside (the lanes after the first sixteen). In blocks two threads wide, `%tid.x` is
-    // 0 or 1: only the misaligned accesses and the 2-byte loads from 1022 fault.
+    // (the last of its four), and the later. The 2-byte loads from 0: inside; from 1:
+    // misaligned; from 1022: those with `%tid.y` 1 outside (the lanes after the first
+    // sixteen). The loads of every other 4 bytes from 0 and 4: inside (each thread's first
+    // and second); from 2: misaligned; from 904: the last lane's outside (of `%tid.x` 15:
+    // its four must not be read at once). In blocks two threads wide, `%tid.x` is 0 or 1:
+    // only the misaligned accesses and the 2-byte loads from 1022 fault.
     let cases = [
-        (0, 0, 0),
-        (2, 0, 0),
-        (964, 0, 0),
-        (0, 2, 0),
-        (0, 484, 0),
-        (0, 0, 1),
-        (0, 0, 1022),
+        (0, 0, 0, 0),
+        (2, 0, 0, 0),
+        (964, 0, 0, 0),
+        (0, 2, 0, 0),
+        (0, 484, 0, 0),
+        (0, 0, 1, 0),
+        (0, 0, 1022, 0),
+        (0, 0, 0, 4),
+        (0, 0, 0, 2),
+        (0, 0, 0, 904),
     ];
-    for (start, shared, one) in cases {
+    for (start, shared, one, pair) in cases {
         for block in [BLOCK, [2, 16, 2]] {
-            let faults =
-                start == 2 || shared == 2 || one > 0 || (block[0] == 16 && start + shared > 2);
-            let k = program(start, shared, one);
+            let misaligned = start == 2 || shared == 2 || one == 1 || pair == 2;
+            let outside = one == 1022 || (block[0] == 16 && start + shared + pair > 4);
+            let faults = misaligned || outside;
+            let k = program((start, shared, one, pair));
             let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
             let want = run_one(&k, block, None);
             let got = run_one(&k, block, Some(&jit));
-            let at = format!("from {start}, {shared} and {one}, blocks of {block:?}");
+            let at = format!("from {start}, {shared}, {one}, {pair}, blocks of {block:?}");
             assert_eq!(want.0.is_err(), faults, "{at}: interpreted");
             assert_eq!(want, got, "{at}");
             assert!(
