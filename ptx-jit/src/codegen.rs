@@ -515,9 +515,9 @@ pub(crate) fn compile(
 /// The one-element global and shared accesses among a run's `insts` whose lanes' addresses
 /// are most likely one after the other (4 or 8 bytes, their base register's stride,
 /// [`Facts::stride`], the access's size), every other 4 bytes (loads of 4 bytes, stride
-/// 8) or at one place (loads, their base's stride 0),
-/// by the addresses of their instructions, with that stride: the vector code tests these
-/// for a coalesced access or one for the four lanes.
+/// 8) or at one place (loads, their base's stride 0), by the addresses of their
+/// instructions, with that stride: the vector code tests these for a coalesced access or
+/// one for the four lanes.
 fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashMap<usize, u64> {
     let mut out = HashMap::new();
     for (i, inst) in insts.iter().enumerate() {

@@ -243,6 +243,19 @@ fn stride(op: &Op, state: &[Fact]) -> Value {
     }
     match op {
         Op::Mov { a, .. } | Op::Cvta { a, .. } => of(a),
+        // One instruction's lanes that read one place read one value.
+        Op::Ld {
+            addr:
+                Addr {
+                    base: Some(r),
+                    global: None,
+                    ..
+                },
+            ..
+        } => match of(&Src::Reg(*r)) {
+            v @ (Value::Known(0) | Value::Unreached) => v,
+            _ => Value::Any,
+        },
         Op::Cvt { dty, sty, a, .. } if int(dty) && int(sty) => of(a),
         Op::Bin { op, ty, a, b, .. } if int(ty) => match op {
             BinOp::Add => both(a, b, u64::wrapping_add),
@@ -585,6 +598,17 @@ mod tests {
                 offset: 0,
             },
         };
+        let load = |d: Reg, base: Reg| Op::Ld {
+            space: MemSpace::Global,
+            ty: Ty::U32,
+            n: 1,
+            d: [d, 0, 0, 0],
+            addr: Addr {
+                base: Some(base),
+                global: None,
+                offset: 0,
+            },
+        };
         let cvt = Op::Cvt {
             dty: Ty::S64,
             sty: Ty::S32,
@@ -614,7 +638,9 @@ mod tests {
             bin(BinOp::Shr, Ty::U32, 13, Src::Reg(3), Src::Imm(1)),
             bin(BinOp::Or, Ty::U32, 14, Src::Reg(3), Src::Imm(2)),
             bin(BinOp::Or, Ty::U32, 15, Src::Reg(3), Src::Imm(4)),
-            mov(16, 0),
+            (None, load(16, 2)),
+            (None, load(17, 4)),
+            mov(18, 0),
         ];
         let at = ops.len() - 1;
         assert_eq!(stride_at(ops.clone(), at, 0), Some(1));
@@ -634,6 +660,9 @@ mod tests {
         // Setting bits below the stride adds to every lane alike; above, not.
         assert_eq!(stride_at(ops.clone(), at, 14), Some(4));
         assert_eq!(stride_at(ops.clone(), at, 15), None);
+        // What the lanes load from one place is one value; from several, anything.
+        assert_eq!(stride_at(ops.clone(), at, 16), Some(0));
+        assert_eq!(stride_at(ops.clone(), at, 17), None);
         // A shift through them, a mask that keeps one of them, or a register nothing set,
         // has none known.
         assert_eq!(stride_at(ops.clone(), at, 7), None);
