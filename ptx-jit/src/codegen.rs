@@ -1180,12 +1180,8 @@ impl Checked<'_, '_> {
         }
         let more = i64::try_from(count.checked_sub(1)?).ok()?;
         let [base, lim, host] = self.site(site);
-        // The first access is one of the first `lim - more` of the allocation (none when
-        // it holds fewer than `count`).
-        let short = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, lim, more);
-        let rest = self.b.ins().iadd_imm(lim, -more);
+        let lim = self.first_of(lim, more);
         let zero = self.b.ins().iconst(I64, 0);
-        let lim = self.b.ins().select(short, zero, rest);
         let mut all = None;
         let mut hosts = Vec::new();
         for &at in ats {
@@ -1268,6 +1264,15 @@ impl Checked<'_, '_> {
         ]
     }
 
+    /// The limit for the first of a run of accesses, `more` of them after it, where `lim`
+    /// is that of one: the first is one of the first `lim - more` (none when fewer fit).
+    fn first_of(&mut self, lim: Value, more: i64) -> Value {
+        let short = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, lim, more);
+        let rest = self.b.ins().iadd_imm(lim, -more);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.ins().select(short, zero, rest)
+    }
+
     /// Whether the `count` accesses of `size` bytes (a power of two, at most 8) one after
     /// the other from byte `at` of the block's shared memory are all inside it and aligned
     /// (each as [`Checked::shared_in_row`] checks one), in one check, and the host address
@@ -1283,12 +1288,7 @@ impl Checked<'_, '_> {
             .ins()
             .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
         let lim = self.b.ins().ushr_imm(len, i64::from(size.trailing_zeros()));
-        // The first access is one of the first `lim - more` (none when fewer fit).
-        let more = count.saturating_sub(1) as i64;
-        let short = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, lim, more);
-        let rest = self.b.ins().iadd_imm(lim, -more);
-        let zero = self.b.ins().iconst(I64, 0);
-        let lim = self.b.ins().select(short, zero, rest);
+        let lim = self.first_of(lim, count.saturating_sub(1) as i64);
         let hit = self.aligned_below(at, lim, size);
         let off = self.address(at);
         (hit, self.b.ins().iadd(host, off))
