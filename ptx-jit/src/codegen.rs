@@ -30,6 +30,8 @@ use vgpu_ptx::ir::{
 };
 use vgpu_ptx::lower::SINK;
 
+mod pass;
+
 /// A code generator for this host's CPU.
 pub(crate) fn module() -> Result<JITModule, String> {
     let mut flags = settings::builder();
@@ -181,13 +183,58 @@ pub(crate) fn compile(
     };
     let none = b.ins().iconst(I32, 0);
 
+    let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
+    // A whole warp runs the region's first runs group by group where they allow it
+    // (`pass`); any other mask, the code below.
+    let passing = if vectors {
+        pass::plan(code, subs, facts_at)
+    } else {
+        Vec::new()
+    };
+    let first = if passing.is_empty() {
+        entry
+    } else {
+        b.create_block()
+    };
     // The runs of the region, one after the other, each entered from its branch's block
     // in the run before (the first from the function's entry), each returning when the
     // warp does not go on to another run of the region together.
     let heads: Vec<Block> = (0..subs.len())
-        .map(|i| if i == 0 { entry } else { b.create_block() })
+        .map(|i| if i == 0 { first } else { b.create_block() })
         .collect();
-    let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
+    if !passing.is_empty() {
+        let (whole, some) = (b.create_block(), first);
+        let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
+        b.ins().brif(all, whole, &[], some, &[]);
+        b.switch_to_block(whole);
+        b.seal_block(whole);
+        let hints: HashMap<usize, u64> = passing
+            .iter()
+            .flat_map(|&i| {
+                let start = subs[i].start;
+                coalesced(&code[start..subs[i].end], &|k| facts_at(start + k))
+            })
+            .collect();
+        let mut needs = pass::Needs {
+            call,
+            live_at,
+            facts_at,
+            hints: &hints,
+            top,
+            sites,
+            param_bytes,
+        };
+        log::debug!(
+            "pass of runs {:?}",
+            passing
+                .iter()
+                .map(|&i| format!("{}-{}", subs[i].start, subs[i].end))
+                .collect::<Vec<_>>()
+        );
+        b = pass::build(b, &mut needs, code, subs, &passing, &heads)?;
+        (top, param_bytes) = (needs.top, needs.param_bytes);
+        b.switch_to_block(some);
+    }
     let mut vector_stretches = 0;
     for (index, sub) in subs.iter().enumerate() {
         if index > 0 {
@@ -255,30 +302,7 @@ pub(crate) fn compile(
                         return Err(format!("register {r} is out of reach").into());
                     }
                 }
-                // The registers the stretch reads that hold no f32 subnormal when it starts,
-                // and those that hold the same value in every lane then (in a loop, only those
-                // it does not write: a next pass would read what it wrote).
-                let (mut normal_in, mut same_in) = (HashSet::new(), HashSet::new());
-                if let Some(f) = facts(range.start) {
-                    let mut written = HashSet::new();
-                    for inst in lane_part {
-                        inst.clone().visit_regs(|r, def| {
-                            if def {
-                                written.insert(*r);
-                            }
-                        });
-                    }
-                    for inst in lane_part {
-                        inst.clone().visit_regs(|r, def| {
-                            if !def && f.normal(*r) {
-                                normal_in.insert(*r);
-                            }
-                            if !def && f.uniform(*r) && !(looping && written.contains(r)) {
-                                same_in.insert(*r);
-                            }
-                        });
-                    }
-                }
+                let (normal_in, same_in) = stretch_in(lane_part, facts(range.start), looping);
                 // The instructions whose values are the same in every lane, computed once
                 // before the loop over the lanes, from the first lane's registers.
                 let hoisted = uniform(lane_part, &same_in);
@@ -321,12 +345,7 @@ pub(crate) fn compile(
                 b.append_block_param(body, I32);
                 b.append_block_param(body, I32);
                 b.append_block_param(after, I32);
-                let body_insts: Vec<&Inst> = lane_part
-                    .iter()
-                    .zip(&hoisted)
-                    .filter(|(_, &h)| !h)
-                    .map(|(i, _)| i)
-                    .collect();
+                let body_insts = unhoisted(lane_part, &hoisted);
                 // A stretch whose every instruction is computed once for the warp stores
                 // their values four lanes at a time (its lane loop only stored them).
                 let vector = body_insts.is_empty() || crate::vector::vectorizable(&body_insts);
@@ -601,6 +620,40 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
     out
 }
 
+/// The registers a stretch's instructions `lane_part` read that hold no f32 subnormal
+/// when it starts, and those that hold the same value in every lane then (in a loop, only
+/// those it does not write: a next pass would read what it wrote), from what is known
+/// where it starts.
+fn stretch_in(
+    lane_part: &[Inst],
+    known: Option<Facts>,
+    looping: bool,
+) -> (HashSet<Reg>, HashSet<Reg>) {
+    let (mut normal_in, mut same_in) = (HashSet::new(), HashSet::new());
+    let Some(f) = known else {
+        return (normal_in, same_in);
+    };
+    let mut written = HashSet::new();
+    for inst in lane_part {
+        inst.clone().visit_regs(|r, def| {
+            if def {
+                written.insert(*r);
+            }
+        });
+    }
+    for inst in lane_part {
+        inst.clone().visit_regs(|r, def| {
+            if !def && f.normal(*r) {
+                normal_in.insert(*r);
+            }
+            if !def && f.uniform(*r) && !(looping && written.contains(r)) {
+                same_in.insert(*r);
+            }
+        });
+    }
+    (normal_in, same_in)
+}
+
 /// Where in [`Specials`] the special register `sp` is, when it is one of those the same in
 /// every lane of the warp (`%ntid`, `%ctaid`, `%nctaid`, `%warpid`, `%nwarpid`,
 /// `%dynamic_smem_size`), a `u32`.
@@ -676,6 +729,17 @@ fn uniform(insts: &[Inst], same_in: &HashSet<Reg>) -> Vec<bool> {
             }
             hoist
         })
+        .collect()
+}
+
+/// The instructions of `insts` left for each lane (or four lanes) to run: those not
+/// computed once before (`hoisted`, from [`uniform`]).
+fn unhoisted<'c>(insts: &'c [Inst], hoisted: &[bool]) -> Vec<&'c Inst> {
+    insts
+        .iter()
+        .zip(hoisted)
+        .filter(|(_, &h)| !h)
+        .map(|(i, _)| i)
         .collect()
 }
 

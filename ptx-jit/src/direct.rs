@@ -336,9 +336,16 @@ pub(crate) struct LoadCtx {
     pub(crate) fault_size: u32,
     pub(crate) fault_addr: u64,
     pub(crate) fault_line: u64,
-    /// The run of the region (its index) where the lanes stopped.
+    /// The run of the region (its index) where the lanes stopped, or [`PARTED`].
     pub(crate) exit: u32,
+    /// Where each group of four lanes stopped in a pass (`codegen::pass`): the run's index
+    /// times 16, plus the group's lanes (bits 0 to 3) that took its branch.
+    pub(crate) groups: [u32; 8],
 }
+
+/// `LoadCtx::exit` when the groups of a pass stopped at different runs: each group's own
+/// is in `LoadCtx::groups`.
+pub(crate) const PARTED: u32 = u32::MAX;
 
 impl LoadCtx {
     /// A context over memory `mem` with every site empty, no shared memory and no fault.
@@ -355,6 +362,7 @@ impl LoadCtx {
             fault_addr: 0,
             fault_line: 0,
             exit: 0,
+            groups: [0; 8],
         }
     }
 }

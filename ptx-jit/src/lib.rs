@@ -109,8 +109,9 @@ type Code =
 /// region.
 pub const MAX_RUN: usize = 1024;
 
-/// The most runs one region holds.
-pub const MAX_REGION: usize = 8;
+/// The most runs one region holds: sixteen, so that a pass (`codegen::pass`) holds the
+/// prologue of ggml's quantized mat-vec and the loop that reads what it computed.
+pub const MAX_REGION: usize = 16;
 
 /// A compiled run of instructions.
 pub struct Run {
@@ -197,9 +198,20 @@ impl NativeRun for Run {
         let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut *ctx) };
         let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
         match ctx.fault {
+            0 if ctx.exit == direct::PARTED => Ok(Some(Exit {
+                taken: 0,
+                end: self.furthest(&ctx.groups),
+                target: None,
+                parted: true,
+            })),
             0 => {
                 let (end, target) = self.exits[ctx.exit as usize];
-                Ok(Some(Exit { taken, end, target }))
+                Ok(Some(Exit {
+                    taken,
+                    end,
+                    target,
+                    parted: false,
+                }))
             }
             2 => Err(Fault::Misaligned { addr, size, line }),
             3 => Err(Fault::OutOfResources(format!(
@@ -211,6 +223,41 @@ impl NativeRun for Run {
 
     fn end(&self) -> u32 {
         self.exits[0].0
+    }
+
+    /// The groups of four lanes of a pass (`codegen::pass`) stopped at different runs:
+    /// each group's run times 16, plus its lanes that took the run's branch, are in the
+    /// call's `LoadCtx::groups`.
+    fn parted(&self, state: &mut (dyn Any + Send), mask: u32, pcs: &mut [u32; 32]) -> bool {
+        let Some(state) = state.downcast_mut::<State>() else {
+            return false;
+        };
+        let Some(Some(ctx)) = state.loads.get(self.id) else {
+            return false;
+        };
+        for (g, &at) in ctx.groups.iter().enumerate() {
+            let (end, target) = self.exits[(at >> 4) as usize];
+            for i in 0..4 {
+                let lane = 4 * g + i;
+                if mask >> lane & 1 == 1 {
+                    let took = at >> i & 1 == 1;
+                    pcs[lane] = if took { target.unwrap_or(end) } else { end };
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Run {
+    /// The furthest end of the runs where the groups of a pass stopped (`groups` as in
+    /// `LoadCtx::groups`).
+    fn furthest(&self, groups: &[u32; 8]) -> u32 {
+        groups
+            .iter()
+            .map(|&at| self.exits[(at >> 4) as usize].0)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -904,6 +951,7 @@ mod tests {
             taken: 0,
             end: 4,
             target: None,
+            parted: false,
         };
         assert_eq!(r, Ok(Some(stop)));
         assert!(regs[32..64].iter().all(|&v| v == 8), "r1 of every lane");
@@ -914,6 +962,7 @@ mod tests {
             taken: 0b1,
             end: 2,
             target: Some(3),
+            parted: false,
         };
         assert_eq!(r, Ok(Some(stop)));
         assert_eq!((regs[32], regs[33]), (7, 0), "r1 of lanes 0 and 1");

@@ -540,6 +540,146 @@ pub(crate) fn build(
     (top, sites)
 }
 
+/// What one group of four lanes carries from one run of a pass to the next
+/// (`codegen::pass`): its registers' values so far, the quads with no f32 subnormal, the
+/// f32 values of f16 halves at hand, and the registers it wrote and has not stored.
+#[derive(Clone, Default)]
+pub(crate) struct Carried {
+    vals: HashMap<Reg, Quad>,
+    flushed: HashSet<Value>,
+    halves: HashMap<Value, [Option<Value>; 2]>,
+    dirty: BTreeSet<Reg>,
+}
+
+impl Carried {
+    /// The registers that some of `edges` (the states of the runs that lead to one run)
+    /// wrote and did not store, and that the run there may read (`live`): what the run
+    /// takes as block parameters ([`Carried::args`], [`Carried::joined`]).
+    pub(crate) fn joining(edges: &[&Carried], live: &dyn Fn(Reg) -> bool) -> Vec<Reg> {
+        let regs: BTreeSet<Reg> = edges.iter().flat_map(|c| c.dirty.iter().copied()).collect();
+        regs.into_iter().filter(|&r| live(r)).collect()
+    }
+
+    /// The four lanes of each of `regs` (two `i64x2` each) as this state has them, loaded
+    /// from the slots at `at` where it has not made them (they are then as the slots hold
+    /// them).
+    pub(crate) fn args(&self, b: &mut FunctionBuilder<'_>, at: Value, regs: &[Reg]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for &r in regs {
+            match self.vals.get(&r) {
+                Some(q) => out.extend([q.lo, q.hi]),
+                None => {
+                    let lo = b.ins().load(I64X2, slots(), at, (r * 256) as i32);
+                    let hi = b.ins().load(I64X2, slots(), at, (r * 256 + 16) as i32);
+                    out.extend([lo, hi]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The state where runs join: `regs` in the block parameters `params` (two each),
+    /// written and not stored.
+    pub(crate) fn joined(regs: &[Reg], params: &[Value]) -> Carried {
+        let mut c = Carried::default();
+        for (&r, p) in regs.iter().zip(params.chunks(2)) {
+            c.vals.insert(
+                r,
+                Quad {
+                    lo: p[0],
+                    hi: p[1],
+                    low32: None,
+                },
+            );
+            c.dirty.insert(r);
+        }
+        c
+    }
+
+    /// Splits off the registers written that `now` says to store at once: gives them (as
+    /// a state to store), and keeps the rest; those split off keep no value here.
+    pub(crate) fn split_stores(&mut self, now: &dyn Fn(Reg) -> bool) -> Carried {
+        let mut out = Carried::default();
+        for r in self.dirty.clone() {
+            if now(r) {
+                self.dirty.remove(&r);
+                if let Some(q) = self.vals.remove(&r) {
+                    out.vals.insert(r, q);
+                    out.dirty.insert(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// The group's first lane's value of register `r`, where the group has made it.
+    pub(crate) fn first_lane(&self, b: &mut FunctionBuilder<'_>, r: Reg) -> Option<Value> {
+        let q = self.vals.get(&r)?;
+        Some(b.ins().extractlane(q.lo, 0))
+    }
+}
+
+/// Builds the stretch `insts` (straight, or `looping` as in [`build`]) for the one group of
+/// four lanes whose slots of register 0 are at `at` (`group` bytes into each register's
+/// row), going on from the values `carried` holds and leaving its own there: the next
+/// run of the pass reads them where this one's end leads only to it. Every register it
+/// wrote is then in `carried` as a value, for [`store_group`]. Gives the group's lanes
+/// (bits 0 to 3) that take the stretch's branch, and the sites numbered so far.
+pub(crate) fn group_stretch(
+    b: &mut FunctionBuilder<'_>,
+    env: &Env<'_>,
+    (at, group): (Value, Value),
+    carried: &mut Carried,
+    insts: &[&Inst],
+    looping: bool,
+) -> (Value, u32) {
+    let mut v = Vector::new(b, env, at, group);
+    v.vals = std::mem::take(&mut carried.vals);
+    // What was computed once for the group before the stretch replaces what it had.
+    v.vals.retain(|r, _| !env.uniform.contains_key(r));
+    v.flushed = std::mem::take(&mut carried.flushed);
+    v.halves = std::mem::take(&mut carried.halves);
+    v.dirty.append(&mut carried.dirty);
+    let bits = if looping {
+        v.looped(insts, env.live)
+    } else {
+        v.straight(insts)
+    };
+    // A register the loop wrote and nothing reads after it has no value any more.
+    if looping {
+        let vals = &v.vals;
+        v.dirty
+            .retain(|r| vals.contains_key(r) || v.uniform.contains_key(r));
+    }
+    for r in v.dirty.clone() {
+        v.reg(r);
+    }
+    // Only what is not in the slots goes on: a value read from them is read again where
+    // needed (carried, the code generator spilled it to the stack instead).
+    carried.vals = std::mem::take(&mut v.vals);
+    carried.vals.retain(|r, _| v.dirty.contains(r));
+    carried.flushed = std::mem::take(&mut v.flushed);
+    carried.halves = std::mem::take(&mut v.halves);
+    carried.dirty = std::mem::take(&mut v.dirty);
+    (bits, v.sites)
+}
+
+/// Stores the registers of `carried` that the group wrote and that are `live`, into its
+/// lanes' slots (of register 0 at `at`).
+pub(crate) fn store_group(
+    b: &mut FunctionBuilder<'_>,
+    at: Value,
+    carried: &Carried,
+    live: &dyn Fn(Reg) -> bool,
+) {
+    let flags = slots();
+    for &r in carried.dirty.iter().filter(|&&r| live(r)) {
+        let q = carried.vals[&r];
+        b.ins().store(flags, q.lo, at, (r * 256) as i32);
+        b.ins().store(flags, q.hi, at, (r * 256 + 16) as i32);
+    }
+}
+
 /// A shuffle whose every lane's source lane is known (`shfl.sync` with immediate or known
 /// lane and clamp operands, unguarded, its predicate read by nothing): the destination,
 /// the operand, and each lane's source lane.
@@ -772,7 +912,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 }
             });
         }
-        let regs: Vec<Reg> = written.into_iter().filter(|&r| live(r)).collect();
+        let regs: Vec<Reg> = written.iter().copied().filter(|&r| live(r)).collect();
         let head = self.b.create_block();
         let exit = self.b.create_block();
         let ones = self.splat_of(I64X2, -1);
@@ -788,6 +928,14 @@ impl<'a, 'f> Vector<'a, 'f> {
         // copies of the body.
         let sites = self.sites;
         self.vals.retain(|r, _| !self.uniform.contains_key(r));
+        // Registers an earlier run of a pass wrote and has not stored, which the loop only
+        // reads: their values from before it, in every pass and after it.
+        let kept: Vec<(Reg, Quad)> = self
+            .vals
+            .iter()
+            .filter(|(r, _)| self.dirty.contains(r) && !written.contains(r))
+            .map(|(&r, &q)| (r, q))
+            .collect();
         self.spans = spans(body);
         for (i, inst) in body.iter().enumerate() {
             self.index = i;
@@ -832,6 +980,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             params[n + 4],
         );
         self.vals = regs.iter().copied().zip(old.iter().copied()).collect();
+        self.vals.extend(kept.iter().copied());
         // Each pass starts with the values computed once for the warp, as the lane code's:
         // the instructions that computed them come before any other access to their
         // registers in the loop (`codegen::uniform`), even those the loop writes later.
@@ -889,6 +1038,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 low32: None,
             }))
             .collect();
+        self.vals.extend(kept);
         self.flushed.clear();
         let lo = self.b.ins().vhigh_bits(I32, params[n]);
         let hi = self.b.ins().vhigh_bits(I32, params[n + 1]);

@@ -1456,6 +1456,85 @@ fn a_vector_loop_goes_on_after_its_first_pass_for_any_lane() {
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
 }
 
+/// A region whose first runs have vector forms runs as a pass, group of four lanes by
+/// group (`codegen::pass`): groups 1, 3, 5 and 7 (bit 2 of the lane) take the first run's
+/// branch to a run with no vector form, outside the pass, while the others go on through
+/// the next run and its branch past it. The groups stop at different runs, and each lane
+/// must go on where its own branch sent it.
+#[test]
+fn groups_of_a_pass_that_part_go_on_where_their_lanes_went() {
+    use BinOp::*;
+    let (lane, b, x, p, at) = (0, 1, 2, 3, 4);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(And, Ty::U64, b, r(lane), Src::Imm(4))),
+        inst_of(bin(Add, Ty::U64, x, r(lane), Src::Imm(1))),
+        inst_of(lt_u64(p, Src::Imm(0), r(b))),
+        inst(Op::Bra { target: 8 }, Some((p, false))),
+        // Groups 0, 2, 4, 6: the next run of the pass.
+        inst_of(bin(Add, Ty::U64, x, r(x), Src::Imm(100))),
+        inst_of(bin(Add, Ty::U64, x, r(x), Src::Imm(1))),
+        inst_of(Op::Bra { target: 10 }),
+        // Groups 1, 3, 5, 7: a signed 64-bit remainder has no vector form.
+        inst_of(bin(Rem, Ty::S64, x, r(x), Src::Imm(7))),
+        inst_of(bin(Add, Ty::U64, x, r(x), Src::Imm(200))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(store_u64(at, r(x))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("parted", 0, 5, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    for (i, v) in lane_values(&k, &jit, &[]).into_iter().enumerate() {
+        let i = i as u64;
+        let want = if i & 4 != 0 {
+            (i + 1) % 7 + 200
+        } else {
+            i + 102
+        };
+        assert_eq!(v, want, "lane {i}");
+    }
+    assert!(
+        jit.vector_stretches() >= 2,
+        "the pass's runs have vector forms"
+    );
+}
+
+/// Where two runs of a pass lead to one, the registers either wrote come to it as block
+/// parameters, taken from the slots along the way that did not write them: `z`, loaded
+/// before the barrier (another region), is rewritten only by groups 0, 2, 4 and 6 on
+/// their way to the run where the ways join, which adds the lane to it.
+#[test]
+fn runs_of_a_pass_that_join_take_each_way_s_registers() {
+    use BinOp::*;
+    let (lane, at, z, b, p, w) = (0, 1, 2, 3, 4, 5);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(load_at(Ty::U64, z, at, 0)),
+        inst_of(Op::Bar),
+        inst_of(bin(And, Ty::U64, b, r(lane), Src::Imm(4))),
+        inst_of(lt_u64(p, Src::Imm(0), r(b))),
+        inst(Op::Bra { target: 9 }, Some((p, false))),
+        inst_of(bin(Add, Ty::U64, z, r(z), Src::Imm(1000))),
+        inst_of(bin(Add, Ty::U64, w, r(lane), Src::Imm(1))),
+        // Where the ways join, at 9.
+        inst_of(bin(Add, Ty::U64, z, r(z), r(lane))),
+        inst_of(store_u64(at, r(z))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("joined", 0, 6, code);
+    let input: Vec<u8> = (0..32u64).flat_map(|i| (i * 3 + 5).to_le_bytes()).collect();
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    for (i, v) in lane_values(&k, &jit, &input).into_iter().enumerate() {
+        let i = i as u64;
+        let added = if i & 4 != 0 { 0 } else { 1000 };
+        assert_eq!(v, i * 3 + 5 + added + i, "lane {i}");
+    }
+    agrees_in_vector_form(&k, &input, 2, "the pass's runs");
+}
+
 /// A butterfly reduction whose run ends with a branch some lanes take (the whole warp runs
 /// it as one vector chain, `vector::chain`): every lane gets the sum of the 32 lanes'
 /// values, and the lanes below 6 (all of the first group, half of the second) take the

@@ -222,15 +222,21 @@ pub trait NativeRun: Sync {
     /// The instruction after the run's first stretch of straight code (and its branch): no
     /// lane outside the mask may wait inside it.
     fn end(&self) -> u32;
+    /// After a call on this thread (`state`) that returned a `parted` [`Exit`]: sets where
+    /// each lane of `mask` goes next in `pcs`; `false` if `state` holds no such call.
+    fn parted(&self, state: &mut (dyn Any + Send), mask: u32, pcs: &mut [u32; LANES]) -> bool;
 }
 
 /// Where the lanes of a [`NativeRun`] stopped: the last run they went through ended at
-/// `end`, and its branch, if any, goes to `target`, which the lanes of `taken` took.
+/// `end`, and its branch, if any, goes to `target`, which the lanes of `taken` took. When
+/// the lanes stopped at different runs (`parted`), [`NativeRun::parted`] says where each
+/// goes next (`taken` is then 0, and `end` the furthest of them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exit {
     pub taken: u32,
     pub end: u32,
     pub target: Option<u32>,
+    pub parted: bool,
 }
 
 /// What compiled code reads besides the lanes' registers.
@@ -960,6 +966,15 @@ impl<'k, 'l> BlockState<'k, 'l> {
                         self.steps += u64::from(end.saturating_sub(pc));
                         if before >> 12 != self.steps >> 12 {
                             check_time(self.l)?;
+                        }
+                        // Lanes that parted inside the run: each where it goes next.
+                        if exit.parted {
+                            if !n.parted(&mut *self.native, mask, &mut w.pc) {
+                                return Err(Fault::OutOfResources(format!(
+                                    "compiled code at {pc} left no record of where its lanes stopped"
+                                )));
+                            }
+                            break;
                         }
                         let to = if taken == 0 { end } else { target };
                         if mask == runnable && (taken == 0 || taken == mask) {

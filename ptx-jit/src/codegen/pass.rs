@@ -1,0 +1,569 @@
+//! Passes: a region's runs for a whole warp, group by group. Where the first runs of a
+//! region are each one vector stretch (no warp-wide instruction, every per-lane
+//! instruction with a vector form), a whole warp runs them as one *pass*: each group of
+//! four lanes goes through them in turn, from run to run as its own lanes' branch sends
+//! them, its registers' values kept in SSA values from one run to the next
+//! ([`crate::vector::group_stretch`]; where runs join, as block parameters). The
+//! run-by-run form stores every register a stretch wrote at its end, for all 32 lanes, and
+//! loads it again in the next: the prologue of ggml's quantized mat-vec wrote some forty
+//! registers that way before its loop read them back, and most were never read after
+//! the loop.
+//!
+//! What a run wrote is stored at once when no later run of the pass reads it and every
+//! way out of the pass from there reads it (carried to where the group stops, it would
+//! stay live across the pass, and the code generator spill it to the stack on the way);
+//! the rest when the group stops: where its four lanes part, where its run's branch leaves
+//! the pass, or at the pass's end, then only what is read after. Groups that stop at
+//! different runs leave each lane where it goes next
+//! ([`vgpu_ptx::exec::NativeRun::parted`]); where they all stop at one run and go one way
+//! to a run of the region outside the pass, the code goes on there.
+//!
+//! Running group after group reorders the lanes' accesses across the runs, as running lane
+//! after lane does within a stretch (`segments`), so a pass holds, per state space, loads
+//! only or a single store outside any loop: the result is then the interpreter's.
+
+use super::{highest_reg, segments, unhoisted, uniform, Lane, Sub};
+use crate::direct::{LoadCtx, PARTED};
+use crate::vector::{self, Call, Carried};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64, I64X2};
+use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlags, Value};
+use cranelift_frontend::FunctionBuilder;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::mem::offset_of;
+use vgpu_ptx::constants::Facts;
+use vgpu_ptx::ir::{Inst, MemSpace, Op, Reg};
+
+/// How one run of a pass is built: which of its instructions are computed once for the
+/// group (`hoisted`), the registers it reads with no f32 subnormal when it starts
+/// (`normal_in`) and those the same in every lane then (`same_in`), and whether it loops
+/// inside the code.
+struct Shape {
+    hoisted: Vec<bool>,
+    normal_in: HashSet<Reg>,
+    same_in: HashSet<Reg>,
+    looping: bool,
+}
+
+/// The shape of run `s` when it is one stretch with a vector form; `None` otherwise.
+fn shape(code: &[Inst], s: &Sub, facts: &dyn Fn(usize) -> Option<Facts>) -> Option<Shape> {
+    let insts = &code[s.start..s.end];
+    let segs = segments(insts);
+    if segs.len() != 1 || segs[0].1.is_some() {
+        return None;
+    }
+    let stores = insts
+        .iter()
+        .any(|i| matches!(crate::memory_access(&i.op), Some((_, true))));
+    let looping =
+        s.looping && !stores && matches!(insts.last().map(|i| &i.op), Some(Op::Bra { .. }));
+    let (normal_in, same_in) = super::stretch_in(insts, facts(s.start), looping);
+    let hoisted = uniform(insts, &same_in);
+    let body = unhoisted(insts, &hoisted);
+    (body.is_empty() || vector::vectorizable(&body)).then_some(Shape {
+        hoisted,
+        normal_in,
+        same_in,
+        looping,
+    })
+}
+
+/// The runs of a region (indices into `subs`, by their starts) that a whole warp runs as
+/// one pass: the first, and each after it that has a vector form, is reached only from
+/// runs of the pass, and keeps the pass's accesses to each state space to loads only or
+/// one store outside any loop. Empty where fewer than two runs qualify.
+pub(super) fn plan(
+    code: &[Inst],
+    subs: &[Sub],
+    facts: &dyn Fn(usize) -> Option<Facts>,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..subs.len()).collect();
+    order.sort_by_key(|&i| subs[i].start);
+    let preds = predecessors(subs);
+    let mut pass: Vec<usize> = Vec::new();
+    // Per state space (global, shared): loads, stores.
+    let mut seen = [[0usize; 2]; 2];
+    for i in order {
+        let s = &subs[i];
+        if i > 0 && (preds[i].is_empty() || preds[i].iter().any(|p| !pass.contains(p))) {
+            continue;
+        }
+        if shape(code, s, facts).is_none() {
+            if i == 0 {
+                return Vec::new();
+            }
+            continue;
+        }
+        let mut counts = seen;
+        for inst in &code[s.start..s.end] {
+            if let Some((space, store)) = crate::memory_access(&inst.op) {
+                let spaces: &[usize] = match space {
+                    MemSpace::Generic => &[0, 1],
+                    MemSpace::Shared => &[1],
+                    _ => &[0],
+                };
+                for &sp in spaces {
+                    counts[sp][usize::from(store)] += 1;
+                }
+            }
+        }
+        let orderly = counts
+            .iter()
+            .all(|&[loads, stores]| stores == 0 || (stores == 1 && loads == 0));
+        if !orderly {
+            if i == 0 {
+                return Vec::new();
+            }
+            continue;
+        }
+        seen = counts;
+        pass.push(i);
+    }
+    if pass.len() < 2 {
+        pass.clear();
+    }
+    pass
+}
+
+/// Each run's predecessors in the region: the runs whose fall-through or branch goes on
+/// to it.
+fn predecessors(subs: &[Sub]) -> Vec<Vec<usize>> {
+    let mut preds = vec![Vec::new(); subs.len()];
+    for (i, s) in subs.iter().enumerate() {
+        for n in [s.fall, s.jump].into_iter().flatten() {
+            if !preds[n].contains(&i) {
+                preds[n].push(i);
+            }
+        }
+    }
+    preds
+}
+
+/// Each run of a pass's runs that are on every way to it from the pass's first (itself
+/// among them).
+fn dominators(pass: &[usize], preds: &[Vec<usize>]) -> HashMap<usize, HashSet<usize>> {
+    let mut dom: HashMap<usize, HashSet<usize>> = HashMap::new();
+    for &i in pass {
+        let mut d: Option<HashSet<usize>> = None;
+        for p in &preds[i] {
+            let pd = dom.get(p).cloned().unwrap_or_default();
+            d = Some(match d {
+                None => pd,
+                Some(d) => d.intersection(&pd).copied().collect(),
+            });
+        }
+        let mut d = d.unwrap_or_default();
+        d.insert(i);
+        dom.insert(i, d);
+    }
+    dom
+}
+
+/// What building a pass needs besides its runs: the call's values, the liveness and
+/// facts of the kernel, and the sites, registers and parameters counted so far.
+pub(super) struct Needs<'a> {
+    pub(super) call: Call,
+    pub(super) live_at: &'a dyn Fn(usize, Reg) -> bool,
+    pub(super) facts_at: &'a dyn Fn(usize) -> Option<Facts>,
+    pub(super) hints: &'a HashMap<usize, u64>,
+    pub(super) top: Reg,
+    pub(super) sites: u32,
+    pub(super) param_bytes: usize,
+}
+
+/// The values an instruction computed once for the group gives the vector code.
+struct Hoisted {
+    vals: HashMap<Reg, Value>,
+    dirty: BTreeSet<Reg>,
+}
+
+/// Builds the instructions of `insts` marked `hoisted` once, lane by lane, for the lane
+/// whose slot of register 0 is at `base` (lane `lane`), reading the registers of `known`
+/// from there rather than from the slots; gives their values (those of `known` only where
+/// rewritten) and the registers they wrote.
+fn hoist<'f>(
+    b: FunctionBuilder<'f>,
+    n: &mut Needs<'_>,
+    (base, lane): (Value, Value),
+    insts: &[Inst],
+    shape: &Shape,
+    known: HashMap<Reg, Value>,
+) -> Result<(FunctionBuilder<'f>, Hoisted), String> {
+    let mut b = b;
+    let lane32 = b.ins().ireduce(I32, lane);
+    let given: HashSet<Reg> = known.keys().copied().collect();
+    let c = n.call;
+    let mut u = Lane {
+        b,
+        ptr: c.ptr,
+        base,
+        params: c.params,
+        specials: c.specials,
+        loads: c.loads,
+        lane,
+        lane32,
+        helper: c.helper,
+        math: c.math,
+        find: c.find,
+        vals: known,
+        flushed: HashSet::new(),
+        normal_in: shape.normal_in.clone(),
+        dirty: BTreeSet::new(),
+        top: n.top,
+        sites: n.sites,
+        param_bytes: n.param_bytes,
+    };
+    for (inst, _) in insts.iter().zip(&shape.hoisted).filter(|(_, &h)| h) {
+        u.op(&inst.op, None, inst.line)?;
+    }
+    (n.top, n.sites, n.param_bytes) = (u.top, u.sites, u.param_bytes);
+    let dirty = u.dirty;
+    let mut vals = u.vals;
+    vals.retain(|r, _| !given.contains(r) || dirty.contains(r));
+    Ok((u.b, Hoisted { vals, dirty }))
+}
+
+/// Builds the pass `pass` (from [`plan`]) of the region `subs` in the current block, for a
+/// whole warp: the eight groups in turn, then a return with the lanes that took the last
+/// run's branch, that run's index in `LoadCtx::exit` (or [`PARTED`], each group's in
+/// `LoadCtx::groups`).
+pub(super) fn build<'f>(
+    b: FunctionBuilder<'f>,
+    n: &mut Needs<'_>,
+    code: &[Inst],
+    subs: &[Sub],
+    pass: &[usize],
+    heads: &[Block],
+) -> Result<FunctionBuilder<'f>, String> {
+    let mut b = b;
+    let (c, live_at, hints) = (n.call, n.live_at, n.hints);
+    let shapes: HashMap<usize, Shape> = pass
+        .iter()
+        .map(|&i| {
+            Ok((
+                i,
+                shape(code, &subs[i], n.facts_at).ok_or("a run of a pass lost its shape")?,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let preds = predecessors(subs);
+    let in_pass = |i: usize| pass.contains(&i);
+    // Whether register `r` may be read from instruction `at` on.
+    let live_in = |at: usize, r: Reg| {
+        let mut read = false;
+        if let Some(inst) = code.get(at) {
+            inst.clone().visit_regs(|x, def| read |= !def && *x == r);
+        }
+        read || (at < code.len() && live_at(at, r))
+    };
+    // Where the group may leave the pass from each run on (the instructions it goes to).
+    let mut exits_after: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+    for &i in pass.iter().rev() {
+        let s = &subs[i];
+        let mut set = BTreeSet::new();
+        let unconditional = matches!(
+            code[s.end - 1],
+            Inst {
+                op: Op::Bra { .. },
+                guard: None,
+                ..
+            }
+        );
+        // A loop's own branch back leaves only when its budget runs out.
+        let mut ways = Vec::new();
+        if !(s.looping && shapes[&i].looping) {
+            ways.push((s.jump, s.target.map(|t| t as usize)));
+        }
+        if !unconditional {
+            ways.push((s.fall, Some(s.end)));
+        }
+        for (next, pc) in ways {
+            match next.filter(|&n| in_pass(n)) {
+                Some(n) => set.extend(exits_after.get(&n).into_iter().flatten().copied()),
+                None => set.extend(pc),
+            }
+        }
+        exits_after.insert(i, set);
+    }
+    // The registers the runs of the pass after each run may read.
+    let mut reads_after: HashMap<usize, HashSet<Reg>> = HashMap::new();
+    for &i in pass.iter().rev() {
+        let mut set = HashSet::new();
+        for to in [subs[i].fall, subs[i].jump]
+            .into_iter()
+            .flatten()
+            .filter(|&t| in_pass(t))
+        {
+            if let Some(after) = reads_after.get(&to) {
+                set.extend(after.iter().copied());
+            }
+            for inst in &code[subs[to].start..subs[to].end] {
+                inst.clone().visit_regs(|r, def| {
+                    if !def {
+                        set.insert(*r);
+                    }
+                });
+            }
+        }
+        reads_after.insert(i, set);
+    }
+    for &i in pass {
+        for inst in &code[subs[i].start..subs[i].end] {
+            n.top = n.top.max(highest_reg(inst));
+        }
+    }
+    // The instructions the same in every lane, once for the warp (from lane 0's slots),
+    // of each run whose such instructions read no register a run of the pass before it
+    // writes: what they compute is then what the group would when it gets there (or
+    // nothing anyone reads, if it does not: they are pure, and touch only registers and
+    // the parameters).
+    let first = pass[0];
+    let zero = b.ins().iconst(I64, 0);
+    // A register such code of an earlier run wrote is read from there, where that run
+    // is on every way to this one and nothing else before this one writes it.
+    let mut early: HashMap<usize, Hoisted> = HashMap::new();
+    let dominators = dominators(pass, &preds);
+    // Per register written so far: the run whose code computed once wrote it, or `None`
+    // where a run's per-lane code (or more than one run) did.
+    let mut writers: HashMap<Reg, Option<usize>> = HashMap::new();
+    for &i in pass {
+        let insts = &code[subs[i].start..subs[i].end];
+        let shape = &shapes[&i];
+        let (mut reads, mut own) = (HashSet::new(), HashSet::new());
+        for (inst, _) in insts.iter().zip(&shape.hoisted).filter(|(_, &h)| h) {
+            inst.clone().visit_regs(|r, def| {
+                if def {
+                    own.insert(*r);
+                } else if !own.contains(r) {
+                    reads.insert(*r);
+                }
+            });
+        }
+        let mut known = HashMap::new();
+        let ready = reads.iter().all(|r| match writers.get(r) {
+            None => true,
+            Some(Some(j)) if dominators[&i].contains(j) => {
+                match early.get(j).and_then(|h| h.vals.get(r)) {
+                    Some(&v) => {
+                        known.insert(*r, v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Some(_) => false,
+        });
+        if ready {
+            let (nb, h) = hoist(b, n, (c.regs, zero), insts, shape, known)?;
+            b = nb;
+            early.insert(i, h);
+        }
+        for (inst, &h) in insts.iter().zip(&shape.hoisted) {
+            inst.clone().visit_regs(|r, def| {
+                if def {
+                    let by = (h && ready).then_some(i);
+                    writers.entry(*r).and_modify(|w| *w = None).or_insert(by);
+                }
+            });
+        }
+    }
+    let head = b.create_block();
+    b.append_block_param(head, I64);
+    b.ins().jump(head, &[zero.into()]);
+    b.switch_to_block(head);
+    let group = b.block_params(head)[0];
+    let at = b.ins().iadd(c.regs, group);
+    let next = b.create_block();
+    b.append_block_param(next, I32);
+    let blocks: HashMap<usize, Block> = pass[1..].iter().map(|&i| (i, b.create_block())).collect();
+    // Each run's state at its end, for the run it alone leads to.
+    let mut after: HashMap<usize, Carried> = HashMap::new();
+    // The edges into each run where runs join, and the state each brings.
+    let mut pending: HashMap<usize, Vec<(Block, Carried)>> = HashMap::new();
+    for &i in pass {
+        let s = &subs[i];
+        let shape = &shapes[&i];
+        let insts = &code[s.start..s.end];
+        let mut carried = if i == first {
+            Carried::default()
+        } else {
+            match preds[i][..] {
+                [p] => {
+                    b.switch_to_block(blocks[&i]);
+                    after
+                        .get(&p)
+                        .cloned()
+                        .ok_or("a pass's run before its predecessor")?
+                }
+                // Where runs join, the registers some of them wrote come as block
+                // parameters (each edge passes its own, or the slots' where it has none).
+                _ => {
+                    let edges = pending.remove(&i).unwrap_or_default();
+                    let states: Vec<&Carried> = edges.iter().map(|(_, c)| c).collect();
+                    let start = s.start;
+                    let mut read = HashSet::new();
+                    code[start].clone().visit_regs(|r, def| {
+                        if !def {
+                            read.insert(*r);
+                        }
+                    });
+                    let live_in = |r: Reg| read.contains(&r) || live_at(start, r);
+                    let regs = Carried::joining(&states, &live_in);
+                    for _ in 0..2 * regs.len() {
+                        b.append_block_param(blocks[&i], I64X2);
+                    }
+                    for (edge, state) in &edges {
+                        b.switch_to_block(*edge);
+                        let args: Vec<BlockArg> = state
+                            .args(&mut b, at, &regs)
+                            .into_iter()
+                            .map(BlockArg::from)
+                            .collect();
+                        b.ins().jump(blocks[&i], &args);
+                    }
+                    b.switch_to_block(blocks[&i]);
+                    let params = b.block_params(blocks[&i]).to_vec();
+                    Carried::joined(&regs, &params)
+                }
+            }
+        };
+        let hoisted = match early.remove(&i) {
+            Some(h) => h,
+            None => {
+                // Once for the group, from its first lane, with what the group made so far.
+                let lane = b.ins().ushr_imm(group, 3);
+                let mut known = HashMap::new();
+                for &r in &shape.same_in {
+                    if let Some(v) = carried.first_lane(&mut b, r) {
+                        known.insert(r, v);
+                    }
+                }
+                let (nb, h) = hoist(b, n, (at, lane), insts, shape, known)?;
+                b = nb;
+                h
+            }
+        };
+        let body = unhoisted(insts, &shape.hoisted);
+        let end = s.end - 1;
+        let live = |r: Reg| live_at(end, r);
+        let env = vector::Env {
+            call: c,
+            sites: n.sites,
+            uniform: &hoisted.vals,
+            uniform_dirty: &hoisted.dirty,
+            normal_in: &shape.normal_in,
+            live: &live,
+            coalesced: hints,
+        };
+        let (bits, sites) = vector::group_stretch(
+            &mut b,
+            &env,
+            (at, group),
+            &mut carried,
+            &body,
+            shape.looping,
+        );
+        n.sites = sites;
+        // What the run wrote that no later run of the pass reads goes to the slots now, if
+        // read after the pass: carried to where the group stops, it stayed live across the
+        // pass, and the code generator spilled it to the stack on the way.
+        let later = &reads_after[&i];
+        let exits = &exits_after[&i];
+        let now = carried.split_stores(&|r| {
+            !later.contains(&r) && !exits.is_empty() && exits.iter().all(|&t| live_in(t, r))
+        });
+        vector::store_group(&mut b, at, &now, &live);
+        // On to the runs of the pass where all four lanes go, else out.
+        let stop = b.create_block();
+        let fall = s.fall.filter(|&f| in_pass(f));
+        let jump = s.jump.filter(|&j| in_pass(j));
+        let mut edges = Vec::new();
+        for (to, all) in [(jump, 0xF), (fall, 0)] {
+            let Some(to) = to else { continue };
+            let (edge, other) = (b.create_block(), b.create_block());
+            let go = b.ins().icmp_imm(IntCC::Equal, bits, all);
+            b.ins().brif(go, edge, &[], other, &[]);
+            edges.push((edge, to));
+            b.switch_to_block(other);
+        }
+        b.ins().jump(stop, &[]);
+        for (edge, to) in edges {
+            if preds[to].len() > 1 {
+                // Made when the run there is built, once every run before it is.
+                pending.entry(to).or_default().push((edge, carried.clone()));
+                continue;
+            }
+            b.switch_to_block(edge);
+            b.ins().jump(blocks[&to], &[]);
+        }
+        b.switch_to_block(stop);
+        vector::store_group(&mut b, at, &carried, &live);
+        let code_of = b.ins().bor_imm(bits, (i as i64) << 4);
+        b.ins().jump(next, &[code_of.into()]);
+        after.insert(i, carried);
+    }
+    // The group's stop, then the next group.
+    b.switch_to_block(next);
+    let stopped = b.block_params(next)[0];
+    let slot = b.ins().ushr_imm(group, 3);
+    let slot = if c.ptr == I64 {
+        slot
+    } else {
+        b.ins().ireduce(c.ptr, slot)
+    };
+    let slot = b.ins().iadd(c.loads, slot);
+    let groups = offset_of!(LoadCtx, groups) as i32;
+    b.ins().store(MemFlags::trusted(), stopped, slot, groups);
+    let following = b.ins().iadd_imm(group, 32);
+    let more = b.ins().icmp_imm(IntCC::UnsignedLessThan, following, 256);
+    let done = b.create_block();
+    b.ins().brif(more, head, &[following.into()], done, &[]);
+    // Where the groups stopped: one run for all, or each its own.
+    b.switch_to_block(done);
+    let mut same = b.ins().iconst(I32, 1);
+    let mut taken = b.ins().iconst(I32, 0);
+    let mut run0 = None;
+    for g in 0..8 {
+        let v = b
+            .ins()
+            .load(I32, MemFlags::trusted(), c.loads, groups + 4 * g);
+        let run = b.ins().ushr_imm(v, 4);
+        let r0 = *run0.get_or_insert(run);
+        let eq = b.ins().icmp(IntCC::Equal, run, r0);
+        let eq = b.ins().uextend(I32, eq);
+        same = b.ins().band(same, eq);
+        let lanes = b.ins().band_imm(v, 0xF);
+        let lanes = b.ins().ishl_imm(lanes, 4 * i64::from(g));
+        taken = b.ins().bor(taken, lanes);
+    }
+    let run0 = run0.ok_or("no group")?;
+    let parted = b.ins().iconst(I32, i64::from(PARTED as i32));
+    let none = b.ins().iconst(I32, 0);
+    let same = b.ins().icmp_imm(IntCC::NotEqual, same, 0);
+    let taken = b.ins().select(same, taken, none);
+    // Where every lane stopped at one run and goes the same way, to a run of the region
+    // outside the pass: on there, as the run-by-run code (`heads`) would go.
+    for &i in pass {
+        for (to, all) in [(subs[i].fall, 0), (subs[i].jump, -1)] {
+            let Some(to) = to.filter(|t| !pass.contains(t)) else {
+                continue;
+            };
+            let here = b.ins().icmp_imm(IntCC::Equal, run0, i as i64);
+            let way = b.ins().icmp_imm(IntCC::Equal, taken, all);
+            let go = b.ins().band(here, way);
+            let go = b.ins().band(go, same);
+            let stay = b.create_block();
+            b.ins().brif(go, heads[to], &[], stay, &[]);
+            b.switch_to_block(stay);
+        }
+    }
+    let exit = b.ins().select(same, run0, parted);
+    b.ins().store(
+        MemFlags::trusted(),
+        exit,
+        c.loads,
+        offset_of!(LoadCtx, exit) as i32,
+    );
+    b.ins().return_(&[taken]);
+    Ok(b)
+}
