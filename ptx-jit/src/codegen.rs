@@ -100,6 +100,8 @@ pub(crate) struct Compiled {
     pub(crate) params: usize,
     /// Stretches with a vector form for whole warps.
     pub(crate) vector_stretches: usize,
+    /// Whether the code is only for whole warps (a region with a pass).
+    pub(crate) whole_warps: bool,
 }
 
 /// Why a run was not compiled.
@@ -185,29 +187,21 @@ pub(crate) fn compile(
 
     let (mut top, mut sites, mut param_bytes) = (0, 0, 0);
     // A whole warp runs the region's first runs group by group where they allow it
-    // (`pass`); any other mask, the code below.
+    // (`pass`), and only whole warps call a region with a pass (`Run::run` declines the
+    // others): its runs have no code but the pass's.
     let passing = if vectors {
         pass::plan(code, subs, facts_at)
     } else {
         Vec::new()
     };
-    let first = if passing.is_empty() {
-        entry
-    } else {
-        b.create_block()
-    };
     // The runs of the region, one after the other, each entered from its branch's block
     // in the run before (the first from the function's entry), each returning when the
     // warp does not go on to another run of the region together.
     let heads: Vec<Block> = (0..subs.len())
-        .map(|i| if i == 0 { first } else { b.create_block() })
+        .map(|i| if i == 0 { entry } else { b.create_block() })
         .collect();
+    let mut vector_stretches = passing.len();
     if !passing.is_empty() {
-        let (whole, some) = (b.create_block(), first);
-        let all = b.ins().icmp_imm(IntCC::Equal, mask, -1);
-        b.ins().brif(all, whole, &[], some, &[]);
-        b.switch_to_block(whole);
-        b.seal_block(whole);
         let hints: HashMap<usize, u64> = passing
             .iter()
             .flat_map(|&i| {
@@ -233,10 +227,12 @@ pub(crate) fn compile(
         );
         b = pass::build(b, &mut needs, code, subs, &passing, &heads)?;
         (top, param_bytes) = (needs.top, needs.param_bytes);
-        b.switch_to_block(some);
     }
-    let mut vector_stretches = 0;
     for (index, sub) in subs.iter().enumerate() {
+        // Nothing but the pass goes to its runs.
+        if passing.contains(&index) {
+            continue;
+        }
         if index > 0 {
             b.switch_to_block(heads[index]);
         }
@@ -528,6 +524,7 @@ pub(crate) fn compile(
         slots: (top as usize + 1) * 32,
         params: param_bytes,
         vector_stretches,
+        whole_warps: !passing.is_empty(),
     })
 }
 

@@ -126,6 +126,9 @@ pub struct Run {
     global: bool,
     /// Stretches with a vector form for the whole warp.
     vector_stretches: usize,
+    /// Whether the code runs only whole warps (its region has a pass, `codegen::pass`):
+    /// other calls are declined.
+    whole_warps: bool,
     /// Whether the second tier ([`VECTOR_TIER`]) would compile more: the run has a stretch
     /// with a vector form, or runs after it that a whole warp may go on to.
     hot: bool,
@@ -157,7 +160,10 @@ impl NativeRun for Run {
         env: &WarpEnv<'_>,
         state: &mut (dyn Any + Send),
     ) -> Result<Option<Exit>, Fault> {
-        if regs.len() < self.slots || env.params.len() < self.params {
+        if regs.len() < self.slots
+            || env.params.len() < self.params
+            || (self.whole_warps && mask != u32::MAX)
+        {
             return Ok(None);
         }
         let mem = env
@@ -486,6 +492,7 @@ impl Jit {
                         .any(|i| global_access(&i.op))
                 }),
                 vector_stretches: c.vector_stretches,
+                whole_warps: c.whole_warps,
                 hot: hot || c.vector_stretches > 0,
                 id: self.runs.fetch_add(1, Ordering::Relaxed),
             }),
@@ -956,8 +963,13 @@ mod tests {
         assert_eq!(r, Ok(Some(stop)));
         assert!(regs[32..64].iter().all(|&v| v == 8), "r1 of every lane");
         assert!(regs[64..96].iter().all(|&v| v == 0), "r2 untouched");
+        // Part of a warp: the region (a pass, for whole warps only) declines it, and the
+        // run alone stops at its own branch.
         let mut regs = vec![0u64; 4 * 32];
         let r = with_env(|env| run.run(&mut regs, &mut [], 0b1, env, &mut State::default()));
+        assert_eq!(r, Ok(None), "the region declines part of a warp");
+        let alone = jit.at(0, 0b1).expect("the run alone");
+        let r = with_env(|env| alone.run(&mut regs, &mut [], 0b1, env, &mut State::default()));
         let stop = Exit {
             taken: 0b1,
             end: 2,
