@@ -243,7 +243,9 @@ impl NativeRun for Run {
             return false;
         };
         for (g, &at) in ctx.groups.iter().enumerate() {
-            let (end, target) = self.exits[(at >> 4) as usize];
+            let Some(&(end, target)) = self.exits.get((at >> 4) as usize) else {
+                return false;
+            };
             for i in 0..4 {
                 let lane = 4 * g + i;
                 if mask >> lane & 1 == 1 {
@@ -262,7 +264,8 @@ impl Run {
     fn furthest(&self, groups: &[u32; 8]) -> u32 {
         groups
             .iter()
-            .map(|&at| self.exits[(at >> 4) as usize].0)
+            .filter_map(|&at| self.exits.get((at >> 4) as usize))
+            .map(|&(end, _)| end)
             .max()
             .unwrap_or(0)
     }
