@@ -24,7 +24,12 @@
 //!   (`objdump -D -b binary -m i386:x86-64 --adjust-vma=0xADDRESS`), the functions and
 //!   addresses Cranelift names in `/tmp/perf-PID.map` (written since the tool sets
 //!   `PERF_BUILDID_DIR`, as `perf record` does). With `RUST_LOG=vgpu_ptx_jit=debug`, the
-//!   log says which PTX instructions each address holds.
+//!   log says which PTX instructions each address holds; with `=trace`, also which
+//!   machine-code ranges of each function come from which PTX line (`START-END:LINE`,
+//!   offsets in hex; `LIST=1` maps lines to instructions), so that callgrind's counts per
+//!   machine instruction (`--dump-instr=yes`) add up to a cost per PTX instruction. Code
+//!   outside every range (moves between registers and the stack, the loop over a warp's
+//!   groups of four lanes, the stores at a run's end) is no instruction's own.
 
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};

@@ -13,7 +13,7 @@ use crate::Code;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I64X2, I8, I8X16};
 use cranelift_codegen::ir::{
-    AbiParam, Block, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
+    AbiParam, Block, BlockArg, Endianness, InstBuilder, MemFlags, SigRef, SourceLoc, Type, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
@@ -502,6 +502,19 @@ pub(crate) fn compile(
         e => CodegenError::Other(e.to_string()),
     })?;
     let len = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+    // Where each PTX line's machine code is, for profiles.
+    let lines: Vec<String> = if log::log_enabled!(log::Level::Trace) {
+        ctx.compiled_code().map_or(Vec::new(), |c| {
+            c.buffer
+                .get_srclocs_sorted()
+                .iter()
+                .filter(|l| !l.loc.is_default())
+                .map(|l| format!("{:x}-{:x}:{}", l.start, l.end, l.loc.bits()))
+                .collect()
+        })
+    } else {
+        Vec::new()
+    };
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let p = module.get_finalized_function(id);
@@ -515,6 +528,7 @@ pub(crate) fn compile(
             .collect();
         let kind = if vectors { "vector" } else { "lanes" };
         log::debug!("{kind} region {} at {p:?}, {len} bytes", runs.join(","));
+        log::trace!("lines of the region at {p:?}: {}", lines.join(" "));
     }
     // SAFETY: `p` is the entry of the function just defined with the signature
     // (pointer, i32) -> i32 in the host's default calling convention, which is `Code`'s.
@@ -2067,6 +2081,8 @@ impl<'f> Lane<'f> {
     }
 
     fn op(&mut self, op: &Op, on: Option<Value>, line: u32) -> Result<(), String> {
+        // The PTX line, for profiles of the machine code (the `trace` log of `compile`).
+        self.b.set_srcloc(SourceLoc::new(line));
         match op {
             Op::Nop => {}
             Op::Ld {

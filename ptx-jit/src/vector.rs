@@ -864,7 +864,12 @@ impl<'a, 'f> Vector<'a, 'f> {
     fn inst(&mut self, inst: &Inst) {
         let at = inst as *const Inst as usize;
         self.hinted = self.env_hints.get(&at).copied();
+        // The PTX line, for profiles of the machine code (the `trace` log of `compile`).
+        self.b
+            .set_srcloc(cranelift_codegen::ir::SourceLoc::new(inst.line));
         self.op(&inst.op, inst.line);
+        self.b
+            .set_srcloc(cranelift_codegen::ir::SourceLoc::default());
         self.hinted = None;
     }
 
