@@ -109,9 +109,14 @@ type Code =
 /// region.
 pub const MAX_RUN: usize = 1024;
 
-/// The most runs one region holds. (With sixteen, a pass (`codegen::pass`) held the
-/// prologue of ggml's quantized mat-vec and the loop that reads what it computed, 10% fewer
-/// host instructions for it, but a small LLM decoded 40% slower through the soft device.)
+/// The most runs one region holds. With sixteen, a pass (`codegen::pass`) held the
+/// prologue of ggml's quantized mat-vec and the loop that reads what it computed (12 runs,
+/// 145 instructions, compiled in 14 ms): 11% fewer host instructions a launch. But
+/// Cranelift's time grows faster than a region's size (mostly its register allocator's):
+/// sixteen runs of the LLM's fused mat-vec (200–320 instructions) took 60–190 ms each to
+/// compile, against 80 ms for eight, and a small LLM's 32 tokens, whose decode compiles
+/// them, came out slower (vector forms: 1.9 s of compiling in all against 1.23 s; with
+/// regions past eight runs kept to 160 instructions, 1.4 s and decode 3–8% slower).
 pub const MAX_REGION: usize = 8;
 
 /// A compiled run of instructions.
@@ -478,13 +483,23 @@ impl Jit {
     /// regions cost more to compile than the few calls of a cold one win back.
     fn compile(&self, pc: usize, vectors: bool) -> Option<Run> {
         let subs = self.region(pc, if vectors { MAX_REGION } else { 1 })?;
+        let started = std::time::Instant::now();
         let hot = vectors || self.region(pc, 2).is_some_and(|r| r.len() > 1);
         let end = subs[0].end;
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let module = &mut memory.as_mut()?.0;
         let live = |i: usize, r: Reg| self.live.live_after(i, r);
         let facts = |i: usize| self.known.as_ref()?.at(&self.code, i);
-        match codegen::compile(module, &self.code, &subs, &live, &facts, vectors) {
+        let compiled = codegen::compile(module, &self.code, &subs, &live, &facts, vectors);
+        log::debug!(
+            "kernel {}: instructions {pc}..{end}{}, {} runs of {} instructions, compiled in {} µs",
+            self.name,
+            if vectors { " (vector forms)" } else { "" },
+            subs.len(),
+            subs.iter().map(|s| s.end - s.start).sum::<usize>(),
+            started.elapsed().as_micros()
+        );
+        match compiled {
             Ok(c) => Some(Run {
                 code: c.code,
                 exits: subs.iter().map(|s| (s.end as u32, s.target)).collect(),
