@@ -563,17 +563,7 @@ fn other_pds_objects_cannot_be_named() {
     let mut d = BareDriver::connect(&stub);
     let mut a = d.pd_client(1, 1 << 20, 0);
     let mut b = d.pd_client(2, 1 << 20, 0);
-    let text = b".version 8.0
-.target sm_80
-.address_size 64
-.visible .entry poke(.param .u64 p)
-{
-    .reg .b64 %rd<2>;
-    ld.param.u64 %rd1, [p];
-    st.global.u32 [%rd1], 7;
-    ret;
-}
-\0";
+    let text = vgpu_test_stack::POKE;
     let r = load(&mut d, &mut a, text, sha256(text), false);
     assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
     let module = r.result0;

@@ -483,10 +483,10 @@ impl Jit {
     /// regions cost more to compile than the few calls of a cold one win back.
     fn compile(&self, pc: usize, vectors: bool) -> Option<Run> {
         let subs = self.region(pc, if vectors { MAX_REGION } else { 1 })?;
-        let started = std::time::Instant::now();
         let hot = vectors || self.region(pc, 2).is_some_and(|r| r.len() > 1);
         let end = subs[0].end;
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         let module = &mut memory.as_mut()?.0;
         let live = |i: usize, r: Reg| self.live.live_after(i, r);
         let facts = |i: usize| self.known.as_ref()?.at(&self.code, i);

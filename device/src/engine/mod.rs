@@ -329,7 +329,10 @@ impl Inner {
             mem_quota: quota,
             max_objects,
         };
-        let ctx = self.env.executor.new_context(id, limits, sink)?;
+        let ctx = self
+            .env
+            .executor
+            .new_context(id, cache_domain, limits, sink)?;
         let mut pd = Pd::new(id, ctx, max_windows, limits, self.env.mem.clone());
         pd.cache_domain = cache_domain;
         let pd = Arc::new(pd);

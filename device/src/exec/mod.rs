@@ -450,10 +450,13 @@ pub trait Executor: Send + Sync {
     fn poll_while_busy(&self) -> bool {
         true
     }
-    /// A new, empty context.
+    /// A new, empty context for PD `pd` of module-cache domain `cache_domain` (PD_CREATE):
+    /// what an executor keeps of one PD's modules for others (the soft device's compiled
+    /// kernels) it shares only within that domain.
     fn new_context(
         &self,
         pd: u32,
+        cache_domain: u32,
         limits: Limits,
         callbacks: std::sync::Arc<dyn CallbackSink>,
     ) -> Result<Box<dyn Context>, Status>;

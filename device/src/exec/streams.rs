@@ -1228,7 +1228,7 @@ mod tests {
             mem_quota: 64 << 20,
             max_objects: 1024,
         };
-        exec.new_context(1, limits, Arc::new(Sink))
+        exec.new_context(1, 0, limits, Arc::new(Sink))
             .expect("context")
     }
 

@@ -158,6 +158,7 @@ impl Executor for FakeExecutor {
     fn new_context(
         &self,
         pd: u32,
+        _cache_domain: u32,
         limits: Limits,
         callbacks: Arc<dyn CallbackSink>,
     ) -> Result<Box<dyn Context>, Status> {

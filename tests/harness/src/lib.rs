@@ -9,6 +9,7 @@
 //! * [`bare`]: a bare test driver that speaks the device protocol over vfio-user itself.
 //! * [`control`]: a protocol-level client of vgpu-driver's control plane.
 //! * [`wait`]: bounded waits.
+//! * [`POKE`]: a PTX module for tests of module loading and launches.
 //!
 //! The shim crates keep an independent fake driver of their own (`shim/tests/common`): it
 //! is a second reading of the protocol.
@@ -22,6 +23,20 @@ pub mod stack;
 pub mod wait;
 
 pub use stack::{Link, ProcessStack, Stack};
+
+/// A PTX module (text, NUL-terminated, as a module image) whose one kernel,
+/// `poke(.param .u64 p)`, stores the 32-bit 1 through its pointer.
+pub const POKE: &[u8] = b".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry poke(.param .u64 p)
+{
+    .reg .b64 %rd<2>;
+    ld.param.u64 %rd1, [p];
+    st.global.u32 [%rd1], 1;
+    ret;
+}
+\0";
 
 /// Sends the crates' logs to the test output (once per process).
 pub fn init_logging() {

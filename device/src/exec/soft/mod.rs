@@ -259,6 +259,7 @@ impl Executor for SoftExecutor {
     fn new_context(
         &self,
         pd: u32,
+        cache_domain: u32,
         limits: Limits,
         callbacks: Arc<dyn CallbackSink>,
     ) -> Result<Box<dyn Context>, Status> {
@@ -276,6 +277,7 @@ impl Executor for SoftExecutor {
             reference_kernels: self.config.reference_kernels,
             jit: self.config.jit,
             programs: self.programs.clone(),
+            cache_domain,
         });
         Ok(Box::new(StreamContext::new(
             pd,
@@ -309,6 +311,9 @@ pub struct SoftDevice {
     jit: bool,
     /// Checked PTX programs of every context, by image.
     programs: Arc<modules::ProgramCache>,
+    /// The PD's module-cache domain: the contexts whose kernels' compiled code this one
+    /// shares.
+    cache_domain: u32,
 }
 
 impl SoftDevice {
@@ -393,6 +398,7 @@ impl Backend for SoftDevice {
             sm: self.sm,
             reference_kernels: self.reference_kernels,
             cache: &self.programs,
+            domain: self.cache_domain,
         };
         modules::load(self, &loader, image, sha256, next, room)
     }
@@ -462,6 +468,7 @@ impl Backend for SoftDevice {
             reference_kernels: self.reference_kernels,
             jit: self.jit,
             programs: self.programs.clone(),
+            cache_domain: self.cache_domain,
         }))
     }
 }

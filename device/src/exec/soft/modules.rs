@@ -12,7 +12,7 @@
 use super::kernels::{self, Kernel};
 use super::SoftDevice;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use vgpu_fatbin::{ImageError, ParamLayout};
 use vgpu_proto::info::{func_flags, FuncRecord, FunctionEntry, ParamInfo};
 use vgpu_proto::Status;
@@ -66,13 +66,47 @@ pub struct Function {
     kernel: Option<Kernel>,
     /// The kernel's PTX program, or why it cannot run from PTX.
     ptx: Result<Arc<PtxModule>, String>,
-    /// Native code for the kernel's PTX, made at its first launch (`None`: none could be).
-    native: std::sync::OnceLock<Option<vgpu_ptx_jit::Jit>>,
+    /// Native code for the kernel's PTX, made at its first launch in any context of the
+    /// PD's cache domain that loaded the same image ([`CachedProgram::native`]; `None`:
+    /// none could be).
+    native: Arc<NativeCell>,
     globals: Arc<HashMap<String, (u64, u64)>>,
+}
+
+/// Native code for one kernel, made at its first launch.
+type NativeCell = std::sync::OnceLock<Option<vgpu_ptx_jit::Jit>>;
+
+/// A checked program as the device keeps it, with the native code of its kernels: each
+/// kernel is compiled once for the contexts of a cache domain (as a GPU driver keeps its
+/// compiled kernels for the processes that load the same code), not once per process, and
+/// kept as long as the program is. Within a domain, the runs' call counts that decide
+/// when a run's region is compiled are shared too. Another domain compiles its own, so
+/// that no tenant can tell from how fast a launch starts which kernels another one ran.
+pub(super) struct CachedProgram {
+    program: Arc<vgpu_ptx::lazy::LazyProgram>,
+    native: Mutex<HashMap<(u32, String), Arc<NativeCell>>>,
+}
+
+impl CachedProgram {
+    fn new(program: vgpu_ptx::lazy::LazyProgram) -> CachedProgram {
+        CachedProgram {
+            program: Arc::new(program),
+            native: Mutex::default(),
+        }
+    }
+
+    /// The native code of kernel `name` for the contexts of cache domain `domain`.
+    fn native(&self, domain: u32, name: &str) -> Arc<NativeCell> {
+        vgpu_os::lock(&self.native)
+            .entry((domain, name.to_string()))
+            .or_default()
+            .clone()
+    }
 }
 
 /// A PTX module and the device addresses of its variables.
 pub struct PtxModule {
+    cached: Arc<CachedProgram>,
     program: Arc<vgpu_ptx::lazy::LazyProgram>,
     /// Device address of each of `program.globals`.
     addrs: Vec<u64>,
@@ -169,7 +203,7 @@ pub(super) fn load(
         let init = if g.init.is_empty() {
             programs
                 .iter()
-                .flat_map(|p| p.globals.iter())
+                .flat_map(|p| p.program.globals.iter())
                 .find(|pg| pg.name == g.name)
                 .map_or(&[][..], |pg| &pg.init[..])
         } else {
@@ -199,6 +233,7 @@ pub(super) fn load(
             None
         };
         let max_dyn = DEFAULT_DYN_SHARED.saturating_sub(k.shared_size_bytes);
+        let program = ptx_of(&ptx, &k.name);
         let f = Function {
             name: k.name.clone(),
             module,
@@ -214,8 +249,11 @@ pub(super) fn load(
             max_dyn_shared: max_dyn.into(),
             carveout: (-1).into(),
             kernel,
-            ptx: ptx_of(&ptx, &k.name),
-            native: std::sync::OnceLock::new(),
+            native: match &program {
+                Ok(m) => m.cached.native(loader.domain, &k.name),
+                Err(_) => Arc::default(),
+            },
+            ptx: program,
             globals: globals.clone(),
         };
         let mut r: FuncRecord = bytemuck::Zeroable::zeroed();
@@ -375,6 +413,8 @@ pub struct Loader<'a> {
     pub reference_kernels: bool,
     /// The device's checked programs.
     pub cache: &'a ProgramCache,
+    /// The context's module-cache domain: whose compiled kernels it shares.
+    pub domain: u32,
 }
 
 /// Checked PTX programs by image (its SHA-256 and the compute capability), shared by the
@@ -397,7 +437,7 @@ struct CacheEntries {
 /// An image's SHA-256 and the compute capability it was checked for.
 type ImageKey = ([u8; 32], u32);
 /// The programs of one image.
-type Programs = Arc<[Arc<vgpu_ptx::lazy::LazyProgram>]>;
+type Programs = Arc<[Arc<CachedProgram>]>;
 
 impl ProgramCache {
     /// Images kept.
@@ -417,7 +457,10 @@ impl ProgramCache {
         if let Some(p) = vgpu_os::lock(&self.entries).programs.get(&key) {
             return p.clone();
         }
-        let programs: Programs = ptx_programs(image, sm).into_iter().map(Arc::new).collect();
+        let programs: Programs = ptx_programs(image, sm)
+            .into_iter()
+            .map(|p| Arc::new(CachedProgram::new(p)))
+            .collect();
         let size = image.len() as u64;
         let mut e = vgpu_os::lock(&self.entries);
         if size <= Self::MAX_IMAGE_BYTES && e.programs.insert(key, programs.clone()).is_none() {
@@ -459,13 +502,14 @@ fn ptx_programs(image: &[u8], sm: u32) -> Vec<vgpu_ptx::lazy::LazyProgram> {
 
 /// Gives each program the device addresses of its variables.
 fn link(
-    programs: &[Arc<vgpu_ptx::lazy::LazyProgram>],
+    programs: &[Arc<CachedProgram>],
     globals: &HashMap<String, (u64, u64)>,
 ) -> Vec<Result<Arc<PtxModule>, String>> {
     programs
         .iter()
         .cloned()
-        .map(|program| {
+        .map(|cached| {
+            let program = cached.program.clone();
             let addrs = program
                 .globals
                 .iter()
@@ -476,7 +520,11 @@ fn link(
                         .ok_or_else(|| format!("its module variable {} was not placed", g.name))
                 })
                 .collect::<Result<Vec<u64>, String>>()?;
-            Ok(Arc::new(PtxModule { program, addrs }))
+            Ok(Arc::new(PtxModule {
+                cached,
+                program,
+                addrs,
+            }))
         })
         .collect()
 }
@@ -655,4 +703,111 @@ pub(super) fn launch(
         globals: &f.globals,
     };
     kernel(&mut l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    use vgpu_test_stack::POKE;
+
+    /// A context of cache domain `domain` on the device's program cache `programs`.
+    fn context(pd: u32, domain: u32, programs: &Arc<ProgramCache>) -> SoftDevice {
+        SoftDevice {
+            pd,
+            mem: Mutex::new(super::super::memory::Memory::new(
+                1 << 20,
+                super::super::memory::Pool::new(1 << 20),
+            )),
+            modules: Mutex::default(),
+            limits: Mutex::default(),
+            launch_timeout: std::time::Duration::from_secs(10),
+            pool: super::super::memory::Pool::new(1 << 20),
+            sm: 80,
+            reference_kernels: false,
+            jit: true,
+            programs: programs.clone(),
+            cache_domain: domain,
+        }
+    }
+
+    /// Loads `POKE` into `sh`: its function `poke`.
+    fn poke(sh: &SoftDevice) -> Arc<Function> {
+        let loader = Loader {
+            sm: sh.sm,
+            reference_kernels: false,
+            cache: &sh.programs,
+            domain: sh.cache_domain,
+        };
+        let mut handle = 0;
+        let mut next = |_| {
+            handle += 1;
+            handle
+        };
+        let sha = crate::engine::cache::sha256(POKE);
+        let (_, funcs) = load(sh, &loader, POKE, &sha, &mut next, 16).expect("loads");
+        assert_eq!(funcs.len(), 1);
+        sh.modules()
+            .function(funcs[0].record.handle)
+            .expect("the function")
+    }
+
+    /// Runs `poke` on a word of `sh`'s memory and checks that it wrote 1 there.
+    fn run(sh: &SoftDevice, f: &Function, handle: u64) {
+        let at = sh.memory().alloc(4).expect("memory");
+        let params = at.to_le_bytes();
+        launch(
+            sh,
+            &AtomicBool::new(false),
+            handle,
+            [1; 3],
+            [1; 3],
+            0,
+            &params,
+        )
+        .expect("runs");
+        let mut word = [0u8; 4];
+        word.copy_from_slice(sh.memory().slice_mut(at, 4).expect("the word"));
+        assert_eq!(u32::from_le_bytes(word), 1, "{} wrote", f.name);
+    }
+
+    /// Two contexts of one cache domain that load the same image share its kernels'
+    /// native code: the second finds it made by the first's launch. A context of another
+    /// domain makes its own.
+    #[test]
+    fn contexts_of_a_domain_share_compiled_kernels() {
+        let programs = Arc::new(ProgramCache::default());
+        let (a, b, stranger) = (
+            context(1, 7, &programs),
+            context(2, 7, &programs),
+            context(3, 8, &programs),
+        );
+        let (fa, fb, fs) = (poke(&a), poke(&b), poke(&stranger));
+        assert!(
+            Arc::ptr_eq(&fa.native, &fb.native),
+            "one domain, one kernel's code"
+        );
+        assert!(!Arc::ptr_eq(&fa.native, &fs.native), "another domain's own");
+        assert!(
+            fb.native.get().is_none(),
+            "made at the first launch, not at the load"
+        );
+        let handle = |sh: &SoftDevice, f: &Arc<Function>| {
+            let m = sh.modules();
+            *m.functions
+                .iter()
+                .find(|(_, g)| Arc::ptr_eq(g, f))
+                .expect("loaded")
+                .0
+        };
+        run(&a, &fa, handle(&a, &fa));
+        assert!(
+            matches!(fb.native.get(), Some(Some(_))),
+            "the other context of the domain finds it compiled"
+        );
+        assert!(fs.native.get().is_none(), "not another domain's");
+        run(&b, &fb, handle(&b, &fb));
+        run(&stranger, &fs, handle(&stranger, &fs));
+    }
 }
