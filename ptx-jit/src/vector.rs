@@ -402,6 +402,9 @@ struct Quad {
     lo: Value,
     hi: Value,
     low32: Option<Value>,
+    /// `lo` and `hi` are `low32` zero-extended (a 32-bit result): where runs of a pass
+    /// join, such a register is passed as its one `i32x4`.
+    zext: bool,
 }
 
 /// The builder of one vector stretch.
@@ -554,43 +557,89 @@ pub(crate) struct Carried {
 impl Carried {
     /// The registers that some of `edges` (the states of the runs that lead to one run)
     /// wrote and did not store, and that the run there may read (`live`): what the run
-    /// takes as block parameters ([`Carried::args`], [`Carried::joined`]).
-    pub(crate) fn joining(edges: &[&Carried], live: &dyn Fn(Reg) -> bool) -> Vec<Reg> {
+    /// takes as block parameters ([`Carried::args`], [`Carried::joined`]); each with
+    /// whether it comes as one `i32x4` (a 32-bit value zero-extended on every edge) or
+    /// as two `i64x2`.
+    pub(crate) fn joining(edges: &[&Carried], live: &dyn Fn(Reg) -> bool) -> Vec<(Reg, bool)> {
         let regs: BTreeSet<Reg> = edges.iter().flat_map(|c| c.dirty.iter().copied()).collect();
-        regs.into_iter().filter(|&r| live(r)).collect()
+        regs.into_iter()
+            .filter(|&r| live(r))
+            .map(|r| {
+                let narrow = edges
+                    .iter()
+                    .all(|c| c.vals.get(&r).is_some_and(|q| q.zext && q.low32.is_some()));
+                (r, narrow)
+            })
+            .collect()
     }
 
-    /// The four lanes of each of `regs` (two `i64x2` each) as this state has them, loaded
-    /// from the slots at `at` where it has not made them (they are then as the slots hold
-    /// them).
-    pub(crate) fn args(&self, b: &mut FunctionBuilder<'_>, at: Value, regs: &[Reg]) -> Vec<Value> {
+    /// The block parameters' types for `regs` ([`Carried::joining`]).
+    pub(crate) fn param_types(regs: &[(Reg, bool)]) -> Vec<Type> {
+        regs.iter()
+            .flat_map(|&(_, narrow)| if narrow { vec![I32X4] } else { vec![I64X2; 2] })
+            .collect()
+    }
+
+    /// The four lanes of each of `regs` as this state has them (one `i32x4` for a
+    /// narrow one, two `i64x2` for the others), loaded from the slots at `at` where it
+    /// has not made them (they are then as the slots hold them).
+    pub(crate) fn args(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        at: Value,
+        regs: &[(Reg, bool)],
+    ) -> Vec<Value> {
         let mut out = Vec::new();
-        for &r in regs {
+        for &(r, narrow) in regs {
             match self.vals.get(&r) {
-                Some(q) => out.extend([q.lo, q.hi]),
-                None => {
+                Some(&Quad {
+                    low32: Some(v),
+                    zext: true,
+                    ..
+                }) if narrow => out.push(v),
+                Some(q) if !narrow => out.extend([q.lo, q.hi]),
+                None if !narrow => {
                     let lo = b.ins().load(I64X2, slots(), at, (r * 256) as i32);
                     let hi = b.ins().load(I64X2, slots(), at, (r * 256 + 16) as i32);
                     out.extend([lo, hi]);
                 }
+                _ => unreachable!(
+                    "`joining` makes a register narrow only where every edge has it so"
+                ),
             }
         }
         out
     }
 
-    /// The state where runs join: `regs` in the block parameters `params` (two each),
-    /// written and not stored.
-    pub(crate) fn joined(regs: &[Reg], params: &[Value]) -> Carried {
+    /// The state where runs join: `regs` in the block parameters `params`
+    /// ([`Carried::param_types`]), written and not stored.
+    pub(crate) fn joined(
+        b: &mut FunctionBuilder<'_>,
+        regs: &[(Reg, bool)],
+        params: &[Value],
+    ) -> Carried {
         let mut c = Carried::default();
-        for (&r, p) in regs.iter().zip(params.chunks(2)) {
-            c.vals.insert(
-                r,
+        let mut next = params.iter().copied();
+        for &(r, narrow) in regs {
+            let q = if narrow {
+                let v = next.next().expect("a parameter for each narrow register");
                 Quad {
-                    lo: p[0],
-                    hi: p[1],
+                    lo: b.ins().uwiden_low(v),
+                    hi: b.ins().uwiden_high(v),
+                    low32: Some(v),
+                    zext: true,
+                }
+            } else {
+                let lo = next.next().expect("two parameters for each other register");
+                let hi = next.next().expect("two parameters for each other register");
+                Quad {
+                    lo,
+                    hi,
                     low32: None,
-                },
-            );
+                    zext: false,
+                }
+            };
+            c.vals.insert(r, q);
             c.dirty.insert(r);
         }
         c
@@ -798,7 +847,15 @@ pub(crate) fn chain(
                 v.flushed.insert(lo);
             }
             if sh.d != SINK {
-                state.vals.insert(sh.d, Quad { lo, hi, low32 });
+                state.vals.insert(
+                    sh.d,
+                    Quad {
+                        lo,
+                        hi,
+                        low32,
+                        zext: false,
+                    },
+                );
                 state.dirty.insert(sh.d);
             }
         }
@@ -975,6 +1032,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo: c[0],
                 hi: c[1],
                 low32: None,
+                zext: false,
             })
             .collect();
         let (alo, ahi, tlo, thi, iter) = (
@@ -1041,6 +1099,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo: c[0],
                 hi: c[1],
                 low32: None,
+                zext: false,
             }))
             .collect();
         self.vals.extend(kept);
@@ -1072,6 +1131,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo: v,
             hi: v,
             low32: None,
+            zext: false,
         }
     }
 
@@ -1092,6 +1152,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     lo,
                     hi,
                     low32: None,
+                    zext: false,
                 }
             }
         };
@@ -1126,6 +1187,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let mut q = self.splat(v);
                 let low = self.b.ins().iconst(I32, i64::from(x as u32));
                 q.low32 = Some(self.b.ins().splat(I32X4, low));
+                q.zext = x >> 32 == 0;
                 q
             }
             Src::Special(Special::Tid(d)) => {
@@ -1200,6 +1262,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo,
             hi,
             low32: Some(v),
+            zext: true,
         }
     }
 
@@ -1560,6 +1623,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo: h[0],
                 hi: h[1],
                 low32: None,
+                zext: false,
             };
             args.push(self.low32(&mut q));
         }
@@ -1572,6 +1636,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo: p[0],
             hi: p[1],
             low32: p.get(2).copied(),
+            zext: false,
         })
     }
 
@@ -1806,6 +1871,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     lo: self.b.ins().swiden_low(v),
                     hi: self.b.ins().swiden_high(v),
                     low32: Some(v),
+                    zext: false,
                 }
             }
             (32, false) => {
@@ -1826,6 +1892,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     lo: f(self, q.lo),
                     hi: f(self, q.hi),
                     low32: None,
+                    zext: false,
                 }
             }
         }
@@ -1838,11 +1905,13 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo: self.b.ins().band(lo, one),
             hi: self.b.ins().band(hi, one),
             low32: None,
+            zext: false,
         };
         let f = Quad {
             lo: self.b.ins().band_not(one, lo),
             hi: self.b.ins().band_not(one, hi),
             low32: None,
+            zext: false,
         };
         (t, f)
     }
@@ -1889,6 +1958,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo,
                 hi,
                 low32: None,
+                zext: false,
             };
         }
         if let (Shl | Shr, Src::Imm(n)) = (op, b) {
@@ -1915,6 +1985,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo: shift(self, x.lo),
                 hi: shift(self, x.hi),
                 low32: None,
+                zext: false,
             };
         }
         if matches!(op, Shl | Shr | Div | Rem) {
@@ -1947,6 +2018,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo,
                 hi,
                 low32: None,
+                zext: false,
             };
         }
         if op == MulLo && w == 32 {
@@ -1983,6 +2055,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo: pick(x.lo, y.lo),
                 hi: pick(x.hi, y.hi),
                 low32: None,
+                zext: false,
             };
         }
         let f = |v: &mut Self, x: Value, y: Value| match op {
@@ -2250,6 +2323,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo,
                 hi,
                 low32: None,
+                zext: false,
             },
             None => {
                 let zero = self.b.ins().iconst(I64, 0);
@@ -2278,6 +2352,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo: half(x.lo, y.lo),
             hi: half(x.hi, y.hi),
             low32: None,
+            zext: false,
         }
     }
 
@@ -2289,12 +2364,14 @@ impl<'a, 'f> Vector<'a, 'f> {
                 lo: self.b.ins().band(lo, m),
                 hi: self.b.ins().band(hi, m),
                 low32: None,
+                zext: false,
             }
         } else {
             Quad {
                 lo,
                 hi,
                 low32: None,
+                zext: false,
             }
         }
     }
@@ -2395,6 +2472,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                         lo: self.b.ins().iadd(q.lo, w),
                         hi: self.b.ins().iadd(q.hi, w),
                         low32: None,
+                        zext: false,
                     }
                 };
                 self.set(*d, q);
@@ -2507,6 +2585,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     lo: self.b.ins().bitselect(clo, x.lo, y.lo),
                     hi: self.b.ins().bitselect(chi, x.hi, y.hi),
                     low32: None,
+                    zext: false,
                 };
                 self.set(*d, q);
             }
@@ -2640,6 +2719,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                         lo,
                         hi,
                         low32: None,
+                        zext: false,
                     },
                 );
             }
@@ -2681,6 +2761,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                         lo: f(self, x.lo),
                         hi: f(self, x.hi),
                         low32: None,
+                        zext: false,
                     };
                     self.set(d, q);
                 }
@@ -2788,6 +2869,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                         lo,
                         hi,
                         low32: None,
+                        zext: false,
                     }
                 };
                 self.set(*d, q);
@@ -2938,6 +3020,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                         lo: h[0],
                         hi: h[1],
                         low32: None,
+                        zext: false,
                     };
                     self.set(dst, q);
                 }

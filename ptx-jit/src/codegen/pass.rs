@@ -26,7 +26,7 @@ use super::{highest_reg, segments, unhoisted, uniform, Lane, Sub};
 use crate::direct::{LoadCtx, PARTED};
 use crate::vector::{self, Call, Carried};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64, I64X2};
+use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlags, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -409,8 +409,8 @@ pub(super) fn build<'f>(
                     });
                     let live_in = |r: Reg| read.contains(&r) || live_at(start, r);
                     let regs = Carried::joining(&states, &live_in);
-                    for _ in 0..2 * regs.len() {
-                        b.append_block_param(blocks[&i], I64X2);
+                    for ty in Carried::param_types(&regs) {
+                        b.append_block_param(blocks[&i], ty);
                     }
                     for (edge, state) in &edges {
                         b.switch_to_block(*edge);
@@ -423,7 +423,7 @@ pub(super) fn build<'f>(
                     }
                     b.switch_to_block(blocks[&i]);
                     let params = b.block_params(blocks[&i]).to_vec();
-                    Carried::joined(&regs, &params)
+                    Carried::joined(&mut b, &regs, &params)
                 }
             }
         };
