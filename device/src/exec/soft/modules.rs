@@ -82,12 +82,25 @@ type NativeCell = std::sync::OnceLock<Option<vgpu_ptx_jit::Jit>>;
 /// kept as long as the program is. Within a domain, the runs' call counts that decide
 /// when a run's region is compiled are shared too. Another domain compiles its own, so
 /// that no tenant can tell from how fast a launch starts which kernels another one ran.
+/// The code of at most [`CachedProgram::DOMAINS`] domains is kept, the oldest forgotten
+/// first (its contexts keep what they hold), so that a guest naming ever new domains
+/// cannot make the host keep ever more code.
 pub(super) struct CachedProgram {
     program: Arc<vgpu_ptx::lazy::LazyProgram>,
-    native: Mutex<HashMap<(u32, String), Arc<NativeCell>>>,
+    native: Mutex<NativeCells>,
+}
+
+/// Each kept domain's kernels' native code, and the domains, oldest first.
+#[derive(Default)]
+struct NativeCells {
+    cells: HashMap<(u32, String), Arc<NativeCell>>,
+    domains: std::collections::VecDeque<u32>,
 }
 
 impl CachedProgram {
+    /// Cache domains whose compiled kernels one program keeps.
+    const DOMAINS: usize = 16;
+
     fn new(program: vgpu_ptx::lazy::LazyProgram) -> CachedProgram {
         CachedProgram {
             program: Arc::new(program),
@@ -95,9 +108,19 @@ impl CachedProgram {
         }
     }
 
-    /// The native code of kernel `name` for the contexts of cache domain `domain`.
+    /// The native code of kernel `name` (one of the program's: the cells of a domain are
+    /// at most its kernels) for the contexts of cache domain `domain`.
     fn native(&self, domain: u32, name: &str) -> Arc<NativeCell> {
-        vgpu_os::lock(&self.native)
+        let mut n = vgpu_os::lock(&self.native);
+        if !n.domains.contains(&domain) {
+            if n.domains.len() >= Self::DOMAINS {
+                if let Some(old) = n.domains.pop_front() {
+                    n.cells.retain(|(d, _), _| *d != old);
+                }
+            }
+            n.domains.push_back(domain);
+        }
+        n.cells
             .entry((domain, name.to_string()))
             .or_default()
             .clone()
@@ -107,8 +130,7 @@ impl CachedProgram {
 /// A PTX module and the device addresses of its variables.
 pub struct PtxModule {
     cached: Arc<CachedProgram>,
-    program: Arc<vgpu_ptx::lazy::LazyProgram>,
-    /// Device address of each of `program.globals`.
+    /// Device address of each of `cached.program.globals`.
     addrs: Vec<u64>,
 }
 
@@ -509,8 +531,8 @@ fn link(
         .iter()
         .cloned()
         .map(|cached| {
-            let program = cached.program.clone();
-            let addrs = program
+            let addrs = cached
+                .program
                 .globals
                 .iter()
                 .map(|g| {
@@ -520,11 +542,7 @@ fn link(
                         .ok_or_else(|| format!("its module variable {} was not placed", g.name))
                 })
                 .collect::<Result<Vec<u64>, String>>()?;
-            Ok(Arc::new(PtxModule {
-                cached,
-                program,
-                addrs,
-            }))
+            Ok(Arc::new(PtxModule { cached, addrs }))
         })
         .collect()
 }
@@ -538,7 +556,7 @@ fn ptx_of(
     let mut why = "its image carries no PTX for this device".to_string();
     for m in modules {
         match m {
-            Ok(m) if m.program.has_kernel(name) => return Ok(m.clone()),
+            Ok(m) if m.cached.program.has_kernel(name) => return Ok(m.clone()),
             Ok(_) => {}
             Err(e) => why = e.clone(),
         }
@@ -551,7 +569,7 @@ impl Function {
     /// or why it cannot run from PTX.
     fn ptx_kernel(&self) -> Result<(&PtxModule, &vgpu_ptx::ir::Kernel), String> {
         let m = self.ptx.as_ref().map_err(String::clone)?;
-        match m.program.kernel(&self.name) {
+        match m.cached.program.kernel(&self.name) {
             Some(Ok(k)) => Ok((m, k)),
             Some(Err(e)) => Err(format!("its PTX cannot run: {e}")),
             None => Err("its image carries no PTX for this device".to_string()),
@@ -753,6 +771,16 @@ mod tests {
             .expect("the function")
     }
 
+    /// The handle of `sh`'s function `f`.
+    fn handle(sh: &SoftDevice, f: &Arc<Function>) -> u64 {
+        let m = sh.modules();
+        *m.functions
+            .iter()
+            .find(|(_, g)| Arc::ptr_eq(g, f))
+            .expect("loaded")
+            .0
+    }
+
     /// Runs `poke` on a word of `sh`'s memory and checks that it wrote 1 there.
     fn run(sh: &SoftDevice, f: &Function, handle: u64) {
         let at = sh.memory().alloc(4).expect("memory");
@@ -793,14 +821,6 @@ mod tests {
             fb.native.get().is_none(),
             "made at the first launch, not at the load"
         );
-        let handle = |sh: &SoftDevice, f: &Arc<Function>| {
-            let m = sh.modules();
-            *m.functions
-                .iter()
-                .find(|(_, g)| Arc::ptr_eq(g, f))
-                .expect("loaded")
-                .0
-        };
         run(&a, &fa, handle(&a, &fa));
         assert!(
             matches!(fb.native.get(), Some(Some(_))),
@@ -809,5 +829,39 @@ mod tests {
         assert!(fs.native.get().is_none(), "not another domain's");
         run(&b, &fb, handle(&b, &fb));
         run(&stranger, &fs, handle(&stranger, &fs));
+    }
+
+    /// A guest naming ever new cache domains (up to `u32::MAX`) cannot make the device
+    /// keep ever more compiled code: each program keeps the code of its last
+    /// `CachedProgram::DOMAINS` domains. A context of a forgotten domain keeps and runs
+    /// what it holds; a new context there compiles afresh.
+    #[test]
+    fn the_compiled_code_kept_is_bounded_whatever_domains_a_guest_names() {
+        let programs = Arc::new(ProgramCache::default());
+        let first = context(1, 0, &programs);
+        let f0 = poke(&first);
+        run(&first, &f0, handle(&first, &f0));
+        let many = CachedProgram::DOMAINS as u32 + 4;
+        for d in (1..many).chain([u32::MAX]) {
+            let sh = context(d + 1, d, &programs);
+            let f = poke(&sh);
+            run(&sh, &f, handle(&sh, &f));
+        }
+        let sha = crate::engine::cache::sha256(POKE);
+        let cached = programs.programs(POKE, &sha, 80);
+        let kept = vgpu_os::lock(&cached[0].native);
+        assert_eq!(kept.domains.len(), CachedProgram::DOMAINS);
+        assert!(
+            kept.cells.len() <= CachedProgram::DOMAINS,
+            "one kernel a domain"
+        );
+        assert!(!kept.domains.contains(&0), "the oldest domain forgotten");
+        drop(kept);
+        run(&first, &f0, handle(&first, &f0));
+        let again = context(99, 0, &programs);
+        let f = poke(&again);
+        assert!(!Arc::ptr_eq(&f.native, &f0.native), "compiled afresh");
+        assert!(f.native.get().is_none());
+        run(&again, &f, handle(&again, &f));
     }
 }
