@@ -189,11 +189,10 @@ pub(crate) fn compile(
     // A whole warp runs the region's first runs group by group where they allow it
     // (`pass`), and only whole warps call a region with a pass (`Run::run` declines the
     // others): its runs have no code but the pass's.
-    let passing = if vectors {
-        pass::plan(code, subs, facts_at)
-    } else {
-        Vec::new()
-    };
+    let plan = vectors
+        .then(|| pass::plan(code, subs, facts_at))
+        .filter(|p| !p.runs.is_empty());
+    let passing: Vec<usize> = plan.as_ref().map_or(Vec::new(), |p| p.runs.clone());
     // The runs of the region, one after the other, each entered from its branch's block
     // in the run before (the first from the function's entry), each returning when the
     // warp does not go on to another run of the region together.
@@ -201,7 +200,7 @@ pub(crate) fn compile(
         .map(|i| if i == 0 { entry } else { b.create_block() })
         .collect();
     let mut vector_stretches = passing.len();
-    if !passing.is_empty() {
+    if let Some(plan) = plan {
         let hints: HashMap<usize, u64> = passing
             .iter()
             .flat_map(|&i| {
@@ -212,7 +211,6 @@ pub(crate) fn compile(
         let mut needs = pass::Needs {
             call,
             live_at,
-            facts_at,
             hints: &hints,
             top,
             sites,
@@ -225,7 +223,7 @@ pub(crate) fn compile(
                 .map(|&i| format!("{}-{}", subs[i].start, subs[i].end))
                 .collect::<Vec<_>>()
         );
-        b = pass::build(b, &mut needs, code, subs, &passing, &heads)?;
+        b = pass::build(b, &mut needs, code, subs, plan, &heads)?;
         (top, param_bytes) = (needs.top, needs.param_bytes);
     }
     for (index, sub) in subs.iter().enumerate() {

@@ -68,19 +68,23 @@ fn shape(code: &[Inst], s: &Sub, facts: &dyn Fn(usize) -> Option<Facts>) -> Opti
     })
 }
 
+/// The runs of a region that a whole warp runs as one pass ([`plan`]), and their shapes.
+pub(super) struct Plan {
+    /// Indices into `subs`, by their starts.
+    pub(super) runs: Vec<usize>,
+    shapes: HashMap<usize, Shape>,
+}
+
 /// The runs of a region (indices into `subs`, by their starts) that a whole warp runs as
 /// one pass: the first, and each after it that has a vector form, is reached only from
 /// runs of the pass, and keeps the pass's accesses to each state space to loads only or
 /// one store outside any loop. Empty where fewer than two runs qualify.
-pub(super) fn plan(
-    code: &[Inst],
-    subs: &[Sub],
-    facts: &dyn Fn(usize) -> Option<Facts>,
-) -> Vec<usize> {
+pub(super) fn plan(code: &[Inst], subs: &[Sub], facts: &dyn Fn(usize) -> Option<Facts>) -> Plan {
     let mut order: Vec<usize> = (0..subs.len()).collect();
     order.sort_by_key(|&i| subs[i].start);
     let preds = predecessors(subs);
     let mut pass: Vec<usize> = Vec::new();
+    let mut shapes = HashMap::new();
     // Per state space (global, shared): loads, stores.
     let mut seen = [[0usize; 2]; 2];
     for i in order {
@@ -88,12 +92,15 @@ pub(super) fn plan(
         if i > 0 && (preds[i].is_empty() || preds[i].iter().any(|p| !pass.contains(p))) {
             continue;
         }
-        if shape(code, s, facts).is_none() {
+        let Some(shape) = shape(code, s, facts) else {
             if i == 0 {
-                return Vec::new();
+                return Plan {
+                    runs: Vec::new(),
+                    shapes,
+                };
             }
             continue;
-        }
+        };
         let mut counts = seen;
         for inst in &code[s.start..s.end] {
             if let Some((space, store)) = crate::memory_access(&inst.op) {
@@ -112,17 +119,19 @@ pub(super) fn plan(
             .all(|&[loads, stores]| stores == 0 || (stores == 1 && loads == 0));
         if !orderly {
             if i == 0 {
-                return Vec::new();
+                pass.clear();
+                break;
             }
             continue;
         }
         seen = counts;
         pass.push(i);
+        shapes.insert(i, shape);
     }
     if pass.len() < 2 {
         pass.clear();
     }
-    pass
+    Plan { runs: pass, shapes }
 }
 
 /// Each run's predecessors in the region: the runs whose fall-through or branch goes on
@@ -159,12 +168,11 @@ fn dominators(pass: &[usize], preds: &[Vec<usize>]) -> HashMap<usize, HashSet<us
     dom
 }
 
-/// What building a pass needs besides its runs: the call's values, the liveness and
-/// facts of the kernel, and the sites, registers and parameters counted so far.
+/// What building a pass needs besides its runs and their shapes: the call's values, the
+/// liveness of the kernel, and the sites, registers and parameters counted so far.
 pub(super) struct Needs<'a> {
     pub(super) call: Call,
     pub(super) live_at: &'a dyn Fn(usize, Reg) -> bool,
-    pub(super) facts_at: &'a dyn Fn(usize) -> Option<Facts>,
     pub(super) hints: &'a HashMap<usize, u64>,
     pub(super) top: Reg,
     pub(super) sites: u32,
@@ -223,7 +231,7 @@ fn hoist<'f>(
     Ok((u.b, Hoisted { vals, dirty }))
 }
 
-/// Builds the pass `pass` (from [`plan`]) of the region `subs` in the current block, for a
+/// Builds the pass `plan` of the region `subs` in the current block, for a
 /// whole warp: the eight groups in turn, then a return with the lanes that took the last
 /// run's branch, that run's index in `LoadCtx::exit` (or [`PARTED`], each group's in
 /// `LoadCtx::groups`).
@@ -232,20 +240,12 @@ pub(super) fn build<'f>(
     n: &mut Needs<'_>,
     code: &[Inst],
     subs: &[Sub],
-    pass: &[usize],
+    plan: Plan,
     heads: &[Block],
 ) -> Result<FunctionBuilder<'f>, String> {
     let mut b = b;
     let (c, live_at, hints) = (n.call, n.live_at, n.hints);
-    let shapes: HashMap<usize, Shape> = pass
-        .iter()
-        .map(|&i| {
-            Ok((
-                i,
-                shape(code, &subs[i], n.facts_at).ok_or("a run of a pass lost its shape")?,
-            ))
-        })
-        .collect::<Result<_, String>>()?;
+    let (pass, shapes) = (&plan.runs[..], plan.shapes);
     let preds = predecessors(subs);
     let in_pass = |i: usize| pass.contains(&i);
     // Whether register `r` may be read from instruction `at` on.
@@ -400,15 +400,7 @@ pub(super) fn build<'f>(
                 _ => {
                     let edges = pending.remove(&i).unwrap_or_default();
                     let states: Vec<&Carried> = edges.iter().map(|(_, c)| c).collect();
-                    let start = s.start;
-                    let mut read = HashSet::new();
-                    code[start].clone().visit_regs(|r, def| {
-                        if !def {
-                            read.insert(*r);
-                        }
-                    });
-                    let live_in = |r: Reg| read.contains(&r) || live_at(start, r);
-                    let regs = Carried::joining(&states, &live_in);
+                    let regs = Carried::joining(&states, &|r| live_in(s.start, r));
                     for ty in Carried::param_types(&regs) {
                         b.append_block_param(blocks[&i], ty);
                     }
