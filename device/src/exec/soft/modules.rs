@@ -842,8 +842,8 @@ mod tests {
         let f0 = poke(&first);
         run(&first, &f0, handle(&first, &f0));
         let many = CachedProgram::DOMAINS as u32 + 4;
-        for d in (1..many).chain([u32::MAX]) {
-            let sh = context(d + 1, d, &programs);
+        for (pd, d) in (2..).zip((1..many).chain([u32::MAX])) {
+            let sh = context(pd, d, &programs);
             let f = poke(&sh);
             run(&sh, &f, handle(&sh, &f));
         }
