@@ -569,7 +569,8 @@ fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashMap<
             Some(k) if k == size && matches!(size, 4 | 8) => {
                 out.insert(inst as *const Inst as usize, k);
             }
-            Some(k @ (0 | 8)) if load && (k == 0 || size == 4) => {
+            // 8: also the first of a span of 8 bytes a lane (`vector::spans`).
+            Some(k @ (0 | 8)) if load && (k == 0 || size <= 4) => {
                 out.insert(inst as *const Inst as usize, k);
             }
             _ => {}

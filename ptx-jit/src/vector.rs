@@ -375,6 +375,9 @@ struct Spanned {
     hosts: [Value; 4],
     lo: i64,
     words: Option<(Value, Value)>,
+    /// The four lanes' spans of 8 bytes lie one after the other from `hosts[0]` (checked
+    /// as one run of 32 bytes): their bytes are two 16-byte reads.
+    coalesced: bool,
 }
 
 /// What the accesses of one instruction's lanes loaded of what they are checked against:
@@ -1443,6 +1446,12 @@ impl<'a, 'f> Vector<'a, 'f> {
         size: u32,
         site: u32,
     ) -> Option<Spanned> {
+        if count * u64::from(size) == 8
+            && self.hinted == Some(8)
+            && (site as usize) < crate::direct::SITES
+        {
+            return Some(self.coalesced_span(q, lo, count, size, site));
+        }
         let ats: Vec<Value> = (0..4)
             .map(|k| {
                 let half = if k < 2 { q.lo } else { q.hi };
@@ -1457,7 +1466,27 @@ impl<'a, 'f> Vector<'a, 'f> {
             hosts: [hosts[0], hosts[1], hosts[2], hosts[3]],
             lo,
             words: None,
+            coalesced: false,
         })
+    }
+
+    /// [`Self::span_check`] for spans of 8 bytes whose base the analysis finds most likely
+    /// 8 bytes apart from lane to lane (a quantized block's quants, two 32-bit values a
+    /// thread, read as four 16-bit loads): whether the four lanes' spans are one after the
+    /// other (tested) and the 32 bytes from lane 0's inside, as one run of `4 * count`
+    /// accesses of `size` bytes. Where they are not, the loads go lane by lane.
+    fn coalesced_span(&mut self, q: Quad, lo: i64, count: u64, size: u32, site: u32) -> Spanned {
+        let (together, at) = self.contiguous(q, lo, 8);
+        let (hit, host) = self.run_check(MemSpace::Global, at, (size, 4 * count), site);
+        let all = self.b.ins().band(together, hit);
+        let hosts = [0, 8, 16, 24].map(|k| self.b.ins().iadd_imm(host, k));
+        Spanned {
+            all,
+            hosts,
+            lo,
+            words: None,
+            coalesced: true,
+        }
     }
 
     /// The form of a one-element access of `size` bytes in `space` by the four lanes at
@@ -2959,6 +2988,13 @@ impl<'a, 'f> Vector<'a, 'f> {
                         self.b.seal_block(fast);
                         let f = MemFlags::trusted();
                         let words = match words_of {
+                            Some(_) if sp.coalesced => {
+                                // Aligned to its elements' size only.
+                                let f = MemFlags::new().with_notrap();
+                                let lo = self.b.ins().load(I64X2, f, sp.hosts[0], 0);
+                                let hi = self.b.ins().load(I64X2, f, sp.hosts[0], 16);
+                                Some((lo, hi))
+                            }
                             Some(bytes) => {
                                 // Aligned to its elements' size only.
                                 let f = MemFlags::new().with_notrap();

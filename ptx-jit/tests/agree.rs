@@ -2592,6 +2592,31 @@ fn vector_forms_wait_for_hot_runs() {
     }
 }
 
+/// Ends `code`: the four 16-bit values of `v` packed into `v[0]` (the first lowest),
+/// stored as 8 bytes at `at + offset`, then `exit`.
+fn store_packed(code: &mut Vec<Inst>, v: [Reg; 4], at: Reg, offset: u64) {
+    let r = Src::Reg;
+    for (k, &x) in v.iter().enumerate().skip(1) {
+        code.push(inst_of(bin(
+            BinOp::Shl,
+            Ty::U64,
+            x,
+            r(x),
+            Src::Imm(16 * k as u64),
+        )));
+        code.push(inst_of(bin(BinOp::Or, Ty::U64, v[0], r(v[0]), r(x))));
+    }
+    code.push(inst_of(bin(
+        BinOp::Add,
+        Ty::U64,
+        at,
+        r(at),
+        Src::Imm(offset),
+    )));
+    code.push(inst_of(store_u64(at, r(v[0]))));
+    code.push(inst_of(Op::Exit));
+}
+
 /// Loads of one size at constant offsets from one base register are checked as one span
 /// per lane in vector form (`vector::spans`): inside the allocation they load what the
 /// interpreter loads (a span ends where its base register is written); when only the
@@ -2630,13 +2655,7 @@ fn a_span_of_loads_faults_only_where_one_of_its_accesses_does() {
             inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(4))),
             inst_of(u16_at([v[2], v[3], 0, 0], 2, start + 4)),
         ];
-        for (k, &x) in v.iter().enumerate().skip(1) {
-            code.push(inst_of(bin(Shl, Ty::U64, x, r(x), Src::Imm(16 * k as u64))));
-            code.push(inst_of(bin(Or, Ty::U64, v[0], r(v[0]), r(x))));
-        }
-        code.push(inst_of(bin(Add, Ty::U64, out, r(out), Src::Imm(256))));
-        code.push(inst_of(store_u64(out, r(v[0]))));
-        code.push(inst_of(Op::Exit));
+        store_packed(&mut code, v, out, 256);
         small_kernel("span", 0, 7, code)
     };
     // Lane 4's accesses start at 62 bytes past `start`; its last ends 12 bytes later.
@@ -2648,6 +2667,67 @@ fn a_span_of_loads_faults_only_where_one_of_its_accesses_does() {
         assert_eq!(want.is_none(), faults, "from {start}: interpreted");
         assert_eq!(want, got, "from {start}");
         assert!(jit.vector_stretches() >= 1, "the loads have a vector form");
+    }
+}
+
+/// A span of four 2-byte loads (8 bytes a lane) from a base the analysis finds 8 bytes
+/// apart from lane to lane (`%tid.x` times 8: a quantized block's quants, two 32-bit
+/// values a thread) is checked and read as one run of 32 bytes for each four lanes
+/// (`vector::coalesced_span`) where they are one after the other and inside, else lane by
+/// lane: inside, misaligned, ending at the allocation's last byte and one past it, and in
+/// blocks two threads wide, whose four lanes are not one after the other.
+#[test]
+fn a_span_of_consecutive_lanes_agrees_with_the_interpreter() {
+    use BinOp::*;
+    let (tid, at, ty, v) = (0, 1, 2, [3, 4, 5, 6]);
+    let r = Src::Reg;
+    let program = |start: u64| {
+        let u16_at = |d: Reg, offset: u64| Op::Ld {
+            space: MemSpace::Global,
+            ty: Ty::U16,
+            n: 1,
+            d: [d, 0, 0, 0],
+            addr: Addr {
+                base: Some(at),
+                global: None,
+                offset: (BASE + start + offset) as i64,
+            },
+        };
+        let mut code = vec![
+            inst_of(mov(tid, Src::Special(Special::Tid(0)))),
+            inst_of(mov(ty, Src::Special(Special::Tid(1)))),
+            inst_of(bin(Shl, Ty::U64, at, r(tid), Src::Imm(3))),
+            inst_of(bin(MulLo, Ty::U64, ty, r(ty), Src::Imm(24))),
+            inst_of(bin(Add, Ty::U64, at, r(at), r(ty))),
+        ];
+        for (k, &d) in v.iter().enumerate() {
+            code.push(inst_of(u16_at(d, 2 * k as u64)));
+        }
+        store_packed(&mut code, v, at, 512);
+        small_kernel("consecutive spans", 0, 7, code)
+    };
+    let input: Vec<u8> = (0..512u32).map(|i| (i * 53 + 7) as u8).collect();
+    let run_one = |k: &Kernel, block: [u32; 3], native: Option<&dyn vgpu_ptx::exec::Native>| {
+        let mem = DirectMemory::zeroed(BASE, 1024).expect("aligned memory");
+        assert!(mem.put(BASE, &input));
+        let r = run(k, &launch((BLOCKS, block, 1), &[], &mem, native));
+        (r, mem.get(BASE, 1024))
+    };
+    // In blocks of 16 threads by 2, the last lane's span ends 152 bytes past `start`; in
+    // blocks of 2 by 16, the lanes of each four are 0, 8, 24 and 32 bytes apart.
+    for (start, faults) in [(0, false), (1, true), (872, false), (874, true)] {
+        for block in [BLOCK, [2, 16, 2]] {
+            let k = program(start);
+            let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+            let want = run_one(&k, block, None);
+            let got = run_one(&k, block, Some(&jit));
+            let at = format!("from {start}, blocks of {block:?}");
+            if block == BLOCK {
+                assert_eq!(want.0.is_err(), faults, "{at}: interpreted");
+            }
+            assert_eq!(want, got, "{at}");
+            assert!(jit.vector_stretches() >= 1, "the loads have a vector form");
+        }
     }
 }
 
