@@ -1523,6 +1523,15 @@ impl<'a, 'f> Vector<'a, 'f> {
         let step = u64::from(size);
         let mut all = None;
         for (half, k) in [(q.lo, 0u64), (q.hi, 2)] {
+            // One place: each half equal to the first lane's.
+            if step == 0 {
+                let eq = self.b.ins().icmp(IntCC::Equal, half, first);
+                all = Some(match all {
+                    None => eq,
+                    Some(a) => self.b.ins().band(a, eq),
+                });
+                continue;
+            }
             let apart = self.b.ins().isub(half, first);
             let bytes: Vec<u8> = [k * step, (k + 1) * step]
                 .iter()
