@@ -511,6 +511,10 @@ struct Warp {
     valid: u32,
     exited: u32,
     at_bar: u32,
+    /// Where the warp goes on and with which lanes, when it stopped knowing (with the
+    /// lanes runnable then): at a block's start, and when all its runnable lanes reached
+    /// a barrier together. Taken only where the runnable lanes are still those.
+    resume: Option<(u32, u32, u32)>,
     local: Vec<u8>,
     /// Each lane's call frames (function parameters and call arguments).
     frame: Vec<u8>,
@@ -839,6 +843,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 },
                 exited: 0,
                 at_bar: 0,
+                resume: None,
                 local: zeroed(k.local_bytes as usize * LANES)?,
                 frame: zeroed(k.frame_bytes as usize * LANES)?,
                 stack: vec![Vec::new(); LANES],
@@ -888,6 +893,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
             w.pc = [0; LANES];
             w.exited = !w.valid;
             w.at_bar = 0;
+            w.resume = Some((0, w.valid, w.valid));
             w.stack.iter_mut().for_each(Vec::clear);
             w.specials.ctaid = ctaid;
         }
@@ -922,11 +928,13 @@ impl<'k, 'l> BlockState<'k, 'l> {
     fn run_warp(&mut self, wi: usize) -> Result<(), Fault> {
         // The lanes that run next and where, when the last step knew them (with the lanes
         // that were runnable then): the next step needs no pass over the warp.
-        let mut next: Option<(u32, u32, u32)> = None;
+        let mut next: Option<(u32, u32, u32)> = self.warps[wi].resume.take();
         loop {
-            let w = &self.warps[wi];
+            let w = &mut self.warps[wi];
             let runnable = !w.exited & !w.at_bar;
             if runnable == 0 {
+                // All that ran stopped together at a barrier: after it, they go on together.
+                w.resume = next;
                 return Ok(());
             }
             // The lanes with the lowest program counter run next.
