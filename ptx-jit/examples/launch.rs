@@ -30,6 +30,8 @@
 //!   machine instruction (`--dump-instr=yes`) add up to a cost per PTX instruction. Code
 //!   outside every range (moves between registers and the stack, the loop over a warp's
 //!   groups of four lanes, the stores at a run's end) is no instruction's own.
+//!   `ptx-jit/tools/costs.py` adds them up by region and by line (its documentation
+//!   also has the settings of the ggml ops bench's three kernels).
 
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
