@@ -775,9 +775,29 @@ fn set_pcs(pcs: &mut [u32; LANES], mask: u32, pc: u32) {
     match mask {
         0 => {}
         u32::MAX => *pcs = [pc; LANES],
-        _ => lanes(mask).for_each(|i| pcs[i & (LANES - 1)] = pc),
+        // A few lanes one by one; many with no branch per lane (vector code): where lanes
+        // part, one often goes its own way (a reduction's `if (lane == 0)`), and the
+        // others are many.
+        _ if mask.count_ones() <= 8 => lanes(mask).for_each(|i| pcs[i & (LANES - 1)] = pc),
+        _ => {
+            for (p, bit) in pcs.iter_mut().zip(LANE_BITS) {
+                let on = 0u32.wrapping_sub(u32::from(mask & bit != 0));
+                *p = (pc & on) | (*p & !on);
+            }
+        }
     }
 }
+
+/// Each lane's bit in a mask of lanes.
+const LANE_BITS: [u32; LANES] = {
+    let mut b = [0; LANES];
+    let mut i = 0;
+    while i < LANES {
+        b[i] = 1 << i;
+        i += 1;
+    }
+    b
+};
 
 /// The lowest program counter of the lanes of `runnable` (not empty), and those of its
 /// lanes there, with no branch per lane: a pass that the compiler makes vector code finds
