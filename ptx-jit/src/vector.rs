@@ -1523,23 +1523,19 @@ impl<'a, 'f> Vector<'a, 'f> {
         let step = u64::from(size);
         let mut all = None;
         for (half, k) in [(q.lo, 0u64), (q.hi, 2)] {
-            // One place: each half equal to the first lane's.
-            if step == 0 {
-                let eq = self.b.ins().icmp(IntCC::Equal, half, first);
-                all = Some(match all {
-                    None => eq,
-                    Some(a) => self.b.ins().band(a, eq),
-                });
-                continue;
-            }
-            let apart = self.b.ins().isub(half, first);
-            let bytes: Vec<u8> = [k * step, (k + 1) * step]
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
-            let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
-            let want = self.b.ins().vconst(I64X2, c);
-            let eq = self.b.ins().icmp(IntCC::Equal, apart, want);
+            let eq = if step == 0 {
+                // One place: each half equal to the first lane's.
+                self.b.ins().icmp(IntCC::Equal, half, first)
+            } else {
+                let apart = self.b.ins().isub(half, first);
+                let bytes: Vec<u8> = [k * step, (k + 1) * step]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect();
+                let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
+                let want = self.b.ins().vconst(I64X2, c);
+                self.b.ins().icmp(IntCC::Equal, apart, want)
+            };
             all = Some(match all {
                 None => eq,
                 Some(a) => self.b.ins().band(a, eq),
