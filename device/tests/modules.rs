@@ -8,6 +8,7 @@ use vgpu_proto::info::decode_module_info;
 use vgpu_proto::payload::ModuleImageHeader;
 use vgpu_proto::{Command, Status};
 use vgpu_test_stack::bare::*;
+use vgpu_test_stack::POKE;
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -381,23 +382,16 @@ fn module_cache_by_hash_and_bad_images() {
     stub.join();
 }
 
-/// A kernel that never ends (`spin`) and one that stores 1 through its pointer (`poke`).
-const SPIN_AND_POKE: &[u8] = b".version 8.0
-.target sm_80
-.address_size 64
-.visible .entry spin()
-{
-LOOP:
-    bra LOOP;
+/// A kernel that never ends (`spin`) and [`POKE`]'s `poke`, which stores 1 through its
+/// pointer: one module image.
+fn spin_and_poke() -> Vec<u8> {
+    let mut text = POKE
+        .strip_suffix(b"\0")
+        .expect("a NUL-terminated image")
+        .to_vec();
+    text.extend_from_slice(b".visible .entry spin()\n{\nLOOP:\n    bra LOOP;\n}\n\0");
+    text
 }
-.visible .entry poke(.param .u64 p)
-{
-    .reg .b64 %rd<2>;
-    ld.param.u64 %rd1, [p];
-    st.global.u32 [%rd1], 1;
-    ret;
-}
-\0";
 
 /// Kernels from PTX text fault as on a GPU: a kernel that never ends fails with
 /// LAUNCH_TIMEOUT when the watchdog fires, an access outside every allocation with
@@ -411,7 +405,7 @@ fn ptx_faults_are_sticky_for_their_pd_only() {
     };
     let stub = Stub::start_with(1, cfg);
     let mut d = BareDriver::connect(&stub);
-    let text = SPIN_AND_POKE;
+    let text = &spin_and_poke()[..];
     let mut clients = Vec::new();
     for qid in 1..=3u16 {
         let mut c = d.pd_client(qid, 1 << 20, 0);
@@ -459,7 +453,7 @@ fn utilisation_counts_the_time_kernels_run() {
     };
     let stub = Stub::start_with(1, cfg);
     let mut d = BareDriver::connect(&stub);
-    let text = SPIN_AND_POKE;
+    let text = &spin_and_poke()[..];
     let mut busy = d.pd_client(1, 1 << 20, 0);
     let idle = d.pd_client(2, 1 << 20, 0);
     let r = load(&mut d, &mut busy, text, sha256(text), false);
@@ -495,7 +489,7 @@ fn teardown_does_not_wait_for_kernels_that_never_end() {
     };
     let stub = Stub::start_with(2, cfg);
     let mut d = BareDriver::connect(&stub);
-    let text = SPIN_AND_POKE;
+    let text = &spin_and_poke()[..];
     let spinning = |d: &mut BareDriver, qid: u16| {
         let mut c = d.pd_client(qid, 1 << 20, 0);
         let r = load(d, &mut c, text, sha256(text), false);
@@ -563,7 +557,7 @@ fn other_pds_objects_cannot_be_named() {
     let mut d = BareDriver::connect(&stub);
     let mut a = d.pd_client(1, 1 << 20, 0);
     let mut b = d.pd_client(2, 1 << 20, 0);
-    let text = vgpu_test_stack::POKE;
+    let text = POKE;
     let r = load(&mut d, &mut a, text, sha256(text), false);
     assert_eq!(r.status(), Status::SUCCESS, "{r:?}");
     let module = r.result0;
