@@ -2479,6 +2479,41 @@ fn what_differs_between_lanes_is_never_computed_once() {
                 (plus_one.clone(), None),
             ],
         ),
+        // The write two blocks into the lanes' ways, before they meet again.
+        (
+            "a write deeper into a branch",
+            vec![
+                (param.clone(), None),
+                (apart.clone(), None),
+                (Op::Bra { target: 6 }, Some((1, false))),
+                (Op::Bra { target: 5 }, None),
+                (plus_one.clone(), None),
+            ],
+        ),
+        // A loop whose lanes leave it after different numbers of iterations (lane i after
+        // i + 1), each adding one to r3.
+        (
+            "a loop the lanes leave apart",
+            vec![
+                (param.clone(), None),
+                (plus_one.clone(), None),
+                (bin(BinOp::Sub, Ty::U32, 6, Src::Reg(3), Src::Imm(40)), None),
+                (
+                    Op::Setp {
+                        cmp: Cmp::Le,
+                        ty: Ty::U32,
+                        d: 1,
+                        d2: None,
+                        a: Src::Reg(6),
+                        b: Src::Reg(0),
+                        combine: None,
+                        ftz: false,
+                    },
+                    None,
+                ),
+                (Op::Bra { target: 2 }, Some((1, false))),
+            ],
+        ),
         // A guard the lanes do not share, in a run before the one that reads r3.
         (
             "a guard",
@@ -2490,14 +2525,46 @@ fn what_differs_between_lanes_is_never_computed_once() {
             ],
         ),
         // r3 from the thread's index.
-        ("a thread index", plain(vec![tid, Op::Bra { target: 3 }])),
+        (
+            "a thread index",
+            plain(vec![tid.clone(), Op::Bra { target: 3 }]),
+        ),
         // Lane 0 leaves, and the others then set r3 alike: the value is the same in every
         // lane that runs on, and it is theirs, not lane 0's, that compiled code must read.
         (
             "a lane that left",
             vec![
-                (lane0, None),
+                (lane0.clone(), None),
                 (Op::Exit, Some((1, false))),
+                (param.clone(), None),
+                (Op::Bra { target: 5 }, None),
+                (plus_one.clone(), None),
+            ],
+        ),
+        // Lanes part and meet again before r3 is written: it is the same in every lane.
+        (
+            "ways that meet again",
+            vec![
+                (param.clone(), None),
+                (apart.clone(), None),
+                (Op::Bra { target: 5 }, Some((1, false))),
+                (
+                    Op::Mov {
+                        d: 7,
+                        a: Src::Special(Special::Tid(0)),
+                    },
+                    None,
+                ),
+                (plus_one.clone(), None),
+            ],
+        ),
+        // Lane 0 branches to the kernel's `exit` (the tail's last instruction), the others
+        // set r3 alike past a block boundary.
+        (
+            "a lane that branched out",
+            vec![
+                (lane0.clone(), None),
+                (Op::Bra { target: 10 }, Some((1, false))),
                 (param.clone(), None),
                 (Op::Bra { target: 5 }, None),
                 (plus_one.clone(), None),
@@ -2508,7 +2575,7 @@ fn what_differs_between_lanes_is_never_computed_once() {
         let mut code = vec![inst(lane.clone(), None)];
         code.extend(own.into_iter().map(|(op, guard)| inst(op, guard)));
         tail(&mut code);
-        let k = small_kernel("apart", 4, 6, code);
+        let k = small_kernel("apart", 4, 8, code);
         let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator for this host");
         let params = 40u32.to_le_bytes();
         let memory: Vec<Vec<u8>> = [None, Some(&jit as &dyn vgpu_ptx::exec::Native)]
@@ -2521,7 +2588,13 @@ fn what_differs_between_lanes_is_never_computed_once() {
             .collect();
         assert_eq!(memory[0], memory[1], "{what}");
         let lane9 = &memory[0][8 * 9..8 * 9 + 4];
-        if what == "a lane that left" {
+        if [
+            "a lane that left",
+            "ways that meet again",
+            "a lane that branched out",
+        ]
+        .contains(&what)
+        {
             assert_eq!(lane9, (41u32 * 3 + 11).to_le_bytes(), "{what}");
         } else {
             assert_ne!(memory[0][..4], *lane9, "{what}: lanes 0 and 9 differ");

@@ -444,8 +444,11 @@ impl Constants {
             first.iter_mut().for_each(|v| *v = Fact::ANY);
         }
         // The blocks that lanes of a warp may reach apart: those after a branch whose lanes
-        // may go different ways. Elsewhere all the warp's lanes run together.
+        // may go different ways, until the ways meet again ([`crate::parting`]). Elsewhere
+        // all the warp's lanes that run an instruction hold what the warp's lanes held
+        // where they last ran together.
         let mut diverged = vec![false; ranges.len()];
+        let mut parting = crate::parting::Parting::new(code, &ranges, &succs);
         // Each block's exit flows into its successors' entries, to a fixed point: a fact
         // only moves down (unreached, known, any; no flushing needed, needed; the same in
         // every lane, not), and a block once diverged stays so, so this ends.
@@ -454,14 +457,24 @@ impl Constants {
         while let Some(b) = work.pop() {
             queued[b] = false;
             let mut state = entry[b].clone();
-            let mut split = diverged[b];
+            let mut split = false;
             for inst in &code[ranges[b].clone()] {
                 split |= splits(inst, &state);
                 step(inst, &mut state, diverged[b]);
             }
+            if split {
+                for &x in parting.apart(b) {
+                    if !diverged[x] {
+                        diverged[x] = true;
+                        if !queued[x] {
+                            queued[x] = true;
+                            work.push(x);
+                        }
+                    }
+                }
+            }
             for &s in &succs[b] {
-                let mut changed = split && !diverged[s];
-                diverged[s] |= split;
+                let mut changed = false;
                 for (e, &v) in entry[s].iter_mut().zip(&state) {
                     let m = e.meet(v);
                     changed |= m != *e;
@@ -983,6 +996,99 @@ mod tests {
         ];
         assert!(uniform(guarded.clone(), 3, 1));
         assert!(!uniform(guarded, 4, 1));
+    }
+
+    #[test]
+    fn lanes_apart_after_a_split_until_their_ways_meet() {
+        let lane = from(3, Src::Special(Special::LaneId));
+        let apart = less(7, Src::Reg(3), Src::Imm(9));
+        let ctaid = add(1, Src::Special(Special::Ctaid(0)), Src::Imm(1));
+        // 3: the lanes part; 5, two blocks into one way, writes r1; the ways meet at 6.
+        let ops = vec![
+            lane.clone(),
+            apart.clone(),
+            ctaid.clone(),
+            bra(6, Some((7, false))),
+            bra(5, None),
+            add(1, Src::Reg(1), Src::Imm(1)),
+            add(4, Src::Special(Special::Ctaid(0)), Src::Imm(2)),
+            (None, Op::Exit),
+        ];
+        assert!(uniform(ops.clone(), 3, 1), "written before they part");
+        assert!(!uniform(ops.clone(), 6, 1), "written deeper into a way");
+        assert!(uniform(ops, 7, 4), "written where the ways meet");
+        // A loop that lanes leave after different numbers of iterations (2: its start).
+        let ops = vec![
+            lane.clone(),
+            ctaid.clone(),
+            add(1, Src::Reg(1), Src::Imm(1)),
+            less(7, Src::Reg(1), Src::Reg(3)),
+            bra(2, Some((7, false))),
+            add(2, Src::Reg(1), Src::Imm(0)),
+            (None, Op::Exit),
+        ];
+        assert!(!uniform(ops.clone(), 5, 1), "counted in the loop");
+        assert!(!uniform(ops.clone(), 2, 1), "at the loop's start");
+        assert!(!uniform(ops, 6, 2), "from what the loop counted");
+        // A loop the lanes leave together, around a branch they take apart (2: its start).
+        let ops = vec![
+            lane.clone(),
+            ctaid.clone(),
+            apart.clone(),
+            bra(5, Some((7, false))),
+            add(2, Src::Reg(3), Src::Imm(1)),
+            add(1, Src::Reg(1), Src::Imm(1)),
+            less(6, Src::Reg(1), Src::Imm(100)),
+            bra(2, Some((6, false))),
+            (None, Op::Exit),
+        ];
+        assert!(uniform(ops.clone(), 2, 1), "at the loop's start");
+        assert!(uniform(ops.clone(), 8, 1), "after the loop");
+        assert!(!uniform(ops.clone(), 5, 2), "from the lane's number");
+        // The same inside a function the kernel calls: the simple rule, every block after
+        // the split apart.
+        let mut called = ops.clone();
+        called[8] = (None, Op::Ret);
+        called.push((
+            None,
+            Op::Call {
+                target: 0,
+                args: vec![],
+                rets: vec![],
+            },
+        ));
+        called.push((None, Op::Exit));
+        assert!(!uniform(called, 8, 1), "after the loop, with a call");
+        // Lanes that leave the kernel (3, to 6) never meet the others again.
+        let leaving = |last: Vec<(Option<(Reg, bool)>, Op)>| {
+            let mut ops = vec![
+                lane.clone(),
+                apart.clone(),
+                ctaid.clone(),
+                bra(6, Some((7, false))),
+                ctaid.clone(),
+                add(2, Src::Reg(1), Src::Imm(1)),
+            ];
+            ops.extend(last);
+            ops
+        };
+        let exit = leaving(vec![(None, Op::Exit)]);
+        assert!(uniform(exit, 5, 1));
+        let ret = leaving(vec![(None, Op::Ret)]);
+        assert!(uniform(ret, 5, 1));
+        // Unless where they go does more than leave: there the ways meet.
+        let more = leaving(vec![add(4, Src::Reg(1), Src::Imm(0)), (None, Op::Exit)]);
+        assert!(!uniform(more.clone(), 5, 1) && !uniform(more, 7, 4));
+        // A guarded `ret` the lanes do not share: those that stay run on together.
+        let ops = vec![
+            lane,
+            apart,
+            (Some((7, false)), Op::Ret),
+            ctaid,
+            add(2, Src::Reg(1), Src::Imm(1)),
+            (None, Op::Exit),
+        ];
+        assert!(uniform(ops, 5, 2));
     }
 
     #[test]

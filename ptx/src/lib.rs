@@ -12,6 +12,9 @@
 //! * [`ir`]: the executable form.
 //! * [`lazy`]: a module whose kernels are parsed and checked at their first use.
 //! * [`liveness`]: register liveness; compacts a kernel's register slots at load.
+//! * [`constants`]: what is known of a kernel's registers (values, flushing, the same in
+//!   every lane, strides), for compiled code; `parting`: where lanes that part at a
+//!   branch meet again, for it.
 //! * [`exec`]: the interpreter, which runs a kernel over a grid on host threads, and the
 //!   seam ([`exec::Native`]) through which native code (`vgpu-ptx-jit`) runs parts of it.
 //! * [`mma`]: the warp-level matrix instructions and their fragment layouts.
@@ -35,6 +38,7 @@ pub mod liveness;
 pub mod lower;
 pub mod mma;
 pub mod parse;
+mod parting;
 mod printf;
 
 pub use arith::{ex2_f32, EX2_POLY, EX2_RANGE};
