@@ -435,6 +435,11 @@ struct Vector<'a, 'f> {
     /// conversion's own results, before rounding to f16 bits), so that the next f16
     /// operation need not convert them again.
     halves: HashMap<Value, [Option<Value>; 2]>,
+    /// Of predicates a 32-bit comparison of the stretch wrote (by their quad's `lo`): the
+    /// comparison's `i32x4` mask (all ones where true), which a guard or a selection
+    /// reads where it would otherwise compare both `i64x2` halves with 0 again. Defined
+    /// next to the quad's `lo`, it is at hand wherever that is.
+    masks: HashMap<Value, Value>,
     dirty: BTreeSet<Reg>,
     /// In a loop, the lanes still iterating (all ones), as two `i64x2`: the others' loads
     /// are not made (a false guard).
@@ -901,6 +906,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             normal_in: env.normal_in,
             flushed: HashSet::new(),
             halves: HashMap::new(),
+            masks: HashMap::new(),
             dirty: env.uniform_dirty.clone(),
             active: None,
             index: 0,
@@ -1119,6 +1125,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             None => (ones, ones),
             Some((p, neg)) => {
                 let q = self.reg(p);
+                if let (Some(&m), false) = (self.masks.get(&q.lo), neg) {
+                    return (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m));
+                }
                 let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
                 (
                     self.b.ins().icmp(cc, q.lo, none),
@@ -1232,6 +1241,14 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// with `neg`.
     fn guard_bits(&mut self, p: Reg, neg: bool) -> Value {
         let q = self.reg(p);
+        if let Some(&m) = self.masks.get(&q.lo) {
+            let bits = self.b.ins().vhigh_bits(I32, m);
+            return if neg {
+                self.b.ins().bxor_imm(bits, 0xF)
+            } else {
+                bits
+            };
+        }
         let zero = self.b.ins().iconst(I64, 0);
         let zero = self.b.ins().splat(I64X2, zero);
         let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
@@ -2412,12 +2429,23 @@ impl<'a, 'f> Vector<'a, 'f> {
 
     /// An integer comparison of 32 or 64 bits, as the scalar code's `int_compare`, or an
     /// f32 one (its operands flushed with `ftz`), as its `float_compare`: all-ones masks
-    /// in two `i64x2`.
-    fn compare(&mut self, cmp: Cmp, ty: Ty, ftz: bool, a: &Src, b: &Src) -> (Value, Value) {
+    /// in two `i64x2`, and in one `i32x4` where the comparison made that.
+    fn compare(
+        &mut self,
+        cmp: Cmp,
+        ty: Ty,
+        ftz: bool,
+        a: &Src,
+        b: &Src,
+    ) -> (Value, Value, Option<Value>) {
         if ty == Ty::F32 {
             let (x, y) = (self.src_f32(a, ftz), self.src_f32(b, ftz));
             let m = self.b.ins().fcmp(crate::codegen::float_cc(cmp), x, y);
-            return (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m));
+            return (
+                self.b.ins().swiden_low(m),
+                self.b.ins().swiden_high(m),
+                Some(m),
+            );
         }
         let Some(cc) = crate::codegen::int_cc(cmp, ty.signed()) else {
             unreachable!("`vectorizable` admits only the integer comparisons")
@@ -2426,11 +2454,16 @@ impl<'a, 'f> Vector<'a, 'f> {
         if ty.size() == 4 {
             let (x, y) = (self.low32(&mut x), self.low32(&mut y));
             let m = self.b.ins().icmp(cc, x, y);
-            (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m))
+            (
+                self.b.ins().swiden_low(m),
+                self.b.ins().swiden_high(m),
+                Some(m),
+            )
         } else {
             (
                 self.b.ins().icmp(cc, x.lo, y.lo),
                 self.b.ins().icmp(cc, x.hi, y.hi),
+                None,
             )
         }
     }
@@ -2603,8 +2636,15 @@ impl<'a, 'f> Vector<'a, 'f> {
                 ftz,
                 ..
             } => {
-                let (lo, hi) = self.compare(*cmp, *ty, *ftz, a, b);
+                let (lo, hi, m) = self.compare(*cmp, *ty, *ftz, a, b);
                 let (t, f) = self.truth(lo, hi);
+                if let Some(m) = m {
+                    self.masks.insert(t.lo, m);
+                    if d2.is_some() {
+                        let not = self.b.ins().bnot(m);
+                        self.masks.insert(f.lo, not);
+                    }
+                }
                 self.set(*d, t);
                 if let Some(d2) = d2 {
                     self.set(*d2, f);
@@ -2612,9 +2652,13 @@ impl<'a, 'f> Vector<'a, 'f> {
             }
             Op::Selp { d, a, b, p } => {
                 let (x, y, c) = (self.src(a), self.src(b), self.src(p));
-                let zero = self.splat_of(I64X2, 0);
-                let on = |v: &mut Self, c: Value| v.b.ins().icmp(IntCC::NotEqual, c, zero);
-                let (clo, chi) = (on(self, c.lo), on(self, c.hi));
+                let (clo, chi) = if let Some(&m) = self.masks.get(&c.lo) {
+                    (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m))
+                } else {
+                    let zero = self.splat_of(I64X2, 0);
+                    let on = |v: &mut Self, c: Value| v.b.ins().icmp(IntCC::NotEqual, c, zero);
+                    (on(self, c.lo), on(self, c.hi))
+                };
                 let q = Quad {
                     lo: self.b.ins().bitselect(clo, x.lo, y.lo),
                     hi: self.b.ins().bitselect(chi, x.hi, y.hi),

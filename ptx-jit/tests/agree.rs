@@ -1423,6 +1423,107 @@ fn lanes_that_left_a_loop_make_no_access() {
     agrees_in_vector_form(&k, &input, 1, "the loop");
 }
 
+/// A comparison's predicates (its result and the negation `d2`) read in the stretch that
+/// compares: by selections, by the branch that ends the stretch under each guard, and by
+/// a loop's branch back that lanes take apart (compiled code reads the comparison's own
+/// mask there, `vector.rs`'s `masks`). Each lane's value from memory, in u32, s32 and f32
+/// (a NaN among them).
+#[test]
+fn predicates_read_where_they_are_compared_agree_with_the_interpreter() {
+    use BinOp::*;
+    let (lane, at, x, p, q, s, t) = (0, 1, 2, 3, 4, 5, 6);
+    let r = Src::Reg;
+    let f = |v: f32| Src::Imm(u64::from(v.to_bits()));
+    let mut input = Vec::new();
+    for i in 0..32u32 {
+        let v = if i == 5 {
+            f32::NAN
+        } else {
+            (i as f32 - 10.0) * 0.75
+        };
+        input.extend_from_slice(&v.to_bits().to_le_bytes());
+        input.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+    }
+    input.resize(512, 0);
+    for ty in [Ty::U32, Ty::S32, Ty::F32] {
+        // Integers from the second word of each lane's eight bytes, f32 from the first.
+        let (offset, bound, step, end) = if ty == Ty::F32 {
+            (0, f(1.5), f(1.0), f(4.0))
+        } else {
+            (4, Src::Imm(1 << 31), Src::Imm(1 << 28), Src::Imm(3 << 30))
+        };
+        for cmp in [Cmp::Lt, Cmp::Ge, Cmp::Ne] {
+            for (guard, neg) in [(p, false), (p, true), (q, false), (q, true)] {
+                let setp = |cmp: Cmp, b: Src| Op::Setp {
+                    cmp,
+                    ty,
+                    d: p,
+                    d2: Some(q),
+                    a: r(x),
+                    b,
+                    combine: None,
+                    ftz: false,
+                };
+                let count = |ty: Ty| Op::Bin {
+                    op: Add,
+                    ty,
+                    d: x,
+                    a: r(x),
+                    b: step,
+                    ftz: false,
+                    sat: false,
+                    round: Round::Default,
+                    nan: false,
+                };
+                // The loop goes on while x < end, under the guard p, or not q.
+                let (lp, lneg) = if guard == p { (p, false) } else { (q, true) };
+                let code = vec![
+                    inst_of(mov(lane, Src::Special(Special::LaneId))),
+                    inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+                    inst_of(load_at(ty, x, at, offset)),
+                    inst_of(setp(cmp, bound)),
+                    inst_of(Op::Selp {
+                        d: s,
+                        a: Src::Imm(100),
+                        b: Src::Imm(200),
+                        p: r(p),
+                    }),
+                    inst_of(Op::Selp {
+                        d: t,
+                        a: Src::Imm(10),
+                        b: Src::Imm(20),
+                        p: r(q),
+                    }),
+                    inst_of(bin(Add, Ty::U64, s, r(s), r(t))),
+                    inst(Op::Bra { target: 9 }, Some((guard, neg))),
+                    inst_of(bin(Add, Ty::U64, s, r(s), Src::Imm(1000))),
+                    // 9: each lane's way (past the input), then the loop at 10.
+                    inst_of(Op::St {
+                        space: MemSpace::Global,
+                        ty: Ty::U64,
+                        n: 1,
+                        a: [r(s), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+                        addr: Addr {
+                            base: Some(at),
+                            global: None,
+                            offset: BASE as i64 + 512,
+                        },
+                    }),
+                    inst_of(count(if ty == Ty::F32 { Ty::F32 } else { Ty::U32 })),
+                    inst_of(setp(Cmp::Lt, end)),
+                    inst(Op::Bra { target: 10 }, Some((lp, lneg))),
+                    inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(768))),
+                    inst_of(store_u64(at, r(x))),
+                    inst_of(Op::Exit),
+                ];
+                let k = small_kernel("masks", 0, 7, code);
+                let what = format!("{ty:?} {cmp:?}, the branch under {guard} ({neg})");
+                agrees_in_vector_form(&k, &input, 2, &what);
+            }
+        }
+    }
+}
+
 /// A vector loop's first pass is compiled apart from its other passes: four lanes go on
 /// with the loop when any of them does. Lanes 1 and 3 of each four make a second pass,
 /// lanes 0 and 2 leave after the first, and each lane adds 7 + %laneid to its sum in each
