@@ -10,6 +10,7 @@
 
 use crate::direct::{LoadCtx, Site, SITES};
 use crate::Code;
+use crate::{HashMap, HashSet};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I16, I32, I32X4, I64, I64X2, I8, I8X16};
 use cranelift_codegen::ir::{
@@ -20,7 +21,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module, ModuleError};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::mem::offset_of;
 use vgpu_ptx::constants::Facts;
 use vgpu_ptx::exec::{Specials, CANONICAL_NAN_F32};
@@ -245,7 +246,7 @@ pub(crate) fn compile(
         let hints = if vectors {
             coalesced(insts, &facts)
         } else {
-            HashMap::new()
+            HashMap::default()
         };
         let segments_count = segs.len();
         // A run that branches back to its own start, in one stretch with no stores, loops
@@ -269,7 +270,7 @@ pub(crate) fn compile(
                 b.switch_to_block(whole);
                 b.seal_block(whole);
                 let (no_uniform, no_dirty, no_normal) =
-                    (HashMap::new(), BTreeSet::new(), HashSet::new());
+                    (HashMap::default(), BTreeSet::new(), HashSet::default());
                 let end = insts.len() - 1;
                 let env = crate::vector::Env {
                     call,
@@ -318,8 +319,8 @@ pub(crate) fn compile(
                     helper,
                     math,
                     find,
-                    vals: HashMap::new(),
-                    flushed: HashSet::new(),
+                    vals: HashMap::default(),
+                    flushed: HashSet::default(),
                     normal_in: normal_in.clone(),
                     dirty: BTreeSet::new(),
                     top,
@@ -408,7 +409,7 @@ pub(crate) fn compile(
                     math,
                     find,
                     vals: uniform_vals,
-                    flushed: HashSet::new(),
+                    flushed: HashSet::default(),
                     normal_in,
                     dirty: uniform_dirty,
                     top,
@@ -547,7 +548,7 @@ pub(crate) fn compile(
 /// instructions, with that stride: the vector code tests these for a coalesced access or
 /// one for the four lanes.
 fn coalesced(insts: &[Inst], facts: &dyn Fn(usize) -> Option<Facts>) -> HashMap<usize, u64> {
-    let mut out = HashMap::new();
+    let mut out = HashMap::default();
     for (i, inst) in insts.iter().enumerate() {
         let (space, ty, n, addr, load) = match &inst.op {
             Op::Ld {
@@ -639,11 +640,11 @@ fn stretch_in(
     known: Option<Facts>,
     looping: bool,
 ) -> (HashSet<Reg>, HashSet<Reg>) {
-    let (mut normal_in, mut same_in) = (HashSet::new(), HashSet::new());
+    let (mut normal_in, mut same_in) = (HashSet::default(), HashSet::default());
     let Some(f) = known else {
         return (normal_in, same_in);
     };
-    let mut written = HashSet::new();
+    let mut written = HashSet::default();
     for inst in lane_part {
         inst.clone().visit_regs(|r, def| {
             if def {
@@ -702,7 +703,7 @@ fn lane_slots(b: &mut FunctionBuilder<'_>, ptr: Type, regs: Value, lane: Value) 
 /// before it: the loop then starts from the values computed before it, which are what the
 /// lanes would have computed at that point.
 fn uniform(insts: &[Inst], same_in: &HashSet<Reg>) -> Vec<bool> {
-    let mut same: HashMap<Reg, bool> = HashMap::new();
+    let mut same: HashMap<Reg, bool> = HashMap::default();
     let mut touched: BTreeSet<Reg> = BTreeSet::new();
     insts
         .iter()

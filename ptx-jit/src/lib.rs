@@ -91,6 +91,7 @@ pub use direct::DirectMemory;
 
 use cranelift_jit::JITModule;
 use std::any::Any;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use vgpu_ptx::constants::Constants;
@@ -98,6 +99,13 @@ use vgpu_ptx::exec::{Exit, Fault, Native, NativeRun, Specials, WarpEnv};
 use vgpu_ptx::ir::{Addr, Inst, Kernel, MemSpace, Op, Reg, Special, Src};
 use vgpu_ptx::liveness::Liveness;
 use vgpu_ptx::lower::SINK;
+
+/// The code generator's maps and sets hash with fixed keys: their order of iteration
+/// decides the order in which it builds instructions, and so the registers the code
+/// generator allocates, which then are the same in every process (host instructions a
+/// launch can be compared from one run to the next).
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
 
 /// Compiled code: (the warp's registers, the lanes to run, the parameter buffer, the
 /// warp's special registers, the context of its loads) → the lanes that take the run's

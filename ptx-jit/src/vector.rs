@@ -18,13 +18,14 @@
 //! where not.
 
 use crate::codegen::Checked;
+use crate::{HashMap, HashSet};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{
     Block, BlockArg, ConstantData, Endianness, InstBuilder, MemFlags, SigRef, Type, Value,
 };
 use cranelift_frontend::FunctionBuilder;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::mem::offset_of;
 use vgpu_ptx::exec::Specials;
 use vgpu_ptx::exec::CANONICAL_NAN_F32;
@@ -300,8 +301,8 @@ fn spans(insts: &[&Inst]) -> HashMap<usize, Span> {
             }
         }
     }
-    let mut open: HashMap<Reg, Open> = HashMap::new();
-    let mut out = HashMap::new();
+    let mut open: HashMap<Reg, Open> = HashMap::default();
+    let mut out = HashMap::default();
     for (i, inst) in insts.iter().enumerate() {
         if let Op::Ld {
             space: MemSpace::Global,
@@ -767,7 +768,7 @@ pub(crate) fn chain(
             Group {
                 group,
                 at,
-                vals: HashMap::new(),
+                vals: HashMap::default(),
                 dirty: BTreeSet::new(),
             }
         })
@@ -901,17 +902,17 @@ impl<'a, 'f> Vector<'a, 'f> {
             group,
             call: env.call,
             sites: env.sites,
-            vals: HashMap::new(),
+            vals: HashMap::default(),
             uniform: env.uniform,
             normal_in: env.normal_in,
-            flushed: HashSet::new(),
-            halves: HashMap::new(),
-            masks: HashMap::new(),
+            flushed: HashSet::default(),
+            halves: HashMap::default(),
+            masks: HashMap::default(),
             dirty: env.uniform_dirty.clone(),
             active: None,
             index: 0,
-            spans: HashMap::new(),
-            spanned: HashMap::new(),
+            spans: HashMap::default(),
+            spanned: HashMap::default(),
             env_hints: env.coalesced,
             hinted: None,
         }

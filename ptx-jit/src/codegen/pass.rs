@@ -25,11 +25,12 @@
 use super::{highest_reg, segments, unhoisted, uniform, Lane, Sub};
 use crate::direct::{LoadCtx, PARTED};
 use crate::vector::{self, Call, Carried};
+use crate::{HashMap, HashSet};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlags, Value};
 use cranelift_frontend::FunctionBuilder;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::mem::offset_of;
 use vgpu_ptx::constants::Facts;
 use vgpu_ptx::ir::{Inst, MemSpace, Op, Reg};
@@ -84,7 +85,7 @@ pub(super) fn plan(code: &[Inst], subs: &[Sub], facts: &dyn Fn(usize) -> Option<
     order.sort_by_key(|&i| subs[i].start);
     let preds = predecessors(subs);
     let mut pass: Vec<usize> = Vec::new();
-    let mut shapes = HashMap::new();
+    let mut shapes = HashMap::default();
     // Per state space (global, shared): loads, stores.
     let mut seen = [[0usize; 2]; 2];
     for i in order {
@@ -151,7 +152,7 @@ fn predecessors(subs: &[Sub]) -> Vec<Vec<usize>> {
 /// Each run of a pass's runs that are on every way to it from the pass's first (itself
 /// among them).
 fn dominators(pass: &[usize], preds: &[Vec<usize>]) -> HashMap<usize, HashSet<usize>> {
-    let mut dom: HashMap<usize, HashSet<usize>> = HashMap::new();
+    let mut dom: HashMap<usize, HashSet<usize>> = HashMap::default();
     for &i in pass {
         let mut d: Option<HashSet<usize>> = None;
         for p in &preds[i] {
@@ -214,7 +215,7 @@ fn hoist<'f>(
         math: c.math,
         find: c.find,
         vals: known,
-        flushed: HashSet::new(),
+        flushed: HashSet::default(),
         normal_in: shape.normal_in.clone(),
         dirty: BTreeSet::new(),
         top: n.top,
@@ -257,7 +258,7 @@ pub(super) fn build<'f>(
         read || (at < code.len() && live_at(at, r))
     };
     // Where the group may leave the pass from each run on (the instructions it goes to).
-    let mut exits_after: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+    let mut exits_after: HashMap<usize, BTreeSet<usize>> = HashMap::default();
     for &i in pass.iter().rev() {
         let s = &subs[i];
         let mut set = BTreeSet::new();
@@ -286,9 +287,9 @@ pub(super) fn build<'f>(
         exits_after.insert(i, set);
     }
     // The registers the runs of the pass after each run may read.
-    let mut reads_after: HashMap<usize, HashSet<Reg>> = HashMap::new();
+    let mut reads_after: HashMap<usize, HashSet<Reg>> = HashMap::default();
     for &i in pass.iter().rev() {
-        let mut set = HashSet::new();
+        let mut set = HashSet::default();
         for to in [subs[i].fall, subs[i].jump]
             .into_iter()
             .flatten()
@@ -321,15 +322,15 @@ pub(super) fn build<'f>(
     let zero = b.ins().iconst(I64, 0);
     // A register such code of an earlier run wrote is read from there, where that run
     // is on every way to this one and nothing else before this one writes it.
-    let mut early: HashMap<usize, Hoisted> = HashMap::new();
+    let mut early: HashMap<usize, Hoisted> = HashMap::default();
     let dominators = dominators(pass, &preds);
     // Per register written so far: the run whose code computed once wrote it, or `None`
     // where a run's per-lane code (or more than one run) did.
-    let mut writers: HashMap<Reg, Option<usize>> = HashMap::new();
+    let mut writers: HashMap<Reg, Option<usize>> = HashMap::default();
     for &i in pass {
         let insts = &code[subs[i].start..subs[i].end];
         let shape = &shapes[&i];
-        let (mut reads, mut own) = (HashSet::new(), HashSet::new());
+        let (mut reads, mut own) = (HashSet::default(), HashSet::default());
         for (inst, _) in insts.iter().zip(&shape.hoisted).filter(|(_, &h)| h) {
             inst.clone().visit_regs(|r, def| {
                 if def {
@@ -339,7 +340,7 @@ pub(super) fn build<'f>(
                 }
             });
         }
-        let mut known = HashMap::new();
+        let mut known = HashMap::default();
         let ready = reads.iter().all(|r| match writers.get(r) {
             None => true,
             Some(Some(j)) if dominators[&i].contains(j) => {
@@ -377,9 +378,9 @@ pub(super) fn build<'f>(
     b.append_block_param(next, I32);
     let blocks: HashMap<usize, Block> = pass[1..].iter().map(|&i| (i, b.create_block())).collect();
     // Each run's state at its end, for the run it alone leads to.
-    let mut after: HashMap<usize, Carried> = HashMap::new();
+    let mut after: HashMap<usize, Carried> = HashMap::default();
     // The edges into each run where runs join, and the state each brings.
-    let mut pending: HashMap<usize, Vec<(Block, Carried)>> = HashMap::new();
+    let mut pending: HashMap<usize, Vec<(Block, Carried)>> = HashMap::default();
     for &i in pass {
         let s = &subs[i];
         let shape = &shapes[&i];
@@ -424,7 +425,7 @@ pub(super) fn build<'f>(
             None => {
                 // Once for the group, from its first lane, with what the group made so far.
                 let lane = b.ins().ushr_imm(group, 3);
-                let mut known = HashMap::new();
+                let mut known = HashMap::default();
                 for &r in &shape.same_in {
                     if let Some(v) = carried.first_lane(&mut b, r) {
                         known.insert(r, v);
