@@ -2556,14 +2556,20 @@ impl<'a, 'f> Vector<'a, 'f> {
             } => {
                 let q = if *ty == Ty::F32 {
                     let (x, y) = (self.src_f32(a, *ftz), self.src_f32(b, *ftz));
-                    let r = match bop {
-                        Add => self.b.ins().fadd(x, y),
-                        Sub => self.b.ins().fsub(x, y),
-                        Div => self.b.ins().fdiv(x, y),
-                        Min | Max => self.min_max(*bop == Max, x, y),
-                        _ => self.b.ins().fmul(x, y),
+                    let (r, operand) = match bop {
+                        Add => (self.b.ins().fadd(x, y), false),
+                        Sub => (self.b.ins().fsub(x, y), false),
+                        Div => (self.b.ins().fdiv(x, y), false),
+                        Min | Max => (self.min_max(*bop == Max, x, y), true),
+                        _ => (self.b.ins().fmul(x, y), false),
                     };
-                    self.f32_out(r, *ftz)
+                    // `min` and `max` give one of their operands, flushed already under
+                    // `.ftz`: only a NaN is made canonical.
+                    let q = self.f32_out(r, *ftz && !operand);
+                    if *ftz && operand {
+                        self.flushed.insert(q.lo);
+                    }
+                    q
                 } else if *ty == Ty::Pred {
                     self.pred_logic(*bop, a, b)
                 } else {
