@@ -441,6 +441,13 @@ struct Vector<'a, 'f> {
     /// reads where it would otherwise compare both `i64x2` halves with 0 again. Defined
     /// next to the quad's `lo`, it is at hand wherever that is.
     masks: HashMap<Value, Value>,
+    /// In a chain ([`chain`]): the instructions of the part being built after which their
+    /// destination holds one value in the whole warp ([`warp_wide`]), whether the group
+    /// being built is the first, and the first group's values there, which the others
+    /// take ([`Vector::share`]).
+    warp_wide: HashSet<usize>,
+    first_group: bool,
+    shared_values: HashMap<usize, Quad>,
     dirty: BTreeSet<Reg>,
     /// In a loop, the lanes still iterating (all ones), as two `i64x2`: the others' loads
     /// are not made (a false guard).
@@ -747,6 +754,125 @@ pub(crate) struct KnownShuffle {
     pub(crate) source: [u8; 32],
 }
 
+/// For each part of a chain ([`chain`]), the instructions after which their one
+/// destination holds the same value in all 32 lanes: a butterfly reduction's last step,
+/// and what is computed from such values, immediates, parameters and the special
+/// registers the same in every lane alone. A value's *symmetry* is the set of offsets `k`
+/// (bit `log2 k`) for which every lane `i` holds what lane `i ^ k` holds. A butterfly
+/// shuffle by `k` keeps its operand's symmetry; `x op y` where `y` is `x` shuffled by `k`
+/// and `op` commutes (an integer or f32 add, product, min or max, an integer and, or,
+/// xor) adds `k` to `x`'s (lane `i ^ k` computes `x[i ^ k] op x[i]`, the same bits: the
+/// f32 operations' NaNs come out canonical); other pure unguarded instructions keep what
+/// their operands share (a guard has no vector form). All five offsets: one value in the
+/// warp, and the chain's groups share the first group's ([`Vector::share`]). (Values the
+/// same in every group but not within one, after the steps across groups only, could be
+/// shared too; sharing them kept more values live across the groups and cost `rms_norm`
+/// 1% more.)
+fn warp_wide(parts: &[(Vec<&Inst>, Option<KnownShuffle>)]) -> Vec<HashSet<usize>> {
+    const ALL: u8 = 0x1F;
+    // Each register's value (numbered; a `mov` copies the number), each value's symmetry,
+    // and the values made by a butterfly shuffle: of which value, by which offset.
+    let mut value: HashMap<Reg, u32> = HashMap::default();
+    let mut symmetry: Vec<u8> = Vec::new();
+    let mut image: HashMap<u32, (u32, u8)> = HashMap::default();
+    let fresh = |symmetry: &mut Vec<u8>, s: u8| {
+        symmetry.push(s);
+        (symmetry.len() - 1) as u32
+    };
+    let mut out = Vec::new();
+    for (insts, shuffle) in parts {
+        let mut complete = HashSet::default();
+        for (i, inst) in insts.iter().enumerate() {
+            let mut defs = Vec::new();
+            (*inst).clone().visit_regs(|r, def| {
+                if def && *r != SINK {
+                    defs.push(*r);
+                }
+            });
+            let of = |value: &HashMap<Reg, u32>, symmetry: &[u8], s: &Src| match *s {
+                Src::Imm(_) => ALL,
+                Src::Special(sp) if sp.same_in_every_lane() => ALL,
+                Src::Reg(r) => value.get(&r).map_or(0, |&v| symmetry[v as usize]),
+                _ => 0,
+            };
+            let new = match (&inst.op, inst.guard) {
+                (Op::Mov { a: Src::Reg(a), .. }, None) if value.contains_key(a) => Some(value[a]),
+                (
+                    Op::Bin {
+                        op:
+                            BinOp::Add
+                            | BinOp::MulLo
+                            | BinOp::Min
+                            | BinOp::Max
+                            | BinOp::And
+                            | BinOp::Or
+                            | BinOp::Xor,
+                        a: Src::Reg(x),
+                        b: Src::Reg(y),
+                        ..
+                    },
+                    None,
+                ) => {
+                    let (vx, vy) = (value.get(x).copied(), value.get(y).copied());
+                    let step = |a: Option<u32>, b: Option<u32>| {
+                        let (a, b) = (a?, b?);
+                        image
+                            .get(&b)
+                            .filter(|&&(of, _)| of == a)
+                            .map(|&(_, k)| (a, k))
+                    };
+                    match step(vx, vy).or_else(|| step(vy, vx)) {
+                        Some((base, k)) => {
+                            let s = symmetry[base as usize] | 1 << k;
+                            Some(fresh(&mut symmetry, s))
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let new = new.unwrap_or_else(|| {
+                let s = match (vgpu_ptx::constants::pure_sources(&inst.op), inst.guard) {
+                    (Some(srcs), None) => {
+                        srcs.iter().fold(ALL, |m, s| m & of(&value, &symmetry, s))
+                    }
+                    _ => 0,
+                };
+                fresh(&mut symmetry, s)
+            });
+            for &d in &defs {
+                value.insert(d, new);
+            }
+            if defs.len() == 1 && symmetry[new as usize] == ALL {
+                complete.insert(i);
+            }
+        }
+        if let Some(sh) = shuffle {
+            let bfly = (0..5u8).find(|&k| (0..32).all(|i| sh.source[i] as usize == i ^ 1 << k));
+            let broadcast = sh.source.iter().all(|&l| l == sh.source[0]);
+            let a = match sh.a {
+                Src::Reg(r) => value.get(&r).copied(),
+                _ => None,
+            };
+            let new = match (bfly, a) {
+                (Some(k), Some(a)) => {
+                    let s = symmetry[a as usize];
+                    let v = fresh(&mut symmetry, s);
+                    image.insert(v, (a, k));
+                    v
+                }
+                _ if broadcast => fresh(&mut symmetry, ALL),
+                _ => fresh(&mut symmetry, 0),
+            };
+            if sh.d != SINK {
+                value.insert(sh.d, new);
+            }
+        }
+        out.push(complete);
+    }
+    out
+}
+
 /// Builds a whole run for all 32 lanes when its stretches all have vector forms and the
 /// warp-wide instructions between them are shuffles with known sources (a butterfly
 /// reduction's): stretch after stretch, each for the eight groups of four lanes in turn,
@@ -774,10 +900,14 @@ pub(crate) fn chain(
         })
         .collect();
     let mut bits = v.b.ins().iconst(I32, 0);
-    for (insts, shuffle) in parts {
+    let wide = warp_wide(parts);
+    for ((insts, shuffle), wide) in parts.iter().zip(wide) {
         let sites = v.sites;
+        v.warp_wide = wide;
+        v.shared_values.clear();
         for (g, state) in groups.iter_mut().enumerate() {
             v.sites = sites;
+            v.first_group = g == 0;
             v.swap(state);
             let taken = v.straight(insts);
             if insts.last().is_some_and(|i| matches!(i.op, Op::Bra { .. })) {
@@ -908,6 +1038,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             flushed: HashSet::default(),
             halves: HashMap::default(),
             masks: HashMap::default(),
+            warp_wide: HashSet::default(),
+            first_group: false,
+            shared_values: HashMap::default(),
             dirty: env.uniform_dirty.clone(),
             active: None,
             index: 0,
@@ -954,10 +1087,37 @@ impl<'a, 'f> Vector<'a, 'f> {
                         Some((p, neg)) => self.guard_bits(p, neg),
                     };
                 }
-                _ => self.inst(inst),
+                _ => {
+                    self.inst(inst);
+                    self.share(i, inst);
+                }
             }
         }
         bits
+    }
+
+    /// After instruction `i` of a chain's part, where its destination holds one value in
+    /// the whole warp: the first group keeps its value, and the others take it instead of
+    /// theirs (the same bits), so that what they compute from it is the same code on the
+    /// same values, which the code generator makes once.
+    fn share(&mut self, i: usize, inst: &Inst) {
+        if !self.warp_wide.contains(&i) {
+            return;
+        }
+        let mut d = None;
+        inst.clone().visit_regs(|r, def| {
+            if def && *r != SINK {
+                d = Some(*r);
+            }
+        });
+        let Some(d) = d else { return };
+        if self.first_group {
+            if let Some(&q) = self.vals.get(&d) {
+                self.shared_values.insert(i, q);
+            }
+        } else if let Some(&q) = self.shared_values.get(&i) {
+            self.vals.insert(d, q);
+        }
     }
 
     /// The iterations of the group's lanes through a stretch that ends with a branch back

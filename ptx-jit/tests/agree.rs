@@ -1678,6 +1678,93 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     }
 }
 
+/// In a vector chain, the values a butterfly reduction leaves the same in all 32 lanes,
+/// and what is computed from them alone, are the first group's for every group
+/// (`vector::warp_wide`); values that still differ between groups must not be: a
+/// reduction short of a step across groups, one whose step across groups does not
+/// commute (`sub`), one whose step adds another register's value that is the same but
+/// across that step's groups, and a shuffle across groups alone. Each lane starts from
+/// lane² + 1, reduces, then computes 3 x + 7 and stores it.
+#[test]
+fn what_a_butterfly_leaves_one_value_is_shared_by_the_groups() {
+    use BinOp::*;
+    let (lane, at, x, y, z, w) = (0, 1, 2, 3, 4, 5);
+    let r = Src::Reg;
+    let shfl = |d, a, mode, m| {
+        inst_of(Op::Shfl {
+            mode,
+            d,
+            p: None,
+            a: r(a),
+            b: Src::Imm(m),
+            c: Src::Imm(0x1f),
+        })
+    };
+    // `x = x op shfl.bfly(x, m)` for each (m, op).
+    let steps = |list: &[(u64, BinOp)]| {
+        list.iter()
+            .flat_map(|&(m, op)| {
+                [
+                    shfl(y, x, ShflMode::Bfly, m),
+                    inst_of(bin(op, Ty::U32, x, r(x), r(y))),
+                ]
+            })
+            .collect::<Vec<_>>()
+    };
+    let whole = [(16, Add), (8, Add), (4, Add), (2, Add), (1, Add)];
+    let mut other = vec![inst_of(bin(Add, Ty::U32, w, r(x), Src::Imm(9)))];
+    for m in [16, 8, 2, 1] {
+        other.push(shfl(y, w, ShflMode::Bfly, m));
+        other.push(inst_of(bin(Add, Ty::U32, w, r(w), r(y))));
+    }
+    other.push(shfl(y, x, ShflMode::Bfly, 4));
+    other.push(inst_of(bin(Add, Ty::U32, x, r(w), r(y))));
+    let cases: Vec<(&str, Vec<Inst>)> = vec![
+        ("a whole reduction", steps(&whole)),
+        (
+            "one within groups only",
+            steps(&[(16, Add), (8, Add), (4, Add)]),
+        ),
+        (
+            "a maximum, the other way round",
+            steps(&[(1, Max), (2, Max), (4, Max), (8, Max), (16, Max)]),
+        ),
+        ("a broadcast", vec![shfl(x, x, ShflMode::Idx, 3)]),
+        (
+            "one short of a step across groups",
+            steps(&[(16, Add), (8, Add), (2, Add), (1, Add)]),
+        ),
+        (
+            "a step across groups that does not commute",
+            steps(&[(16, Add), (8, Add), (2, Add), (1, Add), (4, Sub)]),
+        ),
+        ("a step with another register", other),
+        ("a shuffle across groups alone", {
+            let mut v = steps(&[(16, Add), (8, Add), (2, Add), (1, Add)]);
+            v.push(shfl(y, x, ShflMode::Bfly, 4));
+            v.push(inst_of(mov(x, r(y))));
+            v
+        }),
+    ];
+    for (what, reduce) in cases {
+        let mut code = vec![
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+            inst_of(bin(MulLo, Ty::U32, x, r(lane), r(lane))),
+            inst_of(bin(Add, Ty::U32, x, r(x), Src::Imm(1))),
+        ];
+        code.extend(reduce);
+        code.extend([
+            inst_of(bin(MulLo, Ty::U32, z, r(x), Src::Imm(3))),
+            inst_of(bin(Add, Ty::U32, z, r(z), Src::Imm(7))),
+            inst_of(store_u64(at, r(z))),
+            inst_of(Op::Exit),
+        ]);
+        let k = small_kernel("shared", 0, 6, code);
+        agrees_in_vector_form(&k, &[0; 256], 0, what);
+    }
+}
+
 /// A shuffle in a vector chain passes on a subnormal it did not flush: the `add.ftz`
 /// after it flushes it. Odd lanes load the subnormal 3 × 2^-149, even lanes 2^-126; each
 /// lane adds its neighbour's value to 2^-126 with `.ftz`, so even lanes get 2^-126 (the
