@@ -449,6 +449,7 @@ impl Constants {
         // where they last ran together.
         let mut diverged = vec![false; ranges.len()];
         let mut parting = crate::parting::Parting::new(code, &ranges, &succs);
+        let mut parted = vec![false; ranges.len()];
         // Each block's exit flows into its successors' entries, to a fixed point: a fact
         // only moves down (unreached, known, any; no flushing needed, needed; the same in
         // every lane, not), and a block once diverged stays so, so this ends.
@@ -462,8 +463,10 @@ impl Constants {
                 split |= splits(inst, &state);
                 step(inst, &mut state, diverged[b]);
             }
-            if split {
-                for &x in parting.apart(b) {
+            // A split's blocks are marked once: they do not change.
+            if split && !parted[b] {
+                parted[b] = true;
+                for x in parting.apart(b) {
                     if !diverged[x] {
                         diverged[x] = true;
                         if !queued[x] {

@@ -23,17 +23,17 @@
 use crate::ir::{Inst, Op};
 use std::ops::Range;
 
-/// The blocks a split at the end of each block makes lanes apart in (computed when asked).
+/// The blocks a split at the end of a block makes lanes apart in (computed when asked).
 pub(crate) struct Parting<'a> {
     succs: &'a [Vec<usize>],
-    /// Each block's immediate post-dominator: a block, `EXIT` or `NONE` (a block from
-    /// which no path leaves the kernel).
-    ipdom: Vec<usize>,
+    /// Each block's immediate post-dominator: a block, the kernel's exit (`succs.len()`)
+    /// or `NONE` (a block from which no path leaves the kernel); made when first needed
+    /// (most kernels' splits are early exits, whose ways never meet).
+    ipdom: Option<Vec<usize>>,
     /// Blocks that do nothing but return or exit.
     exit_only: Vec<bool>,
     /// Whether the code calls: then the simple rule (the module's documentation).
     calls: bool,
-    apart: Vec<Option<Vec<usize>>>,
 }
 
 /// No post-dominator: no path from the block leaves the kernel.
@@ -53,23 +53,15 @@ impl<'a> Parting<'a> {
             .collect();
         Parting {
             succs,
-            ipdom: post_dominators(succs),
+            ipdom: None,
             exit_only,
             calls,
-            apart: vec![None; succs.len()],
         }
     }
 
-    /// The blocks lanes may be apart in after they part at the end of block `b`.
-    pub(crate) fn apart(&mut self, b: usize) -> &[usize] {
-        if self.apart[b].is_none() {
-            let blocks = self.compute(b);
-            self.apart[b] = Some(blocks);
-        }
-        self.apart[b].as_deref().unwrap_or_default()
-    }
-
-    fn compute(&self, b: usize) -> Vec<usize> {
+    /// The blocks lanes may be apart in after they part at the end of block `b` (asked
+    /// once a block: the caller marks them).
+    pub(crate) fn apart(&mut self, b: usize) -> Vec<usize> {
         let succs = &self.succs[b];
         if self.calls {
             return self.reach(succs, NONE, false);
@@ -87,7 +79,9 @@ impl<'a> Parting<'a> {
         if !meet {
             return Vec::new();
         }
-        self.reach(succs, self.ipdom[b], false)
+        let succs_all = self.succs;
+        let ipdom = self.ipdom.get_or_insert_with(|| post_dominators(succs_all))[b];
+        self.reach(succs, ipdom, false)
     }
 
     /// The blocks reachable from `from` without entering `stop`, skipping blocks that only
