@@ -466,7 +466,11 @@ impl Constants {
             // A split's blocks are marked once: they do not change.
             if split && !parted[b] {
                 parted[b] = true;
-                for x in parting.apart(b) {
+                // Past the walks' budget, every block counts as reached apart.
+                let apart = parting
+                    .apart(b)
+                    .unwrap_or_else(|| (0..ranges.len()).collect());
+                for x in apart {
                     if !diverged[x] {
                         diverged[x] = true;
                         if !queued[x] {
@@ -1092,6 +1096,32 @@ mod tests {
             (None, Op::Exit),
         ];
         assert!(uniform(ops, 5, 2));
+    }
+
+    /// A guest's kernel of thousands of splits whose ways all meet again would have the
+    /// walks for them visit its blocks tens of millions of times over: past
+    /// `parting::MAX_WORK` every block counts as reached apart (what is written after
+    /// them differs, where below it, a write where the last split's ways meet does not).
+    #[test]
+    fn a_kernel_of_endless_splits_is_analysed_within_a_bound() {
+        let ops = |n: usize| {
+            let mut ops = vec![
+                from(3, Src::Special(Special::LaneId)),
+                less(7, Src::Reg(3), Src::Imm(9)),
+            ];
+            for _ in 0..n {
+                let i = ops.len() as u32;
+                ops.push(bra(i + 2, Some((7, false))));
+                ops.push(add(2, Src::Special(Special::Ctaid(0)), Src::Imm(1)));
+            }
+            ops.push(add(4, Src::Special(Special::Ctaid(0)), Src::Imm(2)));
+            ops.push((None, Op::Exit));
+            ops
+        };
+        let few = ops(100);
+        assert!(uniform(few.clone(), few.len() - 1, 4), "below the bound");
+        let many = ops(5000);
+        assert!(!uniform(many.clone(), many.len() - 1, 4), "past the bound");
     }
 
     #[test]

@@ -34,7 +34,16 @@ pub(crate) struct Parting<'a> {
     exit_only: Vec<bool>,
     /// Whether the code calls: then the simple rule (the module's documentation).
     calls: bool,
+    /// What the walks of the graph have cost so far, in blocks ([`MAX_WORK`]).
+    work: usize,
 }
+
+/// The most blocks the walks for one kernel's splits may visit (each walk counted as
+/// many as the kernel has blocks, for its table of those seen): past it, a split has no
+/// answer and the caller takes every block as reached apart. A kernel's work grows with
+/// its splits times its blocks; the registry ggml-cuda build's kernels take at most
+/// 1.8 M, and a guest's kernel with hundreds of thousands of both would take minutes.
+const MAX_WORK: usize = 1 << 26;
 
 /// No post-dominator: no path from the block leaves the kernel.
 const NONE: usize = usize::MAX;
@@ -56,12 +65,14 @@ impl<'a> Parting<'a> {
             ipdom: None,
             exit_only,
             calls,
+            work: 0,
         }
     }
 
     /// The blocks lanes may be apart in after they part at the end of block `b` (asked
-    /// once a block: the caller marks them).
-    pub(crate) fn apart(&mut self, b: usize) -> Vec<usize> {
+    /// once a block: the caller marks them); `None` once the walks have cost
+    /// [`MAX_WORK`].
+    pub(crate) fn apart(&mut self, b: usize) -> Option<Vec<usize>> {
         let succs = &self.succs[b];
         if self.calls {
             return self.reach(succs, NONE, false);
@@ -70,14 +81,14 @@ impl<'a> Parting<'a> {
         let ways: Vec<Vec<usize>> = succs
             .iter()
             .map(|&s| self.reach(&[s], NONE, true))
-            .collect();
+            .collect::<Option<_>>()?;
         let meet = ways.iter().enumerate().any(|(i, a)| {
             ways[i + 1..]
                 .iter()
                 .any(|w| w.iter().any(|x| a.binary_search(x).is_ok()))
         });
         if !meet {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let succs_all = self.succs;
         let ipdom = self.ipdom.get_or_insert_with(|| post_dominators(succs_all))[b];
@@ -85,8 +96,12 @@ impl<'a> Parting<'a> {
     }
 
     /// The blocks reachable from `from` without entering `stop`, skipping blocks that only
-    /// leave the kernel where `skip_exits`; sorted.
-    fn reach(&self, from: &[usize], stop: usize, skip_exits: bool) -> Vec<usize> {
+    /// leave the kernel where `skip_exits`; sorted. `None` past [`MAX_WORK`].
+    fn reach(&mut self, from: &[usize], stop: usize, skip_exits: bool) -> Option<Vec<usize>> {
+        self.work = self.work.saturating_add(self.succs.len());
+        if self.work > MAX_WORK {
+            return None;
+        }
         let mut seen = vec![false; self.succs.len()];
         let mut work: Vec<usize> = from.to_vec();
         let mut out = Vec::new();
@@ -99,7 +114,7 @@ impl<'a> Parting<'a> {
             work.extend(self.succs[x].iter().copied());
         }
         out.sort_unstable();
-        out
+        Some(out)
     }
 }
 
