@@ -414,54 +414,66 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
         )));
     }
     let threads = l.threads.max(1).min(nblocks as usize);
-    // Every worker's block state is allocated before any starts, and fallibly.
-    let mut states = Vec::new();
-    for _ in 0..threads {
-        states.push(BlockState::new(k, l, shared as usize)?);
-    }
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let fault: Mutex<Option<Fault>> = Mutex::new(None);
-    let worker = |mut block: BlockState<'_, '_>| loop {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let b = next.fetch_add(1, Ordering::Relaxed);
-        if b >= nblocks {
-            return;
-        }
-        let gx = u64::from(l.grid[0]);
-        let gy = u64::from(l.grid[1]);
-        let ctaid = [
-            (b % gx) as u32,
-            ((b / gx) % gy) as u32,
-            (b / (gx * gy)) as u32,
-        ];
-        if let Err(f) = block.run(ctaid) {
-            stop.store(true, Ordering::Relaxed);
-            let mut slot = fault.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(f);
-            return;
+    let failed = |f: Fault| {
+        stop.store(true, Ordering::Relaxed);
+        let mut slot = fault.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(f);
+    };
+    // Each worker allocates its own block state (fallibly), the helpers in parallel with
+    // the calling thread rather than after it, and no block starts until every worker
+    // has one: a launch whose state does not fit runs no block at all.
+    let ready = std::sync::Barrier::new(threads);
+    let worker = || {
+        let state = match BlockState::new(k, l, shared as usize) {
+            Ok(b) => Some(b),
+            Err(f) => {
+                failed(f);
+                None
+            }
+        };
+        ready.wait();
+        let Some(mut block) = state else { return };
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let b = next.fetch_add(1, Ordering::Relaxed);
+            if b >= nblocks {
+                return;
+            }
+            let gx = u64::from(l.grid[0]);
+            let gy = u64::from(l.grid[1]);
+            let ctaid = [
+                (b % gx) as u32,
+                ((b / gx) % gy) as u32,
+                (b / (gx * gy)) as u32,
+            ];
+            if let Err(f) = block.run(ctaid) {
+                failed(f);
+                return;
+            }
         }
     };
     // The calling thread runs one share of the blocks itself, its helpers the others.
-    let mine = states.pop().expect("at least one block state");
-    if states.is_empty() {
-        worker(mine);
+    if threads == 1 {
+        worker();
     } else {
         let worker = &worker;
         with_helpers(l.threads - 1, |pool| match pool {
             Some(pool) => pool.in_place_scope(|s| {
-                for block in states {
-                    s.spawn(move |_| worker(block));
+                for _ in 1..threads {
+                    s.spawn(move |_| worker());
                 }
-                worker(mine);
+                worker();
             }),
             None => std::thread::scope(|s| {
-                for block in states {
-                    s.spawn(move || worker(block));
+                for _ in 1..threads {
+                    s.spawn(worker);
                 }
-                worker(mine);
+                worker();
             }),
         });
     }
