@@ -422,20 +422,16 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
         let mut slot = fault.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(f);
     };
-    // Each worker allocates its own block state (fallibly), the helpers in parallel with
-    // the calling thread rather than after it, and no block starts until every worker
-    // has one: a launch whose state does not fit runs no block at all.
-    let ready = std::sync::Barrier::new(threads);
+    // Each worker allocates its own block state (fallibly) and starts at once, the
+    // helpers in parallel with the calling thread rather than after it made every
+    // worker's state, and none waiting for the others (a helper's wake-up can take a
+    // while on a busy host). One that cannot allocate stops the launch, as a fault does:
+    // the launch fails with OutOfResources, the other workers ending after their block.
     let worker = || {
-        let state = match BlockState::new(k, l, shared as usize) {
-            Ok(b) => Some(b),
-            Err(f) => {
-                failed(f);
-                None
-            }
+        let mut block = match BlockState::new(k, l, shared as usize) {
+            Ok(b) => b,
+            Err(f) => return failed(f),
         };
-        ready.wait();
-        let Some(mut block) = state else { return };
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
