@@ -117,15 +117,26 @@ type Code =
 /// region.
 pub const MAX_RUN: usize = 1024;
 
-/// The most runs one region holds. With sixteen, a pass (`codegen::pass`) held the
-/// prologue of ggml's quantized mat-vec and the loop that reads what it computed (12 runs,
-/// 145 instructions, compiled in 14 ms): 11% fewer host instructions a launch. But
-/// Cranelift's time grows faster than a region's size (mostly its register allocator's):
-/// sixteen runs of the LLM's fused mat-vec (200–320 instructions) took 60–190 ms each to
-/// compile, against 80 ms for eight, and a small LLM's 32 tokens, whose decode compiles
-/// them, came out slower (vector forms: 1.9 s of compiling in all against 1.23 s; with
-/// regions past eight runs kept to 160 instructions, 1.4 s and decode 3–8% slower).
-pub const MAX_REGION: usize = 8;
+/// The most runs one region holds: [`SMALL_REGION`] whatever their size, up to sixteen
+/// while they hold at most [`MAX_LONG_REGION`] instructions. With sixteen, a pass
+/// (`codegen::pass`) holds the prologue of ggml's quantized mat-vec and the loop that reads
+/// what it computed (12 runs, 145 instructions, compiled in 10 ms against 2.3 and 5.4 ms
+/// for its two regions of eight): 9–11% fewer host instructions a launch (36.0 → 32.8 M),
+/// `soft_max` 2% (13.0 → 12.8 M). But Cranelift's time grows faster than a region's size
+/// (mostly its register allocator's): sixteen runs of any size of the LLM's fused mat-vec
+/// (200–320 instructions) took 60–190 ms each to compile, against 80 ms for eight, and a
+/// small LLM's 32 tokens, whose decode compiles them, came out slower (vector forms: 1.9 s
+/// of compiling in all against 1.23 s). Kept to 160 instructions past eight runs, the tiny
+/// llama of `ci/llm.sh` (f16 and q8_0, one stub) compiles its vector forms in 735 ms
+/// against 657 ms (25 regions of more than eight runs, the longest 45 ms) and decodes as
+/// fast as with eight, within this machine's spread between runs.
+pub const MAX_REGION: usize = 16;
+
+/// The runs a region holds whatever their size ([`MAX_REGION`]).
+pub const SMALL_REGION: usize = 8;
+
+/// The most instructions of a region of more than [`SMALL_REGION`] runs.
+pub const MAX_LONG_REGION: usize = 160;
 
 /// A compiled run of instructions.
 pub struct Run {
@@ -426,7 +437,8 @@ impl Jit {
     /// The region that starts with the run at `pc`: that run, and the runs after it that
     /// the whole warp may go on to (only forward, so the warp leaves the region after at
     /// most one pass through each), as long as they hold at most `most` runs,
-    /// [`MAX_RUN`] instructions and [`direct::SITES`] global accesses. Every run of a
+    /// [`MAX_RUN`] instructions ([`MAX_LONG_REGION`] past [`SMALL_REGION`] runs) and
+    /// [`direct::SITES`] global accesses. Every run of a
     /// region starts at a leader, as it would alone.
     fn region(&self, pc: usize, most: usize) -> Option<Vec<codegen::Sub>> {
         let mut subs: Vec<codegen::Sub> = Vec::new();
@@ -447,7 +459,9 @@ impl Jit {
                 })
                 .sum();
             if !subs.is_empty()
-                && (size + end - start > MAX_RUN || accesses + global > direct::SITES)
+                && (size + end - start > MAX_RUN
+                    || accesses + global > direct::SITES
+                    || (subs.len() >= SMALL_REGION && size + end - start > MAX_LONG_REGION))
             {
                 continue;
             }
