@@ -594,7 +594,8 @@ fn segments(insts: &[Inst]) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
     // Per state space (global, shared): loaded, stored.
     let mut seen = [[false; 2]; 2];
     for (k, i) in insts.iter().enumerate() {
-        if vgpu_ptx::exec::is_warp_op(&i.op) {
+        // A `nop` (a branch `Jit`'s `if_convert` took out, say) is a stretch's no-op.
+        if vgpu_ptx::exec::is_warp_op(&i.op) && !matches!(i.op, Op::Nop) {
             out.push((start..k, Some(k)));
             start = k + 1;
             seen = [[false; 2]; 2];

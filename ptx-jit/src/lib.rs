@@ -314,6 +314,9 @@ pub struct Jit {
     /// What is known of the registers at each instruction (`None`: not analysed).
     known: Option<Constants>,
     leaders: Vec<bool>,
+    /// The instructions a branch skipped before [`if_convert`] guarded them: no run ends
+    /// before one of them, where the interpreter would go on without their guards.
+    guarded: Vec<bool>,
     /// Each leader's run, lane by lane.
     slots: Vec<OnceLock<Option<Run>>>,
     /// Each leader's region with the vector forms of its stretches, compiled once the run
@@ -366,6 +369,7 @@ impl Jit {
                 }
             }
         }
+        let guarded = if_convert(&mut code);
         let leaders = leaders(&code);
         let live = Liveness::of(&code);
         let known = Constants::of(&code);
@@ -377,6 +381,7 @@ impl Jit {
             live,
             known,
             leaders,
+            guarded,
             slots,
             vector,
             calls,
@@ -417,6 +422,11 @@ impl Jit {
             && in_run(&self.code[end])
         {
             end += 1;
+        }
+        // Not into stores that `if_convert` guarded: the run ends before their branch (a
+        // `nop` here), which the interpreter then takes as the kernel has it.
+        while end > pc && self.guarded.get(end) == Some(&true) {
+            end -= 1;
         }
         let mut target = None;
         if let Some(Inst {
@@ -728,6 +738,65 @@ fn in_run(i: &Inst) -> bool {
     per_lane(i) || vgpu_ptx::exec::is_warp_op(&i.op)
 }
 
+/// The most stores a branch may skip for [`if_convert`] to guard them instead.
+const MAX_GUARDED: usize = 4;
+
+/// Turns each forward branch over at most [`MAX_GUARDED`] unguarded stores to global or
+/// shared memory (`@p bra L; st …; L:`, the `if (lane == 0) shared[warp] = sum;` of a
+/// block reduction) into those stores under the opposite guard, the branch into a `nop`,
+/// where no other branch lands among the stores: the lanes that skipped them and those
+/// that made them no longer part there, and compiled code goes on past them for the whole
+/// warp (each lane's store made or not by its guard, as the lane that took the branch
+/// made none), where the warp left its region and came back through the interpreter, the
+/// one lane that stores, and a run of its own after them. Returns which instructions it
+/// guarded. The interpreter keeps the kernel's own code: a run never ends before a
+/// guarded store ([`Jit::extent`]), so the interpreter only ever takes over at the
+/// branch, or after the stores.
+fn if_convert(code: &mut [Inst]) -> Vec<bool> {
+    let mut landed = vec![false; code.len() + 1];
+    for i in code.iter() {
+        if let Op::Bra { target } | Op::Call { target, .. } = &i.op {
+            if let Some(t) = landed.get_mut(*target as usize) {
+                *t = true;
+            }
+        }
+    }
+    let mut guarded = vec![false; code.len() + 1];
+    for b in 0..code.len() {
+        let Inst {
+            guard: Some((p, neg)),
+            op: Op::Bra { target },
+            ..
+        } = code[b]
+        else {
+            continue;
+        };
+        let body = b + 1..target as usize;
+        let stores = |i: &Inst| {
+            i.guard.is_none()
+                && matches!(
+                    memory_access(&i.op),
+                    Some((MemSpace::Global | MemSpace::Shared, true))
+                )
+        };
+        if body.is_empty()
+            || body.len() > MAX_GUARDED
+            || body.end > code.len()
+            || body.clone().any(|k| landed[k] || guarded[k])
+            || !code[body.clone()].iter().all(stores)
+        {
+            continue;
+        }
+        for k in body {
+            code[k].guard = Some((p, !neg));
+            guarded[k] = true;
+        }
+        code[b].op = Op::Nop;
+        code[b].guard = None;
+    }
+    guarded
+}
+
 /// Which instructions start a run: the first, each branch target and call target, and
 /// each instruction after a branch or after one that cannot be in a run.
 fn leaders(code: &[Inst]) -> Vec<bool> {
@@ -803,6 +872,90 @@ mod tests {
             specials: &specials,
             mem: &mem,
         })
+    }
+
+    /// `st.shared.u32 [r1], r2`.
+    fn store() -> Op {
+        Op::St {
+            space: MemSpace::Shared,
+            ty: Ty::U32,
+            n: 1,
+            a: [Src::Reg(2), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
+            addr: Addr {
+                base: Some(1),
+                global: None,
+                offset: 0,
+            },
+        }
+    }
+
+    /// `@p bra` (`@!p` with `neg`) to `target`.
+    fn branch(target: u32, neg: bool) -> Inst {
+        Inst {
+            guard: Some((3, neg)),
+            op: Op::Bra { target },
+            line: 1,
+        }
+    }
+
+    /// A branch over stores becomes those stores under the opposite guard and a `nop`; one
+    /// over anything else, into which another branch lands, back, over stores already
+    /// guarded or over too many stores stays.
+    #[test]
+    fn a_branch_over_a_few_stores_becomes_their_guard() {
+        let mut code = kernel(vec![mov(3), Op::Nop, store(), store(), Op::Exit]).code;
+        code[1] = branch(4, false);
+        let guarded = if_convert(&mut code);
+        assert_eq!(code[1].op, Op::Nop);
+        assert_eq!(code[1].guard, None);
+        assert_eq!(code[2].guard, Some((3, true)));
+        assert_eq!(code[3].guard, Some((3, true)));
+        assert_eq!(guarded, [false, false, true, true, false, false]);
+        // `@!p bra`: the stores under `p`.
+        let mut code = kernel(vec![Op::Nop, store(), Op::Exit]).code;
+        code[0] = branch(2, true);
+        if_convert(&mut code);
+        assert_eq!((&code[0].op, code[1].guard), (&Op::Nop, Some((3, false))));
+        // Left as they are.
+        let unchanged = |code: Vec<Inst>| {
+            let mut c = code.clone();
+            assert!(!if_convert(&mut c).contains(&true));
+            assert_eq!(c, code);
+        };
+        let mut code = kernel(vec![Op::Nop, add(1, 1, Src::Imm(1)), Op::Exit]).code;
+        code[0] = branch(2, false);
+        unchanged(code);
+        let mut code = kernel(vec![Op::Nop, store(), store(), Op::Exit, Op::Nop]).code;
+        code[0] = branch(3, false);
+        code[4] = branch(2, false);
+        unchanged(code);
+        let mut code = kernel(vec![store(), Op::Nop, Op::Exit]).code;
+        code[1] = branch(0, false);
+        unchanged(code);
+        let mut code = kernel(vec![Op::Nop, store(), Op::Exit]).code;
+        code[0] = branch(2, false);
+        code[1].guard = Some((2, false));
+        unchanged(code);
+        let mut code = kernel(vec![Op::Nop; MAX_GUARDED + 2]).code;
+        code[0] = branch(MAX_GUARDED as u32 + 2, false);
+        for i in &mut code[1..] {
+            i.op = store();
+        }
+        unchanged(code);
+    }
+
+    /// A run never ends among the stores a branch was turned into the guard of (there the
+    /// interpreter would make them unguarded): one that reaches [`MAX_RUN`] instructions
+    /// inside them ends before their branch.
+    #[test]
+    fn no_run_ends_among_guarded_stores() {
+        let mut ops = vec![mov(3); MAX_RUN - 2];
+        ops.extend([Op::Nop, store(), store(), Op::Exit]);
+        let mut k = kernel(ops);
+        k.code[MAX_RUN - 2] = branch(MAX_RUN as u32 + 1, false);
+        let jit = Jit::new(&k).unwrap();
+        assert_eq!(jit.extent(0), Some((MAX_RUN - 2, None)));
+        assert_eq!(jit.extent(MAX_RUN - 2), None, "no run starts at the branch");
     }
 
     /// Register numbers whose slots no load offset reaches are left to the interpreter

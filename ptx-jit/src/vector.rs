@@ -70,7 +70,14 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
             }
             match &i.op {
                 Op::Bra { .. } => k + 1 == insts.len(),
+                // A store under a predicate (`Jit`'s `if_convert`): made by the lanes
+                // whose guard holds.
+                Op::St { a, n, .. } if i.guard.is_some_and(|(p, _)| p != SINK) => {
+                    crate::memory_access(&i.op).is_some()
+                        && a.iter().take(usize::from(*n)).all(operand)
+                }
                 _ if i.guard.is_some() => false,
+                Op::Nop => true,
                 Op::Mov { a, .. } => match a {
                     Src::Special(Special::Tid(_) | Special::LaneId) => true,
                     Src::Special(sp) => crate::codegen::warp_special(*sp).is_some(),
@@ -1060,6 +1067,76 @@ impl<'a, 'f> Vector<'a, 'f> {
         std::mem::swap(&mut self.dirty, &mut g.dirty);
     }
 
+    /// A store of `vals` (one per element) of type `ty` at `base` plus `offset` in
+    /// `space`: one access for the four lanes where they are coalesced, else lane by lane
+    /// (only the lanes that run it, [`Self::active`]).
+    fn store(
+        &mut self,
+        (space, ty, offset, line): (MemSpace, Ty, i64, u32),
+        base: Option<Quad>,
+        vals: &[Quad],
+    ) {
+        let size = ty.size();
+        let site = self.sites;
+        if space == MemSpace::Global {
+            self.sites += vals.len() as u32;
+        }
+        let access = (space, base, offset, line, site);
+        if !(vals.len() == 1 && self.coalesced_store(access, size, vals[0])) {
+            self.lane_stores(access, size, vals);
+        }
+    }
+
+    /// A store under a guard (`vectorizable`, from `Jit`'s `if_convert`): made only by
+    /// the lanes whose guard holds, as by those of a loop still in it, and by none of a
+    /// group whose four lanes' guards are all false, which skip it (a block reduction's
+    /// `if (lane == 0)` leaves one lane of the warp storing).
+    fn guarded_store(&mut self, inst: &Inst, (p, neg): (Reg, bool)) {
+        let Op::St {
+            space,
+            ty,
+            n,
+            a,
+            addr,
+        } = &inst.op
+        else {
+            unreachable!("`vectorizable` guards only stores");
+        };
+        // Everything the store reads, here, before the branch: what the store's block
+        // makes is not at hand after it.
+        let base = addr.base.map(|r| self.reg(r));
+        let vals: Vec<Quad> = a
+            .iter()
+            .take(usize::from(*n))
+            .map(|s| self.src(s))
+            .collect();
+        let q = self.reg(p);
+        let zero = self.b.ins().iconst(I64, 0);
+        let zero = self.b.ins().splat(I64X2, zero);
+        let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+        let (mut lo, mut hi) = (
+            self.b.ins().icmp(cc, q.lo, zero),
+            self.b.ins().icmp(cc, q.hi, zero),
+        );
+        let outer = self.active;
+        if let Some((alo, ahi)) = outer {
+            lo = self.b.ins().band(lo, alo);
+            hi = self.b.ins().band(hi, ahi);
+        }
+        let any = self.b.ins().bor(lo, hi);
+        let any = self.b.ins().vhigh_bits(I32, any);
+        let (stores, after) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(any, stores, &[], after, &[]);
+        self.b.switch_to_block(stores);
+        self.b.seal_block(stores);
+        self.active = Some((lo, hi));
+        self.store((*space, *ty, addr.offset, inst.line), base, &vals);
+        self.active = outer;
+        self.b.ins().jump(after, &[]);
+        self.b.switch_to_block(after);
+        self.b.seal_block(after);
+    }
+
     /// Builds `inst` (no branch), with its access's hint ([`Env::coalesced`]).
     fn inst(&mut self, inst: &Inst) {
         let at = inst as *const Inst as usize;
@@ -1067,7 +1144,10 @@ impl<'a, 'f> Vector<'a, 'f> {
         // The PTX line, for profiles of the machine code (the `trace` log of `compile`).
         self.b
             .set_srcloc(cranelift_codegen::ir::SourceLoc::new(inst.line));
-        self.op(&inst.op, inst.line);
+        match inst.guard {
+            Some(guard) => self.guarded_store(inst, guard),
+            None => self.op(&inst.op, inst.line),
+        }
         self.b
             .set_srcloc(cranelift_codegen::ir::SourceLoc::default());
         self.hinted = None;
@@ -3284,19 +3364,12 @@ impl<'a, 'f> Vector<'a, 'f> {
                 a,
                 addr,
             } => {
-                let size = ty.size();
                 let n = usize::from(*n);
                 let base = addr.base.map(|r| self.reg(r));
-                let site = self.sites;
-                if *space == MemSpace::Global {
-                    self.sites += n as u32;
-                }
                 let vals: Vec<Quad> = a.iter().take(n).map(|s| self.src(s)).collect();
-                let access = (*space, base, addr.offset, line, site);
-                if !(n == 1 && self.coalesced_store(access, size, vals[0])) {
-                    self.lane_stores(access, size, &vals);
-                }
+                self.store((*space, *ty, addr.offset, line), base, &vals);
             }
+            Op::Nop => {}
             // `vectorizable` admits nothing else.
             _ => unreachable!("not a vector instruction"),
         }
