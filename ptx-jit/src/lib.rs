@@ -41,7 +41,9 @@
 //!   [`VECTOR_TIER`] times, again with the runs after it that a warp may go on to forward
 //!   (a *region*, [`MAX_REGION`] runs at most): a whole warp whose lanes all fall through or
 //!   all take a run's branch goes on to the next run inside the compiled code, as the
-//!   interpreter would call it, without returning to it.
+//!   interpreter would call it, without returning to it. A forward branch over a few
+//!   stores (`if (lane == 0) shared[warp] = sum;`) is compiled as the stores under its
+//!   opposite guard ([`if_convert`]), so that the warp's lanes do not part there.
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
 //!   interpreter's own conversion, or, for f16 arithmetic in vector form, converted in SIMD
