@@ -43,7 +43,7 @@
 //!   all take a run's branch goes on to the next run inside the compiled code, as the
 //!   interpreter would call it, without returning to it. A forward branch over a few
 //!   stores (`if (lane == 0) shared[warp] = sum;`) is compiled as the stores under its
-//!   opposite guard ([`if_convert`]), so that the warp's lanes do not part there.
+//!   opposite guard (`if_convert`), so that the warp's lanes do not part there.
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
 //!   interpreter's own conversion, or, for f16 arithmetic in vector form, converted in SIMD
