@@ -3430,3 +3430,53 @@ fn stores_a_branch_skips_are_made_by_the_lanes_that_do_not_take_it() {
         }
     }
 }
+
+/// A butterfly reduction whose sum lane 0 alone stores (`@!p bra L; st …; L:`, the
+/// stores compiled under a guard inside the reduction's chain), then every lane stores
+/// its own: as interpreted, lane 0's 528 in the first row, each lane's 1528 in the
+/// second.
+#[test]
+fn a_reduction_chain_stores_its_sum_from_one_lane() {
+    use BinOp::*;
+    let (lane, at, x, y, p) = (0, 1, 2, 3, 4);
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
+    ];
+    for m in [16, 8, 4, 2, 1] {
+        code.push(inst_of(Op::Shfl {
+            mode: ShflMode::Bfly,
+            d: y,
+            p: None,
+            a: r(x),
+            b: Src::Imm(m),
+            c: Src::Imm(0x1f),
+        }));
+        code.push(inst_of(bin(Add, Ty::U32, x, r(x), r(y))));
+    }
+    code.extend([
+        inst_of(lt_u64(p, r(lane), Src::Imm(1))),
+        inst(Op::Bra { target: 16 }, Some((p, true))),
+        inst_of(store_u64(at, r(x))),
+        inst_of(bin(Add, Ty::U64, x, r(x), Src::Imm(1000))),
+        inst_of(bin(Add, Ty::U64, at, r(at), Src::Imm(256))),
+        inst_of(store_u64(at, r(x))),
+        inst_of(Op::Exit),
+    ]);
+    assert!(matches!(code[16].op, Op::Bin { .. }), "the branch's target");
+    let k = small_kernel("one lane", 0, 5, code);
+    agrees_in_vector_form(&k, &[0; 512], 1, "the reduction");
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let out = outcome(&k, &[0; 512], &[], Some(&jit)).expect("no fault");
+    for (i, s) in out.chunks(8).take(64).enumerate() {
+        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let want = match i {
+            0 => 528,
+            1..32 => 0,
+            _ => 1528,
+        };
+        assert_eq!(s, want, "row {}, lane {}", i / 32, i % 32);
+    }
+}
