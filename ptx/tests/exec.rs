@@ -895,3 +895,46 @@ FILL:
         })
     ));
 }
+
+/// A lane that exits inside a device function leaves its return address behind; the next
+/// block the same host thread runs on that warp starts with empty call stacks, so that
+/// blocks after blocks that all end inside a call never overflow their lanes' stacks.
+#[test]
+fn a_block_starts_with_no_return_address_an_earlier_block_left() {
+    let ptx = format!(
+        "{HEADER}
+.func leave()
+{{
+    exit;
+}}
+.visible .entry k(.param .u64 out)
+{{
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r2, %tid.x;
+    mul.wide.u32 %rd2, %r2, 4;
+    add.u64 %rd3, %rd1, %rd2;
+    atom.global.add.u32 %r3, [%rd3], 1;
+    call leave;
+    ret;
+}}"
+    );
+    let program = vgpu_ptx::load(&ptx).expect("the module loads");
+    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    let mem = flat(4 * 32);
+    let p = params(&[BASE]);
+    // More blocks than a lane's stack holds, one after the other on one host thread.
+    let blocks = 300;
+    let l = Launch {
+        grid: [blocks, 1, 1],
+        threads: 1,
+        ..launch_of(blocks, 32, &mem, &p)
+    };
+    run(&program.kernels["k"], &l).expect("the launch runs");
+    for t in 0..32u64 {
+        let mut b = [0u8; 4];
+        assert!(mem.read(BASE + 4 * t, &mut b));
+        assert_eq!(u32::from_le_bytes(b), blocks, "thread {t}: once a block");
+    }
+}
