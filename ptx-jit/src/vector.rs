@@ -2570,8 +2570,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             let mut p = f64s(self, vgpu_ptx::EX2_POLY[12]);
             for &c in vgpu_ptx::EX2_POLY[..12].iter().rev() {
                 let c = f64s(self, c);
-                let m = self.b.ins().fmul(p, f);
-                p = self.b.ins().fadd(m, c);
+                p = self.b.ins().fma(p, f, c);
             }
             let t = self.b.ins().fadd(n, magic);
             let e = self.b.ins().bitcast(I64X2, little, t);

@@ -556,8 +556,8 @@ pub const EX2_POLY: [f64; 13] = [
 pub const EX2_RANGE: (f64, f64) = (-152.0, 130.0);
 
 /// f32 `ex2` as the device computes it, in f64: with `n` the integer nearest `x` (ties to
-/// even) and `f = x - n`, 2^f by [`EX2_POLY`] (Horner's scheme, a multiplication then an
-/// addition at each step) times 2^n, rounded once to f32. The result is within 2^-50
+/// even) and `f = x - n`, 2^f by [`EX2_POLY`] (Horner's scheme, one fused multiply-add
+/// at each step) times 2^n, rounded once to f32. The result is within 2^-50
 /// (relative) of 2^x before that rounding, so it is the correctly rounded f32 but where
 /// 2^x lies that close to halfway between two; the GPU's `ex2.approx` is within 2 ulp. A
 /// NaN gives itself, quieted. Compiled code computes it with the same operations in the
@@ -571,7 +571,7 @@ pub fn ex2_f32(x: f32) -> f32 {
     let f = x - n;
     let mut p = EX2_POLY[12];
     for c in EX2_POLY[..12].iter().rev() {
-        p = p * f + c;
+        p = p.mul_add(f, *c);
     }
     // 2^n, exactly: n is an integer of the clamped range.
     let scale = f64::from_bits(((n as i64 + 1023) as u64) << 52);
