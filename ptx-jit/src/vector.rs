@@ -70,13 +70,14 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
             }
             match &i.op {
                 Op::Bra { .. } => k + 1 == insts.len(),
-                // A store under a predicate (`Jit`'s `if_convert`): made by the lanes
-                // whose guard holds.
-                Op::St { a, n, .. } if i.guard.is_some_and(|(p, _)| p != SINK) => {
-                    crate::memory_access(&i.op).is_some()
-                        && a.iter().take(usize::from(*n)).all(operand)
+                // Of guarded instructions only stores (`Jit`'s `if_convert`), made by the
+                // lanes whose guard holds: the `st` below.
+                _ if i
+                    .guard
+                    .is_some_and(|(p, _)| p == SINK || !matches!(i.op, Op::St { .. })) =>
+                {
+                    false
                 }
-                _ if i.guard.is_some() => false,
                 Op::Nop => true,
                 Op::Mov { a, .. } => match a {
                     Src::Special(Special::Tid(_) | Special::LaneId) => true,
@@ -1110,14 +1111,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             .take(usize::from(*n))
             .map(|s| self.src(s))
             .collect();
-        let q = self.reg(p);
         let zero = self.b.ins().iconst(I64, 0);
         let zero = self.b.ins().splat(I64X2, zero);
-        let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
-        let (mut lo, mut hi) = (
-            self.b.ins().icmp(cc, q.lo, zero),
-            self.b.ins().icmp(cc, q.hi, zero),
-        );
+        let (mut lo, mut hi) = self.guard_mask((p, neg), zero);
         let outer = self.active;
         if let Some((alo, ahi)) = outer {
             lo = self.b.ins().band(lo, alo);
@@ -1364,18 +1360,22 @@ impl<'a, 'f> Vector<'a, 'f> {
     fn taken(&mut self, last: &Inst, ones: Value, none: Value) -> (Value, Value) {
         match last.guard {
             None => (ones, ones),
-            Some((p, neg)) => {
-                let q = self.reg(p);
-                if let (Some(&m), false) = (self.masks.get(&q.lo), neg) {
-                    return (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m));
-                }
-                let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
-                (
-                    self.b.ins().icmp(cc, q.lo, none),
-                    self.b.ins().icmp(cc, q.hi, none),
-                )
-            }
+            Some(guard) => self.guard_mask(guard, none),
         }
+    }
+
+    /// Each lane's guard `p` (`!p` with `neg`) as two `i64x2` masks, all ones where it
+    /// holds (`none`: an `i64x2` of zeros).
+    fn guard_mask(&mut self, (p, neg): (Reg, bool), none: Value) -> (Value, Value) {
+        let q = self.reg(p);
+        if let (Some(&m), false) = (self.masks.get(&q.lo), neg) {
+            return (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m));
+        }
+        let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+        (
+            self.b.ins().icmp(cc, q.lo, none),
+            self.b.ins().icmp(cc, q.hi, none),
+        )
     }
 
     fn splat(&mut self, x: Value) -> Quad {

@@ -1636,6 +1636,27 @@ fn runs_of_a_pass_that_join_take_each_way_s_registers() {
     agrees_in_vector_form(&k, &input, 2, "the pass's runs");
 }
 
+/// A butterfly reduction's steps: `x` summed (u32) over the warp, through `y`.
+fn butterfly_sum(code: &mut Vec<Inst>, x: Reg, y: Reg) {
+    for m in [16, 8, 4, 2, 1] {
+        code.push(inst_of(Op::Shfl {
+            mode: ShflMode::Bfly,
+            d: y,
+            p: None,
+            a: Src::Reg(x),
+            b: Src::Imm(m),
+            c: Src::Imm(0x1f),
+        }));
+        code.push(inst_of(bin(
+            BinOp::Add,
+            Ty::U32,
+            x,
+            Src::Reg(x),
+            Src::Reg(y),
+        )));
+    }
+}
+
 /// A butterfly reduction whose run ends with a branch some lanes take (the whole warp runs
 /// it as one vector chain, `vector::chain`): every lane gets the sum of the 32 lanes'
 /// values, and the lanes below 6 (all of the first group, half of the second) take the
@@ -1650,17 +1671,7 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
         inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
     ];
-    for m in [16, 8, 4, 2, 1] {
-        code.push(inst_of(Op::Shfl {
-            mode: ShflMode::Bfly,
-            d: y,
-            p: None,
-            a: r(x),
-            b: Src::Imm(m),
-            c: Src::Imm(0x1f),
-        }));
-        code.push(inst_of(bin(Add, Ty::U32, x, r(x), r(y))));
-    }
+    butterfly_sum(&mut code, x, y);
     code.extend([
         inst_of(lt_u64(p, r(lane), Src::Imm(6))),
         inst(Op::Bra { target: 17 }, Some((p, false))),
@@ -3445,17 +3456,7 @@ fn a_reduction_chain_stores_its_sum_from_one_lane() {
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
         inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
     ];
-    for m in [16, 8, 4, 2, 1] {
-        code.push(inst_of(Op::Shfl {
-            mode: ShflMode::Bfly,
-            d: y,
-            p: None,
-            a: r(x),
-            b: Src::Imm(m),
-            c: Src::Imm(0x1f),
-        }));
-        code.push(inst_of(bin(Add, Ty::U32, x, r(x), r(y))));
-    }
+    butterfly_sum(&mut code, x, y);
     code.extend([
         inst_of(lt_u64(p, r(lane), Src::Imm(1))),
         inst(Op::Bra { target: 16 }, Some((p, true))),
