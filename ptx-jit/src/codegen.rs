@@ -269,15 +269,26 @@ pub(crate) fn compile(
                 b.ins().brif(all, whole, &[], some, &[]);
                 b.switch_to_block(whole);
                 b.seal_block(whole);
-                let (no_uniform, no_dirty, no_normal) =
-                    (HashMap::default(), BTreeSet::new(), HashSet::default());
+                // The registers the same in every lane when the run starts, read once from
+                // lane 0's slots (the whole warp runs the chain): every group shares them.
+                let (normal_in, same_in) = stretch_in(insts, facts(0), false);
+                let mut same_in: Vec<Reg> = same_in.into_iter().collect();
+                same_in.sort_unstable();
+                let uniform_vals: HashMap<Reg, Value> = same_in
+                    .into_iter()
+                    .map(|r| {
+                        let flags = MemFlags::new().with_notrap();
+                        (r, b.ins().load(I64, flags, call.regs, (r * 256) as i32))
+                    })
+                    .collect();
+                let no_dirty = BTreeSet::new();
                 let end = insts.len() - 1;
                 let env = crate::vector::Env {
                     call,
                     sites,
-                    uniform: &no_uniform,
+                    uniform: &uniform_vals,
                     uniform_dirty: &no_dirty,
-                    normal_in: &no_normal,
+                    normal_in: &normal_in,
                     live: &|r| live(end, r),
                     coalesced: &hints,
                 };

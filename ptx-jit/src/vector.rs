@@ -764,8 +764,9 @@ pub(crate) struct KnownShuffle {
 
 /// For each part of a chain ([`chain`]), the instructions after which their one
 /// destination holds the same value in all 32 lanes: a butterfly reduction's last step,
-/// and what is computed from such values, immediates, parameters and the special
-/// registers the same in every lane alone. A value's *symmetry* is the set of offsets `k`
+/// and what is computed from such values, immediates, parameters, the special
+/// registers the same in every lane and the registers of `uniform` (the same in every lane
+/// when the chain starts, read once) alone. A value's *symmetry* is the set of offsets `k`
 /// (bit `log2 k`) for which every lane `i` holds what lane `i ^ k` holds. A butterfly
 /// shuffle by `k` keeps its operand's symmetry; `x op y` where `y` is `x` shuffled by `k`
 /// and `op` commutes (an integer or f32 add, product, min or max, an integer and, or,
@@ -776,7 +777,10 @@ pub(crate) struct KnownShuffle {
 /// same in every group but not within one, after the steps across groups only, could be
 /// shared too; sharing them kept more values live across the groups and cost `rms_norm`
 /// 1% more.)
-fn warp_wide(parts: &[(Vec<&Inst>, Option<KnownShuffle>)]) -> Vec<HashSet<usize>> {
+fn warp_wide(
+    parts: &[(Vec<&Inst>, Option<KnownShuffle>)],
+    uniform: &HashMap<Reg, Value>,
+) -> Vec<HashSet<usize>> {
     const ALL: u8 = 0x1F;
     // Each register's value (numbered; a `mov` copies the number), each value's symmetry,
     // and the values made by a butterfly shuffle: of which value, by which offset.
@@ -786,6 +790,18 @@ fn warp_wide(parts: &[(Vec<&Inst>, Option<KnownShuffle>)]) -> Vec<HashSet<usize>
     let fresh = |symmetry: &mut Vec<u8>, s: u8| {
         symmetry.push(s);
         (symmetry.len() - 1) as u32
+    };
+    // A source's symmetry: a register the chain has not written yet is the same in every
+    // lane when it is one of `uniform`.
+    let of = |value: &HashMap<Reg, u32>, symmetry: &[u8], s: &Src| match *s {
+        Src::Imm(_) => ALL,
+        Src::Special(sp) if sp.same_in_every_lane() => ALL,
+        Src::Reg(r) => value
+            .get(&r)
+            .map_or(if uniform.contains_key(&r) { ALL } else { 0 }, |&v| {
+                symmetry[v as usize]
+            }),
+        _ => 0,
     };
     let mut out = Vec::new();
     for (insts, shuffle) in parts {
@@ -797,12 +813,6 @@ fn warp_wide(parts: &[(Vec<&Inst>, Option<KnownShuffle>)]) -> Vec<HashSet<usize>
                     defs.push(*r);
                 }
             });
-            let of = |value: &HashMap<Reg, u32>, symmetry: &[u8], s: &Src| match *s {
-                Src::Imm(_) => ALL,
-                Src::Special(sp) if sp.same_in_every_lane() => ALL,
-                Src::Reg(r) => value.get(&r).map_or(0, |&v| symmetry[v as usize]),
-                _ => 0,
-            };
             let new = match (&inst.op, inst.guard) {
                 (Op::Mov { a: Src::Reg(a), .. }, None) if value.contains_key(a) => Some(value[a]),
                 (
@@ -863,6 +873,7 @@ fn warp_wide(parts: &[(Vec<&Inst>, Option<KnownShuffle>)]) -> Vec<HashSet<usize>
                 _ => None,
             };
             let new = match (bfly, a) {
+                _ if of(&value, &symmetry, &sh.a) == ALL => fresh(&mut symmetry, ALL),
                 (Some(k), Some(a)) => {
                     let s = symmetry[a as usize];
                     let v = fresh(&mut symmetry, s);
@@ -908,7 +919,7 @@ pub(crate) fn chain(
         })
         .collect();
     let mut bits = v.b.ins().iconst(I32, 0);
-    let wide = warp_wide(parts);
+    let wide = warp_wide(parts, env.uniform);
     for ((insts, shuffle), wide) in parts.iter().zip(wide) {
         let sites = v.sites;
         v.warp_wide = wide;

@@ -1776,6 +1776,92 @@ fn what_a_butterfly_leaves_one_value_is_shared_by_the_groups() {
     }
 }
 
+/// A vector chain after a barrier reads the registers the same in every lane when it
+/// starts once, and what it computes from them and a butterfly's sum alone is the first
+/// group's for every group; a register that differs between lanes (or one the same that
+/// the chain makes differ before reading it) is each group's own. Before the barrier,
+/// `c` = 5 in every lane, `d` = 7 lane; after it the lanes sum lane² + 1, then compute
+/// `z` from the sum, `c` and `d`, and store it.
+#[test]
+fn registers_the_same_in_every_lane_join_a_chains_shared_values() {
+    use BinOp::*;
+    let (lane, at, x, y, z, c, d) = (0, 1, 2, 3, 4, 5, 6);
+    let r = Src::Reg;
+    let shfl = |d, a, mode, m| {
+        inst_of(Op::Shfl {
+            mode,
+            d,
+            p: None,
+            a: r(a),
+            b: Src::Imm(m),
+            c: Src::Imm(0x1f),
+        })
+    };
+    let sum: Vec<Inst> = [16, 8, 4, 2, 1]
+        .into_iter()
+        .flat_map(|m| {
+            [
+                shfl(y, x, ShflMode::Bfly, m),
+                inst_of(bin(Add, Ty::U32, x, r(x), r(y))),
+            ]
+        })
+        .collect();
+    let cases: Vec<(&str, Vec<Inst>)> = vec![
+        (
+            "the sum times the same register",
+            vec![inst_of(bin(MulLo, Ty::U32, z, r(x), r(c)))],
+        ),
+        (
+            "the sum plus a register that differs",
+            vec![
+                inst_of(bin(MulLo, Ty::U32, z, r(x), r(c))),
+                inst_of(bin(Add, Ty::U32, z, r(z), r(d))),
+            ],
+        ),
+        (
+            "the same register shuffled",
+            vec![
+                shfl(z, c, ShflMode::Bfly, 4),
+                inst_of(bin(Add, Ty::U32, z, r(z), r(x))),
+            ],
+        ),
+        (
+            "a register that differs shuffled",
+            vec![
+                shfl(z, d, ShflMode::Bfly, 4),
+                inst_of(bin(Add, Ty::U32, z, r(z), r(x))),
+            ],
+        ),
+        (
+            "the same register made to differ",
+            vec![
+                inst_of(bin(Add, Ty::U32, c, r(c), r(lane))),
+                inst_of(bin(MulLo, Ty::U32, z, r(x), r(c))),
+            ],
+        ),
+    ];
+    for (what, tail) in cases {
+        let mut code = vec![
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+            inst_of(bin(MulLo, Ty::U32, x, r(lane), r(lane))),
+            inst_of(mov(c, Src::Imm(5))),
+            inst_of(bin(MulLo, Ty::U32, d, r(lane), Src::Imm(7))),
+            inst_of(Op::Bar),
+            inst_of(bin(Add, Ty::U32, x, r(x), Src::Imm(1))),
+        ];
+        code.extend(sum.iter().cloned());
+        code.extend(tail);
+        code.extend([
+            inst_of(bin(Add, Ty::U32, z, r(z), Src::Imm(3))),
+            inst_of(store_u64(at, r(z))),
+            inst_of(Op::Exit),
+        ]);
+        let k = small_kernel("same", 0, 7, code);
+        agrees_in_vector_form(&k, &[0; 256], 0, what);
+    }
+}
+
 /// A shuffle in a vector chain passes on a subnormal it did not flush: the `add.ftz`
 /// after it flushes it. Odd lanes load the subnormal 3 × 2^-149, even lanes 2^-126; each
 /// lane adds its neighbour's value to 2^-126 with `.ftz`, so even lanes get 2^-126 (the

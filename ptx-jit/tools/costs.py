@@ -15,7 +15,7 @@ and the machine-code ranges of each PTX line are in the log):
 `--region` lists that region's PTX lines in order (with `--per N`, also the count per N:
 the number of groups of four lanes a launch runs, warps times eight); `--code DIR` prints
 the region's machine code (from `JIT_DUMP`'s DIR, by `objdump`) with each instruction's
-count, `U` marking code that is no PTX line's own. Counts are of one process: compiled
+count and PTX line, `U` marking code that is no PTX line's own. Counts are of one process: compiled
 code differs a little from one process to the next.
 
 The three kernels of the ggml ops bench, from the modules `ptx/examples/coverage.rs
@@ -113,9 +113,9 @@ def main():
         per = f"  {mine[n] / a.per:7.1f} each" if a.per else ""
         print(f"  line {n}: {mine[n] / 1e6:.3f} M{per}")
     if a.code:
-        owned = set()
-        for s, e, _ in lines.get(base, []):
-            owned.update(range(s, e))
+        owned = {}
+        for s, e, n in lines.get(base, []):
+            owned.update((k, n) for k in range(s, e))
         dis = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i386:x86-64",
                               f"--adjust-vma={base:#x}", f"{a.code}/{base:x}.bin"],
                              capture_output=True, text=True, check=True).stdout
@@ -123,7 +123,7 @@ def main():
             m = re.match(r"\s*([0-9a-f]+):\s", l)
             if m:
                 at = int(m.group(1), 16)
-                print(f"{cost.get(at, 0):10} {' ' if at in owned else 'U'} {l.strip()}")
+                print(f"{cost.get(at, 0):10} {owned.get(at, 'U'):>6} {l.strip()}")
 
 
 if __name__ == "__main__":
