@@ -1689,6 +1689,18 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     }
 }
 
+/// `shfl.sync.<mode> d, a, m, 0x1f` over the whole warp.
+fn shfl(d: Reg, a: Reg, mode: ShflMode, m: u64) -> Inst {
+    inst_of(Op::Shfl {
+        mode,
+        d,
+        p: None,
+        a: Src::Reg(a),
+        b: Src::Imm(m),
+        c: Src::Imm(0x1f),
+    })
+}
+
 /// In a vector chain, the values a butterfly reduction leaves the same in all 32 lanes,
 /// and what is computed from them alone, are the first group's for every group
 /// (`vector::warp_wide`); values that still differ between groups must not be: a
@@ -1701,16 +1713,6 @@ fn what_a_butterfly_leaves_one_value_is_shared_by_the_groups() {
     use BinOp::*;
     let (lane, at, x, y, z, w) = (0, 1, 2, 3, 4, 5);
     let r = Src::Reg;
-    let shfl = |d, a, mode, m| {
-        inst_of(Op::Shfl {
-            mode,
-            d,
-            p: None,
-            a: r(a),
-            b: Src::Imm(m),
-            c: Src::Imm(0x1f),
-        })
-    };
     // `x = x op shfl.bfly(x, m)` for each (m, op).
     let steps = |list: &[(u64, BinOp)]| {
         list.iter()
@@ -1787,16 +1789,6 @@ fn registers_the_same_in_every_lane_join_a_chains_shared_values() {
     use BinOp::*;
     let (lane, at, x, y, z, c, d) = (0, 1, 2, 3, 4, 5, 6);
     let r = Src::Reg;
-    let shfl = |d, a, mode, m| {
-        inst_of(Op::Shfl {
-            mode,
-            d,
-            p: None,
-            a: r(a),
-            b: Src::Imm(m),
-            c: Src::Imm(0x1f),
-        })
-    };
     let sum: Vec<Inst> = [16, 8, 4, 2, 1]
         .into_iter()
         .flat_map(|m| {
