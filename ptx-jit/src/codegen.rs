@@ -1028,9 +1028,11 @@ fn warp_step(ctx: *mut LoadCtx, inst: *const Inst, regs: *mut u64, mask: u64) {
 }
 }
 
-/// `div` (`quotient`) or `rem` of `x` by `y`, both of 32 bits (I32) or, unsigned, 64
-/// (I64), as the interpreter's: dividing by zero gives all ones (rem: the dividend). (A
-/// 32-bit signed division is made in 64 bits, where it cannot overflow.)
+/// `div` (`quotient`) or `rem` of `x` by `y`, both of 32 bits (I32) or 64 (I64), as the
+/// interpreter's: dividing by zero gives all ones (rem: the dividend), and the one signed
+/// 64-bit division that overflows, the least value by -1, wraps (the least value, rem 0:
+/// the dividend divided by 1). (A 32-bit signed division is made in 64 bits, where it
+/// cannot overflow.)
 pub(crate) fn divide(
     b: &mut FunctionBuilder<'_>,
     quotient: bool,
@@ -1041,8 +1043,19 @@ pub(crate) fn divide(
     let t = b.func.dfg.value_type(x);
     let zero = b.ins().icmp_imm(IntCC::Equal, y, 0);
     let one = b.ins().iconst(t, 1);
-    let safe = b.ins().select(zero, one, y);
-    let q = if signed {
+    let q = if signed && t == I64 {
+        let least = b.ins().icmp_imm(IntCC::Equal, x, i64::MIN);
+        let minus_one = b.ins().icmp_imm(IntCC::Equal, y, -1);
+        let overflow = b.ins().band(least, minus_one);
+        let by_one = b.ins().bor(zero, overflow);
+        let safe = b.ins().select(by_one, one, y);
+        if quotient {
+            b.ins().sdiv(x, safe)
+        } else {
+            b.ins().srem(x, safe)
+        }
+    } else if signed {
+        let safe = b.ins().select(zero, one, y);
         let (xs, ys) = (b.ins().sextend(I64, x), b.ins().sextend(I64, safe));
         let q = if quotient {
             b.ins().sdiv(xs, ys)
@@ -1050,10 +1063,13 @@ pub(crate) fn divide(
             b.ins().srem(xs, ys)
         };
         b.ins().ireduce(I32, q)
-    } else if quotient {
-        b.ins().udiv(x, safe)
     } else {
-        b.ins().urem(x, safe)
+        let safe = b.ins().select(zero, one, y);
+        if quotient {
+            b.ins().udiv(x, safe)
+        } else {
+            b.ins().urem(x, safe)
+        }
     };
     let by_zero = if quotient { b.ins().iconst(t, -1) } else { x };
     b.ins().select(zero, by_zero, q)
@@ -2568,9 +2584,8 @@ impl<'f> Lane<'f> {
             (x, y)
         };
         let r = match op {
-            // Dividing by zero gives all ones (rem: the dividend), as the interpreter's;
-            // 64-bit signed division, which can overflow, is left to it.
-            Div | Rem if w == 32 || !s => divide(&mut self.b, op == Div, s, x, y),
+            // Dividing by zero gives all ones (rem: the dividend), as the interpreter's.
+            Div | Rem => divide(&mut self.b, op == Div, s, x, y),
             Add => self.b.ins().iadd(x, y),
             Sub => self.b.ins().isub(x, y),
             MulLo => self.b.ins().imul(x, y),

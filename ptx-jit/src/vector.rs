@@ -104,9 +104,8 @@ pub(crate) fn vectorizable(insts: &[&Inst]) -> bool {
                     t if int(t) => {
                         !ftz && (matches!(op, Add | Sub | And | Or | Xor | MulLo | Min | Max)
                             || matches!(op, Shl | Shr)
-                            // Each lane on its own; 64-bit signed division, which can
-                            // overflow, is left to the interpreter, as in the lane code.
-                            || (matches!(op, Div | Rem) && (t.size() == 4 || !t.signed()))
+                            // Each lane on its own, as in the lane code.
+                            || (matches!(op, Div | Rem) && (t.size() >= 4 || !t.signed()))
                             || (matches!(op, MulWide | MulHi) && t.size() == 4))
                     }
                     _ => false,
