@@ -28,7 +28,9 @@ use crate::vector::{self, Call, Carried};
 use crate::{HashMap, HashSet};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlags, Value};
+use cranelift_codegen::ir::{
+    Block, BlockArg, InstBuilder, InstructionData, MemFlags, Opcode, Value, ValueDef,
+};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::BTreeSet;
 use std::mem::offset_of;
@@ -471,15 +473,34 @@ pub(super) fn build<'f>(
         let fall = s.fall.filter(|&f| in_pass(f));
         let jump = s.jump.filter(|&j| in_pass(j));
         let mut edges = Vec::new();
+        // Where the lanes go is known when the run ends with no branch (or one its guard
+        // decides alike for every group): a jump, with no way out of the pass the code
+        // generator would have to keep values ready for.
+        let known = integer_constant(&b, bits);
+        let mut stopped = true;
         for (to, all) in [(jump, 0xF), (fall, 0)] {
             let Some(to) = to else { continue };
-            let (edge, other) = (b.create_block(), b.create_block());
-            let go = b.ins().icmp_imm(IntCC::Equal, bits, all);
-            b.ins().brif(go, edge, &[], other, &[]);
-            edges.push((edge, to));
-            b.switch_to_block(other);
+            let edge = b.create_block();
+            match known {
+                Some(k) if k == all => {
+                    b.ins().jump(edge, &[]);
+                    edges.push((edge, to));
+                    stopped = false;
+                    break;
+                }
+                Some(_) => continue,
+                None => {
+                    let other = b.create_block();
+                    let go = b.ins().icmp_imm(IntCC::Equal, bits, all);
+                    b.ins().brif(go, edge, &[], other, &[]);
+                    edges.push((edge, to));
+                    b.switch_to_block(other);
+                }
+            }
         }
-        b.ins().jump(stop, &[]);
+        if stopped {
+            b.ins().jump(stop, &[]);
+        }
         for (edge, to) in edges {
             if preds[to].len() > 1 {
                 // Made when the run there is built, once every run before it is.
@@ -559,4 +580,18 @@ pub(super) fn build<'f>(
     );
     b.ins().return_(&[taken]);
     Ok(b)
+}
+
+/// The value of `v` when the builder made it as an integer constant.
+fn integer_constant(b: &FunctionBuilder<'_>, v: Value) -> Option<i64> {
+    let ValueDef::Result(inst, _) = b.func.dfg.value_def(v) else {
+        return None;
+    };
+    match b.func.dfg.insts[inst] {
+        InstructionData::UnaryImm {
+            opcode: Opcode::Iconst,
+            imm,
+        } => Some(imm.bits()),
+        _ => None,
+    }
 }
