@@ -12,11 +12,20 @@ and the machine-code ranges of each PTX line are in the log):
     ptx-jit/tools/costs.py /tmp/cg.out /tmp/jit.log --region 0x... --per 32768
     ptx-jit/tools/costs.py /tmp/cg.out /tmp/jit.log --region 0x... --code /tmp/jd
 
+A launch's total, the same in every process, from the dumps callgrind writes after each
+launch (the first holds the compiling; `summary` of the others). (Two processes' totals
+of different launch counts, subtracted, move by a few parts in a hundred with what the
+compiling cost in each.)
+
+    THREADS=1 REPS=4 EAGER=1 valgrind --tool=callgrind \\
+      --dump-after='vgpu_ptx::exec::run' --callgrind-out-file=/tmp/cg.out \\
+      target/release/examples/launch; grep -h summary /tmp/cg.out.3
+
 `--region` lists that region's PTX lines in order (with `--per N`, also the count per N:
 the number of groups of four lanes a launch runs, warps times eight); `--code DIR` prints
 the region's machine code (from `JIT_DUMP`'s DIR, by `objdump`) with each instruction's
-count and PTX line, `U` marking code that is no PTX line's own. Counts are of one process: compiled
-code differs a little from one process to the next.
+count and PTX line, `U` marking code that is no PTX line's own. Counts are of one
+process: compiled code differs a little from one process to the next.
 
 The three kernels of the ggml ops bench, from the modules `ptx/examples/coverage.rs
 --dump DIR` writes of the registry ggml-cuda library `ci/ggml-ops.sh` fetches:
