@@ -964,6 +964,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
         // The lanes that run next and where, when the last step knew them (with the lanes
         // that were runnable then): the next step needs no pass over the warp.
         let mut next: Option<(u32, u32, u32)> = self.warps[wi].resume.take();
+        // Where a compiled run just ended and none starts for its lanes: not asked again.
+        let mut no_run: Option<(u32, u32)> = None;
         loop {
             let w = &mut self.warps[wi];
             let runnable = !w.exited & !w.at_bar;
@@ -980,7 +982,11 @@ impl<'k, 'l> BlockState<'k, 'l> {
             next = None;
             // A compiled run, when one starts here and no other lane of the warp waits
             // inside it (those lanes would have joined these on the way).
-            if let Some(mut n) = self.l.native.and_then(|n| n.at(pc, mask)) {
+            let native = match std::mem::take(&mut no_run) {
+                Some(known) if known == (pc, mask) => None,
+                _ => self.l.native.and_then(|n| n.at(pc, mask)),
+            };
+            if let Some(mut n) = native {
                 let w = &mut self.warps[wi];
                 let rest = runnable & !mask;
                 let others = rest == 0 || lanes_below(&w.pc, n.end()) & rest == 0;
@@ -1025,6 +1031,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                                 (n, pc) = (m, to);
                                 continue;
                             }
+                            no_run = Some((to, mask));
                         }
                         let stay = mask & !taken;
                         set_pcs(&mut w.pc, stay, end);

@@ -1,7 +1,8 @@
 //! Kernels written in PTX, run on the virtual machine and checked against what the PTX ISA
 //! says they compute: indexing, divergence and reconvergence, shared memory and barriers,
 //! warp shuffles and votes, atomics from many blocks at once, local memory, and the faults
-//! (an illegal address, a misaligned one, `trap`, the watchdog).
+//! (an illegal address, a misaligned one, `trap`, the watchdog), and how the interpreter
+//! asks compiled code (a fake of it) for runs.
 
 use std::time::{Duration, Instant};
 use vgpu_ptx::exec::{run, Fault, Launch, Memory};
@@ -937,4 +938,91 @@ fn a_block_starts_with_no_return_address_an_earlier_block_left() {
         assert!(mem.read(BASE + 4 * t, &mut b));
         assert_eq!(u32::from_le_bytes(b), blocks, "thread {t}: once a block");
     }
+}
+
+/// Compiled code as a fake: a run at instruction 0 that touches nothing and ends at
+/// instruction `end`, and a record of every instruction the interpreter asked for a run.
+struct Asked {
+    run: EndsAt,
+    asked: std::sync::Mutex<Vec<u32>>,
+}
+
+struct EndsAt(u32);
+
+impl vgpu_ptx::exec::NativeRun for EndsAt {
+    fn run(
+        &self,
+        _regs: &mut [u64],
+        _shared: &mut [u8],
+        _mask: u32,
+        _env: &vgpu_ptx::exec::WarpEnv<'_>,
+        _state: &mut (dyn std::any::Any + Send),
+    ) -> Result<Option<vgpu_ptx::exec::Exit>, Fault> {
+        Ok(Some(vgpu_ptx::exec::Exit {
+            taken: 0,
+            end: self.0,
+            target: None,
+            parted: false,
+        }))
+    }
+    fn end(&self) -> u32 {
+        self.0
+    }
+    fn parted(
+        &self,
+        _state: &mut (dyn std::any::Any + Send),
+        _mask: u32,
+        _pcs: &mut [u32; 32],
+    ) -> bool {
+        false
+    }
+}
+
+impl vgpu_ptx::exec::Native for Asked {
+    fn at(&self, pc: u32, _mask: u32) -> Option<&dyn vgpu_ptx::exec::NativeRun> {
+        self.asked.lock().expect("not poisoned").push(pc);
+        (pc == 0).then_some(&self.run as &dyn vgpu_ptx::exec::NativeRun)
+    }
+    fn state(&self) -> Box<dyn std::any::Any + Send> {
+        Box::new(())
+    }
+}
+
+/// Where a compiled run ends and none starts (here at a barrier), the interpreter asks
+/// for one there once, not again before it runs the instruction itself: each of the two
+/// warps asks for a run at the start, at the barrier and at the exit, once each.
+#[test]
+fn no_run_is_asked_for_twice_where_a_run_just_ended() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry k()
+{{
+    .reg .b32 %r<2>;
+    mov.u32 %r1, %tid.x;
+    bar.sync 0;
+    ret;
+}}"
+    );
+    let program = vgpu_ptx::load(&ptx).expect("the module loads");
+    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    let k = &program.kernels["k"];
+    assert!(
+        matches!(k.code[1].op, vgpu_ptx::ir::Op::Bar),
+        "{:?}",
+        k.code
+    );
+    let native = Asked {
+        run: EndsAt(1),
+        asked: std::sync::Mutex::new(Vec::new()),
+    };
+    let mem = flat(4);
+    let l = Launch {
+        threads: 1,
+        native: Some(&native),
+        ..launch_of(1, 64, &mem, &[])
+    };
+    run(k, &l).expect("the launch runs");
+    let mut asked = native.asked.lock().expect("not poisoned").clone();
+    asked.sort_unstable();
+    assert_eq!(asked, [0, 0, 1, 1, 2, 2]);
 }
