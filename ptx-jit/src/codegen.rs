@@ -1382,16 +1382,23 @@ impl Checked<'_, '_> {
     /// of the first.
     pub(crate) fn shared_span(&mut self, at: Value, size: u32, count: u64) -> (Value, Value) {
         let f = MemFlags::trusted();
-        let len = self
-            .b
-            .ins()
-            .load(I64, f, self.loads, offset_of!(LoadCtx, shared_len) as i32);
         let host = self
             .b
             .ins()
             .load(self.ptr, f, self.loads, offset_of!(LoadCtx, shared) as i32);
-        let lim = self.b.ins().ushr_imm(len, i64::from(size.trailing_zeros()));
-        let lim = self.first_of(lim, count.saturating_sub(1) as i64);
+        let log = size.trailing_zeros();
+        let lim = if count == 4 && size.is_power_of_two() && log < 4 {
+            // Worked out for the call (`LoadCtx::shared_fours`).
+            let fours = offset_of!(LoadCtx, shared_fours) + 8 * log as usize;
+            self.b.ins().load(I64, f, self.loads, fours as i32)
+        } else {
+            let len = self
+                .b
+                .ins()
+                .load(I64, f, self.loads, offset_of!(LoadCtx, shared_len) as i32);
+            let lim = self.b.ins().ushr_imm(len, i64::from(log));
+            self.first_of(lim, count.saturating_sub(1) as i64)
+        };
         let hit = self.aligned_below(at, lim, size);
         let off = self.address(at);
         (hit, self.b.ins().iadd(host, off))

@@ -329,6 +329,10 @@ pub(crate) struct LoadCtx {
     /// The block's shared memory, and its length.
     pub(crate) shared: *mut u8,
     pub(crate) shared_len: u64,
+    /// For accesses of 1, 2, 4 and 8 bytes (by the log of the size): how many aligned
+    /// places there are in the shared memory where four of them in a row fit (one group's
+    /// coalesced access, `Checked::shared_span`), worked out once for the call.
+    pub(crate) shared_fours: [u64; 4],
     /// Where a store whose guard is false, or that faults, goes.
     pub(crate) sink: [u64; 2],
     /// 0: none; 1: illegal address; 2: misaligned; 3: a warp-wide instruction refused.
@@ -348,6 +352,15 @@ pub(crate) struct LoadCtx {
 pub(crate) const PARTED: u32 = u32::MAX;
 
 impl LoadCtx {
+    /// Makes `shared` the block's shared memory for the next call.
+    pub(crate) fn set_shared(&mut self, shared: &mut [u8]) {
+        self.shared = shared.as_mut_ptr();
+        self.shared_len = shared.len() as u64;
+        for (k, fours) in self.shared_fours.iter_mut().enumerate() {
+            *fours = (self.shared_len >> k).saturating_sub(3);
+        }
+    }
+
     /// A context over memory `mem` with every site empty, no shared memory and no fault.
     pub(crate) fn new(mem: *const DirectMemory) -> LoadCtx {
         LoadCtx {
@@ -356,6 +369,7 @@ impl LoadCtx {
             regs_len: 0,
             shared: std::ptr::null_mut(),
             shared_len: 0,
+            shared_fours: [0; 4],
             sink: [0; 2],
             fault: 0,
             fault_size: 0,
@@ -558,10 +572,29 @@ mod tests {
     }
 
     fn ctx(mem: *const DirectMemory, shared: &mut [u8]) -> LoadCtx {
-        LoadCtx {
-            shared: shared.as_mut_ptr(),
-            shared_len: shared.len() as u64,
-            ..LoadCtx::new(mem)
+        let mut ctx = LoadCtx::new(mem);
+        ctx.set_shared(shared);
+        ctx
+    }
+
+    /// Four accesses in a row of 1, 2, 4 or 8 bytes fit at `len / size - 3` aligned places
+    /// of `len` bytes of shared memory (none where fewer than four fit).
+    #[test]
+    fn four_accesses_fit_where_the_last_one_ends_inside() {
+        for (len, fours) in [
+            (64, [61, 29, 13, 5]),
+            (32, [29, 13, 5, 1]),
+            (12, [9, 3, 0, 0]),
+            (3, [0, 0, 0, 0]),
+            (0, [0, 0, 0, 0]),
+        ] {
+            let mut shared = vec![0u8; len];
+            let ctx = ctx(std::ptr::null(), &mut shared);
+            assert_eq!(
+                (ctx.shared_len, ctx.shared_fours),
+                (len as u64, fours),
+                "{len} bytes"
+            );
         }
     }
 

@@ -206,8 +206,7 @@ impl NativeRun for Run {
         let mem = mem.map_or(std::ptr::null(), |m| m as *const DirectMemory);
         let ctx = state.loads_of(self.id, mem);
         ctx.regs_len = regs.len();
-        ctx.shared = shared.as_mut_ptr();
-        ctx.shared_len = shared.len() as u64;
+        ctx.set_shared(shared);
         ctx.fault = 0;
         ctx.exit = 0;
         let (p, s) = (env.params.as_ptr(), env.specials as *const Specials);
