@@ -1786,35 +1786,40 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// with `size` 0, one place), and all four lanes make the access (in a loop, all are
     /// still in it), and lane 0's address.
     fn contiguous(&mut self, q: Quad, offset: i64, size: u32) -> (Value, Value) {
+        let little = MemFlags::new().with_endianness(Endianness::Little);
         let b0 = self.b.ins().extractlane(q.lo, 0);
-        let first = self.b.ins().splat(I64X2, b0);
+        // Each lane's address less its place times `size`: the four are one after the
+        // other when these are all equal (to lane 0's address), each half equal to the
+        // other and each half's two lanes to each other.
         let step = u64::from(size);
-        let mut all = None;
-        for (half, k) in [(q.lo, 0u64), (q.hi, 2)] {
-            let eq = if step == 0 {
-                // One place: each half equal to the first lane's.
-                self.b.ins().icmp(IntCC::Equal, half, first)
-            } else {
-                let apart = self.b.ins().isub(half, first);
-                let bytes: Vec<u8> = [k * step, (k + 1) * step]
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect();
-                let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
-                let want = self.b.ins().vconst(I64X2, c);
-                self.b.ins().icmp(IntCC::Equal, apart, want)
-            };
-            all = Some(match all {
-                None => eq,
-                Some(a) => self.b.ins().band(a, eq),
-            });
-        }
-        let mut all = all.expect("two halves");
+        let less = |v: &mut Self, half: Value, k: u64| {
+            if step == 0 {
+                return half;
+            }
+            let bytes: Vec<u8> = [k * step, (k + 1) * step]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            let c = v.b.func.dfg.constants.insert(ConstantData::from(bytes));
+            let places = v.b.ins().vconst(I64X2, c);
+            v.b.ins().isub(half, places)
+        };
+        let lo = less(self, q.lo, 0);
+        let hi = less(self, q.hi, 2);
+        let across = self.b.ins().icmp(IntCC::Equal, lo, hi);
+        let bytes = self.b.ins().bitcast(I8X16, little, lo);
+        let swapped = self.shuffle(bytes, bytes, (8..16).chain(0..8));
+        let swapped = self.b.ins().bitcast(I64X2, little, swapped);
+        let within = self.b.ins().icmp(IntCC::Equal, lo, swapped);
+        let mut all = self.b.ins().band(across, within);
         if let Some((lo, hi)) = self.active {
             let running = self.b.ins().band(lo, hi);
             all = self.b.ins().band(all, running);
         }
-        let all = self.b.ins().vall_true(all);
+        // Both lanes' sign bits set (`movmskpd`, where a test for all ones takes three
+        // instructions).
+        let signs = self.b.ins().vhigh_bits(I32, all);
+        let all = self.b.ins().icmp_imm(IntCC::Equal, signs, 3);
         (all, self.b.ins().iadd_imm(b0, offset))
     }
 

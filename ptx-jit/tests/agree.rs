@@ -949,6 +949,11 @@ fn load_at(ty: Ty, d: Reg, at: Reg, offset: u64) -> Op {
 
 /// `st.global.u64 [at + BASE], v`.
 fn store_u64(at: Reg, v: Src) -> Op {
+    store_u64_at(at, v, 0)
+}
+
+/// `st.global.u64 [at + BASE + offset], v`.
+fn store_u64_at(at: Reg, v: Src, offset: u64) -> Op {
     Op::St {
         space: MemSpace::Global,
         ty: Ty::U64,
@@ -957,7 +962,7 @@ fn store_u64(at: Reg, v: Src) -> Op {
         addr: Addr {
             base: Some(at),
             global: None,
-            offset: BASE as i64,
+            offset: (BASE + offset) as i64,
         },
     }
 }
@@ -1498,17 +1503,7 @@ fn predicates_read_where_they_are_compared_agree_with_the_interpreter() {
                     inst(Op::Bra { target: 9 }, Some((guard, neg))),
                     inst_of(bin(Add, Ty::U64, s, r(s), Src::Imm(1000))),
                     // 9: each lane's way (past the input), then the loop at 10.
-                    inst_of(Op::St {
-                        space: MemSpace::Global,
-                        ty: Ty::U64,
-                        n: 1,
-                        a: [r(s), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
-                        addr: Addr {
-                            base: Some(at),
-                            global: None,
-                            offset: BASE as i64 + 512,
-                        },
-                    }),
+                    inst_of(store_u64_at(at, r(s), 512)),
                     inst_of(count(if ty == Ty::F32 { Ty::F32 } else { Ty::U32 })),
                     inst_of(setp(Cmp::Lt, end)),
                     inst(Op::Bra { target: 10 }, Some((lp, lneg))),
@@ -2092,19 +2087,6 @@ fn signed_64_bit_division_wraps_and_divides_by_zero_as_the_interpreters() {
     }
     let (lane, at, x, y, q, m) = (0, 1, 2, 3, 4, 5);
     let r = Src::Reg;
-    let store_at = |offset: u64, v: Reg| {
-        inst_of(Op::St {
-            space: MemSpace::Global,
-            ty: Ty::U64,
-            n: 1,
-            a: [r(v), Src::Imm(0), Src::Imm(0), Src::Imm(0)],
-            addr: Addr {
-                base: Some(at),
-                global: None,
-                offset: (BASE + offset) as i64,
-            },
-        })
-    };
     let code = vec![
         inst_of(mov(lane, Src::Special(Special::LaneId))),
         inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
@@ -2112,8 +2094,8 @@ fn signed_64_bit_division_wraps_and_divides_by_zero_as_the_interpreters() {
         inst_of(load_at(Ty::U64, y, at, 256)),
         inst_of(bin(Div, Ty::S64, q, r(x), r(y))),
         inst_of(bin(Rem, Ty::S64, m, r(x), r(y))),
-        store_at(512, q),
-        store_at(768, m),
+        inst_of(store_u64_at(at, r(q), 512)),
+        inst_of(store_u64_at(at, r(m), 768)),
         inst_of(Op::Exit),
     ];
     let k = small_kernel("divide", 0, 6, code);
@@ -3419,6 +3401,48 @@ fn a_stretch_of_values_computed_once_stores_them_for_every_lane() {
         2,
         "the stretch of values computed once has a vector form"
     );
+}
+
+/// Four lanes whose addresses the analysis takes for one place (`%tid.y`, the same in
+/// each four lanes of rows four wide), in a block one thread wide where each lane is a
+/// row: the test of the four finds them apart and loads lane by lane, where the lanes of
+/// each half agree with the other half's (`(%tid.y & 1) * 8`: 0, 8, 0, 8) or the halves
+/// differ (`(%tid.y & 2) * 4`: 0, 0, 8, 8). Each lane stores what it loaded.
+#[test]
+fn lanes_the_analysis_takes_for_one_place_are_tested_lane_by_lane() {
+    use BinOp::*;
+    let (y, at, v, out) = (0, 1, 2, 3);
+    let r = Src::Reg;
+    let input: Vec<u8> = (0..256u32).map(|i| (i * 37 + 11) as u8).collect();
+    for (mask, shift) in [(1, 3), (2, 2)] {
+        let code = vec![
+            inst_of(mov(y, Src::Special(Special::Tid(1)))),
+            inst_of(bin(And, Ty::U64, at, r(y), Src::Imm(mask))),
+            inst_of(bin(Shl, Ty::U64, at, r(at), Src::Imm(shift))),
+            inst_of(load_at(Ty::U64, v, at, 0)),
+            inst_of(bin(Shl, Ty::U64, out, r(y), Src::Imm(3))),
+            inst_of(store_u64_at(out, r(v), 256)),
+            inst_of(Op::Exit),
+        ];
+        let k = small_kernel("apart", 0, 4, code);
+        let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+        let mut got = Vec::new();
+        for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
+            let mem = DirectMemory::zeroed(BASE, 512).expect("aligned memory");
+            assert!(mem.put(BASE, &input));
+            run(&k, &launch((1, [1, 32, 1], 1), &[], &mem, native)).expect("runs");
+            got.push(mem.get(BASE + 256, 256).expect("inside"));
+        }
+        for lane in 0..32u64 {
+            let from = ((lane & mask) << shift) as usize;
+            let want = u64::from_le_bytes(input[from..from + 8].try_into().unwrap());
+            let at = 8 * lane as usize;
+            let value = |m: &[u8]| u64::from_le_bytes(m[at..at + 8].try_into().unwrap());
+            assert_eq!(value(&got[0]), want, "lane {lane} interpreted");
+            assert_eq!(value(&got[1]), want, "lane {lane} compiled");
+        }
+        assert!(jit.vector_stretches() >= 1, "the load has a vector form");
+    }
 }
 
 /// Loads and stores of 4 and 8 bytes whose addresses come from `%tid.x` times their size
