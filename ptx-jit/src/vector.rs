@@ -2389,12 +2389,12 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
-    /// `q`, computed in SIMD registers as the interpreter's conversion makes them (its
-    /// table, [`Vector::f32_of_f16`], is what the tests compare with): the magnitude's
-    /// bits moved to f32's place are an f32 2^112 times too small (a subnormal f16 an
-    /// f32 subnormal), scaled exactly; infinities and NaNs (quieted, their payload kept)
-    /// apart; the sign put back. Four table lookups a half cost more where both halves
-    /// of both operands of an f16x2 operation need them.
+    /// `q`, computed in SIMD registers as the interpreter's conversion makes them (the
+    /// tests compare them over every f16): the magnitude's bits moved to f32's place are
+    /// an f32 2^112 times too small (a subnormal f16 an f32 subnormal), scaled exactly;
+    /// infinities and NaNs (quieted, their payload kept) apart; the sign put back. (The
+    /// four lanes' loads from the lane code's table of every f16 cost more: the q8_0
+    /// mat-vec's two conversions 14 and 19 host instructions a group.)
     fn f32_of_f16_simd(&mut self, q: &mut Quad, shift: i64) -> Value {
         let v = self.low32(q);
         if let Some(f) = self.half_f32(v, shift) {
@@ -2441,30 +2441,6 @@ impl<'a, 'f> Vector<'a, 'f> {
         let special = self.b.ins().bor(special, quiet);
         let r = self.b.ins().bitselect(infnan, special, scaled);
         self.b.ins().bor(r, sign)
-    }
-
-    /// The f32 bits (an `i32x4`) of the f16 at bit `shift` of each of four lanes' values
-    /// `q`: exact, by the lane code's table of every f16 (the interpreter's conversion).
-    fn f32_of_f16(&mut self, q: Quad, shift: i64) -> Value {
-        if let Some(f) = q.low32.and_then(|v| self.half_f32(v, shift)) {
-            return f;
-        }
-        let table = self.b.ins().iconst(
-            self.call.ptr,
-            crate::codegen::f16_table().as_ptr() as usize as i64,
-        );
-        let lanes = [0usize, 1, 2, 3].map(|k| {
-            let half = if k < 2 { q.lo } else { q.hi };
-            let h = self.b.ins().extractlane(half, (k % 2) as u8);
-            let h = self.b.ins().ushr_imm(h, shift);
-            let h = self.b.ins().band_imm(h, 0xFFFF);
-            let at = self.b.ins().ishl_imm(h, 2);
-            let at = self.checked().address(at);
-            let p = self.b.ins().iadd(table, at);
-            let f = MemFlags::trusted().with_readonly();
-            self.b.ins().load(I32, f, p, 0)
-        });
-        self.gather(I32X4, lanes)
     }
 
     /// `op` of four lanes by the interpreter's arithmetic (`codegen::lane_value`), each lane
@@ -2957,8 +2933,8 @@ impl<'a, 'f> Vector<'a, 'f> {
                 a,
                 ..
             } => {
-                let x = self.src(a);
-                let v = self.f32_of_f16(x, 0);
+                let mut x = self.src(a);
+                let v = self.f32_of_f16_simd(&mut x, 0);
                 let q = self.widen(v);
                 // An f16's least magnitude, 2^-24, is a normal f32.
                 self.flushed.insert(q.lo);
