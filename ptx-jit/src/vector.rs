@@ -1581,30 +1581,37 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// `max` (or `min`) of four pairs of f32 as the scalar code's: a NaN gives the other
-    /// operand, and +0 is above -0. (A NaN `x` loses every comparison, so `y` is taken;
-    /// two NaNs give a NaN, which [`Self::f32_out`] makes the canonical one.)
+    /// operand, and +0 is above -0. The host's `maxps` (`minps`) gives its second operand
+    /// where either is a NaN or they are equal: made both ways round, the two agree but
+    /// where the operands are zeros of both signs (their bits' and, for `max`, is +0; or,
+    /// for `min`, -0) or one is a NaN (`x` a NaN: `y` first; `y` a NaN: `x` first; two
+    /// NaNs give a NaN, which [`Self::f32_out`] makes the canonical one).
     fn min_max(&mut self, max: bool, x: Value, y: Value) -> Value {
-        let ny = self.b.ins().fcmp(FloatCC::Unordered, y, y);
-        let cc = if max {
-            FloatCC::GreaterThan
-        } else {
-            FloatCC::LessThan
-        };
-        let beats = self.b.ins().fcmp(cc, x, y);
-        let eq = self.b.ins().fcmp(FloatCC::Equal, x, y);
         let little = MemFlags::new().with_endianness(Endianness::Little);
-        let (xb, yb) = (
-            self.b.ins().bitcast(I32X4, little, x),
-            self.b.ins().bitcast(I32X4, little, y),
-        );
-        let zero = self.b.ins().iconst(I32, 0);
-        let zero = self.b.ins().splat(I32X4, zero);
-        let neg = self.b.ins().icmp(IntCC::SignedLessThan, xb, zero);
-        let zero_x = if max { self.b.ins().bnot(neg) } else { neg };
-        let tie = self.b.ins().band(eq, zero_x);
-        let take = self.b.ins().bor(ny, beats);
-        let take = self.b.ins().bor(take, tie);
-        let r = self.b.ins().bitselect(take, xb, yb);
+        // `bitselect(a < b, b, a)` (max) or `bitselect(a < b, a, b)` (min): the code
+        // generator makes it one `maxps a, b` (`minps a, b`).
+        let host = |v: &mut Self, a: Value, b: Value| {
+            let (lt, pick) = if max {
+                ((b, a), (a, b))
+            } else {
+                ((a, b), (a, b))
+            };
+            let less = v.b.ins().fcmp(FloatCC::LessThan, lt.0, lt.1);
+            let less = v.b.ins().bitcast(F32X4, little, less);
+            let r = v.b.ins().bitselect(less, pick.0, pick.1);
+            v.b.ins().bitcast(I32X4, little, r)
+        };
+        let first = host(self, x, y);
+        let second = host(self, y, x);
+        let both = if max {
+            self.b.ins().band(first, second)
+        } else {
+            self.b.ins().bor(first, second)
+        };
+        let nx = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+        let ny = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+        let r = self.b.ins().bitselect(ny, second, both);
+        let r = self.b.ins().bitselect(nx, first, r);
         self.b.ins().bitcast(F32X4, little, r)
     }
 
