@@ -1537,7 +1537,8 @@ impl<'a, 'f> Vector<'a, 'f> {
         }
     }
 
-    /// The bits of four f32 with subnormals flushed to a zero of their sign.
+    /// The bits of four f32 with subnormals flushed to a zero of their sign: where the
+    /// exponent is 0, all but the sign bit cleared.
     fn flush(&mut self, x: Value) -> Value {
         let exp = self.b.ins().iconst(I32, 0x7F80_0000);
         let exp = self.b.ins().splat(I32X4, exp);
@@ -1545,10 +1546,8 @@ impl<'a, 'f> Vector<'a, 'f> {
         let zero = self.b.ins().iconst(I32, 0);
         let zero = self.b.ins().splat(I32X4, zero);
         let sub = self.b.ins().icmp(IntCC::Equal, exp, zero);
-        let sign = self.b.ins().iconst(I32, 0x8000_0000u32 as i32 as i64);
-        let sign = self.b.ins().splat(I32X4, sign);
-        let sign = self.b.ins().band(x, sign);
-        self.b.ins().bitselect(sub, sign, x)
+        let magnitude = self.b.ins().ushr_imm(sub, 1);
+        self.b.ins().band_not(x, magnitude)
     }
 
     /// An f32 operand: four low halves, flushed under `.ftz` unless known normal.
