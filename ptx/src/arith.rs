@@ -562,6 +562,7 @@ pub const EX2_RANGE: (f64, f64) = (-152.0, 130.0);
 /// 2^x lies that close to halfway between two; the GPU's `ex2.approx` is within 2 ulp. A
 /// NaN gives itself, quieted. Compiled code computes it with the same operations in the
 /// same order, so to the same bits.
+#[inline]
 pub fn ex2_f32(x: f32) -> f32 {
     if x.is_nan() {
         return f32::from_bits(x.to_bits() | 0x0040_0000);
