@@ -46,8 +46,8 @@
 //!   opposite guard (`if_convert`), so that the warp's lanes do not part there.
 //! * The integer and f32 arithmetic, f16 add/sub/mul, `dp4a`, comparisons and the common
 //!   conversions are compiled inline (f16 operands through a table of every f16 made by the
-//!   interpreter's own conversion, or, for f16 arithmetic in vector form, converted in SIMD
-//!   registers to the same bits; a vector stretch hands the f16 it made itself to the next
+//!   interpreter's own conversion, or, in vector form, converted in SIMD registers to the
+//!   same bits; a vector stretch hands the f16 it made itself to the next
 //!   f16 operation, packing or unpacking as its f32 value, not converted again), rare
 //!   results (NaN, infinite or subnormal halves) aside;
 //!   f32 `ex2` is computed inline by the interpreter's own operations
