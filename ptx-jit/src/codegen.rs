@@ -1043,33 +1043,30 @@ pub(crate) fn divide(
     let t = b.func.dfg.value_type(x);
     let zero = b.ins().icmp_imm(IntCC::Equal, y, 0);
     let one = b.ins().iconst(t, 1);
-    let q = if signed && t == I64 {
+    // Divided by 1 instead: by zero, and the least value by -1 in 64 bits.
+    let by_one = if signed && t == I64 {
         let least = b.ins().icmp_imm(IntCC::Equal, x, i64::MIN);
         let minus_one = b.ins().icmp_imm(IntCC::Equal, y, -1);
         let overflow = b.ins().band(least, minus_one);
-        let by_one = b.ins().bor(zero, overflow);
-        let safe = b.ins().select(by_one, one, y);
-        if quotient {
-            b.ins().sdiv(x, safe)
-        } else {
-            b.ins().srem(x, safe)
-        }
-    } else if signed {
-        let safe = b.ins().select(zero, one, y);
-        let (xs, ys) = (b.ins().sextend(I64, x), b.ins().sextend(I64, safe));
-        let q = if quotient {
-            b.ins().sdiv(xs, ys)
-        } else {
-            b.ins().srem(xs, ys)
-        };
-        b.ins().ireduce(I32, q)
+        b.ins().bor(zero, overflow)
     } else {
-        let safe = b.ins().select(zero, one, y);
-        if quotient {
-            b.ins().udiv(x, safe)
-        } else {
-            b.ins().urem(x, safe)
+        zero
+    };
+    let safe = b.ins().select(by_one, one, y);
+    let q = match (signed, t == I64, quotient) {
+        (true, true, true) => b.ins().sdiv(x, safe),
+        (true, true, false) => b.ins().srem(x, safe),
+        (true, false, _) => {
+            let (xs, ys) = (b.ins().sextend(I64, x), b.ins().sextend(I64, safe));
+            let q = if quotient {
+                b.ins().sdiv(xs, ys)
+            } else {
+                b.ins().srem(xs, ys)
+            };
+            b.ins().ireduce(I32, q)
         }
+        (false, _, true) => b.ins().udiv(x, safe),
+        (false, _, false) => b.ins().urem(x, safe),
     };
     let by_zero = if quotient { b.ins().iconst(t, -1) } else { x };
     b.ins().select(zero, by_zero, q)

@@ -1634,14 +1634,7 @@ fn runs_of_a_pass_that_join_take_each_way_s_registers() {
 /// A butterfly reduction's steps: `x` summed (u32) over the warp, through `y`.
 fn butterfly_sum(code: &mut Vec<Inst>, x: Reg, y: Reg) {
     for m in [16, 8, 4, 2, 1] {
-        code.push(inst_of(Op::Shfl {
-            mode: ShflMode::Bfly,
-            d: y,
-            p: None,
-            a: Src::Reg(x),
-            b: Src::Imm(m),
-            c: Src::Imm(0x1f),
-        }));
+        code.push(shfl(y, x, ShflMode::Bfly, m));
         code.push(inst_of(bin(
             BinOp::Add,
             Ty::U32,
@@ -1650,6 +1643,19 @@ fn butterfly_sum(code: &mut Vec<Inst>, x: Reg, y: Reg) {
             Src::Reg(y),
         )));
     }
+}
+
+/// Each lane's `%laneid` + 1 in `x`, summed over the warp (through `y`), with `at` its
+/// row's place (`%laneid` × 8, `lane` the lane's index).
+fn lane_sum(lane: Reg, at: Reg, x: Reg, y: Reg) -> Vec<Inst> {
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(BinOp::Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(bin(BinOp::Add, Ty::U32, x, r(lane), Src::Imm(1))),
+    ];
+    butterfly_sum(&mut code, x, y);
+    code
 }
 
 /// A butterfly reduction whose run ends with a branch some lanes take (the whole warp runs
@@ -1661,12 +1667,7 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     use BinOp::*;
     let (lane, at, x, y, p, z) = (0, 1, 2, 3, 4, 5);
     let r = Src::Reg;
-    let mut code = vec![
-        inst_of(mov(lane, Src::Special(Special::LaneId))),
-        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
-        inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
-    ];
-    butterfly_sum(&mut code, x, y);
+    let mut code = lane_sum(lane, at, x, y);
     code.extend([
         inst_of(lt_u64(p, r(lane), Src::Imm(6))),
         inst(Op::Bra { target: 17 }, Some((p, false))),
@@ -1784,15 +1785,8 @@ fn registers_the_same_in_every_lane_join_a_chains_shared_values() {
     use BinOp::*;
     let (lane, at, x, y, z, c, d) = (0, 1, 2, 3, 4, 5, 6);
     let r = Src::Reg;
-    let sum: Vec<Inst> = [16, 8, 4, 2, 1]
-        .into_iter()
-        .flat_map(|m| {
-            [
-                shfl(y, x, ShflMode::Bfly, m),
-                inst_of(bin(Add, Ty::U32, x, r(x), r(y))),
-            ]
-        })
-        .collect();
+    let mut sum = Vec::new();
+    butterfly_sum(&mut sum, x, y);
     let cases: Vec<(&str, Vec<Inst>)> = vec![
         (
             "the sum times the same register",
@@ -3624,12 +3618,7 @@ fn a_reduction_chain_stores_its_sum_from_one_lane() {
     use BinOp::*;
     let (lane, at, x, y, p) = (0, 1, 2, 3, 4);
     let r = Src::Reg;
-    let mut code = vec![
-        inst_of(mov(lane, Src::Special(Special::LaneId))),
-        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
-        inst_of(bin(Add, Ty::U32, x, r(lane), Src::Imm(1))),
-    ];
-    butterfly_sum(&mut code, x, y);
+    let mut code = lane_sum(lane, at, x, y);
     code.extend([
         inst_of(lt_u64(p, r(lane), Src::Imm(1))),
         inst(Op::Bra { target: 16 }, Some((p, true))),

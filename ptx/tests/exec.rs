@@ -57,6 +57,13 @@ fn launch(ptx: &str, name: &str, grid: u32, block: u32, mem: &Flat, p: &[u8]) ->
     )
 }
 
+/// `ptx` loaded, every function of it accepted.
+fn loaded(ptx: &str) -> vgpu_ptx::ir::Program {
+    let program = vgpu_ptx::load(ptx).expect("the module loads");
+    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    program
+}
+
 fn launch_with(
     ptx: &str,
     name: &str,
@@ -66,8 +73,7 @@ fn launch_with(
     p: &[u8],
     limit: Duration,
 ) -> Result<(), Fault> {
-    let program = vgpu_ptx::load(ptx).expect("the module loads");
-    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    let program = loaded(ptx);
     let k = &program.kernels[name];
     run(
         k,
@@ -921,8 +927,7 @@ fn a_block_starts_with_no_return_address_an_earlier_block_left() {
     ret;
 }}"
     );
-    let program = vgpu_ptx::load(&ptx).expect("the module loads");
-    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    let program = loaded(&ptx);
     let mem = flat(4 * 32);
     let p = params(&[BASE]);
     // More blocks than a lane's stack holds, one after the other on one host thread.
@@ -1003,8 +1008,7 @@ fn no_run_is_asked_for_twice_where_a_run_just_ended() {
     ret;
 }}"
     );
-    let program = vgpu_ptx::load(&ptx).expect("the module loads");
-    assert!(program.refused.is_empty(), "{:?}", program.refused);
+    let program = loaded(&ptx);
     let k = &program.kernels["k"];
     assert!(
         matches!(k.code[1].op, vgpu_ptx::ir::Op::Bar),
