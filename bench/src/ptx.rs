@@ -76,6 +76,7 @@ pub fn interpreter(min_time: Duration) -> Vec<Row> {
             deadline: None,
             cancel: None,
             native,
+            pool: None,
         };
         run(k, &l).expect("the benchmark kernel runs")
     };

@@ -36,7 +36,7 @@
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use std::time::Instant;
-use vgpu_ptx::exec::{run, Launch};
+use vgpu_ptx::exec::{run, BlockPool, Launch};
 use vgpu_ptx_jit::{DirectMemory, Jit};
 
 const BASE: u64 = 0x1000_0000;
@@ -188,6 +188,8 @@ fn main() {
     .expect("a code generator");
     let threads: usize = env("THREADS").map_or(1, |s| s.parse().expect("THREADS"));
     let reps: usize = env("REPS").map_or(5, |s| s.parse().expect("REPS"));
+    // The launches reuse their register files, as the soft device's launches of one PD do.
+    let pool = BlockPool::default();
     let launch = Launch {
         grid: dims(&need("GRID")),
         block: dims(&need("BLOCK")),
@@ -199,6 +201,7 @@ fn main() {
         deadline: None,
         cancel: None,
         native: Some(&jit),
+        pool: Some(&pool),
     };
     for r in 0..reps {
         let t = Instant::now();

@@ -833,6 +833,7 @@ mod tests {
             shared_bytes: 0,
             local_bytes: 0,
             frame_bytes: 0,
+            read_first: None,
             code: code
                 .into_iter()
                 .map(|op| Inst {

@@ -654,6 +654,7 @@ fn small_kernel(name: &str, param_bytes: u32, regs: u32, code: Vec<Inst>) -> Ker
         shared_bytes: 0,
         local_bytes: 0,
         frame_bytes: 0,
+        read_first: None,
         code,
     }
 }
@@ -913,6 +914,7 @@ fn program(rng: &mut Rng, n: usize, gen: fn(&mut Rng) -> Op, guard_one_in: u64) 
         shared_bytes: 0,
         local_bytes: 0,
         frame_bytes: 0,
+        read_first: None,
         code,
     }
 }
@@ -1041,6 +1043,7 @@ fn launch<'a>(
         deadline: Some(Instant::now() + Duration::from_secs(60)),
         cancel: None,
         native,
+        pool: None,
     }
 }
 
@@ -2485,6 +2488,7 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
             shared_bytes: 0,
             local_bytes: 0,
             frame_bytes: 0,
+            read_first: None,
             code: code.into_iter().map(|op| inst(op, None)).collect(),
         };
         let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
@@ -2951,6 +2955,7 @@ fn endless_compiled_loops_meet_the_watchdog() {
         shared_bytes: 0,
         local_bytes: 0,
         frame_bytes: 0,
+        read_first: None,
         code: vec![
             inst_of(Op::Bar),
             inst_of(add.clone()),

@@ -181,6 +181,90 @@ pub struct Launch<'a> {
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
     /// Native code for runs of the kernel's instructions (a JIT), used where it has some.
     pub native: Option<&'a dyn Native>,
+    /// Where the launch's workers take their register files from and leave them: those of
+    /// the same tenant's earlier launches (`None`: each worker allocates and clears its
+    /// own).
+    pub pool: Option<&'a BlockPool>,
+}
+
+/// The register files of the workers of a tenant's last launches, kept for its next ones:
+/// a block of 1,024 threads of one of ggml's kernels has a few megabytes of registers,
+/// which a launch allocated and cleared for each of its workers, in a twentieth of a
+/// short launch's time. A reused file is cleared only in the slots the kernel may read
+/// before it writes them ([`Kernel::read_first`]), so that no launch sees what an earlier
+/// one left in them, as with fresh zeroed ones. Each worker takes back the file it left
+/// (the launching thread's, and each of its helpers'), which its core's caches still hold.
+#[derive(Default)]
+pub struct BlockPool(Mutex<Vec<Vec<Vec<u64>>>>);
+
+/// Workers a [`BlockPool`] keeps a register file for at most.
+const POOL_FILES: usize = 16;
+
+/// The largest register file (all of a block's warps) a [`BlockPool`] keeps, in bytes.
+const POOL_FILE_BYTES: usize = 32 << 20;
+
+/// The calling worker's place in a [`BlockPool`]: 0 for the launching thread, one more
+/// than its index for a helper.
+fn worker_index() -> usize {
+    rayon_core::current_thread_index().map_or(0, |i| i + 1)
+}
+
+impl BlockPool {
+    /// The register file (one a warp) this worker left at an earlier launch, or an empty
+    /// one.
+    fn take(&self) -> Vec<Vec<u64>> {
+        let mut files = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        files
+            .get_mut(worker_index())
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Drops every register file kept.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Keeps this worker's register file for a later launch, unless it is too large to
+    /// keep idle (or the worker's index too high).
+    fn put(&self, file: Vec<Vec<u64>>) {
+        let bytes: usize = file.iter().map(|r| r.capacity() * 8).sum();
+        let at = worker_index();
+        if bytes > POOL_FILE_BYTES || at >= POOL_FILES {
+            return;
+        }
+        let mut files = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() <= at {
+            files.resize_with(at + 1, Vec::new);
+        }
+        files[at] = file;
+    }
+}
+
+/// Register slots `n` for one warp of `k` from `spare` (an earlier launch's, possibly
+/// empty): the slots `k` may read before writing them ([`Kernel::read_first`]) cleared,
+/// and any it adds; all of them where the kernel has no such list.
+fn warp_regs(k: &Kernel, mut spare: Vec<u64>, n: usize) -> Result<Vec<u64>, Fault> {
+    let Some(first) = &k.read_first else {
+        spare.clear();
+        if spare.capacity() < n {
+            return zeroed(n);
+        }
+        spare.resize(n, 0);
+        return Ok(spare);
+    };
+    if spare.len() < n {
+        spare
+            .try_reserve_exact(n - spare.len())
+            .map_err(|_| Fault::OutOfResources(format!("{n} values of block state")))?;
+    }
+    spare.resize(n, 0);
+    for &r in first {
+        if let Some(row) = spare.get_mut(r as usize * LANES..(r as usize + 1) * LANES) {
+            row.fill(0);
+        }
+    }
+    Ok(spare)
 }
 
 /// Compiled code for runs of a kernel's instructions, which the interpreter runs in place
@@ -434,11 +518,11 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
         };
         loop {
             if stop.load(Ordering::Relaxed) {
-                return;
+                break;
             }
             let b = next.fetch_add(1, Ordering::Relaxed);
             if b >= nblocks {
-                return;
+                break;
             }
             let gx = u64::from(l.grid[0]);
             let gy = u64::from(l.grid[1]);
@@ -449,8 +533,11 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
             ];
             if let Err(f) = block.run(ctaid) {
                 failed(f);
-                return;
+                break;
             }
+        }
+        if let Some(pool) = l.pool {
+            pool.put(block.warps.into_iter().map(|w| w.regs).collect());
         }
     };
     // The calling thread runs one share of the blocks itself, its helpers the others.
@@ -861,10 +948,11 @@ impl<'k, 'l> BlockState<'k, 'l> {
         let n: u32 = l.block.iter().product();
         let nwarps = n.div_ceil(LANES as u32);
         let mut warps = Vec::new();
+        let mut spare = l.pool.map(BlockPool::take).unwrap_or_default();
         for w in 0..nwarps {
             let count = (n - w * LANES as u32).min(LANES as u32);
             warps.push(Warp {
-                regs: zeroed(k.regs as usize * LANES)?,
+                regs: warp_regs(k, spare.pop().unwrap_or_default(), k.regs as usize * LANES)?,
                 pc: [0; LANES],
                 valid: if count == 32 {
                     u32::MAX
@@ -914,7 +1002,8 @@ impl<'k, 'l> BlockState<'k, 'l> {
 
     fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Fault> {
         // Registers, local and shared memory start zeroed for a launch's first block on
-        // this host thread, and hold what the previous block left for the next (a GPU
+        // this host thread (registers: every slot the kernel may read before writing it,
+        // see `warp_regs`), and hold what the previous block left for the next (a GPU
         // does not clear them either): clearing them for each block took a tenth of the
         // time of short kernels. What is left is the same launch's own data.
         self.ctaid = ctaid;

@@ -701,6 +701,11 @@ pub struct Kernel {
     pub frame_bytes: u32,
     /// The code: the kernel's, then the functions it calls.
     pub code: Vec<Inst>,
+    /// The register slots a lane may read before it writes them, sorted (`None`: any):
+    /// those live where the kernel starts, and those of the instructions that read other
+    /// lanes' registers. A launch clears only these: no other slot's value can reach
+    /// anything the kernel computes.
+    pub read_first: Option<Vec<Reg>>,
 }
 
 /// A module-scope variable the module needs in device memory.

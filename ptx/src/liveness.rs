@@ -321,10 +321,38 @@ pub fn compact(k: &mut Kernel) {
         slot[r as usize] = s;
         active.push(Reverse((hi[r as usize], s)));
     }
+    // The slots a lane may read before writing them: those of the registers live where
+    // the kernel starts, and of every register an instruction reads across lanes.
+    let mut first: Vec<Reg> = live_in
+        .first()
+        .map(|s| s.iter().map(|r| slot[r as usize]).collect())
+        .unwrap_or_default();
     for inst in code.iter_mut() {
+        if reads_other_lanes(&inst.op) {
+            inst.visit_regs(|r, _| first.push(slot[*r as usize]));
+        }
         inst.visit_regs(|r, _| *r = slot[*r as usize]);
     }
+    first.sort_unstable();
+    first.dedup();
     k.regs = slots;
+    k.read_first = Some(first);
+}
+
+/// Whether an instruction may read the registers of lanes other than its own (of lanes
+/// that exited or wait elsewhere, too): a shuffle, a vote, a warp's matrix operation.
+fn reads_other_lanes(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Shfl { .. }
+            | Op::Vote { .. }
+            | Op::Mma { .. }
+            | Op::LdMatrix { .. }
+            | Op::MovMatrix { .. }
+            | Op::WmmaLoad { .. }
+            | Op::WmmaMma { .. }
+            | Op::WmmaStore { .. }
+    )
 }
 
 #[cfg(test)]
@@ -341,6 +369,7 @@ mod tests {
             shared_bytes: 0,
             local_bytes: 0,
             frame_bytes: 0,
+            read_first: None,
             code: code
                 .into_iter()
                 .map(|(guard, op)| Inst { guard, op, line: 1 })
@@ -451,6 +480,57 @@ mod tests {
         // Registers and places it never saw are live, to be safe.
         assert!(l.live_after(0, 1000));
         assert!(l.live_after(99, 0));
+    }
+
+    /// The slots a launch clears: those of registers some path reads before writing (a
+    /// guarded write reads its register and its guard), and those an instruction reads
+    /// from other lanes, written first or not; not those always written first.
+    #[test]
+    fn read_first_holds_what_a_lane_may_read_before_writing() {
+        let mut k = kernel(
+            vec![
+                (Some((4, false)), mov(1, Src::Imm(7))), // 0: reads 1 and 4 first
+                (None, add(2, 1, 1)),                    // 1: 2 written first
+                (None, mov(6, Src::Imm(3))),             // 2: 6 written first...
+                (
+                    None,
+                    Op::MovMatrix {
+                        d: 5,
+                        a: Src::Reg(6),
+                    },
+                ), // 3: ...read across lanes
+                (None, add(3, 2, 5)),                    // 4
+                (None, add(3, 3, 1)),                    // 5
+                (Some((4, false)), mov(3, Src::Imm(0))), // 6
+                (None, Op::Exit),
+            ],
+            7,
+        );
+        compact(&mut k);
+        // The register an instruction writes: the last it names (its guard and sources
+        // come first).
+        let written = |i: usize| {
+            let mut last = None;
+            k.code[i].clone().visit_regs(|r, _| last = Some(*r));
+            last.expect("a register")
+        };
+        let guard = k.code[0].guard.expect("a guard").0;
+        let (one, two, six, five) = (written(0), written(1), written(2), written(3));
+        let first = k.read_first.clone().expect("analysed");
+        for r in [one, guard, six, five] {
+            assert!(first.contains(&r), "{r} in {first:?}");
+        }
+        assert!(!first.contains(&two), "{two} in {first:?}");
+        let mut plain = kernel(
+            vec![
+                (None, mov(1, Src::Imm(1))),
+                (None, add(2, 1, 1)),
+                (None, Op::Exit),
+            ],
+            3,
+        );
+        compact(&mut plain);
+        assert_eq!(plain.read_first, Some(vec![]));
     }
 
     /// A kernel whose tables would be too large is left as it is, and everything in it

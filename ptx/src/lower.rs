@@ -394,6 +394,7 @@ impl<'a> Lowering<'a> {
             local_bytes: self.local,
             frame_bytes: self.frame,
             code: self.code,
+            read_first: None,
         };
         crate::liveness::compact(&mut k);
         Ok(k)

@@ -41,6 +41,7 @@ fn launch_of<'a>(grid: u32, block: u32, mem: &'a Flat, params: &'a [u8]) -> Laun
         deadline: Some(Instant::now() + Duration::from_secs(30)),
         cancel: None,
         native: None,
+        pool: None,
     }
 }
 
@@ -1023,10 +1024,88 @@ fn no_run_is_asked_for_twice_where_a_run_just_ended() {
     let l = Launch {
         threads: 1,
         native: Some(&native),
+        pool: None,
         ..launch_of(1, 64, &mem, &[])
     };
     run(k, &l).expect("the launch runs");
     let mut asked = native.asked.lock().expect("not poisoned").clone();
     asked.sort_unstable();
     assert_eq!(asked, [0, 0, 1, 1, 2, 2]);
+}
+
+/// A register file a launch takes from a pool (one an earlier launch of another kernel
+/// left, full of its values) reads as zero in every register the kernel may read before
+/// writing it, as a fresh one does: here one that only a write no lane makes would set,
+/// and one a shuffle reads from lanes that exited without writing it.
+#[test]
+fn a_pooled_register_file_is_cleared_where_the_kernel_reads_before_writing() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry fill(.param .u64 out)
+{{
+    .reg .b32 %r<10>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, -1;
+    add.u32 %r2, %r1, -2;
+    add.u32 %r3, %r2, -3;
+    add.u32 %r4, %r3, -4;
+    add.u32 %r5, %r4, -5;
+    add.u32 %r6, %r5, -6;
+    add.u32 %r7, %r6, -7;
+    add.u32 %r8, %r7, -8;
+    xor.b32 %r9, %r1, %r2;
+    xor.b32 %r9, %r9, %r3;
+    xor.b32 %r9, %r9, %r4;
+    xor.b32 %r9, %r9, %r5;
+    xor.b32 %r9, %r9, %r6;
+    xor.b32 %r9, %r9, %r7;
+    xor.b32 %r9, %r9, %r8;
+    cvt.u64.u32 %rd2, %r9;
+    mov.u64 %rd3, -1;
+    xor.b64 %rd2, %rd2, %rd3;
+    st.global.u64 [%rd1], %rd2;
+    mov.u64 %rd1, -1;
+    ret;
+}}
+.visible .entry read(.param .u64 out)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    setp.gt.u32 %p1, %r1, 1000;
+    @%p1 mov.u32 %r2, 7;
+    setp.gt.u32 %p2, %r1, 15;
+    @%p2 bra SHUFFLE;
+    mov.u32 %r3, 5;
+    ret;
+SHUFFLE:
+    shfl.sync.idx.b32 %r4, %r3, 0, 31, -1;
+    mul.wide.u32 %rd2, %r1, 8;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v2.u32 [%rd3], {{%r2, %r4}};
+    ret;
+}}"
+    );
+    let program = loaded(&ptx);
+    let mem = flat(8 * 32);
+    let p = params(&[BASE]);
+    let pool = vgpu_ptx::exec::BlockPool::default();
+    let pooled = |name: &str| {
+        let l = Launch {
+            threads: 1,
+            pool: Some(&pool),
+            ..launch_of(1, 32, &mem, &p)
+        };
+        run(&program.kernels[name], &l)
+    };
+    pooled("fill").unwrap();
+    assert_ne!(mem.u32s(0, 2), [0, 0], "the first kernel leaves values");
+    pooled("read").unwrap();
+    let out = mem.u32s(0, 2 * 32);
+    for lane in 16..32 {
+        assert_eq!(out[2 * lane..][..2], [0, 0], "lane {lane}");
+    }
 }

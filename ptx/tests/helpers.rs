@@ -59,6 +59,7 @@ fn helper_threads_are_kept_between_launches() {
             deadline: Some(Instant::now() + Duration::from_secs(30)),
             cancel: None,
             native: None,
+            pool: None,
         };
         run(k, &l).expect("the launch runs");
     };

@@ -278,6 +278,7 @@ impl Executor for SoftExecutor {
             jit: self.config.jit,
             programs: self.programs.clone(),
             cache_domain,
+            blocks: Default::default(),
         });
         Ok(Box::new(StreamContext::new(
             pd,
@@ -314,6 +315,8 @@ pub struct SoftDevice {
     /// The PD's module-cache domain: the contexts whose kernels' compiled code this one
     /// shares.
     cache_domain: u32,
+    /// The register files of the PD's last launches, for its next ones.
+    blocks: vgpu_ptx::exec::BlockPool,
 }
 
 impl SoftDevice {
@@ -454,6 +457,7 @@ impl Backend for SoftDevice {
     fn clear(&self) {
         self.modules().clear();
         self.memory().clear();
+        self.blocks.clear();
     }
 
     fn successor(&self, quota: u64) -> Result<Arc<dyn Backend>, Status> {
@@ -469,6 +473,7 @@ impl Backend for SoftDevice {
             jit: self.jit,
             programs: self.programs.clone(),
             cache_domain: self.cache_domain,
+            blocks: Default::default(),
         }))
     }
 }

@@ -695,6 +695,7 @@ pub(super) fn launch(
             deadline: Some(std::time::Instant::now() + sh.launch_timeout),
             cancel: Some(cancel),
             native,
+            pool: Some(&sh.blocks),
         };
         let started = std::time::Instant::now();
         let r = vgpu_ptx::exec::run(k, &l).map_err(|e| {
@@ -747,6 +748,7 @@ mod tests {
             jit: true,
             programs: programs.clone(),
             cache_domain: domain,
+            blocks: Default::default(),
         }
     }
 
