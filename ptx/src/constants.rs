@@ -25,11 +25,11 @@
 //! `mov` of the same immediate and nothing writes it after; a guarded `mov` keeps it known
 //! only where it writes the value the register already holds. A register needs no flushing
 //! when on every path its last write is f32 `.ftz` arithmetic (`add`, `sub`, `mul`, `div`,
-//! `rem`, `min`, `max`, `fma`/`mad`: their results are flushed, NaNs canonical), a `mov` of
-//! such a register or of an immediate that is no subnormal, or a shuffle of such a register
-//! (whichever lane it reads, the register holds such a value there too); a guarded write
-//! keeps it so only when it writes such a value. Registers start unknown, and needing
-//! flushing.
+//! `rem`, `min`, `max`, `fma`/`mad` and the unary operations: their results are flushed),
+//! a `mov` of such a register or of an immediate that is no subnormal, or a shuffle of
+//! such a register (whichever lane it reads, the register holds such a value there too); a
+//! guarded write keeps it so only when it writes such a value. Registers start unknown,
+//! and needing flushing.
 //!
 //! And a hint for compiled code's memory accesses: a register's *stride*, what lane `i`
 //! of each four (the lanes compiled code takes together, from lane 0, 4, 8, …) holds more
@@ -369,6 +369,12 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
             ftz: true,
             ..
         } => flushed,
+        // `neg`, `abs`, `sqrt`, `rsqrt`, `rcp`, `ex2`, `lg2`, `sin`, `cos`, `tanh`.
+        Op::Un {
+            ty: Ty::F32,
+            ftz: true,
+            ..
+        } => flushed,
         // Integers and f16 values are never f32 subnormals (an f16's least magnitude,
         // 2^-24, is a normal f32); a bf16 can be one.
         Op::Cvt {
@@ -550,7 +556,7 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{ShflMode, Special};
+    use crate::ir::{ShflMode, Special, UnOp};
 
     fn code(ops: Vec<(Option<(Reg, bool)>, Op)>) -> Vec<Inst> {
         ops.into_iter()
@@ -823,6 +829,26 @@ mod tests {
         };
         assert!(normal(shuffled(true), 4, 9));
         assert!(!normal(shuffled(false), 4, 9));
+        // A unary operation's result, with `.ftz` or not.
+        let unary = |op, ftz| {
+            vec![
+                (
+                    None,
+                    Op::Un {
+                        op,
+                        ty: Ty::F32,
+                        d: 1,
+                        a: Src::Reg(0),
+                        ftz,
+                    },
+                ),
+                (None, Op::Exit),
+            ]
+        };
+        for op in [UnOp::Rsqrt, UnOp::Ex2, UnOp::Abs] {
+            assert!(normal(unary(op, true), 1, 1), "{op:?}.ftz");
+            assert!(!normal(unary(op, false), 1, 1), "{op:?}");
+        }
     }
 
     #[test]

@@ -1116,6 +1116,28 @@ impl<'k, 'l> BlockState<'k, 'l> {
                         }
                         let to = if taken == 0 { end } else { target };
                         if mask == runnable && (taken == 0 || taken == mask) {
+                            // Every lane waits at a barrier there or leaves the kernel: what
+                            // that instruction's step would do, with no run asked for where
+                            // none starts.
+                            let at = self.k.code.get(to as usize);
+                            let op = at.filter(|i| i.guard.is_none()).map(|i| &i.op);
+                            let ret = matches!(op, Some(Op::Ret)) && !w.called;
+                            if ret || matches!(op, Some(Op::Bar | Op::Exit)) {
+                                self.steps += 1;
+                                if self.steps & 0xFFF == 0 {
+                                    check_time(self.l)?;
+                                }
+                                if matches!(op, Some(Op::Bar)) {
+                                    w.at_bar |= mask;
+                                } else {
+                                    w.exited |= mask;
+                                }
+                                // (`ret` leaves its lanes' counters where they are.)
+                                let after = if ret { to } else { to + 1 };
+                                set_pcs(&mut w.pc, mask, after);
+                                w.resume = (!ret).then_some((after, mask, runnable));
+                                return Ok(());
+                            }
                             if let Some(m) = self.l.native.and_then(|n| n.at(to, mask)) {
                                 (n, pc) = (m, to);
                                 continue;

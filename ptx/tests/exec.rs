@@ -994,43 +994,46 @@ impl vgpu_ptx::exec::Native for Asked {
     }
 }
 
-/// Where a compiled run ends and none starts (here at a barrier), the interpreter asks
-/// for one there once, not again before it runs the instruction itself: each of the two
-/// warps asks for a run at the start, at the barrier and at the exit, once each.
+/// Where a compiled run ends and none starts, the interpreter asks for one there once,
+/// not again before it runs the instruction itself; where it ends at a barrier, it asks
+/// for none there (none starts at one), nor where it ends at `ret` or `exit`: each of
+/// the two warps asks for a run at the start, at the `add` (not at the barrier) and at
+/// the exit, once each.
 #[test]
 fn no_run_is_asked_for_twice_where_a_run_just_ended() {
-    let ptx = format!(
-        "{HEADER}
+    let asked = |body: &str, want: &[u32]| {
+        let ptx = format!(
+            "{HEADER}
 .visible .entry k()
 {{
     .reg .b32 %r<2>;
     mov.u32 %r1, %tid.x;
-    bar.sync 0;
+    {body}
     ret;
 }}"
-    );
-    let program = loaded(&ptx);
-    let k = &program.kernels["k"];
-    assert!(
-        matches!(k.code[1].op, vgpu_ptx::ir::Op::Bar),
-        "{:?}",
-        k.code
-    );
-    let native = Asked {
-        run: EndsAt(1),
-        asked: std::sync::Mutex::new(Vec::new()),
+        );
+        let program = loaded(&ptx);
+        let k = &program.kernels["k"];
+        let native = Asked {
+            run: EndsAt(1),
+            asked: std::sync::Mutex::new(Vec::new()),
+        };
+        let mem = flat(4);
+        let l = Launch {
+            threads: 1,
+            native: Some(&native),
+            ..launch_of(1, 64, &mem, &[])
+        };
+        run(k, &l).expect("the launch runs");
+        let mut asked = native.asked.lock().expect("not poisoned").clone();
+        asked.sort_unstable();
+        assert_eq!(asked, want, "{body}: {:?}", k.code);
     };
-    let mem = flat(4);
-    let l = Launch {
-        threads: 1,
-        native: Some(&native),
-        pool: None,
-        ..launch_of(1, 64, &mem, &[])
-    };
-    run(k, &l).expect("the launch runs");
-    let mut asked = native.asked.lock().expect("not poisoned").clone();
-    asked.sort_unstable();
-    assert_eq!(asked, [0, 0, 1, 1, 2, 2]);
+    asked("add.u32 %r1, %r1, 1;", &[0, 0, 1, 1, 2, 2]);
+    asked("bar.sync 0;", &[0, 0, 2, 2]);
+    // Nor where it ends at the kernel's end.
+    asked("", &[0, 0]);
+    asked("exit;", &[0, 0]);
 }
 
 /// A register file a launch takes from a pool (one an earlier launch of another kernel
