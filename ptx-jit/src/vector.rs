@@ -567,68 +567,106 @@ pub(crate) fn build(
 }
 
 /// What one group of four lanes carries from one run of a pass to the next
-/// (`codegen::pass`): its registers' values so far, the quads with no f32 subnormal, the
+/// (`codegen::pass`): its registers' values so far (those the same in the four lanes, made
+/// once for the group or the warp, as one scalar), the quads with no f32 subnormal, the
 /// f32 values of f16 halves at hand, and the registers it wrote and has not stored.
 #[derive(Clone, Default)]
 pub(crate) struct Carried {
     vals: HashMap<Reg, Quad>,
+    scalars: HashMap<Reg, Value>,
     flushed: HashSet<Value>,
     halves: HashMap<Value, [Option<Value>; 2]>,
     dirty: BTreeSet<Reg>,
 }
 
+/// How a register comes to a run of a pass where runs join ([`Carried::joining`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joined {
+    /// As two `i64x2`.
+    Wide,
+    /// As one `i32x4`: a 32-bit value zero-extended on every edge.
+    Narrow,
+    /// As one `i64`: the same in the group's four lanes on every edge.
+    Scalar,
+    /// As no parameter: this scalar on every edge (made where it is at hand on all of
+    /// them, so at the join too).
+    Same(Value),
+}
+
 impl Carried {
     /// The registers that some of `edges` (the states of the runs that lead to one run)
     /// wrote and did not store, and that the run there may read (`live`): what the run
-    /// takes as block parameters ([`Carried::args`], [`Carried::joined`]); each with
-    /// whether it comes as one `i32x4` (a 32-bit value zero-extended on every edge) or
-    /// as two `i64x2`.
-    pub(crate) fn joining(edges: &[&Carried], live: &dyn Fn(Reg) -> bool) -> Vec<(Reg, bool)> {
+    /// takes as block parameters ([`Carried::args`], [`Carried::joined`]), each with how
+    /// it comes.
+    pub(crate) fn joining(edges: &[&Carried], live: &dyn Fn(Reg) -> bool) -> Vec<(Reg, Joined)> {
         let regs: BTreeSet<Reg> = edges.iter().flat_map(|c| c.dirty.iter().copied()).collect();
         regs.into_iter()
             .filter(|&r| live(r))
             .map(|r| {
-                let narrow = edges
-                    .iter()
-                    .all(|c| c.vals.get(&r).is_some_and(|q| q.zext && q.low32.is_some()));
-                (r, narrow)
+                let scalars: Option<Vec<Value>> =
+                    edges.iter().map(|c| c.scalars.get(&r).copied()).collect();
+                let narrow = || {
+                    edges
+                        .iter()
+                        .all(|c| c.vals.get(&r).is_some_and(|q| q.zext && q.low32.is_some()))
+                };
+                let how = match scalars.as_deref() {
+                    Some([x, rest @ ..]) if rest.iter().all(|y| y == x) => Joined::Same(*x),
+                    Some(_) => Joined::Scalar,
+                    None if narrow() => Joined::Narrow,
+                    None => Joined::Wide,
+                };
+                (r, how)
             })
             .collect()
     }
 
     /// The block parameters' types for `regs` ([`Carried::joining`]).
-    pub(crate) fn param_types(regs: &[(Reg, bool)]) -> Vec<Type> {
+    pub(crate) fn param_types(regs: &[(Reg, Joined)]) -> Vec<Type> {
         regs.iter()
-            .flat_map(|&(_, narrow)| if narrow { vec![I32X4] } else { vec![I64X2; 2] })
+            .flat_map(|&(_, how)| match how {
+                Joined::Wide => vec![I64X2; 2],
+                Joined::Narrow => vec![I32X4],
+                Joined::Scalar => vec![I64],
+                Joined::Same(_) => vec![],
+            })
             .collect()
     }
 
-    /// The four lanes of each of `regs` as this state has them (one `i32x4` for a
-    /// narrow one, two `i64x2` for the others), loaded from the slots at `at` where it
-    /// has not made them (they are then as the slots hold them).
+    /// The four lanes of each of `regs` as this state has them and they are to come, as
+    /// block arguments: loaded from the slots at `at` where it has not made them (they
+    /// are then as the slots hold them).
     pub(crate) fn args(
         &self,
         b: &mut FunctionBuilder<'_>,
         at: Value,
-        regs: &[(Reg, bool)],
+        regs: &[(Reg, Joined)],
     ) -> Vec<Value> {
         let mut out = Vec::new();
-        for &(r, narrow) in regs {
-            match self.vals.get(&r) {
-                Some(&Quad {
-                    low32: Some(v),
-                    zext: true,
-                    ..
-                }) if narrow => out.push(v),
-                Some(q) if !narrow => out.extend([q.lo, q.hi]),
-                None if !narrow => {
+        for &(r, how) in regs {
+            match (how, self.vals.get(&r), self.scalars.get(&r)) {
+                (Joined::Same(_), ..) => {}
+                (Joined::Scalar, _, Some(&x)) => out.push(x),
+                (
+                    Joined::Narrow,
+                    Some(&Quad {
+                        low32: Some(v),
+                        zext: true,
+                        ..
+                    }),
+                    _,
+                ) => out.push(v),
+                (Joined::Wide, Some(q), _) => out.extend([q.lo, q.hi]),
+                (Joined::Wide, None, Some(&x)) => {
+                    let v = b.ins().splat(I64X2, x);
+                    out.extend([v, v]);
+                }
+                (Joined::Wide, None, None) => {
                     let lo = b.ins().load(I64X2, slots(), at, (r * 256) as i32);
                     let hi = b.ins().load(I64X2, slots(), at, (r * 256 + 16) as i32);
                     out.extend([lo, hi]);
                 }
-                _ => unreachable!(
-                    "`joining` makes a register narrow only where every edge has it so"
-                ),
+                _ => unreachable!("`joining` makes a register come as every edge has it"),
             }
         }
         out
@@ -638,31 +676,44 @@ impl Carried {
     /// ([`Carried::param_types`]), written and not stored.
     pub(crate) fn joined(
         b: &mut FunctionBuilder<'_>,
-        regs: &[(Reg, bool)],
+        regs: &[(Reg, Joined)],
         params: &[Value],
     ) -> Carried {
         let mut c = Carried::default();
         let mut next = params.iter().copied();
-        for &(r, narrow) in regs {
-            let q = if narrow {
-                let v = next.next().expect("a parameter for each narrow register");
-                Quad {
-                    lo: b.ins().uwiden_low(v),
-                    hi: b.ins().uwiden_high(v),
-                    low32: Some(v),
-                    zext: true,
+        let mut param = || {
+            next.next()
+                .expect("a parameter for each of a register's parts")
+        };
+        for &(r, how) in regs {
+            match how {
+                Joined::Same(x) => {
+                    c.scalars.insert(r, x);
                 }
-            } else {
-                let lo = next.next().expect("two parameters for each other register");
-                let hi = next.next().expect("two parameters for each other register");
-                Quad {
-                    lo,
-                    hi,
-                    low32: None,
-                    zext: false,
+                Joined::Scalar => {
+                    c.scalars.insert(r, param());
                 }
-            };
-            c.vals.insert(r, q);
+                Joined::Narrow => {
+                    let v = param();
+                    let q = Quad {
+                        lo: b.ins().uwiden_low(v),
+                        hi: b.ins().uwiden_high(v),
+                        low32: Some(v),
+                        zext: true,
+                    };
+                    c.vals.insert(r, q);
+                }
+                Joined::Wide => {
+                    let (lo, hi) = (param(), param());
+                    let q = Quad {
+                        lo,
+                        hi,
+                        low32: None,
+                        zext: false,
+                    };
+                    c.vals.insert(r, q);
+                }
+            }
             c.dirty.insert(r);
         }
         c
@@ -679,6 +730,10 @@ impl Carried {
                     out.vals.insert(r, q);
                     out.dirty.insert(r);
                 }
+                if let Some(x) = self.scalars.remove(&r) {
+                    out.scalars.insert(r, x);
+                    out.dirty.insert(r);
+                }
             }
         }
         out
@@ -686,6 +741,9 @@ impl Carried {
 
     /// The group's first lane's value of register `r`, where the group has made it.
     pub(crate) fn first_lane(&self, b: &mut FunctionBuilder<'_>, r: Reg) -> Option<Value> {
+        if let Some(&x) = self.scalars.get(&r) {
+            return Some(x);
+        }
         let q = self.vals.get(&r)?;
         Some(b.ins().extractlane(q.lo, 0))
     }
@@ -709,6 +767,16 @@ pub(crate) fn group_stretch(
     v.vals = std::mem::take(&mut carried.vals);
     // What was computed once for the group before the stretch replaces what it had.
     v.vals.retain(|r, _| !env.uniform.contains_key(r));
+    // The registers carried as one scalar for the four lanes, as quads where read (and
+    // as the scalar again at the end, where the stretch did not write them).
+    let mut splats: HashMap<Reg, (Value, Value)> = HashMap::default();
+    for (r, x) in std::mem::take(&mut carried.scalars) {
+        if !env.uniform.contains_key(&r) {
+            let q = v.splat(x);
+            splats.insert(r, (x, q.lo));
+            v.vals.insert(r, q);
+        }
+    }
     v.flushed = std::mem::take(&mut carried.flushed);
     v.halves = std::mem::take(&mut carried.halves);
     v.dirty.append(&mut carried.dirty);
@@ -723,13 +791,30 @@ pub(crate) fn group_stretch(
         v.dirty
             .retain(|r| vals.contains_key(r) || v.uniform.contains_key(r));
     }
+    // A register the same in the four lanes goes on as its one scalar: where runs join,
+    // one machine register (or none, where every way brings the same), not two vectors.
+    let mut scalars = HashMap::default();
     for r in v.dirty.clone() {
-        v.reg(r);
+        let scalar = match v.vals.get(&r) {
+            None => v.uniform.get(&r).copied(),
+            Some(q) => splats.get(&r).filter(|s| s.1 == q.lo).map(|s| s.0),
+        };
+        match scalar {
+            Some(x) => {
+                scalars.insert(r, x);
+            }
+            None => {
+                v.reg(r);
+            }
+        }
     }
     // Only what is not in the slots goes on: a value read from them is read again where
     // needed (carried, the code generator spilled it to the stack instead).
     carried.vals = std::mem::take(&mut v.vals);
-    carried.vals.retain(|r, _| v.dirty.contains(r));
+    carried
+        .vals
+        .retain(|r, _| v.dirty.contains(r) && !scalars.contains_key(r));
+    carried.scalars = scalars;
     carried.flushed = std::mem::take(&mut v.flushed);
     carried.halves = std::mem::take(&mut v.halves);
     carried.dirty = std::mem::take(&mut v.dirty);
@@ -746,9 +831,16 @@ pub(crate) fn store_group(
 ) {
     let flags = slots();
     for &r in carried.dirty.iter().filter(|&&r| live(r)) {
-        let q = carried.vals[&r];
-        b.ins().store(flags, q.lo, at, (r * 256) as i32);
-        b.ins().store(flags, q.hi, at, (r * 256 + 16) as i32);
+        let (lo, hi) = match (carried.vals.get(&r), carried.scalars.get(&r)) {
+            (Some(q), _) => (q.lo, q.hi),
+            (None, Some(&x)) => {
+                let v = b.ins().splat(I64X2, x);
+                (v, v)
+            }
+            (None, None) => unreachable!("a register written has a value"),
+        };
+        b.ins().store(flags, lo, at, (r * 256) as i32);
+        b.ins().store(flags, hi, at, (r * 256 + 16) as i32);
     }
 }
 

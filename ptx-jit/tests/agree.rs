@@ -2059,6 +2059,37 @@ fn values_computed_once_start_every_pass_of_a_vector_loop() {
     assert!(jit.vector_stretches() >= 1, "the loop has a vector form");
 }
 
+/// Where the runs of a pass join, a register each way made the same in the four lanes of
+/// a group (a constant, computed once), but a different one on each way, comes with the
+/// value of the way the group took: lane `i` adds 5 or 9 (its group of four odd) to `i`.
+#[test]
+fn values_the_same_in_a_group_join_with_each_ways_own() {
+    use BinOp::*;
+    let (lane, c, p, x, y, at) = (0, 1, 2, 3, 4, 5);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(Shr, Ty::U64, c, r(lane), Src::Imm(2))),
+        inst_of(bin(And, Ty::U64, c, r(c), Src::Imm(1))),
+        inst_of(lt_u64(p, Src::Imm(0), r(c))),
+        inst(Op::Bra { target: 7 }, Some((p, false))),
+        inst_of(mov(x, Src::Imm(5))),
+        inst_of(Op::Bra { target: 8 }),
+        inst_of(mov(x, Src::Imm(9))),
+        inst_of(bin(Add, Ty::U64, y, r(x), r(lane))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(store_u64(at, r(y))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("join", 0, 6, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    for (i, v) in lane_values(&k, &jit, &[]).into_iter().enumerate() {
+        let want = if (i / 4) % 2 == 1 { 9 } else { 5 } + i as u64;
+        assert_eq!(v, want, "lane {i}");
+    }
+    assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
+}
+
 /// Signed 64-bit division and remainder, compiled lane by lane and in vector form, give
 /// the interpreter's results at their edges: the least value by -1 wraps (to itself,
 /// remainder 0), dividing by zero gives all ones (remainder: the dividend), and the

@@ -3,7 +3,9 @@
 //! instruction with a vector form), a whole warp runs them as one *pass*: each group of
 //! four lanes goes through them in turn, from run to run as its own lanes' branch sends
 //! them, its registers' values kept in SSA values from one run to the next
-//! ([`crate::vector::group_stretch`]; where runs join, as block parameters). The
+//! ([`crate::vector::group_stretch`]; where runs join, as block parameters; those the
+//! same in the group's four lanes, computed once for it or for the warp, as one scalar:
+//! no parameter at all where every way brings the same). The
 //! run-by-run form stores every register a stretch wrote at its end, for all 32 lanes, and
 //! loads it again in the next: the prologue of ggml's quantized mat-vec wrote some forty
 //! registers that way before its loop read them back, and most were never read after
