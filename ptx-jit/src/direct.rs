@@ -354,8 +354,14 @@ pub(crate) const PARTED: u32 = u32::MAX;
 impl LoadCtx {
     /// Makes `shared` the block's shared memory for the next call.
     pub(crate) fn set_shared(&mut self, shared: &mut [u8]) {
-        self.shared = shared.as_mut_ptr();
-        self.shared_len = shared.len() as u64;
+        let (at, len) = (shared.as_mut_ptr(), shared.len() as u64);
+        // The same block's memory as at the last call (every warp of a block, every call
+        // of a thread's blocks: each worker keeps one block state).
+        if (at, len) == (self.shared, self.shared_len) {
+            return;
+        }
+        self.shared = at;
+        self.shared_len = len;
         for (k, fours) in self.shared_fours.iter_mut().enumerate() {
             *fours = (self.shared_len >> k).saturating_sub(3);
         }
