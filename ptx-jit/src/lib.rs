@@ -228,28 +228,14 @@ impl NativeRun for Run {
         // registers, with their length, while the code itself does not touch them) and
         // the `direct` lookups.
         let taken = unsafe { (self.code)(regs.as_mut_ptr(), mask, p, s, &mut *ctx) };
-        let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
-        match ctx.fault {
-            0 if ctx.exit == direct::PARTED => Ok(Some(Exit {
-                taken: 0,
-                end: self.furthest(&ctx.groups),
-                target: None,
-                parted: true,
+        match (ctx.fault, self.exits.get(ctx.exit as usize)) {
+            (0, Some(&(end, target))) => Ok(Some(Exit {
+                taken,
+                end,
+                target,
+                parted: false,
             })),
-            0 => {
-                let (end, target) = self.exits[ctx.exit as usize];
-                Ok(Some(Exit {
-                    taken,
-                    end,
-                    target,
-                    parted: false,
-                }))
-            }
-            2 => Err(Fault::Misaligned { addr, size, line }),
-            3 => Err(Fault::OutOfResources(format!(
-                "compiled code's registers at line {line}"
-            ))),
-            _ => Err(Fault::IllegalAddress { addr, size, line }),
+            _ => self.stopped(ctx),
         }
     }
 
@@ -284,6 +270,32 @@ impl NativeRun for Run {
 }
 
 impl Run {
+    /// How a call ended that did not end at one of the runs' ends with no fault: its
+    /// groups stopped at different runs, or its fault. (Out of line: most calls end at a
+    /// run's end.)
+    #[inline(never)]
+    fn stopped(&self, ctx: &direct::LoadCtx) -> Result<Option<Exit>, Fault> {
+        let (addr, size, line) = (ctx.fault_addr, ctx.fault_size, ctx.fault_line as u32);
+        match ctx.fault {
+            0 if ctx.exit == direct::PARTED => Ok(Some(Exit {
+                taken: 0,
+                end: self.furthest(&ctx.groups),
+                target: None,
+                parted: true,
+            })),
+            0 => Err(Fault::OutOfResources(format!(
+                "compiled code at line {line} ended at run {} of {}",
+                ctx.exit,
+                self.exits.len()
+            ))),
+            2 => Err(Fault::Misaligned { addr, size, line }),
+            3 => Err(Fault::OutOfResources(format!(
+                "compiled code's registers at line {line}"
+            ))),
+            _ => Err(Fault::IllegalAddress { addr, size, line }),
+        }
+    }
+
     /// The furthest end of the runs where the groups of a pass stopped (`groups` as in
     /// `LoadCtx::groups`).
     fn furthest(&self, groups: &[u32; 8]) -> u32 {
@@ -603,6 +615,17 @@ impl Native for Jit {
                 return Some(v);
             }
         }
+        self.first_tier(pc, mask)
+    }
+}
+
+impl Jit {
+    /// [`Native::at`] where no second tier has been compiled for whole warps: the run lane
+    /// by lane, compiled at its first call, or the second tier once whole warps called it
+    /// often enough. (Out of line: the call that finds the second tier is most calls.)
+    #[inline(never)]
+    fn first_tier(&self, pc: usize, mask: u32) -> Option<&dyn NativeRun> {
+        let vector = self.vector.get(pc)?;
         let run = self.slots[pc]
             .get_or_init(|| self.compile(pc, false))
             .as_ref()?;
