@@ -2090,6 +2090,53 @@ fn values_the_same_in_a_group_join_with_each_ways_own() {
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
 }
 
+/// Where two ways a branch the same in every lane chose between join, a value computed
+/// once for the warp after the join from what each way made is the way the warp took:
+/// the parameter picks 5 (zero) or 9, and every lane stores it plus 100 plus its lane.
+#[test]
+fn a_value_computed_once_after_a_join_is_the_way_the_warp_took() {
+    use BinOp::*;
+    let (c, p, x, y, lane, z, at) = (0, 1, 2, 3, 4, 5, 6);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(Op::Ld {
+            space: MemSpace::Param,
+            ty: Ty::U64,
+            n: 1,
+            d: [c, 0, 0, 0],
+            addr: Addr {
+                base: None,
+                global: None,
+                offset: 0,
+            },
+        }),
+        inst_of(lt_u64(p, Src::Imm(0), r(c))),
+        inst(Op::Bra { target: 5 }, Some((p, false))),
+        inst_of(mov(x, Src::Imm(5))),
+        inst_of(Op::Bra { target: 6 }),
+        inst_of(mov(x, Src::Imm(9))),
+        inst_of(bin(Add, Ty::U64, y, r(x), Src::Imm(100))),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(Add, Ty::U64, z, r(y), r(lane))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(store_u64(at, r(z))),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("chosen", 8, 7, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    for (param, way) in [(0u64, 5u64), (3, 9)] {
+        let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+        let params = param.to_le_bytes();
+        run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, Some(&jit))).expect("runs");
+        let out = mem.get(BASE, 256).expect("inside");
+        for (i, v) in out.chunks(8).enumerate() {
+            let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
+            assert_eq!(v, way + 100 + i as u64, "parameter {param}, lane {i}");
+        }
+    }
+    assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
+}
+
 /// Signed 64-bit division and remainder, compiled lane by lane and in vector form, give
 /// the interpreter's results at their edges: the least value by -1 wraps (to itself,
 /// remainder 0), dividing by zero gives all ones (remainder: the dividend), and the

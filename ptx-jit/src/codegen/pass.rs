@@ -236,6 +236,144 @@ fn hoist<'f>(
     Ok((u.b, Hoisted { vals, dirty }))
 }
 
+/// The runs of a pass before one being built, and what the code computed once for the
+/// warp made of them so far: where a warp's value of a register comes from at a run's end
+/// ([`Ways::chosen`]).
+struct Ways<'a> {
+    code: &'a [Inst],
+    subs: &'a [Sub],
+    preds: &'a [Vec<usize>],
+    early: &'a HashMap<usize, Hoisted>,
+    /// Per run: the registers it writes, and those its per-lane code writes.
+    writes: &'a HashMap<usize, (HashSet<Reg>, HashSet<Reg>)>,
+    first: usize,
+}
+
+impl Ways<'_> {
+    /// The warp's values of registers `regs` where run `i` starts, each chosen from the
+    /// two ways into it by the branch of the run they part at: `i` is reached from a run
+    /// `a` whose branch has a guard the code computed once for the warp has made, either
+    /// way through a run reached from `a` alone or from `a` directly, and each way's value
+    /// is known at its end. `None` where some register's is not.
+    fn chosen(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        regs: Value,
+        i: usize,
+        want: &[Reg],
+    ) -> Option<HashMap<Reg, Value>> {
+        let [p, q] = self.into(i)[..] else {
+            return None;
+        };
+        // The run where the ways part, and the run each way comes through (or `a` itself).
+        let from = |x: usize| match self.into(x)[..] {
+            [a] => Some(a),
+            _ => None,
+        };
+        let a = if from(p) == Some(q) {
+            q
+        } else if from(q) == Some(p) {
+            p
+        } else if from(p).is_some() && from(p) == from(q) {
+            from(p)?
+        } else {
+            return None;
+        };
+        let s = &self.subs[a];
+        let Inst {
+            op: Op::Bra { .. },
+            guard: Some((g, neg)),
+            ..
+        } = &self.code[s.end - 1]
+        else {
+            return None;
+        };
+        if s.looping {
+            return None;
+        }
+        // The run the lanes that take the branch go through (or `a`), and the others.
+        let way = |to: Option<usize>| match to {
+            Some(t) if t == i => Some(a),
+            Some(t) if t != a && (t == p || t == q) => Some(t),
+            _ => None,
+        };
+        let (jump, fall) = (way(s.jump)?, way(s.fall)?);
+        if jump == fall {
+            return None;
+        }
+        // The guard, as the code computed once for the warp made it in `a`: the same in
+        // every lane, so that every group goes the way lane 0 goes.
+        let h = self.early.get(&a)?;
+        if !h.dirty.contains(g) || self.writes.get(&a)?.1.contains(g) {
+            return None;
+        }
+        let guard = *h.vals.get(g)?;
+        let taken = b
+            .ins()
+            .icmp_imm(if *neg { IntCC::Equal } else { IntCC::NotEqual }, guard, 0);
+        let mut out = HashMap::default();
+        for &r in want {
+            let (x, y) = (
+                self.at_end(b, regs, jump, r)?,
+                self.at_end(b, regs, fall, r)?,
+            );
+            out.insert(r, b.ins().select(taken, x, y));
+        }
+        Some(out)
+    }
+
+    /// The runs of the pass a group may go to run `x` from: those whose branch goes there,
+    /// and those it follows that do not end with a branch every lane takes.
+    fn into(&self, x: usize) -> Vec<usize> {
+        self.preds[x]
+            .iter()
+            .copied()
+            .filter(|&y| {
+                let s = &self.subs[y];
+                let always = matches!(
+                    self.code[s.end - 1],
+                    Inst {
+                        op: Op::Bra { .. },
+                        guard: None,
+                        ..
+                    }
+                );
+                s.jump == Some(x) || (s.fall == Some(x) && !always)
+            })
+            .collect()
+    }
+
+    /// The warp's value of register `r` at the end of run `x`: what its code computed once
+    /// for the warp wrote, or, where it does not write it, the value where it starts (lane
+    /// 0's slot at the pass's start; where two ways join before `x`, the one the warp
+    /// took, as [`Ways::chosen`] finds it). `None` where its per-lane code writes it, or
+    /// it writes it and was not computed once for the warp.
+    fn at_end(&self, b: &mut FunctionBuilder<'_>, regs: Value, x: usize, r: Reg) -> Option<Value> {
+        let (all, lanes) = self.writes.get(&x)?;
+        if lanes.contains(&r) {
+            return None;
+        }
+        if all.contains(&r) {
+            let h = self.early.get(&x)?;
+            return h.dirty.contains(&r).then(|| h.vals.get(&r).copied())?;
+        }
+        if let Some(&v) = self.early.get(&x).and_then(|h| h.vals.get(&r)) {
+            return Some(v);
+        }
+        if x == self.first {
+            return Some(
+                b.ins()
+                    .load(I64, MemFlags::trusted(), regs, (r * 256) as i32),
+            );
+        }
+        match self.into(x)[..] {
+            [y] => self.at_end(b, regs, y, r),
+            // Where two ways join before `x`, as where they join before the run at hand.
+            _ => self.chosen(b, regs, x, &[r])?.get(&r).copied(),
+        }
+    }
+}
+
 /// Builds the pass `plan` of the region `subs` in the current block, for a
 /// whole warp: the eight groups in turn, then a return with the lanes that took the last
 /// run's branch, that run's index in `LoadCtx::exit` (or [`PARTED`], each group's in
@@ -331,6 +469,23 @@ pub(super) fn build<'f>(
     // Per register written so far: the run whose code computed once wrote it, or `None`
     // where a run's per-lane code (or more than one run) did.
     let mut writers: HashMap<Reg, Option<usize>> = HashMap::default();
+    // The registers each run writes, and those its per-lane code writes.
+    let mut writes: HashMap<usize, (HashSet<Reg>, HashSet<Reg>)> = HashMap::default();
+    for &i in pass {
+        let mut w = (HashSet::default(), HashSet::default());
+        let insts = &code[subs[i].start..subs[i].end];
+        for (inst, &h) in insts.iter().zip(&shapes[&i].hoisted) {
+            inst.clone().visit_regs(|r, def| {
+                if def {
+                    w.0.insert(*r);
+                    if !h {
+                        w.1.insert(*r);
+                    }
+                }
+            });
+        }
+        writes.insert(i, w);
+    }
     for &i in pass {
         let insts = &code[subs[i].start..subs[i].end];
         let shape = &shapes[&i];
@@ -345,23 +500,52 @@ pub(super) fn build<'f>(
             });
         }
         let mut known = HashMap::default();
-        let ready = reads.iter().all(|r| match writers.get(r) {
-            None => true,
-            Some(Some(j)) if dominators[&i].contains(j) => {
-                match early.get(j).and_then(|h| h.vals.get(r)) {
-                    Some(&v) => {
-                        known.insert(*r, v);
-                        true
+        let mut ready = true;
+        let mut merge = Vec::new();
+        for &r in &reads {
+            match writers.get(&r) {
+                None => {}
+                Some(Some(j)) if dominators[&i].contains(j) => {
+                    match early.get(j).and_then(|h| h.vals.get(&r)) {
+                        Some(&v) => {
+                            known.insert(r, v);
+                        }
+                        None => ready = false,
                     }
-                    None => false,
                 }
+                Some(_) => merge.push(r),
             }
-            Some(_) => false,
-        });
+        }
+        // A register the runs before this one wrote on two ways that a branch the same in
+        // every lane chose between: the warp takes one of them, and the register is what
+        // that way made (`soft_max`'s 64-bit remainders, by a divisor that may fit in 32
+        // bits one way or the other, read by the address arithmetic after them).
+        let mut merged = HashMap::default();
+        if ready && !merge.is_empty() {
+            let ways = Ways {
+                code,
+                subs,
+                preds: &preds,
+                early: &early,
+                writes: &writes,
+                first,
+            };
+            match ways.chosen(&mut b, c.regs, i, &merge) {
+                Some(m) => merged = m,
+                None => ready = false,
+            }
+        }
+        known.extend(merged.iter().map(|(&r, &v)| (r, v)));
         if ready {
-            let (nb, h) = hoist(b, n, (c.regs, zero), insts, shape, known)?;
+            let (nb, mut h) = hoist(b, n, (c.regs, zero), insts, shape, known)?;
             b = nb;
+            // What the join made, for the runs after it (those this run does not write).
+            let own = writes.get(&i).map(|w| &w.0);
+            merged.retain(|r, _| !own.is_some_and(|w| w.contains(r)));
+            h.vals.extend(merged.iter().map(|(&r, &v)| (r, v)));
             early.insert(i, h);
+        } else {
+            merged.clear();
         }
         for (inst, &h) in insts.iter().zip(&shape.hoisted) {
             inst.clone().visit_regs(|r, def| {
@@ -370,6 +554,9 @@ pub(super) fn build<'f>(
                     writers.entry(*r).and_modify(|w| *w = None).or_insert(by);
                 }
             });
+        }
+        for &r in merged.keys() {
+            writers.insert(r, Some(i));
         }
     }
     let head = b.create_block();
