@@ -22,6 +22,12 @@
 //! host thread of a launch holds the native code's state for the launch
 //! ([`Native::state`]) and lends it to every run it calls.
 //!
+//! Block state: each host thread of a launch (a worker) has one block's registers, local
+//! and shared memory, and runs its blocks in them one after another. A [`BlockPool`]
+//! (given in [`Launch::pool`], one per tenant) keeps the workers' register files from one
+//! launch to the next, cleared only where the kernel may read a register before writing
+//! it ([`Kernel::read_first`]): a launch sees zeros there, as in a fresh file.
+//!
 //! Arithmetic follows the PTX ISA. `.approx` operations are computed in full precision
 //! (never less accurate than a GPU); `.ftz` flushes f32 subnormal inputs and results to
 //! zero. Integer division by zero gives all ones, as NVIDIA GPUs do.
