@@ -18,6 +18,8 @@
 //!   writes 8 bytes (`pN`) or 4 (an integer, `fX`) at byte OFF of the parameter buffer
 //!   instead (for the fields of a structure).
 //! * `EAGER=1` compiles vector forms at a run's first call; `REPS` launches are timed.
+//!   `GAP_US=N` sleeps N µs before each launch, as an application does between its
+//!   launches (the helper threads of `THREADS` above 1 then sleep between launches too).
 //! * `LIST=1` prints the kernel's instructions with their indices (the numbers the JIT's
 //!   debug log gives its runs by) and lines.
 //! * `JIT_DUMP=DIR` writes each compiled function's machine code to `DIR/ADDRESS.bin`
@@ -203,7 +205,11 @@ fn main() {
         native: Some(&jit),
         pool: Some(&pool),
     };
+    let gap: u64 = env("GAP_US").map_or(0, |s| s.parse().expect("GAP_US"));
     for r in 0..reps {
+        if gap > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(gap));
+        }
         let t = Instant::now();
         run(k, &launch).expect("the launch");
         eprintln!("launch {r}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3);

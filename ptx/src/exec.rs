@@ -36,7 +36,6 @@ pub use crate::arith::CANONICAL_NAN_F32;
 use crate::ir::*;
 use crate::lower::SINK;
 use std::any::Any;
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -551,7 +550,7 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
         worker();
     } else {
         let worker = &worker;
-        with_helpers(l.threads - 1, |pool| match pool {
+        crate::helpers::with_helpers(l.threads - 1, |pool| match pool {
             Some(pool) => pool.in_place_scope(|s| {
                 for _ in 1..threads {
                     s.spawn(move |_| worker());
@@ -570,36 +569,6 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
         Some(f) => Err(f),
         None => Ok(()),
     }
-}
-
-thread_local! {
-    /// The calling thread's helper threads and how many there are, kept from one launch to
-    /// the next: starting threads for every launch cost more than many a kernel runs.
-    static HELPERS: RefCell<Option<(usize, rayon_core::ThreadPool)>> =
-        const { RefCell::new(None) };
-}
-
-/// Runs `f` with `n` helper threads of the calling thread (made on first use, made again
-/// when `n` changes, ended with the thread). Each thread that launches kernels (a device's
-/// stream) has helpers of its own, so that launches from different threads share the
-/// host's CPUs as their threads do, none queued behind another's. Where no threads can be
-/// made, `f` gets `None` (and starts threads for the launch itself).
-fn with_helpers<R>(n: usize, f: impl FnOnce(Option<&rayon_core::ThreadPool>) -> R) -> R {
-    HELPERS.with(|h| {
-        let mut h = h.borrow_mut();
-        if h.as_ref().is_none_or(|(count, _)| *count != n) {
-            *h = None;
-            match rayon_core::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .thread_name(|i| format!("ptx-helper-{i}"))
-                .build()
-            {
-                Ok(pool) => *h = Some((n, pool)),
-                Err(e) => log::warn!("no helper threads for launches ({e}): each starts its own"),
-            }
-        }
-        f(h.as_ref().map(|(_, pool)| pool))
-    })
 }
 
 /// Lanes of a warp.

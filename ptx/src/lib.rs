@@ -31,6 +31,7 @@ mod arith;
 pub mod ast;
 pub mod constants;
 pub mod exec;
+mod helpers;
 pub mod host;
 pub mod ir;
 pub mod lazy;
