@@ -471,6 +471,20 @@ fn block_bytes(k: &Kernel, threads: u64, shared: u64) -> u64 {
 
 /// Runs `k` over the launch's grid.
 pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
+    run_timed(k, l).map(|_| ())
+}
+
+/// What the launching thread did in a launch ([`run_timed`]): how many blocks it ran and
+/// the host time it spent on them (its helpers' share and any wait for them left out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Own {
+    pub blocks: u64,
+    pub time: std::time::Duration,
+}
+
+/// [`run`], saying what the launching thread did: how long a block takes one thread,
+/// without what waking or waiting for helper threads cost.
+pub fn run_timed(k: &Kernel, l: &Launch<'_>) -> Result<Own, Fault> {
     let nthreads: u64 = l.block.iter().map(|&d| u64::from(d)).product();
     let nblocks: u64 = l.grid.iter().map(|&d| u64::from(d)).product();
     if nthreads == 0 || nthreads > MAX_BLOCK_THREADS || nblocks == 0 {
@@ -517,9 +531,14 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
     // while on a busy host). One that cannot allocate stops the launch, as a fault does:
     // the launch fails with OutOfResources, the other workers ending after their block.
     let worker = || {
+        let started = Instant::now();
+        let mut own = 0;
         let mut block = match BlockState::new(k, l, shared as usize) {
             Ok(b) => b,
-            Err(f) => return failed(f),
+            Err(f) => {
+                failed(f);
+                return Own::default();
+            }
         };
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -540,34 +559,41 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
                 failed(f);
                 break;
             }
+            own += 1;
         }
         if let Some(pool) = l.pool {
             pool.put(block.warps.into_iter().map(|w| w.regs).collect());
         }
+        Own {
+            blocks: own,
+            time: started.elapsed(),
+        }
     };
     // The calling thread runs one share of the blocks itself, its helpers the others.
-    if threads == 1 {
-        worker();
+    let own = if threads == 1 {
+        worker()
     } else {
         let worker = &worker;
         crate::helpers::with_helpers(l.threads - 1, |pool| match pool {
             Some(pool) => pool.in_place_scope(|s| {
                 for _ in 1..threads {
-                    s.spawn(move |_| worker());
+                    s.spawn(move |_| {
+                        worker();
+                    });
                 }
-                worker();
+                worker()
             }),
             None => std::thread::scope(|s| {
                 for _ in 1..threads {
                     s.spawn(worker);
                 }
-                worker();
+                worker()
             }),
-        });
-    }
+        })
+    };
     match fault.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(f) => Err(f),
-        None => Ok(()),
+        None => Ok(own),
     }
 }
 
