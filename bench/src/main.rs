@@ -269,7 +269,6 @@ fn main() {
                 "8G",
                 "--connections",
                 "1",
-                "--poll-while-busy",
             ],
             Some(&["--window-size", &window]),
         )

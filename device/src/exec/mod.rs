@@ -445,8 +445,10 @@ pub trait Executor: Send + Sync {
     fn utilization(&self) -> u32;
     /// True when a queue worker may keep polling (yielding its CPU between polls) while
     /// its PD's work runs, so that the client's next command after a completion finds it
-    /// awake: right when kernels run elsewhere (a GPU), wrong when they run on the very
-    /// CPUs the worker would take (the soft device), unless configured so.
+    /// awake (a parked worker is woken by a doorbell, which through vfio-user is a message
+    /// to the device and back). Right when kernels run elsewhere (a GPU), and on the soft
+    /// device too, whose kernels share the CPUs with the worker: a worker that yields
+    /// between polls took no measurable time from them.
     fn poll_while_busy(&self) -> bool {
         true
     }

@@ -52,8 +52,9 @@ pub struct SoftConfig {
     /// How long a kernel may run before its launch fails with LAUNCH_TIMEOUT (sticky), as
     /// a GPU's watchdog would end it: a guest cannot hold the host's CPUs forever.
     pub launch_timeout: std::time::Duration,
-    /// Let queue workers poll while their PD's kernels run ([`Executor::poll_while_busy`]):
-    /// off by default, since the soft device's kernels need those CPUs.
+    /// Let queue workers poll (yielding their CPU between polls) while their PD's kernels
+    /// run ([`Executor::poll_while_busy`]); off, they park and leave the CPUs to the
+    /// kernels outright, and each command after a completion costs a doorbell's wake-up.
     pub poll_while_busy: bool,
 }
 
@@ -69,7 +70,7 @@ impl Default for SoftConfig {
             reference_kernels: true,
             jit: true,
             launch_timeout: std::time::Duration::from_secs(120),
-            poll_while_busy: false,
+            poll_while_busy: true,
         }
     }
 }
