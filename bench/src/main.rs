@@ -260,16 +260,7 @@ fn main() {
     let stack = args.driver.is_none().then(|| {
         ProcessStack::start_in(
             &dir,
-            // Queue workers poll while kernels run, as with a GPU (the soft device does not by
-            // default, to leave its CPUs to the kernels).
-            &[
-                "--executor",
-                "auto",
-                "--memory",
-                "8G",
-                "--connections",
-                "1",
-            ],
+            &["--executor", "auto", "--memory", "8G", "--connections", "1"],
             Some(&["--window-size", &window]),
         )
     });
