@@ -597,6 +597,30 @@ pub fn run_timed(k: &Kernel, l: &Launch<'_>) -> Result<Own, Fault> {
     }
 }
 
+/// `%tid.x`, `%tid.y` and `%tid.z` of the 32 threads from number `first` of a block of
+/// `block` threads (x fastest), counted on from the first's: three divisions a warp, where
+/// three a thread were a launch's workers' largest cost in making their block state.
+fn thread_ids(block: [u32; 3], first: u32) -> [[u32; LANES]; 3] {
+    let [bx, by, _] = block.map(|d| d.max(1));
+    let mut at = [first % bx, (first / bx) % by, first / (bx * by)];
+    let mut tid = [[0; LANES]; 3];
+    for i in 0..LANES {
+        for (row, &v) in tid.iter_mut().zip(&at) {
+            row[i] = v;
+        }
+        at[0] += 1;
+        if at[0] == bx {
+            at[0] = 0;
+            at[1] += 1;
+            if at[1] == by {
+                at[1] = 0;
+                at[2] += 1;
+            }
+        }
+    }
+    tid
+}
+
 /// Lanes of a warp.
 pub const LANES: usize = 32;
 
@@ -949,6 +973,9 @@ impl<'k, 'l> BlockState<'k, 'l> {
         let n: u32 = l.block.iter().product();
         let nwarps = n.div_ceil(LANES as u32);
         let mut warps = Vec::new();
+        warps
+            .try_reserve_exact(nwarps as usize)
+            .map_err(|_| Fault::OutOfResources(format!("{nwarps} warps")))?;
         let mut spare = l.pool.map(BlockPool::take).unwrap_or_default();
         for w in 0..nwarps {
             let count = (n - w * LANES as u32).min(LANES as u32);
@@ -969,13 +996,7 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 called: false,
                 first: w * LANES as u32,
                 specials: Specials {
-                    tid: std::array::from_fn(|d| {
-                        std::array::from_fn(|i| {
-                            let t = w * LANES as u32 + i as u32;
-                            let [bx, by, _] = l.block;
-                            [t % bx, (t / bx) % by, t / (bx * by)][d]
-                        })
-                    }),
+                    tid: thread_ids(l.block, w * LANES as u32),
                     ntid: l.block,
                     ctaid: [0; 3],
                     nctaid: l.grid,
@@ -2145,6 +2166,33 @@ impl<'k, 'l> BlockState<'k, 'l> {
                 let new = f(old);
                 self.store(wi, lane, space, off, size, new, line)?;
                 Ok(old)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each thread's `%tid`, counted on from a warp's first, is the one its number gives by
+    /// division, for blocks of one, two and three dimensions that warps cross rows of.
+    #[test]
+    fn thread_ids_are_those_of_each_threads_number() {
+        for block in [[1024, 1, 1], [32, 4, 1], [5, 3, 7], [7, 1, 9], [1, 1, 64], [3, 11, 2]] {
+            let n: u32 = block.iter().product();
+            for first in (0..n).step_by(LANES) {
+                let tid = thread_ids(block, first);
+                for i in 0..LANES as u32 {
+                    let t = first + i;
+                    let [bx, by, _] = block;
+                    let want = [t % bx, (t / bx) % by, t / (bx * by)];
+                    let got = [0, 1, 2].map(|d| tid[d][i as usize]);
+                    // (Lanes past the block's last thread are not run.)
+                    if t < n {
+                        assert_eq!(got, want, "block {block:?}, thread {t}");
+                    }
+                }
             }
         }
     }
