@@ -2656,8 +2656,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             let v = self.b.ins().bitselect(above, high, v);
             let n = self.b.ins().nearest(v);
             let f = self.b.ins().fsub(v, n);
-            let mut p = f64s(self, vgpu_ptx::EX2_POLY[12]);
-            for &c in vgpu_ptx::EX2_POLY[..12].iter().rev() {
+            let (&last, lower) = vgpu_ptx::EX2_POLY.split_last().expect("coefficients");
+            let mut p = f64s(self, last);
+            for &c in lower.iter().rev() {
                 let c = f64s(self, c);
                 p = self.b.ins().fma(p, f, c);
             }
