@@ -645,6 +645,41 @@ fn op(rng: &mut Rng) -> Op {
 
 /// A kernel of `code` with `regs` registers, `param_bytes` of parameters and no memory of
 /// its own.
+/// Each lane stores register `x` plus 100 plus its lane, 8 bytes at 8 times its lane
+/// (using registers `y`, `lane`, `z` and `at`), and exits.
+fn plus_100_and_lane_stored(x: Reg, [y, lane, z, at]: [Reg; 4]) -> Vec<Inst> {
+    use BinOp::*;
+    let r = Src::Reg;
+    vec![
+        inst_of(bin(Add, Ty::U64, y, r(x), Src::Imm(100))),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(Add, Ty::U64, z, r(y), r(lane))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(store_u64(at, r(z))),
+        inst_of(Op::Exit),
+    ]
+}
+
+/// A load of one `ty` parameter at byte `offset` into register `d`.
+fn ld_param(ty: Ty, d: Reg, offset: i64) -> Op {
+    ld_one(MemSpace::Param, ty, d, offset)
+}
+
+/// A load of one `ty` of state space `space` at address `offset` into register `d`.
+fn ld_one(space: MemSpace, ty: Ty, d: Reg, offset: i64) -> Op {
+    Op::Ld {
+        space,
+        ty,
+        n: 1,
+        d: [d, 0, 0, 0],
+        addr: Addr {
+            base: None,
+            global: None,
+            offset,
+        },
+    }
+}
+
 fn small_kernel(name: &str, param_bytes: u32, regs: u32, code: Vec<Inst>) -> Kernel {
     Kernel {
         name: name.into(),
@@ -2095,33 +2130,17 @@ fn values_the_same_in_a_group_join_with_each_ways_own() {
 /// the parameter picks 5 (zero) or 9, and every lane stores it plus 100 plus its lane.
 #[test]
 fn a_value_computed_once_after_a_join_is_the_way_the_warp_took() {
-    use BinOp::*;
     let (c, p, x, y, lane, z, at) = (0, 1, 2, 3, 4, 5, 6);
     let r = Src::Reg;
-    let code = vec![
-        inst_of(Op::Ld {
-            space: MemSpace::Param,
-            ty: Ty::U64,
-            n: 1,
-            d: [c, 0, 0, 0],
-            addr: Addr {
-                base: None,
-                global: None,
-                offset: 0,
-            },
-        }),
+    let mut code = vec![
+        inst_of(ld_param(Ty::U64, c, 0)),
         inst_of(lt_u64(p, Src::Imm(0), r(c))),
         inst(Op::Bra { target: 5 }, Some((p, false))),
         inst_of(mov(x, Src::Imm(5))),
         inst_of(Op::Bra { target: 6 }),
         inst_of(mov(x, Src::Imm(9))),
-        inst_of(bin(Add, Ty::U64, y, r(x), Src::Imm(100))),
-        inst_of(mov(lane, Src::Special(Special::LaneId))),
-        inst_of(bin(Add, Ty::U64, z, r(y), r(lane))),
-        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
-        inst_of(store_u64(at, r(z))),
-        inst_of(Op::Exit),
     ];
+    code.extend(plus_100_and_lane_stored(x, [y, lane, z, at]));
     let k = small_kernel("chosen", 8, 7, code);
     let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     for (param, way) in [(0u64, 5u64), (3, 9)] {
@@ -2132,6 +2151,49 @@ fn a_value_computed_once_after_a_join_is_the_way_the_warp_took() {
         for (i, v) in out.chunks(8).enumerate() {
             let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
             assert_eq!(v, way + 100 + i as u64, "parameter {param}, lane {i}");
+        }
+    }
+    assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
+}
+
+/// A way a branch the same in every lane may send the warp around, whose code computed
+/// once for the warp calls the host's math library (an `ex2` of a parameter), runs that
+/// code only where the warp goes through it; either way, what the warp makes after the
+/// join is the way it took: the first parameter 0 sends it through the `ex2` (of 3.0: the
+/// bits of 8.0), 3 around it (9), and every lane stores that plus 100 plus its lane.
+#[test]
+fn a_way_around_costly_code_computed_once_gives_the_way_the_warp_took() {
+    let (c, p, x, y, lane, z, at, e) = (0, 1, 2, 3, 4, 5, 6, 7);
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(ld_param(Ty::U64, c, 0)),
+        inst_of(ld_param(Ty::F32, e, 8)),
+        inst_of(lt_u64(p, Src::Imm(0), r(c))),
+        inst(Op::Bra { target: 6 }, Some((p, false))),
+        inst_of(Op::Un {
+            op: UnOp::Ex2,
+            ty: Ty::F32,
+            d: x,
+            a: r(e),
+            ftz: true,
+        }),
+        inst_of(Op::Bra { target: 7 }),
+        inst_of(mov(x, Src::Imm(9))),
+    ];
+    code.extend(plus_100_and_lane_stored(x, [y, lane, z, at]));
+    let k = small_kernel("around", 12, 8, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    for (first, way) in [(0u64, u64::from(8f32.to_bits())), (3, 9)] {
+        let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+        let mut params = first.to_le_bytes().to_vec();
+        params.extend(3f32.to_bits().to_le_bytes());
+        for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
+            run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, native)).expect("runs");
+            let out = mem.get(BASE, 256).expect("inside");
+            for (i, v) in out.chunks(8).enumerate() {
+                let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
+                assert_eq!(v, way + 100 + i as u64, "parameter {first}, lane {i}");
+            }
         }
     }
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
@@ -2600,17 +2662,7 @@ fn f16_conversions_and_arithmetic_agree_on_every_f16() {
 /// than read past it.
 #[test]
 fn loads_past_the_sites_are_checked_in_full() {
-    let ld = |ty: Ty, d: Reg, offset: u64| Op::Ld {
-        space: MemSpace::Global,
-        ty,
-        n: 1,
-        d: [d, 0, 0, 0],
-        addr: Addr {
-            base: None,
-            global: None,
-            offset: (BASE + offset) as i64,
-        },
-    };
+    let ld = |ty: Ty, d: Reg, offset: u64| ld_one(MemSpace::Global, ty, d, (BASE + offset) as i64);
     // 40 byte loads of the last byte of a 20-byte allocation, then an 8-byte load that
     // starts inside it and ends 4 bytes past it.
     let mut code: Vec<Inst> = (0..40)

@@ -184,6 +184,59 @@ pub(super) struct Needs<'a> {
     pub(super) param_bytes: usize,
 }
 
+/// The runs of a pass a group may go to run `x` from: those whose branch goes there, and
+/// those it follows that do not end with a branch every lane takes.
+fn into(code: &[Inst], subs: &[Sub], preds: &[Vec<usize>], x: usize) -> Vec<usize> {
+    preds[x]
+        .iter()
+        .copied()
+        .filter(|&y| {
+            let s = &subs[y];
+            let always = matches!(
+                code[s.end - 1],
+                Inst {
+                    op: Op::Bra { .. },
+                    guard: None,
+                    ..
+                }
+            );
+            s.jump == Some(x) || (s.fall == Some(x) && !always)
+        })
+        .collect()
+}
+
+/// A zero of type `ty` (an integer, f32 or f64 value, or a vector of them).
+fn zero_of(b: &mut FunctionBuilder<'_>, ty: cranelift_codegen::ir::Type) -> Value {
+    use cranelift_codegen::ir::types::{F32, F64};
+    match ty {
+        F32 => b.ins().f32const(0.0),
+        F64 => b.ins().f64const(0.0),
+        t if t.is_vector() => {
+            let c = b
+                .func
+                .dfg
+                .constants
+                .insert(vec![0u8; t.bytes() as usize].into());
+            b.ins().vconst(t, c)
+        }
+        t => b.ins().iconst(t, 0),
+    }
+}
+
+/// Whether `inst`, built once for the warp, calls the host's math library (f32 `ex2`,
+/// `lg2`, `sin`, `cos`, `tanh`): code worth not computing for a warp that does not get there.
+fn calls_math(inst: &Inst) -> bool {
+    use vgpu_ptx::ir::{Ty, UnOp};
+    matches!(
+        inst.op,
+        Op::Un {
+            op: UnOp::Ex2 | UnOp::Lg2 | UnOp::Sin | UnOp::Cos | UnOp::Tanh,
+            ty: Ty::F32,
+            ..
+        }
+    )
+}
+
 /// The values an instruction computed once for the group gives the vector code.
 struct Hoisted {
     vals: HashMap<Reg, Value>,
@@ -280,17 +333,7 @@ impl Ways<'_> {
             return None;
         };
         let s = &self.subs[a];
-        let Inst {
-            op: Op::Bra { .. },
-            guard: Some((g, neg)),
-            ..
-        } = &self.code[s.end - 1]
-        else {
-            return None;
-        };
-        if s.looping {
-            return None;
-        }
+        let (guard, neg) = self.warp_guard(a)?;
         // The run the lanes that take the branch go through (or `a`), and the others.
         let way = |to: Option<usize>| match to {
             Some(t) if t == i => Some(a),
@@ -301,16 +344,9 @@ impl Ways<'_> {
         if jump == fall {
             return None;
         }
-        // The guard, as the code computed once for the warp made it in `a`: the same in
-        // every lane, so that every group goes the way lane 0 goes.
-        let h = self.early.get(&a)?;
-        if !h.dirty.contains(g) || self.writes.get(&a)?.1.contains(g) {
-            return None;
-        }
-        let guard = *h.vals.get(g)?;
         let taken = b
             .ins()
-            .icmp_imm(if *neg { IntCC::Equal } else { IntCC::NotEqual }, guard, 0);
+            .icmp_imm(if neg { IntCC::Equal } else { IntCC::NotEqual }, guard, 0);
         let mut out = HashMap::default();
         for &r in want {
             let (x, y) = (
@@ -322,25 +358,45 @@ impl Ways<'_> {
         Some(out)
     }
 
-    /// The runs of the pass a group may go to run `x` from: those whose branch goes there,
-    /// and those it follows that do not end with a branch every lane takes.
+    /// The runs of the pass a group may go to run `x` from ([`into`]).
     fn into(&self, x: usize) -> Vec<usize> {
-        self.preds[x]
-            .iter()
-            .copied()
-            .filter(|&y| {
-                let s = &self.subs[y];
-                let always = matches!(
-                    self.code[s.end - 1],
-                    Inst {
-                        op: Op::Bra { .. },
-                        guard: None,
-                        ..
-                    }
-                );
-                s.jump == Some(x) || (s.fall == Some(x) && !always)
-            })
-            .collect()
+        into(self.code, self.subs, self.preds, x)
+    }
+
+    /// Where run `i` is reached from one run alone, whose branch on a guard the code
+    /// computed once for the warp made (`early`) goes either to `i` or to another run of
+    /// the pass: that guard's value and whether the warp reaches `i` when it is non-zero.
+    fn only_by(&self, i: usize) -> Option<(Value, bool)> {
+        let [a] = self.into(i)[..] else {
+            return None;
+        };
+        let s = &self.subs[a];
+        if s.jump == s.fall || s.jump.is_none() || s.fall.is_none() {
+            return None;
+        }
+        let (guard, neg) = self.warp_guard(a)?;
+        // (The branch is taken where the guard, negated or not, holds.)
+        Some((guard, (s.jump == Some(i)) != neg))
+    }
+
+    /// The guard of run `a`'s branch (not a loop's), as the code computed once for the warp
+    /// made it there, and whether the branch negates it: the same in every lane, so that
+    /// every group goes the way lane 0 goes.
+    fn warp_guard(&self, a: usize) -> Option<(Value, bool)> {
+        let s = &self.subs[a];
+        let Inst {
+            op: Op::Bra { .. },
+            guard: Some((g, neg)),
+            ..
+        } = &self.code[s.end - 1]
+        else {
+            return None;
+        };
+        let h = self.early.get(&a)?;
+        if s.looping || !h.dirty.contains(g) || self.writes.get(&a)?.1.contains(g) {
+            return None;
+        }
+        Some((*h.vals.get(g)?, *neg))
     }
 
     /// The warp's value of register `r` at the end of run `x`: what its code computed once
@@ -520,25 +576,82 @@ pub(super) fn build<'f>(
         // every lane chose between: the warp takes one of them, and the register is what
         // that way made (`soft_max`'s 64-bit remainders, by a divisor that may fit in 32
         // bits one way or the other, read by the address arithmetic after them).
+        let ways = Ways {
+            code,
+            subs,
+            preds: &preds,
+            early: &early,
+            writes: &writes,
+            first,
+        };
         let mut merged = HashMap::default();
         if ready && !merge.is_empty() {
-            let ways = Ways {
-                code,
-                subs,
-                preds: &preds,
-                early: &early,
-                writes: &writes,
-                first,
-            };
             match ways.chosen(&mut b, c.regs, i, &merge) {
                 Some(m) => merged = m,
                 None => ready = false,
             }
         }
         known.extend(merged.iter().map(|(&r, &v)| (r, v)));
+        // A run that calls the host's math library, and that a branch the same in every lane
+        // may send the warp around: its code computed once for the warp runs only where the
+        // warp goes through it (`soft_max`'s ALiBi slope, an `ex2` and an `lg2` of a
+        // `max_bias` that is 0 in most models, had been computed for every warp).
+        let costly = insts
+            .iter()
+            .zip(&shape.hoisted)
+            .any(|(inst, &h)| h && calls_math(inst));
+        let only_by = if ready && costly {
+            ways.only_by(i)
+        } else {
+            None
+        };
+        let around = only_by.map(|(guard, when_set)| {
+            let (through, skip) = (b.create_block(), b.create_block());
+            let cc = if when_set {
+                IntCC::NotEqual
+            } else {
+                IntCC::Equal
+            };
+            let reach = b.ins().icmp_imm(cc, guard, 0);
+            b.ins().brif(reach, through, &[], skip, &[]);
+            b.seal_block(through);
+            b.seal_block(skip);
+            b.switch_to_block(through);
+            skip
+        });
         if ready {
             let (nb, mut h) = hoist(b, n, (c.regs, zero), insts, shape, known)?;
             b = nb;
+            if let Some(skip) = around {
+                // Every value it made, through a join: its own where the warp went through
+                // it, zero where not (where the warp did not, no run after it reads them but
+                // through the way the warp took, `Ways::chosen`).
+                let join = b.create_block();
+                let mut regs: Vec<Reg> = h.vals.keys().copied().collect();
+                regs.sort_unstable();
+                let mut own = Vec::with_capacity(regs.len());
+                for r in &regs {
+                    let v = h.vals[r];
+                    b.append_block_param(join, b.func.dfg.value_type(v));
+                    own.push(BlockArg::from(v));
+                }
+                b.ins().jump(join, &own);
+                b.switch_to_block(skip);
+                let none: Vec<BlockArg> = regs
+                    .iter()
+                    .map(|r| {
+                        let ty = b.func.dfg.value_type(h.vals[r]);
+                        BlockArg::from(zero_of(&mut b, ty))
+                    })
+                    .collect();
+                b.ins().jump(join, &none);
+                b.seal_block(join);
+                b.switch_to_block(join);
+                let params = b.block_params(join).to_vec();
+                for (r, p) in regs.into_iter().zip(params) {
+                    h.vals.insert(r, p);
+                }
+            }
             // What the join made, for the runs after it (those this run does not write).
             let own = writes.get(&i).map(|w| &w.0);
             merged.retain(|r, _| !own.is_some_and(|w| w.contains(r)));
@@ -546,6 +659,8 @@ pub(super) fn build<'f>(
             early.insert(i, h);
         } else {
             merged.clear();
+            // (Never made: `around` needs `ready`.)
+            debug_assert!(around.is_none());
         }
         for (inst, &h) in insts.iter().zip(&shape.hoisted) {
             inst.clone().visit_regs(|r, def| {
