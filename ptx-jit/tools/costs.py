@@ -21,6 +21,14 @@ compiling cost in each.)
       --dump-after='vgpu_ptx::exec::run' --callgrind-out-file=/tmp/cg.out \\
       target/release/examples/launch; grep -h summary /tmp/cg.out.3
 
+Timed rather than counted: `perf record -e cpu-clock` (a clock, where the host has no
+hardware counters) of the same run with `JIT_DUMP` and the `trace` log, its samples' addresses
+given in place of callgrind's file, one `0xADDRESS COUNT` a line, and `--samples` to print
+them as counts:
+
+    perf script -i perf.data -F ip | awk '{c[$1]++} END {for (a in c) printf "0x%s %d\\n", a, c[a]}' > /tmp/samples
+    ptx-jit/tools/costs.py /tmp/samples /tmp/jit.log --samples
+
 `--region` lists that region's PTX lines in order (with `--per N`, also the count per N:
 the number of groups of four lanes a launch runs, warps times eight); `--code DIR` prints
 the region's machine code (from `JIT_DUMP`'s DIR, by `objdump`) with each instruction's
@@ -94,7 +102,10 @@ def main():
     ap.add_argument("--region", help="a region's address: its lines in order")
     ap.add_argument("--per", type=float, help="also give each line's count per this many")
     ap.add_argument("--code", help="JIT_DUMP's directory: the region's machine code")
+    ap.add_argument("--samples", action="store_true",
+                    help="the counts are samples (of perf), printed as they are, not in millions")
     a = ap.parse_args()
+    scale, unit = (1, "") if a.samples else (1e6, " M")
     cost = counts(a.callgrind)
     regs, lines = regions(a.log)
 
@@ -108,11 +119,11 @@ def main():
             c = between(s, e)
             by_line[n] += c
             own += c
-        print(f"{kind:6} {runs:55} {between(base, base + size) / 1e6:8.3f} M"
-              f"  of which a PTX line's {own / 1e6:8.3f} M  at {base:#x}")
+        print(f"{kind:6} {runs:55} {between(base, base + size) / scale:8.3f}{unit}"
+              f"  of which a PTX line's {own / scale:8.3f}{unit}  at {base:#x}")
     if not a.region:
         for n, c in by_line.most_common(a.top):
-            print(f"  line {n}: {c / 1e6:.3f} M")
+            print(f"  line {n}: {c / scale:.3f}{unit}")
         return
     base = int(a.region, 16)
     mine = collections.Counter()
@@ -120,7 +131,7 @@ def main():
         mine[n] += between(s, e)
     for n in sorted(mine):
         per = f"  {mine[n] / a.per:7.1f} each" if a.per else ""
-        print(f"  line {n}: {mine[n] / 1e6:.3f} M{per}")
+        print(f"  line {n}: {mine[n] / scale:.3f}{unit}{per}")
     if a.code:
         owned = {}
         for s, e, n in lines.get(base, []):
