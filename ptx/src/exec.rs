@@ -2179,7 +2179,14 @@ mod tests {
     /// division, for blocks of one, two and three dimensions that warps cross rows of.
     #[test]
     fn thread_ids_are_those_of_each_threads_number() {
-        for block in [[1024, 1, 1], [32, 4, 1], [5, 3, 7], [7, 1, 9], [1, 1, 64], [3, 11, 2]] {
+        for block in [
+            [1024, 1, 1],
+            [32, 4, 1],
+            [5, 3, 7],
+            [7, 1, 9],
+            [1, 1, 64],
+            [3, 11, 2],
+        ] {
             let n: u32 = block.iter().product();
             for first in (0..n).step_by(LANES) {
                 let tid = thread_ids(block, first);
