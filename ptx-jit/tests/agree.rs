@@ -660,6 +660,25 @@ fn plus_100_and_lane_stored(x: Reg, [y, lane, z, at]: [Reg; 4]) -> Vec<Inst> {
     ]
 }
 
+/// Runs `k` (ending as [`plus_100_and_lane_stored`] makes it) on one warp with `params`,
+/// compiled by `native` if given, and checks that each lane stored `way` plus 100 plus its
+/// lane.
+fn lanes_hold_plus_100(
+    k: &Kernel,
+    params: &[u8],
+    native: Option<&dyn vgpu_ptx::exec::Native>,
+    way: u64,
+    what: &str,
+) {
+    let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
+    run(k, &launch((1, [32, 1, 1], 1), params, &mem, native)).expect("runs");
+    let out = mem.get(BASE, 256).expect("inside");
+    for (i, v) in out.chunks(8).enumerate() {
+        let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
+        assert_eq!(v, way + 100 + i as u64, "{what}, lane {i}");
+    }
+}
+
 /// A load of one `ty` parameter at byte `offset` into register `d`.
 fn ld_param(ty: Ty, d: Reg, offset: i64) -> Op {
     ld_one(MemSpace::Param, ty, d, offset)
@@ -2144,14 +2163,8 @@ fn a_value_computed_once_after_a_join_is_the_way_the_warp_took() {
     let k = small_kernel("chosen", 8, 7, code);
     let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     for (param, way) in [(0u64, 5u64), (3, 9)] {
-        let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
-        let params = param.to_le_bytes();
-        run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, Some(&jit))).expect("runs");
-        let out = mem.get(BASE, 256).expect("inside");
-        for (i, v) in out.chunks(8).enumerate() {
-            let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
-            assert_eq!(v, way + 100 + i as u64, "parameter {param}, lane {i}");
-        }
+        let what = format!("parameter {param}");
+        lanes_hold_plus_100(&k, &param.to_le_bytes(), Some(&jit), way, &what);
     }
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
 }
@@ -2184,16 +2197,11 @@ fn a_way_around_costly_code_computed_once_gives_the_way_the_warp_took() {
     let k = small_kernel("around", 12, 8, code);
     let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
     for (first, way) in [(0u64, u64::from(8f32.to_bits())), (3, 9)] {
-        let mem = DirectMemory::zeroed(BASE, 256).expect("aligned memory");
         let mut params = first.to_le_bytes().to_vec();
         params.extend(3f32.to_bits().to_le_bytes());
         for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
-            run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, native)).expect("runs");
-            let out = mem.get(BASE, 256).expect("inside");
-            for (i, v) in out.chunks(8).enumerate() {
-                let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
-                assert_eq!(v, way + 100 + i as u64, "parameter {first}, lane {i}");
-            }
+            let what = format!("parameter {first}, compiled: {}", native.is_some());
+            lanes_hold_plus_100(&k, &params, native, way, &what);
         }
     }
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");

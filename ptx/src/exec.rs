@@ -478,7 +478,10 @@ pub fn run(k: &Kernel, l: &Launch<'_>) -> Result<(), Fault> {
 /// the host time it spent on them (its helpers' share and any wait for them left out).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Own {
+    /// Blocks the launching thread ran.
     pub blocks: u64,
+    /// From its start on the launch to its last block's end (its block state made and
+    /// given back included).
     pub time: std::time::Duration,
 }
 
