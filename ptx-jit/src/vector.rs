@@ -2625,53 +2625,50 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// Four f32 `ex2` (`x`, an `f32x4`), as `vgpu_ptx::ex2_f32` computes each: the same
-    /// f64 operations in the same order, two lanes to an `f64x2`.
+    /// f32 operations in the same order.
     fn ex2(&mut self, x: Value) -> Value {
         let little = MemFlags::new().with_endianness(Endianness::Little);
-        let f64s = |v: &mut Self, c: f64| {
-            let c = v.b.ins().f64const(c);
-            v.b.ins().splat(F64X2, c)
+        let f32s = |v: &mut Self, c: f32| {
+            let c = v.b.ins().f32const(c);
+            v.b.ins().splat(F32X4, c)
         };
         let (low, high) = (
-            f64s(self, vgpu_ptx::EX2_RANGE.0),
-            f64s(self, vgpu_ptx::EX2_RANGE.1),
+            f32s(self, vgpu_ptx::EX2_RANGE.0),
+            f32s(self, vgpu_ptx::EX2_RANGE.1),
         );
-        // n + 1.5 * 2^52 holds the integer n in its low bits; less the bits of 1.5 * 2^52,
-        // plus the bias 1023, shifted to the exponent: 2^n.
-        let magic = f64s(self, 6_755_399_441_055_744.0);
-        let bias = self.splat_of(I64X2, 0x4338_0000_0000_0000 - 1023);
-        // Lanes 2 and 3 moved to 0 and 1.
-        let bytes = self.b.ins().bitcast(I8X16, little, x);
-        let upper = self.shuffle(bytes, bytes, (8..16).chain(8..16));
-        let upper = self.b.ins().bitcast(F32X4, little, upper);
-        let mut halves = Vec::with_capacity(2);
-        for v in [x, upper] {
-            let v = self.b.ins().fvpromote_low(v);
-            // As `f64::clamp` (a NaN lane's result is replaced below).
-            let below = self.b.ins().fcmp(FloatCC::LessThan, v, low);
-            let below = self.b.ins().bitcast(F64X2, little, below);
-            let v = self.b.ins().bitselect(below, low, v);
-            let above = self.b.ins().fcmp(FloatCC::GreaterThan, v, high);
-            let above = self.b.ins().bitcast(F64X2, little, above);
-            let v = self.b.ins().bitselect(above, high, v);
-            let n = self.b.ins().nearest(v);
-            let f = self.b.ins().fsub(v, n);
-            let (&last, lower) = vgpu_ptx::EX2_POLY.split_last().expect("coefficients");
-            let mut p = f64s(self, last);
-            for &c in lower.iter().rev() {
-                let c = f64s(self, c);
-                p = self.b.ins().fma(p, f, c);
-            }
-            let t = self.b.ins().fadd(n, magic);
-            let e = self.b.ins().bitcast(I64X2, little, t);
-            let e = self.b.ins().isub(e, bias);
-            let e = self.b.ins().ishl_imm(e, 52);
-            let scale = self.b.ins().bitcast(F64X2, little, e);
-            let r = self.b.ins().fmul(p, scale);
-            let r = self.b.ins().fvdemote(r);
-            halves.push(self.b.ins().bitcast(I8X16, little, r));
+        // As `f32::clamp` (a NaN lane's result is replaced below).
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, low);
+        let below = self.b.ins().bitcast(F32X4, little, below);
+        let v = self.b.ins().bitselect(below, low, x);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, v, high);
+        let above = self.b.ins().bitcast(F32X4, little, above);
+        let v = self.b.ins().bitselect(above, high, v);
+        let n = self.b.ins().nearest(v);
+        let f = self.b.ins().fsub(v, n);
+        let (&last, lower) = vgpu_ptx::EX2_POLY.split_last().expect("coefficients");
+        let mut p = f32s(self, last);
+        for &c in lower.iter().rev() {
+            let c = f32s(self, c);
+            p = self.b.ins().fma(p, f, c);
         }
-        let r = self.shuffle(halves[0], halves[1], (0..8).chain(16..24));
+        // n + 1.5 * 2^23 holds the integer n in its low bits: less the bits of 1.5 * 2^23,
+        // n itself.
+        let magic = f32s(self, 12_582_912.0);
+        let t = self.b.ins().fadd(n, magic);
+        let t = self.b.ins().bitcast(I32X4, little, t);
+        let magic_bits = self.splat_of(I32X4, 0x4B40_0000);
+        let n = self.b.ins().isub(t, magic_bits);
+        // 2^h and 2^(n - h), h = n >> 1: each exponent plus the bias, shifted in place.
+        let h = self.b.ins().sshr_imm(n, 1);
+        let rest = self.b.ins().isub(n, h);
+        let bias = self.splat_of(I32X4, 127);
+        let mut r = p;
+        for k in [h, rest] {
+            let e = self.b.ins().iadd(k, bias);
+            let e = self.b.ins().ishl_imm(e, 23);
+            let scale = self.b.ins().bitcast(F32X4, little, e);
+            r = self.b.ins().fmul(r, scale);
+        }
         let r = self.b.ins().bitcast(I32X4, little, r);
         // A NaN gives itself, quieted.
         let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);

@@ -2207,6 +2207,83 @@ fn a_way_around_costly_code_computed_once_gives_the_way_the_warp_took() {
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
 }
 
+/// f32 `ex2`, compiled lane by lane and in vector form, gives the interpreter's bits
+/// (`vgpu_ptx::ex2_f32`): over the f32 from -160 to 140 a step of 2^-6 apart (past both
+/// ends of the range it clamps to, through the subnormal results), the infinities, the
+/// zeros, subnormals and NaNs with payloads; `.ftz` and not. Each lane takes four values,
+/// 128 a launch.
+#[test]
+fn ex2_compiled_gives_the_interpreters_bits() {
+    let specials = [
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::from_bits(1),
+        f32::from_bits(0x8000_0001),
+        f32::from_bits(0x7F80_0001),
+        f32::from_bits(0xFFC0_1234),
+        -149.5,
+        127.999_99,
+    ];
+    let steps = (-160 * 64..140 * 64).map(|i| i as f32 / 64.0);
+    let values: Vec<f32> = specials.into_iter().chain(steps).collect();
+    let (lane, at) = (0, 1);
+    let r = Src::Reg;
+    for ftz in [false, true] {
+        let mut code = vec![
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(bin(BinOp::Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        ];
+        for k in 0..4u32 {
+            code.push(inst_of(load_at(Ty::U64, 2 + k, at, 256 * u64::from(k))));
+        }
+        for k in 0..4u32 {
+            code.push(inst_of(Op::Un {
+                op: UnOp::Ex2,
+                ty: Ty::F32,
+                d: 6 + k,
+                a: r(2 + k),
+                ftz,
+            }));
+        }
+        for k in 0..4u32 {
+            code.push(inst_of(store_u64_at(
+                at,
+                r(6 + k),
+                1024 + 256 * u64::from(k),
+            )));
+        }
+        code.push(inst_of(Op::Exit));
+        let k = small_kernel("ex2", 0, 10, code);
+        let jits = [
+            (vgpu_ptx_jit::Jit::new(&k), "lane by lane"),
+            (vgpu_ptx_jit::Jit::eager(&k), "in vector form"),
+        ]
+        .map(|(jit, how)| (jit.expect("a code generator for this host"), how));
+        for chunk in values.chunks(128) {
+            let mut input = vec![0u8; 1024];
+            for (i, x) in chunk.iter().enumerate() {
+                input[8 * i..8 * i + 4].copy_from_slice(&x.to_bits().to_le_bytes());
+            }
+            let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
+            for (i, x) in chunk.iter().enumerate() {
+                let y = u32::from_le_bytes(want[1024 + 8 * i..1028 + 8 * i].try_into().unwrap());
+                let mut e = vgpu_ptx::ex2_f32(if ftz && x.is_subnormal() { 0.0 } else { *x });
+                if ftz && e.is_subnormal() {
+                    e = 0.0;
+                }
+                assert_eq!(y, e.to_bits(), "interpreted ex2 {x}, ftz {ftz}");
+            }
+            for (jit, how) in &jits {
+                let got = outcome(&k, &input, &[], Some(jit)).expect("no fault compiled");
+                assert_eq!(want, got, "compiled {how}, ftz {ftz}, from {}", chunk[0]);
+            }
+        }
+        assert!(jits[1].0.vector_stretches() >= 1, "ex2 has a vector form");
+    }
+}
+
 /// Signed 64-bit division and remainder, compiled lane by lane and in vector form, give
 /// the interpreter's results at their edges: the least value by -1 wraps (to itself,
 /// remainder 0), dividing by zero gives all ones (remainder: the dividend), and the
