@@ -438,6 +438,11 @@ struct Vector<'a, 'f> {
     normal_in: &'a HashSet<Reg>,
     /// Quads (by their `lo`) whose f32 halves hold no subnormal.
     flushed: HashSet<Value>,
+    /// Of quads (by their `lo`) that f32 arithmetic made: its four f32 bits before their
+    /// NaNs were made the canonical NaN ([`Vector::f32_out`]), for the operations whose
+    /// result does not depend on which NaN an operand is ([`Vector::src_f32_any`]). Where
+    /// no other instruction reads the quad, the code generator drops the canonical form.
+    raw: HashMap<Value, Value>,
     /// Of `i32x4` values (a quad's `low32`) made of f16: the f32 bits of the f16 at bit 0
     /// and at bit 16 where the stretch has them already (the f16 arithmetic's and
     /// conversion's own results, before rounding to f16 bits), so that the next f16
@@ -575,6 +580,7 @@ pub(crate) struct Carried {
     vals: HashMap<Reg, Quad>,
     scalars: HashMap<Reg, Value>,
     flushed: HashSet<Value>,
+    raw: HashMap<Value, Value>,
     halves: HashMap<Value, [Option<Value>; 2]>,
     dirty: BTreeSet<Reg>,
 }
@@ -778,6 +784,7 @@ pub(crate) fn group_stretch(
         }
     }
     v.flushed = std::mem::take(&mut carried.flushed);
+    v.raw = std::mem::take(&mut carried.raw);
     v.halves = std::mem::take(&mut carried.halves);
     v.dirty.append(&mut carried.dirty);
     let bits = if looping {
@@ -816,6 +823,7 @@ pub(crate) fn group_stretch(
         .retain(|r, _| v.dirty.contains(r) && !scalars.contains_key(r));
     carried.scalars = scalars;
     carried.flushed = std::mem::take(&mut v.flushed);
+    carried.raw = std::mem::take(&mut v.raw);
     carried.halves = std::mem::take(&mut v.halves);
     carried.dirty = std::mem::take(&mut v.dirty);
     (bits, v.sites)
@@ -1063,33 +1071,19 @@ pub(crate) fn chain(
             };
             let lo = pick(&mut v, lanes[0], lanes[1]);
             let hi = pick(&mut v, lanes[2], lanes[3]);
-            // The low halves, when the sources' are at hand in at most two vectors.
-            let low: Vec<(Value, usize)> = lanes
+            // The low halves, when the sources' are at hand in at most two vectors; and so
+            // the f32 bits before NaNs were made canonical ([`Vector::raw`]).
+            let low: Option<Vec<(Value, usize)>> = lanes
                 .iter()
-                .filter_map(|&l| from[l / 4].low32.map(|x| (x, l % 4)))
+                .map(|&l| from[l / 4].low32.map(|x| (x, l % 4)))
                 .collect();
-            let mut low32 = None;
-            if low.len() == 4 {
-                let mut vs: Vec<Value> = low.iter().map(|x| x.0).collect();
-                vs.dedup();
-                vs.sort_by_key(|x| x.as_u32());
-                vs.dedup();
-                if vs.len() <= 2 {
-                    let little = MemFlags::new().with_endianness(Endianness::Little);
-                    let x = v.b.ins().bitcast(I8X16, little, vs[0]);
-                    let y =
-                        v.b.ins()
-                            .bitcast(I8X16, little, *vs.last().unwrap_or(&vs[0]));
-                    let bytes: Vec<u8> = low
-                        .iter()
-                        .flat_map(|&(val, k)| {
-                            let base = if val == vs[0] { 4 * k } else { 16 + 4 * k };
-                            (base..base + 4).map(|b| b as u8)
-                        })
-                        .collect();
-                    let r = v.shuffle(x, y, bytes.into_iter());
-                    low32 = Some(v.b.ins().bitcast(I32X4, little, r));
-                }
+            let low32 = low.and_then(|low| v.lanes32(&low));
+            let raw: Option<Vec<(Value, usize)>> = lanes
+                .iter()
+                .map(|&l| v.raw.get(&from[l / 4].lo).map(|&x| (x, l % 4)))
+                .collect();
+            if let Some(raw) = raw.and_then(|raw| v.lanes32(&raw)) {
+                v.raw.insert(lo, raw);
             }
             // Lanes taken from values with no f32 subnormal hold none either.
             if lanes.iter().all(|&l| v.flushed.contains(&from[l / 4].lo)) {
@@ -1146,6 +1140,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             uniform: env.uniform,
             normal_in: env.normal_in,
             flushed: HashSet::default(),
+            raw: HashMap::default(),
             halves: HashMap::default(),
             masks: HashMap::default(),
             warp_wide: HashSet::default(),
@@ -1163,6 +1158,32 @@ impl<'a, 'f> Vector<'a, 'f> {
 
     /// Makes `g` the group being built (its values and writes in, the last group's out):
     /// called again with the same `g`, puts things back.
+    /// An `i32x4` of the four lanes `lanes` (each an `i32x4` and the lane of it to take),
+    /// when they come from at most two vectors.
+    fn lanes32(&mut self, lanes: &[(Value, usize)]) -> Option<Value> {
+        let mut vs: Vec<Value> = lanes.iter().map(|x| x.0).collect();
+        vs.sort_by_key(|x| x.as_u32());
+        vs.dedup();
+        if vs.len() > 2 {
+            return None;
+        }
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let x = self.b.ins().bitcast(I8X16, little, vs[0]);
+        let y = self
+            .b
+            .ins()
+            .bitcast(I8X16, little, *vs.last().unwrap_or(&vs[0]));
+        let bytes: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&(val, k)| {
+                let base = if val == vs[0] { 4 * k } else { 16 + 4 * k };
+                (base..base + 4).map(|b| b as u8)
+            })
+            .collect();
+        let r = self.shuffle(x, y, bytes.into_iter());
+        Some(self.b.ins().bitcast(I32X4, little, r))
+    }
+
     fn swap(&mut self, g: &mut Group) {
         std::mem::swap(&mut self.group, &mut g.group);
         std::mem::swap(&mut self.at, &mut g.at);
@@ -1397,6 +1418,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         // registers in the loop (`codegen::uniform`), even those the loop writes later.
         self.vals.retain(|r, _| !self.uniform.contains_key(r));
         self.flushed.clear();
+        self.raw.clear();
         self.active = Some((alo, ahi));
         for (i, inst) in body.iter().enumerate() {
             self.index = i;
@@ -1452,6 +1474,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             .collect();
         self.vals.extend(kept);
         self.flushed.clear();
+        self.raw.clear();
         let lo = self.b.ins().vhigh_bits(I32, params[n]);
         let hi = self.b.ins().vhigh_bits(I32, params[n + 1]);
         let hi = self.b.ins().ishl_imm(hi, 2);
@@ -1661,6 +1684,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         if ftz {
             bits = self.flush(bits);
         }
+        let raw = bits;
         let canonical = self.b.ins().iconst(I32, i64::from(CANONICAL_NAN_F32));
         let canonical = self.b.ins().splat(I32X4, canonical);
         let bits = self.b.ins().bitselect(nan, canonical, bits);
@@ -1668,7 +1692,26 @@ impl<'a, 'f> Vector<'a, 'f> {
         if ftz {
             self.flushed.insert(q.lo);
         }
+        self.raw.insert(q.lo, raw);
         q
+    }
+
+    /// The four low halves of operand `s` for an operation whose result is the same
+    /// whichever NaN an operand is (f32 add, sub, mul, div, `fma`, `min`, `max`, whose NaN
+    /// results are made canonical, comparisons and conversions to integers): where f32
+    /// arithmetic of the stretch made it, its bits before their NaNs were made canonical,
+    /// so that the canonical form need not be made where nothing else reads it.
+    fn src_f32_any(&mut self, s: &Src, ftz: bool) -> Value {
+        let q = self.src(s);
+        let Some(&raw) = self.raw.get(&q.lo) else {
+            return self.src_f32(s, ftz);
+        };
+        let mut x = raw;
+        if ftz && !self.flushed.contains(&q.lo) {
+            x = self.flush(x);
+        }
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        self.b.ins().bitcast(F32X4, little, x)
     }
 
     /// `max` (or `min`) of four pairs of f32 as the scalar code's: a NaN gives the other
@@ -2766,7 +2809,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         b: &Src,
     ) -> (Value, Value, Option<Value>) {
         if ty == Ty::F32 {
-            let (x, y) = (self.src_f32(a, ftz), self.src_f32(b, ftz));
+            let (x, y) = (self.src_f32_any(a, ftz), self.src_f32_any(b, ftz));
             let m = self.b.ins().fcmp(crate::codegen::float_cc(cmp), x, y);
             return (
                 self.b.ins().swiden_low(m),
@@ -2881,7 +2924,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 ..
             } => {
                 let q = if *ty == Ty::F32 {
-                    let (x, y) = (self.src_f32(a, *ftz), self.src_f32(b, *ftz));
+                    let (x, y) = (self.src_f32_any(a, *ftz), self.src_f32_any(b, *ftz));
                     let (r, operand) = match bop {
                         Add => (self.b.ins().fadd(x, y), false),
                         Sub => (self.b.ins().fsub(x, y), false),
@@ -3199,7 +3242,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 ..
             } => {
                 // As the interpreter's: rounded to an integer, then saturated (NaN gives 0).
-                let x = self.src_f32(a, *ftz);
+                let x = self.src_f32_any(a, *ftz);
                 let r = self.round(*round, x);
                 let v = if dty.signed() {
                     self.b.ins().fcvt_to_sint_sat(I32X4, r)
@@ -3288,9 +3331,9 @@ impl<'a, 'f> Vector<'a, 'f> {
             Op::Mad {
                 d, a, b, c, ftz, ..
             } => {
-                let x = self.src_f32(a, *ftz);
-                let y = self.src_f32(b, *ftz);
-                let z = self.src_f32(c, *ftz);
+                let x = self.src_f32_any(a, *ftz);
+                let y = self.src_f32_any(b, *ftz);
+                let z = self.src_f32_any(c, *ftz);
                 let r = self.b.ins().fma(x, y, z);
                 let q = self.f32_out(r, *ftz);
                 self.set(*d, q);

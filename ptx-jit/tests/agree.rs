@@ -2207,6 +2207,151 @@ fn a_way_around_costly_code_computed_once_gives_the_way_the_warp_took() {
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
 }
 
+/// The NaNs f32 arithmetic makes (here `x - x` of infinities and NaNs with payloads),
+/// which vector code makes canonical only where an instruction reads their bits, come out
+/// as the interpreter's wherever read: stored, moved, shuffled (within a group of four
+/// lanes and across groups, then added), and read by the operations whose result keeps an operand's
+/// NaN (`sqrt`, `rcp`, `ex2`, `neg`, `abs`, `cvt.rni`), as well as by those that do not
+/// (`add`, `fma`, `max`, `setp` and `selp`, `cvt.rni.s32`).
+#[test]
+fn nans_of_f32_arithmetic_read_by_any_instruction_are_the_interpreters() {
+    use BinOp::*;
+    let bits: [u32; 8] = [
+        f32::INFINITY.to_bits(),
+        f32::NEG_INFINITY.to_bits(),
+        0x7F80_0001,
+        0xFFC0_1234,
+        1.5f32.to_bits(),
+        0x8000_0000,
+        0x0000_0003,
+        0x7FC0_0000,
+    ];
+    let mut input = vec![0u8; 256];
+    for lane in 0..32 {
+        input[8 * lane..8 * lane + 4]
+            .copy_from_slice(&bits[(lane * 3 + lane / 8) % 8].to_le_bytes());
+    }
+    let (lane, at, x, a, y, t, p) = (0, 1, 2, 3, 4, 5, 6);
+    let r = Src::Reg;
+    let f32bin = |op, d, a, b| Op::Bin {
+        op,
+        ty: Ty::F32,
+        d,
+        a,
+        b,
+        ftz: true,
+        sat: false,
+        round: Round::Default,
+        nan: false,
+    };
+    let un = |op| {
+        vec![inst_of(Op::Un {
+            op,
+            ty: Ty::F32,
+            d: y,
+            a: r(a),
+            ftz: true,
+        })]
+    };
+    let cvt = |dty| Op::Cvt {
+        dty,
+        sty: Ty::F32,
+        d: y,
+        a: r(a),
+        round: Round::Nearest,
+        ftz: true,
+        sat: false,
+    };
+    let one = Src::Imm(u64::from(1f32.to_bits()));
+    let readers: Vec<(&str, Vec<Inst>)> = vec![
+        ("a store", vec![inst_of(mov(y, r(a)))]),
+        ("sqrt", un(UnOp::Sqrt)),
+        ("rcp", un(UnOp::Rcp)),
+        ("ex2", un(UnOp::Ex2)),
+        ("neg", un(UnOp::Neg)),
+        ("abs", un(UnOp::Abs)),
+        ("cvt.rni.f32", vec![inst_of(cvt(Ty::F32))]),
+        ("cvt.rni.s32", vec![inst_of(cvt(Ty::S32))]),
+        ("add", vec![inst_of(f32bin(Add, y, r(a), one))]),
+        (
+            "fma",
+            vec![inst_of(Op::Mad {
+                ty: Ty::F32,
+                mode: 0,
+                d: y,
+                a: r(a),
+                b: one,
+                c: r(x),
+                ftz: true,
+                sat: false,
+                round: Round::Default,
+            })],
+        ),
+        ("max", vec![inst_of(f32bin(Max, y, r(a), r(x)))]),
+        (
+            "setp and selp",
+            vec![
+                inst_of(Op::Setp {
+                    cmp: Cmp::Nan,
+                    ty: Ty::F32,
+                    d: p,
+                    d2: None,
+                    a: r(a),
+                    b: r(a),
+                    combine: None,
+                    ftz: true,
+                }),
+                inst_of(Op::Selp {
+                    d: y,
+                    a: r(a),
+                    b: r(x),
+                    p: r(p),
+                }),
+            ],
+        ),
+        (
+            "shuffles",
+            vec![
+                shfl(t, a, ShflMode::Bfly, 1),
+                shfl(y, t, ShflMode::Bfly, 16),
+            ],
+        ),
+        (
+            "shuffles and add",
+            vec![
+                shfl(t, a, ShflMode::Bfly, 1),
+                inst_of(f32bin(Add, y, r(t), r(x))),
+            ],
+        ),
+        (
+            "shuffles and sqrt",
+            vec![
+                shfl(t, a, ShflMode::Bfly, 2),
+                inst_of(Op::Un {
+                    op: UnOp::Sqrt,
+                    ty: Ty::F32,
+                    d: y,
+                    a: r(t),
+                    ftz: true,
+                }),
+            ],
+        ),
+    ];
+    for (what, read) in readers {
+        let mut code = vec![
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+            inst_of(load_at(Ty::U64, x, at, 0)),
+            inst_of(f32bin(Sub, a, r(x), r(x))),
+        ];
+        code.extend(read);
+        code.push(inst_of(store_u64_at(at, r(y), 256)));
+        code.push(inst_of(Op::Exit));
+        let k = small_kernel("nans", 0, 7, code);
+        agrees_in_vector_form(&k, &input, 1, what);
+    }
+}
+
 /// f32 `ex2`, compiled lane by lane and in vector form, gives the interpreter's bits
 /// (`vgpu_ptx::ex2_f32`): over the f32 from -160 to 140 a step of 2^-6 apart (past both
 /// ends of the range it clamps to, through the subnormal results), the infinities, the
