@@ -2679,13 +2679,15 @@ impl<'a, 'f> Vector<'a, 'f> {
             f32s(self, vgpu_ptx::EX2_RANGE.0),
             f32s(self, vgpu_ptx::EX2_RANGE.1),
         );
-        // As `f32::clamp` (a NaN lane's result is replaced below).
+        // As `f32::clamp` (a NaN lane's result is replaced below), in the forms the code
+        // generator makes one `maxps` and one `minps` of: `x < low ? low : x`, then
+        // `v < high ? v : high`.
         let below = self.b.ins().fcmp(FloatCC::LessThan, x, low);
         let below = self.b.ins().bitcast(F32X4, little, below);
         let v = self.b.ins().bitselect(below, low, x);
-        let above = self.b.ins().fcmp(FloatCC::GreaterThan, v, high);
-        let above = self.b.ins().bitcast(F32X4, little, above);
-        let v = self.b.ins().bitselect(above, high, v);
+        let within = self.b.ins().fcmp(FloatCC::LessThan, v, high);
+        let within = self.b.ins().bitcast(F32X4, little, within);
+        let v = self.b.ins().bitselect(within, v, high);
         let n = self.b.ins().nearest(v);
         let f = self.b.ins().fsub(v, n);
         let (&last, lower) = vgpu_ptx::EX2_POLY.split_last().expect("coefficients");
