@@ -2577,10 +2577,12 @@ impl<'a, 'f> Vector<'a, 'f> {
         let quiet = self.splat_of(I32X4, 0x0040_0000);
         let infnan = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, mag, inf);
         let nan = self.b.ins().icmp(IntCC::SignedGreaterThan, mag, inf);
-        let special = self.b.ins().bor(moved, exp);
+        // An infinity's or NaN's product has the f16's significand and an exponent below
+        // the top: all its exponent bits set, it is the infinity or the NaN (quieted).
+        let exp = self.b.ins().band(infnan, exp);
         let quiet = self.b.ins().band(nan, quiet);
-        let special = self.b.ins().bor(special, quiet);
-        let r = self.b.ins().bitselect(infnan, special, scaled);
+        let r = self.b.ins().bor(scaled, exp);
+        let r = self.b.ins().bor(r, quiet);
         self.b.ins().bor(r, sign)
     }
 
