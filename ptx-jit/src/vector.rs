@@ -1696,9 +1696,17 @@ impl<'a, 'f> Vector<'a, 'f> {
         q
     }
 
+    /// Whether operand `s` has bits whose NaNs are not yet canonical ([`Self::src_f32_any`]
+    /// reads those).
+    fn is_raw(&mut self, s: &Src) -> bool {
+        let q = self.src(s);
+        self.raw.contains_key(&q.lo)
+    }
+
     /// The four low halves of operand `s` for an operation whose result is the same
     /// whichever NaN an operand is (f32 add, sub, mul, div, `fma`, `min`, `max`, whose NaN
-    /// results are made canonical, comparisons and conversions to integers): where f32
+    /// results are made canonical, comparisons, conversions to integers, and `ex2` told
+    /// so): where f32
     /// arithmetic of the stretch made it, its bits before their NaNs were made canonical,
     /// so that the canonical form need not be made where nothing else reads it.
     fn src_f32_any(&mut self, s: &Src, ftz: bool) -> Value {
@@ -2671,7 +2679,7 @@ impl<'a, 'f> Vector<'a, 'f> {
 
     /// Four f32 `ex2` (`x`, an `f32x4`), as `vgpu_ptx::ex2_f32` computes each: the same
     /// f32 operations in the same order.
-    fn ex2(&mut self, x: Value) -> Value {
+    fn ex2(&mut self, x: Value, raw: bool) -> Value {
         let little = MemFlags::new().with_endianness(Endianness::Little);
         let f32s = |v: &mut Self, c: f32| {
             let c = v.b.ins().f32const(c);
@@ -2717,11 +2725,16 @@ impl<'a, 'f> Vector<'a, 'f> {
             r = self.b.ins().fmul(r, scale);
         }
         let r = self.b.ins().bitcast(I32X4, little, r);
-        // A NaN gives itself, quieted.
+        // A NaN gives itself, quieted; one whose bits are not yet canonical (`raw`), the
+        // canonical NaN, which gives itself.
         let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
-        let bits = self.b.ins().bitcast(I32X4, little, x);
-        let quiet = self.splat_of(I32X4, 0x0040_0000);
-        let quiet = self.b.ins().bor(bits, quiet);
+        let quiet = if raw {
+            self.splat_of(I32X4, i64::from(CANONICAL_NAN_F32))
+        } else {
+            let bits = self.b.ins().bitcast(I32X4, little, x);
+            let quiet = self.splat_of(I32X4, 0x0040_0000);
+            self.b.ins().bor(bits, quiet)
+        };
         let r = self.b.ins().bitselect(nan, quiet, r);
         self.b.ins().bitcast(F32X4, little, r)
     }
@@ -3268,8 +3281,16 @@ impl<'a, 'f> Vector<'a, 'f> {
                 // As the scalar code's: correctly rounded (`rsqrt` computed in f64 and
                 // rounded once), a NaN keeping its payload; `ex2` inline, by the operations
                 // of `vgpu_ptx::ex2_f32`; the other transcendental functions lane by lane,
-                // by the same host math function on the value in f64.
-                let x = self.src_f32(a, *ftz);
+                // by the same host math function on the value in f64. (`ex2` takes the
+                // operand's bits before their NaNs were made canonical, where the stretch
+                // has them, and gives those NaNs' lanes the canonical NaN: the result of
+                // the canonical NaN's `ex2`.)
+                let x = if *un == UnOp::Ex2 {
+                    self.src_f32_any(a, *ftz)
+                } else {
+                    self.src_f32(a, *ftz)
+                };
+                let raw = *un == UnOp::Ex2 && self.is_raw(a);
                 let r = match un {
                     UnOp::Rcp => {
                         let one = self.b.ins().f32const(1.0);
@@ -3278,7 +3299,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     }
                     UnOp::Sqrt => self.b.ins().sqrt(x),
                     UnOp::Rsqrt => self.rsqrt(x),
-                    UnOp::Ex2 => self.ex2(x),
+                    UnOp::Ex2 => self.ex2(x, raw),
                     un => {
                         let f = crate::codegen::math_function(*un);
                         let f = self.b.ins().iconst(self.call.ptr, f as usize as i64);
