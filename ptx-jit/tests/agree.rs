@@ -2212,7 +2212,7 @@ fn a_way_around_costly_code_computed_once_gives_the_way_the_warp_took() {
 /// as the interpreter's wherever read: stored, moved, shuffled (within a group of four
 /// lanes and across groups, then added), and read by the operations whose result keeps an operand's
 /// NaN (`sqrt`, `rcp`, `ex2`, `neg`, `abs`, `cvt.rni`), as well as by those that do not
-/// (`add`, `fma`, `max`, `setp` and `selp`, `cvt.rni.s32`).
+/// (`add`, `fma`, `max` and `min`, `setp` and `selp`, `cvt.rni.s32`).
 #[test]
 fn nans_of_f32_arithmetic_read_by_any_instruction_are_the_interpreters() {
     use BinOp::*;
@@ -2288,6 +2288,8 @@ fn nans_of_f32_arithmetic_read_by_any_instruction_are_the_interpreters() {
             })],
         ),
         ("max", vec![inst_of(f32bin(Max, y, r(a), r(x)))]),
+        ("min", vec![inst_of(f32bin(Min, y, r(x), r(a)))]),
+        ("max of two", vec![inst_of(f32bin(Max, y, r(a), r(a)))]),
         (
             "setp and selp",
             vec![
