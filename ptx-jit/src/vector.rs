@@ -1156,8 +1156,6 @@ impl<'a, 'f> Vector<'a, 'f> {
         }
     }
 
-    /// Makes `g` the group being built (its values and writes in, the last group's out):
-    /// called again with the same `g`, puts things back.
     /// An `i32x4` of the four lanes `lanes` (each an `i32x4` and the lane of it to take),
     /// when they come from at most two vectors.
     fn lanes32(&mut self, lanes: &[(Value, usize)]) -> Option<Value> {
@@ -1184,6 +1182,8 @@ impl<'a, 'f> Vector<'a, 'f> {
         Some(self.b.ins().bitcast(I32X4, little, r))
     }
 
+    /// Makes `g` the group being built (its values and writes in, the last group's out):
+    /// called again with the same `g`, puts things back.
     fn swap(&mut self, g: &mut Group) {
         std::mem::swap(&mut self.group, &mut g.group);
         std::mem::swap(&mut self.at, &mut g.at);
@@ -1706,9 +1706,9 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// The four low halves of operand `s` for an operation whose result is the same
     /// whichever NaN an operand is (f32 add, sub, mul, div, `fma`, `min`, `max`, whose NaN
     /// results are made canonical, comparisons, conversions to integers, and `ex2` told
-    /// so): where f32
-    /// arithmetic of the stretch made it, its bits before their NaNs were made canonical,
-    /// so that the canonical form need not be made where nothing else reads it.
+    /// so): where f32 arithmetic of the stretch made it, its bits before their NaNs were
+    /// made canonical, so that the canonical form need not be made where nothing else
+    /// reads it.
     fn src_f32_any(&mut self, s: &Src, ftz: bool) -> Value {
         let q = self.src(s);
         let Some(&raw) = self.raw.get(&q.lo) else {
@@ -2687,7 +2687,8 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// Four f32 `ex2` (`x`, an `f32x4`), as `vgpu_ptx::ex2_f32` computes each: the same
-    /// f32 operations in the same order.
+    /// f32 operations in the same order. With `raw`, `x`'s NaNs stand for the canonical
+    /// NaN ([`Self::src_f32_any`]), whose `ex2` is itself.
     fn ex2(&mut self, x: Value, raw: bool) -> Value {
         let little = MemFlags::new().with_endianness(Endianness::Little);
         let f32s = |v: &mut Self, c: f32| {
