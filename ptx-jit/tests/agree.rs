@@ -2431,6 +2431,60 @@ fn ex2_compiled_gives_the_interpreters_bits() {
     }
 }
 
+/// Code computed once for the warp in a pass reads a register as the last run before it
+/// that wrote it left it: `r` is written by the first run, written again by the second on
+/// every way (first program) or on one way only (second program, the way a parameter
+/// chooses), and read by the third's code computed once for the warp; every lane stores
+/// twice `r` plus 100 plus its lane.
+#[test]
+fn code_computed_once_reads_the_last_write_of_the_runs_before_it() {
+    use BinOp::*;
+    let (c, r, lane, q, x, y, l2, z, at) = (0, 1, 2, 3, 4, 5, 6, 7, 8);
+    let reg = Src::Reg;
+    // Runs: 0..5 (`r = c + 1`, a branch no lane takes), 5..7 (`r = c + 7`), 7.. (the
+    // reader). In the second program the first run's branch skips the second run where
+    // `c < 5`.
+    let program = |skip_where_small: bool| {
+        let guard = if skip_where_small {
+            lt_u64(q, reg(c), Src::Imm(5))
+        } else {
+            lt_u64(q, reg(lane), Src::Imm(0))
+        };
+        let mut code = vec![
+            inst_of(ld_param(Ty::U64, c, 0)),
+            inst_of(bin(Add, Ty::U64, r, reg(c), Src::Imm(1))),
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(guard),
+            inst(Op::Bra { target: 7 }, Some((q, false))),
+            inst_of(bin(Add, Ty::U64, r, reg(c), Src::Imm(7))),
+            inst_of(Op::Bra { target: 7 }),
+            inst_of(bin(Shl, Ty::U64, x, reg(r), Src::Imm(1))),
+        ];
+        code.extend(plus_100_and_lane_stored(x, [y, l2, z, at]));
+        small_kernel("last_write", 8, 9, code)
+    };
+    for skip_where_small in [false, true] {
+        let k = program(skip_where_small);
+        let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+        for c in [3u64, 9] {
+            let r = if skip_where_small && c < 5 {
+                c + 1
+            } else {
+                c + 7
+            };
+            let params = c.to_le_bytes();
+            for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
+                let what = format!(
+                    "c {c}, second run skipped where c < 5: {skip_where_small}, compiled: {}",
+                    native.is_some()
+                );
+                lanes_hold_plus_100(&k, &params, native, 2 * r, &what);
+            }
+        }
+        assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
+    }
+}
+
 /// Signed 64-bit division and remainder, compiled lane by lane and in vector form, give
 /// the interpreter's results at their edges: the least value by -1 wraps (to itself,
 /// remainder 0), dividing by zero gives all ones (remainder: the dividend), and the

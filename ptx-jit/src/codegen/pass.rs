@@ -662,14 +662,20 @@ pub(super) fn build<'f>(
             // (Never made: `around` needs `ready`.)
             debug_assert!(around.is_none());
         }
+        // This run's writes replace those of the runs before it: the runs of a pass go
+        // forward only (a run joins the pass once every run before it on every way does),
+        // so a writer that is the last so far and on every way to a later run is the last
+        // on every way there. (Two writes in one run, or one by its per-lane code: `None`.)
+        let mut mine: HashMap<Reg, Option<usize>> = HashMap::default();
         for (inst, &h) in insts.iter().zip(&shape.hoisted) {
             inst.clone().visit_regs(|r, def| {
                 if def {
                     let by = (h && ready).then_some(i);
-                    writers.entry(*r).and_modify(|w| *w = None).or_insert(by);
+                    mine.entry(*r).and_modify(|w| *w = None).or_insert(by);
                 }
             });
         }
+        writers.extend(mine);
         for &r in merged.keys() {
             writers.insert(r, Some(i));
         }
