@@ -1696,13 +1696,6 @@ impl<'a, 'f> Vector<'a, 'f> {
         q
     }
 
-    /// Whether operand `s` has bits whose NaNs are not yet canonical ([`Self::src_f32_any`]
-    /// reads those).
-    fn is_raw(&mut self, s: &Src) -> bool {
-        let q = self.src(s);
-        self.raw.contains_key(&q.lo)
-    }
-
     /// The four low halves of operand `s` for an operation whose result is the same
     /// whichever NaN an operand is (f32 add, sub, mul, div, `fma`, `min`, `max`, whose NaN
     /// results are made canonical, comparisons, conversions to integers, and `ex2` told
@@ -1710,16 +1703,22 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// made canonical, so that the canonical form need not be made where nothing else
     /// reads it.
     fn src_f32_any(&mut self, s: &Src, ftz: bool) -> Value {
+        self.src_f32_raw(s, ftz).0
+    }
+
+    /// [`Self::src_f32_any`]'s value, and whether it is those bits (its NaNs not yet made
+    /// canonical).
+    fn src_f32_raw(&mut self, s: &Src, ftz: bool) -> (Value, bool) {
         let q = self.src(s);
         let Some(&raw) = self.raw.get(&q.lo) else {
-            return self.src_f32(s, ftz);
+            return (self.src_f32(s, ftz), false);
         };
         let mut x = raw;
         if ftz && !self.flushed.contains(&q.lo) {
             x = self.flush(x);
         }
         let little = MemFlags::new().with_endianness(Endianness::Little);
-        self.b.ins().bitcast(F32X4, little, x)
+        (self.b.ins().bitcast(F32X4, little, x), true)
     }
 
     /// `max` (or `min`) of four pairs of f32 as the scalar code's: a NaN gives the other
@@ -3295,12 +3294,11 @@ impl<'a, 'f> Vector<'a, 'f> {
                 // operand's bits before their NaNs were made canonical, where the stretch
                 // has them, and gives those NaNs' lanes the canonical NaN: the result of
                 // the canonical NaN's `ex2`.)
-                let x = if *un == UnOp::Ex2 {
-                    self.src_f32_any(a, *ftz)
+                let (x, raw) = if *un == UnOp::Ex2 {
+                    self.src_f32_raw(a, *ftz)
                 } else {
-                    self.src_f32(a, *ftz)
+                    (self.src_f32(a, *ftz), false)
                 };
-                let raw = *un == UnOp::Ex2 && self.is_raw(a);
                 let r = match un {
                     UnOp::Rcp => {
                         let one = self.b.ins().f32const(1.0);
