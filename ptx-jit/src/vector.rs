@@ -2025,10 +2025,13 @@ impl<'a, 'f> Vector<'a, 'f> {
             self.b.create_block(),
             self.b.create_block(),
         );
-        self.b.append_block_param(join, I64X2);
-        self.b.append_block_param(join, I64X2);
+        // A 4-byte value comes as its `i32x4` alone, widened after the join where read so:
+        // a block parameter nothing reads still costs its making on every path.
         if size == 4 {
             self.b.append_block_param(join, I32X4);
+        } else {
+            self.b.append_block_param(join, I64X2);
+            self.b.append_block_param(join, I64X2);
         }
         self.b.ins().brif(together, check, &[], slow, &[]);
         self.b.switch_to_block(check);
@@ -2044,13 +2047,13 @@ impl<'a, 'f> Vector<'a, 'f> {
         let args = if step == 0 {
             let mut c = self.checked();
             let x = c.load(f, host, 0, size, signed);
-            let both = self.b.ins().splat(I64X2, x);
-            let mut args = vec![both, both];
             if size == 4 {
                 let low = self.b.ins().ireduce(I32, x);
-                args.push(self.b.ins().splat(I32X4, low));
+                vec![self.b.ins().splat(I32X4, low)]
+            } else {
+                let both = self.b.ins().splat(I64X2, x);
+                vec![both, both]
             }
-            args
         } else if size == 4 {
             let v = if step == 4 {
                 self.b.ins().load(I32X4, f, host, 0)
@@ -2064,12 +2067,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                 let v = self.shuffle(w0, w1, pick);
                 self.b.ins().bitcast(I32X4, little, v)
             };
-            let (lo, hi) = if signed {
-                (self.b.ins().swiden_low(v), self.b.ins().swiden_high(v))
-            } else {
-                (self.b.ins().uwiden_low(v), self.b.ins().uwiden_high(v))
-            };
-            vec![lo, hi, v]
+            vec![v]
         } else {
             let lo = self.b.ins().load(I64X2, f, host, 0);
             let hi = self.b.ins().load(I64X2, f, host, 16);
@@ -2080,27 +2078,35 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         let vals = self.checked_loads((space, base, offset, line, site), 1, size, signed);
-        let h = self.halves(&vals);
-        let mut args = vec![h[0], h[1]];
-        if size == 4 {
-            let mut q = Quad {
-                lo: h[0],
-                hi: h[1],
-                low32: None,
-                zext: false,
-            };
-            args.push(self.low32(&mut q));
-        }
+        let args = if size == 4 {
+            let lanes = vals[0].map(|x| self.b.ins().ireduce(I32, x));
+            let mut v = self.b.ins().scalar_to_vector(I32X4, lanes[0]);
+            for (k, &x) in lanes.iter().enumerate().skip(1) {
+                v = self.b.ins().insertlane(v, x, k as u8);
+            }
+            vec![v]
+        } else {
+            self.halves(&vals)
+        };
         let args: Vec<BlockArg> = args.into_iter().map(BlockArg::from).collect();
         self.b.ins().jump(join, &args);
         self.b.switch_to_block(join);
         self.b.seal_block(join);
         let p = self.b.block_params(join).to_vec();
-        Some(Quad {
-            lo: p[0],
-            hi: p[1],
-            low32: p.get(2).copied(),
-            zext: false,
+        Some(match p[..] {
+            [v] if signed => Quad {
+                lo: self.b.ins().swiden_low(v),
+                hi: self.b.ins().swiden_high(v),
+                low32: Some(v),
+                zext: false,
+            },
+            [v] => self.widen(v),
+            _ => Quad {
+                lo: p[0],
+                hi: p[1],
+                low32: None,
+                zext: false,
+            },
         })
     }
 

@@ -3862,8 +3862,9 @@ fn lanes_the_analysis_takes_for_one_place_are_tested_lane_by_lane() {
 
 /// Loads and stores of 4 and 8 bytes whose addresses come from `%tid.x` times their size
 /// (what the analysis takes for coalesced: `vector::coalesced_load`), in global and shared
-/// memory: one vector access where each four lanes' bytes lie one after the other and
-/// inside, else lane by lane; a 4-byte load by `%tid.x` times 8 (every other 4 bytes: two
+/// memory (a 4-byte load also signed, its value added to one of 64 bits): one vector
+/// access where each four lanes' bytes lie one after the other and inside, else lane by
+/// lane; a 4-byte load by `%tid.x` times 8 (every other 4 bytes: two
 /// 16-byte reads); and a 2-byte load by `%tid.y` (taken for one place for each four
 /// lanes): one load where it is. In blocks two threads wide the lanes are not one
 /// after the other (and two store to each address: the later lane's value stays, as
@@ -3872,7 +3873,7 @@ fn lanes_the_analysis_takes_for_one_place_are_tested_lane_by_lane() {
 #[test]
 fn coalesced_accesses_agree_with_the_interpreter() {
     use BinOp::*;
-    let (tid, at4, at8, v, w, x, ty, z, e) = (0, 1, 2, 3, 4, 5, 6, 7, 8);
+    let (tid, at4, at8, v, w, x, ty, z, e, sv) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
     let r = Src::Reg;
     let input: Vec<u8> = (0..512u32).map(|i| (i * 29 + 5) as u8).collect();
     let access = |store: bool, space, ty, d: Reg, base: Reg, offset: u64| {
@@ -3908,6 +3909,7 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             inst_of(bin(Shl, Ty::U64, at4, r(tid), Src::Imm(2))),
             inst_of(bin(Shl, Ty::U64, at8, r(tid), Src::Imm(3))),
             inst_of(access(false, g, Ty::U32, v, at4, BASE + start)),
+            inst_of(access(false, g, Ty::S32, sv, at4, BASE + start)),
             inst_of(access(false, g, Ty::U64, w, at8, BASE)),
             inst_of(access(false, g, Ty::U32, e, at8, BASE + pair)),
             inst_of(access(true, MemSpace::Shared, Ty::U32, v, at4, shared)),
@@ -3915,10 +3917,11 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             inst_of(access(true, g, Ty::U32, x, at4, BASE + 512)),
             inst_of(bin(Add, Ty::U64, w, r(w), r(z))),
             inst_of(bin(Add, Ty::U64, w, r(w), r(e))),
+            inst_of(bin(Add, Ty::U64, w, r(w), r(sv))),
             inst_of(access(true, g, Ty::U64, w, at8, BASE + 768)),
             inst_of(Op::Exit),
         ];
-        small_kernel("coalesced", 0, 9, code)
+        small_kernel("coalesced", 0, 10, code)
     };
     let run_one = |k: &Kernel, block: [u32; 3], native: Option<&dyn vgpu_ptx::exec::Native>| {
         let mem = DirectMemory::zeroed(BASE, 1024).expect("aligned memory");
