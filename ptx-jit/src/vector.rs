@@ -2079,12 +2079,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.b.seal_block(slow);
         let vals = self.checked_loads((space, base, offset, line, site), 1, size, signed);
         let args = if size == 4 {
-            let lanes = vals[0].map(|x| self.b.ins().ireduce(I32, x));
-            let mut v = self.b.ins().scalar_to_vector(I32X4, lanes[0]);
-            for (k, &x) in lanes.iter().enumerate().skip(1) {
-                v = self.b.ins().insertlane(v, x, k as u8);
-            }
-            vec![v]
+            vec![self.lanes_i32(vals[0])]
         } else {
             self.halves(&vals)
         };
@@ -2094,13 +2089,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         self.b.seal_block(join);
         let p = self.b.block_params(join).to_vec();
         Some(match p[..] {
-            [v] if signed => Quad {
-                lo: self.b.ins().swiden_low(v),
-                hi: self.b.ins().swiden_high(v),
-                low32: Some(v),
-                zext: false,
-            },
-            [v] => self.widen(v),
+            [v] => self.loaded_i32(v, signed),
             _ => Quad {
                 lo: p[0],
                 hi: p[1],
@@ -2228,6 +2217,32 @@ impl<'a, 'f> Vector<'a, 'f> {
         vals.into_iter()
             .map(|v| v.map(|x| x.expect("every lane loaded")))
             .collect()
+    }
+
+    /// Four lanes' values (`i64`) cut to their low 32 bits, as one `i32x4`.
+    fn lanes_i32(&mut self, vals: [Value; 4]) -> Value {
+        let lanes = vals.map(|x| self.b.ins().ireduce(I32, x));
+        let mut v = self.b.ins().scalar_to_vector(I32X4, lanes[0]);
+        for (k, &x) in lanes.iter().enumerate().skip(1) {
+            v = self.b.ins().insertlane(v, x, k as u8);
+        }
+        v
+    }
+
+    /// Four lanes of a loaded value of at most 4 bytes from its `i32x4`, extended as the
+    /// load extends it. (Loads' paths join with the `i32x4` alone: the widened halves are
+    /// made after the join, where something reads them; a block parameter nothing reads
+    /// is still made on every path.)
+    fn loaded_i32(&mut self, v: Value, signed: bool) -> Quad {
+        if !signed {
+            return self.widen(v);
+        }
+        Quad {
+            lo: self.b.ins().swiden_low(v),
+            hi: self.b.ins().swiden_high(v),
+            low32: Some(v),
+            zext: false,
+        }
     }
 
     /// Each element's four lane values as two `i64x2`, one after the other.
@@ -3443,8 +3458,18 @@ impl<'a, 'f> Vector<'a, 'f> {
                             self.b.create_block(),
                             self.b.create_block(),
                         );
-                        let extra = if words_of.is_some() { 2 } else { 0 };
-                        for _ in 0..2 * n + extra {
+                        // Elements of at most 4 bytes as one `i32x4` each
+                        // ([`Self::loaded_i32`]).
+                        let narrow = size <= 4;
+                        let per = if narrow { 1 } else { 2 };
+                        for _ in 0..n {
+                            for _ in 0..per {
+                                let t = if narrow { I32X4 } else { I64X2 };
+                                self.b.append_block_param(join, t);
+                            }
+                        }
+                        if words_of.is_some() {
+                            self.b.append_block_param(join, I64X2);
                             self.b.append_block_param(join, I64X2);
                         }
                         self.b.ins().brif(sp.all, fast, &[], slow, &[]);
@@ -3475,14 +3500,31 @@ impl<'a, 'f> Vector<'a, 'f> {
                             match words {
                                 // A value of fewer than 8 bytes, zero-extended: its bytes.
                                 Some(w) if !ty.signed() => {
-                                    args.extend(self.bytes_of(w, at, size));
+                                    let [lo, hi] = self.bytes_of(w, at, size);
+                                    if narrow {
+                                        // The low halves of the four 64-bit lanes.
+                                        let little =
+                                            MemFlags::new().with_endianness(Endianness::Little);
+                                        let lo = self.b.ins().bitcast(I8X16, little, lo);
+                                        let hi = self.b.ins().bitcast(I8X16, little, hi);
+                                        let pick =
+                                            (0u8..4).chain(8..12).chain(16..20).chain(24..28);
+                                        let v = self.shuffle(lo, hi, pick);
+                                        args.push(self.b.ins().bitcast(I32X4, little, v));
+                                    } else {
+                                        args.extend([lo, hi]);
+                                    }
                                 }
                                 _ => {
                                     let mut c = self.checked();
                                     let v = sp
                                         .hosts
                                         .map(|p| c.load(f, p, at as i32, size, ty.signed()));
-                                    args.extend(self.halves(&[v]));
+                                    if narrow {
+                                        args.push(self.lanes_i32(v));
+                                    } else {
+                                        args.extend(self.halves(&[v]));
+                                    }
                                 }
                             }
                         }
@@ -3495,7 +3537,11 @@ impl<'a, 'f> Vector<'a, 'f> {
                         self.b.seal_block(slow);
                         self.b.set_cold_block(slow);
                         let vals = self.checked_loads(access, n, size, ty.signed());
-                        let mut args = self.halves(&vals);
+                        let mut args = if narrow {
+                            vals.iter().map(|&v| self.lanes_i32(v)).collect()
+                        } else {
+                            self.halves(&vals)
+                        };
                         if words_of.is_some() {
                             // Never read: the span's later loads take the slow path too.
                             let zero = self.splat_of(I64X2, 0);
@@ -3507,10 +3553,17 @@ impl<'a, 'f> Vector<'a, 'f> {
                         self.b.seal_block(join);
                         let params = self.b.block_params(join).to_vec();
                         if words_of.is_some() {
-                            let w = (params[2 * n], params[2 * n + 1]);
+                            let w = (params[per * n], params[per * n + 1]);
                             if let Some(e) = self.spanned.get_mut(&self.index) {
                                 e.words = Some(w);
                             }
+                        }
+                        if narrow {
+                            for (&dst, &v) in d.iter().zip(&params[..n]) {
+                                let q = self.loaded_i32(v, ty.signed());
+                                self.set(dst, q);
+                            }
+                            return;
                         }
                         params[..2 * n].to_vec()
                     }
