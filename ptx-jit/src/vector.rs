@@ -725,6 +725,27 @@ impl Carried {
         c
     }
 
+    /// A state that has written registers `vals`, each the same in every lane (one scalar),
+    /// and not stored them.
+    pub(crate) fn of_scalars(vals: impl IntoIterator<Item = (Reg, Value)>) -> Carried {
+        let mut c = Carried::default();
+        for (r, x) in vals {
+            c.scalars.insert(r, x);
+            c.dirty.insert(r);
+        }
+        c
+    }
+
+    /// Takes `other`'s registers written as scalars, in place of what this state has of
+    /// them.
+    pub(crate) fn extend_scalars(&mut self, other: &Carried) {
+        for (&r, &x) in &other.scalars {
+            self.vals.remove(&r);
+            self.scalars.insert(r, x);
+            self.dirty.insert(r);
+        }
+    }
+
     /// Splits off the registers written that `now` says to store at once: gives them (as
     /// a state to store), and keeps the rest; those split off keep no value here.
     pub(crate) fn split_stores(&mut self, now: &dyn Fn(Reg) -> bool) -> Carried {

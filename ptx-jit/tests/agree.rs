@@ -2169,6 +2169,73 @@ fn a_value_computed_once_after_a_join_is_the_way_the_warp_took() {
     assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
 }
 
+/// A pass whose first runs give a group nothing of its own to do but the first run's
+/// per-lane code (`%laneid`), their branches the same in every lane, runs them once for
+/// the warp and each group only that code: the first parameter picks `x`, 5 (zero) or 9,
+/// on two ways that join; the second sends the warp past or through a run of per-lane code
+/// (`w`, 0 or the lane plus 1000) to the run where both ways join, where every lane stores
+/// `x + w + 100` plus its lane; after a barrier (the pass's end), the second parameter
+/// plus its lane (a register the first runs wrote, which no run of the pass reads after
+/// them, from its slots). Each of the four choices as interpreted.
+#[test]
+fn runs_with_nothing_per_lane_at_a_pass_start_go_the_way_the_warp_takes() {
+    use BinOp::*;
+    let (c, p, x, lane, d, q, w, y, at) = (0, 1, 2, 3, 4, 5, 6, 7, 8);
+    let r = Src::Reg;
+    let code = vec![
+        inst_of(ld_param(Ty::U64, c, 0)),
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(mov(w, Src::Imm(0))),
+        inst_of(lt_u64(p, Src::Imm(0), r(c))),
+        inst(Op::Bra { target: 7 }, Some((p, false))),
+        inst_of(mov(x, Src::Imm(5))),
+        inst_of(Op::Bra { target: 8 }),
+        inst_of(mov(x, Src::Imm(9))),
+        inst_of(ld_param(Ty::U64, d, 8)),
+        inst_of(lt_u64(q, Src::Imm(0), r(d))),
+        inst(Op::Bra { target: 13 }, Some((q, false))),
+        inst_of(bin(Add, Ty::U64, w, r(w), r(lane))),
+        inst_of(bin(Add, Ty::U64, w, r(w), Src::Imm(1000))),
+        inst_of(bin(Add, Ty::U64, y, r(x), r(w))),
+        inst_of(bin(Add, Ty::U64, y, r(y), Src::Imm(100))),
+        inst_of(bin(Add, Ty::U64, y, r(y), r(lane))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(store_u64(at, r(y))),
+        inst_of(Op::Bar),
+        inst_of(bin(Add, Ty::U64, y, r(d), r(lane))),
+        inst_of(store_u64_at(at, r(y), 256)),
+        inst_of(Op::Exit),
+    ];
+    let k = small_kernel("prefix", 16, 9, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    for (first, second) in [(0u64, 0u64), (3, 0), (0, 5), (3, 5)] {
+        let mut params = first.to_le_bytes().to_vec();
+        params.extend(second.to_le_bytes());
+        for native in [None, Some(&jit as &dyn vgpu_ptx::exec::Native)] {
+            let mem = DirectMemory::zeroed(BASE, 512).expect("aligned memory");
+            run(&k, &launch((1, [32, 1, 1], 1), &params, &mem, native)).expect("runs");
+            let out = mem.get(BASE, 512).expect("inside");
+            let what = format!(
+                "parameters {first}, {second}, compiled: {}",
+                native.is_some()
+            );
+            for (i, v) in out.chunks(8).enumerate() {
+                let v = u64::from_le_bytes(v.try_into().expect("8 bytes"));
+                let lane = i as u64 % 32;
+                let x = if first > 0 { 9 } else { 5 };
+                let w = if second > 0 { 0 } else { lane + 1000 };
+                let want = if i < 32 {
+                    x + w + 100 + lane
+                } else {
+                    second + lane
+                };
+                assert_eq!(v, want, "{what}, lane {lane}, row {}", i / 32);
+            }
+        }
+    }
+    assert!(jit.vector_stretches() >= 1, "the runs have vector forms");
+}
+
 /// A way a branch the same in every lane may send the warp around, whose code computed
 /// once for the warp calls the host's math library (an `ex2` of a parameter), runs that
 /// code only where the warp goes through it; either way, what the warp makes after the

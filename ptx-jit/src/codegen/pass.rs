@@ -139,6 +139,122 @@ pub(super) fn plan(code: &[Inst], subs: &[Sub], facts: &dyn Fn(usize) -> Option<
     Plan { runs: pass, shapes }
 }
 
+/// The runs at the start of pass `pass` that give a group nothing of its own to do but the
+/// first run's per-lane code: each computed once for the warp but its branch, whose guard
+/// that code makes (so every group goes the way the warp goes), and reached only from such
+/// runs, so long as one of them (the last) is where every way out of them leaves, and every
+/// way to its end writes the same registers. Gives those runs, the last, and the registers
+/// they write but the first run's per-lane code ([`build`]: each group runs that code,
+/// then goes on from the last run's branch with the warp's values of those registers).
+/// `None` where the pass's first run is not one.
+fn uniform_prefix(
+    code: &[Inst],
+    subs: &[Sub],
+    pass: &[usize],
+    shapes: &HashMap<usize, Shape>,
+    ways: &Ways<'_>,
+) -> Option<(HashSet<usize>, usize, Vec<Reg>)> {
+    let first = *pass.first()?;
+    // The runs a group goes on to from run `i`, where they are runs of the pass; `None`
+    // where a way leaves the pass.
+    let next = |i: usize| -> Option<Vec<usize>> {
+        let s = &subs[i];
+        let last = &code[s.end - 1];
+        let branch = matches!(last.op, Op::Bra { .. });
+        let mut out = Vec::new();
+        if branch {
+            out.push(s.jump.filter(|t| pass.contains(t))?);
+        }
+        if !branch || last.guard.is_some() {
+            out.push(s.fall.filter(|t| pass.contains(t))?);
+        }
+        Some(out)
+    };
+    // The first run may have per-lane code (each group runs it first, `build`); the
+    // others none; each's branch, if any, is decided for the warp.
+    let eligible = |i: usize| -> bool {
+        let (s, shape) = (&subs[i], &shapes[&i]);
+        if shape.looping || !ways.early.contains_key(&i) {
+            return false;
+        }
+        let insts = &code[s.start..s.end];
+        let body = unhoisted(insts, &shape.hoisted);
+        let (last, rest) = match body.split_last() {
+            None => return true,
+            Some((last, rest)) => (last, rest),
+        };
+        let decided = |x: &Inst| {
+            std::ptr::eq(x, &insts[insts.len() - 1])
+                && (x.guard.is_none() || ways.warp_guard(i).is_some())
+        };
+        if matches!(last.op, Op::Bra { .. }) {
+            decided(last) && (rest.is_empty() || i == first)
+        } else {
+            i == first
+        }
+    };
+    let mut prefix: HashSet<usize> = HashSet::default();
+    // Per run of the prefix: the registers written on every way to its end.
+    let mut every: HashMap<usize, BTreeSet<Reg>> = HashMap::default();
+    let mut any: BTreeSet<Reg> = BTreeSet::new();
+    for &i in pass {
+        let from = ways.into(i);
+        let reached = if i == first {
+            true
+        } else {
+            !from.is_empty() && from.iter().all(|p| prefix.contains(p))
+        };
+        if !reached || !eligible(i) {
+            if i == first {
+                return None;
+            }
+            continue;
+        }
+        let own = &ways.writes.get(&i)?.0;
+        let mut before: Option<BTreeSet<Reg>> = None;
+        for p in &from {
+            let e = every.get(p)?;
+            before = Some(match before {
+                None => e.clone(),
+                Some(b) => b.intersection(e).copied().collect(),
+            });
+        }
+        let mut all = before.unwrap_or_default();
+        all.extend(own.iter().copied());
+        any.extend(own.iter().copied());
+        every.insert(i, all);
+        prefix.insert(i);
+    }
+    // The one run of the prefix whose ways leave it, all of them.
+    let mut last = None;
+    for &i in &prefix {
+        let ways_on = next(i)?;
+        let out = ways_on.iter().filter(|t| !prefix.contains(t)).count();
+        if out == 0 {
+            continue;
+        }
+        if out < ways_on.len() || last.is_some() {
+            return None;
+        }
+        last = Some(i);
+    }
+    // (A prefix of the first run alone spares nothing.)
+    let last = last.filter(|_| prefix.len() > 1)?;
+    let at_last = every.get(&last)?;
+    // What the first run's per-lane code writes is each group's own: no other run of the
+    // prefix may write it, and it is not among the warp's values.
+    let lanes = &ways.writes.get(&first)?.1;
+    let others = prefix
+        .iter()
+        .filter(|&&i| i != first)
+        .any(|i| ways.writes.get(i).is_some_and(|w| !w.0.is_disjoint(lanes)));
+    if others || !any.is_subset(at_last) {
+        return None;
+    }
+    let regs = any.into_iter().filter(|r| !lanes.contains(r)).collect();
+    Some((prefix, last, regs))
+}
+
 /// Each run's predecessors in the region: the runs whose fall-through or branch goes on
 /// to it.
 fn predecessors(subs: &[Sub]) -> Vec<Vec<usize>> {
@@ -243,6 +359,29 @@ struct Hoisted {
     dirty: BTreeSet<Reg>,
 }
 
+impl Hoisted {
+    /// What the vector code of a run of shape `shape` needs besides these values: the
+    /// call's values, the sites numbered so far, which registers are read after it, and
+    /// the accesses to test for coalesced lanes.
+    fn env<'a>(
+        &'a self,
+        (call, sites): (Call, u32),
+        shape: &'a Shape,
+        live: &'a dyn Fn(Reg) -> bool,
+        coalesced: &'a HashMap<usize, u64>,
+    ) -> vector::Env<'a> {
+        vector::Env {
+            call,
+            sites,
+            uniform: &self.vals,
+            uniform_dirty: &self.dirty,
+            normal_in: &shape.normal_in,
+            live,
+            coalesced,
+        }
+    }
+}
+
 /// Builds the instructions of `insts` marked `hoisted` once, lane by lane, for the lane
 /// whose slot of register 0 is at `base` (lane `lane`), reading the registers of `known`
 /// from there rather than from the slots; gives their values (those of `known` only where
@@ -302,7 +441,24 @@ struct Ways<'a> {
     first: usize,
 }
 
-impl Ways<'_> {
+impl<'a> Ways<'a> {
+    /// The ways of the pass whose first run is `first`, with what is known so far.
+    fn new(
+        (code, subs, preds): (&'a [Inst], &'a [Sub], &'a [Vec<usize>]),
+        early: &'a HashMap<usize, Hoisted>,
+        writes: &'a HashMap<usize, (HashSet<Reg>, HashSet<Reg>)>,
+        first: usize,
+    ) -> Self {
+        Ways {
+            code,
+            subs,
+            preds,
+            early,
+            writes,
+            first,
+        }
+    }
+
     /// The warp's values of registers `regs` where run `i` starts, each chosen from the
     /// two ways into it by the branch of the run they part at: `i` is reached from a run
     /// `a` whose branch has a guard the code computed once for the warp has made, either
@@ -576,14 +732,7 @@ pub(super) fn build<'f>(
         // every lane chose between: the warp takes one of them, and the register is what
         // that way made (`soft_max`'s 64-bit remainders, by a divisor that may fit in 32
         // bits one way or the other, read by the address arithmetic after them).
-        let ways = Ways {
-            code,
-            subs,
-            preds: &preds,
-            early: &early,
-            writes: &writes,
-            first,
-        };
+        let ways = Ways::new((code, subs, &preds), &early, &writes, first);
         let mut merged = HashMap::default();
         if ready && !merge.is_empty() {
             match ways.chosen(&mut b, c.regs, i, &merge) {
@@ -680,6 +829,50 @@ pub(super) fn build<'f>(
             writers.insert(r, Some(i));
         }
     }
+    // The runs at the pass's start that have no per-lane code and whose branches the code
+    // computed once for the warp decides (every group goes the way the warp goes), as far as
+    // one run they all lead to: the groups start there, with the warp's values of what
+    // those runs wrote, and do not go through them one by one.
+    let (skipped, (last, taken), start_state) = {
+        let ways = Ways::new((code, subs, &preds), &early, &writes, first);
+        let mut out = (HashSet::default(), (first, None), Carried::default());
+        let found = uniform_prefix(code, subs, pass, &shapes, &ways);
+        log::debug!(
+            "prefix of the pass: {:?}",
+            found.as_ref().map(|(p, l, r)| {
+                let mut runs: Vec<usize> = p.iter().map(|&i| subs[i].start).collect();
+                runs.sort_unstable();
+                (runs, subs[*l].start, r.len())
+            })
+        );
+        if let Some((prefix, last, regs)) = found {
+            let mut vals = Vec::new();
+            for &r in &regs {
+                let Some(v) = ways.at_end(&mut b, c.regs, last, r) else {
+                    break;
+                };
+                vals.push((r, v));
+            }
+            // The last run's branch, as the warp takes it.
+            let s = &subs[last];
+            let taken = match &code[s.end - 1] {
+                Inst {
+                    op: Op::Bra { .. },
+                    guard: Some(_),
+                    ..
+                } => ways.warp_guard(last).map(|(g, neg)| {
+                    let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
+                    Some(b.ins().icmp_imm(cc, g, 0))
+                }),
+                _ => Some(None),
+            };
+            if let (true, Some(taken)) = (vals.len() == regs.len(), taken) {
+                out = (prefix, (last, taken), Carried::of_scalars(vals));
+            }
+        }
+        out
+    };
+    let mut start_state = Some(start_state);
     let head = b.create_block();
     b.append_block_param(head, I64);
     b.ins().jump(head, &[zero.into()]);
@@ -694,6 +887,63 @@ pub(super) fn build<'f>(
     // The edges into each run where runs join, and the state each brings.
     let mut pending: HashMap<usize, Vec<(Block, Carried)>> = HashMap::default();
     for &i in pass {
+        if skipped.contains(&i) {
+            if i == first {
+                // The runs of the prefix, for a group: the first run's per-lane code, then
+                // the warp's values of what the runs wrote, and on from the last one's
+                // branch the way the warp takes it.
+                let mut state = Carried::default();
+                let f = &subs[first];
+                let fshape = &shapes[&first];
+                let finsts = &code[f.start..f.end];
+                let body: Vec<&Inst> = unhoisted(finsts, &fshape.hoisted)
+                    .into_iter()
+                    .filter(|x| !matches!(x.op, Op::Bra { .. }))
+                    .collect();
+                if !body.is_empty() {
+                    let h = early
+                        .get(&first)
+                        .ok_or("the first run's code for the warp")?;
+                    let end = f.end - 1;
+                    let live = |r: Reg| live_at(end, r);
+                    let env = h.env((c, n.sites), fshape, &live, hints);
+                    let (_, sites) =
+                        vector::group_stretch(&mut b, &env, (at, group), &mut state, &body, false);
+                    n.sites = sites;
+                }
+                let prefix = start_state.take().ok_or("a pass's start built twice")?;
+                state.extend_scalars(&prefix);
+                let sl = &subs[last];
+                // As each run stores what it wrote (below): what no run after the prefix
+                // reads and every way out of the pass does, now.
+                let (later, exits) = (&reads_after[&last], &exits_after[&last]);
+                let now = state.split_stores(&|r| {
+                    !later.contains(&r) && !exits.is_empty() && exits.iter().all(|&t| live_in(t, r))
+                });
+                let end = sl.end - 1;
+                vector::store_group(&mut b, at, &now, &|r| live_at(end, r));
+                let branch = matches!(code[sl.end - 1].op, Op::Bra { .. });
+                let jump = sl.jump.filter(|&t| branch && in_pass(t));
+                let fall = sl.fall.filter(|&t| in_pass(t));
+                let mut edges = Vec::new();
+                match (taken, jump, fall) {
+                    (Some(t), Some(j), Some(f)) => {
+                        let (ej, ef) = (b.create_block(), b.create_block());
+                        b.ins().brif(t, ej, &[], ef, &[]);
+                        edges.extend([(ej, j), (ef, f)]);
+                    }
+                    (None, Some(j), _) => edges.push((b.create_block(), j)),
+                    (None, None, Some(f)) if !branch => edges.push((b.create_block(), f)),
+                    _ => return Err("a prefix's last branch without its runs".into()),
+                }
+                if taken.is_none() {
+                    b.ins().jump(edges[0].0, &[]);
+                }
+                go_on(&mut b, edges, &state, (&preds, &blocks), &mut pending);
+                after.insert(last, state);
+            }
+            continue;
+        }
         let s = &subs[i];
         let shape = &shapes[&i];
         let insts = &code[s.start..s.end];
@@ -751,15 +1001,7 @@ pub(super) fn build<'f>(
         let body = unhoisted(insts, &shape.hoisted);
         let end = s.end - 1;
         let live = |r: Reg| live_at(end, r);
-        let env = vector::Env {
-            call: c,
-            sites: n.sites,
-            uniform: &hoisted.vals,
-            uniform_dirty: &hoisted.dirty,
-            normal_in: &shape.normal_in,
-            live: &live,
-            coalesced: hints,
-        };
+        let env = hoisted.env((c, n.sites), shape, &live, hints);
         let (bits, sites) = vector::group_stretch(
             &mut b,
             &env,
@@ -811,15 +1053,7 @@ pub(super) fn build<'f>(
         if stopped {
             b.ins().jump(stop, &[]);
         }
-        for (edge, to) in edges {
-            if preds[to].len() > 1 {
-                // Made when the run there is built, once every run before it is.
-                pending.entry(to).or_default().push((edge, carried.clone()));
-                continue;
-            }
-            b.switch_to_block(edge);
-            b.ins().jump(blocks[&to], &[]);
-        }
+        go_on(&mut b, edges, &carried, (&preds, &blocks), &mut pending);
         b.switch_to_block(stop);
         vector::store_group(&mut b, at, &carried, &live);
         let code_of = b.ins().bor_imm(bits, (i as i64) << 4);
@@ -890,6 +1124,26 @@ pub(super) fn build<'f>(
     );
     b.ins().return_(&[taken]);
     Ok(b)
+}
+
+/// Sends a group in `state` along `edges` (each a block and the run it goes to): on to the
+/// run's block where it is reached from one run alone; else the edge and `state` wait for
+/// the run there to be built, once every run before it is, as one of the ways it joins.
+fn go_on(
+    b: &mut FunctionBuilder<'_>,
+    edges: Vec<(Block, usize)>,
+    state: &Carried,
+    (preds, blocks): (&[Vec<usize>], &HashMap<usize, Block>),
+    pending: &mut HashMap<usize, Vec<(Block, Carried)>>,
+) {
+    for (edge, to) in edges {
+        if preds[to].len() > 1 {
+            pending.entry(to).or_default().push((edge, state.clone()));
+            continue;
+        }
+        b.switch_to_block(edge);
+        b.ins().jump(blocks[&to], &[]);
+    }
 }
 
 /// The value of `v` when the builder made it as an integer constant.
