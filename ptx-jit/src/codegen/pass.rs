@@ -20,6 +20,14 @@
 //! ([`vgpu_ptx::exec::NativeRun::parted`]); where they all stop at one run and go one way
 //! to a run of the region outside the pass, the code goes on there.
 //!
+//! A pass's first runs that give a group nothing of its own to do (code computed once for
+//! the warp, and branches whose guards that code makes, so that every group goes the way
+//! the warp goes), but for the first run's per-lane code, are not gone through group by
+//! group ([`uniform_prefix`]: `soft_max`'s divisions by 64 or 32 bits, its mask pointer
+//! tested, its ALiBi slope): each group runs that code, then goes on from the last of
+//! those runs' branch, taken as the warp takes it, with the warp's values of what they
+//! wrote.
+//!
 //! Running group after group reorders the lanes' accesses across the runs, as running lane
 //! after lane does within a stretch (`segments`), so a pass holds, per state space, loads
 //! only or a single store outside any loop: the result is then the interpreter's.
