@@ -837,10 +837,11 @@ pub(super) fn build<'f>(
             writers.insert(r, Some(i));
         }
     }
-    // The runs at the pass's start that have no per-lane code and whose branches the code
-    // computed once for the warp decides (every group goes the way the warp goes), as far as
-    // one run they all lead to: the groups start there, with the warp's values of what
-    // those runs wrote, and do not go through them one by one.
+    // The runs at the pass's start with no per-lane code but the first run's, whose
+    // branches the code computed once for the warp decides (every group goes the way the
+    // warp goes), as far as the last of them ([`uniform_prefix`]): the groups run the first
+    // run's per-lane code and go on from the last one's branch with the warp's values of
+    // what those runs wrote, not through them one by one.
     let (skipped, (last, taken), start_state) = {
         let ways = Ways::new((code, subs, &preds), &early, &writes, first);
         let mut out = (HashSet::default(), (first, None), Carried::default());
