@@ -725,21 +725,10 @@ impl Carried {
         c
     }
 
-    /// A state that has written registers `vals`, each the same in every lane (one scalar),
-    /// and not stored them.
-    pub(crate) fn of_scalars(vals: impl IntoIterator<Item = (Reg, Value)>) -> Carried {
-        let mut c = Carried::default();
-        for (r, x) in vals {
-            c.scalars.insert(r, x);
-            c.dirty.insert(r);
-        }
-        c
-    }
-
-    /// Takes `other`'s registers written as scalars, in place of what this state has of
-    /// them.
-    pub(crate) fn extend_scalars(&mut self, other: &Carried) {
-        for (&r, &x) in &other.scalars {
+    /// Registers `vals` written, each the same in every lane (one scalar), and not
+    /// stored: in place of what this state has of them.
+    pub(crate) fn write_scalars(&mut self, vals: &[(Reg, Value)]) {
+        for &(r, x) in vals {
             self.vals.remove(&r);
             self.scalars.insert(r, x);
             self.dirty.insert(r);
@@ -3523,15 +3512,13 @@ impl<'a, 'f> Vector<'a, 'f> {
                                 Some(w) if !ty.signed() => {
                                     let [lo, hi] = self.bytes_of(w, at, size);
                                     if narrow {
-                                        // The low halves of the four 64-bit lanes.
-                                        let little =
-                                            MemFlags::new().with_endianness(Endianness::Little);
-                                        let lo = self.b.ins().bitcast(I8X16, little, lo);
-                                        let hi = self.b.ins().bitcast(I8X16, little, hi);
-                                        let pick =
-                                            (0u8..4).chain(8..12).chain(16..20).chain(24..28);
-                                        let v = self.shuffle(lo, hi, pick);
-                                        args.push(self.b.ins().bitcast(I32X4, little, v));
+                                        let mut q = Quad {
+                                            lo,
+                                            hi,
+                                            low32: None,
+                                            zext: true,
+                                        };
+                                        args.push(self.low32(&mut q));
                                     } else {
                                         args.extend([lo, hi]);
                                     }

@@ -844,7 +844,7 @@ pub(super) fn build<'f>(
     // what those runs wrote, not through them one by one.
     let (skipped, (last, taken), start_state) = {
         let ways = Ways::new((code, subs, &preds), &early, &writes, first);
-        let mut out = (HashSet::default(), (first, None), Carried::default());
+        let mut out = (HashSet::default(), (first, None), Vec::new());
         let found = uniform_prefix(code, subs, pass, &shapes, &ways);
         log::debug!(
             "prefix of the pass: {:?}",
@@ -876,7 +876,7 @@ pub(super) fn build<'f>(
                 _ => Some(None),
             };
             if let (true, Some(taken)) = (vals.len() == regs.len(), taken) {
-                out = (prefix, (last, taken), Carried::of_scalars(vals));
+                out = (prefix, (last, taken), vals);
             }
         }
         out
@@ -921,7 +921,7 @@ pub(super) fn build<'f>(
                     n.sites = sites;
                 }
                 let prefix = start_state.take().ok_or("a pass's start built twice")?;
-                state.extend_scalars(&prefix);
+                state.write_scalars(&prefix);
                 let sl = &subs[last];
                 // As each run stores what it wrote (below): what no run after the prefix
                 // reads and every way out of the pass does, now.
