@@ -1252,8 +1252,14 @@ impl<'a, 'f> Vector<'a, 'f> {
             lo = self.b.ins().band(lo, alo);
             hi = self.b.ins().band(hi, ahi);
         }
-        let any = self.b.ins().bor(lo, hi);
-        let any = self.b.ins().vhigh_bits(I32, any);
+        // Whether any lane stores: from the comparison's one `i32x4` where it has one.
+        let any = match (outer, self.guard_i32(p, neg)) {
+            (None, Some(m)) => self.b.ins().vhigh_bits(I32, m),
+            _ => {
+                let any = self.b.ins().bor(lo, hi);
+                self.b.ins().vhigh_bits(I32, any)
+            }
+        };
         let (stores, after) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(any, stores, &[], after, &[]);
         self.b.switch_to_block(stores);
@@ -1502,15 +1508,23 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// Each lane's guard `p` (`!p` with `neg`) as two `i64x2` masks, all ones where it
     /// holds (`none`: an `i64x2` of zeros).
     fn guard_mask(&mut self, (p, neg): (Reg, bool), none: Value) -> (Value, Value) {
-        let q = self.reg(p);
-        if let (Some(&m), false) = (self.masks.get(&q.lo), neg) {
+        if let Some(m) = self.guard_i32(p, neg) {
             return (self.b.ins().swiden_low(m), self.b.ins().swiden_high(m));
         }
+        let q = self.reg(p);
         let cc = if neg { IntCC::Equal } else { IntCC::NotEqual };
         (
             self.b.ins().icmp(cc, q.lo, none),
             self.b.ins().icmp(cc, q.hi, none),
         )
+    }
+
+    /// Guard `p` (`!p` with `neg`) as one `i32x4` mask, all ones where it holds, where a
+    /// 32-bit comparison of the stretch wrote `p` (`masks`).
+    fn guard_i32(&mut self, p: Reg, neg: bool) -> Option<Value> {
+        let q = self.reg(p);
+        let m = *self.masks.get(&q.lo)?;
+        Some(if neg { self.b.ins().bnot(m) } else { m })
     }
 
     fn splat(&mut self, x: Value) -> Quad {

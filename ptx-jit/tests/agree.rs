@@ -4043,7 +4043,8 @@ fn coalesced_accesses_agree_with_the_interpreter() {
 /// A branch over a few stores (`@p bra L; st …; L:`, a block reduction's `if (lane == 0)
 /// shared[warp] = sum;`) is compiled as the stores under the opposite guard, the warp
 /// going on past them together: each lane's stores are made where the interpreter's lane
-/// makes them, by one lane in four, by every lane, by none, under `@p` and `@!p`, one
+/// makes them, by one lane in four, by every lane, by none, under `@p` and `@!p`, `p`
+/// compared in 64 bits or in 32 (whose comparison the vector code keeps as one mask), one
 /// store or two, compiled lane by lane and in vector form.
 #[test]
 fn stores_a_branch_skips_are_made_by_the_lanes_that_do_not_take_it() {
@@ -4052,11 +4053,15 @@ fn stores_a_branch_skips_are_made_by_the_lanes_that_do_not_take_it() {
     let r = Src::Reg;
     // p: lane % 4 < `below`; stores of `v` to the lane's own 8 bytes of the first row (and
     // of the second), skipped where p is `neg`; then every lane's value to the third row.
-    let kernel = |below: u64, neg: bool, two: bool| {
+    let kernel = |below: u64, neg: bool, two: bool, ty: Ty| {
+        let mut compare = lt_u64(p, r(v), Src::Imm(below));
+        if let Op::Setp { ty: t, .. } = &mut compare {
+            *t = ty;
+        }
         let mut code = vec![
             inst_of(mov(lane, Src::Special(Special::LaneId))),
             inst_of(bin(And, Ty::U64, v, r(lane), Src::Imm(3))),
-            inst_of(lt_u64(p, r(v), Src::Imm(below))),
+            inst_of(compare),
             inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
             inst_of(bin(Add, Ty::U64, v, r(lane), Src::Imm(1000))),
         ];
@@ -4083,19 +4088,21 @@ fn stores_a_branch_skips_are_made_by_the_lanes_that_do_not_take_it() {
         small_kernel("skipped", 0, 4, code)
     };
     let input: Vec<u8> = (0..1024u32).map(|b| b.wrapping_mul(37) as u8).collect();
-    for below in [0, 1, 4] {
-        for neg in [false, true] {
-            for two in [false, true] {
-                let k = kernel(below, neg, two);
-                let what = format!("the stores under p = lane % 4 < {below}, neg {neg}");
-                agrees_in_vector_form(&k, &input, 1, &what);
-                // Lane by lane too, as compiled for warps whose lanes do not all run.
-                let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator");
-                let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
-                let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
-                assert_eq!(want, got, "{what}, lane by lane");
-                assert!(jit.compiled() > 0);
-            }
+    let cases = [0, 1, 4]
+        .into_iter()
+        .flat_map(|b| [false, true].map(|n| (b, n)))
+        .flat_map(|(b, n)| [false, true].map(|t| (b, n, t)));
+    for (below, neg, two) in cases {
+        for ty in [Ty::U64, Ty::U32] {
+            let k = kernel(below, neg, two, ty);
+            let what = format!("the stores under p = lane % 4 < {below} ({ty:?}), neg {neg}");
+            agrees_in_vector_form(&k, &input, 1, &what);
+            // Lane by lane too, as compiled for warps whose lanes do not all run.
+            let jit = vgpu_ptx_jit::Jit::new(&k).expect("a code generator");
+            let want = outcome(&k, &input, &[], None).expect("no fault interpreted");
+            let got = outcome(&k, &input, &[], Some(&jit)).expect("no fault compiled");
+            assert_eq!(want, got, "{what}, lane by lane");
+            assert!(jit.compiled() > 0);
         }
     }
 }
