@@ -1006,9 +1006,8 @@ fn warp_wide(
 /// reduction's): stretch after stretch, each for the eight groups of four lanes in turn,
 /// every group keeping its values in SSA values across the run; a shuffle moves the
 /// groups' values between them (a group's own lanes by a lane shuffle, another group's by
-/// renaming). Stores the registers `live` after the run once, where the run last writes
-/// them (so that their values need not live on to its end). Gives the lanes that take the
-/// run's branch (bit `i` for lane `i`), and the sites numbered so far.
+/// renaming). Stores the registers `live` after the run once, at its end. Gives the lanes
+/// that take the run's branch (bit `i` for lane `i`), and the sites numbered so far.
 pub(crate) fn chain(
     b: &mut FunctionBuilder<'_>,
     env: &Env<'_>,
@@ -1030,23 +1029,7 @@ pub(crate) fn chain(
         .collect();
     let mut bits = v.b.ins().iconst(I32, 0);
     let wide = warp_wide(parts, env.uniform);
-    // The registers each part's instructions write for the last time in the run (and its
-    // shuffle does not): each group stores those read after the run once that part is
-    // built, so that their values need not live on to the run's end.
-    let mut last_writer: HashMap<Reg, Option<usize>> = HashMap::default();
-    for (k, (insts, shuffle)) in parts.iter().enumerate() {
-        for inst in insts {
-            (*inst).clone().visit_regs(|r, def| {
-                if def {
-                    last_writer.insert(*r, Some(k));
-                }
-            });
-        }
-        if let Some(sh) = shuffle {
-            last_writer.insert(sh.d, None);
-        }
-    }
-    for (k, ((insts, shuffle), wide)) in parts.iter().zip(wide).enumerate() {
+    for ((insts, shuffle), wide) in parts.iter().zip(wide) {
         let sites = v.sites;
         v.warp_wide = wide;
         v.shared_values.clear();
@@ -1058,16 +1041,6 @@ pub(crate) fn chain(
             if insts.last().is_some_and(|i| matches!(i.op, Op::Bra { .. })) {
                 let t = v.b.ins().ishl_imm(taken, 4 * g as i64);
                 bits = v.b.ins().bor(bits, t);
-            }
-            let done: Vec<Reg> = v
-                .dirty
-                .iter()
-                .copied()
-                .filter(|r| last_writer.get(r) == Some(&Some(k)) && (env.live)(*r))
-                .collect();
-            for r in done {
-                v.store_slots(r);
-                v.dirty.remove(&r);
             }
             v.swap(state);
         }
@@ -1140,10 +1113,13 @@ pub(crate) fn chain(
             }
         }
     }
+    let flags = slots();
     for state in groups.iter_mut() {
         v.swap(state);
         for r in v.dirty.clone().into_iter().filter(|&r| (env.live)(r)) {
-            v.store_slots(r);
+            let q = v.reg(r);
+            v.b.ins().store(flags, q.lo, v.at, (r * 256) as i32);
+            v.b.ins().store(flags, q.hi, v.at, (r * 256 + 16) as i32);
         }
         v.swap(state);
     }
@@ -1218,15 +1194,6 @@ impl<'a, 'f> Vector<'a, 'f> {
 
     /// Makes `g` the group being built (its values and writes in, the last group's out):
     /// called again with the same `g`, puts things back.
-    /// Stores register `r`'s four lanes into the group's slots.
-    fn store_slots(&mut self, r: Reg) {
-        let q = self.reg(r);
-        self.b.ins().store(slots(), q.lo, self.at, (r * 256) as i32);
-        self.b
-            .ins()
-            .store(slots(), q.hi, self.at, (r * 256 + 16) as i32);
-    }
-
     fn swap(&mut self, g: &mut Group) {
         std::mem::swap(&mut self.group, &mut g.group);
         std::mem::swap(&mut self.at, &mut g.at);
