@@ -474,6 +474,10 @@ struct Vector<'a, 'f> {
     /// addresses are ([`Env::coalesced`]); and that of the one being built, if it is one.
     env_hints: &'a HashMap<usize, u64>,
     hinted: Option<u64>,
+    /// In a chain ([`chain`]): the registers it never writes, whose slots are loaded
+    /// where their values are first needed ([`Vector::reg`]: no store of the chain's can
+    /// come between).
+    clean: HashSet<Reg>,
 }
 
 /// What every stretch of a compiled call reads: the warp's registers, the parameters, the
@@ -1013,12 +1017,24 @@ pub(crate) fn chain(
     env: &Env<'_>,
     parts: &[(Vec<&Inst>, Option<KnownShuffle>)],
 ) -> (Value, u32) {
-    // Each group's place and values are swapped in before its instructions are built.
-    let mut v = Vector::new(b, env, env.call.regs, env.call.regs);
+    // The registers' rows come in as the parameter of a block of the chain's own: the
+    // loads of the registers it never writes (`clean`) are made where their values are
+    // first needed (the code generator places the chain's arithmetic there, and kept
+    // where built, the loaded values of eight groups lived on until then, spilled), and
+    // based on that parameter they are not merged with loads of the same slots elsewhere
+    // in the function, before or after stores to them.
+    let start = b.create_block();
+    let ty = b.func.dfg.value_type(env.call.regs);
+    let regs = b.append_block_param(start, ty);
+    b.ins().jump(start, &[env.call.regs.into()]);
+    b.seal_block(start);
+    b.switch_to_block(start);
+    let mut v = Vector::new(b, env, regs, regs);
+    v.clean = clean(parts);
     let mut groups: Vec<Group> = (0..8)
         .map(|g| {
             let group = v.b.ins().iconst(I64, 32 * g);
-            let at = v.b.ins().iadd(env.call.regs, group);
+            let at = v.b.ins().iadd(regs, group);
             Group {
                 group,
                 at,
@@ -1126,6 +1142,31 @@ pub(crate) fn chain(
     (bits, v.sites)
 }
 
+/// The registers the parts of a chain read and never write (a shuffle writes its
+/// destination).
+fn clean(parts: &[(Vec<&Inst>, Option<KnownShuffle>)]) -> HashSet<Reg> {
+    let (mut read, mut written) = (HashSet::default(), HashSet::default());
+    for (insts, shuffle) in parts {
+        for inst in insts {
+            (*inst).clone().visit_regs(|r, def| {
+                if def {
+                    written.insert(*r);
+                } else {
+                    read.insert(*r);
+                }
+            });
+        }
+        if let Some(sh) = shuffle {
+            written.insert(sh.d);
+            if let Src::Reg(r) = sh.a {
+                read.insert(r);
+            }
+        }
+    }
+    read.retain(|r| !written.contains(r));
+    read
+}
+
 /// One group of four lanes in a [`chain`]: its offset in a register's row, the address of
 /// its slots of register 0, its registers' values so far and those it wrote.
 struct Group {
@@ -1161,6 +1202,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             index: 0,
             spans: HashMap::default(),
             spanned: HashMap::default(),
+            clean: HashSet::default(),
             env_hints: env.coalesced,
             hinted: None,
         }
@@ -1544,7 +1586,10 @@ impl<'a, 'f> Vector<'a, 'f> {
         let q = match self.uniform.get(&r) {
             Some(&x) => self.splat(x),
             None => {
-                let f = slots();
+                let mut f = slots();
+                if self.clean.contains(&r) {
+                    f = f.with_readonly().with_can_move();
+                }
                 let lo = self.b.ins().load(I64X2, f, self.at, (r * 256) as i32);
                 let hi = self.b.ins().load(I64X2, f, self.at, (r * 256 + 16) as i32);
                 if self.normal_in.contains(&r) {

@@ -1742,6 +1742,56 @@ fn a_reduction_chain_ends_with_a_branch_of_its_own_lanes() {
     }
 }
 
+/// Two butterfly reductions (each a run the whole warp runs as one vector chain) read a
+/// register neither writes, which a run between them changes: the second sums the lanes
+/// with the register as that run left it. (A chain loads such a register where its value
+/// is first needed, not where it is built; two chains' loads of the same slots are not
+/// one.) Row 0 holds the sum of `2 × lane + 7`, 1216, row 1 that of `2 × lane + 107`, 4416.
+#[test]
+fn a_chain_reads_what_the_runs_before_it_left() {
+    use BinOp::*;
+    let (lane, at, x, y, c) = (0, 1, 2, 3, 4);
+    let r = Src::Reg;
+    let mut code = vec![
+        inst_of(mov(lane, Src::Special(Special::LaneId))),
+        inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+        inst_of(bin(Add, Ty::U64, c, r(lane), Src::Imm(7))),
+    ];
+    // Each part a run of its own: a branch to the next instruction ends one.
+    let next = |code: &mut Vec<Inst>| {
+        let target = code.len() as u32 + 1;
+        code.push(inst(Op::Bra { target }, None));
+    };
+    next(&mut code);
+    let sum = |code: &mut Vec<Inst>| {
+        code.push(inst_of(bin(Add, Ty::U32, x, r(lane), r(c))));
+        butterfly_sum(code, x, y);
+        store_row(code, at, x);
+    };
+    sum(&mut code);
+    next(&mut code);
+    code.push(inst_of(bin(Add, Ty::U64, c, r(c), Src::Imm(100))));
+    next(&mut code);
+    sum(&mut code);
+    code.push(inst_of(Op::Exit));
+    let k = small_kernel("two chains", 0, 5, code);
+    let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+    let mem = DirectMemory::zeroed(BASE, 512).expect("aligned memory");
+    run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
+    let out = mem.get(BASE, 512).expect("inside");
+    assert!(jit.vector_stretches() >= 2, "the chains have vector forms");
+    for (i, s) in out.chunks(8).enumerate() {
+        let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        assert_eq!(
+            s,
+            if i < 32 { 1216 } else { 4416 },
+            "row {}, lane {}",
+            i / 32,
+            i % 32
+        );
+    }
+}
+
 /// `shfl.sync.<mode> d, a, m, 0x1f` over the whole warp.
 fn shfl(d: Reg, a: Reg, mode: ShflMode, m: u64) -> Inst {
     inst_of(Op::Shfl {
