@@ -3979,7 +3979,8 @@ fn lanes_the_analysis_takes_for_one_place_are_tested_lane_by_lane() {
 
 /// Loads and stores of 4 and 8 bytes whose addresses come from `%tid.x` times their size
 /// (what the analysis takes for coalesced: `vector::coalesced_load`), in global and shared
-/// memory (a 4-byte load also signed, its value added to one of 64 bits): one vector
+/// memory (a 4-byte load also signed, its value added to one of 64 bits; the shared ones
+/// also by a 32-bit address, whose lanes are tested on their `i32x4`): one vector
 /// access where each four lanes' bytes lie one after the other and inside, else lane by
 /// lane; a 4-byte load by `%tid.x` times 8 (every other 4 bytes: two
 /// 16-byte reads); and a 2-byte load by `%tid.y` (taken for one place for each four
@@ -3990,7 +3991,7 @@ fn lanes_the_analysis_takes_for_one_place_are_tested_lane_by_lane() {
 #[test]
 fn coalesced_accesses_agree_with_the_interpreter() {
     use BinOp::*;
-    let (tid, at4, at8, v, w, x, ty, z, e, sv) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+    let (tid, at4, at8, v, w, x, ty, z, e, sv, a32) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
     let r = Src::Reg;
     let input: Vec<u8> = (0..512u32).map(|i| (i * 29 + 5) as u8).collect();
     let access = |store: bool, space, ty, d: Reg, base: Reg, offset: u64| {
@@ -4016,8 +4017,9 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             },
         }
     };
-    let program = |(start, shared, one, pair): (u64, u64, u64, u64)| {
+    let program = |(start, shared, one, pair): (u64, u64, u64, u64), wide: bool| {
         let g = MemSpace::Global;
+        let sh = if wide { at4 } else { a32 };
         let code = vec![
             inst_of(mov(ty, Src::Special(Special::Tid(1)))),
             inst_of(bin(Shl, Ty::U64, ty, r(ty), Src::Imm(2))),
@@ -4029,16 +4031,22 @@ fn coalesced_accesses_agree_with_the_interpreter() {
             inst_of(access(false, g, Ty::S32, sv, at4, BASE + start)),
             inst_of(access(false, g, Ty::U64, w, at8, BASE)),
             inst_of(access(false, g, Ty::U32, e, at8, BASE + pair)),
-            inst_of(access(true, MemSpace::Shared, Ty::U32, v, at4, shared)),
-            inst_of(access(false, MemSpace::Shared, Ty::U32, x, at4, shared)),
-            inst_of(access(true, g, Ty::U32, x, at4, BASE + 512)),
+            // The shared address in 32 bits is made in the stretch of each access (a
+            // global store after the global loads starts the load's), so that its
+            // `i32x4` is at hand there.
+            inst_of(bin(Shl, Ty::U32, a32, r(tid), Src::Imm(2))),
+            inst_of(access(true, MemSpace::Shared, Ty::U32, ty, sh, shared)),
+            inst_of(access(true, g, Ty::U32, v, at4, BASE + 512)),
+            inst_of(bin(Shl, Ty::U32, a32, r(tid), Src::Imm(2))),
+            inst_of(access(false, MemSpace::Shared, Ty::U32, x, sh, shared)),
+            inst_of(access(true, g, Ty::U32, x, ty, BASE + 512)),
             inst_of(bin(Add, Ty::U64, w, r(w), r(z))),
             inst_of(bin(Add, Ty::U64, w, r(w), r(e))),
             inst_of(bin(Add, Ty::U64, w, r(w), r(sv))),
             inst_of(access(true, g, Ty::U64, w, at8, BASE + 768)),
             inst_of(Op::Exit),
         ];
-        small_kernel("coalesced", 0, 10, code)
+        small_kernel("coalesced", 0, 11, code)
     };
     let run_one = |k: &Kernel, block: [u32; 3], native: Option<&dyn vgpu_ptx::exec::Native>| {
         let mem = DirectMemory::zeroed(BASE, 1024).expect("aligned memory");
@@ -4070,16 +4078,23 @@ fn coalesced_accesses_agree_with_the_interpreter() {
         (0, 0, 0, 2),
         (0, 0, 0, 904),
     ];
+    let blocks = [
+        (BLOCK, true),
+        (BLOCK, false),
+        ([2, 16, 2], true),
+        ([2, 16, 2], false),
+    ];
     for (start, shared, one, pair) in cases {
-        for block in [BLOCK, [2, 16, 2]] {
+        for (block, wide) in blocks {
             let misaligned = start == 2 || shared == 2 || one == 1 || pair == 2;
             let outside = one == 1022 || (block[0] == 16 && start + shared + pair > 4);
             let faults = misaligned || outside;
-            let k = program((start, shared, one, pair));
+            let k = program((start, shared, one, pair), wide);
             let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
             let want = run_one(&k, block, None);
             let got = run_one(&k, block, Some(&jit));
-            let at = format!("from {start}, {shared}, {one}, {pair}, blocks of {block:?}");
+            let at =
+                format!("from {start}, {shared}, {one}, {pair}, blocks of {block:?}, wide {wide}");
             assert_eq!(want.0.is_err(), faults, "{at}: interpreted");
             assert_eq!(want, got, "{at}");
             assert!(
