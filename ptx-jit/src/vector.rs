@@ -2025,7 +2025,12 @@ impl<'a, 'f> Vector<'a, 'f> {
         let places = self.constant(&[0, 1, 2, 3].map(|k| (k * step) as u32));
         let less = self.b.ins().isub(low, places);
         let b0 = self.b.ins().extractlane(low, 0);
-        let first = self.b.ins().splat(I32X4, b0);
+        // Lane 0's value in every lane, by one shuffle (a splat of the extracted lane
+        // takes three instructions).
+        let little = MemFlags::new().with_endianness(Endianness::Little);
+        let bytes = self.b.ins().bitcast(I8X16, little, low);
+        let first = self.shuffle(bytes, bytes, (0..4).flat_map(|_| 0..4));
+        let first = self.b.ins().bitcast(I32X4, little, first);
         let same = self.b.ins().icmp(IntCC::Equal, less, first);
         let signs = self.b.ins().vhigh_bits(I32, same);
         let all = self.b.ins().icmp_imm(IntCC::Equal, signs, 0xF);
