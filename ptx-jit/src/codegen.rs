@@ -271,7 +271,7 @@ pub(crate) fn compile(
                 b.seal_block(whole);
                 // The registers the same in every lane when the run starts, read once from
                 // lane 0's slots (the whole warp runs the chain): every group shares them.
-                let (normal_in, same_in) = stretch_in(insts, facts(0), false);
+                let (normal_in, same_in, narrow_in) = stretch_in(insts, facts(0), false);
                 let mut same_in: Vec<Reg> = same_in.into_iter().collect();
                 same_in.sort_unstable();
                 let uniform_vals: HashMap<Reg, Value> = same_in
@@ -289,6 +289,7 @@ pub(crate) fn compile(
                     uniform: &uniform_vals,
                     uniform_dirty: &no_dirty,
                     normal_in: &normal_in,
+                    narrow_in: &narrow_in,
                     live: &|r| live(end, r),
                     coalesced: &hints,
                 };
@@ -308,7 +309,8 @@ pub(crate) fn compile(
                         return Err(format!("register {r} is out of reach").into());
                     }
                 }
-                let (normal_in, same_in) = stretch_in(lane_part, facts(range.start), looping);
+                let (normal_in, same_in, narrow_in) =
+                    stretch_in(lane_part, facts(range.start), looping);
                 // The instructions whose values are the same in every lane, computed once
                 // before the loop over the lanes, from the first lane's registers.
                 let hoisted = uniform(lane_part, &same_in);
@@ -384,6 +386,7 @@ pub(crate) fn compile(
                         uniform: &uniform_vals,
                         uniform_dirty: &uniform_dirty,
                         normal_in: &normal_in,
+                        narrow_in: &narrow_in,
                         live: &|r| live(end, r),
                         coalesced: &hints,
                     };
@@ -651,10 +654,11 @@ fn stretch_in(
     lane_part: &[Inst],
     known: Option<Facts>,
     looping: bool,
-) -> (HashSet<Reg>, HashSet<Reg>) {
+) -> (HashSet<Reg>, HashSet<Reg>, HashSet<Reg>) {
     let (mut normal_in, mut same_in) = (HashSet::default(), HashSet::default());
+    let mut narrow_in = HashSet::default();
     let Some(f) = known else {
-        return (normal_in, same_in);
+        return (normal_in, same_in, narrow_in);
     };
     let mut written = HashSet::default();
     for inst in lane_part {
@@ -672,9 +676,12 @@ fn stretch_in(
             if !def && f.uniform(*r) && !(looping && written.contains(r)) {
                 same_in.insert(*r);
             }
+            if !def && f.narrow(*r) {
+                narrow_in.insert(*r);
+            }
         });
     }
-    (normal_in, same_in)
+    (normal_in, same_in, narrow_in)
 }
 
 /// Where in [`Specials`] the special register `sp` is, when it is one of those the same in

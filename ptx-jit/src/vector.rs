@@ -436,6 +436,8 @@ struct Vector<'a, 'f> {
     uniform: &'a HashMap<Reg, Value>,
     /// Registers with no f32 subnormal when the stretch starts.
     normal_in: &'a HashSet<Reg>,
+    /// Registers whose values fit in 32 bits when the stretch starts.
+    narrow_in: &'a HashSet<Reg>,
     /// Quads (by their `lo`) whose f32 halves hold no subnormal.
     flushed: HashSet<Value>,
     /// Of quads (by their `lo`) that f32 arithmetic made: its four f32 bits before their
@@ -507,6 +509,9 @@ pub(crate) struct Env<'a> {
     pub(crate) uniform: &'a HashMap<Reg, Value>,
     pub(crate) uniform_dirty: &'a BTreeSet<Reg>,
     pub(crate) normal_in: &'a HashSet<Reg>,
+    /// The registers whose values fit in 32 bits when it starts (the high halves of
+    /// their slots zero): loaded, they are quads of 32-bit values ([`Quad::zext`]).
+    pub(crate) narrow_in: &'a HashSet<Reg>,
     pub(crate) live: &'a dyn Fn(Reg) -> bool,
     /// The accesses (by the addresses of their instructions) whose lanes' addresses are
     /// most likely one after the other or one place, and how far apart they are
@@ -1190,6 +1195,7 @@ impl<'a, 'f> Vector<'a, 'f> {
             vals: HashMap::default(),
             uniform: env.uniform,
             normal_in: env.normal_in,
+            narrow_in: env.narrow_in,
             flushed: HashSet::default(),
             raw: HashMap::default(),
             halves: HashMap::default(),
@@ -1599,7 +1605,7 @@ impl<'a, 'f> Vector<'a, 'f> {
                     lo,
                     hi,
                     low32: None,
-                    zext: false,
+                    zext: self.narrow_in.contains(&r),
                 }
             }
         };
@@ -2008,19 +2014,19 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// [`Self::contiguous`] for a shared access whose address register holds 32-bit values
-    /// (zero-extended, their `i32x4` at hand), tested on that `i32x4`: each lane's value
+    /// (zero-extended: made so in the stretch, or known to fit in 32 bits where it starts,
+    /// `Env::narrow_in`), tested on their `i32x4`: each lane's value
     /// less its place times `size` equal to lane 0's (five instructions where the 64-bit
     /// test takes nine). Where that holds in 32 bits but not in 64 (lane 0's value within
     /// `3 * size` of 2^32, the others past it), lane 0's address (over 2^31, with `offset`
     /// under 2^30) is past any block's shared memory (`vgpu_ptx::exec::MAX_SHARED`, 228
     /// KiB), so the range check that follows fails and the lanes go one by one.
     fn contiguous32(&mut self, q: Quad, offset: i64, size: u32) -> Option<(Value, Value)> {
-        let low = q
-            .low32
-            .filter(|_| q.zext && offset.unsigned_abs() < 1 << 30 && size > 0)?;
-        if self.active.is_some() {
+        if !(q.zext && offset.unsigned_abs() < 1 << 30 && size > 0) || self.active.is_some() {
             return None;
         }
+        let mut q = q;
+        let low = self.low32(&mut q);
         let step = u64::from(size);
         let places = self.constant(&[0, 1, 2, 3].map(|k| (k * step) as u32));
         let less = self.b.ins().isub(low, places);
@@ -2458,6 +2464,8 @@ impl<'a, 'f> Vector<'a, 'f> {
     fn extend(&mut self, mut q: Quad, bits: u32, signed: bool) -> Quad {
         match (bits, signed) {
             (64, _) => q,
+            // Already its low 32 bits zero-extended.
+            (32, false) if q.zext => q,
             (32, true) => {
                 let v = self.low32(&mut q);
                 Quad {

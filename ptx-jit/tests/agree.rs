@@ -1792,6 +1792,46 @@ fn a_chain_reads_what_the_runs_before_it_left() {
     }
 }
 
+/// A register loaded in one stretch and read in the next from its slots: its value fits
+/// in 32 bits there (the vector code then takes its slots' high halves for zero) after an
+/// unsigned 4-byte load, not after a signed one of a negative value, whose high half is
+/// all ones. Each lane's value converted from its low 32 bits (`cvt.u64.u32`), plus the
+/// value as it is, stored as 64 bits.
+#[test]
+fn a_register_loaded_in_one_stretch_is_read_whole_in_the_next() {
+    use BinOp::*;
+    let (lane, at4, at8, v, w) = (0, 1, 2, 3, 4);
+    let r = Src::Reg;
+    let input: Vec<u8> = (0..512u32).map(|b| (b * 53 + 128) as u8).collect();
+    for ty in [Ty::U32, Ty::S32] {
+        let mut code = vec![
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(bin(Shl, Ty::U64, at4, r(lane), Src::Imm(2))),
+            inst_of(bin(Shl, Ty::U64, at8, r(lane), Src::Imm(3))),
+            inst_of(load_at(ty, v, at4, 0)),
+        ];
+        // A branch to the next instruction ends the stretch.
+        let target = code.len() as u32 + 1;
+        code.push(inst(Op::Bra { target }, None));
+        code.extend([
+            inst_of(Op::Cvt {
+                dty: Ty::U64,
+                sty: Ty::U32,
+                round: Round::Default,
+                sat: false,
+                ftz: false,
+                d: w,
+                a: r(v),
+            }),
+            inst_of(bin(Add, Ty::U64, w, r(w), r(v))),
+            inst_of(store_u64_at(at8, r(w), 256)),
+            inst_of(Op::Exit),
+        ]);
+        let k = small_kernel("narrow", 0, 5, code);
+        agrees_in_vector_form(&k, &input, 1, &format!("a {ty:?} load"));
+    }
+}
+
 /// `shfl.sync.<mode> d, a, m, 0x1f` over the whole warp.
 fn shfl(d: Reg, a: Reg, mode: ShflMode, m: u64) -> Inst {
     inst_of(Op::Shfl {

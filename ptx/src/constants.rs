@@ -75,6 +75,9 @@ struct Fact {
     uniform: bool,
     /// Its stride (the module's documentation): a hint, known or not.
     stride: Value,
+    /// Its value fits in 32 bits: the high half of its 64-bit slot is zero (true where not
+    /// reached yet).
+    narrow: bool,
 }
 
 impl Fact {
@@ -83,12 +86,14 @@ impl Fact {
         normal: true,
         uniform: true,
         stride: Value::Unreached,
+        narrow: true,
     };
     const ANY: Fact = Fact {
         value: Value::Any,
         normal: false,
         uniform: false,
         stride: Value::Any,
+        narrow: false,
     };
 
     fn meet(self, other: Fact) -> Fact {
@@ -97,6 +102,7 @@ impl Fact {
             normal: self.normal && other.normal,
             uniform: self.uniform && other.uniform,
             stride: self.stride.meet(other.stride),
+            narrow: self.narrow && other.narrow,
         }
     }
 
@@ -331,6 +337,39 @@ impl Value {
 
 /// [`written`] but for its `uniform`.
 fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
+    let mut fact = written_unmasked(inst, d, state);
+    fact.narrow = narrow(&inst.op, state);
+    fact
+}
+
+/// Whether what `op` writes fits in 32 bits, from the facts before it: the results of
+/// 32-bit (and narrower) integer arithmetic, which keeps its low bits alone, of f32
+/// arithmetic (its bits), of comparisons and predicates (0 or 1), of loads of 4 bytes or
+/// fewer extended without sign, and of the 32-bit special registers; moves of such values.
+fn narrow(op: &Op, state: &[Fact]) -> bool {
+    use crate::ir::Special;
+    let of = |s: &Src| match *s {
+        Src::Reg(r) => state.get(r as usize).is_some_and(|f| f.narrow),
+        Src::Imm(v) => v >> 32 == 0,
+        Src::Special(sp) => !matches!(sp, Special::Clock),
+        Src::Global(..) => false,
+    };
+    match op {
+        Op::Mov { a, .. } => of(a),
+        Op::Bin { op, ty, .. } => match ty {
+            Ty::F32 | Ty::Pred => true,
+            Ty::F64 | Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2 => false,
+            _ if *op == BinOp::MulWide => ty.size() <= 2,
+            _ => ty.size() <= 4,
+        },
+        Op::Setp { .. } => true,
+        Op::Ld { ty, .. } => ty.size() <= 4 && !ty.signed(),
+        _ => false,
+    }
+}
+
+/// [`written_value`] but for its `narrow`.
+fn written_unmasked(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
     let fact_of = |s: &Src| match *s {
         Src::Reg(r) => state.get(r as usize).copied().unwrap_or(Fact::ANY),
         Src::Imm(v) => Fact {
@@ -338,6 +377,7 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
             normal: !subnormal(v),
             uniform: true,
             stride: Value::Known(0),
+            narrow: v >> 32 == 0,
         },
         _ => Fact::ANY,
     };
@@ -346,6 +386,7 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
         normal: true,
         uniform: false,
         stride: Value::Any,
+        narrow: false,
     };
     match &inst.op {
         Op::Mov { a, .. } => fact_of(a),
@@ -388,6 +429,7 @@ fn written_value(inst: &Inst, d: Reg, state: &[Fact]) -> Fact {
             normal: fact_of(a).normal,
             uniform: false,
             stride: Value::Any,
+            narrow: false,
         },
         _ => Fact::ANY,
     }
@@ -540,6 +582,12 @@ impl Facts {
     /// instruction together.
     pub fn uniform(&self, r: Reg) -> bool {
         self.0.get(r as usize).is_some_and(|f| f.same())
+    }
+
+    /// Whether register `r`'s value fits in 32 bits (the high half of its slot zero), on
+    /// every path here.
+    pub fn narrow(&self, r: Reg) -> bool {
+        self.0.get(r as usize).is_some_and(|f| f.narrow)
     }
 
     /// Register `r`'s stride (the module's documentation), where known: a hint.
@@ -1148,6 +1196,68 @@ mod tests {
         assert!(uniform(few.clone(), few.len() - 1, 4), "below the bound");
         let many = ops(5000);
         assert!(!uniform(many.clone(), many.len() - 1, 4), "past the bound");
+    }
+
+    /// A register fits in 32 bits after 32-bit arithmetic, a comparison, a load of 4 bytes
+    /// extended without sign and a move of `%tid.x`; not after 64-bit arithmetic, a
+    /// product widened to 64 bits, a sign-extending load, a 64-bit immediate or the clock;
+    /// where two ways meet, only if it fits on both.
+    #[test]
+    fn a_register_fits_in_32_bits_where_every_way_writes_it_so() {
+        let bin = |op, ty, d: Reg| {
+            let op = Op::Bin {
+                op,
+                ty,
+                d,
+                a: Src::Imm(3),
+                b: Src::Imm(5),
+                ftz: false,
+                sat: false,
+                round: crate::ir::Round::Default,
+                nan: false,
+            };
+            (None, op)
+        };
+        let load = |ty, d: Reg| {
+            let op = Op::Ld {
+                space: MemSpace::Global,
+                ty,
+                n: 1,
+                d: [d, 0, 0, 0],
+                addr: Addr {
+                    base: Some(0),
+                    global: None,
+                    offset: 0,
+                },
+            };
+            (None, op)
+        };
+        let ops = vec![
+            from(0, Src::Special(Special::Tid(0))),
+            bin(BinOp::Add, Ty::U32, 1),
+            bin(BinOp::Add, Ty::U64, 2),
+            bin(BinOp::MulWide, Ty::U32, 3),
+            less(4, Src::Reg(0), Src::Imm(9)),
+            load(Ty::U32, 5),
+            load(Ty::S32, 6),
+            mov(7, 1 << 32),
+            from(8, Src::Special(Special::Clock)),
+            mov(9, 7),
+            bra(12, Some((4, false))),
+            mov(9, 1 << 40),
+            (None, Op::Exit),
+        ];
+        let at = |r| {
+            let code = code(ops.clone());
+            let facts = Constants::of(&code).expect("analysed").at(&code, 12);
+            facts.expect("an instruction").narrow(r)
+        };
+        for r in [0, 1, 4, 5] {
+            assert!(at(r), "register {r} fits in 32 bits");
+        }
+        for r in [2, 3, 6, 7, 8, 9] {
+            assert!(!at(r), "register {r} does not");
+        }
     }
 
     #[test]

@@ -55,6 +55,7 @@ struct Shape {
     hoisted: Vec<bool>,
     normal_in: HashSet<Reg>,
     same_in: HashSet<Reg>,
+    narrow_in: HashSet<Reg>,
     looping: bool,
 }
 
@@ -70,13 +71,14 @@ fn shape(code: &[Inst], s: &Sub, facts: &dyn Fn(usize) -> Option<Facts>) -> Opti
         .any(|i| matches!(crate::memory_access(&i.op), Some((_, true))));
     let looping =
         s.looping && !stores && matches!(insts.last().map(|i| &i.op), Some(Op::Bra { .. }));
-    let (normal_in, same_in) = super::stretch_in(insts, facts(s.start), looping);
+    let (normal_in, same_in, narrow_in) = super::stretch_in(insts, facts(s.start), looping);
     let hoisted = uniform(insts, &same_in);
     let body = unhoisted(insts, &hoisted);
     (body.is_empty() || vector::vectorizable(&body)).then_some(Shape {
         hoisted,
         normal_in,
         same_in,
+        narrow_in,
         looping,
     })
 }
@@ -384,6 +386,7 @@ impl Hoisted {
             uniform: &self.vals,
             uniform_dirty: &self.dirty,
             normal_in: &shape.normal_in,
+            narrow_in: &shape.narrow_in,
             live,
             coalesced,
         }
