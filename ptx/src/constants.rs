@@ -42,6 +42,14 @@
 //! lanes' bytes one after the other), and one with a stride of 0 reads one place for the
 //! four lanes; compiled code tests for these at run time, and the hint decides only
 //! whether it tests.
+//!
+//! And whether a register's value fits in 32 bits, the high half of its 64-bit slot zero:
+//! when on every path its last write is 32-bit (or narrower) integer arithmetic, which
+//! keeps the low bits of its type alone (but a product widened past 32 bits), f32
+//! arithmetic (its bits), a comparison (0 or 1), a load of 4 bytes or fewer extended
+//! without sign, or a `mov` of such a register, of an immediate below 2^32 or of a 32-bit
+//! special register. Compiled code then works on the register's low halves alone (a
+//! shared access by it tests its four lanes' addresses in 32 bits).
 
 use crate::ir::{Addr, BinOp, Inst, MemSpace, Op, Reg, Src, Ty};
 
