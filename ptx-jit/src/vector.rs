@@ -1571,8 +1571,25 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// 32-bit comparison of the stretch wrote `p` (`masks`).
     fn guard_i32(&mut self, p: Reg, neg: bool) -> Option<Value> {
         let q = self.reg(p);
-        let m = *self.masks.get(&q.lo)?;
-        Some(if neg { self.b.ins().bnot(m) } else { m })
+        if let Some(&m) = self.masks.get(&q.lo) {
+            return Some(if neg { self.b.ins().bnot(m) } else { m });
+        }
+        let unset = self.unset_i32(p, q)?;
+        Some(if neg { unset } else { self.b.ins().bnot(unset) })
+    }
+
+    /// Where predicate `p`'s value `q` holds 32-bit values (0 or 1: [`Quad::zext`]), the
+    /// lanes where it is 0 as one `i32x4` mask (all ones there), from its low halves
+    /// alone: one comparison where its two 64-bit halves take two, each a comparison and
+    /// a negation.
+    fn unset_i32(&mut self, p: Reg, mut q: Quad) -> Option<Value> {
+        if !q.zext {
+            return None;
+        }
+        let v = self.low32(&mut q);
+        self.keep_low32(&Src::Reg(p), q);
+        let zero = self.splat_of(I32X4, 0);
+        Some(self.b.ins().icmp(IntCC::Equal, v, zero))
     }
 
     fn splat(&mut self, x: Value) -> Quad {
@@ -1688,6 +1705,14 @@ impl<'a, 'f> Vector<'a, 'f> {
                 self.b.ins().bxor_imm(bits, 0xF)
             } else {
                 bits
+            };
+        }
+        if let Some(unset) = self.unset_i32(p, q) {
+            let bits = self.b.ins().vhigh_bits(I32, unset);
+            return if neg {
+                bits
+            } else {
+                self.b.ins().bxor_imm(bits, 0xF)
             };
         }
         let zero = self.b.ins().iconst(I64, 0);

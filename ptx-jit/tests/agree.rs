@@ -1832,6 +1832,49 @@ fn a_register_loaded_in_one_stretch_is_read_whole_in_the_next() {
     }
 }
 
+/// A branch on a predicate a 32-bit comparison made before a barrier (read from its
+/// slots, where it fits in 32 bits: the vector code tests its low halves alone), under
+/// `@p` and `@!p`, that some lanes of the warp take: the lanes that take it store their
+/// value in the second row, the others in the first.
+#[test]
+fn a_branch_on_a_predicate_made_before_a_barrier_goes_each_lane_its_way() {
+    use BinOp::*;
+    let (lane, p, at, x) = (0, 1, 2, 3);
+    let r = Src::Reg;
+    for neg in [false, true] {
+        let mut compare = lt_u64(p, r(lane), Src::Imm(6));
+        if let Op::Setp { ty, .. } = &mut compare {
+            *ty = Ty::U32;
+        }
+        let code = vec![
+            inst_of(mov(lane, Src::Special(Special::LaneId))),
+            inst_of(compare),
+            // A barrier ends the region: the next one reads the predicate from its slots.
+            inst_of(Op::Bar),
+            inst_of(bin(Shl, Ty::U64, at, r(lane), Src::Imm(3))),
+            inst_of(bin(Add, Ty::U64, x, r(lane), Src::Imm(1000))),
+            inst(Op::Bra { target: 8 }, Some((p, neg))),
+            inst_of(store_u64(at, r(x))),
+            inst_of(Op::Exit),
+            inst_of(store_u64_at(at, r(x), 256)),
+            inst_of(Op::Exit),
+        ];
+        let k = small_kernel("branch", 0, 4, code);
+        agrees_in_vector_form(&k, &[0; 512], 1, &format!("the branch, neg {neg}"));
+        let jit = vgpu_ptx_jit::Jit::eager(&k).expect("a code generator for this host");
+        let mem = DirectMemory::zeroed(BASE, 512).expect("aligned memory");
+        run(&k, &launch((1, [32, 1, 1], 1), &[], &mem, Some(&jit))).expect("runs");
+        let out = mem.get(BASE, 512).expect("inside");
+        for (i, s) in out.chunks(8).enumerate() {
+            let (row, l) = (i / 32, (i % 32) as u64);
+            let took = (l < 6) != neg;
+            let want = if (row == 1) == took { 1000 + l } else { 0 };
+            let s = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+            assert_eq!(s, want, "row {row}, lane {l}, neg {neg}");
+        }
+    }
+}
+
 /// `shfl.sync.<mode> d, a, m, 0x1f` over the whole warp.
 fn shfl(d: Reg, a: Reg, mode: ShflMode, m: u64) -> Inst {
     inst_of(Op::Shfl {
