@@ -1568,7 +1568,8 @@ impl<'a, 'f> Vector<'a, 'f> {
     }
 
     /// Guard `p` (`!p` with `neg`) as one `i32x4` mask, all ones where it holds, where a
-    /// 32-bit comparison of the stretch wrote `p` (`masks`).
+    /// 32-bit comparison of the stretch wrote `p` (`masks`) or its value fits in 32 bits
+    /// ([`Self::unset_i32`]).
     fn guard_i32(&mut self, p: Reg, neg: bool) -> Option<Value> {
         let q = self.reg(p);
         if let Some(&m) = self.masks.get(&q.lo) {
@@ -2040,12 +2041,12 @@ impl<'a, 'f> Vector<'a, 'f> {
 
     /// [`Self::contiguous`] for a shared access whose address register holds 32-bit values
     /// (zero-extended: made so in the stretch, or known to fit in 32 bits where it starts,
-    /// `Env::narrow_in`), tested on their `i32x4`: each lane's value
-    /// less its place times `size` equal to lane 0's (five instructions where the 64-bit
-    /// test takes nine). Where that holds in 32 bits but not in 64 (lane 0's value within
-    /// `3 * size` of 2^32, the others past it), lane 0's address (over 2^31, with `offset`
-    /// under 2^30) is past any block's shared memory (`vgpu_ptx::exec::MAX_SHARED`, 228
-    /// KiB), so the range check that follows fails and the lanes go one by one.
+    /// `Env::narrow_in`), tested on their `i32x4`: each lane's value less its place times
+    /// `size` equal to lane 0's (five instructions where the 64-bit test takes nine).
+    /// Where that holds in 32 bits but not in 64 (lane 0's value within `3 * size` of
+    /// 2^32, the others past it), lane 0's address (over 2^31, with `offset` under 2^30)
+    /// is past any block's shared memory (`vgpu_ptx::exec::MAX_SHARED`, 228 KiB), so the
+    /// range check that follows fails and the lanes go one by one.
     fn contiguous32(&mut self, q: Quad, offset: i64, size: u32) -> Option<(Value, Value)> {
         if !(q.zext && offset.unsigned_abs() < 1 << 30 && size > 0) || self.active.is_some() {
             return None;
