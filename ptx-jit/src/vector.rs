@@ -413,8 +413,9 @@ struct Quad {
     lo: Value,
     hi: Value,
     low32: Option<Value>,
-    /// `lo` and `hi` are `low32` zero-extended (a 32-bit result): where runs of a pass
-    /// join, such a register is passed as its one `i32x4`.
+    /// `lo` and `hi` hold 32-bit values zero-extended (a 32-bit result, or a register
+    /// known to fit in 32 bits, `Env::narrow_in`): where runs of a pass join, such a
+    /// register whose `low32` is made is passed as that one `i32x4`.
     zext: bool,
 }
 
