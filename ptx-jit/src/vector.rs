@@ -2003,7 +2003,7 @@ impl<'a, 'f> Vector<'a, 'f> {
     /// other (tested) and the 32 bytes from lane 0's inside, as one run of `4 * count`
     /// accesses of `size` bytes. Where they are not, the loads go lane by lane.
     fn coalesced_span(&mut self, q: Quad, lo: i64, count: u64, size: u32, site: u32) -> Spanned {
-        let (together, at) = self.contiguous(q, lo, 8);
+        let (together, at) = self.contiguous(MemSpace::Global, q, lo, 8);
         let (hit, host) = self.run_check(MemSpace::Global, at, (size, 4 * count), site);
         let all = self.b.ins().band(together, hit);
         let hosts = [0, 8, 16, 24].map(|k| self.b.ins().iadd_imm(host, k));
@@ -2071,11 +2071,17 @@ impl<'a, 'f> Vector<'a, 'f> {
         Some((all, self.b.ins().iadd_imm(b0, offset)))
     }
 
-    /// Whether the four lanes' addresses (`q` plus `offset`) are `size` bytes apart one
-    /// after the other (the lanes of a coalesced access, as a GPU kernel mostly makes them;
-    /// with `size` 0, one place), and all four lanes make the access (in a loop, all are
-    /// still in it), and lane 0's address.
-    fn contiguous(&mut self, q: Quad, offset: i64, size: u32) -> (Value, Value) {
+    /// Whether the four lanes' addresses (`q` plus `offset`) in `space` are `size` bytes
+    /// apart one after the other (the lanes of a coalesced access, as a GPU kernel mostly
+    /// makes them; with `size` 0, one place), and all four lanes make the access (in a
+    /// loop, all are still in it), and lane 0's address. In shared memory by 32-bit
+    /// addresses, on their `i32x4` ([`Self::contiguous32`]).
+    fn contiguous(&mut self, space: MemSpace, q: Quad, offset: i64, size: u32) -> (Value, Value) {
+        if space == MemSpace::Shared {
+            if let Some(r) = self.contiguous32(q, offset, size) {
+                return r;
+            }
+        }
         let little = MemFlags::new().with_endianness(Endianness::Little);
         let b0 = self.b.ins().extractlane(q.lo, 0);
         // Each lane's address less its place times `size`: the four are one after the
@@ -2151,11 +2157,7 @@ impl<'a, 'f> Vector<'a, 'f> {
     ) -> Option<Quad> {
         let q = base?;
         let step = self.coalescable(space, n, size, site)?;
-        let (together, at) = match space {
-            MemSpace::Shared => self.contiguous32(q, offset, step),
-            _ => None,
-        }
-        .unwrap_or_else(|| self.contiguous(q, offset, step));
+        let (together, at) = self.contiguous(space, q, offset, step);
         let (check, fast, slow, join) = (
             self.b.create_block(),
             self.b.create_block(),
@@ -2259,11 +2261,7 @@ impl<'a, 'f> Vector<'a, 'f> {
         } else {
             vec![v.lo, v.hi]
         };
-        let (contig, at) = match space {
-            MemSpace::Shared => self.contiguous32(q, offset, size),
-            _ => None,
-        }
-        .unwrap_or_else(|| self.contiguous(q, offset, size));
+        let (contig, at) = self.contiguous(space, q, offset, size);
         let (hit, host) = self.run_check(space, at, (size, 4), site);
         let ok = self.b.ins().band(contig, hit);
         let sink = offset_of!(crate::direct::LoadCtx, sink) as i64;
